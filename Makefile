@@ -1,0 +1,34 @@
+# The two commands of README.md: `make demo` (main job) and `make test` (whole suite).
+# Each installs what it needs, every time, so they work on a fresh machine.
+PY ?= python3
+PIP = $(PY) -m pip
+
+.PHONY: install install-test chromium demo test lint bench
+
+install:
+	# CPU torch wheel first, so the project's torch range never pulls a CUDA build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e .
+
+install-test: install
+	$(PIP) install -q -e ".[test]"
+	$(PY) .ci/install_interop.py
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ) || \
+	  echo "WARNING: chromium not installed; browser tests will be skipped"
+
+demo: install
+	$(PIP) install -q jupyterlab ipykernel
+	$(PY) -m circwidgets.demo
+
+test: install-test chromium
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint:
+	$(PY) -m ruff check .
+
+bench: install
+	$(PY) benchmarks/run_all.py

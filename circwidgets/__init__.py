@@ -1,0 +1,28 @@
+"""circwidgets: the mathematics of transformer circuits, clickable in a notebook.
+
+Layers: `circwidgets.model` (weights) -> `circwidgets.engine` (mathematics) -> `circwidgets.widgets`
+(views). `circwidgets.train` and `circwidgets.zoo` build and ship small models.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .model import ModelConfig, ModelFileError, Transformer, fold_layernorm, load_file, save
+
+__version__ = "0.1.0"
+
+
+def load(name_or_path: str | os.PathLike, device: str = "cpu", **kwargs) -> Transformer:
+    """Load a model from a `.safetensors` path written by `save`, or a shipped model by name
+    (see `circwidgets.zoo.list()`)."""
+    p = Path(name_or_path)
+    if p.exists() or p.suffix == ".safetensors" or os.sep in str(name_or_path):
+        return load_file(p, device=device, **kwargs)
+    from . import zoo
+
+    return load_file(zoo.path(str(name_or_path)), device=device, **kwargs)
+
+
+__all__ = ["ModelConfig", "ModelFileError", "Transformer", "fold_layernorm", "load", "save", "__version__"]
