@@ -1,0 +1,1 @@
+"""The framework's mathematics as pure functions of weights and activations (no widgets)."""
