@@ -1,0 +1,258 @@
+"""Head detection on behaviour (DESIGN.md item 8): previous-token, duplicate-token and induction
+scores on BOS + repeated random tokens, the Olsson copying score and in-context loss.
+
+Scores follow TransformerLens' head detector, with one precise normalisation:
+
+    score[l, h] = Σ_{rows i ∈ R} Σ_j A[i, j] M[i, j]  /  Σ_{rows i ∈ R} Σ_j A[i, j]
+
+summed over the batch, where `A` is the head's attention pattern `[query, key]`, `M` the detection
+mask of the kind and `R` the query rows in which `M` has at least one entry. Because every pattern
+row sums to 1, the score is the mean (over those rows) attention mass on the mask, in [0, 1].
+Masks are built from the tokens themselves (so any token sequence works):
+
+- previous_token: `M[i, j] = [j == i - 1]` (every row but the first);
+- duplicate_token: `M[i, j] = [tok[j] == tok[i] and j < i]` (earlier occurrences, diagonal excluded);
+- induction: the duplicate mask shifted one column right: `M[i, j] = [tok[j-1] == tok[i] and j <= i]`,
+  i.e. the token after an earlier occurrence of the current token.
+
+On `BOS + r + r` with `r` of length L drawn without repetition (what `repeated_tokens` makes), the
+duplicate mask is the diagonal at offset −L and the induction mask the diagonal at offset −(L−1),
+both restricted to the repeated half.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model import Transformer
+from ._check import check_finite, check_layer_head
+
+KINDS = ("previous_token", "duplicate_token", "induction")
+
+
+class _Stop(Exception):
+    """Raised from the last pattern hook: head scores never need the unembedding."""
+
+
+def _bos_id(model: Transformer, bos) -> int | None:
+    if bos == "auto":
+        return model.cfg.bos_token_id if model.cfg.bos_token_id is not None else 0
+    if bos is None:
+        return None
+    if isinstance(bos, bool) or not isinstance(bos, int) or not 0 <= bos < model.cfg.d_vocab:
+        raise ValueError(f"bos={bos!r} is out of range: token ids are 0..{model.cfg.d_vocab - 1} (or None / 'auto')")
+    return bos
+
+
+def repeated_tokens(d_vocab: int, seq_len: int, n_seqs: int = 1, seed: int = 0, bos: int | None = None,
+                    device=None) -> torch.Tensor:
+    """`[n_seqs, (bos is not None) + 2 * seq_len]` long tensor: `BOS + r + r` per row.
+
+    `r` is `seq_len` random token ids from `[0, d_vocab)` excluding `bos`, drawn without repetition
+    when the vocabulary allows (so the duplicate / induction masks are exact diagonals), with
+    repetition otherwise. Deterministic in `seed`.
+    """
+    for name, v, lo in (("d_vocab", d_vocab, 1), ("seq_len", seq_len, 1), ("n_seqs", n_seqs, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{name}={v!r} must be an integer >= {lo}")
+    if bos is not None and not 0 <= bos < d_vocab:
+        raise ValueError(f"bos={bos!r} is out of range: token ids are 0..{d_vocab - 1}")
+    pool = torch.arange(d_vocab)
+    if bos is not None:
+        pool = pool[pool != bos]
+    if len(pool) == 0:
+        raise ValueError(f"d_vocab={d_vocab} leaves no token besides bos={bos}")
+    g = torch.Generator().manual_seed(seed)
+    if seq_len <= len(pool):
+        idx = torch.stack([torch.randperm(len(pool), generator=g)[:seq_len] for _ in range(n_seqs)])
+    else:
+        idx = torch.randint(0, len(pool), (n_seqs, seq_len), generator=g)
+    r = pool[idx]
+    parts = [r, r]
+    if bos is not None:
+        parts.insert(0, torch.full((n_seqs, 1), bos, dtype=torch.long))
+    return torch.cat(parts, 1).to(device)
+
+
+def detection_masks(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Boolean masks `[batch, query, key]` of each kind for `tokens` `[batch, pos]` (see module doc)."""
+    b, p = tokens.shape
+    ar = torch.arange(p, device=tokens.device)
+    prev = (ar[:, None] - 1 == ar[None, :]).expand(b, p, p)
+    strictly_lower = ar[None, :] < ar[:, None]
+    dup = (tokens[:, :, None] == tokens[:, None, :]) & strictly_lower
+    ind = torch.zeros_like(dup)
+    ind[:, :, 1:] = dup[:, :, :-1]
+    ind &= ar[None, :] <= ar[:, None]
+    return {"previous_token": prev, "duplicate_token": dup, "induction": ind}
+
+
+def _prepare_tokens(model: Transformer, tokens, seq_len, n_seqs, seed, bos) -> torch.Tensor:
+    if tokens is not None:
+        return model.check_tokens(tokens)
+    bos_id = _bos_id(model, bos)
+    if seq_len is None:
+        seq_len = min(64, (model.cfg.n_ctx - (bos_id is not None)) // 2)
+    longest = (model.cfg.n_ctx - (bos_id is not None)) // 2
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 1 <= seq_len <= longest:
+        raise ValueError(
+            f"seq_len={seq_len!r} is out of range: this model (n_ctx {model.cfg.n_ctx}) allows 1..{longest}"
+        )
+    return model.check_tokens(repeated_tokens(model.cfg.d_vocab, seq_len, n_seqs, seed, bos_id))
+
+
+@torch.no_grad()
+def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int = 4, seed: int = 0,
+                    tokens=None, bos="auto", kinds=KINDS) -> dict[str, torch.Tensor]:
+    """Every detection score from one forward pass: `{kind: Tensor[n_layers, n_heads]}`.
+
+    tokens: `[batch, pos]` ids to use instead of `repeated_tokens(d_vocab, seq_len, n_seqs, seed, bos)`.
+    seq_len: length L of the repeated block (default min(64, what n_ctx allows)).
+    bos: "auto" = `cfg.bos_token_id`, or token 0 when the model has none; an int id; None = no BOS.
+    The forward pass stops after the last layer's attention pattern (no unembedding) and keeps no
+    cache, so this is cheap enough to call at every evaluation of a training run.
+    Scores are in [0, 1]; NaN where no row of the batch has a mask entry (e.g. induction on
+    tokens with no repeats).
+    """
+    for k in kinds:
+        if k not in KINDS:
+            raise ValueError(f"kind={k!r} is not one of {KINDS}")
+    check_finite(model)
+    toks = _prepare_tokens(model, tokens, seq_len, n_seqs, seed, bos)
+    masks = detection_masks(toks)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    dtype = model.W_E.dtype
+    # float masks [batch, q, k] and the rows each kind scores; row weights fold the row selection in.
+    prepared = {}
+    for k in kinds:
+        m = masks[k]
+        rows = m.any(-1)  # [batch, q]
+        prepared[k] = (m.to(dtype), rows.to(dtype))
+    out = {k: torch.full((L, H), float("nan"), dtype=torch.float32) for k in kinds}
+
+    def hook(pattern: torch.Tensor, hp) -> None:
+        layer = hp.layer()
+        for k, (m, rows) in prepared.items():
+            num = torch.einsum("bhqk,bqk->h", pattern, m)
+            den = torch.einsum("bhqk,bq->h", pattern, rows)
+            out[k][layer] = (num / den).float().cpu()
+        if layer == L - 1:
+            raise _Stop
+
+    if L == 0:
+        return out
+    try:
+        model.run_with_hooks(toks, fwd_hooks=[(("pattern", layer), hook) for layer in range(L)])
+    except _Stop:
+        pass
+    return out
+
+
+def head_scores(model: Transformer, kind: str = "induction", seq_len: int | None = None, n_seqs: int = 4,
+                seed: int = 0, tokens=None, bos="auto") -> torch.Tensor:
+    """`Tensor[n_layers, n_heads]` detection score of `kind` ("previous_token" | "duplicate_token" |
+    "induction") on `BOS + r + r` (or on `tokens`); see the module docstring for the definition."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r} is not one of {KINDS}")
+    return all_head_scores(model, seq_len, n_seqs, seed, tokens, bos, kinds=(kind,))[kind]
+
+
+# ---------------------------------------------------------------------------------- copying
+@torch.no_grad()
+def copying_score(model: Transformer, layer: int | None = None, head: int | None = None,
+                  n_tokens: int | None = 512, seed: int = 0, block_size: int = 256) -> torch.Tensor:
+    """Olsson et al.'s behavioural copying score of each head, from its full OV circuit.
+
+    For a source token t, the head's direct effect on the logits when it attends to t is row t of
+    `W_E W_OV W_U` (row convention; LayerNorm and biases ignored, so fold LN first for LN models).
+    The head copies t when that row raises t's own logit above the others. Per token we take the
+    fraction of the other d_vocab − 1 tokens whose logit is raised strictly less than t's own (ties
+    count half); the score is the mean of that fraction over source tokens, in [0, 1]:
+    1 = every token raises itself most, 0.5 = what a random OV circuit gives, 0 = anti-copying.
+    (This is the per-token, rank-based counterpart of the eigenvalue positivity of the same circuit.)
+
+    n_tokens: number of source tokens sampled (without replacement, `seed`); None or >= d_vocab = all.
+    layer, head: a single head (returns a 0-d tensor) or None for all heads `[n_layers, n_heads]`.
+    Cost: one `[n_tokens, d_head] @ [d_head, d_vocab]` product per head, streamed in `block_size` rows.
+    """
+    check_finite(model)
+    cfg = model.cfg
+    V = cfg.d_vocab
+    if layer is not None or head is not None:
+        if layer is None or head is None:
+            raise ValueError("copying_score: pass both layer and head, or neither")
+        layer, head = check_layer_head(model, layer, head)
+        heads = [(layer, head)]
+    else:
+        heads = [(lay, h) for lay in range(cfg.n_layers) for h in range(cfg.n_heads)]
+    if n_tokens is None or n_tokens >= V:
+        src = torch.arange(V)
+    else:
+        if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
+            raise ValueError(f"n_tokens={n_tokens!r} must be a positive integer or None")
+        src = torch.randperm(V, generator=torch.Generator().manual_seed(seed))[:n_tokens].sort().values
+    dev = model.W_E.device
+    src = src.to(dev)
+    WE = model.W_E.float()
+    WU = model.W_U.float()
+    out = torch.full((cfg.n_layers, cfg.n_heads), float("nan"))
+    from tqdm.auto import tqdm
+
+    for lay, h in tqdm(heads, desc="copying score", disable=len(heads) * len(src) * V < 5e8, leave=False):
+        ou = model.W_O[lay, h].float() @ WU  # [d_head, V]
+        total = 0.0
+        for s in range(0, len(src), block_size):
+            t = src[s:s + block_size]
+            rows = (WE[t] @ model.W_V[lay, h].float()) @ ou  # [b, V]
+            own = rows.gather(1, t[:, None])
+            below = (rows < own).sum(1).double() + 0.5 * ((rows == own).sum(1).double() - 1)
+            total += (below / max(V - 1, 1)).sum().item()
+        out[lay, h] = total / len(src)
+    if len(heads) == 1:
+        return out[heads[0]]
+    return out
+
+
+# ---------------------------------------------------------------------------------- in-context loss
+@dataclass
+class InContextLoss:
+    """Cross-entropy (nats) on `BOS + r + r`.
+
+    first: mean loss predicting the first block's tokens (targets at positions 1..L after BOS).
+    repeated: mean loss predicting the repeated block's tokens except its first one (targets
+    r_2..r_L of the second copy), which a model can predict from context alone.
+    per_position: `[pos - 1]` mean loss (over sequences) of predicting token p+1 at position p.
+    """
+
+    first: float
+    repeated: float
+    per_position: torch.Tensor
+
+    @property
+    def gain(self) -> float:
+        """first − repeated: how much the repetition helps (large for models with induction heads)."""
+        return self.first - self.repeated
+
+
+@torch.no_grad()
+def in_context_loss(model: Transformer, seq_len: int | None = None, n_seqs: int = 4, seed: int = 0,
+                    bos="auto") -> InContextLoss:
+    """Loss on the first half vs the repeated half of `BOS + r + r` (see `InContextLoss`)."""
+    check_finite(model)
+    bos_id = _bos_id(model, bos)
+    toks = _prepare_tokens(model, None, seq_len, n_seqs, seed, bos)
+    off = 1 if bos_id is not None else 0
+    L = (toks.shape[1] - off) // 2
+    logits = model(toks).float()
+    lp = logits[:, :-1].log_softmax(-1)
+    nll = -lp.gather(-1, toks[:, 1:, None])[..., 0]  # [batch, pos-1]; entry p predicts token p+1
+    per_pos = nll.mean(0).cpu()
+    # target positions t: first block off..off+L-1 (t=0 is unpredictable without BOS: skipped),
+    # repeated block off+L+1 .. off+2L-1 (its first token does not follow from context).
+    first_t = torch.arange(max(off, 1), off + L)
+    rep_t = torch.arange(off + L + 1, off + 2 * L)
+    first = per_pos[first_t - 1].mean().item() if len(first_t) else float("nan")
+    rep = per_pos[rep_t - 1].mean().item() if len(rep_t) else float("nan")
+    return InContextLoss(first, rep, per_pos)
