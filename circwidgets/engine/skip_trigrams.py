@@ -1,0 +1,238 @@
+"""Skip-trigrams `[A] … [B] → [C]` of one attention head (DESIGN.md item 7), streamed.
+
+A = source token (attended to, key side), B = destination token (query side), C = output token.
+With the row convention, for a head (layer l, head h):
+
+    full QK circuit   QK[b, a] = (W_E W_Q)[b] · (W_E W_K)[a] / attn_scale     (score units)
+    full OV circuit   OV[a, c] = (W_E W_V)[a] · (W_O W_U)[:, c]                 (logit units)
+
+Centring (QK values are only comparable within a query row; OV values within an output row):
+
+    QKc[b, a] = QK[b, a] − mean_a' QK[b, a'] = (W_E W_Q)[b] · (K[a] − mean(K))      K = W_E W_K
+    OVc[a, c] = OV[a, c] − mean_c' OV[a, c'] = (W_E W_V)[a] · (U[:, c] − mean(U))   U = W_O W_U
+
+so centring is done on the d_head-wide factors, never on a vocab × vocab matrix.
+For each source A the table lists the top `n_dest` destinations B from column A of QKc and the top
+`n_out` outputs C from row A of OVc. Sources are ranked by
+
+    strength(A) = max(0, max_b QKc[b, A]) · max_c OVc[A, c]
+
+(how much the best destination attends to A more than to an average key, times how much attending
+to A raises its best output logit above that row's mean). Ranking needs the two maxima for every
+source: one streamed pass over `block_size` sources at a time, each block a `[block, d_vocab]` GEMM
+reduced with `amax` at once (peak memory `O(block · d_vocab)`). The lists themselves are computed
+on demand (`for_source`, `rows`) from factors kept in memory: a GEMV per source, milliseconds.
+
+Circuits use the raw weights: LayerNorm, biases and positional embeddings are not part of them
+(fold LayerNorm first with `circwidgets.model.fold_layernorm` for LN models). All maths in float32
+on the weights' device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..model import Transformer
+from ._check import check_finite, check_layer_head, check_token
+
+
+@dataclass
+class SkipTrigramRow:
+    """One source token A with its top destinations B and outputs C.
+
+    dests / dest_values: `[n_dest]` ids and centred QK values (attention-score units) of column A;
+    outs / out_values: `[n_out]` ids and centred OV values (logit units) of row A.
+    """
+
+    source: int
+    strength: float
+    top_qk: float
+    top_ov: float
+    dests: list[int]
+    dest_values: list[float]
+    outs: list[int]
+    out_values: list[float]
+    source_str: str | None = None
+    dest_strs: list[str] | None = None
+    out_strs: list[str] | None = None
+    rank: int | None = field(default=None)
+
+    def triples(self, n: int | None = None) -> list[tuple[int, int, int]]:
+        """(A, B, C) triples of this source, best destination × best output first (all pairs when n is None)."""
+        pairs = [(self.source, b, c) for b in self.dests for c in self.outs]
+        return pairs if n is None else pairs[:n]
+
+    def __str__(self) -> str:
+        def name(i, s):
+            return repr(s) if s is not None else str(i)
+
+        src = name(self.source, self.source_str)
+        ds = ", ".join(name(b, s) for b, s in zip(self.dests[:5], self.dest_strs or [None] * len(self.dests)))
+        cs = ", ".join(name(c, s) for c, s in zip(self.outs[:5], self.out_strs or [None] * len(self.outs)))
+        return f"[{src}] … [{ds}] → [{cs}]  (strength {self.strength:.3g})"
+
+
+def _factors(model: Transformer, layer: int, head: int) -> dict[str, torch.Tensor]:
+    """float32 factors `Q [V, E]`, centred `K [V, E]`, `Vs [V, E]`, centred `U [E, V]`."""
+    WE = model.W_E.detach().float()
+    q = WE @ model.W_Q[layer, head].detach().float() / float(model.cfg.attn_scale)
+    k = WE @ model.W_K[layer, head].detach().float()
+    v = WE @ model.W_V[layer, head].detach().float()
+    u = model.W_O[layer, head].detach().float() @ model.W_U.detach().float()
+    return {"q": q.contiguous(), "k": (k - k.mean(0)).contiguous(), "v": v.contiguous(),
+            "u": (u - u.mean(1, keepdim=True)).contiguous()}
+
+
+class SkipTrigramTable:
+    """The skip-trigram table of one head: every source's strength, lists on demand.
+
+    strength, top_qk, top_ov: `[d_vocab]` float32 (CPU); order: `[d_vocab]` sources by strength,
+    strongest first. `table[i]` / iteration / `rows(start, n)` go down that order;
+    `for_source(token)` looks one source up by id (or string when the model has a tokenizer).
+    """
+
+    def __init__(self, model: Transformer, layer: int, head: int, factors: dict[str, torch.Tensor],
+                 top_qk: torch.Tensor, top_ov: torch.Tensor, k: int, n_dest: int, n_out: int, block_size: int):
+        self.model, self.layer, self.head = model, layer, head
+        self._f = factors
+        self.top_qk, self.top_ov = top_qk, top_ov
+        self.strength = top_qk.clamp(min=0) * top_ov
+        self.order = torch.argsort(self.strength, descending=True, stable=True)
+        self._rank = torch.empty_like(self.order)
+        self._rank[self.order] = torch.arange(len(self.order))
+        self.k, self.n_dest, self.n_out, self.block_size = k, n_dest, n_out, block_size
+        self._strs = None
+
+    # -------------------------------------------------------------- token strings
+    def _to_strs(self, ids: list[int]) -> list[str] | None:
+        tok = self.model.tokenizer
+        return None if tok is None else tok.id_to_str(ids)
+
+    def _resolve(self, token) -> int:
+        if isinstance(token, str):
+            tok = self.model.tokenizer
+            if tok is None:
+                raise ValueError("token given as a string but this model has no tokenizer: pass a token id")
+            tid = tok.token_to_id(token)
+            if tid is None:
+                ids = tok.encode(token)
+                if len(ids) != 1:
+                    raise ValueError(f"token={token!r} is not a single token (encodes to {ids})")
+                tid = ids[0]
+            return check_token(self.model, int(tid))
+        if isinstance(token, torch.Tensor):
+            token = int(token.item())
+        return check_token(self.model, token)
+
+    # -------------------------------------------------------------- lists
+    @torch.no_grad()
+    def _lists(self, sources: torch.Tensor) -> list[SkipTrigramRow]:
+        f = self._f
+        dev = f["q"].device
+        nd, no = min(self.n_dest, len(f["q"])), min(self.n_out, f["u"].shape[1])
+        rows = []
+        for s in range(0, len(sources), self.block_size):
+            src = sources[s:s + self.block_size].to(dev)
+            qk = f["k"][src] @ f["q"].T  # [n, V]: column src of centred QK, over destinations
+            ov = f["v"][src] @ f["u"]  # [n, V]: row src of centred OV, over outputs
+            dv, di = qk.topk(nd, dim=1)
+            ovv, oi = ov.topk(no, dim=1)
+            dv, di, ovv, oi = dv.cpu(), di.cpu(), ovv.cpu(), oi.cpu()
+            for j, a in enumerate(src.cpu().tolist()):
+                dests, outs = di[j].tolist(), oi[j].tolist()
+                rows.append(SkipTrigramRow(
+                    source=a, strength=float(self.strength[a]), top_qk=float(self.top_qk[a]),
+                    top_ov=float(self.top_ov[a]), dests=dests, dest_values=dv[j].tolist(), outs=outs,
+                    out_values=ovv[j].tolist(), source_str=(self._to_strs([a]) or [None])[0],
+                    dest_strs=self._to_strs(dests), out_strs=self._to_strs(outs), rank=int(self._rank[a]),
+                ))
+        return rows
+
+    def for_source(self, token) -> SkipTrigramRow:
+        """The row of one source token A (id, or string for models with a tokenizer)."""
+        return self._lists(torch.tensor([self._resolve(token)]))[0]
+
+    def rows(self, start: int = 0, n: int | None = None) -> list[SkipTrigramRow]:
+        """Rows `start .. start + n` in strength order (n defaults to `k`)."""
+        n = self.k if n is None else n
+        V = len(self.order)
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < V:
+            raise IndexError(f"start={start!r} is out of range: rows are 0..{V - 1}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n={n!r} must be a non-negative integer")
+        return self._lists(self.order[start:start + n])
+
+    def __len__(self) -> int:
+        return self.k
+
+    def __getitem__(self, i: int) -> SkipTrigramRow:
+        if isinstance(i, bool) or not isinstance(i, int) or not -self.k <= i < self.k:
+            raise IndexError(f"row {i!r} is out of range: this table shows rows 0..{self.k - 1} (use .rows())")
+        return self.rows(i % self.k, 1)[0]
+
+    def __iter__(self):
+        return iter(self.rows(0, self.k))
+
+    def triples(self, n: int = 20) -> list[tuple[int, int, int, float]]:
+        """Top `n` (A, B, C, score) triples among the first `k` sources, score = max(0, QKc[B, A]) · OVc[A, C]."""
+        cand = []
+        for r in self.rows(0, self.k):
+            for b, qv in zip(r.dests, r.dest_values):
+                for c, ov in zip(r.outs, r.out_values):
+                    cand.append((r.source, b, c, max(qv, 0.0) * ov))
+        cand.sort(key=lambda t: -t[3])
+        return cand[:n]
+
+    def __repr__(self) -> str:
+        head = f"SkipTrigramTable(layer={self.layer}, head={self.head}, top {self.k} of {len(self.order)} sources)"
+        return "\n".join([head] + [f"{i:4d}  {r}" for i, r in enumerate(self.rows(0, min(self.k, 10)))])
+
+
+@torch.no_grad()
+def source_maxima(factors: dict[str, torch.Tensor], block_size: int = 256,
+                  progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(top_qk, top_ov)`, each `[d_vocab]` float32 on CPU: max over destinations of column A of the
+    centred QK circuit, and max over outputs of row A of the centred OV circuit, for every A.
+
+    Streams `block_size` sources at a time (two `[block, d_vocab]` products, reduced with amax).
+    """
+    from tqdm.auto import tqdm
+
+    q, k, v, u = factors["q"], factors["k"], factors["v"], factors["u"]
+    V = q.shape[0]
+    top_qk = torch.empty(V, dtype=torch.float32, device=q.device)
+    top_ov = torch.empty(V, dtype=torch.float32, device=q.device)
+    qt = q.T.contiguous()
+    buf = torch.empty(min(block_size, V), V, dtype=torch.float32, device=q.device)
+    if progress is None:
+        progress = V * V * q.shape[1] > 2e10  # about a second of GEMM on a laptop core
+    for s in tqdm(range(0, V, block_size), desc="skip-trigram scan", disable=not progress, leave=False):
+        e = min(s + block_size, V)
+        b = buf[: e - s]
+        torch.mm(k[s:e], qt, out=b)
+        top_qk[s:e] = b.amax(1)
+        torch.mm(v[s:e], u, out=b)
+        top_ov[s:e] = b.amax(1)
+    return top_qk.cpu(), top_ov.cpu()
+
+
+def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest: int = 10, n_out: int = 10,
+                  block_size: int = 256, progress: bool | None = None) -> SkipTrigramTable:
+    """The skip-trigram table of head (layer, head): sources ranked by strength (module docstring).
+
+    k: rows shown by default (`len(table)`, iteration); more via `table.rows(start, n)`.
+    n_dest, n_out: length of each source's destination and output lists.
+    block_size: sources per streamed block (memory ~ 2 · block_size · d_vocab · 4 bytes).
+    Never materialises a d_vocab × d_vocab matrix; one pass costs 4 · d_vocab² · d_head FLOPs.
+    """
+    layer, head = check_layer_head(model, layer, head)
+    for name, val, lo in (("k", k, 1), ("n_dest", n_dest, 1), ("n_out", n_out, 1), ("block_size", block_size, 1)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < lo:
+            raise ValueError(f"{name}={val!r} must be an integer >= {lo}")
+    check_finite(model)
+    k = min(k, model.cfg.d_vocab)
+    f = _factors(model, layer, head)
+    top_qk, top_ov = source_maxima(f, block_size, progress)
+    return SkipTrigramTable(model, layer, head, f, top_qk, top_ov, k, n_dest, n_out, block_size)
