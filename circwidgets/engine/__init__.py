@@ -1,4 +1,15 @@
 """The framework's mathematics as pure functions of weights and activations (no widgets)."""
 
+from .circuits import (  # noqa: E402,F401
+    W_OV,
+    W_QK,
+    eigen_positivity,
+    eigenvalues,
+    full_ov,
+    full_qk,
+    positional_qk,
+    trace_copying_score,  # noqa: E402,F401
+)
+from .factored import FactoredMatrix  # noqa: E402,F401
 from .heads import all_head_scores, copying_score, head_scores, in_context_loss, repeated_tokens  # noqa: E402,F401
 from .skip_trigrams import SkipTrigramTable, skip_trigrams  # noqa: E402,F401
