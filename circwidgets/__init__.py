@@ -25,4 +25,17 @@ def load(name_or_path: str | os.PathLike, device: str = "cpu", **kwargs) -> Tran
     return load_file(zoo.path(str(name_or_path)), device=device, **kwargs)
 
 
-__all__ = ["ModelConfig", "ModelFileError", "Transformer", "fold_layernorm", "load", "save", "__version__"]
+# Widgets load lazily (anywidget/ipywidgets only when a view is asked for).
+_LAZY = {"attention": "widgets", "eigenvalues": "widgets", "skip_trigrams": "widgets"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ModelConfig", "ModelFileError", "Transformer", "fold_layernorm", "load", "save", "__version__",
+           "attention", "eigenvalues", "skip_trigrams"]
