@@ -1,0 +1,166 @@
+"""Static matplotlib twins of the widgets (for nbconvert, GitHub's viewer, PDF, papers).
+
+Every function returns a `matplotlib.figure.Figure` built without pyplot (no global state, no
+backend switch); pass `ax=` to draw into an existing axes instead. Inputs are engine numbers
+(tensors or arrays); nothing here computes framework quantities.
+Token strings are drawn with mathtext off, so a `$` in a token stays a `$`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _np(x) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().float().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(x, dtype=np.float64)
+
+
+def _fig(ax, figsize):
+    if ax is not None:
+        return ax.figure, ax
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def show_ws(s: str) -> str:
+    """Visible whitespace, as the widgets show it (space ␣, newline ↵, tab ⇥)."""
+    return str(s).replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5").replace("\r", "\u240d")
+
+
+def _label(s: str, n: int = 12) -> str:
+    s = show_ws(s)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _ticklabels(ax, axis: str, labels: Sequence[str], **kw):
+    ticks = np.arange(len(labels))
+    if axis == "x":
+        ax.set_xticks(ticks)
+        texts = ax.set_xticklabels([_label(s) for s in labels], **kw)
+    else:
+        ax.set_yticks(ticks)
+        texts = ax.set_yticklabels([_label(s) for s in labels], **kw)
+    for t in texts:
+        t.set_parse_math(False)
+
+
+def attention_pattern(pattern, labels: Sequence[str] | None = None, title: str = "", ax=None, cmap: str = "Blues"):
+    """Heatmap of one head's pattern `[query, key]` (rows = query/destination, columns = key/source)."""
+    a = _np(pattern)
+    n = a.shape[0]
+    fig, ax = _fig(ax, (min(9, 2.5 + 0.22 * n), min(8, 2.2 + 0.2 * n)))
+    masked = np.ma.masked_where(np.triu(np.ones_like(a, dtype=bool), 1), a)
+    vmax = max(1.0, float(np.nanmax(a))) if a.size else 1.0
+    im = ax.imshow(masked, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+    if labels is not None and n <= 48:
+        _ticklabels(ax, "x", labels, rotation=90, fontsize=7, fontfamily="monospace")
+        _ticklabels(ax, "y", labels, fontsize=7, fontfamily="monospace")
+    ax.set_xlabel("key (source) position")
+    ax.set_ylabel("query (destination) position")
+    t = ax.set_title(title or "attention pattern")
+    t.set_parse_math(False)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def head_grid(scores, title: str = "", ax=None, cmap: str | None = None, vmin: float | None = None,
+              vmax: float | None = None):
+    """Heatmap of a per-head score `[n_layers, n_heads]` with the values written in the cells."""
+    s = _np(scores)
+    L, H = s.shape
+    fig, ax = _fig(ax, (1.2 + 0.5 * H, 1.0 + 0.45 * L))
+    if cmap is None:
+        cmap = "RdBu" if np.nanmin(s) < 0 else "Blues"
+    if cmap == "RdBu" and vmin is None:
+        m = float(np.nanmax(np.abs(s))) or 1.0
+        vmin, vmax = -m, m
+    im = ax.imshow(s, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    for i in range(L):
+        for j in range(H):
+            if np.isfinite(s[i, j]):
+                ax.text(j, i, f"{s[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(H))
+    ax.set_yticks(range(L))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title).set_parse_math(False)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def eigenvalues(eigs: dict, positivity: dict | None = None, title: str = "", log_magnitude: bool = False):
+    """Eigenvalues in the complex plane, one panel per circuit: `eigs = {"full OV": complex array, ...}`.
+
+    The unit circle |λ| = 1 is drawn; with `log_magnitude` each λ is drawn at radius log10(1 + |λ|)
+    (same angle), so large and small eigenvalues share one picture.
+    """
+    from matplotlib.figure import Figure
+
+    names = list(eigs)
+    fig = Figure(figsize=(3.6 * max(1, len(names)), 3.8), layout="constrained")
+    axes = fig.subplots(1, max(1, len(names)), squeeze=False)[0]
+    th = np.linspace(0, 2 * np.pi, 256)
+    for ax, name in zip(axes, names):
+        lam = np.asarray(eigs[name], dtype=np.complex128).reshape(-1)
+        if log_magnitude and lam.size:
+            r = np.log10(1 + np.abs(lam))
+            lam = r * np.exp(1j * np.angle(lam))
+            unit = np.log10(2.0)
+        else:
+            unit = 1.0
+        ax.plot(unit * np.cos(th), unit * np.sin(th), lw=0.8, color="0.5", ls="--", label="|λ| = 1")
+        ax.axhline(0, color="0.8", lw=0.6)
+        ax.axvline(0, color="0.8", lw=0.6)
+        if lam.size:
+            ax.scatter(lam.real, lam.imag, s=14, c=np.where(lam.real >= 0, "tab:blue", "tab:red"))
+        ax.set_aspect("equal", adjustable="datalim")
+        p = (positivity or {}).get(name)
+        head = f"{name}" + (f"\npositivity {p:+.3f}" if p is not None and np.isfinite(p) else "")
+        ax.set_title(head, fontsize=9).set_parse_math(False)
+        ax.set_xlabel("Re" + (" (log10(1+|λ|) scale)" if log_magnitude else ""))
+        ax.set_ylabel("Im")
+        ax.legend(loc="upper right", fontsize=7)
+    if title:
+        fig.suptitle(title).set_parse_math(False)
+    return fig
+
+
+def skip_trigram_table(rows: Sequence[dict], title: str = "", max_rows: int = 15, n_each: int = 3):
+    """The skip-trigram table as a figure: per source token A, its top destinations B and outputs C.
+
+    rows: dicts with "source" (str), "score" (float), "destinations" and "outputs" (lists of
+    (token string, score)).
+    """
+    from matplotlib.figure import Figure
+
+    rows = list(rows)[:max_rows]
+    fig = Figure(figsize=(10, 0.9 + 0.32 * max(1, len(rows))), layout="constrained")
+    ax = fig.add_subplot()
+    ax.axis("off")
+
+    def cell(pairs):
+        return "  ".join(f"{_label(t, 10)} {s:+.2f}" for t, s in list(pairs)[:n_each])
+
+    text = [[_label(r["source"], 14), f"{r.get('score', float('nan')):.2f}", cell(r["destinations"]),
+             cell(r["outputs"])] for r in rows]
+    if text:
+        tab = ax.table(cellText=text, colLabels=["source A", "score", "top destinations B", "top outputs C"],
+                       loc="upper center", cellLoc="left", colWidths=[0.14, 0.08, 0.39, 0.39])
+        tab.auto_set_font_size(False)
+        tab.set_fontsize(8)
+        for c in tab.get_celld().values():
+            c.get_text().set_parse_math(False)
+            c.get_text().set_fontfamily("monospace")
+    ax.set_title(title or "top skip-trigrams  A … B → C").set_parse_math(False)
+    return fig

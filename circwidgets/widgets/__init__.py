@@ -1,0 +1,7 @@
+"""Interactive views (anywidget): they ask `circwidgets.engine` for numbers and send one head's
+worth of them, as compact bytes, to the ESM front ends in `circwidgets/js/`."""
+
+from .attention import AttentionPatterns, attention
+from .base import CircuitWidget, CircuitWidgetWarning
+
+__all__ = ["AttentionPatterns", "CircuitWidget", "CircuitWidgetWarning", "attention"]

@@ -1,0 +1,158 @@
+"""Adapting inputs for the widgets: models from other libraries, tokens or text, labels, and
+numbers to compact bytes. Encoding only: every number itself comes from `circwidgets.engine`."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..model import Transformer
+
+_converted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def as_model(obj, tokenizer=None) -> Transformer:
+    """A circwidgets `Transformer` for `obj`: itself, or converted (once, then cached) from a
+    Hugging Face GPT-2 model or a TransformerLens model by `circwidgets.model.convert`."""
+    if isinstance(obj, Transformer):
+        if tokenizer is not None and obj.tokenizer is None:
+            from ..model import Tokenizer
+
+            obj.tokenizer = Tokenizer.from_any(tokenizer)
+        return obj
+    try:
+        hit = _converted.get(obj)
+    except TypeError:  # not weak-referenceable
+        hit = None
+    if hit is not None:
+        return hit
+    mod = type(obj).__module__ or ""
+    if mod.startswith(("transformer_lens", "transformers")):
+        try:
+            from ..model import convert
+        except ImportError as e:  # pragma: no cover - depends on the converters being present
+            raise TypeError(f"cannot convert a {type(obj).__name__}: circwidgets.model.convert is missing ({e})") from e
+        if mod.startswith("transformer_lens"):
+            model = convert.from_transformer_lens(obj)
+        else:
+            model = convert.from_hf(obj, tokenizer=tokenizer) if tokenizer is not None else convert.from_hf(obj)
+    else:
+        raise TypeError(
+            f"expected a circwidgets Transformer, a Hugging Face GPT-2 model or a TransformerLens model, "
+            f"got {type(obj).__module__}.{type(obj).__name__}"
+        )
+    if tokenizer is not None and getattr(model, "tokenizer", None) is None:
+        from ..model import Tokenizer
+
+        model.tokenizer = Tokenizer.from_any(tokenizer)
+    try:
+        _converted[obj] = model
+    except TypeError:
+        pass
+    return model
+
+
+def tokens_and_labels(model: Transformer, text_or_tokens,
+                      labels: Sequence[str] | None = None) -> tuple[torch.Tensor, list[str]]:
+    """Token ids `[pos]` and one label per position.
+
+    `text_or_tokens`: a string (needs a tokenizer; BOS prepended when the model has one), or ids
+    `[pos]` / `[1, pos]` (list, numpy or torch). `labels`: explicit strings, one per position.
+    Raises ValueError / TypeError naming the problem (too long for n_ctx, ids outside the vocabulary,
+    wrong number of labels).
+    """
+    toks = model.check_tokens(text_or_tokens)
+    if toks.shape[0] != 1:
+        raise ValueError(f"pass one sequence, got a batch of {toks.shape[0]}")
+    toks = toks[0]
+    if labels is not None:
+        labels = [str(s) for s in labels]
+        if len(labels) != toks.shape[0]:
+            raise ValueError(f"labels has {len(labels)} strings but there are {toks.shape[0]} token positions")
+    elif model.tokenizer is not None:
+        labels = model.tokenizer.id_to_str(toks.tolist())
+    else:
+        labels = [str(t) for t in toks.tolist()]
+    return toks, labels
+
+
+def token_label(model: Transformer, token: int) -> str:
+    """The text of one token id (its id as a string when the model has no tokenizer)."""
+    if model.tokenizer is not None:
+        return model.tokenizer.id_to_str([int(token)])[0]
+    return str(int(token))
+
+
+def find_token(model: Transformer, query: str) -> int:
+    """Token id for a search string: an exact token string, a string that encodes to one token, or
+    `#123` / `123` (an id). Raises LookupError with a readable message otherwise."""
+    q = query
+    tok = model.tokenizer
+    if tok is not None:
+        tid = tok.token_to_id(q)
+        if tid is not None and 0 <= tid < model.cfg.d_vocab:
+            return int(tid)
+        ids = tok.encode(q) if q else []
+        if len(ids) == 1 and 0 <= ids[0] < model.cfg.d_vocab:
+            return int(ids[0])
+        # a token whose decoded text is exactly the query (byte-level BPE writes " x" as "Ġx")
+        for cand in (q, " " + q.lstrip()):
+            ids = tok.encode(cand) if cand else []
+            if len(ids) == 1:
+                return int(ids[0])
+    s = q.strip().lstrip("#")
+    if s.isdigit():
+        t = int(s)
+        if 0 <= t < model.cfg.d_vocab:
+            return t
+        raise LookupError(f"token id {t} is out of range: token ids are 0..{model.cfg.d_vocab - 1}")
+    if tok is None:
+        raise LookupError(f"this model has no tokenizer: search by token id (0..{model.cfg.d_vocab - 1})")
+    raise LookupError(f"{query!r} is not a single token of this model's vocabulary")
+
+
+def encode_array(x, dtype: str = "float16") -> dict:
+    """Pack an array for a bytes trait: `{"dtype", "shape", "data", "lo", "hi"}`.
+
+    float16 goes as its little-endian bit patterns (decoded in JS through a table); uint8 is
+    quantised linearly between the array's finite min and max (`lo`, `hi`); float32 and int32 as is.
+    """
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    shape = list(a.shape)
+    lo = hi = 0.0
+    if dtype == "float16":
+        data = np.ascontiguousarray(a, dtype="<f2").tobytes()
+    elif dtype == "float32":
+        data = np.ascontiguousarray(a, dtype="<f4").tobytes()
+    elif dtype == "int32":
+        data = np.ascontiguousarray(a, dtype="<i4").tobytes()
+    elif dtype == "uint8":
+        af = a.astype(np.float64)
+        fin = af[np.isfinite(af)]
+        lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
+        span = hi - lo or 1.0
+        q = np.clip(np.rint((np.nan_to_num(af, nan=lo) - lo) / span * 255), 0, 255)
+        data = q.astype(np.uint8).tobytes()
+    else:
+        raise ValueError(f"unknown dtype {dtype!r}")
+    return {"dtype": dtype, "shape": shape, "data": data, "lo": lo, "hi": hi}
+
+
+def decode_array(p: dict) -> np.ndarray:
+    """Inverse of `encode_array` (float32 result); used by tests and the static twins."""
+    dt = p["dtype"]
+    if dt == "float16":
+        a = np.frombuffer(p["data"], dtype="<f2").astype(np.float32)
+    elif dt == "float32":
+        a = np.frombuffer(p["data"], dtype="<f4").astype(np.float32)
+    elif dt == "int32":
+        a = np.frombuffer(p["data"], dtype="<i4")
+    elif dt == "uint8":
+        q = np.frombuffer(p["data"], dtype=np.uint8).astype(np.float64)
+        a = (p["lo"] + q / 255 * (p["hi"] - p["lo"])).astype(np.float32)
+    else:
+        raise ValueError(f"unknown dtype {dt!r}")
+    return a.reshape(p["shape"])

@@ -1,0 +1,202 @@
+"""AttentionPatterns: click through heads and see each one's attention pattern on a text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import traitlets
+
+from ..engine.patterns import AttentionData, attention_patterns
+from ..model import Transformer
+from ._data import as_model, encode_array, tokens_and_labels
+from .base import CircuitWidget
+
+# name -> (label, source); behaviour scores come from engine.heads on BOS + repeated random tokens
+SCORES: dict[str, str] = {
+    "induction": "induction score (repeated random tokens)",
+    "previous_token": "previous-token score (repeated random tokens)",
+    "duplicate_token": "duplicate-token score (repeated random tokens)",
+    "previous_token_text": "previous-token score (this text)",
+    "ov_positivity": "OV eigenvalue positivity (full circuit)",
+}
+_F16_ABOVE = 16_000_000  # keep patterns in float16 when L*H*n*n exceeds this many entries
+
+
+def _positivity_available() -> bool:
+    try:
+        from ..engine import circuits  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(circuits, "eigen_positivity")
+
+
+class AttentionPatterns(CircuitWidget):
+    """Attention patterns of every head on one input.
+
+    Traits (synced): `labels` (one string per position), `text` (editable when the model has a
+    tokenizer), `value_weighted` (show `A[i, j] * ‖v_j‖`), `score_name` / `score_names` / `scores`
+    (the head grid's colouring, `[n_layers, n_heads]` float32), `pattern` (the selected head's
+    `[query, key]` pattern, float16 bytes). Numbers come from `engine.patterns.attention_patterns`
+    (the model's own `cache["pattern", l]` and `cache["v", l]`) and `engine.heads`.
+    """
+
+    _module_file = "attention.js"
+
+    labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
+    text = traitlets.Unicode("").tag(sync=True)
+    has_tokenizer = traitlets.Bool(False).tag(sync=True)
+    value_weighted = traitlets.Bool(False).tag(sync=True)
+    score_name = traitlets.Unicode("induction").tag(sync=True)
+    score_names = traitlets.List([]).tag(sync=True)
+    score_label = traitlets.Unicode("").tag(sync=True)
+    scores = traitlets.Dict({}).tag(sync=True)
+    pattern = traitlets.Dict({}).tag(sync=True)
+
+    def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
+                 layer: int = 0, head: int = 0, score: str = "induction", value_weighted: bool = False):
+        self._init_input = (text_or_tokens, labels)
+        self._score_cache: dict[str, torch.Tensor] = {}
+        self._text_guard = False
+        self._score_guard = False
+        self.data: AttentionData | None = None
+        super().__init__(model, layer=layer, head=head, value_weighted=value_weighted,
+                         has_tokenizer=model.tokenizer is not None)
+        self._set_score(score if score in dict(self.score_names) else self.score_names[0][0])
+
+    # ------------------------------------------------------------------ setup / input
+    def _setup(self) -> None:
+        names = [(k, v) for k, v in SCORES.items() if k != "ov_positivity" or _positivity_available()]
+        self.score_names = [list(x) for x in names]
+        text_or_tokens, labels = self._init_input
+        toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
+        self._load(toks, labs, text_or_tokens if isinstance(text_or_tokens, str) else "")
+
+    def _load(self, toks: torch.Tensor, labs: list[str], text: str) -> None:
+        cfg = self.model.cfg
+        n = toks.shape[0]
+        dtype = torch.float16 if cfg.n_layers * cfg.n_heads * n * n > _F16_ABOVE else None
+        self.data = attention_patterns(self.model, toks, dtype=dtype)
+        self.tokens = toks
+        self._text_guard = True
+        try:
+            with self.hold_sync():
+                self.labels = labs
+                self.text = text
+        finally:
+            self._text_guard = False
+        self._score_cache.pop("previous_token_text", None)
+
+    @traitlets.observe("text")
+    def _on_text(self, change) -> None:
+        if self._text_guard or self.data is None:
+            return
+        old = change["old"]
+        try:
+            if self.model.tokenizer is None:
+                raise ValueError("this model has no tokenizer: pass token ids to cw.attention")
+            toks, labs = tokens_and_labels(self.model, change["new"])
+            self._load(toks, labs, change["new"])
+        except Exception as e:  # noqa: BLE001 - a bad text is a message, not a dead comm
+            self._report(f"text not shown: {e}")
+            self._text_guard = True
+            try:
+                self.text = old
+            finally:
+                self._text_guard = False
+            return
+        self.error = ""
+        if self.score_name == "previous_token_text":
+            self._set_score(self.score_name)
+        self.invalidate()
+
+    # ------------------------------------------------------------------ head scores for the grid
+    def _compute_score(self, name: str) -> torch.Tensor:
+        from ..engine import heads
+
+        if name in ("induction", "previous_token", "duplicate_token"):
+            if name not in self._score_cache:
+                self._score_cache.update(heads.all_head_scores(self.model))
+            return self._score_cache[name]
+        if name == "previous_token_text":
+            if name not in self._score_cache:
+                s = heads.all_head_scores(self.model, tokens=self.tokens[None], kinds=("previous_token",))
+                self._score_cache[name] = s["previous_token"]
+            return self._score_cache[name]
+        if name == "ov_positivity":
+            if name not in self._score_cache:
+                from ..engine import circuits
+
+                self._score_cache[name] = circuits.eigen_positivity(self.model, circuit="ov", full=True)
+            return self._score_cache[name]
+        raise ValueError(f"score {name!r} is not one of {list(SCORES)}")
+
+    def _set_score(self, name: str) -> None:
+        s = self._compute_score(name)
+        self._score_guard = True
+        try:
+            with self.hold_sync():
+                self.scores = encode_array(s.float(), "float32")
+                self.score_label = SCORES[name]
+                self.score_name = name
+        finally:
+            self._score_guard = False
+
+    @traitlets.observe("score_name")
+    def _on_score(self, change) -> None:
+        if self._score_guard or self.data is None:
+            return
+        try:
+            self._set_score(change["new"])
+        except Exception as e:  # noqa: BLE001 - unknown score or engine failure: a message, not a dead comm
+            self._report(f"cannot colour heads by {change['new']!r}: {e}")
+            self._score_guard = True
+            try:
+                self.score_name = change["old"]
+            finally:
+                self._score_guard = False
+
+    # ------------------------------------------------------------------ per head
+    def _variant(self) -> tuple:
+        return (self.value_weighted,)
+
+    @traitlets.observe("value_weighted")
+    def _on_vw(self, change) -> None:
+        if self.data is not None:
+            self._refresh()
+
+    def _payload(self, layer: int, head: int) -> dict[str, Any]:
+        a = self.data.head(layer, head, value_weighted=self.value_weighted)
+        return {"pattern": encode_array(a, "float16")}
+
+    def current_pattern(self) -> torch.Tensor:
+        """The engine's pattern `[query, key]` for the shown head (value-weighted if toggled)."""
+        return self.data.head(self.layer, self.head, value_weighted=self.value_weighted)
+
+    # ------------------------------------------------------------------ static fallback
+    def summary(self) -> str:
+        n = len(self.labels)
+        shown = ", ".join(repr(s) for s in self.labels[:12]) + (", …" if n > 12 else "")
+        kind = "value-weighted pattern" if self.value_weighted else "attention pattern"
+        return (f"AttentionPatterns: layer {self.layer} head {self.head} {kind} on {n} tokens [{shown}] "
+                f"({self.n_layers} layers x {self.n_heads} heads; live view needs a running kernel)")
+
+    def figure(self):
+        from .. import plot
+
+        kind = " value-weighted" if self.value_weighted else ""
+        return plot.attention_pattern(self.current_pattern(), self.labels, title=f"L{self.layer}H{self.head}{kind}")
+
+
+def attention(model, text_or_tokens, labels: Sequence[str] | None = None, layer: int = 0, head: int = 0,
+              score: str = "induction", value_weighted: bool = False, tokenizer=None) -> AttentionPatterns:
+    """AttentionPatterns widget: every head's pattern on `text_or_tokens`.
+
+    model: a circwidgets `Transformer`, a Hugging Face GPT-2 model or a TransformerLens model.
+    text_or_tokens: text (needs a tokenizer) or token ids `[pos]`; `labels`: one string per position.
+    score: how the head grid is coloured ("induction", "previous_token", "duplicate_token",
+    "previous_token_text", "ov_positivity").
+    """
+    return AttentionPatterns(as_model(model, tokenizer), text_or_tokens, labels=labels, layer=layer, head=head,
+                             score=score, value_weighted=value_weighted)

@@ -1,0 +1,222 @@
+"""The widget base: selection traits, per-head cache, binary payloads, errors that never raise into
+the kernel, and a static fallback (PNG + text) in the mimebundle.
+
+Subclasses set `_module_file` (a file in `circwidgets/js/`) and implement `_payload(layer, head)`
+(ask the engine, return trait values for that head), `summary()` (text) and `figure()` (the
+matplotlib twin). The front end is that file with `js/common.js` inlined in front of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anywidget
+import traitlets
+
+from ..engine._check import check_finite, check_layer_head
+from ..model import Transformer
+
+JS_DIR = Path(__file__).resolve().parent.parent / "js"
+_IMPORT_COMMON = re.compile(r"^import\s*\{[^}]*\}\s*from\s*[\"']\./common\.js[\"'];?\s*$", re.M)
+
+
+class CircuitWidgetWarning(UserWarning):
+    """A request the widget could not answer (shown in the widget too; the kernel keeps running)."""
+
+
+def bundle_js(module_file: str) -> str:
+    """`js/common.js` followed by `js/<module_file>` with its import of common.js removed."""
+    common = (JS_DIR / "common.js").read_text(encoding="utf-8")
+    body = (JS_DIR / module_file).read_text(encoding="utf-8")
+    body, n = _IMPORT_COMMON.subn("", body)
+    return f"{common}\n// ---- {module_file}\n{body}"
+
+
+def bundle_css(module_file: str) -> str:
+    css = [(JS_DIR / "common.css").read_text(encoding="utf-8")]
+    own = JS_DIR / (Path(module_file).stem + ".css")
+    if own.exists():
+        css.append(own.read_text(encoding="utf-8"))
+    return "\n".join(css)
+
+
+class CircuitWidget(anywidget.AnyWidget):
+    """Base of every circwidgets view: a selected (layer, head) and that head's data only.
+
+    Synced traits: `layer`, `head` (the selection; the front end sets them on click / arrow keys),
+    `n_layers`, `n_heads`, `error` (a message shown in the widget; "" when all is well),
+    `shown` ({"layer", "head", ...}: what the data traits currently hold).
+    A bad request (out-of-range head, engine error) sets `error`, emits a `CircuitWidgetWarning`,
+    restores the last good selection, and never raises into the kernel's comm handler.
+    """
+
+    _module_file: ClassVar[str] = ""
+    cache_size: ClassVar[int] = 32
+    static_png: ClassVar[bool] = True  # add image/png from the matplotlib twin to the mimebundle
+
+    layer = traitlets.Int(0).tag(sync=True)
+    head = traitlets.Int(0).tag(sync=True)
+    n_layers = traitlets.Int(1).tag(sync=True)
+    n_heads = traitlets.Int(1).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    title = traitlets.Unicode("").tag(sync=True)
+    shown = traitlets.Dict({}).tag(sync=True)
+
+    def __init_subclass__(cls, **kwargs):
+        if cls.__dict__.get("_module_file"):
+            cls._esm = bundle_js(cls._module_file)
+            cls._css = bundle_css(cls._module_file)
+        super().__init_subclass__(**kwargs)
+
+    def __init__(self, model: Transformer, layer: int = 0, head: int = 0, **kwargs):
+        self.model = model
+        self._results: OrderedDict = OrderedDict()
+        self._good = (0, 0)
+        self._reverting = False
+        self._version = 0
+        cfg = model.cfg
+        super().__init__(n_layers=cfg.n_layers, n_heads=cfg.n_heads, title=cfg.name or "", **kwargs)
+        try:
+            check_finite(model)
+        except ValueError as e:
+            self._report(str(e))
+            self._broken = True
+        else:
+            self._broken = False
+        self._setup()
+        try:
+            layer, head = check_layer_head(model, layer, head)
+        except IndexError as e:
+            self._report(str(e))
+            layer, head = 0, 0
+        self._reverting = True
+        try:
+            self.layer, self.head = layer, head
+        finally:
+            self._reverting = False
+        self._refresh(keep_error=True)
+
+    # ------------------------------------------------------------------ for subclasses
+    def _setup(self) -> None:
+        """Compute what does not depend on the selection (called once, before the first head)."""
+
+    def _variant(self) -> tuple:
+        """Extra state the per-head data depends on (e.g. a value-weighted toggle)."""
+        return ()
+
+    def _payload(self, layer: int, head: int) -> dict[str, Any]:
+        """Trait values (engine numbers, encoded) for one head. May raise; the base reports it."""
+        return {}
+
+    def summary(self) -> str:
+        """Plain-text summary of the current view (the text/plain fallback)."""
+        return f"{type(self).__name__}: layer {self.layer}, head {self.head}"
+
+    def figure(self):
+        """The matplotlib twin of the current view (a `matplotlib.figure.Figure`)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ machinery
+    def _report(self, msg: str) -> None:
+        self.error = msg
+        warnings.warn(msg, CircuitWidgetWarning, stacklevel=3)
+
+    def cached(self, key: tuple, compute):
+        """Per-widget LRU cache (`cache_size` entries) for per-head results."""
+        if key in self._results:
+            self._results.move_to_end(key)
+            return self._results[key]
+        val = compute()
+        self._results[key] = val
+        while len(self._results) > self.cache_size:
+            self._results.popitem(last=False)
+        return val
+
+    @traitlets.observe("layer", "head")
+    def _on_selection(self, change) -> None:
+        if self._reverting:
+            return
+        self._refresh()
+
+    def _refresh(self, keep_error: bool = False) -> None:
+        """Send the selected head's data (from cache or the engine); on failure report and revert."""
+        if self._broken:
+            return
+        try:
+            layer, head = check_layer_head(self.model, self.layer, self.head)
+        except IndexError as e:
+            self._report(str(e))
+            self._revert()
+            return
+        want = {"layer": layer, "head": head, "variant": list(self._variant()), "version": self._version}
+        if self.shown == want and (layer, head) == (self.layer, self.head):
+            return
+        try:
+            payload = self.cached((layer, head, *self._variant()), lambda: self._payload(layer, head))
+        except Exception as e:  # noqa: BLE001 - any engine failure becomes a message, not a dead comm
+            self._report(f"could not compute layer {layer} head {head}: {type(e).__name__}: {e}")
+            self._revert()
+            return
+        self._good = (layer, head)
+        with self.hold_sync():
+            if (layer, head) != (self.layer, self.head):  # negative indices normalised
+                self._reverting = True
+                try:
+                    self.layer, self.head = layer, head
+                finally:
+                    self._reverting = False
+            for k, v in payload.items():
+                setattr(self, k, v)
+            self.shown = want
+            if not keep_error:
+                self.error = ""
+
+    def invalidate(self) -> None:
+        """Forget cached per-head results (the input changed) and resend the selected head."""
+        self._results.clear()
+        self._version += 1
+        self._refresh()
+
+    def _revert(self) -> None:
+        self._reverting = True
+        try:
+            with self.hold_sync():
+                self.layer, self.head = self._good
+        finally:
+            self._reverting = False
+
+    def select(self, layer: int, head: int) -> None:
+        """Select a head from Python (same path as a click in the front end)."""
+        with self.hold_trait_notifications():
+            self.layer, self.head = layer, head
+
+    # ------------------------------------------------------------------ static fallback
+    def png(self, dpi: int = 80) -> bytes:
+        """PNG bytes of the matplotlib twin."""
+        fig = self.figure()  # a pyplot-free Figure: no global state, no backend switch
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        return buf.getvalue()
+
+    def _repr_mimebundle_(self, **kwargs):
+        out = super()._repr_mimebundle_(**kwargs)
+        if out is None:
+            return None
+        data, meta = out if isinstance(out, tuple) else (out, {})
+        data = dict(data)
+        try:
+            data["text/plain"] = self.summary()
+        except Exception:  # noqa: BLE001 - the fallback must never break display
+            pass
+        if self.static_png:
+            try:
+                data["image/png"] = base64.b64encode(self.png()).decode("ascii")
+            except Exception:  # noqa: BLE001
+                pass
+        return data, meta
