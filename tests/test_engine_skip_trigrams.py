@@ -20,11 +20,11 @@ def dense_reference(m, layer, head):
     return qkc, ovc, top_qk, top_ov, top_qk.clamp(min=0) * top_ov
 
 
-@pytest.mark.parametrize("block_size", [1, 7, 256])
-def test_matches_dense_reference(block_size):
+@pytest.mark.parametrize("block_size,col_block", [(1, None), (7, 5), (256, 3), (2048, 1024)])
+def test_matches_dense_reference(block_size, col_block):
     m = random_model(seed=4, n_layers=2, d_model=12, n_heads=3, d_head=5, d_vocab=37)
     layer, head = 1, 2
-    t = skip_trigrams(m, layer, head, k=8, n_dest=4, n_out=3, block_size=block_size)
+    t = skip_trigrams(m, layer, head, k=8, n_dest=4, n_out=3, block_size=block_size, col_block=col_block)
     qkc, ovc, top_qk, top_ov, strength = dense_reference(m, layer, head)
     torch.testing.assert_close(t.top_qk.double(), top_qk, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(t.top_ov.double(), top_ov, rtol=1e-4, atol=1e-5)
@@ -122,6 +122,8 @@ def test_bad_input():
         skip_trigrams(m, 0, 3)
     with pytest.raises(ValueError, match="k="):
         skip_trigrams(m, 0, 0, k=0)
+    with pytest.raises(ValueError, match="col_block"):
+        skip_trigrams(m, 0, 0, col_block=0)
     t = skip_trigrams(m, 0, 0)
     with pytest.raises(IndexError, match="token"):
         t.for_source(13)
