@@ -3,5 +3,10 @@ worth of them, as compact bytes, to the ESM front ends in `circwidgets/js/`."""
 
 from .attention import AttentionPatterns, attention
 from .base import CircuitWidget, CircuitWidgetWarning
+from .eigenvalues import Eigenvalues, eigenvalues
+from .skip_trigrams import SkipTrigrams, skip_trigrams
 
-__all__ = ["AttentionPatterns", "CircuitWidget", "CircuitWidgetWarning", "attention"]
+__all__ = [
+    "AttentionPatterns", "CircuitWidget", "CircuitWidgetWarning", "Eigenvalues", "SkipTrigrams", "attention",
+    "eigenvalues", "skip_trigrams",
+]

@@ -63,6 +63,8 @@ class AttentionPatterns(CircuitWidget):
         self.data: AttentionData | None = None
         super().__init__(model, layer=layer, head=head, value_weighted=value_weighted,
                          has_tokenizer=model.tokenizer is not None)
+        if self._broken:
+            return
         self._set_score(score if score in dict(self.score_names) else self.score_names[0][0])
 
     # ------------------------------------------------------------------ setup / input

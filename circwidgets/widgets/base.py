@@ -80,16 +80,20 @@ class CircuitWidget(anywidget.AnyWidget):
         self._good = (0, 0)
         self._reverting = False
         self._version = 0
+        self._broken = True  # no data sent until the setup below is done
         cfg = model.cfg
         super().__init__(n_layers=cfg.n_layers, n_heads=cfg.n_heads, title=cfg.name or "", **kwargs)
         try:
             check_finite(model)
         except ValueError as e:
-            self._report(str(e))
-            self._broken = True
-        else:
-            self._broken = False
-        self._setup()
+            self._report(f"{e}: nothing to show")
+            return
+        try:
+            self._setup()
+        except Exception as e:  # noqa: BLE001 - show the reason in the widget instead of no widget
+            self._report(f"could not prepare {type(self).__name__}: {type(e).__name__}: {e}")
+            return
+        self._broken = False
         try:
             layer, head = check_layer_head(model, layer, head)
         except IndexError as e:
