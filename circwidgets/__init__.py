@@ -9,7 +9,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .model import ModelConfig, ModelFileError, Transformer, fold_layernorm, load_file, save
+from .model import (
+    ModelConfig,
+    ModelFileError,
+    Transformer,
+    fold_layernorm,
+    from_hf,
+    from_transformer_lens,
+    load_file,
+    save,
+)
 
 __version__ = "0.1.0"
 
@@ -37,5 +46,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ModelConfig", "ModelFileError", "Transformer", "fold_layernorm", "load", "save", "__version__",
+__all__ = ["ModelConfig", "ModelFileError", "Transformer", "fold_layernorm", "from_hf", "from_transformer_lens",
+           "load", "save", "__version__",
            "attention", "eigenvalues", "skip_trigrams"]

@@ -1,0 +1,479 @@
+"""Converters into the project's one weight format (`Transformer`).
+
+- `from_hf(model_or_state_dict)`: Hugging Face GPT-2 (`GPT2LMHeadModel` / `GPT2Model`, or their
+  state dicts). HF GPT-2 stores its projections as `Conv1D` (`y = x @ W + b`, W `[in, out]`), the
+  same row convention as ours, so only reshaping is needed: `c_attn.weight [d_model, 3 d_model]`
+  splits into Q | K | V, and each of those into heads of `d_head` consecutive columns.
+- `from_transformer_lens(model)`: TransformerLens 3.x `HookedTransformer` and the `TransformerBridge`
+  of TransformerLens 4.x (and late 3.x). TransformerLens names and shapes are ours
+  (`blocks.{l}.attn.W_Q [head, d_model, d_head]`, ...), so the mapping is a stacking over layers.
+
+Both refuse, with a message naming the feature, architectures our `Transformer` cannot express
+(rotary positions, RMSNorm, gated MLPs, ...), and by default run the source and the converted model
+on the same random tokens and raise `ConversionError` if the logits differ (`check=True`): a
+conversion is either right or an error, never silently wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .config import ModelConfig
+from .tokenizer import Tokenizer
+from .transformer import Transformer, param_shapes
+
+__all__ = ["ConversionError", "from_hf", "from_transformer_lens"]
+
+
+class ConversionError(ValueError):
+    """The source model cannot be converted faithfully (unsupported feature, or logits differ)."""
+
+
+# activation names of HF / TransformerLens -> ours. gelu_pytorch_tanh and gelu_fast are the same
+# tanh approximation as gelu_new, written differently.
+_ACT_MAP = {
+    "gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new", "gelu_fast": "gelu_new",
+    "gelu": "gelu", "relu": "relu",
+}
+
+# relative tolerance of the logits check, by the dtype the comparison runs in
+_CHECK_RTOL = {torch.float64: 1e-6, torch.float32: 1e-4}
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| (float64)."""
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def _build(cfg: ModelConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None) -> Transformer:
+    """A `Transformer` holding (copies of) `tensors`, which must match `param_shapes(cfg)` exactly."""
+    expected = param_shapes(cfg)
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:  # a bug in a converter, not a user error
+        raise AssertionError(f"converter produced wrong tensors: missing {missing}, unexpected {unexpected}")
+    for k, shape in expected.items():
+        if tuple(tensors[k].shape) != shape:
+            raise ConversionError(f"{k} has shape {tuple(tensors[k].shape)}, expected {shape} from the config")
+    if dtype is None:
+        dtype = tensors["W_E"].dtype
+    with torch.device("meta"):  # no random init of weights we are about to overwrite
+        model = Transformer(cfg, seed=None)
+    model.load_state_dict({k: v.detach().to(dtype=dtype, copy=True) for k, v in tensors.items()}, assign=True)
+    return model.eval()
+
+
+def _check_logits(ours: Transformer, source_logits_fn, source_dtype: torch.dtype, what: str) -> None:
+    """Run both models on the same random tokens; raise `ConversionError` if the logits differ."""
+    g = torch.Generator().manual_seed(0)
+    n_pos = min(ours.cfg.n_ctx, 12)
+    tokens = torch.randint(0, ours.cfg.d_vocab, (2, n_pos), generator=g).to(ours.W_E.device)
+    with torch.no_grad():
+        theirs = source_logits_fn(tokens)
+        mine = ours(tokens)
+    dt = source_dtype if ours.W_E.dtype == torch.float64 else ours.W_E.dtype
+    rtol = _CHECK_RTOL.get(dt, 2e-2)  # half precision: loose
+    err = _rel_err(mine, theirs)
+    if not err <= rtol:
+        raise ConversionError(
+            f"{what}: the converted model's logits differ from the source's by {err:.2e} (relative, "
+            f"tolerance {rtol:.0e}). The source uses a feature this converter does not reproduce; "
+            f"pass check=False only if you know why."
+        )
+
+
+def _carry_tokenizer(model: Transformer, tokenizer: Any, strict: bool) -> None:
+    if tokenizer is None:
+        return
+    try:
+        model.tokenizer = Tokenizer.from_any(tokenizer)
+    except TypeError as e:
+        if strict:
+            raise
+        warnings.warn(f"tokenizer not carried over: {e}", stacklevel=3)
+
+
+# ---------------------------------------------------------------------------------------- HF GPT-2
+_HF_IGNORED = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")  # causal-mask buffers of old versions
+_HF_LAYER_KEYS = (
+    "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight",
+    "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
+    "mlp.c_proj.weight", "mlp.c_proj.bias",
+)
+
+
+def _hf_config_fields(config: Any) -> dict:
+    """Our config fields from a `transformers.GPT2Config`; refuses what we cannot express."""
+    mt = getattr(config, "model_type", None)
+    if mt != "gpt2":
+        raise ConversionError(
+            f"from_hf supports GPT-2 (GPT2LMHeadModel / GPT2Model, model_type 'gpt2'); this model's "
+            f"model_type is {mt!r}. For other architectures, load them in TransformerLens and use "
+            f"from_transformer_lens."
+        )
+    if getattr(config, "add_cross_attention", False):
+        raise ConversionError("from_hf: GPT-2 with cross-attention (add_cross_attention=True) is not supported")
+    if getattr(config, "scale_attn_by_inverse_layer_idx", False) and config.n_layer > 1:
+        raise ConversionError(
+            "from_hf: scale_attn_by_inverse_layer_idx=True gives each layer its own attention scale; "
+            "our format has one attention scale for all layers"
+        )
+    act = getattr(config, "activation_function", "gelu_new")
+    if act not in _ACT_MAP:
+        raise ConversionError(f"from_hf: activation_function {act!r} is not supported (have {sorted(_ACT_MAP)})")
+    d_head = config.n_embd // config.n_head
+    bos = getattr(config, "bos_token_id", None)
+    return dict(
+        n_heads=config.n_head, act_fn=_ACT_MAP[act], ln_eps=float(config.layer_norm_epsilon),
+        attn_scale=math.sqrt(d_head) if getattr(config, "scale_attn_weights", True) else 1.0,
+        bos_token_id=bos if isinstance(bos, int) and 0 <= bos < config.vocab_size else None,
+        name=str(getattr(config, "_name_or_path", "") or "gpt2"),
+        expect=dict(n_layers=config.n_layer, d_model=config.n_embd, d_vocab=config.vocab_size,
+                    n_ctx=config.n_positions),
+    )
+
+
+def from_hf(
+    model_or_state_dict: Any,
+    n_heads: int | None = None,
+    *,
+    tokenizer: Any = None,
+    dtype: torch.dtype | None = None,
+    check: bool = True,
+    act_fn: str = "gelu_new",
+    ln_eps: float = 1e-5,
+    name: str | None = None,
+) -> Transformer:
+    """Convert a Hugging Face GPT-2 model (or its state dict) into a `Transformer`.
+
+    Args:
+        model_or_state_dict: a `GPT2LMHeadModel` or `GPT2Model` (config read from `model.config`),
+            or a GPT-2 state dict (keys with or without the `transformer.` prefix; shapes inferred).
+        n_heads: number of heads; required for a bare state dict (it cannot be read from the
+            shapes), checked against the config for a model.
+        tokenizer: optional HF fast tokenizer (or `tokenizers.Tokenizer`) to carry along.
+        dtype: dtype of the result (default: the source's).
+        check: run source and result on random tokens and raise `ConversionError` if the logits
+            differ (models only; a state dict has no forward pass to compare with).
+        act_fn, ln_eps: for a bare state dict only (GPT-2's are "gelu_new" and 1e-5).
+        name: stored in the config (default: the HF model's name).
+
+    Returns a model with normalization "LN", biases, an MLP, standard positions: `W_Q[l, h]` is
+    columns `h*d_head:(h+1)*d_head` of the Q third of `c_attn.weight`, `W_O[l, h]` the matching rows
+    of `c_proj.weight`, `W_U = lm_head.weight.T` (tied to `wte` in GPT-2), `b_U = 0`.
+    """
+    hf_model = None
+    if isinstance(model_or_state_dict, torch.nn.Module):
+        hf_model = model_or_state_dict
+        config = getattr(hf_model, "config", None)
+        if config is None:
+            raise ConversionError(
+                f"from_hf expects a Hugging Face GPT-2 model or state dict, got a {type(hf_model).__name__} "
+                f"with no .config"
+            )
+        fields = _hf_config_fields(config)
+        if n_heads is not None and n_heads != fields["n_heads"]:
+            raise ValueError(f"n_heads={n_heads} contradicts the model's config (n_head={fields['n_heads']})")
+        sd = hf_model.state_dict()
+    elif isinstance(model_or_state_dict, Mapping):
+        sd = dict(model_or_state_dict)
+        if n_heads is None:
+            raise ValueError(
+                "from_hf: a bare state dict does not say how many attention heads the model has; pass "
+                "n_heads= (12 for GPT-2 small, 16 for medium, 20 for large, 25 for XL)"
+            )
+        if act_fn not in _ACT_MAP:
+            raise ValueError(f"act_fn must be one of {sorted(_ACT_MAP)}, got {act_fn!r}")
+        fields = dict(n_heads=n_heads, act_fn=_ACT_MAP[act_fn], ln_eps=float(ln_eps), attn_scale=None,
+                      bos_token_id=None, name="gpt2", expect={})
+    else:
+        raise TypeError(
+            f"from_hf expects a Hugging Face GPT-2 model or its state dict, got {type(model_or_state_dict).__name__}"
+        )
+
+    # --- normalise key names: drop the `transformer.` prefix of GPT2LMHeadModel
+    lm_head = sd.pop("lm_head.weight", None)
+    sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
+    if "wte.weight" not in sd:
+        raise ConversionError(
+            "from_hf: not a GPT-2 state dict (no 'wte.weight' / 'transformer.wte.weight'); "
+            f"first keys: {sorted(sd)[:5]}"
+        )
+    layer_ids = sorted({int(m.group(1)) for k in sd if (m := re.match(r"^h\.(\d+)\.", k))})
+    L = len(layer_ids)
+    if layer_ids != list(range(L)):
+        raise ConversionError(f"from_hf: layer indices in the state dict are not 0..L-1: {layer_ids}")
+    need = {"wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"} | {
+        f"h.{l}.{k}" for l in range(L) for k in _HF_LAYER_KEYS
+    }
+    missing = sorted(need - set(sd))
+    unexpected = sorted(k for k in set(sd) - need if not _HF_IGNORED.match(k))
+    if missing or unexpected:
+        raise ConversionError(
+            f"from_hf: not a plain GPT-2 state dict: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+            f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
+        )
+
+    W_E = sd["wte.weight"]
+    V, D = W_E.shape
+    n_ctx = sd["wpe.weight"].shape[0]
+    H = fields["n_heads"]
+    if not isinstance(H, int) or H < 1 or D % H:
+        raise ValueError(f"n_heads={H} must be a positive integer dividing d_model={D}")
+    E = D // H
+    if L and tuple(sd["h.0.attn.c_attn.weight"].shape) != (D, 3 * D):
+        raise ConversionError(
+            f"from_hf: h.0.attn.c_attn.weight has shape {tuple(sd['h.0.attn.c_attn.weight'].shape)}, expected "
+            f"({D}, {3 * D}) (GPT-2's Conv1D layout, x @ W); an nn.Linear layout [out, in] is not GPT-2"
+        )
+    M = int(sd["h.0.mlp.c_fc.weight"].shape[1]) if L else 4 * D
+    got = dict(n_layers=L, d_model=D, d_vocab=V, n_ctx=n_ctx)
+    for k, v in fields["expect"].items():
+        if got[k] != v:
+            raise ConversionError(f"from_hf: the config says {k}={v}, the weights say {got[k]}")
+    if lm_head is not None and tuple(lm_head.shape) != (V, D):
+        raise ConversionError(f"from_hf: lm_head.weight has shape {tuple(lm_head.shape)}, expected {(V, D)}")
+
+    cfg = ModelConfig(
+        n_layers=L, d_model=D, n_heads=H, d_head=E, d_vocab=V, n_ctx=n_ctx, attn_only=False, d_mlp=M,
+        act_fn=fields["act_fn"], normalization="LN", positional="standard", biases=True,
+        ln_eps=fields["ln_eps"], attn_scale=fields["attn_scale"], bos_token_id=fields["bos_token_id"],
+        name=name if name is not None else fields["name"],
+    )
+    shapes = param_shapes(cfg)
+
+    def layers(key: str, reshape=None) -> list[torch.Tensor]:
+        return [reshape(sd[f"h.{l}.{key}"]) if reshape else sd[f"h.{l}.{key}"] for l in range(L)]
+
+    # c_attn.weight [D, 3D] = [W_Q | W_K | W_V]; within each third, column h*E + e is head h, dim e
+    qkv = layers("attn.c_attn.weight", lambda w: w.reshape(D, 3, H, E).permute(1, 2, 0, 3))  # [3, H, D, E]
+    qkv_b = layers("attn.c_attn.bias", lambda b: b.reshape(3, H, E))
+    per_layer = {
+        "W_Q": [x[0] for x in qkv], "W_K": [x[1] for x in qkv], "W_V": [x[2] for x in qkv],
+        "b_Q": [x[0] for x in qkv_b], "b_K": [x[1] for x in qkv_b], "b_V": [x[2] for x in qkv_b],
+        # c_proj.weight: z_flat [.., H*E] @ W [H*E, D]; rows h*E:(h+1)*E belong to head h
+        "W_O": layers("attn.c_proj.weight", lambda w: w.reshape(H, E, D)), "b_O": layers("attn.c_proj.bias"),
+        "W_in": layers("mlp.c_fc.weight"), "b_in": layers("mlp.c_fc.bias"),
+        "W_out": layers("mlp.c_proj.weight"), "b_out": layers("mlp.c_proj.bias"),
+        "ln1_w": layers("ln_1.weight"), "ln1_b": layers("ln_1.bias"),
+        "ln2_w": layers("ln_2.weight"), "ln2_b": layers("ln_2.bias"),
+    }
+    t = {k: torch.stack(v) if L else W_E.new_zeros(shapes[k]) for k, v in per_layer.items()}
+    t.update(
+        W_E=W_E, W_pos=sd["wpe.weight"], ln_final_w=sd["ln_f.weight"], ln_final_b=sd["ln_f.bias"],
+        W_U=(lm_head if lm_head is not None else W_E).T,  # tied to wte unless a separate head exists
+        b_U=W_E.new_zeros(V),
+    )
+    model = _build(cfg, t, dtype)
+    _carry_tokenizer(model, tokenizer, strict=True)
+
+    if check and hf_model is not None:
+        if hasattr(hf_model, "lm_head"):
+            def fn(tok):
+                return hf_model(input_ids=tok).logits
+        else:  # GPT2Model: last hidden state through the tied unembedding
+            def fn(tok):
+                return hf_model(input_ids=tok).last_hidden_state @ W_E.T
+        _check_logits(model, fn, W_E.dtype, "from_hf")
+    return model
+
+
+# ---------------------------------------------------------------------------------------- TransformerLens
+def _is_bridge(model: Any) -> bool:
+    return any(c.__name__ == "TransformerBridge" for c in type(model).__mro__)
+
+
+def _is_hooked_transformer(model: Any) -> bool:
+    return any(c.__name__ == "HookedTransformer" for c in type(model).__mro__)
+
+
+def _cfg_get(cfg: Any, name: str, default: Any = None) -> Any:
+    return getattr(cfg, name, default)
+
+
+def _tl_refuse_unsupported(cfg: Any) -> None:
+    """Raise `ConversionError` naming each TransformerLens cfg feature our format cannot express."""
+    problems = []
+    norm = _cfg_get(cfg, "normalization_type")
+    if norm not in (None, "LN", "LNPre"):
+        problems.append(f"normalization_type={norm!r} (supported: 'LN', 'LNPre', None)")
+    pos = _cfg_get(cfg, "positional_embedding_type", "standard")
+    if pos not in ("standard", "shortformer"):
+        problems.append(f"positional_embedding_type={pos!r} (supported: 'standard', 'shortformer')")
+    if not _cfg_get(cfg, "attn_only", False) and _cfg_get(cfg, "act_fn") not in _ACT_MAP:
+        problems.append(f"act_fn={_cfg_get(cfg, 'act_fn')!r} (supported: {sorted(_ACT_MAP)})")
+    for flag in ("gated_mlp", "final_rms", "parallel_attn_mlp", "post_embedding_ln", "use_local_attn",
+                 "use_normalization_before_and_after", "use_qk_norm", "use_attention_sinks"):
+        if _cfg_get(cfg, flag, False):
+            problems.append(f"{flag}=True")
+    for cap in ("attn_scores_soft_cap", "output_logits_soft_cap"):
+        v = _cfg_get(cfg, cap, -1.0)
+        if v is not None and v > 0:
+            problems.append(f"{cap}={v}")
+    kv = _cfg_get(cfg, "n_key_value_heads")
+    if kv is not None and kv != cfg.n_heads:
+        problems.append(f"n_key_value_heads={kv} (grouped-query attention)")
+    if _cfg_get(cfg, "num_experts"):
+        problems.append(f"num_experts={_cfg_get(cfg, 'num_experts')} (mixture of experts)")
+    if _cfg_get(cfg, "clip_qkv") is not None:
+        problems.append(f"clip_qkv={_cfg_get(cfg, 'clip_qkv')}")
+    if _cfg_get(cfg, "attention_dir", "causal") != "causal":
+        problems.append(f"attention_dir={_cfg_get(cfg, 'attention_dir')!r} (only causal attention)")
+    d_out = _cfg_get(cfg, "d_vocab_out", -1)
+    if d_out not in (None, -1) and d_out != cfg.d_vocab:
+        problems.append(f"d_vocab_out={d_out} differs from d_vocab={cfg.d_vocab}")
+    if problems:
+        arch = _cfg_get(cfg, "original_architecture") or _cfg_get(cfg, "model_name") or "this model"
+        raise ConversionError(
+            f"from_transformer_lens: {arch} uses features our Transformer does not have: " + "; ".join(problems)
+        )
+
+
+def _tl3_attn_scale(model: Any) -> float:
+    """The attention scale HookedTransformer divides scores by (read from the modules: it folds
+    use_attn_scale, attn_scale and scale_attn_by_inverse_layer_idx together)."""
+    scales = [float(b.attn.attn_scale) for b in model.blocks]
+    if scales and max(scales) - min(scales) > 1e-9 * max(scales):
+        raise ConversionError(
+            f"from_transformer_lens: layers use different attention scales {sorted(set(scales))} "
+            "(scale_attn_by_inverse_layer_idx?); our format has one attention scale"
+        )
+    return scales[0] if scales else math.sqrt(model.cfg.d_head)
+
+
+def _bridge_attn_scale(bridge: Any) -> float:
+    """The attention scale of a TransformerBridge, read from the wrapped attention modules:
+    TL-native attention has `.scale` (divides), HF GPT-2 `scale_attn_weights`, other HF modules
+    `.scaling` (multiplies). Falls back to the cfg; the logits check catches a wrong guess."""
+    cfg = bridge.cfg
+    scales: list[float] = []
+    for layer, block in enumerate(bridge.blocks):
+        orig = getattr(block.attn, "original_component", None)
+        if orig is None:
+            continue
+        if isinstance(getattr(orig, "scale", None), (int, float)):
+            s = float(orig.scale)
+        elif hasattr(orig, "scale_attn_weights"):  # HF GPT2Attention
+            s = math.sqrt(getattr(orig, "head_dim", cfg.d_head)) if orig.scale_attn_weights else 1.0
+            if getattr(orig, "scale_attn_by_inverse_layer_idx", False):
+                s *= float(layer + 1)
+        elif isinstance(getattr(orig, "scaling", None), (int, float)) and orig.scaling > 0:
+            s = 1.0 / float(orig.scaling)
+        else:
+            continue
+        scales.append(s)
+    if scales and max(scales) - min(scales) > 1e-9 * max(scales):
+        raise ConversionError(
+            f"from_transformer_lens: layers use different attention scales {sorted(set(scales))}; "
+            "our format has one attention scale"
+        )
+    if scales:
+        return scales[0]
+    a = _cfg_get(cfg, "attn_scale", -1.0)
+    if _cfg_get(cfg, "use_attn_scale", True) and a is not None and a > 0:
+        return float(a)
+    return math.sqrt(cfg.d_head)
+
+
+def from_transformer_lens(
+    model: Any,
+    *,
+    tokenizer: Any = None,
+    dtype: torch.dtype | None = None,
+    check: bool = True,
+    name: str | None = None,
+) -> Transformer:
+    """Convert a TransformerLens model into a `Transformer`.
+
+    Accepts a 3.x `HookedTransformer` (weights from its state dict) or a `TransformerBridge`
+    (4.x; weights from `bridge.get_params()`, i.e. as currently processed: after
+    `enable_compatibility_mode()` the folded / centred weights, which compute the bridge's own
+    logits). Supported: normalization_type "LN" / "LNPre" / None, positional_embedding_type
+    "standard" / "shortformer" (TransformerLens adds W_pos after ln1 to the query and key inputs,
+    as we do), attn_only, act_fn gelu_new / gelu / relu, any single attention scale. Anything else
+    (rotary, RMSNorm, gated MLP, GQA, soft caps, ...) raises `ConversionError` naming it.
+
+    Args:
+        tokenizer: overrides the model's own tokenizer (by default `model.tokenizer` is carried
+            when it is a fast tokenizer; a slow one is skipped with a warning).
+        dtype: dtype of the result (default: the source's).
+        check: compare logits on random tokens and raise `ConversionError` if they differ.
+    """
+    if _is_bridge(model):
+        params = {k: v for k, v in model.get_params().items()}
+        attn_scale = _bridge_attn_scale(model)
+        what = "TransformerBridge"
+    elif _is_hooked_transformer(model):
+        params = dict(model.state_dict())
+        attn_scale = _tl3_attn_scale(model)
+        what = "HookedTransformer"
+    else:
+        raise TypeError(
+            "from_transformer_lens expects a TransformerLens HookedTransformer (3.x) or TransformerBridge "
+            f"(4.x), got {type(model).__name__}"
+        )
+    cfg_tl = model.cfg
+    _tl_refuse_unsupported(cfg_tl)
+    L, D, H, E = cfg_tl.n_layers, cfg_tl.d_model, cfg_tl.n_heads, cfg_tl.d_head
+    attn_only = bool(_cfg_get(cfg_tl, "attn_only", False))
+    norm = _cfg_get(cfg_tl, "normalization_type")
+    positional = _cfg_get(cfg_tl, "positional_embedding_type", "standard")
+    if norm == "LN" and "ln_final.w" not in params:
+        # a bridge whose LN weights were folded away reports none: what is left is LNPre
+        norm = "LNPre"
+
+    def get(key: str) -> torch.Tensor:
+        if key not in params:
+            raise ConversionError(f"from_transformer_lens: {what} has no parameter {key!r}")
+        return params[key].detach()
+
+    W_E = get("embed.W_E")
+    V = W_E.shape[0]
+    d_mlp = None
+    if not attn_only:
+        d_mlp = int(get("blocks.0.mlp.W_in").shape[-1]) if L else int(_cfg_get(cfg_tl, "d_mlp") or 4 * D)
+    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    bos = None
+    if tok is not None and _cfg_get(cfg_tl, "default_prepend_bos", True):
+        b = getattr(tok, "bos_token_id", None)
+        bos = b if isinstance(b, int) and 0 <= b < V else None
+    cfg = ModelConfig(
+        n_layers=L, d_model=D, n_heads=H, d_head=E, d_vocab=V, n_ctx=cfg_tl.n_ctx, attn_only=attn_only,
+        d_mlp=d_mlp, act_fn=_ACT_MAP.get(_cfg_get(cfg_tl, "act_fn"), "gelu_new"), normalization=norm,
+        positional=positional, biases=True, ln_eps=float(_cfg_get(cfg_tl, "eps", 1e-5)),
+        attn_scale=float(attn_scale), bos_token_id=bos,
+        name=name if name is not None else str(_cfg_get(cfg_tl, "model_name", "") or ""),
+    )
+    shapes = param_shapes(cfg)
+
+    # TransformerLens key (per layer: "{l}" filled in) of each of our parameters
+    tl_key = {"W_E": "embed.W_E", "W_pos": "pos_embed.W_pos", "W_U": "unembed.W_U",
+              "ln_final_w": "ln_final.w", "ln_final_b": "ln_final.b"}
+    tl_key.update({n: "blocks.{l}.attn." + n for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")})
+    tl_key.update({n: "blocks.{l}.mlp." + n for n in ("W_in", "b_in", "W_out", "b_out")})
+    tl_key.update({f"{ln}_{x}": f"blocks.{{l}}.{ln}.{x}" for ln in ("ln1", "ln2") for x in ("w", "b")})
+    t: dict[str, torch.Tensor] = {}
+    for ours, shape in shapes.items():
+        if ours == "b_U":  # TL 3 always has it; a bridge over a bias-free head may report none
+            t[ours] = params["unembed.b_U"].detach() if "unembed.b_U" in params else W_E.new_zeros(shape)
+        elif "{l}" not in tl_key[ours]:
+            t[ours] = get(tl_key[ours])
+        elif L:
+            t[ours] = torch.stack([get(tl_key[ours].format(l=l)) for l in range(L)])
+        else:
+            t[ours] = W_E.new_zeros(shape)
+    out = _build(cfg, t, dtype)
+    _carry_tokenizer(out, tok, strict=tokenizer is not None)
+
+    if check:
+        def fn(tokens):
+            return model(tokens)
+        _check_logits(out, fn, W_E.dtype, f"from_transformer_lens ({what})")
+    return out
+
