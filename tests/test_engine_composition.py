@@ -1,0 +1,156 @@
+"""Composition scores against dense float64 brute force, TransformerLens, and invariances."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_engine_circuits import rotate
+
+from circwidgets.engine import composition as CO
+from circwidgets.model import fold_layernorm
+from circwidgets.model.testing import random_model
+
+SMALL = dict(n_layers=3, d_model=16, n_heads=3, d_head=4, d_vocab=23, n_ctx=10)
+
+
+def dense_scores(pm, kind: str) -> torch.Tensor:
+    """Brute force: explicit d_model x d_model products, in the order DESIGN.md item 3 states."""
+    OV = pm.W_V @ pm.W_O
+    QK = pm.W_Q @ pm.W_K.mT
+    right = {"q": QK, "k": QK.mT, "v": OV}[kind]
+    L, H = pm.cfg.n_layers, pm.cfg.n_heads
+    out = torch.full((L, H, L, H), math.nan, dtype=torch.float64)
+    for l1 in range(L):
+        for h1 in range(H):
+            for l2 in range(l1 + 1, L):
+                for h2 in range(H):
+                    prod = OV[l1, h1] @ right[l2, h2]  # earlier head's OV on the LEFT (row convention)
+                    out[l1, h1, l2, h2] = prod.norm() / (OV[l1, h1].norm() * right[l2, h2].norm())
+    return out
+
+
+@pytest.mark.parametrize("kind", ["q", "k", "v"])
+@pytest.mark.parametrize("kwargs", [dict(), dict(normalization="LN", attn_only=False, d_mlp=32, biases=True)])
+def test_composition_against_dense(kind, kwargs):
+    m = random_model(seed=1, **{**SMALL, **kwargs})
+    pm = fold_layernorm(m) if m.cfg.normalization else m
+    got = CO.composition_scores(m, kind)
+    want = dense_scores(pm, kind)
+    assert torch.equal(got.isnan(), want.isnan())
+    torch.testing.assert_close(got.nan_to_num(), want.nan_to_num())
+
+
+def test_product_order_matters():
+    """The reversed product (later head on the left) gives different numbers: the test can fail."""
+    m = random_model(seed=2, **SMALL)
+    OV, QK = m.W_V @ m.W_O, m.W_Q @ m.W_K.mT
+    wrong = (QK[1, 0] @ OV[0, 0]).norm() / (OV[0, 0].norm() * QK[1, 0].norm())
+    right = CO.composition_scores(m, "q")[0, 0, 1, 0]
+    assert abs(wrong - right) > 1e-3
+    # Q and K composition differ as well (transpose of the later head's QK)
+    assert not torch.allclose(CO.composition_scores(m, "q").nan_to_num(), CO.composition_scores(m, "k").nan_to_num())
+
+
+def test_one_sided_variant():
+    m = random_model(seed=3, **SMALL)
+    OV = m.W_V @ m.W_O
+    for kind, W in (("q", m.W_Q), ("k", m.W_K), ("v", m.W_V)):
+        got = CO.composition_scores_one_sided(m, kind)
+        torch.testing.assert_close(got[0, 2, 2, 1], (OV[0, 2] @ W[2, 1]).norm())
+        assert got[1, 0, 0, 0].isnan() and got[1, 0, 1, 2].isnan()
+
+
+def test_baseline():
+    m = random_model(seed=4, **SMALL)
+    mean, std = CO.composition_baseline(m, "q", n_samples=400)
+    # Monte Carlo of the same quantity written densely
+    g = torch.Generator().manual_seed(5)
+    D, E = 16, 4
+    vals = []
+    for _ in range(400):
+        L = torch.randn(D, E, generator=g, dtype=torch.float64) @ torch.randn(E, D, generator=g, dtype=torch.float64)
+        R = torch.randn(D, E, generator=g, dtype=torch.float64) @ torch.randn(E, D, generator=g, dtype=torch.float64)
+        vals.append(float((L @ R).norm() / (L.norm() * R.norm())))
+    dense = torch.tensor(vals)
+    assert abs(mean - float(dense.mean())) < 4 * float(dense.std()) / 20 + 1e-3
+    assert 0.5 < std / float(dense.std()) < 2
+    assert CO.composition_baseline(m, "k", n_samples=400) == (mean, std)  # cached, shared by kinds
+    raw = CO.composition_scores(m, "k")
+    default_mean = CO.composition_baseline(m)[0]
+    torch.testing.assert_close(CO.composition_scores(m, "k", baseline=True), raw - default_mean, equal_nan=True)
+
+
+def test_rotation_invariance():
+    m = random_model(seed=6, **SMALL)
+    r = rotate(m)
+    for kind in "qkv":
+        torch.testing.assert_close(CO.composition_scores(m, kind), CO.composition_scores(r, kind), equal_nan=True)
+        torch.testing.assert_close(CO.composition_scores_one_sided(m, kind), CO.composition_scores_one_sided(r, kind),
+                                   equal_nan=True)
+
+
+def test_half_precision_and_errors():
+    m = random_model(seed=7, **SMALL)
+    h = random_model(seed=7, dtype=torch.float16, **SMALL)
+    got = CO.composition_scores(h, "v")
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), CO.composition_scores(m, "v"), atol=5e-3, rtol=0, equal_nan=True)
+    with pytest.raises(ValueError, match="kind='x'"):
+        CO.composition_scores(m, "x")
+    with torch.no_grad():
+        m.W_O[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="W_O"):
+        CO.composition_scores(m, "q")
+
+
+def _tl_composition_scores():
+    try:
+        from transformer_lens.utils import composition_scores  # 3.x
+    except ImportError:
+        try:
+            from transformer_lens.utilities.matrix import composition_scores  # 4.x
+        except ImportError:
+            return None
+    return composition_scores
+
+
+@pytest.mark.parametrize("kind", ["q", "k", "v"])
+def test_transformer_lens_agrees(kind):
+    tl = pytest.importorskip("transformer_lens")
+    tl_scores = _tl_composition_scores()
+    if tl_scores is None:
+        pytest.skip("transformer_lens without composition_scores")
+    m = random_model(seed=8, **SMALL)
+    # exactly what TransformerLens' all_composition_scores builds
+    left = tl.FactoredMatrix(m.W_V.detach(), m.W_O.detach())
+    qk = tl.FactoredMatrix(m.W_Q.detach(), m.W_K.detach().mT)
+    right = {"q": qk, "k": qk.T, "v": left}[kind]
+    want = tl_scores(left[:, :, None, None], right[None, None], broadcast_dims=False)
+    got = CO.composition_scores(m, kind)
+    mask = ~got.isnan()
+    torch.testing.assert_close(got[mask], want[mask])
+
+
+def test_transformer_lens_hooked_all_composition_scores():
+    tl = pytest.importorskip("transformer_lens")
+    try:
+        from transformer_lens import HookedTransformer, HookedTransformerConfig
+    except (ImportError, AttributeError, ModuleNotFoundError):
+        pytest.skip("this transformer_lens has no HookedTransformer (4.x)")
+    cfg = HookedTransformerConfig(n_layers=3, d_model=16, n_heads=3, d_head=4, d_vocab=23, n_ctx=10,
+                                  attn_only=True, act_fn="gelu_new", normalization_type=None, dtype=torch.float64)
+    tlm = HookedTransformer(cfg)
+    m = random_model(seed=9, **SMALL)
+    with torch.no_grad():
+        for l in range(3):
+            for n in ("W_Q", "W_K", "W_V", "W_O"):
+                getattr(tlm.blocks[l].attn, n).copy_(getattr(m, n)[l])
+    for kind in "qkv":
+        want = tlm.all_composition_scores(kind.upper())
+        want = getattr(want, "scores", want)
+        got = CO.composition_scores(m, kind)
+        mask = ~got.isnan()
+        torch.testing.assert_close(got[mask], want[mask].double())
+    del tl
