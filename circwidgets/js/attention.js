@@ -2,7 +2,7 @@
 // with hover read-out, the tokens coloured by the attention a hovered token pays / receives.
 import {
   h, visibleWhitespace, theme, seqColor, divColor, rgbCss, inkOn, decodeArray, fmt, messageArea,
-  headGrid, hidpi, markDrawn,
+  headGrid, hidpi, markDrawn, onThemeChange,
 } from "./common.js";
 
 const MAX_PX = 520; // largest side of the pattern on screen (CSS px)
@@ -125,6 +125,7 @@ function render({ model, el }) {
     const S = Math.max(160, Math.min(MAX_PX, N * cell));
     const ml = withLabels ? 84 : 4, mt = withLabels ? 84 : 4;
     geom = { ml, mt, S };
+    Object.assign(canvas.dataset, { ml, mt, side: S, n: N }); // plot geometry, for tests
     const ctx = hidpi(canvas, ml + S + 4, mt + S + 4);
     ctx.fillStyle = th.css.bg;
     ctx.fillRect(0, 0, ml + S + 4, mt + S + 4);
@@ -147,7 +148,7 @@ function render({ model, el }) {
       ctx.restore();
     }
     const vw = model.get("value_weighted");
-    panelTitle.textContent = `layer ${shown.layer} head ${shown.head} — ${vw ? "value-weighted pattern (A·‖v_src‖)" : "attention pattern"}; rows = query, columns = key; max ${fmt(aMax)}`;
+    panelTitle.textContent = `layer ${shown.layer} head ${shown.head} — ${vw ? "value-weighted pattern (A·‖v_src‖)" : "attention pattern"}; rows = query, columns = key; colour scale 0 … ${fmt(aMax)}`;
     title.textContent = model.get("title") ? `${model.get("title")} — L${shown.layer}H${shown.head}` : `L${shown.layer}H${shown.head}`;
     vwBox.checked = vw;
     const ms = performance.now() - t0;
@@ -241,7 +242,10 @@ function render({ model, el }) {
   readTokens();
   readScores();
   drawPattern();
+  // the theme can change while the view is open: re-read the CSS variables and repaint
+  const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); drawPattern(); });
   return () => {
+    offTheme();
     model.off("change:shown", onShown);
     model.off("change:scores", onScores);
     model.off("change:labels", onLabels);

@@ -259,6 +259,14 @@ export function hidpi(canvas, w, h_) {
   return ctx;
 }
 
+/** Call `cb` when JupyterLab switches theme (it rewrites data-jp-theme-* on <body>); returns an unsubscribe. */
+export function onThemeChange(cb) {
+  if (typeof MutationObserver === "undefined") return () => {};
+  const mo = new MutationObserver(() => cb());
+  mo.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-name", "data-jp-theme-light"] });
+  return () => mo.disconnect();
+}
+
 /** Mark the root element after a redraw so tests and benchmarks can wait for it. */
 export function markDrawn(el, info) {
   el.dataset.drawCount = String((Number(el.dataset.drawCount) || 0) + 1);

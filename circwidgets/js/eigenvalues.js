@@ -1,6 +1,8 @@
 // Eigenvalues: grid of heads (upper half OV positivity, lower half QK positivity); the selected
 // head's eigenvalues of the full OV, full QK and positional QK circuits in the complex plane.
-import { h, theme, divColor, rgbCss, decodeArray, fmt, messageArea, headGrid, hidpi, markDrawn } from "./common.js";
+import {
+  h, theme, divColor, rgbCss, decodeArray, fmt, messageArea, headGrid, hidpi, markDrawn, onThemeChange,
+} from "./common.js";
 
 const SIZE = 230; // plot side, CSS px
 
@@ -82,6 +84,8 @@ function render({ model, el }) {
       ctx.fillStyle = rgbCss(re >= 0 ? th.rgb.accent : th.rgb.negative);
       ctx.beginPath(); ctx.arc(X(x), Y(y), 3.2, 0, 2 * Math.PI); ctx.fill();
     }
+    // where the points are (CSS px), for tests and assistive tools
+    canvas.dataset.points = JSON.stringify(pts.map(([x, y]) => [+X(x).toFixed(1), +Y(y).toFixed(1)]));
     const p = pos[c] ? pos[c][shown.layer * model.get("n_heads") + shown.head] : NaN;
     const head = h("div", { cls: "cw-eig-title" }, [
       h("span", { cls: "cw-eig-name", text: label }),
@@ -126,7 +130,9 @@ function render({ model, el }) {
   model.on("change:log_magnitude", draw);
   readPositivity();
   draw();
+  const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); draw(); });
   return () => {
+    offTheme();
     model.off("change:positivity", onPos);
     model.off("change:shown", draw);
     model.off("change:log_magnitude", draw);

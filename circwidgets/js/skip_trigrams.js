@@ -1,6 +1,8 @@
 // SkipTrigrams: the selected head's top table [A] … [B] → [C], a search box (per-source lookup in
 // the kernel), more rows on demand. Tokens shown with visible whitespace, always as text.
-import { h, visibleWhitespace, theme, seqColor, rgbCss, inkOn, fmt, messageArea, headGrid, markDrawn } from "./common.js";
+import {
+  h, visibleWhitespace, theme, seqColor, rgbCss, inkOn, fmt, messageArea, headGrid, markDrawn, onThemeChange,
+} from "./common.js";
 
 function render({ model, el }) {
   const root = h("div", { cls: "cw-root cw-skip" });
@@ -98,7 +100,8 @@ function render({ model, el }) {
   model.on("change:shown", draw);
   model.on("change:found", drawFound);
   draw();
-  return () => { model.off("change:shown", draw); model.off("change:found", drawFound); grid.off(); msg.off(); };
+  const offTheme = onThemeChange(draw);
+  return () => { offTheme(); model.off("change:shown", draw); model.off("change:found", drawFound); grid.off(); msg.off(); };
 }
 
 export default { render };

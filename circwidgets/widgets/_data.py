@@ -95,13 +95,11 @@ def find_token(model: Transformer, query: str) -> int:
         tid = tok.token_to_id(q)
         if tid is not None and 0 <= tid < model.cfg.d_vocab:
             return int(tid)
-        ids = tok.encode(q) if q else []
-        if len(ids) == 1 and 0 <= ids[0] < model.cfg.d_vocab:
-            return int(ids[0])
-        # a token whose decoded text is exactly the query (byte-level BPE writes " x" as "Ġx")
+        # a token whose decoded text is the query (byte-level BPE stores " x" as "Ġx"); the check of
+        # the decoded text keeps an unknown word from matching the tokenizer's unk token
         for cand in (q, " " + q.lstrip()):
-            ids = tok.encode(cand) if cand else []
-            if len(ids) == 1:
+            ids = tok.encode(cand) if cand.strip() else []
+            if len(ids) == 1 and 0 <= ids[0] < model.cfg.d_vocab and tok.id_to_str(ids)[0].strip() == q.strip():
                 return int(ids[0])
     s = q.strip().lstrip("#")
     if s.isdigit():

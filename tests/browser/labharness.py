@@ -1,0 +1,117 @@
+"""A JupyterLab server + headless Chromium (Playwright) for real-browser widget checks.
+
+Used by tests/browser/conftest.py and benchmarks/bench_widget_latency.py. Recipe and pitfalls:
+shared/recipes/browser-e2e.md (system Chromium, isolated Jupyter dirs, `window.jupyterapp`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage"]
+TOKEN = "circwidgets-e2e"
+ARTIFACTS = Path(os.environ.get("CW_ARTIFACTS", REPO / "artifacts" / "browser"))
+KERNEL_IDLE = """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  return !!k && k.status === 'idle'; }"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+class Lab:
+    """One JupyterLab server on a free port, with its own config/data/runtime/settings dirs."""
+
+    def __init__(self, root: Path, home: Path):
+        self.root, self.home = root, home
+        self.proc: subprocess.Popen | None = None
+        self.base = ""
+
+    def start(self, timeout: float = 120.0) -> Lab:
+        settings = self.home / "settings" / "@jupyterlab" / "apputils-extension"
+        settings.mkdir(parents=True, exist_ok=True)  # no "fetch news?" toast
+        (settings / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        env = dict(os.environ, JUPYTER_CONFIG_DIR=str(self.home / "cfg"), JUPYTER_DATA_DIR=str(self.home / "data"),
+                   JUPYTER_RUNTIME_DIR=str(self.home / "rt"), IPYTHONDIR=str(self.home / "ipy"),
+                   PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+                   OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        port = _free_port()
+        self.log_path = self.home / "lab.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
+             f"--ServerApp.root_dir={self.root}", "--LabApp.expose_app_in_browser=True",
+             f"--LabApp.user_settings_dir={self.home / 'settings'}", f"--LabApp.workspaces_dir={self.home / 'ws'}",
+             "--LabApp.news_url=None"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.root)
+        self.base = f"http://127.0.0.1:{port}"
+        t_end = time.monotonic() + timeout
+        while time.monotonic() < t_end:
+            try:
+                urllib.request.urlopen(f"{self.base}/api/status?token={TOKEN}", timeout=2)
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("jupyter lab exited:\n" + self.log_path.read_text()) from None
+                time.sleep(0.25)
+        self.stop()
+        raise RuntimeError("jupyter lab did not start:\n" + self.log_path.read_text())
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+            self._log.close()
+
+    def url(self, notebook: str) -> str:
+        return f"{self.base}/lab/tree/{notebook}?token={TOKEN}"
+
+
+def launch_browser(p):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+
+
+def open_and_run(page, lab: Lab, notebook: str, timeout_ms: int = 180_000) -> None:
+    """Open a notebook, wait for an idle kernel, run all cells."""
+    page.goto(lab.url(notebook))
+    page.wait_for_function(KERNEL_IDLE, timeout=timeout_ms)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+def cell(page, i: int):
+    return page.locator(".jp-Notebook .jp-Cell").nth(i)
+
+
+def rerun_cell(page, i: int) -> None:
+    """Run cell i in place (Control+Enter; Shift+Enter would add a cell)."""
+    cell(page, i).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Control+Enter")

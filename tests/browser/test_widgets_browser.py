@@ -1,0 +1,216 @@
+"""The three Widgets-I views in real JupyterLab + headless Chromium: render, click, hover, keys,
+hostile tokens, kernel state. One server, one notebook, one page for the whole module; tests run in
+file order on that page. Screenshots and the console log: artifacts/browser/."""
+
+from __future__ import annotations
+
+import re
+
+import labharness as lh
+import pytest
+
+pytest.importorskip("playwright.sync_api")
+from playwright.sync_api import expect  # noqa: E402
+
+pytestmark = pytest.mark.timeout(600)
+
+HOSTILE = ["<img src=x onerror=alert(1)>", "</script>", "<b>bold</b>", "<script>alert(2)</script>", " lead",
+           "tab\there", "new\nline", "$x$", "&amp;"]
+SETUP = f'''import torch, warnings
+import circwidgets as cw
+from tokenizers import Tokenizer as RustTokenizer, models, pre_tokenizers
+from circwidgets.model import Tokenizer
+from circwidgets.model.testing import random_model
+HOSTILE = {HOSTILE!r}
+vocab = ["<bos>"] + HOSTILE + [f"w{{i}}" for i in range(30)]
+rt = RustTokenizer(models.WordLevel({{s: i for i, s in enumerate(vocab)}}, unk_token="<bos>"))
+rt.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+model = random_model(n_layers=2, n_heads=4, d_model=32, d_head=8, d_vocab=len(vocab), n_ctx=64, seed=1,
+                     dtype=torch.float32)
+model.tokenizer = Tokenizer(rt)
+ids = [0] + list(range(1, 10)) + [10, 11, 12, 13, 10, 11, 12, 13, 2, 1]
+print("SETUP OK", len(vocab), len(ids))'''
+CHECK = '''p = wa.current_pattern()
+print(f"KERNEL att={wa.layer},{wa.head} vw={wa.value_weighted} eig={we.layer},{we.head} "
+      f"skip={ws.layer},{ws.head} rows={len(ws.rows)} found={ws.found.get('source_id')} "
+      f"p52={float(p[5, 2]):.6f} err={wa.error!r}")'''
+NOTEBOOK_CELLS = [
+    SETUP,
+    "wa = cw.attention(model, ids)\nwa",
+    "we = cw.eigenvalues(model)\nwe",
+    "ws = cw.skip_trigrams(model, 0, 0)\nws",
+    "wa.head = 99  # a bad request: a message in the widget and a warning, no exception",
+    CHECK,
+]
+N_TOK = 20
+CHECK_CELL = 5
+
+
+def kernel_says(page, text: str, timeout: int = 60_000) -> str:
+    """Re-run the check cell and wait until its output contains `text`; return the output."""
+    lh.rerun_cell(page, CHECK_CELL)
+    out = lh.cell(page, CHECK_CELL).locator(".jp-OutputArea-output")
+    expect(out).to_contain_text(text, timeout=timeout)
+    return out.inner_text()
+
+
+def vis(s: str) -> str:
+    return s.replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5")
+
+
+def root(page, kind: str):
+    return page.locator(f".cw-root.cw-{kind}")
+
+
+# ---------------------------------------------------------------------------------------- attention
+def test_attention_renders_with_bad_request_message(page):
+    att = root(page, "attention")
+    expect(att).to_have_attribute("data-shown-layer", "0", timeout=120_000)
+    expect(att).to_have_attribute("data-shown-head", "0")
+    expect(att).to_have_attribute("data-n-tokens", str(N_TOK))
+    expect(att.locator(".cw-tok")).to_have_count(N_TOK)
+    expect(att.locator("[data-layer][data-head]")).to_have_count(8)
+    # cell 4 asked for head 99: the widget says so, the kernel kept head 0 and did not raise
+    expect(att.locator(".cw-message")).to_contain_text("head=99 is out of range")
+    expect(lh.cell(page, 4).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+           ).to_contain_text("CircuitWidgetWarning")
+    kernel_says(page, "att=0,0")
+    att.scroll_into_view_if_needed()
+    att.screenshot(path=str(lh.ARTIFACTS / "attention_initial.png"))
+
+
+def test_attention_click_redraws_and_updates_kernel(page):
+    att = root(page, "attention")
+    n0 = int(att.get_attribute("data-draw-count"))
+    att.locator('[data-layer="1"][data-head="2"]').click()
+    expect(att).to_have_attribute("data-shown-layer", "1", timeout=30_000)
+    expect(att).to_have_attribute("data-shown-head", "2")
+    assert int(att.get_attribute("data-draw-count")) > n0
+    expect(att.locator('[data-layer="1"][data-head="2"]')).to_have_class(re.compile("cw-selected"))
+    expect(att.locator(".cw-message")).to_be_hidden()  # the old error is cleared by a good request
+    kernel_says(page, "att=1,2")
+
+
+def test_attention_hover_readouts(page):
+    att = root(page, "attention")
+    canvas = att.locator("canvas.cw-pattern")
+    g = {k: float(canvas.get_attribute(f"data-{k}")) for k in ("ml", "mt", "side", "n")}
+    step = g["side"] / g["n"]
+    canvas.hover(position={"x": g["ml"] + 2.5 * step, "y": g["mt"] + 5.5 * step})
+    ro = att.locator(".cw-pattern-readout")
+    expect(ro).to_contain_text("query [5]")
+    expect(ro).to_contain_text("key [2]")
+    shown = float(re.search(r"weight (\S+)", ro.inner_text()).group(1))
+    out = kernel_says(page, "att=1,2")
+    want = float(re.search(r"p52=(\S+)", out).group(1))
+    assert abs(shown - want) < 2e-3 + 2e-3 * abs(want), (shown, want)  # float16 transfer
+    # hovering a token colours the tokens it attends to (pays) and names it in the read-out
+    att.locator('.cw-tok[data-pos="5"]').hover()
+    expect(att.locator(".cw-token-readout")).to_contain_text("[5]")
+    bgs = att.locator(".cw-tok").evaluate_all("els => els.map(e => e.style.background)")
+    assert all(bgs[:6]) and not any(bgs[6:]), bgs
+
+
+def test_value_weighted_toggle(page):
+    att = root(page, "attention")
+    att.locator("input.cw-vw").check()
+    expect(att).to_have_attribute("data-value-weighted", "1", timeout=30_000)
+    expect(att.locator(".cw-panel-title")).to_contain_text("value-weighted")
+    kernel_says(page, "vw=True")
+    att.locator("input.cw-vw").uncheck()
+    expect(att).to_have_attribute("data-value-weighted", "0", timeout=30_000)
+
+
+def test_keyboard_navigation(page):
+    att = root(page, "attention")
+    att.locator('[data-layer="1"][data-head="2"]').focus()
+    page.keyboard.press("ArrowRight")
+    expect(att).to_have_attribute("data-shown-head", "3", timeout=30_000)
+    page.keyboard.press("ArrowUp")
+    expect(att).to_have_attribute("data-shown-layer", "0", timeout=30_000)
+    page.keyboard.press("ArrowRight")  # already the last head: stays
+    page.keyboard.press("ArrowLeft")
+    expect(att).to_have_attribute("data-shown-head", "2", timeout=30_000)
+    focused = page.evaluate("() => [document.activeElement.dataset.layer, document.activeElement.dataset.head]")
+    assert focused == ["0", "2"]
+    kernel_says(page, "att=0,2")
+
+
+# ---------------------------------------------------------------------------------------- eigenvalues
+def test_eigenvalues_click_hover_log(page):
+    eig = root(page, "eigen")
+    expect(eig).to_have_attribute("data-shown-layer", "0", timeout=60_000)
+    expect(eig.locator("canvas.cw-eig-canvas")).to_have_count(3)
+    expect(eig.locator(".cw-eig-pos").first).to_contain_text("positivity")
+    eig.locator('[data-layer="1"][data-head="3"]').click()
+    expect(eig).to_have_attribute("data-shown-layer", "1", timeout=30_000)
+    expect(eig).to_have_attribute("data-shown-head", "3")
+    expect(eig).to_have_attribute("data-n-eigs", "24")  # 3 circuits x d_head 8
+    c = eig.locator('canvas[data-circuit="ov"]')
+    x, y = c.evaluate("el => JSON.parse(el.dataset.points)[0]")
+    c.hover(position={"x": x, "y": y})
+    expect(eig.locator(".cw-eig-readout")).to_contain_text("λ1 =")
+    before = c.get_attribute("data-points")
+    eig.locator("input.cw-log").check()
+    expect(eig.locator('canvas[data-circuit="ov"]')).not_to_have_attribute("data-points", before, timeout=30_000)
+    kernel_says(page, "eig=1,3")
+    eig.scroll_into_view_if_needed()
+    eig.screenshot(path=str(lh.ARTIFACTS / "eigenvalues.png"))
+
+
+# ---------------------------------------------------------------------------------------- skip-trigrams
+def test_skip_trigrams_click_search_more(page):
+    sk = root(page, "skip")
+    expect(sk).to_have_attribute("data-n-rows", "20", timeout=60_000)
+    sk.locator('[data-layer="1"][data-head="1"]').click()
+    expect(sk).to_have_attribute("data-shown-layer", "1", timeout=30_000)
+    expect(sk).to_have_attribute("data-shown-head", "1")
+    sk.locator("input.cw-search").fill("</script>")
+    sk.locator("input.cw-search").press("Enter")
+    expect(sk.locator("tr.cw-found-row")).to_have_attribute("data-source-id", "2", timeout=30_000)
+    expect(sk.locator("tr.cw-found-row .cw-source")).to_have_text("</script>")
+    sk.locator("button.cw-more").click()
+    expect(sk).to_have_attribute("data-n-rows", "40", timeout=30_000)  # the whole 40-token vocabulary
+    sk.locator("tr.cw-row .cw-dest").first.hover()
+    expect(sk.locator(".cw-skip-readout")).to_contain_text("centred QK")
+    # an unknown token: a message, the kernel lives on
+    sk.locator("input.cw-search").fill("no-such-token")
+    sk.locator("input.cw-search").press("Enter")
+    expect(sk.locator(".cw-message")).to_contain_text("not a single token", timeout=30_000)
+    kernel_says(page, "skip=1,1 rows=40")
+    sk.scroll_into_view_if_needed()
+    sk.screenshot(path=str(lh.ARTIFACTS / "skip_trigrams.png"))
+
+
+# ---------------------------------------------------------------------------------------- security, theme
+def test_hostile_tokens_render_as_text(page):
+    roots = page.locator(".cw-root")
+    expect(roots).to_have_count(3)
+    # nothing the tokens spell was created as an element, nothing executed
+    for sel in ("img", "script", "b"):
+        assert page.locator(f".cw-root {sel}").count() == 0, sel
+    assert page.locator('img[src="x"]').count() == 0
+    assert page.evaluate("() => typeof window.__pwned") == "undefined"
+    assert page.cw_dialogs == [], page.cw_dialogs
+    toks = root(page, "attention").locator(".cw-tok").all_text_contents()
+    for s in HOSTILE:
+        assert vis(s) in toks, (s, toks)
+    chips = root(page, "skip").locator(".cw-chip-text, .cw-source").all_text_contents()
+    assert any("<img" in c for c in chips) and "</script>" in chips
+
+
+def test_dark_theme_and_clean_console(page):
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    att = root(page, "attention")
+    att.locator('[data-layer="1"][data-head="0"]').click()  # redraw with the dark theme's colours
+    expect(att).to_have_attribute("data-shown-layer", "1", timeout=30_000)
+    bg = att.evaluate("el => getComputedStyle(el).backgroundColor")
+    r, g, b = (int(v) for v in re.findall(r"\d+", bg)[:3])
+    assert r + g + b < 200, bg  # the widget follows --jp-layout-color0
+    att.scroll_into_view_if_needed()
+    att.screenshot(path=str(lh.ARTIFACTS / "attention_dark.png"))
+    root(page, "eigen").locator('[data-layer="0"][data-head="1"]').click()
+    root(page, "eigen").screenshot(path=str(lh.ARTIFACTS / "eigenvalues_dark.png"))
+    errors = [m for m in page.cw_console if m.startswith("pageerror") or "circwidgets" in m.lower() and "error" in m]
+    assert not errors, errors
