@@ -123,20 +123,19 @@ def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int 
     toks = _prepare_tokens(model, tokens, seq_len, n_seqs, seed, bos)
     masks = detection_masks(toks)
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    dtype = model.W_E.dtype
-    # float masks [batch, q, k] and the rows each kind scores; row weights fold the row selection in.
+    # masks are sparse (about one entry per row on repeated tokens): keep their indices and gather
     prepared = {}
     for k in kinds:
         m = masks[k]
-        rows = m.any(-1)  # [batch, q]
-        prepared[k] = (m.to(dtype), rows.to(dtype))
+        prepared[k] = (m.nonzero(as_tuple=True), m.any(-1).to(model.W_E.dtype))  # (b, q, k) idx, rows [b, q]
     out = {k: torch.full((L, H), float("nan"), dtype=torch.float32) for k in kinds}
 
     def hook(pattern: torch.Tensor, hp) -> None:
         layer = hp.layer()
-        for k, (m, rows) in prepared.items():
-            num = torch.einsum("bhqk,bqk->h", pattern, m)
-            den = torch.einsum("bhqk,bq->h", pattern, rows)
+        row_mass = pattern.sum(-1)  # [batch, head, q]; 1 up to rounding, kept so the score is the definition
+        for k, ((bi, qi, ki), rows) in prepared.items():
+            num = pattern[bi, :, qi, ki].sum(0)  # [head]
+            den = torch.einsum("bhq,bq->h", row_mass, rows)
             out[k][layer] = (num / den).float().cpu()
         if layer == L - 1:
             raise _Stop

@@ -194,7 +194,8 @@ class SkipTrigramTable:
 def source_maxima(factors: dict[str, torch.Tensor], block_size: int = 2048, col_block: int | None = None,
                   progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`(top_qk, top_ov)`, each `[d_vocab]` float32 on CPU: max over destinations of column A of the
-    centred QK circuit, and max over outputs of row A of the centred OV circuit, for every A.
+    centred QK circuit, and max over outputs of row A of the centred OV circuit, for every A
+    (for the sources whose rows `factors["k"]`, `factors["v"]` hold, when given a subset).
 
     Tiled: `block_size` sources × `col_block` destinations/outputs per GEMM, each tile reduced with
     amax while it is still in cache (default `col_block` 1024 on CPU, the whole vocabulary on GPU).
@@ -204,19 +205,19 @@ def source_maxima(factors: dict[str, torch.Tensor], block_size: int = 2048, col_
     from tqdm.auto import tqdm
 
     q, k, v, u = factors["q"], factors["k"], factors["v"], factors["u"]
-    V = q.shape[0]
+    V, n_src = q.shape[0], k.shape[0]  # k, v may hold a subset of sources; q, u always the whole vocabulary
     if col_block is None:
         col_block = 1024 if q.device.type == "cpu" else V
     # contiguous column chunks of the right-hand factors, made once: [d_head, col_block] each
     qt = [q[c:c + col_block].T.contiguous() for c in range(0, V, col_block)]
     uc = [u[:, c:c + col_block].contiguous() for c in range(0, V, col_block)]
-    top_qk = torch.full((V,), -float("inf"), dtype=torch.float32, device=q.device)
-    top_ov = torch.full((V,), -float("inf"), dtype=torch.float32, device=q.device)
-    buf = torch.empty(min(block_size, V), min(col_block, V), dtype=torch.float32, device=q.device)
+    top_qk = torch.full((n_src,), -float("inf"), dtype=torch.float32, device=q.device)
+    top_ov = torch.full((n_src,), -float("inf"), dtype=torch.float32, device=q.device)
+    buf = torch.empty(min(block_size, n_src), min(col_block, V), dtype=torch.float32, device=q.device)
     if progress is None:
-        progress = V * V * q.shape[1] > 2e11  # several seconds of GEMM on a laptop
-    for s in tqdm(range(0, V, block_size), desc="skip-trigram scan", disable=not progress, leave=False):
-        e = min(s + block_size, V)
+        progress = n_src * V * q.shape[1] > 2e11  # several seconds of GEMM on a laptop
+    for s in tqdm(range(0, n_src, block_size), desc="skip-trigram scan", disable=not progress, leave=False):
+        e = min(s + block_size, n_src)
         for left, rights, out in ((k[s:e], qt, top_qk[s:e]), (v[s:e], uc, top_ov[s:e])):
             for r in rights:
                 b = buf[: e - s, : r.shape[1]]
