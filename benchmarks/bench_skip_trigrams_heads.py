@@ -134,7 +134,7 @@ def main() -> None:
          f"max {1e3 * max(q_times):.1f} ms (target < 20 ms)"),
         ("rows(0, 20)", f"{1e3 * t_rows:.0f} ms", ""),
     ]
-    del m1, table, f, sub
+    del m1, table, f
 
     # ------------------------------------------------------------ head scores, 12 x 12, 1025 tokens
     cfg = ModelConfig(n_layers=12, d_model=D, n_heads=12, d_head=E, d_vocab=V, n_ctx=1025, normalization="LN",
