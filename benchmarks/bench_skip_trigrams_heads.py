@@ -119,7 +119,6 @@ def main() -> None:
 
     t = interleaved({"ours": lambda: source_maxima(sub, progress=False), "square": lambda: A @ B,
                      "block": block_pass}, args.rounds)
-    del A, B, buf
 
     rows += [
         ("skip-trigram scan, 1 head, V=50257, full", f"{t_scan:.2f} s", f"{flops / t_scan / 1e9:.0f} GFLOP/s"),
@@ -134,7 +133,6 @@ def main() -> None:
          f"max {1e3 * max(q_times):.1f} ms (target < 20 ms)"),
         ("rows(0, 20)", f"{1e3 * t_rows:.0f} ms", ""),
     ]
-    del m1, table, f
 
     # ------------------------------------------------------------ head scores, 12 x 12, 1025 tokens
     cfg = ModelConfig(n_layers=12, d_model=D, n_heads=12, d_head=E, d_vocab=V, n_ctx=1025, normalization="LN",
