@@ -69,7 +69,8 @@ def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = N
         pattern[hook.layer()] = x[0].to(dt)
 
     def keep_v(x, hook):  # x: [batch, pos, head, d_head]
-        v_norm[hook.layer()] = x[0].float().norm(dim=-1).T.to(dt)
+        xv = x[0] if x.dtype in (torch.float32, torch.float64) else x[0].float()  # half: norm in float32
+        v_norm[hook.layer()] = xv.norm(dim=-1).T.to(dt)
 
     hooks = []
     for layer in range(cfg.n_layers):
