@@ -13,4 +13,6 @@ from .circuits import (  # noqa: E402,F401
 from .composition import composition_baseline, composition_scores, composition_scores_one_sided  # noqa: E402,F401
 from .factored import FactoredMatrix  # noqa: E402,F401
 from .heads import all_head_scores, copying_score, head_scores, in_context_loss, repeated_tokens  # noqa: E402,F401
+from .paths import PathTerms, path_terms  # noqa: E402,F401
 from .skip_trigrams import SkipTrigramTable, skip_trigrams  # noqa: E402,F401
+from .virtual import VirtualHead, VirtualWeights, virtual_heads, virtual_weights  # noqa: E402,F401

@@ -1,0 +1,231 @@
+"""Path expansion of the logits (DESIGN.md item 6).
+
+With every attention pattern and every LayerNorm scale frozen at its value on the input, an
+attention-only transformer is linear in its residual-stream contributions, and the logits split
+exactly into a sum over paths:
+
+    logits = x0 W_U + sum_h A^h x0 W_OV^h W_U + sum_{h1 < h2} A^{h2} A^{h1} x0 W_OV^{h1} W_OV^{h2} W_U + ...
+
+`path_terms` enumerates these terms up to `max_order` heads per path. Each term starts at a
+*source* written into the residual stream:
+- `embed` (token embeddings) and `pos` (positional embeddings, standard positional models only;
+  shortformer positions only shape the frozen patterns),
+- `bias L{l}`: layer l's attention biases, `b_O + sum_h b_V^h W_O^h` (a head's value bias reaches
+  the output unchanged because its attention row sums to one),
+- `mlp L{l}` (models with MLPs): layer l's MLP output, taken as a frozen contribution (its value on
+  this input); its paths through later heads are enumerated like any other source's, but what
+  happens inside MLPs is not decomposed,
+(bias terms that are exactly zero are left out) and is followed
+by heads in strictly increasing layers ("embed → L0H3 → L1H5"). The unembedding
+bias `b_U` is a term of its own. Everything not enumerated - paths longer than `max_order`, and
+paths pruned by `top_k` together with all their extensions - is carried exactly in a `remainder`
+term, so `total()` always equals the logits; with `max_order >= n_layers` and no pruning the
+remainder is exactly zero.
+
+LN models are analysed after `fold_layernorm` (see `prep`): each head reads
+`(x - mean(x)) / scale` with the scale frozen per position, and the final logits are
+`(x - mean(x)) / scale_final @ W_U + b_U`; both maps are linear in x, so the split stays exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..model import Transformer
+from .factored import compute_dtype
+from .prep import prepared
+
+__all__ = ["PathTerms", "path_terms"]
+
+# Refuse enumerations whose term tensor would exceed this many elements (pass top_k instead).
+MAX_ELEMENTS = 400_000_000
+
+
+@dataclass
+class PathTerms:
+    """Logits split into path terms.
+
+    `labels[i]`, `paths[i]` = `(source, ((layer, head), ...))`, `orders[i]` (number of heads) describe
+    enumerated term i, whose residual-stream contribution is `resid[i]` `[batch, pos, d_model]`.
+    The term list returned by `labels_all` / `logits()` is the enumerated terms, then `b_U`
+    (models with biases), then `remainder`.
+    """
+
+    labels: list[str]
+    paths: list[tuple]
+    orders: list[int]
+    resid: torch.Tensor  # [term, batch, pos, d_model]
+    remainder_resid: torch.Tensor = field(repr=False)  # [batch, pos, d_model]
+    W_U: torch.Tensor = field(repr=False)
+    b_U: torch.Tensor | None = field(repr=False)
+    final_scale: torch.Tensor | None = field(repr=False)  # [batch, pos, 1] or None (no LN)
+    model_logits: torch.Tensor = field(repr=False)  # the model's own logits [batch, pos, d_vocab]
+
+    def __len__(self) -> int:
+        return len(self.labels_all)
+
+    def __repr__(self) -> str:
+        B, P, V = self.model_logits.shape
+        return (f"PathTerms({len(self)} terms (max order {max(self.orders)}), batch={B}, pos={P}, d_vocab={V}; "
+                f"remainder |max|={float(self.remainder_resid.abs().max()):.3g} in the residual stream)")
+
+    @property
+    def labels_all(self) -> list[str]:
+        return self.labels + (["b_U"] if self.b_U is not None else []) + ["remainder"]
+
+    def _unembed(self, x: torch.Tensor) -> torch.Tensor:
+        """Frozen final map of residual contributions `[..., batch, pos, d_model]` to logits."""
+        if self.final_scale is not None:
+            x = (x - x.mean(-1, keepdim=True)) / self.final_scale
+        return x @ self.W_U
+
+    @property
+    def remainder(self) -> torch.Tensor:
+        """Logits of everything not enumerated `[batch, pos, d_vocab]` (exactly 0 if all paths are)."""
+        return self._unembed(self.remainder_resid)
+
+    def logits(self) -> torch.Tensor:
+        """All terms' logits `[term, batch, pos, d_vocab]`, in `labels_all` order (can be large:
+        prefer `for_token` or `term_logits` on big vocabularies)."""
+        parts = [self._unembed(self.resid)]
+        if self.b_U is not None:
+            parts.append(self.b_U.expand_as(self.model_logits)[None])
+        parts.append(self.remainder[None])
+        return torch.cat(parts)
+
+    def term_logits(self, i: int) -> torch.Tensor:
+        """Logits `[batch, pos, d_vocab]` of term `i` of `labels_all`."""
+        n = len(self.labels)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"term index {i} out of range: there are {len(self)} terms")
+        i %= len(self)
+        if i < n:
+            return self._unembed(self.resid[i])
+        if self.b_U is not None and i == n:
+            return self.b_U.expand_as(self.model_logits)
+        return self.remainder
+
+    def total(self) -> torch.Tensor:
+        """Sum of all terms `[batch, pos, d_vocab]`; equals the model's logits up to float error."""
+        out = self._unembed(self.resid.sum(0) + self.remainder_resid)
+        return out + self.b_U if self.b_U is not None else out
+
+    def for_token(self, pos: int, token: int, batch: int = 0, k: int | None = None) -> list[tuple[str, float]]:
+        """`(label, logit contribution)` of every term to `token` at position `pos`, largest |value|
+        first (the top `k` if given). Costs one `d_model`-vector product per term."""
+        B, P, _ = self.model_logits.shape
+        if not 0 <= batch < B:
+            raise IndexError(f"batch={batch} out of range: 0..{B - 1}")
+        if not -P <= pos < P:
+            raise IndexError(f"pos={pos} out of range: 0..{P - 1}")
+        V = self.W_U.shape[1]
+        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < V:
+            raise IndexError(f"token={token!r} is out of range: token ids are 0..{V - 1}")
+        x = torch.cat([self.resid[:, batch, pos], self.remainder_resid[None, batch, pos]])  # [T+1, D]
+        if self.final_scale is not None:
+            x = (x - x.mean(-1, keepdim=True)) / self.final_scale[batch, pos]
+        vals = (x @ self.W_U[:, token]).tolist()
+        out = list(zip(self.labels, vals[:-1]))
+        if self.b_U is not None:
+            out.append(("b_U", float(self.b_U[token])))
+        out.append(("remainder", vals[-1]))
+        out.sort(key=lambda t: -abs(t[1]))
+        return out[:k] if k is not None else out
+
+
+def _head_label(l: int, h: int) -> str:
+    return f"L{l}H{h}"
+
+
+@torch.no_grad()
+def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | None = None) -> PathTerms:
+    """Split the logits on `tokens` (`[batch, pos]` or `[pos]`) into path terms (module docstring).
+
+    `max_order`: the most heads on an enumerated path (0 = direct path only). `top_k`: keep at most
+    this many new terms of order >= 2 per layer, ranked by the norm of their residual-stream
+    contribution (over batch and positions); the rest go to the remainder. Patterns and LN scales are
+    frozen at their values on `tokens`; computed in the weights' dtype (float32 for half weights).
+    """
+    if isinstance(max_order, bool) or not isinstance(max_order, int) or max_order < 0:
+        raise ValueError(f"max_order={max_order!r} must be an integer >= 0")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k={top_k!r} must be None or an integer >= 1")
+    pm = prepared(model)
+    cfg = pm.cfg
+    tokens = pm.check_tokens(tokens)
+    logits, cache = pm.run_with_cache(tokens)
+    dt = compute_dtype(pm.W_E.dtype)
+    W_V, W_O = pm.W_V.detach().to(dt), pm.W_O.detach().to(dt)
+    B, P = tokens.shape
+    D, H = cfg.d_model, cfg.n_heads
+    ln = cfg.normalization is not None
+
+    labels: list[str] = []
+    paths: list[tuple] = []
+    orders: list[int] = []
+    vecs: list[torch.Tensor] = []
+
+    def add(label, path, order, vec):
+        labels.append(label)
+        paths.append(path)
+        orders.append(order)
+        vecs.append(vec)
+
+    add("embed", ("embed", ()), 0, pm.W_E.detach().to(dt)[tokens])
+    if cfg.positional == "standard":
+        add("pos", ("pos", ()), 0, pm.W_pos.detach().to(dt)[:P].expand(B, P, D))
+    remainder = torch.zeros(B, P, D, dtype=dt, device=tokens.device)
+    remainder_live = False  # stays an exact zero tensor until something is put into it
+
+    def heads(x: torch.Tensor, l: int) -> torch.Tensor:
+        """Frozen layer-l heads on contributions `x [T, B, P, D]` -> per-head outputs `[T, H, B, P, D]`."""
+        if ln:
+            x = (x - x.mean(-1, keepdim=True)) / cache["scale", l, "ln1"].to(dt)
+        v = torch.einsum("tbpd,hde->tbhpe", x, W_V[l])
+        z = cache["pattern", l].to(dt) @ v  # [B, H, q, k] @ [T, B, H, k, E]
+        return torch.einsum("tbhqe,hed->thbqd", z, W_O[l])
+
+    for l in range(cfg.n_layers):
+        ext = [i for i, o in enumerate(orders) if o < max_order]
+        full = [i for i, o in enumerate(orders) if o == max_order]
+        n_new = len(ext) * H
+        if (len(vecs) + n_new) * B * P * D > MAX_ELEMENTS:
+            raise ValueError(f"path_terms would hold {len(vecs) + n_new} terms of {B}x{P}x{D} values at layer {l}: "
+                             "lower max_order or pass top_k to prune")
+        # what is not enumerated still flows through this layer's heads, into the remainder
+        if full or remainder_live:
+            r_in = remainder + sum(vecs[i] for i in full) if full else remainder
+            remainder = remainder + heads(r_in[None], l)[0].sum(0)
+            remainder_live = True
+        if ext:
+            out = heads(torch.stack([vecs[i] for i in ext]), l)  # [T, H, B, P, D]
+            new = [(i, h) for i in ext for h in range(H)]
+            new_vecs = out.reshape(len(ext) * H, B, P, D)
+            keep = list(range(len(new)))
+            if top_k is not None:
+                high = [j for j, (i, _) in enumerate(new) if orders[i] + 1 >= 2]
+                if len(high) > top_k:
+                    norms = new_vecs[high].flatten(1).norm(dim=1)
+                    ranked = [high[j] for j in norms.argsort(descending=True).tolist()]
+                    dropped = set(ranked[top_k:])
+                    keep = [j for j in keep if j not in dropped]
+                    remainder = remainder + new_vecs[sorted(dropped)].sum(0)
+                    remainder_live = True
+            for j in keep:
+                i, h = new[j]
+                src, hs = paths[i]
+                add(f"{labels[i]} → {_head_label(l, h)}", (src, hs + ((l, h),)), orders[i] + 1, new_vecs[j])
+        if cfg.biases:
+            b = pm.b_O.detach().to(dt)[l] + torch.einsum("he,hed->d", pm.b_V.detach().to(dt)[l], W_O[l])
+            if bool(b.ne(0).any()):  # folded models carry all-zero biases: no term for those
+                add(f"bias L{l}", (f"bias L{l}", ()), 0, b.expand(B, P, D))
+        if not cfg.attn_only:
+            add(f"mlp L{l}", (f"mlp L{l}", ()), 0, cache["mlp_out", l].to(dt))
+
+    return PathTerms(
+        labels=labels, paths=paths, orders=orders, resid=torch.stack(vecs), remainder_resid=remainder,
+        W_U=pm.W_U.detach().to(dt), b_U=pm.b_U.detach().to(dt) if cfg.biases else None,
+        final_scale=cache["scale"].to(dt) if ln else None, model_logits=logits.detach().to(dt),
+    )
