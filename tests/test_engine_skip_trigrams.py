@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from circwidgets.engine.skip_trigrams import skip_trigrams
-from circwidgets.model import ModelConfig, Tokenizer, Transformer
+from circwidgets.model import ModelConfig, Tokenizer, Transformer, fold_layernorm
 from circwidgets.model.testing import random_model
 
 
@@ -43,6 +43,14 @@ def test_matches_dense_reference(block_size, col_block):
     assert t.for_source(5).dests == qkc[:, 5].topk(4).indices.tolist()
     assert t.for_source(torch.tensor(5)).source == 5
     assert len(t.rows(30, 100)) == 7  # runs off the end of the vocabulary gracefully
+
+
+def test_layernorm_models_use_the_folded_circuits():
+    m = random_model(seed=5, normalization="LN", biases=True, d_vocab=21)
+    t = skip_trigrams(m, 1, 0, k=5, n_dest=3, n_out=3)
+    qkc, ovc, top_qk, top_ov, strength = dense_reference(fold_layernorm(m), 1, 0)
+    torch.testing.assert_close(t.strength.double(), strength, rtol=1e-4, atol=1e-5)
+    assert [r.outs for r in t] == [ovc[a].topk(3).indices.tolist() for a in t.order[:5].tolist()]
 
 
 def test_invariant_under_orthogonal_change_of_residual_basis():

@@ -165,7 +165,7 @@ def copying_score(model: Transformer, layer: int | None = None, head: int | None
     """Olsson et al.'s behavioural copying score of each head, from its full OV circuit.
 
     For a source token t, the head's direct effect on the logits when it attends to t is row t of
-    `W_E W_OV W_U` (row convention; LayerNorm and biases ignored, so fold LN first for LN models).
+    `W_E W_OV W_U` (row convention; `circuits.full_ov`: weights only, LN folded for LN models).
     The head copies t when that row raises t's own logit above the others. Per token we take the
     fraction of the other d_vocab − 1 tokens whose logit is raised strictly less than t's own (ties
     count half); the score is the mean of that fraction over source tokens, in [0, 1]:
@@ -176,7 +176,6 @@ def copying_score(model: Transformer, layer: int | None = None, head: int | None
     layer, head: a single head (returns a 0-d tensor) or None for all heads `[n_layers, n_heads]`.
     Cost: one `[n_tokens, d_head] @ [d_head, d_vocab]` product per head, streamed in `block_size` rows.
     """
-    check_finite(model)
     cfg = model.cfg
     V = cfg.d_vocab
     if layer is not None or head is not None:
@@ -192,19 +191,20 @@ def copying_score(model: Transformer, layer: int | None = None, head: int | None
         if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
             raise ValueError(f"n_tokens={n_tokens!r} must be a positive integer or None")
         src = torch.randperm(V, generator=torch.Generator().manual_seed(seed))[:n_tokens].sort().values
-    dev = model.W_E.device
-    src = src.to(dev)
-    WE = model.W_E.float()
-    WU = model.W_U.float()
+    from .circuits import full_ov
+
+    ov_all = full_ov(model)  # LN folded as everywhere in the engine
+    src = src.to(ov_all.device)
     out = torch.full((cfg.n_layers, cfg.n_heads), float("nan"))
     from tqdm.auto import tqdm
 
     for lay, h in tqdm(heads, desc="copying score", disable=len(heads) * len(src) * V < 5e8, leave=False):
-        ou = model.W_O[lay, h].float() @ WU  # [d_head, V]
+        ov = ov_all[lay, h].to(torch.float32)
+        left, right = ov.A, ov.B  # [V, r], [r, V]
         total = 0.0
         for s in range(0, len(src), block_size):
             t = src[s:s + block_size]
-            rows = (WE[t] @ model.W_V[lay, h].float()) @ ou  # [b, V]
+            rows = left[t] @ right  # [b, V]: rows t of W_E W_OV W_U
             own = rows.gather(1, t[:, None])
             below = (rows < own).sum(1).double() + 0.5 * ((rows == own).sum(1).double() - 1)
             total += (below / max(V - 1, 1)).sum().item()

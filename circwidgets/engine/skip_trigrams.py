@@ -23,8 +23,8 @@ source: one streamed pass over tiles of `block_size` sources × `col_block` voca
 reduced with `amax` tile by tile (peak memory `O(block · col_block)`). The lists themselves are computed
 on demand (`for_source`, `rows`) from factors kept in memory: a GEMV per source, milliseconds.
 
-Circuits use the raw weights: LayerNorm, biases and positional embeddings are not part of them
-(fold LayerNorm first with `circwidgets.model.fold_layernorm` for LN models). All maths in float32
+The circuits are the engine's (`circuits.full_qk`, `circuits.full_ov`): weights only (no biases,
+no positional embeddings), LayerNorm folded for LN models (`prep.prepared`). All maths in float32
 on the weights' device.
 """
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model import Transformer
-from ._check import check_finite, check_layer_head, check_token
+from ._check import check_layer_head, check_token
 
 
 @dataclass
@@ -75,12 +75,16 @@ class SkipTrigramRow:
 
 
 def _factors(model: Transformer, layer: int, head: int) -> dict[str, torch.Tensor]:
-    """float32 factors `Q [V, E]`, centred `K [V, E]`, `Vs [V, E]`, centred `U [E, V]`."""
-    WE = model.W_E.detach().float()
-    q = WE @ model.W_Q[layer, head].detach().float() / float(model.cfg.attn_scale)
-    k = WE @ model.W_K[layer, head].detach().float()
-    v = WE @ model.W_V[layer, head].detach().float()
-    u = model.W_O[layer, head].detach().float() @ model.W_U.detach().float()
+    """float32 factors of the head's full circuits (from `circuits.full_qk` / `full_ov`, so LN is
+    folded the way the rest of the engine folds it): `q [V, r]` (scaled by 1/attn_scale),
+    centred `k [V, r]`, `v [V, r']`, centred `u [r', V]`, with r, r' = the circuits' smallest inner dims."""
+    from .circuits import full_ov, full_qk
+
+    fq = full_qk(model)[layer, head].to(torch.float32)
+    fo = full_ov(model)[layer, head].to(torch.float32)
+    q = fq.A / float(model.cfg.attn_scale)
+    k = fq.B.T
+    v, u = fo.A, fo.B
     return {"q": q.contiguous(), "k": (k - k.mean(0)).contiguous(), "v": v.contiguous(),
             "u": (u - u.mean(1, keepdim=True)).contiguous()}
 
@@ -243,7 +247,6 @@ def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest
     for name, val in checks:
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{name}={val!r} must be an integer >= 1")
-    check_finite(model)
     k = min(k, model.cfg.d_vocab)
     f = _factors(model, layer, head)
     top_qk, top_ov = source_maxima(f, block_size, col_block, progress)
