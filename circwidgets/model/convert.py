@@ -173,7 +173,7 @@ def from_hf(
         hf_model = model_or_state_dict
         config = getattr(hf_model, "config", None)
         if config is None:
-            raise ConversionError(
+            raise TypeError(
                 f"from_hf expects a Hugging Face GPT-2 model or state dict, got a {type(hf_model).__name__} "
                 f"with no .config"
             )
