@@ -1,0 +1,13 @@
+"""Training: synthetic tasks, the stdlib corpus and its tokenizer, the trainer, and the recipes
+that rebuild the shipped models (`python -m circwidgets.train RECIPE`)."""
+
+from .corpus import CorpusTask, collect_stdlib, prepare_data_dir, stdlib_files, train_tokenizer
+from .recipes import RECIPES, build, run
+from .tasks import BigramTask, RepeatTask, SkipTrigramTask, Task, step_generator
+from .trainer import TrainConfig, Trainer, lm_loss
+
+__all__ = [
+    "RECIPES", "BigramTask", "CorpusTask", "RepeatTask", "SkipTrigramTask", "Task", "TrainConfig", "Trainer",
+    "build", "collect_stdlib", "lm_loss", "prepare_data_dir", "run", "stdlib_files", "step_generator",
+    "train_tokenizer",
+]

@@ -1,0 +1,51 @@
+"""`python -m circwidgets.train RECIPE [--steps N] [--out DIR] [--device cpu|cuda] [--data-dir DIR]`
+
+Also `python -m circwidgets.train prepare-data [--data-dir DIR] [--vocab 2048]` to tokenise the
+stdlib corpus once (e.g. to carry it to a machine with another Python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import recipes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m circwidgets.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", help="one of: " + ", ".join(recipes.RECIPES) + ", or prepare-data")
+    p.add_argument("--steps", type=int, default=None, help="total steps (default: the recipe's)")
+    p.add_argument("--out", default=None, help="run directory (default runs/RECIPE)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--data-dir", default=None, help="prepared stdlib corpus (default runs/data/stdlib-bpeV)")
+    p.add_argument("--vocab", type=int, default=recipes.CODE_VOCAB, help="prepare-data: BPE vocabulary size")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--time-limit", type=float, default=None, help="stop (and save) after this many seconds")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
+    p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
+    p.add_argument("--snapshots", type=int, default=None, help="override the number of log-spaced snapshots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar; one log line per evaluation")
+    a = p.parse_args(argv)
+    if a.recipe == "prepare-data":
+        from .corpus import prepare_data_dir
+
+        prepare_data_dir(a.data_dir or recipes.default_data_dir(a.vocab), a.vocab)
+        return 0
+    if a.recipe not in recipes.RECIPES:
+        p.error(f"unknown recipe {a.recipe!r}; available: {', '.join(recipes.RECIPES)}")
+    if a.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("--device cuda: no CUDA device is available")
+    tr = recipes.run(a.recipe, steps=a.steps, out=a.out, device=a.device, data_dir=a.data_dir, fresh=a.fresh,
+                     time_limit=a.time_limit, progress=not a.no_progress, threads=a.threads,
+                     batch_size=a.batch_size, lr=a.lr, n_snapshots=a.snapshots)
+    return 130 if tr.stopped_by == "interrupt" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

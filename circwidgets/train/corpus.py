@@ -1,0 +1,212 @@
+"""Real text that exists on every machine: the Python standard library's own `.py` sources.
+
+`prepare_data_dir(dir, vocab_size)` collects the files (sorted, test folders and site-packages
+excluded), records the file list with a sha256 of every file and of the whole list, trains a
+byte-level BPE with the `tokenizers` package and writes:
+
+    dir/manifest.json     python version, root, files [[relative path, sha256]], corpus sha256,
+                          token counts, tokenizer sha256
+    dir/tokenizer.json    the tokenizer (`tokenizers` JSON; id 0 = "<|endoftext|>" = BOS)
+    dir/train.npy         uint16 token ids, documents joined with BOS
+    dir/val.npy           the same for the held-out files (every 50th file)
+
+`CorpusTask` reads a prepared directory with numpy only (no `tokenizers` needed), so a machine
+with a different Python can train on exactly the same tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .tasks import BOS, Task, step_generator
+
+BOS_TEXT = "<|endoftext|>"
+EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+VAL_EVERY = 50  # every 50th file (by sorted position) is held out
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_files(root: str | os.PathLike | None = None) -> list[Path]:
+    """The stdlib's `.py` files, sorted by relative path, without test folders or site-packages."""
+    root = Path(root) if root else stdlib_root()
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS and not d.startswith("."))
+        for f in filenames:
+            if f.endswith(".py") and not f.startswith("test_"):
+                files.append(Path(dirpath, f))
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def collect_stdlib(root: str | os.PathLike | None = None) -> tuple[list[str], dict]:
+    """Texts of the stdlib files and a manifest (file list, per-file and overall sha256)."""
+    root = Path(root) if root else stdlib_root()
+    texts, entries = [], []
+    overall = hashlib.sha256()
+    for p in stdlib_files(root):
+        raw = p.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # a handful of files use other encodings; skipping keeps the corpus plain UTF-8
+        rel = p.relative_to(root).as_posix()
+        h = hashlib.sha256(raw).hexdigest()
+        overall.update(f"{rel}\0{h}\n".encode())
+        texts.append(text)
+        entries.append([rel, h])
+    manifest = {
+        "source": "python-stdlib",
+        "python_version": sys.version.split()[0],
+        "root": str(root),
+        "n_files": len(entries),
+        "n_chars": sum(len(t) for t in texts),
+        "corpus_sha256": overall.hexdigest(),
+        "files": entries,
+    }
+    return texts, manifest
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE (`tokenizers`) with id 0 = `<|endoftext|>`; no added spaces or specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[BOS_TEXT], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    assert tok.token_to_id(BOS_TEXT) == BOS
+    return tok
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def prepare_data_dir(data_dir: str | os.PathLike, vocab_size: int = 2048, root: str | os.PathLike | None = None,
+                     verbose: bool = True) -> Path:
+    """Collect, tokenise and write the stdlib corpus into `data_dir` (see the module docstring)."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if verbose:
+        print(f"collecting the stdlib sources under {root or stdlib_root()} ...", file=sys.stderr)
+    texts, manifest = collect_stdlib(root)
+    if verbose:
+        print(f"{manifest['n_files']} files, {manifest['n_chars']:,} characters; training BPE (vocab {vocab_size}) ...",
+              file=sys.stderr)
+    tok = train_tokenizer(texts, vocab_size)
+    tok_json = tok.to_str()
+    encs = tok.encode_batch(texts, add_special_tokens=False)
+    splits: dict[str, list[int]] = {"train": [], "val": []}
+    for i, e in enumerate(encs):
+        s = splits["val" if i % VAL_EVERY == VAL_EVERY // 2 else "train"]
+        s.append(BOS)
+        s.extend(e.ids)
+    manifest.update(
+        vocab_size=tok.get_vocab_size(),
+        tokenizer_sha256=hashlib.sha256(tok_json.encode()).hexdigest(),
+        n_tokens={k: len(v) for k, v in splits.items()},
+        val_every=VAL_EVERY,
+    )
+    for k, v in splits.items():
+        _atomic_write_bytes(data_dir / f"{k}.npy", _npy_bytes(np.asarray(v, dtype=np.uint16)))
+    _atomic_write_bytes(data_dir / "tokenizer.json", tok_json.encode())
+    # manifest last: its presence marks a complete directory
+    _atomic_write_bytes(data_dir / "manifest.json", json.dumps(manifest, indent=1).encode())
+    if verbose:
+        print(f"wrote {data_dir}: {manifest['n_tokens']} tokens", file=sys.stderr)
+    return data_dir
+
+
+def load_manifest(data_dir: str | os.PathLike) -> dict:
+    p = Path(data_dir) / "manifest.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{data_dir} is not a prepared corpus directory (no manifest.json)")
+    return json.loads(p.read_text())
+
+
+def ensure_data_dir(data_dir: str | os.PathLike, vocab_size: int) -> Path:
+    """Return `data_dir`, preparing it first when it has no manifest; check the vocabulary size."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "manifest.json").is_file():
+        prepare_data_dir(data_dir, vocab_size)
+    m = load_manifest(data_dir)
+    if m["vocab_size"] != vocab_size:
+        raise ValueError(f"{data_dir} holds a corpus with vocab {m['vocab_size']}, the recipe needs {vocab_size}")
+    return data_dir
+
+
+def corpus_summary(manifest: dict) -> dict:
+    """What a model file records about its data: everything but the per-file hashes."""
+    return {
+        "source": manifest["source"], "python_version": manifest["python_version"],
+        "n_files": manifest["n_files"], "n_chars": manifest["n_chars"],
+        "corpus_sha256": manifest["corpus_sha256"], "tokenizer_sha256": manifest["tokenizer_sha256"],
+        "vocab_size": manifest["vocab_size"], "n_tokens": manifest["n_tokens"],
+        "files": [f for f, _ in manifest["files"]],
+    }
+
+
+@dataclass
+class CorpusTask(Task):
+    """Random windows of a prepared corpus: `[BOS] + tokens[o : o + n_ctx - 1]`."""
+
+    data_dir: str = ""
+    _arrays: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def tokens(self, split: str = "train") -> np.ndarray:
+        if split not in self._arrays:
+            self._arrays[split] = np.load(Path(self.data_dir) / f"{split}.npy", allow_pickle=False)
+        return self._arrays[split]
+
+    def tokenizer_json(self) -> str:
+        return (Path(self.data_dir) / "tokenizer.json").read_text()
+
+    def manifest(self) -> dict:
+        return load_manifest(self.data_dir)
+
+    def batch(self, batch_size: int, seed: int, step: int, split: str = "train") -> torch.Tensor:
+        data = self.tokens(split)
+        g = step_generator(seed, step, stream=0 if split == "train" else 1)
+        w = self.n_ctx - 1
+        offs = torch.randint(len(data) - w, (batch_size,), generator=g).numpy()
+        idx = offs[:, None] + np.arange(w)[None]
+        out = torch.empty(batch_size, self.n_ctx, dtype=torch.long)
+        out[:, 0] = BOS
+        out[:, 1:] = torch.from_numpy(data[idx].astype(np.int64))
+        return out
+
+    def describe(self) -> dict:
+        return {"task": "CorpusTask", "d_vocab": self.d_vocab, "n_ctx": self.n_ctx,
+                "data": corpus_summary(self.manifest())}

@@ -1,0 +1,165 @@
+"""The recipes that rebuild the shipped models: architecture + data + optimisation, by name.
+
+`build(name, data_dir=None)` returns `(model, task, train_config, metadata)`; `run(name, ...)`
+trains it end to end (this is what `python -m circwidgets.train NAME` calls).
+
+All recipes are attention-only, without LayerNorm, with shortformer positions (or none): a probe
+on this project's machine found that this makes induction heads form far sooner, and it keeps the
+circuits exactly readable (no LN to fold).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..model import ModelConfig, Transformer
+from .corpus import CorpusTask, ensure_data_dir, load_manifest
+from .tasks import RepeatTask, SkipTrigramTask, Task
+from .trainer import TrainConfig, Trainer
+
+CODE_VOCAB = 2048
+DEFAULT_DATA_ROOT = Path("runs") / "data"
+
+
+@dataclass
+class Recipe:
+    name: str
+    description: str
+    model: dict  # ModelConfig kwargs
+    task: str  # "code" | "skip_trigrams" | "repeat"
+    task_kwargs: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)  # TrainConfig kwargs
+    model_seed: int = 0
+
+
+_COMMON = dict(attn_only=True, normalization=None, bos_token_id=0)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe(
+        "toy-0l-code",
+        "Zero-layer model of the Python stdlib: logits = W_E W_U, a learned bigram table.",
+        dict(n_layers=0, d_model=256, n_heads=1, d_head=1, d_vocab=CODE_VOCAB, n_ctx=128, positional="none", **_COMMON),
+        "code",
+        train=dict(steps=1500, batch_size=32, lr=1e-2, warmup=50, schedule="cosine", weight_decay=0.0,
+                   eval_every=100, checkpoint_every=500, icl_n_seqs=8),
+    ),
+    Recipe(
+        "toy-1l-code",
+        "One-layer attention-only model of the Python stdlib: bigrams + skip-trigrams.",
+        dict(n_layers=1, d_model=128, n_heads=4, d_head=32, d_vocab=CODE_VOCAB, n_ctx=128, positional="shortformer",
+             **_COMMON),
+        "code",
+        train=dict(steps=1500, batch_size=32, lr=3e-3, warmup=100, schedule="cosine", eval_every=100,
+                   checkpoint_every=500, icl_n_seqs=8),
+    ),
+    Recipe(
+        "toy-1l-trigrams",
+        "One-layer attention-only model of planted skip-trigrams [A]...[B] -> [C] in random noise.",
+        dict(n_layers=1, d_model=64, n_heads=4, d_head=16, d_vocab=128, n_ctx=64, positional="none", **_COMMON),
+        "skip_trigrams",
+        task_kwargs=dict(n_rules=24, n_triggers=6, rules_per_seq=3, rule_seed=0),
+        train=dict(steps=1500, batch_size=32, lr=3e-3, warmup=100, eval_every=100, checkpoint_every=500),
+    ),
+    Recipe(
+        "toy-2l-induction",
+        "Two-layer attention-only model of repeated random sequences (variable length and offset): "
+        "a previous-token head in layer 0 and induction heads in layer 1.",
+        dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_vocab=512, n_ctx=64, positional="shortformer", **_COMMON),
+        "repeat",
+        task_kwargs=dict(min_len=4, max_len=31),
+        train=dict(steps=4000, batch_size=32, lr=1e-3, warmup=100, eval_every=100, checkpoint_every=500,
+                   n_snapshots=8),
+    ),
+    Recipe(
+        "toy-2l-code",
+        "Two-layer attention-only model of the Python stdlib with induction heads (the lecture model).",
+        dict(n_layers=2, d_model=256, n_heads=8, d_head=32, d_vocab=CODE_VOCAB, n_ctx=256, positional="shortformer",
+             **_COMMON),
+        "code",
+        train=dict(steps=20000, batch_size=64, lr=1e-3, warmup=200, eval_every=200, checkpoint_every=1000,
+                   n_snapshots=12, snapshot_dtype="float16", icl_n_seqs=16),
+    ),
+]}
+
+
+def default_data_dir(vocab_size: int) -> Path:
+    return DEFAULT_DATA_ROOT / f"stdlib-bpe{vocab_size}"
+
+
+def get(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; available: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def build(name: str, data_dir: str | os.PathLike | None = None, **train_overrides
+          ) -> tuple[Transformer, Task, TrainConfig, dict[str, str]]:
+    """Model (initialised from the recipe's seed), task, training config and file metadata."""
+    r = get(name)
+    cfg = ModelConfig(name=name, **r.model)
+    tc = TrainConfig(**{**r.train, **{k: v for k, v in train_overrides.items() if v is not None}})
+    meta = {"recipe": name, "description": r.description,
+            "recipe_spec": json.dumps({"model": r.model, "task": r.task, "task_kwargs": r.task_kwargs,
+                                       "train": r.train, "model_seed": r.model_seed})}
+    model = Transformer(cfg, seed=r.model_seed)
+    if r.task == "code":
+        d = ensure_data_dir(data_dir or default_data_dir(cfg.d_vocab), cfg.d_vocab)
+        task: Task = CorpusTask(cfg.d_vocab, cfg.n_ctx, data_dir=str(d))
+        tok_json = task.tokenizer_json()
+        meta["tokenizer"] = tok_json  # written into every model file, with or without `tokenizers`
+        meta["data"] = json.dumps(task.describe()["data"])
+        try:
+            from ..model import Tokenizer
+
+            model.tokenizer = Tokenizer.from_json(tok_json)
+        except ImportError:  # e.g. a GPU box without `tokenizers`: the JSON above still ships
+            pass
+    elif r.task == "skip_trigrams":
+        task = SkipTrigramTask(cfg.d_vocab, cfg.n_ctx, **r.task_kwargs)
+        meta["data"] = json.dumps(task.describe())
+        meta["planted_rules"] = json.dumps(task.rules)
+    elif r.task == "repeat":
+        task = RepeatTask(cfg.d_vocab, cfg.n_ctx, **r.task_kwargs)
+        meta["data"] = json.dumps(task.describe())
+    else:  # pragma: no cover - recipes are defined above
+        raise ValueError(r.task)
+    return model, task, tc, meta
+
+
+def run(name: str, steps: int | None = None, out: str | os.PathLike | None = None, device: str = "cpu",
+        data_dir: str | os.PathLike | None = None, fresh: bool = False, time_limit: float | None = None,
+        progress: bool = True, threads: int | None = None, batch_size: int | None = None,
+        lr: float | None = None, n_snapshots: int | None = None) -> Trainer:
+    """Train recipe `name`; writes `out/model.safetensors` (final, float32), `out/checkpoint.safetensors`
+    (resumable), `out/metrics.json` and log-spaced `out/snapshots/`. Resumes from the checkpoint
+    in `out` when there is one (unless `fresh`)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    out = Path(out) if out else Path("runs") / name
+    model, task, tc, meta = build(name, data_dir, steps=steps, batch_size=batch_size, lr=lr, n_snapshots=n_snapshots)
+    tr = Trainer(model, task, tc, out_dir=out, extra_metadata=meta, device=device, progress=progress,
+                 time_limit=time_limit)
+    ck = tr.checkpoint_path
+    if ck.exists() and not fresh:
+        tr.load_checkpoint(ck)
+        print(f"resuming {name} from step {tr.step} ({ck}); pass --fresh to start over")
+    tr.train()
+    if tr.stopped_by != "interrupt":
+        p = tr.save_model(out / "model.safetensors")
+        last = tr.history[-1]
+        print(f"{name}: step {tr.step}, {tr.train_seconds:.0f} s training; val loss {last['val_loss']:.4f}"
+              + (f", max induction {last['max_induction']:.3f}" if "max_induction" in last else "")
+              + f"; wrote {p}")
+    return tr
+
+
+def manifest_for(data_dir: str | os.PathLike) -> dict:
+    return load_manifest(data_dir)

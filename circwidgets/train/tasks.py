@@ -1,0 +1,210 @@
+"""Synthetic training tasks with known answers.
+
+Every task draws batches as a pure function of `(seed, step)`: the same step always gives the
+same batch, on any machine, which is what makes interrupted-and-resumed training identical to an
+uninterrupted run. Batches are `[batch, n_ctx]` int64 token ids; token 0 is BOS where a task has one.
+
+- `BigramTask`: a sparse random Markov chain (the zero-layer model's whole job).
+- `SkipTrigramTask`: planted skip-trigrams `[A] ... [B] -> [C]` over background noise; `.rules`
+  returns the planted `(A, B, C)` triples for validation.
+- `RepeatTask`: BOS, random noise, then a random segment repeated once, with a *variable* repeat
+  length and offset (with a fixed length a layer-0 head learns a fixed look-back and no induction
+  head forms).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+BOS = 0
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator seeded from `(seed, step, stream)`: independent, reproducible batches."""
+    # SplitMix-style mixing so that neighbouring seeds/steps give unrelated streams.
+    x = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB) % (1 << 63)
+    x ^= x >> 31
+    return torch.Generator().manual_seed(x)
+
+
+@dataclass
+class Task:
+    """Base class: `batch(batch_size, seed, step) -> LongTensor[batch, n_ctx]`."""
+
+    d_vocab: int
+    n_ctx: int
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return BOS
+
+    def batch(self, batch_size: int, seed: int, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"task": type(self).__name__, **dataclasses.asdict(self)}
+
+
+@dataclass
+class BigramTask(Task):
+    """Sequences from a random sparse Markov chain over tokens 1..d_vocab-1 (BOS first).
+
+    Each token has `n_successors` possible next tokens with random probabilities, fixed by
+    `chain_seed`. `transition_matrix()` is the ground truth `[d_vocab, d_vocab]`.
+    """
+
+    n_successors: int = 8
+    sharpness: float = 1.0
+    chain_seed: int = 0
+
+    def transition_matrix(self) -> torch.Tensor:
+        """`P[a, b]` = probability that b follows a `[d_vocab, d_vocab]`; row 0 (BOS) is uniform.
+
+        Successor weights are Exp(1)**sharpness, normalised (sharpness 1 = Dirichlet(1))."""
+        g = torch.Generator().manual_seed(self.chain_seed)
+        V = self.d_vocab
+        P = torch.zeros(V, V, dtype=torch.float64)
+        P[0, 1:] = 1.0 / (V - 1)
+        for a in range(1, V):
+            succ = torch.randperm(V - 1, generator=g)[: self.n_successors] + 1
+            w = (-torch.log1p(-torch.rand(self.n_successors, generator=g, dtype=torch.float64))) ** self.sharpness
+            P[a, succ] = w / w.sum()
+        return P
+
+    def batch(self, batch_size: int, seed: int, step: int) -> torch.Tensor:
+        if not hasattr(self, "_P"):
+            self._P = self.transition_matrix().float()
+        g = step_generator(seed, step)
+        out = torch.empty(batch_size, self.n_ctx, dtype=torch.long)
+        out[:, 0] = BOS
+        for i in range(1, self.n_ctx):
+            out[:, i] = torch.multinomial(self._P[out[:, i - 1]], 1, generator=g)[:, 0]
+        return out
+
+
+@dataclass
+class SkipTrigramTask(Task):
+    """Planted skip-trigrams `[A] ... [B] -> [C]` in uniform background noise.
+
+    Vocabulary layout: 0 = BOS, then `n_rules` source tokens A, then `n_triggers` trigger tokens B,
+    then `n_rules` output tokens C, then noise tokens. Rule i = (A_i, B_{i mod n_triggers}, C_i):
+    several rules share a trigger B, so predicting C after B needs attention to *which* A came
+    earlier (QK: B attends to A; OV: A writes C). Each sequence plants `rules_per_seq` rules with
+    distinct triggers: A at a random position, B later, C right after B. Noise never contains
+    A, B or C tokens.
+    """
+
+    n_rules: int = 24
+    n_triggers: int = 6
+    rules_per_seq: int = 3
+    rule_seed: int = 0
+
+    def __post_init__(self) -> None:
+        n_special = 1 + 2 * self.n_rules + self.n_triggers
+        if self.d_vocab < n_special + 8:
+            raise ValueError(f"SkipTrigramTask needs d_vocab >= {n_special + 8}, got {self.d_vocab}")
+        if self.rules_per_seq > self.n_triggers:
+            raise ValueError("rules_per_seq must be <= n_triggers (one rule per trigger per sequence)")
+        if self.n_ctx < 4 * self.rules_per_seq + 2:
+            raise ValueError(f"n_ctx too small for {self.rules_per_seq} rules per sequence")
+
+    @property
+    def sources(self) -> list[int]:
+        return list(range(1, 1 + self.n_rules))
+
+    @property
+    def triggers(self) -> list[int]:
+        return list(range(1 + self.n_rules, 1 + self.n_rules + self.n_triggers))
+
+    @property
+    def outputs(self) -> list[int]:
+        s = 1 + self.n_rules + self.n_triggers
+        return list(range(s, s + self.n_rules))
+
+    @property
+    def noise(self) -> list[int]:
+        return list(range(1 + 2 * self.n_rules + self.n_triggers, self.d_vocab))
+
+    @property
+    def rules(self) -> list[tuple[int, int, int]]:
+        """The planted `(A, B, C)` triples: source, destination (trigger), output."""
+        g = torch.Generator().manual_seed(self.rule_seed)
+        outs = [self.outputs[i] for i in torch.randperm(self.n_rules, generator=g).tolist()]
+        return [(a, self.triggers[i % self.n_triggers], outs[i]) for i, a in enumerate(self.sources)]
+
+    def batch(self, batch_size: int, seed: int, step: int) -> torch.Tensor:
+        g = step_generator(seed, step)
+        rules = torch.tensor(self.rules)  # [n_rules, 3]
+        noise = torch.tensor(self.noise)
+        n = self.n_ctx
+        out = noise[torch.randint(len(noise), (batch_size, n), generator=g)]
+        out[:, 0] = BOS
+        k = self.rules_per_seq
+        # Rules per sequence: distinct triggers, then a random rule for each trigger.
+        trig = torch.argsort(torch.rand(batch_size, self.n_triggers, generator=g), dim=1)[:, :k]
+        per_trig = self.n_rules // self.n_triggers
+        which = trig + self.n_triggers * torch.randint(per_trig, (batch_size, k), generator=g)
+        # Positions: 2k+... distinct slots; sorted random positions in [1, n-1); assign A before B.
+        for b in range(batch_size):
+            slots = torch.randperm(n - 2, generator=g)[: 3 * k] + 1  # candidate positions 1..n-2
+            used: set[int] = set()
+            for j in range(k):
+                a_tok, b_tok, c_tok = rules[which[b, j]].tolist()
+                # pick a B position with a free position after it, and an A position before it
+                for p in slots.tolist():
+                    if p in used or p + 1 in used or p < 2:
+                        continue
+                    cands = [q for q in range(1, p) if q not in used]
+                    if not cands:
+                        continue
+                    qa = cands[int(torch.randint(len(cands), (1,), generator=g))]
+                    out[b, qa], out[b, p], out[b, p + 1] = a_tok, b_tok, c_tok
+                    used.update((qa, p, p + 1))
+                    break
+        return out
+
+
+@dataclass
+class RepeatTask(Task):
+    """BOS, `offset` noise tokens, a random segment of length `rep_len`, the same segment again,
+    then noise up to `n_ctx`; `rep_len` ~ U[min_len, max_len] and `offset` random per sequence.
+
+    Tokens are uniform over 1..d_vocab-1. `repeat_mask(...)` marks the positions whose next token
+    is predictable from the first copy.
+    """
+
+    min_len: int = 4
+    max_len: int = 32
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_len <= self.max_len or 1 + 2 * self.max_len > self.n_ctx:
+            raise ValueError(f"need 1 <= min_len <= max_len and 1 + 2*max_len <= n_ctx ({self.n_ctx})")
+
+    def batch(self, batch_size: int, seed: int, step: int) -> torch.Tensor:
+        return self.batch_with_mask(batch_size, seed, step)[0]
+
+    def batch_with_mask(self, batch_size: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens `[batch, n_ctx]` and a bool mask `[batch, n_ctx]`: True where the *next* token
+        is a repeat of the first copy (so its loss measures in-context copying)."""
+        g = step_generator(seed, step)
+        n = self.n_ctx
+        out = torch.randint(1, self.d_vocab, (batch_size, n), generator=g)
+        out[:, 0] = BOS
+        lens = torch.randint(self.min_len, self.max_len + 1, (batch_size,), generator=g)
+        room = n - 1 - 2 * lens  # free positions that can go before the segment
+        offs = (torch.rand(batch_size, generator=g) * (room + 1).float()).long()
+        mask = torch.zeros(batch_size, n, dtype=torch.bool)
+        for b in range(batch_size):
+            r, o = int(lens[b]), int(offs[b])
+            s = 1 + o
+            out[b, s + r: s + 2 * r] = out[b, s: s + r]
+            # position t predicts token t+1; the second copy's first token (s+r) is not predictable
+            # (random offset), its later ones are: t in [s+r, s+2r-2].
+            mask[b, s + r: s + 2 * r - 1] = True
+        return out, mask
+
+
+TASKS = {"bigram": BigramTask, "skip_trigrams": SkipTrigramTask, "repeat": RepeatTask}

@@ -1,0 +1,403 @@
+"""The trainer: AdamW with linear warm-up, fixed seeds, live progress, periodic evaluation,
+interruptible and resumable, with atomic checkpoints.
+
+Reproducibility: the model is initialised from `seed`, and the batch of step `s` is
+`task.batch(batch_size, seed, s)` (a pure function of the step), so a run that is interrupted and
+resumed computes exactly the same updates as one that was not (bit-for-bit on the same device).
+
+Files (all written atomically: temporary file + `os.replace`):
+
+- resumable checkpoint (`save_checkpoint`): one safetensors file with the model weights
+  (`model.<name>`) and AdamW's state (`optim.<name>.exp_avg`, `.exp_avg_sq`, `.step`); the
+  trainer state (step, history, configs) as JSON in its metadata. Loaded with safetensors only:
+  nothing is unpickled.
+- model files (`save_model`): `cw.save` files, loadable with `cw.load`, whose metadata also holds
+  the recipe, the training config, the data description and the metrics history.
+
+Ctrl-C (SIGINT) sets a flag that the loop checks after each complete step; the trainer then writes
+the resumable checkpoint and returns, so an interrupt never leaves a half-updated state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..model import ModelConfig, Transformer
+from ..model.io import save as save_model_file
+from .tasks import Task
+
+CHECKPOINT_FORMAT = "circwidgets-train-checkpoint-1"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. `lr` is reached after `warmup` linear steps, then held constant
+    (`schedule="constant"`) or cosine-decayed to `lr * min_lr_frac` at `steps` (`"cosine"`)."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 100
+    schedule: str = "constant"
+    min_lr_frac: float = 0.1
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    eval_every: int = 100
+    checkpoint_every: int = 500
+    n_snapshots: int = 0  # log-spaced model snapshots kept along the way (0 = none)
+    snapshot_dtype: str = "float32"
+    eval_batches: int = 4
+    icl_seq_len: int | None = None  # repeated-token eval: block length (None: engine default for n_ctx)
+    icl_n_seqs: int = 16
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        if self.schedule == "cosine":
+            t = min(1.0, (step - self.warmup) / max(1, self.steps - self.warmup))
+            return self.lr * (self.min_lr_frac + (1 - self.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+        return self.lr
+
+    def snapshot_steps(self) -> list[int]:
+        """Steps at which a model snapshot is kept: 0, then `n_snapshots - 1` log-spaced steps
+        from `min(50, steps)` to `steps`."""
+        if self.n_snapshots <= 0:
+            return []
+        n, lo = self.n_snapshots, min(50, self.steps)
+        pts = {0, self.steps}
+        for i in range(n - 1):
+            pts.add(int(round(lo * (self.steps / lo) ** (i / max(1, n - 2)))))
+        return sorted(pts)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
+def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats): logits `[batch, pos, vocab]`, tokens `[batch, pos]`."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
+
+
+class _InterruptFlag:
+    """Turns SIGINT into a flag for the duration of a `with` block (main thread only)."""
+
+    def __init__(self):
+        self.set = False
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self.set:  # second Ctrl-C: the user really wants out
+                signal.signal(signal.SIGINT, old)
+                raise KeyboardInterrupt
+            self.set = True
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+
+@dataclass
+class Trainer:
+    """Train `model` on `task`.
+
+    `extra_metadata` (str -> str) is written into every model file (recipe name, data description,
+    tokenizer JSON, ...). `out_dir` holds `checkpoint.safetensors` (resumable), `model.safetensors`
+    (final), `snapshots/step_XXXXXX.safetensors` and `metrics.json`.
+    """
+
+    model: Transformer
+    task: Task
+    config: TrainConfig
+    out_dir: str | os.PathLike | None = None
+    extra_metadata: dict[str, str] = field(default_factory=dict)
+    device: str | torch.device = "cpu"
+    progress: bool = True
+    time_limit: float | None = None  # seconds of training after which the run stops (and saves)
+    eval_fn: Callable[[Trainer], dict] | None = None  # extra metrics merged into each eval record
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.device)
+        self.model = self.model.to(self.device)
+        self.step = 0
+        self.history: list[dict] = []
+        self.tokens_seen = 0
+        self.train_seconds = 0.0
+        self.stopped_by: str | None = None
+        self._running = (0.0, 0)  # sum and count of training losses since the last evaluation
+        self.optimizer = self._make_optimizer()
+        self._interrupt = _InterruptFlag()
+
+    # ------------------------------------------------------------------ optimiser
+    def _param_names(self) -> list[str]:
+        return [n for n, _ in self.model.named_parameters()]
+
+    def _make_optimizer(self) -> torch.optim.AdamW:
+        c = self.config
+        # no weight decay on embeddings' positions? keep one group: these models are tiny and
+        # the same rule for every weight keeps the circuits comparable.
+        kw = {"fused": True} if self.device.type == "cuda" else {}
+        return torch.optim.AdamW(self.model.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay, **kw)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Held-out loss, in-context loss on repeated random tokens, per-head induction and
+        previous-token scores (engine definitions)."""
+        from ..engine.heads import all_head_scores, in_context_loss
+
+        c, m = self.config, self.model
+        was_training = m.training
+        m.eval()
+        losses = []
+        for i in range(c.eval_batches):
+            if hasattr(self.task, "tokens"):  # a corpus: held-out split
+                toks = self.task.batch(c.batch_size, c.seed, i, split="val")
+            else:  # synthetic: a seed the training stream never uses
+                toks = self.task.batch(c.batch_size, c.seed + 1_000_003, i)
+            losses.append(lm_loss(m(toks.to(self.device)), toks.to(self.device)).item())
+        rec = {"step": self.step, "tokens": self.tokens_seen, "time": round(self.train_seconds, 2),
+               "lr": c.lr_at(max(self.step - 1, 0)), "val_loss": sum(losses) / len(losses)}
+        icl = in_context_loss(m, seq_len=c.icl_seq_len, n_seqs=c.icl_n_seqs, seed=12345)
+        rec["icl_first"], rec["icl_repeated"] = icl.first, icl.repeated
+        if m.cfg.n_layers:
+            sc = all_head_scores(m, seq_len=c.icl_seq_len, n_seqs=c.icl_n_seqs, seed=12345,
+                                 kinds=("previous_token", "induction"))
+            rec["induction"] = [[round(float(x), 4) for x in row] for row in sc["induction"]]
+            rec["previous_token"] = [[round(float(x), 4) for x in row] for row in sc["previous_token"]]
+            rec["max_induction"] = max(max(r) for r in rec["induction"])
+            rec["max_previous_token"] = max(max(r) for r in rec["previous_token"])
+        if self.eval_fn is not None:
+            rec.update(self.eval_fn(self))
+        m.train(was_training)
+        return rec
+
+    # ------------------------------------------------------------------ training
+    def train(self, steps: int | None = None) -> Trainer:
+        """Train until `steps` (default `config.steps`) or the time limit; Ctrl-C stops after the
+        current step and saves a resumable checkpoint. Returns self."""
+        from tqdm.auto import tqdm
+
+        c = self.config
+        end = c.steps if steps is None else steps
+        if self.step >= end:
+            return self
+        snaps = set(c.snapshot_steps())
+        m, opt = self.model, self.optimizer
+        m.train()
+        self.stopped_by = None
+        running = torch.tensor(self._running[0], device=self.device)
+        n_running = self._running[1]
+        if self.step == 0 and not self.history:
+            self._record(self.evaluate())
+            if 0 in snaps:
+                self.save_snapshot()
+        t_start = time.perf_counter()
+        seconds_before = self.train_seconds
+        bar = tqdm(total=end, initial=self.step, desc=self.extra_metadata.get("recipe", "train"),
+                   disable=not self.progress, dynamic_ncols=True, unit="step")
+        try:
+            with self._interrupt.installed() as flag:
+                while self.step < end:
+                    for g in opt.param_groups:
+                        g["lr"] = c.lr_at(self.step)
+                    toks = self.task.batch(c.batch_size, c.seed, self.step).to(self.device, non_blocking=True)
+                    loss = lm_loss(m(toks), toks)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if c.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(m.parameters(), c.grad_clip)
+                    opt.step()
+                    self.step += 1
+                    self.tokens_seen += toks.numel()
+                    running += loss.detach()
+                    n_running += 1
+                    bar.update(1)
+                    self.train_seconds = seconds_before + time.perf_counter() - t_start
+                    if self.step % 10 == 0 or self.step == end:
+                        bar.set_postfix(loss=f"{(running / n_running).item():.3f}", refresh=False)
+                    if self.step % c.eval_every == 0 or self.step == c.steps:
+                        rec = self.evaluate()
+                        rec["train_loss"] = (running / max(n_running, 1)).item()
+                        running.zero_()
+                        n_running = 0
+                        self._record(rec)
+                        post = {"loss": f"{rec['train_loss']:.3f}", "val": f"{rec['val_loss']:.3f}"}
+                        if "max_induction" in rec:
+                            post["ind"] = f"{rec['max_induction']:.2f}"
+                        bar.set_postfix(post, refresh=True)
+                        if not self.progress:  # logs (e.g. a batch job): one line per evaluation
+                            print(f"step {self.step} t={self.train_seconds:.0f}s "
+                                  + " ".join(f"{k}={v}" for k, v in post.items()), flush=True)
+                    if self.step in snaps:
+                        self.save_snapshot()
+                    if self.out_dir is not None and self.step % c.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    if flag.set:
+                        self.stopped_by = "interrupt"
+                        break
+                    if self.time_limit is not None and self.train_seconds >= self.time_limit:
+                        self.stopped_by = "time_limit"
+                        break
+        finally:
+            bar.close()
+        # an interrupted run records no extra evaluation (so that resuming gives the same history
+        # as an uninterrupted run); a run cut short by its time limit is over: evaluate its end.
+        if self.stopped_by == "time_limit" and self.history[-1]["step"] != self.step:
+            rec = self.evaluate()
+            if n_running:
+                rec["train_loss"] = (running / n_running).item()
+            self._record(rec)
+            running.zero_()
+            n_running = 0
+        self._running = (float(running.item()), n_running)
+        if self.stopped_by == "time_limit" and c.n_snapshots > 0:
+            self.save_snapshot()
+        if self.out_dir is not None:
+            self.save_checkpoint()
+            if self.stopped_by == "interrupt":
+                print(f"interrupted at step {self.step}: resumable checkpoint in {self.checkpoint_path}")
+        return self
+
+    def _record(self, rec: dict) -> None:
+        self.history.append(rec)
+        if self.out_dir is not None:
+            d = Path(self.out_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(d / "metrics.json", json.dumps(self.history, indent=1))
+
+    # ------------------------------------------------------------------ files
+    @property
+    def checkpoint_path(self) -> Path:
+        if self.out_dir is None:
+            raise ValueError("this Trainer has no out_dir")
+        return Path(self.out_dir) / "checkpoint.safetensors"
+
+    def _state_json(self) -> str:
+        return json.dumps({
+            "step": self.step, "tokens_seen": self.tokens_seen, "train_seconds": self.train_seconds,
+            "running_loss": list(self._running),
+            "history": self.history, "train_config": dataclasses.asdict(self.config),
+            "task": self.task.describe() if not hasattr(self.task, "tokens") else {"task": "CorpusTask"},
+        })
+
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
+        """Write a resumable checkpoint (model + AdamW state + trainer state) atomically."""
+        path = Path(path) if path else self.checkpoint_path
+        names = self._param_names()
+        tensors = {f"model.{n}": p.detach().cpu().contiguous() for n, p in self.model.named_parameters()}
+        sd = self.optimizer.state_dict()
+        for idx, st in sd["state"].items():
+            for k, v in st.items():
+                tensors[f"optim.{names[idx]}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in sd["param_groups"]]
+        meta = {"format": CHECKPOINT_FORMAT, "config": self.model.cfg.to_json(), "trainer": self._state_json(),
+                "param_groups": json.dumps(groups), **self.extra_metadata}
+        return _atomic_save_safetensors(tensors, path, meta)
+
+    def load_checkpoint(self, path: str | os.PathLike | None = None) -> Trainer:
+        """Restore model, optimizer and trainer state from `save_checkpoint`'s file."""
+        from safetensors import safe_open
+
+        path = Path(path) if path else self.checkpoint_path
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            if meta.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"{path}: not a circwidgets training checkpoint")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        cfg = ModelConfig.from_dict(json.loads(meta["config"]))
+        if cfg != self.model.cfg:
+            raise ValueError(f"{path}: checkpoint config {cfg} does not match the model's {self.model.cfg}")
+        state = json.loads(meta["trainer"])
+        saved_cfg = TrainConfig.from_dict(state["train_config"])
+        if dataclasses.replace(saved_cfg, steps=self.config.steps) != self.config:
+            raise ValueError(f"{path}: training config differs from this run's: {saved_cfg} vs {self.config}")
+        with torch.no_grad():
+            for n, p in self.model.named_parameters():
+                p.copy_(tensors[f"model.{n}"].to(p.device))
+        names = self._param_names()
+        groups = json.loads(meta["param_groups"])
+        for g in groups:
+            if "betas" in g:
+                g["betas"] = tuple(g["betas"])
+        osd = {"state": {}, "param_groups": [{**g, "params": list(range(len(names)))} for g in groups]}
+        for i, n in enumerate(names):
+            st = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"optim.{n}.")}
+            if st:
+                osd["state"][i] = st
+        self.optimizer.load_state_dict(osd)
+        self.step = state["step"]
+        self.tokens_seen = state["tokens_seen"]
+        self.train_seconds = state["train_seconds"]
+        self.history = state["history"]
+        self._running = (float(state["running_loss"][0]), int(state["running_loss"][1]))
+        return self
+
+    def model_metadata(self) -> dict[str, str]:
+        return {**self.extra_metadata, "step": str(self.step), "tokens_seen": str(self.tokens_seen),
+                "train_seconds": f"{self.train_seconds:.1f}",
+                "train_config": json.dumps(dataclasses.asdict(self.config)), "metrics": json.dumps(self.history)}
+
+    def save_model(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """The model as a `cw.save` file (loadable by `cw.load`) with the training record in its metadata."""
+        return save_model_file(self.model, path, dtype=dtype, extra_metadata=self.model_metadata())
+
+    def save_snapshot(self) -> Path | None:
+        if self.out_dir is None:
+            return None
+        dtype = getattr(torch, self.config.snapshot_dtype)
+        return self.save_model(Path(self.out_dir) / "snapshots" / f"step_{self.step:06d}.safetensors", dtype=dtype)
