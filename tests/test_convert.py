@@ -340,8 +340,9 @@ def test_other_transformer_lens_version():
         pytest.skip(f"{ALT_TL} absent: run `python .ci/install_interop.py` to install the other TransformerLens")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ALT_TL), str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "CW_TL_SUBPROCESS": "1"}
+    code = "import transformer_lens, importlib.metadata as m; print(m.version('transformer-lens'))"
     probe = subprocess.run(
-        [sys.executable, "-c", "import transformer_lens, importlib.metadata as m; print(m.version('transformer-lens'))"],
+        [sys.executable, "-c", code],
         env=env, capture_output=True, text=True, timeout=300,
     )
     if probe.returncode:
