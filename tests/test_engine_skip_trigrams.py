@@ -153,3 +153,124 @@ def test_half_precision_weights_use_float32_maths():
     t = skip_trigrams(m.to(torch.bfloat16), 1, 1, k=5)
     assert t.strength.dtype == torch.float32
     assert len(set(r.source for r in t) & set(r.source for r in ref)) >= 3
+
+
+# ------------------------------------------------------------------------------ corpus statistics
+from collections import Counter  # noqa: E402
+
+from circwidgets.engine.corpus_stats import (  # noqa: E402
+    empirical_bigrams,
+    empirical_skip_trigrams,
+    pearson,
+    precision_at_k,
+    rank_correlation,
+)
+
+
+def brute_counts(seqs, window):
+    big, tri, pair, uni = Counter(), Counter(), Counter(), Counter()
+    for s in seqs:
+        for i in range(len(s) - 1):
+            b, c = s[i], s[i + 1]
+            big[b, c] += 1
+            uni[b] += 1
+            for a in set(s[max(0, i - window):i]):
+                tri[a, b, c] += 1
+                pair[a, b] += 1
+    return big, tri, pair, uni
+
+
+def test_empirical_counts_match_brute_force():
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(0, 6, (n,), generator=g) for n in (1, 2, 9, 25)] + [torch.randint(0, 6, (3, 17), generator=g)]
+    flat = [s.tolist() for s in seqs[:4]] + seqs[4].tolist()
+    big, tri, pair, uni = brute_counts(flat, window=4)
+    bg = empirical_bigrams(seqs, d_vocab=7)
+    st = empirical_skip_trigrams(seqs, window=4, d_vocab=7, chunk=10)  # tiny chunks: several per batch
+    for b in range(7):
+        assert bg.unigram[b] == uni[b]
+        for c in range(7):
+            assert bg.count(b, c) == big[b, c]
+            for a in range(7):
+                assert st.count(a, b, c) == tri[a, b, c]
+            assert st.pair_count(c, b) == pair[c, b]
+    assert int(st.counts.sum()) == sum(tri.values())
+    dense = bg.to_sparse().to_dense()
+    assert all(dense[b, c] == big[b, c] for b in range(7) for c in range(7))
+    lp = bg.dense_log_probs(alpha=0.5)
+    assert torch.allclose(lp[2], bg.row(2, alpha=0.5))
+    assert abs(lp[2, 3].exp().item() - (big[2, 3] + 0.5) / (uni[2] + 3.5)) < 1e-12
+    # lift by hand
+    a, b, c = 1, 2, 3
+    want = ((tri[a, b, c] + 1) / (pair[a, b] + 7)) / ((big[b, c] + 1) / (uni[b] + 7))
+    assert abs(st.lift(a, b, c).item() - want) < 1e-12
+    top = st.top(5, by="count")
+    assert [t[3] for t in top] == sorted((float(v) for v in tri.values()), reverse=True)[:5]
+    assert all(t[0] == 2 for t in st.top(5, source=2))
+
+
+def planted_corpus(n_seqs=300, P=64, V=32, window=8, p=0.9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randint(0, V, (n_seqs, P), generator=g)
+    coin = torch.rand(n_seqs, P, generator=g)
+    for s in range(n_seqs):
+        row = toks[s].tolist()
+        for i in range(P - 1):
+            for a, b, c in RULES:
+                if row[i] == b and a in row[max(0, i - window):i] and coin[s, i] < p:
+                    row[i + 1] = c
+        toks[s] = torch.tensor(row)
+    return toks
+
+
+def test_planted_corpus_rules_are_found_by_counts_and_by_the_planted_model():
+    toks = planted_corpus()
+    st = empirical_skip_trigrams(toks, window=8, d_vocab=32)
+    emp = st.top(3, by="lift", min_count=20)
+    assert {t[:3] for t in emp} == set(RULES)
+    assert all(t[3] > 2.5 for t in emp)
+    # the circuits of a model that plants the same rules agree with the corpus
+    table = skip_trigrams(planted_model(), 0, 0, k=3, n_dest=1, n_out=1)
+    assert precision_at_k([t[:3] for t in table.triples(3)], [t[:3] for t in emp], k=3) == 1.0
+    # strengths rank the rule sources above the rest; the corpus lift of (A, best B, best C) agrees in rank
+    rows = table.rows(0, 32)
+    lifts = [st.lift(r.source, r.dests[0], r.outs[0]).item() for r in rows]
+    assert rank_correlation([r.strength for r in rows], lifts) > 0.2
+    assert min(lifts[:3]) > max(lifts[3:])
+
+
+def test_comparison_helpers():
+    assert precision_at_k([1, 2, 3, 4], {2, 4, 9}, 4) == 0.5
+    assert precision_at_k([(1, 2), (3, 4)], [torch.tensor([3, 4])], 1) == 0.0
+    assert precision_at_k([(1, 2), (3, 4)], [torch.tensor([3, 4])], 2) == 0.5
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, generator=g, dtype=torch.float64), torch.randn(30, generator=g, dtype=torch.float64)
+    ref = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()).pow(2).sum() * (y - y.mean()).pow(2).sum()).sqrt()
+    assert abs(pearson(x, y) - ref.item()) < 1e-12
+    # Spearman without ties: 1 - 6 Σd² / (n(n² - 1))
+    rx = torch.tensor([sorted(x.tolist()).index(v) for v in x.tolist()], dtype=torch.float64)
+    ry = torch.tensor([sorted(y.tolist()).index(v) for v in y.tolist()], dtype=torch.float64)
+    n = 30
+    assert abs(rank_correlation(x, y) - (1 - 6 * ((rx - ry) ** 2).sum().item() / (n * (n * n - 1)))) < 1e-12
+    # with ties: average ranks
+    a, b = [1, 2, 2, 3, 3, 3], [6, 5, 4, 3, 2, 1]
+    ra = [0, 1.5, 1.5, 4, 4, 4]
+    assert abs(rank_correlation(a, b) - pearson(ra, [5, 4, 3, 2, 1, 0])) < 1e-12
+    assert rank_correlation(x, x.exp()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same length"):
+        pearson([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="k="):
+        precision_at_k([1], [1], 0)
+    with pytest.raises(ValueError, match="NaN"):
+        rank_correlation([1, float("nan")], [1, 2])
+
+
+def test_corpus_bad_input():
+    with pytest.raises(ValueError, match="outside"):
+        empirical_bigrams(torch.tensor([0, 5]), d_vocab=5)
+    with pytest.raises(ValueError, match="window"):
+        empirical_skip_trigrams(torch.tensor([0, 1]), window=0)
+    with pytest.raises(TypeError, match="integer"):
+        empirical_bigrams(torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match="empty"):
+        empirical_bigrams([])
