@@ -11,6 +11,13 @@ from .circuits import (  # noqa: E402,F401
     trace_copying_score,  # noqa: E402,F401
 )
 from .composition import composition_baseline, composition_scores, composition_scores_one_sided  # noqa: E402,F401
+from .corpus_stats import (  # noqa: E402,F401
+    empirical_bigrams,
+    empirical_skip_trigrams,
+    pearson,
+    precision_at_k,
+    rank_correlation,
+)
 from .factored import FactoredMatrix  # noqa: E402,F401
 from .heads import all_head_scores, copying_score, head_scores, in_context_loss, repeated_tokens  # noqa: E402,F401
 from .paths import PathTerms, path_terms  # noqa: E402,F401
