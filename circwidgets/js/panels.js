@@ -1,0 +1,193 @@
+// Drawing helpers shared by the Widgets-II views (composition, paths, ablation, monitor):
+// a heatmap on a canvas with click / hover, a small attention-pattern canvas, a DOM bar chart.
+// Inlined after common.js (see circwidgets/widgets/_bundle2.py). Strings from a tokenizer are
+// drawn with canvas fillText or set as textContent only.
+import { h, visibleWhitespace, divColor, seqColor, rgbCss, fmt, hidpi } from "./common.js";
+
+export function shortLabel(s, n = 12) {
+  const v = visibleWhitespace(s);
+  return v.length > n ? v.slice(0, n - 1) + "\u2026" : v;
+}
+
+/** A heatmap of `vals` (row-major [nr, nc], NaN = no value) on a canvas.
+ *
+ * opts: rowLabels, colLabels (strings), cell (px, default from size), maxPx, diverging (bool),
+ * vmin / vmax (default from the data), onClick(r, c), onHover(r, c, v) (null when outside),
+ * rowGroups / colGroups (draw a separator every n rows / columns, e.g. every layer),
+ * marks: {rows: [..], cols: [..], cell: [r, c]} (outlined).
+ * Returns {el: canvas, geom, redraw(marks)}. The geometry is also in canvas.dataset (for tests).
+ */
+export function heatmap(th, vals, nr, nc, opts = {}) {
+  const canvas = h("canvas", { cls: "cw-canvas cw-heatmap", attrs: { tabindex: "0" } });
+  const rl = opts.rowLabels || [], cl = opts.colLabels || [];
+  const maxPx = opts.maxPx || 440;
+  const cell = opts.cell || Math.max(4, Math.min(28, Math.floor(maxPx / Math.max(nr, nc, 1))));
+  const ml = rl.length ? opts.marginLeft || 64 : 4, mt = cl.length ? opts.marginTop || 52 : 4;
+  const W = ml + nc * cell + 4, H = mt + nr * cell + 4;
+  let lo = opts.vmin, hi = opts.vmax;
+  if (lo === undefined || hi === undefined) {
+    let a = Infinity, b = -Infinity;
+    for (const v of vals) if (Number.isFinite(v)) { if (v < a) a = v; if (v > b) b = v; }
+    if (!Number.isFinite(a)) { a = 0; b = 1; }
+    if (lo === undefined) lo = opts.diverging ? -Math.max(Math.abs(a), Math.abs(b), 1e-12) : Math.min(0, a);
+    if (hi === undefined) hi = opts.diverging ? Math.max(Math.abs(a), Math.abs(b), 1e-12) : (b > lo ? b : lo + 1);
+  }
+  const geom = { ml, mt, cell, nr, nc, lo, hi };
+  Object.assign(canvas.dataset, { ml, mt, cell, nr, nc, vmin: lo, vmax: hi });
+  function colour(v) {
+    if (!Number.isFinite(v)) return th.rgb.bg2;
+    if (opts.diverging) return divColor(th, v / Math.max(Math.abs(lo), Math.abs(hi), 1e-12));
+    return seqColor(th, (v - lo) / (hi - lo || 1));
+  }
+  function redraw(marks = opts.marks || {}) {
+    const ctx = hidpi(canvas, W, H);
+    ctx.fillStyle = th.css.bg;
+    ctx.fillRect(0, 0, W, H);
+    for (let r = 0; r < nr; r++) {
+      for (let c = 0; c < nc; c++) {
+        ctx.fillStyle = rgbCss(colour(vals[r * nc + c]));
+        ctx.fillRect(ml + c * cell, mt + r * cell, cell, cell);
+      }
+    }
+    ctx.strokeStyle = th.css.border;
+    ctx.lineWidth = 1;
+    ctx.strokeRect(ml - 0.5, mt - 0.5, nc * cell + 1, nr * cell + 1);
+    if (opts.rowGroups > 1 || opts.colGroups > 1) {
+      ctx.strokeStyle = th.css.fg2;
+      ctx.beginPath();
+      if (opts.rowGroups > 1) for (let r = opts.rowGroups; r < nr; r += opts.rowGroups) { ctx.moveTo(ml, mt + r * cell + 0.5); ctx.lineTo(ml + nc * cell, mt + r * cell + 0.5); }
+      if (opts.colGroups > 1) for (let c = opts.colGroups; c < nc; c += opts.colGroups) { ctx.moveTo(ml + c * cell + 0.5, mt); ctx.lineTo(ml + c * cell + 0.5, mt + nr * cell); }
+      ctx.stroke();
+    }
+    ctx.fillStyle = th.css.fg;
+    const fs = Math.min(11, Math.max(7, cell - 1));
+    ctx.font = `${fs}px ${th.font}`;
+    ctx.textBaseline = "middle";
+    if (rl.length && (cell >= 7 || opts.forceLabels)) {
+      ctx.textAlign = "right";
+      for (let r = 0; r < nr; r++) ctx.fillText(shortLabel(rl[r] ?? ""), ml - 3, mt + (r + 0.5) * cell, ml - 6);
+    }
+    if (cl.length && (cell >= 7 || opts.forceLabels)) {
+      ctx.save();
+      ctx.translate(ml, mt - 3);
+      ctx.rotate(-Math.PI / 2);
+      ctx.textAlign = "left";
+      for (let c = 0; c < nc; c++) ctx.fillText(shortLabel(cl[c] ?? ""), 0, (c + 0.5) * cell, mt - 6);
+      ctx.restore();
+    }
+    ctx.strokeStyle = th.css.select;
+    ctx.lineWidth = 1.5;
+    for (const r of marks.rows || []) ctx.strokeRect(ml + 0.75, mt + r * cell + 0.75, nc * cell - 1.5, cell - 1.5);
+    for (const c of marks.cols || []) ctx.strokeRect(ml + c * cell + 0.75, mt + 0.75, cell - 1.5, nr * cell - 1.5);
+    if (marks.cell) {
+      ctx.lineWidth = 2.5;
+      ctx.strokeRect(ml + marks.cell[1] * cell + 1, mt + marks.cell[0] * cell + 1, cell - 2, cell - 2);
+    }
+  }
+  function at(ev) {
+    const b = canvas.getBoundingClientRect();
+    const x = ev.clientX - b.left - ml, y = ev.clientY - b.top - mt;
+    if (x < 0 || y < 0 || x >= nc * cell || y >= nr * cell) return null;
+    return [Math.floor(y / cell), Math.floor(x / cell)];
+  }
+  canvas.addEventListener("mousemove", (ev) => {
+    if (!opts.onHover) return;
+    const p = at(ev);
+    opts.onHover(p ? p[0] : null, p ? p[1] : null, p ? vals[p[0] * nc + p[1]] : NaN);
+  });
+  canvas.addEventListener("click", (ev) => {
+    const p = at(ev);
+    if (p && opts.onClick) opts.onClick(p[0], p[1], vals[p[0] * nc + p[1]]);
+  });
+  canvas.style.cursor = opts.onClick ? "pointer" : "crosshair";
+  redraw();
+  return { el: canvas, geom, redraw };
+}
+
+/** A small attention pattern [N, N] (lower triangle; 0..1, or 0..max when `scaleToMax`), titled. */
+export function patternPanel(th, A, N, labels, opts = {}) {
+  let m = 1;
+  if (opts.scaleToMax) { m = 0; for (const v of A) if (v > m) m = v; m = m || 1; }
+  const vals = new Float32Array(N * N);
+  for (let i = 0; i < N; i++) for (let j = 0; j < N; j++) vals[i * N + j] = j > i ? NaN : A[i * N + j];
+  const lab = N <= 40 ? labels : [];
+  const hm = heatmap(th, vals, N, N, {
+    rowLabels: lab, colLabels: lab, vmin: 0, vmax: m, maxPx: opts.size || 220,
+    marginLeft: 56, marginTop: 44, marks: opts.marks, onHover: opts.onHover,
+  });
+  hm.el.classList.add("cw-pattern-small");
+  if (opts.kind) hm.el.dataset.kind = opts.kind;
+  const box = h("div", { cls: "cw-small-panel" }, [
+    h("div", { cls: "cw-small-title", text: opts.title || "" }),
+    hm.el,
+  ]);
+  return { el: box, canvas: hm.el, max: m };
+}
+
+/** Horizontal bar chart in the DOM (so that every bar is an element that can be clicked and found).
+ *
+ * items: [{label, value, data: {...}, title, cls}]; opts.onClick(item, i); opts.selected(i) -> bool.
+ * Bars share one scale centred on zero; values are printed beside the bars.
+ */
+export function barChart(th, items, opts = {}) {
+  const root = h("div", { cls: "cw-bars", attrs: { role: "list" } });
+  let m = 0;
+  for (const it of items) if (Number.isFinite(it.value)) m = Math.max(m, Math.abs(it.value));
+  m = m || 1;
+  items.forEach((it, i) => {
+    const frac = Number.isFinite(it.value) ? Math.abs(it.value) / m : 0;
+    const fill = h("span", { cls: "cw-bar-fill" });
+    fill.style.width = `${(frac * 50).toFixed(2)}%`;
+    fill.style.background = rgbCss(it.value >= 0 ? th.rgb.accent : th.rgb.negative);
+    if (it.value >= 0) fill.style.left = "50%"; else fill.style.right = "50%";
+    const track = h("span", { cls: "cw-bar-track" }, [fill, h("span", { cls: "cw-bar-zero" })]);
+    const row = h("div", {
+      cls: `cw-bar-row${it.cls ? " " + it.cls : ""}${opts.onClick ? " cw-clickable" : ""}`,
+      data: it.data || {}, attrs: { role: "listitem", tabindex: opts.onClick ? "0" : "-1" },
+      title: it.title,
+    }, [
+      h("span", { cls: "cw-bar-label", text: it.label }),
+      track,
+      h("span", { cls: "cw-bar-value", text: fmt(it.value, opts.digits || 3) }),
+    ]);
+    if (opts.selected && opts.selected(i)) row.classList.add("cw-selected");
+    if (opts.onClick) {
+      row.addEventListener("click", () => opts.onClick(it, i));
+      row.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); ev.stopPropagation(); opts.onClick(it, i); }
+      });
+    }
+    root.append(row);
+  });
+  return root;
+}
+
+/** A colour-scale legend: "lo ▭▭▭ hi" plus a note. */
+export function scaleLegend(th, lo, hi, diverging, note = "") {
+  const bar = h("canvas", { cls: "cw-scale" });
+  const ctx = hidpi(bar, 120, 10);
+  for (let x = 0; x < 120; x++) {
+    const t = x / 119;
+    const c = diverging ? divColor(th, 2 * t - 1) : seqColor(th, t);
+    ctx.fillStyle = rgbCss(c);
+    ctx.fillRect(x, 0, 1, 10);
+  }
+  return h("div", { cls: "cw-legend cw-scale-legend" }, [
+    h("span", { text: fmt(lo) + " " }), bar, h("span", { text: " " + fmt(hi) }),
+    ...(note ? [h("span", { cls: "cw-scale-note", text: "  " + note })] : []),
+  ]);
+}
+
+/** Tokens as spans (textContent), optionally with one position marked. */
+export function tokenRow(labels, opts = {}) {
+  const box = h("div", { cls: "cw-tokens2" });
+  labels.forEach((s, i) => {
+    const sp = h("span", { cls: "cw-tok", text: visibleWhitespace(s), data: { pos: i } });
+    if (opts.mark === i) sp.classList.add("cw-tok-focus");
+    if (opts.onClick) { sp.classList.add("cw-clickable"); sp.addEventListener("click", () => opts.onClick(i)); }
+    if (opts.colour) { const c = opts.colour(i); if (c) { sp.style.background = c.bg; sp.style.color = c.fg; } }
+    if (opts.title) sp.title = opts.title(i);
+    box.append(sp);
+  });
+  return box;
+}

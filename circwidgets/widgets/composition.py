@@ -1,0 +1,238 @@
+"""Composition: Q / K / V composition scores of every earlier head x later head; click a pair for
+both heads' patterns on a text, the virtual head's pattern `A^{h2} A^{h1}`, the score and its baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import traitlets
+
+from ..engine.composition import composition_baseline, composition_scores
+from ..engine.heads import repeated_tokens
+from ..engine.patterns import attention_patterns
+from ..engine.virtual import virtual_heads
+from ..model import Transformer
+from ._bundle2 import Widget2
+from ._data import as_model, encode_array, tokens_and_labels
+
+KINDS = {"q": "Q-composition", "k": "K-composition", "v": "V-composition"}
+
+
+def default_tokens(model: Transformer, seq_len: int | None = None) -> torch.Tensor:
+    """BOS (when the model has one) + r + r, r random tokens (engine.heads.repeated_tokens): the input on
+    which induction heads and their K-composition show up."""
+    cfg = model.cfg
+    bos = cfg.bos_token_id
+    n = seq_len or max(1, min(12, (cfg.n_ctx - (bos is not None)) // 2))
+    return repeated_tokens(cfg.d_vocab, n, bos=bos)[0]
+
+
+class Composition(Widget2):
+    """Composition scores between heads (`engine.composition`), with pair details.
+
+    Traits (synced): `kind` ("q" | "k" | "v"), `subtract_baseline` (show score minus the random
+    baseline's mean), `scores` (float32 `[L, H, L, H]`, NaN where layer1 >= layer2, from
+    `composition_scores(model, kind, baseline=subtract_baseline)`), `baseline` ([mean, std] from
+    `composition_baseline`), `labels` (tokens of the text used for the details), `pair`
+    ([l1, h1, l2, h2] or []), `details` (for the pair: `score`, `raw`, `baseline_mean`,
+    `baseline_std` and float16 patterns `p1`, `p2`, `pv` = `A^{h2} A^{h1}` from
+    `engine.virtual.virtual_heads`). Clicking a cell selects the pair and makes its later head the
+    widget's selected head (`layer`, `head`); the selected head's row and column are outlined.
+    """
+
+    _module_file = "composition.js"
+
+    kind = traitlets.Unicode("k").tag(sync=True)
+    subtract_baseline = traitlets.Bool(False).tag(sync=True)
+    scores = traitlets.Dict({}).tag(sync=True)
+    baseline = traitlets.List([]).tag(sync=True)
+    labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
+    pair = traitlets.List([]).tag(sync=True)
+    details = traitlets.Dict({}).tag(sync=True)
+
+    def __init__(self, model: Transformer, text_or_tokens=None, labels: Sequence[str] | None = None,
+                 kind: str = "k", subtract_baseline: bool = False, pair: Sequence[int] | None = None,
+                 layer: int | None = None, head: int | None = None):
+        self._init_input = (text_or_tokens, labels)
+        self._scores: dict[tuple, torch.Tensor] = {}
+        self._guard = False
+        self.data = None
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r} is not one of {list(KINDS)}")
+        L = model.cfg.n_layers
+        if pair is None and L >= 2:
+            pair = [0, 0, 1, 0]
+        if layer is None or head is None:
+            layer, head = (pair[2], pair[3]) if pair else (0, 0)
+        super().__init__(model, layer=layer, head=head, kind=kind, subtract_baseline=subtract_baseline)
+        if self._broken:
+            return
+        if L < 2:
+            self._report("composition needs at least two layers: this model has one")
+            return
+        self._send_scores()
+        if pair:
+            self._set_pair(list(pair))
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        text_or_tokens, labels = self._init_input
+        if text_or_tokens is None:
+            text_or_tokens = default_tokens(self.model)
+        toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
+        self.tokens = toks
+        self.data = attention_patterns(self.model, toks)
+        self.labels = labs
+        mean, std = composition_baseline(self.model, self.kind)
+        self.baseline = [mean, std]
+
+    def score_matrix(self, kind: str | None = None, baseline: bool | None = None) -> torch.Tensor:
+        """The engine's scores `[L, H, L, H]` for `kind` (raw, or minus the baseline mean)."""
+        key = (kind or self.kind, self.subtract_baseline if baseline is None else baseline)
+        if key not in self._scores:
+            self._scores[key] = composition_scores(self.model, key[0], baseline=key[1]).detach().float().cpu()
+        return self._scores[key]
+
+    def _send_scores(self) -> None:
+        self.scores = encode_array(self.score_matrix(), "float32")
+
+    @traitlets.observe("kind", "subtract_baseline")
+    def _on_kind(self, change) -> None:
+        if self._guard or self.data is None or self.model.cfg.n_layers < 2:
+            return
+        if change["name"] == "kind" and change["new"] not in KINDS:
+            self._report(f"kind={change['new']!r} is not one of {list(KINDS)}")
+            self._guard = True
+            try:
+                self.kind = change["old"]
+            finally:
+                self._guard = False
+            return
+        try:
+            with self.hold_sync():
+                self._send_scores()
+                if self.pair:
+                    self.details = self.pair_details(*self.pair)
+        except Exception as e:  # noqa: BLE001 - a failure is a message, never a dead comm
+            self._report(f"could not compute {change['new']!r} composition: {type(e).__name__}: {e}")
+
+    # ------------------------------------------------------------------ pair
+    def pair_details(self, l1: int, h1: int, l2: int, h2: int) -> dict[str, Any]:
+        """Details of one pair (engine numbers, encoded), cached per pair and kind."""
+        key = ("pair", l1, h1, l2, h2, self.kind, self.subtract_baseline, self._version)
+
+        def compute():
+            vh = virtual_heads(self.model, self.tokens[None], (l1, h1), (l2, h2))
+            raw = float(self.score_matrix(self.kind, False)[l1, h1, l2, h2])
+            mean, std = self.baseline
+            return {
+                "pair": [l1, h1, l2, h2], "kind": self.kind, "raw": raw, "score": raw - mean,
+                "baseline_mean": mean, "baseline_std": std,
+                "p1": encode_array(self.data.head(l1, h1).float(), "float16"),
+                "p2": encode_array(self.data.head(l2, h2).float(), "float16"),
+                "pv": encode_array(vh.pattern[0].float(), "float16"),
+            }
+
+        return self.cached(key, compute)
+
+    def _check_pair(self, pair) -> list[int]:
+        cfg = self.model.cfg
+        if not isinstance(pair, (list, tuple)) or len(pair) != 4:
+            raise ValueError(f"pair={pair!r} must be [layer1, head1, layer2, head2]")
+        l1, h1, l2, h2 = (int(x) for x in pair)
+        for name, v, n in (("layer1", l1, cfg.n_layers), ("head1", h1, cfg.n_heads),
+                           ("layer2", l2, cfg.n_layers), ("head2", h2, cfg.n_heads)):
+            if not 0 <= v < n:
+                raise IndexError(f"{name}={v} is out of range: 0..{n - 1}")
+        if not l1 < l2:
+            raise ValueError(f"the earlier head's layer ({l1}) must be below the later head's ({l2})")
+        return [l1, h1, l2, h2]
+
+    def _set_pair(self, pair) -> None:
+        self._guard = True
+        try:
+            self.pair = pair
+        finally:
+            self._guard = False
+        self._on_pair({"new": pair, "old": []})
+
+    @traitlets.observe("pair")
+    def _on_pair(self, change) -> None:
+        if self._guard or self.data is None:
+            return
+        if not change["new"]:
+            self.details = {}
+            return
+        try:
+            pair = self._check_pair(change["new"])
+            det = self.pair_details(*pair)
+        except Exception as e:  # noqa: BLE001 - a bad pair is a message, never a dead comm
+            self._report(f"pair not shown: {e}")
+            self._guard = True
+            try:
+                self.pair = change["old"]
+            finally:
+                self._guard = False
+            return
+        with self.hold_sync():
+            if pair != list(change["new"]):
+                self._guard = True
+                try:
+                    self.pair = pair
+                finally:
+                    self._guard = False
+            self.details = det
+            self.error = ""
+        if (self.layer, self.head) != (pair[2], pair[3]):
+            self.select(pair[2], pair[3])
+
+    def pair_pattern(self, which: str = "virtual") -> torch.Tensor:
+        """The engine's pattern for the selected pair: "first" (A^{h1}), "second" (A^{h2}) or
+        "virtual" (A^{h2} A^{h1}), `[query, key]`."""
+        l1, h1, l2, h2 = self.pair
+        if which == "first":
+            return self.data.head(l1, h1)
+        if which == "second":
+            return self.data.head(l2, h2)
+        return virtual_heads(self.model, self.tokens[None], (l1, h1), (l2, h2)).pattern[0]
+
+    # ------------------------------------------------------------------ static fallback
+    def summary(self) -> str:
+        if self.model.cfg.n_layers < 2:
+            return "Composition: this model has one layer (no composition)"
+        s = self.score_matrix(self.kind, False)
+        fin = s[torch.isfinite(s)]
+        mean, std = self.baseline
+        top = ""
+        if fin.numel():
+            idx = torch.nan_to_num(s, nan=-1.0).flatten().argmax()
+            l1, h1, l2, h2 = (int(x) for x in torch.unravel_index(idx, s.shape))
+            top = f"; strongest L{l1}H{h1} → L{l2}H{h2} = {float(s[l1, h1, l2, h2]):.3f}"
+        p = ""
+        if self.pair:
+            d = self.details
+            p = f"; selected pair {self.pair}: score {d.get('raw', float('nan')):.3f}"
+        return (f"Composition ({KINDS[self.kind]}): baseline {mean:.3f} ± {std:.3f}{top}{p} "
+                f"({self.n_layers} layers x {self.n_heads} heads; live view needs a running kernel)")
+
+    def figure(self):
+        from .. import plot
+
+        mean, std = self.baseline if self.baseline else (0.0, 0.0)
+        return plot.composition(self.score_matrix(), kind=KINDS[self.kind], baseline=(mean, std),
+                                subtracted=self.subtract_baseline, selected=(self.layer, self.head),
+                                pair=tuple(self.pair) if self.pair else None)
+
+
+def composition(model, text_or_tokens=None, labels: Sequence[str] | None = None, kind: str = "k",
+                subtract_baseline: bool = False, pair: Sequence[int] | None = None, tokenizer=None) -> Composition:
+    """Composition widget: Q / K / V composition scores of every earlier head x later head.
+
+    Click a cell for the pair's details on `text_or_tokens` (default: BOS + random tokens repeated,
+    where induction heads show): both heads' patterns, the virtual head's pattern `A^{h2} A^{h1}`,
+    the score and the random baseline. `subtract_baseline=True` shows score minus the baseline mean.
+    """
+    return Composition(as_model(model, tokenizer), text_or_tokens, labels=labels, kind=kind,
+                       subtract_baseline=subtract_baseline, pair=pair)
