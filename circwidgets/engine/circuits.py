@@ -27,7 +27,7 @@ import torch
 
 from ..model import Transformer
 from ._check import check_layer_head
-from .factored import FactoredMatrix, compute_dtype
+from .factored import FactoredMatrix, compute_dtype, eigvals
 from .prep import cached, prepared
 
 __all__ = [
@@ -130,7 +130,7 @@ def eigenvalues(model: Transformer, layer: int, head: int, circuit: Circuit = "o
     rank-<=d_head matrix other than its remaining zeros.
     """
     core = circuit_cores(model, circuit, full, layer, head)
-    lam = torch.linalg.eigvals(core)
+    lam = eigvals(core)
     return lam[lam.abs().argsort(descending=True)]
 
 
@@ -140,7 +140,7 @@ def eigen_positivity(model: Transformer, circuit: Circuit = "ov", full: bool = T
     +1: all eigenvalues positive real (copying for OV, attending to the same token for QK);
     random matrices sit near 0. NaN for a head whose circuit is zero.
     """
-    lam = torch.linalg.eigvals(circuit_cores(model, circuit, full))
+    lam = eigvals(circuit_cores(model, circuit, full))
     num, den = lam.real.sum(-1), lam.abs().sum(-1)
     return torch.where(den > 0, num / den, torch.full_like(num, float("nan")))
 
