@@ -1,0 +1,197 @@
+"""PathExpansion: one logit split into path terms (direct path, one-head terms, virtual-head terms),
+their sum beside the model's own logit; click a bar for that head's pattern."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import traitlets
+
+from ..engine.paths import MAX_ELEMENTS, PathTerms, path_terms
+from ..engine.patterns import attention_patterns
+from ..model import Transformer
+from ._bundle2 import Widget2
+from ._data import as_model, encode_array, find_token, token_label, tokens_and_labels
+
+SECTIONS = {0: "direct / sources", 1: "one head", 2: "virtual heads (two)"}
+
+
+def _terms_for(model: Transformer, toks: torch.Tensor, max_order: int) -> PathTerms:
+    """`engine.paths.path_terms` with pruning (`top_k`) only when the full enumeration is too big."""
+    cfg = model.cfg
+    P, D, LH = toks.shape[0], cfg.d_model, cfg.n_layers * cfg.n_heads
+    n_src = 2 + cfg.n_layers * (1 + (not cfg.attn_only))
+    n_full = n_src * (1 + LH + (LH * LH // 2 if max_order >= 2 else 0))
+    if n_full * P * D <= MAX_ELEMENTS // 2:
+        return path_terms(model, toks[None], max_order=max_order)
+    budget = max(1, (MAX_ELEMENTS // 2) // (P * D) - n_src * (1 + LH))
+    return path_terms(model, toks[None], max_order=max_order, top_k=max(1, budget // max(cfg.n_layers, 1)))
+
+
+class PathExpansion(Widget2):
+    """The logit of `target` at `position`, split into path terms by `engine.paths.path_terms`.
+
+    Traits (synced): `labels`, `position`, `target` (token id), `target_label`, `predictions`
+    (the model's top tokens at `position`: [label, id, logit]), `terms` (bars: direct-path and
+    source terms, the `n_one` largest one-head terms, the `n_virtual` largest virtual-head terms,
+    the rest summed as "other terms", the engine's remainder; each {label, value, order, heads,
+    section}), `total` (sum of every term's contribution), `model_logit` (the model's own logit:
+    they agree to float error), `query` (a token string or #id to use as target), `pattern` (the
+    selected head's pattern, float16, for the bar clicked: its last head).
+    """
+
+    _module_file = "paths.js"
+
+    labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
+    position = traitlets.Int(0).tag(sync=True)
+    target = traitlets.Int(0).tag(sync=True)
+    target_label = traitlets.Unicode("").tag(sync=True)
+    predictions = traitlets.List([]).tag(sync=True)
+    terms = traitlets.List([]).tag(sync=True)
+    total = traitlets.Float(0.0).tag(sync=True)
+    model_logit = traitlets.Float(0.0).tag(sync=True)
+    query = traitlets.Unicode("").tag(sync=True)
+    pattern = traitlets.Dict({}).tag(sync=True)
+    n_one = traitlets.Int(16).tag(sync=True)
+    n_virtual = traitlets.Int(8).tag(sync=True)
+    max_order = traitlets.Int(2).tag(sync=True)
+
+    def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
+                 position: int = -1, target: int | str | None = None, layer: int = 0, head: int = 0,
+                 n_one: int = 16, n_virtual: int = 8, max_order: int = 2):
+        self._init_input = (text_or_tokens, labels, position, target)
+        self._guard = False
+        self.pt: PathTerms | None = None
+        super().__init__(model, layer=layer, head=head, n_one=n_one, n_virtual=n_virtual,
+                         max_order=max(0, min(max_order, model.cfg.n_layers)))
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        text_or_tokens, labels, position, target = self._init_input
+        toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
+        self.tokens = toks
+        self.data = attention_patterns(self.model, toks)
+        self.pt = _terms_for(self.model, toks, self.max_order)
+        P = toks.shape[0]
+        if not -P <= position < P:
+            raise IndexError(f"position={position} is out of range: 0..{P - 1}")
+        pos = position % P
+        self._guard = True
+        try:
+            self.labels = labs
+            self.position = pos
+            self.target = self._resolve_target(target, pos)
+        finally:
+            self._guard = False
+        self._update_terms()
+
+    def _resolve_target(self, target, pos: int) -> int:
+        if target is None:  # the next token of the text, or the model's top prediction at the end
+            if pos + 1 < self.tokens.shape[0]:
+                return int(self.tokens[pos + 1])
+            return int(self.pt.model_logits[0, pos].argmax())
+        if isinstance(target, str):
+            return find_token(self.model, target)
+        t = int(target)
+        if not 0 <= t < self.model.cfg.d_vocab:
+            raise IndexError(f"target={t} is out of range: token ids are 0..{self.model.cfg.d_vocab - 1}")
+        return t
+
+    # ------------------------------------------------------------------ terms
+    def term_values(self) -> list[tuple[str, float]]:
+        """Every term's contribution to the target's logit at the position (engine `for_token`)."""
+        return self.pt.for_token(self.position, self.target)
+
+    def _update_terms(self) -> None:
+        vals = self.term_values()
+        info = {lab: (o, list(p[1])) for lab, o, p in zip(self.pt.labels, self.pt.orders, self.pt.paths)}
+        groups: dict[int, list] = {0: [], 1: [], 2: []}
+        other, n_other, rem = 0.0, 0, None
+        for lab, v in vals:  # vals are sorted by |value|, largest first
+            if lab == "remainder":
+                rem = v
+                continue
+            order, heads = info.get(lab, (0, []))
+            groups[min(order, 2)].append({"label": lab, "value": v, "order": order,
+                                          "heads": [list(x) for x in heads], "section": SECTIONS[min(order, 2)]})
+        bars = groups[0] + groups[1][: self.n_one] + groups[2][: self.n_virtual]
+        for t in groups[1][self.n_one:] + groups[2][self.n_virtual:]:
+            other += t["value"]
+            n_other += 1
+        if n_other:
+            bars.append({"label": f"other terms ({n_other})", "value": other, "order": -1, "heads": [],
+                         "section": "rest"})
+        bars.append({"label": "remainder (longer paths)", "value": rem if rem is not None else 0.0, "order": -1,
+                     "heads": [], "section": "rest"})
+        pos = self.position
+        logits = self.pt.model_logits[0, pos]
+        top = logits.topk(min(10, logits.shape[0]))
+        with self.hold_sync():
+            self.terms = bars
+            self.total = float(sum(v for _, v in vals))
+            self.model_logit = float(logits[self.target])
+            self.target_label = token_label(self.model, self.target)
+            self.predictions = [[token_label(self.model, int(i)), int(i), float(v)]
+                                for v, i in zip(top.values.tolist(), top.indices.tolist())]
+
+    @traitlets.observe("position", "target", "n_one", "n_virtual")
+    def _on_change(self, change) -> None:
+        if self._guard or self.pt is None:
+            return
+        P = self.tokens.shape[0]
+        try:
+            if change["name"] == "position" and not 0 <= change["new"] < P:
+                raise IndexError(f"position={change['new']} is out of range: 0..{P - 1}")
+            if change["name"] == "target" and not 0 <= change["new"] < self.model.cfg.d_vocab:
+                raise IndexError(f"target={change['new']} is out of range: token ids are 0..{self.model.cfg.d_vocab - 1}")
+            self._update_terms()
+        except Exception as e:  # noqa: BLE001 - a bad request is a message, never a dead comm
+            self._report(f"not shown: {e}")
+            self._guard = True
+            try:
+                setattr(self, change["name"], change["old"])
+            finally:
+                self._guard = False
+            return
+        self.error = ""
+
+    @traitlets.observe("query")
+    def _on_query(self, change) -> None:
+        if self._guard or self.pt is None or not change["new"].strip():
+            return
+        try:
+            self.target = find_token(self.model, change["new"])
+        except LookupError as e:
+            self._report(str(e))
+
+    # ------------------------------------------------------------------ per head
+    def _payload(self, layer: int, head: int) -> dict[str, Any]:
+        return {"pattern": encode_array(self.data.head(layer, head).float(), "float16")}
+
+    def current_pattern(self) -> torch.Tensor:
+        return self.data.head(self.layer, self.head)
+
+    # ------------------------------------------------------------------ static fallback
+    def summary(self) -> str:
+        lab = self.labels[self.position] if self.labels else ""
+        top = ", ".join(f"{t['label']} {t['value']:+.3f}" for t in self.terms[:5])
+        return (f"PathExpansion: logit of {self.target_label!r} at position {self.position} ({lab!r}): "
+                f"model {self.model_logit:.4f}, sum of terms {self.total:.4f}; largest: {top} "
+                "(live view needs a running kernel)")
+
+    def figure(self):
+        from .. import plot
+
+        return plot.path_terms(self.terms, total=self.total, model_logit=self.model_logit,
+                               title=f"logit of {self.target_label!r} at position {self.position}")
+
+
+def paths(model, text_or_tokens, labels: Sequence[str] | None = None, position: int = -1,
+          target: int | str | None = None, max_order: int = 2, tokenizer=None) -> PathExpansion:
+    """PathExpansion widget: the logit of `target` (default: the next token of the text, or the
+    model's top prediction at the last position) at `position`, split into the direct path, one-head
+    terms and virtual-head terms (engine.paths), with their sum next to the model's own logit."""
+    return PathExpansion(as_model(model, tokenizer), text_or_tokens, labels=labels, position=position,
+                         target=target, max_order=max_order)
