@@ -116,6 +116,15 @@ def test_encode_array_round_trip(dtype, tol):
     assert np.abs(back - x.numpy()).max() <= tol * span + 1e-7
 
 
+def test_encode_tril_layout_sends_half_and_round_trips():
+    a = torch.rand(6, 6).tril()
+    p = encode_array(a, "float32", layout="tril")
+    assert len(p["data"]) == 4 * 21
+    np.testing.assert_array_equal(decode_array(p), a.numpy())
+    with pytest.raises(ValueError, match="square"):
+        encode_array(torch.rand(2, 3), layout="tril")
+
+
 # ---------------------------------------------------------------------------------------- AttentionPatterns
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_attention_widget_sends_each_heads_pattern(name):

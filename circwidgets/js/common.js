@@ -140,13 +140,25 @@ export function decodeU8(dv, lo = 0, hi = 1) {
   return out;
 }
 
-/** Decode an array payload {dtype, data, shape, lo?, hi?} sent by the Python base class. */
+/** Decode an array payload {dtype, shape, layout, data, lo?, hi?} sent by the Python side
+ * (`circwidgets.widgets._data.encode_array`). layout "tril": the lower triangle of a square
+ * matrix, row by row; expanded here to the full row-major matrix (zeros above the diagonal). */
 export function decodeArray(p) {
   if (!p || !p.data) return new Float32Array(0);
-  if (p.dtype === "float16") return decodeF16(p.data);
-  if (p.dtype === "uint8") return decodeU8(p.data, p.lo, p.hi);
-  if (p.dtype === "int32") return decodeI32(p.data);
-  return decodeF32(p.data);
+  let a;
+  if (p.dtype === "float16") a = decodeF16(p.data);
+  else if (p.dtype === "uint8") a = decodeU8(p.data, p.lo, p.hi);
+  else if (p.dtype === "int32") a = decodeI32(p.data);
+  else a = decodeF32(p.data);
+  if (p.layout === "tril") {
+    const n = p.shape[0], full = new Float32Array(n * n);
+    for (let i = 0, o = 0; i < n; i++) {
+      full.set(a.subarray(o, o + i + 1), i * n);
+      o += i + 1;
+    }
+    return full;
+  }
+  return a;
 }
 
 export function fmt(x, digits = 3) {

@@ -112,14 +112,35 @@ def find_token(model: Transformer, query: str) -> int:
     raise LookupError(f"{query!r} is not a single token of this model's vocabulary")
 
 
-def encode_array(x, dtype: str = "float16") -> dict:
-    """Pack an array for a bytes trait: `{"dtype", "shape", "data", "lo", "hi"}`.
+_TRIL: dict[int, np.ndarray] = {}
+
+
+def _tril_index(n: int) -> np.ndarray:
+    """Flat indices of the lower triangle (diagonal included) of an n x n matrix, row by row."""
+    if n not in _TRIL:
+        i, j = np.tril_indices(n)
+        _TRIL[n] = (i * n + j).astype(np.int64)
+        if len(_TRIL) > 8:
+            _TRIL.pop(next(iter(_TRIL)))
+    return _TRIL[n]
+
+
+def encode_array(x, dtype: str = "float16", layout: str = "dense") -> dict:
+    """Pack an array for a bytes trait: `{"dtype", "shape", "layout", "data", "lo", "hi"}`.
 
     float16 goes as its little-endian bit patterns (decoded in JS through a table); uint8 is
     quantised linearly between the array's finite min and max (`lo`, `hi`); float32 and int32 as is.
+    layout "tril": a square matrix that is zero above the diagonal (a causal attention pattern) sends
+    only its lower triangle, row by row (n(n+1)/2 values: half the bytes).
     """
     a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     shape = list(a.shape)
+    if layout == "tril":
+        if a.ndim != 2 or a.shape[0] != a.shape[1]:
+            raise ValueError(f"layout 'tril' needs a square matrix, got shape {shape}")
+        a = a.reshape(-1)[_tril_index(a.shape[0])]
+    elif layout != "dense":
+        raise ValueError(f"unknown layout {layout!r}")
     lo = hi = 0.0
     if dtype == "float16":
         data = np.ascontiguousarray(a, dtype="<f2").tobytes()
@@ -136,7 +157,7 @@ def encode_array(x, dtype: str = "float16") -> dict:
         data = q.astype(np.uint8).tobytes()
     else:
         raise ValueError(f"unknown dtype {dtype!r}")
-    return {"dtype": dtype, "shape": shape, "data": data, "lo": lo, "hi": hi}
+    return {"dtype": dtype, "shape": shape, "layout": layout, "data": data, "lo": lo, "hi": hi}
 
 
 def decode_array(p: dict) -> np.ndarray:
@@ -153,4 +174,9 @@ def decode_array(p: dict) -> np.ndarray:
         a = (p["lo"] + q / 255 * (p["hi"] - p["lo"])).astype(np.float32)
     else:
         raise ValueError(f"unknown dtype {dt!r}")
+    if p.get("layout", "dense") == "tril":
+        n = p["shape"][0]
+        full = np.zeros(n * n, dtype=a.dtype)
+        full[_tril_index(n)] = a
+        return full.reshape(n, n)
     return a.reshape(p["shape"])

@@ -170,7 +170,7 @@ class AttentionPatterns(CircuitWidget):
 
     def _payload(self, layer: int, head: int) -> dict[str, Any]:
         a = self.data.head(layer, head, value_weighted=self.value_weighted)
-        return {"pattern": encode_array(a, "float16")}
+        return {"pattern": encode_array(a, "float16", layout="tril")}  # causal: half the bytes
 
     def current_pattern(self) -> torch.Tensor:
         """The engine's pattern `[query, key]` for the shown head (value-weighted if toggled)."""

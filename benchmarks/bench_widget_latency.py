@@ -1,0 +1,153 @@
+"""Click-to-redraw latency of the widgets in a real browser (JupyterLab + headless Chromium).
+
+    python benchmarks/bench_widget_latency.py [--clicks 8] [--skip-big]
+
+For each model, a notebook shows AttentionPatterns (and Eigenvalues); the script clicks heads in the
+page and measures, in the page, the time from the click to the frame after the redraw (JS click ->
+comm -> kernel asks the engine / cache -> bytes back -> canvas redraw -> next animation frame).
+"first" = a head not seen before (kernel computes + sends), "again" = a head already cached in the
+kernel. Kernel-only time (the engine call + encoding) is measured in the notebook itself.
+Models: a shipped zoo model when `toy-2l-code` exists, otherwise a random model of that shape
+(2 layers x 8 heads, d_model 256, d_vocab 4,096), and a GPT-2-small-sized random model
+(12 x 12 heads, d_model 768, d_vocab 50,257, LN + MLP) at 1,024 tokens. Targets: < 50 ms (small),
+< 200 ms (GPT-2 small). Not a timed test: a table printed at the end (and saved to
+artifacts/browser/latency.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"))
+import labharness as lh  # noqa: E402
+
+SETUP = r'''import json, time, torch
+import circwidgets as cw
+from circwidgets.model.testing import random_model
+def small_model():
+    try:
+        m = cw.load("toy-2l-code"); return m, "toy-2l-code (shipped)"
+    except Exception:
+        return random_model(n_layers=2, n_heads=8, d_model=256, d_head=32, d_vocab=4096, n_ctx=1024,
+                            positional="shortformer", dtype=torch.float32, seed=0), "random 2L x 8H, d 256, V 4096"
+def kernel_ms(w, heads):
+    """engine call + encoding for heads not cached yet (what a first click costs in the kernel)"""
+    out = []
+    for l, h in heads:
+        w._results.clear(); t = time.perf_counter(); w._payload(l, h); out.append(1e3 * (time.perf_counter() - t))
+    return out
+'''
+SMALL = r'''small, small_name = small_model()
+g = torch.Generator().manual_seed(1)
+n_small = min(N_SMALL, small.cfg.n_ctx)
+ws = cw.attention(small, torch.randint(0, small.cfg.d_vocab, (n_small,), generator=g))
+ws'''
+SMALL_EIG = "es = cw.eigenvalues(small)\nes"
+BIG = r'''t0 = time.perf_counter()
+big = random_model(n_layers=12, n_heads=12, d_model=768, d_head=64, d_vocab=50257, n_ctx=1024, attn_only=False,
+                   d_mlp=3072, normalization="LN", biases=True, dtype=torch.float32, seed=0)
+wb = cw.attention(big, torch.randint(0, 50257, (1024,), generator=torch.Generator().manual_seed(2)))
+print(f"big model + widget ready in {time.perf_counter() - t0:.1f} s")
+wb'''
+BIG_EIG = "eb = cw.eigenvalues(big)\neb"
+REPORT = r'''rep = {"small_name": small_name, "n_small": n_small,
+       "kernel_small": kernel_ms(ws, [(1, 3), (0, 5), (1, 6)]), "kernel_small_eig": kernel_ms(es, [(1, 3), (0, 5)])}
+if "wb" in globals():
+    rep["kernel_big"] = kernel_ms(wb, [(5, 3), (9, 7), (11, 1)])
+    rep["kernel_big_eig"] = kernel_ms(eb, [(5, 3), (9, 7)])
+print("REPORT " + json.dumps(rep))'''
+
+CLICK_JS = """async ([kind, idx, l, h]) => {
+  const root = document.querySelectorAll(`.cw-root.cw-${kind}`)[idx];
+  const cell = root.querySelector(`[data-layer="${l}"][data-head="${h}"]`);
+  const n0 = Number(root.dataset.drawCount);
+  const t0 = performance.now();
+  const done = new Promise((res) => {
+    const mo = new MutationObserver(() => {
+      if (Number(root.dataset.drawCount) > n0 && root.dataset.shownLayer == String(l) && root.dataset.shownHead == String(h)) {
+        mo.disconnect(); res();
+      }
+    });
+    mo.observe(root, { attributes: true });
+  });
+  cell.click();
+  await done;
+  await new Promise((r) => requestAnimationFrame(() => r()));
+  const t1 = performance.now();
+  // data arrival = start of the redraw (drawnAt - drawMs)
+  return [t1 - t0, Number(root.dataset.drawMs), Number(root.dataset.drawnAt) - Number(root.dataset.drawMs) - t0];
+}"""
+
+
+def measure(page, kind: str, idx: int, heads: list[tuple[int, int]]) -> dict:
+    first = [page.evaluate(CLICK_JS, [kind, idx, lay, h]) for lay, h in heads]
+    again = [page.evaluate(CLICK_JS, [kind, idx, lay, h]) for lay, h in heads]
+    return {"first": [x[0] for x in first], "again": [x[0] for x in again], "draw": [x[1] for x in first + again],
+            "arrive": [x[2] for x in first + again]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clicks", type=int, default=8, help="distinct heads clicked per widget")
+    ap.add_argument("--skip-big", action="store_true", help="only the small model")
+    ap.add_argument("--tokens", type=int, default=1024, help="tokens shown by the small model's view")
+    args = ap.parse_args()
+    if not lh.CHROMIUM:
+        sys.exit("no Chromium found: install it (make chromium)")
+    from playwright.sync_api import sync_playwright
+
+    cells = [SETUP + f"\nN_SMALL = {args.tokens}\n", SMALL, SMALL_EIG] + ([] if args.skip_big else [BIG, BIG_EIG]) + [REPORT]
+    tmp = Path(tempfile.mkdtemp(prefix="cw-bench-"))
+    (tmp / "root").mkdir()
+    (tmp / "home").mkdir()
+    lh.write_notebook(tmp / "root" / "bench.ipynb", cells)
+    lab = lh.Lab(tmp / "root", tmp / "home").start()
+    results = {}
+    try:
+        with sync_playwright() as p:
+            browser = lh.launch_browser(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            t0 = time.monotonic()
+            lh.open_and_run(page, lab, "bench.ipynb")
+            out = lh.cell(page, len(cells) - 1).locator(".jp-OutputArea-output")
+            out.filter(has_text="REPORT").wait_for(timeout=900_000)
+            rep = json.loads(out.inner_text().split("REPORT ", 1)[1].strip())
+            print(f"notebook ran in {time.monotonic() - t0:.0f} s")
+            small_heads = [(lay, h) for lay in range(2) for h in range(8)][1:args.clicks + 1]
+            results[f"small: {rep['small_name']}, {rep['n_small']} tokens | attention"] = (
+                measure(page, "attention", 0, small_heads), rep["kernel_small"])
+            results[f"small: {rep['small_name']} | eigenvalues"] = (
+                measure(page, "eigen", 0, small_heads), rep["kernel_small_eig"])
+            if not args.skip_big:
+                big_heads = [(lay, (5 * lay + 3) % 12) for lay in range(12)][1:args.clicks + 1]
+                results["GPT-2-small-sized random, 1024 tokens | attention"] = (
+                    measure(page, "attention", 1, big_heads), rep["kernel_big"])
+                results["GPT-2-small-sized random | eigenvalues"] = (
+                    measure(page, "eigen", 1, big_heads), rep["kernel_big_eig"])
+            lh.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(lh.ARTIFACTS / "bench_latency.png"))
+            browser.close()
+    finally:
+        lab.stop()
+
+    def med(x):
+        return statistics.median(x) if x else float("nan")
+
+    print("\nclick-to-redraw latency in JupyterLab + headless Chromium (ms, median; max in brackets)")
+    print(f"{'view':62s} {'first click':>16s} {'cached click':>16s} {'arrive':>7s} {'draw':>7s} {'kernel':>8s}")
+    for name, (m, kern) in results.items():
+        print(f"{name:62s} {med(m['first']):8.1f} [{max(m['first']):5.0f}] {med(m['again']):8.1f} "
+              f"[{max(m['again']):5.0f}] {med(m['arrive']):7.1f} {med(m['draw']):7.1f} {med(kern):8.1f}")
+    lh.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (lh.ARTIFACTS / "latency.json").write_text(json.dumps({k: {"browser": v[0], "kernel_ms": v[1]}
+                                                           for k, v in results.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
