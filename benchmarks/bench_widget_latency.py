@@ -70,7 +70,8 @@ CLICK_JS = """async ([kind, idx, l, h]) => {
   const t0 = performance.now();
   const done = new Promise((res) => {
     const mo = new MutationObserver(() => {
-      if (Number(root.dataset.drawCount) > n0 && root.dataset.shownLayer == String(l) && root.dataset.shownHead == String(h)) {
+      const d = root.dataset;
+      if (Number(d.drawCount) > n0 && d.shownLayer === String(l) && d.shownHead === String(h)) {
         mo.disconnect(); res();
       }
     });
@@ -102,7 +103,8 @@ def main() -> None:
         sys.exit("no Chromium found: install it (make chromium)")
     from playwright.sync_api import sync_playwright
 
-    cells = [SETUP + f"\nN_SMALL = {args.tokens}\n", SMALL, SMALL_EIG] + ([] if args.skip_big else [BIG, BIG_EIG]) + [REPORT]
+    big = [] if args.skip_big else [BIG, BIG_EIG]
+    cells = [SETUP + f"\nN_SMALL = {args.tokens}\n", SMALL, SMALL_EIG, *big, REPORT]
     tmp = Path(tempfile.mkdtemp(prefix="cw-bench-"))
     (tmp / "root").mkdir()
     (tmp / "home").mkdir()
