@@ -1,0 +1,236 @@
+"""Ablation: toggle heads off (zero / mean) and cut single composition paths, with the per-token
+loss and the top predictions updated live; an activation-patching mode for a clean / corrupted pair."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import traitlets
+
+from ..engine.ablation_state import AblatedRun, PathCut, ablated_run, logit_diff_metric
+from ..model import Transformer
+from ._bundle2 import Widget2
+from ._data import as_model, encode_array, token_label, tokens_and_labels
+
+_EFFECTS_MAX = 400_000  # per-head effect table on setup only when L*H*pos*d_vocab is at most this (x100)
+
+
+class Ablation(Widget2):
+    """Interactive ablation (`engine.ablation_state.ablated_run`) and activation patching
+    (`engine.interventions.patch_heads` / `patch_residual`).
+
+    Traits (synced): `off` ([[layer, head], ...] ablated), `cuts` ([[l1, h1, l2, h2, kind], ...]
+    composition paths cut; kind "q" | "k" | "v"), `ablation` ("zero" | "mean"), `loss` /
+    `clean_loss` (mean next-token loss, nats), `token_loss` / `clean_token_loss` (float32 `[pos - 1]`),
+    `position` and `top` / `clean_top` (the top next-token predictions there: [label, id, prob]),
+    `effects` (float32 `[L, H]`: loss change when each head alone is ablated, or {} when too costly),
+    `mode` ("ablate" | "patch"), and with a corrupted text: `corrupt_labels`, `patch_heads`
+    (float32 `[L, H]`), `patch_resid` (float32 `[L, pos]`), `patch_info` (metric and answers).
+    A click on a head in the grid toggles it (and selects it); `layer` / `head` is the selection.
+    """
+
+    _module_file = "ablation.js"
+
+    labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
+    off = traitlets.List([]).tag(sync=True)
+    cuts = traitlets.List([]).tag(sync=True)
+    ablation = traitlets.Unicode("zero").tag(sync=True)
+    loss = traitlets.Float(0.0).tag(sync=True)
+    clean_loss = traitlets.Float(0.0).tag(sync=True)
+    token_loss = traitlets.Dict({}).tag(sync=True)
+    clean_token_loss = traitlets.Dict({}).tag(sync=True)
+    position = traitlets.Int(0).tag(sync=True)
+    top = traitlets.List([]).tag(sync=True)
+    clean_top = traitlets.List([]).tag(sync=True)
+    effects = traitlets.Dict({}).tag(sync=True)
+    mode = traitlets.Unicode("ablate").tag(sync=True)
+    has_patching = traitlets.Bool(False).tag(sync=True)
+    corrupt_labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
+    patch_heads = traitlets.Dict({}).tag(sync=True)
+    patch_resid = traitlets.Dict({}).tag(sync=True)
+    patch_info = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, model: Transformer, text_or_tokens, corrupted=None, labels: Sequence[str] | None = None,
+                 ablation: str = "zero", off: Sequence = (), cuts: Sequence = (), position: int = -1,
+                 layer: int = 0, head: int = 0, mode: str = "ablate"):
+        self._init_input = (text_or_tokens, corrupted, labels, list(off), list(cuts), position)
+        self._guard = False
+        self._clean: AblatedRun | None = None
+        self.run: AblatedRun | None = None
+        self._patch_done = False
+        if ablation not in ("zero", "mean"):
+            raise ValueError(f"ablation={ablation!r} must be 'zero' or 'mean'")
+        super().__init__(model, layer=layer, head=head, ablation=ablation)
+        if not self._broken and mode != "ablate":
+            self.mode = mode
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        text_or_tokens, corrupted, labels, off, cuts, position = self._init_input
+        toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
+        if toks.shape[0] < 2:
+            raise ValueError("ablation needs a text of at least 2 tokens (the loss predicts the next token)")
+        self.tokens = toks
+        self._corrupt = None
+        if corrupted is not None:
+            ctoks, clabs = tokens_and_labels(self.model, corrupted)
+            if ctoks.shape != toks.shape:
+                raise ValueError(f"the corrupted input has {ctoks.shape[0]} tokens, the clean one {toks.shape[0]}: "
+                                 "patching needs the same length")
+            self._corrupt = ctoks
+            self.corrupt_labels = clabs
+            self.has_patching = True
+        P = toks.shape[0]
+        if not -P <= position < P:
+            raise IndexError(f"position={position} is out of range: 0..{P - 1}")
+        self._clean = ablated_run(self.model, toks[None])
+        cfg = self.model.cfg
+        effects = {}
+        if cfg.n_layers * cfg.n_heads * P * cfg.d_vocab <= _EFFECTS_MAX * 100:
+            from ..engine.interventions import ablation_table
+
+            effects = encode_array(ablation_table(self.model, toks[None], kind=self.ablation).float(), "float32")
+        self._guard = True
+        try:
+            with self.hold_sync():
+                self.labels = labs
+                self.position = position % P
+                self.off = [list(x) for x in off]
+                self.cuts = [list(x) for x in cuts]
+                self.clean_loss = self._clean.loss
+                self.clean_token_loss = encode_array(self._clean.token_loss[0].float(), "float32")
+                self.effects = effects
+        finally:
+            self._guard = False
+        self._update()
+
+    # ------------------------------------------------------------------ state -> engine
+    def _state(self) -> tuple[list[tuple[int, int]], list[PathCut]]:
+        heads = [(int(a), int(b)) for a, b in self.off]
+        cuts = [PathCut((int(c[0]), int(c[1])), (int(c[2]), int(c[3])), str(c[4])) for c in self.cuts]
+        return heads, cuts
+
+    def ablated(self) -> AblatedRun:
+        """The engine's run under the current state (heads off, paths cut, zero / mean)."""
+        heads, cuts = self._state()
+        return ablated_run(self.model, self.tokens[None], heads=heads, paths=cuts, kind=self.ablation)
+
+    def _top(self, run: AblatedRun) -> list:
+        return [[token_label(self.model, t), t, p] for t, p, _ in run.top(self.position, 5)]
+
+    def _update(self) -> None:
+        self.run = self.ablated()
+        with self.hold_sync():
+            self.loss = self.run.loss
+            self.token_loss = encode_array(self.run.token_loss[0].float(), "float32")
+            self.top = self._top(self.run)
+            self.clean_top = self._top(self._clean)
+
+    @traitlets.observe("off", "cuts", "ablation", "position")
+    def _on_state(self, change) -> None:
+        if self._guard or self._clean is None:
+            return
+        try:
+            if change["name"] == "ablation" and change["new"] not in ("zero", "mean"):
+                raise ValueError(f"ablation={change['new']!r} must be 'zero' or 'mean'")
+            if change["name"] == "position" and not 0 <= change["new"] < self.tokens.shape[0]:
+                raise IndexError(f"position={change['new']} is out of range: 0..{self.tokens.shape[0] - 1}")
+            self._update()
+            if change["name"] == "ablation" and self.effects:
+                from ..engine.interventions import ablation_table
+
+                self.effects = encode_array(ablation_table(self.model, self.tokens[None], kind=self.ablation).float(),
+                                            "float32")
+        except Exception as e:  # noqa: BLE001 - a bad request is a message, never a dead comm
+            self._report(f"not applied: {e}")
+            self._guard = True
+            try:
+                setattr(self, change["name"], change["old"])
+            finally:
+                self._guard = False
+            return
+        self.error = ""
+
+    def toggle(self, layer: int, head: int) -> None:
+        """Ablate the head if it is on, restore it if it is off (what a click in the grid does)."""
+        cur = [list(x) for x in self.off]
+        cur = [x for x in cur if x != [layer, head]] if [layer, head] in cur else cur + [[layer, head]]
+        self.off = cur
+
+    # ------------------------------------------------------------------ patching
+    def patching(self) -> dict[str, torch.Tensor]:
+        """The engine's patching results: {"heads": [L, H], "resid": [L, pos]} (normalised when the
+        metric differs between the clean and corrupted runs)."""
+        from ..engine.interventions import patch_heads, patch_residual
+
+        def compute():
+            clean_run, corr_run = self._clean, ablated_run(self.model, self._corrupt[None])
+            good = int(clean_run.logits[0, -1].argmax())
+            bad = int(corr_run.logits[0, -1].argmax())
+            metric = logit_diff_metric(-1, good, bad)
+            cm = float(metric(clean_run.logits, None))
+            xm = float(metric(corr_run.logits, None))
+            norm = abs(cm - xm) > 1e-9
+            args = (self.model, self.tokens[None], self._corrupt[None], metric)
+            info = (f"metric at the last position: logit[{token_label(self.model, good)!r}]"
+                    + (f" − logit[{token_label(self.model, bad)!r}]" if bad != good else "")
+                    + f"; clean {cm:.4f}, corrupted {xm:.4f}"
+                    + ("; shown: fraction restored (patched − corrupted) / (clean − corrupted)" if norm else
+                       "; shown: metric of the patched run"))
+            return {"heads": patch_heads(*args, normalize=norm), "resid": patch_residual(*args, normalize=norm),
+                    "info": info}
+
+        return self.cached(("patching", self._version), compute)
+
+    @traitlets.observe("mode")
+    def _on_mode(self, change) -> None:
+        if self._guard or self._clean is None:
+            return
+        if change["new"] not in ("ablate", "patch") or (change["new"] == "patch" and self._corrupt is None):
+            self._report(f"mode {change['new']!r} is not available"
+                         + ("" if change["new"] != "patch" else ": pass corrupted=... for activation patching"))
+            self._guard = True
+            try:
+                self.mode = change["old"]
+            finally:
+                self._guard = False
+            return
+        if change["new"] == "patch" and not self._patch_done:
+            try:
+                p = self.patching()
+            except Exception as e:  # noqa: BLE001
+                self._report(f"patching failed: {type(e).__name__}: {e}")
+                return
+            with self.hold_sync():
+                self.patch_heads = encode_array(p["heads"].float(), "float32")
+                self.patch_resid = encode_array(p["resid"].float(), "float32")
+                self.patch_info = p["info"]
+            self._patch_done = True
+
+    # ------------------------------------------------------------------ static fallback
+    def _payload(self, layer: int, head: int) -> dict[str, Any]:
+        return {}
+
+    def summary(self) -> str:
+        offs = ", ".join(f"L{a}H{b}" for a, b in self.off) or "none"
+        cuts = ", ".join(f"L{c[0]}H{c[1]}→L{c[2]}H{c[3]}.{c[4]}" for c in self.cuts) or "none"
+        return (f"Ablation ({self.ablation}): heads off: {offs}; paths cut: {cuts}; loss {self.loss:.4f} "
+                f"(clean {self.clean_loss:.4f}) (live view needs a running kernel)")
+
+    def figure(self):
+        from .. import plot
+
+        return plot.ablation(self._clean.token_loss[0], self.run.token_loss[0], self.labels,
+                             title=f"per-token loss: clean {self.clean_loss:.3f}, ablated {self.loss:.3f}")
+
+
+def ablation(model, text_or_tokens, corrupted=None, labels: Sequence[str] | None = None, ablation: str = "zero",
+             off: Sequence = (), cuts: Sequence = (), tokenizer=None) -> Ablation:
+    """Ablation widget: click heads to ablate them (zero or mean), cut single composition paths
+    (src head → dst head's Q / K / V), see the per-token loss and top predictions update; with
+    `corrupted` (same length), an activation-patching mode with (layer x position) and
+    (layer x head) heatmaps."""
+    return Ablation(as_model(model, tokenizer), text_or_tokens, corrupted=corrupted, labels=labels,
+                    ablation=ablation, off=off, cuts=cuts)
