@@ -202,7 +202,7 @@ def tl_major() -> int:
 
 
 def tl_model(attn_only=True, normalization=None, positional="standard", act_fn="gelu_new", dtype=torch.float64,
-             seed=0, **extra):
+             seed=0, tokenizer=None, **extra):
     """A random TransformerLens model of the installed major version (3.x: HookedTransformer,
     4.x: TransformerBridge.boot_native). d_head * n_heads != d_model on purpose."""
     major = tl_major()
@@ -215,7 +215,7 @@ def tl_model(attn_only=True, normalization=None, positional="standard", act_fn="
 
         with warnings.catch_warnings():  # "HookedTransformer is deprecated": we test it on purpose
             warnings.simplefilter("ignore", DeprecationWarning)
-            model = HookedTransformer(HookedTransformerConfig(dtype=dtype, seed=seed, **kw))
+            model = HookedTransformer(HookedTransformerConfig(dtype=dtype, seed=seed, **kw), tokenizer=tokenizer)
     else:
         if positional == "shortformer":
             pytest.skip("TransformerLens 4.x has no shortformer positions (its native model supports "
@@ -224,7 +224,8 @@ def tl_model(attn_only=True, normalization=None, positional="standard", act_fn="
         from transformer_lens.config import TransformerBridgeConfig
         from transformer_lens.model_bridge import TransformerBridge
 
-        model = TransformerBridge.boot_native(TransformerBridgeConfig(seed=seed, **kw), dtype=dtype)
+        cfg = TransformerBridgeConfig(seed=seed, **kw)
+        model = TransformerBridge.boot_native(cfg, tokenizer=tokenizer, dtype=dtype)
     randomise(model, seed)
     return model.eval()
 
@@ -307,13 +308,19 @@ def test_tl_bad_input_and_tokenizer():
     with pytest.raises(TypeError, match="HookedTransformer .3.x. or TransformerBridge"):
         cw.from_transformer_lens(torch.nn.Linear(2, 2))
     transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, models
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
     backend = Tokenizer(models.WordLevel({f"t{i}": i for i in range(23)}, unk_token="t1"))
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="t0", unk_token="t1")
-    ours = cw.from_transformer_lens(tl_model(), tokenizer=tok)
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # name_or_path / add_bos_token: else TransformerLens tries to reload the tokenizer from the Hub
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="t0", unk_token="t1",
+                                               name_or_path="local", add_bos_token=True)
+    ours = cw.from_transformer_lens(tl_model(), tokenizer=tok)  # given explicitly
     assert ours.cfg.bos_token_id == 0
     assert ours.to_str_tokens([0, 5, 7]) == ["t0", "t5", "t7"]
+    ours = cw.from_transformer_lens(tl_model(tokenizer=tok))  # carried from model.tokenizer
+    assert ours.tokenizer is not None and ours.cfg.bos_token_id == 0
+    assert ours.to_tokens("t3 t4").tolist() == [[0, 3, 4]]
 
 
 def test_tl4_bridge_over_hf_gpt2():
