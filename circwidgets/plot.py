@@ -164,3 +164,111 @@ def skip_trigram_table(rows: Sequence[dict], title: str = "", max_rows: int = 15
             c.get_text().set_fontfamily("monospace")
     ax.set_title(title or "top skip-trigrams  A … B → C").set_parse_math(False)
     return fig
+
+
+# ---------------------------------------------------------------------------- Widgets II twins
+def composition(scores, kind: str = "composition", baseline: tuple[float, float] | None = None,
+                subtracted: bool = False, selected: tuple[int, int] | None = None, pair: tuple | None = None,
+                ax=None):
+    """Heatmap of composition scores `[L, H, L, H]` (NaN where layer1 >= layer2): rows = earlier heads
+    (layers 0..L-2), columns = later heads (layers 1..L-1); the selected head's row / column and the
+    selected pair are outlined; the baseline (mean ± spread) is in the title."""
+    s = _np(scores)
+    L, H = s.shape[0], s.shape[1]
+    m = s[: L - 1, :, 1:, :].reshape((L - 1) * H, (L - 1) * H)
+    fig, ax = _fig(ax, (2.0 + 0.32 * m.shape[1], 1.6 + 0.3 * m.shape[0]))
+    if subtracted:
+        v = float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 1.0
+        im = ax.imshow(m, cmap="RdBu", vmin=-v, vmax=v, interpolation="nearest")
+    else:
+        im = ax.imshow(m, cmap="Blues", vmin=0, interpolation="nearest")
+    rows = [f"L{l}H{h}" for l in range(L - 1) for h in range(H)]
+    cols = [f"L{l}H{h}" for l in range(1, L) for h in range(H)]
+    if len(rows) <= 48:
+        _ticklabels(ax, "y", rows, fontsize=6)
+        _ticklabels(ax, "x", cols, rotation=90, fontsize=6)
+    from matplotlib.patches import Rectangle
+
+    if selected is not None:
+        sl, sh = selected
+        if sl < L - 1:
+            ax.add_patch(Rectangle((-0.5, sl * H + sh - 0.5), m.shape[1], 1, fill=False, ec="orange", lw=1.2))
+        if sl >= 1:
+            ax.add_patch(Rectangle(((sl - 1) * H + sh - 0.5, -0.5), 1, m.shape[0], fill=False, ec="orange", lw=1.2))
+    if pair is not None and len(pair) == 4:
+        ax.add_patch(Rectangle(((pair[2] - 1) * H + pair[3] - 0.5, pair[0] * H + pair[1] - 0.5), 1, 1,
+                               fill=False, ec="red", lw=2))
+    ax.set_ylabel("earlier head")
+    ax.set_xlabel("later head")
+    t = f"{kind}" + (" minus baseline" if subtracted else "")
+    if baseline is not None:
+        t += f"\nbaseline {baseline[0]:.3f} ± {baseline[1]:.3f} (random matrices)"
+    ax.set_title(t, fontsize=9).set_parse_math(False)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def path_terms(terms: Sequence[dict], total: float | None = None, model_logit: float | None = None,
+               title: str = "", ax=None):
+    """Horizontal bars of path terms `[{label, value, ...}]` (as PathExpansion shows them), with the
+    sum of all terms and the model's own logit in the title."""
+    labels = [str(t["label"]) for t in terms]
+    vals = np.array([float(t["value"]) for t in terms])
+    fig, ax = _fig(ax, (7, 1.2 + 0.24 * len(terms)))
+    y = np.arange(len(terms))
+    ax.barh(y, vals, color=np.where(vals >= 0, "tab:blue", "tab:red"))
+    ax.set_yticks(y)
+    for t in ax.set_yticklabels(labels, fontsize=7, fontfamily="monospace"):  # term labels, not tokens
+        t.set_parse_math(False)
+    ax.invert_yaxis()
+    ax.axvline(0, color="0.5", lw=0.6)
+    ax.set_xlabel("contribution to the logit")
+    head = title or "path expansion of a logit"
+    if total is not None and model_logit is not None:
+        head += f"\nsum of terms {total:.4f}   model logit {model_logit:.4f}"
+    ax.set_title(head, fontsize=9).set_parse_math(False)
+    return fig
+
+
+def ablation(clean_loss, ablated_loss, labels: Sequence[str] | None = None, title: str = "", ax=None):
+    """Per-token loss `[pos - 1]` (predicting token i + 1 from position i): clean and ablated."""
+    c, a = _np(clean_loss), _np(ablated_loss)
+    n = len(c)
+    fig, ax = _fig(ax, (min(12, 2.5 + 0.3 * n), 3.2))
+    x = np.arange(n)
+    ax.bar(x - 0.2, c, 0.4, label="clean", color="0.6")
+    ax.bar(x + 0.2, a, 0.4, label="ablated", color="tab:red")
+    if labels is not None and n <= 48:
+        _ticklabels(ax, "x", [f"{labels[i + 1]}" for i in range(n)], rotation=90, fontsize=7, fontfamily="monospace")
+    ax.set_xlabel("predicted token")
+    ax.set_ylabel("loss (nats)")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "per-token loss").set_parse_math(False)
+    return fig
+
+
+def training_curves(history: Sequence[dict], title: str = ""):
+    """Loss curves (train / validation / in-context) and the largest head scores over training
+    steps, from a trainer's history records (`{"step", "train_loss", "val_loss", "max_induction", ...}`)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    a1, a2 = fig.subplots(1, 2)
+    steps = [r.get("step", i) for i, r in enumerate(history)]
+    for key, lab in (("train_loss", "train"), ("val_loss", "validation"), ("icl_repeated", "repeated half")):
+        pts = [(s, r[key]) for s, r in zip(steps, history) if r.get(key) is not None]
+        if pts:
+            a1.plot(*zip(*pts), marker=".", label=lab)
+    a1.set_xlabel("step")
+    a1.set_ylabel("loss (nats)")
+    a1.legend(fontsize=7)
+    for key, lab in (("max_induction", "max induction score"), ("max_previous_token", "max previous-token score")):
+        pts = [(s, r[key]) for s, r in zip(steps, history) if r.get(key) is not None]
+        if pts:
+            a2.plot(*zip(*pts), marker=".", label=lab)
+    a2.set_xlabel("step")
+    a2.set_ylabel("head score")
+    a2.legend(fontsize=7)
+    if title:
+        fig.suptitle(title).set_parse_math(False)
+    return fig
