@@ -20,6 +20,15 @@ from .corpus_stats import (  # noqa: E402,F401
 )
 from .factored import FactoredMatrix  # noqa: E402,F401
 from .heads import all_head_scores, copying_score, head_scores, in_context_loss, repeated_tokens  # noqa: E402,F401
+from .interventions import (  # noqa: E402,F401
+    ablate_heads,
+    ablate_path,
+    ablation_table,
+    direct_logit_attribution,
+    logit_attribution,
+    patch_heads,
+    patch_residual,
+)
 from .paths import PathTerms, path_terms  # noqa: E402,F401
 from .skip_trigrams import SkipTrigramTable, skip_trigrams  # noqa: E402,F401
 from .virtual import VirtualHead, VirtualWeights, virtual_heads, virtual_weights  # noqa: E402,F401
