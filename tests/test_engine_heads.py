@@ -233,3 +233,28 @@ def test_bad_input_names_argument():
         m.W_Q[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         head_scores(m)
+
+
+def rotated(m, seed=7):
+    """The same model in a random orthonormal basis of the residual stream (attention-only, no LN)."""
+    D = m.cfg.d_model
+    R, _ = torch.linalg.qr(torch.randn(D, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    m2 = Transformer(m.cfg, seed=0).double()
+    with torch.no_grad():
+        m2.W_E.copy_(m.W_E @ R)
+        m2.W_pos.copy_(m.W_pos @ R)
+        m2.W_U.copy_(R.T @ m.W_U)
+        for n in ("W_Q", "W_K", "W_V"):
+            getattr(m2, n).copy_(torch.einsum("ij,lhjk->lhik", R.T, getattr(m, n)))
+        m2.W_O.copy_(m.W_O @ R)
+    return m2
+
+
+def test_scores_invariant_under_orthogonal_change_of_residual_basis():
+    m = random_model(seed=11, d_vocab=40, n_ctx=21)
+    m2 = rotated(m)
+    a, b = all_head_scores(m, seq_len=10), all_head_scores(m2, seq_len=10)
+    for k in KINDS:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(copying_score(m, n_tokens=None), copying_score(m2, n_tokens=None))
+    assert abs(in_context_loss(m, seq_len=10).gain - in_context_loss(m2, seq_len=10).gain) < 1e-5

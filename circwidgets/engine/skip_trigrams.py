@@ -219,7 +219,7 @@ def source_maxima(factors: dict[str, torch.Tensor], block_size: int = 2048, col_
     top_ov = torch.full((n_src,), -float("inf"), dtype=torch.float32, device=q.device)
     buf = torch.empty(min(block_size, n_src), min(col_block, V), dtype=torch.float32, device=q.device)
     if progress is None:
-        progress = n_src * V * q.shape[1] > 2e11  # several seconds of GEMM on a laptop
+        progress = n_src * V * q.shape[1] > 2e10  # about a second or more of GEMM on a laptop
     for s in tqdm(range(0, n_src, block_size), desc="skip-trigram scan", disable=not progress, leave=False):
         e = min(s + block_size, n_src)
         for left, rights, out in ((k[s:e], qt, top_qk[s:e]), (v[s:e], uc, top_ov[s:e])):
