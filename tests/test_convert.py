@@ -98,6 +98,13 @@ def test_from_hf_logits(variant, dtype):
     assert err < TOL[dtype], err
 
 
+def test_from_hf_train_mode_source():
+    """The check runs the source in eval mode (GPT-2 has dropout) and leaves its mode as it was."""
+    m = hf_gpt2(torch.float64).train()
+    ours = cw.from_hf(m)
+    assert m.training and not ours.training
+
+
 def test_from_hf_patterns_match_hf_attentions():
     """Head h of ours is head h of HF (not just the same sum): compare per-head attention patterns."""
     m = hf_gpt2(torch.float64, attn_implementation="eager")

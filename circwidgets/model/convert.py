@@ -65,18 +65,30 @@ def _build(cfg: ModelConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtyp
         dtype = tensors["W_E"].dtype
     with torch.device("meta"):  # no random init of weights we are about to overwrite
         model = Transformer(cfg, seed=None)
+    if next(model.buffers(), None) is not None:  # buffers would stay on meta: build for real
+        with torch.random.fork_rng(devices=[]):
+            model = Transformer(cfg, seed=None)
     model.load_state_dict({k: v.detach().to(dtype=dtype, copy=True) for k, v in tensors.items()}, assign=True)
     return model.eval()
 
 
-def _check_logits(ours: Transformer, source_logits_fn, source_dtype: torch.dtype, what: str) -> None:
-    """Run both models on the same random tokens; raise `ConversionError` if the logits differ."""
+def _check_logits(ours: Transformer, source_logits_fn, source_dtype: torch.dtype, what: str,
+                  source: torch.nn.Module | None = None) -> None:
+    """Run both models on the same random tokens; raise `ConversionError` if the logits differ.
+    `source` is put in eval mode for the check (dropout) and restored afterwards."""
     g = torch.Generator().manual_seed(0)
     n_pos = min(ours.cfg.n_ctx, 12)
     tokens = torch.randint(0, ours.cfg.d_vocab, (2, n_pos), generator=g).to(ours.W_E.device)
-    with torch.no_grad():
-        theirs = source_logits_fn(tokens)
-        mine = ours(tokens)
+    was_training = source.training if source is not None else False
+    try:
+        if source is not None:
+            source.eval()
+        with torch.no_grad():
+            theirs = source_logits_fn(tokens)
+            mine = ours(tokens)
+    finally:
+        if source is not None:
+            source.train(was_training)
     dt = source_dtype if ours.W_E.dtype == torch.float64 else ours.W_E.dtype
     rtol = _CHECK_RTOL.get(dt, 2e-2)  # half precision: loose
     err = _rel_err(mine, theirs)
@@ -280,7 +292,7 @@ def from_hf(
         else:  # GPT2Model: last hidden state through the tied unembedding
             def fn(tok):
                 return hf_model(input_ids=tok).last_hidden_state @ W_E.T
-        _check_logits(model, fn, W_E.dtype, "from_hf")
+        _check_logits(model, fn, W_E.dtype, "from_hf", source=hf_model)
     return model
 
 
@@ -474,6 +486,6 @@ def from_transformer_lens(
     if check:
         def fn(tokens):
             return model(tokens)
-        _check_logits(out, fn, W_E.dtype, f"from_transformer_lens ({what})")
+        _check_logits(out, fn, W_E.dtype, f"from_transformer_lens ({what})", source=model)
     return out
 
