@@ -200,6 +200,13 @@ class CircuitWidget(anywidget.AnyWidget):
         with self.hold_trait_notifications():
             self.layer, self.head = layer, head
 
+    def save_html(self, path, **kwargs):
+        """Write this view as one self-contained offline HTML file that still answers clicks
+        (`circwidgets.widgets.export.save_html`)."""
+        from .export import save_html
+
+        return save_html(self, path, **kwargs)
+
     # ------------------------------------------------------------------ static fallback
     def png(self, dpi: int = 80) -> bytes:
         """PNG bytes of the matplotlib twin."""
