@@ -1,6 +1,6 @@
 """Benchmark: skip-trigram scan, per-source lookups and head scores on GPT-2-small shapes.
 
-    python benchmarks/bench_skip_trigrams_heads.py [--threads N]
+    python benchmarks/bench_skip_trigrams_heads.py [--threads N] [--device cuda]
 
 Prints one table of times and ratios measured in this run (random weights, float32, CPU or the
 weights' device). References, same run:
@@ -57,14 +57,21 @@ class PeakRSS:
         self._t.join()
 
 
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def interleaved(fns: dict, rounds: int) -> dict:
     """Min time of each function over `rounds`, the functions run in turn (shared-machine noise
     then hits all of them alike)."""
     best = {k: float("inf") for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
+            sync()
             t = time.perf_counter()
             fn()
+            sync()
             best[k] = min(best[k], time.perf_counter() - t)
     return best
 
@@ -74,7 +81,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--subset", type=int, default=4096, help="sources in the interleaved ratio runs")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)
     V, D, E = 50257, 768, 64
@@ -82,12 +92,19 @@ def main() -> None:
 
     # ------------------------------------------------------------ skip-trigrams (one layer + embeddings)
     cfg1 = ModelConfig(n_layers=1, d_model=D, n_heads=12, d_head=E, d_vocab=V, n_ctx=1024, name="gpt2-shaped-1L")
-    m1 = Transformer(cfg1, seed=0)
-    base = rss_mb()
+    m1 = Transformer(cfg1, seed=0).to(dev)
+    if cuda:  # warm-up (kernels, allocator); the CPU path needs none
+        skip_trigrams(m1, 0, 2, k=20, progress=False)
+        torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated() / 2**20 if cuda else rss_mb()
     with PeakRSS() as mem:
+        sync()
         t0 = time.perf_counter()
         table = skip_trigrams(m1, 0, 3, k=20, progress=False)
+        sync()
         t_scan = time.perf_counter() - t0
+    if cuda:
+        mem.peak = torch.cuda.max_memory_allocated() / 2**20
     flops = 4 * V * V * E
 
     src = torch.randint(0, V, (50,), generator=torch.Generator().manual_seed(0)).tolist()
@@ -107,9 +124,9 @@ def main() -> None:
     sub = {"q": f["q"], "u": f["u"], "k": f["k"][:ns].contiguous(), "v": f["v"][:ns].contiguous()}
     sub_flops = 4 * ns * V * E
     n = round((sub_flops / 2) ** (1 / 3))
-    A, B = torch.randn(n, n), torch.randn(n, n)
+    A, B = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     qt = f["q"].T.contiguous()
-    buf = torch.empty(256, V)
+    buf = torch.empty(256, V, device=dev)
 
     def block_pass():
         for s in range(0, ns, 256):
@@ -127,8 +144,8 @@ def main() -> None:
         (f"  square GEMM of the same FLOPs (n={n})", f"{t['square']:.3f} s",
          f"ours / ref = {t['ours'] / t['square']:.2f} (target <= 1)"),
         ("  block GEMM pass, same products", f"{t['block']:.3f} s", f"ours / ref = {t['ours'] / t['block']:.2f}"),
-        ("  peak RSS during the full scan", f"{mem.peak:.0f} MB", f"+{mem.peak - base:.0f} MB over the loaded "
-         "model (target < 1 GB)"),
+        ("  peak " + ("GPU memory" if cuda else "RSS") + " during the full scan", f"{mem.peak:.0f} MB",
+         f"+{mem.peak - base:.0f} MB over the loaded model (target < 1 GB)"),
         ("per-source query (for_source), 50 tokens", f"{1e3 * statistics.median(q_times):.1f} ms median",
          f"max {1e3 * max(q_times):.1f} ms (target < 20 ms)"),
         ("rows(0, 20)", f"{1e3 * t_rows:.0f} ms", ""),
@@ -137,9 +154,9 @@ def main() -> None:
     # ------------------------------------------------------------ head scores, 12 x 12, 1025 tokens
     cfg = ModelConfig(n_layers=12, d_model=D, n_heads=12, d_head=E, d_vocab=V, n_ctx=1025, normalization="LN",
                       name="gpt2-shaped-attn-only")
-    m = Transformer(cfg, seed=0)
+    m = Transformer(cfg, seed=0).to(dev)
     all_head_scores(m, seq_len=16, n_seqs=1)  # warm-up
-    toks = torch.randint(0, V, (1, 1025))
+    toks = torch.randint(0, V, (1, 1025), device=dev)
     t = interleaved({"all": lambda: all_head_scores(m, seq_len=512, n_seqs=1),
                      "one": lambda: head_scores(m, "induction", seq_len=512, n_seqs=1),
                      "fwd": lambda: m(toks)}, max(1, args.rounds - 1))
@@ -151,7 +168,8 @@ def main() -> None:
     ]
 
     w = max(len(r[0]) for r in rows)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device cpu, "
+    name = torch.cuda.get_device_name(dev) if cuda else "cpu"
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {name}, "
           f"load average before/after {LOAD0} / {os.getloadavg()[0]:.1f}")
     for name, a, b in rows:
         print(f"{name:<{w}}  {a:>16}  {b}")

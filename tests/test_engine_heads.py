@@ -258,3 +258,14 @@ def test_scores_invariant_under_orthogonal_change_of_residual_basis():
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(copying_score(m, n_tokens=None), copying_score(m2, n_tokens=None))
     assert abs(in_context_loss(m, seq_len=10).gain - in_context_loss(m2, seq_len=10).gain) < 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    m = random_model(seed=13, d_vocab=40, n_ctx=21, normalization="LN", biases=True)
+    a = all_head_scores(m, seq_len=10)
+    b = all_head_scores(m.to("cuda"), seq_len=10)
+    for k in KINDS:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(copying_score(m.to("cpu"), n_tokens=None), copying_score(m.to("cuda"), n_tokens=None))
+    assert abs(in_context_loss(m.to("cpu"), seq_len=10).first - in_context_loss(m.to("cuda"), seq_len=10).first) < 1e-5

@@ -299,3 +299,17 @@ def test_invariant_under_orthogonal_change_of_residual_basis():
     torch.testing.assert_close(direct_logit_attribution(m, clean, 3, 4), direct_logit_attribution(m2, clean, 3, 4))
     d1, d2 = ablate_path(m, clean, (0, 0), (1, 1), "k").delta, ablate_path(m2, clean, (0, 0), (1, 1), "k").delta
     assert abs(d1 - d2) < 1e-9 and abs(d1) > 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    m = random_model(seed=15, n_layers=2, n_heads=2, normalization="LN", biases=True)
+    clean, corr = toks_for(m, 2, 6, seed=1), toks_for(m, 2, 6, seed=2)
+    cpu = (ablation_table(m, clean, kind="mean"), patch_heads(m, clean, corr), patch_residual(m, clean, corr),
+           direct_logit_attribution(m, clean, 3, 4).cpu(), ablate_path(m, clean, (0, 0), (1, 1), "q").delta)
+    m = m.to("cuda")
+    gpu = (ablation_table(m, clean, kind="mean"), patch_heads(m, clean, corr), patch_residual(m, clean, corr),
+           direct_logit_attribution(m, clean, 3, 4).cpu(), ablate_path(m, clean, (0, 0), (1, 1), "q").delta)
+    for x, y in zip(cpu[:4], gpu[:4]):
+        torch.testing.assert_close(x, y)
+    assert abs(cpu[4] - gpu[4]) < 1e-9

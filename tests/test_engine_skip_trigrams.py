@@ -274,3 +274,13 @@ def test_corpus_bad_input():
         empirical_bigrams(torch.tensor([0.5, 1.0]))
     with pytest.raises(ValueError, match="empty"):
         empirical_bigrams([])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    m = random_model(seed=14, d_vocab=3000, d_model=32, d_head=8)
+    a = skip_trigrams(m, 1, 2, k=10)
+    b = skip_trigrams(m.to("cuda"), 1, 2, k=10)
+    torch.testing.assert_close(a.strength, b.strength, rtol=1e-4, atol=1e-5)
+    assert [r.dests for r in a] == [r.dests for r in b] and [r.outs for r in a] == [r.outs for r in b]
+    assert b.for_source(7).outs == a.for_source(7).outs
