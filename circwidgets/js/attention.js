@@ -65,7 +65,8 @@ function render({ model, el }) {
   );
 
   // ---- state decoded from traits
-  let A = new Float32Array(0), N = 0, aMax = 1, labels = [], spans = [];
+  let A = new Float32Array(0), N = 0, aMax = 1, labels = [], spans = [], packed = false;
+  const at = (i, j) => (j > i ? 0 : packed ? A[(i * (i + 1)) / 2 + j] : A[i * N + j]); // weight of query i on key j
   let geom = { ml: 0, mt: 0, S: 0 };
   const off = document.createElement("canvas");
 
@@ -98,26 +99,31 @@ function render({ model, el }) {
     th = theme(root);
     const shown = model.get("shown") || {};
     const p = model.get("pattern");
-    A = decodeArray(p);
     N = p && p.shape ? p.shape[0] : 0;
+    // the causal pattern comes as its lower triangle: keep it packed (row i starts at i(i+1)/2)
+    A = p && p.layout === "tril" ? decodeArray({ ...p, layout: "dense" }) : decodeArray(p);
+    packed = !!(p && p.layout === "tril");
     // plain patterns are coloured on the absolute 0..1 scale; value-weighted ones up to their max
     let m = 0;
     for (let i = 0; i < A.length; i++) if (A[i] > m) m = A[i];
     aMax = model.get("value_weighted") ? m || 1 : 1;
-    // offscreen N x N image: one pixel per (query, key)
-    off.width = Math.max(N, 1); off.height = Math.max(N, 1);
+    // offscreen N x N image, one pixel per (query, key), written as 32-bit words through a 256-colour table
+    const side = Math.max(N, 1);
+    off.width = side; off.height = side;
     const octx = off.getContext("2d");
-    const img = octx.createImageData(Math.max(N, 1), Math.max(N, 1));
-    const d = img.data, bg = th.rgb.bg, ac = th.rgb.accent, bg2 = th.rgb.bg2;
+    const img = octx.createImageData(side, side);
+    const px = new Uint32Array(img.data.buffer);
+    const lut = new Uint32Array(256);
+    const word = (c) => (255 << 24) | (Math.round(c[2]) << 16) | (Math.round(c[1]) << 8) | Math.round(c[0]); // RGBA, little-endian
+    for (let k = 0; k < 256; k++) lut[k] = word(seqColor(th, k / 255));
+    const maskWord = word(th.rgb.bg2), s = 255 / aMax;
     for (let i = 0; i < N; i++) {
-      for (let j = 0; j < N; j++) {
-        const o = (i * N + j) * 4;
-        if (j > i) { d[o] = bg2[0]; d[o + 1] = bg2[1]; d[o + 2] = bg2[2]; d[o + 3] = 255; continue; }
-        let t = A[i * N + j] / aMax;
-        t = t < 0 ? 0 : t > 1 ? 1 : t;
-        d[o] = bg[0] + (ac[0] - bg[0]) * t; d[o + 1] = bg[1] + (ac[1] - bg[1]) * t;
-        d[o + 2] = bg[2] + (ac[2] - bg[2]) * t; d[o + 3] = 255;
+      const src = packed ? (i * (i + 1)) / 2 : i * N, dst = i * N;
+      for (let j = 0; j <= i; j++) {
+        let q = (A[src + j] * s + 0.5) | 0;
+        px[dst + j] = lut[q < 0 ? 0 : q > 255 ? 255 : q];
       }
+      px.fill(maskWord, dst + i + 1, dst + N);
     }
     octx.putImageData(img, 0, 0);
     const withLabels = N <= 64;
@@ -181,7 +187,7 @@ function render({ model, el }) {
     if (j > i) {
       readout.textContent = `query [${i}] ${visibleWhitespace(labels[i])} · key [${j}] ${visibleWhitespace(labels[j])}: masked (key after query)`;
     } else {
-      readout.textContent = `query [${i}] ${visibleWhitespace(labels[i])} → key [${j}] ${visibleWhitespace(labels[j])}: ${model.get("value_weighted") ? "A·‖v‖" : "weight"} ${fmt(A[i * N + j], 4)}`;
+      readout.textContent = `query [${i}] ${visibleWhitespace(labels[i])} → key [${j}] ${visibleWhitespace(labels[j])}: ${model.get("value_weighted") ? "A·‖v‖" : "weight"} ${fmt(at(i, j), 4)}`;
     }
     readout.dataset.query = i; readout.dataset.key = j;
     markTokens([i, j]);
@@ -194,7 +200,7 @@ function render({ model, el }) {
     let m = 0;
     const w = new Float32Array(N);
     for (let t = 0; t < N; t++) {
-      const v = pays ? (t <= k ? A[k * N + t] : NaN) : (t >= k ? A[t * N + k] : NaN);
+      const v = pays ? (t <= k ? at(k, t) : NaN) : (t >= k ? at(t, k) : NaN);
       w[t] = v;
       if (v > m) m = v;
     }
