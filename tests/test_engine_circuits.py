@@ -235,3 +235,36 @@ def test_transformer_lens_eigenvalues_agree():
     for l, h in [(0, 0), (1, 2)]:
         f = tl.FactoredMatrix(m.W_E @ m.W_V[l, h], m.W_O[l, h] @ m.W_U)
         assert same_multiset(C.eigenvalues(m, l, h, "ov").detach(), f.eigenvalues.detach(), atol=1e-6)
+
+
+def test_cache_does_not_keep_models_alive():
+    import gc
+    import weakref
+
+    for kw in (dict(), dict(normalization="LN")):
+        m = random_model(seed=10, **{**SMALL, **kw})
+        C.eigen_positivity(m)
+        ref = weakref.ref(m)
+        del m
+        gc.collect()
+        assert ref() is None
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(normalization="LN", attn_only=False, d_mlp=32, biases=True),
+                                    dict(normalization="LNPre"), dict(normalization="LN", positional="none")])
+def test_weights_equal_fold_layernorm(kwargs):
+    from circwidgets.engine.prep import weights
+
+    m = random_model(seed=11, **{**SMALL, **kwargs})
+    pm = fold_layernorm(m)
+    w = weights(m)
+    names = {n for n, _ in pm.named_parameters() if n.startswith("W_")}
+    assert set(w) == names
+    for n in names:
+        torch.testing.assert_close(w[n], getattr(pm, n).detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_ln_shortformer_is_refused():
+    m = random_model(seed=12, normalization="LN", positional="shortformer", **SMALL)
+    with pytest.raises(ValueError, match="shortformer"):
+        C.eigen_positivity(m)

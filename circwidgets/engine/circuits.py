@@ -12,7 +12,7 @@ All are `FactoredMatrix` objects (never materialised).
 
 Conventions every function here shares:
 - **weights only**: biases (b_Q, b_K, b_V, b_O, b_U) are not part of any circuit;
-- **LayerNorm**: models with LN are analysed after `fold_layernorm` (see `prep.prepared`); the
+- **LayerNorm**: models with LN are analysed after folding (`prep.weights`, as `fold_layernorm`); the
   per-position LN scale cannot be folded, so for LN models the full circuits are approximations
   (exact up to a positive per-token factor at each LN); positivity ignores that factor.
 - weights must be finite (else `ValueError`); maths in float32 for half-precision weights; results
@@ -28,7 +28,7 @@ import torch
 from ..model import Transformer
 from ._check import check_layer_head
 from .factored import FactoredMatrix, compute_dtype, eigvals
-from .prep import cached, prepared
+from .prep import cached, weights
 
 __all__ = [
     "W_OV", "W_QK", "circuit_cores", "eigen_positivity", "eigenvalues", "full_ov", "full_qk",
@@ -39,10 +39,10 @@ Circuit = Literal["ov", "qk", "qk_pos"]
 
 
 def _w(model: Transformer, name: str) -> torch.Tensor:
-    pm = prepared(model)
-    if not hasattr(pm, name):
-        raise ValueError(f"this model has no {name} (positional={pm.cfg.positional!r})")
-    return getattr(pm, name).detach()
+    w = weights(model)
+    if name not in w:
+        raise ValueError(f"this model has no {name} (positional={model.cfg.positional!r})")
+    return w[name]
 
 
 def W_QK(model: Transformer) -> FactoredMatrix:
@@ -74,17 +74,17 @@ def full_ov(model: Transformer) -> FactoredMatrix:
 
 # Gram matrices shared by all heads, computed once per model (d_model x d_model).
 def _gram(model: Transformer, which: str) -> torch.Tensor:
-    def make(pm: Transformer) -> torch.Tensor:
-        dt = compute_dtype(pm.W_E.dtype)
+    def make(w: dict[str, torch.Tensor]) -> torch.Tensor:
+        dt = compute_dtype(w["W_E"].dtype)
         if which == "EE":
-            W = pm.W_E.detach().to(dt)
+            W = w["W_E"].to(dt)
             return W.T @ W
         if which == "UE":
-            return pm.W_U.detach().to(dt) @ pm.W_E.detach().to(dt)
-        W = pm.W_pos.detach().to(dt)
+            return w["W_U"].to(dt) @ w["W_E"].to(dt)
+        W = w["W_pos"].to(dt)
         return W.T @ W
 
-    if which == "PP" and prepared(model).cfg.positional == "none":
+    if which == "PP" and model.cfg.positional == "none":
         raise ValueError("circuit='qk_pos' needs positional embeddings; this model has positional='none'")
     return cached(model, ("gram", which), make)
 
@@ -105,18 +105,18 @@ def circuit_cores(model: Transformer, circuit: Circuit = "ov", full: bool = True
     `full=False`: `W_O W_V` and `W_K^T W_Q`. The bracketed Gram matrices are cached per model.
     """
     _check_circuit(circuit, full)
-    pm = prepared(model)
-    dt = compute_dtype(pm.W_E.dtype)
+    w = weights(model)
+    dt = compute_dtype(w["W_E"].dtype)
     if (layer is None) != (head is None):
         raise ValueError("give both layer and head, or neither")
     idx: tuple = (slice(None), slice(None))
     if layer is not None:
         idx = check_layer_head(model, layer, head)
     if circuit == "ov":
-        left, right = pm.W_O.detach()[idx].to(dt), pm.W_V.detach()[idx].to(dt)
+        left, right = w["W_O"][idx].to(dt), w["W_V"][idx].to(dt)
         mid = _gram(model, "UE") if full else None
     else:
-        left, right = pm.W_K.detach()[idx].to(dt).mT, pm.W_Q.detach()[idx].to(dt)
+        left, right = w["W_K"][idx].to(dt).mT, w["W_Q"][idx].to(dt)
         mid = (_gram(model, "EE" if circuit == "qk" else "PP")) if full else None
     with torch.no_grad():
         return (left @ mid) @ right if mid is not None else left @ right

@@ -27,7 +27,7 @@ import torch
 
 from ..model import Transformer
 from .factored import compute_dtype
-from .prep import prepared
+from .prep import weights
 
 __all__ = ["composition_baseline", "composition_scores", "composition_scores_one_sided"]
 
@@ -76,9 +76,9 @@ def _pair_norms(left: torch.Tensor, right: torch.Tensor, desc: str | None = None
 
 @torch.no_grad()
 def _weights(model: Transformer) -> tuple[torch.Tensor, ...]:
-    pm = prepared(model)
-    dt = compute_dtype(pm.W_Q.dtype)
-    return tuple(getattr(pm, n).detach().to(dt) for n in ("W_Q", "W_K", "W_V", "W_O"))
+    w = weights(model)
+    dt = compute_dtype(w["W_Q"].dtype)
+    return tuple(w[n].to(dt) for n in ("W_Q", "W_K", "W_V", "W_O"))
 
 
 @torch.no_grad()

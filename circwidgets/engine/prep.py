@@ -2,8 +2,9 @@
 
 Circuits are defined on plain matrices, so a model with LayerNorm is analysed through
 `circwidgets.model.fold_layernorm(model)` (LN weights and biases folded into the reading matrices,
-writing weights centred; normalization becomes "LNPre"). The folded copy is made once per model
-object and cached (a `WeakKeyDictionary`, so it dies with the model); the cache is keyed on a
+writing weights centred; normalization becomes "LNPre"). `weights(model)` gives just the folded
+weight matrices (what circuits, composition and virtual weights read; cheap), `prepared(model)` the
+whole folded model (what path expansion runs). Both are made once per model object and cached (a `WeakKeyDictionary`, so it dies with the model); the cache is keyed on a
 fingerprint of the parameters (storage pointer and in-place version counter), so training the
 model or loading new weights invalidates it.
 
@@ -24,7 +25,7 @@ import torch
 from ..model import Transformer, fold_layernorm
 from ._check import check_finite
 
-__all__ = ["cached", "fingerprint", "prepared"]
+__all__ = ["cached", "fingerprint", "prepared", "weights"]
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -53,20 +54,51 @@ def prepared(model: Transformer) -> Transformer:
     ln1), and for NaN/inf weights.
     """
     entry = _entry(model)
+    if model.cfg.normalization is None:
+        return model  # never stored in the cache: a value referring to its key would never be freed
     if "model" not in entry:
-        if model.cfg.normalization is None:
-            entry["model"] = model
-        else:
-            with torch.no_grad():
-                entry["model"] = fold_layernorm(model, center_writing=True)
+        with torch.no_grad():
+            entry["model"] = fold_layernorm(model, center_writing=True)
     return entry["model"]
 
 
-def cached(model: Transformer, key: Any, fn: Callable[[Transformer], Any]) -> Any:
-    """`fn(prepared(model))`, computed once per model and weights (e.g. Gram matrices)."""
+@torch.no_grad()
+def _fold_weights(model: Transformer) -> dict[str, torch.Tensor]:
+    cfg = model.cfg
+    w = {n: p.detach() for n, p in model.named_parameters() if n.startswith("W_")}
+    if cfg.normalization is None:
+        return w
+    if cfg.normalization == "LN":
+        if cfg.positional == "shortformer":
+            fold_layernorm(model)  # raises the foundation's explanation (no exact fold exists)
+        for m in "QKV":
+            w[f"W_{m}"] = w[f"W_{m}"] * model.ln1_w.detach()[:, None, :, None]
+        if not cfg.attn_only:
+            w["W_in"] = w["W_in"] * model.ln2_w.detach()[:, :, None]
+        w["W_U"] = w["W_U"] * model.ln_final_w.detach()[:, None]
+    centred = ("W_E", "W_O", "W_out") + (("W_pos",) if cfg.positional == "standard" else ())
+    for n in centred:
+        if n in w:
+            w[n] = w[n] - w[n].mean(-1, keepdim=True)
+    return w
+
+
+def weights(model: Transformer) -> dict[str, torch.Tensor]:
+    """The weight matrices (`W_E, W_pos, W_Q, W_K, W_V, W_O, W_U`, and `W_in, W_out` with MLPs) as
+    `fold_layernorm(model)` would have them, detached, without building a model copy (cheaper than
+    `prepared` at GPT-2 size: no copy of unchanged weights, no re-initialisation). Cached per model.
+    Biases are not included: the circuits are weights-only."""
+    entry = _entry(model)
+    if "weights" not in entry:
+        entry["weights"] = _fold_weights(model)
+    return entry["weights"]
+
+
+def cached(model: Transformer, key: Any, fn: Callable[[dict[str, torch.Tensor]], Any]) -> Any:
+    """`fn(weights(model))`, computed once per model and weights (e.g. Gram matrices)."""
     entry = _entry(model)
     if key not in entry:
-        pm = prepared(model)
+        w = weights(model)
         with torch.no_grad():
-            entry[key] = fn(pm)
+            entry[key] = fn(w)
     return entry[key]

@@ -35,7 +35,7 @@ import torch
 from ..model import ActivationCache, Transformer
 from ._check import check_layer, check_layer_head
 from .factored import FactoredMatrix, compute_dtype
-from .prep import prepared
+from .prep import prepared, weights
 
 __all__ = ["VirtualHead", "VirtualWeights", "component", "virtual_heads", "virtual_weights"]
 
@@ -84,40 +84,39 @@ def _label(c: tuple) -> str:
     return c[0]
 
 
-def _w_out(pm: Transformer, c: tuple, dt) -> torch.Tensor:
+def _w_out(w: dict, c: tuple, dt) -> torch.Tensor:
     if c[0] == "embed":
-        return pm.W_E.detach().to(dt)
+        return w["W_E"].to(dt)
     if c[0] == "pos":
-        return pm.W_pos.detach().to(dt)
+        return w["W_pos"].to(dt)
     if c[0] == "head":
-        return pm.W_O.detach()[c[1], c[2]].to(dt)
+        return w["W_O"][c[1], c[2]].to(dt)
     if c[0] == "mlp":
-        return pm.W_out.detach()[c[1]].to(dt)
+        return w["W_out"][c[1]].to(dt)
     raise ValueError("src=('unembed',) does not write to the residual stream; it can only be dst")
 
 
-def _w_in(pm: Transformer, c: tuple, dt) -> torch.Tensor:
+def _w_in(w: dict, c: tuple, dt) -> torch.Tensor:
     if c[0] == "unembed":
-        return pm.W_U.detach().to(dt)
+        return w["W_U"].to(dt)
     if c[0] == "head":
-        return getattr(pm, f"W_{c[3].upper()}").detach()[c[1], c[2]].to(dt)
+        return w[f"W_{c[3].upper()}"][c[1], c[2]].to(dt)
     if c[0] == "mlp":
-        return pm.W_in.detach()[c[1]].to(dt)
+        return w["W_in"][c[1]].to(dt)
     raise ValueError(f"dst={c!r} does not read from the residual stream; it can only be src")
 
 
-def _stage_maps(pm: Transformer, lo: int, hi: int, dt) -> list[torch.Tensor]:
+def _stage_maps(cfg, w: dict, lo: int, hi: int, dt) -> list[torch.Tensor]:
     """`sum_k W_in^k W_out^k` `[d_model, d_model]` of every stage (a layer's heads, or an MLP) with
     stream position in (lo, hi), in order."""
-    cfg = pm.cfg
     out = []
     for l in range(cfg.n_layers):
         if lo < 2 * l + 1 < hi:
-            W_V, W_O = pm.W_V.detach()[l].to(dt), pm.W_O.detach()[l].to(dt)  # [H, D, E], [H, E, D]
+            W_V, W_O = w["W_V"][l].to(dt), w["W_O"][l].to(dt)  # [H, D, E], [H, E, D]
             H, D, E = W_V.shape
             out.append(W_V.permute(1, 0, 2).reshape(D, H * E) @ W_O.reshape(H * E, D))
         if not cfg.attn_only and lo < 2 * l + 2 < hi:
-            out.append(pm.W_in.detach()[l].to(dt) @ pm.W_out.detach()[l].to(dt))
+            out.append(w["W_in"][l].to(dt) @ w["W_out"][l].to(dt))
     return out
 
 
@@ -204,21 +203,21 @@ def virtual_weights(model: Transformer, src, dst, order: int | None = 1) -> Virt
     The middle `d_model x d_model` matrix is formed densely; the result stays factored (never
     `d_vocab x d_vocab` for embed -> unembed).
     """
-    pm = prepared(model)
+    w = weights(model)
     s, d = component(model, src), component(model, dst)
     if order not in (None, 0, 1):
         raise ValueError(f"order={order!r} must be 1 (first order), 0 (direct only) or None (exact)")
-    dt = compute_dtype(pm.W_E.dtype)
-    w_out, w_in = _w_out(pm, s, dt), _w_in(pm, d, dt)
+    dt = compute_dtype(w["W_E"].dtype)
+    w_out, w_in = _w_out(w, s, dt), _w_in(w, d, dt)
     ps, pd = _position(model, s), _position(model, d)
     if not ps < pd:
         raise ValueError(f"src={s!r} must come strictly before dst={d!r} in the residual stream "
                          "(heads of one layer are parallel)")
-    stages = _stage_maps(pm, ps, pd, dt) if order != 0 else []
+    stages = _stage_maps(model.cfg, w, ps, pd, dt) if order != 0 else []
     if not stages:
         fm = FactoredMatrix(w_out, w_in)
     else:
-        eye = torch.eye(pm.cfg.d_model, dtype=dt, device=w_out.device)
+        eye = torch.eye(model.cfg.d_model, dtype=dt, device=w_out.device)
         if order == 1:
             mid = eye + sum(stages)
         else:
@@ -241,9 +240,9 @@ class VirtualHead:
 
     def full_ov(self, model: Transformer) -> FactoredMatrix:
         """`W_E W_OV^{h1} W_OV^{h2} W_U` `[d_vocab, d_vocab]`, factored."""
-        pm = prepared(model)
+        w = weights(model)
         dt = self.ov.dtype
-        return FactoredMatrix(pm.W_E.detach().to(dt), self.ov, pm.W_U.detach().to(dt))
+        return FactoredMatrix(w["W_E"].to(dt), self.ov, w["W_U"].to(dt))
 
 
 @torch.no_grad()
@@ -263,8 +262,7 @@ def virtual_heads(model: Transformer, cache_or_tokens, head1: tuple[int, int], h
     else:
         _, cache = prepared(model).run_with_cache(cache_or_tokens)
     A1, A2 = cache["pattern", l1][:, h1], cache["pattern", l2][:, h2]
-    pm = prepared(model)
-    dt = compute_dtype(pm.W_E.dtype)
-    w = {n: getattr(pm, n).detach().to(dt) for n in ("W_V", "W_O")}
+    dt = compute_dtype(weights(model)["W_E"].dtype)
+    w = {n: weights(model)[n].to(dt) for n in ("W_V", "W_O")}
     ov = FactoredMatrix(w["W_V"][l1, h1], w["W_O"][l1, h1], w["W_V"][l2, h2], w["W_O"][l2, h2])
     return VirtualHead((l1, h1), (l2, h2), A2 @ A1, ov)
