@@ -4,8 +4,8 @@ Circuits are defined on plain matrices, so a model with LayerNorm is analysed th
 `circwidgets.model.fold_layernorm(model)` (LN weights and biases folded into the reading matrices,
 writing weights centred; normalization becomes "LNPre"). `weights(model)` gives just the folded
 weight matrices (what circuits, composition and virtual weights read; cheap), `prepared(model)` the
-whole folded model (what path expansion runs). Both are made once per model object and cached (a `WeakKeyDictionary`, so it dies with the model); the cache is keyed on a
-fingerprint of the parameters (storage pointer and in-place version counter), so training the
+whole folded model (what path expansion runs). Both are made once per model object and cached
+(a `WeakKeyDictionary`, so they die with the model); the cache is keyed on a of the parameters (storage pointer and in-place version counter), so training the
 model or loading new weights invalidates it.
 
 What folding cannot remove is the per-position LN *scale* (a division by the norm of the residual):
