@@ -5,8 +5,9 @@ Circuits are defined on plain matrices, so a model with LayerNorm is analysed th
 writing weights centred; normalization becomes "LNPre"). `weights(model)` gives just the folded
 weight matrices (what circuits, composition and virtual weights read; cheap), `prepared(model)` the
 whole folded model (what path expansion runs). Both are made once per model object and cached
-(a `WeakKeyDictionary`, so they die with the model); the cache is keyed on a of the parameters (storage pointer and in-place version counter), so training the
-model or loading new weights invalidates it.
+(a `WeakKeyDictionary`, so they die with the model), keyed on a fingerprint of the parameters
+(storage pointer and in-place version counter): training the model or loading new weights
+invalidates it.
 
 What folding cannot remove is the per-position LN *scale* (a division by the norm of the residual):
 circuits such as `W_E W_OV W_U` leave it out and are therefore approximations for LN models, exact
