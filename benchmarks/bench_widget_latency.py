@@ -134,6 +134,10 @@ def main() -> None:
                     measure(page, "eigen", 1, big_heads), rep["kernel_big_eig"])
             lh.ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(lh.ARTIFACTS / "bench_latency.png"))
+            last = page.locator(".cw-root.cw-attention").last  # 1,024 tokens on a log colour scale
+            last.locator("select.cw-scale").select_option("log")
+            last.scroll_into_view_if_needed()
+            last.screenshot(path=str(lh.ARTIFACTS / "attention_1024_log.png"))
             browser.close()
     finally:
         lab.stop()

@@ -20,9 +20,15 @@ function render({ model, el }) {
   for (const [v, t] of [["pays", "attention paid by hovered token"], ["receives", "attention received by hovered token"]]) {
     modeSel.append(h("option", { text: t, attrs: { value: v } }));
   }
+  // display mapping only (weights are unchanged): long inputs spread attention thin, so a log scale helps
+  const scaleSel = h("select", { cls: "cw-scale", attrs: { "aria-label": "pattern colour scale" } });
+  for (const [v, t] of [["linear", "linear"], ["sqrt", "sqrt"], ["log", "log 10⁻³…1"]]) {
+    scaleSel.append(h("option", { text: t, attrs: { value: v } }));
+  }
   const bar = h("div", { cls: "cw-bar" }, [
     title,
     h("label", {}, ["colour heads by", scoreSel]),
+    h("label", {}, ["pattern colours", scaleSel]),
     h("label", { title: "attention × ‖v_src‖ (the paper's value-weighted pattern)" }, [vwBox, "value-weighted"]),
   ]);
   const msg = messageArea(model);
@@ -113,15 +119,17 @@ function render({ model, el }) {
     const octx = off.getContext("2d");
     const img = octx.createImageData(side, side);
     const px = new Uint32Array(img.data.buffer);
-    const lut = new Uint32Array(256);
+    const L = 4096, lut = new Uint32Array(L); // value levels (fine enough for the log scale's 10^-3)
     const word = (c) => (255 << 24) | (Math.round(c[2]) << 16) | (Math.round(c[1]) << 8) | Math.round(c[0]); // RGBA, little-endian
-    for (let k = 0; k < 256; k++) lut[k] = word(seqColor(th, k / 255));
-    const maskWord = word(th.rgb.bg2), s = 255 / aMax;
+    const mode = scaleSel.value;
+    const tone = mode === "sqrt" ? Math.sqrt : mode === "log" ? (x) => (x > 1e-3 ? 1 + Math.log10(x) / 3 : 0) : (x) => x;
+    for (let k = 0; k < L; k++) lut[k] = word(seqColor(th, tone(k / (L - 1))));
+    const maskWord = word(th.rgb.bg2), s = (L - 1) / aMax;
     for (let i = 0; i < N; i++) {
       const src = packed ? (i * (i + 1)) / 2 : i * N, dst = i * N;
       for (let j = 0; j <= i; j++) {
-        let q = (A[src + j] * s + 0.5) | 0;
-        px[dst + j] = lut[q < 0 ? 0 : q > 255 ? 255 : q];
+        const q = (A[src + j] * s + 0.5) | 0;
+        px[dst + j] = lut[q < 0 ? 0 : q >= L ? L - 1 : q];
       }
       px.fill(maskWord, dst + i + 1, dst + N);
     }
@@ -154,7 +162,7 @@ function render({ model, el }) {
       ctx.restore();
     }
     const vw = model.get("value_weighted");
-    panelTitle.textContent = `layer ${shown.layer} head ${shown.head} — ${vw ? "value-weighted pattern (A·‖v_src‖)" : "attention pattern"}; rows = query, columns = key; colour scale 0 … ${fmt(aMax)}`;
+    panelTitle.textContent = `layer ${shown.layer} head ${shown.head} — ${vw ? "value-weighted pattern (A·‖v_src‖)" : "attention pattern"}; rows = query, columns = key; colour scale 0 … ${fmt(aMax)} (${scaleSel.value})`;
     title.textContent = model.get("title") ? `${model.get("title")} — L${shown.layer}H${shown.head}` : `L${shown.layer}H${shown.head}`;
     vwBox.checked = vw;
     const ms = performance.now() - t0;
@@ -232,6 +240,7 @@ function render({ model, el }) {
   tokBox.addEventListener("mouseleave", clearTokens);
 
   // ---- controls -> kernel
+  scaleSel.addEventListener("change", () => drawPattern());
   scoreSel.addEventListener("change", () => { model.set("score_name", scoreSel.value); model.save_changes(); });
   vwBox.addEventListener("change", () => { model.set("value_weighted", vwBox.checked); model.save_changes(); });
   const sendText = () => { model.set("text", textInput.value); model.save_changes(); };

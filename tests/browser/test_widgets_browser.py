@@ -119,6 +119,12 @@ def test_value_weighted_toggle(page):
     kernel_says(page, "vw=True")
     att.locator("input.cw-vw").uncheck()
     expect(att).to_have_attribute("data-value-weighted", "0", timeout=30_000)
+    # the colour scale is a display choice: redrawn locally, nothing asked of the kernel
+    n = int(att.get_attribute("data-draw-count"))
+    att.locator("select.cw-scale").select_option("log")
+    expect(att.locator(".cw-panel-title")).to_contain_text("(log)")
+    assert int(att.get_attribute("data-draw-count")) == n + 1
+    att.locator("select.cw-scale").select_option("linear")
 
 
 def test_keyboard_navigation(page):
