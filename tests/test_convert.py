@@ -30,6 +30,14 @@ ALT_TL = Path(os.environ.get("CW_TL_ALT_PATH", ROOT / ".ci" / "tl3"))
 IN_SUBPROCESS = os.environ.get("CW_TL_SUBPROCESS") == "1"
 
 
+def need(module: str):
+    """Import `module` or skip: absent, or installed but failing to import (a broken optional install)."""
+    try:
+        return pytest.importorskip(module, exc_type=ImportError)
+    except TypeError:  # pytest < 8.2 has no exc_type and skips on any ImportError anyway
+        return pytest.importorskip(module)
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.detach().double(), b.detach().double()
     return float((a - b).abs().max() / b.abs().max())
@@ -58,7 +66,7 @@ def randomise(module: torch.nn.Module, seed: int = 0) -> None:
 
 # ---------------------------------------------------------------------------------------- Hugging Face
 def hf_gpt2(dtype=torch.float32, seed=0, **kw):
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     cfg = transformers.GPT2Config(
         **{**dict(n_layer=2, n_embd=64, n_head=4, vocab_size=101, n_positions=32, bos_token_id=0,
                   eos_token_id=0), **kw}
@@ -135,7 +143,7 @@ def test_from_hf_state_dict():
 
 
 def test_from_hf_gpt2model_checked():
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     m = hf_gpt2(torch.float64)
     base = transformers.GPT2Model(m.config).to(torch.float64).eval()
     base.load_state_dict(m.transformer.state_dict())
@@ -146,7 +154,7 @@ def test_from_hf_gpt2model_checked():
 
 
 def test_from_hf_refuses_other_architectures():
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                    num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=16)
     llama = transformers.LlamaForCausalLM(cfg)
@@ -174,7 +182,7 @@ def test_from_hf_refuses_other_architectures():
 
 
 def test_from_hf_tokenizer_carried():
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     vocab = {w: i for i, w in enumerate(["<bos>", "<unk>", "the", "cat", "sat", "<b>x</b>"])}
@@ -201,7 +209,7 @@ def test_logits_check_catches_a_wrong_conversion():
 
 # ---------------------------------------------------------------------------------------- TransformerLens
 def tl_major() -> int:
-    tl = pytest.importorskip("transformer_lens")
+    tl = need("transformer_lens")
     from importlib.metadata import version
 
     del tl
@@ -311,10 +319,10 @@ def test_tl_refuses_unsupported(bad, match):
 
 
 def test_tl_bad_input_and_tokenizer():
-    pytest.importorskip("transformer_lens")
+    need("transformer_lens")
     with pytest.raises(TypeError, match="HookedTransformer .3.x. or TransformerBridge"):
         cw.from_transformer_lens(torch.nn.Linear(2, 2))
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     backend = Tokenizer(models.WordLevel({f"t{i}": i for i in range(23)}, unk_token="t1"))
