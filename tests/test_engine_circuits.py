@@ -268,3 +268,12 @@ def test_ln_shortformer_is_refused():
     m = random_model(seed=12, normalization="LN", positional="shortformer", **SMALL)
     with pytest.raises(ValueError, match="shortformer"):
         C.eigen_positivity(m)
+
+
+def test_zero_head_positivity_is_nan():
+    m = random_model(seed=13, **SMALL)
+    with torch.no_grad():
+        m.W_O[1, 0].zero_()
+    p = C.eigen_positivity(m, "ov")
+    assert p[1, 0].isnan() and not p[0, 0].isnan() and not p[1, 1].isnan()
+    assert C.eigen_positivity(m, "qk")[1, 0].isfinite()  # the QK side of that head is untouched

@@ -187,7 +187,10 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | None
         z = cache["pattern", l].to(dt) @ v  # [B, H, q, k] @ [T, B, H, k, E]
         return torch.einsum("tbhqe,hed->thbqd", z, W_O[l])
 
-    for l in range(cfg.n_layers):
+    from tqdm.auto import tqdm
+
+    big = (cfg.n_layers * H) ** min(max_order, cfg.n_layers) * B * P * D > 1e8  # roughly > 2 s of work
+    for l in tqdm(range(cfg.n_layers), desc="path terms", disable=not big):
         ext = [i for i, o in enumerate(orders) if o < max_order]
         full = [i for i, o in enumerate(orders) if o == max_order]
         n_new = len(ext) * H
