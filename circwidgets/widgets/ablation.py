@@ -89,9 +89,7 @@ class Ablation(Widget2):
         cfg = self.model.cfg
         effects = {}
         if cfg.n_layers * cfg.n_heads * P * cfg.d_vocab <= _EFFECTS_MAX * 100:
-            from ..engine.interventions import ablation_table
-
-            effects = encode_array(ablation_table(self.model, toks[None], kind=self.ablation).float(), "float32")
+            effects = self._effects(self.ablation)
         self._guard = True
         try:
             with self.hold_sync():
@@ -106,6 +104,13 @@ class Ablation(Widget2):
             self._guard = False
         self._update()
 
+    def _effects(self, kind: str) -> dict:
+        """Loss change of ablating each head alone (`interventions.ablation_table`), encoded, per kind."""
+        from ..engine.interventions import ablation_table
+
+        return self.cached(("effects", kind, self._version), lambda: encode_array(
+            ablation_table(self.model, self.tokens[None], kind=kind).float(), "float32"))
+
     # ------------------------------------------------------------------ state -> engine
     def _state(self) -> tuple[list[tuple[int, int]], list[PathCut]]:
         heads = [(int(a), int(b)) for a, b in self.off]
@@ -115,7 +120,14 @@ class Ablation(Widget2):
     def ablated(self) -> AblatedRun:
         """The engine's run under the current state (heads off, paths cut, zero / mean)."""
         heads, cuts = self._state()
-        return ablated_run(self.model, self.tokens[None], heads=heads, paths=cuts, kind=self.ablation)
+
+        def run():
+            return ablated_run(self.model, self.tokens[None], heads=heads, paths=cuts, kind=self.ablation)
+
+        if self.tokens.shape[0] * self.model.cfg.d_vocab > 2_000_000:  # big logits: keep none around
+            return run()
+        key = ("run", tuple(sorted(heads)), tuple(sorted((c.src, c.dst, c.kind) for c in cuts)), self.ablation)
+        return self.cached(key, run)
 
     def _top(self, run: AblatedRun) -> list:
         return [[token_label(self.model, t), t, p] for t, p, _ in run.top(self.position, 5)]
@@ -139,10 +151,7 @@ class Ablation(Widget2):
                 raise IndexError(f"position={change['new']} is out of range: 0..{self.tokens.shape[0] - 1}")
             self._update()
             if change["name"] == "ablation" and self.effects:
-                from ..engine.interventions import ablation_table
-
-                self.effects = encode_array(ablation_table(self.model, self.tokens[None], kind=self.ablation).float(),
-                                            "float32")
+                self.effects = self._effects(self.ablation)
         except Exception as e:  # noqa: BLE001 - a bad request is a message, never a dead comm
             self._report(f"not applied: {e}")
             self._guard = True

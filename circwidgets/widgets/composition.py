@@ -14,6 +14,7 @@ from ..engine.heads import repeated_tokens
 from ..engine.patterns import attention_patterns
 from ..engine.virtual import virtual_heads
 from ..model import Transformer
+from ..model.hooks import ActivationCache, get_act_name
 from ._bundle2 import Widget2
 from ._data import as_model, encode_array, tokens_and_labels
 
@@ -43,6 +44,7 @@ class Composition(Widget2):
     """
 
     _module_file = "composition.js"
+    cache_size = 512  # per-pair patterns (three float16 [pos, pos] arrays each)
 
     kind = traitlets.Unicode("k").tag(sync=True)
     subtract_baseline = traitlets.Bool(False).tag(sync=True)
@@ -84,6 +86,9 @@ class Composition(Widget2):
         toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
         self.tokens = toks
         self.data = attention_patterns(self.model, toks)
+        # the patterns as an activation cache, so that virtual heads need no further forward pass
+        self._patterns = ActivationCache({get_act_name("pattern", lay): self.data.pattern[lay][None]
+                                          for lay in range(self.model.cfg.n_layers)})
         self.labels = labs
         mean, std = composition_baseline(self.model, self.kind)
         self.baseline = [mean, std]
@@ -120,22 +125,21 @@ class Composition(Widget2):
 
     # ------------------------------------------------------------------ pair
     def pair_details(self, l1: int, h1: int, l2: int, h2: int) -> dict[str, Any]:
-        """Details of one pair (engine numbers, encoded), cached per pair and kind."""
-        key = ("pair", l1, h1, l2, h2, self.kind, self.subtract_baseline, self._version)
+        """Details of one pair: the engine's score (raw and minus the baseline mean, for `kind`) and
+        the patterns (encoded; cached per pair)."""
+        raw = float(self.score_matrix(self.kind, False)[l1, h1, l2, h2])
+        mean, std = self.baseline
+        return {"pair": [l1, h1, l2, h2], "kind": self.kind, "raw": raw, "score": raw - mean,
+                "baseline_mean": mean, "baseline_std": std, **self._pair_patterns(l1, h1, l2, h2)}
 
+    def _pair_patterns(self, l1: int, h1: int, l2: int, h2: int) -> dict[str, Any]:
         def compute():
-            vh = virtual_heads(self.model, self.tokens[None], (l1, h1), (l2, h2))
-            raw = float(self.score_matrix(self.kind, False)[l1, h1, l2, h2])
-            mean, std = self.baseline
-            return {
-                "pair": [l1, h1, l2, h2], "kind": self.kind, "raw": raw, "score": raw - mean,
-                "baseline_mean": mean, "baseline_std": std,
-                "p1": encode_array(self.data.head(l1, h1).float(), "float16"),
-                "p2": encode_array(self.data.head(l2, h2).float(), "float16"),
-                "pv": encode_array(vh.pattern[0].float(), "float16"),
-            }
+            vh = virtual_heads(self.model, self._patterns, (l1, h1), (l2, h2))
+            return {"p1": encode_array(self.data.head(l1, h1).float(), "float16"),
+                    "p2": encode_array(self.data.head(l2, h2).float(), "float16"),
+                    "pv": encode_array(vh.pattern[0].float(), "float16")}
 
-        return self.cached(key, compute)
+        return self.cached(("pair", l1, h1, l2, h2, self._version), compute)
 
     def _check_pair(self, pair) -> list[int]:
         cfg = self.model.cfg
@@ -196,7 +200,7 @@ class Composition(Widget2):
             return self.data.head(l1, h1)
         if which == "second":
             return self.data.head(l2, h2)
-        return virtual_heads(self.model, self.tokens[None], (l1, h1), (l2, h2)).pattern[0]
+        return virtual_heads(self.model, self._patterns, (l1, h1), (l2, h2)).pattern[0]
 
     # ------------------------------------------------------------------ static fallback
     def summary(self) -> str:

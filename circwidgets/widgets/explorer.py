@@ -1,0 +1,101 @@
+"""CircuitExplorer: one dashboard of views that share the selected head. Click a head in any panel
+(a grid cell, a composition cell, a path-term bar, a patching cell) and every panel follows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ipywidgets
+import traitlets
+
+from ..model import Transformer
+from ._data import as_model
+from .ablation import Ablation
+from .attention import AttentionPatterns
+from .base import CircuitWidget
+from .composition import Composition
+from .eigenvalues import Eigenvalues
+from .paths import PathExpansion
+from .skip_trigrams import SkipTrigrams
+
+PANELS = ("attention", "eigenvalues", "skip_trigrams", "composition", "ablation", "paths")
+
+
+class CircuitExplorer(ipywidgets.VBox):
+    """The views of one model on one text, with one shared selection `(layer, head)`.
+
+    `panels` (dict name -> widget): "attention" (AttentionPatterns), "eigenvalues", "skip_trigrams",
+    "composition" (the selected head's row and column outlined), "ablation" (the selected head
+    outlined; clicks there toggle heads), "paths" (PathExpansion; a bar's click selects its head).
+    A selection made in any panel, or with `select(layer, head)`, is set on every other panel in one
+    step (both traits at once), so each panel computes the new head's data once.
+    """
+
+    layer = traitlets.Int(0)
+    head = traitlets.Int(0)
+
+    def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
+                 corrupted=None, panels: Sequence[str] = PANELS, layer: int = 0, head: int = 0):
+        unknown = [p for p in panels if p not in PANELS]
+        if unknown:
+            raise ValueError(f"unknown panels {unknown}: choose from {list(PANELS)}")
+        make = {
+            "attention": lambda: AttentionPatterns(model, text_or_tokens, labels=labels, layer=layer, head=head),
+            "eigenvalues": lambda: Eigenvalues(model, layer=layer, head=head),
+            "skip_trigrams": lambda: SkipTrigrams(model, layer=layer, head=head, k=10),
+            "composition": lambda: Composition(model, text_or_tokens, labels=labels, layer=layer, head=head),
+            "ablation": lambda: Ablation(model, text_or_tokens, corrupted=corrupted, labels=labels, layer=layer,
+                                         head=head),
+            "paths": lambda: PathExpansion(model, text_or_tokens, labels=labels, layer=layer, head=head),
+        }
+        self.model = model
+        self.panels: dict[str, CircuitWidget] = {name: make[name]() for name in panels}
+        self._syncing = False
+        title = ipywidgets.HTML()
+        title.value = "<b>circuit explorer</b> — click a head in any panel; every panel follows"
+        rows, names = [], list(self.panels)
+        for i in range(0, len(names), 2):
+            rows.append(ipywidgets.HBox([self.panels[n] for n in names[i:i + 2]],
+                                        layout=ipywidgets.Layout(flex_flow="row wrap", align_items="flex-start")))
+        super().__init__([title, *rows], layout=ipywidgets.Layout(width="100%"))
+        self.add_class("cw-explorer")
+        for w in self.panels.values():
+            w.observe(self._follow, names=["layer", "head"])
+        self.layer, self.head = layer, head
+        self.select(layer, head)
+
+    def _follow(self, change) -> None:
+        if self._syncing:
+            return
+        src = change["owner"]
+        self.select(src.layer, src.head, _from=src)
+
+    def select(self, layer: int, head: int, _from: CircuitWidget | None = None) -> None:
+        """Select a head in every panel (what a click in any of them does)."""
+        self._syncing = True
+        try:
+            for w in self.panels.values():
+                if w is not _from and (w.layer, w.head) != (layer, head):
+                    w.select(layer, head)
+            good = _from or next(iter(self.panels.values()))
+            self.layer, self.head = good.layer, good.head  # a panel rejects an out-of-range head
+        finally:
+            self._syncing = False
+
+    def selections(self) -> dict[str, tuple[int, int]]:
+        """Each panel's (layer, head): all equal after any click."""
+        return {n: (w.layer, w.head) for n, w in self.panels.items()}
+
+    def save_html(self, path, **kwargs):
+        """One self-contained HTML file of every panel with the shared selection (see `export.save_html`)."""
+        from .export import save_html
+
+        return save_html(self, path, **kwargs)
+
+
+def explore(model, text_or_tokens, labels: Sequence[str] | None = None, corrupted=None,
+            panels: Sequence[str] = PANELS, layer: int = 0, head: int = 0, tokenizer=None) -> CircuitExplorer:
+    """CircuitExplorer: attention patterns, eigenvalues, skip-trigrams, composition, ablation and path
+    expansion of `model` on `text_or_tokens`, all following one selected head."""
+    return CircuitExplorer(as_model(model, tokenizer), text_or_tokens, labels=labels, corrupted=corrupted,
+                           panels=panels, layer=layer, head=head)

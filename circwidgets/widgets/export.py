@@ -1,0 +1,409 @@
+"""Offline export: `save_html(widget, path)` writes ONE self-contained HTML file (no network, no kernel)
+in which the view still answers clicks, over states computed at export time.
+
+How: starting from the widget's current state, the exporter applies the actions a user can take in
+the front end (select a head, click a composition cell, toggle a head off, ...: `actions_for`), in
+breadth-first order, recording every state the kernel reaches (all synced traits) until `max_states`
+or `max_bytes`. Each state is keyed by the values of the traits the front end sets (`inputs`); every
+distinct trait value is stored once. The page holds the widget's own ESM front end (inlined, as a
+module script), its CSS, the data (JSON in a `<script type="application/json">`, every `<` escaped),
+and a tiny model shim (get / set / on / off / save_changes / send): `save_changes` looks the new
+inputs up and applies that state's traits, firing `change:<name>` as the kernel's messages would;
+a state that was not exported gets a message in the view instead. A Content-Security-Policy of
+`default-src 'none'` (inline scripts and styles only) makes any network request impossible.
+ipywidgets' own embedding is not used: it loads its scripts from public CDNs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+import re
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anywidget
+
+from .base import CircuitWidget
+
+MAX_STATES = 200
+MAX_SECONDS = 60.0
+MAX_BYTES = 30_000_000
+_BASE_TRAITS = set(anywidget.AnyWidget.class_trait_names(sync=True))
+
+
+# ---------------------------------------------------------------------------- actions per view
+def _heads(w) -> list[dict]:
+    return [{"layer": layer, "head": head} for layer in range(w.n_layers) for head in range(w.n_heads)]
+
+
+def _actions_attention(w) -> list[dict]:
+    return _heads(w) + [{"value_weighted": not w.value_weighted}] + [{"score_name": n} for n, _ in w.score_names]
+
+
+def _actions_eigenvalues(w) -> list[dict]:
+    return _heads(w) + [{"log_magnitude": not w.log_magnitude}]
+
+
+def _actions_composition(w) -> list[dict]:
+    cfg = w.model.cfg
+    pairs = [{"pair": [l1, h1, l2, h2]} for l1 in range(cfg.n_layers) for h1 in range(cfg.n_heads)
+             for l2 in range(l1 + 1, cfg.n_layers) for h2 in range(cfg.n_heads)]
+    return (pairs + _heads(w) + [{"kind": k} for k in ("q", "k", "v") if k != w.kind]
+            + [{"subtract_baseline": not w.subtract_baseline}])
+
+
+def _actions_paths(w) -> list[dict]:
+    return (_heads(w) + [{"position": p} for p in range(len(w.labels))]
+            + [{"target": int(p[1])} for p in w.predictions])
+
+
+def _actions_ablation(w) -> list[dict]:
+    acts = _heads(w)
+    off = [list(x) for x in w.off]
+    for a in _heads(w):  # a click in the grid: select, then toggle (two messages from the front end)
+        lh = [a["layer"], a["head"]]
+        new = [x for x in off if x != lh] if lh in off else off + [lh]
+        acts.append({"layer": a["layer"], "head": a["head"], "off": new})
+    acts += [{"ablation": "mean" if w.ablation == "zero" else "zero"}]
+    acts += [{"position": p} for p in range(len(w.labels) - 1)]
+    acts += [{"off": [], "cuts": []}]
+    if w.has_patching:
+        acts += [{"mode": "patch" if w.mode == "ablate" else "ablate"}]
+    return acts
+
+
+def _actions_skip(w) -> list[dict]:
+    return _heads(w)
+
+
+_ACTIONS: dict[str, tuple[Callable, tuple[str, ...]]] = {
+    # class name -> (actions, inputs in the order they are restored: a later one may depend on an earlier)
+    "AttentionPatterns": (_actions_attention, ("value_weighted", "score_name", "layer", "head")),
+    "Eigenvalues": (_actions_eigenvalues, ("log_magnitude", "layer", "head")),
+    "SkipTrigrams": (_actions_skip, ("layer", "head")),
+    "Composition": (_actions_composition, ("kind", "subtract_baseline", "pair", "layer", "head")),
+    "PathExpansion": (_actions_paths, ("position", "target", "layer", "head")),
+    "Ablation": (_actions_ablation, ("ablation", "mode", "off", "cuts", "position", "layer", "head")),
+}
+
+
+def actions_for(w: CircuitWidget) -> tuple[Callable, tuple[str, ...]]:
+    """(actions(widget) -> [dict of trait values], input trait names) for a view; any other
+    CircuitWidget gets head selection only."""
+    for cls in type(w).__mro__:
+        if cls.__name__ in _ACTIONS:
+            return _ACTIONS[cls.__name__]
+    return _actions_skip, ("layer", "head")
+
+
+# ---------------------------------------------------------------------------- state capture
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return {"__cw_b64__": base64.b64encode(bytes(v)).decode("ascii")}
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # not JSON; a non-finite scalar trait reads as missing
+    return v
+
+
+def _canon(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def output_traits(w: CircuitWidget) -> list[str]:
+    """Synced traits of the view itself (not ipywidgets' layout machinery, not the front-end code)."""
+    return sorted(n for n in w.trait_names(sync=True) if n not in _BASE_TRAITS and not n.startswith("_"))
+
+
+class _Recorder:
+    def __init__(self, w: CircuitWidget, max_states: int, max_bytes: int, max_seconds: float = MAX_SECONDS):
+        self.w = w
+        self.actions, self.inputs = actions_for(w)
+        self.outputs = output_traits(w)
+        self.values: dict[str, Any] = {}
+        self.states: dict[str, dict[str, str]] = {}
+        self.max_states, self.max_bytes, self.n_bytes = max_states, max_bytes, 0
+        self.truncated = False
+        self.deadline = time.monotonic() + max_seconds
+
+    def key(self) -> str:
+        return _canon({k: _jsonable(self.w.get_state(k)[k]) for k in self.inputs})
+
+    def snapshot(self) -> dict[str, str]:
+        st = self.w.get_state(self.outputs)
+        out = {}
+        for name in self.outputs:
+            v = _jsonable(st[name])
+            s = _canon(v)
+            hsh = hashlib.sha1(s.encode("utf-8")).hexdigest()[:16]
+            if hsh not in self.values:
+                self.values[hsh] = v
+                self.n_bytes += len(s)
+            out[name] = hsh
+        return out
+
+    def inputs_now(self) -> dict[str, Any]:
+        return {k: json.loads(_canon(_jsonable(self.w.get_state(k)[k]))) for k in self.inputs}
+
+    def restore(self, vals: dict[str, Any]) -> None:
+        for k in self.inputs:
+            if _canon(_jsonable(self.w.get_state(k)[k])) != _canon(vals[k]):
+                setattr(self.w, k, vals[k])
+
+    def apply(self, act: dict[str, Any]) -> None:
+        for k in self.inputs:  # in restore order
+            if k in act:
+                setattr(self.w, k, act[k])
+
+    def run(self) -> None:
+        w = self.w
+        start = self.inputs_now()
+        self.start_key = self.key()
+        self.states[self.start_key] = self.snapshot()
+        queue = deque([start])
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.max_states, desc=f"export {type(w).__name__}", unit="state", leave=False,
+                   disable=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                while queue:
+                    here = queue.popleft()
+                    self.restore(here)
+                    for act in self.actions(w):
+                        if (len(self.states) >= self.max_states or self.n_bytes >= self.max_bytes
+                                or time.monotonic() > self.deadline):
+                            self.truncated = True
+                            return
+                        self.restore(here)
+                        self.apply(act)
+                        if w.error:  # a state the kernel refused is not a state of the view
+                            w.error = ""
+                            continue
+                        k = self.key()
+                        if k not in self.states:
+                            self.states[k] = self.snapshot()
+                            queue.append(self.inputs_now())
+                            bar.update(1)
+            finally:
+                bar.close()
+                self.restore(start)
+                w.error = ""
+
+    def spec(self, module: str) -> dict[str, Any]:
+        return {"module": module, "inputs": list(self.inputs), "outputs": self.outputs, "start": self.start_key,
+                "states": self.states, "truncated": self.truncated}
+
+
+# ---------------------------------------------------------------------------- the page
+_SHIM = r"""
+(function () {
+  "use strict";
+  function decode(v) {
+    if (v && typeof v === "object") {
+      if (Array.isArray(v)) return v.map(decode);
+      if (typeof v.__cw_b64__ === "string") {
+        const s = atob(v.__cw_b64__), u = new Uint8Array(s.length);
+        for (let i = 0; i < s.length; i++) u[i] = s.charCodeAt(i);
+        return new DataView(u.buffer);
+      }
+      const o = {};
+      for (const k of Object.keys(v)) o[k] = decode(v[k]);
+      return o;
+    }
+    return v;
+  }
+  function encode(v) {
+    if (v instanceof DataView) return { __cw_b64__: "" }; // inputs are never bytes
+    if (Array.isArray(v)) return v.map(encode);
+    if (v && typeof v === "object") {
+      const o = {};
+      for (const k of Object.keys(v).sort()) o[k] = encode(v[k]);
+      return o;
+    }
+    return v;
+  }
+  function canon(obj) { return JSON.stringify(encode(obj)); }
+
+  class ShimModel {
+    constructor(page, spec, idx) {
+      this.page = page; this.spec = spec; this.idx = idx;
+      this.hashes = Object.assign({}, spec.states[spec.start]);
+      this.state = {};
+      for (const [k, h] of Object.entries(this.hashes)) this.state[k] = decode(page.values[h]);
+      this.listeners = new Map();
+      this.good = this.inputs();
+      this.widget_manager = null;
+    }
+    inputs() { const o = {}; for (const k of this.spec.inputs) o[k] = this.state[k]; return o; }
+    get(k) { return this.state[k]; }
+    set(k, v) { this.state[k] = v; }
+    on(ev, cb) { if (!this.listeners.has(ev)) this.listeners.set(ev, []); this.listeners.get(ev).push(cb); }
+    off(ev, cb) {
+      if (ev === undefined) { this.listeners.clear(); return; }
+      if (!this.listeners.has(ev)) return;
+      if (cb === undefined) { this.listeners.delete(ev); return; }
+      this.listeners.set(ev, this.listeners.get(ev).filter((f) => f !== cb));
+    }
+    fire(ev) { for (const cb of (this.listeners.get(ev) || []).slice()) { try { cb(); } catch (e) { console.error(e); } } }
+    send() {}
+    save_changes() {
+      const key = canon(this.inputs());
+      const st = this.spec.states[key];
+      const changed = [];
+      if (!st) {
+        for (const [k, v] of Object.entries(this.good)) if (canon(this.state[k]) !== canon(v)) { this.state[k] = v; changed.push(k); }
+        this.state.error = "this state was not exported with the page (open the notebook with a kernel to compute it)";
+        changed.push("error");
+      } else {
+        for (const [k, h] of Object.entries(st)) {
+          if (this.hashes[k] !== h || (this.spec.inputs.includes(k))) {
+            const was = this.hashes[k];
+            this.hashes[k] = h;
+            this.state[k] = decode(this.page.values[h]);
+            if (was !== h) changed.push(k);
+          }
+        }
+        this.good = this.inputs();
+      }
+      this.page.log.push({ widget: this.idx, key, found: !!st });
+      // the kernel sends one message with every changed trait: set them all, then notify
+      for (const k of changed) this.fire("change:" + k);
+      if (changed.length) this.fire("change");
+      if (st && (changed.includes("layer") || changed.includes("head"))) this.page.follow(this);
+    }
+  }
+
+  window.__cwPage = {
+    boot(data, modules) {
+      const page = { values: data.values, log: [], models: [], link: data.link };
+      page.follow = (src) => {
+        if (!page.link || page.busy) return;
+        page.busy = true;
+        try {
+          for (const m of page.models) {
+            if (m === src) continue;
+            if (m.get("layer") !== src.get("layer") || m.get("head") !== src.get("head")) {
+              m.set("layer", src.get("layer")); m.set("head", src.get("head")); m.save_changes();
+            }
+          }
+        } finally { page.busy = false; }
+      };
+      window.__cwLog = page.log;
+      data.widgets.forEach((spec, i) => {
+        const model = new ShimModel(page, spec, i);
+        page.models.push(model);
+        const el = document.getElementById("cw-view-" + i);
+        const mod = modules[spec.module];
+        if (mod.initialize) mod.initialize({ model });
+        mod.render({ model, el });
+      });
+      document.body.dataset.cwReady = "1";
+      return page;
+    },
+  };
+})();
+"""
+
+_EXPORT_DEFAULT = re.compile(r"^export\s+default\s+", re.M)
+
+
+def _module_script(name: str, esm: str) -> str:
+    body, n = _EXPORT_DEFAULT.subn(f"window.__cwModules[{json.dumps(name)}] = ", esm)
+    if n != 1:
+        raise ValueError(f"{name}: expected one `export default` in the front-end module, found {n}")
+    body = re.sub(r"</(script)", r"<\\/\1", body, flags=re.I)
+    return f'<script type="module">\n{body}\n</script>'
+
+
+def _css_text(c: str) -> str:
+    return c.replace("</", "<\\/")
+
+
+def _json_script(data: Any) -> str:
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return f'<script type="application/json" id="cw-data">{text}</script>'
+
+
+def save_html(obj, path, title: str | None = None, max_states: int = MAX_STATES, max_bytes: int = MAX_BYTES,
+              max_seconds: float = MAX_SECONDS) -> Path:
+    """Write `obj` (a circwidgets view, or a CircuitExplorer) to `path` as one self-contained HTML
+    file that works offline and without a kernel (module docstring). Returns the path.
+
+    max_states / max_bytes / max_seconds bound the states recorded per view (breadth-first from the
+    current one, so the states one click away from what is on screen come first)."""
+    views: list[CircuitWidget]
+    link = False
+    if isinstance(obj, CircuitWidget):
+        views = [obj]
+    elif hasattr(obj, "panels"):
+        views = list(obj.panels.values())
+        link = True
+    else:
+        raise TypeError(f"save_html exports circwidgets views, got {type(obj).__name__}")
+    explorer_guard = obj if link else None
+    if explorer_guard is not None:
+        explorer_guard._syncing = True
+    try:
+        recs = []
+        for w in views:
+            r = _Recorder(w, max_states, max_bytes, max_seconds)
+            r.run()
+            recs.append(r)
+    finally:
+        if explorer_guard is not None:
+            explorer_guard._syncing = False
+    values: dict[str, Any] = {}
+    modules: dict[str, str] = {}
+    css: dict[str, str] = {}
+    widgets = []
+    for w, r in zip(views, recs):
+        name = type(w).__name__
+        modules.setdefault(name, w._esm)
+        css.setdefault(name, w._css or "")
+        values.update(r.values)
+        widgets.append(r.spec(name))
+    data = {"values": values, "widgets": widgets, "link": link}
+    title = title or " + ".join(dict.fromkeys(type(w).__name__ for w in views))
+    n_states = sum(len(r.states) for r in recs)
+    note = (f"Exported from circwidgets: {n_states} states of {len(views)} view(s), computed when the file was "
+            "written; no kernel and no network needed.")
+    if any(r.truncated for r in recs):
+        note += " Some states were left out (size limit): the view says so when one is asked for."
+    csp = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+           "img-src data: blob:; font-src data:; connect-src 'none'")
+    parts = [
+        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:system-ui,sans-serif;margin:12px;background:#fff;color:#222}"
+        ".cw-export-note{font-size:12px;color:#666;margin-bottom:8px}.cw-export-view{margin-bottom:16px}</style>",
+        *[f"<style>/* {html.escape(n)} */\n{_css_text(c)}\n</style>" for n, c in css.items()],
+        "</head><body>",
+        f'<div class="cw-export-note">{html.escape(note)}</div>',
+        *[f'<div class="cw-export-view" id="cw-view-{i}"></div>' for i in range(len(views))],
+        _json_script(data),
+        f"<script>{_SHIM}</script>",
+        "<script>window.__cwModules = {};</script>",
+        *[_module_script(n, esm) for n, esm in modules.items()],
+        '<script type="module">\nconst data = JSON.parse(document.getElementById("cw-data").textContent);\n'
+        "window.__cwPage.boot(data, window.__cwModules);\n</script>",
+        "</body></html>",
+    ]
+    path = Path(path)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
