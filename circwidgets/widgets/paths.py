@@ -145,7 +145,8 @@ class PathExpansion(Widget2):
             if change["name"] == "position" and not 0 <= change["new"] < P:
                 raise IndexError(f"position={change['new']} is out of range: 0..{P - 1}")
             if change["name"] == "target" and not 0 <= change["new"] < self.model.cfg.d_vocab:
-                raise IndexError(f"target={change['new']} is out of range: token ids are 0..{self.model.cfg.d_vocab - 1}")
+                raise IndexError(f"target={change['new']} is out of range: "
+                                 f"token ids are 0..{self.model.cfg.d_vocab - 1}")
             self._update_terms()
         except Exception as e:  # noqa: BLE001 - a bad request is a message, never a dead comm
             self._report(f"not shown: {e}")
