@@ -37,11 +37,21 @@ def same_multiset(a: torch.Tensor, b: torch.Tensor, atol=1e-8) -> bool:
     return True
 
 
-def rotate(model, seed=1):
-    """Same function, residual basis rotated by a random orthogonal R (no-LN models only)."""
+def rotate(model, seed=1, keep_ones=False):
+    """Same function, residual basis rotated by a random orthogonal R.
+
+    Without LN any R works. LN centres and normalises: it commutes with R only when R maps the
+    all-ones direction to itself (`keep_ones=True`), and LN's elementwise weights never commute, so
+    LN models are rotated after folding (normalization "LNPre")."""
     g = torch.Generator().manual_seed(seed)
     D = model.cfg.d_model
     R, _ = torch.linalg.qr(torch.randn(D, D, generator=g, dtype=torch.float64))
+    if keep_ones:
+        basis, _ = torch.linalg.qr(torch.cat([torch.ones(D, 1, dtype=torch.float64),
+                                              torch.randn(D, D - 1, generator=g, dtype=torch.float64)], 1))
+        inner, _ = torch.linalg.qr(torch.randn(D - 1, D - 1, generator=g, dtype=torch.float64))
+        block = torch.block_diag(torch.eye(1, dtype=torch.float64), inner)
+        R = basis @ block @ basis.T  # orthogonal, R 1 = 1
     m = random_model(model.cfg, seed=99)
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     sd["W_E"] = sd["W_E"] @ R
@@ -277,3 +287,14 @@ def test_zero_head_positivity_is_nan():
     p = C.eigen_positivity(m, "ov")
     assert p[1, 0].isnan() and not p[0, 0].isnan() and not p[1, 1].isnan()
     assert C.eigen_positivity(m, "qk")[1, 0].isfinite()  # the QK side of that head is untouched
+
+
+def test_rotation_invariance_of_folded_ln_model():
+    """LN model -> fold (LNPre) -> rotate keeping the ones direction: same function, same circuits."""
+    m = fold_layernorm(random_model(seed=14, normalization="LN", attn_only=False, d_mlp=32, biases=True, **SMALL))
+    r = rotate(m, keep_ones=True)
+    t = torch.arange(8)
+    torch.testing.assert_close(m(t), r(t))
+    assert not torch.allclose(m.W_E, r.W_E)
+    for circuit in ("ov", "qk", "qk_pos"):
+        torch.testing.assert_close(C.eigen_positivity(m, circuit), C.eigen_positivity(r, circuit))

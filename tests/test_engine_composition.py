@@ -91,6 +91,13 @@ def test_rotation_invariance():
                                    equal_nan=True)
 
 
+def test_rotation_invariance_folded_ln():
+    m = fold_layernorm(random_model(seed=16, normalization="LN", **SMALL))
+    r = rotate(m, keep_ones=True)
+    for kind in "qkv":
+        torch.testing.assert_close(CO.composition_scores(m, kind), CO.composition_scores(r, kind), equal_nan=True)
+
+
 def test_half_precision_and_errors():
     m = random_model(seed=7, **SMALL)
     h = random_model(seed=7, dtype=torch.float16, **SMALL)

@@ -298,3 +298,14 @@ def test_labels_are_unique_and_ordered():
         layers = [l for l, _ in p[1]]
         assert len(layers) == o and layers == sorted(set(layers))
     assert all(isinstance(x, str) for x in itertools.chain(pt.labels_all))
+
+
+def test_path_terms_rotation_invariance_ln():
+    m = fold_layernorm(random_model(seed=15, **dict(SMALL, normalization="LN", biases=True)))
+    r = rotate(m, keep_ones=True)
+    t = tokens()
+    a, b = path_terms(m, t, max_order=2), path_terms(r, t, max_order=2)
+    assert a.labels == b.labels
+    torch.testing.assert_close(a.logits(), b.logits())
+    torch.testing.assert_close(virtual_weights(m, "embed", "unembed", None).singular_values,
+                               virtual_weights(r, "embed", "unembed", None).singular_values)
