@@ -32,12 +32,26 @@ function render({ model, el }) {
     h("label", { title: "attention × ‖v_src‖ (the paper's value-weighted pattern)" }, [vwBox, "value-weighted"]),
   ]);
   const msg = messageArea(model);
+  // a note while the kernel works on a head (a first skip-trigram scan of a 50k vocabulary takes seconds)
+  let pendingTimer = null;
+  const pending = (l, hd) => {
+    clearTimeout(pendingTimer);
+    pendingTimer = setTimeout(() => msg.note(`computing L${l}H${hd}…`), 150);
+  };
+  const settled = () => { clearTimeout(pendingTimer); msg.show(); };
+  const onSel = () => {
+    const s = model.get("shown") || {};
+    if (s.layer === model.get("layer") && s.head === model.get("head")) settled(); // e.g. a reverted bad request
+  };
+  model.on("change:layer", onSel);
+  model.on("change:head", onSel);
 
   // ---- head grid + legend
   let scores = new Float32Array(0), sLo = 0, sHi = 1;
   const legend = h("div", { cls: "cw-legend" });
   const grid = headGrid(model, {
     label: "attention heads",
+    onRequest: (l, hd) => pending(l, hd),
     paint(btn, l, hd) {
       const v = scores[l * model.get("n_heads") + hd];
       const t = sHi > sLo ? (v - sLo) / (sHi - sLo) : 0;
@@ -101,6 +115,7 @@ function render({ model, el }) {
   }
 
   function drawPattern() {
+    settled();
     const t0 = performance.now();
     th = theme(root);
     const shown = model.get("shown") || {};

@@ -176,11 +176,19 @@ export function messageArea(model) {
     const msg = model.get("error") || "";
     box.textContent = msg;
     box.classList.toggle("cw-error", !!msg);
+    box.classList.remove("cw-note");
     box.hidden = !msg;
+  };
+  /** A transient local note (e.g. "computing L3H5…"), replaced by the next `show()`. */
+  const note = (text) => {
+    box.textContent = text;
+    box.classList.remove("cw-error");
+    box.classList.add("cw-note");
+    box.hidden = false;
   };
   model.on("change:error", show);
   show();
-  return { el: box, show, off: () => model.off("change:error", show) };
+  return { el: box, show, note, off: () => model.off("change:error", show) };
 }
 
 // ---------------------------------------------------------------------------- head grid
@@ -218,6 +226,7 @@ export function headGrid(model, opts = {}) {
       model.set("layer", l);
       model.set("head", hd);
       model.save_changes();
+      if (opts.onRequest) opts.onRequest(l, hd);
     }
     mark();
   }

@@ -18,6 +18,19 @@ function render({ model, el }) {
     h("label", { title: "draw each eigenvalue at radius log10(1 + |λ|), same angle" }, [logBox, "log magnitude"]),
   ]);
   const msg = messageArea(model);
+  // a note while the kernel works on a head (a first skip-trigram scan of a 50k vocabulary takes seconds)
+  let pendingTimer = null;
+  const pending = (l, hd) => {
+    clearTimeout(pendingTimer);
+    pendingTimer = setTimeout(() => msg.note(`computing L${l}H${hd}…`), 150);
+  };
+  const settled = () => { clearTimeout(pendingTimer); msg.show(); };
+  const onSel = () => {
+    const s = model.get("shown") || {};
+    if (s.layer === model.get("layer") && s.head === model.get("head")) settled(); // e.g. a reverted bad request
+  };
+  model.on("change:layer", onSel);
+  model.on("change:head", onSel);
   const legend = h("div", {
     cls: "cw-legend",
     text: "cell: upper half OV positivity, lower half QK positivity (full circuits); red −1 … +1 blue",
@@ -26,6 +39,7 @@ function render({ model, el }) {
   let pos = {};
   const grid = headGrid(model, {
     label: "heads by eigenvalue positivity",
+    onRequest: (l, hd) => pending(l, hd),
     paint(btn, l, hd) {
       const i = l * model.get("n_heads") + hd;
       btn.replaceChildren();
@@ -106,6 +120,7 @@ function render({ model, el }) {
   }
 
   function draw() {
+    settled();
     const t0 = performance.now();
     th = theme(root);
     const shown = model.get("shown") || {};

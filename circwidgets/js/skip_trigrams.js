@@ -17,7 +17,20 @@ function render({ model, el }) {
   const moreBtn = h("button", { cls: "cw-btn cw-more", text: "more rows", attrs: { type: "button" } });
   const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["search", search]), searchBtn, moreBtn]);
   const msg = messageArea(model);
-  const grid = headGrid(model, { label: "attention heads" });
+  // a note while the kernel works on a head (a first skip-trigram scan of a 50k vocabulary takes seconds)
+  let pendingTimer = null;
+  const pending = (l, hd) => {
+    clearTimeout(pendingTimer);
+    pendingTimer = setTimeout(() => msg.note(`computing L${l}H${hd}…`), 150);
+  };
+  const settled = () => { clearTimeout(pendingTimer); msg.show(); };
+  const onSel = () => {
+    const s = model.get("shown") || {};
+    if (s.layer === model.get("layer") && s.head === model.get("head")) settled(); // e.g. a reverted bad request
+  };
+  model.on("change:layer", onSel);
+  model.on("change:head", onSel);
+  const grid = headGrid(model, { label: "attention heads", onRequest: (l, hd) => pending(l, hd) });
   const foundBox = h("div", { cls: "cw-found" });
   const readout = h("div", { cls: "cw-readout cw-skip-readout", text: "hover a token" });
   const table = h("table", { cls: "cw-skip-table" });
@@ -64,6 +77,7 @@ function render({ model, el }) {
   }
 
   function draw() {
+    settled();
     const t0 = performance.now();
     th = theme(root);
     const shown = model.get("shown") || {};
