@@ -68,7 +68,11 @@ def _build(cfg: ModelConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtyp
     if next(model.buffers(), None) is not None:  # buffers would stay on meta: build for real
         with torch.random.fork_rng(devices=[]):
             model = Transformer(cfg, seed=None)
-    model.load_state_dict({k: v.detach().to(dtype=dtype, copy=True) for k, v in tensors.items()}, assign=True)
+    res = model.load_state_dict({k: v.detach().to(dtype=dtype, copy=True) for k, v in tensors.items()},
+                                strict=False, assign=True)
+    buffers = {n for n, _ in model.named_buffers()}
+    if res.unexpected_keys or set(res.missing_keys) - buffers:  # every parameter given (checked above)
+        raise AssertionError(f"converter state dict mismatch: {res}")
     return model.eval()
 
 
