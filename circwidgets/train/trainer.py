@@ -151,6 +151,22 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, old)
 
 
+def _call(callbacks, event: str, *args) -> None:
+    for cb in callbacks or ():
+        fn = getattr(cb, event, None)
+        if fn is not None:
+            fn(*args)
+
+
+def _notebook_callbacks(trainer) -> list:
+    """A live monitor when running in a notebook kernel with widgets (else nothing)."""
+    try:
+        from ..widgets.monitor import notebook_callbacks
+    except ImportError:  # no anywidget / ipywidgets: plain progress bars only
+        return []
+    return notebook_callbacks(trainer)
+
+
 @dataclass
 class Trainer:
     """Train `model` on `task`.
@@ -169,6 +185,9 @@ class Trainer:
     progress: bool = True
     time_limit: float | None = None  # seconds of training after which the run stops (and saves)
     eval_fn: Callable[[Trainer], dict] | None = None  # extra metrics merged into each eval record
+    # objects with optional on_train_begin(t) / on_step(t, loss) / on_eval(t, record) / on_train_end(t);
+    # None: a live TrainingMonitor when training from a notebook (circwidgets.widgets.monitor)
+    callbacks: list | None = None
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -238,6 +257,8 @@ class Trainer:
             return self
         snaps = set(c.snapshot_steps())
         m, opt = self.model, self.optimizer
+        self._cbs = self.callbacks if self.callbacks is not None else _notebook_callbacks(self)
+        _call(self._cbs, "on_train_begin", self)
         m.train()
         self.stopped_by = None
         running = torch.tensor(self._running[0], device=self.device)
@@ -270,6 +291,7 @@ class Trainer:
                     self.train_seconds = seconds_before + time.perf_counter() - t_start
                     if self.step % 10 == 0 or self.step == end:
                         bar.set_postfix(loss=f"{(running / n_running).item():.3f}", refresh=False)
+                        _call(self._cbs, "on_step", self, (running / n_running).item())
                     if self.step % c.eval_every == 0 or self.step == c.steps:
                         rec = self.evaluate()
                         rec["train_loss"] = (running / max(n_running, 1)).item()
@@ -295,6 +317,7 @@ class Trainer:
                         break
         finally:
             bar.close()
+            _call(self._cbs, "on_train_end", self)
         # an interrupted run records no extra evaluation (so that resuming gives the same history
         # as an uninterrupted run); a run cut short by its time limit is over: evaluate its end.
         if self.stopped_by == "time_limit" and self.history[-1]["step"] != self.step:
@@ -315,6 +338,7 @@ class Trainer:
 
     def _record(self, rec: dict) -> None:
         self.history.append(rec)
+        _call(getattr(self, "_cbs", None), "on_eval", self, rec)
         if self.out_dir is not None:
             d = Path(self.out_dir)
             d.mkdir(parents=True, exist_ok=True)
