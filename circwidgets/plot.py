@@ -145,7 +145,7 @@ def skip_trigram_table(rows: Sequence[dict], title: str = "", max_rows: int = 15
     from matplotlib.figure import Figure
 
     rows = list(rows)[:max_rows]
-    fig = Figure(figsize=(10, 0.9 + 0.32 * max(1, len(rows))), layout="constrained")
+    fig = Figure(figsize=(10, 0.7 + 0.24 * max(1, len(rows))), layout="constrained")
     ax = fig.add_subplot()
     ax.axis("off")
 
