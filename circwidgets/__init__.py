@@ -35,7 +35,9 @@ def load(name_or_path: str | os.PathLike, device: str = "cpu", **kwargs) -> Tran
 
 
 # Widgets load lazily (anywidget/ipywidgets only when a view is asked for).
-_LAZY = {"attention": "widgets", "eigenvalues": "widgets", "skip_trigrams": "widgets"}
+_LAZY = {"attention": "widgets", "eigenvalues": "widgets", "skip_trigrams": "widgets",
+         "composition": "widgets.composition", "paths": "widgets.paths", "ablation": "widgets.ablation",
+         "explore": "widgets.explorer", "TrainingMonitor": "widgets.monitor"}
 
 
 def __getattr__(name: str):
@@ -48,4 +50,5 @@ def __getattr__(name: str):
 
 __all__ = ["ModelConfig", "ModelFileError", "Transformer", "fold_layernorm", "from_hf", "from_transformer_lens",
            "load", "save", "__version__",
-           "attention", "eigenvalues", "skip_trigrams"]
+           "attention", "eigenvalues", "skip_trigrams", "composition", "paths", "ablation", "explore",
+           "TrainingMonitor"]
