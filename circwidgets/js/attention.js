@@ -275,6 +275,9 @@ function render({ model, el }) {
   // the theme can change while the view is open: re-read the CSS variables and repaint
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); drawPattern(); });
   return () => {
+    model.off("change:layer", onSel);
+    model.off("change:head", onSel);
+    clearTimeout(pendingTimer);
     offTheme();
     model.off("change:shown", onShown);
     model.off("change:scores", onScores);

@@ -147,6 +147,9 @@ function render({ model, el }) {
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); draw(); });
   return () => {
+    model.off("change:layer", onSel);
+    model.off("change:head", onSel);
+    clearTimeout(pendingTimer);
     offTheme();
     model.off("change:positivity", onPos);
     model.off("change:shown", draw);

@@ -115,7 +115,9 @@ function render({ model, el }) {
   model.on("change:found", drawFound);
   draw();
   const offTheme = onThemeChange(draw);
-  return () => { offTheme(); model.off("change:shown", draw); model.off("change:found", drawFound); grid.off(); msg.off(); };
+  return () => {
+    model.off("change:layer", onSel); model.off("change:head", onSel); clearTimeout(pendingTimer);
+    offTheme(); model.off("change:shown", draw); model.off("change:found", drawFound); grid.off(); msg.off(); };
 }
 
 export default { render };
