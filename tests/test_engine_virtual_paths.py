@@ -309,3 +309,20 @@ def test_path_terms_rotation_invariance_ln():
     torch.testing.assert_close(a.logits(), b.logits())
     torch.testing.assert_close(virtual_weights(m, "embed", "unembed", None).singular_values,
                                virtual_weights(r, "embed", "unembed", None).singular_values)
+
+
+def test_path_terms_chunking_does_not_change_results(monkeypatch):
+    import circwidgets.engine.paths as P
+
+    m = random_model(seed=17, **dict(SMALL, biases=True))
+    t = tokens()
+    ref_full, ref_pruned = path_terms(m, t, max_order=3), path_terms(m, t, max_order=3, top_k=4)
+    monkeypatch.setattr(P, "CHUNK_ELEMENTS", 1)  # one candidate source per chunk
+    full, pruned = path_terms(m, t, max_order=3), path_terms(m, t, max_order=3, top_k=4)
+    assert full.labels == ref_full.labels and pruned.labels == ref_pruned.labels
+    torch.testing.assert_close(full.resid, ref_full.resid)
+    torch.testing.assert_close(pruned.resid, ref_pruned.resid)
+    torch.testing.assert_close(pruned.remainder, ref_pruned.remainder)
+    monkeypatch.setattr(P, "MAX_ELEMENTS", 1000)
+    with pytest.raises(ValueError, match="top_k"):
+        path_terms(m, t, max_order=3)

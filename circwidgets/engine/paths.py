@@ -41,6 +41,8 @@ __all__ = ["PathTerms", "path_terms"]
 
 # Refuse enumerations whose term tensor would exceed this many elements (pass top_k instead).
 MAX_ELEMENTS = 400_000_000
+# Candidate terms are computed in chunks of at most about this many elements.
+CHUNK_ELEMENTS = 50_000_000
 
 
 @dataclass
@@ -145,8 +147,10 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | None
 
     `max_order`: the most heads on an enumerated path (0 = direct path only). `top_k`: keep at most
     this many new terms of order >= 2 per layer, ranked by the norm of their residual-stream
-    contribution (over batch and positions); the rest go to the remainder. Patterns and LN scales are
-    frozen at their values on `tokens`; computed in the weights' dtype (float32 for half weights).
+    contribution (over batch and positions); the rest go to the remainder (and so do their
+    extensions). Candidates are computed in bounded chunks, so deep models fit in memory with top_k.
+    Patterns and LN scales are frozen at their values on `tokens`; computed in the weights' dtype
+    (float32 for half weights).
     """
     if isinstance(max_order, bool) or not isinstance(max_order, int) or max_order < 0:
         raise ValueError(f"max_order={max_order!r} must be an integer >= 0")
@@ -193,33 +197,41 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | None
     for l in tqdm(range(cfg.n_layers), desc="path terms", disable=not big):
         ext = [i for i, o in enumerate(orders) if o < max_order]
         full = [i for i, o in enumerate(orders) if o == max_order]
-        n_new = len(ext) * H
-        if (len(vecs) + n_new) * B * P * D > MAX_ELEMENTS:
-            raise ValueError(f"path_terms would hold {len(vecs) + n_new} terms of {B}x{P}x{D} values at layer {l}: "
-                             "lower max_order or pass top_k to prune")
+        n_low = sum(1 for i in ext if orders[i] == 0) * H  # new order-1 terms: always kept
+        n_high = len(ext) * H - n_low
+        n_keep = n_low + (n_high if top_k is None else min(top_k, n_high))
+        if (len(vecs) + n_keep) * B * P * D > MAX_ELEMENTS:
+            raise ValueError(f"path_terms would hold {len(vecs) + n_keep} terms of {B}x{P}x{D} values at layer {l}: "
+                             "lower max_order, pass a (smaller) top_k, or use fewer tokens")
         # what is not enumerated still flows through this layer's heads, into the remainder
         if full or remainder_live:
             r_in = remainder + sum(vecs[i] for i in full) if full else remainder
             remainder = remainder + heads(r_in[None], l)[0].sum(0)
             remainder_live = True
-        if ext:
-            out = heads(torch.stack([vecs[i] for i in ext]), l)  # [T, H, B, P, D]
-            new = [(i, h) for i in ext for h in range(H)]
-            new_vecs = out.reshape(len(ext) * H, B, P, D)
-            keep = list(range(len(new)))
-            if top_k is not None:
-                high = [j for j, (i, _) in enumerate(new) if orders[i] + 1 >= 2]
-                if len(high) > top_k:
-                    norms = new_vecs[high].flatten(1).norm(dim=1)
-                    ranked = [high[j] for j in norms.argsort(descending=True).tolist()]
-                    dropped = set(ranked[top_k:])
-                    keep = [j for j in keep if j not in dropped]
-                    remainder = remainder + new_vecs[sorted(dropped)].sum(0)
-                    remainder_live = True
-            for j in keep:
-                i, h = new[j]
-                src, hs = paths[i]
-                add(f"{labels[i]} → {_head_label(l, h)}", (src, hs + ((l, h),)), orders[i] + 1, new_vecs[j])
+        # extend the enumerated terms by one head, in chunks of bounded memory; with top_k keep a
+        # running top-k (by residual norm) of the order >= 2 candidates, the rest go to the remainder
+        chunk = max(1, CHUNK_ELEMENTS // (H * B * P * D))
+        kept: list[tuple[int, int, torch.Tensor]] = []  # (ext position, head, vec)
+        cand: list[tuple[float, int, int, torch.Tensor]] = []  # (norm, ext position, head, vec)
+        for c0 in range(0, len(ext), chunk):
+            part = ext[c0:c0 + chunk]
+            out = heads(torch.stack([vecs[i] for i in part]), l)  # [c, H, B, P, D]
+            for a, i in enumerate(part):
+                for h in range(H):
+                    if top_k is None or orders[i] == 0:
+                        kept.append((c0 + a, h, out[a, h]))
+                    else:
+                        cand.append((float(out[a, h].norm()), c0 + a, h, out[a, h]))
+            if top_k is not None and len(cand) > top_k:
+                cand.sort(key=lambda c: -c[0])
+                remainder = remainder + torch.stack([c[3] for c in cand[top_k:]]).sum(0)
+                remainder_live = True
+                cand = cand[:top_k]
+        kept += [(a, h, v) for _, a, h, v in cand]
+        for a, h, v in sorted(kept, key=lambda k: (k[0], k[1])):  # enumeration order, pruned or not
+            i = ext[a]
+            src, hs = paths[i]
+            add(f"{labels[i]} → {_head_label(l, h)}", (src, hs + ((l, h),)), orders[i] + 1, v.clone())
         if cfg.biases:
             b = pm.b_O.detach().to(dt)[l] + torch.einsum("he,hed->d", pm.b_V.detach().to(dt)[l], W_O[l])
             if bool(b.ne(0).any()):  # folded models carry all-zero biases: no term for those
