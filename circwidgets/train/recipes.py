@@ -145,6 +145,8 @@ def run(name: str, steps: int | None = None, out: str | os.PathLike | None = Non
         torch.backends.cudnn.allow_tf32 = True
     out = Path(out) if out else Path("runs") / name
     model, task, tc, meta = build(name, data_dir, steps=steps, batch_size=batch_size, lr=lr, n_snapshots=n_snapshots)
+    dev_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    meta["device"] = f"{dev_name} (torch {torch.__version__}, {torch.get_num_threads()} threads)"
     tr = Trainer(model, task, tc, out_dir=out, extra_metadata=meta, device=device, progress=progress,
                  time_limit=time_limit)
     ck = tr.checkpoint_path

@@ -159,12 +159,21 @@ def _call(callbacks, event: str, *args) -> None:
 
 
 def _notebook_callbacks(trainer) -> list:
-    """A live monitor when running in a notebook kernel with widgets (else nothing)."""
+    """A live monitor when running in a notebook kernel with widgets (else nothing). A monitor
+    must never stop training: outside a kernel nothing is imported, and any failure means no monitor."""
+    import sys
+
+    if "ipykernel" not in sys.modules:  # scripts, the CLI, batch jobs on a GPU box
+        return []
     try:
         from ..widgets.monitor import notebook_callbacks
-    except ImportError:  # no anywidget / ipywidgets: plain progress bars only
+
+        return notebook_callbacks(trainer)
+    except Exception as e:  # no anywidget / ipywidgets, or a broken front end: plain progress bars
+        import warnings
+
+        warnings.warn(f"no live training monitor: {e}", stacklevel=2)
         return []
-    return notebook_callbacks(trainer)
 
 
 @dataclass

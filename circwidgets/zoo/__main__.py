@@ -1,0 +1,67 @@
+"""`python -m circwidgets.zoo --check [NAME ...]`: recompute the model cards' claims (exit 1 on failure).
+`python -m circwidgets.zoo --list`: the shipped models and their cards.
+`python -m circwidgets.zoo --build NAME --run RUN_DIR [--data-dir DIR]`: ship a finished training run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import card
+    from . import list as zoo_list
+
+    p = argparse.ArgumentParser(prog="python -m circwidgets.zoo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", nargs="*", metavar="NAME", help="check these models' claims (default: all)")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--build", metavar="NAME")
+    p.add_argument("--run", help="--build: the training run directory")
+    p.add_argument("--data-dir", help="--build: the prepared corpus (code models)")
+    p.add_argument("--device-note", help="--build: where it was trained, if the run did not record it")
+    p.add_argument("--command", help="--build: the command that trained it")
+    p.add_argument("--notes", default="")
+    a = p.parse_args(argv)
+    if a.build:
+        from .build import build
+
+        if not a.run:
+            p.error("--build needs --run RUN_DIR")
+        c = build(a.build, a.run, a.data_dir, a.device_note, a.command, a.notes)
+        print(c.to_markdown())
+        return 0
+    if a.list:
+        for n in zoo_list():
+            print(card(n).to_markdown(), end="\n\n")
+        return 0
+    if a.check is not None:
+        from .build import ClaimFailed, check
+
+        names = a.check or zoo_list()
+        if not names:
+            print("no shipped models found", file=sys.stderr)
+            return 1
+        failed = []
+        t0 = time.perf_counter()
+        for n in names:
+            try:
+                check(n)
+            except ClaimFailed as e:
+                failed.append(str(e))
+            except KeyError as e:
+                failed.append(str(e))
+        print(f"checked {len(names)} model(s) in {time.perf_counter() - t0:.1f} s")
+        if failed:
+            print("CLAIMS FAILED:\n  " + "\n  ".join(failed), file=sys.stderr)
+            return 1
+        print("all claims hold")
+        return 0
+    p.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""Turn a finished training run into a shipped model: float16 weights, reference statistics,
+and a model card whose claims are measured on the shipped file; and check cards.
+
+    python -m circwidgets.zoo --build NAME --run runs/NAME [--data-dir runs/data/stdlib-bpe2048]
+    python -m circwidgets.zoo --check [NAME]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ..model import load_file
+from ..model.io import read_metadata, save
+from . import CARDS_DIR, MODELS_DIR, Card, card, stats_path
+from .claims import OPS, evaluate_claim, model_triples
+
+# Per recipe: the claims its card makes. `target` is the issue's goal (None: a measured fact the
+# check keeps honest); `tol` is how far a recomputed value may drift from the card's number
+# (float16 weights and BLAS differences only: the computations are deterministic).
+HEAD_ARGS = dict(n_seqs=32, seed=2024)
+SPECS: dict[str, list[dict]] = {
+    "toy-0l-code": [
+        dict(id="bigram_r", fn="bigram_pearson", args={}, op=">=", target=0.8, tol=0.005,
+             text="Pearson r, log-softmax(W_E W_U) vs corpus add-1 bigram log-probs (500 most frequent tokens)"),
+    ],
+    "toy-1l-code": [
+        dict(id="skip_trigram_p50", fn="skip_trigram_precision", args=dict(k=50, k_sources=50, per_head=50), op=">=",
+             target=None, tol=0.03,
+             text="precision@50 of the heads' top skip-trigrams vs empirical (count>=5, lift>=2)"),
+        dict(id="ov_positivity", fn="ov_positivity_mean", args=dict(layer=0), op=">=", target=None, tol=0.01,
+             text="mean full-OV eigenvalue positivity of the layer-0 heads (copying)"),
+    ],
+    "toy-1l-trigrams": [
+        dict(id="planted_recovered", fn="planted_recovery", args=dict(top_dest=3, top_out=3), op=">=", target=0.9,
+             tol=0.001, text="planted rules recovered by skip_trigrams (A in top 2·n_rules sources, B, C in top 3)"),
+    ],
+    "toy-2l-induction": [
+        dict(id="induction_l1", fn="induction_max", args=dict(layer=1, **HEAD_ARGS), op=">=", target=0.7, tol=0.01,
+             text="best layer-1 induction score on held-out BOS + r + r (|r| = 31, 32 sequences)"),
+        dict(id="repeated_loss", fn="icl_repeated_loss", args=dict(**HEAD_ARGS), op="<=", target=0.5, tol=0.02,
+             text="loss on the repeated half (nats)"),
+        dict(id="kcomp_prev", fn="kcomp_source_prev_token", args=dict(**HEAD_ARGS), op=">=", target=0.5, tol=0.01,
+             text="previous-token score of the strongest K-composition input of the best induction head"),
+    ],
+    "toy-2l-code": [
+        dict(id="induction", fn="induction_max", args=dict(layer=1, **HEAD_ARGS), op=">=", target=0.5, tol=0.01,
+             text="best layer-1 induction score on repeated random tokens (|r| = 64, 32 sequences)"),
+        dict(id="prev_token_l0", fn="previous_token_max", args=dict(layer=0, **HEAD_ARGS), op=">=", target=None,
+             tol=0.01, text="best layer-0 previous-token score"),
+        dict(id="icl_gain", fn="icl_gain", args=dict(**HEAD_ARGS), op=">=", target=None, tol=0.03,
+             text="first-half minus repeated-half loss on repeated random tokens (nats)"),
+        dict(id="kcomp_prev", fn="kcomp_source_prev_token", args=dict(**HEAD_ARGS), op=">=", target=None, tol=0.01,
+             text="previous-token score of the strongest K-composition input of the best induction head"),
+    ],
+}
+
+
+def load_stats(name: str) -> dict[str, torch.Tensor]:
+    p = stats_path(name)
+    if not p.is_file():
+        return {}
+    from safetensors.torch import load_file as _load
+
+    return _load(str(p))
+
+
+# ------------------------------------------------------------------------------------- reference data
+def corpus_tokens(data_dir: str | Path) -> torch.Tensor:
+    import numpy as np
+
+    return torch.from_numpy(np.load(Path(data_dir) / "train.npy", allow_pickle=False).astype(np.int64))
+
+
+def bigram_stats(data_dir: str | Path, d_vocab: int, n_top: int = 500) -> dict[str, torch.Tensor]:
+    """The `n_top` most frequent tokens (BOS excluded) and their add-1 bigram log P(C | B) `[n, n]`."""
+    from ..engine import empirical_bigrams
+
+    big = empirical_bigrams(corpus_tokens(data_dir), d_vocab)
+    uni = big.unigram.clone()
+    uni[0] = -1  # BOS separates files; it is not text
+    ids = torch.argsort(uni, descending=True, stable=True)[:n_top].sort().values
+    lp = big.dense_log_probs(alpha=1.0)[ids][:, ids]
+    return {"bigram_ids": ids.to(torch.int32), "bigram_log_probs": lp.to(torch.float32)}
+
+
+def skip_trigram_stats(data_dir: str | Path, d_vocab: int, window: int = 16, n_tokens: int = 1_000_000,
+                       row_len: int = 128, min_count: int = 5, min_lift: float = 2.0) -> tuple[dict, dict]:
+    """Reference skip-trigrams of the corpus: (A, B, C) seen >= min_count times with lift >= min_lift."""
+    from ..engine import empirical_skip_trigrams
+
+    toks = corpus_tokens(data_dir)[:n_tokens]
+    toks = toks[: len(toks) // row_len * row_len].view(-1, row_len)
+    st = empirical_skip_trigrams(toks, window=window, d_vocab=d_vocab)
+    t = st.triples()
+    keep = st.counts >= min_count
+    t = t[keep]
+    lift = st.lift(t[:, 0], t[:, 1], t[:, 2])
+    ref = t[lift >= min_lift]
+    info = dict(window=window, n_tokens=int(toks.numel()), row_len=row_len, min_count=min_count, min_lift=min_lift,
+                n_reference=int(len(ref)))
+    return {"reference_triples": ref.to(torch.int16 if d_vocab < 32768 else torch.int32)}, info
+
+
+# ------------------------------------------------------------------------------------- cards
+def _threshold(op: str, measured: float, target: float | None, tol: float) -> tuple[float, bool | None]:
+    """The card's threshold: the issue's target when met, else a floor (or ceiling) just past the
+    measured value, so the check keeps the number honest either way."""
+    met = None if target is None else OPS[op](measured, target)
+    if met:
+        return target, met
+    margin = max(2 * tol, 0.05 * abs(measured))
+    t = measured - margin if op == ">=" else measured + margin
+    return float(f"{t:.3g}"), met
+
+
+def notable_heads(model, extra: dict | None = None) -> list[dict]:
+    from ..engine import all_head_scores, eigen_positivity
+
+    out = []
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    if L == 0:
+        return [{"head": "direct path", "role": "W_E W_U is the whole model: a learned bigram table"}]
+    s = all_head_scores(model, n_seqs=32, seed=2024)
+    pos = eigen_positivity(model, "ov", full=True)
+    for layer in range(L):
+        for h in range(H):
+            roles = []
+            if s["previous_token"][layer, h] >= 0.4:
+                roles.append(f"previous-token head (score {float(s['previous_token'][layer, h]):.2f})")
+            if s["induction"][layer, h] >= 0.4:
+                roles.append(f"induction head (score {float(s['induction'][layer, h]):.2f})")
+            if not math.isnan(float(pos[layer, h])) and pos[layer, h] >= 0.7:
+                roles.append(f"copying OV circuit (positivity {float(pos[layer, h]):.2f})")
+            if extra and (layer, h) in extra:
+                roles.append(extra[(layer, h)])
+            if roles:
+                out.append({"head": f"L{layer}H{h}", "role": "; ".join(roles)})
+    return out
+
+
+def readable_skip_trigrams(model, n_heads: int | None = None, per_head: int = 3) -> dict:
+    """A few top skip-trigram rows per layer-0 head, as strings (for the card)."""
+    from ..engine import skip_trigrams
+
+    out = {}
+    for h in range(model.cfg.n_heads if n_heads is None else n_heads):
+        t = skip_trigrams(model, 0, h, k=per_head, n_dest=3, n_out=3)
+        out[(0, h)] = "top skip-trigrams: " + " | ".join(str(r).split("  (")[0] for r in t)
+    return out
+
+
+def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, device_note: str | None = None,
+          command: str | None = None, notes: str = "") -> Card:
+    """Copy `run_dir/model.safetensors` into the zoo as float16, write its reference statistics
+    and its card (claims measured on the shipped file). Returns the card."""
+    run_dir = Path(run_dir)
+    src = run_dir / "model.safetensors"
+    meta = read_metadata(src)
+    model32 = load_file(src)
+    MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    CARDS_DIR.mkdir(parents=True, exist_ok=True)
+    dst = MODELS_DIR / f"{name}.safetensors"
+    keep = {k: v for k, v in meta.items() if k not in ("format", "config", "tokenizer")}
+    keep["source_dtype"] = "float32"
+    save(model32, dst, dtype=torch.float16, extra_metadata={**keep, **({"tokenizer": meta["tokenizer"]}
+                                                                       if "tokenizer" in meta else {})})
+    model = load_file(dst)
+    cfg = model.cfg
+    data = json.loads(meta.get("data", "{}"))
+    stats, stats_info = {}, {}
+    if name == "toy-0l-code":
+        stats = bigram_stats(data_dir, cfg.d_vocab)
+        stats_info = {"bigram_tokens": int(len(stats["bigram_ids"])), "smoothing": "add-1 over the full vocabulary"}
+    elif name == "toy-1l-code":
+        stats, stats_info = skip_trigram_stats(data_dir, cfg.d_vocab)
+    if stats:
+        from safetensors.torch import save_file
+
+        save_file(stats, str(stats_path(name)), metadata={"info": json.dumps(stats_info)})
+    claims = []
+    for spec in SPECS.get(name, []):
+        c = {k: v for k, v in spec.items()}
+        if c["fn"] == "planted_recovery":
+            c["args"] = {**c["args"], "task": data, "top_sources": 2 * data["n_rules"]}
+        t0 = time.perf_counter()
+        v = evaluate_claim(model, stats, c)
+        c["seconds"] = round(time.perf_counter() - t0, 3)
+        c["measured"] = v
+        c["threshold"], c["target_met"] = _threshold(c["op"], v, c["target"], c["tol"])
+        claims.append(c)
+    history = json.loads(meta.get("metrics", "[]"))
+    last = history[-1] if history else {}
+    final = {k: last[k] for k in ("val_loss", "train_loss", "icl_first", "icl_repeated", "max_induction",
+                                  "max_previous_token") if k in last}
+    extra = readable_skip_trigrams(model) if cfg.n_layers == 1 and model.tokenizer is not None else None
+    if data.get("source") == "python-stdlib":
+        data_summary = (f"Python {data['python_version']} standard library, {data['n_files']} .py files (no test "
+                        f"folders), {data['n_chars']:,} characters, byte-level BPE vocab {data['vocab_size']}; "
+                        f"{data['n_tokens']['train']:,} train / {data['n_tokens']['val']:,} held-out tokens; "
+                        f"corpus sha256 {data['corpus_sha256'][:16]}…")
+    else:
+        data_summary = f"synthetic: {json.dumps(data)}"
+    tc = json.loads(meta.get("train_config", "{}"))
+    ph = phase_change(history)
+    c = Card(
+        name=name,
+        description=meta.get("description", ""),
+        file=f"models/{name}.safetensors",
+        size_bytes=dst.stat().st_size,
+        architecture={k: getattr(cfg, k) for k in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_ctx",
+                                                    "normalization", "positional", "attn_only")},
+        data={"summary": data_summary, **({"corpus_sha256": data["corpus_sha256"],
+                                           "tokenizer_sha256": data["tokenizer_sha256"], "n_files": data["n_files"],
+                                           "python_version": data["python_version"]}
+                                          if data.get("source") == "python-stdlib" else {"task": data})},
+        training={"recipe": name, "command": command or f"python -m circwidgets.train {name}",
+                  "steps": int(meta.get("step", 0)), "tokens": int(meta.get("tokens_seen", 0)),
+                  "wall_seconds": float(meta.get("train_seconds", 0)),
+                  "device": device_note or meta.get("device", "?"), "config": tc},
+        final=final,
+        notable_heads=notable_heads(model, extra),
+        claims=claims,
+        reference_stats=stats_info or None,
+        phase_change=ph,
+        notes=notes,
+    )
+    (CARDS_DIR / f"{name}.json").write_text(json.dumps(c, indent=1) + "\n")
+    return c
+
+
+def phase_change(history: list[dict], threshold: float = 0.5) -> dict | None:
+    """First evaluation at which the best induction score crossed `threshold` (None if never)."""
+    prev = None
+    for r in history:
+        if "max_induction" in r and r["max_induction"] >= threshold:
+            return {"step": r["step"], "tokens": r["tokens"], "score": r["max_induction"],
+                    "previous_eval": prev}
+        prev = {"step": r["step"], "score": r.get("max_induction")} if "max_induction" in r else prev
+    return None
+
+
+# ------------------------------------------------------------------------------------- check
+class ClaimFailed(AssertionError):
+    pass
+
+
+def check(name: str, verbose: bool = True) -> list[dict]:
+    """Recompute every claim of `name`'s card from the shipped file; raise `ClaimFailed` listing
+    each claim that breaks its threshold or drifted from the card's number by more than its tol."""
+    from . import path
+
+    c = card(name)
+    model = load_file(path(name))
+    stats = load_stats(name)
+    results, bad = [], []
+    for cl in c["claims"]:
+        t0 = time.perf_counter()
+        v = evaluate_claim(model, stats, cl)
+        dt = time.perf_counter() - t0
+        holds = OPS[cl["op"]](v, cl["threshold"])
+        drift = abs(v - cl["measured"])
+        ok = holds and drift <= cl["tol"]
+        r = dict(model=name, claim=cl["id"], value=v, card=cl["measured"], op=cl["op"], threshold=cl["threshold"],
+                 ok=ok, seconds=dt)
+        results.append(r)
+        if verbose:
+            print(f"{'ok  ' if ok else 'FAIL'} {name:18s} {cl['id']:18s} {v:9.4f} {cl['op']} {cl['threshold']:<7g}"
+                  f" (card {cl['measured']:.4f}; {dt:.2f} s)")
+        if not ok:
+            why = "threshold" if not holds else f"drifted {drift:.4g} > tol {cl['tol']}"
+            bad.append(f"{name}/{cl['id']}: {v:.4f} {cl['op']} {cl['threshold']} fails ({why})")
+    if bad:
+        raise ClaimFailed("; ".join(bad))
+    return results
+
+
+__all__ = ["SPECS", "build", "check", "model_triples", "phase_change"]

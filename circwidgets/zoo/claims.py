@@ -1,0 +1,158 @@
+"""The measurable claims of the model cards, each a function `(model, stats, **args) -> float`.
+
+A card lists claims as `{"id", "text", "fn", "args", "op", "threshold", "measured"}`; `check_card`
+recomputes every one from the shipped file (and its shipped reference statistics, where a claim
+compares with data) and fails loudly when a value breaks its threshold or moved away from what the
+card says. All numbers come from the engine; nothing here re-implements its mathematics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ..engine import (
+    all_head_scores,
+    composition_scores,
+    eigen_positivity,
+    in_context_loss,
+    pearson,
+    precision_at_k,
+    skip_trigrams,
+)
+from ..model import Transformer
+
+CLAIMS: dict[str, Callable[..., float]] = {}
+
+
+def claim(fn: Callable[..., float]) -> Callable[..., float]:
+    CLAIMS[fn.__name__] = fn
+    return fn
+
+
+def _scores(model: Transformer, seq_len: int | None, n_seqs: int, seed: int) -> dict[str, torch.Tensor]:
+    return all_head_scores(model, seq_len=seq_len, n_seqs=n_seqs, seed=seed)
+
+
+@claim
+def bigram_pearson(model: Transformer, stats: dict, **_) -> float:
+    """Pearson r between log-softmax(W_E W_U) and the corpus' add-1 bigram log P(C | B), over the
+    pairs of the most frequent tokens (`stats["bigram_ids"]`, `stats["bigram_log_probs"]`)."""
+    ids = stats["bigram_ids"].long()
+    ref = stats["bigram_log_probs"].double()
+    W_E = model.W_E.double()
+    if model.cfg.positional == "standard":
+        raise ValueError("bigram_pearson reads W_E W_U alone: the model must have no residual positions")
+    logits = W_E[ids] @ model.W_U.double()  # [n, V]: direct path of the zero-layer model
+    lp = logits.log_softmax(-1)[:, ids]
+    return pearson(lp.reshape(-1), ref.reshape(-1))
+
+
+@claim
+def induction_max(model: Transformer, stats: dict, layer: int | None = None, seq_len: int | None = None,
+                  n_seqs: int = 32, seed: int = 2024, **_) -> float:
+    """Largest induction score (engine `head_scores`) of any head (of `layer` when given)."""
+    s = _scores(model, seq_len, n_seqs, seed)["induction"]
+    return float((s if layer is None else s[layer]).max())
+
+
+@claim
+def previous_token_max(model: Transformer, stats: dict, layer: int | None = None, seq_len: int | None = None,
+                       n_seqs: int = 32, seed: int = 2024, **_) -> float:
+    """Largest previous-token score of any head (of `layer` when given)."""
+    s = _scores(model, seq_len, n_seqs, seed)["previous_token"]
+    return float((s if layer is None else s[layer]).max())
+
+
+@claim
+def icl_repeated_loss(model: Transformer, stats: dict, seq_len: int | None = None, n_seqs: int = 32,
+                      seed: int = 2024, **_) -> float:
+    """Mean loss (nats) on the repeated half of BOS + r + r (engine `in_context_loss`)."""
+    return in_context_loss(model, seq_len=seq_len, n_seqs=n_seqs, seed=seed).repeated
+
+
+@claim
+def icl_gain(model: Transformer, stats: dict, seq_len: int | None = None, n_seqs: int = 32, seed: int = 2024,
+             **_) -> float:
+    """First-half minus repeated-half loss on BOS + r + r (nats)."""
+    return in_context_loss(model, seq_len=seq_len, n_seqs=n_seqs, seed=seed).gain
+
+
+@claim
+def kcomp_source_prev_token(model: Transformer, stats: dict, seq_len: int | None = None, n_seqs: int = 32,
+                            seed: int = 2024, **_) -> float:
+    """Previous-token score of the layer-0 head that K-composes most strongly into the best
+    layer-1 induction head (≥ 0.5 says: its strongest K-composition input is a previous-token head)."""
+    s = _scores(model, seq_len, n_seqs, seed)
+    h2 = int(s["induction"][1].argmax())
+    k = composition_scores(model, "k")[0, :, 1, h2]  # [head1]
+    h1 = int(k.argmax())
+    return float(s["previous_token"][0, h1])
+
+
+@claim
+def ov_positivity_mean(model: Transformer, stats: dict, layer: int = 0, **_) -> float:
+    """Mean over the layer's heads of the full-OV eigenvalue positivity (copying: near +1)."""
+    return float(eigen_positivity(model, circuit="ov", full=True)[layer].mean())
+
+
+def planted_rules_recovered(model: Transformer, rules: list[tuple[int, int, int]], top_sources: int,
+                            top_dest: int, top_out: int) -> float:
+    """Fraction of planted `(A, B, C)` rules found in some layer-0 head's skip-trigram table: A among
+    its `top_sources` strongest sources, B among A's `top_dest` destinations, C among A's `top_out` outputs."""
+    found = set()
+    for h in range(model.cfg.n_heads):
+        table = skip_trigrams(model, 0, h, k=top_sources, n_dest=top_dest, n_out=top_out)
+        for row in table:
+            for a, b, c in rules:
+                if row.source == a and b in row.dests and c in row.outs:
+                    found.add((a, b, c))
+    return len(found) / len(rules)
+
+
+@claim
+def planted_recovery(model: Transformer, stats: dict, task: dict, top_sources: int, top_dest: int = 3,
+                     top_out: int = 3, **_) -> float:
+    """Fraction of the planted skip-trigram rules (regenerated from the task spec) that the
+    engine's skip-trigram extraction recovers (see `planted_rules_recovered`)."""
+    from ..train.tasks import SkipTrigramTask
+
+    spec = {k: v for k, v in task.items() if k != "task"}
+    return planted_rules_recovered(model, SkipTrigramTask(**spec).rules, top_sources, top_dest, top_out)
+
+
+def model_triples(model: Transformer, k_sources: int, per_head: int) -> list[tuple[int, int, int]]:
+    """The model's top skip-trigrams: the first `per_head` (A, B, C) of every layer-0 head's
+    table (engine `SkipTrigramTable.triples`), heads interleaved by rank."""
+    per = [skip_trigrams(model, 0, h, k=k_sources, n_dest=5, n_out=5).triples(per_head)
+           for h in range(model.cfg.n_heads)]
+    out, seen = [], set()
+    for i in range(per_head):
+        for lst in per:
+            if i < len(lst) and lst[i][:3] not in seen:
+                seen.add(lst[i][:3])
+                out.append(lst[i][:3])
+    return out
+
+
+@claim
+def skip_trigram_precision(model: Transformer, stats: dict, k: int, k_sources: int = 50, per_head: int = 50,
+                           **_) -> float:
+    """precision@k of the model's top skip-trigrams against the corpus' empirical ones
+    (`stats["reference_triples"]`: triples with count and lift above the card's thresholds)."""
+    ref = [tuple(t) for t in stats["reference_triples"].long().tolist()]
+    return precision_at_k(model_triples(model, k_sources, per_head), ref, k)
+
+
+OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
+
+
+def evaluate_claim(model: Transformer, stats: dict, c: dict) -> float:
+    if c["fn"] not in CLAIMS:
+        raise KeyError(f"claim function {c['fn']!r} unknown; known: {sorted(CLAIMS)}")
+    v = CLAIMS[c["fn"]](model, stats, **c.get("args", {}))
+    if isinstance(v, float) and math.isnan(v):
+        raise ValueError(f"claim {c['id']}: measured NaN")
+    return float(v)

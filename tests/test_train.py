@@ -1,0 +1,251 @@
+"""Trainer, tasks and corpus: loss falls, interrupt + resume is bit-for-bit the uninterrupted run,
+checkpoints are atomic, synthetic tasks plant what they say, the corpus is reproducible."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import circwidgets as cw
+from circwidgets.model import ModelConfig, Transformer
+from circwidgets.train import corpus, recipes
+from circwidgets.train.tasks import BigramTask, RepeatTask, SkipTrigramTask
+from circwidgets.train.trainer import TrainConfig, Trainer
+
+torch.set_num_threads(1)  # 2 threads on a shared 2-core box are many times slower
+CFG = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_head=8, d_vocab=24, n_ctx=16, positional="shortformer",
+                  bos_token_id=0)
+
+
+def _trainer(out=None, steps=40, task=None, **kw) -> Trainer:
+    torch.manual_seed(0)
+    tc = TrainConfig(steps=steps, batch_size=8, lr=1e-2, warmup=5, eval_every=10, checkpoint_every=1000,
+                     eval_batches=1, icl_n_seqs=2, icl_seq_len=7, **kw)
+    return Trainer(Transformer(CFG, seed=0), task or BigramTask(24, 16, n_successors=2), tc, out_dir=out,
+                   progress=False)
+
+
+def _same_state(a: Trainer, b: Trainer) -> None:
+    for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters()):
+        assert torch.equal(p, q), n
+    sa, sb = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    for i in sa:
+        for k in sa[i]:
+            assert torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])), (i, k)
+
+    def strip(h):
+        return [{k: v for k, v in r.items() if k != "time"} for r in h]
+
+    assert strip(a.history) == strip(b.history)
+    assert a.step == b.step and a.tokens_seen == b.tokens_seen
+
+
+def test_loss_falls_on_a_markov_chain():
+    tr = _trainer(steps=60).train()
+    first, last = tr.history[0]["val_loss"], tr.history[-1]["val_loss"]
+    # a chain with 2 successors per token: uniform is log(23) = 3.14, the chain's entropy < log 2
+    assert first > 3.0 and last < first - 1.0, (first, last)
+    assert [r["step"] for r in tr.history] == [0, 10, 20, 30, 40, 50, 60]
+    assert len(tr.history[-1]["induction"]) == 2 and len(tr.history[-1]["induction"][0]) == 2
+
+
+class _SigintAt(BigramTask):
+    """A task that delivers a real SIGINT while drawing the batch of one step."""
+
+    at: int = -1
+
+    def batch(self, batch_size, seed, step):
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().batch(batch_size, seed, step)
+
+
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path):
+    full = _trainer(tmp_path / "full").train()
+    task = _SigintAt(24, 16, n_successors=2)
+    task.at = 17
+    part = _trainer(tmp_path / "part", task=task).train()
+    assert part.stopped_by == "interrupt" and part.step == 18  # the step in flight completes
+    ck = tmp_path / "part" / "checkpoint.safetensors"
+    assert ck.is_file()
+    # the checkpoint is plain safetensors (no pickle) and holds the optimizer state
+    from safetensors import safe_open
+
+    with safe_open(str(ck), framework="pt") as f:
+        keys = set(f.keys())
+    assert "model.W_E" in keys and "optim.W_E.exp_avg_sq" in keys
+    resumed = _trainer(tmp_path / "part")
+    resumed.model.W_E.data.zero_()  # prove the weights come from the checkpoint
+    resumed.load_checkpoint().train()
+    _same_state(full, resumed)
+    # the final model file loads with cw.load and carries the training record
+    p = resumed.save_model(tmp_path / "m.safetensors")
+    m = cw.load(p)
+    assert json.loads(m.metadata["metrics"])[-1]["step"] == 40
+    assert torch.equal(m.W_E, full.model.W_E)
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    _trainer(tmp_path / "a", steps=10).train()
+    tr = Trainer(Transformer(CFG, seed=0), BigramTask(24, 16), TrainConfig(steps=10, batch_size=4),
+                 out_dir=tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="training config differs"):
+        tr.load_checkpoint()
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    tr = _trainer(tmp_path, steps=10).train()
+    ck = tr.checkpoint_path
+    before = ck.read_bytes()
+    import safetensors.torch as st
+
+    def broken_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(st, "save_file", broken_save)
+    tr.step += 1
+    with pytest.raises(OSError, match="disk full"):
+        tr.save_checkpoint()
+    assert ck.read_bytes() == before  # the old checkpoint is untouched
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary left behind
+
+
+def test_time_limit_stops_and_records_final_eval(tmp_path):
+    tr = _trainer(tmp_path, steps=10_000)
+    tr.time_limit = 0.0
+    tr.train()
+    assert tr.stopped_by == "time_limit" and tr.step == 1 and tr.history[-1]["step"] == 1
+
+
+# ------------------------------------------------------------------------------------- tasks
+def test_batches_are_a_function_of_seed_and_step():
+    for t in (BigramTask(20, 12), SkipTrigramTask(80, 32, n_rules=6, n_triggers=3, rules_per_seq=2),
+              RepeatTask(50, 33, 2, 16)):
+        assert torch.equal(t.batch(4, 1, 7), t.batch(4, 1, 7))
+        assert not torch.equal(t.batch(4, 1, 7), t.batch(4, 1, 8))
+        assert not torch.equal(t.batch(4, 1, 7), t.batch(4, 2, 7))
+        b = t.batch(4, 0, 0)
+        assert b.shape == (4, t.n_ctx) and b.dtype == torch.long and (b[:, 0] == 0).all()
+        assert b.min() >= 0 and b.max() < t.d_vocab
+
+
+def test_bigram_chain_follows_its_transition_matrix():
+    t = BigramTask(12, 64, n_successors=3)
+    P = t.transition_matrix()
+    assert torch.allclose(P.sum(1), torch.ones(12, dtype=torch.float64))
+    b = t.batch(16, 0, 0)
+    assert (P[b[:, :-1], b[:, 1:]] > 0).all()
+
+
+def test_repeat_task_has_variable_length_and_offset_and_a_correct_mask():
+    t = RepeatTask(200, 64, 4, 31)
+    toks, mask = t.batch_with_mask(64, 0, 3)
+    lens, starts = set(), set()
+    for b in range(64):
+        idx = mask[b].nonzero()[:, 0]
+        assert len(idx) > 0 and (idx[1:] - idx[:-1] == 1).all()  # one contiguous block
+        r = len(idx) + 1  # repeat length
+        s = int(idx[0]) - r  # start of the first copy
+        lens.add(r)
+        starts.add(s)
+        assert torch.equal(toks[b, s + 1: s + r], toks[b, s + r + 1: s + 2 * r])  # masked targets = first copy
+        assert 4 <= r <= 31
+    assert len(lens) > 10 and len(starts) > 10
+
+
+def test_skip_trigram_task_plants_its_rules():
+    t = SkipTrigramTask(100, 48, n_rules=12, n_triggers=4, rules_per_seq=3)
+    rules = t.rules
+    assert len(rules) == 12 and len({r[0] for r in rules}) == 12 and len({r[2] for r in rules}) == 12
+    by_trigger = {}
+    for a, b, c in rules:
+        by_trigger.setdefault(b, []).append((a, c))
+    noise = set(t.noise)
+    toks = t.batch(32, 0, 0)
+    for row in toks.tolist():
+        triggers = [i for i, x in enumerate(row) if x in by_trigger]
+        assert len(triggers) == 3
+        for i in triggers:
+            # C follows B, and the matching A occurs earlier; everything else is noise
+            pairs = [(a, c) for a, c in by_trigger[row[i]] if row[i + 1] == c]
+            assert len(pairs) == 1 and pairs[0][0] in row[:i]
+        assert sum(x in noise for x in row) == len(row) - 1 - 9
+
+
+# ------------------------------------------------------------------------------------- corpus
+def _fake_stdlib(root: Path) -> Path:
+    (root / "pkg" / "tests").mkdir(parents=True)
+    (root / "test").mkdir()
+    (root / "site-packages").mkdir()
+    for i in range(60):
+        (root / ("pkg" if i % 2 else ".") / f"mod{i}.py").write_text(
+            f"import os\n\ndef f{i}(x):\n    return os.path.join(x, 'a{i}')\n\nclass C{i}:\n    pass\n" * 3)
+    (root / "pkg" / "tests" / "test_x.py").write_text("assert False\n")
+    (root / "test" / "t.py").write_text("assert False\n")
+    (root / "site-packages" / "s.py").write_text("assert False\n")
+    return root
+
+
+def test_corpus_is_reproducible_and_skips_tests(tmp_path):
+    root = _fake_stdlib(tmp_path / "lib")
+    files = [p.relative_to(root).as_posix() for p in corpus.stdlib_files(root)]
+    assert len(files) == 60 and not any("test" in f or "site-packages" in f for f in files)
+    assert files == sorted(files)
+    d1 = corpus.prepare_data_dir(tmp_path / "d1", vocab_size=300, root=root, verbose=False)
+    d2 = corpus.prepare_data_dir(tmp_path / "d2", vocab_size=300, root=root, verbose=False)
+    m1, m2 = corpus.load_manifest(d1), corpus.load_manifest(d2)
+    assert m1["corpus_sha256"] == m2["corpus_sha256"] and m1["tokenizer_sha256"] == m2["tokenizer_sha256"]
+    assert (d1 / "train.npy").read_bytes() == (d2 / "train.npy").read_bytes()
+    assert m1["n_files"] == 60 and m1["vocab_size"] == 300 and m1["n_tokens"]["val"] > 0
+    task = corpus.CorpusTask(300, 32, data_dir=str(d1))
+    b = task.batch(4, 0, 0)
+    assert b.shape == (4, 32) and (b[:, 0] == 0).all() and b.max() < 300
+    from circwidgets.model import Tokenizer
+
+    tok = Tokenizer.from_json(task.tokenizer_json())
+    text = tok.decode(task.tokens()[:200].tolist())
+    assert "import os" in text
+
+
+def test_recipe_runs_end_to_end_and_the_tokenizer_ships_without_the_package(tmp_path, monkeypatch):
+    root = _fake_stdlib(tmp_path / "lib")
+    d = corpus.prepare_data_dir(tmp_path / "data", vocab_size=300, root=root, verbose=False)
+    monkeypatch.setitem(recipes.RECIPES, "tiny-code", recipes.Recipe(
+        "tiny-code", "test", dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_vocab=300, n_ctx=32,
+                                  positional="shortformer", bos_token_id=0), "code",
+        train=dict(steps=6, batch_size=4, eval_every=3, eval_batches=1, icl_n_seqs=2, n_snapshots=3)))
+    # `tokenizers` unavailable at training time (a GPU box without it): the JSON still ships
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tokenizers(name, *a, **k):
+        if name == "tokenizers" or name.startswith("tokenizers."):
+            raise ImportError("no tokenizers here")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_tokenizers)
+    tr = recipes.run("tiny-code", out=tmp_path / "run", data_dir=d, progress=False)
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    assert tr.model.tokenizer is None and tr.step == 6
+    m = cw.load(tmp_path / "run" / "model.safetensors")
+    assert m.tokenizer is not None and m.to_str_tokens("import os")[0] == "<|endoftext|>"
+    snaps = sorted((tmp_path / "run" / "snapshots").iterdir())
+    assert [p.name for p in snaps] == ["step_000000.safetensors", "step_000006.safetensors"]
+    assert json.loads(m.metadata["data"])["corpus_sha256"] == corpus.load_manifest(d)["corpus_sha256"]
+
+
+def test_cli_runs_a_recipe(tmp_path):
+    from circwidgets.train.__main__ import main
+
+    assert main(["toy-1l-trigrams", "--steps", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    m = cw.load(tmp_path / "model.safetensors")
+    assert m.metadata["recipe"] == "toy-1l-trigrams" and json.loads(m.metadata["planted_rules"])
+    with pytest.raises(SystemExit):
+        main(["no-such-recipe"])
