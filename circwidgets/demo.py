@@ -26,7 +26,8 @@ def text_summary(name: str = DEFAULT_MODEL) -> str:
     pos = engine.eigen_positivity(model, circuit="ov")
     for layer in range(model.cfg.n_layers):
         for head in range(model.cfg.n_heads):
-            lines.append(f"  L{layer}H{head}: induction {scores[layer, head]:.2f}  OV positivity {pos[layer, head]:+.2f}")
+            lines.append(f"  L{layer}H{head}: induction {scores[layer, head]:.2f}  "
+                         f"OV positivity {pos[layer, head]:+.2f}")
     return "\n".join(lines)
 
 

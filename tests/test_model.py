@@ -174,7 +174,8 @@ def test_bad_files(tmp_path):
     with pytest.raises(ModelFileError, match="not a circwidgets model"):
         cw.load(tmp_path / "foreign.safetensors")
     del sd["W_Q"]
-    save_file(sd, str(tmp_path / "missing_t.safetensors"), metadata={"format": "circwidgets-1", "config": m.cfg.to_json()})
+    meta = {"format": "circwidgets-1", "config": m.cfg.to_json()}
+    save_file(sd, str(tmp_path / "missing_t.safetensors"), metadata=meta)
     with pytest.raises(ModelFileError, match=r"missing \['W_Q'\]"):
         cw.load(tmp_path / "missing_t.safetensors")
 

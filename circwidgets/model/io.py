@@ -27,7 +27,8 @@ def save(model: Transformer, path: str | os.PathLike, dtype: torch.dtype | None 
     from safetensors.torch import save_file
 
     path = Path(path)
-    tensors = {k: (v.detach().to(dtype) if dtype else v.detach()).cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: (v.detach().to(dtype) if dtype else v.detach()).cpu().contiguous()
+               for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": model.cfg.to_json()}
     if model.tokenizer is not None:
         meta["tokenizer"] = model.tokenizer.to_json()

@@ -179,7 +179,8 @@ class Transformer(nn.Module):
         for layer in range(cfg.n_layers):
             blk = f"blocks.{layer}"
             resid = self._hook(f"{blk}.hook_resid_pre", resid)
-            x = self._norm(resid, self.ln1_w[layer] if has_ln else None, self.ln1_b[layer] if has_ln else None, f"{blk}.ln1")
+            x = self._norm(resid, self.ln1_w[layer] if has_ln else None,
+                           self.ln1_b[layer] if has_ln else None, f"{blk}.ln1")
             qk_in = x + pos if cfg.positional == "shortformer" else x
             q = torch.einsum("bpd,hde->bphe", qk_in, self.W_Q[layer])
             k = torch.einsum("bpd,hde->bphe", qk_in, self.W_K[layer])
