@@ -348,3 +348,27 @@ def test_hf_gpt2_model_is_converted_and_patterns_match_hf():
             w.select(layer, head)
             np.testing.assert_allclose(decode_array(w.pattern), att[layer][0, head].numpy(), atol=1e-3)
     assert cw.eigenvalues(hf).n_heads == 2  # converted once, cached
+
+
+def test_transformer_lens_bridge_is_converted_and_patterns_match_its_cache():
+    pytest.importorskip("transformer_lens")
+    from importlib.metadata import version
+
+    if int(version("transformer-lens").split(".")[0]) < 4:
+        pytest.skip("this check builds a TransformerLens 4.x TransformerBridge")
+    import transformer_lens.model_bridge.sources  # noqa: F401  (attaches boot_native)
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    cfg = TransformerBridgeConfig(seed=0, n_layers=2, d_model=16, n_heads=3, d_head=5, d_vocab=23, n_ctx=10,
+                                  attn_only=True, normalization_type=None, positional_embedding_type="standard",
+                                  act_fn="gelu_new")
+    bridge = TransformerBridge.boot_native(cfg, dtype=torch.float64).eval()
+    ids = [1, 4, 6, 1, 4, 6, 2]
+    w = cw.attention(bridge, ids)
+    _, cache = bridge.run_with_cache(torch.tensor([ids]))
+    for layer in range(2):
+        for head in range(3):
+            w.select(layer, head)
+            want = cache[f"blocks.{layer}.attn.hook_pattern"][0, head].detach().numpy()
+            np.testing.assert_allclose(decode_array(w.pattern), want, atol=1e-3)
