@@ -216,12 +216,13 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | None
         for c0 in range(0, len(ext), chunk):
             part = ext[c0:c0 + chunk]
             out = heads(torch.stack([vecs[i] for i in part]), l)  # [c, H, B, P, D]
+            norms = out.flatten(2).norm(dim=2).tolist() if top_k is not None else None  # [c, H]
             for a, i in enumerate(part):
                 for h in range(H):
                     if top_k is None or orders[i] == 0:
                         kept.append((c0 + a, h, out[a, h]))
                     else:
-                        cand.append((float(out[a, h].norm()), c0 + a, h, out[a, h]))
+                        cand.append((norms[a][h], c0 + a, h, out[a, h]))
             if top_k is not None and len(cand) > top_k:
                 cand.sort(key=lambda c: -c[0])
                 remainder = remainder + torch.stack([c[3] for c in cand[top_k:]]).sum(0)
