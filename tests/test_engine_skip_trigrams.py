@@ -20,7 +20,7 @@ def dense_reference(m, layer, head):
     return qkc, ovc, top_qk, top_ov, top_qk.clamp(min=0) * top_ov
 
 
-@pytest.mark.parametrize("block_size,col_block", [(1, None), (7, 5), (256, 3), (2048, 1024)])
+@pytest.mark.parametrize("block_size,col_block", [(1, None), (7, 5), (256, 3), (2048, 1024), (None, None)])
 def test_matches_dense_reference(block_size, col_block):
     m = random_model(seed=4, n_layers=2, d_model=12, n_heads=3, d_head=5, d_vocab=37)
     layer, head = 1, 2

@@ -195,23 +195,28 @@ class SkipTrigramTable:
 
 
 @torch.no_grad()
-def source_maxima(factors: dict[str, torch.Tensor], block_size: int = 2048, col_block: int | None = None,
+def source_maxima(factors: dict[str, torch.Tensor], block_size: int | None = None, col_block: int | None = None,
                   progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`(top_qk, top_ov)`, each `[d_vocab]` float32 on CPU: max over destinations of column A of the
     centred QK circuit, and max over outputs of row A of the centred OV circuit, for every A
     (for the sources whose rows `factors["k"]`, `factors["v"]` hold, when given a subset).
 
     Tiled: `block_size` sources × `col_block` destinations/outputs per GEMM, each tile reduced with
-    amax while it is still in cache (default `col_block` 1024 on CPU, the whole vocabulary on GPU).
-    On CPU this runs faster than a square dense GEMM of the same FLOPs: a `[block, d_vocab]` output
-    written to memory is bandwidth-bound, a cache-sized tile is not.
+    amax while it is still in cache. Defaults (from a sweep on an AMD EPYC with AVX-512): on CPU
+    512 columns and 1024 sources up to 4 threads, 4096 sources above (bigger parallel regions);
+    on GPU 2048 sources × the whole vocabulary. With 2 threads this matches a square dense GEMM of
+    the same FLOPs (ratio 1.00) and is 2.3× faster than the same products written out in
+    `[256, d_vocab]` blocks (bandwidth-bound); with 16 threads it is 1.4× the square GEMM.
     """
     from tqdm.auto import tqdm
 
     q, k, v, u = factors["q"], factors["k"], factors["v"], factors["u"]
     V, n_src = q.shape[0], k.shape[0]  # k, v may hold a subset of sources; q, u always the whole vocabulary
+    on_cpu = q.device.type == "cpu"
+    if block_size is None:
+        block_size = (1024 if torch.get_num_threads() <= 4 else 4096) if on_cpu else 2048
     if col_block is None:
-        col_block = 1024 if q.device.type == "cpu" else V
+        col_block = 512 if on_cpu else V
     # contiguous column chunks of the right-hand factors, made once: [d_head, col_block] each
     qt = [q[c:c + col_block].T.contiguous() for c in range(0, V, col_block)]
     uc = [u[:, c:c + col_block].contiguous() for c in range(0, V, col_block)]
@@ -231,18 +236,18 @@ def source_maxima(factors: dict[str, torch.Tensor], block_size: int = 2048, col_
 
 
 def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest: int = 10, n_out: int = 10,
-                  block_size: int = 2048, col_block: int | None = None,
+                  block_size: int | None = None, col_block: int | None = None,
                   progress: bool | None = None) -> SkipTrigramTable:
     """The skip-trigram table of head (layer, head): sources ranked by strength (module docstring).
 
     k: rows shown by default (`len(table)`, iteration); more via `table.rows(start, n)`.
     n_dest, n_out: length of each source's destination and output lists.
     block_size, col_block: the scan's tile (sources × vocabulary columns; see `source_maxima`); lists
-    for `rows` are computed min(block_size, 256) sources at a time (two `[256, d_vocab]` float32 blocks).
+    for `rows` are computed up to 256 sources at a time (two `[256, d_vocab]` float32 blocks).
     Never materialises a d_vocab × d_vocab matrix; one pass costs 4 · d_vocab² · d_head FLOPs.
     """
     layer, head = check_layer_head(model, layer, head)
-    checks = (("k", k), ("n_dest", n_dest), ("n_out", n_out), ("block_size", block_size),
+    checks = (("k", k), ("n_dest", n_dest), ("n_out", n_out), ("block_size", 1 if block_size is None else block_size),
               ("col_block", 1 if col_block is None else col_block))
     for name, val in checks:
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
@@ -250,4 +255,4 @@ def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest
     k = min(k, model.cfg.d_vocab)
     f = _factors(model, layer, head)
     top_qk, top_ov = source_maxima(f, block_size, col_block, progress)
-    return SkipTrigramTable(model, layer, head, f, top_qk, top_ov, k, n_dest, n_out, min(block_size, 256))
+    return SkipTrigramTable(model, layer, head, f, top_qk, top_ov, k, n_dest, n_out, min(block_size or 256, 256))
