@@ -75,8 +75,8 @@ def eigvals(M: torch.Tensor) -> torch.Tensor:
     and returned on `M`'s device, complex64 for float32/half input, complex128 for float64.
 
     Measured: LAPACK's float32 geev was ~15x slower than float64 on a batch of 144 64x64 matrices
-    (2-core CPU), and with CUDA's eig the warm OV+QK positivity of those 144 heads took 1.2 s on an
-    H200. The matrices are small, so the round trip to the CPU costs next to nothing.
+    (2-core CPU); on an H200 the warm OV+QK positivity of those 144 heads took 1.19 s with CUDA's eig
+    and 0.24 s with this round trip to the CPU (the matrices are small, the copy costs nothing).
     """
     out = torch.complex64 if M.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
     return torch.linalg.eigvals(M.detach().to("cpu", torch.float64)).to(device=M.device, dtype=out)
