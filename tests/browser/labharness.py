@@ -42,17 +42,45 @@ def write_notebook(path: Path, cells: list[str]) -> None:
     nbformat.write(nb, path)
 
 
-class Lab:
-    """One JupyterLab server on a free port, with its own config/data/runtime/settings dirs."""
+# jupyter_server leaves Nagle's algorithm on for the kernel websocket: a reply that follows the
+# kernel's "busy" status within a delayed-ACK window waits up to 40 ms (measured here). The
+# latency benchmark reports both: this server config sets TCP_NODELAY on kernel websockets opened
+# while the flag file exists (so one server and one kernel serve both measurements).
+NODELAY_CONFIG = """
+import os
+from jupyter_server.services.kernels.websocket import KernelWebsocketHandler as _K
+_open = _K.open
+async def _open_maybe_nodelay(self, *args, **kwargs):
+    if os.path.exists({flag!r}):
+        self.set_nodelay(True)
+    return await _open(self, *args, **kwargs)
+_K.open = _open_maybe_nodelay
+"""
 
-    def __init__(self, root: Path, home: Path):
-        self.root, self.home = root, home
+
+class Lab:
+    """One JupyterLab server on a free port, with its own config/data/runtime/settings dirs.
+
+    nodelay_switch: install NODELAY_CONFIG; `set_nodelay(True)` then applies to websockets opened later."""
+
+    def __init__(self, root: Path, home: Path, nodelay_switch: bool = False):
+        self.root, self.home, self.nodelay_switch = root, home, nodelay_switch
+        self._flag = home / "nodelay.on"
         self.proc: subprocess.Popen | None = None
         self.base = ""
+
+    def set_nodelay(self, on: bool) -> None:
+        if on:
+            self._flag.touch()
+        else:
+            self._flag.unlink(missing_ok=True)
 
     def start(self, timeout: float = 120.0) -> Lab:
         settings = self.home / "settings" / "@jupyterlab" / "apputils-extension"
         settings.mkdir(parents=True, exist_ok=True)  # no "fetch news?" toast
+        if self.nodelay_switch:
+            (self.home / "cfg").mkdir(parents=True, exist_ok=True)
+            (self.home / "cfg" / "jupyter_server_config.py").write_text(NODELAY_CONFIG.format(flag=str(self._flag)))
         (settings / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False}))
         env = dict(os.environ, JUPYTER_CONFIG_DIR=str(self.home / "cfg"), JUPYTER_DATA_DIR=str(self.home / "data"),
