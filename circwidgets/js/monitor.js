@@ -24,7 +24,8 @@ function lineChart(th, series, opts) {
   ctx.strokeRect(M.l - 0.5, M.t - 0.5, W - M.l - M.r + 1, H - M.t - M.b + 1);
   ctx.fillStyle = th.css.fg2; ctx.font = `10px ${th.font}`;
   ctx.textAlign = "right"; ctx.textBaseline = "middle";
-  for (const v of [y0, (y0 + y1) / 2, y1]) ctx.fillText(fmt(v, 2), M.l - 4, Y(v));
+  const dig = Math.max(2, Math.min(5, 2 - Math.floor(Math.log10(y1 - y0))));  // enough digits to tell ticks apart
+  for (const v of [y0, (y0 + y1) / 2, y1]) ctx.fillText(v.toFixed(dig), M.l - 4, Y(v));
   ctx.textAlign = "center"; ctx.textBaseline = "top";
   for (const v of [x0, (x0 + x1) / 2, x1]) ctx.fillText(String(Math.round(v)), X(v), H - M.b + 4);
   ctx.fillText(opts.xlabel || "step", W / 2, H - 12);
