@@ -35,7 +35,7 @@ import torch
 from ..model import ActivationCache, Transformer
 from ._check import check_layer, check_layer_head
 from .factored import FactoredMatrix, compute_dtype
-from .prep import prepared, weights
+from .prep import weights
 
 __all__ = ["VirtualHead", "VirtualWeights", "component", "virtual_heads", "virtual_weights"]
 
@@ -260,7 +260,7 @@ def virtual_heads(model: Transformer, cache_or_tokens, head1: tuple[int, int], h
     if isinstance(cache_or_tokens, ActivationCache):
         cache = cache_or_tokens
     else:
-        _, cache = prepared(model).run_with_cache(cache_or_tokens)
+        _, cache = model.run_with_cache(cache_or_tokens)  # patterns: the same with or without LN folding
     A1, A2 = cache["pattern", l1][:, h1], cache["pattern", l2][:, h2]
     dt = compute_dtype(weights(model)["W_E"].dtype)
     w = {n: weights(model)[n].to(dt) for n in ("W_V", "W_O")}
