@@ -266,9 +266,11 @@ function render({ model, el }) {
   const onShown = () => drawPattern();
   const onScores = () => readScores();
   const onLabels = () => readTokens();
+  const onText = () => { textInput.value = model.get("text"); }; // the kernel restores the old text after a bad one
   model.on("change:shown", onShown); // set last, in the same message as the data
   model.on("change:scores", onScores);
   model.on("change:labels", onLabels);
+  model.on("change:text", onText);
   readTokens();
   readScores();
   drawPattern();
@@ -282,6 +284,7 @@ function render({ model, el }) {
     model.off("change:shown", onShown);
     model.off("change:scores", onScores);
     model.off("change:labels", onLabels);
+    model.off("change:text", onText);
     grid.off();
     msg.off();
   };

@@ -220,3 +220,17 @@ def test_dark_theme_and_clean_console(page):
     root(page, "eigen").screenshot(path=str(lh.ARTIFACTS / "eigenvalues_dark.png"))
     errors = [m for m in page.cw_console if m.startswith("pageerror") or "circwidgets" in m.lower() and "error" in m]
     assert not errors, errors
+
+
+def test_text_box_retokenises_in_the_kernel(page):
+    att = root(page, "attention")
+    box = att.locator("input.cw-text-input")
+    box.fill("w1 w2 w3 w1 w2 w3")
+    box.press("Enter")
+    expect(att).to_have_attribute("data-n-tokens", "6", timeout=30_000)
+    expect(att.locator(".cw-tok")).to_have_text(["w1", "w2", "w3", "w1", "w2", "w3"])
+    box.fill(" ".join(["w4"] * 70))  # longer than n_ctx = 64: a message, the old text stays
+    box.press("Enter")
+    expect(att.locator(".cw-message")).to_contain_text("n_ctx allows at most 64", timeout=30_000)
+    expect(att).to_have_attribute("data-n-tokens", "6")
+    expect(box).to_have_value("w1 w2 w3 w1 w2 w3", timeout=30_000)
