@@ -86,6 +86,23 @@ class CircuitExplorer(ipywidgets.VBox):
         """Each panel's (layer, head): all equal after any click."""
         return {n: (w.layer, w.head) for n, w in self.panels.items()}
 
+    def summary(self) -> str:
+        """Plain-text summary of every panel (the text/plain fallback)."""
+        return "\n".join([f"CircuitExplorer: layer {self.layer} head {self.head}"]
+                         + [f"  {w.summary()}" for w in self.panels.values()])
+
+    def _repr_mimebundle_(self, **kwargs):
+        out = super()._repr_mimebundle_(**kwargs)
+        if out is None:
+            return None
+        data, meta = out if isinstance(out, tuple) else (out, {})
+        data = dict(data)
+        try:
+            data["text/plain"] = self.summary()
+        except Exception:  # noqa: BLE001 - the fallback must never break display
+            pass
+        return data, meta
+
     def save_html(self, path, **kwargs):
         """One self-contained HTML file of every panel with the shared selection (see `export.save_html`)."""
         from .export import save_html

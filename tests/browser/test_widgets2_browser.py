@@ -292,3 +292,16 @@ def test_training_monitor_is_shown_live_and_stop_saves_the_model(page):
     text = out.inner_text()
     assert "stopped_step" in text and "checkpoint.safetensors" in text, text
     shoot(mon, "monitor_stopped")
+
+
+# ---------------------------------------------------------------------------------------- dark theme
+def test_new_views_follow_the_dark_theme(page):
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=60_000)
+    for i, kind in ((1, "composition"), (3, "ablation")):
+        root = cell_root(page, i, kind)
+        bg = root.evaluate("el => getComputedStyle(el).backgroundColor")
+        rgb = [int(x) for x in re.findall(r"\d+", bg)[:3]]
+        assert sum(rgb) < 3 * 100, bg  # a dark background, from JupyterLab's variables
+        shoot(root, f"{kind}_dark")
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
