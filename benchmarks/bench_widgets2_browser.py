@@ -55,7 +55,9 @@ CLICK_JS = """async ([kind, how, a, b]) => {
   }
   const t0 = performance.now();
   const done = new Promise((res) => {
-    const mo = new MutationObserver(() => { if (Number(root.dataset.drawCount) > n0 && ok()) { mo.disconnect(); res(); } });
+    const mo = new MutationObserver(() => {
+      if (Number(root.dataset.drawCount) > n0 && ok()) { mo.disconnect(); res(); }
+    });
     mo.observe(root, { attributes: true, subtree: true });
   });
   target();
