@@ -284,3 +284,16 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(a.strength, b.strength, rtol=1e-4, atol=1e-5)
     assert [r.dests for r in a] == [r.dests for r in b] and [r.outs for r in a] == [r.outs for r in b]
     assert b.for_source(7).outs == a.for_source(7).outs
+
+
+def test_scan_worker_threads_and_tiles_agree():
+    from circwidgets.engine.skip_trigrams import _factors, source_maxima
+
+    m = random_model(seed=16, d_vocab=300, d_model=12, d_head=5)
+    f = _factors(m, 0, 1)
+    ref = source_maxima(f, workers=1)
+    n_threads = torch.get_num_threads()
+    for workers, bs, cb in ((3, 7, 11), (2, 64, 300), (4, 1, 512)):
+        got = source_maxima(f, block_size=bs, col_block=cb, workers=workers)
+        torch.testing.assert_close(got, ref)
+    assert torch.get_num_threads() == n_threads  # the workers' single-threading does not leak out
