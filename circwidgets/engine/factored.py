@@ -76,8 +76,8 @@ def eigvals(M: torch.Tensor) -> torch.Tensor:
 
     Measured on a batch of 144 64x64 matrices, 2-core CPU shared with other jobs: float32 5.2 s,
     float64 0.39 s with 2 threads (0.20 s / 0.28 s single-threaded: float32 geev suffers badly from
-    thread contention, float64 does not); on an H200 the warm OV+QK positivity of those 144 heads took 1.19 s with CUDA's eig
-    and 0.24 s with this round trip to the CPU (the matrices are small, the copy costs nothing).
+    thread contention, float64 does not). On an H200 the warm OV+QK positivity of those 144 heads
+    took 1.19 s with CUDA's eig and 0.24 s with this round trip to the CPU (the copy costs nothing).
     """
     out = torch.complex64 if M.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
     return torch.linalg.eigvals(M.detach().to("cpu", torch.float64)).to(device=M.device, dtype=out)
