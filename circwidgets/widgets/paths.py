@@ -60,7 +60,9 @@ class PathExpansion(Widget2):
 
     def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
                  position: int = -1, target: int | str | None = None, layer: int = 0, head: int = 0,
-                 n_one: int = 16, n_virtual: int = 8, max_order: int = 2):
+                 n_one: int = 16, n_virtual: int = 8, max_order: int | None = None):
+        if max_order is None:  # virtual-head terms by default up to 64 heads (beyond: minutes on a CPU)
+            max_order = 2 if model.cfg.n_layers * model.cfg.n_heads <= 64 else 1
         self._init_input = (text_or_tokens, labels, position, target)
         self._guard = False
         self.pt: PathTerms | None = None
@@ -190,9 +192,12 @@ class PathExpansion(Widget2):
 
 
 def paths(model, text_or_tokens, labels: Sequence[str] | None = None, position: int = -1,
-          target: int | str | None = None, max_order: int = 2, tokenizer=None) -> PathExpansion:
+          target: int | str | None = None, max_order: int | None = None, tokenizer=None) -> PathExpansion:
     """PathExpansion widget: the logit of `target` (default: the next token of the text, or the
     model's top prediction at the last position) at `position`, split into the direct path, one-head
-    terms and virtual-head terms (engine.paths), with their sum next to the model's own logit."""
+    terms and virtual-head terms (engine.paths), with their sum next to the model's own logit.
+    max_order: heads per enumerated path (default 2 up to 64 heads, else 1: enumerating every
+    virtual head of a 144-head model takes minutes on a CPU; what is not enumerated is the
+    "remainder" bar, so the sum stays exact)."""
     return PathExpansion(as_model(model, tokenizer), text_or_tokens, labels=labels, position=position,
                          target=target, max_order=max_order)
