@@ -1,7 +1,7 @@
 // Eigenvalues: grid of heads (upper half OV positivity, lower half QK positivity); the selected
 // head's eigenvalues of the full OV, full QK and positional QK circuits in the complex plane.
 import {
-  h, theme, divColor, rgbCss, decodeArray, fmt, messageArea, headGrid, hidpi, markDrawn, onThemeChange,
+  h, theme, divColor, rgbCss, inkOn, decodeArray, fmt, messageArea, headGrid, hidpi, markDrawn, onThemeChange,
 } from "./common.js";
 
 const SIZE = 230; // plot side, CSS px
@@ -33,7 +33,7 @@ function render({ model, el }) {
   model.on("change:head", onSel);
   const legend = h("div", {
     cls: "cw-legend",
-    text: "cell: upper half OV positivity, lower half QK positivity (full circuits); red −1 … +1 blue",
+    text: "cell: upper half OV positivity, lower half QK positivity (full circuits), Re(Σλ)/Σ|λ|; red −1 … +1 blue",
   });
 
   let pos = {};
@@ -47,8 +47,10 @@ function render({ model, el }) {
       for (const c of ["ov", "qk"]) {
         const v = pos[c] ? pos[c][i] : NaN;
         const col = divColor(th, v);
-        const half = h("span", { cls: `cw-half cw-half-${c}` });
+        const txt = Number.isFinite(v) ? (v < 0 ? "−" : "+") + Math.abs(v).toFixed(2).replace(/^0/, "") : "·";
+        const half = h("span", { cls: `cw-half cw-half-${c}`, text: txt });
         half.style.background = rgbCss(col);
+        half.style.color = inkOn(th, col);
         btn.append(half);
         tip.push(`${c.toUpperCase()} positivity ${fmt(v)}`);
       }
