@@ -395,6 +395,8 @@ def test_training_monitor_follows_the_trainer(tmp_path, capsys):
     assert np.array(mon.evals[-1]["induction"]).shape == (2, 2)
     assert not mon.saved_path  # nothing saved when the run simply ends
     assert "step 20/20" in mon._repr_mimebundle_()[0]["text/plain"]
+    spec = page_data(mon.save_html(tmp_path / "mon.html"))["widgets"][0]  # a snapshot of the curves
+    assert spec["module"] == "TrainingMonitor" and len(spec["states"]) == 1
 
 
 def test_training_monitor_stop_saves_the_model(tmp_path):

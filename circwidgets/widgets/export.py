@@ -95,13 +95,16 @@ _ACTIONS: dict[str, tuple[Callable, tuple[str, ...]]] = {
 }
 
 
-def actions_for(w: CircuitWidget) -> tuple[Callable, tuple[str, ...]]:
+def actions_for(w) -> tuple[Callable, tuple[str, ...]]:
     """(actions(widget) -> [dict of trait values], input trait names) for a view; any other
-    CircuitWidget gets head selection only."""
+    CircuitWidget gets head selection only, any other widget (e.g. a TrainingMonitor) its current
+    state only."""
     for cls in type(w).__mro__:
         if cls.__name__ in _ACTIONS:
             return _ACTIONS[cls.__name__]
-    return _actions_skip, ("layer", "head")
+    if isinstance(w, CircuitWidget):
+        return _actions_skip, ("layer", "head")
+    return (lambda w: []), ()
 
 
 # ---------------------------------------------------------------------------- state capture
@@ -172,6 +175,7 @@ class _Recorder:
         self.start_key = self.key()
         self.states[self.start_key] = self.snapshot()
         queue = deque([start])
+        err0 = getattr(w, "error", "")
         from tqdm.auto import tqdm
 
         bar = tqdm(total=self.max_states, desc=f"export {type(w).__name__}", unit="state", leave=False,
@@ -189,7 +193,7 @@ class _Recorder:
                             return
                         self.restore(here)
                         self.apply(act)
-                        if w.error:  # a state the kernel refused is not a state of the view
+                        if getattr(w, "error", ""):  # a state the kernel refused is not a state of the view
                             w.error = ""
                             continue
                         k = self.key()
@@ -200,7 +204,8 @@ class _Recorder:
             finally:
                 bar.close()
                 self.restore(start)
-                w.error = ""
+                if hasattr(w, "error"):
+                    w.error = err0
 
     def spec(self, module: str) -> dict[str, Any]:
         return {"module": module, "inputs": list(self.inputs), "outputs": self.outputs, "start": self.start_key,
@@ -240,7 +245,7 @@ def save_html(obj, path, title: str | None = None, max_states: int = MAX_STATES,
     current one, so the states one click away from what is on screen come first)."""
     views: list[CircuitWidget]
     link = False
-    if isinstance(obj, CircuitWidget):
+    if isinstance(obj, anywidget.AnyWidget):
         views = [obj]
     elif hasattr(obj, "panels"):
         views = list(obj.panels.values())

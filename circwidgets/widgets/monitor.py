@@ -121,6 +121,12 @@ class TrainingMonitor(anywidget.AnyWidget):
             self.status = "stopping"
             self.trainer._interrupt.set = True  # the trainer's own stop flag (checked after each step)
 
+    def save_html(self, path, **kwargs):
+        """The curves as they are now, in one self-contained offline HTML file (`export.save_html`)."""
+        from .export import save_html
+
+        return save_html(self, path, **kwargs)
+
     # ------------------------------------------------------------------ static fallback
     def figure(self):
         from .. import plot
