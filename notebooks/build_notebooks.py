@@ -102,6 +102,7 @@ import torch
 import circwidgets as cw
 from circwidgets import engine, plot
 
+%matplotlib inline
 torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
 MODEL = "{model}"  # the one place to change the model: any name in cw.zoo.list()
 model = cw.load(MODEL)
@@ -213,8 +214,8 @@ eff = engine.ablate_heads(model, tokens[None], [best])
 half = len(tokens) // 2
 per_tok = engine.ablate_heads(model, tokens[None], [best], metric=lambda lg, t: engine.interventions.loss_metric(
     lg[:, half:], t[:, half:]))
-print(f"loss clean {eff.clean:.2f} -> ablated {eff.ablated:.2f}; "
-      f"second half only: {per_tok.clean:.2f} -> {per_tok.ablated:.2f}")
+print(f"loss clean {eff.clean:.2f} -> ablated {eff.intervened:.2f}; "
+      f"second half only: {per_tok.clean:.2f} -> {per_tok.intervened:.2f}")
 '''),
         md("""
 ## Where next
@@ -591,7 +592,7 @@ scores = engine.all_head_scores(model, n_seqs=16, seed=0)
 src = (0, int(scores["previous_token"][0].argmax()))
 dst = (1, int(scores["induction"][1].argmax()))
 vw_k = engine.virtual_weights(model, ("head", *src), ("head", *dst, "k"))
-print(vw_k.label(), "shape", tuple(vw_k.matrix.shape))
+print(vw_k.label, "shape", tuple(vw_k.matrix.shape))
 '''),
         check('''
 for name, s, d in [("embed -> unembed", "embed", "unembed"),
@@ -600,9 +601,9 @@ for name, s, d in [("embed -> unembed", "embed", "unembed"),
     first = engine.virtual_weights(model, s, d, order=1)
     exact = engine.virtual_weights(model, s, d, order=None)
     direct = engine.virtual_weights(model, s, d, order=0)
-    fe, fx = first.singular_values(), exact.singular_values()
+    fe, fx = first.singular_values, exact.singular_values
     print(f"{name:26s} effective rank {exact.effective_rank():5.1f} | top sigma: direct "
-          f"{float(direct.singular_values()[0]):.2f}, first order {float(fe[0]):.2f}, exact {float(fx[0]):.2f}")
+          f"{float(direct.singular_values[0]):.2f}, first order {float(fe[0]):.2f}, exact {float(fx[0]):.2f}")
 '''),
         md("""
 For `embed → unembed` in a two-layer model the first-order and exact products differ by the term through
@@ -616,13 +617,13 @@ import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for s, d, lab in [("embed", "unembed", "embed -> unembed"), (("head", *src), ("head", *dst, "k"),
                   f"L{src[0]}H{src[1]} -> L{dst[0]}H{dst[1]} K")]:
-    sv = engine.virtual_weights(model, s, d, order=None).singular_values()
+    sv = engine.virtual_weights(model, s, d, order=None).singular_values
     ax.semilogy((sv / sv[0]).numpy()[:64], ".-", label=lab)
 ax.set_xlabel("index"); ax.set_ylabel("sigma / sigma_max"); ax.legend(); ax.set_title("singular values")
 plt.show()
-W = vw_k.write_subspace(4)  # [d_model, 4]: the residual directions the source writes the signal into
-R = vw_k.read_subspace(4)   # [d_model, 4]: the directions the destination's keys read
-print("cosines between the top write and read directions:", [round(abs(float(W[:, i] @ R[:, i])), 2) for i in range(4)])
+W = vw_k.write_subspace(4)  # [4, d_model]: residual directions the previous-token head writes its signal along
+R = vw_k.read_subspace(4)   # [4, d_model]: directions the induction head's keys read it from
+print("cosines between the top write and read directions:", [round(abs(float(W[i] @ R[i])), 2) for i in range(4)])
 '''),
         md("""
 ## 3. Path expansion of the logits
@@ -652,7 +653,7 @@ import copy
 torch.manual_seed(0)
 d = model.cfg.d_model
 R, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))  # a random orthogonal matrix
-m64 = copy.deepcopy(model).to(torch.float64)
+m64 = copy.deepcopy(model).to(torch.float64).requires_grad_(False)
 rot = copy.deepcopy(m64)
 with torch.no_grad():
     rot.W_E.copy_(m64.W_E @ R)
@@ -680,7 +681,7 @@ checks = {
     "QK positivity": lambda m: engine.eigen_positivity(m, "qk"),
     "K-composition": lambda m: engine.composition_scores(m, "k"),
     "V-composition": lambda m: engine.composition_scores(m, "v"),
-    "virtual weights sigma": lambda m: engine.virtual_weights(m, ("head", *src), ("head", *dst, "k")).singular_values(),
+    "virtual weights sigma": lambda m: engine.virtual_weights(m, ("head", *src), ("head", *dst, "k")).singular_values,
     "path terms": lambda m: engine.path_terms(m, tokens[None], max_order=2).logits(),
 }
 for name, f in checks.items():
@@ -700,9 +701,8 @@ with torch.no_grad():
     skew.W_E.copy_(m64.W_E @ M)
     if hasattr(skew, "W_pos"):
         skew.W_pos.copy_(m64.W_pos @ M)
-    for name in ("W_Q", "W_V"):
-        getattr(skew, name).copy_(Mi @ getattr(m64, name))
-    skew.W_K.copy_(M.T @ m64.W_K)  # keys pair with queries through W_Q W_K^T: use M^T on the key side
+    for name in ("W_Q", "W_K", "W_V"):
+        getattr(skew, name).copy_(Mi @ getattr(m64, name))  # readers: (x M)(M^-1 W) = x W
     skew.W_O.copy_(m64.W_O @ M)
     skew.W_U.copy_(Mi @ m64.W_U)
 for name, f in checks.items():
@@ -759,9 +759,9 @@ half = len(tokens) // 2
 second_half = lambda lg, t: engine.interventions.loss_metric(lg[:, half:], t[:, half:])  # noqa: E731
 for kind in "qkv":
     e = engine.ablate_path(model, tokens[None], src=prev, dst=ind, kind=kind, metric=second_half)
-    print(f"cut L{prev[0]}H{prev[1]} -> L{ind[0]}H{ind[1]} ({kind}): second-half loss {e.clean:.2f} -> {e.ablated:.2f}")
+    print(f"cut L{prev[0]}H{prev[1]} -> L{ind[0]}H{ind[1]} ({kind}): second-half loss {e.clean:.2f} -> {e.intervened:.2f}")
 e = engine.ablate_heads(model, tokens[None], [ind], metric=second_half)
-print(f"ablate L{ind[0]}H{ind[1]} entirely:        second-half loss {e.clean:.2f} -> {e.ablated:.2f}")
+print(f"ablate L{ind[0]}H{ind[1]} entirely:        second-half loss {e.clean:.2f} -> {e.intervened:.2f}")
 '''),
         md("""
 ## 3. Activation patching
@@ -781,9 +781,11 @@ corrupted = clean.clone()
 other = int((clean[0, i + 1] + 7) % model.cfg.d_vocab) or 1
 corrupted[0, i + 1] = other     # what followed it the first time
 metric = logit_diff_metric(pos=-1, good=int(clean[0, i + 1]), bad=other)
-print("answer:", labels[i + 1] if model.tokenizer is None else repr(labels[i + 1]),
-      "| metric clean", round(float(metric(model(clean), clean)), 2),
-      "corrupted", round(float(metric(model(corrupted), corrupted)), 2))
+with torch.no_grad():
+    print("answer:", repr(labels[i + 1]), "| corrupted answer:", repr(labels[i + 1][:0] + (
+        model.to_str_tokens(torch.tensor([other]))[0] if model.tokenizer is not None else str(other))),
+          "| logit difference clean", round(float(metric(model(clean), clean)), 2),
+          "corrupted", round(float(metric(model(corrupted), corrupted)), 2))
 '''),
         check('''
 ph = engine.patch_heads(model, clean, corrupted, metric=metric, normalize=True)
@@ -875,11 +877,15 @@ out = Path(tempfile.mkdtemp()) / "tiny-induction.safetensors"
 monitor = cw.TrainingMonitor(save_path=out, title="tiny 2-layer model on repeated tokens")
 display(monitor)
 trainer = Trainer(tiny, task, tc, callbacks=[monitor], time_limit=20, progress=False)  # 20 s of training
-trainer.train()
+trainer.train()  # prints one line per evaluation
 last = trainer.history[-1]
 print(f"stopped at step {trainer.step} ({trainer.stopped_by or 'finished'}); best induction score "
-      f"{last['max_induction']:.2f}; saved: {monitor.saved_path or out}")
+      f"{last['max_induction']:.2f}")
 '''),
+        md("""
+The monitor is a live view; here are the same curves as a static figure (what a viewer without a running
+kernel, such as GitHub, shows):"""),
+        code('plot.training_curves(trainer.history, title="tiny model, trained live")'),
         md("""
 Twenty seconds is usually not enough: the induction score is still creeping up. (Run the cell again with a
 larger `time_limit`, or call `trainer.train()` once more to resume — training is resumable and deterministic.)
