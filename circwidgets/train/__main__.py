@@ -7,6 +7,7 @@ stdlib corpus once (e.g. to carry it to a machine with another Python).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from . import recipes
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
     p.add_argument("--snapshots", type=int, default=None, help="override the number of log-spaced snapshots")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field: model.X, task.X, train.X, init_std (repeatable; JSON values)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar; one log line per evaluation")
     a = p.parse_args(argv)
     if a.recipe == "prepare-data":
@@ -41,9 +44,18 @@ def main(argv: list[str] | None = None) -> int:
 
         if not torch.cuda.is_available():
             p.error("--device cuda: no CUDA device is available")
+    overrides = {}
+    for kv in a.set:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            p.error(f"--set {kv!r}: expected KEY=VALUE")
+        try:
+            overrides[k] = json.loads(v)
+        except json.JSONDecodeError:
+            overrides[k] = v
     tr = recipes.run(a.recipe, steps=a.steps, out=a.out, device=a.device, data_dir=a.data_dir, fresh=a.fresh,
                      time_limit=a.time_limit, progress=not a.no_progress, threads=a.threads,
-                     batch_size=a.batch_size, lr=a.lr, n_snapshots=a.snapshots)
+                     batch_size=a.batch_size, lr=a.lr, n_snapshots=a.snapshots, overrides=overrides or None)
     return 130 if tr.stopped_by == "interrupt" else 0
 
 

@@ -180,9 +180,20 @@ def corpus_summary(manifest: dict) -> dict:
 
 @dataclass
 class CorpusTask(Task):
-    """Random windows of a prepared corpus: `[BOS] + tokens[o : o + n_ctx - 1]`."""
+    """Random windows of a prepared corpus: `[BOS] + tokens[o : o + n_ctx - 1]`.
+
+    Augmentation (training split only; documented in the model card): in a fraction `repeat_frac`
+    of the training windows a stretch of the window's own code (length ~ U[repeat_min, repeat_max],
+    default max (n_ctx - 1) // 2) is copied to a random later place, overwriting what was there:
+    "... A B C ... A B C ...", the pattern induction heads exploit, made frequent. Plain stdlib
+    text on its own (4M tokens, seen many times over) let a 2-layer model memorise before any
+    induction head formed.
+    """
 
     data_dir: str = ""
+    repeat_frac: float = 0.0
+    repeat_min: int = 8
+    repeat_max: int | None = None
     _arrays: dict = field(default_factory=dict, repr=False, compare=False)
 
     def tokens(self, split: str = "train") -> np.ndarray:
@@ -205,8 +216,24 @@ class CorpusTask(Task):
         out = torch.empty(batch_size, self.n_ctx, dtype=torch.long)
         out[:, 0] = BOS
         out[:, 1:] = torch.from_numpy(data[idx].astype(np.int64))
+        if split == "train" and self.repeat_frac > 0:
+            self._plant_repeats(out, g)
         return out
+
+    def _plant_repeats(self, out: torch.Tensor, g: torch.Generator) -> None:
+        n = self.n_ctx
+        hi = self.repeat_max or (n - 1) // 2
+        lo = min(self.repeat_min, hi)
+        rows = (torch.rand(out.shape[0], generator=g) < self.repeat_frac).nonzero()[:, 0].tolist()
+        lens = torch.randint(lo, hi + 1, (out.shape[0],), generator=g).tolist()
+        u = torch.rand(out.shape[0], 2, generator=g).tolist()
+        for b in rows:
+            r = lens[b]
+            s = 1 + int(u[b][0] * (n - 2 * r))  # first copy in [1, n - 2r]
+            t = s + r + int(u[b][1] * (n - s - 2 * r + 1))  # second copy starts in [s + r, n - r]
+            out[b, t:t + r] = out[b, s:s + r].clone()
 
     def describe(self) -> dict:
         return {"task": "CorpusTask", "d_vocab": self.d_vocab, "n_ctx": self.n_ctx,
+                "repeat_frac": self.repeat_frac, "repeat_min": self.repeat_min, "repeat_max": self.repeat_max,
                 "data": corpus_summary(self.manifest())}

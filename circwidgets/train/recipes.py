@@ -10,6 +10,7 @@ circuits exactly readable (no LN to fold).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class Recipe:
     task_kwargs: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)  # TrainConfig kwargs
     model_seed: int = 0
+    init_std: float | None = None  # None: the model's GPT-2 init (N(0, 0.02)); else every weight N(0, init_std^2)
 
 
 _COMMON = dict(attn_only=True, normalization=None, bos_token_id=0)
@@ -77,12 +79,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     ),
     Recipe(
         "toy-2l-code",
-        "Two-layer attention-only model of the Python stdlib with induction heads (the lecture model).",
+        "Two-layer attention-only model of the Python stdlib with induction heads (the lecture model); "
+        "30% of training windows repeat a stretch of their own code (augmentation, see the card).",
         dict(n_layers=2, d_model=256, n_heads=8, d_head=32, d_vocab=CODE_VOCAB, n_ctx=256, positional="shortformer",
              **_COMMON),
         "code",
-        train=dict(steps=20000, batch_size=64, lr=1e-3, warmup=200, eval_every=200, checkpoint_every=1000,
+        task_kwargs=dict(repeat_frac=0.3, repeat_min=8),
+        train=dict(steps=12000, batch_size=64, lr=1e-3, warmup=200, eval_every=200, checkpoint_every=1000,
                    n_snapshots=12, snapshot_dtype="float16", icl_n_seqs=16),
+        init_std=0.05,
     ),
 ]}
 
@@ -97,22 +102,53 @@ def get(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def build(name: str, data_dir: str | os.PathLike | None = None, **train_overrides
+def with_overrides(r: Recipe, overrides: dict[str, object] | None) -> Recipe:
+    """A copy of recipe `r` with `{"model.d_model": 128, "task.repeat_frac": 0.3, "train.lr": 2e-3,
+    "init_std": 0.05, ...}` applied (what `--set key=value` passes); unknown keys are errors."""
+    if not overrides:
+        return r
+    r = dataclasses.replace(r, model=dict(r.model), task_kwargs=dict(r.task_kwargs), train=dict(r.train))
+    for key, val in overrides.items():
+        part, _, sub = key.partition(".")
+        if part in ("model", "task", "train") and sub:
+            target = {"model": r.model, "task": r.task_kwargs, "train": r.train}[part]
+            known = ({f.name for f in dataclasses.fields(ModelConfig)} if part == "model" else
+                     {f.name for f in dataclasses.fields(TrainConfig)} if part == "train" else None)
+            if known is not None and sub not in known:
+                raise KeyError(f"--set {key}: {part} has no field {sub!r}")
+            target[sub] = val
+        elif key in ("init_std", "model_seed") and not sub:
+            setattr(r, key, val)
+        else:
+            raise KeyError(f"--set {key}: use model.X, task.X, train.X, init_std or model_seed")
+    return r
+
+
+def build(name: str, data_dir: str | os.PathLike | None = None, overrides: dict | None = None, **train_overrides
           ) -> tuple[Transformer, Task, TrainConfig, dict[str, str]]:
     """Model (initialised from the recipe's seed), task, training config and file metadata."""
-    r = get(name)
+    r = with_overrides(get(name), overrides)
     cfg = ModelConfig(name=name, **r.model)
     tc = TrainConfig(**{**r.train, **{k: v for k, v in train_overrides.items() if v is not None}})
     meta = {"recipe": name, "description": r.description,
             "recipe_spec": json.dumps({"model": r.model, "task": r.task, "task_kwargs": r.task_kwargs,
-                                       "train": r.train, "model_seed": r.model_seed})}
+                                       "train": r.train, "model_seed": r.model_seed, "init_std": r.init_std})}
     model = Transformer(cfg, seed=r.model_seed)
+    if r.init_std is not None:
+        # TransformerLens' scale (0.8 / sqrt(d_model)); at d_model 128-256 the GPT-2 0.02 left attention
+        # patterns uniform for hundreds of steps.
+        g = torch.Generator().manual_seed(r.model_seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * r.init_std)
     if r.task == "code":
         d = ensure_data_dir(data_dir or default_data_dir(cfg.d_vocab), cfg.d_vocab)
-        task: Task = CorpusTask(cfg.d_vocab, cfg.n_ctx, data_dir=str(d))
+        task: Task = CorpusTask(cfg.d_vocab, cfg.n_ctx, data_dir=str(d), **r.task_kwargs)
         tok_json = task.tokenizer_json()
         meta["tokenizer"] = tok_json  # written into every model file, with or without `tokenizers`
-        meta["data"] = json.dumps(task.describe()["data"])
+        desc = task.describe()
+        meta["data"] = json.dumps(desc.pop("data"))
+        meta["task"] = json.dumps(desc)
         try:
             from ..model import Tokenizer
 
@@ -134,7 +170,7 @@ def build(name: str, data_dir: str | os.PathLike | None = None, **train_override
 def run(name: str, steps: int | None = None, out: str | os.PathLike | None = None, device: str = "cpu",
         data_dir: str | os.PathLike | None = None, fresh: bool = False, time_limit: float | None = None,
         progress: bool = True, threads: int | None = None, batch_size: int | None = None,
-        lr: float | None = None, n_snapshots: int | None = None) -> Trainer:
+        lr: float | None = None, n_snapshots: int | None = None, overrides: dict | None = None) -> Trainer:
     """Train recipe `name`; writes `out/model.safetensors` (final, float32), `out/checkpoint.safetensors`
     (resumable), `out/metrics.json` and log-spaced `out/snapshots/`. Resumes from the checkpoint
     in `out` when there is one (unless `fresh`)."""
@@ -144,7 +180,10 @@ def run(name: str, steps: int | None = None, out: str | os.PathLike | None = Non
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     out = Path(out) if out else Path("runs") / name
-    model, task, tc, meta = build(name, data_dir, steps=steps, batch_size=batch_size, lr=lr, n_snapshots=n_snapshots)
+    model, task, tc, meta = build(name, data_dir, overrides, steps=steps, batch_size=batch_size, lr=lr,
+                                  n_snapshots=n_snapshots)
+    if overrides:
+        meta["overrides"] = json.dumps(overrides)
     dev_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     meta["device"] = f"{dev_name} (torch {torch.__version__}, {torch.get_num_threads()} threads)"
     tr = Trainer(model, task, tc, out_dir=out, extra_metadata=meta, device=device, progress=progress,
