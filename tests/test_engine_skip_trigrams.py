@@ -293,7 +293,7 @@ def test_scan_worker_threads_and_tiles_agree():
     f = _factors(m, 0, 1)
     ref = source_maxima(f, workers=1)
     n_threads = torch.get_num_threads()
-    for workers, bs, cb in ((3, 7, 11), (2, 64, 300), (4, 1, 512)):
-        got = source_maxima(f, block_size=bs, col_block=cb, workers=workers)
+    for workers, tpw, bs, cb in ((3, 1, 7, 11), (2, 2, 64, 300), (4, None, 1, 512), (None, None, None, None)):
+        got = source_maxima(f, block_size=bs, col_block=cb, workers=workers, threads_per_worker=tpw)
         torch.testing.assert_close(got, ref)
     assert torch.get_num_threads() == n_threads  # the workers' single-threading does not leak out
