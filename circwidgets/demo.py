@@ -6,6 +6,7 @@ through. `--text` prints a text summary of the shipped default model instead (no
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         print(text_summary())
         return 0
     cmd = [sys.executable, "-m", "jupyterlab", str(TOUR), f"--ServerApp.root_dir={ROOT / 'notebooks'}", *argv]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in argv:
+        cmd.append("--allow-root")  # containers and CI run as root; JupyterLab refuses to start without it
+    print(f"opening {TOUR.name} in JupyterLab (with --no-browser: open /lab/tree/{TOUR.name} on the URL below)")
     return subprocess.call(cmd)
 
 
