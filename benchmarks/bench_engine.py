@@ -13,6 +13,9 @@ Compared in the same run with
   composition, whose all-pairs broadcast needs ~9.5 GB at full size) and is extrapolated linearly
   in heads / head pairs; the subset it ran on is printed.
 
+On a CPU shared with other jobs, `--threads 1` gives steadier numbers (LAPACK/BLAS thread teams
+spin badly under contention: a 768x768 eig took 14-33 s with 2 threads and 1.2 s with 1 here).
+
 Peak memory: increase of the process' peak resident set size (Linux `VmHWM`, reset through
 `/proc/self/clear_refs`) over the resident size before the call.
 """
