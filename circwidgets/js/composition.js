@@ -123,10 +123,10 @@ function render({ model, el }) {
     details.replaceChildren(head, panels);
   }
 
-  function draw() {
+  function draw(parts = "all") {
     const t0 = performance.now();
-    drawMap();
-    drawDetails();
+    if (parts !== "details") drawMap();
+    if (parts !== "map") drawDetails();
     const p = model.get("pair") || [];
     markDrawn(root, {
       shownLayer: model.get("layer"), shownHead: model.get("head"), kind: model.get("kind"),
@@ -134,8 +134,9 @@ function render({ model, el }) {
     });
   }
   const onSel = () => { if (hm) hm.redraw(marks()); markDrawn(root, { shownLayer: model.get("layer"), shownHead: model.get("head") }); };
-  const onDetails = () => draw();
-  model.on("change:scores", draw);
+  const onDetails = () => draw("details");
+  const onScores = () => draw("map");
+  model.on("change:scores", onScores);
   model.on("change:details", onDetails);
   model.on("change:layer", onSel);
   model.on("change:head", onSel);
@@ -144,7 +145,7 @@ function render({ model, el }) {
   const offTheme = onThemeChange(() => { th = theme(root); draw(); });
   return () => {
     offTheme();
-    model.off("change:scores", draw);
+    model.off("change:scores", onScores);
     model.off("change:details", onDetails);
     model.off("change:layer", onSel);
     model.off("change:head", onSel);

@@ -21,9 +21,11 @@ export function heatmap(th, vals, nr, nc, opts = {}) {
   const canvas = h("canvas", { cls: "cw-canvas cw-heatmap", attrs: { tabindex: "0" } });
   const rl = opts.rowLabels || [], cl = opts.colLabels || [];
   const maxPx = opts.maxPx || 440;
-  const cell = opts.cell || Math.max(4, Math.min(28, Math.floor(maxPx / Math.max(nr, nc, 1))));
+  const nMax = Math.max(nr, nc, 1);
+  // whole pixels per cell while they fit (4..28 px); fractional below that (long texts: the image is scaled down)
+  const cell = opts.cell || (nMax * 4 <= maxPx ? Math.min(28, Math.floor(maxPx / nMax)) : maxPx / nMax);
   const ml = rl.length ? opts.marginLeft || 64 : 4, mt = cl.length ? opts.marginTop || 52 : 4;
-  const W = ml + nc * cell + 4, H = mt + nr * cell + 4;
+  const W = Math.ceil(ml + nc * cell + 4), H = Math.ceil(mt + nr * cell + 4);
   let lo = opts.vmin, hi = opts.vmax;
   if (lo === undefined || hi === undefined) {
     let a = Infinity, b = -Infinity;
@@ -43,11 +45,25 @@ export function heatmap(th, vals, nr, nc, opts = {}) {
     const ctx = hidpi(canvas, W, H);
     ctx.fillStyle = th.css.bg;
     ctx.fillRect(0, 0, W, H);
-    for (let r = 0; r < nr; r++) {
-      for (let c = 0; c < nc; c++) {
-        ctx.fillStyle = rgbCss(colour(vals[r * nc + c]));
-        ctx.fillRect(ml + c * cell, mt + r * cell, cell, cell);
+    if (nr * nc <= 2500) {
+      for (let r = 0; r < nr; r++) {
+        for (let c = 0; c < nc; c++) {
+          ctx.fillStyle = rgbCss(colour(vals[r * nc + c]));
+          ctx.fillRect(ml + c * cell, mt + r * cell, cell, cell);
+        }
       }
+    } else {  // large maps: one pixel per value in an offscreen image, scaled (a fillRect each is slow)
+      const off = document.createElement("canvas");
+      off.width = nc; off.height = nr;
+      const octx = off.getContext("2d");
+      const img = octx.createImageData(nc, nr), d = img.data;
+      for (let i = 0; i < nr * nc; i++) {
+        const col = colour(vals[i]);
+        d[4 * i] = col[0]; d[4 * i + 1] = col[1]; d[4 * i + 2] = col[2]; d[4 * i + 3] = 255;
+      }
+      octx.putImageData(img, 0, 0);
+      ctx.imageSmoothingEnabled = cell < 1;  // average when shrinking, crisp when enlarging
+      ctx.drawImage(off, ml, mt, nc * cell, nr * cell);
     }
     ctx.strokeStyle = th.css.border;
     ctx.lineWidth = 1;
@@ -77,11 +93,12 @@ export function heatmap(th, vals, nr, nc, opts = {}) {
     }
     ctx.strokeStyle = th.css.select;
     ctx.lineWidth = 1.5;
-    for (const r of marks.rows || []) ctx.strokeRect(ml + 0.75, mt + r * cell + 0.75, nc * cell - 1.5, cell - 1.5);
-    for (const c of marks.cols || []) ctx.strokeRect(ml + c * cell + 0.75, mt + 0.75, cell - 1.5, nr * cell - 1.5);
+    const cs = Math.max(cell, 4);  // marks stay visible when cells are smaller than a pixel
+    for (const r of marks.rows || []) ctx.strokeRect(ml + 0.75, mt + r * cell + 0.75, nc * cell - 1.5, cs - 1.5);
+    for (const c of marks.cols || []) ctx.strokeRect(ml + c * cell + 0.75, mt + 0.75, cs - 1.5, nr * cell - 1.5);
     if (marks.cell) {
       ctx.lineWidth = 2.5;
-      ctx.strokeRect(ml + marks.cell[1] * cell + 1, mt + marks.cell[0] * cell + 1, cell - 2, cell - 2);
+      ctx.strokeRect(ml + marks.cell[1] * cell + 1, mt + marks.cell[0] * cell + 1, cs - 2, cs - 2);
     }
   }
   function at(ev) {
