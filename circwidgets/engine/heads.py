@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_finite, check_layer_head
+from ._check import check_layer_head
+from .prep import _entry as _check_weights  # finiteness checked once per weight version (cached)
 
 KINDS = ("previous_token", "duplicate_token", "induction")
 
@@ -119,7 +120,7 @@ def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int 
     for k in kinds:
         if k not in KINDS:
             raise ValueError(f"kind={k!r} is not one of {KINDS}")
-    check_finite(model)
+    _check_weights(model)
     toks = _prepare_tokens(model, tokens, seq_len, n_seqs, seed, bos)
     masks = detection_masks(toks)
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -239,7 +240,7 @@ class InContextLoss:
 def in_context_loss(model: Transformer, seq_len: int | None = None, n_seqs: int = 4, seed: int = 0,
                     bos="auto") -> InContextLoss:
     """Loss on the first half vs the repeated half of `BOS + r + r` (see `InContextLoss`)."""
-    check_finite(model)
+    _check_weights(model)
     bos_id = _bos_id(model, bos)
     toks = _prepare_tokens(model, None, seq_len, n_seqs, seed, bos)
     off = 1 if bos_id is not None else 0

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_finite, check_layer_head
+from ._check import check_layer_head
+from .prep import _entry as _check_weights  # finiteness checked once per weight version (cached)
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -101,7 +102,7 @@ def _replacement(mean_z: torch.Tensor | None, kind: str, n_pos: int, head: int) 
 
 
 def _prep(model: Transformer, tokens, metric, reference, kind, means):
-    check_finite(model)
+    _check_weights(model)
     _check_kind(kind, means)
     toks = model.check_tokens(tokens)
     ref = toks if reference is None else model.check_tokens(reference)
@@ -219,7 +220,7 @@ def ablate_path(model: Transformer, tokens, src: tuple[int, int], dst: tuple[int
     l2, h2 = check_layer_head(model, *dst)
     if l1 >= l2:
         raise ValueError(f"src={src!r} must be in an earlier layer than dst={dst!r}")
-    check_finite(model)
+    _check_weights(model)
     toks = model.check_tokens(tokens)
     metric = metric or loss_metric
     cfg = model.cfg
@@ -260,7 +261,7 @@ def ablate_path(model: Transformer, tokens, src: tuple[int, int], dst: tuple[int
 
 # ----------------------------------------------------------------------------------- patching
 def _patch_prep(model, clean, corrupted, metric):
-    check_finite(model)
+    _check_weights(model)
     c = model.check_tokens(clean)
     x = model.check_tokens(corrupted)
     if c.shape != x.shape:
@@ -372,7 +373,7 @@ def logit_attribution(model: Transformer, tokens, pos: int, token) -> LogitAttri
     """Split the logit of `token` (an id, or `(a, b)` for logit[a] − logit[b]) at position `pos` into
     the direct contributions of every component (see `LogitAttribution`), the final LN's scale
     frozen at its value on `tokens`. `[pos]` / `[1, pos]` tokens give unbatched results."""
-    check_finite(model)
+    _check_weights(model)
     toks = model.check_tokens(tokens)
     P = toks.shape[1]
     if isinstance(pos, bool) or not isinstance(pos, int) or not -P <= pos < P:
