@@ -105,7 +105,7 @@ from circwidgets import engine, plot
 %matplotlib inline
 torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
 MODEL = "{model}"  # the one place to change the model: any name in cw.zoo.list()
-model = cw.load(MODEL)
+model = cw.load(MODEL).requires_grad_(False)  # we only read the weights here
 {extra.strip()}
 print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "heads, d_model", model.cfg.d_model,
       "| vocab", model.cfg.d_vocab, "| shipped:", cw.zoo.list())
@@ -408,7 +408,7 @@ chance), shipped with the model."""),
 from safetensors.torch import load_file
 
 CODE_MODEL = "{code_m}"
-code_model = cw.load(CODE_MODEL)
+code_model = cw.load(CODE_MODEL).requires_grad_(False)
 reference = {{tuple(t) for t in load_file(str(cw.zoo.stats_path(CODE_MODEL)))["reference_triples"].long().tolist()}}
 print(len(reference), "reference skip-trigrams from the corpus")
 '''),
@@ -774,18 +774,19 @@ information that decides the answer lives; `normalize=True` gives the fraction r
         code('''
 from circwidgets.engine.ablation_state import logit_diff_metric
 
-clean = tokens[:-1][None]         # the last position predicts tokens[-1] by induction
-n = clean.shape[1]
-i = int((clean[0, : n - 1] == clean[0, -1]).nonzero()[-1])  # the earlier occurrence of the current token
+s = (len(tokens) - 1) // 2            # tokens = BOS + S + S, |S| = s
+t = 1 + s + (2 * s) // 3              # a position in the second copy
+clean = tokens[:t][None]              # [1, t]: its last position predicts tokens[t] by induction
+good = int(tokens[t])                 # the induction answer (what followed the same token in the first copy)
+bad = (good + 7) % model.cfg.d_vocab or 1
 corrupted = clean.clone()
-other = int((clean[0, i + 1] + 7) % model.cfg.d_vocab) or 1
-corrupted[0, i + 1] = other     # what followed it the first time
-metric = logit_diff_metric(pos=-1, good=int(clean[0, i + 1]), bad=other)
+corrupted[0, t - s] = bad             # in the first copy, `bad` now follows that token instead
+metric = logit_diff_metric(pos=-1, good=good, bad=bad)
+name = (lambda i: repr(model.to_str_tokens(torch.tensor([i]))[0])) if model.tokenizer is not None else str
 with torch.no_grad():
-    print("answer:", repr(labels[i + 1]), "| corrupted answer:", repr(labels[i + 1][:0] + (
-        model.to_str_tokens(torch.tensor([other]))[0] if model.tokenizer is not None else str(other))),
-          "| logit difference clean", round(float(metric(model(clean), clean)), 2),
-          "corrupted", round(float(metric(model(corrupted), corrupted)), 2))
+    print(f"answer {name(good)} vs corrupted answer {name(bad)} (changed position {t - s} of {t}); logit "
+          f"difference: clean {float(metric(model(clean), clean)):.2f}, "
+          f"corrupted {float(metric(model(corrupted), corrupted)):.2f}")
 '''),
         check('''
 ph = engine.patch_heads(model, clean, corrupted, metric=metric, normalize=True)
@@ -806,8 +807,11 @@ fig.colorbar(im, ax=axs[1])
 plt.show()
 '''),
         md("""
-**What the residual heatmap shows.** Before layer 0 only the changed position carries the difference;
-by the last layer only the last position does — the induction head moved the information there.
+**What the heatmaps show.** In the residual stream, the changed position carries the difference entering
+both layers: the induction head at the last position attends there and copies that token as its *value*.
+Patching the last position does nothing — before the induction head has written the answer there, the clean
+and corrupted runs agree at the last position. Among heads, the induction head's output restores most of
+the clean logit difference.
 
 ## 4. The ablation widget
 
@@ -830,7 +834,7 @@ print("zero - mean:  ", [[round(float(x), 2) for x in row] for row in table - me
 Direct logit attribution: which heads *directly* write the clean answer's logit difference at the last
 position? (Hint: `engine.direct_logit_attribution(model, clean, pos=-1, token=(good, bad))`.)"""),
         solution('''
-dla = engine.direct_logit_attribution(model, clean, pos=-1, token=(int(clean[0, i + 1]), other))
+dla = engine.direct_logit_attribution(model, clean, pos=-1, token=(good, bad))
 print([[round(float(x), 2) for x in row] for row in dla.reshape(model.cfg.n_layers, model.cfg.n_heads)])
 '''),
     ]
