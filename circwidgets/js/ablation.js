@@ -223,10 +223,17 @@ function render({ model, el }) {
   }
   const evs = ["change:loss", "change:token_loss", "change:top", "change:off", "change:cuts", "change:mode",
     "change:patch_heads", "change:effects", "change:position", "change:ablation", "change:layer", "change:head"];
-  for (const e of evs) model.on(e, draw);
+  // one kernel message changes several traits: draw once per frame, not once per trait
+  let pending = false;
+  const schedule = () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; draw(); });
+  };
+  for (const e of evs) model.on(e, schedule);
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); draw(); });
-  return () => { offTheme(); for (const e of evs) model.off(e, draw); grid.off(); msg.off(); };
+  return () => { offTheme(); for (const e of evs) model.off(e, schedule); grid.off(); msg.off(); };
 }
 
 export default { render };

@@ -88,10 +88,17 @@ function render({ model, el }) {
     patBox.replaceChildren(p.el);
   }
 
-  function draw() {
+  function markBars() {
+    const l = String(model.get("layer")), hd = String(model.get("head"));
+    for (const row of chart.querySelectorAll(".cw-bar-row")) {
+      row.classList.toggle("cw-selected", row.dataset.layer === l && row.dataset.head === hd);
+    }
+  }
+
+  function draw(parts = "all") {
     const t0 = performance.now();
-    drawTokens();
-    drawTerms();
+    if (parts === "all") { drawTokens(); drawTerms(); }
+    if (parts === "shown") markBars();
     drawPattern();
     const shown = model.get("shown") || {};
     markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, position: model.get("position"),
@@ -103,11 +110,19 @@ function render({ model, el }) {
     ev.stopPropagation();
     if (ev.key === "Enter") { model.set("query", search.value); model.save_changes(); }
   });
-  const evs = ["change:terms", "change:shown", "change:position", "change:labels"];
-  for (const e of evs) model.on(e, draw);
+  const drawAll = () => draw("all");
+  const drawShown = () => draw("shown");  // a bar click: the head's pattern and the bar outline only
+  const evs = ["change:terms", "change:position", "change:labels"];
+  for (const e of evs) model.on(e, drawAll);
+  model.on("change:shown", drawShown);
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); draw(); });
-  return () => { offTheme(); for (const e of evs) model.off(e, draw); msg.off(); };
+  return () => {
+    offTheme();
+    for (const e of evs) model.off(e, drawAll);
+    model.off("change:shown", drawShown);
+    msg.off();
+  };
 }
 
 export default { render };
