@@ -70,6 +70,7 @@ function render({ model, el }) {
     baseBox.checked = minus;
     const [bm, bs] = model.get("baseline") || [NaN, NaN];
     title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}${NAMES[kind] || kind}`;
+    readout.textContent = "hover a cell; click it for the pair's details";
     if (nL < 2) { mapBox.replaceChildren(); return; }
     const v = values();
     hm = heatmap(th, v, rowHeads.length, colHeads.length, {

@@ -2,7 +2,7 @@
 // interrupts the kernel (the trainer stops after the current step and the model is saved).
 import { h, theme, rgbCss, mix, fmt, hidpi, markDrawn, onThemeChange } from "./common.js";
 
-const W = 420, H = 220, M = { l: 44, r: 10, t: 10, b: 28 };
+const W = 430, H = 220, M = { l: 58, r: 10, t: 10, b: 28 };
 
 function lineChart(th, series, opts) {
   const canvas = h("canvas", { cls: "cw-canvas cw-curve", data: { kind: opts.kind } });
@@ -24,7 +24,7 @@ function lineChart(th, series, opts) {
   ctx.strokeRect(M.l - 0.5, M.t - 0.5, W - M.l - M.r + 1, H - M.t - M.b + 1);
   ctx.fillStyle = th.css.fg2; ctx.font = `10px ${th.font}`;
   ctx.textAlign = "right"; ctx.textBaseline = "middle";
-  const dig = Math.max(2, Math.min(5, 2 - Math.floor(Math.log10(y1 - y0))));  // enough digits to tell ticks apart
+  const dig = Math.max(2, Math.min(4, 2 - Math.floor(Math.log10(y1 - y0))));  // enough digits to tell ticks apart
   for (const v of [y0, (y0 + y1) / 2, y1]) ctx.fillText(v.toFixed(dig), M.l - 4, Y(v));
   ctx.textAlign = "center"; ctx.textBaseline = "top";
   for (const v of [x0, (x0 + x1) / 2, x1]) ctx.fillText(String(Math.round(v)), X(v), H - M.b + 4);
