@@ -441,3 +441,12 @@ def test_static_fallbacks_of_the_new_views():
         warnings.simplefilter("error", CircuitWidgetWarning)
         assert cw.composition(m).error == ""
         assert cw.paths(m, text).error == "" and cw.ablation(m, text).error == ""
+
+
+def test_a_stopped_run_can_be_resumed(tmp_path):
+    mon = cw.TrainingMonitor(save_path=tmp_path / "s.safetensors")
+    t = tiny_trainer(30, callbacks=[mon])
+    t._interrupt.set = True  # as after a stop: the flag the stop button / Ctrl-C sets
+    with torch.enable_grad():
+        t.train(10)
+    assert t.step == 10 and t.stopped_by is None and mon.status == "finished" and not mon.saved_path

@@ -270,6 +270,7 @@ class Trainer:
         _call(self._cbs, "on_train_begin", self)
         m.train()
         self.stopped_by = None
+        self._interrupt.set = False  # a stop (Ctrl-C / monitor button) ends one run, not the next one
         running = torch.tensor(self._running[0], device=self.device)
         n_running = self._running[1]
         if self.step == 0 and not self.history:

@@ -112,7 +112,7 @@ class TrainingMonitor(anywidget.AnyWidget):
                 self.error = f"could not save the model: {type(e).__name__}: {e}"
             self.status = "stopped"
         else:
-            self.status = "finished" if trainer.step >= trainer.config.steps else (trainer.stopped_by or "stopped")
+            self.status = trainer.stopped_by or "finished"  # e.g. "time_limit"
 
     @traitlets.observe("stop_requested")
     def _on_stop(self, change) -> None:
