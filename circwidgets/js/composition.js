@@ -41,7 +41,16 @@ function render({ model, el }) {
   for (let l = 0; l < nL - 1; l++) for (let j = 0; j < nH; j++) rowHeads.push([l, j]);
   for (let l = 1; l < nL; l++) for (let j = 0; j < nH; j++) colHeads.push([l, j]);
   const lab = ([l, j]) => `L${l}H${j}`;
-  let S = new Float32Array(0), hm = null;
+  let S = new Float32Array(0), hm = null, cursor = [0, 0];
+
+  function pick(r, c) {
+    const a = rowHeads[r], b = colHeads[c];
+    if (a[0] >= b[0]) { readout.textContent = `${lab(a)} → ${lab(b)}: no composition (not an earlier layer)`; return; }
+    model.set("pair", [a[0], a[1], b[0], b[1]]);
+    model.set("layer", b[0]);
+    model.set("head", b[1]);
+    model.save_changes();
+  }
 
   function values() {
     // the engine's [L, H, L, H] array, rows = earlier heads, columns = later heads
@@ -84,17 +93,28 @@ function render({ model, el }) {
           ? `${lab(a)} → ${lab(b)}: no composition (not an earlier layer)`
           : `${lab(a)} → ${lab(b)}: ${NAMES[kind]} ${minus ? "minus baseline " : ""}${fmt(val, 4)}`;
       },
-      onClick(r, c) {
-        const a = rowHeads[r], b = colHeads[c];
-        if (a[0] >= b[0]) { readout.textContent = `${lab(a)} → ${lab(b)}: no composition (not an earlier layer)`; return; }
-        model.set("pair", [a[0], a[1], b[0], b[1]]);
-        model.set("layer", b[0]);
-        model.set("head", b[1]);
-        model.save_changes();
-      },
+      onClick(r, c) { cursor = [r, c]; pick(r, c); },
     });
     hm.el.classList.add("cw-comp-map");
-    hm.el.setAttribute("aria-label", `${NAMES[kind]} scores: rows earlier heads, columns later heads`);
+    hm.el.setAttribute("aria-label", `${NAMES[kind]} scores: rows earlier heads, columns later heads; ` +
+      "arrow keys move, Enter shows the pair");
+    // keyboard: arrows move a cursor over the cells (read out), Enter / Space selects that pair
+    hm.el.addEventListener("keydown", (ev) => {
+      const nr = rowHeads.length, nc = colHeads.length;
+      const mv = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] }[ev.key];
+      if (mv) {
+        cursor = [Math.max(0, Math.min(nr - 1, cursor[0] + mv[0])), Math.max(0, Math.min(nc - 1, cursor[1] + mv[1]))];
+        const a = rowHeads[cursor[0]], b = colHeads[cursor[1]];
+        readout.textContent = a[0] >= b[0] ? `${lab(a)} → ${lab(b)}: no composition (not an earlier layer)`
+          : `${lab(a)} → ${lab(b)}: ${NAMES[kind]} ${minus ? "minus baseline " : ""}${fmt(v[cursor[0] * nc + cursor[1]], 4)} (Enter: details)`;
+        hm.redraw(Object.assign(marks(), { cell: cursor }));
+      } else if (ev.key === "Enter" || ev.key === " ") {
+        hm.el.dispatchEvent(new CustomEvent("cw-pick", { detail: cursor }));
+      } else return;
+      ev.preventDefault();
+      ev.stopPropagation(); // keep JupyterLab's notebook shortcuts out of it
+    });
+    hm.el.addEventListener("cw-pick", (ev) => pick(ev.detail[0], ev.detail[1]));
     mapBox.replaceChildren(hm.el);
     const note = `baseline (random matrices of these shapes): ${fmt(bm, 4)} ± ${fmt(bs, 4)} (mean ± spread)` +
       (minus ? "; shown: score − baseline mean" : "; shown: raw score in [0, 1]");

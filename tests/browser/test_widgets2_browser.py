@@ -110,6 +110,13 @@ def test_composition_cell_click_shows_details_and_moves_the_kernel_selection(pag
     expect(comp.locator(".cw-pair-score")).to_have_text(re.search(r"score=([-\d.]+)", out).group(1))
     comp.locator(".cw-minus-baseline").check()
     expect(comp.locator(".cw-baseline-note")).to_contain_text("score − baseline mean", timeout=30_000)
+    # keyboard: the cursor starts on the clicked cell; ↓ then Enter picks L0H2 → L1H2
+    comp.locator("canvas.cw-comp-map").focus()
+    page.keyboard.press("ArrowDown")
+    expect(comp.locator(".cw-comp-readout")).to_contain_text("L0H2 → L1H2")
+    page.keyboard.press("Enter")
+    expect(comp).to_have_attribute("data-pair", "0,2,1,2", timeout=30_000)
+    kernel_says(page, "pair=[0, 2, 1, 2]")
     shoot(comp, "composition")
 
 
