@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_finite, check_layer_head
+from ._check import check_layer_head
+from .prep import _entry as _checked  # finiteness checked once per weights version, not per run
 
 __all__ = ["AblatedRun", "PathCut", "ablated_run", "per_token_loss"]
 
@@ -110,7 +111,7 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
     """
     if kind not in ("zero", "mean"):
         raise ValueError(f"kind={kind!r} must be 'zero' or 'mean'")
-    check_finite(model)
+    _checked(model)
     toks = model.check_tokens(tokens)
     hs = sorted({check_layer_head(model, *lh) for lh in heads})
     cuts = _cuts(model, paths)
