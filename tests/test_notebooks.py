@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -64,7 +65,8 @@ def test_notebook_structure(name):
     assert f"notebooks/{name}" in cells[0].source
     first_code = next(c for c in cells if c.cell_type == "code")
     assert 'if "google.colab" in sys.modules:' in first_code.source, "first code cell must install only in Colab"
-    assert sum(c.source.count("MODEL = ") for c in cells if c.cell_type == "code") == 1, "one MODEL variable"
+    assert sum(len(re.findall(r"^MODEL = ", c.source, re.M)) for c in cells if c.cell_type == "code") == 1, \
+        "the model is named in one variable, MODEL"
     checks = [c for c in cells if c.cell_type == "code" and c.source.startswith("# NBVAL_CHECK_OUTPUT")]
     assert checks, "no NBVAL_CHECK_OUTPUT cell"
     for c in checks:  # executed, with printed numbers to compare, and nothing on stderr
