@@ -246,6 +246,11 @@ def test_ablated_run_rejects_bad_requests():
         ablated_run(m, IDS, heads=[(0, 7)])
     with pytest.raises(ValueError, match="zero"):
         ablated_run(m, IDS, kind="resample")
+    ablated_run(m, IDS)
+    with torch.no_grad():
+        m.W_V[1, 0, 0, 0] = float("nan")  # changed in place after a first (checked) run
+    with pytest.raises(ValueError, match="W_V"):
+        ablated_run(m, IDS)
 
 
 # ---------------------------------------------------------------------------------------- ablation widget
