@@ -182,20 +182,27 @@ class Transformer(nn.Module):
             x = self._norm(resid, self.ln1_w[layer] if has_ln else None,
                            self.ln1_b[layer] if has_ln else None, f"{blk}.ln1")
             qk_in = x + pos if cfg.positional == "shortformer" else x
-            q = torch.einsum("bpd,hde->bphe", qk_in, self.W_Q[layer])
-            k = torch.einsum("bpd,hde->bphe", qk_in, self.W_K[layer])
-            v = torch.einsum("bpd,hde->bphe", x, self.W_V[layer])
+            B, P, H, E = qk_in.shape[0], n_pos, cfg.n_heads, cfg.d_head
+            # one [B*P, D] @ [D, H*E] GEMM per projection (much faster than a per-head batched einsum)
+            q = (qk_in @ self.W_Q[layer].permute(1, 0, 2).reshape(-1, H * E)).view(B, P, H, E)
+            k = (qk_in @ self.W_K[layer].permute(1, 0, 2).reshape(-1, H * E)).view(B, P, H, E)
+            v = (x @ self.W_V[layer].permute(1, 0, 2).reshape(-1, H * E)).view(B, P, H, E)
             if cfg.biases:
                 q, k, v = q + self.b_Q[layer], k + self.b_K[layer], v + self.b_V[layer]
             q = self._hook(f"{blk}.attn.hook_q", q)
             k = self._hook(f"{blk}.attn.hook_k", k)
             v = self._hook(f"{blk}.attn.hook_v", v)
-            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / cfg.attn_scale
-            scores = self._hook(f"{blk}.attn.hook_attn_scores", scores.masked_fill(~mask, float("-inf")))
+            scores = (q.transpose(1, 2) / cfg.attn_scale) @ k.permute(0, 2, 3, 1)  # [B, H, query, key]
+            scores = self._hook(f"{blk}.attn.hook_attn_scores", scores.masked_fill_(~mask, float("-inf")))
             pattern = self._hook(f"{blk}.attn.hook_pattern", scores.softmax(-1))
-            z = self._hook(f"{blk}.attn.hook_z", torch.einsum("bhqk,bkhe->bqhe", pattern, v))
-            result = self._hook(f"{blk}.attn.hook_result", torch.einsum("bqhe,hed->bqhd", z, self.W_O[layer]))
-            attn_out = result.sum(2) + (self.b_O[layer] if cfg.biases else 0.0)
+            z = self._hook(f"{blk}.attn.hook_z", (pattern @ v.transpose(1, 2)).transpose(1, 2))  # [B, P, H, E]
+            if self._cache is not None or f"{blk}.attn.hook_result" in self._hooks:
+                # per-head writes [B, P, H, D], only when someone looks at them
+                result = torch.einsum("bqhe,hed->bqhd", z, self.W_O[layer])
+                attn_out = self._hook(f"{blk}.attn.hook_result", result).sum(2)
+            else:
+                attn_out = z.reshape(B, P, H * E) @ self.W_O[layer].reshape(H * E, -1)
+            attn_out = attn_out + (self.b_O[layer] if cfg.biases else 0.0)
             attn_out = self._hook(f"{blk}.hook_attn_out", attn_out)
             if cfg.attn_only:
                 resid = resid + attn_out
