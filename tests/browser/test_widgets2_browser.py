@@ -135,9 +135,11 @@ def test_path_expansion_sum_equals_the_logit_and_bars_select_heads(page):
     expect(paths.locator(".cw-small-title")).to_contain_text("L1H3 pattern")
     kernel_says(page, "paths=1,3")
     # click a token: the expansion moves to that position
+    before = paths.locator(".cw-sums").inner_text()
     paths.locator('.cw-tokens2 .cw-tok[data-pos="5"]').click()
     expect(paths).to_have_attribute("data-position", "5", timeout=30_000)
-    expect(paths.locator(".cw-sum")).to_have_text(paths.locator(".cw-model-logit").inner_text())
+    expect(paths.locator(".cw-sums")).not_to_have_text(before, timeout=30_000)  # the kernel's new terms
+    assert paths.locator(".cw-sum").inner_text() == paths.locator(".cw-model-logit").inner_text()
     shoot(paths, "paths")
 
 
