@@ -147,9 +147,11 @@ def test_path_expansion_sum_equals_the_logit_and_bars_select_heads(page):
 def test_ablation_toggle_shows_the_engines_loss_and_patching_maps(page):
     abl = cell_root(page, 3, "ablation")
     expect(abl).to_have_attribute("data-n-off", "0", timeout=60_000)
-    clean = float(abl.locator(".cw-loss").get_attribute("data-loss"))
+    clean_s = abl.locator(".cw-loss").get_attribute("data-loss")
+    clean = float(clean_s)
     abl.locator('[data-layer="1"][data-head="2"]').click()
     expect(abl).to_have_attribute("data-n-off", "1", timeout=30_000)
+    expect(abl.locator(".cw-loss")).not_to_have_attribute("data-loss", clean_s, timeout=30_000)
     expect(abl.locator('[data-layer="1"][data-head="2"]')).to_have_attribute("data-off", "1")
     out = kernel_says(page, "abl_off=[[1, 2]]")
     engine = float(re.search(r"engine_loss=([-\d.e]+)", out).group(1))
@@ -161,7 +163,7 @@ def test_ablation_toggle_shows_the_engines_loss_and_patching_maps(page):
     # restore it: the clean loss again
     abl.locator('[data-layer="1"][data-head="2"]').click()
     expect(abl).to_have_attribute("data-n-off", "0", timeout=30_000)
-    assert float(abl.locator(".cw-loss").get_attribute("data-loss")) == pytest.approx(clean, abs=1e-9)
+    expect(abl.locator(".cw-loss")).to_have_attribute("data-loss", clean_s, timeout=30_000)
     # a path cut through the form
     abl.locator(".cw-cut-src").select_option("0,1")
     abl.locator(".cw-cut-dst").select_option("1,2")
