@@ -148,6 +148,13 @@ def test_path_expansion_default_target_is_the_next_token_and_clicks_select_heads
     w.select(lay, hd)
     np.testing.assert_allclose(decode_array(w.pattern), attention_patterns(m, torch.tensor(IDS)).head(lay, hd).numpy(),
                                atol=1e-3)
+    two = next(t for t in w.terms if t["order"] == 2)  # a two-head bar also sends A^{h2} A^{h1}
+    w.path = two["heads"]
+    vh = virtual_heads(m, torch.tensor([IDS]), tuple(two["heads"][0]), tuple(two["heads"][1]))
+    assert w.virtual["heads"] == two["heads"]
+    np.testing.assert_allclose(decode_array(w.virtual), vh.pattern[0].numpy(), atol=1e-3)
+    w.path = [[lay, hd]]
+    assert w.virtual == {}
     with pytest.warns(CircuitWidgetWarning, match="position=99"):
         w.position = 99
     assert w.position == 2

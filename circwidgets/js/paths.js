@@ -53,7 +53,7 @@ function render({ model, el }) {
       const last = t.heads.length ? t.heads[t.heads.length - 1] : null;
       const data = { order: t.order, section: t.section };
       if (last) { data.layer = last[0]; data.head = last[1]; }
-      return { label: t.label, value: t.value, data, cls: t.order < 0 ? "cw-bar-rest" : "",
+      return { label: t.label, value: t.value, data, heads: t.heads, cls: t.order < 0 ? "cw-bar-rest" : "",
         title: `${t.label}: ${fmt(t.value, 5)} (${t.section})${last ? " — click for L" + last[0] + "H" + last[1] + "'s pattern" : ""}` };
     });
     const sections = [];
@@ -66,6 +66,7 @@ function render({ model, el }) {
       barChart(th, its, {
         onClick(it) {
           if (it.data.layer === undefined) return;
+          model.set("path", it.heads);
           model.set("layer", Number(it.data.layer));
           model.set("head", Number(it.data.head));
           model.save_changes();
@@ -85,7 +86,17 @@ function render({ model, el }) {
       title: `L${shown.layer}H${shown.head} pattern (row ${pos} outlined: what position ${pos} attends to)`,
       marks: { rows: [pos] }, size: 260, kind: "head",
     });
-    patBox.replaceChildren(p.el);
+    const v = model.get("virtual") || {}, hs = v.heads || [];
+    const last = hs.length ? hs[hs.length - 1] : null;
+    if (last && last[0] === shown.layer && last[1] === shown.head) {  // the clicked bar was a two-head path
+      const pv = patternPanel(th, decodeArray(v), N, labels, {
+        title: `virtual head A^{L${hs[1][0]}H${hs[1][1]}} A^{L${hs[0][0]}H${hs[0][1]}} (row ${pos} outlined)`,
+        marks: { rows: [pos] }, size: 260, kind: "virtual", scaleToMax: true,
+      });
+      patBox.replaceChildren(p.el, pv.el);
+    } else {
+      patBox.replaceChildren(p.el);
+    }
   }
 
   function markBars() {
@@ -115,12 +126,14 @@ function render({ model, el }) {
   const evs = ["change:terms", "change:position", "change:labels"];
   for (const e of evs) model.on(e, drawAll);
   model.on("change:shown", drawShown);
+  model.on("change:virtual", drawShown);
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); draw(); });
   return () => {
     offTheme();
     for (const e of evs) model.off(e, drawAll);
     model.off("change:shown", drawShown);
+    model.off("change:virtual", drawShown);
     msg.off();
   };
 }

@@ -61,7 +61,8 @@ def _actions_composition(w) -> list[dict]:
 
 
 def _actions_paths(w) -> list[dict]:
-    return (_heads(w) + [{"position": p} for p in range(len(w.labels))]
+    bars = [{"path": t["heads"], "layer": t["heads"][-1][0], "head": t["heads"][-1][1]} for t in w.terms if t["heads"]]
+    return (bars + _heads(w) + [{"position": p} for p in range(len(w.labels))]
             + [{"target": int(p[1])} for p in w.predictions])
 
 
@@ -90,7 +91,7 @@ _ACTIONS: dict[str, tuple[Callable, tuple[str, ...]]] = {
     "Eigenvalues": (_actions_eigenvalues, ("log_magnitude", "layer", "head")),
     "SkipTrigrams": (_actions_skip, ("layer", "head")),
     "Composition": (_actions_composition, ("kind", "subtract_baseline", "pair", "layer", "head")),
-    "PathExpansion": (_actions_paths, ("position", "target", "layer", "head")),
+    "PathExpansion": (_actions_paths, ("position", "target", "path", "layer", "head")),
     "Ablation": (_actions_ablation, ("ablation", "mode", "off", "cuts", "position", "layer", "head")),
 }
 

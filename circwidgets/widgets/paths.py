@@ -11,7 +11,9 @@ import traitlets
 
 from ..engine.paths import MAX_ELEMENTS, PathTerms, path_terms
 from ..engine.patterns import attention_patterns
+from ..engine.virtual import virtual_heads
 from ..model import Transformer
+from ..model.hooks import ActivationCache, get_act_name
 from ._bundle2 import Widget2
 from ._data import as_model, encode_array, find_token, token_label, tokens_and_labels
 
@@ -54,6 +56,8 @@ class PathExpansion(Widget2):
     model_logit = traitlets.Float(0.0).tag(sync=True)
     query = traitlets.Unicode("").tag(sync=True)
     pattern = traitlets.Dict({}).tag(sync=True)
+    path = traitlets.List([]).tag(sync=True)
+    virtual = traitlets.Dict({}).tag(sync=True)
     n_one = traitlets.Int(16).tag(sync=True)
     n_virtual = traitlets.Int(8).tag(sync=True)
     max_order = traitlets.Int(2).tag(sync=True)
@@ -75,6 +79,8 @@ class PathExpansion(Widget2):
         toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
         self.tokens = toks
         self.data = attention_patterns(self.model, toks)
+        self._patterns = ActivationCache({get_act_name("pattern", lay): self.data.pattern[lay][None]
+                                          for lay in range(self.model.cfg.n_layers)})
         self.pt = _terms_for(self.model, toks, self.max_order)
         P = toks.shape[0]
         if not -P <= position < P:
@@ -172,6 +178,25 @@ class PathExpansion(Widget2):
     # ------------------------------------------------------------------ per head
     def _payload(self, layer: int, head: int) -> dict[str, Any]:
         return {"pattern": encode_array(self.data.head(layer, head).float(), "float16")}
+
+    @traitlets.observe("path")
+    def _on_path(self, change) -> None:
+        """A two-head bar: also send the virtual head's pattern A^{h2} A^{h1} (engine.virtual_heads)."""
+        if self.pt is None:
+            return
+        heads = [tuple(int(x) for x in lh) for lh in change["new"]]
+        if len(heads) != 2:
+            self.virtual = {}
+            return
+        try:
+            def compute():
+                vh = virtual_heads(self.model, self._patterns, heads[0], heads[1])
+                return {"heads": [list(h) for h in heads], **encode_array(vh.pattern[0].float(), "float16")}
+
+            self.virtual = self.cached(("virtual", *heads, self._version), compute)
+        except Exception as e:  # noqa: BLE001 - a bad request is a message, never a dead comm
+            self._report(f"virtual head not shown: {e}")
+            self.virtual = {}
 
     def current_pattern(self) -> torch.Tensor:
         return self.data.head(self.layer, self.head)

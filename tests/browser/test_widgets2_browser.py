@@ -134,6 +134,9 @@ def test_path_expansion_sum_equals_the_logit_and_bars_select_heads(page):
     expect(paths).to_have_attribute("data-shown-head", "3")
     expect(paths.locator(".cw-small-title")).to_contain_text("L1H3 pattern")
     kernel_says(page, "paths=1,3")
+    two = paths.locator('.cw-bar-row[data-order="2"]').first  # a virtual-head term: A^{h2} A^{h1} too
+    two.click()
+    expect(paths.locator('canvas.cw-pattern-small[data-kind="virtual"]')).to_be_visible(timeout=30_000)
     # click a token: the expansion moves to that position
     before = paths.locator(".cw-sums").inner_text()
     paths.locator('.cw-tokens2 .cw-tok[data-pos="5"]').click()
