@@ -462,3 +462,27 @@ def test_a_stopped_run_can_be_resumed(tmp_path):
     with torch.enable_grad():
         t.train(10)
     assert t.step == 10 and t.stopped_by is None and mon.status == "finished" and not mon.saved_path
+
+
+@pytest.mark.parametrize("name", ["Composition", "PathExpansion", "Ablation", "TrainingMonitor"])
+def test_front_end_bundles_are_single_valid_modules(name, tmp_path):
+    import shutil
+    import subprocess
+
+    import circwidgets.widgets.ablation as a
+    import circwidgets.widgets.composition as c
+    import circwidgets.widgets.monitor as mo
+    import circwidgets.widgets.paths as p
+
+    cls = {"Composition": c.Composition, "PathExpansion": p.PathExpansion, "Ablation": a.Ablation,
+           "TrainingMonitor": mo.TrainingMonitor}[name]
+    esm = cls._esm
+    assert not re.search(r"""^\s*import\b[^;]*from\s*["']\./""", esm, re.M)  # relative imports inlined
+    assert len(re.findall(r"^export\s+default\b", esm, re.M)) == 1
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node not installed: syntax check skipped")
+    f = tmp_path / f"{name}.mjs"
+    f.write_text(esm, encoding="utf-8")
+    r = subprocess.run([node, "--check", str(f)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
