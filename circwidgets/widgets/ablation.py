@@ -14,7 +14,7 @@ from ..model import Transformer
 from ._bundle2 import Widget2
 from ._data import as_model, encode_array, token_label, tokens_and_labels
 
-_EFFECTS_MAX = 400_000  # per-head effect table on setup only when L*H*pos*d_vocab is at most this (x100)
+_EFFECTS_MAX = 40_000_000  # single-head effect table on setup only when L*H*pos*d_vocab is at most this
 
 
 class Ablation(Widget2):
@@ -88,7 +88,7 @@ class Ablation(Widget2):
         self._clean = ablated_run(self.model, toks[None])
         cfg = self.model.cfg
         effects = {}
-        if cfg.n_layers * cfg.n_heads * P * cfg.d_vocab <= _EFFECTS_MAX * 100:
+        if cfg.n_layers * cfg.n_heads * P * cfg.d_vocab <= _EFFECTS_MAX:
             effects = self._effects(self.ablation)
         self._guard = True
         try:
