@@ -759,9 +759,10 @@ half = len(tokens) // 2
 second_half = lambda lg, t: engine.interventions.loss_metric(lg[:, half:], t[:, half:])  # noqa: E731
 for kind in "qkv":
     e = engine.ablate_path(model, tokens[None], src=prev, dst=ind, kind=kind, metric=second_half)
-    print(f"cut L{prev[0]}H{prev[1]} -> L{ind[0]}H{ind[1]} ({kind}): second-half loss {e.clean:.2f} -> {e.intervened:.2f}")
+    print(f"cut L{prev[0]}H{prev[1]} -> L{ind[0]}H{ind[1]} ({kind}): "
+          f"second-half loss {e.clean:.2f} -> {e.intervened:.2f}")
 e = engine.ablate_heads(model, tokens[None], [ind], metric=second_half)
-print(f"ablate L{ind[0]}H{ind[1]} entirely:        second-half loss {e.clean:.2f} -> {e.intervened:.2f}")
+print(f"ablate L{ind[0]}H{ind[1]} entirely: second-half loss {e.clean:.2f} -> {e.intervened:.2f}")
 '''),
         md("""
 ## 3. Activation patching
@@ -880,7 +881,7 @@ tc = TrainConfig(steps=3000, batch_size=32, lr=1e-2, warmup=20, eval_every=50, i
 out = Path(tempfile.mkdtemp()) / "tiny-induction.safetensors"
 monitor = cw.TrainingMonitor(save_path=out, title="tiny 2-layer model on repeated tokens")
 display(monitor)
-trainer = Trainer(tiny, task, tc, callbacks=[monitor], time_limit=20, progress=False)  # 20 s of training
+trainer = Trainer(tiny, task, tc, callbacks=[monitor], time_limit=15, progress=False)  # 15 s of training
 trainer.train()  # prints one line per evaluation
 last = trainer.history[-1]
 print(f"stopped at step {trainer.step} ({trainer.stopped_by or 'finished'}); best induction score "
@@ -891,7 +892,7 @@ The monitor is a live view; here are the same curves as a static figure (what a 
 kernel, such as GitHub, shows):"""),
         code('plot.training_curves(trainer.history, title="tiny model, trained live")'),
         md("""
-Twenty seconds is usually not enough: the induction score is still creeping up. (Run the cell again with a
+Fifteen seconds is not enough: the induction score is still creeping up. (Run the cell again with a
 larger `time_limit`, or call `trainer.train()` once more to resume — training is resumable and deterministic.)
 
 ## 2. The phase change in a shipped model's history
