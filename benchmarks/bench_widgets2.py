@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--skip-big", action="store_true")
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--path-tokens", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)  # 2 threads on 2 shared cores: contention
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from circwidgets.model.testing import random_model
