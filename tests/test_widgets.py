@@ -186,6 +186,9 @@ def test_attention_widget_bad_requests_never_raise():
     assert w.shown["head"] == 2
     expect_warning(lambda: setattr(w, "layer", 5), "layer=5")
     assert w.layer == 1
+    with pytest.warns(CircuitWidgetWarning) as rec:
+        w.head = 42
+    assert rec[0].filename == __file__  # the warning points at the user's line, not at library code
     w.select(-1, -1)  # negative indices: counted from the end, as in Python
     assert (w.layer, w.head) == (1, 2) and w.error == ""
     # too long / bad labels / NaN weights at construction: a widget with a message, not an exception

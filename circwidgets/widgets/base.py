@@ -9,14 +9,17 @@ matplotlib twin). The front end is that file with `js/common.js` inlined in fron
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import re
+import sys
 import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar
 
 import anywidget
+import ipywidgets
 import traitlets
 
 from ..engine._check import check_finite, check_layer_head
@@ -28,6 +31,21 @@ _IMPORT_COMMON = re.compile(r"^import\s*\{[^}]*\}\s*from\s*[\"']\./common\.js[\"
 
 class CircuitWidgetWarning(UserWarning):
     """A request the widget could not answer (shown in the widget too; the kernel keeps running)."""
+
+
+_LIB_DIRS = tuple(str(Path(m.__file__).resolve().parent) for m in (traitlets, anywidget, ipywidgets)) + (
+    str(Path(__file__).resolve().parent.parent), str(Path(contextlib.__file__).resolve()))
+
+
+def _user_stacklevel() -> int:
+    """Stack level of the first caller outside circwidgets / traitlets / (any|ipy)widgets / contextlib, so a
+    warning points at the user's line (`w.head = 99`); 2 when there is none (a click in the page)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None:
+        if not frame.f_code.co_filename.startswith(_LIB_DIRS):
+            return level
+        frame, level = frame.f_back, level + 1
+    return 2
 
 
 def bundle_js(module_file: str) -> str:
@@ -129,7 +147,7 @@ class CircuitWidget(anywidget.AnyWidget):
     # ------------------------------------------------------------------ machinery
     def _report(self, msg: str) -> None:
         self.error = msg
-        warnings.warn(msg, CircuitWidgetWarning, stacklevel=3)
+        warnings.warn(msg, CircuitWidgetWarning, stacklevel=_user_stacklevel())
 
     def cached(self, key: tuple, compute):
         """Per-widget LRU cache (`cache_size` entries) for per-head results."""
