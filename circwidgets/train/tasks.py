@@ -90,11 +90,18 @@ class SkipTrigramTask(Task):
     """Planted skip-trigrams `[A] ... [B] -> [C]` in uniform background noise.
 
     Vocabulary layout: 0 = BOS, then `n_rules` source tokens A, then `n_triggers` trigger tokens B,
-    then `n_rules` output tokens C, then noise tokens. Rule i = (A_i, B_{i mod n_triggers}, C_i):
-    several rules share a trigger B, so predicting C after B needs attention to *which* A came
-    earlier (QK: B attends to A; OV: A writes C). Each sequence plants `rules_per_seq` rules with
-    distinct triggers: A at a random position, B later, C right after B. Noise never contains
-    A, B or C tokens.
+    then `m = n_rules / n_triggers` output tokens C, then noise tokens. Rule i = (A_i, B_{i mod
+    n_triggers}, C_{π_B(i)}): the m rules of a trigger map its m sources one-to-one onto the m
+    outputs (a random bijection per trigger), so every output is also the output of one source of
+    *every other* trigger. Predicting C after B therefore needs B to attend to its *own* source
+    (QK: B -> A) and that source to write its output (OV: A -> C); neither the direct path of B
+    nor attention to all sources at once can tell which C comes.
+
+    Each sequence holds exactly one source A for *every* trigger (a random one of its rules) and
+    `rules_per_seq` triggers B, all at independent random positions. A trigger whose source came
+    earlier is followed by that rule's C; a trigger with no source before it is followed by noise.
+    So an A says nothing about whether or where its B comes (no "A predicts B" shortcut), and C is
+    determined by the pair (A earlier, B now) alone. Noise never contains A, B or C tokens.
     """
 
     n_rules: int = 24
@@ -103,13 +110,13 @@ class SkipTrigramTask(Task):
     rule_seed: int = 0
 
     def __post_init__(self) -> None:
-        n_special = 1 + 2 * self.n_rules + self.n_triggers
+        n_special = 1 + self.n_rules + self.n_triggers + self.n_rules // max(self.n_triggers, 1)
         if self.d_vocab < n_special + 8:
             raise ValueError(f"SkipTrigramTask needs d_vocab >= {n_special + 8}, got {self.d_vocab}")
-        if self.rules_per_seq > self.n_triggers:
-            raise ValueError("rules_per_seq must be <= n_triggers (one rule per trigger per sequence)")
-        if self.n_ctx < 4 * self.rules_per_seq + 2:
-            raise ValueError(f"n_ctx too small for {self.rules_per_seq} rules per sequence")
+        if self.rules_per_seq > self.n_triggers or self.n_rules % self.n_triggers:
+            raise ValueError("need rules_per_seq <= n_triggers and n_rules a multiple of n_triggers")
+        if self.n_ctx < 3 * (self.n_triggers + 2 * self.rules_per_seq) + 2:
+            raise ValueError(f"n_ctx too small for {self.n_triggers} sources and {self.rules_per_seq} rules")
 
     @property
     def sources(self) -> list[int]:
@@ -122,48 +129,47 @@ class SkipTrigramTask(Task):
     @property
     def outputs(self) -> list[int]:
         s = 1 + self.n_rules + self.n_triggers
-        return list(range(s, s + self.n_rules))
+        return list(range(s, s + self.n_rules // self.n_triggers))
 
     @property
     def noise(self) -> list[int]:
-        return list(range(1 + 2 * self.n_rules + self.n_triggers, self.d_vocab))
+        return list(range(1 + self.n_rules + self.n_triggers + self.n_rules // self.n_triggers, self.d_vocab))
 
     @property
     def rules(self) -> list[tuple[int, int, int]]:
         """The planted `(A, B, C)` triples: source, destination (trigger), output."""
         g = torch.Generator().manual_seed(self.rule_seed)
-        outs = [self.outputs[i] for i in torch.randperm(self.n_rules, generator=g).tolist()]
-        return [(a, self.triggers[i % self.n_triggers], outs[i]) for i, a in enumerate(self.sources)]
+        T, m = self.n_triggers, self.n_rules // self.n_triggers
+        perms = [torch.randperm(m, generator=g).tolist() for _ in range(T)]  # per trigger: source -> output
+        return [(a, self.triggers[i % T], self.outputs[perms[i % T][i // T]]) for i, a in enumerate(self.sources)]
 
     def batch(self, batch_size: int, seed: int, step: int) -> torch.Tensor:
         g = step_generator(seed, step)
-        rules = torch.tensor(self.rules)  # [n_rules, 3]
+        rules = self.rules
         noise = torch.tensor(self.noise)
-        n = self.n_ctx
+        n, T, k = self.n_ctx, self.n_triggers, self.rules_per_seq
+        per_trig = self.n_rules // T
         out = noise[torch.randint(len(noise), (batch_size, n), generator=g)]
         out[:, 0] = BOS
-        k = self.rules_per_seq
-        # Rules per sequence: distinct triggers, then a random rule for each trigger.
-        trig = torch.argsort(torch.rand(batch_size, self.n_triggers, generator=g), dim=1)[:, :k]
-        per_trig = self.n_rules // self.n_triggers
-        which = trig + self.n_triggers * torch.randint(per_trig, (batch_size, k), generator=g)
-        # Positions: 2k+... distinct slots; sorted random positions in [1, n-1); assign A before B.
+        which = torch.randint(per_trig, (batch_size, T), generator=g)  # rule of each trigger: i = j + T * which
+        order = torch.argsort(torch.rand(batch_size, T, generator=g), dim=1)  # first k triggers appear
+        u = torch.rand(batch_size, T, 3, generator=g)
         for b in range(batch_size):
-            slots = torch.randperm(n - 2, generator=g)[: 3 * k] + 1  # candidate positions 1..n-2
-            used: set[int] = set()
-            for j in range(k):
-                a_tok, b_tok, c_tok = rules[which[b, j]].tolist()
-                # pick a B position with a free position after it, and an A position before it
-                for p in slots.tolist():
-                    if p in used or p + 1 in used or p < 2:
-                        continue
-                    cands = [q for q in range(1, p) if q not in used]
-                    if not cands:
-                        continue
-                    qa = cands[int(torch.randint(len(cands), (1,), generator=g))]
-                    out[b, qa], out[b, p], out[b, p + 1] = a_tok, b_tok, c_tok
-                    used.update((qa, p, p + 1))
-                    break
+            free = list(range(1, n))
+            for rank, j in enumerate(order[b].tolist()):
+                a_tok, b_tok, c_tok = rules[j + T * int(which[b, j])]
+                if rank < k:  # B at a free p whose successor p + 1 is free too
+                    cands = [p for p in free if p + 1 in free]
+                    p = cands[int(u[b, j, 0] * len(cands))]
+                    free.remove(p)
+                    free.remove(p + 1)
+                qa = free[int(u[b, j, 1] * len(free))]  # the source, anywhere
+                free.remove(qa)
+                out[b, qa] = a_tok
+                if rank < k:
+                    out[b, p] = b_tok
+                    if qa < p:  # the rule fires only when its source came first
+                        out[b, p + 1] = c_tok
         return out
 
 

@@ -27,6 +27,8 @@ SPECS: dict[str, list[dict]] = {
     "toy-0l-code": [
         dict(id="bigram_r", fn="bigram_pearson", args={}, op=">=", target=0.8, tol=0.005,
              text="Pearson r, log-softmax(W_E W_U) vs corpus add-1 bigram log-probs (500 most frequent tokens)"),
+        dict(id="bigram_r_seen", fn="bigram_pearson", args=dict(subset="seen"), op=">=", target=None, tol=0.005,
+             text="the same, over the pairs that occur in the corpus"),
     ],
     "toy-1l-code": [
         dict(id="skip_trigram_p50", fn="skip_trigram_precision", args=dict(k=50, k_sources=50, per_head=50), op=">=",
@@ -85,7 +87,9 @@ def bigram_stats(data_dir: str | Path, d_vocab: int, n_top: int = 500) -> dict[s
     uni[0] = -1  # BOS separates files; it is not text
     ids = torch.argsort(uni, descending=True, stable=True)[:n_top].sort().values
     lp = big.dense_log_probs(alpha=1.0)[ids][:, ids]
-    return {"bigram_ids": ids.to(torch.int32), "bigram_log_probs": lp.to(torch.float32)}
+    seen = big.dense_log_probs(alpha=0.0)[ids][:, ids] > -float("inf")
+    return {"bigram_ids": ids.to(torch.int32), "bigram_log_probs": lp.to(torch.float32),
+            "bigram_seen": seen.to(torch.uint8)}
 
 
 def skip_trigram_stats(data_dir: str | Path, d_vocab: int, window: int = 16, n_tokens: int = 1_000_000,

@@ -37,9 +37,10 @@ def _scores(model: Transformer, seq_len: int | None, n_seqs: int, seed: int) -> 
 
 
 @claim
-def bigram_pearson(model: Transformer, stats: dict, **_) -> float:
+def bigram_pearson(model: Transformer, stats: dict, subset: str = "all", **_) -> float:
     """Pearson r between log-softmax(W_E W_U) and the corpus' add-1 bigram log P(C | B), over the
-    pairs of the most frequent tokens (`stats["bigram_ids"]`, `stats["bigram_log_probs"]`)."""
+    pairs of the most frequent tokens (`stats["bigram_ids"]`, `stats["bigram_log_probs"]`);
+    `subset="seen"`: only the pairs that occur in the corpus (`stats["bigram_seen"]`)."""
     ids = stats["bigram_ids"].long()
     ref = stats["bigram_log_probs"].double()
     W_E = model.W_E.double()
@@ -47,6 +48,9 @@ def bigram_pearson(model: Transformer, stats: dict, **_) -> float:
         raise ValueError("bigram_pearson reads W_E W_U alone: the model must have no residual positions")
     logits = W_E[ids] @ model.W_U.double()  # [n, V]: direct path of the zero-layer model
     lp = logits.log_softmax(-1)[:, ids]
+    if subset == "seen":
+        keep = stats["bigram_seen"].bool()
+        return pearson(lp[keep], ref[keep])
     return pearson(lp.reshape(-1), ref.reshape(-1))
 
 

@@ -1,0 +1,97 @@
+"""The shipped models: they load offline by name, their cards' claims hold when recomputed, the
+check fails loudly when a claim does not hold, and the whole zoo stays small."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+
+import pytest
+import torch
+
+import circwidgets as cw
+from circwidgets import zoo
+from circwidgets.zoo.build import ClaimFailed, check
+
+torch.set_num_threads(1)
+EXPECTED = {"toy-0l-code", "toy-1l-code", "toy-1l-trigrams", "toy-2l-induction", "toy-2l-code"}
+SHIPPED = zoo.list()
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*a, **k):
+        raise OSError("network access in a test that must work offline")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_the_five_models_ship():
+    assert EXPECTED <= set(SHIPPED), f"missing: {sorted(EXPECTED - set(SHIPPED))}"
+
+
+def test_zoo_is_small_and_float16():
+    from safetensors import safe_open
+
+    total = sum(p.stat().st_size for p in zoo.MODELS_DIR.glob("*.safetensors"))
+    assert total < 25 * 2**20, f"zoo is {total / 2**20:.1f} MiB"
+    for name in SHIPPED:
+        with safe_open(str(zoo.path(name)), framework="pt") as f:
+            assert all(f.get_slice(k).get_dtype() == "F16" for k in f.keys()), name
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_model_loads_offline_and_its_claims_hold(name, no_network):
+    m = cw.load(name)
+    assert m.cfg.name == name and m.W_E.dtype == torch.float32
+    c = zoo.card(name)
+    for key in ("description", "architecture", "data", "training", "final", "notable_heads", "claims"):
+        assert key in c, key
+    assert c["claims"], "a card without claims checks nothing"
+    assert c["training"]["steps"] > 0 and c["training"]["tokens"] > 0
+    if "code" in name:  # the stdlib models carry their tokenizer and their data's fingerprint
+        assert m.tokenizer is not None and len(c["data"]["corpus_sha256"]) == 64
+        assert m.to_str_tokens("def f(self):")[0] == "<|endoftext|>"
+    results = check(name, verbose=False)
+    assert all(r["ok"] for r in results)
+    assert "| claim |" in c.to_markdown()
+
+
+def test_unknown_name_lists_the_available_models():
+    with pytest.raises(KeyError, match="available") as e:
+        zoo.path("toy-99l-nothing")
+    for name in SHIPPED:
+        assert name in str(e.value)
+    with pytest.raises(KeyError, match="available"):
+        cw.load("toy-99l-nothing")
+    with pytest.raises(KeyError, match="available"):
+        zoo.card("toy-99l-nothing")
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped models yet")
+def test_check_fails_loudly_when_a_claim_breaks(tmp_path, monkeypatch, capsys):
+    name = SHIPPED[0]
+    cards, models = tmp_path / "cards", tmp_path / "models"
+    cards.mkdir()
+    shutil.copytree(zoo.MODELS_DIR, models)
+    c = zoo.card(name)
+    cl = c["claims"][0]
+    # demand more than the model has: the threshold moves past the measured value
+    cl["threshold"] = cl["measured"] + 0.5 if cl["op"] == ">=" else cl["measured"] - 0.5
+    (cards / f"{name}.json").write_text(json.dumps(c))
+    monkeypatch.setattr(zoo, "CARDS_DIR", cards)
+    monkeypatch.setattr(zoo, "MODELS_DIR", models)
+    with pytest.raises(ClaimFailed, match=cl["id"]):
+        check(name, verbose=False)
+    from circwidgets.zoo.__main__ import main
+
+    assert main(["--check", name]) == 1
+    assert "CLAIMS FAILED" in capsys.readouterr().err
+    # a claim that holds but whose number drifted from the card's also fails
+    cl["threshold"] = -1e9 if cl["op"] == ">=" else 1e9
+    cl["measured"] += 10 * cl["tol"] + 0.1
+    (cards / f"{name}.json").write_text(json.dumps(c))
+    with pytest.raises(ClaimFailed, match="drifted"):
+        check(name, verbose=False)
