@@ -14,7 +14,7 @@ import torch
 
 import circwidgets as cw
 from circwidgets.engine import circuits, heads
-from circwidgets.engine.patterns import attention_patterns, value_weighted_pattern
+from circwidgets.engine.patterns import attention_patterns, pattern_thumbnails, value_weighted_pattern
 from circwidgets.engine.skip_trigrams import skip_trigrams as engine_skip_trigrams
 from circwidgets.model import Tokenizer
 from circwidgets.model.testing import random_model
@@ -107,6 +107,19 @@ def test_attention_patterns_float16_storage_and_errors():
         attention_patterns(m, [[0, 1], [1, 2]])
 
 
+def test_pattern_thumbnails_are_block_means():
+    m = random_model(n_ctx=10)
+    data = attention_patterns(m, [0, 3, 1, 4, 1, 5, 9, 2])
+    th = pattern_thumbnails(data, size=4)  # 8 positions -> 2 x 2 blocks
+    assert th.shape == (2, 3, 4, 4)
+    for layer, head, a, b in [(0, 0, 0, 0), (1, 2, 3, 1), (0, 1, 2, 2)]:
+        block = data.pattern[layer, head, 2 * a:2 * a + 2, 2 * b:2 * b + 2]
+        assert abs(float(th[layer, head, a, b]) - float(block.mean())) < 1e-6
+    assert pattern_thumbnails(data, size=16).shape == (2, 3, 8, 8)  # never more than n x n
+    with pytest.raises(ValueError, match="size"):
+        pattern_thumbnails(data, size=0)
+
+
 # ---------------------------------------------------------------------------------------- encoding
 @pytest.mark.parametrize("dtype,tol", [("float16", 1e-3), ("float32", 0), ("uint8", 1 / 255 / 2 + 1e-7)])
 def test_encode_array_round_trip(dtype, tol):
@@ -146,6 +159,14 @@ def test_attention_widget_sends_each_heads_pattern(name):
         np.testing.assert_allclose(decode_array(w.pattern), want.numpy(), rtol=2e-3, atol=1e-3)
     assert w.error == ""
     assert w.labels == [str(t) for t in toks]
+
+
+def test_attention_widget_thumbnails_are_the_engines():
+    m = random_model(seed=6)
+    toks = [0, 1, 2, 3, 4, 5, 6]
+    w = cw.attention(m, toks)
+    want = pattern_thumbnails(attention_patterns(m, toks))
+    np.testing.assert_allclose(decode_array(w.thumbs), want.numpy(), atol=1e-3)
 
 
 def test_attention_widget_caches_per_head(monkeypatch):

@@ -83,3 +83,18 @@ def head_pattern(model: Transformer, tokens, layer: int, head: int, value_weight
     """One head's pattern `[query_pos, key_pos]` on `tokens` (convenience; runs the model once)."""
     layer, head = check_layer_head(model, layer, head)
     return attention_patterns(model, tokens).head(layer, head, value_weighted)
+
+
+@torch.no_grad()
+def pattern_thumbnails(data: AttentionData, size: int = 16) -> torch.Tensor:
+    """Every head's pattern block-averaged to at most `size` x `size`: `[layer, head, s, s]` float32
+    with `s = min(size, n_pos)` (adaptive average pooling: block (a, b) is the mean of
+    `pattern[i, j]` over the query rows i and key columns j that fall in it). For overview grids."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size={size!r} must be a positive integer")
+    L, H, n, _ = data.pattern.shape
+    s = min(size, n)
+    out = torch.empty(L, H, s, s, dtype=torch.float32)
+    for layer in range(L):  # one layer at a time: no float32 copy of every pattern at once
+        out[layer] = torch.nn.functional.adaptive_avg_pool2d(data.pattern[layer].float(), s).cpu()
+    return out

@@ -48,9 +48,27 @@ function render({ model, el }) {
 
   // ---- head grid + legend
   let scores = new Float32Array(0), sLo = 0, sHi = 1;
+  let thumbs = new Float32Array(0), tS = 0; // every head's pattern pooled to tS x tS (engine.pattern_thumbnails)
   const legend = h("div", { cls: "cw-legend" });
+  function drawThumb(cv, l, hd, ink) {
+    const n = tS, off0 = (l * model.get("n_heads") + hd) * n * n;
+    cv.width = Math.max(n, 1); cv.height = Math.max(n, 1);
+    const ctx = cv.getContext("2d");
+    ctx.clearRect(0, 0, n, n);
+    if (!n) return;
+    let m = 0;
+    for (let k = 0; k < n * n; k++) m = Math.max(m, thumbs[off0 + k]);
+    const img = ctx.createImageData(n, n), d = img.data;
+    const [r, g, b] = ink === "#ffffff" ? [255, 255, 255] : [17, 17, 17];
+    for (let k = 0; k < n * n; k++) {
+      d[4 * k] = r; d[4 * k + 1] = g; d[4 * k + 2] = b;
+      d[4 * k + 3] = m > 0 ? Math.round(255 * Math.sqrt(Math.max(0, thumbs[off0 + k]) / m)) : 0; // sqrt: diffuse heads stay visible
+    }
+    ctx.putImageData(img, 0, 0);
+  }
   const grid = headGrid(model, {
     label: "attention heads",
+    cellWidth: 34,
     onRequest: (l, hd) => pending(l, hd),
     paint(btn, l, hd) {
       const v = scores[l * model.get("n_heads") + hd];
@@ -58,7 +76,11 @@ function render({ model, el }) {
       const c = sLo < 0 ? divColor(th, v / Math.max(Math.abs(sLo), Math.abs(sHi), 1e-12)) : seqColor(th, t);
       btn.style.background = rgbCss(c);
       btn.style.color = inkOn(th, c);
-      btn.textContent = Number.isFinite(v) ? (Math.abs(v) < 10 ? v.toFixed(2).replace(/^(-?)0\./, "$1.") : v.toPrecision(2)) : "·";
+      // thumbnail of the head's pattern over the score colour (the score's value is in the tooltip)
+      let cv = btn.querySelector("canvas.cw-thumb");
+      if (!cv) { cv = h("canvas", { cls: "cw-thumb" }); btn.replaceChildren(cv); }
+      drawThumb(cv, l, hd, inkOn(th, c));
+      btn.dataset.score = Number.isFinite(v) ? v.toFixed(4) : "nan";
       btn.title = `L${l}H${hd} ${model.get("score_name")} = ${fmt(v)}`;
     },
   });
@@ -89,6 +111,12 @@ function render({ model, el }) {
   const at = (i, j) => (j > i ? 0 : packed ? A[(i * (i + 1)) / 2 + j] : A[i * N + j]); // weight of query i on key j
   let geom = { ml: 0, mt: 0, S: 0 };
   const off = document.createElement("canvas");
+
+  function readThumbs() {
+    const p = model.get("thumbs");
+    thumbs = decodeArray(p);
+    tS = p && p.shape ? p.shape[2] : 0;
+  }
 
   function readScores() {
     const p = model.get("scores");
@@ -156,6 +184,7 @@ function render({ model, el }) {
     geom = { ml, mt, S };
     Object.assign(canvas.dataset, { ml, mt, side: S, n: N }); // plot geometry, for tests
     const ctx = hidpi(canvas, ml + S + 4, mt + S + 4);
+    panel.style.maxWidth = `${Math.max(ml + S + 4, 320)}px`; // titles wrap to the plot's width, so the panel fits beside the grid
     ctx.fillStyle = th.css.bg;
     ctx.fillRect(0, 0, ml + S + 4, mt + S + 4);
     ctx.imageSmoothingEnabled = N > S; // average when shrinking, crisp when enlarging
@@ -265,13 +294,16 @@ function render({ model, el }) {
   // ---- kernel -> view
   const onShown = () => drawPattern();
   const onScores = () => readScores();
+  const onThumbs = () => { readThumbs(); grid.refresh(); };
   const onLabels = () => readTokens();
   const onText = () => { textInput.value = model.get("text"); }; // the kernel restores the old text after a bad one
   model.on("change:shown", onShown); // set last, in the same message as the data
   model.on("change:scores", onScores);
+  model.on("change:thumbs", onThumbs);
   model.on("change:labels", onLabels);
   model.on("change:text", onText);
   readTokens();
+  readThumbs();
   readScores();
   drawPattern();
   // the theme can change while the view is open: re-read the CSS variables and repaint
@@ -283,6 +315,7 @@ function render({ model, el }) {
     offTheme();
     model.off("change:shown", onShown);
     model.off("change:scores", onScores);
+    model.off("change:thumbs", onThumbs);
     model.off("change:labels", onLabels);
     model.off("change:text", onText);
     grid.off();

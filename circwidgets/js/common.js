@@ -200,7 +200,10 @@ export function messageArea(model) {
 export function headGrid(model, opts = {}) {
   const nL = model.get("n_layers"), nH = model.get("n_heads");
   const root = h("div", { cls: "cw-grid", attrs: { role: "grid", "aria-label": opts.label || "layers and heads" } });
-  root.style.gridTemplateColumns = `auto repeat(${nH}, minmax(${opts.cellMin || 26}px, 1fr))`;
+  // fixed-width columns when asked (thumbnails), else columns that share the width
+  root.style.gridTemplateColumns = opts.cellWidth
+    ? `auto repeat(${nH}, ${opts.cellWidth}px)`
+    : `auto repeat(${nH}, minmax(${opts.cellMin || 26}px, 1fr))`;
   root.append(h("div", { cls: "cw-grid-corner", text: "" }));
   for (let hd = 0; hd < nH; hd++) root.append(h("div", { cls: "cw-grid-colhead", text: `H${hd}` }));
   const cells = [];

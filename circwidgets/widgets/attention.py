@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine.patterns import AttentionData, attention_patterns
+from ..engine.patterns import AttentionData, attention_patterns, pattern_thumbnails
 from ..model import Transformer
 from ._data import as_model, encode_array, tokens_and_labels
 from .base import CircuitWidget
@@ -53,6 +53,7 @@ class AttentionPatterns(CircuitWidget):
     score_label = traitlets.Unicode("").tag(sync=True)
     scores = traitlets.Dict({}).tag(sync=True)
     pattern = traitlets.Dict({}).tag(sync=True)
+    thumbs = traitlets.Dict({}).tag(sync=True)  # every head's pattern pooled to <= 16 x 16, uint8
 
     def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
                  layer: int = 0, head: int = 0, score: str = "induction", value_weighted: bool = False):
@@ -86,6 +87,7 @@ class AttentionPatterns(CircuitWidget):
             with self.hold_sync():
                 self.labels = labs
                 self.text = text
+                self.thumbs = encode_array(pattern_thumbnails(self.data), "float16")
         finally:
             self._text_guard = False
         self._score_cache.pop("previous_token_text", None)
