@@ -14,7 +14,7 @@ import torch
 import circwidgets as cw
 from circwidgets.model import ModelConfig, Transformer
 from circwidgets.train import corpus, recipes
-from circwidgets.train.tasks import BigramTask, RepeatTask, SkipTrigramTask
+from circwidgets.train.tasks import BigramTask, CopyTask, RepeatTask, SkipTrigramTask
 from circwidgets.train.trainer import TrainConfig, Trainer
 
 torch.set_num_threads(1)  # 2 threads on a shared 2-core box are many times slower
@@ -126,7 +126,7 @@ def test_time_limit_stops_and_records_final_eval(tmp_path):
 # ------------------------------------------------------------------------------------- tasks
 def test_batches_are_a_function_of_seed_and_step():
     for t in (BigramTask(20, 12), SkipTrigramTask(80, 32, n_rules=6, n_triggers=3, rules_per_seq=2),
-              RepeatTask(50, 33, 2, 16)):
+              RepeatTask(50, 33, 2, 16), CopyTask(50, 40, 3, 8)):
         assert torch.equal(t.batch(4, 1, 7), t.batch(4, 1, 7))
         assert not torch.equal(t.batch(4, 1, 7), t.batch(4, 1, 8))
         assert not torch.equal(t.batch(4, 1, 7), t.batch(4, 2, 7))
@@ -157,6 +157,20 @@ def test_repeat_task_has_variable_length_and_offset_and_a_correct_mask():
         assert torch.equal(toks[b, s + 1: s + r], toks[b, s + r + 1: s + 2 * r])  # masked targets = first copy
         assert 4 <= r <= 31
     assert len(lens) > 10 and len(starts) > 10
+
+
+def test_copy_task_copies_earlier_stretches_at_varying_distances():
+    t = CopyTask(300, 64, 4, 16, copy_prob=0.7)
+    toks, mask = t.batch_with_mask(32, 0, 1)
+    assert 0.3 < mask.float().mean() < 0.8
+    dists = set()
+    for b in range(32):
+        row = toks[b].tolist()
+        for i in mask[b].nonzero()[:, 0].tolist():  # an earlier occurrence predicts the next token
+            js = [j for j in range(1, i) if row[j] == row[i] and row[j + 1] == row[i + 1]]
+            assert js, (b, i)
+            dists.add(i - js[-1])
+    assert len(dists) > 20  # no typical look-back distance to learn instead of induction
 
 
 def test_skip_trigram_task_plants_its_rules():

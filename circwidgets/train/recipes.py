@@ -20,7 +20,7 @@ import torch
 
 from ..model import ModelConfig, Transformer
 from .corpus import CorpusTask, ensure_data_dir, load_manifest
-from .tasks import RepeatTask, SkipTrigramTask, Task
+from .tasks import CopyTask, RepeatTask, SkipTrigramTask, Task
 from .trainer import TrainConfig, Trainer
 
 CODE_VOCAB = 2048
@@ -47,7 +47,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "Zero-layer model of the Python stdlib: logits = W_E W_U, a learned bigram table.",
         dict(n_layers=0, d_model=128, n_heads=1, d_head=1, d_vocab=CODE_VOCAB, n_ctx=128, positional="none", **_COMMON),
         "code",
-        train=dict(steps=6000, batch_size=16, lr=1e-2, warmup=50, schedule="cosine", weight_decay=0.0,
+        train=dict(steps=2000, batch_size=16, lr=1e-2, warmup=50, schedule="cosine", weight_decay=0.0,
                    eval_every=200, checkpoint_every=500, icl_n_seqs=8),
     ),
     Recipe(
@@ -71,11 +71,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     ),
     Recipe(
         "toy-2l-induction",
-        "Two-layer attention-only model of repeated random sequences (variable length and offset): "
+        "Two-layer attention-only model of repeated random sequences (copies of random earlier stretches, "
+        "variable length and offset): "
         "a previous-token head in layer 0 and induction heads in layer 1.",
         dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_vocab=512, n_ctx=64, positional="shortformer", **_COMMON),
-        "repeat",
-        task_kwargs=dict(min_len=4, max_len=31),
+        "copy",
+        task_kwargs=dict(min_len=4, max_len=16, copy_prob=0.7),
         train=dict(steps=4000, batch_size=32, lr=1e-3, warmup=100, eval_every=100, checkpoint_every=500,
                    n_snapshots=8),
     ),
@@ -161,8 +162,8 @@ def build(name: str, data_dir: str | os.PathLike | None = None, overrides: dict 
         task = SkipTrigramTask(cfg.d_vocab, cfg.n_ctx, **r.task_kwargs)
         meta["data"] = json.dumps(task.describe())
         meta["planted_rules"] = json.dumps(task.rules)
-    elif r.task == "repeat":
-        task = RepeatTask(cfg.d_vocab, cfg.n_ctx, **r.task_kwargs)
+    elif r.task in ("repeat", "copy"):
+        task = (RepeatTask if r.task == "repeat" else CopyTask)(cfg.d_vocab, cfg.n_ctx, **r.task_kwargs)
         meta["data"] = json.dumps(task.describe())
     else:  # pragma: no cover - recipes are defined above
         raise ValueError(r.task)

@@ -213,4 +213,53 @@ class RepeatTask(Task):
         return out, mask
 
 
-TASKS = {"bigram": BigramTask, "skip_trigrams": SkipTrigramTask, "repeat": RepeatTask}
+@dataclass
+class CopyTask(Task):
+    """Repeated random sequences, many per window: after BOS and a few random tokens, the window is
+    filled left to right with either a fresh run of random tokens or a *copy of a random earlier
+    stretch* (length ~ U[min_len, max_len], source start uniform over the past), with probability
+    `copy_prob` each. Repeat lengths and offsets vary freely, so attending a fixed (or typical)
+    distance back does not help; only induction (find the earlier occurrence of the current token,
+    predict what followed it) predicts the copies. Tokens are uniform over 1..d_vocab-1.
+    """
+
+    min_len: int = 4
+    max_len: int = 16
+    copy_prob: float = 0.7
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.min_len <= self.max_len or 1 + 2 * self.max_len > self.n_ctx:
+            raise ValueError(f"need 2 <= min_len <= max_len and 1 + 2*max_len <= n_ctx ({self.n_ctx})")
+
+    def batch(self, batch_size: int, seed: int, step: int) -> torch.Tensor:
+        return self.batch_with_mask(batch_size, seed, step)[0]
+
+    def batch_with_mask(self, batch_size: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens `[batch, n_ctx]` and a bool mask: True at positions whose next token is a copied
+        token predictable from the earlier occurrence (every copied token but the first of a copy)."""
+        g = step_generator(seed, step)
+        n = self.n_ctx
+        out = torch.randint(1, self.d_vocab, (batch_size, n), generator=g)
+        out[:, 0] = BOS
+        mask = torch.zeros(batch_size, n, dtype=torch.bool)
+        n_draws = n  # upper bound on segments per row
+        u = torch.rand(batch_size, n_draws, 3, generator=g).tolist()
+        lens = torch.randint(self.min_len, self.max_len + 1, (batch_size, n_draws), generator=g).tolist()
+        for b in range(batch_size):
+            pos = 1 + self.min_len  # a few fresh tokens first
+            for d in range(n_draws):
+                if pos >= n:
+                    break
+                r = lens[b][d]
+                if u[b][d][0] < self.copy_prob and pos - 1 >= r:
+                    src = 1 + int(u[b][d][1] * (pos - r))  # a stretch inside [1, pos)
+                    r = min(r, n - pos)
+                    out[b, pos:pos + r] = out[b, src:src + r]
+                    mask[b, pos:pos + r - 1] = True
+                    pos += r
+                else:  # a fresh run of random tokens
+                    pos += 1 + int(u[b][d][2] * (self.max_len // 2))
+        return out, mask
+
+
+TASKS = {"bigram": BigramTask, "skip_trigrams": SkipTrigramTask, "repeat": RepeatTask, "copy": CopyTask}
