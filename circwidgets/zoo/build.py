@@ -40,6 +40,8 @@ SPECS: dict[str, list[dict]] = {
     "toy-1l-trigrams": [
         dict(id="planted_recovered", fn="planted_recovery", args=dict(top_dest=3, top_out=3), op=">=", target=0.9,
              tol=0.001, text="planted rules recovered by skip_trigrams (A in top 2·n_rules sources, B, C in top 3)"),
+        dict(id="planted_accuracy", fn="planted_accuracy", args={}, op=">=", target=None, tol=0.01,
+             text="fired rules whose C is the model's top prediction after B (fresh sequences)"),
     ],
     "toy-2l-induction": [
         dict(id="induction_l1", fn="induction_max", args=dict(layer=1, **HEAD_ARGS), op=">=", target=0.7, tol=0.01,
@@ -191,6 +193,8 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
         c = {k: v for k, v in spec.items()}
         if c["fn"] == "planted_recovery":
             c["args"] = {**c["args"], "task": data, "top_sources": 2 * data["n_rules"]}
+        if c["fn"] == "planted_accuracy":
+            c["args"] = {**c["args"], "task": data}
         t0 = time.perf_counter()
         v = evaluate_claim(model, stats, c)
         c["seconds"] = round(time.perf_counter() - t0, 3)
@@ -201,7 +205,7 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
     last = history[-1] if history else {}
     final = {k: last[k] for k in ("val_loss", "train_loss", "icl_first", "icl_repeated", "max_induction",
                                   "max_previous_token") if k in last}
-    extra = readable_skip_trigrams(model) if cfg.n_layers == 1 and model.tokenizer is not None else None
+    extra = readable_skip_trigrams(model) if cfg.n_layers == 1 else None
     if data.get("source") == "python-stdlib":
         data_summary = (f"Python {data['python_version']} standard library, {data['n_files']} .py files (no test "
                         f"folders), {data['n_chars']:,} characters, byte-level BPE vocab {data['vocab_size']}; "

@@ -127,6 +127,29 @@ def planted_recovery(model: Transformer, stats: dict, task: dict, top_sources: i
     return planted_rules_recovered(model, SkipTrigramTask(**spec).rules, top_sources, top_dest, top_out)
 
 
+@claim
+def planted_accuracy(model: Transformer, stats: dict, task: dict, n_seqs: int = 256, seed: int = 7, **_) -> float:
+    """Behaviour: the fraction of fired rules (B after its A) whose C is the model's top prediction
+    after B, on fresh sequences of the task (a seed training never used)."""
+    from ..train.tasks import SkipTrigramTask
+
+    t = SkipTrigramTask(**{k: v for k, v in task.items() if k != "task"})
+    x = t.batch(n_seqs, seed + 1_000_000, 0)
+    rule_of = {(a, b): c for a, b, c in t.rules}
+    with torch.no_grad():
+        pred = model(x).argmax(-1)
+    hits = total = 0
+    for row, pr in zip(x.tolist(), pred.tolist()):
+        seen = set()
+        for i, tok in enumerate(row[:-1]):
+            for a in seen:
+                if (a, tok) in rule_of:
+                    total += 1
+                    hits += pr[i] == rule_of[(a, tok)]
+            seen.add(tok)
+    return hits / max(total, 1)
+
+
 def model_triples(model: Transformer, k_sources: int, per_head: int) -> list[tuple[int, int, int]]:
     """The model's top skip-trigrams: the first `per_head` (A, B, C) of every layer-0 head's
     table (engine `SkipTrigramTable.triples`), heads interleaved by rank."""
