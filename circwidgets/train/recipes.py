@@ -77,8 +77,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_vocab=512, n_ctx=64, positional="shortformer", **_COMMON),
         "copy",
         task_kwargs=dict(min_len=4, max_len=16, copy_prob=0.7),
-        train=dict(steps=4000, batch_size=32, lr=1e-3, warmup=100, eval_every=100, checkpoint_every=500,
+        train=dict(steps=6000, batch_size=32, lr=1e-3, warmup=100, eval_every=100, checkpoint_every=500,
                    n_snapshots=8),
+        init_std=0.0707,
     ),
     Recipe(
         "toy-2l-code",
