@@ -194,6 +194,7 @@ class CorpusTask(Task):
     repeat_frac: float = 0.0
     repeat_min: int = 8
     repeat_max: int | None = None
+    repeat_mode: str = "one"  # "one": one copied stretch per chosen window; "many": copies all along it
     _arrays: dict = field(default_factory=dict, repr=False, compare=False)
 
     def tokens(self, split: str = "train") -> np.ndarray:
@@ -221,6 +222,8 @@ class CorpusTask(Task):
         return out
 
     def _plant_repeats(self, out: torch.Tensor, g: torch.Generator) -> None:
+        if self.repeat_mode == "many":
+            return self._plant_many(out, g)
         n = self.n_ctx
         hi = self.repeat_max or (n - 1) // 2
         lo = min(self.repeat_min, hi)
@@ -233,7 +236,32 @@ class CorpusTask(Task):
             t = s + r + int(u[b][1] * (n - s - 2 * r + 1))  # second copy starts in [s + r, n - r]
             out[b, t:t + r] = out[b, s:s + r].clone()
 
+    def _plant_many(self, out: torch.Tensor, g: torch.Generator) -> None:
+        """In each chosen window, walk left to right: with probability 1/2 copy a random earlier
+        stretch of the window here (length ~ U[repeat_min, repeat_max], source start uniform over the
+        past, so no typical look-back distance), else keep a run of the window's own code."""
+        n = self.n_ctx
+        hi = self.repeat_max or n // 8
+        lo = min(self.repeat_min, hi)
+        rows = (torch.rand(out.shape[0], generator=g) < self.repeat_frac).nonzero()[:, 0].tolist()
+        lens = torch.randint(lo, hi + 1, (out.shape[0], n), generator=g).tolist()
+        u = torch.rand(out.shape[0], n, 3, generator=g).tolist()
+        for b in rows:
+            pos = 1 + hi
+            for d in range(n):
+                if pos >= n:
+                    break
+                r = lens[b][d]
+                if u[b][d][0] < 0.5 and pos - 1 >= r:
+                    src = 1 + int(u[b][d][1] * (pos - r))
+                    r = min(r, n - pos)
+                    out[b, pos:pos + r] = out[b, src:src + r].clone()
+                    pos += r
+                else:
+                    pos += 1 + int(u[b][d][2] * hi)
+
     def describe(self) -> dict:
         return {"task": "CorpusTask", "d_vocab": self.d_vocab, "n_ctx": self.n_ctx,
                 "repeat_frac": self.repeat_frac, "repeat_min": self.repeat_min, "repeat_max": self.repeat_max,
+                "repeat_mode": self.repeat_mode,
                 "data": corpus_summary(self.manifest())}
