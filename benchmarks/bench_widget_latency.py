@@ -7,8 +7,10 @@ page and measures, in the page, the time from the click to the frame after the r
 comm -> kernel asks the engine / cache -> bytes back -> canvas redraw -> next animation frame).
 "first" = a head not seen before (kernel computes + sends), "again" = a head already cached in the
 kernel. Kernel-only time (the engine call + encoding) is measured in the notebook itself.
-Models: a shipped zoo model when `toy-2l-code` exists, otherwise a random model of that shape
-(2 layers x 8 heads, d_model 256, d_vocab 4,096), and a GPT-2-small-sized random model
+Models: the first shipped zoo model found (`--shipped`, default toy-2l-code, toy-2l-induction,
+toy-1l-code, toy-1l-trigrams; its own n_ctx caps the tokens), otherwise (or with `--random-small`) a
+random model of toy-2l-code's planned shape (2 layers x 8 heads, d_model 256, d_vocab 4,096) at
+1,024 tokens, and a GPT-2-small-sized random model
 (12 x 12 heads, d_model 768, d_vocab 50,257, LN + MLP) at 1,024 tokens. Targets: < 50 ms (small),
 < 200 ms (GPT-2 small). Not a timed test: a table printed at the end (and saved to
 artifacts/browser/latency.json).
@@ -31,11 +33,13 @@ SETUP = r'''import json, time, torch
 import circwidgets as cw
 from circwidgets.model.testing import random_model
 def small_model():
-    try:
-        m = cw.load("toy-2l-code"); return m, "toy-2l-code (shipped)"
-    except Exception:
-        return random_model(n_layers=2, n_heads=8, d_model=256, d_head=32, d_vocab=4096, n_ctx=1024,
-                            positional="shortformer", dtype=torch.float32, seed=0), "random 2L x 8H, d 256, V 4096"
+    for name in SHIPPED:  # the first shipped model that exists on this machine
+        try:
+            return cw.load(name), f"{name} (shipped)"
+        except Exception:
+            pass
+    return random_model(n_layers=2, n_heads=8, d_model=256, d_head=32, d_vocab=4096, n_ctx=1024,
+                        positional="shortformer", dtype=torch.float32, seed=0), "random 2L x 8H, d 256, V 4096"
 def kernel_ms(w, heads):
     """engine call + encoding for heads not cached yet (what a first click costs in the kernel)"""
     out = []
@@ -58,8 +62,10 @@ BIG = r'''if "wb" not in globals():
     print(f"big model + widget ready in {time.perf_counter() - t0:.1f} s")
 wb'''
 BIG_EIG = "eb = globals().get('eb') or cw.eigenvalues(big)\neb"
-REPORT = r'''rep = {"small_name": small_name, "n_small": n_small,
-       "kernel_small": kernel_ms(ws, [(1, 3), (0, 5), (1, 6)]), "kernel_small_eig": kernel_ms(es, [(1, 3), (0, 5)])}
+REPORT = r'''L, H = small.cfg.n_layers, small.cfg.n_heads
+hs = [(1 % L, 3 % H), (0, 5 % H), (1 % L, 6 % H)]
+rep = {"small_name": small_name, "n_small": n_small, "small_shape": [L, H],
+       "kernel_small": kernel_ms(ws, hs), "kernel_small_eig": kernel_ms(es, hs[:2])}
 if "wb" in globals():
     rep["kernel_big"] = kernel_ms(wb, [(5, 3), (9, 7), (11, 1)])
     rep["kernel_big_eig"] = kernel_ms(eb, [(5, 3), (9, 7)])
@@ -108,7 +114,8 @@ def run_page(p, lab, cells: list[str], args, server: str, shots: bool) -> dict:
         out.filter(has_text="REPORT").wait_for(timeout=900_000)
         rep = json.loads(out.inner_text().split("REPORT ", 1)[1].strip())
         print(f"[{server}] notebook ran in {time.monotonic() - t0:.0f} s")
-        small_heads = [(lay, h) for lay in range(2) for h in range(8)][1:args.clicks + 1]
+        L, H = rep["small_shape"]
+        small_heads = [(lay, h) for lay in range(L) for h in range(H)][1:args.clicks + 1]
         results[f"small ({rep['small_name']}), {rep['n_small']} tok | attention"] = (
             measure(page, "attention", 0, small_heads), rep["kernel_small"])
         results[f"small ({rep['small_name']}) | eigenvalues"] = (
@@ -136,6 +143,9 @@ def main() -> None:
     ap.add_argument("--clicks", type=int, default=8, help="distinct heads clicked per widget")
     ap.add_argument("--skip-big", action="store_true", help="only the small model")
     ap.add_argument("--tokens", type=int, default=1024, help="tokens shown by the small model's view")
+    ap.add_argument("--shipped", default="toy-2l-code,toy-2l-induction,toy-1l-code,toy-1l-trigrams",
+                    help="zoo models to try for the small view, in order (first one found is used)")
+    ap.add_argument("--random-small", action="store_true", help="use the random toy-2l-code-shaped model")
     ap.add_argument("--server", choices=["default", "nodelay", "both"], default="both",
                     help="jupyter_server as shipped (Nagle on), with TCP_NODELAY, or both on one kernel")
     args = ap.parse_args()
@@ -144,7 +154,8 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     big = [] if args.skip_big else [BIG, BIG_EIG]
-    cells = [SETUP + f"\nN_SMALL = {args.tokens}\n", SMALL, SMALL_EIG, *big, REPORT]
+    shipped = [] if args.random_small else args.shipped.split(",")
+    cells = [SETUP + f"\nN_SMALL = {args.tokens}\nSHIPPED = {shipped!r}\n", SMALL, SMALL_EIG, *big, REPORT]
     tmp = Path(tempfile.mkdtemp(prefix="cw-bench-"))
     (tmp / "root").mkdir()
     (tmp / "home").mkdir()
