@@ -45,20 +45,34 @@ def _build_module():
     return mod
 
 
-def test_all_notebooks_present():
-    assert NOTEBOOKS == EXPECTED
+BUILD = _build_module()
 
 
-def test_notebooks_match_build_script():
-    """The stored notebooks are what notebooks/build_notebooks.py generates (regenerate with
-    `python notebooks/build_notebooks.py --execute`)."""
-    mod = _build_module()
-    stale = [n for n in EXPECTED if mod.sources(_read(n)) != mod.sources(mod.build(n))]
-    assert not stale, f"stale notebooks (run `python notebooks/build_notebooks.py --execute`): {stale}"
+def _needs_models(name: str) -> None:
+    """Skip (saying which) when the zoo does not ship the models the notebook is built on; once they
+    are shipped the notebook must exist, be fresh and pass."""
+    gone = BUILD.missing(name)
+    if gone:
+        pytest.skip(f"{name} needs shipped model(s) {', '.join(gone)}, not in circwidgets/zoo yet")
+
+
+def test_notebook_list_is_the_build_scripts():
+    assert list(BUILD.NOTEBOOKS) == EXPECTED and set(NOTEBOOKS) <= set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_present_and_matches_build_script(name):
+    """The stored notebook is what notebooks/build_notebooks.py generates for the shipped zoo
+    (regenerate with `python notebooks/build_notebooks.py --execute`)."""
+    _needs_models(name)
+    assert (NB_DIR / name).exists(), f"{name} missing: run `python notebooks/build_notebooks.py --execute`"
+    assert BUILD.sources(_read(name)) == BUILD.sources(BUILD.build(name)), \
+        f"{name} is stale: run `python notebooks/build_notebooks.py --execute {name[:2]}`"
 
 
 @pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_structure(name):
+    _needs_models(name)
     nb = _read(name)
     cells = nb.cells
     assert cells[0].cell_type == "markdown" and "colab-badge.svg" in cells[0].source
@@ -89,12 +103,14 @@ def test_notebook_structure(name):
 def test_tour_is_what_the_demo_opens():
     from circwidgets import demo
 
+    _needs_models("00_tour.ipynb")
     assert demo.TOUR == NB_DIR / "00_tour.ipynb" and demo.TOUR.exists()
 
 
 @pytest.mark.timeout(LIMIT_S + 120)
 @pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_runs_offline_and_matches(name, tmp_path):
+    _needs_models(name)
     pytest.importorskip("nbval")
     pytest.importorskip("ipykernel")
     dead = "http://127.0.0.1:9"  # nothing listens there: any download attempt fails
