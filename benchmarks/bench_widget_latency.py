@@ -40,7 +40,7 @@ def small_model():
             pass
     return random_model(n_layers=2, n_heads=8, d_model=256, d_head=32, d_vocab=4096, n_ctx=1024,
                         positional="shortformer", dtype=torch.float32, seed=0), "random 2L x 8H, d 256, V 4096"
-def kernel_ms(w, heads):
+def kernel_ms(w, heads):  # empties the widget cache: "first" clicks afterwards are uncached
     """engine call + encoding for heads not cached yet (what a first click costs in the kernel)"""
     out = []
     for l, h in heads:
@@ -94,9 +94,10 @@ CLICK_JS = """async ([kind, idx, l, h]) => {
 }"""
 
 
-def measure(page, kind: str, idx: int, heads: list[tuple[int, int]]) -> dict:
+def measure(page, kind: str, idx: int, heads: list[tuple[int, int]], rounds: int = 3) -> dict:
+    """Click each head once (not cached in the kernel yet), then `rounds` more times (cached)."""
     first = [page.evaluate(CLICK_JS, [kind, idx, lay, h]) for lay, h in heads]
-    again = [page.evaluate(CLICK_JS, [kind, idx, lay, h]) for lay, h in heads]
+    again = [page.evaluate(CLICK_JS, [kind, idx, lay, h]) for _ in range(rounds) for lay, h in heads]
     return {"first": [x[0] for x in first], "again": [x[0] for x in again], "draw": [x[1] for x in first + again],
             "arrive": [x[2] for x in first + again]}
 
