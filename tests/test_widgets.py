@@ -294,6 +294,15 @@ def test_eigenvalues_widget_sends_the_engines_numbers():
     assert w.png()[:4] == b"\x89PNG"
 
 
+def test_zero_layer_model_gets_a_message():
+    m = random_model(n_layers=0)
+    for make in (lambda: cw.attention(m, [0, 1]), lambda: cw.eigenvalues(m), lambda: cw.skip_trigrams(m)):
+        with pytest.warns(CircuitWidgetWarning, match="no attention heads"):
+            w = make()
+        w.head = 1  # nothing raised, nothing sent
+        assert "no attention heads" in w.error and w.shown == {}
+
+
 def test_eigenvalues_without_positions():
     m = random_model(positional="none")
     w = cw.eigenvalues(m)

@@ -101,6 +101,10 @@ class CircuitWidget(anywidget.AnyWidget):
         self._broken = True  # no data sent until the setup below is done
         cfg = model.cfg
         super().__init__(n_layers=cfg.n_layers, n_heads=cfg.n_heads, title=cfg.name or "", **kwargs)
+        if cfg.n_layers == 0 or cfg.n_heads == 0:
+            self._report(f"{cfg.name or 'this model'} has no attention heads (n_layers={cfg.n_layers}): "
+                         "nothing to show here (a zero-layer model is its bigram table W_E W_U)")
+            return
         try:
             check_finite(model)
         except ValueError as e:
