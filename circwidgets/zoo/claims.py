@@ -150,27 +150,40 @@ def planted_accuracy(model: Transformer, stats: dict, task: dict, n_seqs: int = 
     return hits / max(total, 1)
 
 
-def model_triples(model: Transformer, k_sources: int, per_head: int) -> list[tuple[int, int, int]]:
-    """The model's top skip-trigrams: the first `per_head` (A, B, C) of every layer-0 head's
-    table (engine `SkipTrigramTable.triples`), heads interleaved by rank."""
-    per = [skip_trigrams(model, 0, h, k=k_sources, n_dest=5, n_out=5).triples(per_head)
-           for h in range(model.cfg.n_heads)]
-    out, seen = [], set()
-    for i in range(per_head):
-        for lst in per:
-            if i < len(lst) and lst[i][:3] not in seen:
-                seen.add(lst[i][:3])
-                out.append(lst[i][:3])
+def model_triples(model: Transformer, frequent: list[int], per_head: int, n_list: int = 60
+                  ) -> list[tuple[int, int, int]]:
+    """The model's top skip-trigrams over the corpus' frequent tokens: for every layer-0 head, the
+    `per_head` frequent sources A with the largest engine strength, each with its first frequent
+    destination B and first frequent output C among the engine's top `n_list` lists (rare tokens,
+    barely trained, would otherwise fill the tables with extreme but meaningless values)."""
+    fs = set(frequent)
+    freq = torch.tensor(frequent)
+    out = []
+    for h in range(model.cfg.n_heads):
+        t = skip_trigrams(model, 0, h, k=1, n_dest=n_list, n_out=n_list)
+        top = freq[torch.argsort(t.strength[freq], descending=True, stable=True)[:per_head]]
+        for a in top.tolist():
+            r = t.for_source(a)
+            b = next((x for x in r.dests if x in fs), None)
+            c = next((x for x in r.outs if x in fs), None)
+            if b is not None and c is not None:
+                out.append((a, b, c))
     return out
 
 
 @claim
-def skip_trigram_precision(model: Transformer, stats: dict, k: int, k_sources: int = 50, per_head: int = 50,
+def skip_trigram_precision(model: Transformer, stats: dict, per_head: int = 25, shuffled: bool = False,
                            **_) -> float:
-    """precision@k of the model's top skip-trigrams against the corpus' empirical ones
-    (`stats["reference_triples"]`: triples with count and lift above the card's thresholds)."""
-    ref = [tuple(t) for t in stats["reference_triples"].long().tolist()]
-    return precision_at_k(model_triples(model, k_sources, per_head), ref, k)
+    """Fraction of the model's top skip-trigrams (`model_triples` over `stats["frequent_ids"]`) found
+    among the corpus' empirical ones (`stats["reference_triples"]`: count and lift above the card's
+    thresholds). `shuffled=True`: the same triples with their outputs C permuted (deterministically),
+    the chance level for tokens of these frequencies."""
+    ref = {tuple(t) for t in stats["reference_triples"].long().tolist()}
+    trip = model_triples(model, stats["frequent_ids"].tolist(), per_head)
+    if shuffled:
+        perm = torch.randperm(len(trip), generator=torch.Generator().manual_seed(0)).tolist()
+        trip = [(a, b, trip[perm[i]][2]) for i, (a, b, _) in enumerate(trip)]
+    return precision_at_k(trip, ref, len(trip))
 
 
 OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
