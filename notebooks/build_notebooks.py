@@ -405,8 +405,8 @@ print(f"recovered {len(found)}/{len(rules)} planted rules ({len(found) / len(rul
         md(f"""
 ## 4. A model of real code
 
-Now a one-layer model of the Python standard library (`{code_m}`): its skip-trigrams are things like
-`self` … `.` or `for` … ` in`. We compare the heads' top skip-trigrams with the corpus: the reference
+Now a one-layer model of the Python standard library (`{code_m}`). In code one expects skip-trigrams like
+`self` … `.` → `self` or `for` … ` in` → ` range`; what does this small model learn? We compare the heads' top skip-trigrams with the corpus: the reference
 triples are `(A, B, C)` seen at least 5 times with a *lift* of at least 2 (they occur twice as often as
 chance), shipped with the model."""),
         code(f'''
@@ -414,8 +414,10 @@ from safetensors.torch import load_file
 
 CODE_MODEL = "{code_m}"
 code_model = cw.load(CODE_MODEL).requires_grad_(False)
-reference = {{tuple(t) for t in load_file(str(cw.zoo.stats_path(CODE_MODEL)))["reference_triples"].long().tolist()}}
-print(len(reference), "reference skip-trigrams from the corpus")
+ref_stats = load_file(str(cw.zoo.stats_path(CODE_MODEL)))
+reference = {{tuple(t) for t in ref_stats["reference_triples"].long().tolist()}}
+frequent = ref_stats["frequent_ids"].long()  # the corpus' most frequent tokens
+print(len(reference), "reference skip-trigrams from the corpus;", len(frequent), "frequent tokens")
 '''),
         code("cw.eigenvalues(code_model)"),
         check('''
@@ -423,19 +425,34 @@ pos = engine.eigen_positivity(code_model, circuit="ov")
 print("OV positivity:", [round(float(x), 2) for x in pos[0]])
 '''),
         md("""
-Most heads of the code model **copy**: what a head attends to becomes more likely (identifiers recur in
-code). Their top skip-trigrams, read off the weights:"""),
+Most heads of the code model **copy** (positivity well above 0): what a head attends to becomes more likely
+(identifiers recur in code). Their top skip-trigrams, read off the weights — the strongest sources are often
+*rare* tokens (barely trained, so their circuits take extreme values):"""),
         code('''
 for h in range(code_model.cfg.n_heads):
     table = engine.skip_trigrams(code_model, 0, h, k=3, n_dest=3, n_out=3)
     print(f"L0H{h}:", " | ".join(str(row).split("  (")[0] for row in table))
 '''),
+        md("""
+To compare with the corpus, restrict the sources A to the corpus' frequent tokens and take each one's first
+frequent destination B and output C. The chance level: the same triples with their outputs shuffled."""),
         check('''
-model_triples = []
-for h in range(code_model.cfg.n_heads):
-    model_triples += [t[:3] for t in engine.skip_trigrams(code_model, 0, h, k=50, n_dest=5, n_out=5).triples(25)]
-p = engine.precision_at_k(model_triples, reference, k=len(model_triples))
-print(f"{len(model_triples)} weight-based skip-trigrams; fraction found in the corpus reference: {p:.2f}")
+fs = set(frequent.tolist())
+triples = []
+for h in range(code_model.cfg.n_heads):  # per head: the 25 strongest *frequent* sources, first frequent B and C
+    table = engine.skip_trigrams(code_model, 0, h, k=1, n_dest=60, n_out=60)
+    for a in frequent[table.strength[frequent].argsort(descending=True)[:25]].tolist():
+        row = table.for_source(a)
+        b = next((x for x in row.dests if x in fs), None)
+        c = next((x for x in row.outs if x in fs), None)
+        if b is not None and c is not None:
+            triples.append((a, b, c))
+p = engine.precision_at_k(triples, reference, k=len(triples))
+perm = torch.randperm(len(triples), generator=torch.Generator().manual_seed(0)).tolist()
+chance = engine.precision_at_k([(a, b, triples[j][2]) for (a, b, _), j in zip(triples, perm)], reference,
+                               k=len(triples))
+print(f"{len(triples)} weight-based skip-trigrams over frequent tokens: {p:.2f} found in the corpus reference "
+      f"(same triples with shuffled outputs C: {chance:.2f})")
 '''),
         code("cw.skip_trigrams(code_model, layer=0, head=0, k=12)"),
         md("""
