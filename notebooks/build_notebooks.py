@@ -735,11 +735,12 @@ for name, f in checks.items():
         md("""
 <details><summary>Why (click)</summary>
 
-The function (logits, path terms, eigenvalues of full circuits: similarity transforms) is unchanged;
-**composition scores and singular values change**, because Frobenius norms of `W_OV W_QK` are only
-invariant under orthogonal changes of basis. The framework's choice of Frobenius norms assumes the
-residual stream has no privileged basis *up to rotation* — which LayerNorm-free models and weight decay
-make reasonable.
+Everything that is a *product* through the stream is unchanged: the logits, the path terms, the full
+circuits' eigenvalues (`W_E M · M⁻¹ W_OV M · M⁻¹ W_U`), and the virtual weights between components (the `M`s
+cancel in `W_out M · M⁻¹ W_in`). The **composition scores change**: they divide by `‖W_OV^{h1}‖ ‖W_QK^{h2}‖`,
+norms of matrices that live *inside* the residual basis, and Frobenius norms are invariant under orthogonal
+changes of basis only. The framework's scores therefore assume the residual stream has no privileged basis
+*up to rotation* (true for these LayerNorm-free models trained with isotropic weight decay).
 </details>"""),
     ]
 
