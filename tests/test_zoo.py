@@ -59,6 +59,17 @@ def test_model_loads_offline_and_its_claims_hold(name, no_network):
     assert "| claim |" in c.to_markdown()
 
 
+def test_shipped_snapshots_load_and_carry_their_metrics():
+    for name in SHIPPED:
+        snaps = zoo.snapshots(name)
+        for step, p in snaps:
+            m = cw.load(p)
+            assert m.cfg == cw.load(name).cfg
+            assert json.loads(m.metadata["metrics"])[-1]["step"] <= step
+        assert [s for s, _ in snaps] == sorted(s for s, _ in snaps)
+    assert zoo.snapshots("toy-2l-code"), "the phase-change snapshots of toy-2l-code ship"
+
+
 def test_unknown_name_lists_the_available_models():
     with pytest.raises(KeyError, match="available") as e:
         zoo.path("toy-99l-nothing")

@@ -85,9 +85,20 @@ def path(name: str) -> Path:
     return p
 
 
+def snapshots(name: str) -> builtins.list[tuple[int, Path]]:
+    """`(step, path)` of the training snapshots shipped with model `name` (e.g. to show the
+    induction-head phase change), oldest first; each loads with `cw.load(path)` and carries the
+    metrics history up to its step in `model.metadata["metrics"]`."""
+    path(name)  # KeyError for unknown names
+    out = []
+    for p in MODELS_DIR.glob(f"{name}.step*.safetensors"):
+        out.append((int(p.name[len(name) + 5:].split(".")[0]), p))
+    return sorted(out)
+
+
 def stats_path(name: str) -> Path:
     """Path of the reference statistics a card's claims compare with (may not exist)."""
     return MODELS_DIR / f"{name}.stats.safetensors"
 
 
-__all__ = ["Card", "card", "list", "path", "stats_path"]
+__all__ = ["Card", "card", "list", "path", "snapshots", "stats_path"]

@@ -24,13 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device-note", help="--build: where it was trained, if the run did not record it")
     p.add_argument("--command", help="--build: the command that trained it")
     p.add_argument("--notes", default="")
+    p.add_argument("--snapshots", default="", help="--build: comma-separated snapshot steps to ship")
     a = p.parse_args(argv)
     if a.build:
         from .build import build
 
         if not a.run:
             p.error("--build needs --run RUN_DIR")
-        c = build(a.build, a.run, a.data_dir, a.device_note, a.command, a.notes)
+        steps = [int(x) for x in a.snapshots.split(",") if x.strip()]
+        c = build(a.build, a.run, a.data_dir, a.device_note, a.command, a.notes, steps or None)
         print(c.to_markdown())
         return 0
     if a.list:

@@ -56,7 +56,7 @@ SPECS: dict[str, list[dict]] = {
     ],
     "toy-2l-code": [
         dict(id="induction", fn="induction_max", args=dict(layer=1, **HEAD_ARGS), op=">=", target=0.5, tol=0.01,
-             text="best layer-1 induction score on repeated random tokens (|r| = 64, 32 sequences)"),
+             text="best layer-1 induction score on repeated random tokens (BOS + r + r, |r| = 63, 32 sequences)"),
         dict(id="prev_token_l0", fn="previous_token_max", args=dict(layer=0, **HEAD_ARGS), op=">=", target=None,
              tol=0.01, text="best layer-0 previous-token score"),
         dict(id="icl_gain", fn="icl_gain", args=dict(**HEAD_ARGS), op=">=", target=None, tol=0.03,
@@ -169,8 +169,23 @@ def readable_skip_trigrams(model, n_heads: int | None = None, per_head: int = 3)
     return out
 
 
+def ship_snapshots(name: str, run_dir: Path, steps: list[int]) -> list[int]:
+    """Copy the run's snapshots at `steps` (float16, as written by the trainer) into the zoo."""
+    for old in MODELS_DIR.glob(f"{name}.step*.safetensors"):
+        old.unlink()
+    shipped = []
+    for st in steps:
+        src = run_dir / "snapshots" / f"step_{st:06d}.safetensors"
+        m = load_file(src)
+        meta = read_metadata(src)
+        keep = {k: v for k, v in meta.items() if k not in ("format", "config")}
+        save(m, MODELS_DIR / f"{name}.step{st:06d}.safetensors", dtype=torch.float16, extra_metadata=keep)
+        shipped.append(st)
+    return shipped
+
+
 def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, device_note: str | None = None,
-          command: str | None = None, notes: str = "") -> Card:
+          command: str | None = None, notes: str = "", snapshot_steps: list[int] | None = None) -> Card:
     """Copy `run_dir/model.safetensors` into the zoo as float16, write its reference statistics
     and its card (claims measured on the shipped file). Returns the card."""
     run_dir = Path(run_dir)
@@ -233,6 +248,7 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
         data_summary = f"synthetic: {json.dumps(data)}"
     tc = json.loads(meta.get("train_config", "{}"))
     ph = phase_change(history)
+    shipped = ship_snapshots(name, run_dir, snapshot_steps) if snapshot_steps else []
     c = Card(
         name=name,
         description=meta.get("description", ""),
@@ -253,6 +269,7 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
         claims=claims,
         reference_stats=stats_info or None,
         phase_change=ph,
+        snapshots=[f"models/{name}.step{st:06d}.safetensors" for st in shipped],
         notes=notes,
     )
     (CARDS_DIR / f"{name}.json").write_text(json.dumps(c, indent=1) + "\n")
