@@ -125,7 +125,8 @@ if model.tokenizer is not None:
 else:  # a model of random tokens: BOS + r + r, r = 24 random tokens
     tokens = engine.repeated_tokens(model.cfg.d_vocab, seq_len=24, bos=model.cfg.bos_token_id, seed=1)[0]
 labels = model.to_str_tokens(tokens) if model.tokenizer is not None else [str(t) for t in tokens.tolist()]
-print(len(tokens), "tokens:", "".join(labels[1:12]).replace("\\n", "\\\\n"), "...")
+sep = "" if model.tokenizer is not None else " "  # ids of a synthetic vocabulary: keep them apart
+print(len(tokens), "tokens:", sep.join(labels[1:12]).replace("\\n", "\\\\n"), "...")
 ''')
 
 
@@ -834,8 +835,8 @@ plt.show()
 **What the heatmaps show.** In the residual stream, the changed position carries the difference entering
 both layers: the induction head at the last position attends there and copies that token as its *value*.
 Patching the last position does nothing — before the induction head has written the answer there, the clean
-and corrupted runs agree at the last position. Among heads, the induction head's output restores most of
-the clean logit difference.
+and corrupted runs agree at the last position. Among heads, the layer-1 induction heads restore the clean
+logit difference (where several heads do induction, each restores a share).
 
 ## 4. The ablation widget
 
