@@ -84,14 +84,18 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe(
         "toy-2l-code",
         "Two-layer attention-only model of the Python stdlib with induction heads (the lecture model); "
-        "30% of training windows repeat a stretch of their own code (augmentation, see the card).",
-        dict(n_layers=2, d_model=256, n_heads=8, d_head=32, d_vocab=CODE_VOCAB, n_ctx=256, positional="shortformer",
+        "90% of training windows repeat a stretch of their own code (augmentation, see the card).",
+        dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_vocab=CODE_VOCAB, n_ctx=128, positional="shortformer",
              **_COMMON),
         "code",
-        task_kwargs=dict(repeat_frac=0.3, repeat_min=8),
-        train=dict(steps=12000, batch_size=64, lr=1e-3, warmup=200, eval_every=200, checkpoint_every=1000,
+        # Plain stdlib text (4M tokens) let a 2-layer model memorise (train loss far below held-out) before any
+        # induction head formed: an H200 run of 20000 steps x 64 x 256 tokens ended at induction score 0.08.
+        # Copying a stretch of the window's own code to a later place (repeat_frac of the windows) makes the
+        # pattern induction heads exploit frequent; the held-out loss is measured on unmodified text.
+        task_kwargs=dict(repeat_frac=0.9, repeat_min=8),
+        train=dict(steps=5000, batch_size=32, lr=2e-3, warmup=200, eval_every=200, checkpoint_every=1000,
                    n_snapshots=12, snapshot_dtype="float16", icl_n_seqs=16),
-        init_std=0.05,
+        init_std=0.07,
     ),
 ]}
 

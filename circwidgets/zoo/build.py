@@ -251,7 +251,7 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
     shipped = ship_snapshots(name, run_dir, snapshot_steps) if snapshot_steps else []
     c = Card(
         name=name,
-        description=meta.get("description", ""),
+        description=_description(name, meta),
         file=f"models/{name}.safetensors",
         size_bytes=dst.stat().st_size,
         architecture={k: getattr(cfg, k) for k in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_ctx",
@@ -274,6 +274,13 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
     )
     (CARDS_DIR / f"{name}.json").write_text(json.dumps(c, indent=1) + "\n")
     return c
+
+
+def _description(name: str, meta: dict) -> str:
+    """The recipe's current description (the recipe is what `python -m circwidgets.train NAME` runs)."""
+    from ..train.recipes import RECIPES
+
+    return RECIPES[name].description if name in RECIPES else meta.get("description", "")
 
 
 def phase_change(history: list[dict], threshold: float = 0.5) -> dict | None:
