@@ -41,6 +41,10 @@ _LAZY = {"attention": "widgets", "eigenvalues": "widgets", "skip_trigrams": "wid
 
 
 def __getattr__(name: str):
+    if name in ("zoo", "train"):  # `cw.zoo.list()` without an explicit import
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         import importlib
 
