@@ -79,6 +79,7 @@ def test_unknown_name_lists_the_available_models():
         cw.load("toy-99l-nothing")
     with pytest.raises(KeyError, match="available"):
         zoo.card("toy-99l-nothing")
+    assert cw.zoo.list() == SHIPPED  # reachable as an attribute of the package
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no shipped models yet")
