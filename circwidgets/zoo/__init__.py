@@ -49,6 +49,8 @@ class Card(dict):
         if heads:
             lines += ["", "**Notable heads**", ""]
             lines += [f"- {h['head']}: {h['role']}" for h in heads]
+        if self.get("notes"):
+            lines += ["", f"**Notes**: {self['notes']}"]
         cl = self.get("claims", [])
         if cl:
             lines += ["", "| claim | measured | holds if |", "| --- | --- | --- |"]

@@ -244,6 +244,10 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
                         f"folders), {data['n_chars']:,} characters, byte-level BPE vocab {data['vocab_size']}; "
                         f"{data['n_tokens']['train']:,} train / {data['n_tokens']['val']:,} held-out tokens; "
                         f"corpus sha256 {data['corpus_sha256'][:16]}…")
+        task = json.loads(meta.get("task", "{}"))
+        if task.get("repeat_frac"):
+            data_summary += (f"; augmentation: {task['repeat_frac']:.0%} of training windows copy a stretch of their own "
+                             f"code to a later place (mode {task.get('repeat_mode', 'one')!r}; held-out loss on plain text)")
     else:
         data_summary = f"synthetic: {json.dumps(data)}"
     tc = json.loads(meta.get("train_config", "{}"))
