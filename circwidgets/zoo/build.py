@@ -246,8 +246,9 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
                         f"corpus sha256 {data['corpus_sha256'][:16]}…")
         task = json.loads(meta.get("task", "{}"))
         if task.get("repeat_frac"):
-            data_summary += (f"; augmentation: {task['repeat_frac']:.0%} of training windows copy a stretch of their own "
-                             f"code to a later place (mode {task.get('repeat_mode', 'one')!r}; held-out loss on plain text)")
+            mode = task.get("repeat_mode", "one")
+            data_summary += (f"; augmentation: {task['repeat_frac']:.0%} of training windows copy a stretch of "
+                             f"their own code to a later place (mode {mode!r}; held-out loss on plain text)")
     else:
         data_summary = f"synthetic: {json.dumps(data)}"
     tc = json.loads(meta.get("train_config", "{}"))
