@@ -407,9 +407,9 @@ print(f"recovered {len(found)}/{len(rules)} planted rules ({len(found) / len(rul
 ## 4. A model of real code
 
 Now a one-layer model of the Python standard library (`{code_m}`). In code one expects skip-trigrams like
-`self` … `.` → `self` or `for` … ` in` → ` range`; what does this small model learn? We compare the heads' top skip-trigrams with the corpus: the reference
-triples are `(A, B, C)` seen at least 5 times with a *lift* of at least 2 (they occur twice as often as
-chance), shipped with the model."""),
+`self` … `.` → `self` or `for` … ` in` → ` range`; what does this small model learn? We compare the heads'
+top skip-trigrams with the corpus: the reference triples are `(A, B, C)` seen at least 5 times with a *lift*
+of at least 2 (they occur twice as often as chance), shipped with the model."""),
         code(f'''
 from safetensors.torch import load_file
 
@@ -551,8 +551,9 @@ plt.show()
         md("""
 ## 4. Induction shows in the loss
 
-On repeated random tokens, a model with induction heads predicts the second copy far better than the first
-(the first copy is random: its loss is about `log d_vocab`)."""),
+On repeated random tokens, a model with induction heads predicts the second copy far better than the first.
+The first copy is random, so no model can beat `log d_vocab` there (a model trained on code does worse: it is
+confidently wrong about random tokens); on the second copy, copying is all it takes."""),
         check('''
 icl = engine.in_context_loss(model, n_seqs=16, seed=0)
 print(f"loss on the first copy {icl.first:.2f}, on the repeated copy {icl.repeated:.2f} nats "
@@ -916,8 +917,9 @@ The monitor is a live view; here are the same curves as a static figure (what a 
 kernel, such as GitHub, shows):"""),
         code('plot.training_curves(trainer.history, title="tiny model, trained live")'),
         md("""
-Fifteen seconds is not enough: the induction score is still creeping up. (Run the cell again with a
-larger `time_limit`, or call `trainer.train()` once more to resume — training is resumable and deterministic.)
+Fifteen seconds is short: depending on the machine, the induction score has only started to rise. (Run the
+cell again with a larger `time_limit`, or call `trainer.train()` once more to resume — training is resumable
+and deterministic.)
 
 ## 2. The phase change in a shipped model's history
 
@@ -939,6 +941,21 @@ final = history[-1]
 print(f"final: max induction {final['max_induction']:.2f}, in-context loss first {final['icl_first']:.2f} "
       f"-> repeated {final['icl_repeated']:.2f}")
 '''),
+        md("""
+### Measure the heads yourself: the shipped snapshots
+
+The zoo also ships a few log-spaced snapshots of the run (`cw.zoo.snapshots(name)`: `(step, path)` pairs).
+Load each one and measure its heads with the engine — the same scores as in the history above, recomputed
+from the weights."""),
+        check('''
+snaps = cw.zoo.snapshots(HISTORY_MODEL) + [(history[-1]["step"], cw.zoo.path(HISTORY_MODEL))]
+snap_scores = []
+for step, path in snaps:
+    s = engine.all_head_scores(cw.load(path), n_seqs=8, seed=0)
+    snap_scores.append((step, float(s["induction"].max()), float(s["previous_token"][0].max())))
+    print(f"step {step:6d}: best induction {snap_scores[-1][1]:.2f}, "
+          f"best layer-0 previous-token {snap_scores[-1][2]:.2f}")
+'''),
         code('''
 import matplotlib.pyplot as plt
 
@@ -952,6 +969,8 @@ for layer in range(L):
     for h in range(H):
         ax2.plot(steps, [r["induction"][layer][h] for r in history], color="C1" if layer else "C2", lw=1, alpha=0.7)
 ax2.set_ylabel("induction score per head (orange: layer 1, green: layer 0)")
+ax2.plot([x[0] for x in snap_scores], [x[1] for x in snap_scores], "k*", ms=10, label="snapshots (recomputed)")
+ax2.legend(loc="center right")
 if pc:
     ax1.axvline(pc["step"], color="red", ls="--", lw=1)
 ax1.set_title("the induction bump: in-context gain and induction scores rise together")
@@ -1044,6 +1063,8 @@ def write(name: str, dest: Path = HERE) -> Path:
             o = keep.get((c.cell_type, c.source))
             if o is not None:
                 c.outputs, c.execution_count = o.outputs, o.execution_count
+        for k, v in old.metadata.items():  # e.g. the widget state nbconvert saved with those outputs
+            nb.metadata.setdefault(k, v)
     nbformat.write(nb, path)
     return path
 
