@@ -825,9 +825,10 @@ print("residual patching restores > 0.5 at (layer, position):",
         code('''
 import matplotlib.pyplot as plt
 
-fig, axs = plt.subplots(1, 2, figsize=(13, 3.5), gridspec_kw={"width_ratios": [1, 4]})
+fig, axs = plt.subplots(1, 2, figsize=(14, 3.5), gridspec_kw={"width_ratios": [1.4, 4]}, layout="constrained")
 plot.head_grid(ph, title="patch each head's output", ax=axs[0])
 im = axs[1].imshow(pr.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1)
+axs[1].set_yticks(range(model.cfg.n_layers))
 axs[1].set_xlabel("position"); axs[1].set_ylabel("layer (resid_pre)"); axs[1].set_title("patch the residual stream")
 fig.colorbar(im, ax=axs[1])
 plt.show()
@@ -837,7 +838,9 @@ plt.show()
 both layers: the induction head at the last position attends there and copies that token as its *value*.
 Patching the last position does nothing — before the induction head has written the answer there, the clean
 and corrupted runs agree at the last position. Among heads, the layer-1 induction heads restore the clean
-logit difference (where several heads do induction, each restores a share).
+logit difference (where several heads do induction, each restores a share). A layer-0 head can restore part of
+it too — likely one that writes the token at the changed position into the stream there, where the induction
+head reads its values (V-composition: check with `engine.composition_scores(model, "v")`).
 
 ## 4. The ablation widget
 
