@@ -627,7 +627,7 @@ for name, s, d in [("embed -> unembed", "embed", "unembed"),
     direct = engine.virtual_weights(model, s, d, order=0)
     fe, fx = first.singular_values, exact.singular_values
     print(f"{name:26s} effective rank {exact.effective_rank():5.1f} | top sigma: direct "
-          f"{float(direct.singular_values[0]):.2f}, first order {float(fe[0]):.2f}, exact {float(fx[0]):.2f}")
+          f"{float(direct.singular_values[0]):.3g}, first order {float(fe[0]):.3g}, exact {float(fx[0]):.3g}")
 '''),
         md("""
 For `embed → unembed` in a two-layer model the first-order and exact products differ by the term through
