@@ -21,28 +21,34 @@ class ModelFileError(ValueError):
     """A model file that is missing, truncated, corrupted or does not match its config."""
 
 
-def save(model: Transformer, path: str | os.PathLike, dtype: torch.dtype | None = None,
-         extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write `model` to `path` (a `.safetensors` file) atomically; `dtype` e.g. torch.float16 for storage."""
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+                            metadata: dict[str, str]) -> Path:
+    """Write a safetensors file through a temporary file and `os.replace`: a crash never leaves half a file."""
     from safetensors.torch import save_file
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save(model: Transformer, path: str | os.PathLike, dtype: torch.dtype | None = None,
+         extra_metadata: dict[str, str] | None = None) -> Path:
+    """Write `model` to `path` (a `.safetensors` file) atomically; `dtype` e.g. torch.float16 for storage."""
     tensors = {k: (v.detach().to(dtype) if dtype else v.detach()).cpu().contiguous()
                for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": model.cfg.to_json()}
     if model.tokenizer is not None:
         meta["tokenizer"] = model.tokenizer.to_json()
     meta.update(extra_metadata or {})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_save_safetensors(tensors, path, meta)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

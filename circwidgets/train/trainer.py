@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import ModelConfig, Transformer
+from ..model.io import atomic_save_safetensors as _atomic_save_safetensors
 from ..model.io import save as save_model_file
 from .tasks import Task
 
@@ -91,22 +92,6 @@ class TrainConfig:
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
         return cls(**d)
-
-
-def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
