@@ -93,7 +93,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         # Copying a stretch of the window's own code to a later place (repeat_frac of the windows) makes the
         # pattern induction heads exploit frequent; the held-out loss is measured on unmodified text.
         task_kwargs=dict(repeat_frac=0.9, repeat_min=8),
-        train=dict(steps=5000, batch_size=32, lr=2e-3, warmup=200, eval_every=200, checkpoint_every=1000,
+        train=dict(steps=9475, batch_size=32, lr=2e-3, warmup=200, eval_every=200, checkpoint_every=1000,
                    n_snapshots=12, snapshot_dtype="float16", icl_n_seqs=16),
         init_std=0.07,
     ),
