@@ -951,7 +951,8 @@ The zoo also ships a few log-spaced snapshots of the run (`cw.zoo.snapshots(name
 Load each one and measure its heads with the engine — the same scores as in the history above, recomputed
 from the weights."""),
         check('''
-snaps = cw.zoo.snapshots(HISTORY_MODEL) + [(history[-1]["step"], cw.zoo.path(HISTORY_MODEL))]
+final_step = int(read_metadata(cw.zoo.path(HISTORY_MODEL))["step"])  # the shipped model itself
+snaps = cw.zoo.snapshots(HISTORY_MODEL) + [(final_step, cw.zoo.path(HISTORY_MODEL))]
 snap_scores = []
 for step, path in snaps:
     s = engine.all_head_scores(cw.load(path), n_seqs=8, seed=0)
