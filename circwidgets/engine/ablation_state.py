@@ -23,6 +23,7 @@ import torch
 
 from ..model import Transformer
 from ._check import check_layer_head
+from .interventions import _ln_in
 from .prep import _entry as _checked  # finiteness checked once per weights version, not per run
 
 __all__ = ["AblatedRun", "PathCut", "ablated_run", "per_token_loss"]
@@ -89,18 +90,6 @@ def _cuts(model: Transformer, paths: Iterable) -> list[PathCut]:
     return out
 
 
-def _ln1(model: Transformer, x: torch.Tensor, layer: int) -> torch.Tensor:
-    """Layer `layer`'s ln1 on a residual `x` (the forward pass's own formula)."""
-    cfg = model.cfg
-    if cfg.normalization is None:
-        return x
-    x = x - x.mean(-1, keepdim=True)
-    x = x / (x.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt()
-    if cfg.normalization == "LN":
-        x = x * model.ln1_w[layer] + model.ln1_b[layer]
-    return x
-
-
 @torch.no_grad()
 def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (), paths: Iterable = (),
                 kind: str = "zero", reference=None) -> AblatedRun:
@@ -162,7 +151,7 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
                 for l1, h1 in srcs:
                     r = store[("result", l1)][:, :, h1]
                     removed = removed + (r if kind == "zero" else r - res_mean[l1][h1])
-                x = _ln1(model, resid - removed, lay)
+                x = _ln_in(model, resid - removed, lay)
                 if which != "v" and cfg.positional == "shortformer":
                     x = x + model.W_pos[: x.shape[1]]
                 new = x @ W[which][lay, h2]

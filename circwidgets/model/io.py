@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,22 +22,32 @@ class ModelFileError(ValueError):
     """A model file that is missing, truncated, corrupted or does not match its config."""
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
-                            metadata: dict[str, str]) -> Path:
-    """Write a safetensors file through a temporary file and `os.replace`: a crash never leaves half a file."""
-    from safetensors.torch import save_file
-
+def _write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then `os.replace` it: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically."""
+    return _write_atomically(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+                            metadata: dict[str, str]) -> Path:
+    """Write a safetensors file atomically (temporary file + `os.replace`)."""
+    from safetensors.torch import save_file
+
+    return _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def save(model: Transformer, path: str | os.PathLike, dtype: torch.dtype | None = None,

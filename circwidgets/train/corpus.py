@@ -21,13 +21,13 @@ import json
 import os
 import sys
 import sysconfig
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..model.io import atomic_write_bytes
 from .tasks import BOS, Task, step_generator
 
 BOS_TEXT = "<|endoftext|>"
@@ -95,17 +95,6 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     return tok
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _npy_bytes(a: np.ndarray) -> bytes:
     import io
 
@@ -140,10 +129,10 @@ def prepare_data_dir(data_dir: str | os.PathLike, vocab_size: int = 2048, root: 
         val_every=VAL_EVERY,
     )
     for k, v in splits.items():
-        _atomic_write_bytes(data_dir / f"{k}.npy", _npy_bytes(np.asarray(v, dtype=np.uint16)))
-    _atomic_write_bytes(data_dir / "tokenizer.json", tok_json.encode())
+        atomic_write_bytes(data_dir / f"{k}.npy", _npy_bytes(np.asarray(v, dtype=np.uint16)))
+    atomic_write_bytes(data_dir / "tokenizer.json", tok_json.encode())
     # manifest last: its presence marks a complete directory
-    _atomic_write_bytes(data_dir / "manifest.json", json.dumps(manifest, indent=1).encode())
+    atomic_write_bytes(data_dir / "manifest.json", json.dumps(manifest, indent=1).encode())
     if verbose:
         print(f"wrote {data_dir}: {manifest['n_tokens']} tokens", file=sys.stderr)
     return data_dir

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 
 from ..model import ModelConfig, Transformer
 from ..model.io import atomic_save_safetensors as _atomic_save_safetensors
+from ..model.io import atomic_write_bytes
 from ..model.io import save as save_model_file
 from .tasks import Task
 
@@ -92,17 +92,6 @@ class TrainConfig:
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
         return cls(**d)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -337,7 +326,7 @@ class Trainer:
         if self.out_dir is not None:
             d = Path(self.out_dir)
             d.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(d / "metrics.json", json.dumps(self.history, indent=1))
+            atomic_write_bytes(d / "metrics.json", json.dumps(self.history, indent=1).encode())
 
     # ------------------------------------------------------------------ files
     @property
