@@ -163,9 +163,8 @@ def test_mean_path_ablation_and_no_effect_when_src_writes_nothing():
         shift["src"] = res[:, :, 1] - mean_out
 
     def fix_k(k, hp):
-        from circwidgets.engine.interventions import _ln_in  # the same maths as ln1, already tested above
-        k = k.clone()
-        k[:, :, 1] = _ln_in(m2, shift["resid"] - shift["src"], 1) @ m2.W_K[1, 1]
+        k = k.clone()  # model.normalize = the forward's ln1 (test_model.py::test_normalize_is_the_forward_norm)
+        k[:, :, 1] = m2.normalize(shift["resid"] - shift["src"], "ln1", 1) @ m2.W_K[1, 1]
         return k
 
     def grab_resid(r, hp):

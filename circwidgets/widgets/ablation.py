@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine.ablation_state import AblatedRun, PathCut, ablated_run, logit_diff_metric
+from ..engine.ablation_state import AblatedRun, PathCut, ablated_run
 from ..model import Transformer
 from ._bundle2 import Widget2
 from ._data import as_model, encode_array, token_label, tokens_and_labels
@@ -170,26 +170,18 @@ class Ablation(Widget2):
 
     # ------------------------------------------------------------------ patching
     def patching(self) -> dict[str, torch.Tensor]:
-        """The engine's patching results: {"heads": [L, H], "resid": [L, pos]} (normalised when the
-        metric differs between the clean and corrupted runs)."""
-        from ..engine.interventions import patch_heads, patch_residual
+        """The engine's patching report (`interventions.patching_report`, metric chosen there) as
+        {"heads": [L, H], "resid": [L, pos], "info": the metric in words}."""
+        from ..engine.interventions import patching_report
 
         def compute():
-            clean_run, corr_run = self._clean, ablated_run(self.model, self._corrupt[None])
-            good = int(clean_run.logits[0, -1].argmax())
-            bad = int(corr_run.logits[0, -1].argmax())
-            metric = logit_diff_metric(-1, good, bad)
-            cm = float(metric(clean_run.logits, None))
-            xm = float(metric(corr_run.logits, None))
-            norm = abs(cm - xm) > 1e-9
-            args = (self.model, self.tokens[None], self._corrupt[None], metric)
-            info = (f"metric at the last position: logit[{token_label(self.model, good)!r}]"
-                    + (f" − logit[{token_label(self.model, bad)!r}]" if bad != good else "")
-                    + f"; clean {cm:.4f}, corrupted {xm:.4f}"
-                    + ("; shown: fraction restored (patched − corrupted) / (clean − corrupted)" if norm else
+            r = patching_report(self.model, self.tokens[None], self._corrupt[None])
+            info = (f"metric at the last position: logit[{token_label(self.model, r.good)!r}]"
+                    + (f" − logit[{token_label(self.model, r.bad)!r}]" if r.bad != r.good else "")
+                    + f"; clean {r.clean:.4f}, corrupted {r.corrupted:.4f}"
+                    + ("; shown: fraction restored (patched − corrupted) / (clean − corrupted)" if r.normalized else
                        "; shown: metric of the patched run"))
-            return {"heads": patch_heads(*args, normalize=norm), "resid": patch_residual(*args, normalize=norm),
-                    "info": info}
+            return {"heads": r.heads, "resid": r.resid, "info": info}
 
         return self.cached(("patching", self._version), compute)
 
