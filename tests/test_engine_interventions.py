@@ -312,3 +312,23 @@ def test_cuda_matches_cpu():
     for x, y in zip(cpu[:4], gpu[:4]):
         torch.testing.assert_close(x, y)
     assert abs(cpu[4] - gpu[4]) < 1e-9
+
+
+def test_patching_report_chooses_the_metric_from_the_two_runs():
+    from circwidgets.engine.interventions import logit_diff_metric, patching_report
+
+    m = random_model(seed=9, n_layers=2, n_heads=2)
+    clean, corr = toks_for(m, 1, 7, seed=3), toks_for(m, 1, 7, seed=4)
+    r = patching_report(m, clean, corr)
+    good, bad = int(m(clean)[0, -1].argmax()), int(m(corr)[0, -1].argmax())
+    assert (r.good, r.bad, r.pos) == (good, bad, -1)
+    diff = lambda lg: float(lg[0, -1, good].detach() - lg[0, -1, bad].detach())  # noqa: E731
+    assert math.isclose(r.clean, diff(m(clean)), rel_tol=1e-12)
+    assert math.isclose(r.corrupted, diff(m(corr)), rel_tol=1e-12)
+    assert r.normalized == (abs(r.clean - r.corrupted) > 1e-9)
+    metric = logit_diff_metric(-1, good, bad)
+    torch.testing.assert_close(r.heads, patch_heads(m, clean, corr, metric, normalize=r.normalized))
+    torch.testing.assert_close(r.resid, patch_residual(m, clean, corr, metric, normalize=r.normalized))
+    assert r.heads.shape == (2, 2) and r.resid.shape == (2, 7)
+    same = patching_report(m, clean, clean)
+    assert not same.normalized and same.good == same.bad
