@@ -64,3 +64,90 @@ def test_model_and_engine_never_import_views():
     assert not {m for m in mods if m.startswith(("circwidgets.widgets", "circwidgets.train", "anywidget"))}
     mods = _imported_after("import circwidgets.model")
     assert not {m for m in mods if m.startswith("circwidgets.engine")}
+
+
+def test_a_notebook_kernel_gets_the_monitor_through_the_public_hook():
+    """In a kernel, `import circwidgets` lets the widgets layer register its monitor factory with the
+    trainer's public hook; outside one nothing of the widgets layer is imported."""
+    code = ("import sys, types\nsys.modules['ipykernel'] = types.ModuleType('ipykernel')\n"
+            "import circwidgets\nfrom circwidgets.train import trainer\nfrom circwidgets.widgets import monitor\n"
+            "assert monitor.notebook_callbacks in trainer._DEFAULT_CALLBACK_FACTORIES\n")
+    assert "circwidgets.widgets.monitor" in _imported_after(code)
+    assert "circwidgets.widgets.monitor" not in _imported_after("import circwidgets\nimport circwidgets.train")
+
+
+def test_trainer_callbacks_and_request_stop():
+    from circwidgets.model import ModelConfig, Transformer
+    from circwidgets.train import RepeatTask, TrainConfig, Trainer, default_callbacks, register_default_callbacks
+    from circwidgets.train import trainer as trainer_module
+
+    events = []
+
+    class StopAtFive:
+        def on_train_begin(self, t):
+            events.append("begin")
+
+        def on_step(self, t, loss):
+            events.append(("step", t.step))
+            if t.step >= 5:
+                t.request_stop()
+
+        def on_train_end(self, t):
+            events.append(("end", t.step, t.stopped_by))
+
+    cfg = ModelConfig(n_layers=1, d_model=8, n_heads=1, d_head=8, d_vocab=8, n_ctx=16)
+    tc = TrainConfig(steps=100, batch_size=2, eval_every=1000, icl_n_seqs=2, icl_seq_len=4, eval_batches=1)
+
+    def make(**kw):
+        return Trainer(Transformer(cfg, seed=0), RepeatTask(8, 8, min_len=2, max_len=3), tc, progress=False, **kw)
+
+    factory = register_default_callbacks(lambda t: [StopAtFive()])
+    try:
+        assert register_default_callbacks(factory) is factory  # registering twice: once
+        assert trainer_module._DEFAULT_CALLBACK_FACTORIES.count(factory) == 1
+        t = make()
+        assert [type(c).__name__ for c in default_callbacks(t)] == ["StopAtFive"]
+        with torch.enable_grad():
+            t.train()
+    finally:
+        trainer_module._DEFAULT_CALLBACK_FACTORIES.remove(factory)
+    # on_step runs every 10 steps: the stop requested at step 10 ends the run after that step
+    assert events == ["begin", ("step", 10), ("end", 10, "interrupt")] and t.step == 10
+    events.clear()
+    with torch.enable_grad():
+        make(callbacks=[]).train(3)  # explicit callbacks: no factory asked
+    assert events == []
+
+
+def test_public_surface():
+    import circwidgets as cw
+
+    assert cw.engine.__name__ == "circwidgets.engine" and cw.plot.__name__ == "circwidgets.plot"
+    assert "engine" in dir(cw) and "plot" in cw.__all__
+    with pytest.raises(AttributeError):
+        cw.no_such_thing  # noqa: B018
+    pytest.importorskip("anywidget")
+    import circwidgets.widgets as W
+
+    assert set(W.__all__) == set(cw._VIEWS)
+    for name in W.__all__:
+        assert getattr(cw, name) is getattr(W, name)
+    views = {"AttentionPatterns", "Eigenvalues", "SkipTrigrams", "Composition", "PathExpansion", "Ablation",
+             "CircuitExplorer", "TrainingMonitor"}
+    assert views <= set(W.__all__)
+
+
+def test_engine_all_lists_what_the_notebooks_use():
+    import re
+    from pathlib import Path
+
+    import circwidgets.engine as E
+
+    assert len(E.__all__) == len(set(E.__all__)) and all(hasattr(E, n) for n in E.__all__)
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    used = set()
+    for f in [*root.glob("*.py"), *root.glob("src/*.py")]:
+        used |= set(re.findall(r"\bengine\.([a-zA-Z_]\w*)", f.read_text(encoding="utf-8")))
+    used -= {"interventions", "ablation_state"}  # submodules
+    assert used, "no notebook sources found"
+    assert used <= set(E.__all__), sorted(used - set(E.__all__))

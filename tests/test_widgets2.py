@@ -458,7 +458,7 @@ def test_static_fallbacks_of_the_new_views():
 def test_a_stopped_run_can_be_resumed(tmp_path):
     mon = cw.TrainingMonitor(save_path=tmp_path / "s.safetensors")
     t = tiny_trainer(30, callbacks=[mon])
-    t._interrupt.set = True  # as after a stop: the flag the stop button / Ctrl-C sets
+    t.request_stop()  # as after a stop (button / Ctrl-C): it ends that run, not the next one
     with torch.enable_grad():
         t.train(10)
     assert t.step == 10 and t.stopped_by is None and mon.status == "finished" and not mon.saved_path
@@ -469,13 +469,9 @@ def test_front_end_bundles_are_single_valid_modules(name, tmp_path):
     import shutil
     import subprocess
 
-    import circwidgets.widgets.ablation as a
-    import circwidgets.widgets.composition as c
-    import circwidgets.widgets.monitor as mo
-    import circwidgets.widgets.paths as p
+    import circwidgets.widgets as W  # (its `paths`, `ablation`, ... are the view functions, not the modules)
 
-    cls = {"Composition": c.Composition, "PathExpansion": p.PathExpansion, "Ablation": a.Ablation,
-           "TrainingMonitor": mo.TrainingMonitor}[name]
+    cls = getattr(W, name)
     esm = cls._esm
     assert not re.search(r"""^\s*import\b[^;]*from\s*["']\./""", esm, re.M)  # relative imports inlined
     assert len(re.findall(r"^export\s+default\b", esm, re.M)) == 1

@@ -37,7 +37,7 @@ from ..model import Transformer
 from .factored import compute_dtype
 from .prep import prepared
 
-__all__ = ["PathTerms", "path_terms"]
+__all__ = ["PathTerms", "path_budget", "path_terms"]
 
 # Refuse enumerations whose term tensor would exceed this many elements (pass top_k instead).
 MAX_ELEMENTS = 400_000_000
@@ -141,24 +141,43 @@ def _head_label(l: int, h: int) -> str:
     return f"L{l}H{h}"
 
 
+def path_budget(model: Transformer, n_positions: int, max_order: int, max_elements: int = MAX_ELEMENTS // 2
+                ) -> int | None:
+    """The `top_k` that keeps `path_terms` within about `max_elements` values of term tensors on
+    `n_positions` (batch x positions) residual vectors: None when the full enumeration fits (no
+    pruning), else a per-layer budget for the order >= 2 terms. Counts `2 + n_layers` sources (plus one
+    per MLP layer), each extended by every head and, for `max_order >= 2`, by every pair of heads."""
+    cfg = model.cfg
+    D, LH = cfg.d_model, cfg.n_layers * cfg.n_heads
+    n_src = 2 + cfg.n_layers * (1 + (not cfg.attn_only))
+    n_full = n_src * (1 + LH + (LH * LH // 2 if max_order >= 2 else 0))
+    if n_full * n_positions * D <= max_elements:
+        return None
+    budget = max(1, max_elements // (n_positions * D) - n_src * (1 + LH))
+    return max(1, budget // max(cfg.n_layers, 1))
+
+
 @torch.no_grad()
-def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | None = None) -> PathTerms:
+def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str | None = None) -> PathTerms:
     """Split the logits on `tokens` (`[batch, pos]` or `[pos]`) into path terms (module docstring).
 
     `max_order`: the most heads on an enumerated path (0 = direct path only). `top_k`: keep at most
     this many new terms of order >= 2 per layer, ranked by the norm of their residual-stream
     contribution (over batch and positions); the rest go to the remainder (and so do their
-    extensions). Candidates are computed in bounded chunks, so deep models fit in memory with top_k.
+    extensions); `"auto"`: `path_budget`'s choice (prune only when the full enumeration is too big).
+    Candidates are computed in bounded chunks, so deep models fit in memory with top_k.
     Patterns and LN scales are frozen at their values on `tokens`; computed in the weights' dtype
     (float32 for half weights).
     """
     if isinstance(max_order, bool) or not isinstance(max_order, int) or max_order < 0:
         raise ValueError(f"max_order={max_order!r} must be an integer >= 0")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k={top_k!r} must be None or an integer >= 1")
+    if top_k is not None and top_k != "auto" and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k={top_k!r} must be None, 'auto' or an integer >= 1")
     pm = prepared(model)
     cfg = pm.cfg
     tokens = pm.check_tokens(tokens)
+    if top_k == "auto":
+        top_k = path_budget(pm, tokens.numel(), max_order)
     logits, cache = pm.run_with_cache(tokens)
     dt = compute_dtype(pm.W_E.dtype)
     W_V, W_O = pm.W_V.detach().to(dt), pm.W_O.detach().to(dt)

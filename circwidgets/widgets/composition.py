@@ -10,24 +10,14 @@ import torch
 import traitlets
 
 from ..engine.composition import composition_baseline, composition_scores
-from ..engine.heads import repeated_tokens
+from ..engine.heads import induction_tokens
 from ..engine.patterns import attention_patterns
 from ..engine.virtual import virtual_heads
 from ..model import Transformer
-from ..model.hooks import ActivationCache, get_act_name
 from ._bundle2 import Widget2
 from ._data import as_model, encode_array, tokens_and_labels
 
 KINDS = {"q": "Q-composition", "k": "K-composition", "v": "V-composition"}
-
-
-def default_tokens(model: Transformer, seq_len: int | None = None) -> torch.Tensor:
-    """BOS (when the model has one) + r + r, r random tokens (engine.heads.repeated_tokens): the input on
-    which induction heads and their K-composition show up."""
-    cfg = model.cfg
-    bos = cfg.bos_token_id
-    n = seq_len or max(1, min(12, (cfg.n_ctx - (bos is not None)) // 2))
-    return repeated_tokens(cfg.d_vocab, n, bos=bos)[0]
 
 
 class Composition(Widget2):
@@ -82,13 +72,10 @@ class Composition(Widget2):
     def _setup(self) -> None:
         text_or_tokens, labels = self._init_input
         if text_or_tokens is None:
-            text_or_tokens = default_tokens(self.model)
+            text_or_tokens = induction_tokens(self.model, bos=self.model.cfg.bos_token_id, max_seq_len=12)[0]
         toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
         self.tokens = toks
         self.data = attention_patterns(self.model, toks)
-        # the patterns as an activation cache, so that virtual heads need no further forward pass
-        self._patterns = ActivationCache({get_act_name("pattern", lay): self.data.pattern[lay][None]
-                                          for lay in range(self.model.cfg.n_layers)})
         self.labels = labs
         mean, std = composition_baseline(self.model, self.kind)
         self.baseline = [mean, std]
@@ -134,7 +121,7 @@ class Composition(Widget2):
 
     def _pair_patterns(self, l1: int, h1: int, l2: int, h2: int) -> dict[str, Any]:
         def compute():
-            vh = virtual_heads(self.model, self._patterns, (l1, h1), (l2, h2))
+            vh = virtual_heads(self.model, self.data, (l1, h1), (l2, h2))
             return {"p1": encode_array(self.data.head(l1, h1).float(), "float16"),
                     "p2": encode_array(self.data.head(l2, h2).float(), "float16"),
                     "pv": encode_array(vh.pattern[0].float(), "float16")}
@@ -200,7 +187,7 @@ class Composition(Widget2):
             return self.data.head(l1, h1)
         if which == "second":
             return self.data.head(l2, h2)
-        return virtual_heads(self.model, self._patterns, (l1, h1), (l2, h2)).pattern[0]
+        return virtual_heads(self.model, self.data, (l1, h1), (l2, h2)).pattern[0]
 
     # ------------------------------------------------------------------ static fallback
     def summary(self) -> str:

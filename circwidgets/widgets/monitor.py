@@ -1,8 +1,10 @@
 """TrainingMonitor: live loss and head-score curves of a `circwidgets.train.Trainer` run, with a stop
 button that ends the run after the current step and saves the model.
 
-Shown automatically when a Trainer trains inside a notebook kernel (the trainer's default
-`callbacks`, see `notebook_callbacks`); or pass `callbacks=[TrainingMonitor(...)]` explicitly.
+Shown automatically when a Trainer built with `callbacks=None` trains inside a notebook kernel: this
+module registers `notebook_callbacks` with the trainer's public hook (`train.register_default_callbacks`;
+`import circwidgets` imports this module when it runs in a kernel). Or pass
+`callbacks=[TrainingMonitor(...)]` explicitly.
 
 Stopping: the kernel is busy while `trainer.train()` runs in a cell, so it reads no widget messages
 until the cell ends. The stop button therefore interrupts the kernel from the page (JupyterLab's
@@ -22,6 +24,7 @@ from pathlib import Path
 import anywidget
 import traitlets
 
+from ..train.trainer import register_default_callbacks
 from ._bundle2 import bundle_css2, bundle_js2
 
 
@@ -119,7 +122,7 @@ class TrainingMonitor(anywidget.AnyWidget):
         # reaches the kernel only when it is free, i.e. when training runs in another thread
         if change["new"] and self.trainer is not None and self.status == "running":
             self.status = "stopping"
-            self.trainer._interrupt.set = True  # the trainer's own stop flag (checked after each step)
+            self.trainer.request_stop()  # takes effect after the step in progress
 
     def save_html(self, path, **kwargs):
         """The curves as they are now, in one self-contained offline HTML file (`export.save_html`)."""
@@ -166,3 +169,6 @@ def notebook_callbacks(trainer) -> list:
     mon = TrainingMonitor()
     display(mon)
     return [mon]
+
+
+register_default_callbacks(notebook_callbacks)  # the widgets layer attaches itself; train never imports it

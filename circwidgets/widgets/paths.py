@@ -9,27 +9,14 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine.paths import MAX_ELEMENTS, PathTerms, path_terms
+from ..engine.paths import PathTerms, path_terms
 from ..engine.patterns import attention_patterns
 from ..engine.virtual import virtual_heads
 from ..model import Transformer
-from ..model.hooks import ActivationCache, get_act_name
 from ._bundle2 import Widget2
 from ._data import as_model, encode_array, find_token, token_label, tokens_and_labels
 
 SECTIONS = {0: "direct / sources", 1: "one head", 2: "virtual heads (two)"}
-
-
-def _terms_for(model: Transformer, toks: torch.Tensor, max_order: int) -> PathTerms:
-    """`engine.paths.path_terms` with pruning (`top_k`) only when the full enumeration is too big."""
-    cfg = model.cfg
-    P, D, LH = toks.shape[0], cfg.d_model, cfg.n_layers * cfg.n_heads
-    n_src = 2 + cfg.n_layers * (1 + (not cfg.attn_only))
-    n_full = n_src * (1 + LH + (LH * LH // 2 if max_order >= 2 else 0))
-    if n_full * P * D <= MAX_ELEMENTS // 2:
-        return path_terms(model, toks[None], max_order=max_order)
-    budget = max(1, (MAX_ELEMENTS // 2) // (P * D) - n_src * (1 + LH))
-    return path_terms(model, toks[None], max_order=max_order, top_k=max(1, budget // max(cfg.n_layers, 1)))
 
 
 class PathExpansion(Widget2):
@@ -79,9 +66,7 @@ class PathExpansion(Widget2):
         toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
         self.tokens = toks
         self.data = attention_patterns(self.model, toks)
-        self._patterns = ActivationCache({get_act_name("pattern", lay): self.data.pattern[lay][None]
-                                          for lay in range(self.model.cfg.n_layers)})
-        self.pt = _terms_for(self.model, toks, self.max_order)
+        self.pt = path_terms(self.model, toks[None], max_order=self.max_order, top_k="auto")
         P = toks.shape[0]
         if not -P <= position < P:
             raise IndexError(f"position={position} is out of range: 0..{P - 1}")
@@ -190,7 +175,7 @@ class PathExpansion(Widget2):
             return
         try:
             def compute():
-                vh = virtual_heads(self.model, self._patterns, heads[0], heads[1])
+                vh = virtual_heads(self.model, self.data, heads[0], heads[1])
                 return {"heads": [list(h) for h in heads], **encode_array(vh.pattern[0].float(), "float16")}
 
             self.virtual = self.cached(("virtual", *heads, self._version), compute)
