@@ -151,3 +151,29 @@ def test_engine_all_lists_what_the_notebooks_use():
     used -= {"interventions", "ablation_state"}  # submodules
     assert used, "no notebook sources found"
     assert used <= set(E.__all__), sorted(used - set(E.__all__))
+
+
+def test_plots_take_engine_objects():
+    """The static figures are drawn from engine objects alone (no view, no synced state)."""
+    pytest.importorskip("matplotlib")
+    from circwidgets import engine, plot
+
+    m = random_model(seed=9, dtype=torch.float32, **SMALL)
+    toks = torch.tensor([[1, 5, 2, 7, 3, 5, 2, 7]])
+    pt = engine.path_terms(m, toks, max_order=2)
+    bars = pt.bars(5, 2, n_one=3, n_virtual=2)
+    assert sum(b.value for b in bars) == pytest.approx(sum(v for _, v in pt.for_token(5, 2)), abs=1e-5)
+    assert [b.section for b in bars].count("one head") == 3 and bars[-1].label.startswith("remainder")
+    fig = plot.path_terms(pt, 5, 2, n_one=3, n_virtual=2)
+    title = fig.axes[0].get_title()
+    assert f"model logit {float(pt.model_logits[0, 5, 2]):.4f}" in title
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [b.label for b in bars]
+    table = engine.skip_trigrams(m, 0, 1, k=4)
+    fig = plot.skip_trigram_table(table)
+    cells = fig.axes[0].tables[0].get_celld()
+    assert cells[1, 0].get_text().get_text() == str(table[0].source)  # no tokenizer: ids
+    clean, ablated = engine.ablated_run(m, toks), engine.ablated_run(m, toks, heads=[(1, 0)])
+    fig = plot.ablation(clean, ablated)
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights[:7] == pytest.approx(clean.token_loss[0].tolist())
+    assert heights[7:] == pytest.approx(ablated.token_loss[0].tolist())

@@ -37,12 +37,31 @@ from ..model import Transformer
 from .factored import compute_dtype
 from .prep import prepared
 
-__all__ = ["PathTerms", "path_budget", "path_terms"]
+__all__ = ["PathBar", "PathTerms", "path_budget", "path_terms"]
 
 # Refuse enumerations whose term tensor would exceed this many elements (pass top_k instead).
 MAX_ELEMENTS = 400_000_000
 # Candidate terms are computed in chunks of at most about this many elements.
 CHUNK_ELEMENTS = 50_000_000
+
+
+# what the bars of one logit's expansion are grouped into, by the number of heads on the path
+SECTIONS = {0: "direct / sources", 1: "one head", 2: "virtual heads (two)"}
+
+
+@dataclass
+class PathBar:
+    """One bar of a logit's expansion (`PathTerms.bars`): a term, or the sum of several.
+
+    order: heads on the path (0 = a source's direct path), -1 for a summary bar ("other terms",
+    "remainder"); heads: the path's `(layer, head)`s, earliest first; section: `SECTIONS[min(order, 2)]`
+    or "rest"."""
+
+    label: str
+    value: float
+    order: int
+    heads: list[tuple[int, int]]
+    section: str
 
 
 @dataclass
@@ -135,6 +154,28 @@ class PathTerms:
         out.append(("remainder", vals[-1]))
         out.sort(key=lambda t: -abs(t[1]))
         return out[:k] if k is not None else out
+
+
+    def bars(self, pos: int, token: int, n_one: int = 16, n_virtual: int = 8, batch: int = 0) -> list[PathBar]:
+        """The expansion of one logit as a short list of bars (what the path view and `plot.path_terms`
+        show): every order-0 term (direct path of each source, `b_U`), the `n_one` largest one-head terms,
+        the `n_virtual` largest terms of two or more heads, the other enumerated terms summed into one bar,
+        and the remainder. The bars add up to the logit's total (`sum(for_token(...))`)."""
+        info = {lab: (o, list(p[1])) for lab, o, p in zip(self.labels, self.orders, self.paths)}
+        groups: dict[int, list[PathBar]] = {0: [], 1: [], 2: []}
+        rem = 0.0
+        for lab, v in self.for_token(pos, token, batch):  # largest |value| first
+            if lab == "remainder":
+                rem = v
+                continue
+            order, heads = info.get(lab, (0, []))
+            groups[min(order, 2)].append(PathBar(lab, v, order, heads, SECTIONS[min(order, 2)]))
+        out = groups[0] + groups[1][:n_one] + groups[2][:n_virtual]
+        rest = groups[1][n_one:] + groups[2][n_virtual:]
+        if rest:
+            out.append(PathBar(f"other terms ({len(rest)})", sum(b.value for b in rest), -1, [], "rest"))
+        out.append(PathBar("remainder (longer paths)", rem, -1, [], "rest"))
+        return out
 
 
 def _head_label(l: int, h: int) -> str:

@@ -223,7 +223,7 @@ class Ablation(Widget2):
     def figure(self):
         from .. import plot
 
-        return plot.ablation(self._clean.token_loss[0], self.run.token_loss[0], self.labels,
+        return plot.ablation(self._clean, self.run, self.labels,
                              title=f"per-token loss: clean {self.clean_loss:.3f}, ablated {self.loss:.3f}")
 
 

@@ -16,8 +16,6 @@ from ..model import Transformer
 from ._bundle2 import Widget2
 from ._data import as_model, encode_array, find_token, token_label, tokens_and_labels
 
-SECTIONS = {0: "direct / sources", 1: "one head", 2: "virtual heads (two)"}
-
 
 class PathExpansion(Widget2):
     """The logit of `target` at `position`, split into path terms by `engine.paths.path_terms`.
@@ -99,25 +97,8 @@ class PathExpansion(Widget2):
 
     def _update_terms(self) -> None:
         vals = self.term_values()
-        info = {lab: (o, list(p[1])) for lab, o, p in zip(self.pt.labels, self.pt.orders, self.pt.paths)}
-        groups: dict[int, list] = {0: [], 1: [], 2: []}
-        other, n_other, rem = 0.0, 0, None
-        for lab, v in vals:  # vals are sorted by |value|, largest first
-            if lab == "remainder":
-                rem = v
-                continue
-            order, heads = info.get(lab, (0, []))
-            groups[min(order, 2)].append({"label": lab, "value": v, "order": order,
-                                          "heads": [list(x) for x in heads], "section": SECTIONS[min(order, 2)]})
-        bars = groups[0] + groups[1][: self.n_one] + groups[2][: self.n_virtual]
-        for t in groups[1][self.n_one:] + groups[2][self.n_virtual:]:
-            other += t["value"]
-            n_other += 1
-        if n_other:
-            bars.append({"label": f"other terms ({n_other})", "value": other, "order": -1, "heads": [],
-                         "section": "rest"})
-        bars.append({"label": "remainder (longer paths)", "value": rem if rem is not None else 0.0, "order": -1,
-                     "heads": [], "section": "rest"})
+        bars = [{"label": b.label, "value": b.value, "order": b.order, "heads": [list(x) for x in b.heads],
+                 "section": b.section} for b in self.pt.bars(self.position, self.target, self.n_one, self.n_virtual)]
         pos = self.position
         logits = self.pt.model_logits[0, pos]
         top = logits.topk(min(10, logits.shape[0]))
@@ -197,7 +178,7 @@ class PathExpansion(Widget2):
     def figure(self):
         from .. import plot
 
-        return plot.path_terms(self.terms, total=self.total, model_logit=self.model_logit,
+        return plot.path_terms(self.pt, self.position, self.target, n_one=self.n_one, n_virtual=self.n_virtual,
                                title=f"logit of {self.target_label!r} at position {self.position}")
 
 

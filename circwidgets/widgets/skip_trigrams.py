@@ -118,9 +118,7 @@ class SkipTrigrams(CircuitWidget):
     def figure(self):
         from .. import plot
 
-        rows = [{"source": r["source"], "score": r["strength"],
-                 "destinations": [(s, v) for s, _, v in r["dests"]],
-                 "outputs": [(s, v) for s, _, v in r["outs"]]} for r in self.rows]
+        rows = self.table().rows(0, max(1, min(len(self.rows), 15)))
         return plot.skip_trigram_table(rows, title=f"L{self.layer}H{self.head} top skip-trigrams  A … B → C")
 
 
