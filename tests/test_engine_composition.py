@@ -16,7 +16,7 @@ SMALL = dict(n_layers=3, d_model=16, n_heads=3, d_head=4, d_vocab=23, n_ctx=10)
 
 
 def dense_scores(pm, kind: str) -> torch.Tensor:
-    """Brute force: explicit d_model x d_model products, in the order DESIGN.md item 3 states."""
+    """Brute force: explicit d_model x d_model products, in the order docs/ARCHITECTURE.md §3 states."""
     OV = pm.W_V @ pm.W_O
     QK = pm.W_Q @ pm.W_K.mT
     right = {"q": QK, "k": QK.mT, "v": OV}[kind]

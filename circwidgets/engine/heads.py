@@ -1,4 +1,4 @@
-"""Head detection on behaviour (DESIGN.md item 8): previous-token, duplicate-token and induction
+"""Head detection on behaviour (docs/ARCHITECTURE.md §8): previous-token, duplicate-token and induction
 scores on BOS + repeated random tokens, the Olsson copying score and in-context loss.
 
 Scores follow TransformerLens' head detector, with one precise normalisation:

@@ -1,4 +1,4 @@
-"""Interventions (DESIGN.md item 9): ablation of heads and of single composition paths, activation
+"""Interventions (docs/ARCHITECTURE.md §9): ablation of heads and of single composition paths, activation
 patching, direct logit attribution. All run the model's own forward pass with hooks.
 
 Conventions shared by every function here:

@@ -1,4 +1,4 @@
-"""Path expansion of the logits (DESIGN.md item 6).
+"""Path expansion of the logits (docs/ARCHITECTURE.md §6).
 
 With every attention pattern and every LayerNorm scale frozen at its value on the input, an
 attention-only transformer is linear in its residual-stream contributions, and the logits split

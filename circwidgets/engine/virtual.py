@@ -1,4 +1,4 @@
-"""Virtual weights between components and virtual attention heads (DESIGN.md items 4-5).
+"""Virtual weights between components and virtual attention heads (docs/ARCHITECTURE.md §4-5).
 
 Components (row convention: a component reads `x @ W_in` from the residual stream and writes
 `a @ W_out` into it) are named by tuples:

@@ -1,7 +1,7 @@
 """A decoder-only transformer in the project's one weight format.
 
-Weights are stored stacked over layers and heads, in the row-vector convention of
-DESIGN.md (x @ W), under TransformerLens' names:
+Weights are stored stacked over layers and heads, in the row-vector convention (x @ W;
+docs/ARCHITECTURE.md, Conventions), under TransformerLens' names:
 
     W_E [d_vocab, d_model]              W_pos [n_ctx, d_model]
     W_Q, W_K, W_V [layer, head, d_model, d_head]   b_Q, b_K, b_V [layer, head, d_head]

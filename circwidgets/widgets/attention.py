@@ -24,14 +24,6 @@ SCORES: dict[str, str] = {
 _F16_ABOVE = 16_000_000  # keep patterns in float16 when L*H*n*n exceeds this many entries
 
 
-def _positivity_available() -> bool:
-    try:
-        from ..engine import circuits  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(circuits, "eigen_positivity")
-
-
 class AttentionPatterns(CircuitWidget):
     """Attention patterns of every head on one input.
 
@@ -70,8 +62,7 @@ class AttentionPatterns(CircuitWidget):
 
     # ------------------------------------------------------------------ setup / input
     def _setup(self) -> None:
-        names = [(k, v) for k, v in SCORES.items() if k != "ov_positivity" or _positivity_available()]
-        self.score_names = [list(x) for x in names]
+        self.score_names = [list(x) for x in SCORES.items()]
         text_or_tokens, labels = self._init_input
         toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
         self._load(toks, labs, text_or_tokens if isinstance(text_or_tokens, str) else "")
