@@ -261,20 +261,18 @@ def training_curves(history: Sequence[dict], title: str = ""):
     fig = Figure(figsize=(9, 3.2), layout="constrained")
     a1, a2 = fig.subplots(1, 2)
     steps = [r.get("step", i) for i, r in enumerate(history)]
-    for key, lab in (("train_loss", "train"), ("val_loss", "validation"), ("icl_repeated", "repeated half")):
-        pts = [(s, r[key]) for s, r in zip(steps, history) if r.get(key) is not None]
-        if pts:
-            a1.plot(*zip(*pts), marker=".", label=lab)
-    a1.set_xlabel("step")
-    a1.set_ylabel("loss (nats)")
-    a1.legend(fontsize=7)
-    for key, lab in (("max_induction", "max induction score"), ("max_previous_token", "max previous-token score")):
-        pts = [(s, r[key]) for s, r in zip(steps, history) if r.get(key) is not None]
-        if pts:
-            a2.plot(*zip(*pts), marker=".", label=lab)
-    a2.set_xlabel("step")
-    a2.set_ylabel("head score")
-    a2.legend(fontsize=7)
+    panels = ((a1, "loss (nats)", (("train_loss", "train"), ("val_loss", "validation"),
+                                   ("icl_repeated", "repeated half"))),
+              (a2, "head score", (("max_induction", "max induction score"),
+                                  ("max_previous_token", "max previous-token score"))))
+    for ax, ylabel, curves in panels:
+        for key, lab in curves:
+            pts = [(s, r[key]) for s, r in zip(steps, history) if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker=".", label=lab)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title).set_parse_math(False)
     return fig

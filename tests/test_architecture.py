@@ -78,8 +78,9 @@ def test_a_notebook_kernel_gets_the_monitor_through_the_public_hook():
 
 def test_trainer_callbacks_and_request_stop():
     from circwidgets.model import ModelConfig, Transformer
-    from circwidgets.train import RepeatTask, TrainConfig, Trainer, default_callbacks, register_default_callbacks
+    from circwidgets.train import RepeatTask, TrainConfig, Trainer, register_default_callbacks
     from circwidgets.train import trainer as trainer_module
+    from circwidgets.train.trainer import default_callbacks
 
     events = []
 
@@ -177,3 +178,22 @@ def test_plots_take_engine_objects():
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights[:7] == pytest.approx(clean.token_loss[0].tolist())
     assert heights[7:] == pytest.approx(ablated.token_loss[0].tolist())
+
+
+def test_every_document_the_code_cites_is_in_the_repository():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = [*root.glob("circwidgets/**/*.py"), root / "README.md", *root.glob("tests/*.py")]
+    cited = set()
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        assert "DESIGN.md" not in text or f.name == "test_architecture.py", f
+        cited |= set(re.findall(r"\b(docs/[\w./-]+\.md)", text))
+    assert "docs/ARCHITECTURE.md" in cited
+    assert all((root / c).is_file() for c in cited), sorted(c for c in cited if not (root / c).is_file())
+    sections = set(re.findall(r"\*\*§(\d+)", (root / "docs/ARCHITECTURE.md").read_text(encoding="utf-8")))
+    for f in files:
+        for ref in re.findall(r"docs/ARCHITECTURE\.md §(\d+)", f.read_text(encoding="utf-8")):
+            assert ref in sections, (f, ref)

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-from test_engine_circuits import rotate
 
 from circwidgets.engine import composition as CO
 from circwidgets.model import fold_layernorm
 from circwidgets.model.testing import random_model
+from circwidgets.model.testing import rotated as rotate
 
 SMALL = dict(n_layers=3, d_model=16, n_heads=3, d_head=4, d_vocab=23, n_ctx=10)
 

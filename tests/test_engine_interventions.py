@@ -17,7 +17,7 @@ from circwidgets.engine.interventions import (
     patch_heads,
     patch_residual,
 )
-from circwidgets.model.testing import random_model
+from circwidgets.model.testing import random_model, rotated
 
 
 def ce(logits, toks):
@@ -283,15 +283,7 @@ def test_bad_input():
 
 def test_invariant_under_orthogonal_change_of_residual_basis():
     m = random_model(seed=12, n_layers=2, n_heads=2)
-    R, _ = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
-    m2 = copy.deepcopy(m)
-    with torch.no_grad():  # the same model in another orthonormal basis of the residual stream
-        m2.W_E.copy_(m.W_E @ R)
-        m2.W_pos.copy_(m.W_pos @ R)
-        m2.W_U.copy_(R.T @ m.W_U)
-        for n in ("W_Q", "W_K", "W_V"):
-            getattr(m2, n).copy_(torch.einsum("ij,lhjk->lhik", R.T, getattr(m, n)))
-        m2.W_O.copy_(m.W_O @ R)
+    m2 = rotated(m, seed=3)  # the same model in another orthonormal basis of the residual stream
     clean, corr = toks_for(m, 2, 6, seed=1), toks_for(m, 2, 6, seed=2)
     torch.testing.assert_close(ablation_table(m, clean), ablation_table(m2, clean))
     torch.testing.assert_close(patch_heads(m, clean, corr), patch_heads(m2, clean, corr))

@@ -6,12 +6,12 @@ import itertools
 
 import pytest
 import torch
-from test_engine_circuits import rotate
 
 from circwidgets.engine.paths import path_terms
 from circwidgets.engine.virtual import virtual_heads, virtual_weights
 from circwidgets.model import fold_layernorm
 from circwidgets.model.testing import random_model
+from circwidgets.model.testing import rotated as rotate
 
 SMALL = dict(n_layers=3, d_model=16, n_heads=3, d_head=4, d_vocab=13, n_ctx=10)
 MLP = dict(SMALL, attn_only=False, d_mlp=24, normalization="LN", biases=True)

@@ -49,6 +49,18 @@ class Task:
 
 
 @dataclass
+class MaskedTask(Task):
+    """A task that also marks the positions whose next token it makes predictable (`batch_with_mask`);
+    `batch` is its tokens."""
+
+    def batch(self, batch_size: int, seed: int, step: int) -> torch.Tensor:
+        return self.batch_with_mask(batch_size, seed, step)[0]
+
+    def batch_with_mask(self, batch_size: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+@dataclass
 class BigramTask(Task):
     """Sequences from a random sparse Markov chain over tokens 1..d_vocab-1 (BOS first).
 
@@ -174,7 +186,7 @@ class SkipTrigramTask(Task):
 
 
 @dataclass
-class RepeatTask(Task):
+class RepeatTask(MaskedTask):
     """BOS, `offset` noise tokens, a random segment of length `rep_len`, the same segment again,
     then noise up to `n_ctx`; `rep_len` ~ U[min_len, max_len] and `offset` random per sequence.
 
@@ -188,9 +200,6 @@ class RepeatTask(Task):
     def __post_init__(self) -> None:
         if not 1 <= self.min_len <= self.max_len or 1 + 2 * self.max_len > self.n_ctx:
             raise ValueError(f"need 1 <= min_len <= max_len and 1 + 2*max_len <= n_ctx ({self.n_ctx})")
-
-    def batch(self, batch_size: int, seed: int, step: int) -> torch.Tensor:
-        return self.batch_with_mask(batch_size, seed, step)[0]
 
     def batch_with_mask(self, batch_size: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens `[batch, n_ctx]` and a bool mask `[batch, n_ctx]`: True where the *next* token
@@ -214,7 +223,7 @@ class RepeatTask(Task):
 
 
 @dataclass
-class CopyTask(Task):
+class CopyTask(MaskedTask):
     """Repeated random sequences, many per window: after BOS and a few random tokens, the window is
     filled left to right with either a fresh run of random tokens or a *copy of a random earlier
     stretch* (length ~ U[min_len, max_len], source start uniform over the past), with probability
@@ -230,9 +239,6 @@ class CopyTask(Task):
     def __post_init__(self) -> None:
         if not 2 <= self.min_len <= self.max_len or 1 + 2 * self.max_len > self.n_ctx:
             raise ValueError(f"need 2 <= min_len <= max_len and 1 + 2*max_len <= n_ctx ({self.n_ctx})")
-
-    def batch(self, batch_size: int, seed: int, step: int) -> torch.Tensor:
-        return self.batch_with_mask(batch_size, seed, step)[0]
 
     def batch_with_mask(self, batch_size: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens `[batch, n_ctx]` and a bool mask: True at positions whose next token is a copied
