@@ -1,8 +1,9 @@
-"""Widgets II in real JupyterLab + headless Chromium: Composition (click a cell -> details + kernel
-selection), PathExpansion (sum = logit, bar click), Ablation (toggle a head -> the engine's loss;
-patching heatmaps), CircuitExplorer (one click, every panel follows), hostile tokens, the offline
-HTML export opened with networking off, and the TrainingMonitor's live curves and stop button.
-One server, one notebook, one page for the module; screenshots and console log: artifacts/browser/."""
+"""Composition, PathExpansion, Ablation, explorer, export and monitor views in real JupyterLab +
+headless Chromium: Composition (click a cell -> details + kernel selection), PathExpansion (sum =
+logit, bar click), Ablation (toggle a head -> the engine's loss; patching heatmaps),
+CircuitExplorer (one click, every panel follows), hostile tokens, the offline HTML export opened
+with networking off, and the TrainingMonitor's live curves and stop button. One server, one
+notebook, one page for the module; screenshots and console log: artifacts/browser/."""
 
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def vis(s: str) -> str:
 
 def shoot(loc, name: str) -> None:
     loc.scroll_into_view_if_needed()
-    loc.screenshot(path=str(lh.ARTIFACTS / f"widgets2_{name}.png"))
+    loc.screenshot(path=str(lh.ARTIFACTS / f"composition_paths_ablation_{name}.png"))
 
 
 # ---------------------------------------------------------------------------------------- composition
@@ -267,7 +268,7 @@ def test_exported_html_works_offline(page, tmp_path):
         expect(root.locator(".cw-pair-summary")).to_contain_text("L0H2 → L1H3")
         expect(root.locator("canvas.cw-pattern-small")).to_have_count(3)
         assert p.evaluate("window.__cwLog.at(-1).found") is True
-        p.screenshot(path=str(lh.ARTIFACTS / "widgets2_export_composition.png"), full_page=True)
+        p.screenshot(path=str(lh.ARTIFACTS / "composition_paths_ablation_export_composition.png"), full_page=True)
         # the explorer page: one click, both panels follow, hostile tokens as text
         p.goto(ex.as_uri())
         expect(p.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
@@ -279,9 +280,9 @@ def test_exported_html_works_offline(page, tmp_path):
         expect(att).to_have_attribute("data-shown-head", "2")
         expect(p.locator('.cw-composition .cw-cell.cw-selected[data-layer="1"][data-head="2"]')).to_have_count(1)
         assert p.locator('img[src="x"]').count() == 0
-        p.screenshot(path=str(lh.ARTIFACTS / "widgets2_export_explorer.png"), full_page=True)
+        p.screenshot(path=str(lh.ARTIFACTS / "composition_paths_ablation_export_explorer.png"), full_page=True)
     finally:
-        (lh.ARTIFACTS / "widgets2_export.console.log").write_text("\n".join(log + attempted))
+        (lh.ARTIFACTS / "composition_paths_ablation_export.console.log").write_text("\n".join(log + attempted))
         ctx.close()
     assert attempted == [], attempted  # nothing but the file itself was requested
     assert not [x for x in log if x.startswith(("failed", "pageerror", "error"))], log
