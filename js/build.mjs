@@ -10,7 +10,7 @@ import * as esbuild from "esbuild";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const SRC = join(HERE, "src");
@@ -67,17 +67,23 @@ async function check() {
   }
 }
 
-const arg = process.argv[2];
-if (arg === "--check") {
-  await check();
-} else if (arg === "--watch") {
-  const ctxs = await Promise.all(options(STATIC, true).map((o) => esbuild.context(o)));
-  await Promise.all(ctxs.map((c) => c.watch()));
-  console.log(`watching js/src -> circwidgets/static (set ANYWIDGET_HMR=1 in the kernel's environment)`);
-} else if (arg === undefined) {
-  await build(STATIC);
-  console.log(`built ${listing(STATIC).length} files into circwidgets/static/`);
-} else {
-  console.error(`unknown argument ${arg}: use no argument, --watch or --check`);
-  process.exit(2);
+// run as a script (importing this module, e.g. for VIEWS, builds nothing)
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  await main(process.argv[2]);
+}
+
+async function main(arg) {
+  if (arg === "--check") {
+    await check();
+  } else if (arg === "--watch") {
+    const ctxs = await Promise.all(options(STATIC, true).map((o) => esbuild.context(o)));
+    await Promise.all(ctxs.map((c) => c.watch()));
+    console.log(`watching js/src -> circwidgets/static (set ANYWIDGET_HMR=1 in the kernel's environment)`);
+  } else if (arg === undefined) {
+    await build(STATIC);
+    console.log(`built ${listing(STATIC).length} files into circwidgets/static/`);
+  } else {
+    console.error(`unknown argument ${arg}: use no argument, --watch or --check`);
+    process.exit(2);
+  }
 }
