@@ -1,5 +1,5 @@
 """Interactive views (anywidget): they ask `circwidgets.engine` for numbers and send one head's
-worth of them, as compact bytes, to the ESM front ends in `circwidgets/js/`."""
+worth of them, as compact bytes, to the ESM front ends (`js/src/`, bundled into `circwidgets/static/`)."""
 
 from .attention import AttentionPatterns, attention
 from .base import CircuitWidget, CircuitWidgetWarning
