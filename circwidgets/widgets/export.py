@@ -160,8 +160,8 @@ class _Recorder:
 # ---------------------------------------------------------------------------- the page
 _SHIM_FILE = STATIC_DIR / "export_shim.js"  # the in-page model shim, built from js/src/export_shim.js
 
-# how a bundle names its default export: esbuild ends an ES module with `export { x as default };`
-_EXPORT_DEFAULT = re.compile(r"^export\s*\{\s*([A-Za-z_$][\w$]*)\s+as\s+default\s*\};?\s*$", re.M)
+# how a bundle names its default export: esbuild ends an ES module with `export{x as default};`
+_EXPORT_DEFAULT = re.compile(r"\bexport\s*\{\s*([A-Za-z_$][\w$]*)\s+as\s+default\s*\};?\s*\Z")
 
 
 def _module_script(name: str, esm: str) -> str:

@@ -5,7 +5,7 @@ import "./lib/panels.css";
 import "./ablation.css";
 import { divColor, inkOn, rgbCss, theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
-import { h, markDrawn, onThemeChange } from "./lib/dom.js";
+import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea } from "./lib/message.js";
 import { heatmap, scaleLegend } from "./lib/panels.js";
@@ -232,7 +232,7 @@ function render({ model, el }) {
     "patch_resid", "effects", "position", "ablation", "layer", "head"], () => draw());
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); draw(); });
-  return () => { offTheme(); changes.off(); grid.off(); msg.off(); };
+  return cleanup(offTheme, changes, grid, msg);
 }
 
 export default { render };

@@ -4,7 +4,7 @@ import "./lib/common.css";
 import "./attention.css";
 import { divColor, inkOn, rgbCss, seqColor, theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
-import { h, markDrawn, onThemeChange } from "./lib/dom.js";
+import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea, pendingNote } from "./lib/message.js";
 import { cellAt, drawPattern as drawPatternCanvas, maxOf } from "./lib/pattern.js";
@@ -240,13 +240,7 @@ function render({ model, el }) {
   drawPattern();
   // the theme can change while the view is open: re-read the CSS variables and repaint
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); drawPattern(); });
-  return () => {
-    computing.off();
-    offTheme();
-    changes.off();
-    grid.off();
-    msg.off();
-  };
+  return cleanup(computing, offTheme, changes, grid, msg);
 }
 
 export default { render };

@@ -4,7 +4,7 @@ import "./lib/common.css";
 import "./lib/panels.css";
 import { theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
-import { h, markDrawn, onThemeChange } from "./lib/dom.js";
+import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { cursorMove, headGrid } from "./lib/grid.js";
 import { messageArea } from "./lib/message.js";
 import { heatmap, patternPanel, scaleLegend } from "./lib/panels.js";
@@ -174,12 +174,7 @@ function render({ model, el }) {
   });
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); draw(); });
-  return () => {
-    offTheme();
-    changes.off();
-    grid.off();
-    msg.off();
-  };
+  return cleanup(offTheme, changes, grid, msg);
 }
 
 export default { render };

@@ -4,7 +4,7 @@ import "./lib/common.css";
 import "./eigenvalues.css";
 import { divColor, inkOn, rgbCss, theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
-import { h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
+import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea, pendingNote } from "./lib/message.js";
 import { onModelChanges } from "./lib/redraw.js";
@@ -143,13 +143,7 @@ function render({ model, el }) {
   readPositivity();
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); draw(); });
-  return () => {
-    computing.off();
-    offTheme();
-    changes.off();
-    grid.off();
-    msg.off();
-  };
+  return cleanup(computing, offTheme, changes, grid, msg);
 }
 
 export default { render };

@@ -4,7 +4,7 @@ import "./lib/common.css";
 import "./lib/panels.css";
 import "./monitor.css";
 import { mix, rgbCss, theme } from "./lib/color.js";
-import { h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
+import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
 import { onModelChanges } from "./lib/redraw.js";
 
 const W = 430, H = 220, M = { l: 58, r: 10, t: 10, b: 28 };
@@ -124,7 +124,7 @@ function render({ model, el }) {
     () => draw());
   draw();
   const offTheme = onThemeChange(draw);
-  return () => { offTheme(); changes.off(); };
+  return cleanup(offTheme, changes);
 }
 
 export default { render };

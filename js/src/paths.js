@@ -4,7 +4,7 @@ import "./lib/common.css";
 import "./lib/panels.css";
 import { theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
-import { h, markDrawn, onThemeChange } from "./lib/dom.js";
+import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { messageArea } from "./lib/message.js";
 import { barChart, patternPanel, tokenRow } from "./lib/panels.js";
 import { onModelChanges } from "./lib/redraw.js";
@@ -138,11 +138,7 @@ function render({ model, el }) {
   });
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); draw(); });
-  return () => {
-    offTheme();
-    changes.off();
-    msg.off();
-  };
+  return cleanup(offTheme, changes, msg);
 }
 
 export default { render };

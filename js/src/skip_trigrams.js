@@ -3,7 +3,7 @@
 import "./lib/common.css";
 import "./skip_trigrams.css";
 import { inkOn, rgbCss, seqColor, theme } from "./lib/color.js";
-import { h, markDrawn, onThemeChange } from "./lib/dom.js";
+import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea, pendingNote } from "./lib/message.js";
 import { onModelChanges } from "./lib/redraw.js";
@@ -111,7 +111,7 @@ function render({ model, el }) {
   });
   draw();
   const offTheme = onThemeChange(draw);
-  return () => { computing.off(); offTheme(); changes.off(); grid.off(); msg.off(); };
+  return cleanup(computing, offTheme, changes, grid, msg);
 }
 
 export default { render };

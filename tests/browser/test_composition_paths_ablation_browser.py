@@ -17,23 +17,11 @@ from playwright.sync_api import expect  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)
 
-HOSTILE = ["<img src=x onerror=alert(1)>", "</script>", "<b>bold</b>", "<script>alert(2)</script>", " lead",
-           "tab\there", "new\nline", "$x$", "&amp;"]
-SETUP = f'''import torch, warnings
-import circwidgets as cw
-from tokenizers import Tokenizer as RustTokenizer, models, pre_tokenizers
-from circwidgets.model import Tokenizer
-from circwidgets.model.testing import random_model
-HOSTILE = {HOSTILE!r}
-vocab = ["<bos>"] + HOSTILE + [f"w{{i}}" for i in range(30)]
-rt = RustTokenizer(models.WordLevel({{s: i for i, s in enumerate(vocab)}}, unk_token="<bos>"))
-rt.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-model = random_model(n_layers=2, n_heads=4, d_model=32, d_head=8, d_vocab=len(vocab), n_ctx=64, seed=1,
-                     dtype=torch.float32)
-model.tokenizer = Tokenizer(rt)
-ids = [0] + list(range(1, 10)) + [10, 11, 12, 13, 10, 11, 12, 13, 2, 1]
+HOSTILE = lh.HOSTILE
+SETUP = lh.HOSTILE_SETUP + '''
 corrupt = ids[:11] + [14] + ids[12:]
 print("SETUP OK", len(vocab), len(ids))'''
+vis = lh.vis
 CHECK = '''from circwidgets.engine import interventions as I
 from circwidgets.engine.composition import composition_scores
 _t = torch.tensor([ids])
@@ -69,18 +57,12 @@ N_TOK = 20
 
 
 def kernel_says(page, text: str, timeout: int = 60_000) -> str:
-    lh.rerun_cell(page, CHECK_CELL)
-    out = lh.cell(page, CHECK_CELL).locator(".jp-OutputArea-output")
-    expect(out).to_contain_text(text, timeout=timeout)
-    return out.inner_text()
+    return lh.rerun_and_read(page, CHECK_CELL, text, timeout)
 
 
 def cell_root(page, i: int, kind: str):
     return lh.cell(page, i).locator(f".cw-root.cw-{kind}")
 
-
-def vis(s: str) -> str:
-    return s.replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5")
 
 
 def shoot(loc, name: str) -> None:

@@ -41,3 +41,14 @@ export function markDrawn(el, info) {
   for (const [k, v] of Object.entries(info)) el.dataset[k] = String(v);
   el.dataset.drawnAt = String(performance.now());
 }
+
+/** The cleanup a view's `render` returns: calls `off()` of each listener set (or the item itself
+ * when it is a function), so a removed view leaves no listener on the model or the page. */
+export function cleanup(...items) {
+  return () => {
+    for (const it of items) {
+      if (typeof it === "function") it();
+      else it.off();
+    }
+  };
+}
