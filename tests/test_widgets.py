@@ -419,3 +419,33 @@ def test_transformer_lens_bridge_is_converted_and_patterns_match_its_cache():
             w.select(layer, head)
             want = cache[f"blocks.{layer}.attn.hook_pattern"][0, head].detach().numpy()
             np.testing.assert_allclose(decode_array(w.pattern), want, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------- base helpers
+def test_quiet_updates_and_apply_or_revert():
+    w = cw.attention(random_model(), [0, 1, 2, 3])
+    shown = dict(w.shown)
+    w.set_quietly(layer=1)  # the widget's own update: no request, so no new head is computed
+    assert w.layer == 1 and w.shown == shown
+    w.select(1, 1)  # a request
+    assert (w.shown["layer"], w.shown["head"]) == (1, 1)
+
+    def fail():
+        raise ValueError("no such thing")
+
+    with pytest.warns(CircuitWidgetWarning, match="not applied: no such thing"):
+        ok = w.apply_or_revert({"name": "score_name", "old": "induction", "new": "x"}, fail)
+    assert not ok and w.score_name == "induction" and "no such thing" in w.error
+    assert w.apply_or_revert({"name": "score_name", "old": "induction", "new": "x"}, lambda: None)
+    assert w._quiet_names == set()
+
+
+def test_each_view_declares_its_export_actions():
+    from circwidgets.widgets.export import actions_for
+
+    w = cw.eigenvalues(random_model())
+    actions, inputs = actions_for(w)
+    assert inputs == ("log_magnitude", "layer", "head")
+    acts = actions(w)
+    assert {"layer": 1, "head": 0} in acts and {"log_magnitude": True} in acts
+    assert actions_for(cw.TrainingMonitor())[1] == ()
