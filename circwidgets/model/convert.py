@@ -16,10 +16,11 @@ conversion is either right or an error, never silently wrong.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -128,10 +129,10 @@ def _hf_config_fields(config: Any) -> dict:
     """Our config fields from a `transformers.GPT2Config`; refuses what we cannot express."""
     mt = getattr(config, "model_type", None)
     if mt != "gpt2":
+        extra = (" (Gemma 3 with vision: pass its text model, Gemma3ForCausalLM / model_type 'gemma3_text')"
+                 if mt == "gemma3" else "")
         raise ConversionError(
-            f"from_hf supports GPT-2 (GPT2LMHeadModel / GPT2Model, model_type 'gpt2'); this model's "
-            f"model_type is {mt!r}. For other architectures, load them in TransformerLens and use "
-            f"from_transformer_lens."
+            f"from_hf supports model_type {['gpt2', *_HF_FAMILIES]}; this model's model_type is {mt!r}{extra}"
         )
     if getattr(config, "add_cross_attention", False):
         raise ConversionError("from_hf: GPT-2 with cross-attention (add_cross_attention=True) is not supported")
@@ -165,8 +166,19 @@ def from_hf(
     act_fn: str = "gelu_new",
     ln_eps: float = 1e-5,
     name: str | None = None,
+    config: Any = None,
 ) -> Transformer:
-    """Convert a Hugging Face GPT-2 model (or its state dict) into a `Transformer`.
+    """Convert a Hugging Face model (or its state dict) into a `Transformer`.
+
+    Families: `gpt2`, `gpt_neox` (Pythia), `llama`, `mistral`, `qwen2`, `qwen3`, `gemma2`,
+    `gemma3_text` (Gemma3ForCausalLM), `olmo2`, `phi3` (`*ForCausalLM` or the base `*Model`; a state
+    dict of these needs `config=` its HF config). Their features map to `ModelConfig` fields
+    (rotary, RMS, grouped-query K/V stored once, gated MLPs, Gemma's `1 + w` norms converted to
+    plain RMS weights, ...). Anything else (mixture of experts, unknown rope scaling, ALiBi, ...)
+    raises `ConversionError` naming it. The logits check runs the source with eager attention and,
+    in float64, without its float32 islands (`hf_exact_float64`).
+
+    GPT-2 details:
 
     Args:
         model_or_state_dict: a `GPT2LMHeadModel` or `GPT2Model` (config read from `model.config`),
@@ -185,6 +197,21 @@ def from_hf(
     of `c_proj.weight`, `W_U = lm_head.weight.T` (tied to `wte` in GPT-2), `b_U = 0`.
     """
     hf_model = None
+    family_cfg = getattr(model_or_state_dict, "config", None) if isinstance(model_or_state_dict, torch.nn.Module) \
+        else config
+    if getattr(family_cfg, "model_type", None) in _HF_FAMILIES:
+        if n_heads is not None and n_heads != family_cfg.num_attention_heads:
+            raise ValueError(f"n_heads={n_heads} contradicts the config (num_attention_heads="
+                             f"{family_cfg.num_attention_heads})")
+        if isinstance(model_or_state_dict, torch.nn.Module):
+            src, sd = model_or_state_dict, dict(model_or_state_dict.state_dict(keep_vars=False))
+        elif isinstance(model_or_state_dict, Mapping):
+            src, sd = None, dict(model_or_state_dict)
+        else:
+            raise TypeError(f"from_hf expects a Hugging Face model or state dict, got {type(model_or_state_dict).__name__}")
+        return _from_hf_family(sd, family_cfg, src, tokenizer, dtype, check, name)
+    if config is not None and getattr(config, "model_type", None) != "gpt2":
+        _hf_config_fields(config)  # raises, naming the model_type
     if isinstance(model_or_state_dict, torch.nn.Module):
         hf_model = model_or_state_dict
         config = getattr(hf_model, "config", None)
@@ -493,3 +520,315 @@ def from_transformer_lens(
         _check_logits(out, fn, W_E.dtype, f"from_transformer_lens ({what})", source=model)
     return out
 
+
+
+# ---------------------------------------------------------------------------------------- HF: other families
+# model_type -> (key prefix of the CausalLM's base model, lm head key)
+_HF_FAMILIES = {
+    "gpt_neox": ("gpt_neox.", "embed_out.weight"),
+    "llama": ("model.", "lm_head.weight"), "mistral": ("model.", "lm_head.weight"),
+    "qwen2": ("model.", "lm_head.weight"), "qwen3": ("model.", "lm_head.weight"),
+    "gemma2": ("model.", "lm_head.weight"), "gemma3_text": ("model.", "lm_head.weight"),
+    "olmo2": ("model.", "lm_head.weight"), "phi3": ("model.", "lm_head.weight"),
+}
+_HF_ACTS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "gelu_new", "relu": "relu",
+            "gelu_pytorch_tanh": "gelu_pytorch_tanh", "gelu_fast": "gelu_new"}
+_HF_IGNORED_BUFFERS = re.compile(r"(rotary_emb|embed_scale|inv_freq|attention\.bias$|attention\.masked_bias$)")
+
+
+def _hf_rope(rp: Mapping | None, what: str) -> tuple[float, dict | None, float]:
+    """(base, our rope_scaling, partial_rotary_factor) from a transformers-5 `rope_parameters` dict."""
+    rp = dict(rp or {})
+    kind = rp.get("rope_type", rp.get("type", "default")) or "default"
+    base = float(rp.get("rope_theta", 10000.0))
+    partial = float(rp.get("partial_rotary_factor", 1.0) or 1.0)
+    if kind == "default":
+        return base, None, partial
+    if kind == "linear":
+        return base, {"rope_type": "linear", "factor": rp["factor"]}, partial
+    if kind == "llama3":
+        keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+        return base, {"rope_type": "llama3", **{k: rp[k] for k in keys}}, partial
+    raise ConversionError(
+        f"from_hf: {what} uses rope scaling rope_type={kind!r}, which is not supported "
+        f"(supported: 'default', 'linear', 'llama3')"
+    )
+
+
+def _hf_family_fields(config: Any) -> dict:
+    """Our config fields for a non-GPT-2 HF decoder; refuses (naming it) what we cannot express."""
+    mt = config.model_type
+    what = f"model_type {mt!r}"
+    for attr in ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size"):
+        if getattr(config, attr, None):
+            raise ConversionError(f"from_hf: {what} is a mixture of experts ({attr}={getattr(config, attr)}), "
+                                  "which is not supported")
+    if getattr(config, "alibi", False) or getattr(config, "position_embedding_type", "") == "alibi":
+        raise ConversionError(f"from_hf: {what} uses ALiBi positions, which are not supported")
+    if getattr(config, "use_qk_norm", False) and mt not in ("qwen3", "olmo2", "gemma3_text"):
+        raise ConversionError(f"from_hf: {what} with use_qk_norm is not supported")
+    H = config.num_attention_heads
+    D = config.hidden_size
+    E = getattr(config, "head_dim", None) or D // H
+    K = getattr(config, "num_key_value_heads", None) or H
+    act = getattr(config, "hidden_activation", None) if mt.startswith("gemma") else None
+    act = act or getattr(config, "hidden_act", "silu")
+    if act not in _HF_ACTS:
+        raise ConversionError(f"from_hf: {what} uses activation {act!r} (supported: {sorted(_HF_ACTS)})")
+    rp = getattr(config, "rope_parameters", None)
+    if rp is None:  # transformers 4: rope_theta / rope_scaling / partial_rotary_factor attributes
+        rp = dict(getattr(config, "rope_scaling", None) or {})
+        rp.setdefault("rope_theta", getattr(config, "rope_theta", getattr(config, "rotary_emb_base", 10000.0)))
+        prf = getattr(config, "partial_rotary_factor", getattr(config, "rotary_pct", 1.0))
+        rp.setdefault("partial_rotary_factor", prf)
+    base_sliding = None
+    if mt == "gemma3_text" and "full_attention" in rp:
+        base, scaling, partial = _hf_rope(rp["full_attention"], what)
+        if "sliding_attention" in rp:
+            b2, s2, p2 = _hf_rope(rp["sliding_attention"], what)
+            if s2 is not None or p2 != partial:
+                raise ConversionError(f"from_hf: {what}: rope scaling on sliding-window layers is not supported")
+            base_sliding = b2
+    else:
+        base, scaling, partial = _hf_rope(rp, what)
+    rotary_dim = int(E * partial) if partial != 1.0 else None
+
+    sliding_window, sliding_layers = getattr(config, "sliding_window", None), None
+    layer_types = getattr(config, "layer_types", None)
+    if mt in ("mistral", "phi3"):
+        pass  # every layer, when sliding_window is set
+    elif layer_types:
+        unknown = sorted(set(layer_types) - {"full_attention", "sliding_attention"})
+        if unknown:
+            raise ConversionError(f"from_hf: {what} has attention layer types {unknown} (supported: "
+                                  "'full_attention', 'sliding_attention')")
+        sliding_layers = [i for i, t in enumerate(layer_types) if t == "sliding_attention"]
+        if not sliding_layers or sliding_window is None:
+            sliding_window, sliding_layers = None, None
+        elif len(sliding_layers) == config.num_hidden_layers:
+            sliding_layers = None
+    else:
+        sliding_window = None
+    if sliding_window is None:
+        base_sliding = None
+    elif base_sliding is not None and base_sliding == base and scaling is None:
+        base_sliding = None
+    gemma = mt in ("gemma2", "gemma3_text")
+    eps = getattr(config, "rms_norm_eps", None) if mt != "gpt_neox" else config.layer_norm_eps
+    bos = getattr(config, "bos_token_id", None)
+    return dict(
+        n_layers=config.num_hidden_layers, d_model=D, n_heads=H, d_head=E, d_vocab=config.vocab_size,
+        n_ctx=int(config.max_position_embeddings), attn_only=False, d_mlp=config.intermediate_size,
+        act_fn=_HF_ACTS[act], normalization="LN" if mt == "gpt_neox" else "RMS", positional="rotary",
+        ln_eps=float(eps if eps is not None else 1e-6),
+        attn_scale=math.sqrt(config.query_pre_attn_scalar) if gemma else math.sqrt(E),
+        bos_token_id=bos if isinstance(bos, int) and 0 <= bos < config.vocab_size else None,
+        name=str(getattr(config, "_name_or_path", "") or mt),
+        n_kv_heads=K if K != H else None, rotary_dim=rotary_dim, rotary_base=base, rope_scaling=scaling,
+        rotary_base_sliding=base_sliding, rotary_table_dtype="float32", rotary_layout="half",
+        gated_mlp=mt != "gpt_neox", parallel_attn_mlp=bool(getattr(config, "use_parallel_residual", False)),
+        qk_norm=mt in ("qwen3", "olmo2", "gemma3_text"), qk_norm_scope="all" if mt == "olmo2" else "head",
+        pre_norm=mt != "olmo2", post_norm=mt in ("gemma2", "gemma3_text", "olmo2"),
+        embed_scale=float(torch.tensor(D ** 0.5, dtype=torch.float32)) if gemma else 1.0,  # HF: a float32 buffer
+        attn_softcap=getattr(config, "attn_logit_softcapping", None) if gemma else None,
+        final_softcap=getattr(config, "final_logit_softcapping", None) if gemma else None,
+        sliding_window=sliding_window, sliding_window_layers=sliding_layers,
+    )
+
+
+def _hf_family_tensors(sd: dict[str, torch.Tensor], config: Any, f: dict) -> tuple[dict, dict]:
+    """Our tensors from a HF state dict of a supported family; returns (tensors, config updates)."""
+    mt = config.model_type
+    prefix, head_key = _HF_FAMILIES[mt]
+    lm_head = sd.pop(head_key, None)
+    if lm_head is None:  # GPT-NeoX's head is `embed_out` in older transformers, `lm_head` in newer
+        lm_head = sd.pop("lm_head.weight", sd.pop("embed_out.weight", None))
+    sd = {k.removeprefix(prefix): v for k, v in sd.items()}
+    L, H, E, D = f["n_layers"], f["n_heads"], f["d_head"], f["d_model"]
+    K = f["n_kv_heads"] or H
+    used: set[str] = set()
+    gemma = mt in ("gemma2", "gemma3_text")
+
+    def get(key: str, required: bool = True) -> torch.Tensor | None:
+        if key not in sd:
+            if required:
+                raise ConversionError(f"from_hf: {mt} state dict has no {key!r} (first keys: {sorted(sd)[:4]})")
+            return None
+        used.add(key)
+        return sd[key].detach()
+
+    def norm_w(key: str) -> torch.Tensor:
+        w = get(key)
+        return 1.0 + w if gemma else w  # Gemma's RMSNorm multiplies by (1 + w)
+
+    def lin_in(w: torch.Tensor, n: int) -> torch.Tensor:  # nn.Linear [n*E, D] -> [n, D, E]
+        return w.reshape(n, E, D).transpose(1, 2)
+
+    emb_key = "embed_in.weight" if mt == "gpt_neox" else "embed_tokens.weight"
+    W_E = get(emb_key)
+    per: dict[str, list[torch.Tensor]] = {}
+
+    def put(name: str, t: torch.Tensor | None) -> None:
+        if t is not None:
+            per.setdefault(name, []).append(t)
+
+    for l in range(L):
+        p = f"layers.{l}."
+        if mt == "gpt_neox":
+            w = get(p + "attention.query_key_value.weight").reshape(H, 3, E, D)
+            put("W_Q", w[:, 0].transpose(1, 2)), put("W_K", w[:, 1].transpose(1, 2))
+            put("W_V", w[:, 2].transpose(1, 2))
+            b = get(p + "attention.query_key_value.bias", False)
+            if b is not None:
+                b = b.reshape(H, 3, E)
+                put("b_Q", b[:, 0]), put("b_K", b[:, 1]), put("b_V", b[:, 2])
+            o, ob = get(p + "attention.dense.weight"), get(p + "attention.dense.bias", False)
+            put("W_in", get(p + "mlp.dense_h_to_4h.weight").T), put("b_in", get(p + "mlp.dense_h_to_4h.bias", False))
+            put("W_out", get(p + "mlp.dense_4h_to_h.weight").T)
+            put("b_out", get(p + "mlp.dense_4h_to_h.bias", False))
+            for ours, theirs in (("ln1", "input_layernorm"), ("ln2", "post_attention_layernorm")):
+                put(f"{ours}_w", get(p + theirs + ".weight")), put(f"{ours}_b", get(p + theirs + ".bias"))
+        else:
+            a = p + "self_attn."
+            if mt == "phi3":
+                qkv = get(a + "qkv_proj.weight")
+                q, k, v = qkv.split([H * E, K * E, K * E], dim=0)
+                qb = kb = vb = None
+            else:
+                q, k, v = (get(a + f"{m}_proj.weight") for m in "qkv")
+                qb, kb, vb = (get(a + f"{m}_proj.bias", False) for m in "qkv")
+            put("W_Q", lin_in(q, H)), put("W_K", lin_in(k, K)), put("W_V", lin_in(v, K))
+            put("b_Q", None if qb is None else qb.reshape(H, E))
+            put("b_K", None if kb is None else kb.reshape(K, E)), put("b_V", None if vb is None else vb.reshape(K, E))
+            o, ob = get(a + "o_proj.weight"), get(a + "o_proj.bias", False)
+            if mt == "phi3":
+                gate, up = get(p + "mlp.gate_up_proj.weight").chunk(2, dim=0)
+                gb = ub = None
+            else:
+                gate, up = get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")
+                gb, ub = get(p + "mlp.gate_proj.bias", False), get(p + "mlp.up_proj.bias", False)
+            put("W_gate", gate.T), put("W_in", up.T), put("W_out", get(p + "mlp.down_proj.weight").T)
+            put("b_gate", gb), put("b_in", ub), put("b_out", get(p + "mlp.down_proj.bias", False))
+            if mt == "olmo2":
+                names = (("ln1_post", "post_attention_layernorm"), ("ln2_post", "post_feedforward_layernorm"))
+            elif gemma:
+                names = (("ln1", "input_layernorm"), ("ln1_post", "post_attention_layernorm"),
+                         ("ln2", "pre_feedforward_layernorm"), ("ln2_post", "post_feedforward_layernorm"))
+            else:
+                names = (("ln1", "input_layernorm"), ("ln2", "post_attention_layernorm"))
+            for ours, theirs in names:
+                put(f"{ours}_w", norm_w(p + theirs + ".weight"))
+            if f["qk_norm"]:
+                qn, kn = norm_w(a + "q_norm.weight"), norm_w(a + "k_norm.weight")
+                if f["qk_norm_scope"] == "all":
+                    qn, kn = qn.reshape(H, E), kn.reshape(K, E)
+                put("q_norm_w", qn), put("k_norm_w", kn)
+        put("W_O", o.T.reshape(H, E, D)), put("b_O", ob)
+
+    t = {k: torch.stack(v) for k, v in per.items()}
+    if mt == "gpt_neox":
+        t["ln_final_w"], t["ln_final_b"] = get("final_layer_norm.weight"), get("final_layer_norm.bias")
+    else:
+        t["ln_final_w"] = norm_w("norm.weight")
+    t["W_E"] = W_E
+    unexpected = sorted(k for k in set(sd) - used if not _HF_IGNORED_BUFFERS.search(k))
+    if unexpected:
+        raise ConversionError(f"from_hf: {mt} state dict has parameters this converter does not know "
+                              f"(an unsupported feature?): {unexpected[:8]}")
+    tied = lm_head is None or lm_head.data_ptr() == W_E.data_ptr()
+    if not tied:
+        t["W_U"] = lm_head.detach().T
+    upd = {"tied_embeddings": tied}
+    bias_names = [n for n in ("b_Q", "b_K", "b_V", "b_O", "b_in", "b_out", "b_gate") if n in t]
+    if bias_names:  # some biases exist: all of ours do, zeros where the source has none
+        upd["biases"] = True
+    else:
+        upd["biases"] = False
+    for n in bias_names:
+        if len(per[n]) != L:
+            raise ConversionError(f"from_hf: {mt}: bias {n} present in some layers only")
+    return t, upd
+
+
+@contextlib.contextmanager
+def hf_exact_float64(hf_model: torch.nn.Module) -> Iterator[None]:
+    """Run a Hugging Face model with its float32 islands removed: RMSNorms (which upcast to
+    float32) and the eager attention softmax (`dtype=torch.float32`) compute in the input's dtype.
+    Hugging Face float64 models are otherwise accurate to float32 only; this gives a float64
+    reference (rotary tables stay float32: `rotary_table_dtype="float32"` reproduces them)."""
+    import torch.nn.functional as F
+
+    patched = []
+    for mod in hf_model.modules():
+        cls = type(mod).__name__
+        if not cls.endswith("RMSNorm") or not isinstance(getattr(mod, "weight", None), torch.Tensor):
+            continue
+        gemma = cls.startswith("Gemma")
+        eps = getattr(mod, "variance_epsilon", getattr(mod, "eps", 1e-6))
+
+        def fwd(x, mod=mod, gemma=gemma, eps=eps):
+            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+            return y * ((1.0 + mod.weight) if gemma else mod.weight)
+        mod.forward = fwd
+        patched.append(mod)
+    softmax = F.softmax
+
+    def exact_softmax(input, dim=None, _stacklevel=3, dtype=None):
+        if dtype is not None and input.dtype == torch.float64:
+            dtype = None
+        return softmax(input, dim=dim, _stacklevel=_stacklevel, dtype=dtype)
+    F.softmax = exact_softmax
+    try:
+        yield
+    finally:
+        F.softmax = softmax
+        for mod in patched:
+            del mod.forward
+
+
+@contextlib.contextmanager
+def hf_eager(hf_model: torch.nn.Module) -> Iterator[None]:
+    """Run a Hugging Face model with eager attention (the reference implementation), restoring after."""
+    cfg = getattr(hf_model, "config", None)
+    before = getattr(cfg, "_attn_implementation", None)
+    switch = before not in (None, "eager") and hasattr(hf_model, "set_attn_implementation")
+    if switch:
+        hf_model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            hf_model.set_attn_implementation(before)
+
+
+def _from_hf_family(sd: dict, config: Any, hf_model: torch.nn.Module | None, tokenizer: Any,
+                    dtype: torch.dtype | None, check: bool, name: str | None) -> Transformer:
+    f = _hf_family_fields(config)
+    if hf_model is not None:
+        emb = getattr(getattr(hf_model, "model", hf_model), "embed_tokens", None)
+        if isinstance(getattr(emb, "embed_scale", None), torch.Tensor):  # the exact value HF multiplies by
+            f["embed_scale"] = float(emb.embed_scale)
+    t, upd = _hf_family_tensors(sd, config, f)
+    f.update(upd)
+    if name is not None:
+        f["name"] = name
+    cfg = ModelConfig(**f)
+    shapes = param_shapes(cfg)
+    kv = "_" if cfg.grouped_kv else ""
+    if cfg.grouped_kv:
+        for m in ("W_K", "W_V", "b_K", "b_V"):
+            if m in t:
+                t[kv + m] = t.pop(m)
+    W_E = t["W_E"]
+    for k, shape in shapes.items():  # biases the source does not have: zeros
+        if k not in t and (k.startswith(("b_", "_b_"))):
+            t[k] = W_E.new_zeros(shape)
+    model = _build(cfg, t, dtype)
+    _carry_tokenizer(model, tokenizer, strict=True)
+    if check and hf_model is not None and any(hasattr(hf_model, a) for a in ("lm_head", "embed_out")):
+        def fn(tok):
+            with hf_eager(hf_model), (hf_exact_float64(hf_model) if W_E.dtype == torch.float64
+                                      else contextlib.nullcontext()):
+                return hf_model(input_ids=tok).logits
+        _check_logits(model, fn, W_E.dtype, f"from_hf ({config.model_type})", source=hf_model)
+    return model
