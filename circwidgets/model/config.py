@@ -146,7 +146,8 @@ class ModelConfig:
         if self.rotary_layout not in ROTARY_LAYOUTS:
             raise ValueError(f"ModelConfig.rotary_layout must be one of {ROTARY_LAYOUTS}, got {self.rotary_layout!r}")
         if self.rotary_table_dtype not in (None, "float32"):
-            raise ValueError(f"ModelConfig.rotary_table_dtype must be None or 'float32', got {self.rotary_table_dtype!r}")
+            raise ValueError(
+                f"ModelConfig.rotary_table_dtype must be None or 'float32', got {self.rotary_table_dtype!r}")
         if self.rope_scaling is not None:
             rs = self.rope_scaling
             kind = rs.get("rope_type") if isinstance(rs, dict) else None

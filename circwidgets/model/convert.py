@@ -43,6 +43,9 @@ _ACT_MAP = {
     "gelu": "gelu", "relu": "relu",
 }
 
+# TransformerLens act_fn names -> ours
+_TL_ACTS = {**_ACT_MAP, "silu": "silu", "gelu_pytorch_tanh": "gelu_pytorch_tanh"}
+
 # relative tolerance of the logits check, by the dtype the comparison runs in
 _CHECK_RTOL = {torch.float64: 1e-6, torch.float32: 1e-4}
 
@@ -208,7 +211,8 @@ def from_hf(
         elif isinstance(model_or_state_dict, Mapping):
             src, sd = None, dict(model_or_state_dict)
         else:
-            raise TypeError(f"from_hf expects a Hugging Face model or state dict, got {type(model_or_state_dict).__name__}")
+            raise TypeError(
+                f"from_hf expects a Hugging Face model or state dict, got {type(model_or_state_dict).__name__}")
         return _from_hf_family(sd, family_cfg, src, tokenizer, dtype, check, name)
     if config is not None and getattr(config, "model_type", None) != "gpt2":
         _hf_config_fields(config)  # raises, naming the model_type
@@ -340,28 +344,35 @@ def _cfg_get(cfg: Any, name: str, default: Any = None) -> Any:
     return getattr(cfg, name, default)
 
 
+_TL_POST_NORM = ("Olmo2ForCausalLM", "Olmo3ForCausalLM")  # TransformerLens: ln1/ln2 are post-norms there
+
+
 def _tl_refuse_unsupported(cfg: Any) -> None:
     """Raise `ConversionError` naming each TransformerLens cfg feature our format cannot express."""
     problems = []
     norm = _cfg_get(cfg, "normalization_type")
-    if norm not in (None, "LN", "LNPre"):
-        problems.append(f"normalization_type={norm!r} (supported: 'LN', 'LNPre', None)")
+    if norm not in (None, "LN", "LNPre", "RMS", "RMSPre"):
+        problems.append(f"normalization_type={norm!r} (supported: 'LN', 'LNPre', 'RMS', 'RMSPre', None)")
     pos = _cfg_get(cfg, "positional_embedding_type", "standard")
-    if pos not in ("standard", "shortformer"):
-        problems.append(f"positional_embedding_type={pos!r} (supported: 'standard', 'shortformer')")
-    if not _cfg_get(cfg, "attn_only", False) and _cfg_get(cfg, "act_fn") not in _ACT_MAP:
-        problems.append(f"act_fn={_cfg_get(cfg, 'act_fn')!r} (supported: {sorted(_ACT_MAP)})")
-    for flag in ("gated_mlp", "final_rms", "parallel_attn_mlp", "post_embedding_ln", "use_local_attn",
-                 "use_normalization_before_and_after", "use_qk_norm", "use_attention_sinks"):
+    if pos not in ("standard", "shortformer", "rotary"):
+        problems.append(f"positional_embedding_type={pos!r} (supported: 'standard', 'shortformer', 'rotary')")
+    if not _cfg_get(cfg, "attn_only", False) and _cfg_get(cfg, "act_fn") not in _TL_ACTS:
+        problems.append(f"act_fn={_cfg_get(cfg, 'act_fn')!r} (supported: {sorted(_TL_ACTS)})")
+    if _cfg_get(cfg, "final_rms", False) and norm not in ("RMS", "RMSPre"):
+        problems.append(f"final_rms=True with normalization_type={norm!r} (an RMS final norm after LayerNorm blocks)")
+    if _cfg_get(cfg, "use_normalization_before_and_after", False) and norm not in ("RMS", "RMSPre"):
+        problems.append(f"use_normalization_before_and_after=True with normalization_type={norm!r}")
+    for flag in ("post_embedding_ln", "use_attention_sinks", "use_yarn_rope", "use_dynamic_ntk_rope",
+                 "load_in_4bit"):
         if _cfg_get(cfg, flag, False):
             problems.append(f"{flag}=True")
-    for cap in ("attn_scores_soft_cap", "output_logits_soft_cap"):
-        v = _cfg_get(cfg, cap, -1.0)
-        if v is not None and v > 0:
-            problems.append(f"{cap}={v}")
+    if _cfg_get(cfg, "use_local_attn", False):
+        types = _cfg_get(cfg, "attn_types") or []
+        if not isinstance(_cfg_get(cfg, "window_size"), int) or set(types) - {"global", "local"}:
+            problems.append(f"use_local_attn with window_size={_cfg_get(cfg, 'window_size')!r}, attn_types={types!r}")
     kv = _cfg_get(cfg, "n_key_value_heads")
-    if kv is not None and kv != cfg.n_heads:
-        problems.append(f"n_key_value_heads={kv} (grouped-query attention)")
+    if kv is not None and (kv < 1 or cfg.n_heads % kv):
+        problems.append(f"n_key_value_heads={kv} does not divide n_heads={cfg.n_heads}")
     if _cfg_get(cfg, "num_experts"):
         problems.append(f"num_experts={_cfg_get(cfg, 'num_experts')} (mixture of experts)")
     if _cfg_get(cfg, "clip_qkv") is not None:
@@ -376,6 +387,49 @@ def _tl_refuse_unsupported(cfg: Any) -> None:
         raise ConversionError(
             f"from_transformer_lens: {arch} uses features our Transformer does not have: " + "; ".join(problems)
         )
+
+
+def _tl_arch_fields(cfg: Any) -> dict:
+    """Our config fields for TransformerLens' rotary / RMS / GQA / Gemma-style switches."""
+    H = cfg.n_heads
+    kv = _cfg_get(cfg, "n_key_value_heads")
+    post_only = _cfg_get(cfg, "original_architecture") in _TL_POST_NORM
+    f: dict[str, Any] = dict(
+        n_kv_heads=kv if kv not in (None, H) else None,
+        gated_mlp=bool(_cfg_get(cfg, "gated_mlp", False)),
+        parallel_attn_mlp=bool(_cfg_get(cfg, "parallel_attn_mlp", False)),
+        qk_norm=bool(_cfg_get(cfg, "use_qk_norm", False)) or post_only,
+        qk_norm_scope="all" if post_only else "head",
+        pre_norm=not post_only,
+        post_norm=bool(_cfg_get(cfg, "use_normalization_before_and_after", False)) or post_only,
+    )
+    for ours, theirs in (("attn_softcap", "attn_scores_soft_cap"), ("final_softcap", "output_logits_soft_cap")):
+        v = _cfg_get(cfg, theirs, -1.0)
+        f[ours] = float(v) if v is not None and v > 0 else None
+    local = []
+    if _cfg_get(cfg, "use_local_attn", False):
+        local = [i for i, t in enumerate(_cfg_get(cfg, "attn_types") or []) if t == "local"]
+        if local:
+            f["sliding_window"] = int(cfg.window_size)
+            f["sliding_window_layers"] = local if len(local) < cfg.n_layers else None
+    if _cfg_get(cfg, "positional_embedding_type") == "rotary":
+        rd = _cfg_get(cfg, "rotary_dim")
+        f.update(rotary_dim=rd if rd not in (None, cfg.d_head) else None,
+                 rotary_base=float(_cfg_get(cfg, "rotary_base", 10000)),
+                 rotary_layout="interleaved" if _cfg_get(cfg, "rotary_adjacent_pairs", False) else "half")
+        if _cfg_get(cfg, "use_NTK_by_parts_rope", False):
+            f["rope_scaling"] = {
+                "rope_type": "llama3", "factor": cfg.NTK_by_parts_factor,
+                "low_freq_factor": cfg.NTK_by_parts_low_freq_factor,
+                "high_freq_factor": cfg.NTK_by_parts_high_freq_factor,
+                "original_max_position_embeddings": cfg.NTK_original_ctx_len,
+            }
+        elif (_cfg_get(cfg, "rotary_scaling_factor", 1.0) or 1.0) != 1.0:  # linear, global layers only
+            f["rope_scaling"] = {"rope_type": "linear", "factor": float(cfg.rotary_scaling_factor)}
+        base_local = _cfg_get(cfg, "rotary_base_local")
+        if local and (base_local is not None or "rope_scaling" in f):
+            f["rotary_base_sliding"] = float(base_local if base_local is not None else f["rotary_base"])
+    return f
 
 
 def _tl3_attn_scale(model: Any) -> float:
@@ -449,6 +503,20 @@ def from_transformer_lens(
         check: compare logits on random tokens and raise `ConversionError` if they differ.
     """
     if _is_bridge(model):
+        hf = getattr(model, "original_model", None)
+        if getattr(getattr(hf, "config", None), "model_type", None) in _HF_FAMILIES:
+            # a bridge over a Hugging Face model runs that model (with its processed weights after
+            # enable_compatibility_mode): convert the model itself, checked against the bridge
+            tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+            out = from_hf(hf, tokenizer=None, dtype=dtype, check=False, name=name)
+            _carry_tokenizer(out, tok, strict=tokenizer is not None)
+            if check:
+                def bridge_fn(tokens):
+                    with hf_eager(hf):
+                        return model(tokens)
+                _check_logits(out, bridge_fn, out.W_E.dtype, "from_transformer_lens (TransformerBridge)",
+                              source=model)
+            return out
         params = {k: v for k, v in model.get_params().items()}
         attn_scale = _bridge_attn_scale(model)
         what = "TransformerBridge"
@@ -467,9 +535,12 @@ def from_transformer_lens(
     attn_only = bool(_cfg_get(cfg_tl, "attn_only", False))
     norm = _cfg_get(cfg_tl, "normalization_type")
     positional = _cfg_get(cfg_tl, "positional_embedding_type", "standard")
-    if norm == "LN" and "ln_final.w" not in params:
-        # a bridge whose LN weights were folded away reports none: what is left is LNPre
-        norm = "LNPre"
+    if norm in ("LN", "RMS") and "ln_final.w" not in params:
+        # a bridge whose norm weights were folded away reports none: what is left is LNPre / RMSPre
+        norm += "Pre"
+    arch = _tl_arch_fields(cfg_tl)
+    if not arch["pre_norm"] and norm in ("LNPre", "RMSPre"):
+        norm = norm[:-3]  # post-norm-only models keep their (post-norm) weights
 
     def get(key: str) -> torch.Tensor:
         if key not in params:
@@ -488,27 +559,53 @@ def from_transformer_lens(
         bos = b if isinstance(b, int) and 0 <= b < V else None
     cfg = ModelConfig(
         n_layers=L, d_model=D, n_heads=H, d_head=E, d_vocab=V, n_ctx=cfg_tl.n_ctx, attn_only=attn_only,
-        d_mlp=d_mlp, act_fn=_ACT_MAP.get(_cfg_get(cfg_tl, "act_fn"), "gelu_new"), normalization=norm,
+        d_mlp=d_mlp, act_fn=_TL_ACTS.get(_cfg_get(cfg_tl, "act_fn"), "gelu_new"), normalization=norm,
         positional=positional, biases=True, ln_eps=float(_cfg_get(cfg_tl, "eps", 1e-5)),
         attn_scale=float(attn_scale), bos_token_id=bos,
-        name=name if name is not None else str(_cfg_get(cfg_tl, "model_name", "") or ""),
+        name=name if name is not None else str(_cfg_get(cfg_tl, "model_name", "") or ""), **arch,
     )
     shapes = param_shapes(cfg)
+    K, g = cfg.n_kv, cfg.kv_group_size
 
     # TransformerLens key (per layer: "{l}" filled in) of each of our parameters
     tl_key = {"W_E": "embed.W_E", "W_pos": "pos_embed.W_pos", "W_U": "unembed.W_U",
               "ln_final_w": "ln_final.w", "ln_final_b": "ln_final.b"}
     tl_key.update({n: "blocks.{l}.attn." + n for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")})
-    tl_key.update({n: "blocks.{l}.mlp." + n for n in ("W_in", "b_in", "W_out", "b_out")})
-    tl_key.update({f"{ln}_{x}": f"blocks.{{l}}.{ln}.{x}" for ln in ("ln1", "ln2") for x in ("w", "b")})
+    tl_key.update({n: "blocks.{l}.mlp." + n for n in ("W_in", "b_in", "W_out", "b_out", "W_gate", "b_gate")})
+    lns = ("ln1", "ln2", "ln1_post", "ln2_post")
+    tl_key.update({f"{ln}_{x}": f"blocks.{{l}}.{ln}.{x}" for ln in lns for x in ("w", "b")})
+    if not cfg.pre_norm:  # TransformerLens' OLMo-2: ln1 / ln2 are the post-norms
+        tl_key.update({f"{ln}_post_{x}": f"blocks.{{l}}.{ln}.{x}" for ln in ("ln1", "ln2") for x in ("w", "b")})
+    tl_key.update(q_norm_w="blocks.{l}.attn.q_norm.w", k_norm_w="blocks.{l}.attn.k_norm.w")
+
+    def layer_tensor(ours: str, l: int) -> torch.Tensor:
+        base = ours.lstrip("_")
+        if ours.startswith("_"):  # shared K/V: TL 3 stores them as _W_K [n_kv, ...]; a bridge per query head
+            key = tl_key[base].format(l=l).replace(f".{base}", f"._{base}")
+            if key in params:
+                return get(key)
+            full = get(tl_key[base].format(l=l))
+            shared = full[::g]
+            if not torch.equal(full, shared.repeat_interleave(g, dim=0)):
+                raise ConversionError(f"from_transformer_lens: {what} reports {base} heads that differ within "
+                                      f"a K/V group (n_key_value_heads={K})")
+            return shared
+        x = get(tl_key[ours].format(l=l))
+        if ours in ("q_norm_w", "k_norm_w") and cfg.qk_norm_scope == "all":
+            x = x.reshape(shapes[ours][1:])
+        return x
+
     t: dict[str, torch.Tensor] = {}
     for ours, shape in shapes.items():
+        key = tl_key.get(ours.lstrip("_"), "")
         if ours == "b_U":  # TL 3 always has it; a bridge over a bias-free head may report none
             t[ours] = params["unembed.b_U"].detach() if "unembed.b_U" in params else W_E.new_zeros(shape)
-        elif "{l}" not in tl_key[ours]:
-            t[ours] = get(tl_key[ours])
+        elif ours == "b_gate" and not any(k.endswith("mlp.b_gate") for k in params):
+            t[ours] = W_E.new_zeros(shape)  # TransformerLens' gated MLP has no gate bias
+        elif "{l}" not in key:
+            t[ours] = get(key)
         elif L:
-            t[ours] = torch.stack([get(tl_key[ours].format(l=l)) for l in range(L)])
+            t[ours] = torch.stack([layer_tensor(ours, l) for l in range(L)])
         else:
             t[ours] = W_E.new_zeros(shape)
     out = _build(cfg, t, dtype)
