@@ -389,8 +389,10 @@ def _tl_refuse_unsupported(cfg: Any) -> None:
         )
 
 
-def _tl_arch_fields(cfg: Any) -> dict:
-    """Our config fields for TransformerLens' rotary / RMS / GQA / Gemma-style switches."""
+def _tl_arch_fields(cfg: Any, native_bridge: bool = False) -> dict:
+    """Our config fields for TransformerLens' rotary / RMS / GQA / Gemma-style switches.
+    `native_bridge`: TransformerLens 4's native model, whose rotary always rotates adjacent pairs
+    (interleaved), with float32 tables, scaled as its `cfg.rope_scaling` says."""
     H = cfg.n_heads
     kv = _cfg_get(cfg, "n_key_value_heads")
     post_only = _cfg_get(cfg, "original_architecture") in _TL_POST_NORM
@@ -417,7 +419,14 @@ def _tl_arch_fields(cfg: Any) -> dict:
         f.update(rotary_dim=rd if rd not in (None, cfg.d_head) else None,
                  rotary_base=float(_cfg_get(cfg, "rotary_base", 10000)),
                  rotary_layout="interleaved" if _cfg_get(cfg, "rotary_adjacent_pairs", False) else "half")
-        if _cfg_get(cfg, "use_NTK_by_parts_rope", False):
+        rs = _cfg_get(cfg, "rope_scaling") if native_bridge else None
+        if native_bridge:
+            f.update(rotary_layout="interleaved", rotary_table_dtype="float32")
+        if isinstance(rs, dict) and (rs.get("rope_type") or rs.get("type")) not in (None, "default"):
+            _, scaling, _ = _hf_rope({"rope_theta": f["rotary_base"], **rs}, "from_transformer_lens: TransformerBridge")
+            if scaling is not None:
+                f["rope_scaling"] = scaling
+        elif _cfg_get(cfg, "use_NTK_by_parts_rope", False):
             f["rope_scaling"] = {
                 "rope_type": "llama3", "factor": cfg.NTK_by_parts_factor,
                 "low_freq_factor": cfg.NTK_by_parts_low_freq_factor,
@@ -538,7 +547,7 @@ def from_transformer_lens(
     if norm in ("LN", "RMS") and "ln_final.w" not in params:
         # a bridge whose norm weights were folded away reports none: what is left is LNPre / RMSPre
         norm += "Pre"
-    arch = _tl_arch_fields(cfg_tl)
+    arch = _tl_arch_fields(cfg_tl, native_bridge=what == "TransformerBridge")
     if not arch["pre_norm"] and norm in ("LNPre", "RMSPre"):
         norm = norm[:-3]  # post-norm-only models keep their (post-norm) weights
 
@@ -647,7 +656,7 @@ def _hf_rope(rp: Mapping | None, what: str) -> tuple[float, dict | None, float]:
         keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
         return base, {"rope_type": "llama3", **{k: rp[k] for k in keys}}, partial
     raise ConversionError(
-        f"from_hf: {what} uses rope scaling rope_type={kind!r}, which is not supported "
+        f"{what} uses rope scaling rope_type={kind!r}, which is not supported "
         f"(supported: 'default', 'linear', 'llama3')"
     )
 
@@ -680,14 +689,14 @@ def _hf_family_fields(config: Any) -> dict:
         rp.setdefault("partial_rotary_factor", prf)
     base_sliding = None
     if mt == "gemma3_text" and "full_attention" in rp:
-        base, scaling, partial = _hf_rope(rp["full_attention"], what)
+        base, scaling, partial = _hf_rope(rp["full_attention"], "from_hf: " + what)
         if "sliding_attention" in rp:
-            b2, s2, p2 = _hf_rope(rp["sliding_attention"], what)
+            b2, s2, p2 = _hf_rope(rp["sliding_attention"], "from_hf: " + what)
             if s2 is not None or p2 != partial:
                 raise ConversionError(f"from_hf: {what}: rope scaling on sliding-window layers is not supported")
             base_sliding = b2
     else:
-        base, scaling, partial = _hf_rope(rp, what)
+        base, scaling, partial = _hf_rope(rp, "from_hf: " + what)
     rotary_dim = int(E * partial) if partial != 1.0 else None
 
     sliding_window, sliding_layers = getattr(config, "sliding_window", None), None
