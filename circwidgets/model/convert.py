@@ -517,7 +517,7 @@ def from_transformer_lens(
             # a bridge over a Hugging Face model runs that model (with its processed weights after
             # enable_compatibility_mode): convert the model itself, checked against the bridge
             tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-            out = from_hf(hf, tokenizer=None, dtype=dtype, check=False, name=name)
+            out = _from_hf_family(dict(hf.state_dict()), hf.config, hf, None, dtype, False, name, extra_ok=True)
             _carry_tokenizer(out, tok, strict=tokenizer is not None)
             if check:
                 def bridge_fn(tokens):
@@ -742,10 +742,15 @@ def _hf_family_fields(config: Any) -> dict:
     )
 
 
-def _hf_family_tensors(sd: dict[str, torch.Tensor], config: Any, f: dict) -> tuple[dict, dict]:
-    """Our tensors from a HF state dict of a supported family; returns (tensors, config updates)."""
+def _hf_family_tensors(sd: dict[str, torch.Tensor], config: Any, f: dict,
+                       extra_ok: bool = False) -> tuple[dict, dict]:
+    """Our tensors from a HF state dict of a supported family; returns (tensors, config updates).
+    `extra_ok`: tolerate unknown keys (a TransformerLens bridge adds split copies of fused weights;
+    its logits check then decides)."""
     mt = config.model_type
     prefix, head_key = _HF_FAMILIES[mt]
+    # a TransformerLens 4 bridge wraps each HF module, which then reports `<name>._original_component.<leaf>`
+    sd = {k.replace("._original_component", "").removeprefix("_original_component."): v for k, v in sd.items()}
     lm_head = sd.pop(head_key, None)
     if lm_head is None:  # GPT-NeoX's head is `embed_out` in older transformers, `lm_head` in newer
         lm_head = sd.pop("lm_head.weight", sd.pop("embed_out.weight", None))
@@ -838,7 +843,7 @@ def _hf_family_tensors(sd: dict[str, torch.Tensor], config: Any, f: dict) -> tup
         t["ln_final_w"] = norm_w("norm.weight")
     t["W_E"] = W_E
     unexpected = sorted(k for k in set(sd) - used if not _HF_IGNORED_BUFFERS.search(k))
-    if unexpected:
+    if unexpected and not extra_ok:
         raise ConversionError(f"from_hf: {mt} state dict has parameters this converter does not know "
                               f"(an unsupported feature?): {unexpected[:8]}")
     tied = lm_head is None or lm_head.data_ptr() == W_E.data_ptr()
@@ -908,13 +913,13 @@ def hf_eager(hf_model: torch.nn.Module) -> Iterator[None]:
 
 
 def _from_hf_family(sd: dict, config: Any, hf_model: torch.nn.Module | None, tokenizer: Any,
-                    dtype: torch.dtype | None, check: bool, name: str | None) -> Transformer:
+                    dtype: torch.dtype | None, check: bool, name: str | None, extra_ok: bool = False) -> Transformer:
     f = _hf_family_fields(config)
     if hf_model is not None:
         emb = getattr(getattr(hf_model, "model", hf_model), "embed_tokens", None)
         if isinstance(getattr(emb, "embed_scale", None), torch.Tensor):  # the exact value HF multiplies by
             f["embed_scale"] = float(emb.embed_scale)
-    t, upd = _hf_family_tensors(sd, config, f)
+    t, upd = _hf_family_tensors(sd, config, f, extra_ok)
     f.update(upd)
     if name is not None:
         f["name"] = name
