@@ -509,6 +509,7 @@ def test_tl4_bridge_over_hf(arch, compat):
     with torch.no_grad(), hf_exact_float64(m):
         exact = rel_err(ours(toks), bridge(toks))
     print(f"  with the float32 islands removed: {exact:.2e}")
+    assert exact < 1e-10, exact
 
 
 def test_other_transformer_lens_version():

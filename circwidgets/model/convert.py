@@ -511,6 +511,7 @@ def from_transformer_lens(
         dtype: dtype of the result (default: the source's).
         check: compare logits on random tokens and raise `ConversionError` if they differ.
     """
+    arch_override = None
     if _is_bridge(model):
         hf = getattr(model, "original_model", None)
         if getattr(getattr(hf, "config", None), "model_type", None) in _HF_FAMILIES:
@@ -519,13 +520,24 @@ def from_transformer_lens(
             tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
             out = _from_hf_family(dict(hf.state_dict()), hf.config, hf, None, dtype, False, name, extra_ok=True)
             _carry_tokenizer(out, tok, strict=tokenizer is not None)
-            if check:
-                def bridge_fn(tokens):
-                    with hf_eager(hf):
-                        return model(tokens)
-                _check_logits(out, bridge_fn, out.W_E.dtype, "from_transformer_lens (TransformerBridge)",
-                              source=model)
-            return out
+            if not check:
+                return out
+
+            def bridge_fn(tokens):
+                with hf_eager(hf):
+                    return model(tokens)
+            try:
+                _check_logits(out, bridge_fn, out.W_E.dtype, "from_transformer_lens (TransformerBridge)", source=model)
+                return out
+            except ConversionError:
+                if hf.config.model_type not in ("gpt_neox", "phi3"):
+                    raise
+            # fused q/k/v models after enable_compatibility_mode: the processed weights live in the
+            # bridge's own split copies, which get_params reports; positions are still HF's
+            hf_fields = _hf_family_fields(hf.config)
+            rotary_keys = ("rotary_dim", "rotary_base", "rope_scaling", "rotary_table_dtype", "sliding_window",
+                           "rotary_layout")
+            arch_override = {k: hf_fields[k] for k in rotary_keys}
         params = {k: v for k, v in model.get_params().items()}
         attn_scale = _bridge_attn_scale(model)
         what = "TransformerBridge"
@@ -547,7 +559,8 @@ def from_transformer_lens(
     if norm in ("LN", "RMS") and "ln_final.w" not in params:
         # a bridge whose norm weights were folded away reports none: what is left is LNPre / RMSPre
         norm += "Pre"
-    arch = _tl_arch_fields(cfg_tl, native_bridge=what == "TransformerBridge")
+    arch = _tl_arch_fields(cfg_tl, native_bridge=what == "TransformerBridge" and arch_override is None)
+    arch.update(arch_override or {})
     if not arch["pre_norm"] and norm in ("LNPre", "RMSPre"):
         norm = norm[:-3]  # post-norm-only models keep their (post-norm) weights
 
@@ -617,6 +630,11 @@ def from_transformer_lens(
             t[ours] = torch.stack([layer_tensor(ours, l) for l in range(L)])
         else:
             t[ours] = W_E.new_zeros(shape)
+    if cfg.gated_mlp and what == "HookedTransformer" and L:
+        # TransformerLens 3's gated MLP adds b_in after the gate product: (act(x W_gate) * x W_in + b_in) W_out;
+        # that bias reaches the residual stream as the constant b_in W_out
+        t["b_out"] = t["b_out"] + torch.einsum("lm,lmd->ld", t["b_in"], t["W_out"])
+        t["b_in"] = torch.zeros_like(t["b_in"])
     out = _build(cfg, t, dtype)
     _carry_tokenizer(out, tok, strict=tokenizer is not None)
 
