@@ -23,8 +23,7 @@ import pytest
 import torch
 
 import circwidgets as cw
-from circwidgets.model import ConversionError, ModelConfig, Transformer, param_shapes
-from circwidgets.model import rotary
+from circwidgets.model import ConversionError, ModelConfig, Transformer, param_shapes, rotary
 from circwidgets.model.convert import hf_exact_float64
 from circwidgets.model.testing import random_model
 
@@ -80,7 +79,8 @@ COMMON = dict(hidden_size=48, intermediate_size=40, num_hidden_layers=2, num_att
 def _hf_builders():
     tf = need("transformers")
     return {
-        "gpt_neox": lambda: tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**COMMON, rotary_pct=0.5, use_parallel_residual=True)),
+        "gpt_neox": lambda: tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**COMMON, rotary_pct=0.5,
+                                                                   use_parallel_residual=True)),
         "llama": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(
             **COMMON, num_key_value_heads=2, attention_bias=True, mlp_bias=True,
             rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
@@ -242,6 +242,47 @@ def test_save_load_roundtrip(arch, tmp_path):
     assert torch.equal(back(toks), ours(toks))
 
 
+@pytest.mark.parametrize("arch", HF_ARCHS)
+def test_fold_exact(arch):
+    """Folding the (pre-)norm weights gives the same logits; RMS folds to RMSPre without centring."""
+    from circwidgets.model import fold_layernorm
+    from circwidgets.model.fold import folded_weights
+
+    ours = cw.from_hf(hf_model(arch, torch.float64), check=False)
+    folded = fold_layernorm(ours)
+    c = folded.cfg
+    assert c.normalization == ("LNPre" if arch == "gpt_neox" else "RMSPre")
+    assert not c.tied_embeddings and c.n_kv_heads == ours.cfg.n_kv_heads
+    assert ("ln1_post_w" in dict(folded.named_parameters())) == ours.cfg.post_norm  # post-norms stay
+    toks = tokens(VOCAB)
+    with torch.no_grad():
+        assert rel_err(folded(toks), ours(toks)) < 1e-12
+    w = folded_weights(ours)
+    for name in ("W_Q", "W_K", "W_V", "W_O", "W_U", "W_E"):
+        torch.testing.assert_close(w[name], getattr(folded, name), rtol=1e-13, atol=1e-13)
+    assert w["W_K"].shape == (ours.cfg.n_layers, 6, 48, ours.cfg.d_head)
+    if arch != "gpt_neox":  # no centring for RMS: the writing weights keep their mean
+        assert torch.equal(folded.W_E, ours.W_E)
+
+
+def test_rms_residual_rotation_invariance():
+    """RMSPre is invariant under an orthogonal change of residual basis: rotate every writer and reader."""
+    from circwidgets.model import fold_layernorm
+
+    m = fold_layernorm(cw.from_hf(hf_model("llama", torch.float64), check=False))
+    q, _ = torch.linalg.qr(torch.randn(48, 48, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    sd = dict(m.state_dict())
+    for name in ("W_E", "W_O", "W_out", "b_O", "b_out"):
+        sd[name] = sd[name] @ q
+    for name in ("W_Q", "_W_K", "_W_V", "W_in", "W_gate", "W_U"):
+        sd[name] = q.T @ sd[name]
+    rotated = Transformer(m.cfg, seed=None).double()
+    rotated.load_state_dict(sd)
+    toks = tokens(VOCAB)
+    with torch.no_grad():
+        assert rel_err(rotated(toks), m(toks)) < 1e-12
+
+
 # ---------------------------------------------------------------------------------------- our own model
 def test_gqa_views_share_storage():
     m = random_model(n_layers=2, d_model=16, n_heads=6, d_head=4, d_vocab=13, n_ctx=10, n_kv_heads=2,
@@ -383,7 +424,6 @@ def test_config_validation_messages():
         (dict(parallel_attn_mlp=True), "parallel_attn_mlp=True needs an MLP"),
         (dict(qk_norm_scope="layer"), "qk_norm_scope must be one of"),
         (dict(post_norm=True), "post_norm=True need a normalization"),
-        (dict(normalization="RMSPre", pre_norm=False), "pre_norm=False contradicts"),
         (dict(attn_softcap=0.0), "attn_softcap must be a positive finite number"),
         (dict(sliding_window=0), "sliding_window must be a positive integer"),
         (dict(sliding_window=3, sliding_window_layers=[2]), r"sliding_window_layers must be a list of layer indices"),

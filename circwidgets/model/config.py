@@ -48,7 +48,7 @@ class ModelConfig:
         of the projection together: OLMo-2).
     pre_norm / post_norm: normalise the input of attention and MLP (ln1, ln2) / their outputs
         before they are added to the residual stream (ln1_post, ln2_post: Gemma 2/3; OLMo-2 has
-        post-norms only).
+        post-norms only). Post-norm weights are never folded ("LNPre"/"RMSPre" keep them).
     embed_scale: the embedding is multiplied by this (Gemma: sqrt(d_model)).
     attn_softcap, final_softcap: `cap * tanh(x / cap)` on attention scores / logits (Gemma 2).
     sliding_window: a query at i sees keys j with i - j < sliding_window, on the layers
@@ -168,9 +168,6 @@ class ModelConfig:
         if (self.pre_norm is False or self.post_norm) and self.normalization is None:
             raise ValueError("ModelConfig.pre_norm=False / post_norm=True need a normalization "
                              "('LN', 'LNPre', 'RMS' or 'RMSPre'), got None")
-        if not self.pre_norm and self.normalization in ("LNPre", "RMSPre"):
-            raise ValueError(f"ModelConfig.pre_norm=False contradicts normalization={self.normalization!r} "
-                             "(which describes pre-norms whose weights were folded away)")
         if self.gated_mlp and self.attn_only:
             raise ValueError("ModelConfig.gated_mlp=True needs an MLP (attn_only=False)")
         if self.parallel_attn_mlp and self.attn_only:

@@ -561,8 +561,6 @@ def from_transformer_lens(
         norm += "Pre"
     arch = _tl_arch_fields(cfg_tl, native_bridge=what == "TransformerBridge" and arch_override is None)
     arch.update(arch_override or {})
-    if not arch["pre_norm"] and norm in ("LNPre", "RMSPre"):
-        norm = norm[:-3]  # post-norm-only models keep their (post-norm) weights
 
     def get(key: str) -> torch.Tensor:
         if key not in params:
