@@ -148,3 +148,26 @@ def test_damaged_model_file_is_a_model_file_error(tmp_path, damage):
     if damage != "truncate":
         with pytest.raises(ModelFileError):
             read_metadata(path)
+
+
+def test_save_html_replaces_the_file_atomically(tmp_path, monkeypatch):
+    """The export is written beside the target and renamed over it: until the rename the old page
+    is there, whole (a reader once saw an empty file)."""
+    import circwidgets.model.io as io_mod
+    from circwidgets.widgets.composition import Composition
+
+    target = tmp_path / "page.html"
+    target.write_text("<html>old page</html>", encoding="utf-8")
+    replaced = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        assert Path(dst) == target and Path(target).read_text(encoding="utf-8") == "<html>old page</html>"
+        replaced.append(Path(src).read_text(encoding="utf-8"))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io_mod.os, "replace", spy)
+    w = Composition(small_model(), [1, 2, 3, 4])
+    p = w.save_html(target)
+    assert len(replaced) == 1 and replaced[0] == p.read_text(encoding="utf-8") and "cw-data" in replaced[0]
+    assert not list(tmp_path.glob("*.tmp"))
