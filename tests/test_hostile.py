@@ -4,6 +4,9 @@ Each test names the defect it pins; every one failed on the code before the fix.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import os
 import signal
 import subprocess
@@ -14,9 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import circwidgets as cw
-from circwidgets.model import ModelFileError, Transformer
+from circwidgets.model import ModelConfig, ModelFileError, Transformer
 from circwidgets.model.io import atomic_write_bytes, read_metadata
 from circwidgets.model.testing import random_model
 
@@ -171,3 +176,64 @@ def test_save_html_replaces_the_file_atomically(tmp_path, monkeypatch):
     p = w.save_html(target)
     assert len(replaced) == 1 and replaced[0] == p.read_text(encoding="utf-8") and "cw-data" in replaced[0]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+# --------------------------------------------------------------------------- item 2: config validation
+BASE_CFG = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_vocab=20, n_ctx=12)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("attn_scale", float("nan")), ("attn_scale", 0.0), ("attn_scale", -2.0), ("attn_scale", float("inf")),
+    ("attn_scale", "8"), ("attn_scale", True), ("attn_scale", 10**400),
+    ("ln_eps", -1.0), ("ln_eps", 0.0), ("ln_eps", float("nan")), ("ln_eps", float("inf")), ("ln_eps", None),
+    ("attn_only", "no"), ("attn_only", 0), ("biases", "yes"), ("biases", None),
+    ("n_ctx", 10**12), ("n_ctx", 1e12), ("n_ctx", 2**20 + 1), ("d_vocab", 2**40), ("d_model", 0),
+    ("n_heads", 1.0), ("d_mlp", -4), ("d_mlp", 2**30), ("bos_token_id", 1.0), ("bos_token_id", 20),
+    ("name", 5), ("normalization", "RMS"), ("positional", ["standard"]),
+])
+def test_config_rejects_bad_field_naming_it(field, value):
+    with pytest.raises(ValueError, match=rf"ModelConfig\.{field} must be"):
+        ModelConfig(**{**BASE_CFG, field: value})
+
+
+def test_config_limits_still_accept_real_shapes():
+    gpt2 = ModelConfig(n_layers=12, d_model=768, n_heads=12, d_head=64, d_vocab=50257, n_ctx=1024,
+                       attn_only=False, normalization="LN", biases=True, attn_scale=8, ln_eps=1e-5)
+    assert gpt2.d_mlp == 3072 and ModelConfig(**{**BASE_CFG, "n_ctx": 2**20}).n_ctx == 2**20
+
+
+def test_bad_config_in_model_file_is_a_model_file_error(tmp_path):
+    m = small_model()
+    bad = {**m.cfg.to_dict(), "attn_scale": float("nan")}
+    path = tmp_path / "m.safetensors"
+    _save_raw(path, {k: v.contiguous() for k, v in m.state_dict().items()},
+              {"format": "circwidgets-1", "config": json.dumps(bad)})
+    with pytest.raises(ModelFileError, match=r"invalid config.*attn_scale"):
+        cw.load(path)
+
+
+_ANY = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                 st.text(max_size=8), st.sampled_from(["LN", "LNPre", "standard", "shortformer", "none", "relu"]),
+                 st.lists(st.integers(0, 3), max_size=2),
+                 st.dictionaries(st.text(max_size=2), st.integers(), max_size=1))
+_FIELDS = [f.name for f in dataclasses.fields(ModelConfig)]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=st.dictionaries(st.sampled_from(_FIELDS + ["bogus"]), _ANY, max_size=4),
+       drop=st.lists(st.sampled_from(list(BASE_CFG)), max_size=1),
+       valid=st.dictionaries(st.sampled_from(list(BASE_CFG)), st.integers(1, 40), max_size=3))
+def test_config_fuzz_valid_or_value_error_naming_a_field(changes, drop, valid):
+    """Random dicts: either a valid config (which round-trips through JSON) or a ValueError that
+    names a field; never another exception."""
+    d = {**BASE_CFG, **valid, **changes}
+    for k in drop:
+        d.pop(k, None)
+    try:
+        cfg = ModelConfig.from_dict(d)
+    except ValueError as e:
+        msg = str(e)
+        assert "unknown ModelConfig fields" in msg or any(f"ModelConfig.{f} " in msg for f in _FIELDS), msg
+        return
+    assert ModelConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    assert cfg.attn_scale > 0 and math.isfinite(cfg.attn_scale) and cfg.ln_eps > 0 and cfg.n_ctx <= 2**20
