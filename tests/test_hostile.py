@@ -237,3 +237,72 @@ def test_config_fuzz_valid_or_value_error_naming_a_field(changes, drop, valid):
         return
     assert ModelConfig.from_dict(json.loads(cfg.to_json())) == cfg
     assert cfg.attn_scale > 0 and math.isfinite(cfg.attn_scale) and cfg.ln_eps > 0 and cfg.n_ctx <= 2**20
+
+
+# --------------------------------------------------------------------------- item 4: running loss on resume
+class _Crash(Exception):
+    pass
+
+
+def _trainer(out, crash_at: int | None = None):
+    from circwidgets.train import TrainConfig, Trainer
+    from circwidgets.train.tasks import BigramTask
+
+    class CrashingTask(BigramTask):
+        def batch(self, batch_size, seed, step):
+            if crash_at is not None and step == crash_at:
+                raise _Crash(f"simulated crash at step {step}")
+            return super().batch(batch_size, seed, step)
+
+    model = Transformer(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_vocab=24, n_ctx=16), seed=0)
+    tc = TrainConfig(steps=20, batch_size=4, warmup=2, eval_every=10, checkpoint_every=4, eval_batches=1,
+                     icl_n_seqs=2)
+    return Trainer(model, CrashingTask(24, 16, n_successors=2), tc, out_dir=out, progress=False, callbacks=[])
+
+
+def test_resume_after_crash_logs_the_same_train_loss(tmp_path):
+    """A run that dies mid-way (after the step-8 checkpoint, before the step-10 evaluation) and is
+    resumed logs the same train_loss as one that never stopped: the checkpoint holds the running
+    loss of its own step, not of the last finished `train()`."""
+    full = _trainer(tmp_path / "full").train()
+    crashed = _trainer(tmp_path / "crash", crash_at=9)
+    with pytest.raises(_Crash):
+        crashed.train()
+    resumed = _trainer(tmp_path / "crash").load_checkpoint()
+    assert resumed.step == 8 and resumed._running[1] == 8
+    resumed.train()
+    want = [(r["step"], r["train_loss"]) for r in full.history if "train_loss" in r]
+    got = [(r["step"], r["train_loss"]) for r in resumed.history if "train_loss" in r]
+    assert [s for s, _ in got] == [10, 20]
+    assert got == pytest.approx(want, rel=1e-6, abs=0)
+
+
+# --------------------------------------------------------------------------- item 7: resume from a bad checkpoint
+@pytest.mark.parametrize("damage", ["truncate", "negative_step", "bad_running", "garbage"])
+def test_resume_from_damaged_checkpoint_names_path_and_hint(tmp_path, damage):
+    from circwidgets.train.trainer import CHECKPOINT_FORMAT
+
+    tr = _trainer(tmp_path / "run")
+    tr.train(4)
+    ck = tr.checkpoint_path
+    data = ck.read_bytes()
+    if damage == "truncate":
+        ck.write_bytes(data[: len(data) * 2 // 3])
+    elif damage == "garbage":
+        ck.write_bytes(b"\x00" * 100)
+    else:
+        from circwidgets.model.io import read_safetensors
+
+        meta, tensors = read_safetensors(ck, float_only=False)
+        state = json.loads(meta["trainer"])
+        if damage == "negative_step":
+            state["step"] = -5
+        else:
+            state["running_loss"] = ["x", -1]
+        _save_raw(ck, tensors, {**meta, "trainer": json.dumps(state), "format": CHECKPOINT_FORMAT})
+    with pytest.raises(ModelFileError) as e:
+        _trainer(tmp_path / "run").load_checkpoint()
+    msg = str(e.value)
+    assert str(ck) in msg and "fresh" in msg and "Safetensor" not in msg, msg
+    if damage == "negative_step":
+        assert "step must be an integer >= 0, got -5" in msg

@@ -32,7 +32,8 @@ STALE_TMP_SECONDS = 600.0  # a temporary untouched this long belongs to a dead w
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 # dtypes a model file may hold; anything else (integer, bool, float8) is refused, never silently cast
 FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-_OTHER_DTYPES = ("I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL", "F8_E4M3", "F8_E5M2", "C64")
+_OTHER_DTYPES = {"I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                 "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
 class ModelFileError(ValueError):
@@ -155,17 +156,19 @@ def _header(buf, size: int, path: Path) -> tuple[dict, int]:
     return header, 8 + n
 
 
-def _tensor(buf, header: dict, name: str, start: int, size: int, path: Path) -> torch.Tensor:
+def _tensor(buf, header: dict, name: str, start: int, size: int, path: Path, float_only: bool) -> torch.Tensor:
     info = header[name]
     try:
-        dt, shape, (b, e) = info["dtype"], [int(x) for x in info["shape"]], info["data_offsets"]
+        dt, shape, (b, e) = info["dtype"], list(info["shape"]), info["data_offsets"]
     except (KeyError, TypeError, ValueError) as err:
         raise ModelFileError(f"{path}: tensor {name} has a malformed header entry {info!r}") from err
-    if dt not in FLOAT_DTYPES:
+    if not isinstance(dt, str) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise ModelFileError(f"{path}: tensor {name} has a malformed header entry {info!r}")
+    if dt not in FLOAT_DTYPES and not (dt in _OTHER_DTYPES and not float_only):
         kind = "float8" if dt.startswith("F8") else "integer/bool" if dt in _OTHER_DTYPES else "unknown"
         raise ModelFileError(f"{path}: tensor {name} has dtype {dt} ({kind}); model weights must be floating "
                              f"point ({', '.join(FLOAT_DTYPES)}): convert them explicitly before saving")
-    dtype = FLOAT_DTYPES[dt]
+    dtype = FLOAT_DTYPES.get(dt) or _OTHER_DTYPES[dt]
     numel = 1
     for d in shape:
         numel *= d
@@ -179,11 +182,13 @@ def _tensor(buf, header: dict, name: str, start: int, size: int, path: Path) -> 
     return torch.frombuffer(buf, dtype=dtype, count=numel, offset=start + b).view(shape)
 
 
-def read_safetensors(path: str | os.PathLike, tensors: bool = True) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+def read_safetensors(path: str | os.PathLike, tensors: bool = True, float_only: bool = True
+                     ) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """(metadata, tensors) of a safetensors file, both from ONE open of it (one private mapping): a
     concurrent atomic replace of `path` cannot give one version's metadata and another's tensors.
-    Only floating-point tensors are accepted (`ModelFileError` otherwise, naming the tensor). The
-    tensors are copies, independent of the file. `tensors=False`: metadata only."""
+    `float_only`: refuse any tensor that is not float16/bfloat16/float32/float64 (`ModelFileError`
+    naming it; model weights), else also integer, bool and float8 ones (optimizer state). The tensors
+    are copies, independent of the file. `tensors=False`: metadata only."""
     path = Path(path)
     try:
         fh = open(path, "rb")
@@ -206,7 +211,7 @@ def read_safetensors(path: str | os.PathLike, tensors: bool = True) -> tuple[dic
 
                     return meta, load(bytes(mm))
                 for name in header:
-                    out[name] = _tensor(mm, header, name, start, size, path).clone()
+                    out[name] = _tensor(mm, header, name, start, size, path, float_only).clone()
     return meta, out
 
 
