@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -306,3 +307,68 @@ def test_resume_from_damaged_checkpoint_names_path_and_hint(tmp_path, damage):
     assert str(ck) in msg and "fresh" in msg and "Safetensor" not in msg, msg
     if damage == "negative_step":
         assert "step must be an integer >= 0, got -5" in msg
+
+
+# --------------------------------------------------------------------------- item 7: clear errors for bad inputs
+@pytest.mark.parametrize("tokens, match", [
+    (np.array([1, 2, 3], dtype=np.uint64), None),  # valid: read as int64
+    (np.array([1, 2**63 + 5], dtype=np.uint64), r"ids >= 2\*\*63"),
+    (torch.tensor([1, 2], dtype=torch.uint16), None),
+    (torch.tensor([1, 70000], dtype=torch.uint32), r"outside \[0, 13\)"),
+    ([], "tokens is empty"),
+    ([[]], "tokens is empty"),
+    ([2**70], r"integer ids in \[0, 13\).*could not be read"),
+    ([[1, 2], [3]], r"integer ids in \[0, 13\).*could not be read"),
+])
+def test_token_ids_clear_errors(tokens, match):
+    m = small_model()
+    if match is None:
+        t = m.check_tokens(tokens)
+        assert t.dtype == torch.int64 and t.tolist() == [torch.as_tensor(tokens).to(torch.int64).tolist()]
+        assert torch.isfinite(m(tokens)).all()
+    else:
+        with pytest.raises(ValueError, match=match):
+            m(tokens)
+
+
+def test_lone_surrogate_text_is_a_clear_error():
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    from circwidgets.model import Tokenizer
+
+    backend = RustTokenizer(models.WordLevel({"a": 1, "b": 2, "[UNK]": 0}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    m = small_model()
+    m.tokenizer = Tokenizer(backend)
+    assert m.to_tokens("a b", prepend_bos=False).tolist() == [[1, 2]]
+    with pytest.raises(ValueError, match=r"not valid Unicode: '\\ud800' at index 2 is a lone surrogate"):
+        m.to_tokens("a \ud800 b")
+    with pytest.raises(TypeError, match="text must be a str, got bytes"):
+        m.tokenizer.encode(b"a b")
+
+
+def test_garbage_tokenizer_json_file_named(tmp_path):
+    from circwidgets.model import Tokenizer
+
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text('{"model": 5}')
+    with pytest.raises(ValueError, match=rf"{bad}: not a valid tokenizer JSON"):
+        Tokenizer.from_file(bad)
+
+
+@pytest.mark.parametrize("cut", [[0, 0, 1, 0], [0, 0, 1, 0, "k", 9], [[0, 0], 1, "k"], [0, "x", 1, 0, "q"]])
+def test_ablation_malformed_cut_is_a_message(cut):
+    from circwidgets.widgets.ablation import Ablation
+
+    m = small_model()
+    w = Ablation(m, [1, 2, 3, 4, 5], cuts=[cut])
+    assert "path cut" in w.error or "out of range" in w.error, w.error
+    assert "list index out of range" not in w.error and "not iterable" not in w.error
+    ok = Ablation(m, [1, 2, 3, 4, 5])
+    assert ok.error == ""
+    ok.cuts = [cut]
+    assert ok.error.startswith("not applied:") and ok.cuts == [], (ok.error, ok.cuts)
+    assert "list index out of range" not in ok.error
+    ok.cuts = [[0, 1, 1, 2, "v"]]
+    assert ok.error == "" and ok.loss != ok.clean_loss

@@ -76,7 +76,8 @@ def _cuts(model: Transformer, paths: Iterable) -> list[PathCut]:
         if not isinstance(c, PathCut):
             if isinstance(c, (tuple, list)) and len(c) == 5:
                 c = PathCut((c[0], c[1]), (c[2], c[3]), c[4])
-            elif isinstance(c, (tuple, list)) and len(c) == 3:
+            elif (isinstance(c, (tuple, list)) and len(c) == 3
+                  and all(isinstance(x, (tuple, list)) and len(x) == 2 for x in c[:2])):
                 c = PathCut(tuple(c[0]), tuple(c[1]), c[2])
             else:
                 raise ValueError(f"a path cut is PathCut(src, dst, kind), (src, dst, kind) or "

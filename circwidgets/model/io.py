@@ -247,9 +247,8 @@ def load_file(path: str | os.PathLike, device: str | torch.device = "cpu",
     model.load_state_dict({k: v.to(dtype) for k, v in tensors.items()})
     if "tokenizer" in meta:
         try:
-            model.tokenizer = Tokenizer.from_json(meta["tokenizer"])
-        except Exception as e:  # noqa: BLE001 - `tokenizers` raises bare Exceptions on bad JSON
-            raise ModelFileError(f"{path}: the tokenizer in this file's metadata is not valid tokenizer JSON: {e}"
-                                 ) from e
+            model.tokenizer = Tokenizer.from_json(meta["tokenizer"], source=f"{path} (metadata 'tokenizer')")
+        except ValueError as e:
+            raise ModelFileError(str(e)) from None
     model.metadata = meta
     return model.to(device).eval()

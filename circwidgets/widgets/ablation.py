@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine.ablation_state import AblatedRun, PathCut, ablated_run, logit_diff_metric
+from ..engine.ablation_state import AblatedRun, PathCut, _cuts, ablated_run, logit_diff_metric
 from ..model import Transformer
 from ._bundle2 import Widget2
 from ._data import as_model, encode_array, token_label, tokens_and_labels
@@ -114,7 +114,7 @@ class Ablation(Widget2):
     # ------------------------------------------------------------------ state -> engine
     def _state(self) -> tuple[list[tuple[int, int]], list[PathCut]]:
         heads = [(int(a), int(b)) for a, b in self.off]
-        cuts = [PathCut((int(c[0]), int(c[1])), (int(c[2]), int(c[3])), str(c[4])) for c in self.cuts]
+        cuts = _cuts(self.model, self.cuts)  # the engine's parser: a malformed cut is a message naming it
         return heads, cuts
 
     def ablated(self) -> AblatedRun:
