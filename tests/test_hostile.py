@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -372,3 +373,78 @@ def test_ablation_malformed_cut_is_a_message(cut):
     assert "list index out of range" not in ok.error
     ok.cuts = [[0, 1, 1, 2, "v"]]
     assert ok.error == "" and ok.loss != ok.clean_loss
+
+
+# --------------------------------------------------------------------------- item 2b: overflow outputs
+def overflow_model(which: str = "v") -> Transformer:
+    """Finite weights whose products overflow float32: head L0H1's W_V x 1e30 (or L1H2's W_Q, W_K)."""
+    m = small_model()
+    with torch.no_grad():
+        if which == "v":
+            m.W_V[0, 1] *= 1e30
+        else:
+            m.W_Q[1, 2] *= 1e30
+            m.W_K[1, 2] *= 1e30
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+    return m
+
+
+TOKS = torch.tensor([[1, 2, 3, 4, 1, 2, 3, 4]])
+
+
+def _entry_points():
+    import circwidgets.engine as E
+    from circwidgets.engine.ablation_state import ablated_run
+    from circwidgets.engine.patterns import attention_patterns
+
+    fwd = r"forward pass first overflows at layer 1, head \d \(blocks\.1\.attn\.hook_attn_scores\)"
+    return {
+        "composition_scores": (lambda m: E.composition_scores(m, "v"), "v", r"first at layer1 0, head1 1, layer2 1"),
+        "composition_one_sided": (lambda m: E.composition_scores_one_sided(m, "k"), "v", r"layer1 0, head1 1"),
+        "head_scores": (lambda m: E.head_scores(m, "induction", seq_len=4), "v", fwd),
+        "all_head_scores": (lambda m: E.all_head_scores(m, seq_len=4), "v", fwd),
+        "in_context_loss": (lambda m: E.in_context_loss(m, seq_len=4), "v", fwd),
+        "eigen_positivity": (lambda m: E.eigen_positivity(m, "qk"), "qk", r"qk circuit .*first at layer 1, head 2"),
+        "eigenvalues": (lambda m: E.eigenvalues(m, 1, 2, "qk"), "qk", r"L1H2's qk circuit"),
+        "ablate_heads": (lambda m: E.ablate_heads(m, TOKS, [(0, 0)]), "v", fwd),
+        "ablation_table": (lambda m: E.ablation_table(m, TOKS), "v", fwd),
+        "ablate_path": (lambda m: E.ablate_path(m, TOKS, (0, 0), (1, 0)), "v", fwd),
+        "patch_heads": (lambda m: E.patch_heads(m, TOKS, TOKS.flip(-1)), "v", fwd),
+        "patch_residual": (lambda m: E.patch_residual(m, TOKS, TOKS.flip(-1)), "v", fwd),
+        "ablated_run": (lambda m: ablated_run(m, TOKS, heads=[(1, 1)]), "v", fwd),
+        "path_terms": (lambda m: E.path_terms(m, TOKS), "v", r"path terms: term '.*L0H1.*'|" + fwd),
+        "attention_patterns": (lambda m: attention_patterns(m, TOKS), "v", fwd),
+    }
+
+
+@pytest.mark.parametrize("entry", list(_entry_points()))
+def test_overflow_outputs_raise_naming_layer_and_head(entry):
+    from circwidgets.engine._check import NonFiniteResultError
+
+    fn, which, where = _entry_points()[entry]
+    fn(small_model())  # finite model: no error
+    with pytest.raises(NonFiniteResultError, match="came out NaN/inf") as e:
+        fn(overflow_model(which))
+    assert re.search(where, str(e.value)), str(e.value)
+    assert "overflow torch.float32" in str(e.value)
+
+
+def test_legitimate_nan_outputs_are_not_errors():
+    import circwidgets.engine as E
+
+    m = small_model()
+    c = E.composition_scores(m, "q")
+    assert c[1, :, 0].isnan().all() and torch.isfinite(c[0, :, 1]).all()  # NaN below the diagonal stays
+    ind = E.head_scores(m, "induction", tokens=torch.tensor([[1, 2, 3, 4, 5]]))  # no repeats: no mask entry
+    assert ind.isnan().all()
+    zero = small_model()
+    with torch.no_grad():
+        zero.W_O[0, 0] = 0
+    assert E.eigen_positivity(zero, "ov")[0, 0].isnan()  # a zero circuit has no eigen-positivity
+
+
+def test_overflow_becomes_the_widgets_error_message():
+    from circwidgets.widgets.composition import Composition
+
+    w = Composition(overflow_model("v"), [1, 2, 3, 4])
+    assert "came out NaN/inf" in w.error and re.search(r"layer1? \d, head1? \d", w.error), w.error

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_layer_head
+from ._check import check_finite_output, check_layer_head
 from .interventions import _ln_in
 from .prep import _entry as _checked  # finiteness checked once per weights version, not per run
 
@@ -163,7 +163,9 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
         hooks.append(((which, lay), recompute))
 
     logits = model.run_with_hooks(toks, hooks) if hooks else model(toks)
-    return AblatedRun(tokens=toks, logits=logits, token_loss=per_token_loss(logits, toks))
+    loss = check_finite_output("ablated run: per-token loss", per_token_loss(logits, toks), axes=("batch", "position"),
+                               model=model, tokens=toks)
+    return AblatedRun(tokens=toks, logits=logits, token_loss=loss)
 
 
 def logit_diff_metric(pos: int, good: int, bad: int | None = None):

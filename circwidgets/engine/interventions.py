@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_layer_head
+from ._check import check_finite_output, check_layer_head
 from .prep import _entry as _check_weights  # finiteness checked once per weight version (cached)
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -131,7 +131,13 @@ def ablate_heads(model: Transformer, tokens, heads: Sequence[tuple[int, int]], k
 
     clean = _value(metric, model(toks), toks)
     ablated = _value(metric, model.run_with_hooks(toks, [(("z", lay), make(lay)) for lay in by_layer]), toks)
-    return Effect(clean, ablated)
+    return _checked_effect("ablate_heads", Effect(clean, ablated), model, toks)
+
+
+def _checked_effect(name: str, e: Effect, model: Transformer, toks: torch.Tensor) -> Effect:
+    check_finite_output(f"{name}: clean metric", e.clean, axes=(), model=model, tokens=toks)
+    check_finite_output(f"{name}: intervened metric", e.intervened, axes=(), model=model, tokens=toks)
+    return e
 
 
 def _copies_per_run(model: Transformer, toks: torch.Tensor, n: int, max_elements: float) -> int:
@@ -182,7 +188,8 @@ def ablation_table(model: Transformer, tokens, kind: str = "zero", metric: Metri
 
         vals = _copy_runs(model, toks, ("z", lay), H, edit, metric, max_elements, f"ablation layer {lay}")
         out[lay] = torch.tensor(vals, dtype=torch.float64) - clean
-    return out
+    check_finite_output("ablation_table: clean metric", clean, axes=(), model=model, tokens=toks)
+    return check_finite_output("ablation_table", out, model=model, tokens=toks)
 
 
 # ----------------------------------------------------------------------------------- path ablation
@@ -256,7 +263,7 @@ def ablate_path(model: Transformer, tokens, src: tuple[int, int], dst: tuple[int
     hooks = [(("result", l1), keep_src), (("resid_pre", l2), keep_resid)] + [((k, l2), make(k)) for k in kinds]
     clean = _value(metric, model(toks), toks)
     ablated = _value(metric, model.run_with_hooks(toks, hooks), toks)
-    return Effect(clean, ablated)
+    return _checked_effect("ablate_path", Effect(clean, ablated), model, toks)
 
 
 # ----------------------------------------------------------------------------------- patching
@@ -296,6 +303,7 @@ def patch_heads(model: Transformer, clean, corrupted, metric: Metric | None = No
 
         out[lay] = torch.tensor(_copy_runs(model, x, ("z", lay), H, edit, metric, max_elements, f"patch heads {lay}"),
                                 dtype=torch.float64)
+    check_finite_output("patch_heads", out, model=model, tokens=x)
     if normalize:
         out = _normalized(out, _value(metric, model(c), x), _value(metric, model(x), x))
     return out
@@ -321,6 +329,7 @@ def patch_residual(model: Transformer, clean, corrupted, metric: Metric | None =
             _copy_runs(model, x, ("resid_pre", lay), P, edit, metric, max_elements, f"patch resid {lay}"),
             dtype=torch.float64,
         )
+    check_finite_output("patch_residual", out, axes=("layer", "position"), model=model, tokens=x)
     if normalize:
         out = _normalized(out, _value(metric, model(c), x), _value(metric, model(x), x))
     return out
