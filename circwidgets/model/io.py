@@ -9,6 +9,7 @@ concurrent replace cannot mix two versions.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import mmap
@@ -79,7 +80,7 @@ def _remove_stale_temporaries(path: Path, now: float | None = None) -> list[Path
     now = time.time() if now is None else now
     removed = []
     host = _host_tag()
-    for tmp in path.parent.glob(f"{path.name}.*.tmp"):
+    for tmp in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
         parts = tmp.name[len(path.name) + 1:-len(".tmp")].split("-")
         try:
             dead = len(parts) == 3 and parts[0] == host and not _pid_alive(int(parts[1]))
