@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from ..model import Transformer
@@ -153,3 +158,36 @@ def check_finite_terms(name: str, labels: list[str], terms, model: Transformer |
     for label, term in zip(labels, terms):
         if not _all_finite(term):
             check_finite_output(f"{name}: term {label!r}", term, axes=(), model=model, tokens=tokens)
+
+
+def finite_results(name: str, parts: Callable[[Any], dict[str, tuple[Any, tuple[str, ...]]]] | None = None,
+                   axes: tuple[str, ...] = ("layer", "head"), tokens: str = "tokens"):
+    """Decorator for an engine entry point `fn(model, <tokens>, ...)` computed by forward passes:
+    its result goes through `check_finite_output`, with `model` and the argument named `tokens`
+    (e.g. "corrupted" for patching) used to locate the first overflow. `parts(result)` gives
+    `{label: (tensor or float, axes)}` for results that are not one tensor (an `Effect`, ...)."""
+
+    def deco(fn):
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            checks = parts(out) if parts is not None else {"": (out, axes)}
+            if all(_all_finite(torch.as_tensor(v)) for v, _ in checks.values()):
+                return out
+            bound = sig.bind(*args, **kwargs)
+            model, toks = bound.arguments["model"], bound.arguments[tokens]
+            toks = model.check_tokens(toks)
+            for label, (v, ax) in checks.items():
+                check_finite_output(f"{name}{': ' + label if label else ''}", v, axes=ax, model=model, tokens=toks)
+            return out
+
+        return wrapper
+
+    return deco
+
+
+def effect_parts(e) -> dict[str, tuple[Any, tuple[str, ...]]]:
+    """`finite_results` parts of an `interventions.Effect`."""
+    return {"clean metric": (e.clean, ()), "intervened metric": (e.intervened, ())}

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_finite_output, check_layer_head
+from . import _check
+from ._check import check_layer_head
 from .interventions import _ln_in
 from .prep import _entry as _checked  # finiteness checked once per weights version, not per run
 
@@ -76,8 +77,7 @@ def _cuts(model: Transformer, paths: Iterable) -> list[PathCut]:
         if not isinstance(c, PathCut):
             if isinstance(c, (tuple, list)) and len(c) == 5:
                 c = PathCut((c[0], c[1]), (c[2], c[3]), c[4])
-            elif (isinstance(c, (tuple, list)) and len(c) == 3
-                  and all(isinstance(x, (tuple, list)) and len(x) == 2 for x in c[:2])):
+            elif isinstance(c, (tuple, list)) and len(c) == 3:
                 c = PathCut(tuple(c[0]), tuple(c[1]), c[2])
             else:
                 raise ValueError(f"a path cut is PathCut(src, dst, kind), (src, dst, kind) or "
@@ -91,6 +91,7 @@ def _cuts(model: Transformer, paths: Iterable) -> list[PathCut]:
     return out
 
 
+@_check.finite_results("ablated run", lambda r: {"per-token loss": (r.token_loss, ("batch", "position"))})
 @torch.no_grad()
 def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (), paths: Iterable = (),
                 kind: str = "zero", reference=None) -> AblatedRun:
@@ -163,9 +164,7 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
         hooks.append(((which, lay), recompute))
 
     logits = model.run_with_hooks(toks, hooks) if hooks else model(toks)
-    loss = check_finite_output("ablated run: per-token loss", per_token_loss(logits, toks), axes=("batch", "position"),
-                               model=model, tokens=toks)
-    return AblatedRun(tokens=toks, logits=logits, token_loss=loss)
+    return AblatedRun(tokens=toks, logits=logits, token_loss=per_token_loss(logits, toks))
 
 
 def logit_diff_metric(pos: int, good: int, bad: int | None = None):

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_finite_output, check_layer_head
+from . import _check
+from ._check import check_layer_head
 from .prep import _entry as _check_weights  # finiteness checked once per weight version (cached)
 
 KINDS = ("previous_token", "duplicate_token", "induction")
@@ -148,7 +149,7 @@ def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int 
     except _Stop:
         pass
     for k, (_, rows) in prepared.items():  # NaN is "no mask entry" only for a kind with no entries
-        check_finite_output(f"{k} head scores", out[k], valid=bool(rows.any()), model=model, tokens=toks)
+        _check.check_finite_output(f"{k} head scores", out[k], valid=bool(rows.any()), model=model, tokens=toks)
     return out
 
 
@@ -250,11 +251,12 @@ def in_context_loss(model: Transformer, seq_len: int | None = None, n_seqs: int 
     logits = model(toks).float()
     lp = logits[:, :-1].log_softmax(-1)
     nll = -lp.gather(-1, toks[:, 1:, None])[..., 0]  # [batch, pos-1]; entry p predicts token p+1
-    per_pos = check_finite_output("in-context loss", nll.mean(0).cpu(), axes=("position",), model=model, tokens=toks)
+    per_pos = nll.mean(0).cpu()
     # target positions t: first block off..off+L-1 (t=0 is unpredictable without BOS: skipped),
     # repeated block off+L+1 .. off+2L-1 (its first token does not follow from context).
     first_t = torch.arange(max(off, 1), off + L)
     rep_t = torch.arange(off + L + 1, off + 2 * L)
     first = per_pos[first_t - 1].mean().item() if len(first_t) else float("nan")
     rep = per_pos[rep_t - 1].mean().item() if len(rep_t) else float("nan")
+    _check.check_finite_output("in-context loss", per_pos, axes=("position",), model=model, tokens=toks)
     return InContextLoss(first, rep, per_pos)

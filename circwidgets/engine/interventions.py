@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_finite_output, check_layer_head
+from ._check import check_layer_head, effect_parts, finite_results
 from .prep import _entry as _check_weights  # finiteness checked once per weight version (cached)
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -109,6 +109,7 @@ def _prep(model: Transformer, tokens, metric, reference, kind, means):
     return toks, ref, metric or loss_metric
 
 
+@finite_results("ablate_heads", effect_parts)
 @torch.no_grad()
 def ablate_heads(model: Transformer, tokens, heads: Sequence[tuple[int, int]], kind: str = "zero",
                  metric: Metric | None = None, reference=None, means: str = "positions") -> Effect:
@@ -131,13 +132,7 @@ def ablate_heads(model: Transformer, tokens, heads: Sequence[tuple[int, int]], k
 
     clean = _value(metric, model(toks), toks)
     ablated = _value(metric, model.run_with_hooks(toks, [(("z", lay), make(lay)) for lay in by_layer]), toks)
-    return _checked_effect("ablate_heads", Effect(clean, ablated), model, toks)
-
-
-def _checked_effect(name: str, e: Effect, model: Transformer, toks: torch.Tensor) -> Effect:
-    check_finite_output(f"{name}: clean metric", e.clean, axes=(), model=model, tokens=toks)
-    check_finite_output(f"{name}: intervened metric", e.intervened, axes=(), model=model, tokens=toks)
-    return e
+    return Effect(clean, ablated)
 
 
 def _copies_per_run(model: Transformer, toks: torch.Tensor, n: int, max_elements: float) -> int:
@@ -169,6 +164,7 @@ def _copy_runs(model: Transformer, toks: torch.Tensor, hook_name, n: int, edit, 
     return vals
 
 
+@finite_results("ablation_table")
 @torch.no_grad()
 def ablation_table(model: Transformer, tokens, kind: str = "zero", metric: Metric | None = None, reference=None,
                    means: str = "positions", max_elements: float = 2**26) -> torch.Tensor:
@@ -188,8 +184,7 @@ def ablation_table(model: Transformer, tokens, kind: str = "zero", metric: Metri
 
         vals = _copy_runs(model, toks, ("z", lay), H, edit, metric, max_elements, f"ablation layer {lay}")
         out[lay] = torch.tensor(vals, dtype=torch.float64) - clean
-    check_finite_output("ablation_table: clean metric", clean, axes=(), model=model, tokens=toks)
-    return check_finite_output("ablation_table", out, model=model, tokens=toks)
+    return out
 
 
 # ----------------------------------------------------------------------------------- path ablation
@@ -205,6 +200,7 @@ def _ln_in(model: Transformer, x: torch.Tensor, layer: int) -> torch.Tensor:
     return x
 
 
+@finite_results("ablate_path", effect_parts)
 @torch.no_grad()
 def ablate_path(model: Transformer, tokens, src: tuple[int, int], dst: tuple[int, int],
                 kind: str | Sequence[str] = "k", ablation: str = "zero", metric: Metric | None = None,
@@ -263,7 +259,7 @@ def ablate_path(model: Transformer, tokens, src: tuple[int, int], dst: tuple[int
     hooks = [(("result", l1), keep_src), (("resid_pre", l2), keep_resid)] + [((k, l2), make(k)) for k in kinds]
     clean = _value(metric, model(toks), toks)
     ablated = _value(metric, model.run_with_hooks(toks, hooks), toks)
-    return _checked_effect("ablate_path", Effect(clean, ablated), model, toks)
+    return Effect(clean, ablated)
 
 
 # ----------------------------------------------------------------------------------- patching
@@ -283,6 +279,7 @@ def _normalized(vals: torch.Tensor, clean: float, corrupt: float) -> torch.Tenso
     return (vals - corrupt) / den
 
 
+@finite_results("patch_heads", tokens="corrupted")
 @torch.no_grad()
 def patch_heads(model: Transformer, clean, corrupted, metric: Metric | None = None, normalize: bool = False,
                 max_elements: float = 2**26) -> torch.Tensor:
@@ -303,12 +300,12 @@ def patch_heads(model: Transformer, clean, corrupted, metric: Metric | None = No
 
         out[lay] = torch.tensor(_copy_runs(model, x, ("z", lay), H, edit, metric, max_elements, f"patch heads {lay}"),
                                 dtype=torch.float64)
-    check_finite_output("patch_heads", out, model=model, tokens=x)
     if normalize:
         out = _normalized(out, _value(metric, model(c), x), _value(metric, model(x), x))
     return out
 
 
+@finite_results("patch_residual", axes=("layer", "position"), tokens="corrupted")
 @torch.no_grad()
 def patch_residual(model: Transformer, clean, corrupted, metric: Metric | None = None, normalize: bool = False,
                    max_elements: float = 2**26) -> torch.Tensor:
@@ -329,7 +326,6 @@ def patch_residual(model: Transformer, clean, corrupted, metric: Metric | None =
             _copy_runs(model, x, ("resid_pre", lay), P, edit, metric, max_elements, f"patch resid {lay}"),
             dtype=torch.float64,
         )
-    check_finite_output("patch_residual", out, axes=("layer", "position"), model=model, tokens=x)
     if normalize:
         out = _normalized(out, _value(metric, model(c), x), _value(metric, model(x), x))
     return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_finite, check_finite_output, check_layer_head
+from ._check import check_finite, check_layer_head
 
 
 @dataclass
@@ -76,6 +76,8 @@ def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = N
     for layer in range(cfg.n_layers):
         hooks += [(("pattern", layer), keep_pattern), (("v", layer), keep_v)]
     model.run_with_hooks(toks, fwd_hooks=hooks)
+    from ._check import check_finite_output
+
     check_finite_output("attention patterns", pattern, model=model, tokens=toks)
     return AttentionData(pattern=pattern, v_norm=v_norm, tokens=toks[0].clone())
 
