@@ -91,7 +91,6 @@ def _cuts(model: Transformer, paths: Iterable) -> list[PathCut]:
     return out
 
 
-@_check.finite_results("ablated run", lambda r: {"per-token loss": (r.token_loss, ("batch", "position"))})
 @torch.no_grad()
 def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (), paths: Iterable = (),
                 kind: str = "zero", reference=None) -> AblatedRun:
@@ -164,6 +163,7 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
         hooks.append(((which, lay), recompute))
 
     logits = model.run_with_hooks(toks, hooks) if hooks else model(toks)
+    _check.check_finite_output("ablated run: logits", logits, axes=("batch", "position"), model=model, tokens=toks)
     return AblatedRun(tokens=toks, logits=logits, token_loss=per_token_loss(logits, toks))
 
 

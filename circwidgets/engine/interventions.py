@@ -109,7 +109,6 @@ def _prep(model: Transformer, tokens, metric, reference, kind, means):
     return toks, ref, metric or loss_metric
 
 
-@finite_results("ablate_heads", effect_parts)
 @torch.no_grad()
 def ablate_heads(model: Transformer, tokens, heads: Sequence[tuple[int, int]], kind: str = "zero",
                  metric: Metric | None = None, reference=None, means: str = "positions") -> Effect:
@@ -164,7 +163,6 @@ def _copy_runs(model: Transformer, toks: torch.Tensor, hook_name, n: int, edit, 
     return vals
 
 
-@finite_results("ablation_table")
 @torch.no_grad()
 def ablation_table(model: Transformer, tokens, kind: str = "zero", metric: Metric | None = None, reference=None,
                    means: str = "positions", max_elements: float = 2**26) -> torch.Tensor:
@@ -200,7 +198,6 @@ def _ln_in(model: Transformer, x: torch.Tensor, layer: int) -> torch.Tensor:
     return x
 
 
-@finite_results("ablate_path", effect_parts)
 @torch.no_grad()
 def ablate_path(model: Transformer, tokens, src: tuple[int, int], dst: tuple[int, int],
                 kind: str | Sequence[str] = "k", ablation: str = "zero", metric: Metric | None = None,
@@ -279,7 +276,6 @@ def _normalized(vals: torch.Tensor, clean: float, corrupt: float) -> torch.Tenso
     return (vals - corrupt) / den
 
 
-@finite_results("patch_heads", tokens="corrupted")
 @torch.no_grad()
 def patch_heads(model: Transformer, clean, corrupted, metric: Metric | None = None, normalize: bool = False,
                 max_elements: float = 2**26) -> torch.Tensor:
@@ -305,7 +301,6 @@ def patch_heads(model: Transformer, clean, corrupted, metric: Metric | None = No
     return out
 
 
-@finite_results("patch_residual", axes=("layer", "position"), tokens="corrupted")
 @torch.no_grad()
 def patch_residual(model: Transformer, clean, corrupted, metric: Metric | None = None, normalize: bool = False,
                    max_elements: float = 2**26) -> torch.Tensor:
@@ -424,3 +419,12 @@ def direct_logit_attribution(model: Transformer, tokens, pos: int, token) -> tor
     to the logit of `token` (id, or `(a, b)` for a logit difference) at position `pos`, final LN scale
     frozen. Together with the other parts of `logit_attribution` it sums to the logit."""
     return logit_attribution(model, tokens, pos, token).heads
+
+
+# Results checked finite (an overflow to NaN/inf raises, naming where the forward pass first overflows);
+# wrapped here rather than decorated so that each function's own definition stays as it reads above.
+ablate_heads = finite_results("ablate_heads", effect_parts)(ablate_heads)
+ablation_table = finite_results("ablation_table")(ablation_table)
+ablate_path = finite_results("ablate_path", effect_parts)(ablate_path)
+patch_heads = finite_results("patch_heads", tokens="corrupted")(patch_heads)
+patch_residual = finite_results("patch_residual", axes=("layer", "position"), tokens="corrupted")(patch_residual)
