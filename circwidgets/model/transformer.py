@@ -175,9 +175,20 @@ class Transformer(nn.Module):
         """Validate token ids and return them as a `[batch, pos]` long tensor on the model's device."""
         if isinstance(tokens, str):
             tokens = self.to_tokens(tokens)
-        t = torch.as_tensor(tokens, device=self.W_E.device)
-        if t.dtype.is_floating_point or t.dtype == torch.bool:
+        try:
+            t = torch.as_tensor(tokens, device=self.W_E.device)
+        except (OverflowError, RuntimeError, TypeError, ValueError) as e:  # e.g. an id of 2**70, ragged lists
+            raise ValueError(f"tokens must be integer ids in [0, {self.cfg.d_vocab}) in a [batch, pos] or [pos] "
+                             f"array; these could not be read as one ({e})") from None
+        if t.numel() == 0:
+            raise ValueError("tokens is empty: pass at least one token id")
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
             raise TypeError(f"tokens must be integer ids, got dtype {t.dtype}")
+        if t.dtype in (torch.uint16, torch.uint32, torch.uint64):  # few ops exist for these: widen (exact < 2**63)
+            wide = t.to(torch.int64)
+            if t.dtype == torch.uint64 and bool((wide < 0).any()):
+                raise ValueError(f"tokens contains ids >= 2**63, outside [0, {self.cfg.d_vocab})")
+            t = wide
         if t.ndim == 1:
             t = t[None]
         if t.ndim != 2:

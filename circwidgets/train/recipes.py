@@ -160,7 +160,7 @@ def build(name: str, data_dir: str | os.PathLike | None = None, overrides: dict 
         try:
             from ..model import Tokenizer
 
-            model.tokenizer = Tokenizer.from_json(tok_json)
+            model.tokenizer = Tokenizer.from_json(tok_json, source=str(Path(d) / "tokenizer.json"))
         except ImportError:  # e.g. a GPU box without `tokenizers`: the JSON above still ships
             pass
     elif r.task == "skip_trigrams":

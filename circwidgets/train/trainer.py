@@ -321,6 +321,7 @@ class Trainer:
                     if self.step in snaps:
                         self.save_snapshot()
                     if self.out_dir is not None and self.step % c.checkpoint_every == 0:
+                        self._running = (float(running.item()), n_running)  # a resume continues this mean
                         self.save_checkpoint()
                     if flag.set:
                         self.stopped_by = "interrupt"
@@ -387,19 +388,13 @@ class Trainer:
         return _atomic_save_safetensors(tensors, path, meta)
 
     def load_checkpoint(self, path: str | os.PathLike | None = None) -> Trainer:
-        """Restore model, optimizer and trainer state from `save_checkpoint`'s file."""
-        from safetensors import safe_open
-
+        """Restore model, optimizer and trainer state from `save_checkpoint`'s file. A damaged file
+        raises `ModelFileError` naming it, with how to start over."""
         path = Path(path) if path else self.checkpoint_path
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            if meta.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{path}: not a circwidgets training checkpoint")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta, tensors, state = _read_checkpoint(path, self._param_names())
         cfg = ModelConfig.from_dict(json.loads(meta["config"]))
         if cfg != self.model.cfg:
             raise ValueError(f"{path}: checkpoint config {cfg} does not match the model's {self.model.cfg}")
-        state = json.loads(meta["trainer"])
         saved_cfg = TrainConfig.from_dict(state["train_config"])
         if dataclasses.replace(saved_cfg, steps=self.config.steps) != self.config:
             raise ValueError(f"{path}: training config differs from this run's: {saved_cfg} vs {self.config}")
@@ -438,3 +433,46 @@ class Trainer:
             return None
         dtype = getattr(torch, self.config.snapshot_dtype)
         return self.save_model(Path(self.out_dir) / "snapshots" / f"step_{self.step:06d}.safetensors", dtype=dtype)
+
+
+_RESUME_HINT = ("cannot resume from it: delete it (or pass --fresh / fresh=True) to start the run over, "
+                "or copy a good checkpoint in its place")
+
+
+def _read_checkpoint(path: Path, param_names: list[str]) -> tuple[dict[str, str], dict[str, torch.Tensor], dict]:
+    """(metadata, tensors, trainer state) of a checkpoint, checked; `ModelFileError` naming the file,
+    the problem and how to start over otherwise (never a raw safetensors or JSON error)."""
+    from ..model.io import ModelFileError, read_safetensors
+
+    def bad(why: str) -> ModelFileError:
+        return ModelFileError(f"{path}: {why}; {_RESUME_HINT}")
+
+    try:
+        meta, tensors = read_safetensors(path, float_only=False)
+    except ModelFileError as e:
+        raise ModelFileError(f"{e}; {_RESUME_HINT}") from e
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise bad("not a circwidgets training checkpoint")
+    try:
+        state, *_ = (json.loads(meta[k]) for k in ("trainer", "config", "param_groups"))
+    except (KeyError, ValueError) as e:
+        raise bad(f"checkpoint metadata is incomplete or not JSON ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict):
+        raise bad("checkpoint trainer state is not a JSON object")
+    for key in ("step", "tokens_seen"):
+        v = state.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise bad(f"checkpoint {key} must be an integer >= 0, got {v!r}")
+    secs = state.get("train_seconds")
+    if not isinstance(secs, (int, float)) or isinstance(secs, bool) or not 0 <= secs < float("inf"):
+        raise bad(f"checkpoint train_seconds must be a finite number >= 0, got {secs!r}")
+    run = state.get("running_loss")
+    if not (isinstance(run, list) and len(run) == 2 and isinstance(run[0], (int, float)) and math.isfinite(run[0])
+            and isinstance(run[1], int) and run[1] >= 0):
+        raise bad(f"checkpoint running_loss must be [finite sum, count >= 0], got {run!r}")
+    if not isinstance(state.get("history"), list) or "train_config" not in state:
+        raise bad("checkpoint trainer state has no history or train_config")
+    missing = [n for n in param_names if f"model.{n}" not in tensors]
+    if missing:
+        raise bad(f"checkpoint has no weights for {missing}")
+    return meta, tensors, state

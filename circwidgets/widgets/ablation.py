@@ -10,6 +10,7 @@ import torch
 import traitlets
 
 from ..engine.ablation_state import AblatedRun, PathCut, ablated_run
+from ..engine.interventions import path_cuts
 from ..model import Transformer
 from ._data import as_model, encode_array, token_label, tokens_and_labels
 from .base import CircuitWidget, reacts_to
@@ -105,7 +106,7 @@ class Ablation(CircuitWidget):
     # ------------------------------------------------------------------ state -> engine
     def _state(self) -> tuple[list[tuple[int, int]], list[PathCut]]:
         heads = [(int(a), int(b)) for a, b in self.off]
-        cuts = [PathCut((int(c[0]), int(c[1])), (int(c[2]), int(c[3])), str(c[4])) for c in self.cuts]
+        cuts = path_cuts(self.model, self.cuts)  # the engine's parser: a malformed cut is a message naming it
         return heads, cuts
 
     def ablated(self) -> AblatedRun:

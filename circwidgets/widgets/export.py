@@ -244,5 +244,7 @@ def save_html(obj, path, title: str | None = None, max_states: int = MAX_STATES,
         "</body></html>",
     ]
     path = Path(path)
-    path.write_text("\n".join(parts), encoding="utf-8")
+    from ..model.io import atomic_write_bytes  # a reader never sees half a page
+
+    atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))
     return path
