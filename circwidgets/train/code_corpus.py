@@ -211,14 +211,14 @@ def collect_code_corpus(pins: dict | None = None, cache: str | os.PathLike | Non
 
 def prepare_code_data_dir(data_dir: str | os.PathLike, vocab_size: int = 4096, pins: dict | None = None,
                           cache: str | os.PathLike | None = None, stdlib: str | os.PathLike | None = None,
-                          verbose: bool = True) -> Path:
+                          verbose: bool = True, heldout_per_mille: int = HELDOUT_PER_MILLE) -> Path:
     """Fetch, verify, filter, deduplicate, split, tokenise; write `data_dir` (see the module docstring)."""
     pins = pins or load_pins()
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     docs, info = collect_code_corpus(pins, cache, stdlib, verbose)
-    train_docs = [d for d in docs if not is_heldout(d[0])]
-    val_docs = [d for d in docs if is_heldout(d[0])]
+    train_docs = [d for d in docs if not is_heldout(d[0], heldout_per_mille)]
+    val_docs = [d for d in docs if is_heldout(d[0], heldout_per_mille)]
     overall = hashlib.sha256()
     for key, _, h in docs:
         overall.update(f"{key}\0{h}\n".encode())
@@ -251,7 +251,7 @@ def prepare_code_data_dir(data_dir: str | os.PathLike, vocab_size: int = 4096, p
         "n_chars": sum(len(t) for _, t, _ in docs),
         "n_bytes": sum(len(t.encode()) for _, t, _ in docs),
         "corpus_sha256": overall.hexdigest(),
-        "heldout_per_mille": HELDOUT_PER_MILLE,
+        "heldout_per_mille": heldout_per_mille,
         "vocab_size": tok.get_vocab_size(),
         "tokenizer_sha256": hashlib.sha256(tok_json.encode()).hexdigest(),
         "tokenizer_trained_on": "train split",
