@@ -181,7 +181,7 @@ def test_trainer_scores_induction_over_several_repeat_lengths():
 
     cfg = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_head=8, d_vocab=40, n_ctx=48, positional="shortformer",
                       bos_token_id=0)
-    tc = TrainConfig(steps=2, batch_size=4, eval_every=1, eval_batches=1, icl_n_seqs=2, icl_seq_lens=(5, 11, 23))
+    tc = TrainConfig(steps=1, batch_size=2, eval_every=1, eval_batches=1, icl_n_seqs=2, icl_seq_lens=(5, 11, 23))
     tr = Trainer(Transformer(cfg, seed=0), CopyTask(40, 48), tc, progress=False).train()
     rec = tr.history[-1]
     assert list(rec["induction_by_len"]) == ["5", "11", "23"] and list(rec["icl_repeated_by_len"]) == ["5", "11", "23"]
