@@ -67,6 +67,9 @@ class TrainConfig:
     eval_batches: int = 4
     icl_seq_len: int | None = None  # repeated-token eval: block length (None: engine default for n_ctx)
     icl_n_seqs: int = 16
+    # several block lengths (e.g. 10, 23, 50, 100): head scores are averaged over them, so a head that
+    # attends a fixed distance back (right for one length only) does not pass for an induction head
+    icl_seq_lens: tuple[int, ...] | None = None
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -90,8 +93,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
+        for k in ("betas", "icl_seq_lens"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
         return cls(**d)
 
 
@@ -243,15 +247,23 @@ class Trainer:
             losses.append(lm_loss(m(toks.to(self.device)), toks.to(self.device)).item())
         rec = {"step": self.step, "tokens": self.tokens_seen, "time": round(self.train_seconds, 2),
                "lr": c.lr_at(max(self.step - 1, 0)), "val_loss": sum(losses) / len(losses)}
-        icl = in_context_loss(m, seq_len=c.icl_seq_len, n_seqs=c.icl_n_seqs, seed=12345)
-        rec["icl_first"], rec["icl_repeated"] = icl.first, icl.repeated
+        lens = list(c.icl_seq_lens) if c.icl_seq_lens else [c.icl_seq_len]
+        icls = [in_context_loss(m, seq_len=n, n_seqs=c.icl_n_seqs, seed=12345) for n in lens]
+        rec["icl_first"] = sum(x.first for x in icls) / len(icls)
+        rec["icl_repeated"] = sum(x.repeated for x in icls) / len(icls)
+        if c.icl_seq_lens:
+            rec["icl_repeated_by_len"] = {str(n): round(x.repeated, 4) for n, x in zip(lens, icls)}
         if m.cfg.n_layers:
-            sc = all_head_scores(m, seq_len=c.icl_seq_len, n_seqs=c.icl_n_seqs, seed=12345,
-                                 kinds=("previous_token", "induction"))
-            rec["induction"] = [[round(float(x), 4) for x in row] for row in sc["induction"]]
-            rec["previous_token"] = [[round(float(x), 4) for x in row] for row in sc["previous_token"]]
+            scs = [all_head_scores(m, seq_len=n, n_seqs=c.icl_n_seqs, seed=12345, kinds=("previous_token", "induction"))
+                   for n in lens]
+            ind = sum(s["induction"] for s in scs) / len(scs)  # [layer, head], mean over block lengths
+            rec["induction"] = [[round(float(x), 4) for x in row] for row in ind]
+            rec["previous_token"] = [[round(float(x), 4) for x in row] for row in scs[0]["previous_token"]]
             rec["max_induction"] = max(max(r) for r in rec["induction"])
             rec["max_previous_token"] = max(max(r) for r in rec["previous_token"])
+            if c.icl_seq_lens:  # the best head's score at each length (the target: high at every length)
+                best = divmod(int(ind.flatten().argmax()), ind.shape[1])
+                rec["induction_by_len"] = {str(n): round(float(s["induction"][best]), 4) for n, s in zip(lens, scs)}
         if self.eval_fn is not None:
             rec.update(self.eval_fn(self))
         m.train(was_training)
