@@ -188,3 +188,19 @@ def test_config_validation():
     cfg = ModelConfig(n_layers=0, d_model=8, n_heads=2, d_head=4, d_vocab=5, n_ctx=4)
     assert set(param_shapes(cfg)) >= {"W_E", "W_U"}
     assert Transformer(cfg)(torch.tensor([[1, 2]])).shape == (1, 2, 5)
+
+
+def test_fold_state_dict_is_the_one_fold():
+    """`fold_layernorm` (models) and `folded_weights` (the engine's weights) are one fold: the same
+    matrices to the bit, and the input parameters are left untouched."""
+    from circwidgets.model.fold import fold_state_dict, folded_weights
+
+    m = random_model(seed=5, **CONFIGS["ln_mlp_bias"])
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    sd, cfg = fold_state_dict(m.state_dict(), m.cfg)
+    assert cfg.normalization == "LNPre" and cfg.biases and not any(k.startswith("ln") for k in sd)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    folded, weights_only = fold_layernorm(m), folded_weights(m)
+    assert set(weights_only) == {k for k in sd if k.startswith("W_")}
+    for k, v in weights_only.items():
+        assert torch.equal(v, getattr(folded, k).detach()) and torch.equal(v, sd[k])

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..model import Transformer, fold_layernorm
+from ..model.fold import folded_weights
 from ._check import check_finite
 
 __all__ = ["cached", "fingerprint", "prepared", "weights"]
@@ -78,35 +79,14 @@ def prepared(model: Transformer) -> Transformer:
     return entry["model"]
 
 
-@torch.no_grad()
-def _fold_weights(model: Transformer) -> dict[str, torch.Tensor]:
-    cfg = model.cfg
-    w = {n: p.detach() for n, p in model.named_parameters() if n.startswith("W_")}
-    if cfg.normalization is None:
-        return w
-    if cfg.normalization == "LN":
-        if cfg.positional == "shortformer":
-            fold_layernorm(model)  # raises the foundation's explanation (no exact fold exists)
-        for m in "QKV":
-            w[f"W_{m}"] = w[f"W_{m}"] * model.ln1_w.detach()[:, None, :, None]
-        if not cfg.attn_only:
-            w["W_in"] = w["W_in"] * model.ln2_w.detach()[:, :, None]
-        w["W_U"] = w["W_U"] * model.ln_final_w.detach()[:, None]
-    centred = ("W_E", "W_O", "W_out") + (("W_pos",) if cfg.positional == "standard" else ())
-    for n in centred:
-        if n in w:
-            w[n] = w[n] - w[n].mean(-1, keepdim=True)
-    return w
-
-
 def weights(model: Transformer) -> dict[str, torch.Tensor]:
     """The weight matrices (`W_E, W_pos, W_Q, W_K, W_V, W_O, W_U`, and `W_in, W_out` with MLPs) as
-    `fold_layernorm(model)` would have them, detached, without building a model copy (cheaper than
-    `prepared` at GPT-2 size: no copy of unchanged weights, no re-initialisation). Cached per model.
-    Biases are not included: the circuits are weights-only."""
+    `fold_layernorm(model)` would have them (`model.fold.folded_weights`: the same fold, without building
+    a model copy, so cheaper than `prepared` at GPT-2 size). Cached per model. Biases are not included:
+    the circuits are weights-only."""
     entry = _entry(model)
     if "weights" not in entry:
-        entry["weights"] = _fold_weights(model)
+        entry["weights"] = folded_weights(model)
     return entry["weights"]
 
 

@@ -1,69 +1,151 @@
-"""LayerNorm folding and centring, so that circuits of LN models read as plain matrices.
+"""Normalisation folding and centring, so that circuits of normalised models read as plain matrices.
 
-After `fold_layernorm`, each LN's weight and bias live in the matrices that read its output
-(W_Q, W_K, W_V, W_in, W_U and their biases) and the model's normalization becomes "LNPre"
-(centre and divide by the scale only). `center_writing_weights` removes the mean over d_model
-from everything written to the residual stream, which LN would remove anyway. Both leave the
-logits unchanged. `center_unembed` shifts every logit at a position by the same amount
-(log-probabilities unchanged).
+A normalisation `y = norm(x) * w + b` is followed, in this model, only by linear maps (W_Q, W_K, W_V
+after ln1, W_in after ln2, W_U after ln_final). Its weight `w` can therefore be multiplied into the
+d_model rows of those reading matrices and its bias `b` turned into their biases (`b @ W`); what stays
+in the model is the weight-free normalisation ("LNPre" for LayerNorm: centre, divide by the scale).
+`center_writing` then removes the mean over d_model from everything written to the residual stream,
+which a *centring* normalisation removes anyway; `center_unembed` shifts every logit at a position by
+the same amount (log-probabilities unchanged). All of it leaves the logits unchanged.
+
+The fold is one function, `fold_state_dict`, on a parameter dict: `fold_layernorm` builds a model from
+it and the engine (`circwidgets.engine.prep.weights`) takes just its weight matrices. What depends on
+the kind of normalisation is the table `FOLDS` (what the folded model's normalisation is called and
+whether it centres); the per-site work is the same for every kind: fold `{site}_w` (and `{site}_b` when
+the kind has one) into the readers. A kind with weight but no bias and no centring (RMSNorm) joins by
+adding a row to `FOLDS`.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 
 from .config import ModelConfig
 from .transformer import Transformer
 
+__all__ = ["FOLDS", "NormFold", "fold_layernorm", "fold_state_dict", "folded_weights"]
 
-@torch.no_grad()
-def fold_layernorm(model: Transformer, center_writing: bool = True, center_unembed: bool = False) -> Transformer:
-    """A new model with LN weights folded in (`normalization="LNPre"`); the input is untouched."""
-    cfg = model.cfg
+
+@dataclass(frozen=True)
+class NormFold:
+    """What folding does for one kind of normalisation.
+
+    folded: the `ModelConfig.normalization` of the folded model (the same normalisation without
+        weight and bias).
+    centres: whether the normalisation subtracts the mean over d_model; only then may the writing
+        weights be centred (their mean direction is invisible to every reader).
+    """
+
+    folded: str
+    centres: bool
+
+
+FOLDS: dict[str, NormFold] = {
+    "LN": NormFold(folded="LNPre", centres=True),
+    "LNPre": NormFold(folded="LNPre", centres=True),  # already weight-free: only the centring is left
+}
+
+
+@dataclass(frozen=True)
+class _Site:
+    """A normalisation site `{name}_w`/`{name}_b` and the (weight, bias) pairs that read its output.
+
+    `scale` indexes the weight `[layer, d_model]` (or `[d_model]`) so that it broadcasts over a reader's
+    d_model axis; `bias_eq` is the einsum `b @ W` over d_model."""
+
+    name: str
+    readers: tuple[tuple[str, str], ...]
+    scale: tuple
+    bias_eq: str
+
+
+_SITES = (
+    _Site("ln1", (("W_Q", "b_Q"), ("W_K", "b_K"), ("W_V", "b_V")), (slice(None), None, slice(None), None),
+          "ld,lhde->lhe"),
+    _Site("ln2", (("W_in", "b_in"),), (slice(None), slice(None), None), "ld,ldm->lm"),
+    _Site("ln_final", (("W_U", "b_U"),), (slice(None), None), "d,dv->v"),
+)
+
+
+def _bias_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    L, H, E = cfg.n_layers, cfg.n_heads, cfg.d_head
+    s = {"b_Q": (L, H, E), "b_K": (L, H, E), "b_V": (L, H, E), "b_O": (L, cfg.d_model), "b_U": (cfg.d_vocab,)}
+    if not cfg.attn_only:
+        s.update(b_in=(L, cfg.d_mlp), b_out=(L, cfg.d_model))
+    return s
+
+
+def fold_state_dict(
+    state: dict[str, torch.Tensor], cfg: ModelConfig, *, center_writing: bool = True, center_unembed: bool = False,
+    biases: bool = True,
+) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """Fold the normalisation weights of a parameter dict into the matrices that read them.
+
+    Returns a new dict (the input and its tensors are not modified; unchanged tensors are shared) and the
+    folded model's config (`normalization=FOLDS[kind].folded`, `biases=True`). With `biases=False` the
+    biases are neither folded nor created: only the weight matrices (and the normalisation weights, now
+    gone) are handled, which is all the weights-only circuits need. Normalization None: returned as it
+    is (no centring: without a normalisation the mean direction of the residual stream matters).
+    Raises `ValueError` for a weighted normalisation in a shortformer model (positions enter after ln1,
+    so scaling W_Q/W_K by the weight would also rescale the positional term: no exact fold exists).
+    """
     if cfg.normalization is None:
-        return copy.deepcopy(model)
-    if cfg.normalization == "LN" and cfg.positional == "shortformer":
-        # shortformer adds W_pos after ln1, so scaling W_Q/W_K by the LN weight would also
-        # rescale the positional term: there is no exact fold.
+        return dict(state), cfg
+    if cfg.normalization not in FOLDS:
+        raise NotImplementedError(f"no fold is defined for normalization {cfg.normalization!r}")
+    kind = FOLDS[cfg.normalization]
+    sd = dict(state)
+    if cfg.positional == "shortformer" and "ln1_w" in sd:
         raise ValueError("fold_layernorm: LN weights cannot be folded exactly into a shortformer model "
                          "(positions enter after ln1); analyse the unfolded model instead")
-    sd = {k: v.clone() for k, v in model.state_dict().items()}
-    L, H, E = cfg.n_layers, cfg.n_heads, cfg.d_head
-    new_cfg = ModelConfig.from_dict({**cfg.to_dict(), "normalization": "LNPre", "biases": True})
-    dev, dt = model.W_E.device, model.W_E.dtype
-
-    def bias(name, shape):
-        return sd[name] if name in sd else torch.zeros(shape, device=dev, dtype=dt)
-
-    if cfg.normalization == "LN":
-        w1, b1 = sd.pop("ln1_w"), sd.pop("ln1_b")  # [L, D]
-        for m in "QKV":
-            W = sd[f"W_{m}"]  # [L, H, D, E]
-            sd[f"b_{m}"] = bias(f"b_{m}", (L, H, E)) + torch.einsum("ld,lhde->lhe", b1, W)
-            sd[f"W_{m}"] = W * w1[:, None, :, None]
-        if not cfg.attn_only:
-            w2, b2 = sd.pop("ln2_w"), sd.pop("ln2_b")
-            sd["b_in"] = bias("b_in", (L, cfg.d_mlp)) + torch.einsum("ld,ldm->lm", b2, sd["W_in"])
-            sd["W_in"] = sd["W_in"] * w2[:, :, None]
-        wf, bf = sd.pop("ln_final_w"), sd.pop("ln_final_b")
-        sd["b_U"] = bias("b_U", (cfg.d_vocab,)) + bf @ sd["W_U"]
-        sd["W_U"] = sd["W_U"] * wf[:, None]
-    for name, shape in (("b_O", (L, cfg.d_model)), ("b_U", (cfg.d_vocab,)), ("b_Q", (L, H, E)),
-                        ("b_K", (L, H, E)), ("b_V", (L, H, E))):
-        sd.setdefault(name, torch.zeros(shape, device=dev, dtype=dt))
-    if not cfg.attn_only:
-        sd.setdefault("b_in", torch.zeros(L, cfg.d_mlp, device=dev, dtype=dt))
-        sd.setdefault("b_out", torch.zeros(L, cfg.d_model, device=dev, dtype=dt))
-    if center_writing:
-        for name in ("W_E", "W_O", "b_O", "W_out", "b_out") + (("W_pos",) if cfg.positional == "standard" else ()):
+    dev, dt = sd["W_E"].device, sd["W_E"].dtype
+    if biases:
+        for name, shape in _bias_shapes(cfg).items():
+            if name not in sd:
+                sd[name] = torch.zeros(shape, device=dev, dtype=dt)
+    for site in _SITES:
+        w, b = sd.pop(f"{site.name}_w", None), sd.pop(f"{site.name}_b", None)
+        for W_name, b_name in site.readers:
+            if W_name not in sd or w is None:
+                continue
+            W = sd[W_name]
+            if biases and b is not None:
+                sd[b_name] = sd[b_name] + torch.einsum(site.bias_eq, b, W)
+            sd[W_name] = W * w[site.scale]
+    if center_writing and kind.centres:
+        writers = ("W_E", "W_O", "W_out") + (("b_O", "b_out") if biases else ())
+        for name in writers + (("W_pos",) if cfg.positional == "standard" else ()):
             if name in sd:
                 sd[name] = sd[name] - sd[name].mean(-1, keepdim=True)
     if center_unembed:
         sd["W_U"] = sd["W_U"] - sd["W_U"].mean(-1, keepdim=True)
-        sd["b_U"] = sd["b_U"] - sd["b_U"].mean()
-    out = Transformer(new_cfg, seed=None).to(device=dev, dtype=dt)
-    out.load_state_dict(sd)
+        if biases:
+            sd["b_U"] = sd["b_U"] - sd["b_U"].mean()
+    return sd, ModelConfig.from_dict({**cfg.to_dict(), "normalization": kind.folded, "biases": True})
+
+
+@torch.no_grad()
+def fold_layernorm(model: Transformer, center_writing: bool = True, center_unembed: bool = False) -> Transformer:
+    """A new model with the normalisation weights folded in (`normalization="LNPre"` for LN); the input
+    is untouched. A model without normalisation comes back as a copy."""
+    if model.cfg.normalization is None:
+        return copy.deepcopy(model)
+    sd, cfg = fold_state_dict(model.state_dict(), model.cfg, center_writing=center_writing,
+                              center_unembed=center_unembed)
+    dev, dt = model.W_E.device, model.W_E.dtype
+    out = Transformer(cfg, seed=None).to(device=dev, dtype=dt)
+    out.load_state_dict(sd)  # copies: the folded model shares no storage with the input
     out.tokenizer = model.tokenizer
     return out.eval()
+
+
+@torch.no_grad()
+def folded_weights(model: Transformer) -> dict[str, torch.Tensor]:
+    """The weight matrices (`W_*`) of `fold_layernorm(model)`, detached, without building a model:
+    no copy of the weights folding leaves alone. Biases are not included."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    sd, _ = fold_state_dict(params, model.cfg, biases=False)
+    return {n: t for n, t in sd.items() if n.startswith("W_")}
