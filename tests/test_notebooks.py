@@ -46,8 +46,7 @@ def _build_module():
     return mod
 
 
-jupytext = pytest.importorskip("jupytext")
-BUILD = _build_module()
+BUILD = _build_module()  # needs jupytext (the `test` extra): without it this module fails to load, loudly
 
 
 def _needs_models(name: str) -> None:
@@ -93,6 +92,7 @@ def test_source_is_paired_with_notebook(name):
     """notebooks/jupytext.toml pairs NAME.ipynb with src/NAME.py, and the source is exactly what jupytext
     writes for the stored notebook: `jupytext --sync` after editing either file (or saving the .ipynb in
     Jupyter) carries the edit over without reformatting the rest of the source."""
+    import jupytext
     from jupytext.config import load_jupytext_config
     from jupytext.formats import long_form_multiple_formats
     from jupytext.paired_paths import paired_paths
