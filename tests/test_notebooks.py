@@ -87,6 +87,36 @@ def test_build_rejects_a_broken_convention(tmp_path, monkeypatch):
         BUILD.build("00_tour.ipynb")
 
 
+def _shared_cells(name: str) -> dict[str, str]:
+    """The cells the lectures share, as written in notebook `name`'s source: the setup cell (the MODEL
+    value and any notebook-specific imports between loading the model and the print masked) and the
+    example-tokens cell."""
+    shared = {}
+    for c in BUILD.read_source(name).cells:
+        if c.cell_type != "code":
+            continue
+        if re.search(r'^MODEL = "', c.source, re.M):
+            setup = re.sub(r'^MODEL = "[^"]+"', 'MODEL = "..."', c.source, flags=re.M)
+            shared["setup"] = re.sub(r"(?ms)(^model = cw\.load\(.*?\n).*?(^print\(model\.cfg\.name)", r"\1\2", setup)
+        elif c.source.startswith("SNIPPET = "):
+            shared["example tokens"] = c.source
+    return shared
+
+
+def test_shared_cells_are_the_same_in_every_notebook():
+    """Each source holds its own copy of the cells the lectures share (a notebook must run on its own, in
+    Colab too); the Colab cell is checked by build.py against COLAB_CELL, and this test keeps the other
+    copies equal, so that an edit to one of them cannot silently miss the others."""
+    copies: dict[str, dict[str, list[str]]] = {}
+    for name in EXPECTED:
+        for kind, src in _shared_cells(name).items():
+            copies.setdefault(kind, {}).setdefault(src, []).append(name)
+    assert len(copies["setup"]) == 1 and sum(map(len, copies["setup"].values())) == len(EXPECTED), \
+        f"setup cells differ: {list(copies['setup'].values())}"
+    assert len(copies["example tokens"]) == 1 and len(next(iter(copies["example tokens"].values()))) >= 2, \
+        f"example-tokens cells differ: {list(copies['example tokens'].values())}"
+
+
 @pytest.mark.parametrize("name", EXPECTED)
 def test_source_is_paired_with_notebook(name):
     """notebooks/jupytext.toml pairs NAME.ipynb with src/NAME.py, and the source is exactly what jupytext
