@@ -7,6 +7,9 @@ static fallbacks (PNG + text/plain) for viewers with no kernel (GitHub).
     python notebooks/build.py --execute 03     # only notebooks whose name starts with 03
     python notebooks/build.py --check          # exit 1 if a stored notebook's cells differ from its source
 
+A notebook edited in Jupyter after its source (cells differ, .ipynb newer) is not overwritten: sync it into
+its source first (`jupytext --sync`, notebooks/jupytext.toml pairs the two), or pass --force to drop the edit.
+
 Conventions of every notebook, checked here on the sources (`conventions`): a Colab badge in the first cell
 and a first code cell that installs the package only in Colab (both naming GITHUB_REPO); the model name is
 ONE variable (`MODEL = ...`) in the setup cell; exercises are followed by a solution cell that JupyterLab
@@ -35,7 +38,7 @@ ROOT = HERE.parent
 SRC = HERE / "src"
 GITHUB_REPO = "circwidgets/circwidgets"  # owner/name on GitHub: used by the Colab badges and the Colab install
 TIMINGS = HERE / "timings.json"
-SOURCE_FORMAT = "py:percent"  # the sources carry no jupytext header: their format is given here
+SOURCE_FORMAT = "py:percent"  # what the sources' header says (notebooks/jupytext.toml keeps it to that)
 
 # What `build` writes into every notebook's metadata (the sources hold cells only).
 NOTEBOOK_METADATA = {
@@ -70,7 +73,8 @@ def source_path(name: str) -> Path:
 
 
 def read_source(name: str) -> nbformat.NotebookNode:
-    """The cells of notebook `name` as its source defines them (no outputs, no notebook metadata)."""
+    """The cells of notebook `name` as its source defines them (no outputs; no notebook metadata but the
+    source's format)."""
     return jupytext.read(source_path(name), fmt=SOURCE_FORMAT)
 
 
@@ -138,6 +142,13 @@ def stale(name: str, folder: Path = HERE) -> bool:
     return not path.exists() or cells(nbformat.read(path, as_version=4)) != cells(build(name))
 
 
+def unsynced_edit(name: str, folder: Path = HERE) -> bool:
+    """Whether the stored notebook was saved after its source and its cells differ from it: an edit made in
+    the .ipynb that `jupytext --sync` has not carried to the source yet (building would drop it)."""
+    path = folder / name
+    return path.exists() and path.stat().st_mtime > source_path(name).stat().st_mtime and stale(name, folder)
+
+
 def write(name: str, dest: Path = HERE) -> Path:
     """Write the notebook, keeping the stored outputs (and execution timings) of code cells whose source
     did not change, and the stored notebook metadata build does not set (e.g. the widget state nbconvert
@@ -154,7 +165,8 @@ def write(name: str, dest: Path = HERE) -> Path:
                 c.outputs, c.execution_count = o.outputs, o.execution_count
                 c.metadata.update({k: o.metadata[k] for k in EXECUTION_METADATA if k in o.metadata})
         for k, v in old.metadata.items():
-            nb.metadata.setdefault(k, v)
+            if k != "jupytext":  # what `jupytext --sync` records in the .ipynb: not part of the built notebook
+                nb.metadata.setdefault(k, v)
         if old.metadata.get("language_info", {}).get("name") == nb.metadata["language_info"]["name"]:
             nb.metadata["language_info"] = old.metadata["language_info"]  # the kernel's fuller record
     nbformat.write(nb, path)
@@ -175,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--execute", action="store_true", help="execute each written notebook in place")
     p.add_argument("--check", action="store_true", help="exit 1 when a stored notebook is stale")
     p.add_argument("--out", type=Path, default=HERE, help="folder to write to (default: notebooks/)")
+    p.add_argument("--force", action="store_true", help="overwrite notebooks edited after their source")
     a = p.parse_args(argv)
     names = [n for n in NOTEBOOKS if not a.names or any(n.startswith(x) for x in a.names)]
     if a.names and not names:
@@ -183,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         out_of_date = [n for n in names if not missing(n) and stale(n, a.out)]
         print("stale:", out_of_date or "none")
         return 1 if out_of_date else 0
+    edited = [n for n in names if not missing(n) and unsynced_edit(n, a.out)]
+    if edited and not a.force:
+        print(f"not built: {', '.join(edited)} changed after the source. Carry the edit over first with "
+              f"`jupytext --sync notebooks/NAME.ipynb` (or drop it with --force).", file=sys.stderr)
+        return 2
     for n in list(names):
         if missing(n):
             print(f"skipped {n}: the zoo does not ship {', '.join(missing(n))} yet")

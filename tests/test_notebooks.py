@@ -87,6 +87,21 @@ def test_build_rejects_a_broken_convention(tmp_path, monkeypatch):
         BUILD.build("00_tour.ipynb")
 
 
+def test_build_keeps_an_edit_not_synced_to_the_source(tmp_path):
+    """A notebook edited after its source (not yet `jupytext --sync`ed) is not overwritten without --force."""
+    _needs_models("00_tour.ipynb")
+    path = BUILD.write("00_tour.ipynb", tmp_path)
+    assert BUILD.main(["--out", str(tmp_path), "00"]) == 0 and not BUILD.unsynced_edit("00_tour.ipynb", tmp_path)
+    nb = _read("00_tour.ipynb")
+    nb.cells[2].source += "\n\nA lecturer's note."
+    nbformat.write(nb, path)
+    assert BUILD.unsynced_edit("00_tour.ipynb", tmp_path)
+    assert BUILD.main(["--out", str(tmp_path), "00"]) == 2
+    assert "A lecturer's note." in path.read_text()
+    assert BUILD.main(["--out", str(tmp_path), "--force", "00"]) == 0
+    assert "A lecturer's note." not in path.read_text()
+
+
 def _shared_cells(name: str) -> dict[str, str]:
     """The cells the lectures share, as written in notebook `name`'s source: the setup cell (the MODEL
     value and any notebook-specific imports between loading the model and the print masked) and the
@@ -132,8 +147,11 @@ def test_source_is_paired_with_notebook(name):
         formats = long_form_multiple_formats(load_jupytext_config(str(path)).default_formats(str(path)))
         assert {Path(p).resolve() for p, _ in paired_paths(str(path), fmt, formats)} == {ipynb, source.resolve()}
     config = load_jupytext_config(str(ipynb))
-    text = BUILD.source_path(name).read_text()
-    assert jupytext.writes(BUILD.read_source(name), fmt=BUILD.SOURCE_FORMAT) == text, "source not in jupytext form"
+    text = source.read_text()
+    assert jupytext.writes(BUILD.read_source(name), fmt=BUILD.SOURCE_FORMAT, config=config) == text, \
+        "source not in the form jupytext writes"
+    assert jupytext.read(source, config=config).metadata["jupytext"]["text_representation"]["format_name"] \
+        == "percent", "jupytext would not read the source as a percent file"
     _needs_models(name)
     assert jupytext.writes(_read(name), fmt=BUILD.SOURCE_FORMAT, config=config) == text, \
         f"`jupytext --sync notebooks/{name}` would rewrite its source"
