@@ -1,7 +1,7 @@
 """A decoder-only transformer in the project's one weight format.
 
-Weights are stored stacked over layers and heads, in the row-vector convention of
-DESIGN.md (x @ W), under TransformerLens' names:
+Weights are stored stacked over layers and heads, in the row-vector convention (x @ W;
+docs/ARCHITECTURE.md, Conventions), under TransformerLens' names:
 
     W_E [d_vocab, d_model]              W_pos [n_ctx, d_model]
     W_Q, W_K, W_V [layer, head, d_model, d_head]   b_Q, b_K, b_V [layer, head, d_head]
@@ -55,6 +55,10 @@ def _act(name: str, x: torch.Tensor) -> torch.Tensor:
     if name == "gelu":
         return F.gelu(x)
     return F.relu(x)
+
+
+def _unhooked(name: str, x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 class Transformer(nn.Module):
@@ -155,21 +159,43 @@ class Transformer(nn.Module):
             )
         return t.long()
 
-    def _norm(self, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, where: str) -> torch.Tensor:
+    def norm_params(self, site: str, layer: int | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Weight and bias `[d_model]` of the normalisation at `site` ("ln1" / "ln2" of `layer`, or
+        "ln_final"); `(None, None)` when it has none (normalization None or weight-free)."""
+        if site not in ("ln1", "ln2", "ln_final"):
+            raise ValueError(f"site={site!r} must be 'ln1', 'ln2' or 'ln_final'")
+        if site == "ln2" and self.cfg.attn_only:
+            raise ValueError("an attention-only model has no ln2")
+        if self.cfg.normalization != "LN":
+            return None, None
+        w, b = getattr(self, f"{site}_w"), getattr(self, f"{site}_b")
+        return (w, b) if site == "ln_final" else (w[layer], b[layer])
+
+    def normalize(self, x: torch.Tensor, site: str, layer: int | None = None) -> torch.Tensor:
+        """The normalisation at `site` ("ln1" / "ln2" of `layer`, or "ln_final") applied to a residual
+        `x [..., d_model]`: the forward pass's own arithmetic, without firing hooks (for recomputing a
+        layer's input from an edited residual stream). Identity when the model has no normalisation."""
+        if site != "ln_final" and layer is None:
+            raise ValueError(f"site={site!r} needs a layer")
+        return self._norm(x, *self.norm_params(site, layer), where=None)
+
+    def _norm(self, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, where: str | None) -> torch.Tensor:
+        """Normalise `x`; `where` names the hook points (`{where}.hook_scale`, `.hook_normalized`),
+        None runs without hooks."""
         if self.cfg.normalization is None:
             return x
+        hook = self._hook if where is not None else _unhooked
         x = x - x.mean(-1, keepdim=True)
-        scale = self._hook(f"{where}.hook_scale", (x.pow(2).mean(-1, keepdim=True) + self.cfg.ln_eps).sqrt())
+        scale = hook(f"{where}.hook_scale", (x.pow(2).mean(-1, keepdim=True) + self.cfg.ln_eps).sqrt())
         x = x / scale
         if w is not None:
             x = x * w + b
-        return self._hook(f"{where}.hook_normalized", x)
+        return hook(f"{where}.hook_normalized", x)
 
     def forward(self, tokens) -> torch.Tensor:
         cfg = self.cfg
         tokens = self.check_tokens(tokens)
         n_pos = tokens.shape[1]
-        has_ln = cfg.normalization == "LN"
         embed = self._hook("hook_embed", self.W_E[tokens])
         pos = None
         if cfg.positional != "none":
@@ -179,8 +205,7 @@ class Transformer(nn.Module):
         for layer in range(cfg.n_layers):
             blk = f"blocks.{layer}"
             resid = self._hook(f"{blk}.hook_resid_pre", resid)
-            x = self._norm(resid, self.ln1_w[layer] if has_ln else None,
-                           self.ln1_b[layer] if has_ln else None, f"{blk}.ln1")
+            x = self._norm(resid, *self.norm_params("ln1", layer), f"{blk}.ln1")
             qk_in = x + pos if cfg.positional == "shortformer" else x
             B, P, H, E = qk_in.shape[0], n_pos, cfg.n_heads, cfg.d_head
             # one [B*P, D] @ [D, H*E] GEMM per projection (much faster than a per-head batched einsum)
@@ -208,16 +233,14 @@ class Transformer(nn.Module):
                 resid = resid + attn_out
             else:
                 resid = self._hook(f"{blk}.hook_resid_mid", resid + attn_out)
-                x = self._norm(
-                    resid, self.ln2_w[layer] if has_ln else None, self.ln2_b[layer] if has_ln else None, f"{blk}.ln2"
-                )
+                x = self._norm(resid, *self.norm_params("ln2", layer), f"{blk}.ln2")
                 pre = x @ self.W_in[layer] + (self.b_in[layer] if cfg.biases else 0.0)
                 pre = self._hook(f"{blk}.mlp.hook_pre", pre)
                 post = self._hook(f"{blk}.mlp.hook_post", _act(cfg.act_fn, pre))
                 mlp_out = post @ self.W_out[layer] + (self.b_out[layer] if cfg.biases else 0.0)
                 resid = resid + self._hook(f"{blk}.hook_mlp_out", mlp_out)
             resid = self._hook(f"{blk}.hook_resid_post", resid)
-        x = self._norm(resid, self.ln_final_w if has_ln else None, self.ln_final_b if has_ln else None, "ln_final")
+        x = self._norm(resid, *self.norm_params("ln_final"), "ln_final")
         logits = x @ self.W_U
         return logits + self.b_U if cfg.biases else logits
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..model import ModelConfig, Transformer
-from .corpus import CorpusTask, ensure_data_dir, load_manifest
+from .corpus import CorpusTask, ensure_data_dir
 from .tasks import CopyTask, RepeatTask, SkipTrigramTask, Task
 from .trainer import TrainConfig, Trainer
 
@@ -208,7 +208,3 @@ def run(name: str, steps: int | None = None, out: str | os.PathLike | None = Non
               + (f", max induction {last['max_induction']:.3f}" if "max_induction" in last else "")
               + f"; wrote {p}")
     return tr
-
-
-def manifest_for(data_dir: str | os.PathLike) -> dict:
-    return load_manifest(data_dir)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -125,29 +126,51 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, old)
 
 
+class TrainerCallback(Protocol):
+    """What a trainer calls, in order: `on_train_begin(trainer)` when a `train()` run starts,
+    `on_step(trainer, running_loss)` every 10 steps, `on_eval(trainer, record)` after each evaluation
+    (the record `history` gets), `on_train_end(trainer)` when the run ends for any reason (finished,
+    `request_stop()` / Ctrl-C, time limit, error). Every method is optional."""
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+    def on_step(self, trainer: Trainer, loss: float) -> None: ...
+    def on_eval(self, trainer: Trainer, record: dict) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+CallbackFactory = Callable[["Trainer"], list]
+_DEFAULT_CALLBACK_FACTORIES: list[CallbackFactory] = []
+
+
+def register_default_callbacks(factory: CallbackFactory) -> CallbackFactory:
+    """Register `factory(trainer) -> [callbacks]`, asked by every trainer built with `callbacks=None`
+    when a run starts. This is how a layer above adds to training without `train` importing it: the
+    widgets layer registers its notebook monitor (`circwidgets.widgets.monitor`). Registering the same
+    factory twice has no effect. Returns the factory (usable as a decorator)."""
+    if factory not in _DEFAULT_CALLBACK_FACTORIES:
+        _DEFAULT_CALLBACK_FACTORIES.append(factory)
+    return factory
+
+
+def default_callbacks(trainer: Trainer) -> list:
+    """The callbacks of every registered factory. A factory that fails gives none (with a warning):
+    a monitor must never stop training."""
+    out: list = []
+    for factory in _DEFAULT_CALLBACK_FACTORIES:
+        try:
+            out += list(factory(trainer))
+        except Exception as e:  # noqa: BLE001 - e.g. no front end: train with plain progress bars
+            import warnings
+
+            warnings.warn(f"no {getattr(factory, '__qualname__', factory)} callbacks: {e}", stacklevel=3)
+    return out
+
+
 def _call(callbacks, event: str, *args) -> None:
     for cb in callbacks or ():
         fn = getattr(cb, event, None)
         if fn is not None:
             fn(*args)
-
-
-def _notebook_callbacks(trainer) -> list:
-    """A live monitor when running in a notebook kernel with widgets (else nothing). A monitor
-    must never stop training: outside a kernel nothing is imported, and any failure means no monitor."""
-    import sys
-
-    if "ipykernel" not in sys.modules:  # scripts, the CLI, batch jobs on a GPU box
-        return []
-    try:
-        from ..widgets.monitor import notebook_callbacks
-
-        return notebook_callbacks(trainer)
-    except Exception as e:  # no anywidget / ipywidgets, or a broken front end: plain progress bars
-        import warnings
-
-        warnings.warn(f"no live training monitor: {e}", stacklevel=2)
-        return []
 
 
 @dataclass
@@ -168,9 +191,9 @@ class Trainer:
     progress: bool = True
     time_limit: float | None = None  # seconds of training after which the run stops (and saves)
     eval_fn: Callable[[Trainer], dict] | None = None  # extra metrics merged into each eval record
-    # objects with optional on_train_begin(t) / on_step(t, loss) / on_eval(t, record) / on_train_end(t);
-    # None: a live TrainingMonitor when training from a notebook (circwidgets.widgets.monitor)
-    callbacks: list | None = None
+    # `TrainerCallback`s; None: those of the registered factories (`register_default_callbacks`), e.g. a
+    # live monitor when training in a notebook
+    callbacks: list[TrainerCallback] | None = None
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -183,6 +206,12 @@ class Trainer:
         self._running = (0.0, 0)  # sum and count of training losses since the last evaluation
         self.optimizer = self._make_optimizer()
         self._interrupt = _InterruptFlag()
+
+    def request_stop(self) -> None:
+        """Stop the current `train()` run after the step in progress, as Ctrl-C does (`stopped_by`
+        "interrupt", resumable checkpoint written when there is an `out_dir`). Safe to call from another
+        thread or a callback; a run started later is not affected."""
+        self._interrupt.set = True
 
     # ------------------------------------------------------------------ optimiser
     def _param_names(self) -> list[str]:
@@ -240,7 +269,7 @@ class Trainer:
             return self
         snaps = set(c.snapshot_steps())
         m, opt = self.model, self.optimizer
-        self._cbs = self.callbacks if self.callbacks is not None else _notebook_callbacks(self)
+        self._cbs = self.callbacks if self.callbacks is not None else default_callbacks(self)
         _call(self._cbs, "on_train_begin", self)
         m.train()
         self.stopped_by = None

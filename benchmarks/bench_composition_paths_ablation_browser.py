@@ -1,13 +1,15 @@
-"""Click-to-redraw latency of the Widgets-II views in a real browser (JupyterLab + headless Chromium).
+"""Click-to-redraw latency of the Composition / PathExpansion / Ablation views in a real browser
+(JupyterLab + headless Chromium).
 
-    python benchmarks/bench_widgets2_browser.py [--clicks 6]
+    python benchmarks/bench_composition_paths_ablation_browser.py [--clicks 6]
 
 One notebook: Composition, PathExpansion and Ablation of a random model of the shipped shape
 (2 layers x 8 heads, d_model 256, d_vocab 4,096) on 128 tokens. In the page, the time from the click to
 the animation frame after the redraw that shows the clicked state (click -> comm -> kernel asks the
 engine -> data back -> redraw): a composition cell (pair details), a path-term bar (head pattern), an
 Ablation head toggle (a forward pass). "first" = not seen before, "again" = the same click repeated
-(kernel caches). Not a timed test; the table is printed and saved to artifacts/browser/widgets2_latency.json.
+(kernel caches). Not a timed test; the table is printed and saved to
+artifacts/browser/composition_paths_ablation_browser_latency.json.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def main() -> None:
     print(f"{'interaction':28s} {'median ms':>10s} {'max ms':>8s}")
     for k, v in res.items():
         print(f"{k:28s} {statistics.median(v):10.1f} {max(v):8.1f}")
-    out = lh.ARTIFACTS / "widgets2_latency.json"
+    out = lh.ARTIFACTS / "composition_paths_ablation_browser_latency.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
     print(f"saved {out}")

@@ -1,8 +1,14 @@
 // Eigenvalues: grid of heads (upper half OV positivity, lower half QK positivity); the selected
 // head's eigenvalues of the full OV, full QK and positional QK circuits in the complex plane.
-import {
-  h, theme, divColor, rgbCss, inkOn, decodeArray, fmt, messageArea, headGrid, hidpi, markDrawn, onThemeChange,
-} from "./common.js";
+import "./lib/common.css";
+import "./eigenvalues.css";
+import { divColor, inkOn, rgbCss, theme } from "./lib/color.js";
+import { decodeArray } from "./lib/decode.js";
+import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
+import { headGrid } from "./lib/grid.js";
+import { messageArea, pendingNote } from "./lib/message.js";
+import { onModelChanges } from "./lib/redraw.js";
+import { fmt } from "./lib/text.js";
 
 const SIZE = 230; // plot side, CSS px
 
@@ -18,19 +24,7 @@ function render({ model, el }) {
     h("label", { title: "draw each eigenvalue at radius log10(1 + |λ|), same angle" }, [logBox, "log magnitude"]),
   ]);
   const msg = messageArea(model);
-  // a note while the kernel works on a head (a first skip-trigram scan of a 50k vocabulary takes seconds)
-  let pendingTimer = null;
-  const pending = (l, hd) => {
-    clearTimeout(pendingTimer);
-    pendingTimer = setTimeout(() => msg.note(`computing L${l}H${hd}…`), 150);
-  };
-  const settled = () => { clearTimeout(pendingTimer); msg.show(); };
-  const onSel = () => {
-    const s = model.get("shown") || {};
-    if (s.layer === model.get("layer") && s.head === model.get("head")) settled(); // e.g. a reverted bad request
-  };
-  model.on("change:layer", onSel);
-  model.on("change:head", onSel);
+  const computing = pendingNote(model, msg);
   const legend = h("div", {
     cls: "cw-legend",
     text: "cell: upper half OV positivity, lower half QK positivity (full circuits), Re(Σλ)/Σ|λ|; red −1 … +1 blue",
@@ -39,7 +33,7 @@ function render({ model, el }) {
   let pos = {};
   const grid = headGrid(model, {
     label: "heads by eigenvalue positivity",
-    onRequest: (l, hd) => pending(l, hd),
+    onRequest: computing.pending,
     paint(btn, l, hd) {
       const i = l * model.get("n_heads") + hd;
       btn.replaceChildren();
@@ -122,7 +116,7 @@ function render({ model, el }) {
   }
 
   function draw() {
-    settled();
+    computing.settled();
     const t0 = performance.now();
     th = theme(root);
     const shown = model.get("shown") || {};
@@ -141,24 +135,15 @@ function render({ model, el }) {
   }
 
   logBox.addEventListener("change", () => { model.set("log_magnitude", logBox.checked); model.save_changes(); });
-  const onPos = () => { readPositivity(); draw(); };
-  model.on("change:positivity", onPos);
-  model.on("change:shown", draw);
-  model.on("change:log_magnitude", draw);
+  // one redraw after all keys of a kernel update arrived (lib/redraw.js)
+  const changes = onModelChanges(model, ["positivity", "shown", "eigs", "log_magnitude"], (c) => {
+    if (c.has("positivity")) readPositivity();
+    draw();
+  });
   readPositivity();
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); draw(); });
-  return () => {
-    model.off("change:layer", onSel);
-    model.off("change:head", onSel);
-    clearTimeout(pendingTimer);
-    offTheme();
-    model.off("change:positivity", onPos);
-    model.off("change:shown", draw);
-    model.off("change:log_magnitude", draw);
-    grid.off();
-    msg.off();
-  };
+  return cleanup(computing, offTheme, changes, grid, msg);
 }
 
 export default { render };

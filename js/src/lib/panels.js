@@ -1,13 +1,11 @@
-// Drawing helpers shared by the Widgets-II views (composition, paths, ablation, monitor):
-// a heatmap on a canvas with click / hover, a small attention-pattern canvas, a DOM bar chart.
-// Inlined after common.js (see circwidgets/widgets/_bundle2.py). Strings from a tokenizer are
-// drawn with canvas fillText or set as textContent only.
-import { h, visibleWhitespace, divColor, seqColor, rgbCss, fmt, hidpi } from "./common.js";
-
-export function shortLabel(s, n = 12) {
-  const v = visibleWhitespace(s);
-  return v.length > n ? v.slice(0, n - 1) + "\u2026" : v;
-}
+// Drawing helpers shared by the views: a heatmap on a canvas with click / hover, a small
+// attention-pattern panel (drawn by the one pattern renderer, pattern.js), a DOM bar chart, a
+// colour-scale legend, a row of tokens. Strings from a tokenizer are drawn with canvas fillText
+// or set as textContent only.
+import { legendColours, rgbCss, scaleColor, scaleRange } from "./color.js";
+import { h, hidpi } from "./dom.js";
+import { cellAt, drawPattern, maxOf } from "./pattern.js";
+import { fmt, shortLabel, visibleWhitespace } from "./text.js";
 
 /** A heatmap of `vals` (row-major [nr, nc], NaN = no value) on a canvas.
  *
@@ -28,19 +26,13 @@ export function heatmap(th, vals, nr, nc, opts = {}) {
   const W = Math.ceil(ml + nc * cell + 4), H = Math.ceil(mt + nr * cell + 4);
   let lo = opts.vmin, hi = opts.vmax;
   if (lo === undefined || hi === undefined) {
-    let a = Infinity, b = -Infinity;
-    for (const v of vals) if (Number.isFinite(v)) { if (v < a) a = v; if (v > b) b = v; }
-    if (!Number.isFinite(a)) { a = 0; b = 1; }
-    if (lo === undefined) lo = opts.diverging ? -Math.max(Math.abs(a), Math.abs(b), 1e-12) : Math.min(0, a);
-    if (hi === undefined) hi = opts.diverging ? Math.max(Math.abs(a), Math.abs(b), 1e-12) : (b > lo ? b : lo + 1);
+    const [a, b] = scaleRange(vals, opts.diverging);
+    if (lo === undefined) lo = a;
+    if (hi === undefined) hi = opts.diverging || b > lo ? b : lo + 1;
   }
   const geom = { ml, mt, cell, nr, nc, lo, hi };
   Object.assign(canvas.dataset, { ml, mt, cell, nr, nc, vmin: lo, vmax: hi });
-  function colour(v) {
-    if (!Number.isFinite(v)) return th.rgb.bg2;
-    if (opts.diverging) return divColor(th, v / Math.max(Math.abs(lo), Math.abs(hi), 1e-12));
-    return seqColor(th, (v - lo) / (hi - lo || 1));
-  }
+  const colour = (v) => scaleColor(th, v, lo, hi, opts.diverging);
   function redraw(marks = opts.marks || {}) {
     const ctx = hidpi(canvas, W, H);
     ctx.fillStyle = th.css.bg;
@@ -121,24 +113,24 @@ export function heatmap(th, vals, nr, nc, opts = {}) {
   return { el: canvas, geom, redraw };
 }
 
-/** A small attention pattern [N, N] (lower triangle; 0..1, or 0..max when `scaleToMax`), titled. */
+/** A small attention pattern [N, N] (row-major, causal; colours 0..1, or 0..max when
+ * `scaleToMax`), titled; drawn by the shared pattern renderer. opts: title, kind (data-kind),
+ * size (largest side, px), marks ({rows}), onHover(query, key, value) (null outside). */
 export function patternPanel(th, A, N, labels, opts = {}) {
-  let m = 1;
-  if (opts.scaleToMax) { m = 0; for (const v of A) if (v > m) m = v; m = m || 1; }
-  const vals = new Float32Array(N * N);
-  for (let i = 0; i < N; i++) for (let j = 0; j < N; j++) vals[i * N + j] = j > i ? NaN : A[i * N + j];
-  const lab = N <= 40 ? labels : [];
-  const hm = heatmap(th, vals, N, N, {
-    rowLabels: lab, colLabels: lab, vmin: 0, vmax: m, maxPx: opts.size || 220,
-    marginLeft: 56, marginTop: 44, marks: opts.marks, onHover: opts.onHover,
+  const m = opts.scaleToMax ? maxOf(A) || 1 : 1;
+  const canvas = h("canvas", { cls: "cw-canvas cw-pattern-small", attrs: { tabindex: "0" } });
+  if (opts.kind) canvas.dataset.kind = opts.kind;
+  const geom = drawPattern(canvas, th, {
+    A, N, vmax: m, labels, marks: opts.marks, maxPx: opts.size || 220, minPx: 120, labelMax: 40, margin: 56,
   });
-  hm.el.classList.add("cw-pattern-small");
-  if (opts.kind) hm.el.dataset.kind = opts.kind;
-  const box = h("div", { cls: "cw-small-panel" }, [
-    h("div", { cls: "cw-small-title", text: opts.title || "" }),
-    hm.el,
-  ]);
-  return { el: box, canvas: hm.el, max: m };
+  if (opts.onHover) {
+    canvas.addEventListener("mousemove", (ev) => {
+      const c = cellAt(canvas, geom, ev);
+      opts.onHover(c ? c[0] : null, c ? c[1] : null, c && c[1] <= c[0] ? A[c[0] * N + c[1]] : NaN);
+    });
+  }
+  const box = h("div", { cls: "cw-small-panel" }, [h("div", { cls: "cw-small-title", text: opts.title || "" }), canvas]);
+  return { el: box, canvas, max: m };
 }
 
 /** Horizontal bar chart in the DOM (so that every bar is an element that can be clicked and found).
@@ -183,12 +175,10 @@ export function barChart(th, items, opts = {}) {
 export function scaleLegend(th, lo, hi, diverging, note = "") {
   const bar = h("canvas", { cls: "cw-scale" });
   const ctx = hidpi(bar, 120, 10);
-  for (let x = 0; x < 120; x++) {
-    const t = x / 119;
-    const c = diverging ? divColor(th, 2 * t - 1) : seqColor(th, t);
+  legendColours(th, diverging, 120).forEach((c, x) => {
     ctx.fillStyle = rgbCss(c);
     ctx.fillRect(x, 0, 1, 10);
-  }
+  });
   return h("div", { cls: "cw-legend cw-scale-legend" }, [
     h("span", { text: fmt(lo) + " " }), bar, h("span", { text: " " + fmt(hi) }),
     ...(note ? [h("span", { cls: "cw-scale-note", text: "  " + note })] : []),

@@ -1,8 +1,13 @@
 // SkipTrigrams: the selected head's top table [A] … [B] → [C], a search box (per-source lookup in
 // the kernel), more rows on demand. Tokens shown with visible whitespace, always as text.
-import {
-  h, visibleWhitespace, theme, seqColor, rgbCss, inkOn, fmt, messageArea, headGrid, markDrawn, onThemeChange,
-} from "./common.js";
+import "./lib/common.css";
+import "./skip_trigrams.css";
+import { inkOn, rgbCss, seqColor, theme } from "./lib/color.js";
+import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
+import { headGrid } from "./lib/grid.js";
+import { messageArea, pendingNote } from "./lib/message.js";
+import { onModelChanges } from "./lib/redraw.js";
+import { fmt, visibleWhitespace } from "./lib/text.js";
 
 function render({ model, el }) {
   const root = h("div", { cls: "cw-root cw-skip" });
@@ -17,20 +22,8 @@ function render({ model, el }) {
   const moreBtn = h("button", { cls: "cw-btn cw-more", text: "more rows", attrs: { type: "button" } });
   const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["search", search]), searchBtn, moreBtn]);
   const msg = messageArea(model);
-  // a note while the kernel works on a head (a first skip-trigram scan of a 50k vocabulary takes seconds)
-  let pendingTimer = null;
-  const pending = (l, hd) => {
-    clearTimeout(pendingTimer);
-    pendingTimer = setTimeout(() => msg.note(`computing L${l}H${hd}…`), 150);
-  };
-  const settled = () => { clearTimeout(pendingTimer); msg.show(); };
-  const onSel = () => {
-    const s = model.get("shown") || {};
-    if (s.layer === model.get("layer") && s.head === model.get("head")) settled(); // e.g. a reverted bad request
-  };
-  model.on("change:layer", onSel);
-  model.on("change:head", onSel);
-  const grid = headGrid(model, { label: "attention heads", onRequest: (l, hd) => pending(l, hd) });
+  const computing = pendingNote(model, msg);
+  const grid = headGrid(model, { label: "attention heads", onRequest: computing.pending });
   const foundBox = h("div", { cls: "cw-found" });
   const readout = h("div", { cls: "cw-readout cw-skip-readout", text: "hover a token" });
   const table = h("table", { cls: "cw-skip-table" });
@@ -77,7 +70,7 @@ function render({ model, el }) {
   }
 
   function draw() {
-    settled();
+    computing.settled();
     const t0 = performance.now();
     th = theme(root);
     const shown = model.get("shown") || {};
@@ -111,13 +104,14 @@ function render({ model, el }) {
   search.addEventListener("keydown", (ev) => { ev.stopPropagation(); if (ev.key === "Enter") doSearch(); });
   moreBtn.addEventListener("click", () => { model.set("n_rows", model.get("n_rows") + 20); model.save_changes(); });
 
-  model.on("change:shown", draw);
-  model.on("change:found", drawFound);
+  // one redraw after all keys of a kernel update arrived (lib/redraw.js)
+  const changes = onModelChanges(model, ["shown", "rows", "found"], (c) => {
+    if (c.has("shown") || c.has("rows")) draw();
+    else drawFound();
+  });
   draw();
   const offTheme = onThemeChange(draw);
-  return () => {
-    model.off("change:layer", onSel); model.off("change:head", onSel); clearTimeout(pendingTimer);
-    offTheme(); model.off("change:shown", draw); model.off("change:found", drawFound); grid.off(); msg.off(); };
+  return cleanup(computing, offTheme, changes, grid, msg);
 }
 
 export default { render };

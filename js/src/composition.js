@@ -1,7 +1,15 @@
 // Composition: heatmap of earlier head (rows) x later head (columns) for Q / K / V composition;
 // click a cell -> the pair's patterns on the text, the virtual head's pattern, score and baseline.
-import { h, theme, decodeArray, fmt, messageArea, headGrid, markDrawn, onThemeChange } from "./common.js";
-import { heatmap, patternPanel, scaleLegend } from "./panels.js";
+import "./lib/common.css";
+import "./lib/panels.css";
+import { theme } from "./lib/color.js";
+import { decodeArray } from "./lib/decode.js";
+import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
+import { cursorMove, headGrid } from "./lib/grid.js";
+import { messageArea } from "./lib/message.js";
+import { heatmap, patternPanel, scaleLegend } from "./lib/panels.js";
+import { onModelChanges } from "./lib/redraw.js";
+import { fmt } from "./lib/text.js";
 
 const KINDS = [["q", "Q"], ["k", "K"], ["v", "V"]];
 const NAMES = { q: "Q-composition", k: "K-composition", v: "V-composition" };
@@ -100,10 +108,10 @@ function render({ model, el }) {
       "arrow keys move, Enter shows the pair");
     // keyboard: arrows move a cursor over the cells (read out), Enter / Space selects that pair
     hm.el.addEventListener("keydown", (ev) => {
-      const nr = rowHeads.length, nc = colHeads.length;
-      const mv = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] }[ev.key];
-      if (mv) {
-        cursor = [Math.max(0, Math.min(nr - 1, cursor[0] + mv[0])), Math.max(0, Math.min(nc - 1, cursor[1] + mv[1]))];
+      const nc = colHeads.length;
+      const moved = cursorMove(ev.key, cursor, rowHeads.length, nc);
+      if (moved) {
+        cursor = moved;
         const a = rowHeads[cursor[0]], b = colHeads[cursor[1]];
         readout.textContent = a[0] >= b[0] ? `${lab(a)} → ${lab(b)}: no composition (not an earlier layer)`
           : `${lab(a)} → ${lab(b)}: ${NAMES[kind]} ${minus ? "minus baseline " : ""}${fmt(v[cursor[0] * nc + cursor[1]], 4)} (Enter: details)`;
@@ -155,25 +163,18 @@ function render({ model, el }) {
     });
   }
   const onSel = () => { if (hm) hm.redraw(marks()); markDrawn(root, { shownLayer: model.get("layer"), shownHead: model.get("head") }); };
-  const onDetails = () => draw("details");
-  const onScores = () => draw("map");
-  model.on("change:scores", onScores);
-  model.on("change:details", onDetails);
-  model.on("change:layer", onSel);
-  model.on("change:head", onSel);
-  model.on("change:pair", onSel);
+  // one redraw after all keys of a kernel update arrived (lib/redraw.js)
+  // (a tab or the baseline box sets `kind` / `subtract_baseline` here first; the map redraws when
+  // the kernel's scores for them arrive, never with the old scores under the new name)
+  const changes = onModelChanges(model, ["scores", "baseline", "details", "labels", "layer", "head", "pair"], (c) => {
+    const map = c.has("scores") || c.has("baseline");
+    const det = c.has("details") || c.has("labels");
+    if (map || det) draw(map && det ? "all" : map ? "map" : "details");
+    if (!map && (c.has("layer") || c.has("head") || c.has("pair"))) onSel();
+  });
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); draw(); });
-  return () => {
-    offTheme();
-    model.off("change:scores", onScores);
-    model.off("change:details", onDetails);
-    model.off("change:layer", onSel);
-    model.off("change:head", onSel);
-    model.off("change:pair", onSel);
-    grid.off();
-    msg.off();
-  };
+  return cleanup(offTheme, changes, grid, msg);
 }
 
 export default { render };

@@ -1,6 +1,11 @@
 // TrainingMonitor: live loss curves and per-head induction-score curves; a stop button that
 // interrupts the kernel (the trainer stops after the current step and the model is saved).
-import { h, theme, rgbCss, mix, fmt, hidpi, markDrawn, onThemeChange } from "./common.js";
+import "./lib/common.css";
+import "./lib/panels.css";
+import "./monitor.css";
+import { mix, rgbCss, theme } from "./lib/color.js";
+import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
+import { onModelChanges } from "./lib/redraw.js";
 
 const W = 430, H = 220, M = { l: 58, r: 10, t: 10, b: 28 };
 
@@ -114,11 +119,12 @@ function render({ model, el }) {
     );
     markDrawn(root, { step: model.get("step"), nEvals: evals.length, nSteps: steps.length });
   }
-  const evs = ["change:steps", "change:evals", "change:status", "change:saved_path", "change:error", "change:step"];
-  for (const e of evs) model.on(e, draw);
+  // one redraw after all keys of a kernel update arrived (lib/redraw.js)
+  const changes = onModelChanges(model, ["steps", "evals", "status", "saved_path", "error", "step", "total", "title"],
+    () => draw());
   draw();
   const offTheme = onThemeChange(draw);
-  return () => { offTheme(); for (const e of evs) model.off(e, draw); };
+  return cleanup(offTheme, changes);
 }
 
 export default { render };

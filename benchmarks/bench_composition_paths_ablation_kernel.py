@@ -1,7 +1,8 @@
-"""Kernel-side latency of the Widgets-II interactions (what a click costs in Python before the bytes go
-back to the page), for a small model of the shipped shape and a GPT-2-small-sized random model.
+"""Kernel-side latency of the Composition / PathExpansion / Ablation interactions (what a click costs
+in Python before the bytes go back to the page), for a small model of the shipped shape and a
+GPT-2-small-sized random model.
 
-    python benchmarks/bench_widgets2.py [--skip-big] [--tokens 1024] [--path-tokens 256]
+    python benchmarks/bench_composition_paths_ablation_kernel.py [--skip-big] [--tokens 1024] [--path-tokens 256]
 
 Each number is the median of a few distinct, uncached interactions (the widget's own caches cleared
 where a repeat would hit them): a composition cell click (pair details: 3 patterns + virtual head),
@@ -85,7 +86,7 @@ def main() -> None:
     print(f"{'interaction':32s}" + "".join(f"{r['model'][:34]:>38s}" for r in rows))
     for k in keys:
         print(f"{k:32s}" + "".join(f"{r.get(k, float('nan')):38.1f}" for r in rows))
-    out = Path(__file__).resolve().parents[1] / "artifacts" / "widgets2_latency.json"
+    out = Path(__file__).resolve().parents[1] / "artifacts" / "composition_paths_ablation_kernel_latency.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1))
     print(f"saved {out}")

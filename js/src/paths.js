@@ -1,7 +1,14 @@
 // PathExpansion: the logit of a target token at a position split into path terms (bars), the sum
 // next to the model's own logit; click a token to move the position, a bar to see its head's pattern.
-import { h, visibleWhitespace, theme, decodeArray, fmt, messageArea, markDrawn, onThemeChange } from "./common.js";
-import { barChart, patternPanel, tokenRow } from "./panels.js";
+import "./lib/common.css";
+import "./lib/panels.css";
+import { theme } from "./lib/color.js";
+import { decodeArray } from "./lib/decode.js";
+import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
+import { messageArea } from "./lib/message.js";
+import { barChart, patternPanel, tokenRow } from "./lib/panels.js";
+import { onModelChanges } from "./lib/redraw.js";
+import { fmt, visibleWhitespace } from "./lib/text.js";
 
 function render({ model, el }) {
   const root = h("div", { cls: "cw-root cw-paths" });
@@ -121,21 +128,17 @@ function render({ model, el }) {
     ev.stopPropagation();
     if (ev.key === "Enter") { model.set("query", search.value); model.save_changes(); }
   });
-  const drawAll = () => draw("all");
-  const drawShown = () => draw("shown");  // a bar click: the head's pattern and the bar outline only
-  const evs = ["change:terms", "change:position", "change:labels"];
-  for (const e of evs) model.on(e, drawAll);
-  model.on("change:shown", drawShown);
-  model.on("change:virtual", drawShown);
+  // one redraw after all keys of a kernel update arrived (lib/redraw.js): the bars when the terms
+  // changed, the bar outline + pattern panel when only the shown head or the virtual head did.
+  // (`position` / `target` are set here first by a click; the view follows the kernel's answer.)
+  const ALL = ["terms", "labels", "predictions", "total", "model_logit", "target_label"];
+  const changes = onModelChanges(model, [...ALL, "shown", "pattern", "virtual", "layer", "head"], (c) => {
+    const all = ALL.some((k) => c.has(k));
+    draw(all ? "all" : "shown");
+  });
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); draw(); });
-  return () => {
-    offTheme();
-    for (const e of evs) model.off(e, drawAll);
-    model.off("change:shown", drawShown);
-    model.off("change:virtual", drawShown);
-    msg.off();
-  };
+  return cleanup(offTheme, changes, msg);
 }
 
 export default { render };

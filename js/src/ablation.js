@@ -1,10 +1,16 @@
 // Ablation: click heads to ablate them (zero / mean), cut single composition paths, see the per-token
 // loss and the top predictions; patching mode: (layer x position) and (layer x head) heatmaps.
-import {
-  h, visibleWhitespace, theme, divColor, rgbCss, inkOn, decodeArray, fmt, messageArea, headGrid, markDrawn,
-  onThemeChange,
-} from "./common.js";
-import { heatmap, scaleLegend, shortLabel } from "./panels.js";
+import "./lib/common.css";
+import "./lib/panels.css";
+import "./ablation.css";
+import { divColor, inkOn, rgbCss, theme } from "./lib/color.js";
+import { decodeArray } from "./lib/decode.js";
+import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
+import { headGrid } from "./lib/grid.js";
+import { messageArea } from "./lib/message.js";
+import { heatmap, scaleLegend } from "./lib/panels.js";
+import { onModelChanges } from "./lib/redraw.js";
+import { fmt, shortLabel, visibleWhitespace } from "./lib/text.js";
 
 function render({ model, el }) {
   const root = h("div", { cls: "cw-root cw-ablation" });
@@ -221,19 +227,12 @@ function render({ model, el }) {
     markDrawn(root, { shownLayer: model.get("layer"), shownHead: model.get("head"), loss: model.get("loss"),
       nOff: (model.get("off") || []).length, nCuts: (model.get("cuts") || []).length, mode, drawMs: (performance.now() - t0).toFixed(1) });
   }
-  const evs = ["change:loss", "change:token_loss", "change:top", "change:off", "change:cuts", "change:mode",
-    "change:patch_heads", "change:effects", "change:position", "change:ablation", "change:layer", "change:head"];
-  // one kernel message changes several traits: draw once per frame, not once per trait
-  let pending = false;
-  const schedule = () => {
-    if (pending) return;
-    pending = true;
-    requestAnimationFrame(() => { pending = false; draw(); });
-  };
-  for (const e of evs) model.on(e, schedule);
+  // one redraw after all keys of a kernel update arrived (lib/redraw.js)
+  const changes = onModelChanges(model, ["loss", "token_loss", "top", "clean_top", "off", "cuts", "mode", "patch_heads",
+    "patch_resid", "effects", "position", "ablation", "layer", "head"], () => draw());
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); draw(); });
-  return () => { offTheme(); for (const e of evs) model.off(e, schedule); grid.off(); msg.off(); };
+  return cleanup(offTheme, changes, grid, msg);
 }
 
 export default { render };

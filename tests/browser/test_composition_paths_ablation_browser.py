@@ -1,8 +1,9 @@
-"""Widgets II in real JupyterLab + headless Chromium: Composition (click a cell -> details + kernel
-selection), PathExpansion (sum = logit, bar click), Ablation (toggle a head -> the engine's loss;
-patching heatmaps), CircuitExplorer (one click, every panel follows), hostile tokens, the offline
-HTML export opened with networking off, and the TrainingMonitor's live curves and stop button.
-One server, one notebook, one page for the module; screenshots and console log: artifacts/browser/."""
+"""Composition, PathExpansion, Ablation, explorer, export and monitor views in real JupyterLab +
+headless Chromium: Composition (click a cell -> details + kernel selection), PathExpansion (sum =
+logit, bar click), Ablation (toggle a head -> the engine's loss; patching heatmaps),
+CircuitExplorer (one click, every panel follows), hostile tokens, the offline HTML export opened
+with networking off, and the TrainingMonitor's live curves and stop button. One server, one
+notebook, one page for the module; screenshots and console log: artifacts/browser/."""
 
 from __future__ import annotations
 
@@ -16,23 +17,11 @@ from playwright.sync_api import expect  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)
 
-HOSTILE = ["<img src=x onerror=alert(1)>", "</script>", "<b>bold</b>", "<script>alert(2)</script>", " lead",
-           "tab\there", "new\nline", "$x$", "&amp;"]
-SETUP = f'''import torch, warnings
-import circwidgets as cw
-from tokenizers import Tokenizer as RustTokenizer, models, pre_tokenizers
-from circwidgets.model import Tokenizer
-from circwidgets.model.testing import random_model
-HOSTILE = {HOSTILE!r}
-vocab = ["<bos>"] + HOSTILE + [f"w{{i}}" for i in range(30)]
-rt = RustTokenizer(models.WordLevel({{s: i for i, s in enumerate(vocab)}}, unk_token="<bos>"))
-rt.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-model = random_model(n_layers=2, n_heads=4, d_model=32, d_head=8, d_vocab=len(vocab), n_ctx=64, seed=1,
-                     dtype=torch.float32)
-model.tokenizer = Tokenizer(rt)
-ids = [0] + list(range(1, 10)) + [10, 11, 12, 13, 10, 11, 12, 13, 2, 1]
+HOSTILE = lh.HOSTILE
+SETUP = lh.HOSTILE_SETUP + '''
 corrupt = ids[:11] + [14] + ids[12:]
 print("SETUP OK", len(vocab), len(ids))'''
+vis = lh.vis
 CHECK = '''from circwidgets.engine import interventions as I
 from circwidgets.engine.composition import composition_scores
 _t = torch.tensor([ids])
@@ -68,23 +57,17 @@ N_TOK = 20
 
 
 def kernel_says(page, text: str, timeout: int = 60_000) -> str:
-    lh.rerun_cell(page, CHECK_CELL)
-    out = lh.cell(page, CHECK_CELL).locator(".jp-OutputArea-output")
-    expect(out).to_contain_text(text, timeout=timeout)
-    return out.inner_text()
+    return lh.rerun_and_read(page, CHECK_CELL, text, timeout)
 
 
 def cell_root(page, i: int, kind: str):
     return lh.cell(page, i).locator(f".cw-root.cw-{kind}")
 
 
-def vis(s: str) -> str:
-    return s.replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5")
-
 
 def shoot(loc, name: str) -> None:
     loc.scroll_into_view_if_needed()
-    loc.screenshot(path=str(lh.ARTIFACTS / f"widgets2_{name}.png"))
+    loc.screenshot(path=str(lh.ARTIFACTS / f"composition_paths_ablation_{name}.png"))
 
 
 # ---------------------------------------------------------------------------------------- composition
@@ -267,7 +250,7 @@ def test_exported_html_works_offline(page, tmp_path):
         expect(root.locator(".cw-pair-summary")).to_contain_text("L0H2 → L1H3")
         expect(root.locator("canvas.cw-pattern-small")).to_have_count(3)
         assert p.evaluate("window.__cwLog.at(-1).found") is True
-        p.screenshot(path=str(lh.ARTIFACTS / "widgets2_export_composition.png"), full_page=True)
+        p.screenshot(path=str(lh.ARTIFACTS / "composition_paths_ablation_export_composition.png"), full_page=True)
         # the explorer page: one click, both panels follow, hostile tokens as text
         p.goto(ex.as_uri())
         expect(p.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
@@ -279,9 +262,9 @@ def test_exported_html_works_offline(page, tmp_path):
         expect(att).to_have_attribute("data-shown-head", "2")
         expect(p.locator('.cw-composition .cw-cell.cw-selected[data-layer="1"][data-head="2"]')).to_have_count(1)
         assert p.locator('img[src="x"]').count() == 0
-        p.screenshot(path=str(lh.ARTIFACTS / "widgets2_export_explorer.png"), full_page=True)
+        p.screenshot(path=str(lh.ARTIFACTS / "composition_paths_ablation_export_explorer.png"), full_page=True)
     finally:
-        (lh.ARTIFACTS / "widgets2_export.console.log").write_text("\n".join(log + attempted))
+        (lh.ARTIFACTS / "composition_paths_ablation_export.console.log").write_text("\n".join(log + attempted))
         ctx.close()
     assert attempted == [], attempted  # nothing but the file itself was requested
     assert not [x for x in log if x.startswith(("failed", "pageerror", "error"))], log

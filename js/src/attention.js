@@ -1,9 +1,15 @@
 // AttentionPatterns: head grid coloured by a head score, the selected head's pattern on a canvas
 // with hover read-out, the tokens coloured by the attention a hovered token pays / receives.
-import {
-  h, visibleWhitespace, theme, seqColor, divColor, rgbCss, inkOn, decodeArray, fmt, messageArea,
-  headGrid, hidpi, markDrawn, onThemeChange,
-} from "./common.js";
+import "./lib/common.css";
+import "./attention.css";
+import { divColor, inkOn, rgbCss, seqColor, theme } from "./lib/color.js";
+import { decodeArray } from "./lib/decode.js";
+import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
+import { headGrid } from "./lib/grid.js";
+import { messageArea, pendingNote } from "./lib/message.js";
+import { cellAt, drawPattern as drawPatternCanvas, maxOf } from "./lib/pattern.js";
+import { onModelChanges } from "./lib/redraw.js";
+import { fmt, visibleWhitespace } from "./lib/text.js";
 
 const MAX_PX = 520; // largest side of the pattern on screen (CSS px)
 
@@ -32,19 +38,7 @@ function render({ model, el }) {
     h("label", { title: "attention × ‖v_src‖ (the paper's value-weighted pattern)" }, [vwBox, "value-weighted"]),
   ]);
   const msg = messageArea(model);
-  // a note while the kernel works on a head (a first skip-trigram scan of a 50k vocabulary takes seconds)
-  let pendingTimer = null;
-  const pending = (l, hd) => {
-    clearTimeout(pendingTimer);
-    pendingTimer = setTimeout(() => msg.note(`computing L${l}H${hd}…`), 150);
-  };
-  const settled = () => { clearTimeout(pendingTimer); msg.show(); };
-  const onSel = () => {
-    const s = model.get("shown") || {};
-    if (s.layer === model.get("layer") && s.head === model.get("head")) settled(); // e.g. a reverted bad request
-  };
-  model.on("change:layer", onSel);
-  model.on("change:head", onSel);
+  const computing = pendingNote(model, msg);
 
   // ---- head grid + legend
   let scores = new Float32Array(0), sLo = 0, sHi = 1;
@@ -69,7 +63,7 @@ function render({ model, el }) {
   const grid = headGrid(model, {
     label: "attention heads",
     cellWidth: 34,
-    onRequest: (l, hd) => pending(l, hd),
+    onRequest: computing.pending,
     paint(btn, l, hd) {
       const v = scores[l * model.get("n_heads") + hd];
       const t = sHi > sLo ? (v - sLo) / (sHi - sLo) : 0;
@@ -107,10 +101,9 @@ function render({ model, el }) {
   );
 
   // ---- state decoded from traits
-  let A = new Float32Array(0), N = 0, aMax = 1, labels = [], spans = [], packed = false;
+  let A = new Float32Array(0), N = 0, labels = [], spans = [], packed = false;
   const at = (i, j) => (j > i ? 0 : packed ? A[(i * (i + 1)) / 2 + j] : A[i * N + j]); // weight of query i on key j
-  let geom = { ml: 0, mt: 0, S: 0 };
-  const off = document.createElement("canvas");
+  let geom = { ml: 0, mt: 0, S: 0, N: 0 };
 
   function readThumbs() {
     const p = model.get("thumbs");
@@ -143,86 +136,25 @@ function render({ model, el }) {
   }
 
   function drawPattern() {
-    settled();
+    computing.settled();
     const t0 = performance.now();
     th = theme(root);
     const shown = model.get("shown") || {};
     const p = model.get("pattern");
     N = p && p.shape ? p.shape[0] : 0;
     // the causal pattern comes as its lower triangle: keep it packed (row i starts at i(i+1)/2)
-    A = p && p.layout === "tril" ? decodeArray({ ...p, layout: "dense" }) : decodeArray(p);
     packed = !!(p && p.layout === "tril");
+    A = decodeArray(p, { keepPacked: true });
     // plain patterns are coloured on the absolute 0..1 scale; value-weighted ones up to their max
-    let m = 0;
-    for (let i = 0; i < A.length; i++) if (A[i] > m) m = A[i];
-    aMax = model.get("value_weighted") ? m || 1 : 1;
-    // offscreen N x N image, one pixel per (query, key), written as 32-bit words through a 256-colour table
-    const side = Math.max(N, 1);
-    off.width = side; off.height = side;
-    const octx = off.getContext("2d");
-    const img = octx.createImageData(side, side);
-    const px = new Uint32Array(img.data.buffer);
-    const L = 4096, lut = new Uint32Array(L); // value levels (fine enough for the log scale's 10^-3)
-    const word = (c) => (255 << 24) | (Math.round(c[2]) << 16) | (Math.round(c[1]) << 8) | Math.round(c[0]); // RGBA, little-endian
-    const mode = scaleSel.value;
-    const tone = mode === "sqrt" ? Math.sqrt : mode === "log" ? (x) => (x > 1e-3 ? 1 + Math.log10(x) / 3 : 0) : (x) => x;
-    for (let k = 0; k < L; k++) lut[k] = word(seqColor(th, tone(k / (L - 1))));
-    const maskWord = word(th.rgb.bg2), s = (L - 1) / aMax;
-    for (let i = 0; i < N; i++) {
-      const src = packed ? (i * (i + 1)) / 2 : i * N, dst = i * N;
-      for (let j = 0; j <= i; j++) {
-        const q = (A[src + j] * s + 0.5) | 0;
-        px[dst + j] = lut[q < 0 ? 0 : q >= L ? L - 1 : q];
-      }
-      px.fill(maskWord, dst + i + 1, dst + N);
-    }
-    octx.putImageData(img, 0, 0);
-    const withLabels = N <= 64;
-    const cell = N <= 12 ? 28 : N <= 32 ? 14 : N <= 64 ? 8 : 1;
-    const S = Math.max(160, Math.min(MAX_PX, N * cell));
-    const ml = withLabels ? 84 : 4, mt = withLabels ? 84 : 4;
-    geom = { ml, mt, S };
-    Object.assign(canvas.dataset, { ml, mt, side: S, n: N }); // plot geometry, for tests
-    const ctx = hidpi(canvas, ml + S + 4, mt + S + 4);
-    panel.style.maxWidth = `${Math.max(ml + S + 4, 320)}px`; // titles wrap to the plot's width, so the panel fits beside the grid
-    ctx.fillStyle = th.css.bg;
-    ctx.fillRect(0, 0, ml + S + 4, mt + S + 4);
-    ctx.imageSmoothingEnabled = N > S; // average when shrinking, crisp when enlarging
-    ctx.drawImage(off, ml, mt, S, S);
-    ctx.strokeStyle = th.css.border;
-    ctx.strokeRect(ml - 0.5, mt - 0.5, S + 1, S + 1);
-    if (withLabels && N) {
-      const step = S / N;
-      ctx.fillStyle = th.css.fg;
-      ctx.font = `${Math.min(11, Math.max(7, step - 1))}px ${th.font}`;
-      ctx.textBaseline = "middle";
-      ctx.textAlign = "right";
-      for (let i = 0; i < N; i++) ctx.fillText(short(labels[i]), ml - 3, mt + (i + 0.5) * step, ml - 6);
-      ctx.save();
-      ctx.translate(ml, mt - 3);
-      ctx.rotate(-Math.PI / 2);
-      ctx.textAlign = "left";
-      for (let j = 0; j < N; j++) ctx.fillText(short(labels[j]), 0, (j + 0.5) * step, mt - 6);
-      ctx.restore();
-    }
     const vw = model.get("value_weighted");
+    const aMax = vw ? maxOf(A) || 1 : 1;
+    geom = drawPatternCanvas(canvas, th, { A, N, packed, vmax: aMax, scale: scaleSel.value, labels, maxPx: MAX_PX });
+    panel.style.maxWidth = `${Math.max(geom.ml + geom.S + 4, 320)}px`; // titles wrap to the plot's width, so the panel fits beside the grid
     panelTitle.textContent = `layer ${shown.layer} head ${shown.head} — ${vw ? "value-weighted pattern (A·‖v_src‖)" : "attention pattern"}; rows = query, columns = key; colour scale 0 … ${fmt(aMax)} (${scaleSel.value})`;
     title.textContent = model.get("title") ? `${model.get("title")} — L${shown.layer}H${shown.head}` : `L${shown.layer}H${shown.head}`;
     vwBox.checked = vw;
     const ms = performance.now() - t0;
     markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, valueWeighted: vw ? 1 : 0, nTokens: N, drawMs: ms.toFixed(1) });
-  }
-
-  function short(s) {
-    const v = visibleWhitespace(s);
-    return v.length > 12 ? v.slice(0, 11) + "…" : v;
-  }
-
-  function cellAt(ev) {
-    const r = canvas.getBoundingClientRect();
-    const x = ev.clientX - r.left - geom.ml, y = ev.clientY - r.top - geom.mt;
-    if (x < 0 || y < 0 || x >= geom.S || y >= geom.S || !N) return null;
-    return [Math.floor((y / geom.S) * N), Math.floor((x / geom.S) * N)];
   }
 
   let marked = [];
@@ -233,7 +165,7 @@ function render({ model, el }) {
   }
 
   canvas.addEventListener("mousemove", (ev) => {
-    const c = cellAt(ev);
+    const c = cellAt(canvas, geom, ev);
     if (!c) { readout.textContent = ""; markTokens([]); return; }
     const [i, j] = c;
     if (j > i) {
@@ -291,36 +223,24 @@ function render({ model, el }) {
   textBtn.addEventListener("click", sendText);
   textInput.addEventListener("keydown", (ev) => { ev.stopPropagation(); if (ev.key === "Enter") sendText(); });
 
-  // ---- kernel -> view
-  const onShown = () => drawPattern();
-  const onScores = () => readScores();
-  const onThumbs = () => { readThumbs(); grid.refresh(); };
-  const onLabels = () => readTokens();
-  const onText = () => { textInput.value = model.get("text"); }; // the kernel restores the old text after a bad one
-  model.on("change:shown", onShown); // set last, in the same message as the data
-  model.on("change:scores", onScores);
-  model.on("change:thumbs", onThumbs);
-  model.on("change:labels", onLabels);
-  model.on("change:text", onText);
+  // ---- kernel -> view: one redraw after all keys of a kernel update arrived (lib/redraw.js)
+  // (`shown` changes with every new pattern: the kernel sets it last, in the same update as the data)
+  const changes = onModelChanges(model, ["shown", "pattern", "scores", "score_name", "score_names", "score_label",
+    "thumbs", "labels", "text"], (c) => {
+    if (c.has("labels")) readTokens();
+    else if (c.has("text")) textInput.value = model.get("text"); // the kernel restores the old text after a bad one
+    if (c.has("thumbs")) readThumbs();
+    if (c.has("scores") || c.has("score_name") || c.has("score_names") || c.has("score_label")) readScores();
+    else if (c.has("thumbs")) grid.refresh();
+    if (c.has("shown") || c.has("pattern")) drawPattern();
+  });
   readTokens();
   readThumbs();
   readScores();
   drawPattern();
   // the theme can change while the view is open: re-read the CSS variables and repaint
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); drawPattern(); });
-  return () => {
-    model.off("change:layer", onSel);
-    model.off("change:head", onSel);
-    clearTimeout(pendingTimer);
-    offTheme();
-    model.off("change:shown", onShown);
-    model.off("change:scores", onScores);
-    model.off("change:thumbs", onThumbs);
-    model.off("change:labels", onLabels);
-    model.off("change:text", onText);
-    grid.off();
-    msg.off();
-  };
+  return cleanup(computing, offTheme, changes, grid, msg);
 }
 
 export default { render };
