@@ -31,14 +31,17 @@ from .corpus_stats import (
 )
 from .factored import FactoredMatrix
 from .heads import (
+    REPEAT_LENS,
     InContextLoss,
     all_head_scores,
     copying_score,
+    detection_lengths,
     detection_masks,
     head_scores,
     in_context_loss,
     induction_tokens,
     repeated_tokens,
+    scores_by_length,
 )
 from .interventions import (
     Effect,
@@ -73,8 +76,9 @@ __all__ = [
     "virtual_heads", "virtual_weights", "PathTerms", "path_budget", "path_terms",
     # skip-trigrams, patterns, head behaviour
     "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "AttentionData", "attention_patterns",
-    "pattern_thumbnails", "value_weighted_pattern", "InContextLoss", "all_head_scores", "copying_score",
-    "detection_masks", "head_scores", "in_context_loss", "induction_tokens", "repeated_tokens",
+    "pattern_thumbnails", "value_weighted_pattern", "InContextLoss", "REPEAT_LENS", "all_head_scores",
+    "copying_score", "detection_lengths", "detection_masks", "head_scores", "in_context_loss", "induction_tokens",
+    "repeated_tokens", "scores_by_length",
     # interventions (one implementation: ablation_hooks) and metrics
     "AblatedRun", "Effect", "LogitAttribution", "PatchingReport", "PathCut", "ablate_heads", "ablate_path",
     "ablated_run", "ablation_hooks", "ablation_table", "direct_logit_attribution", "logit_attribution",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine.heads import REPEAT_LENS
 from ..model import ModelConfig, Transformer
 from .corpus import CorpusTask, ensure_data_dir
 from .tasks import CopyTask, RepeatTask, SkipTrigramTask, Task
@@ -55,9 +56,9 @@ _COMMON = dict(attn_only=True, normalization=None, bos_token_id=0)
 # (`code_corpus`, ~120M characters, ~35M tokens, so a CPU run sees each token only a few times).
 # n_ctx 256 so that the induction probes can repeat a block of up to 100 tokens after BOS.
 _PYCODE = dict(d_vocab=PYCODE_VOCAB, positional="shortformer", **_COMMON)
-# head scores averaged over several repeat lengths: a head that looks a fixed distance back scores
-# at one length only, an induction head at all of them
-_REPEAT_LENS = (10, 23, 50, 100)
+# head scores averaged over several repeat lengths (the engine's one definition): a head that looks a
+# fixed distance back scores at one length only, an induction head at all of them
+_REPEAT_LENS = REPEAT_LENS
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe(
