@@ -43,6 +43,14 @@ from .heads import (
     repeated_tokens,
     scores_by_length,
 )
+from .induction import (
+    DiagonalStats,
+    PositionalProfile,
+    diagonal_stats,
+    k_composition_qk,
+    ov_copying,
+    positional_qk_profile,
+)
 from .interventions import (
     Effect,
     LogitAttribution,
@@ -79,6 +87,8 @@ __all__ = [
     "pattern_thumbnails", "value_weighted_pattern", "InContextLoss", "REPEAT_LENS", "all_head_scores",
     "copying_score", "detection_lengths", "detection_masks", "head_scores", "in_context_loss", "induction_tokens",
     "repeated_tokens", "scores_by_length",
+    # the induction mechanism in the weights
+    "DiagonalStats", "PositionalProfile", "diagonal_stats", "k_composition_qk", "ov_copying", "positional_qk_profile",
     # interventions (one implementation: ablation_hooks) and metrics
     "AblatedRun", "Effect", "LogitAttribution", "PatchingReport", "PathCut", "ablate_heads", "ablate_path",
     "ablated_run", "ablation_hooks", "ablation_table", "direct_logit_attribution", "logit_attribution",
