@@ -149,3 +149,20 @@ def test_detection_lengths_fit_the_context():
     assert sorted(icl.by_length) == [10, 23]
     assert icl.first == pytest.approx(sum(f for f, _ in icl.by_length.values()) / 2)
     assert icl.repeated == pytest.approx(sum(r for _, r in icl.by_length.values()) / 2)
+
+
+def test_induction_positions_and_the_decisive_one():
+    toks = torch.tensor([0, 5, 3, 7, 2, 5, 3, 7, 9, 5, 3])
+    # p predicts toks[p + 1] by induction when (toks[p], toks[p + 1]) occurred before
+    assert engine.induction_positions(toks).tolist() == [5, 6, 9]
+    assert engine.induction_positions(torch.tensor([1, 2, 3])).numel() == 0
+    m = _model(seed=4, d_vocab=13, n_ctx=12)
+    head = engine.strongest_induction_head(m)
+    assert head[0] == 1
+    p = engine.decisive_position(m, toks, head)
+    # brute force: the head's output at each induction position, dotted with the centred unembedding
+    _, cache = m.run_with_cache(toks[None])
+    out = cache["result", 1][0, :, head[1]]
+    score = {q: float(out[q] @ (m.W_U[:, toks[q + 1]] - m.W_U.mean(1))) for q in (5, 6, 9)}
+    assert p == max(score, key=score.get)
+    assert engine.decisive_position(m, torch.tensor([1, 2, 3, 4])) == 3  # nothing repeats: the last position

@@ -46,10 +46,13 @@ from .heads import (
 from .induction import (
     DiagonalStats,
     PositionalProfile,
+    decisive_position,
     diagonal_stats,
+    induction_positions,
     k_composition_qk,
     ov_copying,
     positional_qk_profile,
+    strongest_induction_head,
 )
 from .interventions import (
     Effect,
@@ -88,7 +91,8 @@ __all__ = [
     "copying_score", "detection_lengths", "detection_masks", "head_scores", "in_context_loss", "induction_tokens",
     "repeated_tokens", "scores_by_length",
     # the induction mechanism in the weights
-    "DiagonalStats", "PositionalProfile", "diagonal_stats", "k_composition_qk", "ov_copying", "positional_qk_profile",
+    "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_positions",
+    "k_composition_qk", "ov_copying", "positional_qk_profile", "strongest_induction_head",
     # interventions (one implementation: ablation_hooks) and metrics
     "AblatedRun", "Effect", "LogitAttribution", "PatchingReport", "PathCut", "ablate_heads", "ablate_path",
     "ablated_run", "ablation_hooks", "ablation_table", "direct_logit_attribution", "logit_attribution",

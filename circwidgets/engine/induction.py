@@ -33,7 +33,8 @@ from .factored import FactoredMatrix
 from .prep import weights
 
 __all__ = [
-    "DiagonalStats", "PositionalProfile", "diagonal_stats", "k_composition_qk", "ov_copying", "positional_qk_profile",
+    "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_positions",
+    "k_composition_qk", "ov_copying", "positional_qk_profile", "strongest_induction_head",
 ]
 
 Head = tuple[int, int]
@@ -153,3 +154,49 @@ def positional_qk_profile(model: Transformer, head: Head, n_pos: int | None = No
     total = torch.zeros(n, dtype=torch.float64).index_add_(0, d + n - 1, vals)
     count = torch.zeros(n, dtype=torch.float64).index_add_(0, d + n - 1, torch.ones_like(vals))
     return PositionalProfile(offsets, (total / count).float())
+
+
+# ------------------------------------------------------------------------------- where induction shows
+def strongest_induction_head(model: Transformer, n_seqs: int = 8, seed: int = 0) -> Head:
+    """The head with the highest induction score (engine `head_scores`, averaged over the repeat-length
+    sweep) in a layer ≥ 1 (an induction head needs an earlier head to compose with); any layer for a
+    one-layer model."""
+    from .heads import head_scores
+
+    s = head_scores(model, "induction", n_seqs=n_seqs, seed=seed)
+    first = 1 if model.cfg.n_layers > 1 else 0
+    s = torch.nan_to_num(s[first:], nan=-1.0)
+    layer, head = divmod(int(s.argmax()), model.cfg.n_heads)
+    return layer + first, head
+
+
+def induction_positions(tokens: torch.Tensor) -> torch.Tensor:
+    """Positions p of `tokens` `[pos]` whose next token induction predicts: some earlier q < p has
+    `tokens[q] == tokens[p]` and `tokens[q + 1] == tokens[p + 1]`. Long tensor, increasing."""
+    t = torch.as_tensor(tokens).flatten()
+    P = len(t)
+    if P < 3:
+        return torch.zeros(0, dtype=torch.long)
+    cur, nxt = t[:-1], t[1:]  # [P - 1]
+    same = (cur[:, None] == cur[None, :]) & (nxt[:, None] == nxt[None, :])  # [p, q]
+    earlier = torch.ones(P - 1, P - 1, dtype=torch.bool).tril(-1)
+    return (same & earlier).any(-1).nonzero().flatten()
+
+
+@torch.no_grad()
+def decisive_position(model: Transformer, tokens: torch.Tensor, head: Head | None = None) -> int:
+    """An induction position (`induction_positions`) where `head` (default `strongest_induction_head`)
+    decides the next token most: the largest direct contribution of the head's output to the next
+    token's logit, centred over the vocabulary (`result · (W_U[:, next] − mean_c W_U[:, c])`, ln_final
+    ignored: a view's default, not a measurement). The last position when the input has none."""
+    t = model.check_tokens(torch.as_tensor(tokens).flatten()[None])[0]
+    pos = induction_positions(t.cpu())
+    if len(pos) == 0:
+        return len(t) - 1
+    layer, h = _head(model, head if head is not None else strongest_induction_head(model))
+    _, cache = model.run_with_cache(t[None])
+    out = cache["result", layer][0, :, h]  # [pos, d_model]: what the head writes
+    W_U = model.W_U
+    direction = W_U[:, t[pos + 1]] - W_U.mean(1, keepdim=True)  # [d_model, n]
+    contrib = (out[pos.to(out.device)] * direction.T).sum(-1)
+    return int(pos[int(contrib.argmax())])

@@ -103,4 +103,6 @@ def stats_path(name: str) -> Path:
     return MODELS_DIR / f"{name}.stats.safetensors"
 
 
-__all__ = ["Card", "card", "list", "path", "snapshots", "stats_path"]
+from .lecture import example_tokens, lecture  # noqa: E402 - the notebooks' shared cells, after `list`
+
+__all__ = ["Card", "card", "example_tokens", "lecture", "list", "path", "snapshots", "stats_path"]
