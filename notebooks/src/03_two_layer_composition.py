@@ -39,26 +39,12 @@ import torch
 import circwidgets as cw
 from circwidgets import engine, plot
 
-# %matplotlib inline
-torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
 MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
-model = cw.load(MODEL).requires_grad_(False)  # we only read the weights here
+model = cw.zoo.lecture(MODEL)  # read-only, one CPU thread; prints its shape
 
-print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "heads, d_model", model.cfg.d_model,
-      "| vocab", model.cfg.d_vocab, "| shipped:", cw.zoo.list())
 
 # %%
-SNIPPET = """def read_config(path, encoding="utf-8"):
-    with open(path, encoding=encoding) as handle:
-        return parse_config(handle.read())
-"""
-if model.tokenizer is not None:
-    tokens = model.to_tokens(SNIPPET + SNIPPET)[0]  # the snippet twice: its second copy is predictable
-else:  # a model of random tokens: BOS + r + r, r = 24 random tokens
-    tokens = engine.repeated_tokens(model.cfg.d_vocab, seq_len=24, bos=model.cfg.bos_token_id, seed=1)[0]
-labels = model.to_str_tokens(tokens) if model.tokenizer is not None else [str(t) for t in tokens.tolist()]
-sep = "" if model.tokenizer is not None else " "  # ids of a synthetic vocabulary: keep them apart
-print(len(tokens), "tokens:", sep.join(labels[1:12]).replace("\n", "\\n"), "...")
+tokens, labels = cw.zoo.example_tokens(model)  # the snippet twice (or BOS + r + r); prints it
 
 # %% [markdown]
 # ## 1. Which heads do what (behaviour)

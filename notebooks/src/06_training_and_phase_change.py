@@ -36,17 +36,13 @@ import torch
 import circwidgets as cw
 from circwidgets import engine, plot
 
-# %matplotlib inline
-torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
 MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
-model = cw.load(MODEL).requires_grad_(False)  # we only read the weights here
+model = cw.zoo.lecture(MODEL)  # read-only, one CPU thread; prints its shape
 import json
 
 from circwidgets.model import ModelConfig, Transformer
 from circwidgets.model.io import read_metadata
 from circwidgets.train import RepeatTask, TrainConfig, Trainer
-print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "heads, d_model", model.cfg.d_model,
-      "| vocab", model.cfg.d_vocab, "| shipped:", cw.zoo.list())
 
 # %% [markdown]
 # ## 1. Train live
