@@ -65,7 +65,7 @@ pos = engine.eigen_positivity(model, circuit="ov")
 print("OV positivity per head:", [round(float(x), 2) for x in pos[0]])
 
 # %% [markdown]
-# Three heads sit near **−1**: attending to a token A *lowers* A's own logit. Why would training make a head
+# Most heads sit near **−1**: attending to a token A *lowers* A's own logit. Why would training make a head
 # **anti-copy**?
 #
 # <details><summary>Why negative? (click)</summary>
@@ -73,8 +73,8 @@ print("OV positivity per head:", [round(float(x), 2) for x in pos[0]])
 # In the planted task a source token A is followed, later, by its rule's output C — never by A itself (a
 # sequence does not repeat its source). Whenever such a head attends to A, "A comes next" is a prediction that
 # is always wrong, so the cheapest way to lower the loss is to push A's own logit down. Every eigenvalue of
-# the OV circuit then points backwards (negative real part): an anti-copying head. The one head near 0
-# (L0H2 below) is the one that carries the rules' outputs, which are unrelated to A.
+# the OV circuit then points backwards (negative real part): an anti-copying head. The head closest to 0
+# is the one that carries the rules' outputs (next section), which are unrelated to A.
 # </details>
 #
 # ## 2. Which head carries the planted rules?

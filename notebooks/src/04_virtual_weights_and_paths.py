@@ -42,7 +42,6 @@ from circwidgets import engine, plot
 MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
 model = cw.zoo.lecture(MODEL)  # read-only, one CPU thread; prints its shape
 
-
 # %%
 tokens, labels = cw.zoo.example_tokens(model)  # the snippet twice (or BOS + r + r); prints it
 
