@@ -19,9 +19,19 @@ function render({ model, el }) {
 
   const title = h("span", { cls: "cw-title" });
   const logBox = h("input", { cls: "cw-log", attrs: { type: "checkbox" } });
+  // "QK composed through" an earlier head h1: adds W_E W_Q W_Kᵀ (W_OV^h1)ᵀ W_Eᵀ (engine k_composition_qk)
+  const through = h("select", { cls: "cw-through", attrs: { title: "add each later head's QK circuit composed through this head's output on the key side (K-composition)" } });
+  through.append(h("option", { text: "none", attrs: { value: "" } }));
+  for (let l = 0; l < model.get("n_layers") - 1; l++)
+    for (let hd = 0; hd < model.get("n_heads"); hd++) through.append(h("option", { text: `L${l}H${hd}`, attrs: { value: `${l},${hd}` } }));
+  through.addEventListener("change", () => {
+    model.set("through", through.value ? through.value.split(",").map(Number) : []);
+    model.save_changes();
+  });
   const bar = h("div", { cls: "cw-bar" }, [
     title,
     h("label", { title: "draw each eigenvalue at radius log10(1 + |λ|), same angle" }, [logBox, "log magnitude"]),
+    h("label", {}, ["QK composed through ", through]),
   ]);
   const msg = messageArea(model);
   const computing = pendingNote(model, msg);
@@ -130,13 +140,14 @@ function render({ model, el }) {
     }
     plots.replaceChildren(...items);
     logBox.checked = model.get("log_magnitude");
+    through.value = (model.get("through") || []).join(",");
     title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}L${shown.layer}H${shown.head} eigenvalues`;
     markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, nEigs: total, drawMs: (performance.now() - t0).toFixed(1) });
   }
 
   logBox.addEventListener("change", () => { model.set("log_magnitude", logBox.checked); model.save_changes(); });
   // one redraw after all keys of a kernel update arrived (lib/redraw.js)
-  const changes = onModelChanges(model, ["positivity", "shown", "eigs", "log_magnitude"], (c) => {
+  const changes = onModelChanges(model, ["positivity", "shown", "eigs", "log_magnitude", "through"], (c) => {
     if (c.has("positivity")) readPositivity();
     draw();
   });
