@@ -103,6 +103,6 @@ def stats_path(name: str) -> Path:
     return MODELS_DIR / f"{name}.stats.safetensors"
 
 
-from .lecture import example_tokens, lecture  # noqa: E402 - the notebooks' shared cells, after `list`
+from .lecture import code_windows, example_tokens, lecture  # noqa: E402 - the notebooks' helpers, after `list`
 
-__all__ = ["Card", "card", "example_tokens", "lecture", "list", "path", "snapshots", "stats_path"]
+__all__ = ["Card", "card", "code_windows", "example_tokens", "lecture", "list", "path", "snapshots", "stats_path"]

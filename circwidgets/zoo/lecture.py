@@ -53,4 +53,27 @@ def example_tokens(model: Transformer, text: str = SNIPPET, seq_len: int = 24, s
     return tokens, labels
 
 
-__all__ = ["SNIPPET", "example_tokens", "lecture"]
+# Plain-code modules of the standard library, read from the running Python: a reference distribution that
+# needs no download (for mean ablation: "the mean over ordinary code", stated, not one input).
+REFERENCE_MODULES = ("textwrap", "shlex", "fnmatch", "string", "json.decoder", "json.encoder")
+
+
+def code_windows(model: Transformer, n_windows: int = 16, length: int = 64, seed: int = 0) -> torch.Tensor:
+    """`[n_windows, length]` token windows (BOS first) cut at random offsets (`seed`) from the source of
+    `REFERENCE_MODULES`; for a model without a tokenizer, uniformly random token ids after BOS."""
+    import importlib
+    import inspect
+
+    g = torch.Generator().manual_seed(seed)
+    bos = model.cfg.bos_token_id if model.cfg.bos_token_id is not None else 0
+    if model.tokenizer is None:
+        body = torch.randint(0, model.cfg.d_vocab, (n_windows, length - 1), generator=g)
+    else:
+        text = "\n".join(inspect.getsource(importlib.import_module(m)) for m in REFERENCE_MODULES)
+        ids = model.to_tokens(text, prepend_bos=False)[0]
+        starts = torch.randint(0, len(ids) - length, (n_windows,), generator=g)
+        body = torch.stack([ids[s:s + length - 1] for s in starts.tolist()])
+    return torch.cat([torch.full((n_windows, 1), bos, dtype=torch.long), body], 1)
+
+
+__all__ = ["REFERENCE_MODULES", "SNIPPET", "code_windows", "example_tokens", "lecture"]
