@@ -65,6 +65,8 @@ tokens, labels = cw.zoo.example_tokens(model)  # the snippet twice (or BOS + r +
 #   selected head's attention pattern on the input (row = query position, column = key position).
 #   *Click a cell of the grid* to select a head; hover a token to see where it looks.
 # - **eigenvalues** — each head's OV and QK circuits' eigenvalue positivity; eigenvalues in the complex plane.
+#   (For an induction head the *token* QK positivity is the wrong quantity — its keys match the *previous*
+#   token, through a previous-token head; pick that head in the "QK composed through" menu. Notebook 03.)
 # - **skip-trigrams** — the selected head's top `[A] … [B] → [C]` read off its weights.
 # - **composition** — K-composition scores between earlier and later heads (click a cell for the pair).
 # - **ablation** — click heads to switch them off and watch the per-token loss.

@@ -128,8 +128,12 @@ plt.show()
 
 # %% [markdown]
 # Random factors give top-1 near `1 / d_vocab` and positivity near 0; the K-composition term through the
-# previous-token head and the OV circuit of the induction head are far from both. **In the widget** below,
-# switch the eigenvalue view to "QK composed through" a layer-0 head to see the first matrix's eigenvalues.
+# previous-token head and the OV circuit of the induction head are far from both. **In the widget:** the
+# eigenvalues of the induction head's circuits, with "QK composed through" set to the previous-token head (the
+# menu at the top picks another layer-0 head; the grid's cells keep showing the plain OV / QK positivity).
+
+# %%
+cw.eigenvalues(model, layer=ind[0], head=ind[1], through=prev)
 #
 # ## 4. The virtual head: which head V-composes?
 #
