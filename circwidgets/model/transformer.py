@@ -1,7 +1,7 @@
 """A decoder-only transformer in the project's one weight format.
 
-Weights are stored stacked over layers and heads, in the row-vector convention of
-DESIGN.md (x @ W), under TransformerLens' names:
+Weights are stored stacked over layers and heads, in the row-vector convention (x @ W;
+docs/ARCHITECTURE.md, Conventions), under TransformerLens' names:
 
     W_E [d_vocab, d_model]              W_pos [n_ctx, d_model]
     W_Q, W_K, W_V [layer, head, d_model, d_head]   b_Q, b_K, b_V [layer, head, d_head]
@@ -96,6 +96,10 @@ def _act(name: str, x: torch.Tensor) -> torch.Tensor:
     return F.relu(x)
 
 
+def _unhooked(name: str, x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 class Transformer(nn.Module):
     """Decoder-only transformer (attention-only or GPT-2 style) with hooks and a cache.
 
@@ -177,9 +181,20 @@ class Transformer(nn.Module):
         """Validate token ids and return them as a `[batch, pos]` long tensor on the model's device."""
         if isinstance(tokens, str):
             tokens = self.to_tokens(tokens)
-        t = torch.as_tensor(tokens, device=self.W_E.device)
-        if t.dtype.is_floating_point or t.dtype == torch.bool:
+        try:
+            t = torch.as_tensor(tokens, device=self.W_E.device)
+        except (OverflowError, RuntimeError, TypeError, ValueError) as e:  # e.g. an id of 2**70, ragged lists
+            raise ValueError(f"tokens must be integer ids in [0, {self.cfg.d_vocab}) in a [batch, pos] or [pos] "
+                             f"array; these could not be read as one ({e})") from None
+        if t.numel() == 0:
+            raise ValueError("tokens is empty: pass at least one token id")
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
             raise TypeError(f"tokens must be integer ids, got dtype {t.dtype}")
+        if t.dtype in (torch.uint16, torch.uint32, torch.uint64):  # few ops exist for these: widen (exact < 2**63)
+            wide = t.to(torch.int64)
+            if t.dtype == torch.uint64 and bool((wide < 0).any()):
+                raise ValueError(f"tokens contains ids >= 2**63, outside [0, {self.cfg.d_vocab})")
+            t = wide
         if t.ndim == 1:
             t = t[None]
         if t.ndim != 2:
@@ -194,16 +209,33 @@ class Transformer(nn.Module):
             )
         return t.long()
 
-    def _norm(self, x: torch.Tensor, name: str | None, where: str) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor, site: str, layer: int | None = None) -> torch.Tensor:
+        """The normalisation at `site` ("ln1" / "ln2" of `layer`, or "ln_final") applied to a residual
+        `x [..., d_model]`: the forward pass's own arithmetic, without firing hooks (for recomputing a
+        layer's input from an edited residual stream). Identity when the model has no normalisation
+        there (no normalisation, or a post-norm-only block)."""
+        if site not in ("ln1", "ln2", "ln_final"):
+            raise ValueError(f"site={site!r} must be 'ln1', 'ln2' or 'ln_final'")
+        if site == "ln2" and self.cfg.attn_only:
+            raise ValueError("an attention-only model has no ln2")
+        if site == "ln_final":
+            return self._norm(x, "ln_final", where=None)
+        if layer is None:
+            raise ValueError(f"site={site!r} needs a layer")
+        return self._norm(x, f"{site}[{layer}]", where=None) if self.cfg.pre_norm else x
+
+    def _norm(self, x: torch.Tensor, name: str | None, where: str | None) -> torch.Tensor:
         """LayerNorm ("LN"/"LNPre": centre, divide by the scale) or RMSNorm ("RMS"/"RMSPre": divide by
         the root mean square), then the weight (and LN bias) `{name}_w` of the given layer if it exists.
-        `name` is e.g. "ln1_w[3]" -> parameter ln1_w, row 3; None for no weight."""
+        `name` is e.g. "ln1[3]" -> parameter ln1_w, row 3; None for no weight. `where` names the hook
+        points (`{where}.hook_scale`, `.hook_normalized`); None runs without hooks."""
         kind = self.cfg.normalization
         if kind is None:
             return x
+        hook = self._hook if where is not None else _unhooked
         if kind in ("LN", "LNPre"):
             x = x - x.mean(-1, keepdim=True)
-        scale = self._hook(f"{where}.hook_scale", (x.pow(2).mean(-1, keepdim=True) + self.cfg.ln_eps).sqrt())
+        scale = hook(f"{where}.hook_scale", (x.pow(2).mean(-1, keepdim=True) + self.cfg.ln_eps).sqrt())
         x = x / scale
         if name is not None:
             base, layer = name, None
@@ -216,7 +248,7 @@ class Transformer(nn.Module):
                 x = x * (w if layer is None else w[layer])
             if b is not None:
                 x = x + (b if layer is None else b[layer])
-        return self._hook(f"{where}.hook_normalized", x)
+        return hook(f"{where}.hook_normalized", x)
 
     def _qk_norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """RMS-normalise q or k `[B, P, heads, E]` per head (weight `[E]`) or over all heads (`[heads, E]`)."""
