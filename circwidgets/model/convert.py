@@ -218,6 +218,8 @@ def from_hf(
         return _from_hf_family(sd, family_cfg, src, tokenizer, dtype, check, name)
     if config is not None and getattr(config, "model_type", None) != "gpt2":
         _hf_config_fields(config)  # raises, naming the model_type
+    if config is not None and n_heads is None and isinstance(model_or_state_dict, Mapping):
+        n_heads = getattr(config, "n_head", None)  # a GPT-2 state dict with its config
     if isinstance(model_or_state_dict, torch.nn.Module):
         hf_model = model_or_state_dict
         config = getattr(hf_model, "config", None)
