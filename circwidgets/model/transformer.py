@@ -166,10 +166,11 @@ class Transformer(nn.Module):
             raise ValueError(f"site={site!r} must be 'ln1', 'ln2' or 'ln_final'")
         if site == "ln2" and self.cfg.attn_only:
             raise ValueError("an attention-only model has no ln2")
-        if self.cfg.normalization != "LN":
-            return None, None
-        w, b = getattr(self, f"{site}_w"), getattr(self, f"{site}_b")
-        return (w, b) if site == "ln_final" else (w[layer], b[layer])
+        # whatever weights this kind of normalisation has (LN: both; weight-free kinds: none)
+        w, b = getattr(self, f"{site}_w", None), getattr(self, f"{site}_b", None)
+        if site == "ln_final":
+            return w, b
+        return (None if w is None else w[layer]), (None if b is None else b[layer])
 
     def normalize(self, x: torch.Tensor, site: str, layer: int | None = None) -> torch.Tensor:
         """The normalisation at `site` ("ln1" / "ln2" of `layer`, or "ln_final") applied to a residual
@@ -189,7 +190,9 @@ class Transformer(nn.Module):
         scale = hook(f"{where}.hook_scale", (x.pow(2).mean(-1, keepdim=True) + self.cfg.ln_eps).sqrt())
         x = x / scale
         if w is not None:
-            x = x * w + b
+            x = x * w
+        if b is not None:
+            x = x + b
         return hook(f"{where}.hook_normalized", x)
 
     def forward(self, tokens) -> torch.Tensor:
