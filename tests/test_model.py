@@ -182,7 +182,7 @@ def test_bad_files(tmp_path):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="positional"):
-        ModelConfig(n_layers=1, d_model=4, n_heads=1, d_head=4, d_vocab=5, n_ctx=4, positional="rotary")
+        ModelConfig(n_layers=1, d_model=4, n_heads=1, d_head=4, d_vocab=5, n_ctx=4, positional="alibi")
     with pytest.raises(ValueError, match="d_model"):
         ModelConfig(n_layers=1, d_model=0, n_heads=1, d_head=4, d_vocab=5, n_ctx=4)
     cfg = ModelConfig(n_layers=0, d_model=8, n_heads=2, d_head=4, d_vocab=5, n_ctx=4)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
+from . import _check
 from ._check import check_layer_head
 from .interventions import PathCut, ablation_hooks, logit_diff_metric, path_cuts, per_token_loss
 from .prep import _entry as _checked  # finiteness checked once per weights version, not per run
@@ -63,4 +64,5 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
     hooks = ablation_hooks(model, hs, path_cuts(model, paths), kind=kind,
                            reference=toks if reference is None else reference)
     logits = model.run_with_hooks(toks, hooks) if hooks else model(toks)
+    _check.check_finite_output("ablated run: logits", logits, axes=("batch", "position"), model=model, tokens=toks)
     return AblatedRun(tokens=toks, logits=logits, token_loss=per_token_loss(logits, toks))

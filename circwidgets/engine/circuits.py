@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 
 from ..model import Transformer
-from ._check import check_layer_head
+from ._check import check_finite_output, check_layer_head
 from .factored import FactoredMatrix, compute_dtype, eigvals
 from .prep import cached, weights
 
@@ -120,7 +120,9 @@ def circuit_cores(model: Transformer, circuit: Circuit = "ov", full: bool = True
         left, right = w["W_K"][idx].to(dt).mT, w["W_Q"][idx].to(dt)
         mid = (_gram(model, "EE" if circuit == "qk" else "PP")) if full else None
     with torch.no_grad():
-        return (left @ mid) @ right if mid is not None else left @ right
+        core = (left @ mid) @ right if mid is not None else left @ right
+    where = f"L{idx[0]}H{idx[1]}'s " if layer is not None else ""
+    return check_finite_output(f"{where}{circuit} circuit", core, axes=() if layer is not None else ("layer", "head"))
 
 
 def eigenvalues(model: Transformer, layer: int, head: int, circuit: Circuit = "ov", full: bool = True) -> torch.Tensor:

@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 
 from ..model import Transformer
+from ._check import check_finite_output
 from .factored import compute_dtype
 from .prep import weights
 
@@ -103,7 +104,15 @@ def composition_scores(model: Transformer, kind: Kind = "q", baseline: bool = Fa
     if baseline:
         mean, _ = composition_baseline(model, kind)
         scores = scores - mean
-    return scores
+    return _check_scores(f"composition scores ({kind})", scores)
+
+
+def _check_scores(name: str, scores: torch.Tensor) -> torch.Tensor:
+    """NaN/inf where layer1 < layer2 (where a score exists) is an overflow: an error naming the pair."""
+    L = scores.shape[0]
+    ar = torch.arange(L, device=scores.device)
+    valid = (ar[:, None] < ar[None, :])[:, None, :, None]
+    return check_finite_output(name, scores, axes=("layer1", "head1", "layer2", "head2"), valid=valid)
 
 
 def composition_scores_one_sided(model: Transformer, kind: Kind = "q") -> torch.Tensor:
@@ -116,7 +125,7 @@ def composition_scores_one_sided(model: Transformer, kind: Kind = "q") -> torch.
     W_Q, W_K, W_V, W_O = _weights(model)
     right = {"q": W_Q, "k": W_K, "v": W_V}[kind]
     with torch.no_grad():
-        return _pair_norms(_left_block(W_V, W_O), right)
+        return _check_scores(f"one-sided composition scores ({kind})", _pair_norms(_left_block(W_V, W_O), right))
 
 
 _BASELINES: dict[tuple, tuple[float, float]] = {}

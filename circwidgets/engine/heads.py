@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
+from . import _check
 from ._check import check_layer_head
 from .interventions import per_token_loss
 from .prep import _entry as _check_weights  # finiteness checked once per weight version (cached)
@@ -157,6 +158,8 @@ def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int 
         model.run_with_hooks(toks, fwd_hooks=[(("pattern", layer), hook) for layer in range(L)])
     except _Stop:
         pass
+    for k, (_, rows) in prepared.items():  # NaN is "no mask entry" only for a kind with no entries
+        _check.check_finite_output(f"{k} head scores", out[k], valid=bool(rows.any()), model=model, tokens=toks)
     return out
 
 
@@ -263,4 +266,5 @@ def in_context_loss(model: Transformer, seq_len: int | None = None, n_seqs: int 
     rep_t = torch.arange(off + L + 1, off + 2 * L)
     first = per_pos[first_t - 1].mean().item() if len(first_t) else float("nan")
     rep = per_pos[rep_t - 1].mean().item() if len(rep_t) else float("nan")
+    _check.check_finite_output("in-context loss", per_pos, axes=("position",), model=model, tokens=toks)
     return InContextLoss(first, rep, per_pos)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_layer_head
+from ._check import check_layer_head, effect_parts, finite_results
 from .prep import _entry as _check_weights  # finiteness checked once per weight version (cached)
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -551,3 +551,12 @@ def direct_logit_attribution(model: Transformer, tokens, pos: int, token) -> tor
     to the logit of `token` (id, or `(a, b)` for a logit difference) at position `pos`, final LN scale
     frozen. Together with the other parts of `logit_attribution` it sums to the logit."""
     return logit_attribution(model, tokens, pos, token).heads
+
+
+# Results checked finite (an overflow to NaN/inf raises, naming where the forward pass first overflows);
+# wrapped here rather than decorated so that each function's own definition stays as it reads above.
+ablate_heads = finite_results("ablate_heads", effect_parts)(ablate_heads)
+ablation_table = finite_results("ablation_table")(ablation_table)
+ablate_path = finite_results("ablate_path", effect_parts)(ablate_path)
+patch_heads = finite_results("patch_heads", tokens="corrupted")(patch_heads)
+patch_residual = finite_results("patch_residual", axes=("layer", "position"), tokens="corrupted")(patch_residual)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model import Transformer
+from ._check import check_finite_terms
 from .factored import compute_dtype
 from .prep import prepared
 
@@ -300,6 +301,7 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
         if not cfg.attn_only:
             add(f"mlp L{l}", (f"mlp L{l}", ()), 0, cache["mlp_out", l].to(dt))
 
+    check_finite_terms("path terms", labels + ["remainder"], vecs + [remainder], model=pm, tokens=tokens)
     return PathTerms(
         labels=labels, paths=paths, orders=orders, resid=torch.stack(vecs), remainder_resid=remainder,
         W_U=pm.W_U.detach().to(dt), b_U=pm.b_U.detach().to(dt) if cfg.biases else None,

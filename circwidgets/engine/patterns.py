@@ -76,6 +76,9 @@ def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = N
     for layer in range(cfg.n_layers):
         hooks += [(("pattern", layer), keep_pattern), (("v", layer), keep_v)]
     model.run_with_hooks(toks, fwd_hooks=hooks)
+    from ._check import check_finite_output
+
+    check_finite_output("attention patterns", pattern, model=model, tokens=toks)
     return AttentionData(pattern=pattern, v_norm=v_norm, tokens=toks[0].clone())
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .config import ModelConfig
-from .transformer import Transformer
+from .transformer import Transformer, is_norm_weight
 
 
 @torch.no_grad()
@@ -23,9 +23,9 @@ def random_model(cfg: ModelConfig | None = None, seed: int = 0, dtype: torch.dty
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         r = torch.randn(p.shape, generator=g, dtype=torch.float64)
-        if name.startswith("ln") and name.endswith("_w"):
+        if is_norm_weight(name):
             p.copy_(1.0 + 0.3 * r)
-        elif name.startswith(("b_", "ln")):
+        elif name.startswith(("b_", "_b_", "ln")):
             p.copy_(0.3 * r)
         else:
             fan_in = 1 if name in ("W_E", "W_pos") else p.shape[-2]

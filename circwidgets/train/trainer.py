@@ -67,6 +67,9 @@ class TrainConfig:
     eval_batches: int = 4
     icl_seq_len: int | None = None  # repeated-token eval: block length (None: engine default for n_ctx)
     icl_n_seqs: int = 16
+    # several block lengths (e.g. 10, 23, 50, 100): head scores are averaged over them, so a head that
+    # attends a fixed distance back (right for one length only) does not pass for an induction head
+    icl_seq_lens: tuple[int, ...] | None = None
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -90,8 +93,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
+        for k in ("betas", "icl_seq_lens"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
         return cls(**d)
 
 
@@ -243,15 +247,23 @@ class Trainer:
             losses.append(lm_loss(m(toks.to(self.device)), toks.to(self.device)).item())
         rec = {"step": self.step, "tokens": self.tokens_seen, "time": round(self.train_seconds, 2),
                "lr": c.lr_at(max(self.step - 1, 0)), "val_loss": sum(losses) / len(losses)}
-        icl = in_context_loss(m, seq_len=c.icl_seq_len, n_seqs=c.icl_n_seqs, seed=12345)
-        rec["icl_first"], rec["icl_repeated"] = icl.first, icl.repeated
+        lens = list(c.icl_seq_lens) if c.icl_seq_lens else [c.icl_seq_len]
+        icls = [in_context_loss(m, seq_len=n, n_seqs=c.icl_n_seqs, seed=12345) for n in lens]
+        rec["icl_first"] = sum(x.first for x in icls) / len(icls)
+        rec["icl_repeated"] = sum(x.repeated for x in icls) / len(icls)
+        if c.icl_seq_lens:
+            rec["icl_repeated_by_len"] = {str(n): round(x.repeated, 4) for n, x in zip(lens, icls)}
         if m.cfg.n_layers:
-            sc = all_head_scores(m, seq_len=c.icl_seq_len, n_seqs=c.icl_n_seqs, seed=12345,
-                                 kinds=("previous_token", "induction"))
-            rec["induction"] = [[round(float(x), 4) for x in row] for row in sc["induction"]]
-            rec["previous_token"] = [[round(float(x), 4) for x in row] for row in sc["previous_token"]]
+            scs = [all_head_scores(m, seq_len=n, n_seqs=c.icl_n_seqs, seed=12345, kinds=("previous_token", "induction"))
+                   for n in lens]
+            ind = sum(s["induction"] for s in scs) / len(scs)  # [layer, head], mean over block lengths
+            rec["induction"] = [[round(float(x), 4) for x in row] for row in ind]
+            rec["previous_token"] = [[round(float(x), 4) for x in row] for row in scs[0]["previous_token"]]
             rec["max_induction"] = max(max(r) for r in rec["induction"])
             rec["max_previous_token"] = max(max(r) for r in rec["previous_token"])
+            if c.icl_seq_lens:  # the best head's score at each length (the target: high at every length)
+                best = divmod(int(ind.flatten().argmax()), ind.shape[1])
+                rec["induction_by_len"] = {str(n): round(float(s["induction"][best]), 4) for n, s in zip(lens, scs)}
         if self.eval_fn is not None:
             rec.update(self.eval_fn(self))
         m.train(was_training)
@@ -321,6 +333,7 @@ class Trainer:
                     if self.step in snaps:
                         self.save_snapshot()
                     if self.out_dir is not None and self.step % c.checkpoint_every == 0:
+                        self._running = (float(running.item()), n_running)  # a resume continues this mean
                         self.save_checkpoint()
                     if flag.set:
                         self.stopped_by = "interrupt"
@@ -387,19 +400,13 @@ class Trainer:
         return _atomic_save_safetensors(tensors, path, meta)
 
     def load_checkpoint(self, path: str | os.PathLike | None = None) -> Trainer:
-        """Restore model, optimizer and trainer state from `save_checkpoint`'s file."""
-        from safetensors import safe_open
-
+        """Restore model, optimizer and trainer state from `save_checkpoint`'s file. A damaged file
+        raises `ModelFileError` naming it, with how to start over."""
         path = Path(path) if path else self.checkpoint_path
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            if meta.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{path}: not a circwidgets training checkpoint")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta, tensors, state = _read_checkpoint(path, self._param_names())
         cfg = ModelConfig.from_dict(json.loads(meta["config"]))
         if cfg != self.model.cfg:
             raise ValueError(f"{path}: checkpoint config {cfg} does not match the model's {self.model.cfg}")
-        state = json.loads(meta["trainer"])
         saved_cfg = TrainConfig.from_dict(state["train_config"])
         if dataclasses.replace(saved_cfg, steps=self.config.steps) != self.config:
             raise ValueError(f"{path}: training config differs from this run's: {saved_cfg} vs {self.config}")
@@ -438,3 +445,46 @@ class Trainer:
             return None
         dtype = getattr(torch, self.config.snapshot_dtype)
         return self.save_model(Path(self.out_dir) / "snapshots" / f"step_{self.step:06d}.safetensors", dtype=dtype)
+
+
+_RESUME_HINT = ("cannot resume from it: delete it (or pass --fresh / fresh=True) to start the run over, "
+                "or copy a good checkpoint in its place")
+
+
+def _read_checkpoint(path: Path, param_names: list[str]) -> tuple[dict[str, str], dict[str, torch.Tensor], dict]:
+    """(metadata, tensors, trainer state) of a checkpoint, checked; `ModelFileError` naming the file,
+    the problem and how to start over otherwise (never a raw safetensors or JSON error)."""
+    from ..model.io import ModelFileError, read_safetensors
+
+    def bad(why: str) -> ModelFileError:
+        return ModelFileError(f"{path}: {why}; {_RESUME_HINT}")
+
+    try:
+        meta, tensors = read_safetensors(path, float_only=False)
+    except ModelFileError as e:
+        raise ModelFileError(f"{e}; {_RESUME_HINT}") from e
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise bad("not a circwidgets training checkpoint")
+    try:
+        state, *_ = (json.loads(meta[k]) for k in ("trainer", "config", "param_groups"))
+    except (KeyError, ValueError) as e:
+        raise bad(f"checkpoint metadata is incomplete or not JSON ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict):
+        raise bad("checkpoint trainer state is not a JSON object")
+    for key in ("step", "tokens_seen"):
+        v = state.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise bad(f"checkpoint {key} must be an integer >= 0, got {v!r}")
+    secs = state.get("train_seconds")
+    if not isinstance(secs, (int, float)) or isinstance(secs, bool) or not 0 <= secs < float("inf"):
+        raise bad(f"checkpoint train_seconds must be a finite number >= 0, got {secs!r}")
+    run = state.get("running_loss")
+    if not (isinstance(run, list) and len(run) == 2 and isinstance(run[0], (int, float)) and math.isfinite(run[0])
+            and isinstance(run[1], int) and run[1] >= 0):
+        raise bad(f"checkpoint running_loss must be [finite sum, count >= 0], got {run!r}")
+    if not isinstance(state.get("history"), list) or "train_config" not in state:
+        raise bad("checkpoint trainer state has no history or train_config")
+    missing = [n for n in param_names if f"model.{n}" not in tensors]
+    if missing:
+        raise bad(f"checkpoint has no weights for {missing}")
+    return meta, tensors, state

@@ -1,6 +1,6 @@
 """Interactive views (anywidget): they ask `circwidgets.engine` for numbers and send one head's
-worth of them, as compact bytes, to the ESM front ends in `circwidgets/js/`. Every view is exported
-here and from the top-level package (`cw.attention(...)`, `cw.Ablation`, ...)."""
+worth of them, as compact bytes, to the ESM front ends (`js/src/`, bundled into `circwidgets/static/`).
+Every view is exported here and from the top-level package (`cw.attention(...)`, `cw.Ablation`, ...)."""
 
 from .ablation import Ablation, ablation
 from .attention import AttentionPatterns, attention

@@ -25,7 +25,7 @@ import anywidget
 import traitlets
 
 from ..train.trainer import register_default_callbacks
-from ._bundle2 import bundle_css2, bundle_js2
+from .base import StaticFallback, front_end_files
 
 
 def _clean(x):
@@ -34,7 +34,7 @@ def _clean(x):
     return x
 
 
-class TrainingMonitor(anywidget.AnyWidget):
+class TrainingMonitor(StaticFallback, anywidget.AnyWidget):
     """Trainer callback + widget. Traits (synced): `steps` ([[step, running train loss], ...] every 10
     steps), `evals` (per evaluation: step, train / validation / in-context losses, max induction and
     previous-token scores and the per-head `induction` `[L][H]` scores, as the trainer records them),
@@ -42,8 +42,7 @@ class TrainingMonitor(anywidget.AnyWidget):
     `stop_requested` (set by the stop button), `saved_path` (the model file written on stop).
     Updates are sent at most every `min_interval` seconds (and at every evaluation)."""
 
-    _esm = bundle_js2("monitor.js")
-    _css = bundle_css2("monitor.js")
+    _esm, _css = front_end_files("monitor")
 
     title = traitlets.Unicode("").tag(sync=True)
     steps = traitlets.List([]).tag(sync=True)
@@ -137,17 +136,11 @@ class TrainingMonitor(anywidget.AnyWidget):
         hist = list(self.evals) or ([] if self.trainer is None else self.trainer.history)
         return plot.training_curves(hist, title=self.title)
 
-    def _repr_mimebundle_(self, **kwargs):
-        out = super()._repr_mimebundle_(**kwargs)
-        if out is None:
-            return None
-        data, meta = out if isinstance(out, tuple) else (out, {})
-        data = dict(data)
+    def summary(self) -> str:
+        """Plain-text state of the run (the text/plain fallback)."""
         last = self.evals[-1] if self.evals else {}
-        data["text/plain"] = (f"TrainingMonitor: {self.title} step {self.step}/{self.total} ({self.status}); "
-                              + ", ".join(f"{k} {v:.3f}" for k, v in last.items()
-                                          if isinstance(v, float) and k != "step"))
-        return data, meta
+        return (f"TrainingMonitor: {self.title} step {self.step}/{self.total} ({self.status}); "
+                + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if isinstance(v, float) and k != "step"))
 
 
 def in_notebook() -> bool:

@@ -13,11 +13,11 @@ from ..engine.paths import PathTerms, path_terms
 from ..engine.patterns import attention_patterns
 from ..engine.virtual import virtual_heads
 from ..model import Transformer
-from ._bundle2 import Widget2
 from ._data import as_model, encode_array, find_token, token_label, tokens_and_labels
+from .base import CircuitWidget, reacts_to
 
 
-class PathExpansion(Widget2):
+class PathExpansion(CircuitWidget):
     """The logit of `target` at `position`, split into path terms by `engine.paths.path_terms`.
 
     Traits (synced): `labels`, `position`, `target` (token id), `target_label`, `predictions`
@@ -29,7 +29,8 @@ class PathExpansion(Widget2):
     selected head's pattern, float16, for the bar clicked: its last head).
     """
 
-    _module_file = "paths.js"
+    _front_end = "paths"
+    export_inputs = ("position", "target", "path", "layer", "head")  # restore order
 
     labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     position = traitlets.Int(0).tag(sync=True)
@@ -43,9 +44,10 @@ class PathExpansion(Widget2):
     pattern = traitlets.Dict({}).tag(sync=True)
     path = traitlets.List([]).tag(sync=True)
     virtual = traitlets.Dict({}).tag(sync=True)
-    n_one = traitlets.Int(16).tag(sync=True)
-    n_virtual = traitlets.Int(8).tag(sync=True)
-    max_order = traitlets.Int(2).tag(sync=True)
+    # not synced (the page only draws the bars it gets): how many bars, how long the enumerated paths
+    n_one = traitlets.Int(16)
+    n_virtual = traitlets.Int(8)
+    max_order = traitlets.Int(2)
 
     def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
                  position: int = -1, target: int | str | None = None, layer: int = 0, head: int = 0,
@@ -53,7 +55,6 @@ class PathExpansion(Widget2):
         if max_order is None:  # virtual-head terms by default up to 64 heads (beyond: minutes on a CPU)
             max_order = 2 if model.cfg.n_layers * model.cfg.n_heads <= 64 else 1
         self._init_input = (text_or_tokens, labels, position, target)
-        self._guard = False
         self.pt: PathTerms | None = None
         super().__init__(model, layer=layer, head=head, n_one=n_one, n_virtual=n_virtual,
                          max_order=max(0, min(max_order, model.cfg.n_layers)))
@@ -69,13 +70,7 @@ class PathExpansion(Widget2):
         if not -P <= position < P:
             raise IndexError(f"position={position} is out of range: 0..{P - 1}")
         pos = position % P
-        self._guard = True
-        try:
-            self.labels = labs
-            self.position = pos
-            self.target = self._resolve_target(target, pos)
-        finally:
-            self._guard = False
+        self.set_quietly(labels=labs, position=pos, target=self._resolve_target(target, pos))
         self._update_terms()
 
     def _resolve_target(self, target, pos: int) -> int:
@@ -110,31 +105,26 @@ class PathExpansion(Widget2):
             self.predictions = [[token_label(self.model, int(i)), int(i), float(v)]
                                 for v, i in zip(top.values.tolist(), top.indices.tolist())]
 
-    @traitlets.observe("position", "target", "n_one", "n_virtual")
+    @reacts_to("position", "target", "n_one", "n_virtual")
     def _on_change(self, change) -> None:
-        if self._guard or self.pt is None:
+        if self.pt is None:
             return
         P = self.tokens.shape[0]
-        try:
+
+        def update():
             if change["name"] == "position" and not 0 <= change["new"] < P:
                 raise IndexError(f"position={change['new']} is out of range: 0..{P - 1}")
             if change["name"] == "target" and not 0 <= change["new"] < self.model.cfg.d_vocab:
                 raise IndexError(f"target={change['new']} is out of range: "
                                  f"token ids are 0..{self.model.cfg.d_vocab - 1}")
             self._update_terms()
-        except Exception as e:  # noqa: BLE001 - a bad request is a message, never a dead comm
-            self._report(f"not shown: {e}")
-            self._guard = True
-            try:
-                setattr(self, change["name"], change["old"])
-            finally:
-                self._guard = False
-            return
-        self.error = ""
 
-    @traitlets.observe("query")
+        if self.apply_or_revert(change, update, "not shown"):
+            self.error = ""
+
+    @reacts_to("query")
     def _on_query(self, change) -> None:
-        if self._guard or self.pt is None or not change["new"].strip():
+        if self.pt is None or not change["new"].strip():
             return
         try:
             self.target = find_token(self.model, change["new"])
@@ -163,6 +153,12 @@ class PathExpansion(Widget2):
         except Exception as e:  # noqa: BLE001 - a bad request is a message, never a dead comm
             self._report(f"virtual head not shown: {e}")
             self.virtual = {}
+
+    def export_actions(self) -> list[dict[str, Any]]:
+        bars = [{"path": t["heads"], "layer": t["heads"][-1][0], "head": t["heads"][-1][1]}
+                for t in self.terms if t["heads"]]
+        return (bars + super().export_actions() + [{"position": p} for p in range(len(self.labels))]
+                + [{"target": int(p[1])} for p in self.predictions])
 
     def current_pattern(self) -> torch.Tensor:
         return self.data.head(self.layer, self.head)
