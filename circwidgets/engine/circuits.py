@@ -1,8 +1,9 @@
-"""QK and OV circuits of every head, their eigenvalues and copying scores (DESIGN.md items 1-2).
+"""QK and OV circuits of every head, their eigenvalues and copying scores (docs/ARCHITECTURE.md §1-2).
 
-Row-vector convention (DESIGN.md): `W_QK = W_Q W_K^T` and `W_OV = W_V W_O`, both `d_model x d_model`;
-the attention score of query position i on key position j is `x_i W_QK x_j^T / sqrt(d_head)` (the
-`1/sqrt(d_head)` is not part of `W_QK`, as in TransformerLens). Full circuits:
+Row-vector convention (docs/ARCHITECTURE.md, Conventions): `W_QK = W_Q W_K^T` and `W_OV = W_V W_O`,
+both `d_model x d_model`; the attention score of query position i on key position j is
+`x_i W_QK x_j^T / sqrt(d_head)` (the `1/sqrt(d_head)` is not part of `W_QK`, as in TransformerLens).
+Full circuits:
 - `full_qk = W_E W_QK W_E^T` `[layer, head, d_vocab, d_vocab]`: row = destination (query) token,
   column = source (key) token;
 - `positional_qk = W_pos W_QK W_pos^T` `[layer, head, n_ctx, n_ctx]`: row = query position;

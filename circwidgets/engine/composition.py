@@ -1,4 +1,4 @@
-"""Q-, K- and V-composition scores between heads (DESIGN.md item 3).
+"""Q-, K- and V-composition scores between heads (docs/ARCHITECTURE.md §3).
 
 For an earlier head h1 (layer l1) and a later head h2 (layer l2 > l1), row convention:
 
@@ -61,7 +61,7 @@ def _right_block(kind: str, W_Q, W_K, W_V, W_O) -> torch.Tensor:
     return W_V @ _r(W_O.mT).mT
 
 
-def _pair_norms(left: torch.Tensor, right: torch.Tensor, desc: str | None = None) -> torch.Tensor:
+def _pair_norms(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """`||left[l1,h1] @ right[l2,h2]||_F` for l1 < l2, NaN elsewhere; `left [L,H,a,D]`, `right [L,H,D,b]`."""
     L, H, a, D = left.shape
     b = right.shape[-1]

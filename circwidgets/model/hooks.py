@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import torch
 
-_ATTN = {"q", "k", "v", "z", "result", "attn_scores", "pattern"}
+_ATTN = {"q", "k", "v", "rot_q", "rot_k", "z", "result", "attn_scores", "pattern"}
 _BLOCK = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"}
-_MLP = {"pre", "post"}
+_MLP = {"pre", "pre_linear", "post"}
 _TOP = {"embed", "pos_embed"}
 
 

@@ -3,6 +3,39 @@ and what every Hugging Face fast tokenizer carries inside)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the printable stand-in character of each byte -> the byte."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def token_label(backend, token_id: int) -> str:
+    """A readable label for one token id of a `tokenizers.Tokenizer` (the one place views get token text).
+
+    Byte-level BPE tokens are mapped back to their bytes and decoded as UTF-8; bytes that are only
+    part of a character (a token that splits a multi-byte character) are shown as escapes, e.g.
+    `"\\xe2\\x80"`, never as U+FFFD. Special tokens and other tokenizers' pieces: their decoded text.
+    """
+    raw = backend.id_to_token(int(token_id))
+    if raw is None:
+        return f"<{int(token_id)}>"
+    table = _byte_level_decoder()
+    text = backend.decode([int(token_id)], skip_special_tokens=False)
+    if "\ufffd" in text and all(ch in table for ch in raw):
+        return bytes(table[ch] for ch in raw).decode("utf-8", errors="backslashreplace")
+    return text
+
 
 class Tokenizer:
     """Wraps a `tokenizers.Tokenizer`; serialises to its JSON string."""
@@ -60,8 +93,8 @@ class Tokenizer:
         return self.backend.decode(ids, skip_special_tokens=False)
 
     def id_to_str(self, ids: list[int]) -> list[str]:
-        """The text of each token on its own (byte-level tokens decoded to characters)."""
-        return [self.backend.decode([i], skip_special_tokens=False) for i in ids]
+        """The label of each token on its own (`token_label`: byte fragments as `\\xNN` escapes)."""
+        return [token_label(self.backend, i) for i in ids]
 
     def token_to_id(self, token: str) -> int | None:
         return self.backend.token_to_id(token)

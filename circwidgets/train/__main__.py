@@ -1,7 +1,10 @@
 """`python -m circwidgets.train RECIPE [--steps N] [--out DIR] [--device cpu|cuda] [--data-dir DIR]`
 
 Also `python -m circwidgets.train prepare-data [--data-dir DIR] [--vocab 2048]` to tokenise the
-stdlib corpus once (e.g. to carry it to a machine with another Python).
+stdlib corpus once (e.g. to carry it to a machine with another Python), and
+`python -m circwidgets.train corpus [--data-dir DIR] [--vocab 4096] [--cache DIR]` to (re)build the
+lecture models' code corpus: stdlib + the pinned packages of `circwidgets/train/corpus_manifest.json`,
+downloaded with pip into the cache and verified against their sha256 (default runs/data/pycode-bpe4096).
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ from . import recipes
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m circwidgets.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", help="one of: " + ", ".join(recipes.RECIPES) + ", or prepare-data")
+    p.add_argument("recipe", help="one of: " + ", ".join(recipes.RECIPES) + ", or prepare-data / corpus")
     p.add_argument("--steps", type=int, default=None, help="total steps (default: the recipe's)")
     p.add_argument("--out", default=None, help="run directory (default runs/RECIPE)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--data-dir", default=None, help="prepared stdlib corpus (default runs/data/stdlib-bpeV)")
-    p.add_argument("--vocab", type=int, default=recipes.CODE_VOCAB, help="prepare-data: BPE vocabulary size")
+    p.add_argument("--vocab", type=int, default=None,
+                   help=f"prepare-data / corpus: BPE vocabulary size (default {recipes.CODE_VOCAB} / "
+                        f"{recipes.PYCODE_VOCAB})")
+    p.add_argument("--cache", default=None, help="corpus: where downloaded archives are kept "
+                                                 "(default ~/.cache/circwidgets/corpus)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--time-limit", type=float, default=None, help="stop (and save) after this many seconds")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
@@ -35,7 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.recipe == "prepare-data":
         from .corpus import prepare_data_dir
 
-        prepare_data_dir(a.data_dir or recipes.default_data_dir(a.vocab), a.vocab)
+        v = a.vocab or recipes.CODE_VOCAB
+        prepare_data_dir(a.data_dir or recipes.default_data_dir(v), v)
+        return 0
+    if a.recipe == "corpus":
+        from .code_corpus import prepare_code_data_dir
+
+        v = a.vocab or recipes.PYCODE_VOCAB
+        prepare_code_data_dir(a.data_dir or recipes.default_data_dir(v, "pycode"), v, cache=a.cache)
         return 0
     if a.recipe not in recipes.RECIPES:
         p.error(f"unknown recipe {a.recipe!r}; available: {', '.join(recipes.RECIPES)}")

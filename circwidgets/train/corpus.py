@@ -145,11 +145,18 @@ def load_manifest(data_dir: str | os.PathLike) -> dict:
     return json.loads(p.read_text())
 
 
-def ensure_data_dir(data_dir: str | os.PathLike, vocab_size: int) -> Path:
-    """Return `data_dir`, preparing it first when it has no manifest; check the vocabulary size."""
+def ensure_data_dir(data_dir: str | os.PathLike, vocab_size: int, corpus: str = "stdlib") -> Path:
+    """Return `data_dir`, preparing it first when it has no manifest; check the vocabulary size.
+
+    corpus: "stdlib" (this module) or "pycode" (`code_corpus`: stdlib + pinned packages)."""
     data_dir = Path(data_dir)
     if not (data_dir / "manifest.json").is_file():
-        prepare_data_dir(data_dir, vocab_size)
+        if corpus == "pycode":
+            from .code_corpus import prepare_code_data_dir
+
+            prepare_code_data_dir(data_dir, vocab_size)
+        else:
+            prepare_data_dir(data_dir, vocab_size)
     m = load_manifest(data_dir)
     if m["vocab_size"] != vocab_size:
         raise ValueError(f"{data_dir} holds a corpus with vocab {m['vocab_size']}, the recipe needs {vocab_size}")
@@ -157,14 +164,20 @@ def ensure_data_dir(data_dir: str | os.PathLike, vocab_size: int) -> Path:
 
 
 def corpus_summary(manifest: dict) -> dict:
-    """What a model file records about its data: everything but the per-file hashes."""
-    return {
+    """What a model file records about its data: everything but the per-file hashes (for the
+    package corpus, the pinned packages instead of its thousands of file names)."""
+    out = {
         "source": manifest["source"], "python_version": manifest["python_version"],
         "n_files": manifest["n_files"], "n_chars": manifest["n_chars"],
         "corpus_sha256": manifest["corpus_sha256"], "tokenizer_sha256": manifest["tokenizer_sha256"],
         "vocab_size": manifest["vocab_size"], "n_tokens": manifest["n_tokens"],
-        "files": [f for f, _ in manifest["files"]],
     }
+    if "packages" in manifest:
+        out["packages"] = [{k: p[k] for k in ("name", "version", "licence", "sha256")} for p in manifest["packages"]]
+        out["heldout_per_mille"] = manifest["heldout_per_mille"]
+    else:
+        out["files"] = [f for f, _ in manifest["files"]]
+    return out
 
 
 @dataclass

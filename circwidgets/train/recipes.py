@@ -3,6 +3,9 @@
 `build(name, data_dir=None)` returns `(model, task, train_config, metadata)`; `run(name, ...)`
 trains it end to end (this is what `python -m circwidgets.train NAME` calls).
 
+`toy-{0,1,2}l-code` are the lecture models (plain Python code, `code_corpus`); `toy-*-code-stdlib` rebuild
+the first shipped models (stdlib only, 90% augmented windows for the 2-layer one).
+
 All recipes are attention-only, without LayerNorm, with shortformer positions (or none): a probe
 on this project's machine found that this makes induction heads form far sooner, and it keeps the
 circuits exactly readable (no LN to fold).
@@ -19,11 +22,17 @@ from pathlib import Path
 import torch
 
 from ..model import ModelConfig, Transformer
-from .corpus import CorpusTask, ensure_data_dir, load_manifest
+from .corpus import CorpusTask, ensure_data_dir
 from .tasks import CopyTask, RepeatTask, SkipTrigramTask, Task
 from .trainer import TrainConfig, Trainer
 
-CODE_VOCAB = 2048
+CODE_VOCAB = 2048  # the stdlib-only corpus of the first shipped models (the `*-stdlib` recipes)
+# The package corpus (`code_corpus`): 4096 is the small end of a useful code BPE. On the CPU the
+# unembedding (d_model x vocab per token, plus the softmax over the vocabulary) costs more than both
+# attention layers together, so 8192 would nearly halve tokens/s for ~10% fewer tokens per character;
+# and every one of the 4096 tokens is frequent in 120M characters, so the repeated-random-token
+# probes that measure induction do not hit untrained embeddings.
+PYCODE_VOCAB = 4096
 DEFAULT_DATA_ROOT = Path("runs") / "data"
 
 
@@ -37,13 +46,61 @@ class Recipe:
     train: dict = field(default_factory=dict)  # TrainConfig kwargs
     model_seed: int = 0
     init_std: float | None = None  # None: the model's GPT-2 init (N(0, 0.02)); else every weight N(0, init_std^2)
+    corpus: str = "stdlib"  # task "code": "stdlib" (corpus.py) or "pycode" (code_corpus.py)
 
 
 _COMMON = dict(attn_only=True, normalization=None, bos_token_id=0)
 
+# The lecture models, trained on plain code (no augmentation): the Python stdlib plus 30 pinned packages
+# (`code_corpus`, ~120M characters, ~35M tokens, so a CPU run sees each token only a few times).
+# n_ctx 256 so that the induction probes can repeat a block of up to 100 tokens after BOS.
+_PYCODE = dict(d_vocab=PYCODE_VOCAB, positional="shortformer", **_COMMON)
+# head scores averaged over several repeat lengths: a head that looks a fixed distance back scores
+# at one length only, an induction head at all of them
+_REPEAT_LENS = (10, 23, 50, 100)
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe(
         "toy-0l-code",
+        "Zero-layer model of Python code (stdlib + 30 permissively licensed packages): logits = W_E W_U, "
+        "a learned bigram table. No augmentation.",
+        dict(n_layers=0, d_model=128, n_heads=1, d_head=1, n_ctx=128, **{**_PYCODE, "positional": "none"}),
+        "code",
+        train=dict(steps=4000, batch_size=16, lr=1e-2, warmup=50, schedule="cosine", weight_decay=0.0,
+                   eval_every=250, checkpoint_every=250, icl_n_seqs=8),
+        corpus="pycode",
+    ),
+    Recipe(
+        "toy-1l-code",
+        "One-layer attention-only model of Python code (stdlib + 30 permissively licensed packages): "
+        "bigrams + skip-trigrams. No augmentation.",
+        dict(n_layers=1, d_model=128, n_heads=4, d_head=32, n_ctx=128, **_PYCODE),
+        "code",
+        train=dict(steps=6000, batch_size=16, lr=3e-3, warmup=100, schedule="cosine", eval_every=250,
+                   checkpoint_every=250, icl_n_seqs=8),
+        init_std=0.0707,
+        corpus="pycode",
+    ),
+    Recipe(
+        "toy-2l-code",
+        "Two-layer attention-only model of Python code (stdlib + 30 permissively licensed packages) with "
+        "a previous-token head and induction heads (the lecture model). No augmentation: plain text.",
+        dict(n_layers=2, d_model=128, n_heads=4, d_head=32, n_ctx=256, **_PYCODE),
+        "code",
+        # No LayerNorm, shortformer positions, constant lr (the probe's settings under which induction heads
+        # formed soonest); lr 2e-3 rather than the probe's 1e-3: at 1e-3 the attention patterns were still
+        # uniform after 250 steps (loss 6.6), and 2e-3 trained the first shipped toy-2l-code stably.
+        # Batch 16 x 256 tokens: on a shared CPU more, smaller steps. 60000 steps = 246M tokens, ~7 passes
+        # over the training split; log-spaced snapshots capture the phase change wherever it happens.
+        # Checkpoints every 100 steps: a CPU run is stopped and resumed many times.
+        train=dict(steps=60000, batch_size=16, lr=2e-3, warmup=100, schedule="constant", eval_every=250,
+                   checkpoint_every=100, n_snapshots=32, snapshot_dtype="float16", icl_n_seqs=16,
+                   icl_seq_lens=_REPEAT_LENS),
+        init_std=0.0707,
+        corpus="pycode",
+    ),
+    Recipe(
+        "toy-0l-code-stdlib",
         "Zero-layer model of the Python stdlib: logits = W_E W_U, a learned bigram table.",
         dict(n_layers=0, d_model=128, n_heads=1, d_head=1, d_vocab=CODE_VOCAB, n_ctx=128, positional="none", **_COMMON),
         "code",
@@ -51,7 +108,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                    eval_every=200, checkpoint_every=500, icl_n_seqs=8),
     ),
     Recipe(
-        "toy-1l-code",
+        "toy-1l-code-stdlib",
         "One-layer attention-only model of the Python stdlib: bigrams + skip-trigrams.",
         dict(n_layers=1, d_model=128, n_heads=4, d_head=32, d_vocab=CODE_VOCAB, n_ctx=128, positional="shortformer",
              **_COMMON),
@@ -82,7 +139,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         init_std=0.0707,
     ),
     Recipe(
-        "toy-2l-code",
+        "toy-2l-code-stdlib",
         "Two-layer attention-only model of the Python stdlib with induction heads (the lecture model); "
         "90% of training windows repeat a stretch of their own code (augmentation, see the card).",
         dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_vocab=CODE_VOCAB, n_ctx=128, positional="shortformer",
@@ -100,8 +157,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
 ]}
 
 
-def default_data_dir(vocab_size: int) -> Path:
-    return DEFAULT_DATA_ROOT / f"stdlib-bpe{vocab_size}"
+def default_data_dir(vocab_size: int, corpus: str = "stdlib") -> Path:
+    return DEFAULT_DATA_ROOT / f"{corpus}-bpe{vocab_size}"
 
 
 def get(name: str) -> Recipe:
@@ -140,7 +197,8 @@ def build(name: str, data_dir: str | os.PathLike | None = None, overrides: dict 
     tc = TrainConfig(**{**r.train, **{k: v for k, v in train_overrides.items() if v is not None}})
     meta = {"recipe": name, "description": r.description,
             "recipe_spec": json.dumps({"model": r.model, "task": r.task, "task_kwargs": r.task_kwargs,
-                                       "train": r.train, "model_seed": r.model_seed, "init_std": r.init_std})}
+                                       "train": r.train, "model_seed": r.model_seed, "init_std": r.init_std,
+                                       "corpus": r.corpus})}
     model = Transformer(cfg, seed=r.model_seed)
     if r.init_std is not None:
         # TransformerLens' scale (0.8 / sqrt(d_model)); at d_model 128-256 the GPT-2 0.02 left attention
@@ -150,7 +208,7 @@ def build(name: str, data_dir: str | os.PathLike | None = None, overrides: dict 
             for p in model.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * r.init_std)
     if r.task == "code":
-        d = ensure_data_dir(data_dir or default_data_dir(cfg.d_vocab), cfg.d_vocab)
+        d = ensure_data_dir(data_dir or default_data_dir(cfg.d_vocab, r.corpus), cfg.d_vocab, r.corpus)
         task: Task = CorpusTask(cfg.d_vocab, cfg.n_ctx, data_dir=str(d), **r.task_kwargs)
         tok_json = task.tokenizer_json()
         meta["tokenizer"] = tok_json  # written into every model file, with or without `tokenizers`
@@ -208,7 +266,3 @@ def run(name: str, steps: int | None = None, out: str | os.PathLike | None = Non
               + (f", max induction {last['max_induction']:.3f}" if "max_induction" in last else "")
               + f"; wrote {p}")
     return tr
-
-
-def manifest_for(data_dir: str | os.PathLike) -> dict:
-    return load_manifest(data_dir)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,9 @@ class TrainConfig:
     eval_batches: int = 4
     icl_seq_len: int | None = None  # repeated-token eval: block length (None: engine default for n_ctx)
     icl_n_seqs: int = 16
+    # several block lengths (e.g. 10, 23, 50, 100): head scores are averaged over them, so a head that
+    # attends a fixed distance back (right for one length only) does not pass for an induction head
+    icl_seq_lens: tuple[int, ...] | None = None
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -89,8 +93,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
+        for k in ("betas", "icl_seq_lens"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
         return cls(**d)
 
 
@@ -125,29 +130,51 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, old)
 
 
+class TrainerCallback(Protocol):
+    """What a trainer calls, in order: `on_train_begin(trainer)` when a `train()` run starts,
+    `on_step(trainer, running_loss)` every 10 steps, `on_eval(trainer, record)` after each evaluation
+    (the record `history` gets), `on_train_end(trainer)` when the run ends for any reason (finished,
+    `request_stop()` / Ctrl-C, time limit, error). Every method is optional."""
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+    def on_step(self, trainer: Trainer, loss: float) -> None: ...
+    def on_eval(self, trainer: Trainer, record: dict) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+CallbackFactory = Callable[["Trainer"], list]
+_DEFAULT_CALLBACK_FACTORIES: list[CallbackFactory] = []
+
+
+def register_default_callbacks(factory: CallbackFactory) -> CallbackFactory:
+    """Register `factory(trainer) -> [callbacks]`, asked by every trainer built with `callbacks=None`
+    when a run starts. This is how a layer above adds to training without `train` importing it: the
+    widgets layer registers its notebook monitor (`circwidgets.widgets.monitor`). Registering the same
+    factory twice has no effect. Returns the factory (usable as a decorator)."""
+    if factory not in _DEFAULT_CALLBACK_FACTORIES:
+        _DEFAULT_CALLBACK_FACTORIES.append(factory)
+    return factory
+
+
+def default_callbacks(trainer: Trainer) -> list:
+    """The callbacks of every registered factory. A factory that fails gives none (with a warning):
+    a monitor must never stop training."""
+    out: list = []
+    for factory in _DEFAULT_CALLBACK_FACTORIES:
+        try:
+            out += list(factory(trainer))
+        except Exception as e:  # noqa: BLE001 - e.g. no front end: train with plain progress bars
+            import warnings
+
+            warnings.warn(f"no {getattr(factory, '__qualname__', factory)} callbacks: {e}", stacklevel=3)
+    return out
+
+
 def _call(callbacks, event: str, *args) -> None:
     for cb in callbacks or ():
         fn = getattr(cb, event, None)
         if fn is not None:
             fn(*args)
-
-
-def _notebook_callbacks(trainer) -> list:
-    """A live monitor when running in a notebook kernel with widgets (else nothing). A monitor
-    must never stop training: outside a kernel nothing is imported, and any failure means no monitor."""
-    import sys
-
-    if "ipykernel" not in sys.modules:  # scripts, the CLI, batch jobs on a GPU box
-        return []
-    try:
-        from ..widgets.monitor import notebook_callbacks
-
-        return notebook_callbacks(trainer)
-    except Exception as e:  # no anywidget / ipywidgets, or a broken front end: plain progress bars
-        import warnings
-
-        warnings.warn(f"no live training monitor: {e}", stacklevel=2)
-        return []
 
 
 @dataclass
@@ -168,9 +195,9 @@ class Trainer:
     progress: bool = True
     time_limit: float | None = None  # seconds of training after which the run stops (and saves)
     eval_fn: Callable[[Trainer], dict] | None = None  # extra metrics merged into each eval record
-    # objects with optional on_train_begin(t) / on_step(t, loss) / on_eval(t, record) / on_train_end(t);
-    # None: a live TrainingMonitor when training from a notebook (circwidgets.widgets.monitor)
-    callbacks: list | None = None
+    # `TrainerCallback`s; None: those of the registered factories (`register_default_callbacks`), e.g. a
+    # live monitor when training in a notebook
+    callbacks: list[TrainerCallback] | None = None
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -183,6 +210,12 @@ class Trainer:
         self._running = (0.0, 0)  # sum and count of training losses since the last evaluation
         self.optimizer = self._make_optimizer()
         self._interrupt = _InterruptFlag()
+
+    def request_stop(self) -> None:
+        """Stop the current `train()` run after the step in progress, as Ctrl-C does (`stopped_by`
+        "interrupt", resumable checkpoint written when there is an `out_dir`). Safe to call from another
+        thread or a callback; a run started later is not affected."""
+        self._interrupt.set = True
 
     # ------------------------------------------------------------------ optimiser
     def _param_names(self) -> list[str]:
@@ -214,15 +247,23 @@ class Trainer:
             losses.append(lm_loss(m(toks.to(self.device)), toks.to(self.device)).item())
         rec = {"step": self.step, "tokens": self.tokens_seen, "time": round(self.train_seconds, 2),
                "lr": c.lr_at(max(self.step - 1, 0)), "val_loss": sum(losses) / len(losses)}
-        icl = in_context_loss(m, seq_len=c.icl_seq_len, n_seqs=c.icl_n_seqs, seed=12345)
-        rec["icl_first"], rec["icl_repeated"] = icl.first, icl.repeated
+        lens = list(c.icl_seq_lens) if c.icl_seq_lens else [c.icl_seq_len]
+        icls = [in_context_loss(m, seq_len=n, n_seqs=c.icl_n_seqs, seed=12345) for n in lens]
+        rec["icl_first"] = sum(x.first for x in icls) / len(icls)
+        rec["icl_repeated"] = sum(x.repeated for x in icls) / len(icls)
+        if c.icl_seq_lens:
+            rec["icl_repeated_by_len"] = {str(n): round(x.repeated, 4) for n, x in zip(lens, icls)}
         if m.cfg.n_layers:
-            sc = all_head_scores(m, seq_len=c.icl_seq_len, n_seqs=c.icl_n_seqs, seed=12345,
-                                 kinds=("previous_token", "induction"))
-            rec["induction"] = [[round(float(x), 4) for x in row] for row in sc["induction"]]
-            rec["previous_token"] = [[round(float(x), 4) for x in row] for row in sc["previous_token"]]
+            scs = [all_head_scores(m, seq_len=n, n_seqs=c.icl_n_seqs, seed=12345, kinds=("previous_token", "induction"))
+                   for n in lens]
+            ind = sum(s["induction"] for s in scs) / len(scs)  # [layer, head], mean over block lengths
+            rec["induction"] = [[round(float(x), 4) for x in row] for row in ind]
+            rec["previous_token"] = [[round(float(x), 4) for x in row] for row in scs[0]["previous_token"]]
             rec["max_induction"] = max(max(r) for r in rec["induction"])
             rec["max_previous_token"] = max(max(r) for r in rec["previous_token"])
+            if c.icl_seq_lens:  # the best head's score at each length (the target: high at every length)
+                best = divmod(int(ind.flatten().argmax()), ind.shape[1])
+                rec["induction_by_len"] = {str(n): round(float(s["induction"][best]), 4) for n, s in zip(lens, scs)}
         if self.eval_fn is not None:
             rec.update(self.eval_fn(self))
         m.train(was_training)
@@ -240,7 +281,7 @@ class Trainer:
             return self
         snaps = set(c.snapshot_steps())
         m, opt = self.model, self.optimizer
-        self._cbs = self.callbacks if self.callbacks is not None else _notebook_callbacks(self)
+        self._cbs = self.callbacks if self.callbacks is not None else default_callbacks(self)
         _call(self._cbs, "on_train_begin", self)
         m.train()
         self.stopped_by = None

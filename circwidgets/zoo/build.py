@@ -247,6 +247,15 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
             mode = task.get("repeat_mode", "one")
             data_summary += (f"; augmentation: {task['repeat_frac']:.0%} of training windows copy a stretch of "
                              f"their own code to a later place (mode {mode!r}; held-out loss on plain text)")
+    elif data.get("source") == "python-code":
+        pk = data.get("packages", [])
+        data_summary = (f"Python {data['python_version']} standard library + {len(pk)} pinned, permissively licensed "
+                        f"packages ({', '.join(p['name'] + ' ' + p['version'] for p in pk)}): {data['n_files']:,} "
+                        f".py files (no test folders; deduplicated), {data['n_chars']:,} characters, byte-level BPE "
+                        f"vocab {data['vocab_size']}; {data['n_tokens']['train']:,} train / "
+                        f"{data['n_tokens']['val']:,} held-out tokens (split by file); corpus sha256 "
+                        f"{data['corpus_sha256'][:16]}…; augmentation: "
+                        f"{'none' if not json.loads(meta.get('task', '{}')).get('repeat_frac') else 'see task'}")
     else:
         data_summary = f"synthetic: {json.dumps(data)}"
     tc = json.loads(meta.get("train_config", "{}"))
@@ -259,10 +268,7 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
         size_bytes=dst.stat().st_size,
         architecture={k: getattr(cfg, k) for k in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_ctx",
                                                     "normalization", "positional", "attn_only")},
-        data={"summary": data_summary, **({"corpus_sha256": data["corpus_sha256"],
-                                           "tokenizer_sha256": data["tokenizer_sha256"], "n_files": data["n_files"],
-                                           "python_version": data["python_version"]}
-                                          if data.get("source") == "python-stdlib" else {"task": data})},
+        data={"summary": data_summary, **_card_data(data, json.loads(meta.get("task", "{}")))},
         training={"recipe": name, "command": command or f"python -m circwidgets.train {name}",
                   "steps": int(meta.get("step", 0)), "tokens": int(meta.get("tokens_seen", 0)),
                   "wall_seconds": float(meta.get("train_seconds", 0)),
@@ -277,6 +283,21 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
     )
     atomic_write_bytes(CARDS_DIR / f"{name}.json", (json.dumps(c, indent=1) + "\n").encode())
     return c
+
+
+def _card_data(data: dict, task: dict) -> dict:
+    """The card's `data` section (besides its summary): corpus hashes, and for the package corpus the
+    pinned packages with their licences and the augmentation (none)."""
+    if data.get("source") == "python-stdlib":
+        return {"corpus_sha256": data["corpus_sha256"], "tokenizer_sha256": data["tokenizer_sha256"],
+                "n_files": data["n_files"], "python_version": data["python_version"]}
+    if data.get("source") == "python-code":
+        aug = "none" if not task.get("repeat_frac") else f"{task['repeat_frac']:.0%} of windows ({task['repeat_mode']})"
+        return {"augmentation": aug, "corpus_sha256": data["corpus_sha256"],
+                "tokenizer_sha256": data["tokenizer_sha256"], "n_files": data["n_files"], "n_tokens": data["n_tokens"],
+                "heldout_per_mille": data.get("heldout_per_mille"), "python_version": data["python_version"],
+                "stdlib_licence": "PSF-2.0", "packages": data.get("packages", [])}
+    return {"task": data}
 
 
 def _description(name: str, meta: dict) -> str:

@@ -1,0 +1,189 @@
+"""The code corpus pipeline on a tiny fixture (no download): pinned archives are verified by
+sha256, duplicates and generated files are dropped, the held-out split is a deterministic function
+of the file key, the build is reproducible, and byte-fragment tokens get readable labels."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from circwidgets.model import Tokenizer
+from circwidgets.model.tokenizer import token_label
+from circwidgets.train import code_corpus as cc
+from circwidgets.train.corpus import corpus_summary, train_tokenizer
+
+torch.set_num_threads(1)
+
+MOD = "import os\n\n\ndef join(a, b):\n    return os.path.join(a, b)\n"
+# the same code re-indented, with a comment and blank lines: a near duplicate
+NEAR = "# a copy\nimport os\n\n\n\ndef join(a, b):\n        return os.path.join(a, b)\n"
+
+
+def _wheel(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return path
+
+
+def _fixture(tmp: Path) -> tuple[dict, Path, Path]:
+    """Pins for two fake wheels (already in the cache) and a fake stdlib."""
+    cache = tmp / "cache"
+    cache.mkdir()
+    body = "".join(f"def f{i}(x):\n    return x * {i} + len('{i}')\n\n" for i in range(40))
+    a = _wheel(cache / "alpha-1.0-py3-none-any.whl", {
+        "alpha/__init__.py": b"from .core import run\n",
+        "alpha/core.py": MOD.encode(),
+        "alpha/copy_of_core.py": MOD.encode(),  # exact duplicate
+        "alpha/near.py": NEAR.encode(),  # near duplicate
+        "alpha/tests/test_core.py": b"def test_x():\n    assert 1\n",  # test folder: excluded
+        "alpha/test_more.py": b"x = 1\n",  # test_ file: excluded
+        "alpha/table.py": ("DATA = [" + ", ".join(str(i) for i in range(3000)) + "]\n").encode(),  # generated
+        "alpha/latin1.py": "s = 'caf\xe9'\n".encode("latin-1"),  # not UTF-8
+        "alpha/body.py": body.encode(),
+        "alpha-1.0.dist-info/METADATA": b"Name: alpha\n",
+    })
+    b = _wheel(cache / "beta-2.0-py3-none-any.whl", {
+        f"beta/m{i}.py": f"class B{i}:\n    '''Arrow \u2192 and caf\u00e9 {i}.'''\n    value = {i}\n".encode()
+        for i in range(60)
+    })
+    pins = {"format": "circwidgets-corpus-pins-1", "stdlib_licence": "PSF-2.0", "packages": [
+        {"name": "alpha", "version": "1.0", "licence": "MIT", "filename": a.name, "sha256": cc.sha256_file(a)},
+        {"name": "beta", "version": "2.0", "licence": "BSD-3-Clause", "filename": b.name, "sha256": cc.sha256_file(b)},
+    ]}
+    lib = tmp / "lib"
+    (lib / "json").mkdir(parents=True)
+    (lib / "json" / "__init__.py").write_text("import re\n\n\ndef dumps(obj):\n    return repr(obj)\n")
+    (lib / "shutil.py").write_text(MOD)  # same as alpha/core.py: the stdlib copy (first) is kept
+    return pins, cache, lib
+
+
+def _no_pip(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError(f"pip was called: {a}")
+
+    monkeypatch.setattr(cc.subprocess, "run", fail)
+
+
+def test_cached_archives_are_verified_and_a_bad_download_is_refused(tmp_path, monkeypatch):
+    pins, cache, _ = _fixture(tmp_path)
+    pin = pins["packages"][0]
+    _no_pip(monkeypatch)
+    assert cc.fetch_archive(pin, cache) == cache / pin["filename"]  # sha256 matches: no download
+    with pytest.raises(cc.CorpusIntegrityError, match="sha256"):
+        cc.verify_archive(cache / pin["filename"], {**pin, "sha256": "0" * 64})
+    with pytest.raises(cc.CorpusIntegrityError, match="pins"):
+        cc.verify_archive(cache / pins["packages"][1]["filename"], pin)
+
+    # a corrupted cached copy is downloaded again; a download with another sha256 is an error
+    (cache / pin["filename"]).write_bytes(b"corrupted")
+    calls = []
+
+    def fake_pip(cmd, check):
+        calls.append(cmd)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        (dest / pin["filename"]).write_bytes(b"something else")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(cc.subprocess, "run", fake_pip)
+    with pytest.raises(cc.CorpusIntegrityError, match="sha256"):
+        cc.fetch_archive(pin, cache)
+    assert len(calls) == 1 and f"{pin['name']}=={pin['version']}" in calls[0] and "--no-deps" in calls[0]
+    assert (cache / pin["filename"]).read_bytes() == b"corrupted"  # the bad download never replaced it
+
+
+def test_dedup_and_filters(tmp_path):
+    pins, cache, lib = _fixture(tmp_path)
+    srcs = list(cc.stdlib_sources(lib)) + list(cc.wheel_sources(cache / pins["packages"][0]["filename"], "alpha"))
+    keys = [k for k, _ in srcs]
+    assert "alpha/tests/test_core.py" not in keys and "alpha/test_more.py" not in keys
+    assert not any("dist-info" in k for k in keys)
+    kept, stats = cc.dedup_and_filter(srcs)
+    kk = [k for k, _, _ in kept]
+    assert "stdlib/shutil.py" in kk and "alpha/core.py" not in kk  # the first copy wins
+    assert "alpha/copy_of_core.py" not in kk and "alpha/near.py" not in kk
+    assert "alpha/table.py" not in kk and "alpha/latin1.py" not in kk
+    assert stats["exact_duplicate"] == 2 and stats["near_duplicate"] == 1
+    assert stats["generated"] == 1 and stats["not_utf8"] == 1
+    assert kk == [k for k in keys if k in kk]  # input order kept
+    for _, text, h in kept:
+        assert hashlib.sha256(text.encode()).hexdigest() == h
+    assert cc.normalised(NEAR) == cc.normalised(MOD) != cc.normalised(MOD.replace("join", "split"))
+
+
+def test_heldout_split_is_a_deterministic_function_of_the_key():
+    keys = [f"pkg{i % 7}/mod/file_{i}.py" for i in range(20000)]
+    held = [k for k in keys if cc.is_heldout(k)]
+    assert 0.015 < len(held) / len(keys) < 0.025
+    assert held == [k for k in reversed(keys) if cc.is_heldout(k)][::-1]  # order does not matter
+    assert all(cc.is_heldout(k) for k in held) and cc.is_heldout(held[0], per_mille=1000)
+    assert not any(cc.is_heldout(k, per_mille=0) for k in keys[:100])
+
+
+def test_prepare_is_reproducible_and_splits_by_file(tmp_path, monkeypatch):
+    pins, cache, lib = _fixture(tmp_path)
+    _no_pip(monkeypatch)
+    kw = dict(vocab_size=320, pins=pins, cache=cache, stdlib=lib, verbose=False,
+              heldout_per_mille=250)  # a tiny corpus needs a bigger share to hold any file out
+    d1 = cc.prepare_code_data_dir(tmp_path / "d1", **kw)
+    d2 = cc.prepare_code_data_dir(tmp_path / "d2", **kw)
+    m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (d1, d2))
+    for k in ("corpus_sha256", "tokenizer_sha256", "n_tokens", "files", "val_files"):
+        assert m1[k] == m2[k], k
+    for f in ("train.npy", "val.npy", "tokenizer.json"):
+        assert (d1 / f).read_bytes() == (d2 / f).read_bytes(), f
+    assert m1["source"] == "python-code" and m1["vocab_size"] == 320
+    assert [p["licence"] for p in m1["packages"]] == ["MIT", "BSD-3-Clause"]
+    keys = [k for k, _ in m1["files"]]
+    assert m1["val_files"] == [k for k in keys if cc.is_heldout(k, 250)] and m1["val_files"]
+    assert m1["n_files_split"]["train"] + m1["n_files_split"]["val"] == m1["n_files"] == len(keys)
+    train, val = (np.load(d1 / f) for f in ("train.npy", "val.npy"))
+    assert train.dtype == np.uint16 and (train == 0).sum() == m1["n_files_split"]["train"]  # one BOS per file
+    assert (val == 0).sum() == m1["n_files_split"]["val"] and len(val) == m1["n_tokens"]["val"]
+    # held-out text is exactly the held-out files, tokenised
+    tok = Tokenizer.from_json((d1 / "tokenizer.json").read_text())
+    val_text = tok.decode(val.tolist())
+    assert all(f"B{k.split('/m')[1][:-3]}:" in val_text for k in m1["val_files"] if k.startswith("beta/"))
+    s = corpus_summary(m1)  # what model files record: packages, not thousands of file names
+    assert "files" not in s and [p["name"] for p in s["packages"]] == ["alpha", "beta"]
+
+
+def test_byte_fragment_tokens_get_readable_labels():
+    texts = ["x = '\u2192 \u2190 \u00e9\u00e8 \u4e2d\u6587 \U0001f600' * 3\n"] * 50 + ["def f(a):\n    return a\n"] * 50
+    backend = train_tokenizer(texts, 300)
+    tok = Tokenizer(backend)
+    labels = tok.id_to_str(list(range(backend.get_vocab_size())))
+    assert not any("\ufffd" in s for s in labels)
+    # a lone lead byte of a 3-byte character is an escape; a whole character decodes
+    lead = backend.token_to_id("\u00e2")  # byte-level stand-in of 0xE2
+    assert token_label(backend, lead) == "\\xe2"
+    assert labels[0] == "<|endoftext|>"
+    full = tok.encode("\u2192")
+    assert "".join(tok.id_to_str(full)) in ("\u2192", "\\xe2\\x86\\x92") and len(full) >= 1
+    if len(full) == 1:
+        assert tok.id_to_str(full) == ["\u2192"]
+    merged = [s for s in labels if "\\x" in s and len(s) > 4]
+    assert merged or any(s.startswith("\\x") for s in labels)  # fragments exist and are escaped
+    assert token_label(backend, 10**6) == "<1000000>"
+
+
+def test_trainer_scores_induction_over_several_repeat_lengths():
+    from circwidgets.model import ModelConfig, Transformer
+    from circwidgets.train.tasks import CopyTask
+    from circwidgets.train.trainer import TrainConfig, Trainer
+
+    cfg = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_head=8, d_vocab=40, n_ctx=48, positional="shortformer",
+                      bos_token_id=0)
+    tc = TrainConfig(steps=1, batch_size=2, eval_every=1, eval_batches=1, icl_n_seqs=2, icl_seq_lens=(5, 11, 23))
+    tr = Trainer(Transformer(cfg, seed=0), CopyTask(40, 48), tc, progress=False).train()
+    rec = tr.history[-1]
+    assert list(rec["induction_by_len"]) == ["5", "11", "23"] and list(rec["icl_repeated_by_len"]) == ["5", "11", "23"]
+    assert abs(rec["icl_repeated"] - sum(rec["icl_repeated_by_len"].values()) / 3) < 1e-3
+    assert TrainConfig.from_dict(json.loads(json.dumps(tc.__dict__))) == tc  # JSON lists back to tuples
