@@ -191,7 +191,7 @@ BASE_CFG = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_vocab=20, n_ctx=1
     ("attn_only", "no"), ("attn_only", 0), ("biases", "yes"), ("biases", None),
     ("n_ctx", 10**12), ("n_ctx", 1e12), ("n_ctx", 2**20 + 1), ("d_vocab", 2**40), ("d_model", 0),
     ("n_heads", 1.0), ("d_mlp", -4), ("d_mlp", 2**30), ("bos_token_id", 1.0), ("bos_token_id", 20),
-    ("name", 5), ("normalization", "RMS"), ("positional", ["standard"]),
+    ("name", 5), ("normalization", "BatchNorm"), ("positional", ["standard"]),
 ])
 def test_config_rejects_bad_field_naming_it(field, value):
     with pytest.raises(ValueError, match=rf"ModelConfig\.{field} must be"):
