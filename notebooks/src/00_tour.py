@@ -41,6 +41,7 @@ import torch
 import circwidgets as cw
 from circwidgets import engine, plot
 
+# %matplotlib inline
 MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
 model = cw.zoo.lecture(MODEL)  # read-only, one CPU thread; prints its shape
 

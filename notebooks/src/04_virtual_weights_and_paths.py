@@ -47,6 +47,7 @@ import torch
 import circwidgets as cw
 from circwidgets import engine, plot
 
+# %matplotlib inline
 MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
 model = cw.zoo.lecture(MODEL)  # read-only, one CPU thread; prints its shape
 
@@ -57,12 +58,15 @@ tokens, labels = cw.zoo.example_tokens(model)  # the snippet twice (or BOS + r +
 # ## 1. Virtual weights between heads
 #
 # From the previous-token head's output to the induction head's keys: a `[d_head, d_head]` matrix. Its
-# singular values say how many independent directions the channel carries.
+# singular values say how many independent directions the channel carries. (The two heads are found as in
+# notebook 03: the strongest induction head, and the layer-0 head whose K-composition term with it is most
+# diagonal.)
 
 # %%
-scores = engine.all_head_scores(model, n_seqs=16, seed=0)
-src = (0, int(scores["previous_token"][0].argmax()))
-dst = (1, int(scores["induction"][1].argmax()))
+dst = engine.strongest_induction_head(model)  # by behaviour, over the repeat-length sweep
+# its previous-token partner, by the weights: the layer-0 head whose K-composition term has the best diagonal
+src = (0, max(range(model.cfg.n_heads),
+              key=lambda h: engine.diagonal_stats(engine.k_composition_qk(model, (0, h), dst)).top1))
 vw_k = engine.virtual_weights(model, ("head", *src), ("head", *dst, "k"))
 print(vw_k.label, "shape", tuple(vw_k.matrix.shape))
 
@@ -160,15 +164,24 @@ torch.manual_seed(0)
 d = model.cfg.d_model
 R, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))  # a random orthogonal matrix
 m64 = copy.deepcopy(model).to(torch.float64).requires_grad_(False)
-rot = copy.deepcopy(m64)
-with torch.no_grad():
-    rot.W_E.copy_(m64.W_E @ R)
-    if hasattr(rot, "W_pos"):
-        rot.W_pos.copy_(m64.W_pos @ R)
-    for name in ("W_Q", "W_K", "W_V"):
-        getattr(rot, name).copy_(R.T @ getattr(m64, name))  # [L, H, d_model, d_head]: readers
-    rot.W_O.copy_(m64.W_O @ R)                                 # writers
-    rot.W_U.copy_(R.T @ m64.W_U)
+
+
+def change_basis(m, M: torch.Tensor):
+    """The same model with its residual stream in the basis `x -> x M`: writers `W M`, readers `M⁻¹ W`."""
+    Mi = torch.linalg.inv(M)  # = Rᵀ for an orthogonal R
+    out = copy.deepcopy(m)
+    with torch.no_grad():
+        out.W_E.copy_(m.W_E @ M)
+        if hasattr(out, "W_pos"):
+            out.W_pos.copy_(m.W_pos @ M)
+        for name in ("W_Q", "W_K", "W_V"):
+            getattr(out, name).copy_(Mi @ getattr(m, name))  # [L, H, d_model, d_head]: readers, (x M)(M⁻¹ W) = x W
+        out.W_O.copy_(m.W_O @ M)                               # writers
+        out.W_U.copy_(Mi @ m.W_U)
+    return out
+
+
+rot = change_basis(m64, R)
 _, c0 = m64.run_with_cache(tokens[None])
 _, c1 = rot.run_with_cache(tokens[None])
 print("residual stream changed by up to", round(float((c0["resid_post", 0] - c1["resid_post", 0]).abs().max()), 2))
@@ -205,16 +218,7 @@ for name, f in checks.items():
 #@title Solution (click to show the code)
 torch.manual_seed(1)
 M = torch.randn(d, d, dtype=torch.float64) / d ** 0.5 + torch.eye(d, dtype=torch.float64)
-Mi = torch.linalg.inv(M)
-skew = copy.deepcopy(m64)
-with torch.no_grad():
-    skew.W_E.copy_(m64.W_E @ M)
-    if hasattr(skew, "W_pos"):
-        skew.W_pos.copy_(m64.W_pos @ M)
-    for name in ("W_Q", "W_K", "W_V"):
-        getattr(skew, name).copy_(Mi @ getattr(m64, name))  # readers: (x M)(M^-1 W) = x W
-    skew.W_O.copy_(m64.W_O @ M)
-    skew.W_U.copy_(Mi @ m64.W_U)
+skew = change_basis(m64, M)  # readers get M⁻¹ W, writers W M
 for name, f in checks.items():
     a, b = torch.as_tensor(f(m64)).double(), torch.as_tensor(f(skew)).double()
     ok = ~torch.isnan(a)
