@@ -21,7 +21,7 @@ vis = lh.vis
 CHECK = '''p = wa.current_pattern()
 print(f"KERNEL att={wa.layer},{wa.head} vw={wa.value_weighted} eig={we.layer},{we.head} "
       f"skip={ws.layer},{ws.head} rows={len(ws.rows)} found={ws.found.get('source_id')} "
-      f"p52={float(p[5, 2]):.6f} err={wa.error!r}")'''
+      f"p52={float(p[5, 2]):.6f} err={wa.error!r} thr={we.through}")'''
 NOTEBOOK_CELLS = [
     SETUP,
     "wa = cw.attention(model, ids)\nwa",
@@ -142,6 +142,15 @@ def test_eigenvalues_click_hover_log(page):
     eig.locator("input.cw-log").check()
     expect(eig.locator('canvas[data-circuit="ov"]')).not_to_have_attribute("data-points", before, timeout=30_000)
     kernel_says(page, "eig=1,3")
+    # "QK composed through" L0H1: a fourth plot, the K-composition term of L1H3's QK circuit through L0H1
+    eig.locator("select.cw-through").select_option("0,1")
+    expect(eig.locator("canvas.cw-eig-canvas")).to_have_count(4, timeout=30_000)
+    expect(eig.locator('canvas[data-circuit="qk_comp"]')).to_have_count(1)
+    expect(eig).to_have_attribute("data-n-eigs", "32")  # 4 circuits x d_head 8
+    kernel_says(page, "thr=[0, 1]")
+    eig.locator("select.cw-through").select_option("")
+    expect(eig.locator("canvas.cw-eig-canvas")).to_have_count(3, timeout=30_000)
+    kernel_says(page, "thr=[]")
     eig.scroll_into_view_if_needed()
     eig.screenshot(path=str(lh.ARTIFACTS / "eigenvalues.png"))
 
