@@ -3,7 +3,7 @@
 PY ?= python3
 PIP = $(PY) -m pip
 
-.PHONY: install install-test chromium demo test lint bench
+.PHONY: install install-test chromium demo test lint bench js-check
 
 install:
 	# CPU torch wheel first, so the project's torch range never pulls a CUDA build
@@ -23,7 +23,13 @@ demo: install
 	$(PIP) install -q jupyterlab ipykernel
 	$(PY) -m circwidgets.demo
 
-test: install-test chromium
+# the front ends (js/): locked install, ESLint, node:test unit tests, committed bundles == a fresh build
+js-check:
+	@command -v npm >/dev/null 2>&1 || { echo "ERROR: npm (Node.js >= 18) is needed for the front-end checks of \
+	'make test' (js/: lint, unit tests, bundle staleness); install Node.js, e.g. apt-get install nodejs npm"; exit 1; }
+	cd js && npm ci --no-audit --no-fund && npm run lint && npm test && npm run check-bundles
+
+test: install-test chromium js-check
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

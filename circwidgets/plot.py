@@ -1,8 +1,9 @@
 """Static matplotlib twins of the widgets (for nbconvert, GitHub's viewer, PDF, papers).
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot (no global state, no
-backend switch); pass `ax=` to draw into an existing axes instead. Inputs are engine numbers
-(tensors or arrays); nothing here computes framework quantities.
+backend switch); pass `ax=` to draw into an existing axes instead. Inputs are engine objects and
+numbers (`PathTerms`, `SkipTrigramTable`, `AblatedRun`, tensors or arrays), never a view's synced
+state, so a figure can be drawn without a view; nothing here computes framework quantities.
 Token strings are drawn with mathtext off, so a `$` in a token stays a `$`.
 """
 
@@ -136,24 +137,25 @@ def eigenvalues(eigs: dict, positivity: dict | None = None, title: str = "", log
     return fig
 
 
-def skip_trigram_table(rows: Sequence[dict], title: str = "", max_rows: int = 15, n_each: int = 3):
+def skip_trigram_table(table, title: str = "", max_rows: int = 15, n_each: int = 3):
     """The skip-trigram table as a figure: per source token A, its top destinations B and outputs C.
 
-    rows: dicts with "source" (str), "score" (float), "destinations" and "outputs" (lists of
-    (token string, score)).
+    table: an `engine.SkipTrigramTable` (its first `max_rows` rows) or a sequence of
+    `engine.SkipTrigramRow`s; tokens are shown by their strings (ids for a model without tokenizer).
     """
     from matplotlib.figure import Figure
 
-    rows = list(rows)[:max_rows]
+    rows = table.rows(0, min(len(table), max_rows)) if hasattr(table, "rows") else list(table)[:max_rows]
     fig = Figure(figsize=(10, 0.7 + 0.24 * max(1, len(rows))), layout="constrained")
     ax = fig.add_subplot()
     ax.axis("off")
 
-    def cell(pairs):
-        return "  ".join(f"{_label(t, 10)} {s:+.2f}" for t, s in list(pairs)[:n_each])
+    def cell(ids, strs, values):
+        names = strs if strs is not None else [str(i) for i in ids]
+        return "  ".join(f"{_label(t, 10)} {s:+.2f}" for t, s in list(zip(names, values))[:n_each])
 
-    text = [[_label(r["source"], 14), f"{r.get('score', float('nan')):.2f}", cell(r["destinations"]),
-             cell(r["outputs"])] for r in rows]
+    text = [[_label(r.source_str if r.source_str is not None else str(r.source), 14), f"{r.strength:.2f}",
+             cell(r.dests, r.dest_strs, r.dest_values), cell(r.outs, r.out_strs, r.out_values)] for r in rows]
     if text:
         tab = ax.table(cellText=text, colLabels=["source A", "score", "top destinations B", "top outputs C"],
                        loc="upper center", cellLoc="left", colWidths=[0.14, 0.08, 0.39, 0.39])
@@ -166,7 +168,7 @@ def skip_trigram_table(rows: Sequence[dict], title: str = "", max_rows: int = 15
     return fig
 
 
-# ---------------------------------------------------------------------------- Widgets II twins
+# ---------------------------------------------------------------------------- composition, paths, ablation
 def composition(scores, kind: str = "composition", baseline: tuple[float, float] | None = None,
                 subtracted: bool = False, selected: tuple[int, int] | None = None, pair: tuple | None = None,
                 ax=None):
@@ -208,14 +210,18 @@ def composition(scores, kind: str = "composition", baseline: tuple[float, float]
     return fig
 
 
-def path_terms(terms: Sequence[dict], total: float | None = None, model_logit: float | None = None,
+def path_terms(terms, pos: int, token: int, n_one: int = 16, n_virtual: int = 8, batch: int = 0,
                title: str = "", ax=None):
-    """Horizontal bars of path terms `[{label, value, ...}]` (as PathExpansion shows them), with the
-    sum of all terms and the model's own logit in the title."""
-    labels = [str(t["label"]) for t in terms]
-    vals = np.array([float(t["value"]) for t in terms])
-    fig, ax = _fig(ax, (7, 1.2 + 0.24 * len(terms)))
-    y = np.arange(len(terms))
+    """Horizontal bars of the path expansion of one logit (`engine.PathTerms.bars`: the bars the path
+    view shows) for `token` at position `pos`, with the sum of all terms and the model's own logit in
+    the title. terms: an `engine.PathTerms`."""
+    bars = terms.bars(pos, token, n_one=n_one, n_virtual=n_virtual, batch=batch)
+    total = float(sum(v for _, v in terms.for_token(pos, token, batch)))
+    model_logit = float(terms.model_logits[batch, pos, token])
+    labels = [b.label for b in bars]
+    vals = np.array([float(b.value) for b in bars])
+    fig, ax = _fig(ax, (7, 1.2 + 0.24 * len(bars)))
+    y = np.arange(len(bars))
     ax.barh(y, vals, color=np.where(vals >= 0, "tab:blue", "tab:red"))
     ax.set_yticks(y)
     for t in ax.set_yticklabels(labels, fontsize=7, fontfamily="monospace"):  # term labels, not tokens
@@ -224,15 +230,15 @@ def path_terms(terms: Sequence[dict], total: float | None = None, model_logit: f
     ax.axvline(0, color="0.5", lw=0.6)
     ax.set_xlabel("contribution to the logit")
     head = title or "path expansion of a logit"
-    if total is not None and model_logit is not None:
-        head += f"\nsum of terms {total:.4f}   model logit {model_logit:.4f}"
+    head += f"\nsum of terms {total:.4f}   model logit {model_logit:.4f}"
     ax.set_title(head, fontsize=9).set_parse_math(False)
     return fig
 
 
-def ablation(clean_loss, ablated_loss, labels: Sequence[str] | None = None, title: str = "", ax=None):
-    """Per-token loss `[pos - 1]` (predicting token i + 1 from position i): clean and ablated."""
-    c, a = _np(clean_loss), _np(ablated_loss)
+def ablation(clean, ablated, labels: Sequence[str] | None = None, title: str = "", ax=None, batch: int = 0):
+    """Per-token loss `[pos - 1]` (predicting token i + 1 from position i) of two `engine.AblatedRun`s:
+    clean and ablated (sequence `batch` of each); `labels`: the tokens' strings."""
+    c, a = _np(clean.token_loss[batch]), _np(ablated.token_loss[batch])
     n = len(c)
     fig, ax = _fig(ax, (min(12, 2.5 + 0.3 * n), 3.2))
     x = np.arange(n)
@@ -255,20 +261,18 @@ def training_curves(history: Sequence[dict], title: str = ""):
     fig = Figure(figsize=(9, 3.2), layout="constrained")
     a1, a2 = fig.subplots(1, 2)
     steps = [r.get("step", i) for i, r in enumerate(history)]
-    for key, lab in (("train_loss", "train"), ("val_loss", "validation"), ("icl_repeated", "repeated half")):
-        pts = [(s, r[key]) for s, r in zip(steps, history) if r.get(key) is not None]
-        if pts:
-            a1.plot(*zip(*pts), marker=".", label=lab)
-    a1.set_xlabel("step")
-    a1.set_ylabel("loss (nats)")
-    a1.legend(fontsize=7)
-    for key, lab in (("max_induction", "max induction score"), ("max_previous_token", "max previous-token score")):
-        pts = [(s, r[key]) for s, r in zip(steps, history) if r.get(key) is not None]
-        if pts:
-            a2.plot(*zip(*pts), marker=".", label=lab)
-    a2.set_xlabel("step")
-    a2.set_ylabel("head score")
-    a2.legend(fontsize=7)
+    panels = ((a1, "loss (nats)", (("train_loss", "train"), ("val_loss", "validation"),
+                                   ("icl_repeated", "repeated half"))),
+              (a2, "head score", (("max_induction", "max induction score"),
+                                  ("max_previous_token", "max previous-token score"))))
+    for ax, ylabel, curves in panels:
+        for key, lab in curves:
+            pts = [(s, r[key]) for s, r in zip(steps, history) if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker=".", label=lab)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title).set_parse_math(False)
     return fig

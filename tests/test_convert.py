@@ -136,6 +136,7 @@ def test_from_hf_state_dict():
     assert rel_err(bare(toks), ref) < 1e-10
     with pytest.raises(ValueError, match="n_heads="):
         cw.from_hf(m.state_dict())
+    assert rel_err(cw.from_hf(m.state_dict(), config=m.config)(toks), ref) < 1e-10  # heads from the config
     with pytest.raises(ValueError, match="dividing d_model=64"):
         cw.from_hf(m.state_dict(), n_heads=5)
     wrong = cw.from_hf(m.state_dict(), n_heads=8)  # shapes alone cannot tell: heads really matter
@@ -158,8 +159,9 @@ def test_from_hf_refuses_other_architectures():
     cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                    num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=16)
     llama = transformers.LlamaForCausalLM(cfg)
-    with pytest.raises(ConversionError, match="model_type is 'llama'"):
-        cw.from_hf(llama)
+    bloom = transformers.BloomForCausalLM(transformers.BloomConfig(hidden_size=16, n_layer=1, n_head=2, vocab_size=20))
+    with pytest.raises(ConversionError, match="model_type is 'bloom'"):  # llama is supported since issue 11
+        cw.from_hf(bloom)
     with pytest.raises(ConversionError, match="not a GPT-2 state dict"):
         cw.from_hf(llama.state_dict(), n_heads=4)
     with pytest.raises(TypeError, match="expects a Hugging Face GPT-2 model"):
@@ -310,10 +312,9 @@ def test_tl_processed_weights():
     assert rel_err(*centred) < 1e-5  # TL's own processing moves float64 logits by ~1.4e-6 (3.9) / 1.5e-7 (4.3)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(positional="rotary", rotary_dim=4), "positional_embedding_type='rotary'"),
-    (dict(attn_only=False, normalization="RMS"), "normalization_type='RMS'"),
-    (dict(attn_only=False, normalization="LN", gated_mlp=True, act_fn="silu"), "gated_mlp=True"),
+@pytest.mark.parametrize("bad, match", [  # rotary, RMS, gated MLPs, GQA: supported (tests/test_architectures.py)
+    (dict(attn_only=False, normalization="LN", final_rms=True), "final_rms=True with normalization_type='LN'"),
+    (dict(d_vocab_out=11), "d_vocab_out=11 differs from d_vocab=23"),
 ])
 def test_tl_refuses_unsupported(bad, match):
     model = tl_model(**bad)

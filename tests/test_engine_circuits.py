@@ -10,6 +10,7 @@ from circwidgets.engine.factored import FactoredMatrix, chain_matmul
 from circwidgets.engine.prep import prepared
 from circwidgets.model import fold_layernorm
 from circwidgets.model.testing import random_model
+from circwidgets.model.testing import rotated as rotate
 
 SMALL = dict(n_layers=2, d_model=16, n_heads=3, d_head=4, d_vocab=23, n_ctx=10)
 
@@ -35,41 +36,6 @@ def same_multiset(a: torch.Tensor, b: torch.Tensor, atol=1e-8) -> bool:
             return False
         b.pop(i)
     return True
-
-
-def rotate(model, seed=1, keep_ones=False):
-    """Same function, residual basis rotated by a random orthogonal R.
-
-    Without LN any R works. LN centres and normalises: it commutes with R only when R maps the
-    all-ones direction to itself (`keep_ones=True`), and LN's elementwise weights never commute, so
-    LN models are rotated after folding (normalization "LNPre")."""
-    g = torch.Generator().manual_seed(seed)
-    D = model.cfg.d_model
-    R, _ = torch.linalg.qr(torch.randn(D, D, generator=g, dtype=torch.float64))
-    if keep_ones:
-        basis, _ = torch.linalg.qr(torch.cat([torch.ones(D, 1, dtype=torch.float64),
-                                              torch.randn(D, D - 1, generator=g, dtype=torch.float64)], 1))
-        inner, _ = torch.linalg.qr(torch.randn(D - 1, D - 1, generator=g, dtype=torch.float64))
-        block = torch.block_diag(torch.eye(1, dtype=torch.float64), inner)
-        R = basis @ block @ basis.T  # orthogonal, R 1 = 1
-    m = random_model(model.cfg, seed=99)
-    sd = {k: v.clone() for k, v in model.state_dict().items()}
-    sd["W_E"] = sd["W_E"] @ R
-    if "W_pos" in sd:
-        sd["W_pos"] = sd["W_pos"] @ R
-    for n in ("W_Q", "W_K", "W_V"):
-        sd[n] = R.T @ sd[n]
-    sd["W_O"] = sd["W_O"] @ R
-    sd["W_U"] = R.T @ sd["W_U"]
-    if "b_O" in sd:
-        sd["b_O"] = sd["b_O"] @ R
-    if "W_in" in sd:
-        sd["W_in"] = R.T @ sd["W_in"]
-        sd["W_out"] = sd["W_out"] @ R
-        if "b_out" in sd:
-            sd["b_out"] = sd["b_out"] @ R
-    m.load_state_dict(sd)
-    return m
 
 
 # ---------------------------------------------------------------- FactoredMatrix

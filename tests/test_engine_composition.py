@@ -6,17 +6,17 @@ import math
 
 import pytest
 import torch
-from test_engine_circuits import rotate
 
 from circwidgets.engine import composition as CO
 from circwidgets.model import fold_layernorm
 from circwidgets.model.testing import random_model
+from circwidgets.model.testing import rotated as rotate
 
 SMALL = dict(n_layers=3, d_model=16, n_heads=3, d_head=4, d_vocab=23, n_ctx=10)
 
 
 def dense_scores(pm, kind: str) -> torch.Tensor:
-    """Brute force: explicit d_model x d_model products, in the order DESIGN.md item 3 states."""
+    """Brute force: explicit d_model x d_model products, in the order docs/ARCHITECTURE.md §3 states."""
     OV = pm.W_V @ pm.W_O
     QK = pm.W_Q @ pm.W_K.mT
     right = {"q": QK, "k": QK.mT, "v": OV}[kind]

@@ -16,7 +16,7 @@ from circwidgets.engine.heads import (
     repeated_tokens,
 )
 from circwidgets.model import ModelConfig, Transformer
-from circwidgets.model.testing import random_model
+from circwidgets.model.testing import random_model, rotated
 
 
 def brute_scores(model, toks):
@@ -235,24 +235,9 @@ def test_bad_input_names_argument():
         head_scores(m)
 
 
-def rotated(m, seed=7):
-    """The same model in a random orthonormal basis of the residual stream (attention-only, no LN)."""
-    D = m.cfg.d_model
-    R, _ = torch.linalg.qr(torch.randn(D, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    m2 = Transformer(m.cfg, seed=0).double()
-    with torch.no_grad():
-        m2.W_E.copy_(m.W_E @ R)
-        m2.W_pos.copy_(m.W_pos @ R)
-        m2.W_U.copy_(R.T @ m.W_U)
-        for n in ("W_Q", "W_K", "W_V"):
-            getattr(m2, n).copy_(torch.einsum("ij,lhjk->lhik", R.T, getattr(m, n)))
-        m2.W_O.copy_(m.W_O @ R)
-    return m2
-
-
 def test_scores_invariant_under_orthogonal_change_of_residual_basis():
     m = random_model(seed=11, d_vocab=40, n_ctx=21)
-    m2 = rotated(m)
+    m2 = rotated(m, seed=7)
     a, b = all_head_scores(m, seq_len=10), all_head_scores(m2, seq_len=10)
     for k in KINDS:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)

@@ -17,7 +17,7 @@ from circwidgets.engine.interventions import (
     patch_heads,
     patch_residual,
 )
-from circwidgets.model.testing import random_model
+from circwidgets.model.testing import random_model, rotated
 
 
 def ce(logits, toks):
@@ -163,9 +163,8 @@ def test_mean_path_ablation_and_no_effect_when_src_writes_nothing():
         shift["src"] = res[:, :, 1] - mean_out
 
     def fix_k(k, hp):
-        from circwidgets.engine.interventions import _ln_in  # the same maths as ln1, already tested above
-        k = k.clone()
-        k[:, :, 1] = _ln_in(m2, shift["resid"] - shift["src"], 1) @ m2.W_K[1, 1]
+        k = k.clone()  # model.normalize = the forward's ln1 (test_model.py::test_normalize_is_the_forward_norm)
+        k[:, :, 1] = m2.normalize(shift["resid"] - shift["src"], "ln1", 1) @ m2.W_K[1, 1]
         return k
 
     def grab_resid(r, hp):
@@ -284,15 +283,7 @@ def test_bad_input():
 
 def test_invariant_under_orthogonal_change_of_residual_basis():
     m = random_model(seed=12, n_layers=2, n_heads=2)
-    R, _ = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
-    m2 = copy.deepcopy(m)
-    with torch.no_grad():  # the same model in another orthonormal basis of the residual stream
-        m2.W_E.copy_(m.W_E @ R)
-        m2.W_pos.copy_(m.W_pos @ R)
-        m2.W_U.copy_(R.T @ m.W_U)
-        for n in ("W_Q", "W_K", "W_V"):
-            getattr(m2, n).copy_(torch.einsum("ij,lhjk->lhik", R.T, getattr(m, n)))
-        m2.W_O.copy_(m.W_O @ R)
+    m2 = rotated(m, seed=3)  # the same model in another orthonormal basis of the residual stream
     clean, corr = toks_for(m, 2, 6, seed=1), toks_for(m, 2, 6, seed=2)
     torch.testing.assert_close(ablation_table(m, clean), ablation_table(m2, clean))
     torch.testing.assert_close(patch_heads(m, clean, corr), patch_heads(m2, clean, corr))
@@ -313,3 +304,23 @@ def test_cuda_matches_cpu():
     for x, y in zip(cpu[:4], gpu[:4]):
         torch.testing.assert_close(x, y)
     assert abs(cpu[4] - gpu[4]) < 1e-9
+
+
+def test_patching_report_chooses_the_metric_from_the_two_runs():
+    from circwidgets.engine.interventions import logit_diff_metric, patching_report
+
+    m = random_model(seed=9, n_layers=2, n_heads=2)
+    clean, corr = toks_for(m, 1, 7, seed=3), toks_for(m, 1, 7, seed=4)
+    r = patching_report(m, clean, corr)
+    good, bad = int(m(clean)[0, -1].argmax()), int(m(corr)[0, -1].argmax())
+    assert (r.good, r.bad, r.pos) == (good, bad, -1)
+    diff = lambda lg: float(lg[0, -1, good].detach() - lg[0, -1, bad].detach())  # noqa: E731
+    assert math.isclose(r.clean, diff(m(clean)), rel_tol=1e-12)
+    assert math.isclose(r.corrupted, diff(m(corr)), rel_tol=1e-12)
+    assert r.normalized == (abs(r.clean - r.corrupted) > 1e-9)
+    metric = logit_diff_metric(-1, good, bad)
+    torch.testing.assert_close(r.heads, patch_heads(m, clean, corr, metric, normalize=r.normalized))
+    torch.testing.assert_close(r.resid, patch_residual(m, clean, corr, metric, normalize=r.normalized))
+    assert r.heads.shape == (2, 2) and r.resid.shape == (2, 7)
+    same = patching_report(m, clean, clean)
+    assert not same.normalized and same.good == same.bad

@@ -5,7 +5,7 @@ import torch
 
 from circwidgets.engine.skip_trigrams import skip_trigrams
 from circwidgets.model import ModelConfig, Tokenizer, Transformer, fold_layernorm
-from circwidgets.model.testing import random_model
+from circwidgets.model.testing import random_model, rotated
 
 
 def dense_reference(m, layer, head):
@@ -55,14 +55,7 @@ def test_layernorm_models_use_the_folded_circuits():
 
 def test_invariant_under_orthogonal_change_of_residual_basis():
     m = random_model(seed=1, d_model=10, d_vocab=25)
-    R, _ = torch.linalg.qr(torch.randn(10, 10, generator=torch.Generator().manual_seed(7), dtype=torch.float64))
-    m2 = random_model(seed=1, d_model=10, d_vocab=25)
-    with torch.no_grad():
-        m2.W_E.copy_(m.W_E @ R)
-        m2.W_U.copy_(R.T @ m.W_U)
-        for n in ("W_Q", "W_K", "W_V"):
-            getattr(m2, n).copy_(torch.einsum("ij,lhjk->lhik", R.T, getattr(m, n)))
-        m2.W_O.copy_(m.W_O @ R)
+    m2 = rotated(m, seed=7)  # the same model in another orthonormal basis of the residual stream
     a, b = skip_trigrams(m, 0, 1, k=10), skip_trigrams(m2, 0, 1, k=10)
     torch.testing.assert_close(a.strength, b.strength, rtol=1e-4, atol=1e-5)
     assert [r.dests for r in a] == [r.dests for r in b]

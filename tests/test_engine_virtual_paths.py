@@ -6,12 +6,12 @@ import itertools
 
 import pytest
 import torch
-from test_engine_circuits import rotate
 
 from circwidgets.engine.paths import path_terms
 from circwidgets.engine.virtual import virtual_heads, virtual_weights
 from circwidgets.model import fold_layernorm
 from circwidgets.model.testing import random_model
+from circwidgets.model.testing import rotated as rotate
 
 SMALL = dict(n_layers=3, d_model=16, n_heads=3, d_head=4, d_vocab=13, n_ctx=10)
 MLP = dict(SMALL, attn_only=False, d_mlp=24, normalization="LN", biases=True)
@@ -326,3 +326,60 @@ def test_path_terms_chunking_does_not_change_results(monkeypatch):
     monkeypatch.setattr(P, "MAX_ELEMENTS", 1000)
     with pytest.raises(ValueError, match="top_k"):
         path_terms(m, t, max_order=3)
+
+
+# ---------------------------------------------------------------- analysis the views ask the engine for
+def test_virtual_heads_from_given_patterns_equal_a_fresh_run():
+    from circwidgets.engine.patterns import attention_patterns
+
+    m = random_model(seed=21, **SMALL)
+    t = tokens(1, 8)
+    data = attention_patterns(m, t)
+    _, cache = m.run_with_cache(t)
+    from circwidgets.model.hooks import ActivationCache, get_act_name
+
+    # the same patterns wrapped as a cache (what the views used to build): the same virtual head, to the bit
+    as_cache = ActivationCache({get_act_name("pattern", lay): data.pattern[lay][None] for lay in range(3)})
+    for h1, h2 in (((0, 1), (2, 0)), ((1, 2), (2, 2))):
+        given = virtual_heads(m, data, h1, h2)
+        assert torch.equal(given.pattern, virtual_heads(m, as_cache, h1, h2).pattern)
+        fresh = virtual_heads(m, t, h1, h2)  # its own run: equal up to the order of float operations
+        torch.testing.assert_close(given.pattern, fresh.pattern, rtol=1e-12, atol=1e-12)
+        assert torch.equal(given.ov.materialize(), fresh.ov.materialize())
+        dense = cache["pattern", h2[0]][0, h2[1]] @ cache["pattern", h1[0]][0, h1[1]]
+        torch.testing.assert_close(fresh.pattern[0], dense, rtol=1e-12, atol=1e-12)
+
+
+def test_path_budget_prunes_only_what_does_not_fit():
+    from circwidgets.engine.paths import MAX_ELEMENTS, path_budget
+
+    m = random_model(seed=22, **SMALL)
+    assert path_budget(m, 7, max_order=2) is None  # tiny: the full enumeration fits
+    t = tokens(1, 7)
+    full, auto = path_terms(m, t, max_order=3), path_terms(m, t, max_order=3, top_k="auto")
+    assert full.labels == auto.labels
+    torch.testing.assert_close(auto.logits(), full.logits())
+    # a budget of a few terms: order >= 2 terms are pruned to k per layer, the total is still exact
+    LH, n_src = 9, 2 + 3
+    elements = (n_src * (1 + LH) + 3 * 2) * 7 * 16  # room for the sources, the one-head terms and 2 per layer
+    k = path_budget(m, 7, max_order=3, max_elements=elements)
+    assert k == 2
+    pruned = path_terms(m, t, max_order=3, top_k=k)
+    assert max(pruned.orders) == 3 and len(pruned.labels) < len(full.labels)
+    torch.testing.assert_close(pruned.total(), full.total())
+    with pytest.raises(ValueError, match="top_k"):
+        path_terms(m, t, top_k="all")
+    assert MAX_ELEMENTS // 2 > 0
+
+
+def test_induction_tokens_are_the_repeated_tokens_sized_for_the_model():
+    from circwidgets.engine.heads import induction_tokens, repeated_tokens
+
+    m = random_model(seed=23, **dict(SMALL, n_ctx=30, bos_token_id=3))
+    t = induction_tokens(m, max_seq_len=12)
+    assert t.shape == (1, 1 + 2 * 12) and torch.equal(t, repeated_tokens(13, 12, bos=3))
+    assert induction_tokens(m).shape == (1, 1 + 2 * 14)  # (30 - 1) // 2 = 14 < 64
+    no_bos = random_model(seed=23, **dict(SMALL, n_ctx=30))
+    assert torch.equal(induction_tokens(no_bos, bos=None, max_seq_len=12), repeated_tokens(13, 12))
+    with pytest.raises(ValueError, match="seq_len"):
+        induction_tokens(m, seq_len=15)

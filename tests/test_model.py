@@ -182,7 +182,7 @@ def test_bad_files(tmp_path):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="positional"):
-        ModelConfig(n_layers=1, d_model=4, n_heads=1, d_head=4, d_vocab=5, n_ctx=4, positional="rotary")
+        ModelConfig(n_layers=1, d_model=4, n_heads=1, d_head=4, d_vocab=5, n_ctx=4, positional="alibi")
     with pytest.raises(ValueError, match="d_model"):
         ModelConfig(n_layers=1, d_model=0, n_heads=1, d_head=4, d_vocab=5, n_ctx=4)
     cfg = ModelConfig(n_layers=0, d_model=8, n_heads=2, d_head=4, d_vocab=5, n_ctx=4)
@@ -204,3 +204,27 @@ def test_fold_state_dict_is_the_one_fold():
     assert set(weights_only) == {k for k in sd if k.startswith("W_")}
     for k, v in weights_only.items():
         assert torch.equal(v, getattr(folded, k).detach()) and torch.equal(v, sd[k])
+
+
+@pytest.mark.parametrize("name", ["ln_mlp_bias", "ln_attn_shortformer"])
+def test_normalize_is_the_forward_norm(name):
+    """`Transformer.normalize` (what interventions use to recompute a layer's input) is the forward's own
+    normalisation, to the bit, and fires no hooks."""
+    m = random_model(seed=6, **CONFIGS[name])
+    toks = torch.randint(0, 13, (2, 7))
+    _, cache = m.run_with_cache(toks)
+    sites = [("ln1", lay, "resid_pre") for lay in range(m.cfg.n_layers)]
+    if not m.cfg.attn_only:
+        sites += [("ln2", lay, "resid_mid") for lay in range(m.cfg.n_layers)]
+    for site, lay, resid in sites:
+        got = m.normalize(cache[resid, lay], site, lay)
+        assert torch.equal(got, cache[f"blocks.{lay}.{site}.hook_normalized"])
+    final = cache[f"blocks.{m.cfg.n_layers - 1}.hook_resid_post"]
+    assert torch.equal(m.normalize(final, "ln_final"), cache["ln_final.hook_normalized"])
+    fired = []
+    with m.hooks([("blocks.0.ln1.hook_scale", lambda x, hp: fired.append(hp))]):
+        m.normalize(final, "ln1", 0)
+    assert not fired
+    with pytest.raises(ValueError, match="site"):
+        m.normalize(final, "ln3", 0)
+    assert torch.equal(random_model(seed=6, **CONFIGS["attn_only"]).normalize(final, "ln1", 0), final)

@@ -1,4 +1,5 @@
-"""The lecture notebooks (notebooks/*.ipynb): structure, freshness against their build script, and a
+"""The lecture notebooks (notebooks/*.ipynb): structure, freshness against their sources (notebooks/src/*.py,
+jupytext percent files built by notebooks/build.py), the jupytext pairing of the two, and a
 full offline run of each through nbval (`--nbval-lax`: the `# NBVAL_CHECK_OUTPUT` cells' printed numbers
 must match the stored outputs, so a regression in the engine or the zoo breaks this test).
 
@@ -39,13 +40,13 @@ def _read(name: str):
 
 
 def _build_module():
-    spec = importlib.util.spec_from_file_location("build_notebooks", NB_DIR / "build_notebooks.py")
+    spec = importlib.util.spec_from_file_location("notebooks_build", NB_DIR / "build.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-BUILD = _build_module()
+BUILD = _build_module()  # needs jupytext (the `test` extra): without it this module fails to load, loudly
 
 
 def _needs_models(name: str) -> None:
@@ -56,18 +57,104 @@ def _needs_models(name: str) -> None:
         pytest.skip(f"{name} needs shipped model(s) {', '.join(gone)}, not in circwidgets/zoo yet")
 
 
-def test_notebook_list_is_the_build_scripts():
-    assert list(BUILD.NOTEBOOKS) == EXPECTED and set(NOTEBOOKS) <= set(EXPECTED)
+def test_notebook_list_is_the_sources():
+    assert BUILD.NOTEBOOKS == EXPECTED and set(NOTEBOOKS) <= set(EXPECTED)
+    assert sorted(p.name for p in (NB_DIR / "src").glob("*.py")) == [n.replace(".ipynb", ".py") for n in EXPECTED]
 
 
 @pytest.mark.parametrize("name", EXPECTED)
-def test_notebook_present_and_matches_build_script(name):
-    """The stored notebook is what notebooks/build_notebooks.py generates for the shipped zoo
-    (regenerate with `python notebooks/build_notebooks.py --execute`)."""
+def test_notebook_present_and_matches_source(name):
+    """The stored notebook's cells (type, source, metadata) are what notebooks/build.py builds from
+    notebooks/src/NAME.py (regenerate with `python notebooks/build.py --execute NN`)."""
     _needs_models(name)
-    assert (NB_DIR / name).exists(), f"{name} missing: run `python notebooks/build_notebooks.py --execute`"
-    assert BUILD.sources(_read(name)) == BUILD.sources(BUILD.build(name)), \
-        f"{name} is stale: run `python notebooks/build_notebooks.py --execute {name[:2]}`"
+    assert (NB_DIR / name).exists(), f"{name} missing: run `python notebooks/build.py --execute {name[:2]}`"
+    assert BUILD.cells(_read(name)) == BUILD.cells(BUILD.build(name)), \
+        f"{name} is stale: run `python notebooks/build.py --execute {name[:2]}`"
+
+
+def test_build_rejects_a_broken_convention(tmp_path, monkeypatch):
+    """build() refuses a source whose solution cell is not hidden or whose badge names another notebook."""
+    text = BUILD.source_path("00_tour.ipynb").read_text()
+    monkeypatch.setattr(BUILD, "SRC", tmp_path)
+    unhidden = text.replace('# %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]',
+                            '# %% tags=["solution"]', 1)
+    assert unhidden != text
+    (tmp_path / "00_tour.py").write_text(unhidden)
+    with pytest.raises(ValueError, match="solution cell not hidden"):
+        BUILD.build("00_tour.ipynb")
+    (tmp_path / "00_tour.py").write_text(text.replace("notebooks/00_tour.ipynb)", "notebooks/01_x.ipynb)"))
+    with pytest.raises(ValueError, match="Colab badge"):
+        BUILD.build("00_tour.ipynb")
+
+
+def test_build_keeps_an_edit_not_synced_to_the_source(tmp_path):
+    """A notebook edited after its source (not yet `jupytext --sync`ed) is not overwritten without --force."""
+    _needs_models("00_tour.ipynb")
+    path = BUILD.write("00_tour.ipynb", tmp_path)
+    assert BUILD.main(["--out", str(tmp_path), "00"]) == 0 and not BUILD.unsynced_edit("00_tour.ipynb", tmp_path)
+    nb = _read("00_tour.ipynb")
+    nb.cells[2].source += "\n\nA lecturer's note."
+    nbformat.write(nb, path)
+    assert BUILD.unsynced_edit("00_tour.ipynb", tmp_path)
+    assert BUILD.main(["--out", str(tmp_path), "00"]) == 2
+    assert "A lecturer's note." in path.read_text()
+    assert BUILD.main(["--out", str(tmp_path), "--force", "00"]) == 0
+    assert "A lecturer's note." not in path.read_text()
+
+
+def _shared_cells(name: str) -> dict[str, str]:
+    """The cells the lectures share, as written in notebook `name`'s source: the setup cell (the MODEL
+    value and any notebook-specific imports between loading the model and the print masked) and the
+    example-tokens cell."""
+    shared = {}
+    for c in BUILD.read_source(name).cells:
+        if c.cell_type != "code":
+            continue
+        if re.search(r'^MODEL = "', c.source, re.M):
+            setup = re.sub(r'^MODEL = "[^"]+"', 'MODEL = "..."', c.source, flags=re.M)
+            shared["setup"] = re.sub(r"(?ms)(^model = cw\.load\(.*?\n).*?(^print\(model\.cfg\.name)", r"\1\2", setup)
+        elif c.source.startswith("SNIPPET = "):
+            shared["example tokens"] = c.source
+    return shared
+
+
+def test_shared_cells_are_the_same_in_every_notebook():
+    """Each source holds its own copy of the cells the lectures share (a notebook must run on its own, in
+    Colab too); the Colab cell is checked by build.py against COLAB_CELL, and this test keeps the other
+    copies equal, so that an edit to one of them cannot silently miss the others."""
+    copies: dict[str, dict[str, list[str]]] = {}
+    for name in EXPECTED:
+        for kind, src in _shared_cells(name).items():
+            copies.setdefault(kind, {}).setdefault(src, []).append(name)
+    assert len(copies["setup"]) == 1 and sum(map(len, copies["setup"].values())) == len(EXPECTED), \
+        f"setup cells differ: {list(copies['setup'].values())}"
+    assert len(copies["example tokens"]) == 1 and len(next(iter(copies["example tokens"].values()))) >= 2, \
+        f"example-tokens cells differ: {list(copies['example tokens'].values())}"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_source_is_paired_with_notebook(name):
+    """notebooks/jupytext.toml pairs NAME.ipynb with src/NAME.py, and the source is exactly what jupytext
+    writes for the stored notebook: `jupytext --sync` after editing either file (or saving the .ipynb in
+    Jupyter) carries the edit over without reformatting the rest of the source."""
+    import jupytext
+    from jupytext.config import load_jupytext_config
+    from jupytext.formats import long_form_multiple_formats
+    from jupytext.paired_paths import paired_paths
+
+    ipynb, source = NB_DIR / name, BUILD.source_path(name)
+    for path, fmt in ((ipynb, "ipynb"), (source, BUILD.SOURCE_FORMAT)):  # the pair, seen from either side
+        formats = long_form_multiple_formats(load_jupytext_config(str(path)).default_formats(str(path)))
+        assert {Path(p).resolve() for p, _ in paired_paths(str(path), fmt, formats)} == {ipynb, source.resolve()}
+    config = load_jupytext_config(str(ipynb))
+    text = source.read_text()
+    assert jupytext.writes(BUILD.read_source(name), fmt=BUILD.SOURCE_FORMAT, config=config) == text, \
+        "source not in the form jupytext writes"
+    assert jupytext.read(source, config=config).metadata["jupytext"]["text_representation"]["format_name"] \
+        == "percent", "jupytext would not read the source as a percent file"
+    _needs_models(name)
+    assert jupytext.writes(_read(name), fmt=BUILD.SOURCE_FORMAT, config=config) == text, \
+        f"`jupytext --sync notebooks/{name}` would rewrite its source"
 
 
 @pytest.mark.parametrize("name", EXPECTED)

@@ -1,34 +1,87 @@
-"""The framework's mathematics as pure functions of weights and activations (no widgets)."""
+"""The framework's mathematics as pure functions of weights and activations (no widgets).
 
-from .circuits import (  # noqa: E402,F401
+Every function the views and the notebooks call is listed in `__all__` and importable from here
+(`from circwidgets import engine; engine.ablate_heads(...)`). Definitions and conventions:
+docs/ARCHITECTURE.md. `prep` (how the engine reads a model's weights: normalisation folded, cached)
+and `_check` (argument checks) are plumbing.
+"""
+
+from ._check import check_finite, check_head, check_layer, check_layer_head, check_token
+from .ablation_state import AblatedRun, ablated_run
+from .circuits import (
     W_OV,
     W_QK,
+    circuit_cores,
     eigen_positivity,
     eigenvalues,
     full_ov,
     full_qk,
     positional_qk,
-    trace_copying_score,  # noqa: E402,F401
+    trace_copying_score,
 )
-from .composition import composition_baseline, composition_scores, composition_scores_one_sided  # noqa: E402,F401
-from .corpus_stats import (  # noqa: E402,F401
+from .composition import composition_baseline, composition_scores, composition_scores_one_sided
+from .corpus_stats import (
+    Bigrams,
+    SkipTrigramCounts,
     empirical_bigrams,
     empirical_skip_trigrams,
     pearson,
     precision_at_k,
     rank_correlation,
 )
-from .factored import FactoredMatrix  # noqa: E402,F401
-from .heads import all_head_scores, copying_score, head_scores, in_context_loss, repeated_tokens  # noqa: E402,F401
-from .interventions import (  # noqa: E402,F401
+from .factored import FactoredMatrix
+from .heads import (
+    InContextLoss,
+    all_head_scores,
+    copying_score,
+    detection_masks,
+    head_scores,
+    in_context_loss,
+    induction_tokens,
+    repeated_tokens,
+)
+from .interventions import (
+    Effect,
+    LogitAttribution,
+    PatchingReport,
+    PathCut,
     ablate_heads,
     ablate_path,
+    ablation_hooks,
     ablation_table,
     direct_logit_attribution,
     logit_attribution,
+    logit_diff_metric,
+    loss_metric,
     patch_heads,
     patch_residual,
+    patching_report,
+    per_token_loss,
 )
-from .paths import PathTerms, path_terms  # noqa: E402,F401
-from .skip_trigrams import SkipTrigramTable, skip_trigrams  # noqa: E402,F401
-from .virtual import VirtualHead, VirtualWeights, virtual_heads, virtual_weights  # noqa: E402,F401
+from .paths import PathTerms, path_budget, path_terms
+from .patterns import AttentionData, attention_patterns, pattern_thumbnails, value_weighted_pattern
+from .prep import prepared, weights
+from .skip_trigrams import SkipTrigramRow, SkipTrigramTable, skip_trigrams
+from .virtual import VirtualHead, VirtualWeights, virtual_heads, virtual_weights
+
+__all__ = [
+    # circuits (weights only)
+    "W_OV", "W_QK", "circuit_cores", "eigen_positivity", "eigenvalues", "full_ov", "full_qk", "positional_qk",
+    "trace_copying_score", "FactoredMatrix",
+    # composition, virtual weights and heads, path expansion
+    "composition_baseline", "composition_scores", "composition_scores_one_sided", "VirtualHead", "VirtualWeights",
+    "virtual_heads", "virtual_weights", "PathTerms", "path_budget", "path_terms",
+    # skip-trigrams, patterns, head behaviour
+    "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "AttentionData", "attention_patterns",
+    "pattern_thumbnails", "value_weighted_pattern", "InContextLoss", "all_head_scores", "copying_score",
+    "detection_masks", "head_scores", "in_context_loss", "induction_tokens", "repeated_tokens",
+    # interventions (one implementation: ablation_hooks) and metrics
+    "AblatedRun", "Effect", "LogitAttribution", "PatchingReport", "PathCut", "ablate_heads", "ablate_path",
+    "ablated_run", "ablation_hooks", "ablation_table", "direct_logit_attribution", "logit_attribution",
+    "logit_diff_metric", "loss_metric", "patch_heads", "patch_residual", "patching_report", "per_token_loss",
+    # corpus statistics
+    "Bigrams", "SkipTrigramCounts", "empirical_bigrams", "empirical_skip_trigrams", "pearson", "precision_at_k",
+    "rank_correlation",
+    # weights as the engine reads them; argument checks (shared with the views)
+    "prepared", "weights", "check_finite", "check_head", "check_layer", "check_layer_head", "check_token",
+]

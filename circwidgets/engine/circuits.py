@@ -1,8 +1,9 @@
-"""QK and OV circuits of every head, their eigenvalues and copying scores (DESIGN.md items 1-2).
+"""QK and OV circuits of every head, their eigenvalues and copying scores (docs/ARCHITECTURE.md §1-2).
 
-Row-vector convention (DESIGN.md): `W_QK = W_Q W_K^T` and `W_OV = W_V W_O`, both `d_model x d_model`;
-the attention score of query position i on key position j is `x_i W_QK x_j^T / sqrt(d_head)` (the
-`1/sqrt(d_head)` is not part of `W_QK`, as in TransformerLens). Full circuits:
+Row-vector convention (docs/ARCHITECTURE.md, Conventions): `W_QK = W_Q W_K^T` and `W_OV = W_V W_O`,
+both `d_model x d_model`; the attention score of query position i on key position j is
+`x_i W_QK x_j^T / sqrt(d_head)` (the `1/sqrt(d_head)` is not part of `W_QK`, as in TransformerLens).
+Full circuits:
 - `full_qk = W_E W_QK W_E^T` `[layer, head, d_vocab, d_vocab]`: row = destination (query) token,
   column = source (key) token;
 - `positional_qk = W_pos W_QK W_pos^T` `[layer, head, n_ctx, n_ctx]`: row = query position;
@@ -26,7 +27,7 @@ from typing import Literal
 import torch
 
 from ..model import Transformer
-from ._check import check_layer_head
+from ._check import check_finite_output, check_layer_head
 from .factored import FactoredMatrix, compute_dtype, eigvals
 from .prep import cached, weights
 
@@ -119,7 +120,9 @@ def circuit_cores(model: Transformer, circuit: Circuit = "ov", full: bool = True
         left, right = w["W_K"][idx].to(dt).mT, w["W_Q"][idx].to(dt)
         mid = (_gram(model, "EE" if circuit == "qk" else "PP")) if full else None
     with torch.no_grad():
-        return (left @ mid) @ right if mid is not None else left @ right
+        core = (left @ mid) @ right if mid is not None else left @ right
+    where = f"L{idx[0]}H{idx[1]}'s " if layer is not None else ""
+    return check_finite_output(f"{where}{circuit} circuit", core, axes=() if layer is not None else ("layer", "head"))
 
 
 def eigenvalues(model: Transformer, layer: int, head: int, circuit: Circuit = "ov", full: bool = True) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Q-, K- and V-composition scores between heads (DESIGN.md item 3).
+"""Q-, K- and V-composition scores between heads (docs/ARCHITECTURE.md §3).
 
 For an earlier head h1 (layer l1) and a later head h2 (layer l2 > l1), row convention:
 
@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 
 from ..model import Transformer
+from ._check import check_finite_output
 from .factored import compute_dtype
 from .prep import weights
 
@@ -60,7 +61,7 @@ def _right_block(kind: str, W_Q, W_K, W_V, W_O) -> torch.Tensor:
     return W_V @ _r(W_O.mT).mT
 
 
-def _pair_norms(left: torch.Tensor, right: torch.Tensor, desc: str | None = None) -> torch.Tensor:
+def _pair_norms(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """`||left[l1,h1] @ right[l2,h2]||_F` for l1 < l2, NaN elsewhere; `left [L,H,a,D]`, `right [L,H,D,b]`."""
     L, H, a, D = left.shape
     b = right.shape[-1]
@@ -103,7 +104,15 @@ def composition_scores(model: Transformer, kind: Kind = "q", baseline: bool = Fa
     if baseline:
         mean, _ = composition_baseline(model, kind)
         scores = scores - mean
-    return scores
+    return _check_scores(f"composition scores ({kind})", scores)
+
+
+def _check_scores(name: str, scores: torch.Tensor) -> torch.Tensor:
+    """NaN/inf where layer1 < layer2 (where a score exists) is an overflow: an error naming the pair."""
+    L = scores.shape[0]
+    ar = torch.arange(L, device=scores.device)
+    valid = (ar[:, None] < ar[None, :])[:, None, :, None]
+    return check_finite_output(name, scores, axes=("layer1", "head1", "layer2", "head2"), valid=valid)
 
 
 def composition_scores_one_sided(model: Transformer, kind: Kind = "q") -> torch.Tensor:
@@ -116,7 +125,7 @@ def composition_scores_one_sided(model: Transformer, kind: Kind = "q") -> torch.
     W_Q, W_K, W_V, W_O = _weights(model)
     right = {"q": W_Q, "k": W_K, "v": W_V}[kind]
     with torch.no_grad():
-        return _pair_norms(_left_block(W_V, W_O), right)
+        return _check_scores(f"one-sided composition scores ({kind})", _pair_norms(_left_block(W_V, W_O), right))
 
 
 _BASELINES: dict[tuple, tuple[float, float]] = {}

@@ -1,5 +1,5 @@
-"""Empirical statistics of a token corpus, to validate what the circuits say (DESIGN.md item 7 and
-the zero-layer bigram comparison), and the comparison helpers used for it.
+"""Empirical statistics of a token corpus, to validate what the circuits say (docs/ARCHITECTURE.md §7
+and the zero-layer bigram comparison), and the comparison helpers used for it.
 
 - `empirical_bigrams(tokens, d_vocab)`: sparse counts of consecutive pairs (B, C) and smoothed
   log P(C | B) — what a zero-layer model's `W_E W_U` should approximate.

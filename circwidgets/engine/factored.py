@@ -6,7 +6,7 @@ Every factor is a tensor `[..., rows, cols]`; leading (batch) dimensions broadca
 circuit of every head, shape `[layer, head, d_vocab, d_vocab]`, without ever holding a
 `d_vocab x d_vocab` matrix.
 
-The tricks (DESIGN.md, "The definitions the engine implements"):
+The tricks (docs/ARCHITECTURE.md, Conventions):
 - nonzero eigenvalues of `A B` equal those of `B A`: the product is rotated cyclically so that it
   starts at its smallest inner dimension, and only that small square matrix is formed;
 - `||A B||_F^2 = tr((A^T A)(B B^T))` on the small Gram matrices;

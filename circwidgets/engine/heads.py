@@ -1,4 +1,4 @@
-"""Head detection on behaviour (DESIGN.md item 8): previous-token, duplicate-token and induction
+"""Head detection on behaviour (docs/ARCHITECTURE.md §8): previous-token, duplicate-token and induction
 scores on BOS + repeated random tokens, the Olsson copying score and in-context loss.
 
 Scores follow TransformerLens' head detector, with one precise normalisation:
@@ -27,7 +27,9 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
+from . import _check
 from ._check import check_layer_head
+from .interventions import per_token_loss
 from .prep import _entry as _check_weights  # finiteness checked once per weight version (cached)
 
 KINDS = ("previous_token", "duplicate_token", "induction")
@@ -90,18 +92,27 @@ def detection_masks(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"previous_token": prev, "duplicate_token": dup, "induction": ind}
 
 
-def _prepare_tokens(model: Transformer, tokens, seq_len, n_seqs, seed, bos) -> torch.Tensor:
-    if tokens is not None:
-        return model.check_tokens(tokens)
+def induction_tokens(model: Transformer, seq_len: int | None = None, n_seqs: int = 1, seed: int = 0, bos="auto",
+                     max_seq_len: int = 64) -> torch.Tensor:
+    """`repeated_tokens` (`BOS + r + r`) sized and checked for `model`: `[n_seqs, pos]` on its device.
+
+    seq_len: length of `r` (default `min(max_seq_len, what n_ctx allows)`); bos: "auto" =
+    `cfg.bos_token_id`, or token 0 when the model has none; an int id; None = no BOS. The input of the
+    head scores and in-context loss (64), and of the composition view (12, BOS only if the model has one).
+    """
     bos_id = _bos_id(model, bos)
-    if seq_len is None:
-        seq_len = min(64, (model.cfg.n_ctx - (bos_id is not None)) // 2)
     longest = (model.cfg.n_ctx - (bos_id is not None)) // 2
+    if seq_len is None:
+        seq_len = min(max_seq_len, longest)
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 1 <= seq_len <= longest:
         raise ValueError(
             f"seq_len={seq_len!r} is out of range: this model (n_ctx {model.cfg.n_ctx}) allows 1..{longest}"
         )
     return model.check_tokens(repeated_tokens(model.cfg.d_vocab, seq_len, n_seqs, seed, bos_id))
+
+
+def _prepare_tokens(model: Transformer, tokens, seq_len, n_seqs, seed, bos) -> torch.Tensor:
+    return model.check_tokens(tokens) if tokens is not None else induction_tokens(model, seq_len, n_seqs, seed, bos)
 
 
 @torch.no_grad()
@@ -147,6 +158,8 @@ def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int 
         model.run_with_hooks(toks, fwd_hooks=[(("pattern", layer), hook) for layer in range(L)])
     except _Stop:
         pass
+    for k, (_, rows) in prepared.items():  # NaN is "no mask entry" only for a kind with no entries
+        _check.check_finite_output(f"{k} head scores", out[k], valid=bool(rows.any()), model=model, tokens=toks)
     return out
 
 
@@ -245,9 +258,7 @@ def in_context_loss(model: Transformer, seq_len: int | None = None, n_seqs: int 
     toks = _prepare_tokens(model, None, seq_len, n_seqs, seed, bos)
     off = 1 if bos_id is not None else 0
     L = (toks.shape[1] - off) // 2
-    logits = model(toks).float()
-    lp = logits[:, :-1].log_softmax(-1)
-    nll = -lp.gather(-1, toks[:, 1:, None])[..., 0]  # [batch, pos-1]; entry p predicts token p+1
+    nll = per_token_loss(model(toks).float(), toks)  # [batch, pos-1]; entry p predicts token p+1
     per_pos = nll.mean(0).cpu()
     # target positions t: first block off..off+L-1 (t=0 is unpredictable without BOS: skipped),
     # repeated block off+L+1 .. off+2L-1 (its first token does not follow from context).
@@ -255,4 +266,5 @@ def in_context_loss(model: Transformer, seq_len: int | None = None, n_seqs: int 
     rep_t = torch.arange(off + L + 1, off + 2 * L)
     first = per_pos[first_t - 1].mean().item() if len(first_t) else float("nan")
     rep = per_pos[rep_t - 1].mean().item() if len(rep_t) else float("nan")
+    _check.check_finite_output("in-context loss", per_pos, axes=("position",), model=model, tokens=toks)
     return InContextLoss(first, rep, per_pos)

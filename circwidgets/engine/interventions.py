@@ -1,4 +1,4 @@
-"""Interventions (DESIGN.md item 9): ablation of heads and of single composition paths, activation
+"""Interventions (docs/ARCHITECTURE.md §9): ablation of heads and of single composition paths, activation
 patching, direct logit attribution. All run the model's own forward pass with hooks.
 
 Conventions shared by every function here:
@@ -20,25 +20,47 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..model import Transformer
-from ._check import check_layer_head
+from ._check import check_layer_head, effect_parts, finite_results
 from .prep import _entry as _check_weights  # finiteness checked once per weight version (cached)
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Hook = tuple[tuple[str, int], Callable]  # (hook point, fn), as `Transformer.run_with_hooks` takes them
+
+
+def per_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy (nats) `[batch, pos - 1]`: entry i is `-log p(tokens[i + 1] | tokens[..i])`
+    (log-softmax in float32 at least)."""
+    x = logits[:, :-1]
+    lp = (x if x.dtype in (torch.float32, torch.float64) else x.float()).log_softmax(-1)
+    return -lp.gather(-1, tokens[:, 1:, None])[..., 0]
 
 
 def loss_metric(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy (nats) over positions 0..pos-2 and the batch."""
+    """Mean next-token cross-entropy (nats) over positions 0..pos-2 and the batch: `per_token_loss(...).mean()`."""
     if tokens.shape[1] < 2:
         raise ValueError("the default loss metric needs tokens with at least 2 positions")
-    x = logits[:, :-1]
-    lp = (x if x.dtype in (torch.float32, torch.float64) else x.float()).log_softmax(-1)
-    return -lp.gather(-1, tokens[:, 1:, None]).mean()
+    return per_token_loss(logits, tokens).mean()
+
+
+def logit_diff_metric(pos: int, good: int, bad: int | None = None) -> Metric:
+    """A patching metric: `logit[good] - logit[bad]` at position `pos` (just `logit[good]` when `bad`
+    is None or equal to `good`), averaged over the batch. Ignores the tokens it is given, so it
+    can score runs on the corrupted input against the clean answer."""
+
+    def metric(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        x = logits[:, pos].double()
+        v = x[:, good]
+        if bad is not None and bad != good:
+            v = v - x[:, bad]
+        return v.mean()
+
+    return metric
 
 
 def _value(metric: Metric, logits: torch.Tensor, tokens: torch.Tensor) -> float:
@@ -69,24 +91,65 @@ class Effect:
         return self.intervened - self.clean
 
 
-# ----------------------------------------------------------------------------------- ablation
-@torch.no_grad()
-def _z_means(model: Transformer, reference: torch.Tensor, layers: set[int], means: str) -> dict[int, torch.Tensor]:
-    """Mean z of every head of `layers` on the reference: `[head, d_head]` or `[pos, head, d_head]`."""
-    store: dict[int, torch.Tensor] = {}
+@dataclass(frozen=True)
+class PathCut:
+    """Cut the path from head `src = (layer, head)` into head `dst`'s `kind` input ("q", "k", "v")."""
 
-    def grab(z, hp):
-        store[hp.layer()] = z.mean(0) if means == "batch" else z.mean((0, 1))
-
-    model.run_with_hooks(reference, fwd_hooks=[(("z", lay), grab) for lay in sorted(layers)])
-    return store
+    src: tuple[int, int]
+    dst: tuple[int, int]
+    kind: str = "k"
 
 
+def path_cuts(model: Transformer, paths: Iterable) -> list[PathCut]:
+    """Checked `PathCut`s from `PathCut`s, `(src, dst, kind)` or `(l1, h1, l2, h2, kind)` tuples."""
+    out = []
+    for c in paths:
+        if not isinstance(c, PathCut):
+            if isinstance(c, (tuple, list)) and len(c) == 5:
+                c = PathCut((c[0], c[1]), (c[2], c[3]), c[4])
+            elif isinstance(c, (tuple, list)) and len(c) == 3:
+                c = PathCut(tuple(c[0]), tuple(c[1]), c[2])
+            else:
+                raise ValueError(f"a path cut is PathCut(src, dst, kind), (src, dst, kind) or "
+                                 f"(l1, h1, l2, h2, kind), got {c!r}")
+        s, d = check_layer_head(model, *c.src), check_layer_head(model, *c.dst)
+        if c.kind not in ("q", "k", "v"):
+            raise ValueError(f"path kind={c.kind!r} must be 'q', 'k' or 'v'")
+        if not s[0] < d[0]:
+            raise ValueError(f"path source {s} must be in an earlier layer than its destination {d}")
+        out.append(PathCut(s, d, c.kind))
+    return out
+
+
+# ----------------------------------------------------------------------------------- ablation hooks
 def _check_kind(kind: str, means: str) -> None:
     if kind not in ("zero", "mean"):
         raise ValueError(f"kind={kind!r} must be 'zero' or 'mean'")
     if means not in ("positions", "batch"):
         raise ValueError(f"means={means!r} must be 'positions' or 'batch'")
+
+
+@torch.no_grad()
+def _reference_means(model: Transformer, reference: torch.Tensor, z_layers: Iterable[int],
+                     result_layers: Iterable[int] = (), means: str = "positions"
+                     ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """From one run of the reference: the mean z of every head of `z_layers` (`[head, d_head]`, or
+    `[pos, head, d_head]` for means="batch") and the mean output `result` of every head of
+    `result_layers` (`[head, d_model]`, over batch and positions)."""
+    z_mean: dict[int, torch.Tensor] = {}
+    res_mean: dict[int, torch.Tensor] = {}
+
+    def grab_z(z, hp):
+        z_mean[hp.layer()] = z.mean(0) if means == "batch" else z.mean((0, 1))
+
+    def grab_result(result, hp):
+        res_mean[hp.layer()] = result.mean((0, 1))
+
+    hooks = ([(("z", lay), grab_z) for lay in sorted(set(z_layers))]
+             + [(("result", lay), grab_result) for lay in sorted(set(result_layers))])
+    if hooks:
+        model.run_with_hooks(reference, fwd_hooks=hooks)
+    return z_mean, res_mean
 
 
 def _replacement(mean_z: torch.Tensor | None, kind: str, n_pos: int, head: int) -> torch.Tensor | float:
@@ -101,6 +164,88 @@ def _replacement(mean_z: torch.Tensor | None, kind: str, n_pos: int, head: int) 
     return m
 
 
+def _head_hooks(heads: Sequence[tuple[int, int]], kind: str, z_mean: dict[int, torch.Tensor]) -> list[Hook]:
+    by_layer: dict[int, list[int]] = {}
+    for lay, h in heads:
+        by_layer.setdefault(lay, []).append(h)
+
+    def make(lay):
+        def ablate(z, hp):
+            z = z.clone()
+            for h in by_layer[lay]:
+                z[:, :, h] = _replacement(z_mean.get(lay), kind, z.shape[1], h)
+            return z
+        return ablate
+
+    return [(("z", lay), make(lay)) for lay in by_layer]
+
+
+def _path_hooks(model: Transformer, cuts: Sequence[PathCut], res_mean: dict[int, torch.Tensor] | None) -> list[Hook]:
+    cfg = model.cfg
+    store: dict[tuple[str, int], torch.Tensor] = {}
+
+    def keeper(name):
+        def keep(act, hp):
+            store[(name, hp.layer())] = act
+        return keep
+
+    hooks: list[Hook] = [(("result", lay), keeper("result")) for lay in sorted({c.src[0] for c in cuts})]
+    hooks += [(("resid_pre", lay), keeper("resid_pre")) for lay in sorted({c.dst[0] for c in cuts})]
+    groups: dict[tuple[int, str], dict[int, list[tuple[int, int]]]] = {}
+    for c in cuts:
+        groups.setdefault((c.dst[0], c.kind), {}).setdefault(c.dst[1], []).append(c.src)
+    W = {"q": model.W_Q, "k": model.W_K, "v": model.W_V}
+
+    def make(lay, which, per_head):
+        def recompute(act, hp):  # act [batch, pos, head, d_head]
+            act = act.clone()
+            for h2, srcs in per_head.items():
+                removed = None
+                for l1, h1 in srcs:
+                    r = store[("result", l1)][:, :, h1]
+                    r = r if res_mean is None else r - res_mean[l1][h1]
+                    removed = r if removed is None else removed + r
+                x = model.normalize(store[("resid_pre", lay)] - removed, "ln1", lay)
+                if which != "v" and cfg.positional == "shortformer":
+                    x = x + model.W_pos[: x.shape[1]]
+                new = x @ W[which][lay, h2]
+                if cfg.biases:
+                    new = new + {"q": model.b_Q, "k": model.b_K, "v": model.b_V}[which][lay, h2]
+                act[:, :, h2] = new
+            return act
+        return recompute
+
+    return hooks + [((which, lay), make(lay, which, per_head)) for (lay, which), per_head in groups.items()]
+
+
+def ablation_hooks(model: Transformer, heads: Sequence[tuple[int, int]] = (), paths: Iterable = (),
+                   kind: str = "zero", reference=None, means: str = "positions") -> list[Hook]:
+    """Forward hooks (for `model.run_with_hooks`) that ablate `heads` and cut `paths` in one run: the
+    one implementation behind `ablate_heads`, `ablate_path` and `ablation_state.ablated_run`.
+
+    - a head is ablated on its z (module docstring; "mean": its mean over `reference`, per
+      `means`);
+    - a cut `PathCut(src, dst, kind)` recomputes head dst's queries / keys / values from the residual
+      stream entering dst's layer minus src's output `result` ("zero"), or minus `result − mean(result)`
+      ("mean": mean over the reference batch and positions), with ln1 recomputed (`model.normalize`).
+      Several cuts into the same (dst, kind) remove the sum of their sources. src's output is taken as
+      it is in this run: a head that is also ablated has nothing left to remove.
+
+    `reference` (token ids) is needed only for kind "mean" (one reference run computes the means).
+    """
+    _check_kind(kind, means)
+    hs = [check_layer_head(model, *lh) for lh in heads]
+    cuts = path_cuts(model, paths)
+    z_mean: dict[int, torch.Tensor] = {}
+    res_mean: dict[int, torch.Tensor] | None = None
+    if kind == "mean" and (hs or cuts):
+        if reference is None:
+            raise ValueError("kind='mean' needs reference tokens for the means")
+        z_mean, res_mean = _reference_means(model, model.check_tokens(reference), {lay for lay, _ in hs},
+                                            {c.src[0] for c in cuts}, means)
+    return _head_hooks(hs, kind, z_mean) + (_path_hooks(model, cuts, res_mean) if cuts else [])
+
+
 def _prep(model: Transformer, tokens, metric, reference, kind, means):
     _check_weights(model)
     _check_kind(kind, means)
@@ -110,28 +255,20 @@ def _prep(model: Transformer, tokens, metric, reference, kind, means):
 
 
 @torch.no_grad()
+def _effect(model: Transformer, toks: torch.Tensor, hooks: list[Hook], metric: Metric) -> Effect:
+    clean = _value(metric, model(toks), toks)
+    return Effect(clean, _value(metric, model.run_with_hooks(toks, hooks), toks))
+
+
+# ----------------------------------------------------------------------------------- ablation
+@torch.no_grad()
 def ablate_heads(model: Transformer, tokens, heads: Sequence[tuple[int, int]], kind: str = "zero",
                  metric: Metric | None = None, reference=None, means: str = "positions") -> Effect:
     """Ablate the heads `[(layer, head), ...]` together; `Effect(clean, ablated)` of `metric`
     (default loss). kind "zero" | "mean" (module docstring)."""
     toks, ref, metric = _prep(model, tokens, metric, reference, kind, means)
-    hs = _heads(model, heads)
-    by_layer: dict[int, list[int]] = {}
-    for lay, h in hs:
-        by_layer.setdefault(lay, []).append(h)
-    mz = _z_means(model, ref, set(by_layer), means) if kind == "mean" else {}
-
-    def make(lay):
-        def fn(z, hp):
-            z = z.clone()
-            for h in by_layer[lay]:
-                z[:, :, h] = _replacement(mz.get(lay), kind, z.shape[1], h)
-            return z
-        return fn
-
-    clean = _value(metric, model(toks), toks)
-    ablated = _value(metric, model.run_with_hooks(toks, [(("z", lay), make(lay)) for lay in by_layer]), toks)
-    return Effect(clean, ablated)
+    hooks = ablation_hooks(model, _heads(model, heads), kind=kind, reference=ref, means=means)
+    return _effect(model, toks, hooks, metric)
 
 
 def _copies_per_run(model: Transformer, toks: torch.Tensor, n: int, max_elements: float) -> int:
@@ -173,7 +310,7 @@ def ablation_table(model: Transformer, tokens, kind: str = "zero", metric: Metri
     toks, ref, metric = _prep(model, tokens, metric, reference, kind, means)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     clean = _value(metric, model(toks), toks)
-    mz = _z_means(model, ref, set(range(L)), means) if kind == "mean" else {}
+    mz = _reference_means(model, ref, range(L), means=means)[0] if kind == "mean" else {}
     out = torch.zeros(L, H, dtype=torch.float64)
     for lay in range(L):
         def edit(z, first, lay=lay):  # z [copies, batch, pos, head, d_head]; copy i ablates head first + i
@@ -186,18 +323,6 @@ def ablation_table(model: Transformer, tokens, kind: str = "zero", metric: Metri
 
 
 # ----------------------------------------------------------------------------------- path ablation
-def _ln_in(model: Transformer, x: torch.Tensor, layer: int) -> torch.Tensor:
-    """ln1 of layer `layer` applied to a residual `x` (same maths as the forward pass)."""
-    cfg = model.cfg
-    if cfg.normalization is None:
-        return x
-    x = x - x.mean(-1, keepdim=True)
-    x = x / (x.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt()
-    if cfg.normalization == "LN":
-        x = x * model.ln1_w[layer] + model.ln1_b[layer]
-    return x
-
-
 @torch.no_grad()
 def ablate_path(model: Transformer, tokens, src: tuple[int, int], dst: tuple[int, int],
                 kind: str | Sequence[str] = "k", ablation: str = "zero", metric: Metric | None = None,
@@ -208,8 +333,8 @@ def ablate_path(model: Transformer, tokens, src: tuple[int, int], dst: tuple[int
 
     `ablation="zero"` subtracts src's output `result [batch, pos, d_model]` from dst's input;
     `"mean"` replaces it by its mean over the reference batch and positions. The LayerNorm in front
-    of `dst` (if any) is recomputed on the modified residual. src must be in an earlier layer.
-    Returns `Effect(clean, ablated)` of `metric` (default loss).
+    of `dst` (if any) is recomputed on the modified residual (`ablation_hooks`). src must be in an
+    earlier layer. Returns `Effect(clean, ablated)` of `metric` (default loss).
     """
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     if not kinds or any(k not in ("q", "k", "v") for k in kinds):
@@ -222,41 +347,9 @@ def ablate_path(model: Transformer, tokens, src: tuple[int, int], dst: tuple[int
         raise ValueError(f"src={src!r} must be in an earlier layer than dst={dst!r}")
     _check_weights(model)
     toks = model.check_tokens(tokens)
-    metric = metric or loss_metric
-    cfg = model.cfg
-    mean_out = None
-    if ablation == "mean":
-        ref = toks if reference is None else model.check_tokens(reference)
-        _, cache = model.run_with_cache(ref)
-        mean_out = cache["result", l1][:, :, h1].mean((0, 1))
-    store: dict[str, torch.Tensor] = {}
-
-    def keep_src(result, hp):
-        store["src"] = result[:, :, h1]
-
-    def keep_resid(resid, hp):
-        store["resid"] = resid
-
-    def make(which):
-        W = {"q": model.W_Q, "k": model.W_K, "v": model.W_V}[which][l2, h2]
-
-        def fn(act, hp):  # act [batch, pos, head, d_head]
-            removed = store["src"] if mean_out is None else store["src"] - mean_out
-            x = _ln_in(model, store["resid"] - removed, l2)
-            if which != "v" and cfg.positional == "shortformer":
-                x = x + model.W_pos[: x.shape[1]]
-            new = x @ W
-            if cfg.biases:
-                new = new + {"q": model.b_Q, "k": model.b_K, "v": model.b_V}[which][l2, h2]
-            act = act.clone()
-            act[:, :, h2] = new
-            return act
-        return fn
-
-    hooks = [(("result", l1), keep_src), (("resid_pre", l2), keep_resid)] + [((k, l2), make(k)) for k in kinds]
-    clean = _value(metric, model(toks), toks)
-    ablated = _value(metric, model.run_with_hooks(toks, hooks), toks)
-    return Effect(clean, ablated)
+    cuts = [PathCut((l1, h1), (l2, h2), k) for k in dict.fromkeys(kinds)]
+    hooks = ablation_hooks(model, paths=cuts, kind=ablation, reference=toks if reference is None else reference)
+    return _effect(model, toks, hooks, metric or loss_metric)
 
 
 # ----------------------------------------------------------------------------------- patching
@@ -324,6 +417,45 @@ def patch_residual(model: Transformer, clean, corrupted, metric: Metric | None =
     if normalize:
         out = _normalized(out, _value(metric, model(c), x), _value(metric, model(x), x))
     return out
+
+
+@dataclass
+class PatchingReport:
+    """Activation patching of one clean / corrupted pair, scored by the logit difference between the
+    clean run's top token (`good`) and the corrupted run's (`bad`) at position `pos`.
+
+    heads `[n_layers, n_heads]` (`patch_heads`) and resid `[n_layers, pos]` (`patch_residual`) are
+    fractions of the clean metric restored when `normalized` (the metric differs between the two runs),
+    else the metric of each patched run. `clean` / `corrupted`: the metric on the unpatched runs."""
+
+    heads: torch.Tensor
+    resid: torch.Tensor
+    pos: int
+    good: int
+    bad: int
+    clean: float
+    corrupted: float
+    normalized: bool
+
+
+@torch.no_grad()
+def patching_report(model: Transformer, clean, corrupted, pos: int = -1, max_elements: float = 2**26
+                    ) -> PatchingReport:
+    """Patch every head and every (layer, position) of the residual stream from `clean` into
+    `corrupted`, with the metric chosen from the two runs: `logit[good] − logit[bad]` at `pos`, good and
+    bad the top tokens of the clean and the corrupted run there (batch-averaged logits); just
+    `logit[good]` when they agree. Normalised (fraction restored) unless the metric is the same on
+    both runs."""
+    c, x, _ = _patch_prep(model, clean, corrupted, None)
+    clean_logits, corrupt_logits = model(c), model(x)
+    good = int(clean_logits[:, pos].double().mean(0).argmax())
+    bad = int(corrupt_logits[:, pos].double().mean(0).argmax())
+    metric = logit_diff_metric(pos, good, bad)
+    cm, xm = _value(metric, clean_logits, c), _value(metric, corrupt_logits, x)
+    norm = abs(cm - xm) > 1e-9
+    return PatchingReport(heads=patch_heads(model, c, x, metric, normalize=norm, max_elements=max_elements),
+                          resid=patch_residual(model, c, x, metric, normalize=norm, max_elements=max_elements),
+                          pos=pos, good=good, bad=bad, clean=cm, corrupted=xm, normalized=norm)
 
 
 # ----------------------------------------------------------------------------------- logit attribution
@@ -419,3 +551,12 @@ def direct_logit_attribution(model: Transformer, tokens, pos: int, token) -> tor
     to the logit of `token` (id, or `(a, b)` for a logit difference) at position `pos`, final LN scale
     frozen. Together with the other parts of `logit_attribution` it sums to the logit."""
     return logit_attribution(model, tokens, pos, token).heads
+
+
+# Results checked finite (an overflow to NaN/inf raises, naming where the forward pass first overflows);
+# wrapped here rather than decorated so that each function's own definition stays as it reads above.
+ablate_heads = finite_results("ablate_heads", effect_parts)(ablate_heads)
+ablation_table = finite_results("ablation_table")(ablation_table)
+ablate_path = finite_results("ablate_path", effect_parts)(ablate_path)
+patch_heads = finite_results("patch_heads", tokens="corrupted")(patch_heads)
+patch_residual = finite_results("patch_residual", axes=("layer", "position"), tokens="corrupted")(patch_residual)

@@ -1,4 +1,4 @@
-"""Path expansion of the logits (DESIGN.md item 6).
+"""Path expansion of the logits (docs/ARCHITECTURE.md §6).
 
 With every attention pattern and every LayerNorm scale frozen at its value on the input, an
 attention-only transformer is linear in its residual-stream contributions, and the logits split
@@ -34,15 +34,35 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model import Transformer
+from ._check import check_finite_terms
 from .factored import compute_dtype
 from .prep import prepared
 
-__all__ = ["PathTerms", "path_terms"]
+__all__ = ["PathBar", "PathTerms", "path_budget", "path_terms"]
 
 # Refuse enumerations whose term tensor would exceed this many elements (pass top_k instead).
 MAX_ELEMENTS = 400_000_000
 # Candidate terms are computed in chunks of at most about this many elements.
 CHUNK_ELEMENTS = 50_000_000
+
+
+# what the bars of one logit's expansion are grouped into, by the number of heads on the path
+SECTIONS = {0: "direct / sources", 1: "one head", 2: "virtual heads (two)"}
+
+
+@dataclass
+class PathBar:
+    """One bar of a logit's expansion (`PathTerms.bars`): a term, or the sum of several.
+
+    order: heads on the path (0 = a source's direct path), -1 for a summary bar ("other terms",
+    "remainder"); heads: the path's `(layer, head)`s, earliest first; section: `SECTIONS[min(order, 2)]`
+    or "rest"."""
+
+    label: str
+    value: float
+    order: int
+    heads: list[tuple[int, int]]
+    section: str
 
 
 @dataclass
@@ -137,28 +157,69 @@ class PathTerms:
         return out[:k] if k is not None else out
 
 
+    def bars(self, pos: int, token: int, n_one: int = 16, n_virtual: int = 8, batch: int = 0) -> list[PathBar]:
+        """The expansion of one logit as a short list of bars (what the path view and `plot.path_terms`
+        show): every order-0 term (direct path of each source, `b_U`), the `n_one` largest one-head terms,
+        the `n_virtual` largest terms of two or more heads, the other enumerated terms summed into one bar,
+        and the remainder. The bars add up to the logit's total (`sum(for_token(...))`)."""
+        info = {lab: (o, list(p[1])) for lab, o, p in zip(self.labels, self.orders, self.paths)}
+        groups: dict[int, list[PathBar]] = {0: [], 1: [], 2: []}
+        rem = 0.0
+        for lab, v in self.for_token(pos, token, batch):  # largest |value| first
+            if lab == "remainder":
+                rem = v
+                continue
+            order, heads = info.get(lab, (0, []))
+            groups[min(order, 2)].append(PathBar(lab, v, order, heads, SECTIONS[min(order, 2)]))
+        out = groups[0] + groups[1][:n_one] + groups[2][:n_virtual]
+        rest = groups[1][n_one:] + groups[2][n_virtual:]
+        if rest:
+            out.append(PathBar(f"other terms ({len(rest)})", sum(b.value for b in rest), -1, [], "rest"))
+        out.append(PathBar("remainder (longer paths)", rem, -1, [], "rest"))
+        return out
+
+
 def _head_label(l: int, h: int) -> str:
     return f"L{l}H{h}"
 
 
+def path_budget(model: Transformer, n_positions: int, max_order: int, max_elements: int = MAX_ELEMENTS // 2
+                ) -> int | None:
+    """The `top_k` that keeps `path_terms` within about `max_elements` values of term tensors on
+    `n_positions` (batch x positions) residual vectors: None when the full enumeration fits (no
+    pruning), else a per-layer budget for the order >= 2 terms. Counts `2 + n_layers` sources (plus one
+    per MLP layer), each extended by every head and, for `max_order >= 2`, by every pair of heads."""
+    cfg = model.cfg
+    D, LH = cfg.d_model, cfg.n_layers * cfg.n_heads
+    n_src = 2 + cfg.n_layers * (1 + (not cfg.attn_only))
+    n_full = n_src * (1 + LH + (LH * LH // 2 if max_order >= 2 else 0))
+    if n_full * n_positions * D <= max_elements:
+        return None
+    budget = max(1, max_elements // (n_positions * D) - n_src * (1 + LH))
+    return max(1, budget // max(cfg.n_layers, 1))
+
+
 @torch.no_grad()
-def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | None = None) -> PathTerms:
+def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str | None = None) -> PathTerms:
     """Split the logits on `tokens` (`[batch, pos]` or `[pos]`) into path terms (module docstring).
 
     `max_order`: the most heads on an enumerated path (0 = direct path only). `top_k`: keep at most
     this many new terms of order >= 2 per layer, ranked by the norm of their residual-stream
     contribution (over batch and positions); the rest go to the remainder (and so do their
-    extensions). Candidates are computed in bounded chunks, so deep models fit in memory with top_k.
+    extensions); `"auto"`: `path_budget`'s choice (prune only when the full enumeration is too big).
+    Candidates are computed in bounded chunks, so deep models fit in memory with top_k.
     Patterns and LN scales are frozen at their values on `tokens`; computed in the weights' dtype
     (float32 for half weights).
     """
     if isinstance(max_order, bool) or not isinstance(max_order, int) or max_order < 0:
         raise ValueError(f"max_order={max_order!r} must be an integer >= 0")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k={top_k!r} must be None or an integer >= 1")
+    if top_k is not None and top_k != "auto" and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k={top_k!r} must be None, 'auto' or an integer >= 1")
     pm = prepared(model)
     cfg = pm.cfg
     tokens = pm.check_tokens(tokens)
+    if top_k == "auto":
+        top_k = path_budget(pm, tokens.numel(), max_order)
     logits, cache = pm.run_with_cache(tokens)
     dt = compute_dtype(pm.W_E.dtype)
     W_V, W_O = pm.W_V.detach().to(dt), pm.W_O.detach().to(dt)
@@ -240,6 +301,7 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | None
         if not cfg.attn_only:
             add(f"mlp L{l}", (f"mlp L{l}", ()), 0, cache["mlp_out", l].to(dt))
 
+    check_finite_terms("path terms", labels + ["remainder"], vecs + [remainder], model=pm, tokens=tokens)
     return PathTerms(
         labels=labels, paths=paths, orders=orders, resid=torch.stack(vecs), remainder_resid=remainder,
         W_U=pm.W_U.detach().to(dt), b_U=pm.b_U.detach().to(dt) if cfg.biases else None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_finite, check_layer_head
+from ._check import check_finite
 
 
 @dataclass
@@ -76,13 +76,10 @@ def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = N
     for layer in range(cfg.n_layers):
         hooks += [(("pattern", layer), keep_pattern), (("v", layer), keep_v)]
     model.run_with_hooks(toks, fwd_hooks=hooks)
+    from ._check import check_finite_output
+
+    check_finite_output("attention patterns", pattern, model=model, tokens=toks)
     return AttentionData(pattern=pattern, v_norm=v_norm, tokens=toks[0].clone())
-
-
-def head_pattern(model: Transformer, tokens, layer: int, head: int, value_weighted: bool = False) -> torch.Tensor:
-    """One head's pattern `[query_pos, key_pos]` on `tokens` (convenience; runs the model once)."""
-    layer, head = check_layer_head(model, layer, head)
-    return attention_patterns(model, tokens).head(layer, head, value_weighted)
 
 
 @torch.no_grad()

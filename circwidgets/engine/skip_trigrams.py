@@ -1,4 +1,4 @@
-"""Skip-trigrams `[A] … [B] → [C]` of one attention head (DESIGN.md item 7), streamed.
+"""Skip-trigrams `[A] … [B] → [C]` of one attention head (docs/ARCHITECTURE.md §7), streamed.
 
 A = source token (attended to, key side), B = destination token (query side), C = output token.
 With the row convention, for a head (layer l, head h):

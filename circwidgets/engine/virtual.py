@@ -1,4 +1,4 @@
-"""Virtual weights between components and virtual attention heads (DESIGN.md items 4-5).
+"""Virtual weights between components and virtual attention heads (docs/ARCHITECTURE.md §4-5).
 
 Components (row convention: a component reads `x @ W_in` from the residual stream and writes
 `a @ W_out` into it) are named by tuples:
@@ -35,6 +35,7 @@ import torch
 from ..model import ActivationCache, Transformer
 from ._check import check_layer, check_layer_head
 from .factored import FactoredMatrix, compute_dtype
+from .patterns import AttentionData
 from .prep import weights
 
 __all__ = ["VirtualHead", "VirtualWeights", "component", "virtual_heads", "virtual_weights"]
@@ -249,7 +250,8 @@ class VirtualHead:
 def virtual_heads(model: Transformer, cache_or_tokens, head1: tuple[int, int], head2: tuple[int, int]) -> VirtualHead:
     """Virtual head from `head1 = (l1, h1)` into `head2 = (l2, h2)`, l1 < l2.
 
-    `cache_or_tokens`: an `ActivationCache` of this model (patterns read from it) or token ids
+    `cache_or_tokens`: patterns already computed (an `ActivationCache` of this model, or the
+    `AttentionData` of `patterns.attention_patterns`, one sequence: batch 1), or token ids
     `[batch, pos]` (the model is run once). The pattern is the attention of the composed path: the
     value at key k reaches query q through every intermediate position m, `sum_m A2[q, m] A1[m, k]`.
     """
@@ -257,11 +259,14 @@ def virtual_heads(model: Transformer, cache_or_tokens, head1: tuple[int, int], h
     l2, h2 = check_layer_head(model, *head2)
     if not l1 < l2:
         raise ValueError(f"head1={head1!r} must be in an earlier layer than head2={head2!r}")
-    if isinstance(cache_or_tokens, ActivationCache):
-        cache = cache_or_tokens
+    if isinstance(cache_or_tokens, AttentionData):
+        A1, A2 = cache_or_tokens.pattern[l1, h1][None], cache_or_tokens.pattern[l2, h2][None]
     else:
-        _, cache = model.run_with_cache(cache_or_tokens)  # patterns: the same with or without LN folding
-    A1, A2 = cache["pattern", l1][:, h1], cache["pattern", l2][:, h2]
+        if isinstance(cache_or_tokens, ActivationCache):
+            cache = cache_or_tokens
+        else:
+            _, cache = model.run_with_cache(cache_or_tokens)  # patterns: the same with or without LN folding
+        A1, A2 = cache["pattern", l1][:, h1], cache["pattern", l2][:, h2]
     dt = compute_dtype(weights(model)["W_E"].dtype)
     w = {n: weights(model)[n].to(dt) for n in ("W_V", "W_O")}
     ov = FactoredMatrix(w["W_V"][l1, h1], w["W_O"][l1, h1], w["W_V"][l2, h2], w["W_O"][l2, h2])

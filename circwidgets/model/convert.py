@@ -1,25 +1,28 @@
 """Converters into the project's one weight format (`Transformer`).
 
-- `from_hf(model_or_state_dict)`: Hugging Face GPT-2 (`GPT2LMHeadModel` / `GPT2Model`, or their
-  state dicts). HF GPT-2 stores its projections as `Conv1D` (`y = x @ W + b`, W `[in, out]`), the
-  same row convention as ours, so only reshaping is needed: `c_attn.weight [d_model, 3 d_model]`
-  splits into Q | K | V, and each of those into heads of `d_head` consecutive columns.
+- `from_hf(model_or_state_dict)`: Hugging Face `gpt2`, `gpt_neox` (Pythia), `llama`, `mistral`, `qwen2`,
+  `qwen3`, `gemma2`, `gemma3_text`, `olmo2`, `phi3`. HF GPT-2 stores its projections as `Conv1D`
+  (`y = x @ W + b`, W `[in, out]`), our row convention; the other families use `nn.Linear`
+  (`W [out, in]`), transposed here. Grouped-query K/V heads are stored once (`_W_K`), Gemma's
+  `(1 + w)` norms become plain RMS weights, rotary tables are computed as HF does (float32).
 - `from_transformer_lens(model)`: TransformerLens 3.x `HookedTransformer` and the `TransformerBridge`
-  of TransformerLens 4.x (and late 3.x). TransformerLens names and shapes are ours
+  of TransformerLens 4.x (native models, and bridges over the HF families above, raw or after
+  `enable_compatibility_mode()`). TransformerLens names and shapes are ours
   (`blocks.{l}.attn.W_Q [head, d_model, d_head]`, ...), so the mapping is a stacking over layers.
 
-Both refuse, with a message naming the feature, architectures our `Transformer` cannot express
-(rotary positions, RMSNorm, gated MLPs, ...), and by default run the source and the converted model
+Both refuse, with a message naming the feature, what our `Transformer` cannot express (mixture of
+experts, unknown rope scaling, ALiBi, ...), and by default run the source and the converted model
 on the same random tokens and raise `ConversionError` if the logits differ (`check=True`): a
 conversion is either right or an error, never silently wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -41,6 +44,9 @@ _ACT_MAP = {
     "gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new", "gelu_fast": "gelu_new",
     "gelu": "gelu", "relu": "relu",
 }
+
+# TransformerLens act_fn names -> ours
+_TL_ACTS = {**_ACT_MAP, "silu": "silu", "gelu_pytorch_tanh": "gelu_pytorch_tanh"}
 
 # relative tolerance of the logits check, by the dtype the comparison runs in
 _CHECK_RTOL = {torch.float64: 1e-6, torch.float32: 1e-4}
@@ -128,10 +134,10 @@ def _hf_config_fields(config: Any) -> dict:
     """Our config fields from a `transformers.GPT2Config`; refuses what we cannot express."""
     mt = getattr(config, "model_type", None)
     if mt != "gpt2":
+        extra = (" (Gemma 3 with vision: pass its text model, Gemma3ForCausalLM / model_type 'gemma3_text')"
+                 if mt == "gemma3" else "")
         raise ConversionError(
-            f"from_hf supports GPT-2 (GPT2LMHeadModel / GPT2Model, model_type 'gpt2'); this model's "
-            f"model_type is {mt!r}. For other architectures, load them in TransformerLens and use "
-            f"from_transformer_lens."
+            f"from_hf supports model_type {['gpt2', *_HF_FAMILIES]}; this model's model_type is {mt!r}{extra}"
         )
     if getattr(config, "add_cross_attention", False):
         raise ConversionError("from_hf: GPT-2 with cross-attention (add_cross_attention=True) is not supported")
@@ -165,8 +171,19 @@ def from_hf(
     act_fn: str = "gelu_new",
     ln_eps: float = 1e-5,
     name: str | None = None,
+    config: Any = None,
 ) -> Transformer:
-    """Convert a Hugging Face GPT-2 model (or its state dict) into a `Transformer`.
+    """Convert a Hugging Face model (or its state dict) into a `Transformer`.
+
+    Families: `gpt2`, `gpt_neox` (Pythia), `llama`, `mistral`, `qwen2`, `qwen3`, `gemma2`,
+    `gemma3_text` (Gemma3ForCausalLM), `olmo2`, `phi3` (`*ForCausalLM` or the base `*Model`; a state
+    dict of these needs `config=` its HF config). Their features map to `ModelConfig` fields
+    (rotary, RMS, grouped-query K/V stored once, gated MLPs, Gemma's `1 + w` norms converted to
+    plain RMS weights, ...). Anything else (mixture of experts, unknown rope scaling, ALiBi, ...)
+    raises `ConversionError` naming it. The logits check runs the source with eager attention and,
+    in float64, without its float32 islands (`hf_exact_float64`).
+
+    GPT-2 details:
 
     Args:
         model_or_state_dict: a `GPT2LMHeadModel` or `GPT2Model` (config read from `model.config`),
@@ -185,6 +202,24 @@ def from_hf(
     of `c_proj.weight`, `W_U = lm_head.weight.T` (tied to `wte` in GPT-2), `b_U = 0`.
     """
     hf_model = None
+    family_cfg = getattr(model_or_state_dict, "config", None) if isinstance(model_or_state_dict, torch.nn.Module) \
+        else config
+    if getattr(family_cfg, "model_type", None) in _HF_FAMILIES:
+        if n_heads is not None and n_heads != family_cfg.num_attention_heads:
+            raise ValueError(f"n_heads={n_heads} contradicts the config (num_attention_heads="
+                             f"{family_cfg.num_attention_heads})")
+        if isinstance(model_or_state_dict, torch.nn.Module):
+            src, sd = model_or_state_dict, dict(model_or_state_dict.state_dict(keep_vars=False))
+        elif isinstance(model_or_state_dict, Mapping):
+            src, sd = None, dict(model_or_state_dict)
+        else:
+            raise TypeError(
+                f"from_hf expects a Hugging Face model or state dict, got {type(model_or_state_dict).__name__}")
+        return _from_hf_family(sd, family_cfg, src, tokenizer, dtype, check, name)
+    if config is not None and getattr(config, "model_type", None) != "gpt2":
+        _hf_config_fields(config)  # raises, naming the model_type
+    if config is not None and n_heads is None and isinstance(model_or_state_dict, Mapping):
+        n_heads = getattr(config, "n_head", None)  # a GPT-2 state dict with its config
     if isinstance(model_or_state_dict, torch.nn.Module):
         hf_model = model_or_state_dict
         config = getattr(hf_model, "config", None)
@@ -313,28 +348,35 @@ def _cfg_get(cfg: Any, name: str, default: Any = None) -> Any:
     return getattr(cfg, name, default)
 
 
+_TL_POST_NORM = ("Olmo2ForCausalLM", "Olmo3ForCausalLM")  # TransformerLens: ln1/ln2 are post-norms there
+
+
 def _tl_refuse_unsupported(cfg: Any) -> None:
     """Raise `ConversionError` naming each TransformerLens cfg feature our format cannot express."""
     problems = []
     norm = _cfg_get(cfg, "normalization_type")
-    if norm not in (None, "LN", "LNPre"):
-        problems.append(f"normalization_type={norm!r} (supported: 'LN', 'LNPre', None)")
+    if norm not in (None, "LN", "LNPre", "RMS", "RMSPre"):
+        problems.append(f"normalization_type={norm!r} (supported: 'LN', 'LNPre', 'RMS', 'RMSPre', None)")
     pos = _cfg_get(cfg, "positional_embedding_type", "standard")
-    if pos not in ("standard", "shortformer"):
-        problems.append(f"positional_embedding_type={pos!r} (supported: 'standard', 'shortformer')")
-    if not _cfg_get(cfg, "attn_only", False) and _cfg_get(cfg, "act_fn") not in _ACT_MAP:
-        problems.append(f"act_fn={_cfg_get(cfg, 'act_fn')!r} (supported: {sorted(_ACT_MAP)})")
-    for flag in ("gated_mlp", "final_rms", "parallel_attn_mlp", "post_embedding_ln", "use_local_attn",
-                 "use_normalization_before_and_after", "use_qk_norm", "use_attention_sinks"):
+    if pos not in ("standard", "shortformer", "rotary"):
+        problems.append(f"positional_embedding_type={pos!r} (supported: 'standard', 'shortformer', 'rotary')")
+    if not _cfg_get(cfg, "attn_only", False) and _cfg_get(cfg, "act_fn") not in _TL_ACTS:
+        problems.append(f"act_fn={_cfg_get(cfg, 'act_fn')!r} (supported: {sorted(_TL_ACTS)})")
+    if _cfg_get(cfg, "final_rms", False) and norm not in ("RMS", "RMSPre"):
+        problems.append(f"final_rms=True with normalization_type={norm!r} (an RMS final norm after LayerNorm blocks)")
+    if _cfg_get(cfg, "use_normalization_before_and_after", False) and norm not in ("RMS", "RMSPre"):
+        problems.append(f"use_normalization_before_and_after=True with normalization_type={norm!r}")
+    for flag in ("post_embedding_ln", "use_attention_sinks", "use_yarn_rope", "use_dynamic_ntk_rope",
+                 "load_in_4bit"):
         if _cfg_get(cfg, flag, False):
             problems.append(f"{flag}=True")
-    for cap in ("attn_scores_soft_cap", "output_logits_soft_cap"):
-        v = _cfg_get(cfg, cap, -1.0)
-        if v is not None and v > 0:
-            problems.append(f"{cap}={v}")
+    if _cfg_get(cfg, "use_local_attn", False):
+        types = _cfg_get(cfg, "attn_types") or []
+        if not isinstance(_cfg_get(cfg, "window_size"), int) or set(types) - {"global", "local"}:
+            problems.append(f"use_local_attn with window_size={_cfg_get(cfg, 'window_size')!r}, attn_types={types!r}")
     kv = _cfg_get(cfg, "n_key_value_heads")
-    if kv is not None and kv != cfg.n_heads:
-        problems.append(f"n_key_value_heads={kv} (grouped-query attention)")
+    if kv is not None and (kv < 1 or cfg.n_heads % kv):
+        problems.append(f"n_key_value_heads={kv} does not divide n_heads={cfg.n_heads}")
     if _cfg_get(cfg, "num_experts"):
         problems.append(f"num_experts={_cfg_get(cfg, 'num_experts')} (mixture of experts)")
     if _cfg_get(cfg, "clip_qkv") is not None:
@@ -349,6 +391,58 @@ def _tl_refuse_unsupported(cfg: Any) -> None:
         raise ConversionError(
             f"from_transformer_lens: {arch} uses features our Transformer does not have: " + "; ".join(problems)
         )
+
+
+def _tl_arch_fields(cfg: Any, native_bridge: bool = False) -> dict:
+    """Our config fields for TransformerLens' rotary / RMS / GQA / Gemma-style switches.
+    `native_bridge`: TransformerLens 4's native model, whose rotary always rotates adjacent pairs
+    (interleaved), with float32 tables, scaled as its `cfg.rope_scaling` says."""
+    H = cfg.n_heads
+    kv = _cfg_get(cfg, "n_key_value_heads")
+    post_only = _cfg_get(cfg, "original_architecture") in _TL_POST_NORM
+    f: dict[str, Any] = dict(
+        n_kv_heads=kv if kv not in (None, H) else None,
+        gated_mlp=bool(_cfg_get(cfg, "gated_mlp", False)),
+        parallel_attn_mlp=bool(_cfg_get(cfg, "parallel_attn_mlp", False)),
+        qk_norm=bool(_cfg_get(cfg, "use_qk_norm", False)) or post_only,
+        qk_norm_scope="all" if post_only else "head",
+        pre_norm=not post_only,
+        post_norm=bool(_cfg_get(cfg, "use_normalization_before_and_after", False)) or post_only,
+    )
+    for ours, theirs in (("attn_softcap", "attn_scores_soft_cap"), ("final_softcap", "output_logits_soft_cap")):
+        v = _cfg_get(cfg, theirs, -1.0)
+        f[ours] = float(v) if v is not None and v > 0 else None
+    local = []
+    if _cfg_get(cfg, "use_local_attn", False):
+        local = [i for i, t in enumerate(_cfg_get(cfg, "attn_types") or []) if t == "local"]
+        if local:
+            f["sliding_window"] = int(cfg.window_size)
+            f["sliding_window_layers"] = local if len(local) < cfg.n_layers else None
+    if _cfg_get(cfg, "positional_embedding_type") == "rotary":
+        rd = _cfg_get(cfg, "rotary_dim")
+        f.update(rotary_dim=rd if rd not in (None, cfg.d_head) else None,
+                 rotary_base=float(_cfg_get(cfg, "rotary_base", 10000)),
+                 rotary_layout="interleaved" if _cfg_get(cfg, "rotary_adjacent_pairs", False) else "half")
+        rs = _cfg_get(cfg, "rope_scaling") if native_bridge else None
+        if native_bridge:
+            f.update(rotary_layout="interleaved", rotary_table_dtype="float32")
+        if isinstance(rs, dict) and (rs.get("rope_type") or rs.get("type")) not in (None, "default"):
+            _, scaling, _ = _hf_rope({"rope_theta": f["rotary_base"], **rs}, "from_transformer_lens: TransformerBridge")
+            if scaling is not None:
+                f["rope_scaling"] = scaling
+        elif _cfg_get(cfg, "use_NTK_by_parts_rope", False):
+            f["rope_scaling"] = {
+                "rope_type": "llama3", "factor": cfg.NTK_by_parts_factor,
+                "low_freq_factor": cfg.NTK_by_parts_low_freq_factor,
+                "high_freq_factor": cfg.NTK_by_parts_high_freq_factor,
+                "original_max_position_embeddings": cfg.NTK_original_ctx_len,
+            }
+        elif (_cfg_get(cfg, "rotary_scaling_factor", 1.0) or 1.0) != 1.0:  # linear, global layers only
+            f["rope_scaling"] = {"rope_type": "linear", "factor": float(cfg.rotary_scaling_factor)}
+        base_local = _cfg_get(cfg, "rotary_base_local")
+        if local and (base_local is not None or "rope_scaling" in f):
+            f["rotary_base_sliding"] = float(base_local if base_local is not None else f["rotary_base"])
+    return f
 
 
 def _tl3_attn_scale(model: Any) -> float:
@@ -410,10 +504,14 @@ def from_transformer_lens(
     Accepts a 3.x `HookedTransformer` (weights from its state dict) or a `TransformerBridge`
     (4.x; weights from `bridge.get_params()`, i.e. as currently processed: after
     `enable_compatibility_mode()` the folded / centred weights, which compute the bridge's own
-    logits). Supported: normalization_type "LN" / "LNPre" / None, positional_embedding_type
-    "standard" / "shortformer" (TransformerLens adds W_pos after ln1 to the query and key inputs,
-    as we do), attn_only, act_fn gelu_new / gelu / relu, any single attention scale. Anything else
-    (rotary, RMSNorm, gated MLP, GQA, soft caps, ...) raises `ConversionError` naming it.
+    logits). Supported: normalization_type "LN" / "LNPre" / "RMS" / "RMSPre" / None,
+    positional_embedding_type "standard" / "shortformer" (TransformerLens adds W_pos after ln1 to the
+    query and key inputs, as we do) / "rotary" (both layouts, partial, Llama-3 and linear scaling, a
+    local base), attn_only, gated and parallel MLPs, n_key_value_heads, q/k norms, norms before and
+    after, soft caps, local attention, any single attention scale. A bridge over a Hugging Face model
+    is converted from that model (`from_hf`) and checked against the bridge. Anything else (yarn or
+    dynamic rope, post-embedding LN, attention sinks, mixture of experts, ...) raises
+    `ConversionError` naming it.
 
     Args:
         tokenizer: overrides the model's own tokenizer (by default `model.tokenizer` is carried
@@ -421,7 +519,33 @@ def from_transformer_lens(
         dtype: dtype of the result (default: the source's).
         check: compare logits on random tokens and raise `ConversionError` if they differ.
     """
+    arch_override = None
     if _is_bridge(model):
+        hf = getattr(model, "original_model", None)
+        if getattr(getattr(hf, "config", None), "model_type", None) in _HF_FAMILIES:
+            # a bridge over a Hugging Face model runs that model (with its processed weights after
+            # enable_compatibility_mode): convert the model itself, checked against the bridge
+            tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+            out = _from_hf_family(dict(hf.state_dict()), hf.config, hf, None, dtype, False, name, extra_ok=True)
+            _carry_tokenizer(out, tok, strict=tokenizer is not None)
+            if not check:
+                return out
+
+            def bridge_fn(tokens):
+                with hf_eager(hf):
+                    return model(tokens)
+            try:
+                _check_logits(out, bridge_fn, out.W_E.dtype, "from_transformer_lens (TransformerBridge)", source=model)
+                return out
+            except ConversionError:
+                if hf.config.model_type not in ("gpt_neox", "phi3"):
+                    raise
+            # fused q/k/v models after enable_compatibility_mode: the processed weights live in the
+            # bridge's own split copies, which get_params reports; positions are still HF's
+            hf_fields = _hf_family_fields(hf.config)
+            rotary_keys = ("rotary_dim", "rotary_base", "rope_scaling", "rotary_table_dtype", "sliding_window",
+                           "rotary_layout")
+            arch_override = {k: hf_fields[k] for k in rotary_keys}
         params = {k: v for k, v in model.get_params().items()}
         attn_scale = _bridge_attn_scale(model)
         what = "TransformerBridge"
@@ -440,9 +564,11 @@ def from_transformer_lens(
     attn_only = bool(_cfg_get(cfg_tl, "attn_only", False))
     norm = _cfg_get(cfg_tl, "normalization_type")
     positional = _cfg_get(cfg_tl, "positional_embedding_type", "standard")
-    if norm == "LN" and "ln_final.w" not in params:
-        # a bridge whose LN weights were folded away reports none: what is left is LNPre
-        norm = "LNPre"
+    if norm in ("LN", "RMS") and "ln_final.w" not in params:
+        # a bridge whose norm weights were folded away reports none: what is left is LNPre / RMSPre
+        norm += "Pre"
+    arch = _tl_arch_fields(cfg_tl, native_bridge=what == "TransformerBridge" and arch_override is None)
+    arch.update(arch_override or {})
 
     def get(key: str) -> torch.Tensor:
         if key not in params:
@@ -461,29 +587,60 @@ def from_transformer_lens(
         bos = b if isinstance(b, int) and 0 <= b < V else None
     cfg = ModelConfig(
         n_layers=L, d_model=D, n_heads=H, d_head=E, d_vocab=V, n_ctx=cfg_tl.n_ctx, attn_only=attn_only,
-        d_mlp=d_mlp, act_fn=_ACT_MAP.get(_cfg_get(cfg_tl, "act_fn"), "gelu_new"), normalization=norm,
+        d_mlp=d_mlp, act_fn=_TL_ACTS.get(_cfg_get(cfg_tl, "act_fn"), "gelu_new"), normalization=norm,
         positional=positional, biases=True, ln_eps=float(_cfg_get(cfg_tl, "eps", 1e-5)),
         attn_scale=float(attn_scale), bos_token_id=bos,
-        name=name if name is not None else str(_cfg_get(cfg_tl, "model_name", "") or ""),
+        name=name if name is not None else str(_cfg_get(cfg_tl, "model_name", "") or ""), **arch,
     )
     shapes = param_shapes(cfg)
+    K, g = cfg.n_kv, cfg.kv_group_size
 
     # TransformerLens key (per layer: "{l}" filled in) of each of our parameters
     tl_key = {"W_E": "embed.W_E", "W_pos": "pos_embed.W_pos", "W_U": "unembed.W_U",
               "ln_final_w": "ln_final.w", "ln_final_b": "ln_final.b"}
     tl_key.update({n: "blocks.{l}.attn." + n for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")})
-    tl_key.update({n: "blocks.{l}.mlp." + n for n in ("W_in", "b_in", "W_out", "b_out")})
-    tl_key.update({f"{ln}_{x}": f"blocks.{{l}}.{ln}.{x}" for ln in ("ln1", "ln2") for x in ("w", "b")})
+    tl_key.update({n: "blocks.{l}.mlp." + n for n in ("W_in", "b_in", "W_out", "b_out", "W_gate", "b_gate")})
+    lns = ("ln1", "ln2", "ln1_post", "ln2_post")
+    tl_key.update({f"{ln}_{x}": f"blocks.{{l}}.{ln}.{x}" for ln in lns for x in ("w", "b")})
+    if not cfg.pre_norm:  # TransformerLens' OLMo-2: ln1 / ln2 are the post-norms
+        tl_key.update({f"{ln}_post_{x}": f"blocks.{{l}}.{ln}.{x}" for ln in ("ln1", "ln2") for x in ("w", "b")})
+    tl_key.update(q_norm_w="blocks.{l}.attn.q_norm.w", k_norm_w="blocks.{l}.attn.k_norm.w")
+
+    def layer_tensor(ours: str, l: int) -> torch.Tensor:
+        base = ours.lstrip("_")
+        if ours.startswith("_"):  # shared K/V: TL 3 stores them as _W_K [n_kv, ...]; a bridge per query head
+            key = tl_key[base].format(l=l).replace(f".{base}", f"._{base}")
+            if key in params:
+                return get(key)
+            full = get(tl_key[base].format(l=l))
+            shared = full[::g]
+            if not torch.equal(full, shared.repeat_interleave(g, dim=0)):
+                raise ConversionError(f"from_transformer_lens: {what} reports {base} heads that differ within "
+                                      f"a K/V group (n_key_value_heads={K})")
+            return shared
+        x = get(tl_key[ours].format(l=l))
+        if ours in ("q_norm_w", "k_norm_w") and cfg.qk_norm_scope == "all":
+            x = x.reshape(shapes[ours][1:])
+        return x
+
     t: dict[str, torch.Tensor] = {}
     for ours, shape in shapes.items():
+        key = tl_key.get(ours.lstrip("_"), "")
         if ours == "b_U":  # TL 3 always has it; a bridge over a bias-free head may report none
             t[ours] = params["unembed.b_U"].detach() if "unembed.b_U" in params else W_E.new_zeros(shape)
-        elif "{l}" not in tl_key[ours]:
-            t[ours] = get(tl_key[ours])
+        elif ours == "b_gate" and not any(k.endswith("mlp.b_gate") for k in params):
+            t[ours] = W_E.new_zeros(shape)  # TransformerLens' gated MLP has no gate bias
+        elif "{l}" not in key:
+            t[ours] = get(key)
         elif L:
-            t[ours] = torch.stack([get(tl_key[ours].format(l=l)) for l in range(L)])
+            t[ours] = torch.stack([layer_tensor(ours, l) for l in range(L)])
         else:
             t[ours] = W_E.new_zeros(shape)
+    if cfg.gated_mlp and what == "HookedTransformer" and L:
+        # TransformerLens 3's gated MLP adds b_in after the gate product: (act(x W_gate) * x W_in + b_in) W_out;
+        # that bias reaches the residual stream as the constant b_in W_out
+        t["b_out"] = t["b_out"] + torch.einsum("lm,lmd->ld", t["b_in"], t["W_out"])
+        t["b_in"] = torch.zeros_like(t["b_in"])
     out = _build(cfg, t, dtype)
     _carry_tokenizer(out, tok, strict=tokenizer is not None)
 
@@ -493,3 +650,320 @@ def from_transformer_lens(
         _check_logits(out, fn, W_E.dtype, f"from_transformer_lens ({what})", source=model)
     return out
 
+
+
+# ---------------------------------------------------------------------------------------- HF: other families
+# model_type -> (key prefix of the CausalLM's base model, lm head key)
+_HF_FAMILIES = {
+    "gpt_neox": ("gpt_neox.", "embed_out.weight"),
+    "llama": ("model.", "lm_head.weight"), "mistral": ("model.", "lm_head.weight"),
+    "qwen2": ("model.", "lm_head.weight"), "qwen3": ("model.", "lm_head.weight"),
+    "gemma2": ("model.", "lm_head.weight"), "gemma3_text": ("model.", "lm_head.weight"),
+    "olmo2": ("model.", "lm_head.weight"), "phi3": ("model.", "lm_head.weight"),
+}
+_HF_ACTS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "gelu_new", "relu": "relu",
+            "gelu_pytorch_tanh": "gelu_pytorch_tanh", "gelu_fast": "gelu_new"}
+_HF_IGNORED_BUFFERS = re.compile(r"(rotary_emb|embed_scale|inv_freq|attention\.bias$|attention\.masked_bias$)")
+
+
+def _hf_rope(rp: Mapping | None, what: str) -> tuple[float, dict | None, float]:
+    """(base, our rope_scaling, partial_rotary_factor) from a transformers-5 `rope_parameters` dict."""
+    rp = dict(rp or {})
+    kind = rp.get("rope_type", rp.get("type", "default")) or "default"
+    base = float(rp.get("rope_theta", 10000.0))
+    partial = float(rp.get("partial_rotary_factor", 1.0) or 1.0)
+    if kind == "default":
+        return base, None, partial
+    if kind == "linear":
+        return base, {"rope_type": "linear", "factor": rp["factor"]}, partial
+    if kind == "llama3":
+        keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+        return base, {"rope_type": "llama3", **{k: rp[k] for k in keys}}, partial
+    raise ConversionError(
+        f"{what} uses rope scaling rope_type={kind!r}, which is not supported "
+        f"(supported: 'default', 'linear', 'llama3')"
+    )
+
+
+def _hf_family_fields(config: Any) -> dict:
+    """Our config fields for a non-GPT-2 HF decoder; refuses (naming it) what we cannot express."""
+    mt = config.model_type
+    what = f"model_type {mt!r}"
+    for attr in ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size"):
+        if getattr(config, attr, None):
+            raise ConversionError(f"from_hf: {what} is a mixture of experts ({attr}={getattr(config, attr)}), "
+                                  "which is not supported")
+    if getattr(config, "alibi", False) or getattr(config, "position_embedding_type", "") == "alibi":
+        raise ConversionError(f"from_hf: {what} uses ALiBi positions, which are not supported")
+    if getattr(config, "use_qk_norm", False) and mt not in ("qwen3", "olmo2", "gemma3_text"):
+        raise ConversionError(f"from_hf: {what} with use_qk_norm is not supported")
+    H = config.num_attention_heads
+    D = config.hidden_size
+    E = getattr(config, "head_dim", None) or D // H
+    K = getattr(config, "num_key_value_heads", None) or H
+    act = getattr(config, "hidden_activation", None) if mt.startswith("gemma") else None
+    act = act or getattr(config, "hidden_act", "silu")
+    if act not in _HF_ACTS:
+        raise ConversionError(f"from_hf: {what} uses activation {act!r} (supported: {sorted(_HF_ACTS)})")
+    rp = getattr(config, "rope_parameters", None)
+    if rp is None:  # transformers 4: rope_theta / rope_scaling / partial_rotary_factor attributes
+        rp = dict(getattr(config, "rope_scaling", None) or {})
+        rp.setdefault("rope_theta", getattr(config, "rope_theta", getattr(config, "rotary_emb_base", 10000.0)))
+        prf = getattr(config, "partial_rotary_factor", getattr(config, "rotary_pct", 1.0))
+        rp.setdefault("partial_rotary_factor", prf)
+    base_sliding = None
+    if mt == "gemma3_text" and "full_attention" in rp:
+        base, scaling, partial = _hf_rope(rp["full_attention"], "from_hf: " + what)
+        if "sliding_attention" in rp:
+            b2, s2, p2 = _hf_rope(rp["sliding_attention"], "from_hf: " + what)
+            if s2 is not None or p2 != partial:
+                raise ConversionError(f"from_hf: {what}: rope scaling on sliding-window layers is not supported")
+            base_sliding = b2
+    else:
+        base, scaling, partial = _hf_rope(rp, "from_hf: " + what)
+    rotary_dim = int(E * partial) if partial != 1.0 else None
+
+    sliding_window, sliding_layers = getattr(config, "sliding_window", None), None
+    layer_types = getattr(config, "layer_types", None)
+    if mt in ("mistral", "phi3"):
+        pass  # every layer, when sliding_window is set
+    elif layer_types:
+        unknown = sorted(set(layer_types) - {"full_attention", "sliding_attention"})
+        if unknown:
+            raise ConversionError(f"from_hf: {what} has attention layer types {unknown} (supported: "
+                                  "'full_attention', 'sliding_attention')")
+        sliding_layers = [i for i, t in enumerate(layer_types) if t == "sliding_attention"]
+        if not sliding_layers or sliding_window is None:
+            sliding_window, sliding_layers = None, None
+        elif len(sliding_layers) == config.num_hidden_layers:
+            sliding_layers = None
+    else:
+        sliding_window = None
+    if sliding_window is None:
+        base_sliding = None
+    elif base_sliding is not None and base_sliding == base and scaling is None:
+        base_sliding = None
+    gemma = mt in ("gemma2", "gemma3_text")
+    eps = getattr(config, "rms_norm_eps", None) if mt != "gpt_neox" else config.layer_norm_eps
+    bos = getattr(config, "bos_token_id", None)
+    return dict(
+        n_layers=config.num_hidden_layers, d_model=D, n_heads=H, d_head=E, d_vocab=config.vocab_size,
+        n_ctx=int(config.max_position_embeddings), attn_only=False, d_mlp=config.intermediate_size,
+        act_fn=_HF_ACTS[act], normalization="LN" if mt == "gpt_neox" else "RMS", positional="rotary",
+        ln_eps=float(eps if eps is not None else 1e-6),
+        attn_scale=math.sqrt(config.query_pre_attn_scalar) if gemma else math.sqrt(E),
+        bos_token_id=bos if isinstance(bos, int) and 0 <= bos < config.vocab_size else None,
+        name=str(getattr(config, "_name_or_path", "") or mt),
+        n_kv_heads=K if K != H else None, rotary_dim=rotary_dim, rotary_base=base, rope_scaling=scaling,
+        rotary_base_sliding=base_sliding, rotary_table_dtype="float32", rotary_layout="half",
+        gated_mlp=mt != "gpt_neox", parallel_attn_mlp=bool(getattr(config, "use_parallel_residual", False)),
+        qk_norm=mt in ("qwen3", "olmo2", "gemma3_text"), qk_norm_scope="all" if mt == "olmo2" else "head",
+        pre_norm=mt != "olmo2", post_norm=mt in ("gemma2", "gemma3_text", "olmo2"),
+        embed_scale=float(torch.tensor(D ** 0.5, dtype=torch.float32)) if gemma else 1.0,  # HF: a float32 buffer
+        attn_softcap=getattr(config, "attn_logit_softcapping", None) if gemma else None,
+        final_softcap=getattr(config, "final_logit_softcapping", None) if gemma else None,
+        sliding_window=sliding_window, sliding_window_layers=sliding_layers,
+    )
+
+
+def _hf_family_tensors(sd: dict[str, torch.Tensor], config: Any, f: dict,
+                       extra_ok: bool = False) -> tuple[dict, dict]:
+    """Our tensors from a HF state dict of a supported family; returns (tensors, config updates).
+    `extra_ok`: tolerate unknown keys (a TransformerLens bridge adds split copies of fused weights;
+    its logits check then decides)."""
+    mt = config.model_type
+    prefix, head_key = _HF_FAMILIES[mt]
+    # a TransformerLens 4 bridge wraps each HF module, which then reports `<name>._original_component.<leaf>`
+    sd = {k.replace("._original_component", "").removeprefix("_original_component."): v for k, v in sd.items()}
+    lm_head = sd.pop(head_key, None)
+    if lm_head is None:  # GPT-NeoX's head is `embed_out` in older transformers, `lm_head` in newer
+        lm_head = sd.pop("lm_head.weight", sd.pop("embed_out.weight", None))
+    sd = {k.removeprefix(prefix): v for k, v in sd.items()}
+    L, H, E, D = f["n_layers"], f["n_heads"], f["d_head"], f["d_model"]
+    K = f["n_kv_heads"] or H
+    used: set[str] = set()
+    gemma = mt in ("gemma2", "gemma3_text")
+
+    def get(key: str, required: bool = True) -> torch.Tensor | None:
+        if key not in sd:
+            if required:
+                raise ConversionError(f"from_hf: {mt} state dict has no {key!r} (first keys: {sorted(sd)[:4]})")
+            return None
+        used.add(key)
+        return sd[key].detach()
+
+    def norm_w(key: str) -> torch.Tensor:
+        w = get(key)
+        return 1.0 + w if gemma else w  # Gemma's RMSNorm multiplies by (1 + w)
+
+    def lin_in(w: torch.Tensor, n: int) -> torch.Tensor:  # nn.Linear [n*E, D] -> [n, D, E]
+        return w.reshape(n, E, D).transpose(1, 2)
+
+    emb_key = "embed_in.weight" if mt == "gpt_neox" else "embed_tokens.weight"
+    W_E = get(emb_key)
+    per: dict[str, list[torch.Tensor]] = {}
+
+    def put(name: str, t: torch.Tensor | None) -> None:
+        if t is not None:
+            per.setdefault(name, []).append(t)
+
+    for l in range(L):
+        p = f"layers.{l}."
+        if mt == "gpt_neox":
+            w = get(p + "attention.query_key_value.weight").reshape(H, 3, E, D)
+            put("W_Q", w[:, 0].transpose(1, 2)), put("W_K", w[:, 1].transpose(1, 2))
+            put("W_V", w[:, 2].transpose(1, 2))
+            b = get(p + "attention.query_key_value.bias", False)
+            if b is not None:
+                b = b.reshape(H, 3, E)
+                put("b_Q", b[:, 0]), put("b_K", b[:, 1]), put("b_V", b[:, 2])
+            o, ob = get(p + "attention.dense.weight"), get(p + "attention.dense.bias", False)
+            put("W_in", get(p + "mlp.dense_h_to_4h.weight").T), put("b_in", get(p + "mlp.dense_h_to_4h.bias", False))
+            put("W_out", get(p + "mlp.dense_4h_to_h.weight").T)
+            put("b_out", get(p + "mlp.dense_4h_to_h.bias", False))
+            for ours, theirs in (("ln1", "input_layernorm"), ("ln2", "post_attention_layernorm")):
+                put(f"{ours}_w", get(p + theirs + ".weight")), put(f"{ours}_b", get(p + theirs + ".bias"))
+        else:
+            a = p + "self_attn."
+            if mt == "phi3":
+                qkv = get(a + "qkv_proj.weight")
+                q, k, v = qkv.split([H * E, K * E, K * E], dim=0)
+                qb = kb = vb = None
+            else:
+                q, k, v = (get(a + f"{m}_proj.weight") for m in "qkv")
+                qb, kb, vb = (get(a + f"{m}_proj.bias", False) for m in "qkv")
+            put("W_Q", lin_in(q, H)), put("W_K", lin_in(k, K)), put("W_V", lin_in(v, K))
+            put("b_Q", None if qb is None else qb.reshape(H, E))
+            put("b_K", None if kb is None else kb.reshape(K, E)), put("b_V", None if vb is None else vb.reshape(K, E))
+            o, ob = get(a + "o_proj.weight"), get(a + "o_proj.bias", False)
+            if mt == "phi3":
+                gate, up = get(p + "mlp.gate_up_proj.weight").chunk(2, dim=0)
+                gb = ub = None
+            else:
+                gate, up = get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")
+                gb, ub = get(p + "mlp.gate_proj.bias", False), get(p + "mlp.up_proj.bias", False)
+            put("W_gate", gate.T), put("W_in", up.T), put("W_out", get(p + "mlp.down_proj.weight").T)
+            put("b_gate", gb), put("b_in", ub), put("b_out", get(p + "mlp.down_proj.bias", False))
+            if mt == "olmo2":
+                names = (("ln1_post", "post_attention_layernorm"), ("ln2_post", "post_feedforward_layernorm"))
+            elif gemma:
+                names = (("ln1", "input_layernorm"), ("ln1_post", "post_attention_layernorm"),
+                         ("ln2", "pre_feedforward_layernorm"), ("ln2_post", "post_feedforward_layernorm"))
+            else:
+                names = (("ln1", "input_layernorm"), ("ln2", "post_attention_layernorm"))
+            for ours, theirs in names:
+                put(f"{ours}_w", norm_w(p + theirs + ".weight"))
+            if f["qk_norm"]:
+                qn, kn = norm_w(a + "q_norm.weight"), norm_w(a + "k_norm.weight")
+                if f["qk_norm_scope"] == "all":
+                    qn, kn = qn.reshape(H, E), kn.reshape(K, E)
+                put("q_norm_w", qn), put("k_norm_w", kn)
+        put("W_O", o.T.reshape(H, E, D)), put("b_O", ob)
+
+    t = {k: torch.stack(v) for k, v in per.items()}
+    if mt == "gpt_neox":
+        t["ln_final_w"], t["ln_final_b"] = get("final_layer_norm.weight"), get("final_layer_norm.bias")
+    else:
+        t["ln_final_w"] = norm_w("norm.weight")
+    t["W_E"] = W_E
+    unexpected = sorted(k for k in set(sd) - used if not _HF_IGNORED_BUFFERS.search(k))
+    if unexpected and not extra_ok:
+        raise ConversionError(f"from_hf: {mt} state dict has parameters this converter does not know "
+                              f"(an unsupported feature?): {unexpected[:8]}")
+    tied = lm_head is None or lm_head.data_ptr() == W_E.data_ptr()
+    if not tied:
+        t["W_U"] = lm_head.detach().T
+    upd = {"tied_embeddings": tied}
+    bias_names = [n for n in ("b_Q", "b_K", "b_V", "b_O", "b_in", "b_out", "b_gate") if n in t]
+    if bias_names:  # some biases exist: all of ours do, zeros where the source has none
+        upd["biases"] = True
+    else:
+        upd["biases"] = False
+    for n in bias_names:
+        if len(per[n]) != L:
+            raise ConversionError(f"from_hf: {mt}: bias {n} present in some layers only")
+    return t, upd
+
+
+@contextlib.contextmanager
+def hf_exact_float64(hf_model: torch.nn.Module) -> Iterator[None]:
+    """Run a Hugging Face model with its float32 islands removed: RMSNorms (which upcast to
+    float32) and the eager attention softmax (`dtype=torch.float32`) compute in the input's dtype.
+    Hugging Face float64 models are otherwise accurate to float32 only; this gives a float64
+    reference (rotary tables stay float32: `rotary_table_dtype="float32"` reproduces them)."""
+    import torch.nn.functional as F
+
+    patched = []
+    for mod in hf_model.modules():
+        cls = type(mod).__name__
+        if not cls.endswith("RMSNorm") or not isinstance(getattr(mod, "weight", None), torch.Tensor):
+            continue
+        gemma = cls.startswith("Gemma")
+        eps = getattr(mod, "variance_epsilon", getattr(mod, "eps", 1e-6))
+
+        def fwd(x, mod=mod, gemma=gemma, eps=eps):
+            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+            return y * ((1.0 + mod.weight) if gemma else mod.weight)
+        mod.forward = fwd
+        patched.append(mod)
+    softmax = F.softmax
+
+    def exact_softmax(input, dim=None, _stacklevel=3, dtype=None):
+        if dtype is not None and input.dtype == torch.float64:
+            dtype = None
+        return softmax(input, dim=dim, _stacklevel=_stacklevel, dtype=dtype)
+    F.softmax = exact_softmax
+    try:
+        yield
+    finally:
+        F.softmax = softmax
+        for mod in patched:
+            del mod.forward
+
+
+@contextlib.contextmanager
+def hf_eager(hf_model: torch.nn.Module) -> Iterator[None]:
+    """Run a Hugging Face model with eager attention (the reference implementation), restoring after."""
+    cfg = getattr(hf_model, "config", None)
+    before = getattr(cfg, "_attn_implementation", None)
+    switch = before not in (None, "eager") and hasattr(hf_model, "set_attn_implementation")
+    if switch:
+        hf_model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            hf_model.set_attn_implementation(before)
+
+
+def _from_hf_family(sd: dict, config: Any, hf_model: torch.nn.Module | None, tokenizer: Any,
+                    dtype: torch.dtype | None, check: bool, name: str | None, extra_ok: bool = False) -> Transformer:
+    f = _hf_family_fields(config)
+    if hf_model is not None:
+        emb = getattr(getattr(hf_model, "model", hf_model), "embed_tokens", None)
+        if isinstance(getattr(emb, "embed_scale", None), torch.Tensor):  # the exact value HF multiplies by
+            f["embed_scale"] = float(emb.embed_scale)
+    t, upd = _hf_family_tensors(sd, config, f, extra_ok)
+    f.update(upd)
+    if name is not None:
+        f["name"] = name
+    cfg = ModelConfig(**f)
+    shapes = param_shapes(cfg)
+    kv = "_" if cfg.grouped_kv else ""
+    if cfg.grouped_kv:
+        for m in ("W_K", "W_V", "b_K", "b_V"):
+            if m in t:
+                t[kv + m] = t.pop(m)
+    W_E = t["W_E"]
+    for k, shape in shapes.items():  # biases the source does not have: zeros
+        if k not in t and (k.startswith(("b_", "_b_"))):
+            t[k] = W_E.new_zeros(shape)
+    model = _build(cfg, t, dtype)
+    _carry_tokenizer(model, tokenizer, strict=True)
+    if check and hf_model is not None and any(hasattr(hf_model, a) for a in ("lm_head", "embed_out")):
+        def fn(tok):
+            with hf_eager(hf_model), (hf_exact_float64(hf_model) if W_E.dtype == torch.float64
+                                      else contextlib.nullcontext()):
+                return hf_model(input_ids=tok).logits
+        _check_logits(model, fn, W_E.dtype, f"from_hf ({config.model_type})", source=hf_model)
+    return model

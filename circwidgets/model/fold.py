@@ -12,8 +12,9 @@ The fold is one function, `fold_state_dict`, on a parameter dict: `fold_layernor
 it and the engine (`circwidgets.engine.prep.weights`) takes just its weight matrices. What depends on
 the kind of normalisation is the table `FOLDS` (what the folded model's normalisation is called and
 whether it centres); the per-site work is the same for every kind: fold `{site}_w` (and `{site}_b` when
-the kind has one) into the readers. A kind with weight but no bias and no centring (RMSNorm) joins by
-adding a row to `FOLDS`.
+the kind has one) into the readers. RMSNorm (weight, no bias, no centring) is the row "RMS" of `FOLDS`:
+its fold is exact (`1 / rms(x)` is a positive per-token factor, like LayerNorm's scale), and nothing is
+centred.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import ModelConfig
-from .transformer import Transformer
+from .transformer import Transformer, param_shapes
 
 __all__ = ["FOLDS", "NormFold", "fold_layernorm", "fold_state_dict", "folded_weights"]
 
@@ -46,6 +47,10 @@ class NormFold:
 FOLDS: dict[str, NormFold] = {
     "LN": NormFold(folded="LNPre", centres=True),
     "LNPre": NormFold(folded="LNPre", centres=True),  # already weight-free: only the centring is left
+    # RMSNorm x / rms(x) * w: w folds like LN's weight; no bias, no centring (the mean direction of the
+    # residual stream is seen by the readers, so writing weights must not be centred)
+    "RMS": NormFold(folded="RMSPre", centres=False),
+    "RMSPre": NormFold(folded="RMSPre", centres=False),
 }
 
 
@@ -62,20 +67,20 @@ class _Site:
     bias_eq: str
 
 
+# shared K/V heads (grouped-query attention) are stored as _W_K / _W_V [layer, n_kv_heads, d_model, d_head]
+# and read ln1 like W_K / W_V; a gated MLP's W_gate reads ln2 like W_in. Post-norms (ln1_post, ln2_post)
+# and q/k norms are not followed by a linear map of their own: they stay in the model.
 _SITES = (
-    _Site("ln1", (("W_Q", "b_Q"), ("W_K", "b_K"), ("W_V", "b_V")), (slice(None), None, slice(None), None),
-          "ld,lhde->lhe"),
-    _Site("ln2", (("W_in", "b_in"),), (slice(None), slice(None), None), "ld,ldm->lm"),
+    _Site("ln1", (("W_Q", "b_Q"), ("W_K", "b_K"), ("W_V", "b_V"), ("_W_K", "_b_K"), ("_W_V", "_b_V")),
+          (slice(None), None, slice(None), None), "ld,lhde->lhe"),
+    _Site("ln2", (("W_in", "b_in"), ("W_gate", "b_gate")), (slice(None), slice(None), None), "ld,ldm->lm"),
     _Site("ln_final", (("W_U", "b_U"),), (slice(None), None), "d,dv->v"),
 )
 
 
 def _bias_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    L, H, E = cfg.n_layers, cfg.n_heads, cfg.d_head
-    s = {"b_Q": (L, H, E), "b_K": (L, H, E), "b_V": (L, H, E), "b_O": (L, cfg.d_model), "b_U": (cfg.d_vocab,)}
-    if not cfg.attn_only:
-        s.update(b_in=(L, cfg.d_mlp), b_out=(L, cfg.d_model))
-    return s
+    with_biases = ModelConfig.from_dict({**cfg.to_dict(), "biases": True})
+    return {n: s for n, s in param_shapes(with_biases).items() if n.startswith(("b_", "_b_"))}
 
 
 def fold_state_dict(
@@ -102,6 +107,9 @@ def fold_state_dict(
         raise ValueError("fold_layernorm: LN weights cannot be folded exactly into a shortformer model "
                          "(positions enter after ln1); analyse the unfolded model instead")
     dev, dt = sd["W_E"].device, sd["W_E"].dtype
+    untie = cfg.tied_embeddings and "W_U" not in sd
+    if untie:  # W_U = W_E^T until ln_final's weight (or centring) makes them differ: the fold unties them
+        sd["W_U"] = sd["W_E"].T
     if biases:
         for name, shape in _bias_shapes(cfg).items():
             if name not in sd:
@@ -124,13 +132,15 @@ def fold_state_dict(
         sd["W_U"] = sd["W_U"] - sd["W_U"].mean(-1, keepdim=True)
         if biases:
             sd["b_U"] = sd["b_U"] - sd["b_U"].mean()
-    return sd, ModelConfig.from_dict({**cfg.to_dict(), "normalization": kind.folded, "biases": True})
+    return sd, ModelConfig.from_dict({**cfg.to_dict(), "normalization": kind.folded, "biases": True,
+                                      "tied_embeddings": cfg.tied_embeddings and not untie})
 
 
 @torch.no_grad()
 def fold_layernorm(model: Transformer, center_writing: bool = True, center_unembed: bool = False) -> Transformer:
-    """A new model with the normalisation weights folded in (`normalization="LNPre"` for LN); the input
-    is untouched. A model without normalisation comes back as a copy."""
+    """A new model with the normalisation weights folded in (`normalization="LNPre"` for LN, "RMSPre" for
+    RMS; a tied unembedding becomes untied once ln_final's weight is in it); the input is untouched. A
+    model without normalisation comes back as a copy."""
     if model.cfg.normalization is None:
         return copy.deepcopy(model)
     sd, cfg = fold_state_dict(model.state_dict(), model.cfg, center_writing=center_writing,
@@ -148,4 +158,9 @@ def folded_weights(model: Transformer) -> dict[str, torch.Tensor]:
     no copy of the weights folding leaves alone. Biases are not included."""
     params = {n: p.detach() for n, p in model.named_parameters()}
     sd, _ = fold_state_dict(params, model.cfg, biases=False)
+    if model.cfg.tied_embeddings and "W_U" not in sd:
+        sd["W_U"] = sd["W_E"].T
+    for name in ("W_K", "W_V"):  # grouped-query K/V: per query head, as every circuit reads them
+        if "_" + name in sd:
+            sd[name] = model.kv_expand(sd.pop("_" + name))
     return {n: t for n, t in sd.items() if n.startswith("W_")}

@@ -44,10 +44,21 @@ class Tokenizer:
         self.backend = backend
 
     @classmethod
-    def from_json(cls, s: str) -> Tokenizer:
+    def from_json(cls, s: str, source: str | None = None) -> Tokenizer:
+        """From a tokenizer JSON string; `source` (e.g. the file it came from) is named in the error."""
         from tokenizers import Tokenizer as _T
 
-        return cls(_T.from_str(s))
+        try:
+            return cls(_T.from_str(s))
+        except Exception as e:  # noqa: BLE001 - `tokenizers` raises bare Exceptions on bad JSON
+            raise ValueError(f"{source or 'tokenizer JSON'}: not a valid tokenizer JSON ({e})") from None
+
+    @classmethod
+    def from_file(cls, path) -> Tokenizer:
+        """From a `tokenizer.json` file; errors name the file."""
+        from pathlib import Path
+
+        return cls.from_json(Path(path).read_text(encoding="utf-8"), source=str(path))
 
     @classmethod
     def from_any(cls, tok) -> Tokenizer:
@@ -68,6 +79,14 @@ class Tokenizer:
         return self.backend.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: Python allows it in a str, UTF-8 does not
+            raise ValueError(f"text is not valid Unicode: {text[e.start]!r} at index {e.start} is a lone surrogate "
+                             "(half of a UTF-16 pair); remove it or decode the text with errors='replace'"
+                             ) from None
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: list[int]) -> str:

@@ -1,7 +1,7 @@
 """A decoder-only transformer in the project's one weight format.
 
-Weights are stored stacked over layers and heads, in the row-vector convention of
-DESIGN.md (x @ W), under TransformerLens' names:
+Weights are stored stacked over layers and heads, in the row-vector convention (x @ W;
+docs/ARCHITECTURE.md, Conventions), under TransformerLens' names:
 
     W_E [d_vocab, d_model]              W_pos [n_ctx, d_model]
     W_Q, W_K, W_V [layer, head, d_model, d_head]   b_Q, b_K, b_V [layer, head, d_head]
@@ -9,6 +9,12 @@ DESIGN.md (x @ W), under TransformerLens' names:
     W_in [layer, d_model, d_mlp]  b_in [layer, d_mlp]  W_out [layer, d_mlp, d_model]  b_out [layer, d_model]
     ln1_w, ln1_b, ln2_w, ln2_b [layer, d_model]    ln_final_w, ln_final_b [d_model]
     W_U [d_model, d_vocab]              b_U [d_vocab]
+
+and, for the architectures beyond GPT-2 (see `ModelConfig`): W_gate [layer, d_model, d_mlp]
+(b_gate), ln1_post_w / ln2_post_w [layer, d_model], q_norm_w / k_norm_w, no W_pos with rotary
+positions (`rotary.py`). Grouped-query K/V heads are stored once, `_W_K`, `_W_V` [layer, n_kv_heads,
+d_model, d_head] (`_b_K`, `_b_V`), and `model.W_K` etc. give them per query head (`kv_expand`); a tied
+unembedding has no parameter of its own, `model.W_U` is the view `W_E.T`.
 
 Every intermediate passes through a named hook point (`blocks.{l}.attn.hook_pattern`, ...)
 that can be cached (`run_with_cache`) or replaced (`run_with_hooks`).
@@ -24,29 +30,58 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import rotary
 from .config import ModelConfig
 from .hooks import ActivationCache, HookFn, HookPoint, get_act_name
 
 
 def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every parameter a model with this config has."""
+    """Name -> shape of every parameter a model with this config has (what `state_dict` holds:
+    shared K/V heads once as `_W_K`/`_W_V`, no `W_U` when tied to `W_E`)."""
     L, H, D, E, V = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_vocab
+    K = cfg.n_kv
+    kv = "_" if cfg.grouped_kv else ""
     s: dict[str, tuple[int, ...]] = {"W_E": (V, D)}
-    if cfg.positional != "none":
+    if cfg.positional in ("standard", "shortformer"):
         s["W_pos"] = (cfg.n_ctx, D)
-    s.update(W_Q=(L, H, D, E), W_K=(L, H, D, E), W_V=(L, H, D, E), W_O=(L, H, E, D), W_U=(D, V))
+    s.update({"W_Q": (L, H, D, E), f"{kv}W_K": (L, K, D, E), f"{kv}W_V": (L, K, D, E), "W_O": (L, H, E, D)})
+    if not cfg.tied_embeddings:
+        s["W_U"] = (D, V)
     if cfg.biases:
-        s.update(b_Q=(L, H, E), b_K=(L, H, E), b_V=(L, H, E), b_O=(L, D), b_U=(V,))
+        s.update({"b_Q": (L, H, E), f"{kv}b_K": (L, K, E), f"{kv}b_V": (L, K, E), "b_O": (L, D), "b_U": (V,)})
     if not cfg.attn_only:
         M = cfg.d_mlp
         s.update(W_in=(L, D, M), W_out=(L, M, D))
+        if cfg.gated_mlp:
+            s["W_gate"] = (L, D, M)
         if cfg.biases:
             s.update(b_in=(L, M), b_out=(L, D))
-    if cfg.normalization == "LN":
-        s.update(ln1_w=(L, D), ln1_b=(L, D), ln_final_w=(D,), ln_final_b=(D,))
-        if not cfg.attn_only:
-            s.update(ln2_w=(L, D), ln2_b=(L, D))
+            if cfg.gated_mlp:
+                s["b_gate"] = (L, M)
+    norms = (["ln1"] + ([] if cfg.attn_only else ["ln2"])) if cfg.pre_norm else []
+    if cfg.normalization in ("LN", "RMS"):
+        for n in norms + ["ln_final"]:
+            s[f"{n}_w"] = (L, D) if n != "ln_final" else (D,)
+            if cfg.normalization == "LN":
+                s[f"{n}_b"] = (L, D) if n != "ln_final" else (D,)
+    if cfg.post_norm:  # post-norm weights stay in place when pre-norms are folded
+        for n in ["ln1_post"] + ([] if cfg.attn_only else ["ln2_post"]):
+            s[f"{n}_w"] = (L, D)
+            if cfg.normalization in ("LN", "LNPre"):
+                s[f"{n}_b"] = (L, D)
+    if cfg.qk_norm:
+        per_head = cfg.qk_norm_scope == "head"
+        s["q_norm_w"] = (L, E) if per_head else (L, H, E)
+        s["k_norm_w"] = (L, E) if per_head else (L, K, E)
     return s
+
+
+def is_norm_weight(name: str) -> bool:
+    """Whether parameter `name` is a normalisation weight (initialised at 1)."""
+    return name.endswith("_w") and (name.startswith("ln") or name.endswith("norm_w"))
+
+
+_KV_VIEWS = ("W_K", "W_V", "b_K", "b_V")
 
 
 def _act(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +89,15 @@ def _act(name: str, x: torch.Tensor) -> torch.Tensor:
         return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
     if name == "gelu":
         return F.gelu(x)
+    if name == "gelu_pytorch_tanh":
+        return F.gelu(x, approximate="tanh")
+    if name == "silu":
+        return F.silu(x)
     return F.relu(x)
+
+
+def _unhooked(name: str, x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 class Transformer(nn.Module):
@@ -80,9 +123,9 @@ class Transformer(nn.Module):
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         std_out = 0.02 / math.sqrt(2 * max(self.cfg.n_layers, 1))
         for name, p in self.named_parameters():
-            if name.startswith("ln") and name.endswith("_w"):
+            if is_norm_weight(name):
                 p.fill_(1.0)
-            elif name.startswith(("b_", "ln")):
+            elif name.startswith(("b_", "_b_", "ln")):
                 p.zero_()
             else:
                 std = std_out if name in ("W_O", "W_out") else 0.02
@@ -138,9 +181,20 @@ class Transformer(nn.Module):
         """Validate token ids and return them as a `[batch, pos]` long tensor on the model's device."""
         if isinstance(tokens, str):
             tokens = self.to_tokens(tokens)
-        t = torch.as_tensor(tokens, device=self.W_E.device)
-        if t.dtype.is_floating_point or t.dtype == torch.bool:
+        try:
+            t = torch.as_tensor(tokens, device=self.W_E.device)
+        except (OverflowError, RuntimeError, TypeError, ValueError) as e:  # e.g. an id of 2**70, ragged lists
+            raise ValueError(f"tokens must be integer ids in [0, {self.cfg.d_vocab}) in a [batch, pos] or [pos] "
+                             f"array; these could not be read as one ({e})") from None
+        if t.numel() == 0:
+            raise ValueError("tokens is empty: pass at least one token id")
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
             raise TypeError(f"tokens must be integer ids, got dtype {t.dtype}")
+        if t.dtype in (torch.uint16, torch.uint32, torch.uint64):  # few ops exist for these: widen (exact < 2**63)
+            wide = t.to(torch.int64)
+            if t.dtype == torch.uint64 and bool((wide < 0).any()):
+                raise ValueError(f"tokens contains ids >= 2**63, outside [0, {self.cfg.d_vocab})")
+            t = wide
         if t.ndim == 1:
             t = t[None]
         if t.ndim != 2:
@@ -155,45 +209,112 @@ class Transformer(nn.Module):
             )
         return t.long()
 
-    def _norm(self, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, where: str) -> torch.Tensor:
-        if self.cfg.normalization is None:
+    def normalize(self, x: torch.Tensor, site: str, layer: int | None = None) -> torch.Tensor:
+        """The normalisation at `site` ("ln1" / "ln2" of `layer`, or "ln_final") applied to a residual
+        `x [..., d_model]`: the forward pass's own arithmetic, without firing hooks (for recomputing a
+        layer's input from an edited residual stream). Identity when the model has no normalisation
+        there (no normalisation, or a post-norm-only block)."""
+        if site not in ("ln1", "ln2", "ln_final"):
+            raise ValueError(f"site={site!r} must be 'ln1', 'ln2' or 'ln_final'")
+        if site == "ln2" and self.cfg.attn_only:
+            raise ValueError("an attention-only model has no ln2")
+        if site == "ln_final":
+            return self._norm(x, "ln_final", where=None)
+        if layer is None:
+            raise ValueError(f"site={site!r} needs a layer")
+        return self._norm(x, f"{site}[{layer}]", where=None) if self.cfg.pre_norm else x
+
+    def _norm(self, x: torch.Tensor, name: str | None, where: str | None) -> torch.Tensor:
+        """LayerNorm ("LN"/"LNPre": centre, divide by the scale) or RMSNorm ("RMS"/"RMSPre": divide by
+        the root mean square), then the weight (and LN bias) `{name}_w` of the given layer if it exists.
+        `name` is e.g. "ln1[3]" -> parameter ln1_w, row 3; None for no weight. `where` names the hook
+        points (`{where}.hook_scale`, `.hook_normalized`); None runs without hooks."""
+        kind = self.cfg.normalization
+        if kind is None:
             return x
-        x = x - x.mean(-1, keepdim=True)
-        scale = self._hook(f"{where}.hook_scale", (x.pow(2).mean(-1, keepdim=True) + self.cfg.ln_eps).sqrt())
+        hook = self._hook if where is not None else _unhooked
+        if kind in ("LN", "LNPre"):
+            x = x - x.mean(-1, keepdim=True)
+        scale = hook(f"{where}.hook_scale", (x.pow(2).mean(-1, keepdim=True) + self.cfg.ln_eps).sqrt())
         x = x / scale
-        if w is not None:
-            x = x * w + b
-        return self._hook(f"{where}.hook_normalized", x)
+        if name is not None:
+            base, layer = name, None
+            if "[" in name:
+                base, layer = name[:-1].split("[")
+                layer = int(layer)
+            w = self._parameters.get(f"{base}_w")
+            b = self._parameters.get(f"{base}_b")
+            if w is not None:
+                x = x * (w if layer is None else w[layer])
+            if b is not None:
+                x = x + (b if layer is None else b[layer])
+        return hook(f"{where}.hook_normalized", x)
+
+    def _qk_norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """RMS-normalise q or k `[B, P, heads, E]` per head (weight `[E]`) or over all heads (`[heads, E]`)."""
+        dims = (-1,) if self.cfg.qk_norm_scope == "head" else (-2, -1)
+        return x / (x.pow(2).mean(dims, keepdim=True) + self.cfg.ln_eps).sqrt() * w
+
+    def _masks(self, n_pos: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Causal mask `[query, key]` and, with a sliding window, the windowed one (i - j < window)."""
+        i = torch.arange(n_pos, device=device)
+        causal = i[:, None] >= i[None, :]
+        if self.cfg.sliding_window is None:
+            return causal, None
+        return causal, causal & (i[:, None] - i[None, :] < self.cfg.sliding_window)
 
     def forward(self, tokens) -> torch.Tensor:
         cfg = self.cfg
         tokens = self.check_tokens(tokens)
         n_pos = tokens.shape[1]
-        has_ln = cfg.normalization == "LN"
-        embed = self._hook("hook_embed", self.W_E[tokens])
+        embed = self.W_E[tokens]
+        if cfg.embed_scale != 1.0:
+            embed = embed * cfg.embed_scale
+        embed = self._hook("hook_embed", embed)
         pos = None
-        if cfg.positional != "none":
+        if cfg.positional in ("standard", "shortformer"):
             pos = self._hook("hook_pos_embed", self.W_pos[:n_pos].expand_as(embed))
         resid = embed + pos if cfg.positional == "standard" else embed
-        mask = torch.ones(n_pos, n_pos, dtype=torch.bool, device=tokens.device).tril()
+        causal, sliding = self._masks(n_pos, tokens.device)
+        rot = {}  # (cos, sin) per distinct rotary base
+        positions = torch.arange(n_pos, device=tokens.device)
+        B, P, H, K, E = tokens.shape[0], n_pos, cfg.n_heads, cfg.n_kv, cfg.d_head
+        W_K = self._parameters["_W_K" if cfg.grouped_kv else "W_K"]
+        W_V = self._parameters["_W_V" if cfg.grouped_kv else "W_V"]
         for layer in range(cfg.n_layers):
             blk = f"blocks.{layer}"
             resid = self._hook(f"{blk}.hook_resid_pre", resid)
-            x = self._norm(resid, self.ln1_w[layer] if has_ln else None,
-                           self.ln1_b[layer] if has_ln else None, f"{blk}.ln1")
+            x = self._norm(resid, f"ln1[{layer}]", f"{blk}.ln1") if cfg.pre_norm else resid
             qk_in = x + pos if cfg.positional == "shortformer" else x
-            B, P, H, E = qk_in.shape[0], n_pos, cfg.n_heads, cfg.d_head
-            # one [B*P, D] @ [D, H*E] GEMM per projection (much faster than a per-head batched einsum)
+            # one [B*P, D] @ [D, heads*E] GEMM per projection (much faster than a per-head batched einsum)
             q = (qk_in @ self.W_Q[layer].permute(1, 0, 2).reshape(-1, H * E)).view(B, P, H, E)
-            k = (qk_in @ self.W_K[layer].permute(1, 0, 2).reshape(-1, H * E)).view(B, P, H, E)
-            v = (x @ self.W_V[layer].permute(1, 0, 2).reshape(-1, H * E)).view(B, P, H, E)
+            k = (qk_in @ W_K[layer].permute(1, 0, 2).reshape(-1, K * E)).view(B, P, K, E)
+            v = (x @ W_V[layer].permute(1, 0, 2).reshape(-1, K * E)).view(B, P, K, E)
             if cfg.biases:
-                q, k, v = q + self.b_Q[layer], k + self.b_K[layer], v + self.b_V[layer]
+                q = q + self.b_Q[layer]
+                k = k + self._parameters["_b_K" if cfg.grouped_kv else "b_K"][layer]
+                v = v + self._parameters["_b_V" if cfg.grouped_kv else "b_V"][layer]
+            if cfg.qk_norm:
+                q, k = self._qk_norm(q, self.q_norm_w[layer]), self._qk_norm(k, self.k_norm_w[layer])
+            if cfg.grouped_kv:  # per query head (HF repeat_kv order): hooks see [B, P, n_heads, E]
+                g = cfg.kv_group_size
+                k, v = k.repeat_interleave(g, dim=2), v.repeat_interleave(g, dim=2)
             q = self._hook(f"{blk}.attn.hook_q", q)
             k = self._hook(f"{blk}.attn.hook_k", k)
             v = self._hook(f"{blk}.attn.hook_v", v)
+            if cfg.positional == "rotary":
+                key = cfg.rotary_base_sliding is not None and cfg.is_sliding(layer)
+                if key not in rot:
+                    cos, sin = rotary.cos_sin(cfg, positions, layer, q.dtype)
+                    rot[key] = (cos[:, None], sin[:, None])  # broadcast over heads of [B, P, H, E]
+                cos, sin = rot[key]
+                q = self._hook(f"{blk}.attn.hook_rot_q", rotary.rotate(q, cos, sin, cfg))
+                k = self._hook(f"{blk}.attn.hook_rot_k", rotary.rotate(k, cos, sin, cfg))
             scores = (q.transpose(1, 2) / cfg.attn_scale) @ k.permute(0, 2, 3, 1)  # [B, H, query, key]
-            scores = self._hook(f"{blk}.attn.hook_attn_scores", scores.masked_fill_(~mask, float("-inf")))
+            if cfg.attn_softcap is not None:
+                scores = cfg.attn_softcap * torch.tanh(scores / cfg.attn_softcap)
+            mask = sliding if cfg.is_sliding(layer) else causal
+            scores = self._hook(f"{blk}.attn.hook_attn_scores", scores.masked_fill(~mask, float("-inf")))
             pattern = self._hook(f"{blk}.attn.hook_pattern", scores.softmax(-1))
             z = self._hook(f"{blk}.attn.hook_z", (pattern @ v.transpose(1, 2)).transpose(1, 2))  # [B, P, H, E]
             if self._cache is not None or f"{blk}.attn.hook_result" in self._hooks:
@@ -203,23 +324,76 @@ class Transformer(nn.Module):
             else:
                 attn_out = z.reshape(B, P, H * E) @ self.W_O[layer].reshape(H * E, -1)
             attn_out = attn_out + (self.b_O[layer] if cfg.biases else 0.0)
+            if cfg.post_norm:
+                attn_out = self._norm(attn_out, f"ln1_post[{layer}]", f"{blk}.ln1_post")
             attn_out = self._hook(f"{blk}.hook_attn_out", attn_out)
             if cfg.attn_only:
                 resid = resid + attn_out
             else:
-                resid = self._hook(f"{blk}.hook_resid_mid", resid + attn_out)
-                x = self._norm(
-                    resid, self.ln2_w[layer] if has_ln else None, self.ln2_b[layer] if has_ln else None, f"{blk}.ln2"
-                )
-                pre = x @ self.W_in[layer] + (self.b_in[layer] if cfg.biases else 0.0)
-                pre = self._hook(f"{blk}.mlp.hook_pre", pre)
-                post = self._hook(f"{blk}.mlp.hook_post", _act(cfg.act_fn, pre))
-                mlp_out = post @ self.W_out[layer] + (self.b_out[layer] if cfg.biases else 0.0)
-                resid = resid + self._hook(f"{blk}.hook_mlp_out", mlp_out)
+                if cfg.parallel_attn_mlp:
+                    mlp_in = resid
+                else:
+                    resid = mlp_in = self._hook(f"{blk}.hook_resid_mid", resid + attn_out)
+                x = self._norm(mlp_in, f"ln2[{layer}]", f"{blk}.ln2") if cfg.pre_norm else mlp_in
+                mlp_out = self._mlp(x, layer, blk)
+                if cfg.post_norm:
+                    mlp_out = self._norm(mlp_out, f"ln2_post[{layer}]", f"{blk}.ln2_post")
+                mlp_out = self._hook(f"{blk}.hook_mlp_out", mlp_out)
+                resid = resid + attn_out + mlp_out if cfg.parallel_attn_mlp else resid + mlp_out
             resid = self._hook(f"{blk}.hook_resid_post", resid)
-        x = self._norm(resid, self.ln_final_w if has_ln else None, self.ln_final_b if has_ln else None, "ln_final")
+        x = self._norm(resid, "ln_final", "ln_final")
         logits = x @ self.W_U
-        return logits + self.b_U if cfg.biases else logits
+        if cfg.biases:
+            logits = logits + self.b_U
+        if cfg.final_softcap is not None:
+            logits = cfg.final_softcap * torch.tanh(logits / cfg.final_softcap)
+        return logits
+
+    def _mlp(self, x: torch.Tensor, layer: int, blk: str) -> torch.Tensor:
+        """`act(x W_in + b_in) W_out + b_out`, or gated: `(act(x W_gate + b_gate) * (x W_in + b_in)) W_out + b_out`
+        (hook_pre is the activation's input, as in TransformerLens; hook_pre_linear the gated linear part)."""
+        cfg = self.cfg
+        pre = x @ self.W_in[layer] + (self.b_in[layer] if cfg.biases else 0.0)
+        if cfg.gated_mlp:
+            linear = self._hook(f"{blk}.mlp.hook_pre_linear", pre)
+            pre = x @ self.W_gate[layer] + (self.b_gate[layer] if cfg.biases else 0.0)
+            pre = self._hook(f"{blk}.mlp.hook_pre", pre)
+            post = self._hook(f"{blk}.mlp.hook_post", _act(cfg.act_fn, pre) * linear)
+        else:
+            pre = self._hook(f"{blk}.mlp.hook_pre", pre)
+            post = self._hook(f"{blk}.mlp.hook_post", _act(cfg.act_fn, pre))
+        return post @ self.W_out[layer] + (self.b_out[layer] if cfg.biases else 0.0)
+
+    # ------------------------------------------------------------------ shared K/V, tied unembedding
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            params = self.__dict__.get("_parameters", {})
+            if name in _KV_VIEWS and "_" + name in params:
+                return self.kv_expand(params["_" + name])
+            if name == "W_U" and "W_E" in params and self.cfg.tied_embeddings:
+                return params["W_E"].T
+            raise
+
+    def kv_expand(self, shared: torch.Tensor) -> torch.Tensor:
+        """Shared K/V weights `[layer, n_kv_heads, ...]` -> per query head `[layer, n_heads, ...]`,
+        query head h reading K/V head `cfg.kv_head_of(h)`.
+
+        For multi-query attention (1 K/V head) this is a zero-copy `expand`. Otherwise a strided
+        view cannot repeat each head g times in place, so this is a copy (differentiable, never
+        stored: `model.W_K[l, h] = ...` writes to a temporary; edit `_W_K` instead, which changes
+        the whole group). `kv_grouped` gives the zero-copy 5-d view.
+        """
+        if shared.shape[1] == 1:
+            return shared.expand(shared.shape[0], self.cfg.n_heads, *shared.shape[2:])
+        return self.kv_grouped(shared).flatten(1, 2)
+
+    def kv_grouped(self, shared: torch.Tensor) -> torch.Tensor:
+        """Zero-copy view `[layer, n_kv_heads, group, ...]` of shared K/V weights `[layer, n_kv_heads, ...]`:
+        `[l, k, i]` is the weight query head `k * group + i` reads (shares storage with `shared`)."""
+        L, K = shared.shape[:2]
+        return shared.unsqueeze(2).expand(L, K, self.cfg.kv_group_size, *shared.shape[2:])
 
     # ------------------------------------------------------------------ tokenizer glue
     def _need_tokenizer(self):
@@ -249,5 +423,5 @@ class Transformer(nn.Module):
         return (
             f"n_layers={c.n_layers}, d_model={c.d_model}, n_heads={c.n_heads}, d_head={c.d_head}, "
             f"d_vocab={c.d_vocab}, n_ctx={c.n_ctx}, attn_only={c.attn_only}, normalization={c.normalization}, "
-            f"positional={c.positional}"
+            f"positional={c.positional}" + (f", n_kv_heads={c.n_kv_heads}" if c.grouped_kv else "")
         )

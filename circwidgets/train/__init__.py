@@ -4,10 +4,10 @@ that rebuild the shipped models (`python -m circwidgets.train RECIPE`)."""
 from .corpus import CorpusTask, collect_stdlib, prepare_data_dir, stdlib_files, train_tokenizer
 from .recipes import RECIPES, build, run
 from .tasks import BigramTask, RepeatTask, SkipTrigramTask, Task, step_generator
-from .trainer import TrainConfig, Trainer, lm_loss
+from .trainer import TrainConfig, Trainer, TrainerCallback, lm_loss, register_default_callbacks
 
 __all__ = [
     "RECIPES", "BigramTask", "CorpusTask", "RepeatTask", "SkipTrigramTask", "Task", "TrainConfig", "Trainer",
-    "build", "collect_stdlib", "lm_loss", "prepare_data_dir", "run", "stdlib_files", "step_generator",
-    "train_tokenizer",
+    "TrainerCallback", "build", "collect_stdlib", "lm_loss", "prepare_data_dir",
+    "register_default_callbacks", "run", "stdlib_files", "step_generator", "train_tokenizer",
 ]

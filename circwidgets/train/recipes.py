@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..model import ModelConfig, Transformer
-from .corpus import CorpusTask, ensure_data_dir, load_manifest
+from .corpus import CorpusTask, ensure_data_dir
 from .tasks import CopyTask, RepeatTask, SkipTrigramTask, Task
 from .trainer import TrainConfig, Trainer
 
@@ -218,7 +218,7 @@ def build(name: str, data_dir: str | os.PathLike | None = None, overrides: dict 
         try:
             from ..model import Tokenizer
 
-            model.tokenizer = Tokenizer.from_json(tok_json)
+            model.tokenizer = Tokenizer.from_json(tok_json, source=str(Path(d) / "tokenizer.json"))
         except ImportError:  # e.g. a GPU box without `tokenizers`: the JSON above still ships
             pass
     elif r.task == "skip_trigrams":
@@ -266,7 +266,3 @@ def run(name: str, steps: int | None = None, out: str | os.PathLike | None = Non
               + (f", max induction {last['max_induction']:.3f}" if "max_induction" in last else "")
               + f"; wrote {p}")
     return tr
-
-
-def manifest_for(data_dir: str | os.PathLike) -> dict:
-    return load_manifest(data_dir)

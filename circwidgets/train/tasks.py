@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -46,6 +47,28 @@ class Task:
 
     def describe(self) -> dict:
         return {"task": type(self).__name__, **dataclasses.asdict(self)}
+
+
+@dataclass
+class MaskedTask(Task):
+    """A task of repeated segments (`min_len`..`max_len` tokens, each fitting twice after BOS) that also
+    marks the positions whose next token the repetition makes predictable (`batch_with_mask`); `batch`
+    is its tokens."""
+
+    min_len: int = 4
+    max_len: int = 32
+    min_len_floor: ClassVar[int] = 1  # the shortest segment the task can mark
+
+    def __post_init__(self) -> None:
+        lo = self.min_len_floor
+        if not lo <= self.min_len <= self.max_len or 1 + 2 * self.max_len > self.n_ctx:
+            raise ValueError(f"need {lo} <= min_len <= max_len and 1 + 2*max_len <= n_ctx ({self.n_ctx})")
+
+    def batch(self, batch_size: int, seed: int, step: int) -> torch.Tensor:
+        return self.batch_with_mask(batch_size, seed, step)[0]
+
+    def batch_with_mask(self, batch_size: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
 
 
 @dataclass
@@ -174,23 +197,13 @@ class SkipTrigramTask(Task):
 
 
 @dataclass
-class RepeatTask(Task):
+class RepeatTask(MaskedTask):
     """BOS, `offset` noise tokens, a random segment of length `rep_len`, the same segment again,
     then noise up to `n_ctx`; `rep_len` ~ U[min_len, max_len] and `offset` random per sequence.
 
     Tokens are uniform over 1..d_vocab-1. `repeat_mask(...)` marks the positions whose next token
     is predictable from the first copy.
     """
-
-    min_len: int = 4
-    max_len: int = 32
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_len <= self.max_len or 1 + 2 * self.max_len > self.n_ctx:
-            raise ValueError(f"need 1 <= min_len <= max_len and 1 + 2*max_len <= n_ctx ({self.n_ctx})")
-
-    def batch(self, batch_size: int, seed: int, step: int) -> torch.Tensor:
-        return self.batch_with_mask(batch_size, seed, step)[0]
 
     def batch_with_mask(self, batch_size: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens `[batch, n_ctx]` and a bool mask `[batch, n_ctx]`: True where the *next* token
@@ -214,7 +227,7 @@ class RepeatTask(Task):
 
 
 @dataclass
-class CopyTask(Task):
+class CopyTask(MaskedTask):
     """Repeated random sequences, many per window: after BOS and a few random tokens, the window is
     filled left to right with either a fresh run of random tokens or a *copy of a random earlier
     stretch* (length ~ U[min_len, max_len], source start uniform over the past), with probability
@@ -223,16 +236,9 @@ class CopyTask(Task):
     predict what followed it) predicts the copies. Tokens are uniform over 1..d_vocab-1.
     """
 
-    min_len: int = 4
     max_len: int = 16
     copy_prob: float = 0.7
-
-    def __post_init__(self) -> None:
-        if not 2 <= self.min_len <= self.max_len or 1 + 2 * self.max_len > self.n_ctx:
-            raise ValueError(f"need 2 <= min_len <= max_len and 1 + 2*max_len <= n_ctx ({self.n_ctx})")
-
-    def batch(self, batch_size: int, seed: int, step: int) -> torch.Tensor:
-        return self.batch_with_mask(batch_size, seed, step)[0]
+    min_len_floor: ClassVar[int] = 2
 
     def batch_with_mask(self, batch_size: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens `[batch, n_ctx]` and a bool mask: True at positions whose next token is a copied

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -129,29 +130,51 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, old)
 
 
+class TrainerCallback(Protocol):
+    """What a trainer calls, in order: `on_train_begin(trainer)` when a `train()` run starts,
+    `on_step(trainer, running_loss)` every 10 steps, `on_eval(trainer, record)` after each evaluation
+    (the record `history` gets), `on_train_end(trainer)` when the run ends for any reason (finished,
+    `request_stop()` / Ctrl-C, time limit, error). Every method is optional."""
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+    def on_step(self, trainer: Trainer, loss: float) -> None: ...
+    def on_eval(self, trainer: Trainer, record: dict) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+CallbackFactory = Callable[["Trainer"], list]
+_DEFAULT_CALLBACK_FACTORIES: list[CallbackFactory] = []
+
+
+def register_default_callbacks(factory: CallbackFactory) -> CallbackFactory:
+    """Register `factory(trainer) -> [callbacks]`, asked by every trainer built with `callbacks=None`
+    when a run starts. This is how a layer above adds to training without `train` importing it: the
+    widgets layer registers its notebook monitor (`circwidgets.widgets.monitor`). Registering the same
+    factory twice has no effect. Returns the factory (usable as a decorator)."""
+    if factory not in _DEFAULT_CALLBACK_FACTORIES:
+        _DEFAULT_CALLBACK_FACTORIES.append(factory)
+    return factory
+
+
+def default_callbacks(trainer: Trainer) -> list:
+    """The callbacks of every registered factory. A factory that fails gives none (with a warning):
+    a monitor must never stop training."""
+    out: list = []
+    for factory in _DEFAULT_CALLBACK_FACTORIES:
+        try:
+            out += list(factory(trainer))
+        except Exception as e:  # noqa: BLE001 - e.g. no front end: train with plain progress bars
+            import warnings
+
+            warnings.warn(f"no {getattr(factory, '__qualname__', factory)} callbacks: {e}", stacklevel=3)
+    return out
+
+
 def _call(callbacks, event: str, *args) -> None:
     for cb in callbacks or ():
         fn = getattr(cb, event, None)
         if fn is not None:
             fn(*args)
-
-
-def _notebook_callbacks(trainer) -> list:
-    """A live monitor when running in a notebook kernel with widgets (else nothing). A monitor
-    must never stop training: outside a kernel nothing is imported, and any failure means no monitor."""
-    import sys
-
-    if "ipykernel" not in sys.modules:  # scripts, the CLI, batch jobs on a GPU box
-        return []
-    try:
-        from ..widgets.monitor import notebook_callbacks
-
-        return notebook_callbacks(trainer)
-    except Exception as e:  # no anywidget / ipywidgets, or a broken front end: plain progress bars
-        import warnings
-
-        warnings.warn(f"no live training monitor: {e}", stacklevel=2)
-        return []
 
 
 @dataclass
@@ -172,9 +195,9 @@ class Trainer:
     progress: bool = True
     time_limit: float | None = None  # seconds of training after which the run stops (and saves)
     eval_fn: Callable[[Trainer], dict] | None = None  # extra metrics merged into each eval record
-    # objects with optional on_train_begin(t) / on_step(t, loss) / on_eval(t, record) / on_train_end(t);
-    # None: a live TrainingMonitor when training from a notebook (circwidgets.widgets.monitor)
-    callbacks: list | None = None
+    # `TrainerCallback`s; None: those of the registered factories (`register_default_callbacks`), e.g. a
+    # live monitor when training in a notebook
+    callbacks: list[TrainerCallback] | None = None
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -187,6 +210,12 @@ class Trainer:
         self._running = (0.0, 0)  # sum and count of training losses since the last evaluation
         self.optimizer = self._make_optimizer()
         self._interrupt = _InterruptFlag()
+
+    def request_stop(self) -> None:
+        """Stop the current `train()` run after the step in progress, as Ctrl-C does (`stopped_by`
+        "interrupt", resumable checkpoint written when there is an `out_dir`). Safe to call from another
+        thread or a callback; a run started later is not affected."""
+        self._interrupt.set = True
 
     # ------------------------------------------------------------------ optimiser
     def _param_names(self) -> list[str]:
@@ -252,7 +281,7 @@ class Trainer:
             return self
         snaps = set(c.snapshot_steps())
         m, opt = self.model, self.optimizer
-        self._cbs = self.callbacks if self.callbacks is not None else _notebook_callbacks(self)
+        self._cbs = self.callbacks if self.callbacks is not None else default_callbacks(self)
         _call(self._cbs, "on_train_begin", self)
         m.train()
         self.stopped_by = None
@@ -304,6 +333,7 @@ class Trainer:
                     if self.step in snaps:
                         self.save_snapshot()
                     if self.out_dir is not None and self.step % c.checkpoint_every == 0:
+                        self._running = (float(running.item()), n_running)  # a resume continues this mean
                         self.save_checkpoint()
                     if flag.set:
                         self.stopped_by = "interrupt"
@@ -370,19 +400,13 @@ class Trainer:
         return _atomic_save_safetensors(tensors, path, meta)
 
     def load_checkpoint(self, path: str | os.PathLike | None = None) -> Trainer:
-        """Restore model, optimizer and trainer state from `save_checkpoint`'s file."""
-        from safetensors import safe_open
-
+        """Restore model, optimizer and trainer state from `save_checkpoint`'s file. A damaged file
+        raises `ModelFileError` naming it, with how to start over."""
         path = Path(path) if path else self.checkpoint_path
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            if meta.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{path}: not a circwidgets training checkpoint")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta, tensors, state = _read_checkpoint(path, self._param_names())
         cfg = ModelConfig.from_dict(json.loads(meta["config"]))
         if cfg != self.model.cfg:
             raise ValueError(f"{path}: checkpoint config {cfg} does not match the model's {self.model.cfg}")
-        state = json.loads(meta["trainer"])
         saved_cfg = TrainConfig.from_dict(state["train_config"])
         if dataclasses.replace(saved_cfg, steps=self.config.steps) != self.config:
             raise ValueError(f"{path}: training config differs from this run's: {saved_cfg} vs {self.config}")
@@ -421,3 +445,46 @@ class Trainer:
             return None
         dtype = getattr(torch, self.config.snapshot_dtype)
         return self.save_model(Path(self.out_dir) / "snapshots" / f"step_{self.step:06d}.safetensors", dtype=dtype)
+
+
+_RESUME_HINT = ("cannot resume from it: delete it (or pass --fresh / fresh=True) to start the run over, "
+                "or copy a good checkpoint in its place")
+
+
+def _read_checkpoint(path: Path, param_names: list[str]) -> tuple[dict[str, str], dict[str, torch.Tensor], dict]:
+    """(metadata, tensors, trainer state) of a checkpoint, checked; `ModelFileError` naming the file,
+    the problem and how to start over otherwise (never a raw safetensors or JSON error)."""
+    from ..model.io import ModelFileError, read_safetensors
+
+    def bad(why: str) -> ModelFileError:
+        return ModelFileError(f"{path}: {why}; {_RESUME_HINT}")
+
+    try:
+        meta, tensors = read_safetensors(path, float_only=False)
+    except ModelFileError as e:
+        raise ModelFileError(f"{e}; {_RESUME_HINT}") from e
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise bad("not a circwidgets training checkpoint")
+    try:
+        state, *_ = (json.loads(meta[k]) for k in ("trainer", "config", "param_groups"))
+    except (KeyError, ValueError) as e:
+        raise bad(f"checkpoint metadata is incomplete or not JSON ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict):
+        raise bad("checkpoint trainer state is not a JSON object")
+    for key in ("step", "tokens_seen"):
+        v = state.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise bad(f"checkpoint {key} must be an integer >= 0, got {v!r}")
+    secs = state.get("train_seconds")
+    if not isinstance(secs, (int, float)) or isinstance(secs, bool) or not 0 <= secs < float("inf"):
+        raise bad(f"checkpoint train_seconds must be a finite number >= 0, got {secs!r}")
+    run = state.get("running_loss")
+    if not (isinstance(run, list) and len(run) == 2 and isinstance(run[0], (int, float)) and math.isfinite(run[0])
+            and isinstance(run[1], int) and run[1] >= 0):
+        raise bad(f"checkpoint running_loss must be [finite sum, count >= 0], got {run!r}")
+    if not isinstance(state.get("history"), list) or "train_config" not in state:
+        raise bad("checkpoint trainer state has no history or train_config")
+    missing = [n for n in param_names if f"model.{n}" not in tensors]
+    if missing:
+        raise bad(f"checkpoint has no weights for {missing}")
+    return meta, tensors, state

@@ -9,15 +9,16 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine.ablation_state import AblatedRun, PathCut, ablated_run, logit_diff_metric
+from ..engine.ablation_state import AblatedRun, PathCut, ablated_run
+from ..engine.interventions import path_cuts
 from ..model import Transformer
-from ._bundle2 import Widget2
 from ._data import as_model, encode_array, token_label, tokens_and_labels
+from .base import CircuitWidget, reacts_to
 
 _EFFECTS_MAX = 40_000_000  # single-head effect table on setup only when L*H*pos*d_vocab is at most this
 
 
-class Ablation(Widget2):
+class Ablation(CircuitWidget):
     """Interactive ablation (`engine.ablation_state.ablated_run`) and activation patching
     (`engine.interventions.patch_heads` / `patch_residual`).
 
@@ -31,7 +32,8 @@ class Ablation(Widget2):
     A click on a head in the grid toggles it (and selects it); `layer` / `head` is the selection.
     """
 
-    _module_file = "ablation.js"
+    _front_end = "ablation"
+    export_inputs = ("ablation", "mode", "off", "cuts", "position", "layer", "head")  # restore order
 
     labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     off = traitlets.List([]).tag(sync=True)
@@ -56,7 +58,6 @@ class Ablation(Widget2):
                  ablation: str = "zero", off: Sequence = (), cuts: Sequence = (), position: int = -1,
                  layer: int = 0, head: int = 0, mode: str = "ablate"):
         self._init_input = (text_or_tokens, corrupted, labels, list(off), list(cuts), position)
-        self._guard = False
         self._clean: AblatedRun | None = None
         self.run: AblatedRun | None = None
         self._patch_done = False
@@ -90,18 +91,9 @@ class Ablation(Widget2):
         effects = {}
         if cfg.n_layers * cfg.n_heads * P * cfg.d_vocab <= _EFFECTS_MAX:
             effects = self._effects(self.ablation)
-        self._guard = True
-        try:
-            with self.hold_sync():
-                self.labels = labs
-                self.position = position % P
-                self.off = [list(x) for x in off]
-                self.cuts = [list(x) for x in cuts]
-                self.clean_loss = self._clean.loss
-                self.clean_token_loss = encode_array(self._clean.token_loss[0].float(), "float32")
-                self.effects = effects
-        finally:
-            self._guard = False
+        self.set_quietly(labels=labs, position=position % P, off=[list(x) for x in off], cuts=[list(x) for x in cuts],
+                         clean_loss=self._clean.loss,
+                         clean_token_loss=encode_array(self._clean.token_loss[0].float(), "float32"), effects=effects)
         self._update()
 
     def _effects(self, kind: str) -> dict:
@@ -114,7 +106,7 @@ class Ablation(Widget2):
     # ------------------------------------------------------------------ state -> engine
     def _state(self) -> tuple[list[tuple[int, int]], list[PathCut]]:
         heads = [(int(a), int(b)) for a, b in self.off]
-        cuts = [PathCut((int(c[0]), int(c[1])), (int(c[2]), int(c[3])), str(c[4])) for c in self.cuts]
+        cuts = path_cuts(self.model, self.cuts)  # the engine's parser: a malformed cut is a message naming it
         return heads, cuts
 
     def ablated(self) -> AblatedRun:
@@ -140,11 +132,12 @@ class Ablation(Widget2):
             self.top = self._top(self.run)
             self.clean_top = self._top(self._clean)
 
-    @traitlets.observe("off", "cuts", "ablation", "position")
+    @reacts_to("off", "cuts", "ablation", "position")
     def _on_state(self, change) -> None:
-        if self._guard or self._clean is None:
+        if self._clean is None:
             return
-        try:
+
+        def update():
             if change["name"] == "ablation" and change["new"] not in ("zero", "mean"):
                 raise ValueError(f"ablation={change['new']!r} must be 'zero' or 'mean'")
             if change["name"] == "position" and not 0 <= change["new"] < self.tokens.shape[0]:
@@ -152,15 +145,23 @@ class Ablation(Widget2):
             self._update()
             if change["name"] == "ablation" and self.effects:
                 self.effects = self._effects(self.ablation)
-        except Exception as e:  # noqa: BLE001 - a bad request is a message, never a dead comm
-            self._report(f"not applied: {e}")
-            self._guard = True
-            try:
-                setattr(self, change["name"], change["old"])
-            finally:
-                self._guard = False
-            return
-        self.error = ""
+
+        if self.apply_or_revert(change, update, "not applied"):
+            self.error = ""
+
+    def export_actions(self) -> list[dict[str, Any]]:
+        heads = super().export_actions()
+        off = [list(x) for x in self.off]
+        acts = list(heads)
+        for a in heads:  # a click in the grid: select, then toggle (two messages from the front end)
+            lh = [a["layer"], a["head"]]
+            acts.append({**a, "off": [x for x in off if x != lh] if lh in off else off + [lh]})
+        acts += [{"ablation": "mean" if self.ablation == "zero" else "zero"}]
+        acts += [{"position": p} for p in range(len(self.labels) - 1)]
+        acts += [{"off": [], "cuts": []}]
+        if self.has_patching:
+            acts += [{"mode": "patch" if self.mode == "ablate" else "ablate"}]
+        return acts
 
     def toggle(self, layer: int, head: int) -> None:
         """Ablate the head if it is on, restore it if it is off (what a click in the grid does)."""
@@ -170,41 +171,29 @@ class Ablation(Widget2):
 
     # ------------------------------------------------------------------ patching
     def patching(self) -> dict[str, torch.Tensor]:
-        """The engine's patching results: {"heads": [L, H], "resid": [L, pos]} (normalised when the
-        metric differs between the clean and corrupted runs)."""
-        from ..engine.interventions import patch_heads, patch_residual
+        """The engine's patching report (`interventions.patching_report`, metric chosen there) as
+        {"heads": [L, H], "resid": [L, pos], "info": the metric in words}."""
+        from ..engine.interventions import patching_report
 
         def compute():
-            clean_run, corr_run = self._clean, ablated_run(self.model, self._corrupt[None])
-            good = int(clean_run.logits[0, -1].argmax())
-            bad = int(corr_run.logits[0, -1].argmax())
-            metric = logit_diff_metric(-1, good, bad)
-            cm = float(metric(clean_run.logits, None))
-            xm = float(metric(corr_run.logits, None))
-            norm = abs(cm - xm) > 1e-9
-            args = (self.model, self.tokens[None], self._corrupt[None], metric)
-            info = (f"metric at the last position: logit[{token_label(self.model, good)!r}]"
-                    + (f" − logit[{token_label(self.model, bad)!r}]" if bad != good else "")
-                    + f"; clean {cm:.4f}, corrupted {xm:.4f}"
-                    + ("; shown: fraction restored (patched − corrupted) / (clean − corrupted)" if norm else
+            r = patching_report(self.model, self.tokens[None], self._corrupt[None])
+            info = (f"metric at the last position: logit[{token_label(self.model, r.good)!r}]"
+                    + (f" − logit[{token_label(self.model, r.bad)!r}]" if r.bad != r.good else "")
+                    + f"; clean {r.clean:.4f}, corrupted {r.corrupted:.4f}"
+                    + ("; shown: fraction restored (patched − corrupted) / (clean − corrupted)" if r.normalized else
                        "; shown: metric of the patched run"))
-            return {"heads": patch_heads(*args, normalize=norm), "resid": patch_residual(*args, normalize=norm),
-                    "info": info}
+            return {"heads": r.heads, "resid": r.resid, "info": info}
 
         return self.cached(("patching", self._version), compute)
 
-    @traitlets.observe("mode")
+    @reacts_to("mode")
     def _on_mode(self, change) -> None:
-        if self._guard or self._clean is None:
+        if self._clean is None:
             return
         if change["new"] not in ("ablate", "patch") or (change["new"] == "patch" and self._corrupt is None):
             self._report(f"mode {change['new']!r} is not available"
                          + ("" if change["new"] != "patch" else ": pass corrupted=... for activation patching"))
-            self._guard = True
-            try:
-                self.mode = change["old"]
-            finally:
-                self._guard = False
+            self.set_quietly(mode=change["old"])
             return
         if change["new"] == "patch" and not self._patch_done:
             try:
@@ -231,7 +220,7 @@ class Ablation(Widget2):
     def figure(self):
         from .. import plot
 
-        return plot.ablation(self._clean.token_loss[0], self.run.token_loss[0], self.labels,
+        return plot.ablation(self._clean, self.run, self.labels,
                              title=f"per-token loss: clean {self.clean_loss:.3f}, ablated {self.loss:.3f}")
 
 

@@ -11,7 +11,7 @@ import traitlets
 from ..engine.patterns import AttentionData, attention_patterns, pattern_thumbnails
 from ..model import Transformer
 from ._data import as_model, encode_array, tokens_and_labels
-from .base import CircuitWidget
+from .base import CircuitWidget, reacts_to
 
 # name -> (label, source); behaviour scores come from engine.heads on BOS + repeated random tokens
 SCORES: dict[str, str] = {
@@ -24,14 +24,6 @@ SCORES: dict[str, str] = {
 _F16_ABOVE = 16_000_000  # keep patterns in float16 when L*H*n*n exceeds this many entries
 
 
-def _positivity_available() -> bool:
-    try:
-        from ..engine import circuits  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(circuits, "eigen_positivity")
-
-
 class AttentionPatterns(CircuitWidget):
     """Attention patterns of every head on one input.
 
@@ -42,7 +34,8 @@ class AttentionPatterns(CircuitWidget):
     (the model's own `cache["pattern", l]` and `cache["v", l]`) and `engine.heads`.
     """
 
-    _module_file = "attention.js"
+    _front_end = "attention"
+    export_inputs = ("value_weighted", "score_name", "layer", "head")  # restore order
 
     labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     text = traitlets.Unicode("").tag(sync=True)
@@ -59,8 +52,6 @@ class AttentionPatterns(CircuitWidget):
                  layer: int = 0, head: int = 0, score: str = "induction", value_weighted: bool = False):
         self._init_input = (text_or_tokens, labels)
         self._score_cache: dict[str, torch.Tensor] = {}
-        self._text_guard = False
-        self._score_guard = False
         self.data: AttentionData | None = None
         super().__init__(model, layer=layer, head=head, value_weighted=value_weighted,
                          has_tokenizer=model.tokenizer is not None)
@@ -70,8 +61,7 @@ class AttentionPatterns(CircuitWidget):
 
     # ------------------------------------------------------------------ setup / input
     def _setup(self) -> None:
-        names = [(k, v) for k, v in SCORES.items() if k != "ov_positivity" or _positivity_available()]
-        self.score_names = [list(x) for x in names]
+        self.score_names = [list(x) for x in SCORES.items()]
         text_or_tokens, labels = self._init_input
         toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
         self._load(toks, labs, text_or_tokens if isinstance(text_or_tokens, str) else "")
@@ -82,33 +72,21 @@ class AttentionPatterns(CircuitWidget):
         dtype = torch.float16 if cfg.n_layers * cfg.n_heads * n * n > _F16_ABOVE else None
         self.data = attention_patterns(self.model, toks, dtype=dtype)
         self.tokens = toks
-        self._text_guard = True
-        try:
-            with self.hold_sync():
-                self.labels = labs
-                self.text = text
-                self.thumbs = encode_array(pattern_thumbnails(self.data), "float16")
-        finally:
-            self._text_guard = False
+        self.set_quietly(labels=labs, text=text, thumbs=encode_array(pattern_thumbnails(self.data), "float16"))
         self._score_cache.pop("previous_token_text", None)
 
-    @traitlets.observe("text")
+    @reacts_to("text")
     def _on_text(self, change) -> None:
-        if self._text_guard or self.data is None:
+        if self.data is None:
             return
-        old = change["old"]
-        try:
+
+        def load():
             if self.model.tokenizer is None:
                 raise ValueError("this model has no tokenizer: pass token ids to cw.attention")
             toks, labs = tokens_and_labels(self.model, change["new"])
             self._load(toks, labs, change["new"])
-        except Exception as e:  # noqa: BLE001 - a bad text is a message, not a dead comm
-            self._report(f"text not shown: {e}")
-            self._text_guard = True
-            try:
-                self.text = old
-            finally:
-                self._text_guard = False
+
+        if not self.apply_or_revert(change, load, "text not shown"):
             return
         self.error = ""
         if self.score_name == "previous_token_text":
@@ -138,28 +116,18 @@ class AttentionPatterns(CircuitWidget):
 
     def _set_score(self, name: str) -> None:
         s = self._compute_score(name)
-        self._score_guard = True
-        try:
-            with self.hold_sync():
-                self.scores = encode_array(s.float(), "float32")
-                self.score_label = SCORES[name]
-                self.score_name = name
-        finally:
-            self._score_guard = False
+        self.set_quietly(scores=encode_array(s.float(), "float32"), score_label=SCORES[name], score_name=name)
 
-    @traitlets.observe("score_name")
+    @reacts_to("score_name")
     def _on_score(self, change) -> None:
-        if self._score_guard or self.data is None:
+        if self.data is None:
             return
-        try:
-            self._set_score(change["new"])
-        except Exception as e:  # noqa: BLE001 - unknown score or engine failure: a message, not a dead comm
-            self._report(f"cannot colour heads by {change['new']!r}: {e}")
-            self._score_guard = True
-            try:
-                self.score_name = change["old"]
-            finally:
-                self._score_guard = False
+        self.apply_or_revert(change, lambda: self._set_score(change["new"]),
+                             f"cannot colour heads by {change['new']!r}")
+
+    def export_actions(self) -> list[dict[str, Any]]:
+        return super().export_actions() + [{"value_weighted": not self.value_weighted}] + [
+            {"score_name": n} for n, _ in self.score_names]
 
     # ------------------------------------------------------------------ per head
     def _variant(self) -> tuple:

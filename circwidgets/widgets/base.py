@@ -1,20 +1,23 @@
 """The widget base: selection traits, per-head cache, binary payloads, errors that never raise into
-the kernel, and a static fallback (PNG + text) in the mimebundle.
+the kernel, quiet trait updates, and a static fallback (PNG + text) in the mimebundle.
 
-Subclasses set `_module_file` (a file in `circwidgets/js/`) and implement `_payload(layer, head)`
-(ask the engine, return trait values for that head), `summary()` (text) and `figure()` (the
-matplotlib twin). The front end is that file with `js/common.js` inlined in front of it.
+Subclasses set `_front_end` (a view name: its bundle `circwidgets/static/<name>.js` + `.css`, built
+by esbuild from `js/src/<name>.js`; see js/README.md) and implement `_payload(layer, head)` (ask the
+engine, return trait values for that head), `summary()` (text) and `figure()` (the matplotlib twin).
+`_esm` / `_css` are the bundle files as `pathlib.Path`s: anywidget reads them, and with
+`ANYWIDGET_HMR=1` (and `npm run dev` rebuilding them) reloads a view when its bundle changes.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
-import re
 import sys
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,11 +25,10 @@ import anywidget
 import ipywidgets
 import traitlets
 
-from ..engine._check import check_finite, check_layer_head
+from ..engine import check_finite, check_layer_head
 from ..model import Transformer
 
-JS_DIR = Path(__file__).resolve().parent.parent / "js"
-_IMPORT_COMMON = re.compile(r"^import\s*\{[^}]*\}\s*from\s*[\"']\./common\.js[\"'];?\s*$", re.M)
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"  # the built front ends (committed)
 
 
 class CircuitWidgetWarning(UserWarning):
@@ -48,23 +50,58 @@ def _user_stacklevel() -> int:
     return 2
 
 
-def bundle_js(module_file: str) -> str:
-    """`js/common.js` followed by `js/<module_file>` with its import of common.js removed."""
-    common = (JS_DIR / "common.js").read_text(encoding="utf-8")
-    body = (JS_DIR / module_file).read_text(encoding="utf-8")
-    body, n = _IMPORT_COMMON.subn("", body)
-    return f"{common}\n// ---- {module_file}\n{body}"
+def front_end_files(view: str) -> tuple[Path, Path]:
+    """The built bundle of a view: (`static/<view>.js`, `static/<view>.css`)."""
+    js, css = STATIC_DIR / f"{view}.js", STATIC_DIR / f"{view}.css"
+    if not js.exists():
+        raise FileNotFoundError(f"{js} is missing: build the front ends with `npm ci && npm run build` in js/")
+    return js, css
 
 
-def bundle_css(module_file: str) -> str:
-    css = [(JS_DIR / "common.css").read_text(encoding="utf-8")]
-    own = JS_DIR / (Path(module_file).stem + ".css")
-    if own.exists():
-        css.append(own.read_text(encoding="utf-8"))
-    return "\n".join(css)
+def reacts_to(*names: str) -> Callable:
+    """`traitlets.observe(*names)` for requests (a click in the page, an assignment from Python):
+    the handler is skipped while the widget itself sets one of those traits (`set_quietly`)."""
+
+    def deco(fn: Callable) -> Any:
+        @functools.wraps(fn)
+        def handler(self, change) -> None:
+            if change["name"] in self._quiet_names:
+                return
+            fn(self, change)
+
+        return traitlets.observe(*names)(handler)
+
+    return deco
 
 
-class CircuitWidget(anywidget.AnyWidget):
+class StaticFallback:
+    """Mixin for widgets: adds `text/plain` (from `summary()`) and, when `static_png`, `image/png`
+    (from `png()`) beside the widget view in the mimebundle, so static viewers show something."""
+
+    static_png: ClassVar[bool] = False
+
+    def summary(self) -> str:
+        return type(self).__name__
+
+    def _repr_mimebundle_(self, **kwargs):
+        out = super()._repr_mimebundle_(**kwargs)
+        if out is None:
+            return None
+        data, meta = out if isinstance(out, tuple) else (out, {})
+        data = dict(data)
+        try:
+            data["text/plain"] = self.summary()
+        except Exception:  # noqa: BLE001 - the fallback must never break display
+            pass
+        if self.static_png:
+            try:
+                data["image/png"] = base64.b64encode(self.png()).decode("ascii")
+            except Exception:  # noqa: BLE001
+                pass
+        return data, meta
+
+
+class CircuitWidget(StaticFallback, anywidget.AnyWidget):
     """Base of every circwidgets view: a selected (layer, head) and that head's data only.
 
     Synced traits: `layer`, `head` (the selection; the front end sets them on click / arrow keys),
@@ -72,9 +109,15 @@ class CircuitWidget(anywidget.AnyWidget):
     `shown` ({"layer", "head", ...}: what the data traits currently hold).
     A bad request (out-of-range head, engine error) sets `error`, emits a `CircuitWidgetWarning`,
     restores the last good selection, and never raises into the kernel's comm handler.
+
+    Trait updates: `set_quietly(**values)` sets traits without running this widget's own `reacts_to`
+    handlers for them; `apply_or_revert(change, apply)` runs a request and, if it fails, reports
+    why and puts the trait back. Offline export (`save_html`): `export_inputs` are the traits the
+    page sets (in the order they are restored), `export_actions()` the requests a user can make.
     """
 
-    _module_file: ClassVar[str] = ""
+    _front_end: ClassVar[str] = ""
+    export_inputs: ClassVar[tuple[str, ...]] = ("layer", "head")
     cache_size: ClassVar[int] = 32
     static_png: ClassVar[bool] = True  # add image/png from the matplotlib twin to the mimebundle
 
@@ -87,16 +130,15 @@ class CircuitWidget(anywidget.AnyWidget):
     shown = traitlets.Dict({}).tag(sync=True)
 
     def __init_subclass__(cls, **kwargs):
-        if cls.__dict__.get("_module_file"):
-            cls._esm = bundle_js(cls._module_file)
-            cls._css = bundle_css(cls._module_file)
+        if cls.__dict__.get("_front_end"):  # before anywidget's hook, which turns the paths into FileContents
+            cls._esm, cls._css = front_end_files(cls._front_end)
         super().__init_subclass__(**kwargs)
 
     def __init__(self, model: Transformer, layer: int = 0, head: int = 0, **kwargs):
         self.model = model
         self._results: OrderedDict = OrderedDict()
         self._good = (0, 0)
-        self._reverting = False
+        self._quiet_names: set[str] = set()
         self._version = 0
         self._broken = True  # no data sent until the setup below is done
         cfg = model.cfg
@@ -121,11 +163,7 @@ class CircuitWidget(anywidget.AnyWidget):
         except IndexError as e:
             self._report(str(e))
             layer, head = 0, 0
-        self._reverting = True
-        try:
-            self.layer, self.head = layer, head
-        finally:
-            self._reverting = False
+        self.set_quietly(layer=layer, head=head)
         self._refresh(keep_error=True)
 
     # ------------------------------------------------------------------ for subclasses
@@ -153,6 +191,39 @@ class CircuitWidget(anywidget.AnyWidget):
         self.error = msg
         warnings.warn(msg, CircuitWidgetWarning, stacklevel=_user_stacklevel())
 
+    @contextlib.contextmanager
+    def quiet(self, *names: str) -> Iterator[None]:
+        """Inside: assignments to `names` run none of this widget's `reacts_to` handlers, and the
+        changes go to the page in one message."""
+        added = set(names) - self._quiet_names
+        self._quiet_names |= added
+        try:
+            with self.hold_sync():
+                yield
+        finally:
+            self._quiet_names -= added
+
+    def set_quietly(self, **values: Any) -> None:
+        """Set traits (in the given order) as the widget's own update, not as a request."""
+        with self.quiet(*values):
+            for k, v in values.items():
+                setattr(self, k, v)
+
+    def apply_or_revert(self, change: dict, apply: Callable[[], Any], what: str = "not applied") -> bool:
+        """Run `apply()` for a requested trait change; on any error report "`what`: error" (message in
+        the widget + `CircuitWidgetWarning`) and quietly restore the old value. True when applied."""
+        try:
+            apply()
+        except Exception as e:  # noqa: BLE001 - a bad request is a message, never a dead comm
+            self._report(f"{what}: {e}")
+            self.set_quietly(**{change["name"]: change["old"]})
+            return False
+        return True
+
+    def export_actions(self) -> list[dict[str, Any]]:
+        """Requests a user can make in the page, as trait values (the offline export replays them)."""
+        return [{"layer": layer, "head": head} for layer in range(self.n_layers) for head in range(self.n_heads)]
+
     def cached(self, key: tuple, compute):
         """Per-widget LRU cache (`cache_size` entries) for per-head results."""
         if key in self._results:
@@ -164,10 +235,8 @@ class CircuitWidget(anywidget.AnyWidget):
             self._results.popitem(last=False)
         return val
 
-    @traitlets.observe("layer", "head")
+    @reacts_to("layer", "head")
     def _on_selection(self, change) -> None:
-        if self._reverting:
-            return
         self._refresh()
 
     def _refresh(self, keep_error: bool = False) -> None:
@@ -192,11 +261,7 @@ class CircuitWidget(anywidget.AnyWidget):
         self._good = (layer, head)
         with self.hold_sync():
             if (layer, head) != (self.layer, self.head):  # negative indices normalised
-                self._reverting = True
-                try:
-                    self.layer, self.head = layer, head
-                finally:
-                    self._reverting = False
+                self.set_quietly(layer=layer, head=head)
             for k, v in payload.items():
                 setattr(self, k, v)
             self.shown = want
@@ -210,12 +275,8 @@ class CircuitWidget(anywidget.AnyWidget):
         self._refresh()
 
     def _revert(self) -> None:
-        self._reverting = True
-        try:
-            with self.hold_sync():
-                self.layer, self.head = self._good
-        finally:
-            self._reverting = False
+        layer, head = self._good
+        self.set_quietly(layer=layer, head=head)
 
     def select(self, layer: int, head: int) -> None:
         """Select a head from Python (same path as a click in the front end)."""
@@ -236,20 +297,3 @@ class CircuitWidget(anywidget.AnyWidget):
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
         return buf.getvalue()
-
-    def _repr_mimebundle_(self, **kwargs):
-        out = super()._repr_mimebundle_(**kwargs)
-        if out is None:
-            return None
-        data, meta = out if isinstance(out, tuple) else (out, {})
-        data = dict(data)
-        try:
-            data["text/plain"] = self.summary()
-        except Exception:  # noqa: BLE001 - the fallback must never break display
-            pass
-        if self.static_png:
-            try:
-                data["image/png"] = base64.b64encode(self.png()).decode("ascii")
-            except Exception:  # noqa: BLE001
-                pass
-        return data, meta

@@ -10,27 +10,17 @@ import torch
 import traitlets
 
 from ..engine.composition import composition_baseline, composition_scores
-from ..engine.heads import repeated_tokens
+from ..engine.heads import induction_tokens
 from ..engine.patterns import attention_patterns
 from ..engine.virtual import virtual_heads
 from ..model import Transformer
-from ..model.hooks import ActivationCache, get_act_name
-from ._bundle2 import Widget2
 from ._data import as_model, encode_array, tokens_and_labels
+from .base import CircuitWidget, reacts_to
 
 KINDS = {"q": "Q-composition", "k": "K-composition", "v": "V-composition"}
 
 
-def default_tokens(model: Transformer, seq_len: int | None = None) -> torch.Tensor:
-    """BOS (when the model has one) + r + r, r random tokens (engine.heads.repeated_tokens): the input on
-    which induction heads and their K-composition show up."""
-    cfg = model.cfg
-    bos = cfg.bos_token_id
-    n = seq_len or max(1, min(12, (cfg.n_ctx - (bos is not None)) // 2))
-    return repeated_tokens(cfg.d_vocab, n, bos=bos)[0]
-
-
-class Composition(Widget2):
+class Composition(CircuitWidget):
     """Composition scores between heads (`engine.composition`), with pair details.
 
     Traits (synced): `kind` ("q" | "k" | "v"), `subtract_baseline` (show score minus the random
@@ -43,7 +33,8 @@ class Composition(Widget2):
     widget's selected head (`layer`, `head`); the selected head's row and column are outlined.
     """
 
-    _module_file = "composition.js"
+    _front_end = "composition"
+    export_inputs = ("kind", "subtract_baseline", "pair", "layer", "head")  # restore order
     cache_size = 512  # per-pair patterns (three float16 [pos, pos] arrays each)
 
     kind = traitlets.Unicode("k").tag(sync=True)
@@ -59,7 +50,6 @@ class Composition(Widget2):
                  layer: int | None = None, head: int | None = None):
         self._init_input = (text_or_tokens, labels)
         self._scores: dict[tuple, torch.Tensor] = {}
-        self._guard = False
         self.data = None
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r} is not one of {list(KINDS)}")
@@ -82,13 +72,10 @@ class Composition(Widget2):
     def _setup(self) -> None:
         text_or_tokens, labels = self._init_input
         if text_or_tokens is None:
-            text_or_tokens = default_tokens(self.model)
+            text_or_tokens = induction_tokens(self.model, bos=self.model.cfg.bos_token_id, max_seq_len=12)[0]
         toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
         self.tokens = toks
         self.data = attention_patterns(self.model, toks)
-        # the patterns as an activation cache, so that virtual heads need no further forward pass
-        self._patterns = ActivationCache({get_act_name("pattern", lay): self.data.pattern[lay][None]
-                                          for lay in range(self.model.cfg.n_layers)})
         self.labels = labs
         mean, std = composition_baseline(self.model, self.kind)
         self.baseline = [mean, std]
@@ -103,17 +90,13 @@ class Composition(Widget2):
     def _send_scores(self) -> None:
         self.scores = encode_array(self.score_matrix(), "float32")
 
-    @traitlets.observe("kind", "subtract_baseline")
+    @reacts_to("kind", "subtract_baseline")
     def _on_kind(self, change) -> None:
-        if self._guard or self.data is None or self.model.cfg.n_layers < 2:
+        if self.data is None or self.model.cfg.n_layers < 2:
             return
         if change["name"] == "kind" and change["new"] not in KINDS:
             self._report(f"kind={change['new']!r} is not one of {list(KINDS)}")
-            self._guard = True
-            try:
-                self.kind = change["old"]
-            finally:
-                self._guard = False
+            self.set_quietly(kind=change["old"])
             return
         try:
             with self.hold_sync():
@@ -134,7 +117,7 @@ class Composition(Widget2):
 
     def _pair_patterns(self, l1: int, h1: int, l2: int, h2: int) -> dict[str, Any]:
         def compute():
-            vh = virtual_heads(self.model, self._patterns, (l1, h1), (l2, h2))
+            vh = virtual_heads(self.model, self.data, (l1, h1), (l2, h2))
             return {"p1": encode_array(self.data.head(l1, h1).float(), "float16"),
                     "p2": encode_array(self.data.head(l2, h2).float(), "float16"),
                     "pv": encode_array(vh.pattern[0].float(), "float16")}
@@ -155,16 +138,12 @@ class Composition(Widget2):
         return [l1, h1, l2, h2]
 
     def _set_pair(self, pair) -> None:
-        self._guard = True
-        try:
-            self.pair = pair
-        finally:
-            self._guard = False
-        self._on_pair({"new": pair, "old": []})
+        self.set_quietly(pair=pair)
+        self._on_pair({"name": "pair", "new": pair, "old": []})
 
-    @traitlets.observe("pair")
+    @reacts_to("pair")
     def _on_pair(self, change) -> None:
-        if self._guard or self.data is None:
+        if self.data is None:
             return
         if not change["new"]:
             self.details = {}
@@ -174,23 +153,22 @@ class Composition(Widget2):
             det = self.pair_details(*pair)
         except Exception as e:  # noqa: BLE001 - a bad pair is a message, never a dead comm
             self._report(f"pair not shown: {e}")
-            self._guard = True
-            try:
-                self.pair = change["old"]
-            finally:
-                self._guard = False
+            self.set_quietly(pair=change["old"])
             return
         with self.hold_sync():
             if pair != list(change["new"]):
-                self._guard = True
-                try:
-                    self.pair = pair
-                finally:
-                    self._guard = False
+                self.set_quietly(pair=pair)
             self.details = det
             self.error = ""
         if (self.layer, self.head) != (pair[2], pair[3]):
             self.select(pair[2], pair[3])
+
+    def export_actions(self) -> list[dict[str, Any]]:
+        cfg = self.model.cfg
+        pairs = [{"pair": [l1, h1, l2, h2]} for l1 in range(cfg.n_layers) for h1 in range(cfg.n_heads)
+                 for l2 in range(l1 + 1, cfg.n_layers) for h2 in range(cfg.n_heads)]
+        return (pairs + super().export_actions() + [{"kind": k} for k in KINDS if k != self.kind]
+                + [{"subtract_baseline": not self.subtract_baseline}])
 
     def pair_pattern(self, which: str = "virtual") -> torch.Tensor:
         """The engine's pattern for the selected pair: "first" (A^{h1}), "second" (A^{h2}) or
@@ -200,7 +178,7 @@ class Composition(Widget2):
             return self.data.head(l1, h1)
         if which == "second":
             return self.data.head(l2, h2)
-        return virtual_heads(self.model, self._patterns, (l1, h1), (l2, h2)).pattern[0]
+        return virtual_heads(self.model, self.data, (l1, h1), (l2, h2)).pattern[0]
 
     # ------------------------------------------------------------------ static fallback
     def summary(self) -> str:

@@ -28,7 +28,8 @@ class Eigenvalues(CircuitWidget):
     `engine.circuits.eigenvalues`), `log_magnitude` (draw |λ| on a log10(1+|λ|) scale).
     """
 
-    _module_file = "eigenvalues.js"
+    _front_end = "eigenvalues"
+    export_inputs = ("log_magnitude", "layer", "head")
 
     circuits = traitlets.List([]).tag(sync=True)
     positivity = traitlets.Dict({}).tag(sync=True)
@@ -48,6 +49,9 @@ class Eigenvalues(CircuitWidget):
     def head_eigenvalues(self, layer: int, head: int) -> dict[str, torch.Tensor]:
         """The engine's eigenvalues of one head, `{circuit: complex [d_head]}`."""
         return {c: circuits.eigenvalues(self.model, layer, head, circuit=c, full=True) for c in self._pos}
+
+    def export_actions(self) -> list[dict[str, Any]]:
+        return super().export_actions() + [{"log_magnitude": not self.log_magnitude}]
 
     def _payload(self, layer: int, head: int) -> dict[str, Any]:
         eig = self.head_eigenvalues(layer, head)

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import ipywidgets
 import traitlets
@@ -12,7 +13,7 @@ from ..model import Transformer
 from ._data import as_model
 from .ablation import Ablation
 from .attention import AttentionPatterns
-from .base import CircuitWidget
+from .base import CircuitWidget, StaticFallback
 from .composition import Composition
 from .eigenvalues import Eigenvalues
 from .paths import PathExpansion
@@ -21,7 +22,7 @@ from .skip_trigrams import SkipTrigrams
 PANELS = ("attention", "eigenvalues", "skip_trigrams", "composition", "ablation", "paths")
 
 
-class CircuitExplorer(ipywidgets.VBox):
+class CircuitExplorer(StaticFallback, ipywidgets.VBox):
     """The views of one model on one text, with one shared selection `(layer, head)`.
 
     `panels` (dict name -> widget): "attention" (AttentionPatterns), "eigenvalues", "skip_trigrams",
@@ -64,6 +65,15 @@ class CircuitExplorer(ipywidgets.VBox):
         self.layer, self.head = layer, head
         self.select(layer, head)
 
+    @contextlib.contextmanager
+    def unlinked(self) -> Iterator[None]:
+        """Inside: a selection in one panel is not passed on to the others."""
+        was, self._syncing = self._syncing, True
+        try:
+            yield
+        finally:
+            self._syncing = was
+
     def _follow(self, change) -> None:
         if self._syncing:
             return
@@ -72,15 +82,12 @@ class CircuitExplorer(ipywidgets.VBox):
 
     def select(self, layer: int, head: int, _from: CircuitWidget | None = None) -> None:
         """Select a head in every panel (what a click in any of them does)."""
-        self._syncing = True
-        try:
+        with self.unlinked():
             for w in self.panels.values():
                 if w is not _from and (w.layer, w.head) != (layer, head):
                     w.select(layer, head)
             good = _from or next(iter(self.panels.values()))
             self.layer, self.head = good.layer, good.head  # a panel rejects an out-of-range head
-        finally:
-            self._syncing = False
 
     def selections(self) -> dict[str, tuple[int, int]]:
         """Each panel's (layer, head): all equal after any click."""
@@ -90,18 +97,6 @@ class CircuitExplorer(ipywidgets.VBox):
         """Plain-text summary of every panel (the text/plain fallback)."""
         return "\n".join([f"CircuitExplorer: layer {self.layer} head {self.head}"]
                          + [f"  {w.summary()}" for w in self.panels.values()])
-
-    def _repr_mimebundle_(self, **kwargs):
-        out = super()._repr_mimebundle_(**kwargs)
-        if out is None:
-            return None
-        data, meta = out if isinstance(out, tuple) else (out, {})
-        data = dict(data)
-        try:
-            data["text/plain"] = self.summary()
-        except Exception:  # noqa: BLE001 - the fallback must never break display
-            pass
-        return data, meta
 
     def save_html(self, path, **kwargs):
         """One self-contained HTML file of every panel with the shared selection (see `export.save_html`)."""

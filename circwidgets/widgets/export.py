@@ -2,21 +2,24 @@
 in which the view still answers clicks, over states computed at export time.
 
 How: starting from the widget's current state, the exporter applies the actions a user can take in
-the front end (select a head, click a composition cell, toggle a head off, ...: `actions_for`), in
-breadth-first order, recording every state the kernel reaches (all synced traits) until `max_states`
-or `max_bytes`. Each state is keyed by the values of the traits the front end sets (`inputs`); every
-distinct trait value is stored once. The page holds the widget's own ESM front end (inlined, as a
-module script), its CSS, the data (JSON in a `<script type="application/json">`, every `<` escaped),
-and a tiny model shim (get / set / on / off / save_changes / send): `save_changes` looks the new
-inputs up and applies that state's traits, firing `change:<name>` as the kernel's messages would;
-a state that was not exported gets a message in the view instead. A Content-Security-Policy of
-`default-src 'none'` (inline scripts and styles only) makes any network request impossible.
+the front end (select a head, click a composition cell, toggle a head off, ...: each view's
+`export_actions`), in breadth-first order, recording every state the kernel reaches (all synced
+traits) until `max_states` or `max_bytes`. Each state is keyed by the values of the traits the front
+end sets (the view's `export_inputs`); every distinct trait value is stored once. The page holds the
+view's front end (the same esbuild bundle a notebook loads, `circwidgets/static/<view>.js`, inlined
+as a module script), its CSS, the data (JSON in a `<script type="application/json">`, every `<`
+escaped), and a tiny model shim (`static/export_shim.js`: get / set / on / off / save_changes /
+send): `save_changes` looks the new inputs up and applies that state's traits, firing
+`change:<name>` as the kernel's messages would; a state that was not exported gets a message in the
+view instead. A Content-Security-Policy of `default-src 'none'` (inline scripts and styles only)
+makes any network request impossible.
 ipywidgets' own embedding is not used: it loads its scripts from public CDNs.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import json
@@ -31,7 +34,7 @@ from typing import Any
 
 import anywidget
 
-from .base import JS_DIR, CircuitWidget
+from .base import STATIC_DIR, CircuitWidget
 
 MAX_STATES = 200
 MAX_SECONDS = 60.0
@@ -40,71 +43,12 @@ _BASE_TRAITS = set(anywidget.AnyWidget.class_trait_names(sync=True))
 
 
 # ---------------------------------------------------------------------------- actions per view
-def _heads(w) -> list[dict]:
-    return [{"layer": layer, "head": head} for layer in range(w.n_layers) for head in range(w.n_heads)]
-
-
-def _actions_attention(w) -> list[dict]:
-    return _heads(w) + [{"value_weighted": not w.value_weighted}] + [{"score_name": n} for n, _ in w.score_names]
-
-
-def _actions_eigenvalues(w) -> list[dict]:
-    return _heads(w) + [{"log_magnitude": not w.log_magnitude}]
-
-
-def _actions_composition(w) -> list[dict]:
-    cfg = w.model.cfg
-    pairs = [{"pair": [l1, h1, l2, h2]} for l1 in range(cfg.n_layers) for h1 in range(cfg.n_heads)
-             for l2 in range(l1 + 1, cfg.n_layers) for h2 in range(cfg.n_heads)]
-    return (pairs + _heads(w) + [{"kind": k} for k in ("q", "k", "v") if k != w.kind]
-            + [{"subtract_baseline": not w.subtract_baseline}])
-
-
-def _actions_paths(w) -> list[dict]:
-    bars = [{"path": t["heads"], "layer": t["heads"][-1][0], "head": t["heads"][-1][1]} for t in w.terms if t["heads"]]
-    return (bars + _heads(w) + [{"position": p} for p in range(len(w.labels))]
-            + [{"target": int(p[1])} for p in w.predictions])
-
-
-def _actions_ablation(w) -> list[dict]:
-    acts = _heads(w)
-    off = [list(x) for x in w.off]
-    for a in _heads(w):  # a click in the grid: select, then toggle (two messages from the front end)
-        lh = [a["layer"], a["head"]]
-        new = [x for x in off if x != lh] if lh in off else off + [lh]
-        acts.append({"layer": a["layer"], "head": a["head"], "off": new})
-    acts += [{"ablation": "mean" if w.ablation == "zero" else "zero"}]
-    acts += [{"position": p} for p in range(len(w.labels) - 1)]
-    acts += [{"off": [], "cuts": []}]
-    if w.has_patching:
-        acts += [{"mode": "patch" if w.mode == "ablate" else "ablate"}]
-    return acts
-
-
-def _actions_skip(w) -> list[dict]:
-    return _heads(w)
-
-
-_ACTIONS: dict[str, tuple[Callable, tuple[str, ...]]] = {
-    # class name -> (actions, inputs in the order they are restored: a later one may depend on an earlier)
-    "AttentionPatterns": (_actions_attention, ("value_weighted", "score_name", "layer", "head")),
-    "Eigenvalues": (_actions_eigenvalues, ("log_magnitude", "layer", "head")),
-    "SkipTrigrams": (_actions_skip, ("layer", "head")),
-    "Composition": (_actions_composition, ("kind", "subtract_baseline", "pair", "layer", "head")),
-    "PathExpansion": (_actions_paths, ("position", "target", "path", "layer", "head")),
-    "Ablation": (_actions_ablation, ("ablation", "mode", "off", "cuts", "position", "layer", "head")),
-}
-
-
 def actions_for(w) -> tuple[Callable, tuple[str, ...]]:
-    """(actions(widget) -> [dict of trait values], input trait names) for a view; any other
-    CircuitWidget gets head selection only, any other widget (e.g. a TrainingMonitor) its current
-    state only."""
-    for cls in type(w).__mro__:
-        if cls.__name__ in _ACTIONS:
-            return _ACTIONS[cls.__name__]
+    """(actions(widget) -> [dict of trait values], input trait names) for a view: its own
+    `export_actions` and `export_inputs` (every CircuitWidget declares them; the base offers head
+    selection); any other widget (e.g. a TrainingMonitor) exports its current state only."""
     if isinstance(w, CircuitWidget):
-        return _actions_skip, ("layer", "head")
+        return type(w).export_actions, tuple(w.export_inputs)
     return (lambda w: []), ()
 
 
@@ -214,15 +158,17 @@ class _Recorder:
 
 
 # ---------------------------------------------------------------------------- the page
-_SHIM_FILE = "export_shim.js"  # the in-page model shim (js/export_shim.js)
+_SHIM_FILE = STATIC_DIR / "export_shim.js"  # the in-page model shim, built from js/src/export_shim.js
 
-_EXPORT_DEFAULT = re.compile(r"^export\s+default\s+", re.M)
+# how a bundle names its default export: esbuild ends an ES module with `export{x as default};`
+_EXPORT_DEFAULT = re.compile(r"\bexport\s*\{\s*([A-Za-z_$][\w$]*)\s+as\s+default\s*\};?\s*\Z")
 
 
 def _module_script(name: str, esm: str) -> str:
-    body, n = _EXPORT_DEFAULT.subn(f"window.__cwModules[{json.dumps(name)}] = ", esm)
+    """The view's bundle as an inline module script that registers its default export."""
+    body, n = _EXPORT_DEFAULT.subn(lambda m: f"window.__cwModules[{json.dumps(name)}] = {m.group(1)};", esm)
     if n != 1:
-        raise ValueError(f"{name}: expected one `export default` in the front-end module, found {n}")
+        raise ValueError(f"{name}: expected one `export {{ x as default }}` in the front-end bundle, found {n}")
     body = re.sub(r"</(script)", r"<\\/\1", body, flags=re.I)
     return f'<script type="module">\n{body}\n</script>'
 
@@ -253,26 +199,20 @@ def save_html(obj, path, title: str | None = None, max_states: int = MAX_STATES,
         link = True
     else:
         raise TypeError(f"save_html exports circwidgets views, got {type(obj).__name__}")
-    explorer_guard = obj if link else None
-    if explorer_guard is not None:
-        explorer_guard._syncing = True
-    try:
-        recs = []
+    recs = []
+    with obj.unlinked() if link else contextlib.nullcontext():  # each panel's states on their own
         for w in views:
             r = _Recorder(w, max_states, max_bytes, max_seconds)
             r.run()
             recs.append(r)
-    finally:
-        if explorer_guard is not None:
-            explorer_guard._syncing = False
     values: dict[str, Any] = {}
     modules: dict[str, str] = {}
     css: dict[str, str] = {}
     widgets = []
     for w, r in zip(views, recs):
         name = type(w).__name__
-        modules.setdefault(name, w._esm)
-        css.setdefault(name, w._css or "")
+        modules.setdefault(name, str(w._esm))  # the bundle's text (anywidget's trait)
+        css.setdefault(name, str(w._css or ""))
         values.update(r.values)
         widgets.append(r.spec(name))
     data = {"values": values, "widgets": widgets, "link": link}
@@ -296,7 +236,7 @@ def save_html(obj, path, title: str | None = None, max_states: int = MAX_STATES,
         f'<div class="cw-export-note">{html.escape(note)}</div>',
         *[f'<div class="cw-export-view" id="cw-view-{i}"></div>' for i in range(len(views))],
         _json_script(data),
-        f"<script>{(JS_DIR / _SHIM_FILE).read_text(encoding='utf-8')}</script>",
+        f"<script>{_SHIM_FILE.read_text(encoding='utf-8')}</script>",
         "<script>window.__cwModules = {};</script>",
         *[_module_script(n, esm) for n, esm in modules.items()],
         '<script type="module">\nconst data = JSON.parse(document.getElementById("cw-data").textContent);\n'
@@ -304,5 +244,7 @@ def save_html(obj, path, title: str | None = None, max_states: int = MAX_STATES,
         "</body></html>",
     ]
     path = Path(path)
-    path.write_text("\n".join(parts), encoding="utf-8")
+    from ..model.io import atomic_write_bytes  # a reader never sees half a page
+
+    atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))
     return path

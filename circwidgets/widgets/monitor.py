@@ -1,8 +1,10 @@
 """TrainingMonitor: live loss and head-score curves of a `circwidgets.train.Trainer` run, with a stop
 button that ends the run after the current step and saves the model.
 
-Shown automatically when a Trainer trains inside a notebook kernel (the trainer's default
-`callbacks`, see `notebook_callbacks`); or pass `callbacks=[TrainingMonitor(...)]` explicitly.
+Shown automatically when a Trainer built with `callbacks=None` trains inside a notebook kernel: this
+module registers `notebook_callbacks` with the trainer's public hook (`train.register_default_callbacks`;
+`import circwidgets` imports this module when it runs in a kernel). Or pass
+`callbacks=[TrainingMonitor(...)]` explicitly.
 
 Stopping: the kernel is busy while `trainer.train()` runs in a cell, so it reads no widget messages
 until the cell ends. The stop button therefore interrupts the kernel from the page (JupyterLab's
@@ -22,7 +24,8 @@ from pathlib import Path
 import anywidget
 import traitlets
 
-from ._bundle2 import bundle_css2, bundle_js2
+from ..train.trainer import register_default_callbacks
+from .base import StaticFallback, front_end_files
 
 
 def _clean(x):
@@ -31,7 +34,7 @@ def _clean(x):
     return x
 
 
-class TrainingMonitor(anywidget.AnyWidget):
+class TrainingMonitor(StaticFallback, anywidget.AnyWidget):
     """Trainer callback + widget. Traits (synced): `steps` ([[step, running train loss], ...] every 10
     steps), `evals` (per evaluation: step, train / validation / in-context losses, max induction and
     previous-token scores and the per-head `induction` `[L][H]` scores, as the trainer records them),
@@ -39,8 +42,7 @@ class TrainingMonitor(anywidget.AnyWidget):
     `stop_requested` (set by the stop button), `saved_path` (the model file written on stop).
     Updates are sent at most every `min_interval` seconds (and at every evaluation)."""
 
-    _esm = bundle_js2("monitor.js")
-    _css = bundle_css2("monitor.js")
+    _esm, _css = front_end_files("monitor")
 
     title = traitlets.Unicode("").tag(sync=True)
     steps = traitlets.List([]).tag(sync=True)
@@ -119,7 +121,7 @@ class TrainingMonitor(anywidget.AnyWidget):
         # reaches the kernel only when it is free, i.e. when training runs in another thread
         if change["new"] and self.trainer is not None and self.status == "running":
             self.status = "stopping"
-            self.trainer._interrupt.set = True  # the trainer's own stop flag (checked after each step)
+            self.trainer.request_stop()  # takes effect after the step in progress
 
     def save_html(self, path, **kwargs):
         """The curves as they are now, in one self-contained offline HTML file (`export.save_html`)."""
@@ -134,17 +136,11 @@ class TrainingMonitor(anywidget.AnyWidget):
         hist = list(self.evals) or ([] if self.trainer is None else self.trainer.history)
         return plot.training_curves(hist, title=self.title)
 
-    def _repr_mimebundle_(self, **kwargs):
-        out = super()._repr_mimebundle_(**kwargs)
-        if out is None:
-            return None
-        data, meta = out if isinstance(out, tuple) else (out, {})
-        data = dict(data)
+    def summary(self) -> str:
+        """Plain-text state of the run (the text/plain fallback)."""
         last = self.evals[-1] if self.evals else {}
-        data["text/plain"] = (f"TrainingMonitor: {self.title} step {self.step}/{self.total} ({self.status}); "
-                              + ", ".join(f"{k} {v:.3f}" for k, v in last.items()
-                                          if isinstance(v, float) and k != "step"))
-        return data, meta
+        return (f"TrainingMonitor: {self.title} step {self.step}/{self.total} ({self.status}); "
+                + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if isinstance(v, float) and k != "step"))
 
 
 def in_notebook() -> bool:
@@ -166,3 +162,6 @@ def notebook_callbacks(trainer) -> list:
     mon = TrainingMonitor()
     display(mon)
     return [mon]
+
+
+register_default_callbacks(notebook_callbacks)  # the widgets layer attaches itself; train never imports it

@@ -9,30 +9,15 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine.paths import MAX_ELEMENTS, PathTerms, path_terms
+from ..engine.paths import PathTerms, path_terms
 from ..engine.patterns import attention_patterns
 from ..engine.virtual import virtual_heads
 from ..model import Transformer
-from ..model.hooks import ActivationCache, get_act_name
-from ._bundle2 import Widget2
 from ._data import as_model, encode_array, find_token, token_label, tokens_and_labels
-
-SECTIONS = {0: "direct / sources", 1: "one head", 2: "virtual heads (two)"}
-
-
-def _terms_for(model: Transformer, toks: torch.Tensor, max_order: int) -> PathTerms:
-    """`engine.paths.path_terms` with pruning (`top_k`) only when the full enumeration is too big."""
-    cfg = model.cfg
-    P, D, LH = toks.shape[0], cfg.d_model, cfg.n_layers * cfg.n_heads
-    n_src = 2 + cfg.n_layers * (1 + (not cfg.attn_only))
-    n_full = n_src * (1 + LH + (LH * LH // 2 if max_order >= 2 else 0))
-    if n_full * P * D <= MAX_ELEMENTS // 2:
-        return path_terms(model, toks[None], max_order=max_order)
-    budget = max(1, (MAX_ELEMENTS // 2) // (P * D) - n_src * (1 + LH))
-    return path_terms(model, toks[None], max_order=max_order, top_k=max(1, budget // max(cfg.n_layers, 1)))
+from .base import CircuitWidget, reacts_to
 
 
-class PathExpansion(Widget2):
+class PathExpansion(CircuitWidget):
     """The logit of `target` at `position`, split into path terms by `engine.paths.path_terms`.
 
     Traits (synced): `labels`, `position`, `target` (token id), `target_label`, `predictions`
@@ -44,7 +29,8 @@ class PathExpansion(Widget2):
     selected head's pattern, float16, for the bar clicked: its last head).
     """
 
-    _module_file = "paths.js"
+    _front_end = "paths"
+    export_inputs = ("position", "target", "path", "layer", "head")  # restore order
 
     labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     position = traitlets.Int(0).tag(sync=True)
@@ -58,9 +44,10 @@ class PathExpansion(Widget2):
     pattern = traitlets.Dict({}).tag(sync=True)
     path = traitlets.List([]).tag(sync=True)
     virtual = traitlets.Dict({}).tag(sync=True)
-    n_one = traitlets.Int(16).tag(sync=True)
-    n_virtual = traitlets.Int(8).tag(sync=True)
-    max_order = traitlets.Int(2).tag(sync=True)
+    # not synced (the page only draws the bars it gets): how many bars, how long the enumerated paths
+    n_one = traitlets.Int(16)
+    n_virtual = traitlets.Int(8)
+    max_order = traitlets.Int(2)
 
     def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
                  position: int = -1, target: int | str | None = None, layer: int = 0, head: int = 0,
@@ -68,7 +55,6 @@ class PathExpansion(Widget2):
         if max_order is None:  # virtual-head terms by default up to 64 heads (beyond: minutes on a CPU)
             max_order = 2 if model.cfg.n_layers * model.cfg.n_heads <= 64 else 1
         self._init_input = (text_or_tokens, labels, position, target)
-        self._guard = False
         self.pt: PathTerms | None = None
         super().__init__(model, layer=layer, head=head, n_one=n_one, n_virtual=n_virtual,
                          max_order=max(0, min(max_order, model.cfg.n_layers)))
@@ -79,20 +65,12 @@ class PathExpansion(Widget2):
         toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
         self.tokens = toks
         self.data = attention_patterns(self.model, toks)
-        self._patterns = ActivationCache({get_act_name("pattern", lay): self.data.pattern[lay][None]
-                                          for lay in range(self.model.cfg.n_layers)})
-        self.pt = _terms_for(self.model, toks, self.max_order)
+        self.pt = path_terms(self.model, toks[None], max_order=self.max_order, top_k="auto")
         P = toks.shape[0]
         if not -P <= position < P:
             raise IndexError(f"position={position} is out of range: 0..{P - 1}")
         pos = position % P
-        self._guard = True
-        try:
-            self.labels = labs
-            self.position = pos
-            self.target = self._resolve_target(target, pos)
-        finally:
-            self._guard = False
+        self.set_quietly(labels=labs, position=pos, target=self._resolve_target(target, pos))
         self._update_terms()
 
     def _resolve_target(self, target, pos: int) -> int:
@@ -114,25 +92,8 @@ class PathExpansion(Widget2):
 
     def _update_terms(self) -> None:
         vals = self.term_values()
-        info = {lab: (o, list(p[1])) for lab, o, p in zip(self.pt.labels, self.pt.orders, self.pt.paths)}
-        groups: dict[int, list] = {0: [], 1: [], 2: []}
-        other, n_other, rem = 0.0, 0, None
-        for lab, v in vals:  # vals are sorted by |value|, largest first
-            if lab == "remainder":
-                rem = v
-                continue
-            order, heads = info.get(lab, (0, []))
-            groups[min(order, 2)].append({"label": lab, "value": v, "order": order,
-                                          "heads": [list(x) for x in heads], "section": SECTIONS[min(order, 2)]})
-        bars = groups[0] + groups[1][: self.n_one] + groups[2][: self.n_virtual]
-        for t in groups[1][self.n_one:] + groups[2][self.n_virtual:]:
-            other += t["value"]
-            n_other += 1
-        if n_other:
-            bars.append({"label": f"other terms ({n_other})", "value": other, "order": -1, "heads": [],
-                         "section": "rest"})
-        bars.append({"label": "remainder (longer paths)", "value": rem if rem is not None else 0.0, "order": -1,
-                     "heads": [], "section": "rest"})
+        bars = [{"label": b.label, "value": b.value, "order": b.order, "heads": [list(x) for x in b.heads],
+                 "section": b.section} for b in self.pt.bars(self.position, self.target, self.n_one, self.n_virtual)]
         pos = self.position
         logits = self.pt.model_logits[0, pos]
         top = logits.topk(min(10, logits.shape[0]))
@@ -144,31 +105,26 @@ class PathExpansion(Widget2):
             self.predictions = [[token_label(self.model, int(i)), int(i), float(v)]
                                 for v, i in zip(top.values.tolist(), top.indices.tolist())]
 
-    @traitlets.observe("position", "target", "n_one", "n_virtual")
+    @reacts_to("position", "target", "n_one", "n_virtual")
     def _on_change(self, change) -> None:
-        if self._guard or self.pt is None:
+        if self.pt is None:
             return
         P = self.tokens.shape[0]
-        try:
+
+        def update():
             if change["name"] == "position" and not 0 <= change["new"] < P:
                 raise IndexError(f"position={change['new']} is out of range: 0..{P - 1}")
             if change["name"] == "target" and not 0 <= change["new"] < self.model.cfg.d_vocab:
                 raise IndexError(f"target={change['new']} is out of range: "
                                  f"token ids are 0..{self.model.cfg.d_vocab - 1}")
             self._update_terms()
-        except Exception as e:  # noqa: BLE001 - a bad request is a message, never a dead comm
-            self._report(f"not shown: {e}")
-            self._guard = True
-            try:
-                setattr(self, change["name"], change["old"])
-            finally:
-                self._guard = False
-            return
-        self.error = ""
 
-    @traitlets.observe("query")
+        if self.apply_or_revert(change, update, "not shown"):
+            self.error = ""
+
+    @reacts_to("query")
     def _on_query(self, change) -> None:
-        if self._guard or self.pt is None or not change["new"].strip():
+        if self.pt is None or not change["new"].strip():
             return
         try:
             self.target = find_token(self.model, change["new"])
@@ -190,13 +146,19 @@ class PathExpansion(Widget2):
             return
         try:
             def compute():
-                vh = virtual_heads(self.model, self._patterns, heads[0], heads[1])
+                vh = virtual_heads(self.model, self.data, heads[0], heads[1])
                 return {"heads": [list(h) for h in heads], **encode_array(vh.pattern[0].float(), "float16")}
 
             self.virtual = self.cached(("virtual", *heads, self._version), compute)
         except Exception as e:  # noqa: BLE001 - a bad request is a message, never a dead comm
             self._report(f"virtual head not shown: {e}")
             self.virtual = {}
+
+    def export_actions(self) -> list[dict[str, Any]]:
+        bars = [{"path": t["heads"], "layer": t["heads"][-1][0], "head": t["heads"][-1][1]}
+                for t in self.terms if t["heads"]]
+        return (bars + super().export_actions() + [{"position": p} for p in range(len(self.labels))]
+                + [{"target": int(p[1])} for p in self.predictions])
 
     def current_pattern(self) -> torch.Tensor:
         return self.data.head(self.layer, self.head)
@@ -212,7 +174,7 @@ class PathExpansion(Widget2):
     def figure(self):
         from .. import plot
 
-        return plot.path_terms(self.terms, total=self.total, model_logit=self.model_logit,
+        return plot.path_terms(self.pt, self.position, self.target, n_one=self.n_one, n_virtual=self.n_virtual,
                                title=f"logit of {self.target_label!r} at position {self.position}")
 
 

@@ -37,18 +37,18 @@ class SkipTrigrams(CircuitWidget):
     Traits (synced): `rows` (top `n_rows` sources A, strongest first, each with its top destinations
     B (centred QK column) and top outputs C (centred OV row)), `n_rows` (the front end's "more" asks
     for `PAGE` more), `query` (a token string or `#id` to look up through `table.for_source`),
-    `found` (that source's row, or {}), `n_dest` / `n_out` (list lengths).
+    `found` (that source's row, or {}). Python-side only: `n_dest` / `n_out` (list lengths).
     """
 
-    _module_file = "skip_trigrams.js"
+    _front_end = "skip_trigrams"
     table_cache_size = 4  # a table holds 4 d_vocab x d_head float32 factors (51 MB each for GPT-2 small)
 
     rows = traitlets.List([]).tag(sync=True)
     n_rows = traitlets.Int(PAGE).tag(sync=True)
     query = traitlets.Unicode("").tag(sync=True)
     found = traitlets.Dict({}).tag(sync=True)
-    n_dest = traitlets.Int(5).tag(sync=True)
-    n_out = traitlets.Int(5).tag(sync=True)
+    n_dest = traitlets.Int(5)  # not synced: the page only draws the lists it gets
+    n_out = traitlets.Int(5)
     d_vocab = traitlets.Int(0).tag(sync=True)
 
     def __init__(self, model: Transformer, layer: int = 0, head: int = 0, k: int = PAGE, n_dest: int = 5,
@@ -89,7 +89,7 @@ class SkipTrigrams(CircuitWidget):
     def _on_rows(self, change) -> None:
         if change["new"] < 1:
             self._report(f"n_rows={change['new']} must be at least 1")
-            self.n_rows = change["old"]
+            self.set_quietly(n_rows=change["old"])
             return
         self._refresh()
 
@@ -118,9 +118,7 @@ class SkipTrigrams(CircuitWidget):
     def figure(self):
         from .. import plot
 
-        rows = [{"source": r["source"], "score": r["strength"],
-                 "destinations": [(s, v) for s, _, v in r["dests"]],
-                 "outputs": [(s, v) for s, _, v in r["outs"]]} for r in self.rows]
+        rows = self.table().rows(0, max(1, min(len(self.rows), 15)))
         return plot.skip_trigram_table(rows, title=f"L{self.layer}H{self.head} top skip-trigrams  A … B → C")
 
 

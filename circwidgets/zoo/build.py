@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..model import load_file
-from ..model.io import read_metadata, save
+from ..model.io import atomic_save_safetensors, atomic_write_bytes, read_metadata, save
 from . import CARDS_DIR, MODELS_DIR, Card, card, stats_path
 from .claims import OPS, evaluate_claim, model_triples
 
@@ -245,9 +245,7 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
         stats.update(w)
         stats_info.update(w_info)
     if stats:
-        from safetensors.torch import save_file
-
-        save_file(stats, str(stats_path(name)), metadata={"info": json.dumps(stats_info)})
+        atomic_save_safetensors(stats, stats_path(name), metadata={"info": json.dumps(stats_info)})
     claims = []
     for spec in SPECS.get(name, []):
         c = {k: v for k, v in spec.items()}
@@ -319,7 +317,7 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
         snapshots=[f"models/{name}.step{st:06d}.safetensors" for st in shipped],
         notes=notes,
     )
-    (CARDS_DIR / f"{name}.json").write_text(json.dumps(c, indent=1) + "\n")
+    atomic_write_bytes(CARDS_DIR / f"{name}.json", (json.dumps(c, indent=1) + "\n").encode())
     return c
 
 

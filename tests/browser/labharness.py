@@ -143,3 +143,39 @@ def rerun_cell(page, i: int) -> None:
     """Run cell i in place (Control+Enter; Shift+Enter would add a cell)."""
     cell(page, i).locator(".jp-InputArea-editor").click()
     page.keyboard.press("Control+Enter")
+
+
+def rerun_and_read(page, i: int, text: str, timeout: int = 60_000) -> str:
+    """Re-run cell i, wait until its output contains `text`, return the output's text."""
+    from playwright.sync_api import expect
+
+    rerun_cell(page, i)
+    out = cell(page, i).locator(".jp-OutputArea-output")
+    expect(out).to_contain_text(text, timeout=timeout)
+    return out.inner_text()
+
+
+# ---------------------------------------------------------------------------- a model with hostile tokens
+# token strings that would be markup if a front end ever wrote one as HTML (they must show as text)
+HOSTILE = ["<img src=x onerror=alert(1)>", "</script>", "<b>bold</b>", "<script>alert(2)</script>", " lead",
+           "tab\there", "new\nline", "$x$", "&amp;"]
+# the first notebook cell of the browser tests: `model` (2 layers x 4 heads, a word-level tokenizer
+# whose vocabulary holds HOSTILE) and `ids` (20 tokens: BOS, the hostile ones, a repeated run)
+HOSTILE_SETUP = f'''import torch, warnings
+import circwidgets as cw
+from tokenizers import Tokenizer as RustTokenizer, models, pre_tokenizers
+from circwidgets.model import Tokenizer
+from circwidgets.model.testing import random_model
+HOSTILE = {HOSTILE!r}
+vocab = ["<bos>"] + HOSTILE + [f"w{{i}}" for i in range(30)]
+rt = RustTokenizer(models.WordLevel({{s: i for i, s in enumerate(vocab)}}, unk_token="<bos>"))
+rt.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+model = random_model(n_layers=2, n_heads=4, d_model=32, d_head=8, d_vocab=len(vocab), n_ctx=64, seed=1,
+                     dtype=torch.float32)
+model.tokenizer = Tokenizer(rt)
+ids = [0] + list(range(1, 10)) + [10, 11, 12, 13, 10, 11, 12, 13, 2, 1]'''
+
+
+def vis(s: str) -> str:
+    """A token as the front ends show it (visible whitespace)."""
+    return s.replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5")

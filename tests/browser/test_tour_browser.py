@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(900)
 
 TOUR = Path(__file__).resolve().parents[2] / "notebooks" / "00_tour.ipynb"
 if not TOUR.exists():  # tests/test_notebooks.py fails loudly on a missing notebook; no second failure here
-    pytest.skip(f"{TOUR} not built (python notebooks/build_notebooks.py --execute)", allow_module_level=True)
+    pytest.skip(f"{TOUR} not built (python notebooks/build.py --execute 00)", allow_module_level=True)
 TOUR_CELLS = [c.source for c in nbformat.read(TOUR, as_version=4).cells if c.cell_type == "code"]
 CHECK = 'print("KERNEL sel=%s best=%s" % (sorted(set(ex.selections().values())), best))'
 NOTEBOOK_CELLS = [*TOUR_CELLS, CHECK]

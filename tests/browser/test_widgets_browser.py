@@ -1,4 +1,4 @@
-"""The three Widgets-I views in real JupyterLab + headless Chromium: render, click, hover, keys,
+"""The attention, eigenvalue and skip-trigram views in real JupyterLab + headless Chromium: render, click, hover, keys,
 hostile tokens, kernel state. One server, one notebook, one page for the whole module; tests run in
 file order on that page. Screenshots and the console log: artifacts/browser/."""
 
@@ -14,22 +14,10 @@ from playwright.sync_api import expect  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
-HOSTILE = ["<img src=x onerror=alert(1)>", "</script>", "<b>bold</b>", "<script>alert(2)</script>", " lead",
-           "tab\there", "new\nline", "$x$", "&amp;"]
-SETUP = f'''import torch, warnings
-import circwidgets as cw
-from tokenizers import Tokenizer as RustTokenizer, models, pre_tokenizers
-from circwidgets.model import Tokenizer
-from circwidgets.model.testing import random_model
-HOSTILE = {HOSTILE!r}
-vocab = ["<bos>"] + HOSTILE + [f"w{{i}}" for i in range(30)]
-rt = RustTokenizer(models.WordLevel({{s: i for i, s in enumerate(vocab)}}, unk_token="<bos>"))
-rt.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-model = random_model(n_layers=2, n_heads=4, d_model=32, d_head=8, d_vocab=len(vocab), n_ctx=64, seed=1,
-                     dtype=torch.float32)
-model.tokenizer = Tokenizer(rt)
-ids = [0] + list(range(1, 10)) + [10, 11, 12, 13, 10, 11, 12, 13, 2, 1]
+HOSTILE = lh.HOSTILE
+SETUP = lh.HOSTILE_SETUP + '''
 print("SETUP OK", len(vocab), len(ids))'''
+vis = lh.vis
 CHECK = '''p = wa.current_pattern()
 print(f"KERNEL att={wa.layer},{wa.head} vw={wa.value_weighted} eig={we.layer},{we.head} "
       f"skip={ws.layer},{ws.head} rows={len(ws.rows)} found={ws.found.get('source_id')} "
@@ -48,14 +36,8 @@ CHECK_CELL = 5
 
 def kernel_says(page, text: str, timeout: int = 60_000) -> str:
     """Re-run the check cell and wait until its output contains `text`; return the output."""
-    lh.rerun_cell(page, CHECK_CELL)
-    out = lh.cell(page, CHECK_CELL).locator(".jp-OutputArea-output")
-    expect(out).to_contain_text(text, timeout=timeout)
-    return out.inner_text()
+    return lh.rerun_and_read(page, CHECK_CELL, text, timeout)
 
-
-def vis(s: str) -> str:
-    return s.replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5")
 
 
 def root(page, kind: str):

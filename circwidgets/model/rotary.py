@@ -1,0 +1,120 @@
+"""Rotary positions: every piece of rotary maths in one place.
+
+Head vectors are rows (`q = x W_Q`), as everywhere in this package. Position `p` rotates each
+pair of dimensions `(a_m, b_m)`, m < rotary_dim / 2, by the angle `p * theta_m`:
+
+    out[a] = x[a] cos - x[b] sin,    out[b] = x[b] cos + x[a] sin,
+
+i.e. `out = x R(p)` with `R[a, a] = R[b, b] = cos`, `R[a, b] = sin`, `R[b, a] = -sin`. The pairs are
+`(m, m + rotary_dim/2)` for the "half" layout (GPT-NeoX, Llama, ... in Hugging Face: "rotate half")
+and `(2m, 2m + 1)` for "interleaved" (GPT-J); dimensions from rotary_dim on are not rotated.
+Rotations in the same planes commute and `R(p)ᵀ = R(-p)`, so with `q_i = x_i W_Q R(i)` and
+`k_j = x_j W_K R(j)`:
+
+    q_i · k_j = x_i W_Q R(i) R(j)ᵀ W_Kᵀ x_jᵀ = x_i W_Q R(i - j) W_Kᵀ x_jᵀ,
+
+which is what `rotation_matrix(cfg, delta)` gives: the QK circuit of a rotary model is a function
+of the offset Δ = i - j, `W_QK(Δ) = W_Q R(Δ) W_Kᵀ`.
+
+Frequencies: `theta_m = base^(-2m / rotary_dim)`, then the checkpoint's declared scaling
+("linear": divided by `factor`; "llama3": Llama 3.1's frequency-dependent rescaling). Gemma 3's
+sliding-window layers use `rotary_base_sliding` and no scaling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import ModelConfig
+
+__all__ = ["angles", "apply_rotary", "cos_sin", "inv_freq", "rotate", "rotation_matrix"]
+
+
+def _layer_params(cfg: ModelConfig, layer: int | None) -> tuple[float, dict | None]:
+    if cfg.rotary_base_sliding is not None:
+        if layer is None:
+            raise ValueError("this model's sliding-window layers use another rotary base "
+                             f"({cfg.rotary_base_sliding} vs {cfg.rotary_base}): pass layer=")
+        if cfg.is_sliding(layer):
+            return cfg.rotary_base_sliding, None
+    return cfg.rotary_base, cfg.rope_scaling
+
+
+def inv_freq(cfg: ModelConfig, layer: int | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """`theta_m`, `[rotary_dim // 2]`, computed in `dtype` (the same operations as Hugging Face's)."""
+    if cfg.positional != "rotary":
+        raise ValueError(f"this model has no rotary positions (positional={cfg.positional!r})")
+    base, scaling = _layer_params(cfg, layer)
+    r = cfg.rotary_dims
+    inv = 1.0 / (base ** (torch.arange(0, r, 2, dtype=dtype) / r))
+    if scaling is None:
+        return inv
+    factor = scaling["factor"]
+    if scaling["rope_type"] == "linear":
+        return inv / factor
+    # llama3: long wavelengths slowed down by `factor`, short ones kept, a smooth ramp in between
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_ctx = scaling["original_max_position_embeddings"]
+    low_freq_wavelen, high_freq_wavelen = old_ctx / low, old_ctx / high
+    wavelen = 2 * math.pi / inv
+    inv_scaled = torch.where(wavelen > low_freq_wavelen, inv / factor, inv)
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * inv_scaled / factor + smooth * inv_scaled
+    is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium, smoothed, inv_scaled)
+
+
+def angles(cfg: ModelConfig, positions: torch.Tensor, layer: int | None = None,
+           dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """`positions[:, None] * theta[None, :]`, `[pos, rotary_dim // 2]`."""
+    freq = inv_freq(cfg, layer, dtype).to(torch.as_tensor(positions).device)
+    return torch.as_tensor(positions).to(dtype)[..., None] * freq
+
+
+def cos_sin(cfg: ModelConfig, positions: torch.Tensor, layer: int | None = None,
+            dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of `angles`, `[pos, rotary_dim // 2]` each, in `dtype`. With
+    `cfg.rotary_table_dtype == "float32"` they are computed in float32 and cast (Hugging Face's
+    tables, reproduced exactly); otherwise in `dtype`."""
+    table = torch.float32 if cfg.rotary_table_dtype == "float32" else dtype
+    a = angles(cfg, positions, layer, table)
+    return a.cos().to(dtype), a.sin().to(dtype)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """Rotate `x [..., pos, d_head]` by the tables `cos, sin [pos, rotary_dim // 2]`."""
+    r = cfg.rotary_dims
+    xr, rest = x[..., :r], x[..., r:]
+    if cfg.rotary_layout == "half":
+        x1, x2 = xr[..., : r // 2], xr[..., r // 2:]
+        out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    else:
+        x1, x2 = xr[..., 0::2], xr[..., 1::2]
+        out = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+    return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
+
+
+def apply_rotary(x: torch.Tensor, positions: torch.Tensor, cfg: ModelConfig, layer: int | None = None) -> torch.Tensor:
+    """`x [..., pos, d_head]` with the row at position `positions[p]` rotated: `x[p] R(positions[p])`."""
+    cos, sin = cos_sin(cfg, positions, layer, x.dtype)
+    return rotate(x, cos.to(x.device), sin.to(x.device), cfg)
+
+
+def rotation_matrix(cfg: ModelConfig, delta: int | float, layer: int | None = None,
+                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """`R(delta)`, `[d_head, d_head]`, with `x R(delta)` = `x` rotated by offset `delta`, so that
+    `(x_i W_Q R(i)) · (x_j W_K R(j)) = x_i W_Q R(i - j) W_Kᵀ x_jᵀ`. Angles in `dtype` (exact; a
+    model with `rotary_table_dtype="float32"` rotates with float32-rounded angles in its forward)."""
+    a = angles(cfg, torch.tensor([delta], dtype=dtype), layer, dtype)[0]
+    c, s = a.cos(), a.sin()
+    half = cfg.rotary_dims // 2
+    idx = torch.arange(half)
+    a_idx, b_idx = (idx, idx + half) if cfg.rotary_layout == "half" else (2 * idx, 2 * idx + 1)
+    R = torch.eye(cfg.d_head, dtype=dtype)
+    R[a_idx, a_idx] = c
+    R[b_idx, b_idx] = c
+    R[a_idx, b_idx] = s
+    R[b_idx, a_idx] = -s
+    return R

@@ -1,0 +1,54 @@
+// The message line of a view: the kernel's `error` trait, and local notes such as "computing L1H2…".
+import { h } from "./dom.js";
+
+/** A line for errors/notes from the kernel (`error` trait) and for local notes. */
+export function messageArea(model) {
+  const box = h("div", { cls: "cw-message", attrs: { role: "status", "aria-live": "polite" } });
+  const show = () => {
+    const msg = model.get("error") || "";
+    box.textContent = msg;
+    box.classList.toggle("cw-error", !!msg);
+    box.classList.remove("cw-note");
+    box.hidden = !msg;
+  };
+  /** A transient local note, replaced by the next `show()`. */
+  const note = (text) => {
+    box.textContent = text;
+    box.classList.remove("cw-error");
+    box.classList.add("cw-note");
+    box.hidden = false;
+  };
+  model.on("change:error", show);
+  show();
+  return { el: box, show, note, off: () => model.off("change:error", show) };
+}
+
+/** The text of the note shown while the kernel works on a head. */
+export function computingText(layer, head) {
+  return `computing L${layer}H${head}…`;
+}
+
+/** "computing L…H…" on the message line when the kernel takes longer than `delayMs` to answer a
+ * head request (a first skip-trigram scan of a 50k vocabulary takes seconds).
+ *
+ * `pending(l, hd)` starts the timer (call it when the page asks for a head); `settled()` clears it
+ * and shows the kernel's message again (call it when the head's data was drawn). A selection that
+ * comes back already shown (a reverted bad request) settles by itself. */
+export function pendingNote(model, msg, delayMs = 150) {
+  let timer = null;
+  const pending = (l, hd) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => msg.note(computingText(l, hd)), delayMs);
+  };
+  const settled = () => { clearTimeout(timer); msg.show(); };
+  const onSel = () => {
+    const s = model.get("shown") || {};
+    if (s.layer === model.get("layer") && s.head === model.get("head")) settled();
+  };
+  model.on("change:layer", onSel);
+  model.on("change:head", onSel);
+  return {
+    pending, settled,
+    off() { clearTimeout(timer); model.off("change:layer", onSel); model.off("change:head", onSel); },
+  };
+}

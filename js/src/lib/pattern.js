@@ -1,0 +1,116 @@
+// The one attention-pattern renderer: the big pattern of the attention view and the small
+// patterns of composition / paths (both heads of a pair, virtual heads) are drawn by
+// `drawPattern`. A causal pattern [query, key] is drawn one pixel per (query, key) into an
+// offscreen image through a colour table, then scaled onto the canvas; keys after the query
+// (masked) get the theme's second background colour.
+import { seqColor, tone } from "./color.js";
+import { hidpi } from "./dom.js";
+import { shortLabel } from "./text.js";
+
+export const LEVELS = 4096; // colour-table levels: fine enough for the log scale's 10^-3
+
+/** An [r, g, b] colour as one RGBA pixel word of a little-endian Uint32 view of ImageData. */
+export function pixelWord(c) {
+  return ((255 << 24) | (Math.round(c[2]) << 16) | (Math.round(c[1]) << 8) | Math.round(c[0])) >>> 0;
+}
+
+/** Colour table: LEVELS pixel words from weight 0 to weight 1 under the display scale. */
+export function colourTable(th, scale = "linear", levels = LEVELS) {
+  const f = tone(scale), lut = new Uint32Array(levels);
+  for (let k = 0; k < levels; k++) lut[k] = pixelWord(seqColor(th, f(k / (levels - 1))));
+  return lut;
+}
+
+/** Pixel words of an N x N causal pattern: weight A[i, j] / vmax looked up in `lut` for j <= i,
+ * `maskWord` above the diagonal. `A` is row-major N x N, or the packed lower triangle when
+ * `packed` (row i starts at i(i+1)/2). */
+export function patternPixels(A, N, { packed = false, vmax = 1, lut, maskWord }) {
+  const px = new Uint32Array(N * N), L = lut.length, s = (L - 1) / (vmax || 1);
+  for (let i = 0; i < N; i++) {
+    const src = packed ? (i * (i + 1)) / 2 : i * N, dst = i * N;
+    for (let j = 0; j <= i; j++) {
+      const q = (A[src + j] * s + 0.5) | 0;
+      px[dst + j] = lut[q < 0 ? 0 : q >= L ? L - 1 : q];
+    }
+    px.fill(maskWord, dst + i + 1, dst + N);
+  }
+  return px;
+}
+
+/** Geometry of a pattern plot: side `S` (CSS px) between minPx and maxPx, whole pixels per token
+ * while they fit, labels when N <= labelMax (margins `margin` then, else 4). */
+export function patternGeometry(N, { maxPx = 520, minPx = 160, labelMax = 64, margin = 84 } = {}) {
+  const withLabels = N > 0 && N <= labelMax;
+  const cell = N <= 12 ? 28 : N <= 32 ? 14 : N <= 64 ? 8 : 1;
+  const S = Math.max(minPx, Math.min(maxPx, N * cell));
+  const m = withLabels ? margin : 4;
+  return { ml: m, mt: m, S, N, withLabels };
+}
+
+/** The (query, key) cell under a mouse event, or null outside the plot. */
+export function cellAt(canvas, geom, ev) {
+  const r = canvas.getBoundingClientRect();
+  const x = ev.clientX - r.left - geom.ml, y = ev.clientY - r.top - geom.mt;
+  if (x < 0 || y < 0 || x >= geom.S || y >= geom.S || !geom.N) return null;
+  return [Math.floor((y / geom.S) * geom.N), Math.floor((x / geom.S) * geom.N)];
+}
+
+/** Largest value of an array (0 when empty or all non-positive). */
+export function maxOf(A) {
+  let m = 0;
+  for (let i = 0; i < A.length; i++) if (A[i] > m) m = A[i];
+  return m;
+}
+
+const offscreen = typeof document === "undefined" ? null : document.createElement("canvas");
+
+/** Draw a causal pattern on `canvas`. opts: A, N, packed, vmax (colour of weight vmax = full
+ * accent), scale ("linear" | "sqrt" | "log"), labels (one per position), geometry options (see
+ * `patternGeometry`), marks ({rows: [query, ...]} outlined). Returns the geometry, also written to
+ * canvas.dataset (ml, mt, side, n, cell: for tests). */
+export function drawPattern(canvas, th, opts) {
+  const { A, N, packed = false, vmax = 1, scale = "linear", labels = [], marks = {} } = opts;
+  const geom = patternGeometry(N, opts);
+  const { ml, mt, S } = geom;
+  const side = Math.max(N, 1);
+  offscreen.width = side;
+  offscreen.height = side;
+  const octx = offscreen.getContext("2d");
+  const img = octx.createImageData(side, side);
+  if (N) {
+    const px = patternPixels(A, N, { packed, vmax, lut: colourTable(th, scale), maskWord: pixelWord(th.rgb.bg2) });
+    new Uint32Array(img.data.buffer).set(px);
+  }
+  octx.putImageData(img, 0, 0);
+  const W = ml + S + 4, H = mt + S + 4;
+  const ctx = hidpi(canvas, W, H);
+  ctx.fillStyle = th.css.bg;
+  ctx.fillRect(0, 0, W, H);
+  ctx.imageSmoothingEnabled = N > S; // average when shrinking, crisp when enlarging
+  ctx.drawImage(offscreen, ml, mt, S, S);
+  ctx.strokeStyle = th.css.border;
+  ctx.lineWidth = 1;
+  ctx.strokeRect(ml - 0.5, mt - 0.5, S + 1, S + 1);
+  if (geom.withLabels) {
+    const step = S / N;
+    ctx.fillStyle = th.css.fg;
+    ctx.font = `${Math.min(11, Math.max(7, step - 1))}px ${th.font}`;
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "right";
+    for (let i = 0; i < N; i++) ctx.fillText(shortLabel(labels[i] ?? ""), ml - 3, mt + (i + 0.5) * step, ml - 6);
+    ctx.save();
+    ctx.translate(ml, mt - 3);
+    ctx.rotate(-Math.PI / 2);
+    ctx.textAlign = "left";
+    for (let j = 0; j < N; j++) ctx.fillText(shortLabel(labels[j] ?? ""), 0, (j + 0.5) * step, mt - 6);
+    ctx.restore();
+  }
+  if (N && (marks.rows || []).length) {
+    const step = S / N, hgt = Math.max(step, 4); // marks stay visible when a row is under a pixel
+    ctx.strokeStyle = th.css.select;
+    ctx.lineWidth = 1.5;
+    for (const r of marks.rows) ctx.strokeRect(ml + 0.75, mt + r * step + 0.75, S - 1.5, hgt - 1.5);
+  }
+  Object.assign(canvas.dataset, { ml, mt, side: S, n: N, cell: N ? S / N : 0 });
+  return geom;
+}

@@ -1,0 +1,130 @@
+// TrainingMonitor: live loss curves and per-head induction-score curves; a stop button that
+// interrupts the kernel (the trainer stops after the current step and the model is saved).
+import "./lib/common.css";
+import "./lib/panels.css";
+import "./monitor.css";
+import { mix, rgbCss, theme } from "./lib/color.js";
+import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
+import { onModelChanges } from "./lib/redraw.js";
+
+const W = 430, H = 220, M = { l: 58, r: 10, t: 10, b: 28 };
+
+function lineChart(th, series, opts) {
+  const canvas = h("canvas", { cls: "cw-canvas cw-curve", data: { kind: opts.kind } });
+  const ctx = hidpi(canvas, W, H);
+  ctx.fillStyle = th.css.bg; ctx.fillRect(0, 0, W, H);
+  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity, n = 0;
+  for (const s of series) for (const [x, y] of s.pts) {
+    if (!Number.isFinite(y)) continue;
+    n++; x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+  }
+  if (opts.y0 !== undefined) y0 = Math.min(y0, opts.y0);
+  if (opts.y1 !== undefined) y1 = Math.max(y1, opts.y1);
+  if (!n) { x0 = 0; x1 = 1; y0 = 0; y1 = 1; }
+  if (x1 <= x0) x1 = x0 + 1;
+  if (y1 <= y0) y1 = y0 + 1;
+  const X = (x) => M.l + ((x - x0) / (x1 - x0)) * (W - M.l - M.r);
+  const Y = (y) => H - M.b - ((y - y0) / (y1 - y0)) * (H - M.t - M.b);
+  ctx.strokeStyle = th.css.border; ctx.lineWidth = 1;
+  ctx.strokeRect(M.l - 0.5, M.t - 0.5, W - M.l - M.r + 1, H - M.t - M.b + 1);
+  ctx.fillStyle = th.css.fg2; ctx.font = `10px ${th.font}`;
+  ctx.textAlign = "right"; ctx.textBaseline = "middle";
+  const dig = Math.max(2, Math.min(4, 2 - Math.floor(Math.log10(y1 - y0))));  // enough digits to tell ticks apart
+  for (const v of [y0, (y0 + y1) / 2, y1]) ctx.fillText(v.toFixed(dig), M.l - 4, Y(v));
+  ctx.textAlign = "center"; ctx.textBaseline = "top";
+  for (const v of [x0, (x0 + x1) / 2, x1]) ctx.fillText(String(Math.round(v)), X(v), H - M.b + 4);
+  ctx.fillText(opts.xlabel || "step", W / 2, H - 12);
+  for (const s of series) {
+    ctx.strokeStyle = s.color; ctx.lineWidth = s.width || 1.5; ctx.setLineDash(s.dash || []);
+    ctx.beginPath();
+    let first = true;
+    for (const [x, y] of s.pts) {
+      if (!Number.isFinite(y)) continue;
+      if (first) { ctx.moveTo(X(x), Y(y)); first = false; } else ctx.lineTo(X(x), Y(y));
+    }
+    ctx.stroke();
+    if (s.dots) { ctx.fillStyle = s.color; for (const [x, y] of s.pts) if (Number.isFinite(y)) { ctx.beginPath(); ctx.arc(X(x), Y(y), 2.2, 0, 7); ctx.fill(); } }
+  }
+  ctx.setLineDash([]);
+  canvas.dataset.nPoints = String(n);
+  const legend = h("div", { cls: "cw-legend cw-curve-legend" }, series.filter((s) => s.label).map((s) => {
+    const sw = h("span", { cls: "cw-swatch" });
+    sw.style.background = s.color;
+    return h("span", { cls: "cw-legend-item" }, [sw, s.label]);
+  }));
+  return h("div", { cls: "cw-small-panel" }, [h("div", { cls: "cw-small-title", text: opts.title }), canvas, legend]);
+}
+
+function render({ model, el }) {
+  const root = h("div", { cls: "cw-root cw-monitor" });
+  el.append(root);
+  let th = theme(root);
+  const title = h("span", { cls: "cw-title" });
+  const status = h("span", { cls: "cw-status", attrs: { role: "status" } });
+  const stopBtn = h("button", { cls: "cw-btn cw-stop", text: "■ stop and save", attrs: { type: "button" } });
+  const note = h("div", { cls: "cw-legend cw-stop-note" });
+  const err = h("div", { cls: "cw-message cw-error" });
+  const charts = h("div", { cls: "cw-main" });
+  root.append(h("div", { cls: "cw-bar" }, [title, status, stopBtn]), note, err, charts);
+
+  stopBtn.addEventListener("click", () => {
+    stopBtn.disabled = true;
+    note.textContent = "stopping after the current step…";
+    model.set("stop_requested", true);
+    model.save_changes();
+    // the kernel is busy running the training cell: interrupt it (the trainer turns the interrupt into
+    // "stop after this step and save"); where no kernel connection is exposed, the message above is used
+    const wm = model.widget_manager;
+    const k = wm && (wm.kernel || (wm.context && wm.context.sessionContext && wm.context.sessionContext.session && wm.context.sessionContext.session.kernel));
+    if (k && typeof k.interrupt === "function") {
+      k.interrupt().then(() => { root.dataset.interrupted = "1"; }, (e) => { note.textContent = `could not interrupt the kernel: ${e}`; });
+    } else {
+      note.textContent = "stop requested (press the kernel's interrupt button ■ if training runs in this cell)";
+    }
+  });
+
+  function draw() {
+    th = theme(root);
+    const st = model.get("status");
+    title.textContent = `training monitor — ${model.get("title") || ""}`;
+    status.textContent = `step ${model.get("step")} / ${model.get("total")} · ${st}`;
+    status.dataset.status = st;
+    root.dataset.status = st;
+    stopBtn.disabled = st !== "running";
+    const saved = model.get("saved_path");
+    if (saved) note.textContent = `stopped at step ${model.get("step")}; model saved to ${saved}`;
+    err.textContent = model.get("error") || "";
+    err.hidden = !model.get("error");
+    const steps = model.get("steps") || [], evals = model.get("evals") || [];
+    const c = th.rgb;
+    const loss = [
+      { label: "train (running mean)", pts: steps, color: rgbCss(c.accent) },
+      { label: "validation", pts: evals.map((e) => [e.step, e.val_loss ?? NaN]), color: rgbCss(c.negative), dots: true },
+      { label: "repeated half (in-context)", pts: evals.map((e) => [e.step, e.icl_repeated ?? NaN]), color: rgbCss(c.select), dots: true, dash: [4, 3] },
+    ];
+    const heads = [];
+    const first = evals.find((e) => Array.isArray(e.induction));
+    if (first) {
+      const nL = first.induction.length, nH = first.induction[0].length;
+      for (let l = 0; l < nL; l++) for (let j = 0; j < nH; j++) {
+        const t = nL > 1 ? l / (nL - 1) : 1;
+        heads.push({ label: nL * nH <= 16 ? `L${l}H${j}` : "", pts: evals.filter((e) => Array.isArray(e.induction)).map((e) => [e.step, e.induction[l][j]]),
+          color: rgbCss(mix(mix(c.bg, c.fg2, 0.55), c.accent, t)), width: 1.2 });
+      }
+    }
+    heads.push({ label: "max previous-token", pts: evals.map((e) => [e.step, e.max_previous_token ?? NaN]), color: rgbCss(c.negative), dash: [4, 3] });
+    charts.replaceChildren(
+      lineChart(th, loss, { title: "loss (nats)", kind: "loss" }),
+      lineChart(th, heads, { title: "induction score of every head (phase change: a head jumps up)", kind: "heads", y0: 0, y1: 1 }),
+    );
+    markDrawn(root, { step: model.get("step"), nEvals: evals.length, nSteps: steps.length });
+  }
+  // one redraw after all keys of a kernel update arrived (lib/redraw.js)
+  const changes = onModelChanges(model, ["steps", "evals", "status", "saved_path", "error", "step", "total", "title"],
+    () => draw());
+  draw();
+  const offTheme = onThemeChange(draw);
+  return cleanup(offTheme, changes);
+}
+
+export default { render };

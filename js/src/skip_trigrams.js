@@ -1,0 +1,117 @@
+// SkipTrigrams: the selected head's top table [A] … [B] → [C], a search box (per-source lookup in
+// the kernel), more rows on demand. Tokens shown with visible whitespace, always as text.
+import "./lib/common.css";
+import "./skip_trigrams.css";
+import { inkOn, rgbCss, seqColor, theme } from "./lib/color.js";
+import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
+import { headGrid } from "./lib/grid.js";
+import { messageArea, pendingNote } from "./lib/message.js";
+import { onModelChanges } from "./lib/redraw.js";
+import { fmt, visibleWhitespace } from "./lib/text.js";
+
+function render({ model, el }) {
+  const root = h("div", { cls: "cw-root cw-skip" });
+  el.append(root);
+  let th = theme(root);
+
+  const title = h("span", { cls: "cw-title" });
+  const search = h("input", {
+    cls: "cw-search", attrs: { type: "text", placeholder: "source token or #id", "aria-label": "search source token", size: "18" },
+  });
+  const searchBtn = h("button", { cls: "cw-btn cw-search-btn", text: "look up", attrs: { type: "button" } });
+  const moreBtn = h("button", { cls: "cw-btn cw-more", text: "more rows", attrs: { type: "button" } });
+  const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["search", search]), searchBtn, moreBtn]);
+  const msg = messageArea(model);
+  const computing = pendingNote(model, msg);
+  const grid = headGrid(model, { label: "attention heads", onRequest: computing.pending });
+  const foundBox = h("div", { cls: "cw-found" });
+  const readout = h("div", { cls: "cw-readout cw-skip-readout", text: "hover a token" });
+  const table = h("table", { cls: "cw-skip-table" });
+  const note = h("div", {
+    cls: "cw-legend",
+    text: "A = source (attended to), B = destination (query), C = output. B scores: centred full-QK column A; C scores: centred full-OV row A; strength = max(0, best B) × best C.",
+  });
+  root.append(bar, msg.el, h("div", { cls: "cw-main" }, [grid.el, h("div", { cls: "cw-skip-body" }, [foundBox, table, readout, note])]));
+
+  function chip(label, id, value, maxv, role, src) {
+    const c = seqColor(th, maxv > 0 ? Math.max(0, value) / maxv : 0);
+    const s = h("span", {
+      cls: `cw-chip cw-tok cw-${role}`, data: { id, value },
+      title: `${role === "dest" ? "destination B" : "output C"} id ${id}: ${fmt(value)}`,
+    }, [h("span", { cls: "cw-chip-text", text: visibleWhitespace(label) }), h("span", { cls: "cw-chip-val", text: fmt(value, 2) })]);
+    s.style.background = rgbCss(c);
+    s.style.color = inkOn(th, c);
+    s.addEventListener("mouseenter", () => {
+      readout.textContent = role === "dest"
+        ? `[${visibleWhitespace(src)}] … [${visibleWhitespace(label)}]: destination ${visibleWhitespace(label)} attends to source ${visibleWhitespace(src)}, centred QK ${fmt(value, 4)}`
+        : `[${visibleWhitespace(src)}] … → [${visibleWhitespace(label)}]: attending to ${visibleWhitespace(src)} raises ${visibleWhitespace(label)} by ${fmt(value, 4)} (centred OV)`;
+    });
+    return s;
+  }
+
+  function rowEl(r, maxD, maxO, cls) {
+    return h("tr", { cls, data: { sourceId: r.source_id } }, [
+      h("td", { cls: "cw-rank", text: r.rank === null || r.rank === undefined ? "" : String(r.rank + 1) }),
+      h("td", { cls: "cw-src" }, [h("span", { cls: "cw-chip cw-tok cw-source", text: visibleWhitespace(r.source), title: `source A id ${r.source_id}` })]),
+      h("td", { cls: "cw-num", text: fmt(r.strength) }),
+      h("td", {}, r.dests.map(([s, id, v]) => chip(s, id, v, maxD, "dest", r.source))),
+      h("td", {}, r.outs.map(([s, id, v]) => chip(s, id, v, maxO, "out", r.source))),
+    ]);
+  }
+
+  function header() {
+    return h("thead", {}, [h("tr", {}, ["#", "source A", "strength", "top destinations B (QK)", "top outputs C (OV)"].map((t) => h("th", { text: t })))]);
+  }
+
+  function maxima(rows) {
+    let d = 0, o = 0;
+    for (const r of rows) { for (const x of r.dests) d = Math.max(d, x[2]); for (const x of r.outs) o = Math.max(o, x[2]); }
+    return [d, o];
+  }
+
+  function draw() {
+    computing.settled();
+    const t0 = performance.now();
+    th = theme(root);
+    const shown = model.get("shown") || {};
+    const rows = model.get("rows") || [];
+    const [maxD, maxO] = maxima(rows);
+    table.replaceChildren(header(), h("tbody", {}, rows.map((r) => rowEl(r, maxD, maxO, "cw-row"))));
+    title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}L${shown.layer}H${shown.head} skip-trigrams`;
+    moreBtn.disabled = rows.length >= model.get("d_vocab");
+    drawFound();
+    markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, nRows: rows.length, drawMs: (performance.now() - t0).toFixed(1) });
+  }
+
+  function drawFound() {
+    const f = model.get("found") || {};
+    if (!f.dests) { foundBox.replaceChildren(); foundBox.hidden = true; return; }
+    const [maxD, maxO] = maxima([f]);
+    foundBox.hidden = false;
+    foundBox.replaceChildren(
+      h("div", { cls: "cw-legend", text: `search result (rank ${f.rank + 1} of ${model.get("d_vocab")})` }),
+      h("table", { cls: "cw-skip-table" }, [header(), h("tbody", {}, [rowEl(f, maxD, maxO, "cw-found-row")])]),
+    );
+  }
+
+  const doSearch = () => {
+    // same query twice: clear first so the kernel sees a change
+    if (model.get("query") === search.value) { model.set("query", ""); model.save_changes(); }
+    model.set("query", search.value);
+    model.save_changes();
+  };
+  searchBtn.addEventListener("click", doSearch);
+  search.addEventListener("keydown", (ev) => { ev.stopPropagation(); if (ev.key === "Enter") doSearch(); });
+  moreBtn.addEventListener("click", () => { model.set("n_rows", model.get("n_rows") + 20); model.save_changes(); });
+
+  // one redraw after all keys of a kernel update arrived (lib/redraw.js)
+  const changes = onModelChanges(model, ["shown", "rows", "found"], (c) => {
+    if (c.has("shown") || c.has("rows")) draw();
+    else drawFound();
+  });
+  draw();
+  const offTheme = onThemeChange(draw);
+  return cleanup(computing, offTheme, changes, grid, msg);
+}
+
+export default { render };

@@ -1,0 +1,212 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # The residual stream as a communication channel
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/circwidgets/circwidgets/blob/main/notebooks/04_virtual_weights_and_paths.ipynb)
+#
+# Every component reads from the residual stream with a matrix `W_in` and writes to it with `W_out`. Two
+# components that never touch directly still talk through the stream: the **virtual weights** from `i` to a
+# later `j` are `W_out^{(i)} W_in^{(j)}`, plus the paths through the components in between:
+#
+# - first order (the summary's formula): `W_out^{(i)} (I + Σ_k W_in^{(k)} W_out^{(k)}) W_in^{(j)}`,
+# - exact (for the linear part): `W_out^{(i)} Π_k (I + W_in^{(k)} W_out^{(k)}) W_in^{(j)}`.
+#
+# Then the **path expansion**: with attention patterns frozen, the logits are a sum of path terms that add
+# up *exactly* to the model's logits. Last, **basis invariance**: none of this depends on the residual
+# stream's basis — we rotate it and recompute.
+
+# %%
+# Colab only: install circwidgets and turn on custom widgets. Anywhere else this cell does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    # %pip install -q "circwidgets @ git+https://github.com/circwidgets/circwidgets"
+    from google.colab import output
+
+    output.enable_custom_widget_manager()
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+
+import circwidgets as cw
+from circwidgets import engine, plot
+
+# %matplotlib inline
+torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
+MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
+model = cw.load(MODEL).requires_grad_(False)  # we only read the weights here
+
+print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "heads, d_model", model.cfg.d_model,
+      "| vocab", model.cfg.d_vocab, "| shipped:", cw.zoo.list())
+
+# %%
+SNIPPET = """def read_config(path, encoding="utf-8"):
+    with open(path, encoding=encoding) as handle:
+        return parse_config(handle.read())
+"""
+if model.tokenizer is not None:
+    tokens = model.to_tokens(SNIPPET + SNIPPET)[0]  # the snippet twice: its second copy is predictable
+else:  # a model of random tokens: BOS + r + r, r = 24 random tokens
+    tokens = engine.repeated_tokens(model.cfg.d_vocab, seq_len=24, bos=model.cfg.bos_token_id, seed=1)[0]
+labels = model.to_str_tokens(tokens) if model.tokenizer is not None else [str(t) for t in tokens.tolist()]
+sep = "" if model.tokenizer is not None else " "  # ids of a synthetic vocabulary: keep them apart
+print(len(tokens), "tokens:", sep.join(labels[1:12]).replace("\n", "\\n"), "...")
+
+# %% [markdown]
+# ## 1. Virtual weights between heads
+#
+# From the previous-token head's output to the induction head's keys: a `[d_head, d_head]` matrix. Its
+# singular values say how many independent directions the channel carries.
+
+# %%
+scores = engine.all_head_scores(model, n_seqs=16, seed=0)
+src = (0, int(scores["previous_token"][0].argmax()))
+dst = (1, int(scores["induction"][1].argmax()))
+vw_k = engine.virtual_weights(model, ("head", *src), ("head", *dst, "k"))
+print(vw_k.label, "shape", tuple(vw_k.matrix.shape))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for name, s, d in [("embed -> unembed", "embed", "unembed"),
+                   (f"L{src[0]}H{src[1]} -> L{dst[0]}H{dst[1]} keys", ("head", *src), ("head", *dst, "k")),
+                   (f"embed -> L{dst[0]}H{dst[1]} values", "embed", ("head", *dst, "v"))]:
+    first = engine.virtual_weights(model, s, d, order=1)
+    exact = engine.virtual_weights(model, s, d, order=None)
+    direct = engine.virtual_weights(model, s, d, order=0)
+    fe, fx = first.singular_values, exact.singular_values
+    print(f"{name:26s} effective rank {exact.effective_rank():5.1f} | top sigma: direct "
+          f"{float(direct.singular_values[0]):.3g}, first order {float(fe[0]):.3g}, exact {float(fx[0]):.3g}")
+
+# %% [markdown]
+# For `embed → unembed` in a two-layer model the first-order and exact products differ by the term through
+# *both* layers (`W_OV^{L0} W_OV^{L1}`, the virtual heads); between a layer-0 and a layer-1 head nothing lies in
+# between, so all three orders agree.
+#
+# ## 2. Singular values and subspaces
+
+# %%
+import matplotlib.pyplot as plt
+
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for s, d, lab in [("embed", "unembed", "embed -> unembed"), (("head", *src), ("head", *dst, "k"),
+                  f"L{src[0]}H{src[1]} -> L{dst[0]}H{dst[1]} K")]:
+    sv = engine.virtual_weights(model, s, d, order=None).singular_values
+    ax.semilogy((sv / sv[0]).numpy()[:64], ".-", label=lab)
+ax.set_xlabel("index"); ax.set_ylabel("sigma / sigma_max"); ax.legend(); ax.set_title("singular values")
+plt.show()
+W = vw_k.write_subspace(4)  # [4, d_model]: residual directions the previous-token head writes its signal along
+R = vw_k.read_subspace(4)   # [4, d_model]: directions the induction head's keys read it from
+print("cosines between the top write and read directions:", [round(abs(float(W[i] @ R[i])), 2) for i in range(4)])
+
+# %% [markdown]
+# ## 3. Path expansion of the logits
+#
+# `engine.path_terms` splits the logits into the direct path `x₀ W_U`, one term per head `A^h x₀ W_OV^h W_U`,
+# and one per pair of heads in different layers (virtual heads). **In the widget:** bars are the terms of
+# one logit (the next token at the last position by default), the sum beside the model's own logit;
+# click a bar for that head's pattern; type a token in the box to split a different logit.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pt = engine.path_terms(model, tokens[None], max_order=2)
+logits = model(tokens[None]).double()
+err = (pt.total().double() - logits).abs().max().item()
+print(f"{len(pt)} terms; max |sum of terms - model logits| < 1e-3: {err < 1e-3}")
+
+# %%
+cw.paths(model, tokens, labels=labels)
+
+# %% [markdown]
+# ## 4. Basis invariance: rotate the residual stream
+#
+# Multiply the residual stream by a random orthogonal matrix `R`: `W_E → W_E R`, `W_pos → W_pos R`,
+# readers `W_Q, W_K, W_V, W_U → Rᵀ W`, writers `W_O → W_O R`. Every activation *in* the stream changes, but
+# `x W_in` is unchanged for every reader, so the model computes the same function — and every quantity of
+# the framework (eigenvalues, composition, virtual weights, path terms) must be unchanged too. Any analysis
+# that depended on individual residual dimensions would fail this test.
+
+# %%
+import copy
+
+torch.manual_seed(0)
+d = model.cfg.d_model
+R, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))  # a random orthogonal matrix
+m64 = copy.deepcopy(model).to(torch.float64).requires_grad_(False)
+rot = copy.deepcopy(m64)
+with torch.no_grad():
+    rot.W_E.copy_(m64.W_E @ R)
+    if hasattr(rot, "W_pos"):
+        rot.W_pos.copy_(m64.W_pos @ R)
+    for name in ("W_Q", "W_K", "W_V"):
+        getattr(rot, name).copy_(R.T @ getattr(m64, name))  # [L, H, d_model, d_head]: readers
+    rot.W_O.copy_(m64.W_O @ R)                                 # writers
+    rot.W_U.copy_(R.T @ m64.W_U)
+_, c0 = m64.run_with_cache(tokens[None])
+_, c1 = rot.run_with_cache(tokens[None])
+print("residual stream changed by up to", round(float((c0["resid_post", 0] - c1["resid_post", 0]).abs().max()), 2))
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def biggest_change(f):
+    a, b = f(m64), f(rot)
+    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    ok = ~torch.isnan(a)
+    return float((a[ok] - b[ok]).abs().max())
+
+
+checks = {
+    "logits": lambda m: m(tokens[None]),
+    "OV positivity": lambda m: engine.eigen_positivity(m, "ov"),
+    "QK positivity": lambda m: engine.eigen_positivity(m, "qk"),
+    "K-composition": lambda m: engine.composition_scores(m, "k"),
+    "V-composition": lambda m: engine.composition_scores(m, "v"),
+    "virtual weights sigma": lambda m: engine.virtual_weights(m, ("head", *src), ("head", *dst, "k")).singular_values,
+    "path terms": lambda m: engine.path_terms(m, tokens[None], max_order=2).logits(),
+}
+for name, f in checks.items():
+    print(f"{name:22s} max |change| < 1e-6: {biggest_change(f) < 1e-6}")
+
+# %% [markdown]
+# ### Exercise 1
+# Replace `R` by a random **invertible but not orthogonal** matrix `M` (readers get `M⁻¹ W`, writers `W M`).
+# The logits stay the same — but which of the framework's quantities change, and why? (Norms are not
+# invariant under `M`.)
+
+# %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
+#@title Solution (click to show the code)
+torch.manual_seed(1)
+M = torch.randn(d, d, dtype=torch.float64) / d ** 0.5 + torch.eye(d, dtype=torch.float64)
+Mi = torch.linalg.inv(M)
+skew = copy.deepcopy(m64)
+with torch.no_grad():
+    skew.W_E.copy_(m64.W_E @ M)
+    if hasattr(skew, "W_pos"):
+        skew.W_pos.copy_(m64.W_pos @ M)
+    for name in ("W_Q", "W_K", "W_V"):
+        getattr(skew, name).copy_(Mi @ getattr(m64, name))  # readers: (x M)(M^-1 W) = x W
+    skew.W_O.copy_(m64.W_O @ M)
+    skew.W_U.copy_(Mi @ m64.W_U)
+for name, f in checks.items():
+    a, b = torch.as_tensor(f(m64)).double(), torch.as_tensor(f(skew)).double()
+    ok = ~torch.isnan(a)
+    print(f"{name:22s} max |change| {float((a[ok] - b[ok]).abs().max()):.2g}")
+
+# %% [markdown]
+# <details><summary>Why (click)</summary>
+#
+# Everything that is a *product* through the stream is unchanged: the logits, the path terms, the full
+# circuits' eigenvalues (`W_E M · M⁻¹ W_OV M · M⁻¹ W_U`), and the virtual weights between components (the `M`s
+# cancel in `W_out M · M⁻¹ W_in`). The **composition scores change**: they divide by `‖W_OV^{h1}‖ ‖W_QK^{h2}‖`,
+# norms of matrices that live *inside* the residual basis, and Frobenius norms are invariant under orthogonal
+# changes of basis only. The framework's scores therefore assume the residual stream has no privileged basis
+# *up to rotation* (true for these LayerNorm-free models trained with isotropic weight decay).
+# </details>
