@@ -11,11 +11,15 @@ from .ablation_state import AblatedRun, ablated_run
 from .circuits import (
     W_OV,
     W_QK,
+    check_offset,
     circuit_cores,
     eigen_positivity,
     eigenvalues,
     full_ov,
     full_qk,
+    keys_at,
+    offset_matrices,
+    offset_profile,
     positional_qk,
     trace_copying_score,
 )
@@ -67,7 +71,7 @@ from .virtual import VirtualHead, VirtualWeights, virtual_heads, virtual_weights
 __all__ = [
     # circuits (weights only)
     "W_OV", "W_QK", "circuit_cores", "eigen_positivity", "eigenvalues", "full_ov", "full_qk", "positional_qk",
-    "trace_copying_score", "FactoredMatrix",
+    "trace_copying_score", "FactoredMatrix", "check_offset", "keys_at", "offset_matrices", "offset_profile",
     # composition, virtual weights and heads, path expansion
     "composition_baseline", "composition_scores", "composition_scores_one_sided", "VirtualHead", "VirtualWeights",
     "virtual_heads", "virtual_weights", "PathTerms", "path_budget", "path_terms",
