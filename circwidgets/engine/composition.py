@@ -27,6 +27,7 @@ import torch
 
 from ..model import Transformer
 from ._check import check_finite_output
+from .circuits import check_offset, keys_at
 from .factored import compute_dtype
 from .prep import weights
 
@@ -76,10 +77,23 @@ def _pair_norms(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _weights(model: Transformer) -> tuple[torch.Tensor, ...]:
+def _weights(model: Transformer, offset=None) -> tuple[torch.Tensor, ...]:
+    """`W_Q, W_K, W_V, W_O` per query head in the compute dtype; `W_K` as the QK circuit at `offset`
+    reads it (rotary models: `W_K R_Δᵀ`, so that `W_Q W_Kᵀ` is `W_QK(Δ)`)."""
     w = weights(model)
     dt = compute_dtype(w["W_Q"].dtype)
-    return tuple(w[n].to(dt) for n in ("W_Q", "W_K", "W_V", "W_O"))
+    W_K = w["W_K"] if offset is None else keys_at(model, offset)
+    return w["W_Q"].to(dt), W_K.to(dt), w["W_V"].to(dt), w["W_O"].to(dt)
+
+
+def _offset(model: Transformer, kind: str, offset):
+    """The offset a composition score of `kind` needs: required for Q/K on rotary models (their W_QK
+    depends on it), ignored for V there, refused for models without rotary positions."""
+    if model.cfg.positional == "rotary" and kind == "v":
+        if offset is not None:
+            check_offset(model, offset, "V-composition")
+        return None
+    return check_offset(model, offset, f"{kind.upper()}-composition")
 
 
 @torch.no_grad()
@@ -92,15 +106,23 @@ def _raw_scores(W_Q, W_K, W_V, W_O, kind: str) -> torch.Tensor:
     return num / (ln[:, :, None, None] * rn[None, None])
 
 
-def composition_scores(model: Transformer, kind: Kind = "q", baseline: bool = False) -> torch.Tensor:
+def composition_scores(model: Transformer, kind: Kind = "q", baseline: bool = False, offset=None) -> torch.Tensor:
     """Normalised composition scores `[layer1, head1, layer2, head2]` (NaN where layer1 >= layer2).
 
     `kind`: "q", "k" or "v" (module docstring). Raw scores lie in [0, 1] and equal TransformerLens'
     `all_composition_scores`. `baseline=True` subtracts the mean score of random matrices of the same
     shapes (`composition_baseline`), as the paper does, so that 0 means "no more than chance".
+
+    Rotary models: the later head's QK circuit is `W_QK(Δ) = W_Q R_Δ W_Kᵀ`, so Q- and K-scores need
+    `offset=Δ` (the query − key distance at which the later head's scores are read, an int >= 0, or
+    a sequence of offsets to average its circuit over); V-scores do not depend on it. Grouped-query K/V: a later head's K (and V) input is its group's
+    shared K/V head, so every head of a group shares the K- (V-) composition with a given earlier head
+    through the same `W_K` (`W_V`); the scores are per query head, exactly those of the model with the
+    K/V heads copied out. Per-head q/k norms are folded into `W_Q`/`W_K` (exact up to positive
+    per-token factors).
     """
     kind = _kind(kind)
-    scores = _raw_scores(*_weights(model), kind)
+    scores = _raw_scores(*_weights(model, _offset(model, kind, offset)), kind)
     if baseline:
         mean, _ = composition_baseline(model, kind)
         scores = scores - mean
@@ -119,7 +141,8 @@ def composition_scores_one_sided(model: Transformer, kind: Kind = "q") -> torch.
     """The summary's unnormalised variant `||W_OV^{h1} W_X^{h2}||_F`, X = Q, K or V, `[L, H, L, H]`.
 
     It reads only one side of the later head's QK (or OV) circuit and is not scale free; the default
-    score is `composition_scores`. NaN where layer1 >= layer2.
+    score is `composition_scores`. NaN where layer1 >= layer2. Needs no rotary offset: `R_Δ` acts
+    on the other side of `W_Q` / `W_K` and is orthogonal, so it leaves these norms unchanged.
     """
     kind = _kind(kind)
     W_Q, W_K, W_V, W_O = _weights(model)

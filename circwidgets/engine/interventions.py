@@ -461,7 +461,8 @@ def patching_report(model: Transformer, clean, corrupted, pos: int = -1, max_ele
 # ----------------------------------------------------------------------------------- logit attribution
 @dataclass
 class LogitAttribution:
-    """Every additive part of one logit (or logit difference), with the final LN scale frozen.
+    """Every additive part of one logit (or logit difference), with the final norm's scale frozen (and
+    post-norm scales, Gemma 2/3 / OLMo-2; a model with a final soft-cap: the logit before its tanh).
 
     heads `[..., n_layers, n_heads]`; attn_bias (b_O) and mlp `[..., n_layers]`; embed, pos_embed and
     bias (ln_final bias through W_U, plus b_U) `[...]`; leading dims = batch when batched.
@@ -516,29 +517,41 @@ def logit_attribution(model: Transformer, tokens, pos: int, token) -> LogitAttri
     L = cfg.n_layers
     _, cache = model.run_with_cache(toks)
 
-    def read(x):  # x [batch, ..., d_model] at `pos` -> its contribution to the logit (LN scale frozen)
+    centre = cfg.normalization in ("LN", "LNPre")  # RMSNorm does not centre
+    final_w = model._parameters.get("ln_final_w")
+    final_b = model._parameters.get("ln_final_b")
+
+    def read(x):  # x [batch, ..., d_model] at `pos` -> its contribution to the logit (final norm's scale frozen)
         if cfg.normalization is not None:
-            x = x - x.mean(-1, keepdim=True)
+            x = x - x.mean(-1, keepdim=True) if centre else x
             scale = cache["scale"][:, pos, 0]
             x = x / scale.view(-1, *([1] * (x.ndim - 1)))
-            if cfg.normalization == "LN":
-                x = x * model.ln_final_w
+            if final_w is not None:
+                x = x * final_w
         return x @ u
 
-    heads = torch.stack([read(cache["result", lay][:, pos]) for lay in range(L)], 1)  # [batch, L, H]
+    def post(x, lay):  # a block's output through its post-norm (Gemma 2/3, OLMo-2), scale frozen
+        if not cfg.post_norm:
+            return x
+        if centre:
+            raise NotImplementedError("logit_attribution: LayerNorm post-norms are not supported (RMSNorm ones are)")
+        scale = cache[f"blocks.{lay}.ln1_post.hook_scale"][:, pos, 0]
+        return x / scale.view(-1, *([1] * (x.ndim - 1))) * model.ln1_post_w[lay]
+
+    heads = torch.stack([read(post(cache["result", lay][:, pos], lay)) for lay in range(L)], 1)  # [batch, L, H]
     B = toks.shape[0]
     zeros_b = torch.zeros(B, dtype=u.dtype, device=u.device)
     embed = read(cache["embed"][:, pos])
     pos_embed = read(cache["pos_embed"][:, pos]) if cfg.positional == "standard" else zeros_b
     if cfg.biases:
-        attn_bias = torch.stack([read(model.b_O[lay].expand(B, -1)) for lay in range(L)], 1)
+        attn_bias = torch.stack([read(post(model.b_O[lay].expand(B, -1), lay)) for lay in range(L)], 1)
     else:
         attn_bias = torch.zeros(B, L, dtype=u.dtype, device=u.device)
     if cfg.attn_only:
         mlp = torch.zeros(B, L, dtype=u.dtype, device=u.device)
     else:
         mlp = torch.stack([read(cache["mlp_out", lay][:, pos]) for lay in range(L)], 1)
-    bias = bu + (model.ln_final_b @ u if cfg.normalization == "LN" else 0.0) + zeros_b
+    bias = bu + (final_b @ u if final_b is not None else 0.0) + zeros_b
     res = LogitAttribution(heads, embed, pos_embed, attn_bias, mlp, bias)
     if torch.as_tensor(tokens).ndim == 1 or B == 1:
         res = LogitAttribution(*(getattr(res, f)[0] for f in ("heads", "embed", "pos_embed", "attn_bias", "mlp",
