@@ -241,3 +241,68 @@ def test_path_terms_and_dla_sum_to_the_logits(kw):
     assert float(full.remainder.abs().max()) < 1e-9
     la = engine.logit_attribution(m, toks[0], pos=5, token=3)
     torch.testing.assert_close(la.total(), logits[0, 5, 3], rtol=1e-9, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------ interventions
+def gqa_model(**kw) -> Transformer:
+    kw = {"positional": "rotary", "normalization": "RMS", "n_kv_heads": 2, **kw}
+    return random_model(n_layers=2, d_model=16, n_heads=4, d_head=4, d_vocab=D_VOCAB, n_ctx=10, seed=7, **kw)
+
+
+@pytest.mark.parametrize("kind", ["k", "v", "q"])
+def test_gqa_path_cut_acts_on_the_group(kind):
+    """A cut into dst's keys/values on a GQA model = the same cut into every head of dst's group in the
+    copied-out MHA model (the shared K/V head is recomputed); queries stay per head. Effect.notes says so."""
+    m = gqa_model(biases=True)
+    full = expanded_mha(m)
+    toks = torch.randint(0, D_VOCAB, (2, 8), generator=torch.Generator().manual_seed(5))
+    eff = engine.ablate_path(m, toks, (0, 1), (1, 2), kind=kind)
+    group = m.cfg.kv_group(m.cfg.kv_head_of(2)) if kind != "q" else [2]
+    hooks = engine.ablation_hooks(full, paths=[((0, 1), (1, g), kind) for g in group])
+    want = engine.loss_metric(full.run_with_hooks(toks, hooks), toks)
+    assert abs(eff.intervened - float(want)) < 1e-10
+    assert abs(eff.delta) > 1e-6  # the cut does something
+    if kind == "q":
+        assert eff.notes == ()
+    else:
+        assert len(eff.notes) == 1 and "L1H2, L1H3" in eff.notes[0] and "shared" in eff.notes[0]
+        run = engine.ablated_run(m, toks, paths=[((0, 1), (1, 2), kind)])
+        assert run.notes == eff.notes and abs(run.loss - eff.intervened) < 1e-10
+
+
+@pytest.mark.parametrize("kw", [dict(qk_norm=True), dict(qk_norm=True, qk_norm_scope="all"), dict(biases=True)])
+def test_cut_from_a_silent_head_changes_nothing(kw):
+    """Cutting a path from a head whose output is zero is a no-op: the recomputed q/k/v go through the
+    same biases and q/k norms as the forward pass."""
+    m = gqa_model(**kw)
+    with torch.no_grad():
+        m.W_O[0, 1] = 0.0
+    toks = torch.randint(0, D_VOCAB, (2, 8), generator=torch.Generator().manual_seed(6))
+    for kind in "qkv":
+        assert abs(engine.ablate_path(m, toks, (0, 1), (1, 3), kind=kind).delta) < 1e-12
+
+
+def test_patch_kv_heads_patches_the_whole_group():
+    m = gqa_model()
+    g = torch.Generator().manual_seed(8)
+    clean, corrupt = torch.randint(0, D_VOCAB, (2, 8), generator=g), torch.randint(0, D_VOCAB, (2, 8), generator=g)
+    metric = engine.logit_diff_metric(-1, 3, 4)
+    for kind in "kv":
+        out = engine.patch_kv_heads(m, clean, corrupt, kind=kind, metric=metric)
+        assert out.shape == (2, 2)
+        _, cache = m.run_with_cache(clean)
+        for lay in range(2):
+            for kv in range(2):
+                grp = m.cfg.kv_group(kv)
+
+                def hook(a, hp, lay=lay, grp=grp, kind=kind, cache=cache):
+                    a = a.clone()
+                    a[:, :, grp] = cache[kind, lay][:, :, grp]
+                    return a
+
+                with torch.no_grad():
+                    want = metric(m.run_with_hooks(corrupt, [((kind, lay), hook)]), corrupt)
+                assert abs(float(out[lay, kv]) - float(want)) < 1e-10
+        same = engine.patch_kv_heads(m, clean, clean, kind=kind, metric=metric)
+        with torch.no_grad():
+            assert torch.allclose(same, torch.full_like(same, float(metric(m(clean), clean))), atol=1e-10)

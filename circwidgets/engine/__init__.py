@@ -54,10 +54,12 @@ from .interventions import (
     ablation_hooks,
     ablation_table,
     direct_logit_attribution,
+    kv_group_notes,
     logit_attribution,
     logit_diff_metric,
     loss_metric,
     patch_heads,
+    patch_kv_heads,
     patch_residual,
     patching_report,
     per_token_loss,
@@ -82,7 +84,8 @@ __all__ = [
     # interventions (one implementation: ablation_hooks) and metrics
     "AblatedRun", "Effect", "LogitAttribution", "PatchingReport", "PathCut", "ablate_heads", "ablate_path",
     "ablated_run", "ablation_hooks", "ablation_table", "direct_logit_attribution", "logit_attribution",
-    "logit_diff_metric", "loss_metric", "patch_heads", "patch_residual", "patching_report", "per_token_loss",
+    "logit_diff_metric", "loss_metric", "patch_heads", "patch_residual", "patch_kv_heads", "kv_group_notes",
+    "patching_report", "per_token_loss",
     # corpus statistics
     "Bigrams", "SkipTrigramCounts", "empirical_bigrams", "empirical_skip_trigrams", "pearson", "precision_at_k",
     "rank_correlation",
