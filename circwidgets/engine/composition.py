@@ -116,7 +116,8 @@ def composition_scores(model: Transformer, kind: Kind = "q", baseline: bool = Fa
     Rotary models: the later head's QK circuit is `W_QK(Δ) = W_Q R_Δ W_Kᵀ`, so Q- and K-scores need
     `offset=Δ` (the query − key distance at which the later head's scores are read, an int >= 0, or
     a sequence of offsets to average its circuit over); V-scores do not depend on it.
-    Grouped-query K/V: a later head's K (and V) input is its group's shared K/V head, so every head of a group shares the K- (V-) composition with a given earlier head
+    Grouped-query K/V: a later head's K (and V) input is its group's shared K/V head, so every head of
+    a group shares the K- (V-) composition with a given earlier head
     through the same `W_K` (`W_V`); the scores are per query head, exactly those of the model with the
     K/V heads copied out. Per-head q/k norms are folded into `W_Q`/`W_K` (exact up to positive
     per-token factors).
