@@ -306,3 +306,16 @@ def test_patch_kv_heads_patches_the_whole_group():
         same = engine.patch_kv_heads(m, clean, clean, kind=kind, metric=metric)
         with torch.no_grad():
             assert torch.allclose(same, torch.full_like(same, float(metric(m(clean), clean))), atol=1e-10)
+
+
+@pytest.mark.parametrize("norm", [None, "RMS"])
+def test_tied_unembedding_gram_shortcut(norm):
+    """Tied embeddings: W_U W_E is derived from W_Eᵀ W_E (one d_vocab-long GEMM less); the OV cores equal
+    the dense W_O (W_U W_E) W_V."""
+    from circwidgets.engine.prep import weights
+
+    m = random_model(n_layers=2, d_model=16, n_heads=4, d_head=4, d_vocab=D_VOCAB, n_ctx=10, tied_embeddings=True,
+                     normalization=norm, positional="rotary", n_kv_heads=2, embed_scale=1.7)
+    w = weights(m)
+    want = w["W_O"] @ (w["W_U"] @ w["W_E"]) @ w["W_V"]
+    torch.testing.assert_close(engine.circuit_cores(m, "ov"), want, rtol=1e-10, atol=1e-12)

@@ -156,13 +156,24 @@ def full_ov(model: Transformer) -> FactoredMatrix:
 
 
 # Gram matrices shared by all heads, computed once per model (d_model x d_model).
+def _tied_uncentred(model: Transformer) -> bool:
+    """Tied embeddings whose fold leaves `W_U = diag(ln_final_w) W_Eᵀ` (RMSNorm or none: nothing centred)."""
+    cfg = model.cfg
+    return cfg.tied_embeddings and cfg.normalization in (None, "RMS", "RMSPre")
+
+
 def _gram(model: Transformer, which: str) -> torch.Tensor:
+    """`W_Eᵀ W_E` ("EE"), `W_U W_E` ("UE") or `W_posᵀ W_pos` ("PP"), `[d_model, d_model]`, cached per model."""
     def make(w: dict[str, torch.Tensor]) -> torch.Tensor:
         dt = compute_dtype(w["W_E"].dtype)
         if which == "EE":
             W = w["W_E"].to(dt)
             return W.T @ W
         if which == "UE":
+            if _tied_uncentred(model):  # W_U = diag(w_final) W_Eᵀ / embed_scale: reuse W_Eᵀ W_E (d_vocab-long GEMM)
+                fw = model._parameters.get("ln_final_w")
+                EE = _gram(model, "EE") / model.cfg.embed_scale
+                return EE * fw.detach().to(dt)[:, None] if fw is not None else EE
             return w["W_U"].to(dt) @ w["W_E"].to(dt)
         W = w["W_pos"].to(dt)
         return W.T @ W
