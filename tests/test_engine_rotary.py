@@ -319,3 +319,16 @@ def test_tied_unembedding_gram_shortcut(norm):
     w = weights(m)
     want = w["W_O"] @ (w["W_U"] @ w["W_E"]) @ w["W_V"]
     torch.testing.assert_close(engine.circuit_cores(m, "ov"), want, rtol=1e-10, atol=1e-12)
+
+
+def test_head_full_qk_is_one_head_of_full_qk():
+    m = rotary_model(n_kv_heads=2, n_layers=2)
+    for off in (0, 3, [1, 2]):
+        torch.testing.assert_close(engine.circuits.head_full_qk(m, 1, 3, off).materialize(),
+                                   engine.full_qk(m, offset=off)[1, 3].materialize(), rtol=1e-12, atol=1e-12)
+    table = engine.skip_trigrams(m, 1, 3, offset=2)
+    dense = engine.full_qk(m, offset=2)[1, 3].materialize() / m.cfg.attn_scale
+    centred = dense - dense.mean(1, keepdim=True)  # QK centred per query row, as the table ranks destinations
+    row = table.for_source(4)
+    assert row.dests[0] == int(centred[:, 4].argmax())
+    assert abs(row.dest_values[0] - float(centred[:, 4].max())) < 1e-5

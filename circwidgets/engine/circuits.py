@@ -34,7 +34,7 @@ from .prep import cached, weights
 
 __all__ = [
     "W_OV", "W_QK", "check_offset", "circuit_cores", "eigen_positivity", "eigenvalues", "full_ov", "full_qk",
-    "keys_at", "offset_matrices", "offset_profile", "positional_qk", "trace_copying_score",
+    "head_full_qk", "keys_at", "offset_matrices", "offset_profile", "positional_qk", "trace_copying_score",
 ]
 
 Circuit = Literal["ov", "qk", "qk_pos"]
@@ -107,15 +107,27 @@ def offset_matrices(model: Transformer, offset: Offset, dtype: torch.dtype | Non
                        )[:, None].to(device=dev, dtype=dt)
 
 
-def keys_at(model: Transformer, offset: Offset = None) -> torch.Tensor:
-    """`W_K` as the QK circuit at `offset` reads it, `[layer, head, d_model, d_head]`: `W_K M_lᵀ` for
-    rotary models (so that `W_QK(Δ) = W_Q (W_K R_Δᵀ)ᵀ = W_Q R_Δ W_Kᵀ`), `W_K` itself otherwise."""
+def keys_at(model: Transformer, offset: Offset = None, layer: int | None = None, head: int | None = None
+            ) -> torch.Tensor:
+    """`W_K` as the QK circuit at `offset` reads it, `[layer, head, d_model, d_head]` (or `[d_model, d_head]`
+    for one `layer, head`): `W_K M_lᵀ` for rotary models (so that `W_QK(Δ) = W_Q (W_K R_Δᵀ)ᵀ =
+    W_Q R_Δ W_Kᵀ`), `W_K` itself otherwise."""
     off = check_offset(model, offset)
     W_K = _w(model, "W_K")
+    if layer is not None:
+        layer, head = check_layer_head(model, layer, head)
+        W_K = W_K[layer, head]
     if off is None:
         return W_K
     M = offset_matrices(model, off, W_K.dtype)
-    return W_K @ M.mT
+    return W_K @ (M[layer, 0] if layer is not None else M).mT
+
+
+def head_full_qk(model: Transformer, layer: int, head: int, offset: Offset = None) -> FactoredMatrix:
+    """`full_qk(model, offset)[layer, head]` without rotating every head's keys, `[d_vocab, d_vocab]`."""
+    layer, head = check_layer_head(model, layer, head)
+    W_E = _w(model, "W_E")
+    return FactoredMatrix(W_E, _w(model, "W_Q")[layer, head], keys_at(model, offset, layer, head).mT, W_E.T)
 
 
 def W_QK(model: Transformer, offset: Offset = None) -> FactoredMatrix:

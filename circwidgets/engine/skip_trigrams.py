@@ -84,12 +84,12 @@ def default_offset(model: Transformer):
 
 
 def _factors(model: Transformer, layer: int, head: int, offset=None) -> dict[str, torch.Tensor]:
-    """float32 factors of the head's full circuits (from `circuits.full_qk` / `full_ov`, so LN is
+    """float32 factors of the head's full circuits (from `circuits.head_full_qk` / `full_ov`, so LN is
     folded the way the rest of the engine folds it): `q [V, r]` (scaled by 1/attn_scale),
     centred `k [V, r]`, `v [V, r']`, centred `u [r', V]`, with r, r' = the circuits' smallest inner dims."""
-    from .circuits import full_ov, full_qk
+    from .circuits import full_ov, head_full_qk
 
-    fq = full_qk(model, offset=offset)[layer, head].to(torch.float32)
+    fq = head_full_qk(model, layer, head, offset).to(torch.float32)
     fo = full_ov(model)[layer, head].to(torch.float32)
     q = fq.A / float(model.cfg.attn_scale)
     k = fq.B.T
