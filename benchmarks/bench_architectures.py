@@ -74,7 +74,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--mlp", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="ov,qk,profile,comp,skip,attn",
+                    help="comma-separated steps to run: ov, qk, profile, comp, skip, attn")
     args = ap.parse_args()
+    steps = set(args.only.split(","))
     torch.set_num_threads(args.threads)
     rows = []
 
@@ -90,28 +93,55 @@ def main() -> None:
     print(f"{cfg.name}: {L} layers x {H} heads ({cfg.n_kv} K/V), d_model {cfg.d_model}, vocab {cfg.d_vocab}, "
           f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters, {args.threads} threads")
     with torch.no_grad():
-        row(f"OV positivity, all {L * H} heads (cold: fold + Gram)", "< 60 s, < 4 GB",
-            measure(engine.eigen_positivity, model, "ov"))
-        row(f"QK positivity at offset 0, all {L * H} heads", "< 60 s, < 4 GB",
-            measure(engine.eigen_positivity, model, "qk", offset=0))
-        row("QK positivity at offset 1 (cores cached)", "", measure(engine.eigen_positivity, model, "qk", offset=1))
-        row("offset profile, 64 offsets, all heads", "", measure(engine.offset_profile, model, range(64)))
-        row(f"K-composition, all pairs ({(L * H) ** 2 // 2:,} ordered by layer)", "< 30 s",
-            measure(engine.composition_scores, model, "k", offset=0))
-        lay, hd = L - 1, H // 2
-        f = row("skip-trigram factors of one head (offset 1)", "", measure(_factors, model, lay, hd, 1))
-        V = cfg.d_vocab
-        zeros = torch.zeros(V)
-        table = SkipTrigramTable(model, lay, hd, f, zeros, zeros, 20, 10, 10, 256)
-        table.for_source(3)  # warm
-        row("skip-trigram query, one source", "< 50 ms", measure(table.for_source, 1234 % V))
-        sub = {**f, "k": f["k"][:4096], "v": f["v"][:4096]}
-        res = measure(source_maxima, sub)
-        rows.append((f"skip-trigram scan, whole vocabulary (4,096 sources x {V / 4096:.1f})", "",
-                     res[1] * V / 4096, res[2], res[3]))
-        print(f"  scan extrapolated: {res[1] * V / 4096:.1f} s", flush=True)
+        if "ov" in steps:
+            row(f"OV positivity, all {L * H} heads (cold: fold + Gram)", "< 60 s, < 4 GB",
+                measure(engine.eigen_positivity, model, "ov"))
+        else:
+            row("fold the weights (engine.prep.weights)", "", measure(engine.weights, model))
+        if "qk" in steps:
+            row(f"QK positivity at offset 0, all {L * H} heads", "< 60 s, < 4 GB",
+                measure(engine.eigen_positivity, model, "qk", offset=0))
+            row("QK positivity at offset 1 (cores cached)", "",
+                measure(engine.eigen_positivity, model, "qk", offset=1))
+        if "profile" in steps:
+            row("offset profile, 64 offsets, all heads", "", measure(engine.offset_profile, model, range(64)))
+        if "comp" in steps:
+            row(f"K-composition, all pairs ({(L * H) ** 2 // 2:,} ordered by layer)", "< 30 s",
+                measure(engine.composition_scores, model, "k", offset=0))
+        if "skip" in steps:
+            skip_step(model, row, rows)
+    if "attn" in steps:
+        attention_step(model, row, rows)
+    print("\n| step | target | time | extra peak | process peak |\n|---|---|---|---|---|")
+    for name, target, dt, extra, peak in rows:
+        t = f"{dt * 1e3:.1f} ms" if dt < 1 else f"{dt:.1f} s"
+        print(f"| {name} | {target} | {t} | {(extra or 0) / 2**30:.2f} GB | {peak / 2**30:.2f} GB |")
+
+
+def skip_step(model, row, rows) -> None:
+    """One head's skip-trigram factors, a source query on them, and the scan (on 4,096 sources)."""
+    cfg = model.cfg
+    L, H = cfg.n_layers, cfg.n_heads
+    lay, hd = L - 1, H // 2
+    f = row("skip-trigram factors of one head (offset 1)", "", measure(_factors, model, lay, hd, 1))
+    V = cfg.d_vocab
+    zeros = torch.zeros(V)
+    table = SkipTrigramTable(model, lay, hd, f, zeros, zeros, 20, 10, 10, 256)
+    table.for_source(3)  # warm
+    row("skip-trigram query, one source", "< 50 ms", measure(table.for_source, 1234 % V))
+    sub = {**f, "k": f["k"][:4096], "v": f["v"][:4096]}
+    res = measure(source_maxima, sub)
+    rows.append((f"skip-trigram scan, whole vocabulary (4,096 sources x {V / 4096:.1f})", "",
+                 res[1] * V / 4096, res[2], res[3]))
+    print(f"  scan extrapolated: {res[1] * V / 4096:.1f} s", flush=True)
+
+
+def attention_step(model, row, rows) -> None:
+    """The attention view on 1,024 tokens: set-up, then clicks on heads not cached yet (kernel side)."""
     from circwidgets.widgets.attention import AttentionPatterns
 
+    cfg = model.cfg
+    L, H = cfg.n_layers, cfg.n_heads
     toks = torch.randint(1, cfg.d_vocab, (1024,), generator=torch.Generator().manual_seed(0))
     toks[0] = 0
     w = row("attention view on 1,024 tokens: set-up (forward pass)", "", measure(AttentionPatterns, model, toks))
@@ -122,10 +152,6 @@ def main() -> None:
     best = min(clicks, key=lambda r: r[1])
     rows.append(("attention view: click on a new head (kernel: engine + encoding), best of 3", "< 200 ms",
                  best[1], best[2], best[3]))
-    print("\n| step | target | time | extra peak | process peak |\n|---|---|---|---|---|")
-    for name, target, dt, extra, peak in rows:
-        t = f"{dt * 1e3:.1f} ms" if dt < 1 else f"{dt:.1f} s"
-        print(f"| {name} | {target} | {t} | {(extra or 0) / 2**30:.2f} GB | {peak / 2**30:.2f} GB |")
 
 
 if __name__ == "__main__":
