@@ -252,7 +252,7 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
         z = cache["pattern", l].to(dt) @ v  # [B, H, q, k] @ [T, B, H, k, E]
         return torch.einsum("tbhqe,hed->thbqd", z, W_O[l])
 
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     big = (cfg.n_layers * H) ** min(max_order, cfg.n_layers) * B * P * D > 1e8  # roughly > 2 s of work
     for l in tqdm(range(cfg.n_layers), desc="path terms", disable=not big):

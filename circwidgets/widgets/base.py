@@ -83,6 +83,13 @@ class StaticFallback:
     def summary(self) -> str:
         return type(self).__name__
 
+    def __repr__(self) -> str:
+        # a plain REPL (no widget manager) prints the text summary, not `<... object at 0x...>`
+        try:
+            return self.summary()
+        except Exception:  # noqa: BLE001 - repr must never raise
+            return object.__repr__(self)
+
     def _repr_mimebundle_(self, **kwargs):
         out = super()._repr_mimebundle_(**kwargs)
         if out is None:

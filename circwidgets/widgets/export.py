@@ -34,6 +34,7 @@ from typing import Any
 
 import anywidget
 
+from ..engine._progress import quiet_progress
 from .base import STATIC_DIR, CircuitWidget
 
 MAX_STATES = 200
@@ -200,7 +201,8 @@ def save_html(obj, path, title: str | None = None, max_states: int = MAX_STATES,
     else:
         raise TypeError(f"save_html exports circwidgets views, got {type(obj).__name__}")
     recs = []
-    with obj.unlinked() if link else contextlib.nullcontext():  # each panel's states on their own
+    # each panel's states on their own; no engine progress bar left behind in the notebook's output
+    with obj.unlinked() if link else contextlib.nullcontext(), quiet_progress():
         for w in views:
             r = _Recorder(w, max_states, max_bytes, max_seconds)
             r.run()
