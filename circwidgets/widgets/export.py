@@ -122,8 +122,9 @@ class _Recorder:
         self.states[self.start_key] = self.snapshot()
         queue = deque([start])
         err0 = getattr(w, "error", "")
-        from tqdm.auto import tqdm
+        from ..engine._progress import tqdm
 
+        # disabled inside save_html's quiet_progress(): a notebook kept a closed bar's output behind
         bar = tqdm(total=self.max_states, desc=f"export {type(w).__name__}", unit="state", leave=False,
                    disable=None)
         with warnings.catch_warnings():

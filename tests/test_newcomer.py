@@ -1,0 +1,133 @@
+"""What a new user meets first (issue 15): readable reprs, no progress bar left by an export, the top
+composition pairs without NaN traps, no U+FFFD in any label, pictures before running."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+
+import circwidgets as cw
+from circwidgets import engine
+from circwidgets.engine import _progress
+
+torch.set_num_threads(1)
+
+# a text whose BPE splits multi-byte characters into byte fragments
+HOSTILE_TEXT = "def f(x):\n    return 'héllo — 日本語 😀' + x  # ünïcödé"
+
+
+@pytest.fixture(scope="module")
+def code_model():
+    return cw.load("toy-2l-code")
+
+
+def test_widget_repr_is_its_text_summary(code_model):
+    w = cw.attention(code_model, "def f(x): return x")
+    assert repr(w) == w.summary()
+    assert "object at 0x" not in repr(w) and "AttentionPatterns" in repr(w)
+    ex = cw.explore(code_model, "def f(x): return x", panels=("attention", "eigenvalues"))
+    assert repr(ex).startswith("CircuitExplorer: layer 0 head 0")
+
+
+def test_quiet_progress_disables_every_engine_bar(monkeypatch):
+    seen = []
+
+    class Recorder:
+        def __init__(self, *a, **k):
+            seen.append(k.get("disable", False))
+
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    _progress.tqdm(range(3), disable=False)
+    with _progress.quiet_progress():
+        _progress.tqdm(range(3), disable=False)
+    _progress.tqdm(range(3), disable=False)
+    assert seen == [False, True, False]
+
+
+def test_save_html_shows_no_progress_bar(code_model, tmp_path, monkeypatch):
+    """Every bar an engine call opens during an export is disabled."""
+    seen = []
+
+    class Recorder:
+        def __init__(self, it=None, *a, **k):
+            seen.append(k.get("disable", False))
+            self.it = it if it is not None else []
+
+        def __iter__(self):
+            return iter(self.it)
+
+        def update(self, *a):
+            pass
+
+        def close(self):
+            pass
+
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    w = cw.eigenvalues(code_model)
+    orig = w._payload
+
+    def payload(layer, head):  # an engine loop that would show a bar
+        list(_progress.tqdm(range(2), disable=False))
+        return orig(layer, head)
+
+    monkeypatch.setattr(w, "_payload", payload)
+    w.invalidate()
+    assert seen and seen[-1] is False  # outside the export: shown
+    seen.clear()
+    w.save_html(tmp_path / "e.html", max_states=4)
+    assert seen and all(seen)
+
+
+def test_top_composition_pairs_brute_force(code_model):
+    for kind in "qkv":
+        s = engine.composition_scores(code_model, kind=kind)
+        L, H = s.shape[:2]
+        assert torch.isnan(s.reshape(-1)[int(s.reshape(-1).argmax())])  # the trap the helper avoids
+        top = engine.top_composition_pairs(s, k=5)
+        brute = sorted(((float(s[a, b, c, d]), (a, b), (c, d)) for a, b, c, d in
+                        itertools.product(range(L), range(H), range(L), range(H)) if a < c),
+                       key=lambda t: -t[0])[:5]
+        assert [(p1, p2) for p1, p2, _ in top] == [(p1, p2) for _, p1, p2 in brute]
+        assert [v for *_, v in top] == pytest.approx([v for v, *_ in brute])
+        assert all(p1[0] < p2[0] for p1, p2, _ in top)
+    assert len(engine.top_composition_pairs(s, k=10_000)) == (L * (L - 1) // 2) * H * H
+    assert engine.top_composition_pairs(s, k=0) == []
+    with pytest.raises(ValueError):
+        engine.top_composition_pairs(s[0])
+
+
+def _strings(v):
+    if isinstance(v, str):
+        yield v
+    elif isinstance(v, dict):
+        for x in v.values():
+            yield from _strings(x)
+    elif isinstance(v, (list, tuple)):
+        for x in v:
+            yield from _strings(x)
+
+
+def test_no_replacement_character_in_any_view(code_model):
+    toks = code_model.to_tokens(HOSTILE_TEXT)[0]
+    raw = [code_model.tokenizer.backend.decode([t]) for t in toks.tolist()]
+    assert any("\ufffd" in r for r in raw), "the text must contain byte-fragment tokens"
+    views = [cw.attention(code_model, HOSTILE_TEXT), cw.composition(code_model, HOSTILE_TEXT),
+             cw.paths(code_model, HOSTILE_TEXT), cw.ablation(code_model, HOSTILE_TEXT),
+             cw.skip_trigrams(code_model, layer=0, head=1)]
+    for w in views:
+        texts = [w.summary()]
+        for name in w.trait_names(sync=True):
+            texts += list(_strings(getattr(w, name)))
+        bad = [t for t in texts if "\ufffd" in t]
+        assert not bad, (type(w).__name__, bad[:3])
+    # skip-trigram rows over the whole vocabulary: every chip label
+    rows = engine.skip_trigrams(code_model, 0, 1, k=200)
+    text = json.dumps([str(r) for r in rows], ensure_ascii=False)
+    assert "\ufffd" not in text
