@@ -112,7 +112,11 @@ def test_notebook_hints_run(name, tmp_path, monkeypatch):
     last_hint = max(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "Hint:" in c.source)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    ns: dict = {"__name__": "__main__", "display": lambda *a, **k: None}
+    class _Handle:
+        def update(self, *a, **k):
+            pass
+
+    ns: dict = {"__name__": "__main__", "display": lambda *a, **k: _Handle()}
     pending: list[str] = []  # the hint waiting for its exercise's solution cell
     checked = 0
     for i, cell in enumerate(nb.cells):

@@ -131,3 +131,32 @@ def test_no_replacement_character_in_any_view(code_model):
     rows = engine.skip_trigrams(code_model, 0, 1, k=200)
     text = json.dumps([str(r) for r in rows], ensure_ascii=False)
     assert "\ufffd" not in text
+
+
+def test_explorer_and_monitor_mimebundles_have_a_png(code_model):
+    import base64
+
+    ex = cw.explore(code_model, "def f(x): return x", panels=("attention", "eigenvalues", "composition"))
+    data, _ = ex._repr_mimebundle_()
+    png = base64.b64decode(data["image/png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # three panels' pictures, not a blank
+    assert data["text/plain"].startswith("CircuitExplorer")
+    mon = cw.TrainingMonitor(title="t")
+    mon.evals = [{"step": 10, "train_loss": 3.0, "val_loss": 3.1, "max_induction": 0.1},
+                 {"step": 20, "train_loss": 2.0, "val_loss": 2.2, "max_induction": 0.6}]
+    data, _ = mon._repr_mimebundle_()
+    assert base64.b64decode(data["image/png"])[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["00_tour.ipynb", "06_training_and_phase_change.ipynb"])
+def test_entry_notebooks_store_pictures_of_their_live_views(name):
+    """On GitHub / before running: the explorer's and the monitor's outputs carry a PNG."""
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / name).read_text(encoding="utf-8"))
+    marker = {"00_tour.ipynb": "cw.explore(", "06_training_and_phase_change.ipynb": "cw.TrainingMonitor("}[name]
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and marker in "".join(c["source"])]
+    assert cells
+    outs = [o for c in cells for o in c.get("outputs", [])
+            if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert outs and all("image/png" in o["data"] for o in outs), [list(o.get("data", {})) for o in outs]

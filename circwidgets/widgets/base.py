@@ -76,12 +76,20 @@ def reacts_to(*names: str) -> Callable:
 
 class StaticFallback:
     """Mixin for widgets: adds `text/plain` (from `summary()`) and, when `static_png`, `image/png`
-    (from `png()`) beside the widget view in the mimebundle, so static viewers show something."""
+    (from `png()`, i.e. the matplotlib twin `figure()`) beside the widget view in the mimebundle, so
+    static viewers show something; `repr()` is the text summary too (a plain REPL)."""
 
     static_png: ClassVar[bool] = False
 
     def summary(self) -> str:
         return type(self).__name__
+
+    def png(self, dpi: int = 80) -> bytes:
+        """PNG bytes of the matplotlib twin (`figure()`)."""
+        fig = self.figure()  # a pyplot-free Figure: no global state, no backend switch
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        return buf.getvalue()
 
     def __repr__(self) -> str:
         # a plain REPL (no widget manager) prints the text summary, not `<... object at 0x...>`
@@ -297,10 +305,3 @@ class CircuitWidget(StaticFallback, anywidget.AnyWidget):
 
         return save_html(self, path, **kwargs)
 
-    # ------------------------------------------------------------------ static fallback
-    def png(self, dpi: int = 80) -> bytes:
-        """PNG bytes of the matplotlib twin."""
-        fig = self.figure()  # a pyplot-free Figure: no global state, no backend switch
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-        return buf.getvalue()
