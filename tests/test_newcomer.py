@@ -160,3 +160,16 @@ def test_entry_notebooks_store_pictures_of_their_live_views(name):
     outs = [o for c in cells for o in c.get("outputs", [])
             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert outs and all("image/png" in o["data"] for o in outs), [list(o.get("data", {})) for o in outs]
+
+
+def test_eigenvalue_twin_shows_the_unit_circle_at_large_scales():
+    import numpy as np
+
+    from circwidgets import plot
+
+    big = plot.eigenvalues({"full OV": np.array([300 + 2j, -50, 0.5 + 0.5j, 0.9j])})
+    (ax,) = big.axes
+    assert len(ax.child_axes) == 1  # the zoom on |λ| <= 1.6 with the circle and the two small eigenvalues
+    assert len(ax.child_axes[0].collections[0].get_offsets()) == 2
+    small = plot.eigenvalues({"full OV": np.array([0.5, -0.3j])})
+    assert small.axes[0].child_axes == []
