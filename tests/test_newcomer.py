@@ -173,3 +173,27 @@ def test_eigenvalue_twin_shows_the_unit_circle_at_large_scales():
     assert len(ax.child_axes[0].collections[0].get_offsets()) == 2
     small = plot.eigenvalues({"full OV": np.array([0.5, -0.3j])})
     assert small.axes[0].child_axes == []
+
+
+def test_composition_details_follow_the_selected_head(code_model):
+    comp = cw.composition(code_model, "def f(self): return self.x")
+    s = comp.score_matrix("k", False)
+    H = code_model.cfg.n_heads
+    for layer, head in [(1, 3), (1, 0), (0, 2)]:
+        comp.select(layer, head)
+        assert (comp.layer, comp.head) == (layer, head)  # the pair never moves the selection elsewhere
+        l1, h1, l2, h2 = comp.pair
+        assert comp.details["pair"] == comp.pair
+        if layer > 0:
+            assert (l2, h2) == (layer, head)
+            best = max(((a, b) for a in range(layer) for b in range(H)),
+                       key=lambda p: float(s[p[0], p[1], layer, head]))
+            assert (l1, h1) == best
+        else:
+            assert (l1, h1) == (layer, head) and l2 > l1
+    # a click on a pair still selects its later head
+    comp.pair = [0, 1, 1, 2]
+    assert (comp.layer, comp.head) == (1, 2) and comp.pair == [0, 1, 1, 2]
+    ex = cw.explore(code_model, "def f(self): return self.x", panels=("attention", "composition"))
+    ex.select(1, 1)
+    assert ex.panels["composition"].pair[2:] == [1, 1]
