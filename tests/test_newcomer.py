@@ -197,3 +197,33 @@ def test_composition_details_follow_the_selected_head(code_model):
     ex = cw.explore(code_model, "def f(self): return self.x", panels=("attention", "composition"))
     ex.select(1, 1)
     assert ex.panels["composition"].pair[2:] == [1, 1]
+
+
+def test_prefetch_messages_answer_the_payloads_as_binary(code_model, monkeypatch):
+    import numpy as np
+
+    w = cw.attention(code_model, "def f(self): return self.x")
+    sent = []
+    monkeypatch.setattr(w, "send", lambda content, buffers=None: sent.append((content, buffers)))
+    last = code_model.cfg.n_heads - 1
+    w._on_page_message(w, {"type": "prefetch", "heads": [[1, 2], [0, last], [9, 99], ["x", 1]]}, [])
+    assert [c["shown"] for c, _ in sent] == [
+        {"layer": 1, "head": 2, "variant": [False], "version": 0},
+        {"layer": 0, "head": last, "variant": [False], "version": 0}]  # out-of-range / bad heads: skipped
+    content, buffers = sent[0]
+    assert content["type"] == "payload" and content["buffer_paths"] == [["pattern", "data"]]
+    want = w._payload(1, 2)["pattern"]
+    assert bytes(buffers[0]) == bytes(want["data"])
+    assert content["values"]["pattern"]["shape"] == want["shape"]
+    got = np.frombuffer(bytes(buffers[0]), dtype=np.float16)
+    assert np.isfinite(got).all() and got.size == 0.5 * want["shape"][0] * (want["shape"][0] + 1)
+    # the selection is untouched by a prefetch; other messages are ignored
+    assert (w.layer, w.head) == (0, 0)
+    w._on_page_message(w, {"type": "other"}, [])
+    w._on_page_message(w, "junk", [])
+    assert len(sent) == 2
+    # the variant (value-weighted) is part of the page's cache key
+    w.value_weighted = True
+    sent.clear()
+    w._on_page_message(w, {"type": "prefetch", "heads": [[1, 2]]}, [])
+    assert sent[0][0]["shown"]["variant"] == [True]
