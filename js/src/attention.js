@@ -6,6 +6,7 @@ import { divColor, inkOn, rgbCss, seqColor, theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
+import { headPayloadCache } from "./lib/headcache.js";
 import { messageArea, pendingNote } from "./lib/message.js";
 import { cellAt, drawPattern as drawPatternCanvas, maxOf } from "./lib/pattern.js";
 import { onModelChanges } from "./lib/redraw.js";
@@ -39,6 +40,11 @@ function render({ model, el }) {
   ]);
   const msg = messageArea(model);
   const computing = pendingNote(model, msg);
+  // heads already received (and the selected head's neighbours, prefetched) redraw from the page's
+  // cache at the click; the kernel is still told the selection and its answer replaces the overlay
+  const hc = headPayloadCache(model, ["pattern"]);
+  let overlay = null; // {shown, pattern} drawn from the cache until the kernel's update arrives
+  const get = (k) => (overlay && k in overlay ? overlay[k] : model.get(k));
 
   // ---- head grid + legend
   let scores = new Float32Array(0), sLo = 0, sHi = 1;
@@ -63,7 +69,12 @@ function render({ model, el }) {
   const grid = headGrid(model, {
     label: "attention heads",
     cellWidth: 34,
-    onRequest: computing.pending,
+    onRequest(l, hd) {
+      const hit = hc.lookup(l, hd);
+      if (!hit) { computing.pending(l, hd); return; }
+      overlay = { ...hit.values, shown: hit.shown };
+      drawPattern("cache");
+    },
     paint(btn, l, hd) {
       const v = scores[l * model.get("n_heads") + hd];
       const t = sHi > sLo ? (v - sLo) / (sHi - sLo) : 0;
@@ -135,12 +146,12 @@ function render({ model, el }) {
     textInput.value = model.get("text");
   }
 
-  function drawPattern() {
+  function drawPattern(source = "kernel") {
     computing.settled();
     const t0 = performance.now();
     th = theme(root);
-    const shown = model.get("shown") || {};
-    const p = model.get("pattern");
+    const shown = get("shown") || {};
+    const p = get("pattern");
     N = p && p.shape ? p.shape[0] : 0;
     // the causal pattern comes as its lower triangle: keep it packed (row i starts at i(i+1)/2)
     packed = !!(p && p.layout === "tril");
@@ -154,7 +165,8 @@ function render({ model, el }) {
     title.textContent = model.get("title") ? `${model.get("title")} — L${shown.layer}H${shown.head}` : `L${shown.layer}H${shown.head}`;
     vwBox.checked = vw;
     const ms = performance.now() - t0;
-    markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, valueWeighted: vw ? 1 : 0, nTokens: N, drawMs: ms.toFixed(1) });
+    markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, valueWeighted: vw ? 1 : 0, nTokens: N, drawMs: ms.toFixed(1),
+      drawSource: source, cacheEntries: hc.cache.size, cacheBytes: hc.cache.bytes });
   }
 
   let marked = [];
@@ -201,7 +213,7 @@ function render({ model, el }) {
       }
     }
     spans[k] && spans[k].classList.add("cw-tok-focus");
-    tokReadout.textContent = `[${k}] ${visibleWhitespace(labels[k])} ${pays ? "pays" : "receives"} attention (L${model.get("shown").layer}H${model.get("shown").head})`;
+    tokReadout.textContent = `[${k}] ${visibleWhitespace(labels[k])} ${pays ? "pays" : "receives"} attention (L${get("shown").layer}H${get("shown").head})`;
     tokReadout.dataset.pos = k;
   }
   function clearTokens() {
@@ -232,15 +244,26 @@ function render({ model, el }) {
     if (c.has("thumbs")) readThumbs();
     if (c.has("scores") || c.has("score_name") || c.has("score_names") || c.has("score_label")) readScores();
     else if (c.has("thumbs")) grid.refresh();
-    if (c.has("shown") || c.has("pattern")) drawPattern();
+    if (c.has("shown") || c.has("pattern")) {
+      hc.remember();
+      const s = model.get("shown") || {};
+      // an answer to an older click while a newer one is on screen from the cache: keep the newer
+      if (!(overlay && (s.layer !== model.get("layer") || s.head !== model.get("head")))) {
+        overlay = null;
+        drawPattern();
+        hc.prefetch(s.layer, s.head);
+      }
+    }
   });
   readTokens();
   readThumbs();
   readScores();
   drawPattern();
+  hc.remember();
+  hc.prefetch((model.get("shown") || {}).layer ?? 0, (model.get("shown") || {}).head ?? 0);
   // the theme can change while the view is open: re-read the CSS variables and repaint
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); drawPattern(); });
-  return cleanup(computing, offTheme, changes, grid, msg);
+  return cleanup(computing, offTheme, changes, grid, msg, hc);
 }
 
 export default { render };
