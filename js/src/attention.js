@@ -32,10 +32,14 @@ function render({ model, el }) {
   for (const [v, t] of [["linear", "linear"], ["sqrt", "sqrt"], ["log", "log 10⁻³…1"]]) {
     scaleSel.append(h("option", { text: t, attrs: { value: v } }));
   }
+  // zoom: the pattern drawn larger inside a scroll box (drag or scroll to pan) for long contexts
+  const zoomSel = h("select", { cls: "cw-zoom", attrs: { "aria-label": "pattern zoom" } });
+  for (const z of [1, 2, 4, 8]) zoomSel.append(h("option", { text: `${z}×`, attrs: { value: String(z) } }));
   const bar = h("div", { cls: "cw-bar" }, [
     title,
     h("label", {}, ["colour heads by", scoreSel]),
     h("label", {}, ["pattern colours", scaleSel]),
+    h("label", { title: "zoom the pattern; drag or scroll it to pan" }, ["zoom", zoomSel]),
     h("label", { title: "attention × ‖v_src‖ (the paper's value-weighted pattern)" }, [vwBox, "value-weighted"]),
   ]);
   const msg = messageArea(model);
@@ -44,6 +48,7 @@ function render({ model, el }) {
   // cache at the click; the kernel is still told the selection and its answer replaces the overlay
   const hc = headPayloadCache(model, ["pattern"]);
   let overlay = null; // {shown, pattern} drawn from the cache until the kernel's update arrives
+  let drawnWidth = 0; // the view's width when the pattern was last drawn (a resize redraws)
   const get = (k) => (overlay && k in overlay ? overlay[k] : model.get(k));
 
   // ---- head grid + legend
@@ -94,7 +99,8 @@ function render({ model, el }) {
   const canvas = h("canvas", { cls: "cw-canvas cw-pattern", attrs: { tabindex: "0", "aria-label": "attention pattern" } });
   const readout = h("div", { cls: "cw-readout cw-pattern-readout", text: "hover the pattern" });
   const panelTitle = h("div", { cls: "cw-panel-title" });
-  const panel = h("div", { cls: "cw-panel" }, [panelTitle, canvas, readout]);
+  const scroller = h("div", { cls: "cw-pattern-scroll" }, [canvas]);
+  const panel = h("div", { cls: "cw-panel" }, [panelTitle, scroller, readout]);
 
   // ---- tokens
   const tokBox = h("div", { cls: "cw-tokens" });
@@ -159,13 +165,18 @@ function render({ model, el }) {
     // plain patterns are coloured on the absolute 0..1 scale; value-weighted ones up to their max
     const vw = model.get("value_weighted");
     const aMax = vw ? maxOf(A) || 1 : 1;
-    geom = drawPatternCanvas(canvas, th, { A, N, packed, vmax: aMax, scale: scaleSel.value, labels, maxPx: MAX_PX });
-    panel.style.maxWidth = `${Math.max(geom.ml + geom.S + 4, 320)}px`; // titles wrap to the plot's width, so the panel fits beside the grid
+    // sized from the room the view has (an 800 px output area, a 1,600 px one), times the zoom
+    const room = Math.max(160, (root.clientWidth || 800) - 28 - (N <= 64 ? 84 : 4));
+    const zoom = Number(zoomSel.value) || 1;
+    geom = drawPatternCanvas(canvas, th, { A, N, packed, vmax: aMax, scale: scaleSel.value, labels, maxPx: Math.min(MAX_PX, room) * zoom });
+    // titles wrap to the plot's width, so the panel fits beside the grid; never wider than the view
+    panel.style.maxWidth = `${Math.min(Math.max(geom.ml + geom.S + 4, 320), Math.max(200, (root.clientWidth || 800) - 16))}px`;
+    drawnWidth = root.clientWidth;
     panelTitle.textContent = `layer ${shown.layer} head ${shown.head} — ${vw ? "value-weighted pattern (A·‖v_src‖)" : "attention pattern"}; rows = query, columns = key; colour scale 0 … ${fmt(aMax)} (${scaleSel.value})`;
     title.textContent = model.get("title") ? `${model.get("title")} — L${shown.layer}H${shown.head}` : `L${shown.layer}H${shown.head}`;
     vwBox.checked = vw;
     const ms = performance.now() - t0;
-    markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, valueWeighted: vw ? 1 : 0, nTokens: N, drawMs: ms.toFixed(1),
+    markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, valueWeighted: vw ? 1 : 0, nTokens: N, drawMs: ms.toFixed(1), zoom,
       drawSource: source, cacheEntries: hc.cache.size, cacheBytes: hc.cache.bytes });
   }
 
@@ -229,6 +240,29 @@ function render({ model, el }) {
 
   // ---- controls -> kernel
   scaleSel.addEventListener("change", () => drawPattern());
+  zoomSel.addEventListener("change", () => drawPattern());
+  // drag to pan a zoomed pattern
+  let drag = null;
+  scroller.addEventListener("mousedown", (ev) => {
+    if (Number(zoomSel.value) > 1) drag = { x: ev.clientX, y: ev.clientY, l: scroller.scrollLeft, t: scroller.scrollTop };
+  });
+  const endDrag = () => { drag = null; };
+  const onDrag = (ev) => {
+    if (!drag) return;
+    scroller.scrollLeft = drag.l - (ev.clientX - drag.x);
+    scroller.scrollTop = drag.t - (ev.clientY - drag.y);
+  };
+  window.addEventListener("mousemove", onDrag);
+  window.addEventListener("mouseup", endDrag);
+  // the output area changed width (a resized window, a sidebar): draw the pattern for the new room
+  let resizeQueued = false;
+  const ro = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(() => {
+    if (resizeQueued || Math.abs(root.clientWidth - drawnWidth) < 8) return;
+    resizeQueued = true;
+    requestAnimationFrame(() => { resizeQueued = false; drawPattern(overlay ? "cache" : "kernel"); });
+  });
+  if (ro) ro.observe(root);
+  const offWindow = () => { window.removeEventListener("mousemove", onDrag); window.removeEventListener("mouseup", endDrag); if (ro) ro.disconnect(); };
   scoreSel.addEventListener("change", () => { model.set("score_name", scoreSel.value); model.save_changes(); });
   vwBox.addEventListener("change", () => { model.set("value_weighted", vwBox.checked); model.save_changes(); });
   const sendText = () => { model.set("text", textInput.value); model.save_changes(); };
@@ -263,7 +297,7 @@ function render({ model, el }) {
   hc.prefetch((model.get("shown") || {}).layer ?? 0, (model.get("shown") || {}).head ?? 0);
   // the theme can change while the view is open: re-read the CSS variables and repaint
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); drawPattern(); });
-  return cleanup(computing, offTheme, changes, grid, msg, hc);
+  return cleanup(computing, offTheme, changes, grid, msg, hc, offWindow);
 }
 
 export default { render };
