@@ -84,6 +84,7 @@ class PathTerms:
     b_U: torch.Tensor | None = field(repr=False)
     final_scale: torch.Tensor | None = field(repr=False)  # [batch, pos, 1] or None (no LN)
     model_logits: torch.Tensor = field(repr=False)  # the model's own logits [batch, pos, d_vocab]
+    center: bool = True  # the final norm centres (LayerNorm); RMS norms only divide by the scale
 
     def __len__(self) -> int:
         return len(self.labels_all)
@@ -100,7 +101,7 @@ class PathTerms:
     def _unembed(self, x: torch.Tensor) -> torch.Tensor:
         """Frozen final map of residual contributions `[..., batch, pos, d_model]` to logits."""
         if self.final_scale is not None:
-            x = (x - x.mean(-1, keepdim=True)) / self.final_scale
+            x = ((x - x.mean(-1, keepdim=True)) if self.center else x) / self.final_scale
         return x @ self.W_U
 
     @property
@@ -147,7 +148,7 @@ class PathTerms:
             raise IndexError(f"token={token!r} is out of range: token ids are 0..{V - 1}")
         x = torch.cat([self.resid[:, batch, pos], self.remainder_resid[None, batch, pos]])  # [T+1, D]
         if self.final_scale is not None:
-            x = (x - x.mean(-1, keepdim=True)) / self.final_scale[batch, pos]
+            x = ((x - x.mean(-1, keepdim=True)) if self.center else x) / self.final_scale[batch, pos]
         vals = (x @ self.W_U[:, token]).tolist()
         out = list(zip(self.labels, vals[:-1]))
         if self.b_U is not None:
@@ -226,6 +227,7 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
     B, P = tokens.shape
     D, H = cfg.d_model, cfg.n_heads
     ln = cfg.normalization is not None
+    center = cfg.normalization in ("LN", "LNPre")  # RMS norms divide by the frozen scale without centring
 
     labels: list[str] = []
     paths: list[tuple] = []
@@ -247,7 +249,7 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
     def heads(x: torch.Tensor, l: int) -> torch.Tensor:
         """Frozen layer-l heads on contributions `x [T, B, P, D]` -> per-head outputs `[T, H, B, P, D]`."""
         if ln:
-            x = (x - x.mean(-1, keepdim=True)) / cache["scale", l, "ln1"].to(dt)
+            x = ((x - x.mean(-1, keepdim=True)) if center else x) / cache["scale", l, "ln1"].to(dt)
         v = torch.einsum("tbpd,hde->tbhpe", x, W_V[l])
         z = cache["pattern", l].to(dt) @ v  # [B, H, q, k] @ [T, B, H, k, E]
         return torch.einsum("tbhqe,hed->thbqd", z, W_O[l])
@@ -305,5 +307,5 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
     return PathTerms(
         labels=labels, paths=paths, orders=orders, resid=torch.stack(vecs), remainder_resid=remainder,
         W_U=pm.W_U.detach().to(dt), b_U=pm.b_U.detach().to(dt) if cfg.biases else None,
-        final_scale=cache["scale"].to(dt) if ln else None, model_logits=logits.detach().to(dt),
+        final_scale=cache["scale"].to(dt) if ln else None, model_logits=logits.detach().to(dt), center=center,
     )
