@@ -21,6 +21,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from circwidgets.engine import circuits as C  # noqa: E402
 from circwidgets.engine.composition import composition_scores  # noqa: E402
+from circwidgets.engine.interventions import logit_attribution  # noqa: E402
 from circwidgets.engine.paths import path_terms  # noqa: E402
 from circwidgets.model import ModelConfig, fold_layernorm  # noqa: E402
 from circwidgets.model.testing import random_model, rotated  # noqa: E402
@@ -148,6 +149,10 @@ def test_path_terms_add_up_to_the_logits(cfg, seed):
         torch.testing.assert_close(pt.total(), logits, rtol=1e-8, atol=1e-8)
         # the single terms, summed one by one, are the same split
         torch.testing.assert_close(pt.logits().sum(0), logits, rtol=1e-8, atol=1e-8)
+        # and the direct logit attribution of one logit adds up to it
+        pos, tok = toks.shape[1] - 1, int(toks[0, 0])
+        la = logit_attribution(m, toks, pos, tok)
+        torch.testing.assert_close(la.total(), logits[0, pos, tok], rtol=1e-8, atol=1e-8)
 
 
 @SETTINGS

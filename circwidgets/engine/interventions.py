@@ -518,10 +518,11 @@ def logit_attribution(model: Transformer, tokens, pos: int, token) -> LogitAttri
 
     def read(x):  # x [batch, ..., d_model] at `pos` -> its contribution to the logit (LN scale frozen)
         if cfg.normalization is not None:
-            x = x - x.mean(-1, keepdim=True)
+            if cfg.normalization in ("LN", "LNPre"):  # RMS norms do not centre
+                x = x - x.mean(-1, keepdim=True)
             scale = cache["scale"][:, pos, 0]
             x = x / scale.view(-1, *([1] * (x.ndim - 1)))
-            if cfg.normalization == "LN":
+            if cfg.normalization in ("LN", "RMS"):  # the final norm's elementwise weight
                 x = x * model.ln_final_w
         return x @ u
 
