@@ -281,7 +281,7 @@ def eigenvalues(model: Transformer, layer: int, head: int, circuit: Circuit = "o
     """
     core = circuit_cores(model, circuit, full, layer, head, offset=offset)
     lam = eigvals(core)
-    return lam[lam.abs().argsort(descending=True)]
+    return lam[lam.abs().argsort(descending=False)]
 
 
 def eigen_positivity(model: Transformer, circuit: Circuit = "ov", full: bool = True,
