@@ -1,4 +1,4 @@
-"""The induction mechanism read off the weights (docs/ARCHITECTURE.md §11): the three circuits the
+"""The induction mechanism read off the weights (docs/ARCHITECTURE.md §12): the three circuits the
 framework paper and Olsson et al. point to, each a pure function of the weights.
 
 - **K-composition term** of the induction head h2's QK circuit through the previous-token head h1,
@@ -100,6 +100,8 @@ def k_composition_qk(model: Transformer, prev_head: Head, ind_head: Head) -> Fac
     l2, h2 = _head(model, ind_head)
     if not l1 < l2:
         raise ValueError(f"K-composition needs prev_head in an earlier layer than ind_head, got L{l1} and L{l2}")
+    if model.cfg.positional == "rotary":  # the rotation between W_Q and W_K depends on the query-key offset
+        raise ValueError("k_composition_qk: rotary models have no offset-free QK circuit (use engine.circuits' offset)")
     w = weights(model)
     W_E = w["W_E"]
     return FactoredMatrix(W_E, w["W_Q"][l2, h2], w["W_K"][l2, h2].T, w["W_O"][l1, h1].T, w["W_V"][l1, h1].T, W_E.T)

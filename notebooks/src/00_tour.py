@@ -129,8 +129,9 @@ print(f"strongest K-composition into L{best[0]}H{best[1]}: L0H{h1} (score {float
 # ### Exercise 2
 # Switch the induction head off (zero ablation) and compare the model's loss on the repeated input with and
 # without it, on each half of the sequence. Which half gets worse, and why that one? (Hint:
-# `engine.ablate_heads` returns an effect with `clean`, `delta` and `intervened`; pass a `metric` to measure
-# one half; `cw.ablation(model, tokens)` does the same by clicking.)
+# `eff = engine.ablate_heads(model, tokens[None], [best])` returns an effect with the losses `eff.clean` and
+# `eff.intervened` and their difference `eff.delta`; a metric argument measures one half;
+# `cw.ablation(model, tokens)` does the same by clicking.)
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
 #@title Solution (click to show the code)
