@@ -23,7 +23,12 @@ from .circuits import (
     positional_qk,
     trace_copying_score,
 )
-from .composition import composition_baseline, composition_scores, composition_scores_one_sided
+from .composition import (
+    composition_baseline,
+    composition_scores,
+    composition_scores_one_sided,
+    top_composition_pairs,
+)
 from .corpus_stats import (
     Bigrams,
     SkipTrigramCounts,
@@ -75,7 +80,8 @@ __all__ = [
     "W_OV", "W_QK", "circuit_cores", "eigen_positivity", "eigenvalues", "full_ov", "full_qk", "positional_qk",
     "trace_copying_score", "FactoredMatrix", "check_offset", "keys_at", "offset_matrices", "offset_profile",
     # composition, virtual weights and heads, path expansion
-    "composition_baseline", "composition_scores", "composition_scores_one_sided", "VirtualHead", "VirtualWeights",
+    "composition_baseline", "composition_scores", "composition_scores_one_sided",
+    "top_composition_pairs", "VirtualHead", "VirtualWeights",
     "virtual_heads", "virtual_weights", "PathTerms", "path_budget", "path_terms",
     # skip-trigrams, patterns, head behaviour
     "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "AttentionData", "attention_patterns",

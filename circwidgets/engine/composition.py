@@ -150,6 +150,9 @@ def _shared_kv(model: Transformer, kind: str, offset) -> torch.Tensor | None:
 def composition_scores(model: Transformer, kind: Kind = "q", baseline: bool = False, offset=None) -> torch.Tensor:
     """Normalised composition scores `[layer1, head1, layer2, head2]` (NaN where layer1 >= layer2).
 
+    The NaN entries are pairs that cannot compose (the later head must sit in a later layer), so
+    `scores.argmax()` is meaningless (it lands on a NaN); `top_composition_pairs(scores, k)` lists the
+    k strongest valid pairs.
     `kind`: "q", "k" or "v" (module docstring). Raw scores lie in [0, 1] and equal TransformerLens'
     `all_composition_scores`. `baseline=True` subtracts the mean score of random matrices of the same
     shapes (`composition_baseline`), as the paper does, so that 0 means "no more than chance".
@@ -172,6 +175,25 @@ def composition_scores(model: Transformer, kind: Kind = "q", baseline: bool = Fa
         mean, _ = composition_baseline(model, kind)
         scores = scores - mean
     return _check_scores(f"composition scores ({kind})", scores)
+
+
+def top_composition_pairs(scores: torch.Tensor, k: int = 10) -> list[tuple[tuple[int, int], tuple[int, int], float]]:
+    """The `k` largest entries of a `[L, H, L, H]` score tensor over the valid pairs (layer1 < layer2;
+    NaN entries ignored), strongest first: `[((layer1, head1), (layer2, head2), score), ...]`. Ties keep
+    index order. Fewer than `k` when fewer valid pairs exist."""
+    if scores.dim() != 4 or scores.shape[0] != scores.shape[2] or scores.shape[1] != scores.shape[3]:
+        raise ValueError(f"scores must be [L, H, L, H], got {tuple(scores.shape)}")
+    L, H = scores.shape[:2]
+    ar = torch.arange(L, device=scores.device)
+    valid = (ar[:, None] < ar[None, :])[:, None, :, None].expand(L, H, L, H) & ~torch.isnan(scores)
+    flat = scores.reshape(-1).to(torch.float64)
+    idx = valid.reshape(-1).nonzero().squeeze(1)
+    order = torch.sort(flat[idx], descending=True, stable=True).indices[: max(int(k), 0)]
+    out = []
+    for i in idx[order].tolist():
+        l1, h1, l2, h2 = (i // (H * L * H), (i // (L * H)) % H, (i // H) % L, i % H)
+        out.append(((l1, h1), (l2, h2), float(flat[i])))
+    return out
 
 
 def _check_scores(name: str, scores: torch.Tensor) -> torch.Tensor:
@@ -208,7 +230,7 @@ def random_composition_scores(d_model: int, d_head: int, n_samples: int = 128, s
     The same distribution serves all three kinds: every right matrix (`W_Q W_K^T`, its transpose,
     `W_V W_O`) is such a product. Progress bar when the work is large.
     """
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     g = torch.Generator().manual_seed(seed)
     out = []

@@ -325,7 +325,7 @@ def _copy_runs(model: Transformer, toks: torch.Tensor, hook_name, n: int, edit, 
                max_elements: float, desc: str) -> list[float]:
     """Run `n` edited copies of `toks` (stacked on the batch axis, several per forward pass);
     `edit(act_view [copies, batch, ...], first_copy)` modifies the hooked activation in place."""
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     B = toks.shape[0]
     step = _copies_per_run(model, toks, n, max_elements)

@@ -267,7 +267,7 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
             return out
         return out / cache[f"blocks.{l}.ln1_post.hook_scale"].to(dt) * post_w[l]
 
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     big = (cfg.n_layers * H) ** min(max_order, cfg.n_layers) * B * P * D > 1e8  # roughly > 2 s of work
     for l in tqdm(range(cfg.n_layers), desc="path terms", disable=not big):

@@ -236,7 +236,7 @@ def source_maxima(factors: dict[str, torch.Tensor], block_size: int | None = Non
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     q, k, v, u = factors["q"], factors["k"], factors["v"], factors["u"]
     V, n_src = q.shape[0], k.shape[0]  # k, v may hold a subset of sources; q, u always the whole vocabulary

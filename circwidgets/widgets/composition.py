@@ -3,12 +3,14 @@ both heads' patterns on a text, the virtual head's pattern `A^{h2} A^{h1}`, the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import traitlets
 
+from ..engine._check import check_layer_head
 from ..engine.composition import composition_baseline, composition_scores
 from ..engine.heads import induction_tokens
 from ..engine.patterns import attention_patterns
@@ -168,9 +170,36 @@ class Composition(CircuitWidget):
             raise ValueError(f"the earlier head's layer ({l1}) must be below the later head's ({l2})")
         return [l1, h1, l2, h2]
 
-    def _set_pair(self, pair) -> None:
+    def _set_pair(self, pair, select: bool = True) -> None:
         self.set_quietly(pair=pair)
-        self._on_pair({"name": "pair", "new": pair, "old": []})
+        self._on_pair({"name": "pair", "new": pair, "old": [], "select": select})
+
+    def pair_for_head(self, layer: int, head: int) -> list[int]:
+        """The pair shown when head (layer, head) is selected elsewhere: the head as the later head with
+        its most strongly composing earlier head (for `kind`); a layer-0 head as the earlier head with
+        its strongest later partner."""
+        s = self.score_matrix(self.kind, False)
+        H = self.model.cfg.n_heads
+        if layer > 0:
+            i = int(torch.nan_to_num(s[:layer, :, layer, head], nan=-math.inf).flatten().argmax())
+            return [i // H, i % H, layer, head]
+        i = int(torch.nan_to_num(s[0, head, 1:, :], nan=-math.inf).flatten().argmax())
+        return [0, head, 1 + i // H, i % H]
+
+    @reacts_to("layer", "head")
+    def _follow_selection(self, change) -> None:
+        """A head selected from outside (explorer, `select()`): show a pair that contains it, so the
+        details never stay on a pair the selection has left."""
+        if self.data is None or self._broken or self.model.cfg.n_layers < 2:
+            return
+        sel = (self.layer, self.head)
+        if self.pair and sel in ((self.pair[0], self.pair[1]), (self.pair[2], self.pair[3])):
+            return
+        try:
+            check_layer_head(self.model, *sel)
+        except IndexError:
+            return  # the base reports and reverts the selection
+        self._set_pair(self.pair_for_head(*sel), select=False)
 
     @reacts_to("pair")
     def _on_pair(self, change) -> None:
@@ -191,7 +220,7 @@ class Composition(CircuitWidget):
                 self.set_quietly(pair=pair)
             self.details = det
             self.error = ""
-        if (self.layer, self.head) != (pair[2], pair[3]):
+        if change.get("select", True) and (self.layer, self.head) != (pair[2], pair[3]):
             self.select(pair[2], pair[3])
 
     def export_actions(self) -> list[dict[str, Any]]:

@@ -7,10 +7,12 @@ import { decodeArray } from "./lib/decode.js";
 import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea, pendingNote } from "./lib/message.js";
+import { circleLabelCandidates, placeLabel } from "./lib/place.js";
 import { onModelChanges } from "./lib/redraw.js";
 import { fmt } from "./lib/text.js";
 
 const SIZE = 230; // plot side, CSS px
+const MIN_UNIT_PX = 10; // the unit circle is never drawn smaller than this radius (CSS px)
 
 function render({ model, el }) {
   const root = h("div", { cls: "cw-root cw-eigen" });
@@ -147,13 +149,22 @@ function render({ model, el }) {
     ctx.strokeStyle = th.css.border; ctx.lineWidth = 1;
     ctx.strokeRect(0.5, 0.5, SIZE - 1, SIZE - 1);
     ctx.beginPath(); ctx.moveTo(0, Y(0)); ctx.lineTo(SIZE, Y(0)); ctx.moveTo(X(0), 0); ctx.lineTo(X(0), SIZE); ctx.stroke();
-    // unit circle |λ| = 1 (radius log10 2 in log mode)
+    // unit circle |λ| = 1 (radius log10 2 in log mode); at large scales it would shrink below a few
+    // pixels: then it is drawn at MIN_UNIT_PX and its label says it is enlarged
     const u = logm ? Math.log10(2) : 1;
-    ctx.setLineDash([4, 3]); ctx.strokeStyle = th.css.fg2;
-    ctx.beginPath(); ctx.arc(X(0), Y(0), (u / R) * (SIZE / 2), 0, 2 * Math.PI); ctx.stroke();
-    ctx.setLineDash([]);
+    const trueR = (u / R) * (SIZE / 2);
+    const unitR = Math.max(trueR, MIN_UNIT_PX);
+    ctx.setLineDash(trueR < MIN_UNIT_PX ? [2, 2] : [4, 3]); ctx.strokeStyle = th.css.fg2; ctx.lineWidth = 1.5;
+    ctx.beginPath(); ctx.arc(X(0), Y(0), unitR, 0, 2 * Math.PI); ctx.stroke();
+    ctx.setLineDash([]); ctx.lineWidth = 1;
     ctx.fillStyle = th.css.fg2; ctx.font = `10px ${th.font}`;
-    ctx.fillText("|λ|=1", X(u * 0.71) + 2, Y(u * 0.71) - 2);
+    const unitText = trueR < MIN_UNIT_PX ? "|λ|=1 (enlarged)" : "|λ|=1";
+    const lw = ctx.measureText(unitText).width, lh = 10;
+    const pxPts = pts.map(([x, y]) => [X(x), Y(y)]);
+    const area = { w: SIZE, h: SIZE };
+    const at = placeLabel(pxPts, circleLabelCandidates(X(0), Y(0), unitR, lw, lh, area), lw, lh, area);
+    ctx.fillText(unitText, at.x, at.y + lh - 1);
+    canvas.dataset.unitCircle = JSON.stringify({ r: +unitR.toFixed(1), trueR: +trueR.toFixed(3), label: [+at.x.toFixed(1), +at.y.toFixed(1), +lw.toFixed(1), lh] });
     ctx.fillText(`±${fmt(R / 1.12, 2)}${logm ? " (log)" : ""}`, 4, 12);
     for (const [x, y, re] of pts) {
       ctx.fillStyle = rgbCss(re >= 0 ? th.rgb.accent : th.rgb.negative);
