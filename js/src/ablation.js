@@ -5,6 +5,7 @@ import "./lib/panels.css";
 import "./ablation.css";
 import { divColor, inkOn, rgbCss, theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
+import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea } from "./lib/message.js";
@@ -108,8 +109,11 @@ function render({ model, el }) {
     tokTable,
   );
 
+  const drawn = {}; // what was painted (lib/digest.js)
+
   function drawLoss() {
     const loss = model.get("loss"), clean = model.get("clean_loss");
+    drawn.loss = sig(loss, 6); drawn.clean = sig(clean, 6);
     lossBox.replaceChildren(
       "loss ", h("span", { cls: "cw-loss", text: fmt(loss, 5), data: { loss: String(loss) } }),
       "   clean ", h("span", { cls: "cw-clean-loss", text: fmt(clean, 5) }),
@@ -158,6 +162,7 @@ function render({ model, el }) {
       rows.push(row);
     }
     tokTable.replaceChildren(...rows);
+    drawn.tokenLoss = Array.from(tl.subarray(0, 32), (x) => sig(x));
   }
 
   function drawPreds() {
@@ -204,6 +209,7 @@ function render({ model, el }) {
       onClick(r, c) { model.set("layer", r); model.set("head", c); model.save_changes(); },
     });
     hmH.el.classList.add("cw-patch-heads");
+    drawn.patchHeads = hmH.sample; drawn.patchResid = hmR.sample;
     patchView.replaceChildren(
       h("div", { cls: "cw-legend cw-patch-info", text: model.get("patch_info") }),
       scaleLegend(th, hmR.geom.lo, hmR.geom.hi, true, "clean → corrupted patching (blue: restores the clean answer)"),
@@ -231,6 +237,8 @@ function render({ model, el }) {
     drawTokens();
     drawPreds();
     if (mode === "patch") drawPatch();
+    publishDrawn(root, { mode, off: model.get("off") || [], cuts: model.get("cuts") || [], ...drawn,
+      ...(mode === "patch" ? {} : { patchHeads: undefined, patchResid: undefined }) });
     markDrawn(root, { shownLayer: model.get("layer"), shownHead: model.get("head"), loss: model.get("loss"),
       nOff: (model.get("off") || []).length, nCuts: (model.get("cuts") || []).length, mode, drawMs: (performance.now() - t0).toFixed(1) });
   }

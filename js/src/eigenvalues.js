@@ -4,6 +4,7 @@ import "./lib/common.css";
 import "./eigenvalues.css";
 import { divColor, inkOn, rgbCss, theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
+import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea, pendingNote } from "./lib/message.js";
@@ -189,7 +190,9 @@ function render({ model, el }) {
       readout.textContent = `${label}: λ${best + 1} = ${fmt(re, 4)} ${im < 0 ? "−" : "+"} ${fmt(Math.abs(im), 4)}i, |λ| = ${fmt(Math.hypot(re, im), 4)}`;
       readout.dataset.circuit = c;
     });
-    return h("div", { cls: "cw-eig-plot" }, [head, canvas]);
+    const plot = h("div", { cls: "cw-eig-plot" }, [head, canvas]);
+    plot.drawnEigs = pts.map(([, , re, im]) => [sig(re, 4), sig(im, 4)]); // the plotted eigenvalues (digest)
+    return plot;
   }
 
   function draw() {
@@ -206,6 +209,9 @@ function render({ model, el }) {
       items.push(drawOne(c, label, vals, shown));
     }
     plots.replaceChildren(...items);
+    const drawnEigs = {};
+    model.get("circuits").forEach(([c], k) => { drawnEigs[c] = items[k].drawnEigs; });
+    publishDrawn(root, { layer: shown.layer, head: shown.head, log: model.get("log_magnitude") ? 1 : 0, eigs: drawnEigs });
     logBox.checked = model.get("log_magnitude");
     syncOffset();
     drawProfile();
