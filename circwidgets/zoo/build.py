@@ -70,7 +70,7 @@ SPECS: dict[str, list[dict]] = {
         dict(id="kcomp_prev", fn="kcomp_source_prev_token", args=dict(**HEAD_ARGS), op=">=", target=None, tol=0.01,
              text="previous-token score of the strongest K-composition input of the best induction head"),
         dict(id="heldout_gap", fn="heldout_gap", args={}, op="<=", target=0.1, tol=0.01,
-             text="held-out minus training loss (nats), 64 windows of each split (no memorisation)"),
+             text="held-out minus training loss (nats), 256 windows of each split (no memorisation)"),
     ],
     # the first shipped toy-2l-code (stdlib, augmented; n_ctx 128): its card keeps these claims
     "toy-2l-code-stdlib": [
@@ -140,7 +140,7 @@ def skip_trigram_stats(data_dir: str | Path, d_vocab: int, window: int = 16, n_t
             "frequent_ids": frequent.to(torch.int32)}, info
 
 
-def loss_windows(data_dir: str | Path, n_ctx: int, n: int = 64, seed: int = 7919) -> tuple[dict, dict]:
+def loss_windows(data_dir: str | Path, n_ctx: int, n: int = 256, seed: int = 7919) -> tuple[dict, dict]:
     """`n` windows `[BOS] + tokens[o : o + n_ctx - 1]` of each split (a seed the trainer never uses), as
     int16/int32 `[n, n_ctx]`: what the held-out-gap claim measures the model on."""
     from ..train.corpus import CorpusTask, load_manifest
