@@ -14,7 +14,7 @@ import circwidgets as cw
 from circwidgets import zoo
 from circwidgets.zoo.build import ClaimFailed, check
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread per test, then restored
 EXPECTED = {"toy-0l-code", "toy-1l-code", "toy-1l-trigrams", "toy-2l-induction", "toy-2l-code"}
 SHIPPED = zoo.list()
 

@@ -134,7 +134,7 @@ def eigenvalues(model: Transformer, layer: int, head: int, circuit: Circuit = "o
     """
     core = circuit_cores(model, circuit, full, layer, head)
     lam = eigvals(core)
-    return lam[lam.abs().argsort(descending=False)]
+    return lam[lam.abs().argsort(descending=True)]
 
 
 def eigen_positivity(model: Transformer, circuit: Circuit = "ov", full: bool = True) -> torch.Tensor:
