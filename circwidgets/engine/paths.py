@@ -227,7 +227,7 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
     B, P = tokens.shape
     D, H = cfg.d_model, cfg.n_heads
     ln = cfg.normalization is not None
-    center = cfg.normalization is not None  # RMS norms divide by the frozen scale without centring
+    center = cfg.normalization in ("LN", "LNPre")  # RMS norms divide by the frozen scale without centring
 
     labels: list[str] = []
     paths: list[tuple] = []
