@@ -44,6 +44,7 @@ class TrainingMonitor(StaticFallback, anywidget.AnyWidget):
     Updates are sent at most every `min_interval` seconds (and at every evaluation)."""
 
     _esm, _css = front_end_files("monitor")
+    static_png = True  # the mimebundle gets image/png of the curves (`figure()`) as they are when displayed
 
     title = traitlets.Unicode("").tag(sync=True)
     steps = traitlets.List([]).tag(sync=True)

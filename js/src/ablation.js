@@ -56,8 +56,13 @@ function render({ model, el }) {
       btn.classList.toggle("cw-off", off);
       btn.dataset.off = off ? "1" : "0";
       btn.setAttribute("aria-pressed", off ? "true" : "false");
+      const g = model.get("kv_group_size") || 1;
+      btn.dataset.kvHead = String(Math.floor(hd / g));
+      btn.style.borderLeftWidth = g > 1 && hd % g === 0 && hd > 0 ? "3px" : "";  // K/V group boundary
       btn.title = `L${l}H${hd}: ${off ? "ablated (click to restore)" : "on (click to ablate)"}` +
-        (Number.isFinite(e) ? `\nloss change when ablated alone: ${fmt(e, 4)}` : "");
+        (Number.isFinite(e) ? `\nloss change when ablated alone: ${fmt(e, 4)}` : "") +
+        (g > 1 ? `\nK/V head ${Math.floor(hd / g)} (shared by heads ${Math.floor(hd / g) * g}–${Math.floor(hd / g) * g + g - 1}); ` +
+          "a path cut into its keys or values changes it for the whole group" : "");
     },
   });
   grid.cells.forEach((row, l) => row.forEach((btn, hd) => btn.addEventListener("click", () => {
@@ -113,6 +118,8 @@ function render({ model, el }) {
       "loss ", h("span", { cls: "cw-loss", text: fmt(loss, 5), data: { loss: String(loss) } }),
       "   clean ", h("span", { cls: "cw-clean-loss", text: fmt(clean, 5) }),
       "   change ", h("span", { cls: "cw-loss-delta", text: (loss - clean >= 0 ? "+" : "") + fmt(loss - clean, 5) }),
+      // grouped-query attention: a cut into keys / values changes a K/V head shared by a group of heads
+      ...(model.get("notes") || []).map((n) => h("div", { cls: "cw-legend cw-kv-note", text: n })),
     );
   }
 

@@ -32,9 +32,19 @@ function render({ model, el }) {
   }
   const baseBox = h("input", { cls: "cw-minus-baseline", attrs: { type: "checkbox" } });
   baseBox.addEventListener("change", () => { model.set("subtract_baseline", baseBox.checked); model.save_changes(); });
+  // rotary models: Q/K scores read the later head's QK circuit at an offset Δ = query − key position
+  const offsetBox = h("input", { cls: "cw-offset", attrs: { type: "number", min: "0", step: "1" } });
+  offsetBox.style.width = "4.5em";
+  offsetBox.addEventListener("change", () => {
+    const v = Math.round(Number(offsetBox.value));
+    if (Number.isFinite(v) && v >= 0) { model.set("offset", v); model.save_changes(); } else offsetBox.value = String(model.get("offset"));
+  });
+  const offsetCtl = h("label", { cls: "cw-offset-ctl", title: "rotary positions: Q/K scores use W_Q R_Δ W_Kᵀ at this offset Δ" },
+    ["offset Δ", offsetBox]);
   const bar = h("div", { cls: "cw-bar" }, [
     title, tabs,
     h("label", { title: "subtract the mean score of random matrices of the same shapes" }, [baseBox, "minus baseline"]),
+    offsetCtl,
   ]);
   const msg = messageArea(model);
   const legendBox = h("div", { cls: "cw-legend-box" });
@@ -87,6 +97,8 @@ function render({ model, el }) {
     const kind = model.get("kind"), minus = model.get("subtract_baseline");
     for (const [k] of KINDS) tabBtns[k].setAttribute("aria-selected", k === kind ? "true" : "false");
     baseBox.checked = minus;
+    offsetCtl.style.display = model.get("rotary") && kind !== "v" ? "" : "none";
+    offsetBox.value = String(model.get("offset"));
     const [bm, bs] = model.get("baseline") || [NaN, NaN];
     title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}${NAMES[kind] || kind}`;
     readout.textContent = "hover a cell; click it for the pair's details";
@@ -147,7 +159,9 @@ function render({ model, el }) {
       `   baseline ${fmt(d.baseline_mean, 4)} ± ${fmt(d.baseline_std, 4)}`,
       `   score − baseline `, h("span", { cls: "cw-pair-minus", text: fmt(d.score, 4) }),
       `  (${fmt(d.baseline_std > 0 ? d.score / d.baseline_std : NaN, 3)} spreads)`,
+      d.offset !== undefined ? `   at Δ = ${d.offset}` : "",
     ]);
+    const kvNote = d.kv_note ? [h("div", { cls: "cw-legend cw-kv-note", text: d.kv_note, data: { group: (d.kv_group || []).join(",") } })] : [];
     const pp = [
       patternPanel(th, p1, N, labels, { title: `A^{L${l1}H${h1}} (earlier head)`, kind: "first" }),
       patternPanel(th, p2, N, labels, { title: `A^{L${l2}H${h2}} (later head)`, kind: "second" }),
@@ -155,7 +169,7 @@ function render({ model, el }) {
     ];
     const panels = h("div", { cls: "cw-pair-panels" }, pp.map((p) => p.el));
     drawnPair = { pair: d.pair, kind: d.kind, raw: sig(d.raw), score: sig(d.score), p1: pp[0].sample, p2: pp[1].sample, pv: pp[2].sample };
-    details.replaceChildren(head, panels);
+    details.replaceChildren(head, ...kvNote, panels);
   }
 
   function draw(parts = "all") {

@@ -39,10 +39,11 @@ export function patternPixels(A, N, { packed = false, vmax = 1, lut, maskWord })
 }
 
 /** Geometry of a pattern plot: side `S` (CSS px) between minPx and maxPx, whole pixels per token
- * while they fit, labels when N <= labelMax (margins `margin` then, else 4). */
+ * while they fit (a long pattern gets as many whole pixels per token as maxPx allows: 128 tokens
+ * at 4 px, not 1), labels when N <= labelMax (margins `margin` then, else 4). */
 export function patternGeometry(N, { maxPx = 520, minPx = 160, labelMax = 64, margin = 84 } = {}) {
   const withLabels = N > 0 && N <= labelMax;
-  const cell = N <= 12 ? 28 : N <= 32 ? 14 : N <= 64 ? 8 : 1;
+  const cell = N <= 12 ? 28 : N <= 32 ? 14 : N <= 64 ? 8 : Math.max(1, Math.floor(maxPx / N));
   const S = Math.max(minPx, Math.min(maxPx, N * cell));
   const m = withLabels ? margin : 4;
   return { ml: m, mt: m, S, N, withLabels };
