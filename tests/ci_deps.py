@@ -20,7 +20,8 @@ import pytest
 # the declared test / interop dependencies (pyproject `test` and `interop` extras, `make chromium`,
 # `make js-check`, `.ci/install_interop.py`) and the skip messages their absence produces
 DECLARED_MODULES = ("nbval", "nbformat", "ipykernel", "hypothesis", "jupyterlab", "jupytext", "playwright",
-                    "pytest_timeout", "notebook", "transformers", "transformer_lens", "anywidget", "matplotlib", "tokenizers")
+                    "pytest_timeout", "notebook", "transformers", "transformer_lens", "anywidget", "matplotlib",
+                    "tokenizers")
 MISSING_DEPENDENCY = [
     re.compile(r"could not import '(" + "|".join(DECLARED_MODULES) + r")[\w.]*'"),
     re.compile(r"no Chromium found"),

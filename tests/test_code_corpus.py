@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from circwidgets.model import Tokenizer
 from circwidgets.model.tokenizer import token_label

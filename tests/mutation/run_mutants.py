@@ -55,7 +55,7 @@ MUTANTS = [
            [f"{WB}::test_eigenvalues_click_hover_log"], browser=True),
     Mutant("att_js_first_pattern", "attention.js paints the first head's pattern; the hover read-out stays fresh",
            "js/src/attention.js",
-           [("  function drawPattern() {", "  let firstA = null;\n  function drawPattern() {"),
+           [('  function drawPattern(source = "kernel") {', '  let firstA = null;\n  function drawPattern(source = "kernel") {'),
             ("geom = drawPatternCanvas(canvas, th, { A, N,", "geom = drawPatternCanvas(canvas, th, { A: (firstA ||= A), N,")],
            [f"{WB}::test_attention_click_redraws_and_updates_kernel"], browser=True),
     Mutant("skip_js_previous_rows", "skip_trigrams.js renders the previous update's rows",
@@ -88,7 +88,7 @@ MUTANTS = [
            [f"{CPA}::test_explorer_panels_follow_one_click"], browser=True),
     Mutant("export_js_att_first_pattern", "the exported page paints the first head's pattern",
            "js/src/attention.js",
-           [("  function drawPattern() {", "  let firstA = null;\n  function drawPattern() {"),
+           [('  function drawPattern(source = "kernel") {', '  let firstA = null;\n  function drawPattern(source = "kernel") {'),
             ("geom = drawPatternCanvas(canvas, th, { A, N,", "geom = drawPatternCanvas(canvas, th, { A: (firstA ||= A), N,")],
            [f"{CPA}::test_exported_html_works_offline"], browser=True),
     Mutant("redraw_js_first_event", "views redraw on the first change event (before the rest of the update)",
@@ -136,7 +136,7 @@ MUTANTS = [
            ["tests/test_properties.py"]),
     Mutant("paths_rms_centred", "path terms centre the residual under an RMS norm",
            "circwidgets/engine/paths.py",
-           [('    center = cfg.normalization in ("LN", "LNPre")', '    center = cfg.normalization is not None')],
+           [("    centre = ln and FOLDS[cfg.normalization].centres", "    centre = ln")],
            ["tests/test_properties.py"]),
 ]
 
