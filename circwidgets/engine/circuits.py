@@ -27,6 +27,8 @@ from typing import Literal
 import torch
 
 from ..model import Transformer
+from ..model.lazy import is_lazy
+from . import streaming
 from ._check import check_finite_output, check_layer_head
 from .factored import FactoredMatrix, compute_dtype, eigvals
 from .prep import cached, weights
@@ -105,6 +107,8 @@ def circuit_cores(model: Transformer, circuit: Circuit = "ov", full: bool = True
     full OV `W_O (W_U W_E) W_V`; full QK `W_K^T (W_E^T W_E) W_Q`; positional QK `W_K^T (W_pos^T W_pos) W_Q`;
     `full=False`: `W_O W_V` and `W_K^T W_Q`. The bracketed Gram matrices are cached per model.
     """
+    if is_lazy(model):  # a checkpoint read layer by layer
+        return streaming.circuit_cores(model, circuit, full, layer, head)
     _check_circuit(circuit, full)
     w = weights(model)
     dt = compute_dtype(w["W_E"].dtype)
@@ -132,6 +136,8 @@ def eigenvalues(model: Transformer, layer: int, head: int, circuit: Circuit = "o
     `W_QK`); `"qk_pos"`: `W_pos W_QK W_pos^T`. These are the (at most d_head) eigenvalues of the
     rank-<=d_head matrix other than its remaining zeros.
     """
+    if is_lazy(model):
+        return streaming.eigenvalues(model, layer, head, circuit, full)
     core = circuit_cores(model, circuit, full, layer, head)
     lam = eigvals(core)
     return lam[lam.abs().argsort(descending=True)]
@@ -143,6 +149,8 @@ def eigen_positivity(model: Transformer, circuit: Circuit = "ov", full: bool = T
     +1: all eigenvalues positive real (copying for OV, attending to the same token for QK);
     random matrices sit near 0. NaN for a head whose circuit is zero.
     """
+    if is_lazy(model):
+        return streaming.eigen_positivity(model, circuit, full)
     lam = eigvals(circuit_cores(model, circuit, full))
     num, den = lam.real.sum(-1), lam.abs().sum(-1)
     return torch.where(den > 0, num / den, torch.full_like(num, float("nan")))

@@ -26,6 +26,8 @@ from typing import Literal
 import torch
 
 from ..model import Transformer
+from ..model.lazy import is_lazy
+from . import streaming
 from ._check import check_finite_output
 from .factored import compute_dtype
 from .prep import weights
@@ -99,6 +101,8 @@ def composition_scores(model: Transformer, kind: Kind = "q", baseline: bool = Fa
     `all_composition_scores`. `baseline=True` subtracts the mean score of random matrices of the same
     shapes (`composition_baseline`), as the paper does, so that 0 means "no more than chance".
     """
+    if is_lazy(model):  # a checkpoint read layer by layer
+        return streaming.composition_scores(model, kind, baseline)
     kind = _kind(kind)
     scores = _raw_scores(*_weights(model), kind)
     if baseline:

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model import Transformer
+from ..model.lazy import is_lazy
+from . import streaming
 from ._check import check_layer_head, check_token
 
 
@@ -276,6 +278,8 @@ def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest
     for `rows` are computed up to 256 sources at a time (two `[256, d_vocab]` float32 blocks).
     Never materialises a d_vocab × d_vocab matrix; one pass costs 4 · d_vocab² · d_head FLOPs.
     """
+    if is_lazy(model):  # a checkpoint read layer by layer
+        return streaming.skip_trigrams(model, layer, head, k, n_dest, n_out, block_size, col_block, progress)
     layer, head = check_layer_head(model, layer, head)
     checks = (("k", k), ("n_dest", n_dest), ("n_out", n_out), ("block_size", 1 if block_size is None else block_size),
               ("col_block", 1 if col_block is None else col_block))

@@ -184,7 +184,7 @@ class LazyModel:
             m = _LAYER_KEY.match(name)
             if layer is None and rows is None:  # the config only: shapes, and whether W_U is tied to W_E
                 tie_check = _EMBED_KEYS.search(name)  # (a view: no data is read)
-                sd[name] = self.raw(name) if tie_check else self._meta(name)
+                sd[name] = self._shards[self._where[name]].tensor(name) if tie_check else self._meta(name)
             elif m:
                 if int(m.group("l")) != (layer if layer is not None else 0):
                     continue
