@@ -122,6 +122,8 @@ def test_skip_trigrams_equal_eager(lazy):
     a, b = got.for_source(7), want.for_source(7)
     assert a.dests == b.dests and a.outs == b.outs
     torch.testing.assert_close(torch.tensor(a.out_values), torch.tensor(b.out_values), rtol=1e-4, atol=1e-5)
+    q = streaming.skip_trigram_query(lazy, 1, 2, 7)
+    assert q["dests"] == b.dests and q["outs"] == b.outs
     # the per-source query runs on the cached factors: a new object with the same cache reads no weights
     again = LazyModel(lazy.path, cache_dir=lazy.cache_dir)
     again.reads.clear()

@@ -25,8 +25,8 @@ from ..model.lazy import LazyModel
 from ._check import check_finite_output, check_layer_head
 from .factored import eigvals
 
-__all__ = ["circuit_cores", "composition_scores", "eigen_positivity", "eigenvalues", "skip_trigram_factors",
-           "skip_trigrams", "virtual_weights"]
+__all__ = ["circuit_cores", "composition_scores", "eigen_positivity", "eigenvalues", "flops_estimate",
+           "skip_trigram_factors", "skip_trigram_query", "skip_trigrams", "virtual_weights"]
 
 
 def _bar(it, desc: str, total: int, big: bool):
@@ -209,6 +209,21 @@ def skip_trigram_factors(model: LazyModel, layer: int, head: int) -> dict[str, t
         return {"q": q, "k": k - k.mean(0), "v": v, "u": u - u.mean(1, keepdim=True)}
 
     return model.cached(f"skip_trigram_factors/{layer}/{head}", compute)
+
+
+@torch.no_grad()
+def skip_trigram_query(model: LazyModel, layer: int, head: int, token: int, n_dest: int = 10,
+                       n_out: int = 10) -> dict[str, list]:
+    """One source token's destinations and outputs (what `SkipTrigramTable.for_source` lists), from the
+    head's cached factors only (no strength scan): two GEMVs `[d_vocab, d_head] @ [d_head]`.
+    Returns `{"dests", "dest_values", "outs", "out_values"}`."""
+    from ._check import check_token
+
+    token = check_token(model, token)
+    f = skip_trigram_factors(model, layer, head)
+    dv, di = (f["q"] @ f["k"][token]).topk(min(n_dest, model.cfg.d_vocab))
+    ov, oi = (f["v"][token] @ f["u"]).topk(min(n_out, model.cfg.d_vocab))
+    return {"dests": di.tolist(), "dest_values": dv.tolist(), "outs": oi.tolist(), "out_values": ov.tolist()}
 
 
 def skip_trigrams(model: LazyModel, layer: int, head: int, k: int = 20, n_dest: int = 10, n_out: int = 10,
