@@ -151,12 +151,15 @@ def test_remote_switch_reaches_every_trace(pair, monkeypatch):
 
 
 def test_hf_model_with_device_map_is_a_source(tmp_path):
-    """A `device_map` model (accelerate dispatch; only CPU here, so one device) works as a source."""
+    """A model loaded with a per-module `device_map` works as a source. Only a CPU is here: transformers
+    then places every module on it without accelerate's dispatch hooks, so the multi-GPU case itself
+    (activations crossing devices inside the trace) is not exercised."""
     pytest.importorskip("accelerate")
     hf = _hf("llama")
     hf.save_pretrained(tmp_path)
-    mapped = tf.AutoModelForCausalLM.from_pretrained(tmp_path, device_map="cpu", attn_implementation="eager")
-    assert getattr(mapped, "hf_device_map", None)
+    device_map = {"model.embed_tokens": "cpu", "model.layers": "cpu", "model.norm": "cpu", "model.rotary_emb": "cpu",
+                  "lm_head": "cpu"}
+    mapped = tf.AutoModelForCausalLM.from_pretrained(tmp_path, device_map=device_map, attn_implementation="eager")
     ours = cw.from_hf(hf)
     torch.testing.assert_close(engine.attention_patterns(mapped, TOKS).pattern,
                                engine.attention_patterns(ours, TOKS).pattern, rtol=1e-4, atol=2e-5)
