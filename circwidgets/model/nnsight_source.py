@@ -87,14 +87,14 @@ class NNsightSource:
     remote: passed to every `lm.trace(..., remote=remote)`.
     weights: optional `LazyModel` / `Transformer` for the weight views of the same model (else the
         HF module's own weights are read).
+    tokenizer: the HF tokenizer to wrap a bare HF model with (token ids work without one).
     """
 
-    def __init__(self, lm: Any, remote: bool = False, weights: Any = None):
+    def __init__(self, lm: Any, remote: bool = False, weights: Any = None, tokenizer: Any = None):
         import nnsight
 
-        if not isinstance(lm, nnsight.LanguageModel):
-            tok = getattr(lm, "_circwidgets_tokenizer", None)
-            lm = nnsight.LanguageModel(lm, tokenizer=tok) if tok is not None else nnsight.LanguageModel(lm)
+        if not isinstance(lm, nnsight.LanguageModel):  # a HF model: nnsight insists on a tokenizer, ids need none
+            lm = nnsight.LanguageModel(lm, tokenizer=tokenizer if tokenizer is not None else _placeholder_tokenizer())
         self.lm, self.remote, self.weights = lm, remote, weights
         hf = lm._module
         self.hf_config = hf.config
@@ -102,7 +102,7 @@ class NNsightSource:
         self.paths = _PATHS.get(hf.config.model_type, _DEFAULT_PATH)
         tok = getattr(lm, "tokenizer", None)
         self.tokenizer = None
-        if tok is not None:
+        if tok is not None and len(tok) > 1:
             from .tokenizer import Tokenizer
 
             try:
@@ -259,6 +259,15 @@ class TransformerSource:
         logits = self.model.run_with_hooks(toks, fwd_hooks=hooks)
         val = None if metric is None else float(torch.as_tensor(metric(logits, toks)).double().mean())
         return val, zs
+
+
+def _placeholder_tokenizer():
+    """A one-token tokenizer: nnsight wants one to wrap a model; token ids never go through it."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel(vocab={"[UNK]": 0}, unk_token="[UNK]"))
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[UNK]")
 
 
 def is_source(model: Any) -> bool:
