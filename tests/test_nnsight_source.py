@@ -163,3 +163,20 @@ def test_hf_model_with_device_map_is_a_source(tmp_path):
     ours = cw.from_hf(hf)
     torch.testing.assert_close(engine.attention_patterns(mapped, TOKS).pattern,
                                engine.attention_patterns(ours, TOKS).pattern, rtol=1e-4, atol=2e-5)
+
+
+def test_weight_views_of_the_same_object(pair, tmp_path):
+    """Weight analyses of an nnsight model read its weights: converted when in memory, streamed from the
+    checkpoint directory (a `LazyModel`) when it was loaded from one."""
+    from circwidgets.engine import streaming
+    from circwidgets.model.lazy import LazyModel
+
+    _, lm, ours = pair
+    torch.testing.assert_close(engine.eigen_positivity(lm, "ov"), engine.eigen_positivity(ours, "ov"),
+                               rtol=1e-4, atol=1e-4)
+    lm._module.save_pretrained(tmp_path)
+    loaded = nnsight.LanguageModel(tf.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager"),
+                                   tokenizer=_tokenizer(97))
+    assert isinstance(streaming.resolve(loaded), LazyModel)
+    torch.testing.assert_close(engine.composition_scores(loaded, "k"), engine.composition_scores(ours, "k"),
+                               rtol=1e-4, atol=1e-5, equal_nan=True)

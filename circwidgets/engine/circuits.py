@@ -107,6 +107,7 @@ def circuit_cores(model: Transformer, circuit: Circuit = "ov", full: bool = True
     full OV `W_O (W_U W_E) W_V`; full QK `W_K^T (W_E^T W_E) W_Q`; positional QK `W_K^T (W_pos^T W_pos) W_Q`;
     `full=False`: `W_O W_V` and `W_K^T W_Q`. The bracketed Gram matrices are cached per model.
     """
+    model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
     if is_lazy(model):  # a checkpoint read layer by layer
         return streaming.circuit_cores(model, circuit, full, layer, head)
     _check_circuit(circuit, full)
@@ -136,7 +137,8 @@ def eigenvalues(model: Transformer, layer: int, head: int, circuit: Circuit = "o
     `W_QK`); `"qk_pos"`: `W_pos W_QK W_pos^T`. These are the (at most d_head) eigenvalues of the
     rank-<=d_head matrix other than its remaining zeros.
     """
-    if is_lazy(model):
+    model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
+    if is_lazy(model):  # a checkpoint read layer by layer
         return streaming.eigenvalues(model, layer, head, circuit, full)
     core = circuit_cores(model, circuit, full, layer, head)
     lam = eigvals(core)
@@ -149,7 +151,8 @@ def eigen_positivity(model: Transformer, circuit: Circuit = "ov", full: bool = T
     +1: all eigenvalues positive real (copying for OV, attending to the same token for QK);
     random matrices sit near 0. NaN for a head whose circuit is zero.
     """
-    if is_lazy(model):
+    model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
+    if is_lazy(model):  # a checkpoint read layer by layer
         return streaming.eigen_positivity(model, circuit, full)
     lam = eigvals(circuit_cores(model, circuit, full))
     num, den = lam.real.sum(-1), lam.abs().sum(-1)

@@ -101,6 +101,7 @@ def composition_scores(model: Transformer, kind: Kind = "q", baseline: bool = Fa
     `all_composition_scores`. `baseline=True` subtracts the mean score of random matrices of the same
     shapes (`composition_baseline`), as the paper does, so that 0 means "no more than chance".
     """
+    model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
     if is_lazy(model):  # a checkpoint read layer by layer
         return streaming.composition_scores(model, kind, baseline)
     kind = _kind(kind)

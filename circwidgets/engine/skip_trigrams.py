@@ -278,6 +278,7 @@ def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest
     for `rows` are computed up to 256 sources at a time (two `[256, d_vocab]` float32 blocks).
     Never materialises a d_vocab × d_vocab matrix; one pass costs 4 · d_vocab² · d_head FLOPs.
     """
+    model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
     if is_lazy(model):  # a checkpoint read layer by layer
         return streaming.skip_trigrams(model, layer, head, k, n_dest, n_out, block_size, col_block, progress)
     layer, head = check_layer_head(model, layer, head)

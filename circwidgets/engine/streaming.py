@@ -21,12 +21,42 @@ from __future__ import annotations
 
 import torch
 
-from ..model.lazy import LazyModel
+from ..model.lazy import LazyModel, is_lazy
 from ._check import check_finite_output, check_layer_head
 from .factored import eigvals
 
 __all__ = ["circuit_cores", "composition_scores", "eigen_positivity", "eigenvalues", "flops_estimate",
            "skip_trigram_factors", "skip_trigram_query", "skip_trigrams", "virtual_weights"]
+
+
+_RESOLVED: dict[int, tuple] = {}
+
+
+def resolve(model):
+    """The weights of an nnsight / Hugging Face model, for the weight views: a `LazyModel` over its
+    checkpoint directory when the model was loaded from a local one with safetensors (streamed, never
+    a second copy in memory), else `from_hf` of the module (converted once per object)."""
+    import os
+
+    from ..model import from_hf
+    from ..model.nnsight_source import is_source
+
+    if is_lazy(model) or not is_source(model):
+        return model
+    hf = getattr(model, "lm", model)  # an NNsightSource
+    hf = getattr(hf, "_module", hf)  # an nnsight LanguageModel
+    hit = _RESOLVED.get(id(hf))
+    if hit is not None and hit[0]() is hf:
+        return hit[1]
+    path = getattr(hf.config, "_name_or_path", "") or ""
+    if os.path.isdir(path) and any(f.endswith(".safetensors") for f in os.listdir(path)):
+        out = LazyModel(path)
+    else:
+        out = from_hf(hf)
+    import weakref
+
+    _RESOLVED[id(hf)] = (weakref.ref(hf), out)
+    return out
 
 
 def _bar(it, desc: str, total: int, big: bool):

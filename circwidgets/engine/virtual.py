@@ -206,6 +206,7 @@ def virtual_weights(model: Transformer, src, dst, order: int | None = 1) -> Virt
     The middle `d_model x d_model` matrix is formed densely; the result stays factored (never
     `d_vocab x d_vocab` for embed -> unembed).
     """
+    model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
     if is_lazy(model):  # a checkpoint read layer by layer
         return streaming.virtual_weights(model, src, dst, order)
     w = weights(model)
