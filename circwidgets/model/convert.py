@@ -209,6 +209,11 @@ def from_hf(
     of `c_proj.weight`, `W_U = lm_head.weight.T` (tied to `wte` in GPT-2), `b_U = 0`.
     """
     if isinstance(model_or_state_dict, (str, os.PathLike)):
+        if not os.path.isdir(model_or_state_dict):
+            raise TypeError(
+                f"from_hf expects a Hugging Face GPT-2 model (or another supported family), its state dict, or a "
+                f"checkpoint directory; {str(model_or_state_dict)!r} is not a directory (a Hub name must be "
+                f"downloaded first, e.g. huggingface_hub.snapshot_download(name), then pass that path)")
         from .lazy import LazyModel
 
         lm = LazyModel(model_or_state_dict, cache_dir=cache_dir, tokenizer=tokenizer)
