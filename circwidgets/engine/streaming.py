@@ -106,9 +106,12 @@ def _layer_cores(model: LazyModel, layer: int, circuit: str, full: bool, offset:
         mid = model.grams()["UE"] if full else None
         right = w["W_V"] if mid is None else mid @ w["W_V"]  # [K, D, E]: once per K/V head
         return w["W_O"][heads] @ right[kv[heads]]
-    if circuit != "qk":
-        raise ValueError(f"circuit={circuit!r}: a lazy model supports 'ov' and 'qk'")
-    mid = model.grams()["EE"] if full else None
+    if circuit not in ("qk", "qk_pos"):
+        raise ValueError(f"circuit={circuit!r} is not one of 'ov', 'qk', 'qk_pos'")
+    if circuit == "qk_pos" and "PP" not in model.grams():
+        raise ValueError(f"circuit='qk_pos' needs learned positional embeddings; this model has "
+                         f"positional={model.cfg.positional!r}")
+    mid = model.grams()["EE" if circuit == "qk" else "PP"] if full else None
     left = w["W_K"].mT if mid is None else w["W_K"].mT @ mid  # [K, E, D]
     W_Q = w["W_Q"][heads]
     if offset:

@@ -304,8 +304,8 @@ class LazyModel:
     # ------------------------------------------------------------------ shared Gram matrices
     @torch.no_grad()
     def grams(self) -> dict[str, torch.Tensor]:
-        """`{"EE": W_E^T W_E, "UE": W_U W_E}` of the folded weights, float32 `[d_model, d_model]`,
-        one blockwise pass over the vocabulary (cached on disk)."""
+        """`{"EE": W_E^T W_E, "UE": W_U W_E}` (and `"PP": W_pos^T W_pos` with learned positions) of the
+        folded weights, float32 `[d_model, d_model]`, one blockwise pass over the vocabulary (cached on disk)."""
         def compute() -> dict[str, torch.Tensor]:
             D = self.cfg.d_model
             EE = torch.zeros(D, D, dtype=torch.float32)
@@ -313,7 +313,11 @@ class LazyModel:
             for _, W_E, W_U in self.vocab_blocks(desc="Gram matrices (W_E^T W_E, W_U W_E)"):
                 EE.addmm_(W_E.T, W_E)
                 UE.addmm_(W_U, W_E)
-            return {"EE": EE, "UE": UE}
+            out = {"EE": EE, "UE": UE}
+            if self.cfg.positional in ("standard", "shortformer"):  # small: n_ctx x d_model
+                W_pos = self._folded(None, slice(0, 1), torch.float32)["W_pos"]
+                out["PP"] = W_pos.T @ W_pos
+            return out
 
         return self.cached("grams", compute)
 
