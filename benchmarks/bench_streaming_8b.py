@@ -156,9 +156,9 @@ def main() -> None:
 
         timed("Gram matrices (W_E^T W_E, W_U W_E)", lazy.grams, fl["grams"])
         timed("OV positivity, all heads", lambda: engine.eigen_positivity(lazy, "ov"), fl["ov_positivity"])
-        timed("QK positivity (offset 0), all heads", lambda: engine.eigen_positivity(lazy, "qk"),
+        timed("QK positivity (offset 0), all heads", lambda: engine.eigen_positivity(lazy, "qk", offset=0),
               fl["qk_positivity"])
-        timed("K-composition, all pairs", lambda: engine.composition_scores(lazy, "k"), fl["k_composition"])
+        timed("K-composition, all pairs", lambda: engine.composition_scores(lazy, "k", offset=0), fl["k_composition"])
         timed("skip-trigram factors, one head", lambda: streaming.skip_trigram_factors(lazy, a.layers - 1, 3),
               4 * a.vocab * D * E * 2)
         ts = []

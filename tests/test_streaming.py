@@ -95,22 +95,31 @@ def test_tensors_are_memory_mapped_and_read_one_layer_at_a_time(lazy):
 def test_positivity_and_eigenvalues_equal_eager(lazy, circuit, full):
     lazy.block_rows = 40  # several vocabulary blocks
     eager = _eager(lazy)
-    got, want = engine.eigen_positivity(lazy, circuit, full), engine.eigen_positivity(eager, circuit, full)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(engine.circuit_cores(lazy, circuit, full),
-                               engine.circuit_cores(eager, circuit, full), rtol=1e-4, atol=1e-4)
-    lam, ref = engine.eigenvalues(lazy, 2, 3, circuit, full), engine.eigenvalues(eager, 2, 3, circuit, full)
-    torch.testing.assert_close(lam.abs(), ref.abs(), rtol=1e-4, atol=1e-4)
+    rotary_qk = circuit == "qk" and lazy.cfg.positional == "rotary"
+    if rotary_qk:  # the offset is required, as for the eager model
+        with pytest.raises(ValueError, match="offset"):
+            engine.eigen_positivity(lazy, circuit, full)
+    for off in ([0, 3] if rotary_qk else [None]):
+        got = engine.eigen_positivity(lazy, circuit, full, offset=off)
+        torch.testing.assert_close(got, engine.eigen_positivity(eager, circuit, full, offset=off), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(engine.circuit_cores(lazy, circuit, full, offset=off),
+                                   engine.circuit_cores(eager, circuit, full, offset=off), rtol=1e-4, atol=1e-4)
+        lam = engine.eigenvalues(lazy, 2, 3, circuit, full, offset=off)
+        torch.testing.assert_close(lam, engine.eigenvalues(eager, 2, 3, circuit, full, offset=off), rtol=1e-4,
+                                   atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["q", "k", "v"])
 def test_composition_equals_eager(lazy, kind):
     eager = _eager(lazy)
-    got = streaming.composition_scores(lazy, kind, max_block_bytes=1)  # one later layer per chunk
-    torch.testing.assert_close(got, engine.composition_scores(eager, kind), rtol=1e-5, atol=1e-6, equal_nan=True)
-    torch.testing.assert_close(engine.composition_scores(lazy, kind, baseline=True),
-                               engine.composition_scores(eager, kind, baseline=True), rtol=1e-5, atol=1e-6,
-                               equal_nan=True)
+    offsets = [0, 2] if lazy.cfg.positional == "rotary" and kind != "v" else [None]
+    for off in offsets:
+        got = streaming.composition_scores(lazy, kind, offset=off, max_block_bytes=1)  # one later layer per chunk
+        torch.testing.assert_close(got, engine.composition_scores(eager, kind, offset=off), rtol=1e-5, atol=1e-6,
+                                   equal_nan=True)
+        torch.testing.assert_close(engine.composition_scores(lazy, kind, baseline=True, offset=off),
+                                   engine.composition_scores(eager, kind, baseline=True, offset=off), rtol=1e-5,
+                                   atol=1e-6, equal_nan=True)
 
 
 def test_skip_trigrams_equal_eager(lazy):

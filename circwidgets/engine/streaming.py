@@ -23,9 +23,8 @@ import torch
 
 from ..model.lazy import LazyModel, is_lazy
 from ._check import check_finite_output, check_layer_head
-from .factored import eigvals
 
-__all__ = ["circuit_cores", "composition_scores", "eigen_positivity", "eigenvalues", "flops_estimate",
+__all__ = ["circuit_cores", "composition_scores", "flops_estimate", "resolve",
            "skip_trigram_factors", "skip_trigram_query", "skip_trigrams", "virtual_weights"]
 
 
@@ -76,27 +75,8 @@ def _kv_index(model: LazyModel, device=None) -> torch.Tensor:
     return torch.arange(c.n_heads, device=device) // c.kv_group_size
 
 
-def _rotate_q(model: LazyModel, W_Q: torch.Tensor, layer: int, offset: int) -> torch.Tensor:
-    """`W_Q R_offset` (the query side of `W_QK(offset) = W_Q R_offset W_K^T`, rotary models)."""
-    from ..model import rotary
-
-    cfg = model.cfg
-    cos, sin = rotary.cos_sin(cfg, torch.tensor([offset]), layer, W_Q.dtype)
-    return rotary.rotate(W_Q, cos[0], sin[0], cfg)
-
-
-def _check_offset(model: LazyModel, circuit: str, offset: int | None) -> int:
-    if offset is None or offset == 0:
-        return 0
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise ValueError(f"offset={offset!r} must be an integer")
-    if circuit != "qk" or model.cfg.positional != "rotary":
-        raise ValueError("offset= is only defined for circuit='qk' of a rotary model")
-    return offset
-
-
 @torch.no_grad()
-def _layer_cores(model: LazyModel, layer: int, circuit: str, full: bool, offset: int,
+def _layer_cores(model: LazyModel, layer: int, circuit: str, full: bool, offset,
                  heads: torch.Tensor | None = None) -> torch.Tensor:
     """`[len(heads), E, E]` cores of one layer: OV `W_O (W_U W_E) W_V`, QK `W_K^T (W_E^T W_E) W_Q`."""
     w = model.layer_weights(layer)
@@ -113,16 +93,28 @@ def _layer_cores(model: LazyModel, layer: int, circuit: str, full: bool, offset:
                          f"positional={model.cfg.positional!r}")
     mid = model.grams()["EE" if circuit == "qk" else "PP"] if full else None
     left = w["W_K"].mT if mid is None else w["W_K"].mT @ mid  # [K, E, D]
-    W_Q = w["W_Q"][heads]
-    if offset:
-        W_Q = _rotate_q(model, W_Q, layer, offset)
-    return left[kv[heads]] @ W_Q
+    core = left[kv[heads]] @ w["W_Q"][heads]
+    if offset is not None:  # rotary: the core of W_Q R_Δ W_Kᵀ is R_Δ times the offset-0 core (as `circuits`)
+        from ..model import rotary
+
+        M = rotary.offset_matrix(model.cfg, offset, layer if model.cfg.rotary_base_sliding is not None else None)
+        core = M.to(core.dtype) @ core
+    return core
 
 
 def circuit_cores(model: LazyModel, circuit: str = "ov", full: bool = True, layer: int | None = None,
                   head: int | None = None, offset: int | None = None) -> torch.Tensor:
-    """`circuits.circuit_cores`, streamed: `[L, H, E, E]` float32 (or `[E, E]` for one head)."""
-    offset = _check_offset(model, circuit, offset)
+    """`circuits.circuit_cores`, streamed: `[L, H, E, E]` float32 (or `[E, E]` for one head). Rotary
+    models, QK: `offset=Δ` required, as in `circuits`."""
+    from .circuits import _check_circuit, check_offset
+
+    _check_circuit(circuit, full)
+    if circuit == "ov" and offset is not None:
+        raise ValueError("offset= is for QK circuits (circuit='qk'); the OV circuit does not depend on positions")
+    if circuit == "qk_pos" and model.cfg.positional == "rotary":
+        raise ValueError("circuit='qk_pos' needs learned positional embeddings; this model is rotary: use "
+                         "circuit='qk' with offset=Δ")
+    offset = check_offset(model, offset, "circuit='qk'") if circuit == "qk" else None
     if (layer is None) != (head is None):
         raise ValueError("give both layer and head, or neither")
     if layer is not None:
@@ -138,34 +130,24 @@ def circuit_cores(model: LazyModel, circuit: str = "ov", full: bool = True, laye
     return check_finite_output(f"{circuit} circuit", out, axes=("layer", "head"))
 
 
-def eigenvalues(model: LazyModel, layer: int, head: int, circuit: str = "ov", full: bool = True,
-                offset: int | None = None) -> torch.Tensor:
-    """`circuits.eigenvalues`, streamed (one layer read)."""
-    lam = eigvals(circuit_cores(model, circuit, full, layer, head, offset))
-    return lam[lam.abs().argsort(descending=True)]
-
-
-def eigen_positivity(model: LazyModel, circuit: str = "ov", full: bool = True,
-                     offset: int | None = None) -> torch.Tensor:
-    """`circuits.eigen_positivity`, streamed: `Re(sum lambda) / sum |lambda|`, `[L, H]`."""
-    lam = eigvals(circuit_cores(model, circuit, full, offset=offset))
-    num, den = lam.real.sum(-1), lam.abs().sum(-1)
-    return torch.where(den > 0, num / den, torch.full_like(num, float("nan")))
-
-
 # ---------------------------------------------------------------------------------------- composition
 def _r(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.qr(x, mode="r")[1]
 
 
 @torch.no_grad()
-def _layer_blocks(model: LazyModel, layer: int, kind: str) -> dict[str, torch.Tensor]:
+def _layer_blocks(model: LazyModel, layer: int, kind: str, offset=None) -> dict[str, torch.Tensor]:
     """One layer's composition blocks (see `composition`): left `R_V W_O` `[H, E, D]`; right
     `X[x(h)] T[h]` kept factored as `X [n, D, E]` (n = K/V heads for "k"/"v", H for "q") and
     `T [H, E, E]`, with `xi [H]` the X each head uses."""
     w = model.layer_weights(layer)
     kv = _kv_index(model)
     H = model.cfg.n_heads
+    if offset is not None:  # rotary: keys as W_QK(Δ) reads them, W_K M_lᵀ (`circuits.keys_at`)
+        from ..model import rotary
+
+        M = rotary.offset_matrix(model.cfg, offset, layer if model.cfg.rotary_base_sliding is not None else None)
+        w["W_K"] = w["W_K"] @ M.to(w["W_K"].dtype).mT
     left = _r(w["W_V"])[kv] @ w["W_O"]
     if kind == "k":
         X, T, xi = w["W_K"], _r(w["W_Q"]).mT, kv
@@ -179,21 +161,23 @@ def _layer_blocks(model: LazyModel, layer: int, kind: str) -> dict[str, torch.Te
 
 
 @torch.no_grad()
-def composition_scores(model: LazyModel, kind: str = "q", baseline: bool = False,
+def composition_scores(model: LazyModel, kind: str = "q", baseline: bool = False, offset=None,
                        max_block_bytes: float = 2**28) -> torch.Tensor:
     """`composition.composition_scores`, streamed: `[L, H, L, H]` float32, NaN where layer1 >= layer2.
 
     One pass over the layers keeps every layer's right-hand factors `X`, `T` (the K/V heads' `W_K`
     or `W_V` for K- and V-composition, not copied per query head); the earlier layer's left blocks
     are then multiplied with the later layers' `X` in chunks of layers whose product stays under
-    `max_block_bytes`, and the per-query-head `T` applied on `E x E` blocks.
+    `max_block_bytes`, and the per-query-head `T` applied on `E x E` blocks. Rotary models: Q- and
+    K-scores at `offset=Δ` (required), as `composition.composition_scores`.
     """
-    from .composition import _check_scores, _kind, composition_baseline
+    from .composition import _check_scores, _kind, _offset, composition_baseline
 
     kind = _kind(kind)
+    off = _offset(model, kind, offset)  # rotary Q/K: required, as for an eager model
     c = model.cfg
     L, H, E, D = c.n_layers, c.n_heads, c.d_head, c.d_model
-    blocks = [_layer_blocks(model, l, kind) for l in _bar(range(L), f"{kind.upper()}-composition: layers", L,
+    blocks = [_layer_blocks(model, l, kind, off) for l in _bar(range(L), f"{kind.upper()}-composition: layers", L,
                                                           _big(model))]
     out = torch.full((L, H, L, H), float("nan"))
     n_x = blocks[0]["X"].shape[0]
@@ -222,16 +206,33 @@ def composition_scores(model: LazyModel, kind: str = "q", baseline: bool = False
 
 # ---------------------------------------------------------------------------------------- skip-trigrams
 @torch.no_grad()
-def skip_trigram_factors(model: LazyModel, layer: int, head: int) -> dict[str, torch.Tensor]:
+def _offset_key(model: LazyModel, offset):
+    """The skip-trigram offset (default as `skip_trigrams.default_offset`), checked, and its cache-key text."""
+    from .circuits import check_offset
+    from .skip_trigrams import default_offset
+
+    if offset is None:
+        offset = default_offset(model)
+    off = check_offset(model, offset, "skip-trigrams")
+    return off, ("" if off is None else f"/offset={off}")
+
+
+def skip_trigram_factors(model: LazyModel, layer: int, head: int, offset=None) -> dict[str, torch.Tensor]:
     """The head's float32 factors as `skip_trigrams._factors` makes them (`q = W_E W_Q / scale`,
     centred `k = W_E W_K`, `v = W_E W_V`, centred `u = W_O W_U`), from one blockwise pass over the
     vocabulary, cached on disk (4 `[d_vocab, d_head]` float32 matrices per head)."""
     layer, head = check_layer_head(model, layer, head)
+    off, key = _offset_key(model, offset)
 
     def compute() -> dict[str, torch.Tensor]:
         w = model.layer_weights(layer)
         kvh = model.cfg.kv_head_of(head)
         Wq, Wk, Wv, Wo = w["W_Q"][head], w["W_K"][kvh], w["W_V"][kvh], w["W_O"][head]
+        if off is not None:  # rotary: keys as W_QK(Δ) reads them (`circuits.keys_at`)
+            from ..model import rotary
+
+            M = rotary.offset_matrix(model.cfg, off, layer if model.cfg.rotary_base_sliding is not None else None)
+            Wk = Wk @ M.to(Wk.dtype).mT
         V, E = model.cfg.d_vocab, model.cfg.d_head
         q, k, v = (torch.empty(V, E) for _ in range(3))
         u = torch.empty(E, V)
@@ -241,34 +242,35 @@ def skip_trigram_factors(model: LazyModel, layer: int, head: int) -> dict[str, t
         q /= float(model.cfg.attn_scale)
         return {"q": q, "k": k - k.mean(0), "v": v, "u": u - u.mean(1, keepdim=True)}
 
-    return model.cached(f"skip_trigram_factors/{layer}/{head}", compute)
+    return model.cached(f"skip_trigram_factors/{layer}/{head}{key}", compute)
 
 
 @torch.no_grad()
 def skip_trigram_query(model: LazyModel, layer: int, head: int, token: int, n_dest: int = 10,
-                       n_out: int = 10) -> dict[str, list]:
+                       n_out: int = 10, offset=None) -> dict[str, list]:
     """One source token's destinations and outputs (what `SkipTrigramTable.for_source` lists), from the
     head's cached factors only (no strength scan): two GEMVs `[d_vocab, d_head] @ [d_head]`.
     Returns `{"dests", "dest_values", "outs", "out_values"}`."""
     from ._check import check_token
 
     token = check_token(model, token)
-    f = skip_trigram_factors(model, layer, head)
+    f = skip_trigram_factors(model, layer, head, offset)
     dv, di = (f["q"] @ f["k"][token]).topk(min(n_dest, model.cfg.d_vocab))
     ov, oi = (f["v"][token] @ f["u"]).topk(min(n_out, model.cfg.d_vocab))
     return {"dests": di.tolist(), "dest_values": dv.tolist(), "outs": oi.tolist(), "out_values": ov.tolist()}
 
 
 def skip_trigrams(model: LazyModel, layer: int, head: int, k: int = 20, n_dest: int = 10, n_out: int = 10,
-                  block_size: int | None = None, col_block: int | None = None, progress: bool | None = None):
+                  block_size: int | None = None, col_block: int | None = None, progress: bool | None = None,
+                  offset=None):
     """`skip_trigrams.skip_trigrams`, streamed: the head's factors (cached), then the same tiled
     strength scan (its maxima cached on disk as well). `table.for_source(token)` afterwards needs
     two GEMVs on the cached factors."""
     from .skip_trigrams import SkipTrigramTable, source_maxima
 
     layer, head = check_layer_head(model, layer, head)
-    f = skip_trigram_factors(model, layer, head)
-    top = model.cached(f"skip_trigram_maxima/{layer}/{head}",
+    f = skip_trigram_factors(model, layer, head, offset)
+    top = model.cached(f"skip_trigram_maxima/{layer}/{head}{_offset_key(model, offset)[1]}",
                        lambda: dict(zip(("top_qk", "top_ov"), source_maxima(f, block_size, col_block, progress))))
     k = min(k, model.cfg.d_vocab)
     return SkipTrigramTable(model, layer, head, f, top["top_qk"], top["top_ov"], k, n_dest, n_out,
