@@ -39,6 +39,8 @@ def check_token(model: Transformer, token: int, name: str = "token") -> int:
 
 def check_finite(model: Transformer) -> None:
     """Raise if any weight is NaN or infinite (a silent wrong number is worse than an error)."""
+    if type(model).__name__ == "LazyModel":  # read layer by layer: its streamed results are checked instead
+        return
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
             raise ValueError(f"model weight {name} contains NaN or inf values")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
+from ..model.nnsight_source import is_source
 from ._check import check_finite
 
 
@@ -55,6 +56,10 @@ def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = N
     memory for long inputs on big models (12 x 12 heads x 1,024^2 positions: 300 MB instead of 600 MB).
     Returns `AttentionData(pattern [L, H, q, k], v_norm [L, H, k], tokens [pos])`.
     """
+    if is_source(model):  # nnsight / Hugging Face model: through traces
+        from . import activations
+
+        return activations.attention_patterns(model, tokens, dtype)
     check_finite(model)
     toks = model.check_tokens(tokens)
     if toks.shape[0] != 1:
