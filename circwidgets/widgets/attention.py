@@ -36,6 +36,7 @@ class AttentionPatterns(CircuitWidget):
 
     _front_end = "attention"
     export_inputs = ("value_weighted", "score_name", "layer", "head")  # restore order
+    page_inputs = ("text",)
 
     labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     text = traitlets.Unicode("").tag(sync=True)

@@ -25,7 +25,7 @@ import anywidget
 import traitlets
 
 from ..train.trainer import register_default_callbacks
-from .base import StaticFallback, front_end_files
+from .base import PageInputs, StaticFallback, front_end_files
 
 
 def _clean(x):
@@ -34,7 +34,7 @@ def _clean(x):
     return x
 
 
-class TrainingMonitor(StaticFallback, anywidget.AnyWidget):
+class TrainingMonitor(PageInputs, StaticFallback, anywidget.AnyWidget):
     """Trainer callback + widget. Traits (synced): `steps` ([[step, running train loss], ...] every 10
     steps), `evals` (per evaluation: step, train / validation / in-context losses, max induction and
     previous-token scores and the per-head `induction` `[L][H]` scores, as the trainer records them),
@@ -43,6 +43,7 @@ class TrainingMonitor(StaticFallback, anywidget.AnyWidget):
     Updates are sent at most every `min_interval` seconds (and at every evaluation)."""
 
     _esm, _css = front_end_files("monitor")
+    page_inputs = ("stop_requested",)
 
     title = traitlets.Unicode("").tag(sync=True)
     steps = traitlets.List([]).tag(sync=True)

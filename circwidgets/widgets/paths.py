@@ -14,7 +14,7 @@ from ..engine.patterns import attention_patterns
 from ..engine.virtual import virtual_heads
 from ..model import Transformer
 from ._data import as_model, encode_array, find_token, token_label, tokens_and_labels
-from .base import CircuitWidget, reacts_to
+from .base import CircuitWidget, int_pairs, reacts_to
 
 
 class PathExpansion(CircuitWidget):
@@ -31,6 +31,8 @@ class PathExpansion(CircuitWidget):
 
     _front_end = "paths"
     export_inputs = ("position", "target", "path", "layer", "head")  # restore order
+    page_inputs = ("query",)
+    page_schema = {"path": int_pairs()}
 
     labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     position = traitlets.Int(0).tag(sync=True)
