@@ -145,3 +145,67 @@ def test_overflow_located_at_new_hook_points(where, expect):
     assert all(torch.isfinite(p).all() for p in m.parameters())
     found = locate_nonfinite(m, toks)
     assert found is not None and re.search(expect, found), found
+
+
+# --------------------------------------------------------------------------- path expansion memory
+_ARCHS = [dict(), dict(attn_only=False, normalization="LN", biases=True), dict(attn_only=False, normalization="LN"),
+          dict(attn_only=False, normalization="RMS"), dict(n_layers=3, normalization="LN"),
+          dict(n_layers=3, normalization="LN", n_heads=4, n_kv_heads=2, biases=True, positional="rotary"),
+          dict(normalization="LNPre", biases=True, attn_only=False, parallel_attn_mlp=True, gated_mlp=True,
+               act_fn="silu")]
+
+
+@pytest.mark.parametrize("arch", range(len(_ARCHS)))
+def test_logit_paths_equal_the_full_expansion(arch):
+    """The streamed expansion of one logit (`logit_paths`) has the same terms and values as the full
+    `path_terms` tensor expansion, and its total is the model's own logit (float64)."""
+    from circwidgets.engine.paths import frozen_run, logit_paths, path_terms
+
+    m = random_model(dtype=torch.float64, **{**dict(n_layers=2, d_model=16, n_heads=3, d_head=4, d_vocab=13,
+                                                      n_ctx=10), **_ARCHS[arch]})
+    t = torch.tensor([[1, 2, 3, 4, 5, 1, 2, 3]])
+    run = frozen_run(m, t)
+    for order in (0, 1, 2, 3):
+        full = path_terms(m, t, max_order=order)
+        assert torch.allclose(full.total(), full.model_logits, atol=1e-9)
+        for pos, tok in ((0, 0), (4, 5), (7, 12)):
+            lp = logit_paths(run, pos, tok, max_order=order)
+            a, b = dict(full.for_token(pos, tok)), dict(lp.for_token())
+            assert a.keys() == b.keys()
+            assert max(abs(a[k] - b[k]) for k in a) < 1e-9
+            assert abs(lp.total - lp.model_logit) < 1e-9 and abs(sum(b.values()) - lp.total) < 1e-9
+
+
+_RSS_SCRIPT = r"""
+import resource, sys, torch, warnings
+torch.set_num_threads(1)
+warnings.simplefilter("ignore")
+from circwidgets.model.testing import random_model
+from circwidgets.widgets.paths import PathExpansion
+m = random_model(dtype=torch.float32, n_layers=4, d_model=256, n_heads=8, d_head=32, d_vocab=2000, n_ctx=1024,
+                 attn_only=False, normalization="LN", biases=True)
+toks = torch.randint(0, 2000, (768,), generator=torch.Generator().manual_seed(0))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+w = PathExpansion(m, toks, position=500, max_order=2)
+w.position = 767
+assert w.error == "", w.error
+assert abs(w.total - w.model_logit) < 1e-3 * max(1.0, abs(w.model_logit)), (w.total, w.model_logit)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+
+
+def test_paths_view_memory_is_bounded_by_what_is_shown():
+    """A paths view with virtual-head terms on a 32-head model at 768 tokens: the old full expansion
+    held hundreds of millions of `[terms, pos, d_model]` values (GBs); the streamed one holds the
+    patterns (32 x 768^2) and the sources, so the kernel grows by well under 400 MB."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    grew_mb = float(out.stdout.strip().splitlines()[-1])
+    assert grew_mb < 400, f"the paths view grew the process by {grew_mb:.0f} MB"
