@@ -37,6 +37,7 @@ import torch
 from ..model import Transformer
 from ._check import check_finite_terms
 from .factored import compute_dtype
+from .patterns import AttentionData, attention_patterns, run_until
 from .prep import prepared
 
 __all__ = ["FrozenRun", "LogitPaths", "PathBar", "PathTerms", "frozen_run", "logit_paths", "path_budget", "path_terms"]
@@ -307,7 +308,8 @@ class FrozenRun:
 
     `model` is the model as given (its own forward pass: LN scales are the same before and after
     folding, and what folding changes in the sources - their mean - is removed by every centring read);
-    `W_V, W_O, W_U` are the folded weights (`prep.weights`, shared with the other views), `attn_bias
+    `W_V` is folded (ln1's weight on its rows), `W_O` the model's, `lnf_w` the final norm's weight (the
+    folded unembedding column of a token is `lnf_w * W_U[:, token]`: no folded copy of W_U), `attn_bias
     [layer, d_model]` each layer's constant attention output (`b_O + sum_h (b_ln1 W_V + b_V) W_O`, None
     without biases), `b_U` the folded unembedding bias (None without). `patterns [layer, head, q, k]`
     (given by a view, so held once), `ln_scale [layer, pos]` (ln1's scale; None without normalization),
@@ -326,9 +328,15 @@ class FrozenRun:
     final_resid: torch.Tensor
     W_V: torch.Tensor
     W_O: torch.Tensor
-    W_U: torch.Tensor
+    lnf_w: torch.Tensor | None
     b_U: torch.Tensor | None
     dt: torch.dtype
+    attention: AttentionData | None = None  # the patterns with value norms, when this run computed them
+
+    def unembed_column(self, token: int) -> torch.Tensor:
+        """The folded unembedding's column of `token` `[d_model]`."""
+        col = self.model.W_U.detach()[:, token].to(self.dt)
+        return col * self.lnf_w if self.lnf_w is not None else col
 
     def model_logits(self, pos: int) -> torch.Tensor:
         """The model's own logits at `pos` `[d_vocab]` (one position's unembedding)."""
@@ -392,13 +400,10 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
     """One forward pass of `model` on one sequence `tokens` (`[pos]` or `[1, pos]`), keeping only what
     `logit_paths` reads: LN scales `[layer, pos]`, MLP outputs, the final residual, and the patterns
     unless given (`patterns [layer, head, pos, pos]` of this model on these tokens, e.g. a view's
-    `AttentionData.pattern`, so they are held once). No folded model copy: the folded weights are
-    `prep.weights(model)`, shared with the circuit views."""
-    from .prep import weights
-
+    `AttentionData.pattern`, so they are held once). No folded copy of the model: only W_V is
+    folded here (`[layer, head, d_model, d_head]`); the forward pass stops before the unembedding."""
     if model.cfg.normalization is not None and model.cfg.positional == "shortformer":
         prepared(model)  # raises: no exact fold of LN + shortformer
-    w = weights(model)
     cfg = model.cfg
     toks = model.check_tokens(tokens)
     if toks.shape[0] != 1:
@@ -407,15 +412,12 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
     dt = compute_dtype(model.W_E.dtype)
     ln = cfg.normalization is not None
     keep: dict[str, torch.Tensor] = {}
-    pat = None if patterns is not None else torch.empty(L, cfg.n_heads, P, P, dtype=dt)
     ln_scale = torch.empty(L, P, dtype=dt) if ln else None
     mlp = None if cfg.attn_only else torch.empty(L, P, D, dtype=dt)
 
     def grab(x, hp):
         n, layer = hp.name, hp.layer()
-        if n.endswith("attn.hook_pattern"):
-            pat[layer] = x[0].to(dt)
-        elif n.endswith("ln1.hook_scale"):
+        if n.endswith("ln1.hook_scale"):
             ln_scale[layer] = x[0, :, 0].to(dt)
         elif n.endswith("hook_mlp_out"):
             mlp[layer] = x[0].to(dt)
@@ -426,18 +428,27 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
     names += [f"blocks.{L - 1}.hook_resid_post"] if L else []
     names += ["ln_final.hook_scale"] if ln else []
     for layer in range(L):
-        b = f"blocks.{layer}"
-        names += ([f"{b}.attn.hook_pattern"] if pat is not None else []) + ([f"{b}.ln1.hook_scale"] if ln else [])
-        names += [f"{b}.hook_mlp_out"] if mlp is not None else []
-    model.run_with_hooks(toks, [(n, grab) for n in names])
-    if patterns is not None:
-        if tuple(patterns.shape) != (L, cfg.n_heads, P, P):
-            raise ValueError(f"patterns of shape {tuple(patterns.shape)} do not fit {L} layers x {cfg.n_heads} heads "
-                             f"on {P} tokens")
-        pat = patterns
-    W_V, W_O = w["W_V"].to(dt), w["W_O"].to(dt)
+        names += ([f"blocks.{layer}.ln1.hook_scale"] if ln else []) + (
+            [f"blocks.{layer}.hook_mlp_out"] if mlp is not None else [])
+    hooks = [(n, grab) for n in names]
+    last = ("ln_final.hook_scale" if ln else f"blocks.{L - 1}.hook_resid_post" if L
+            else names[0 if cfg.positional != "standard" else 1])
+    attention = None
+    if patterns is None:  # one forward pass for the patterns (shared with other views) and the rest
+        attention = attention_patterns(model, toks, extra_hooks=hooks, until=last)
+        patterns = attention.pattern
+    if "hook_embed" not in keep:  # patterns given, or shared from an earlier run: a pass of our own
+        run_until(model, toks, hooks, last=last)
+    if tuple(patterns.shape) != (L, cfg.n_heads, P, P):
+        raise ValueError(f"patterns of shape {tuple(patterns.shape)} do not fit {L} layers x {cfg.n_heads} heads "
+                         f"on {P} tokens")
+    pat = patterns
     params = dict(model.named_parameters())
-    ln1_b, lnf_b = params.get("ln1_b"), params.get("ln_final_b")
+    ln1_w, ln1_b = params.get("ln1_w"), params.get("ln1_b")
+    lnf_w, lnf_b = params.get("ln_final_w"), params.get("ln_final_b")
+    W_V, W_O = model.W_V.detach().to(dt), model.W_O.detach().to(dt)
+    if ln1_w is not None and cfg.pre_norm:  # fold ln1's weight into the rows of W_V (what `fold_layernorm` does)
+        W_V = W_V * ln1_w.detach().to(dt)[:, None, :, None]
     labels, layers, vecs = ["embed"], [0], [keep["hook_embed"]]
     if cfg.positional == "standard":
         labels.append("pos"), layers.append(0), vecs.append(keep["hook_pos_embed"])
@@ -446,7 +457,7 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
             b_v = model.b_V.detach()[layer].to(dt) if cfg.biases else torch.zeros(W_O.shape[1:3], dtype=dt)
             if ln1_b is not None:  # ln1's bias, read through the unfolded W_V
                 b_v = b_v + torch.einsum("d,hde->he", ln1_b.detach()[layer].to(dt), model.W_V.detach()[layer].to(dt))
-            b = torch.einsum("he,hed->d", b_v, model.W_O.detach()[layer].to(dt))
+            b = torch.einsum("he,hed->d", b_v, W_O[layer])
             if cfg.biases:
                 b = b + model.b_O.detach()[layer].to(dt)
             if bool(b.ne(0).any()):
@@ -462,7 +473,7 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
     return FrozenRun(model=model, tokens=toks[0].clone(), patterns=pat, ln_scale=ln_scale,
                      final_scale=keep["ln_final.hook_scale"][:, 0] if ln else None, source_labels=labels,
                      source_layer=layers, sources=torch.stack(vecs), final_resid=resid, W_V=W_V, W_O=W_O,
-                     W_U=w["W_U"], b_U=b_U, dt=dt)
+                     lnf_w=lnf_w.detach().to(dt) if lnf_w is not None else None, b_U=b_U, dt=dt, attention=attention)
 
 
 @torch.no_grad()
@@ -493,7 +504,7 @@ def logit_paths(run: FrozenRun, pos: int, token: int, max_order: int = 2) -> Log
     def centre(x: torch.Tensor) -> torch.Tensor:
         return x - x.mean(-1, keepdim=True) if centred else x
 
-    u = centre(run.W_U[:, token].to(dt))
+    u = centre(run.unembed_column(token))
     if ln:
         u = u / run.final_scale[pos]
     X = run.sources[:, :n]  # [S, n, D]

@@ -18,6 +18,22 @@ from ..model import Transformer
 from ._check import check_finite
 
 
+class _Stop(Exception):
+    """Raised by the last hook `run_until` needs: the rest of the forward pass is not computed."""
+
+
+def run_until(model: Transformer, tokens: torch.Tensor, hooks: list, last: str) -> None:
+    """`model.run_with_hooks(tokens, hooks)`, stopped right after hook point `last` has run (no
+    unembedding: `[pos, d_vocab]` logits are the largest tensor of a long input)."""
+    def stop(x, hp):
+        raise _Stop
+
+    try:
+        model.run_with_hooks(tokens, [*hooks, (last, stop)])
+    except _Stop:
+        return
+
+
 @dataclass
 class AttentionData:
     """Patterns and value norms of every head on one sequence.
@@ -48,8 +64,11 @@ def value_weighted_pattern(pattern: torch.Tensor, v_norm: torch.Tensor) -> torch
 
 
 @torch.no_grad()
-def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = None) -> AttentionData:
+def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = None, extra_hooks: list = (),
+                       until: str | None = None) -> AttentionData:
     """Run `model` on one sequence and keep every head's pattern and value norms (nothing else).
+    `extra_hooks` ride along in the same forward pass (stopped after hook point `until`, default the
+    last layer's pattern) - but only when the patterns are computed, not when they are shared.
 
     tokens: `[pos]` or `[1, pos]` ids (or text when the model has a tokenizer).
     dtype: storage dtype of the returned patterns (default: the model's); `torch.float16` halves the
@@ -84,7 +103,8 @@ def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = N
     hooks = []
     for layer in range(cfg.n_layers):
         hooks += [(("pattern", layer), keep_pattern), (("v", layer), keep_v)]
-    model.run_with_hooks(toks, fwd_hooks=hooks)
+    if cfg.n_layers:
+        run_until(model, toks, [*hooks, *extra_hooks], last=until or f"blocks.{cfg.n_layers - 1}.attn.hook_pattern")
     from ._check import check_finite_output
 
     check_finite_output("attention patterns", pattern, model=model, tokens=toks)

@@ -68,8 +68,8 @@ class PathExpansion(CircuitWidget):
         text_or_tokens, labels, position, target = self._init_input
         toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
         self.tokens = toks
-        self.data = attention_patterns(self.model, toks)  # shared with other views of the same input
-        self.run = frozen_run(self.model, toks[None], patterns=self.data.pattern)
+        self.run = frozen_run(self.model, toks[None])  # one forward pass; patterns shared with other views
+        self.data = self.run.attention or attention_patterns(self.model, toks)  # (a shared hit: no new run)
         P = toks.shape[0]
         if not -P <= position < P:
             raise IndexError(f"position={position} is out of range: 0..{P - 1}")
