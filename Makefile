@@ -5,9 +5,11 @@ PIP = $(PY) -m pip
 
 .PHONY: install install-test chromium demo test lint bench js-check
 
+# torch: a working one is kept; without one, the CPU build from PyTorch's CPU index (PyPI's default
+# Linux wheel is the CUDA build, several GB). CI pins its wheel: TORCH_SPEC=torch==2.13.0 TORCH_INDEX=
+# (see .ci/install_torch.py and .ci/run).
 install:
-	# CPU torch wheel first, so the project's torch range never pulls a CUDA build
-	$(PIP) install -q torch==2.13.0
+	$(PY) .ci/install_torch.py
 	$(PIP) install -q -e .
 
 install-test: install

@@ -126,12 +126,22 @@ def eigenvalues(eigs: dict, positivity: dict | None = None, title: str = "", log
         if lam.size:
             ax.scatter(lam.real, lam.imag, s=14, c=np.where(lam.real >= 0, "tab:blue", "tab:red"))
         ax.set_aspect("equal", adjustable="datalim")
+        if lam.size and np.abs(lam).max() > 15 * unit:  # the circle would be a dot: an inset zoomed on it
+            ins = ax.inset_axes([0.02, 0.02, 0.3, 0.3])
+            ins.plot(unit * np.cos(th), unit * np.sin(th), lw=0.8, color="0.5", ls="--")
+            near = lam[np.abs(lam) < 2 * unit]
+            ins.scatter(near.real, near.imag, s=6, c=np.where(near.real >= 0, "tab:blue", "tab:red"))
+            ins.set_xlim(-1.6 * unit, 1.6 * unit)
+            ins.set_ylim(-1.6 * unit, 1.6 * unit)
+            ins.set_xticks([])
+            ins.set_yticks([])
+            ins.set_title("|λ| ≤ 1.6 (zoom)", fontsize=6).set_parse_math(False)
         p = (positivity or {}).get(name)
         head = f"{name}" + (f"\npositivity {p:+.3f}" if p is not None and np.isfinite(p) else "")
         ax.set_title(head, fontsize=9).set_parse_math(False)
         ax.set_xlabel("Re" + (" (log10(1+|λ|) scale)" if log_magnitude else ""))
         ax.set_ylabel("Im")
-        ax.legend(loc="upper right", fontsize=7)
+        ax.legend(loc="best", fontsize=7)  # "best": where it covers the fewest eigenvalues
     if title:
         fig.suptitle(title).set_parse_math(False)
     return fig

@@ -210,7 +210,7 @@ def copying_score(model: Transformer, layer: int | None = None, head: int | None
     ov_all = full_ov(model)  # LN folded as everywhere in the engine
     src = src.to(ov_all.device)
     out = torch.full((cfg.n_layers, cfg.n_heads), float("nan"))
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     for lay, h in tqdm(heads, desc="copying score", disable=len(heads) * len(src) * V < 5e8, leave=False):
         ov = ov_all[lay, h].to(torch.float32)

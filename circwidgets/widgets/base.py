@@ -26,7 +26,7 @@ import ipywidgets
 import traitlets
 from ipywidgets.widgets.widget import _put_buffers
 
-from ..engine._check import check_finite, check_layer_head
+from ..engine import check_finite, check_layer_head
 from ..model import Transformer
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"  # the built front ends (committed)
@@ -228,12 +228,27 @@ class PageInputs:
 
 class StaticFallback:
     """Mixin for widgets: adds `text/plain` (from `summary()`) and, when `static_png`, `image/png`
-    (from `png()`) beside the widget view in the mimebundle, so static viewers show something."""
+    (from `png()`, i.e. the matplotlib twin `figure()`) beside the widget view in the mimebundle, so
+    static viewers show something; `repr()` is the text summary too (a plain REPL)."""
 
     static_png: ClassVar[bool] = False
 
     def summary(self) -> str:
         return type(self).__name__
+
+    def png(self, dpi: int = 80) -> bytes:
+        """PNG bytes of the matplotlib twin (`figure()`)."""
+        fig = self.figure()  # a pyplot-free Figure: no global state, no backend switch
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        return buf.getvalue()
+
+    def __repr__(self) -> str:
+        # a plain REPL (no widget manager) prints the text summary, not `<... object at 0x...>`
+        try:
+            return self.summary()
+        except Exception:  # noqa: BLE001 - repr must never raise
+            return object.__repr__(self)
 
     def _repr_mimebundle_(self, **kwargs):
         out = super()._repr_mimebundle_(**kwargs)
@@ -272,6 +287,7 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
     _front_end: ClassVar[str] = ""
     export_inputs: ClassVar[tuple[str, ...]] = ("layer", "head")
     cache_size: ClassVar[int] = 32
+    prefetch_max: ClassVar[int] = 8  # heads answered per page "prefetch" request
     static_png: ClassVar[bool] = True  # add image/png from the matplotlib twin to the mimebundle
 
     layer = traitlets.Int(0).tag(sync=True)
@@ -311,6 +327,7 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
             self._report(f"could not prepare {type(self).__name__}: {type(e).__name__}: {e}")
             return
         self._broken = False
+        self.on_msg(self._on_page_message)
         try:
             layer, head = check_layer_head(model, layer, head)
         except IndexError as e:
@@ -417,6 +434,31 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
             if not keep_error:
                 self.error = ""
 
+    def _on_page_message(self, _widget, content, _buffers) -> None:
+        """Custom messages from the page. `{"type": "prefetch", "heads": [[layer, head], ...]}`: the page
+        keeps a bounded cache of per-head payloads and asks for the selected head's neighbours in the
+        background, so a later click on one of them redraws at once (the selection is still sent as
+        traits). Each head is answered by one `{"type": "payload", "shown", "values", "buffer_paths"}`
+        message with the payload's bytes as binary buffers; `shown` is what the `shown` trait would
+        be for that head, the page's cache key. Heads out of range or failing are skipped silently."""
+        if self._broken or not isinstance(content, dict) or content.get("type") != "prefetch":
+            return
+        from ipywidgets.widgets.widget import _remove_buffers
+
+        heads = content.get("heads")
+        if not isinstance(heads, list):
+            return
+        variant = self._variant()
+        for item in heads[: self.prefetch_max]:
+            try:
+                layer, head = check_layer_head(self.model, int(item[0]), int(item[1]))
+                values = self.cached((layer, head, *variant), lambda layer=layer, head=head: self._payload(layer, head))
+            except Exception:  # noqa: BLE001 - a prefetch is a hint: never a message, never an error
+                continue
+            state, paths, buffers = _remove_buffers(dict(values))
+            shown = {"layer": layer, "head": head, "variant": list(variant), "version": self._version}
+            self.send({"type": "payload", "shown": shown, "values": state, "buffer_paths": paths}, buffers)
+
     def invalidate(self) -> None:
         """Forget cached per-head results (the input changed) and resend the selected head."""
         self._results.clear()
@@ -439,10 +481,3 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
 
         return save_html(self, path, **kwargs)
 
-    # ------------------------------------------------------------------ static fallback
-    def png(self, dpi: int = 80) -> bytes:
-        """PNG bytes of the matplotlib twin."""
-        fig = self.figure()  # a pyplot-free Figure: no global state, no backend switch
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-        return buf.getvalue()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator, Sequence
 
 import ipywidgets
@@ -97,6 +98,30 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
         """Plain-text summary of every panel (the text/plain fallback)."""
         return "\n".join([f"CircuitExplorer: layer {self.layer} head {self.head}"]
                          + [f"  {w.summary()}" for w in self.panels.values()])
+
+    static_png = True  # the mimebundle gets image/png: every panel's matplotlib twin, two per row
+
+    def figure(self):
+        """The panels' matplotlib twins in one figure (two per row, as laid out in the page)."""
+        import matplotlib.image
+        from matplotlib.figure import Figure
+
+        images = []
+        for w in self.panels.values():
+            try:
+                images.append(matplotlib.image.imread(io.BytesIO(w.png(dpi=60)), format="png"))
+            except Exception:  # noqa: BLE001 - a panel without a picture leaves its cell empty
+                images.append(None)
+        n_rows = max(1, (len(images) + 1) // 2)
+        fig = Figure(figsize=(12, 4.2 * n_rows))
+        fig.suptitle(f"circuit explorer: layer {self.layer} head {self.head}")
+        for i, img in enumerate(images):
+            ax = fig.add_subplot(n_rows, 2, i + 1)
+            ax.set_axis_off()
+            if img is not None:
+                ax.imshow(img)
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.02, hspace=0.02)
+        return fig
 
     def save_html(self, path, **kwargs):
         """One self-contained HTML file of every panel with the shared selection (see `export.save_html`)."""

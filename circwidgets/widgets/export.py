@@ -13,8 +13,9 @@ send): `save_changes` looks the new inputs up and applies that state's traits, f
 `change:<name>` as the kernel's messages would; a state that was not exported gets a message in the
 view instead (and no "computing" note: nothing is being computed). The shim marks the model
 `offline`, so controls only a kernel can answer (a text box to tokenize, token searches, more rows,
-the monitor's stop button) are disabled with the note "needs a live kernel" (`js/src/lib/offline.js`). A Content-Security-Policy of `default-src 'none'` (inline scripts and styles only)
-makes any network request impossible.
+the monitor's stop button) are disabled with the note "needs a live kernel" (`js/src/lib/offline.js`).
+A Content-Security-Policy of `default-src 'none'` (inline scripts and styles only) makes any network
+request impossible.
 ipywidgets' own embedding is not used: it loads its scripts from public CDNs.
 """
 
@@ -36,6 +37,7 @@ from typing import Any
 
 import anywidget
 
+from ..engine._progress import quiet_progress
 from .base import STATIC_DIR, CircuitWidget
 
 MAX_STATES = 200
@@ -123,8 +125,9 @@ class _Recorder:
         self.states[self.start_key] = self.snapshot()
         queue = deque([start])
         err0 = getattr(w, "error", "")
-        from tqdm.auto import tqdm
+        from ..engine._progress import tqdm
 
+        # disabled inside save_html's quiet_progress(): a notebook kept a closed bar's output behind
         bar = tqdm(total=self.max_states, desc=f"export {type(w).__name__}", unit="state", leave=False,
                    disable=None)
         with warnings.catch_warnings():
@@ -202,7 +205,8 @@ def save_html(obj, path, title: str | None = None, max_states: int = MAX_STATES,
     else:
         raise TypeError(f"save_html exports circwidgets views, got {type(obj).__name__}")
     recs = []
-    with obj.unlinked() if link else contextlib.nullcontext():  # each panel's states on their own
+    # each panel's states on their own; no engine progress bar left behind in the notebook's output
+    with obj.unlinked() if link else contextlib.nullcontext(), quiet_progress():
         for w in views:
             r = _Recorder(w, max_states, max_bytes, max_seconds)
             r.run()

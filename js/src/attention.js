@@ -4,8 +4,10 @@ import "./lib/common.css";
 import "./attention.css";
 import { divColor, inkOn, rgbCss, seqColor, theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
+import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
+import { headPayloadCache } from "./lib/headcache.js";
 import { messageArea, pendingNote } from "./lib/message.js";
 import { cellAt, drawPattern as drawPatternCanvas, maxOf } from "./lib/pattern.js";
 import { needsKernel } from "./lib/offline.js";
@@ -32,14 +34,24 @@ function render({ model, el }) {
   for (const [v, t] of [["linear", "linear"], ["sqrt", "sqrt"], ["log", "log 10⁻³…1"]]) {
     scaleSel.append(h("option", { text: t, attrs: { value: v } }));
   }
+  // zoom: the pattern drawn larger inside a scroll box (drag or scroll to pan) for long contexts
+  const zoomSel = h("select", { cls: "cw-zoom", attrs: { "aria-label": "pattern zoom" } });
+  for (const z of [1, 2, 4, 8]) zoomSel.append(h("option", { text: `${z}×`, attrs: { value: String(z) } }));
   const bar = h("div", { cls: "cw-bar" }, [
     title,
     h("label", {}, ["colour heads by", scoreSel]),
     h("label", {}, ["pattern colours", scaleSel]),
+    h("label", { title: "zoom the pattern; drag or scroll it to pan" }, ["zoom", zoomSel]),
     h("label", { title: "attention × ‖v_src‖ (the paper's value-weighted pattern)" }, [vwBox, "value-weighted"]),
   ]);
   const msg = messageArea(model);
   const computing = pendingNote(model, msg);
+  // heads already received (and the selected head's neighbours, prefetched) redraw from the page's
+  // cache at the click; the kernel is still told the selection and its answer replaces the overlay
+  const hc = headPayloadCache(model, ["pattern"]);
+  let overlay = null; // {shown, pattern} drawn from the cache until the kernel's update arrives
+  let drawnWidth = 0; // the view's width when the pattern was last drawn (a resize redraws)
+  const get = (k) => (overlay && k in overlay ? overlay[k] : model.get(k));
 
   // ---- head grid + legend
   let scores = new Float32Array(0), sLo = 0, sHi = 1;
@@ -64,7 +76,12 @@ function render({ model, el }) {
   const grid = headGrid(model, {
     label: "attention heads",
     cellWidth: 34,
-    onRequest: computing.pending,
+    onRequest(l, hd) {
+      const hit = hc.lookup(l, hd);
+      if (!hit) { computing.pending(l, hd); return; }
+      overlay = { ...hit.values, shown: hit.shown };
+      drawPattern("cache");
+    },
     paint(btn, l, hd) {
       const v = scores[l * model.get("n_heads") + hd];
       const t = sHi > sLo ? (v - sLo) / (sHi - sLo) : 0;
@@ -84,7 +101,8 @@ function render({ model, el }) {
   const canvas = h("canvas", { cls: "cw-canvas cw-pattern", attrs: { tabindex: "0", "aria-label": "attention pattern" } });
   const readout = h("div", { cls: "cw-readout cw-pattern-readout", text: "hover the pattern" });
   const panelTitle = h("div", { cls: "cw-panel-title" });
-  const panel = h("div", { cls: "cw-panel" }, [panelTitle, canvas, readout]);
+  const scroller = h("div", { cls: "cw-pattern-scroll" }, [canvas]);
+  const panel = h("div", { cls: "cw-panel" }, [panelTitle, scroller, readout]);
 
   // ---- tokens
   const tokBox = h("div", { cls: "cw-tokens" });
@@ -139,12 +157,12 @@ function render({ model, el }) {
     textInput.value = model.get("text");
   }
 
-  function drawPattern() {
+  function drawPattern(source = "kernel") {
     computing.settled();
     const t0 = performance.now();
     th = theme(root);
-    const shown = model.get("shown") || {};
-    const p = model.get("pattern");
+    const shown = get("shown") || {};
+    const p = get("pattern");
     N = p && p.shape ? p.shape[0] : 0;
     // the causal pattern comes as its lower triangle: keep it packed (row i starts at i(i+1)/2)
     packed = !!(p && p.layout === "tril");
@@ -152,13 +170,21 @@ function render({ model, el }) {
     // plain patterns are coloured on the absolute 0..1 scale; value-weighted ones up to their max
     const vw = model.get("value_weighted");
     const aMax = vw ? maxOf(A) || 1 : 1;
-    geom = drawPatternCanvas(canvas, th, { A, N, packed, vmax: aMax, scale: scaleSel.value, labels, maxPx: MAX_PX });
-    panel.style.maxWidth = `${Math.max(geom.ml + geom.S + 4, 320)}px`; // titles wrap to the plot's width, so the panel fits beside the grid
+    // sized from the room the view has (an 800 px output area, a 1,600 px one), times the zoom
+    const room = Math.max(160, (root.clientWidth || 800) - 28 - (N <= 64 ? 84 : 4));
+    const zoom = Number(zoomSel.value) || 1;
+    geom = drawPatternCanvas(canvas, th, { A, N, packed, vmax: aMax, scale: scaleSel.value, labels, maxPx: Math.min(MAX_PX, room) * zoom });
+    // titles wrap to the plot's width, so the panel fits beside the grid; never wider than the view
+    panel.style.maxWidth = `${Math.min(Math.max(geom.ml + geom.S + 4, 320), Math.max(200, (root.clientWidth || 800) - 16))}px`;
+    drawnWidth = root.clientWidth;
     panelTitle.textContent = `layer ${shown.layer} head ${shown.head} — ${vw ? "value-weighted pattern (A·‖v_src‖)" : "attention pattern"}; rows = query, columns = key; colour scale 0 … ${fmt(aMax)} (${scaleSel.value})`;
     title.textContent = model.get("title") ? `${model.get("title")} — L${shown.layer}H${shown.head}` : `L${shown.layer}H${shown.head}`;
     vwBox.checked = vw;
     const ms = performance.now() - t0;
-    markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, valueWeighted: vw ? 1 : 0, nTokens: N, drawMs: ms.toFixed(1) });
+    // what was painted: sampled cells of the array given to the canvas (lib/digest.js)
+    publishDrawn(root, { layer: shown.layer, head: shown.head, vw: vw ? 1 : 0, n: geom.N, vmax: sig(aMax), cells: geom.sample });
+    markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, valueWeighted: vw ? 1 : 0, nTokens: N, drawMs: ms.toFixed(1), zoom,
+      drawSource: source, cacheEntries: hc.cache.size, cacheBytes: hc.cache.bytes });
   }
 
   let marked = [];
@@ -205,7 +231,7 @@ function render({ model, el }) {
       }
     }
     spans[k] && spans[k].classList.add("cw-tok-focus");
-    tokReadout.textContent = `[${k}] ${visibleWhitespace(labels[k])} ${pays ? "pays" : "receives"} attention (L${model.get("shown").layer}H${model.get("shown").head})`;
+    tokReadout.textContent = `[${k}] ${visibleWhitespace(labels[k])} ${pays ? "pays" : "receives"} attention (L${get("shown").layer}H${get("shown").head})`;
     tokReadout.dataset.pos = k;
   }
   function clearTokens() {
@@ -221,6 +247,29 @@ function render({ model, el }) {
 
   // ---- controls -> kernel
   scaleSel.addEventListener("change", () => drawPattern());
+  zoomSel.addEventListener("change", () => drawPattern());
+  // drag to pan a zoomed pattern
+  let drag = null;
+  scroller.addEventListener("mousedown", (ev) => {
+    if (Number(zoomSel.value) > 1) drag = { x: ev.clientX, y: ev.clientY, l: scroller.scrollLeft, t: scroller.scrollTop };
+  });
+  const endDrag = () => { drag = null; };
+  const onDrag = (ev) => {
+    if (!drag) return;
+    scroller.scrollLeft = drag.l - (ev.clientX - drag.x);
+    scroller.scrollTop = drag.t - (ev.clientY - drag.y);
+  };
+  window.addEventListener("mousemove", onDrag);
+  window.addEventListener("mouseup", endDrag);
+  // the output area changed width (a resized window, a sidebar): draw the pattern for the new room
+  let resizeQueued = false;
+  const ro = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(() => {
+    if (resizeQueued || Math.abs(root.clientWidth - drawnWidth) < 8) return;
+    resizeQueued = true;
+    requestAnimationFrame(() => { resizeQueued = false; drawPattern(overlay ? "cache" : "kernel"); });
+  });
+  if (ro) ro.observe(root);
+  const offWindow = () => { window.removeEventListener("mousemove", onDrag); window.removeEventListener("mouseup", endDrag); if (ro) ro.disconnect(); };
   scoreSel.addEventListener("change", () => { model.set("score_name", scoreSel.value); model.save_changes(); });
   vwBox.addEventListener("change", () => { model.set("value_weighted", vwBox.checked); model.save_changes(); });
   const sendText = () => { model.set("text", textInput.value); model.save_changes(); };
@@ -236,15 +285,26 @@ function render({ model, el }) {
     if (c.has("thumbs")) readThumbs();
     if (c.has("scores") || c.has("score_name") || c.has("score_names") || c.has("score_label")) readScores();
     else if (c.has("thumbs")) grid.refresh();
-    if (c.has("shown") || c.has("pattern")) drawPattern();
+    if (c.has("shown") || c.has("pattern")) {
+      hc.remember();
+      const s = model.get("shown") || {};
+      // an answer to an older click while a newer one is on screen from the cache: keep the newer
+      if (!(overlay && (s.layer !== model.get("layer") || s.head !== model.get("head")))) {
+        overlay = null;
+        drawPattern();
+        hc.prefetch(s.layer, s.head);
+      }
+    }
   });
   readTokens();
   readThumbs();
   readScores();
   drawPattern();
+  hc.remember();
+  hc.prefetch((model.get("shown") || {}).layer ?? 0, (model.get("shown") || {}).head ?? 0);
   // the theme can change while the view is open: re-read the CSS variables and repaint
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); drawPattern(); });
-  return cleanup(computing, offTheme, changes, grid, msg);
+  return cleanup(computing, offTheme, changes, grid, msg, hc, offWindow);
 }
 
 export default { render };

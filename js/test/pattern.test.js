@@ -48,6 +48,9 @@ test("geometry: whole pixels per token while they fit, labels up to labelMax tok
   assert.equal(long.withLabels, false);
   assert.equal(long.ml, 4);
   assert.equal(patternGeometry(2).S, 160); // never smaller than minPx
+  assert.equal(patternGeometry(128).S, 512); // 4 px per token: readable (was 160)
+  assert.equal(patternGeometry(1024, { maxPx: 4 * 520 }).S, 2048); // zoomed 4x: 2 px per token
+  assert.equal(patternGeometry(1024, { maxPx: 300 }).S, 300); // a narrow output area
   const small = patternGeometry(20, { maxPx: 220, minPx: 120, labelMax: 40, margin: 56 });
   assert.deepEqual([small.S, small.ml, small.withLabels], [220, 56, true]);
   assert.equal(patternGeometry(0).withLabels, false);

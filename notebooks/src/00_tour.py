@@ -134,8 +134,9 @@ print(f"strongest K-composition into L{best[0]}H{best[1]}: L0H{h1} (score {float
 # %% [markdown]
 # ### Exercise 2
 # Switch the induction head off (zero ablation) and compare the model's loss on the repeated input with and
-# without it. Which half of the sequence gets worse? (Hint: `engine.ablate_heads` returns an effect with
-# `clean` and `ablated`; `cw.ablation(model, tokens)` does the same by clicking.)
+# without it. Which half of the sequence gets worse? (Hint: `eff = engine.ablate_heads(model, tokens[None], [best])`
+# returns an effect with the losses `eff.clean` and `eff.intervened` and their difference `eff.delta`;
+# `cw.ablation(model, tokens)` does the same by clicking.)
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
 #@title Solution (click to show the code)

@@ -159,8 +159,8 @@ cw.skip_trigrams(code_model, layer=0, head=0, k=12)
 # %% [markdown]
 # ### Exercise 1
 # The QK circuit of a head is only comparable within a query row. For the code model's head 0, which source
-# tokens does the destination token `' in'` attend to most? (Hint: `engine.full_qk(code_model)[0, 0]` is a
-# factored `[d_vocab, d_vocab]` matrix; `fm.rows(b, b + 1)` computes one row without forming the rest.)
+# tokens does the destination token `' in'` attend to most? (Hint: `fm = engine.full_qk(code_model)[0, 0]` is a
+# factored d_vocab × d_vocab matrix; `fm.rows(b, b + 1)` computes one row without forming the rest.)
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
 #@title Solution (click to show the code)

@@ -70,9 +70,10 @@ task = RepeatTask(cfg.d_vocab, cfg.n_ctx, min_len=4, max_len=12)
 tc = TrainConfig(steps=3000, batch_size=32, lr=1e-2, warmup=20, eval_every=50, icl_n_seqs=8, icl_seq_len=12)
 out = Path(tempfile.mkdtemp()) / "tiny-induction.safetensors"
 monitor = cw.TrainingMonitor(save_path=out, title="tiny 2-layer model on repeated tokens")
-display(monitor)
+shown = display(monitor, display_id=True)
 trainer = Trainer(tiny, task, tc, callbacks=[monitor], time_limit=15, progress=False)  # 15 s of training
 trainer.train()  # prints one line per evaluation
+shown.update(monitor)  # the same live monitor; its saved picture (for viewers without a kernel) is now the final one
 last = trainer.history[-1]
 print(f"stopped at step {trainer.step} ({trainer.stopped_by or 'finished'}); best induction score "
       f"{last['max_induction']:.2f}")

@@ -4,6 +4,7 @@
 // offscreen image through a colour table, then scaled onto the canvas; keys after the query
 // (masked) get the theme's second background colour.
 import { seqColor, tone } from "./color.js";
+import { samplePattern } from "./digest.js";
 import { hidpi } from "./dom.js";
 import { shortLabel } from "./text.js";
 
@@ -38,10 +39,11 @@ export function patternPixels(A, N, { packed = false, vmax = 1, lut, maskWord })
 }
 
 /** Geometry of a pattern plot: side `S` (CSS px) between minPx and maxPx, whole pixels per token
- * while they fit, labels when N <= labelMax (margins `margin` then, else 4). */
+ * while they fit (a long pattern gets as many whole pixels per token as maxPx allows: 128 tokens
+ * at 4 px, not 1), labels when N <= labelMax (margins `margin` then, else 4). */
 export function patternGeometry(N, { maxPx = 520, minPx = 160, labelMax = 64, margin = 84 } = {}) {
   const withLabels = N > 0 && N <= labelMax;
-  const cell = N <= 12 ? 28 : N <= 32 ? 14 : N <= 64 ? 8 : 1;
+  const cell = N <= 12 ? 28 : N <= 32 ? 14 : N <= 64 ? 8 : Math.max(1, Math.floor(maxPx / N));
   const S = Math.max(minPx, Math.min(maxPx, N * cell));
   const m = withLabels ? margin : 4;
   return { ml: m, mt: m, S, N, withLabels };
@@ -67,7 +69,8 @@ const offscreen = typeof document === "undefined" ? null : document.createElemen
 /** Draw a causal pattern on `canvas`. opts: A, N, packed, vmax (colour of weight vmax = full
  * accent), scale ("linear" | "sqrt" | "log"), labels (one per position), geometry options (see
  * `patternGeometry`), marks ({rows: [query, ...]} outlined). Returns the geometry, also written to
- * canvas.dataset (ml, mt, side, n, cell: for tests). */
+ * canvas.dataset (ml, mt, side, n, cell: for tests), with `sample`: sampled values of the painted
+ * `A` (lib/digest.js). */
 export function drawPattern(canvas, th, opts) {
   const { A, N, packed = false, vmax = 1, scale = "linear", labels = [], marks = {} } = opts;
   const geom = patternGeometry(N, opts);
@@ -112,5 +115,6 @@ export function drawPattern(canvas, th, opts) {
     for (const r of marks.rows) ctx.strokeRect(ml + 0.75, mt + r * step + 0.75, S - 1.5, hgt - 1.5);
   }
   Object.assign(canvas.dataset, { ml, mt, side: S, n: N, cell: N ? S / N : 0 });
+  geom.sample = samplePattern(A, N, packed);
   return geom;
 }
