@@ -152,7 +152,12 @@ _ARCHS = [dict(), dict(attn_only=False, normalization="LN", biases=True), dict(a
           dict(attn_only=False, normalization="RMS"), dict(n_layers=3, normalization="LN"),
           dict(n_layers=3, normalization="LN", n_heads=4, n_kv_heads=2, biases=True, positional="rotary"),
           dict(normalization="LNPre", biases=True, attn_only=False, parallel_attn_mlp=True, gated_mlp=True,
-               act_fn="silu")]
+               act_fn="silu"),
+          dict(attn_only=False, normalization="RMS", post_norm=True),
+          dict(attn_only=False, normalization="RMS", post_norm=True, pre_norm=False, positional="rotary"),
+          dict(attn_only=False, normalization="RMS", embed_scale=4.0, final_softcap=3.0, attn_softcap=5.0,
+               qk_norm=True, gated_mlp=True, act_fn="silu", biases=True),
+          dict(attn_only=False, normalization="LN", biases=True, tied_embeddings=True)]
 
 
 @pytest.mark.parametrize("arch", range(len(_ARCHS)))

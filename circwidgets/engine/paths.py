@@ -352,15 +352,17 @@ class FrozenRun:
         col = self.model.W_U.detach()[:, token].to(self.dt)
         return col * self.lnf_w if self.lnf_w is not None else col
 
+    post_scale: torch.Tensor | None = None  # [layer, pos]: the attention post-norm's scale (RMS post-norms)
+    post_w: torch.Tensor | None = None  # [layer, d_model]: its weight
+
     def model_logits(self, pos: int) -> torch.Tensor:
-        """The model's own logits at `pos` `[d_vocab]` (one position's unembedding)."""
+        """The model's own logits at `pos` `[d_vocab]` (one position's unembedding; before a final
+        soft-cap's tanh, which the terms add up to, as in `path_terms`)."""
         m, cfg = self.model, self.model.cfg
         x = m.normalize(self.final_resid[pos].to(m.W_E.dtype), "ln_final")
         out = x @ m.W_U
         if cfg.biases:
             out = out + m.b_U
-        if cfg.final_softcap is not None:
-            out = cfg.final_softcap * torch.tanh(out / cfg.final_softcap)
         return out.detach().to(self.dt)
 
 
@@ -419,20 +421,27 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
     if model.cfg.normalization is not None and model.cfg.positional == "shortformer":
         prepared(model)  # raises: no exact fold of LN + shortformer
     cfg = model.cfg
+    if cfg.post_norm and FOLDS[cfg.normalization].centres:
+        raise NotImplementedError("path expansion: LayerNorm post-norms (a bias after each block) are not supported; "
+                                  "RMSNorm post-norms (Gemma 2/3, OLMo-2) are")
     toks = model.check_tokens(tokens)
     if toks.shape[0] != 1:
         raise ValueError(f"tokens must be one sequence, got a batch of {toks.shape[0]}")
     P, L, D = toks.shape[1], cfg.n_layers, cfg.d_model
     dt = compute_dtype(model.W_E.dtype)
     ln = cfg.normalization is not None
+    pre = ln and cfg.pre_norm  # heads read a normalised residual
     keep: dict[str, torch.Tensor] = {}
-    ln_scale = torch.empty(L, P, dtype=dt) if ln else None
+    ln_scale = torch.empty(L, P, dtype=dt) if pre else None
+    post_scale = torch.empty(L, P, dtype=dt) if cfg.post_norm else None
     mlp = None if cfg.attn_only else torch.empty(L, P, D, dtype=dt)
 
     def grab(x, hp):
         n, layer = hp.name, hp.layer()
         if n.endswith("ln1.hook_scale"):
             ln_scale[layer] = x[0, :, 0].to(dt)
+        elif n.endswith("ln1_post.hook_scale"):
+            post_scale[layer] = x[0, :, 0].to(dt)
         elif n.endswith("hook_mlp_out"):
             mlp[layer] = x[0].to(dt)
         else:
@@ -442,8 +451,9 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
     names += [f"blocks.{L - 1}.hook_resid_post"] if L else []
     names += ["ln_final.hook_scale"] if ln else []
     for layer in range(L):
-        names += ([f"blocks.{layer}.ln1.hook_scale"] if ln else []) + (
-            [f"blocks.{layer}.hook_mlp_out"] if mlp is not None else [])
+        names += ([f"blocks.{layer}.ln1.hook_scale"] if pre else []) + (
+            [f"blocks.{layer}.hook_mlp_out"] if mlp is not None else []) + (
+            [f"blocks.{layer}.ln1_post.hook_scale"] if cfg.post_norm else [])
     hooks = [(n, grab) for n in names]
     last = ("ln_final.hook_scale" if ln else f"blocks.{L - 1}.hook_resid_post" if L
             else names[0 if cfg.positional != "standard" else 1])
@@ -458,6 +468,7 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
                          f"on {P} tokens")
     pat = patterns
     params = dict(model.named_parameters())
+    post_w = params["ln1_post_w"].detach().to(dt) if cfg.post_norm else None
     ln1_w, ln1_b = params.get("ln1_w"), params.get("ln1_b")
     lnf_w, lnf_b = params.get("ln_final_w"), params.get("ln_final_b")
     W_V, W_O = model.W_V.detach().to(dt), model.W_O.detach().to(dt)
@@ -475,7 +486,10 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
             if cfg.biases:
                 b = b + model.b_O.detach()[layer].to(dt)
             if bool(b.ne(0).any()):
-                labels.append(f"bias L{layer}"), layers.append(layer + 1), vecs.append(b.expand(P, D))
+                b = b.expand(P, D)
+                if post_scale is not None:  # through the frozen post-norm, like the heads' outputs
+                    b = b / post_scale[layer, :, None] * post_w[layer]
+                labels.append(f"bias L{layer}"), layers.append(layer + 1), vecs.append(b)
         if mlp is not None:
             labels.append(f"mlp L{layer}"), layers.append(layer + 1), vecs.append(mlp[layer])
     b_U = None
@@ -487,7 +501,8 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
     return FrozenRun(model=model, tokens=toks[0].clone(), patterns=pat, ln_scale=ln_scale,
                      final_scale=keep["ln_final.hook_scale"][:, 0] if ln else None, source_labels=labels,
                      source_layer=layers, sources=torch.stack(vecs), final_resid=resid, W_V=W_V, W_O=W_O,
-                     lnf_w=lnf_w.detach().to(dt) if lnf_w is not None else None, b_U=b_U, dt=dt, attention=attention)
+                     lnf_w=lnf_w.detach().to(dt) if lnf_w is not None else None, b_U=b_U, dt=dt, attention=attention,
+                     post_scale=post_scale, post_w=post_w)
 
 
 @torch.no_grad()
@@ -511,16 +526,16 @@ def logit_paths(run: FrozenRun, pos: int, token: int, max_order: int = 2) -> Log
     if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < V:
         raise IndexError(f"token={token!r} is out of range: token ids are 0..{V - 1}")
     dt, n = run.dt, pos + 1  # positions 0..pos only
-    ln = run.ln_scale is not None
-    centred = cfg.normalization in ("LN", "LNPre")  # RMS norms divide by the scale without centring
+    ln = run.ln_scale is not None  # heads read a normalised residual
+    centred = cfg.normalization is not None and FOLDS[cfg.normalization].centres  # RMS norms do not centre
     W_V, W_O = run.W_V, run.W_O
 
     def centre(x: torch.Tensor) -> torch.Tensor:
         return x - x.mean(-1, keepdim=True) if centred else x
 
-    u = centre(run.unembed_column(token))
-    if ln:
-        u = u / run.final_scale[pos]
+    u = run.unembed_column(token)
+    if run.final_scale is not None:
+        u = centre(u) / run.final_scale[pos]
     X = run.sources[:, :n]  # [S, n, D]
     src_layer = torch.tensor(run.source_layer)
     labels = list(run.source_labels)
@@ -535,10 +550,15 @@ def logit_paths(run: FrozenRun, pos: int, token: int, max_order: int = 2) -> Log
         for w, v, heads, bound in frontier:
             for layer in range(bound):
                 A = run.patterns[layer, :, :n, :n].to(dt)  # [H, n, n]
-                w2 = w @ A  # [H, n]
+                w_out, v_out = w, v
+                if run.post_scale is not None:  # the frozen post-norm: / scale per query, * weight
+                    w_out, v_out = w / run.post_scale[layer, :n], v * run.post_w[layer]
+                w2 = w_out @ A  # [H, n]
                 if ln:
                     w2 = w2 / run.ln_scale[layer, :n]
-                v2 = centre(torch.einsum("hde,he->hd", W_V[layer], W_O[layer] @ v))  # [H, D], never W_V W_O
+                v2 = torch.einsum("hde,he->hd", W_V[layer], W_O[layer] @ v_out)  # [H, D], never W_V W_O
+                if ln:
+                    v2 = centre(v2)
                 srcs = (src_layer <= layer).nonzero()[:, 0].tolist()
                 vals = torch.einsum("hp,sph->sh", w2, X[srcs] @ v2.T)  # [S_l, H]
                 for a, s in enumerate(srcs):
@@ -560,9 +580,10 @@ def logit_paths(run: FrozenRun, pos: int, token: int, max_order: int = 2) -> Log
         written = (src_layer == layer + 1).nonzero()[:, 0]
         total += float((X[written] * g).sum())
         A = run.patterns[layer, :, :n, :n].to(dt)
-        t = A.transpose(-1, -2) @ torch.einsum("pd,hed->hpe", g, W_O[layer])  # [H, n, E]
-        back = centre(torch.einsum("hpe,hde->pd", t, W_V[layer]))
-        g = g + (back / run.ln_scale[layer, :n, None] if ln else back)
+        g_out = g if run.post_scale is None else g * run.post_w[layer] / run.post_scale[layer, :n, None]
+        t = A.transpose(-1, -2) @ torch.einsum("pd,hed->hpe", g_out, W_O[layer])  # [H, n, E]
+        back = torch.einsum("hpe,hde->pd", t, W_V[layer])
+        g = g + (centre(back) / run.ln_scale[layer, :n, None] if ln else back)
     total += float((X[src_layer == 0] * g).sum())
     if run.b_U is not None:
         labels.append("b_U"), paths.append(("b_U", ())), orders.append(0)
