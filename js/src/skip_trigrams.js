@@ -7,6 +7,7 @@ import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea, pendingNote } from "./lib/message.js";
+import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
 import { fmt, visibleWhitespace } from "./lib/text.js";
 
@@ -22,6 +23,7 @@ function render({ model, el }) {
   const searchBtn = h("button", { cls: "cw-btn cw-search-btn", text: "look up", attrs: { type: "button" } });
   const moreBtn = h("button", { cls: "cw-btn cw-more", text: "more rows", attrs: { type: "button" } });
   const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["search", search]), searchBtn, moreBtn]);
+  needsKernel(model, [search, searchBtn, moreBtn], bar);
   const msg = messageArea(model);
   const computing = pendingNote(model, msg);
   const grid = headGrid(model, { label: "attention heads", onRequest: computing.pending });
@@ -82,7 +84,7 @@ function render({ model, el }) {
     publishDrawn(root, { layer: shown.layer, head: shown.head, n: rows.length,
       rows: rows.map((r) => [r.source_id, sig(r.strength, 4), r.dests.map((d) => d[1]), r.outs.map((o) => o[1])]) });
     title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}L${shown.layer}H${shown.head} skip-trigrams`;
-    moreBtn.disabled = rows.length >= model.get("d_vocab");
+    moreBtn.disabled = !!model.offline || rows.length >= model.get("d_vocab");
     drawFound();
     markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, nRows: rows.length, drawMs: (performance.now() - t0).toFixed(1) });
   }
