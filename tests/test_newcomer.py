@@ -272,3 +272,27 @@ def test_skip_trigram_vocab_filter_matches_brute_force(block_size, col_block):
     full = engine.skip_trigrams(m, layer, head, k=6, n_dest=4, n_out=3)
     same = engine.skip_trigrams(m, layer, head, k=6, n_dest=4, n_out=3, vocab=torch.arange(37))
     assert [(r.source, r.dests, r.outs) for r in full] == [(r.source, r.dests, r.outs) for r in same]
+
+
+def test_skip_trigram_view_frequent_tokens_control(code_model):
+    import warnings
+
+    text = "def f(self):\n    return self.x + self.y\n" * 20
+    w = cw.skip_trigrams(code_model, layer=0, head=1, corpus=text)
+    assert w.has_corpus and w.top_n == 0
+    all_sources = {r["source_id"] for r in w.rows}
+    w.top_n = 12  # what the page's control sets
+    allowed = set(engine.frequent_tokens(code_model.to_tokens(text, prepend_bos=False), 12).tolist())
+    assert w.rows and all(r["source_id"] in allowed for r in w.rows)
+    assert all(i in allowed for r in w.rows for _, i, _ in r["dests"] + r["outs"])
+    assert w.shown["variant"][-1] == 12
+    w.top_n = 0
+    assert {r["source_id"] for r in w.rows} == all_sources
+    plain = cw.skip_trigrams(code_model, layer=0, head=1)
+    assert not plain.has_corpus
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain.top_n = 5  # no corpus: refused with a message, the table stays as it was
+    assert plain.top_n == 0 and "corpus" in plain.error
+    with pytest.raises(ValueError):
+        cw.skip_trigrams(code_model, top_n=5)
