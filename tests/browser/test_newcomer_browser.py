@@ -12,6 +12,8 @@ Screenshots per width under artifacts/browser/.
 
 from __future__ import annotations
 
+import re
+
 import labharness as lh
 import pytest
 
@@ -147,3 +149,25 @@ def test_cached_and_prefetched_heads_redraw_from_the_page(page):
     kernel_says(page, "wa=1,1")  # the kernel was told the selection
     assert page.evaluate(CLICK_NOW, [1, 0]) == ["cache", "1", "0"]  # seen before: cached
     kernel_says(page, "wa=1,0")
+
+
+def test_views_follow_a_dark_host_without_jupyterlab_variables(page, tmp_path):
+    """An offline export (no JupyterLab variables) inside a dark page, as in marimo / VS Code / Colab dark."""
+    import circwidgets as cw
+
+    model = cw.load("toy-2l-code")
+    path = cw.eigenvalues(model).save_html(tmp_path / "eig.html", max_states=2)
+    html = path.read_text(encoding="utf-8").replace(
+        '<meta charset="utf-8">', '<meta charset="utf-8"><style>html, body { background: #121212; color: #e8e8e8; }</style>', 1)
+    path.write_text(html, encoding="utf-8")
+    dark = page.context.new_page()
+    try:
+        dark.goto(path.as_uri())
+        root = dark.locator(".cw-root.cw-eigen")
+        expect(root).to_have_attribute("data-draw-count", re.compile(r"\d+"), timeout=30_000)
+        expect(root).to_have_class(re.compile(r"\bcw-dark\b"), timeout=10_000)
+        bg = root.evaluate("(e) => getComputedStyle(e).backgroundColor")
+        assert bg in ("rgb(30, 30, 30)",), bg
+        dark.screenshot(path=str(lh.ARTIFACTS / "newcomer_dark_host.png"))
+    finally:
+        dark.close()
