@@ -157,10 +157,11 @@ def test_views_follow_a_dark_host_without_jupyterlab_variables(page, tmp_path):
 
     model = cw.load("toy-2l-code")
     path = cw.eigenvalues(model).save_html(tmp_path / "eig.html", max_states=2)
-    html = path.read_text(encoding="utf-8").replace(
-        '<meta charset="utf-8">', '<meta charset="utf-8"><style>html, body { background: #121212; color: #e8e8e8; }</style>', 1)
+    style = "<style>html, body { background: #121212 !important; color: #e8e8e8 !important; }</style>"
+    html = path.read_text(encoding="utf-8").replace("</head>", style + "</head>", 1)
     path.write_text(html, encoding="utf-8")
-    dark = page.context.new_page()
+    ctx = page.context.browser.new_context()
+    dark = ctx.new_page()
     try:
         dark.goto(path.as_uri())
         root = dark.locator(".cw-root.cw-eigen")
@@ -170,4 +171,4 @@ def test_views_follow_a_dark_host_without_jupyterlab_variables(page, tmp_path):
         assert bg in ("rgb(30, 30, 30)",), bg
         dark.screenshot(path=str(lh.ARTIFACTS / "newcomer_dark_host.png"))
     finally:
-        dark.close()
+        ctx.close()
