@@ -77,11 +77,13 @@ CLICK_JS = """async ([kind, idx, l, h]) => {
   const root = document.querySelectorAll(`.cw-root.cw-${kind}`)[idx];
   const cell = root.querySelector(`[data-layer="${l}"][data-head="${h}"]`);
   const n0 = Number(root.dataset.drawCount);
+  let src = "";  // where the first redraw's data came from (attention view: "cache" / "kernel")
   const t0 = performance.now();
   const done = new Promise((res) => {
     const mo = new MutationObserver(() => {
       const d = root.dataset;
       if (Number(d.drawCount) > n0 && d.shownLayer === String(l) && d.shownHead === String(h)) {
+        src = d.drawSource || "";
         mo.disconnect(); res();
       }
     });
@@ -92,7 +94,7 @@ CLICK_JS = """async ([kind, idx, l, h]) => {
   await new Promise((r) => requestAnimationFrame(() => r()));
   const t1 = performance.now();
   // data arrival = start of the redraw (drawnAt - drawMs)
-  return [t1 - t0, Number(root.dataset.drawMs), Number(root.dataset.drawnAt) - Number(root.dataset.drawMs) - t0];
+  return [t1 - t0, Number(root.dataset.drawMs), Number(root.dataset.drawnAt) - Number(root.dataset.drawMs) - t0, src];
 }"""
 
 
@@ -123,9 +125,8 @@ def measure_page_cache(page, idx: int, heads: list[tuple[int, int]], n_layers: i
 
     def click(kind_of, lay, h):
         r = page.evaluate(CLICK_JS, ["attention", idx, lay, h])
-        src = page.evaluate("([i]) => document.querySelectorAll('.cw-root.cw-attention')[i].dataset.drawSource", [idx])
         out[kind_of].append(r[0])
-        out["sources"][kind_of].append(src)
+        out["sources"][kind_of].append(r[3])
 
     for lay, h in heads:
         nb = [(a, b) for a, b in ((lay, h + 1), (lay, h - 1), (lay + 1, h), (lay - 1, h))
