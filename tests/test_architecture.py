@@ -197,3 +197,15 @@ def test_every_document_the_code_cites_is_in_the_repository():
     for f in files:
         for ref in re.findall(r"docs/ARCHITECTURE\.md §(\d+)", f.read_text(encoding="utf-8")):
             assert ref in sections, (f, ref)
+
+
+def test_layers_above_the_engine_use_its_public_names_only():
+    import re
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[1] / "circwidgets"
+    for f in [*pkg.glob("widgets/*.py"), *pkg.glob("train/*.py"), *pkg.glob("zoo/*.py"), pkg / "plot.py"]:
+        text = f.read_text(encoding="utf-8")
+        assert not re.search(r"from \.\.engine\._\w+ import|engine\._check", text), f
+        assert not re.search(r"^\s*(from \.\.widgets|import circwidgets\.widgets|from circwidgets\.widgets)", text,
+                             re.M) or f.parent.name == "widgets", f

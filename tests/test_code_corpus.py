@@ -187,3 +187,30 @@ def test_trainer_scores_induction_over_several_repeat_lengths():
     assert list(rec["induction_by_len"]) == ["5", "11", "23"] and list(rec["icl_repeated_by_len"]) == ["5", "11", "23"]
     assert abs(rec["icl_repeated"] - sum(rec["icl_repeated_by_len"].values()) / 3) < 1e-3
     assert TrainConfig.from_dict(json.loads(json.dumps(tc.__dict__))) == tc  # JSON lists back to tuples
+
+
+def test_heldout_gap_claim_measures_each_split(tmp_path, monkeypatch):
+    from circwidgets.model import ModelConfig, Transformer
+    from circwidgets.train.trainer import lm_loss
+    from circwidgets.zoo.build import loss_windows
+    from circwidgets.zoo.claims import heldout_gap, heldout_loss
+
+    pins, cache, lib = _fixture(tmp_path)
+    _no_pip(monkeypatch)
+    d = cc.prepare_code_data_dir(tmp_path / "d", vocab_size=320, pins=pins, cache=cache, stdlib=lib, verbose=False,
+                                 heldout_per_mille=250)
+    stats, info = loss_windows(d, n_ctx=12, n=6)
+    train, val = (np.load(d / f) for f in ("train.npy", "val.npy"))
+    for key, arr in (("train_windows", train), ("heldout_windows", val)):
+        w = stats[key]
+        assert w.shape == (6, 12) and (w[:, 0] == 0).all()
+        text = arr.tobytes()  # every window's tokens are a contiguous stretch of its split
+        assert all(np.asarray(row[1:], dtype=np.uint16).tobytes() in text for row in w.numpy())
+    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_vocab=320, n_ctx=12, positional="shortformer",
+                      bos_token_id=0)
+    m = Transformer(cfg, seed=3)
+    with torch.no_grad():
+        ref = [lm_loss(m(stats[k].long()), stats[k].long()).item() for k in ("heldout_windows", "train_windows")]
+    assert heldout_loss(m, stats) == pytest.approx(ref[0], rel=1e-5)
+    assert heldout_gap(m, stats) == pytest.approx(ref[0] - ref[1], rel=1e-4, abs=1e-5)
+    assert info["loss_windows"] == 6

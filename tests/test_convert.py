@@ -136,6 +136,7 @@ def test_from_hf_state_dict():
     assert rel_err(bare(toks), ref) < 1e-10
     with pytest.raises(ValueError, match="n_heads="):
         cw.from_hf(m.state_dict())
+    assert rel_err(cw.from_hf(m.state_dict(), config=m.config)(toks), ref) < 1e-10  # heads from the config
     with pytest.raises(ValueError, match="dividing d_model=64"):
         cw.from_hf(m.state_dict(), n_heads=5)
     wrong = cw.from_hf(m.state_dict(), n_heads=8)  # shapes alone cannot tell: heads really matter

@@ -264,3 +264,21 @@ def test_rotation_invariance_of_folded_ln_model():
     assert not torch.allclose(m.W_E, r.W_E)
     for circuit in ("ov", "qk", "qk_pos"):
         torch.testing.assert_close(C.eigen_positivity(m, circuit), C.eigen_positivity(r, circuit))
+
+
+@pytest.mark.parametrize("circuit,full", [("ov", True), ("ov", False), ("qk", True), ("qk", False), ("qk_pos", True)])
+def test_eigenvalues_come_sorted_by_decreasing_magnitude(circuit, full):
+    """The docstring's order, not only the multiset: |λ| is non-increasing and equals the dense float64
+    eigenvalues' magnitudes sorted in decreasing order."""
+    m = random_model(seed=5, **SMALL)
+    pm = m
+    QK, OV = pm.W_Q @ pm.W_K.mT, pm.W_V @ pm.W_O
+    dense = {("ov", True): pm.W_E @ OV @ pm.W_U, ("ov", False): OV, ("qk", True): pm.W_E @ QK @ pm.W_E.T,
+             ("qk", False): QK, ("qk_pos", True): pm.W_pos @ QK @ pm.W_pos.T}[(circuit, full)]
+    for layer, head in ((0, 0), (1, 2), (0, 1)):
+        lam = C.eigenvalues(m, layer, head, circuit, full)
+        mags = lam.abs().double()
+        assert (mags[:-1] >= mags[1:] - 1e-9).all(), mags
+        ref = sorted_nonzero_eigs(dense[layer, head].double(), lam.shape[0]).abs().sort(descending=True).values
+        torch.testing.assert_close(mags, ref.to(mags.dtype), rtol=1e-6, atol=1e-9)
+        assert mags[0] > 1.01 * mags[-1]  # distinct magnitudes: an ascending order would fail above

@@ -254,3 +254,33 @@ def test_cuda_matches_cpu():
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(copying_score(m.to("cpu"), n_tokens=None), copying_score(m.to("cuda"), n_tokens=None))
     assert abs(in_context_loss(m.to("cpu"), seq_len=10).first - in_context_loss(m.to("cuda"), seq_len=10).first) < 1e-5
+
+
+def split_copying_model(V: int = 40, D: int = 48):
+    """Head (0, 0) copies the low half of the vocabulary (its OV row raises the token's own logit most)
+    and anti-copies the high half (its own logit lowest): the copying fraction depends on the id."""
+    cfg = ModelConfig(n_layers=1, d_model=D, n_heads=1, d_head=D, d_vocab=V, n_ctx=4)
+    m = random_model(cfg, seed=0)
+    q, _ = torch.linalg.qr(torch.randn(D, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
+    with torch.no_grad():
+        m.W_E.copy_(q[:V])
+        WU = q[:V].T.clone()
+        WU[:, V // 2:] *= -1.0  # high ids: attending to t lowers t's own logit
+        m.W_U.copy_(WU)
+        m.W_V[0, 0] = torch.eye(D, dtype=torch.float64)
+        m.W_O[0, 0] = torch.eye(D, dtype=torch.float64)
+    return m
+
+
+def test_copying_score_subsample_is_a_random_subset_of_the_vocabulary():
+    """The token subsample is drawn over the whole vocabulary (seeded), not the first n ids: on a head that
+    copies the low ids and anti-copies the high ids, subsample scores vary with the seed and average to
+    the full score; the first n ids would give the same ~1.0 for every seed."""
+    m = split_copying_model()
+    full = copying_score(m, 0, 0, n_tokens=None).item()
+    assert abs(full - brute_copying(m, 0, 0)) < 1e-6 and 0.4 < full < 0.6
+    subs = [copying_score(m, 0, 0, n_tokens=8, seed=s).item() for s in range(24)]
+    assert len({round(x, 6) for x in subs}) > 3  # the sample depends on the seed
+    assert abs(sum(subs) / len(subs) - full) < 0.12  # unbiased: high ids are sampled as often as low ones
+    assert min(subs) < 0.9  # some sample holds anti-copied (high) ids
+    assert copying_score(m, 0, 0, n_tokens=8, seed=5).item() == subs[5]  # the seed makes it reproducible

@@ -273,3 +273,26 @@ def test_cli_runs_a_recipe(tmp_path):
     assert m.metadata["recipe"] == "toy-1l-trigrams" and json.loads(m.metadata["planted_rules"])
     with pytest.raises(SystemExit):
         main(["no-such-recipe"])
+
+
+def test_rotary_recipe_architecture_trains(tmp_path, monkeypatch):
+    """`toy-2l-rotary`'s architecture (rotary, RMSNorm, grouped-query) at tiny size: builds with its norm
+    weights at 1 (the recipe's init_std is for the matrices), trains a few steps, and the engine reads
+    the result (offset profile, composition at an offset)."""
+    from circwidgets import engine
+
+    spec = recipes.get("toy-2l-rotary")
+    assert spec.model["positional"] == "rotary" and spec.model["normalization"] == "RMS"
+    assert spec.model["n_kv_heads"] < spec.model["n_heads"] and spec.model["attn_only"]
+    tiny = {**spec.model, "d_model": 16, "n_heads": 2, "n_kv_heads": 1, "d_head": 8, "d_vocab": 64, "n_ctx": 32}
+    monkeypatch.setitem(recipes.RECIPES, "tiny-rotary", recipes.Recipe(
+        "tiny-rotary", "test", tiny, "copy", task_kwargs=dict(min_len=4, max_len=8, copy_prob=0.7),
+        train=dict(steps=4, batch_size=4, eval_every=2, eval_batches=1, icl_n_seqs=2, n_snapshots=2),
+        init_std=spec.init_std))
+    model, *_ = recipes.build("tiny-rotary")
+    assert torch.equal(model.ln1_w, torch.ones_like(model.ln1_w)) and float(model.W_Q.detach().std()) < 0.2
+    tr = recipes.run("tiny-rotary", out=tmp_path / "run", progress=False)
+    assert tr.step == 4
+    m = cw.load(tmp_path / "run" / "model.safetensors")
+    assert m.cfg.n_kv_heads == 1 and engine.offset_profile(m, range(4)).shape == (2, 2, 4)
+    assert engine.composition_scores(m, "k", offset=1).shape == (2, 2, 2, 2)

@@ -430,6 +430,40 @@ def test_training_monitor_stop_saves_the_model(tmp_path):
     assert t.step < 100_000
 
 
+def test_a_stop_requested_before_the_run_is_running_is_honoured(tmp_path):
+    """The stop button pressed while the run is still starting (status "waiting"): the run stops after
+    its first step and the model is saved, instead of the request being dropped by on_train_begin."""
+    mon = cw.TrainingMonitor(save_path=tmp_path / "early.safetensors")
+    mon.min_interval = 0.0
+    t = tiny_trainer(100_000, callbacks=[mon])
+    mon.stop_requested = True  # before train() began
+    assert mon.status == "waiting"
+    th = threading.Thread(target=t.train, daemon=True)  # daemon: a regression must not hang the session
+    th.start()
+    th.join(60)
+    assert not th.is_alive(), f"the early stop was ignored: still training at step {t.step}"
+    assert t.stopped_by == "interrupt" and t.step <= 2 and mon.status == "stopped"
+    assert mon.saved_path and cw.load(mon.saved_path) is not None
+    # the request ended that run only: the next run trains to its end (this module's tests run under no_grad)
+    with torch.enable_grad():
+        t.train(t.step + 3)
+    assert t.stopped_by is None and mon.status in ("finished", "stopped") and t.step >= 4
+
+
+def test_a_stop_racing_the_start_of_the_run_is_never_lost(tmp_path):
+    """The stop request sent at any moment around on_train_begin (from another thread) ends the run."""
+    for delay in (0.0, 0.001, 0.005, 0.02):
+        mon = cw.TrainingMonitor(save_path=tmp_path / f"race{delay}.safetensors")
+        t = tiny_trainer(100_000, callbacks=[mon])
+        th = threading.Thread(target=t.train, daemon=True)
+        th.start()
+        th.join(delay)
+        mon.stop_requested = True
+        th.join(60)
+        assert not th.is_alive(), (delay, t.step, mon.status)
+        assert t.stopped_by == "interrupt" and mon.status == "stopped", (delay, t.stopped_by, mon.status)
+
+
 def test_trainer_outside_a_notebook_shows_no_monitor():
     from circwidgets.widgets.monitor import in_notebook, notebook_callbacks
 

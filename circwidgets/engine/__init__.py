@@ -11,11 +11,15 @@ from .ablation_state import AblatedRun, ablated_run
 from .circuits import (
     W_OV,
     W_QK,
+    check_offset,
     circuit_cores,
     eigen_positivity,
     eigenvalues,
     full_ov,
     full_qk,
+    keys_at,
+    offset_matrices,
+    offset_profile,
     positional_qk,
     trace_copying_score,
 )
@@ -55,10 +59,12 @@ from .interventions import (
     ablation_hooks,
     ablation_table,
     direct_logit_attribution,
+    kv_group_notes,
     logit_attribution,
     logit_diff_metric,
     loss_metric,
     patch_heads,
+    patch_kv_heads,
     patch_residual,
     patching_report,
     per_token_loss,
@@ -72,7 +78,7 @@ from .virtual import VirtualHead, VirtualWeights, virtual_heads, virtual_weights
 __all__ = [
     # circuits (weights only)
     "W_OV", "W_QK", "circuit_cores", "eigen_positivity", "eigenvalues", "full_ov", "full_qk", "positional_qk",
-    "trace_copying_score", "FactoredMatrix",
+    "trace_copying_score", "FactoredMatrix", "check_offset", "keys_at", "offset_matrices", "offset_profile",
     # composition, virtual weights and heads, path expansion
     "composition_baseline", "composition_scores", "composition_scores_one_sided",
     "top_composition_pairs", "VirtualHead", "VirtualWeights",
@@ -84,7 +90,8 @@ __all__ = [
     # interventions (one implementation: ablation_hooks) and metrics
     "AblatedRun", "Effect", "LogitAttribution", "PatchingReport", "PathCut", "ablate_heads", "ablate_path",
     "ablated_run", "ablation_hooks", "ablation_table", "direct_logit_attribution", "logit_attribution",
-    "logit_diff_metric", "loss_metric", "patch_heads", "patch_residual", "patching_report", "per_token_loss",
+    "logit_diff_metric", "loss_metric", "patch_heads", "patch_residual", "patch_kv_heads", "kv_group_notes",
+    "patching_report", "per_token_loss",
     # corpus statistics
     "Bigrams", "SkipTrigramCounts", "empirical_bigrams", "empirical_skip_trigrams", "pearson", "precision_at_k",
     "rank_correlation",

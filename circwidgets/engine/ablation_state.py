@@ -17,7 +17,7 @@ import torch
 from ..model import Transformer
 from . import _check
 from ._check import check_layer_head
-from .interventions import PathCut, ablation_hooks, logit_diff_metric, path_cuts, per_token_loss
+from .interventions import PathCut, ablation_hooks, kv_group_notes, logit_diff_metric, path_cuts, per_token_loss
 from .prep import _entry as _checked  # finiteness checked once per weights version, not per run
 
 __all__ = ["AblatedRun", "PathCut", "ablated_run", "logit_diff_metric", "per_token_loss"]
@@ -25,11 +25,14 @@ __all__ = ["AblatedRun", "PathCut", "ablated_run", "logit_diff_metric", "per_tok
 
 @dataclass
 class AblatedRun:
-    """Logits `[batch, pos, d_vocab]` and per-token loss `[batch, pos - 1]` of one (ablated) run."""
+    """Logits `[batch, pos, d_vocab]` and per-token loss `[batch, pos - 1]` of one (ablated) run.
+    `notes`: what the cuts touched beyond their own heads (grouped-query K/V heads shared by a group,
+    `interventions.kv_group_notes`)."""
 
     tokens: torch.Tensor
     logits: torch.Tensor
     token_loss: torch.Tensor
+    notes: tuple[str, ...] = ()
 
     @property
     def loss(self) -> float:
@@ -61,8 +64,9 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
     _checked(model)
     toks = model.check_tokens(tokens)
     hs = sorted({check_layer_head(model, *lh) for lh in heads})
-    hooks = ablation_hooks(model, hs, path_cuts(model, paths), kind=kind,
-                           reference=toks if reference is None else reference)
+    cuts = path_cuts(model, paths)
+    hooks = ablation_hooks(model, hs, cuts, kind=kind, reference=toks if reference is None else reference)
     logits = model.run_with_hooks(toks, hooks) if hooks else model(toks)
     _check.check_finite_output("ablated run: logits", logits, axes=("batch", "position"), model=model, tokens=toks)
-    return AblatedRun(tokens=toks, logits=logits, token_loss=per_token_loss(logits, toks))
+    return AblatedRun(tokens=toks, logits=logits, token_loss=per_token_loss(logits, toks),
+                      notes=kv_group_notes(model, cuts))

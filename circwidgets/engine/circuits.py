@@ -22,33 +22,121 @@ Conventions every function here shares:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import torch
 
-from ..model import Transformer
+from ..model import Transformer, rotary
 from ._check import check_finite_output, check_layer_head
 from .factored import FactoredMatrix, compute_dtype, eigvals
 from .prep import cached, weights
 
 __all__ = [
-    "W_OV", "W_QK", "circuit_cores", "eigen_positivity", "eigenvalues", "full_ov", "full_qk",
-    "positional_qk", "trace_copying_score",
+    "W_OV", "W_QK", "check_offset", "circuit_cores", "eigen_positivity", "eigenvalues", "full_ov", "full_qk",
+    "head_full_qk", "keys_at", "offset_matrices", "offset_profile", "positional_qk", "trace_copying_score",
 ]
 
 Circuit = Literal["ov", "qk", "qk_pos"]
+Offset = int | Sequence[int] | None
+
+_ROTARY_HINT = ("this model has rotary positions, so its QK circuit depends on the offset Δ = query position "
+                "− key position: W_QK(Δ) = W_Q R_Δ W_Kᵀ. Pass offset=Δ (an integer >= 0: 0 = a token "
+                "attending to itself, 1 = to the previous token; or a sequence of offsets for the circuit "
+                "averaged over them), or see offset_profile(model) for how each head's scores change with Δ")
 
 
 def _w(model: Transformer, name: str) -> torch.Tensor:
     w = weights(model)
     if name not in w:
+        if name == "W_pos" and model.cfg.positional == "rotary":
+            raise ValueError("this model has rotary positions and no W_pos, so there is no positional QK "
+                             "circuit W_pos W_QK W_posᵀ: positions enter the QK circuit as the rotation R_Δ by "
+                             "the offset Δ = query − key position. Use W_QK(model, offset=Δ), "
+                             "full_qk(model, offset=Δ), eigen_positivity(model, 'qk', offset=Δ), or "
+                             "offset_profile(model) (each head's mean attention score per offset)")
         raise ValueError(f"this model has no {name} (positional={model.cfg.positional!r})")
     return w[name]
 
 
-def W_QK(model: Transformer) -> FactoredMatrix:
-    """Per-head `W_Q W_K^T`, `[layer, head, d_model, d_model]` (factors `W_Q`, `W_K^T`)."""
-    return FactoredMatrix(_w(model, "W_Q"), _w(model, "W_K").mT)
+def check_offset(model: Transformer, offset: Offset, what: str = "the QK circuit") -> int | tuple[int, ...] | None:
+    """Validate the `offset` of a QK quantity: required (an int >= 0, or a non-empty sequence of them)
+    for rotary models, refused for the others (their QK circuit does not depend on it). Returns the
+    offset as an int or a tuple, None for non-rotary models."""
+    rotary_model = model.cfg.positional == "rotary"
+    if offset is None:
+        if rotary_model:
+            raise ValueError(f"{what}: {_ROTARY_HINT}")
+        return None
+    if not rotary_model:
+        raise ValueError(f"{what}: offset={offset!r} is only for rotary models; this model has "
+                         f"positional={model.cfg.positional!r} and one QK circuit for all positions: leave offset out")
+
+    def one(d) -> int:
+        if isinstance(d, torch.Tensor) and d.numel() == 1:
+            d = d.item()
+        if isinstance(d, bool) or not isinstance(d, int) and not (hasattr(d, "__index__") and not isinstance(d, float)):
+            raise ValueError(f"{what}: offset values must be integers >= 0 (query − key position), got {d!r}")
+        d = int(d.__index__())
+        if d < 0:
+            raise ValueError(f"{what}: offset={d} is negative; Δ = query − key position is >= 0 in a causal model")
+        return d
+
+    if isinstance(offset, (str, bytes)):
+        raise ValueError(f"{what}: offset={offset!r} must be an integer >= 0 or a sequence of them")
+    if isinstance(offset, Iterable) and not (isinstance(offset, torch.Tensor) and offset.ndim == 0):
+        offs = tuple(one(d) for d in offset)
+        if not offs:
+            raise ValueError(f"{what}: offset is an empty sequence")
+        return offs
+    return one(offset)
+
+
+def offset_matrices(model: Transformer, offset: Offset, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`M_l` with `W_QK^l(Δ) = W_Q^l M_l W_K^lᵀ`, `[layer, 1, d_head, d_head]` (broadcasts over heads):
+    the rotation `R_Δ` of `model.rotary.offset_matrix` (mean over offsets for a sequence), per layer
+    only where the rotary base differs between layers (Gemma 3). Rotary models only."""
+    off = check_offset(model, offset)
+    cfg = model.cfg
+    dt = dtype or compute_dtype(weights(model)["W_Q"].dtype)
+    dev = weights(model)["W_Q"].device
+    if cfg.rotary_base_sliding is None:
+        M = rotary.offset_matrix(cfg, off).to(device=dev, dtype=dt)
+        return M.expand(cfg.n_layers, 1, *M.shape)
+    return torch.stack([rotary.offset_matrix(cfg, off, layer) for layer in range(cfg.n_layers)]
+                       )[:, None].to(device=dev, dtype=dt)
+
+
+def keys_at(model: Transformer, offset: Offset = None, layer: int | None = None, head: int | None = None
+            ) -> torch.Tensor:
+    """`W_K` as the QK circuit at `offset` reads it, `[layer, head, d_model, d_head]` (or `[d_model, d_head]`
+    for one `layer, head`): `W_K M_lᵀ` for rotary models (so that `W_QK(Δ) = W_Q (W_K R_Δᵀ)ᵀ =
+    W_Q R_Δ W_Kᵀ`), `W_K` itself otherwise."""
+    off = check_offset(model, offset)
+    W_K = _w(model, "W_K")
+    if layer is not None:
+        layer, head = check_layer_head(model, layer, head)
+        W_K = W_K[layer, head]
+    if off is None:
+        return W_K
+    M = offset_matrices(model, off, W_K.dtype)
+    return W_K @ (M[layer, 0] if layer is not None else M).mT
+
+
+def head_full_qk(model: Transformer, layer: int, head: int, offset: Offset = None) -> FactoredMatrix:
+    """`full_qk(model, offset)[layer, head]` without rotating every head's keys, `[d_vocab, d_vocab]`."""
+    layer, head = check_layer_head(model, layer, head)
+    W_E = _w(model, "W_E")
+    return FactoredMatrix(W_E, _w(model, "W_Q")[layer, head], keys_at(model, offset, layer, head).mT, W_E.T)
+
+
+def W_QK(model: Transformer, offset: Offset = None) -> FactoredMatrix:
+    """Per-head `W_Q W_K^T`, `[layer, head, d_model, d_model]` (factors `W_Q`, `W_K^T`).
+
+    Rotary models: `W_Q R_Δ W_Kᵀ` at `offset=Δ` (required; module docstring). Per-head q/k norms
+    (Qwen3, OLMo-2) have their weights folded into `W_Q`/`W_K`: scores are this circuit times
+    positive per-token factors (the norms' `1/rms`)."""
+    return FactoredMatrix(_w(model, "W_Q"), keys_at(model, offset).mT)
 
 
 def W_OV(model: Transformer) -> FactoredMatrix:
@@ -56,14 +144,20 @@ def W_OV(model: Transformer) -> FactoredMatrix:
     return FactoredMatrix(_w(model, "W_V"), _w(model, "W_O"))
 
 
-def full_qk(model: Transformer) -> FactoredMatrix:
-    """`W_E W_Q W_K^T W_E^T`, `[layer, head, d_vocab, d_vocab]`; row = query token, column = key token."""
+def full_qk(model: Transformer, offset: Offset = None) -> FactoredMatrix:
+    """`W_E W_Q W_K^T W_E^T`, `[layer, head, d_vocab, d_vocab]`; row = query token, column = key token.
+
+    Rotary models: `W_E W_Q R_Δ W_Kᵀ W_Eᵀ` at `offset=Δ` (required): entry `[t, s]` divided by
+    `cfg.attn_scale` is the score of query token t on key token s at Δ positions before it (exactly
+    the model's own score in layer 0 of a model without normalisation; up to the positive per-token
+    normalisation factors otherwise, q/k norms included)."""
     W_E = _w(model, "W_E")
-    return FactoredMatrix(W_E, _w(model, "W_Q"), _w(model, "W_K").mT, W_E.T)
+    return FactoredMatrix(W_E, _w(model, "W_Q"), keys_at(model, offset).mT, W_E.T)
 
 
 def positional_qk(model: Transformer) -> FactoredMatrix:
-    """`W_pos W_Q W_K^T W_pos^T`, `[layer, head, n_ctx, n_ctx]`; row = query position, column = key position."""
+    """`W_pos W_Q W_K^T W_pos^T`, `[layer, head, n_ctx, n_ctx]`; row = query position, column = key position.
+    Rotary models have no `W_pos`: the error says what to use instead (`offset_profile`, `offset=`)."""
     W_pos = _w(model, "W_pos")
     return FactoredMatrix(W_pos, _w(model, "W_Q"), _w(model, "W_K").mT, W_pos.T)
 
@@ -74,13 +168,24 @@ def full_ov(model: Transformer) -> FactoredMatrix:
 
 
 # Gram matrices shared by all heads, computed once per model (d_model x d_model).
+def _tied_uncentred(model: Transformer) -> bool:
+    """Tied embeddings whose fold leaves `W_U = diag(ln_final_w) W_Eᵀ` (RMSNorm or none: nothing centred)."""
+    cfg = model.cfg
+    return cfg.tied_embeddings and cfg.normalization in (None, "RMS", "RMSPre")
+
+
 def _gram(model: Transformer, which: str) -> torch.Tensor:
+    """`W_Eᵀ W_E` ("EE"), `W_U W_E` ("UE") or `W_posᵀ W_pos` ("PP"), `[d_model, d_model]`, cached per model."""
     def make(w: dict[str, torch.Tensor]) -> torch.Tensor:
         dt = compute_dtype(w["W_E"].dtype)
         if which == "EE":
             W = w["W_E"].to(dt)
             return W.T @ W
         if which == "UE":
+            if _tied_uncentred(model):  # W_U = diag(w_final) W_Eᵀ / embed_scale: reuse W_Eᵀ W_E (d_vocab-long GEMM)
+                fw = model._parameters.get("ln_final_w")
+                EE = _gram(model, "EE") / model.cfg.embed_scale
+                return EE * fw.detach().to(dt)[:, None] if fw is not None else EE
             return w["W_U"].to(dt) @ w["W_E"].to(dt)
         W = w["W_pos"].to(dt)
         return W.T @ W
@@ -97,55 +202,187 @@ def _check_circuit(circuit: str, full: bool) -> None:
         raise ValueError("full=False is only defined for circuit='ov' or 'qk' ('qk_pos' is always W_pos W_QK W_pos^T)")
 
 
+def _grouped_product(left: torch.Tensor, right: torch.Tensor, model: Transformer, shared_left: bool) -> torch.Tensor:
+    """Per query head `left @ right` `[L, H, a, b]` where one side is shared by each K/V group: `left
+    [L, K, a, m]` (shared_left) with `right [L, H, m, b]`, or `left [L, H, a, m]` with `right [L, K, m, b]`.
+    Computed once per group member without copying the shared side out to every head."""
+    L, H, g = model.cfg.n_layers, model.cfg.n_heads, model.cfg.kv_group_size
+    if shared_left:
+        K, a, m = left.shape[1:]
+        out = torch.einsum("lkam,lkgmb->lkgab", left, right.reshape(L, K, g, m, right.shape[-1]))
+    else:
+        K, m, b = right.shape[1:]
+        out = torch.einsum("lkgam,lkmb->lkgab", left.reshape(L, K, g, left.shape[-2], m), right)
+    return out.reshape(L, H, *out.shape[-2:])
+
+
+def _base_cores(model: Transformer, circuit: str, full: bool) -> torch.Tensor:
+    """Cores of every head `[layer, head, d_head, d_head]` at offset 0 (cached per model): full OV
+    `W_O (W_U W_E) W_V`, full QK `W_K^T (W_E^T W_E) W_Q`, ... (see `circuit_cores`). With grouped-query
+    K/V the product with the Gram matrix is taken once per shared K/V head."""
+    def make(w: dict[str, torch.Tensor]) -> torch.Tensor:
+        dt = compute_dtype(w["W_E"].dtype)
+        grouped = "_W_K" in w
+        if circuit == "ov":
+            mid = _gram(model, "UE") if full else None
+            W_O = w["W_O"].to(dt)
+            if grouped and mid is not None:  # W_O [(UE) W_V]: the bracket once per K/V head
+                return _grouped_product(W_O, mid @ w["_W_V"].to(dt), model, shared_left=False)
+            return W_O @ mid @ w["W_V"].to(dt) if mid is not None else W_O @ w["W_V"].to(dt)
+        mid = _gram(model, "EE" if circuit == "qk" else "PP") if full else None
+        W_Q = w["W_Q"].to(dt)
+        if grouped and mid is not None:  # [W_Kᵀ (EᵀE)] W_Q: the bracket once per K/V head
+            return _grouped_product(w["_W_K"].to(dt).mT @ mid, W_Q, model, shared_left=True)
+        left = w["W_K"].to(dt).mT
+        return left @ mid @ W_Q if mid is not None else left @ W_Q
+
+    return cached(model, ("cores", circuit, full), make)
+
+
 def circuit_cores(model: Transformer, circuit: Circuit = "ov", full: bool = True,
-                  layer: int | None = None, head: int | None = None) -> torch.Tensor:
+                  layer: int | None = None, head: int | None = None, offset: Offset = None) -> torch.Tensor:
     """Small square matrices with the same nonzero eigenvalues and trace as the circuit.
 
     `[layer, head, d_head, d_head]` (or `[d_head, d_head]` for one `layer, head`), by cyclic rotation:
     full OV `W_O (W_U W_E) W_V`; full QK `W_K^T (W_E^T W_E) W_Q`; positional QK `W_K^T (W_pos^T W_pos) W_Q`;
-    `full=False`: `W_O W_V` and `W_K^T W_Q`. The bracketed Gram matrices are cached per model.
+    `full=False`: `W_O W_V` and `W_K^T W_Q`. The bracketed Gram matrices and the offset-0 cores are
+    cached per model. Rotary models, QK (`offset=Δ` required): the core of `W_E W_Q R_Δ W_Kᵀ W_Eᵀ` is
+    `R_Δ W_Kᵀ (W_Eᵀ W_E) W_Q`, i.e. `R_Δ` times the offset-0 core (one small product per offset).
     """
     _check_circuit(circuit, full)
-    w = weights(model)
-    dt = compute_dtype(w["W_E"].dtype)
+    if circuit == "qk_pos" and model.cfg.positional == "rotary":
+        _w(model, "W_pos")  # raises, saying what to use instead
+    if circuit == "ov" and offset is not None:
+        raise ValueError("offset= is for QK circuits (circuit='qk'); the OV circuit does not depend on positions")
+    off = check_offset(model, offset, "circuit='qk'") if circuit == "qk" else None
     if (layer is None) != (head is None):
         raise ValueError("give both layer and head, or neither")
     idx: tuple = (slice(None), slice(None))
     if layer is not None:
         idx = check_layer_head(model, layer, head)
-    if circuit == "ov":
-        left, right = w["W_O"][idx].to(dt), w["W_V"][idx].to(dt)
-        mid = _gram(model, "UE") if full else None
-    else:
-        left, right = w["W_K"][idx].to(dt).mT, w["W_Q"][idx].to(dt)
-        mid = (_gram(model, "EE" if circuit == "qk" else "PP")) if full else None
     with torch.no_grad():
-        core = (left @ mid) @ right if mid is not None else left @ right
+        core = _base_cores(model, circuit, full)
+        if off is not None:
+            M = offset_matrices(model, off, core.dtype)
+            core = M[idx[0], 0] @ core[idx] if layer is not None else M @ core
+        else:
+            core = core[idx]
     where = f"L{idx[0]}H{idx[1]}'s " if layer is not None else ""
     return check_finite_output(f"{where}{circuit} circuit", core, axes=() if layer is not None else ("layer", "head"))
 
 
-def eigenvalues(model: Transformer, layer: int, head: int, circuit: Circuit = "ov", full: bool = True) -> torch.Tensor:
+def eigenvalues(model: Transformer, layer: int, head: int, circuit: Circuit = "ov", full: bool = True,
+                offset: Offset = None) -> torch.Tensor:
     """Eigenvalues of one head's circuit, complex `[d_head]`, sorted by decreasing magnitude.
 
     `circuit="ov"`: `W_E W_OV W_U` (`full=False`: `W_OV`); `"qk"`: `W_E W_QK W_E^T` (`full=False`:
-    `W_QK`); `"qk_pos"`: `W_pos W_QK W_pos^T`. These are the (at most d_head) eigenvalues of the
-    rank-<=d_head matrix other than its remaining zeros.
+    `W_QK`; rotary models: at `offset=Δ`, required); `"qk_pos"`: `W_pos W_QK W_pos^T`. These are the
+    (at most d_head) eigenvalues of the rank-<=d_head matrix other than its remaining zeros.
     """
-    core = circuit_cores(model, circuit, full, layer, head)
+    core = circuit_cores(model, circuit, full, layer, head, offset=offset)
     lam = eigvals(core)
-    return lam[lam.abs().argsort(descending=True)]
+    return lam[lam.abs().argsort(descending=False)]
 
 
-def eigen_positivity(model: Transformer, circuit: Circuit = "ov", full: bool = True) -> torch.Tensor:
+def eigen_positivity(model: Transformer, circuit: Circuit = "ov", full: bool = True,
+                     offset: Offset = None) -> torch.Tensor:
     """`Re(sum lambda) / sum |lambda|` of every head's circuit, `[layer, head]`, in [-1, 1].
 
     +1: all eigenvalues positive real (copying for OV, attending to the same token for QK);
-    random matrices sit near 0. NaN for a head whose circuit is zero.
+    random matrices sit near 0. NaN for a head whose circuit is zero. Rotary models, QK: at
+    `offset=Δ` (required; Δ = 0 asks whether a token attends to itself, at distance 0).
     """
-    lam = eigvals(circuit_cores(model, circuit, full))
+    lam = eigvals(circuit_cores(model, circuit, full, offset=offset))
     num, den = lam.real.sum(-1), lam.abs().sum(-1)
     return torch.where(den > 0, num / den, torch.full_like(num, float("nan")))
+
+
+@torch.no_grad()
+def offset_profile(model: Transformer, offsets: Sequence[int] = range(64),
+                   token_weights: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
+    """How each head's attention score changes with the offset Δ = query − key position, `[layer, head,
+    n_offsets]`, for a rotary model.
+
+    `profile[l, h, i]` = the mean, over query tokens t and key tokens s, of head (l, h)'s attention
+    score (pre-softmax, divided by `attn_scale`, before any soft-cap) of query token t on key token s
+    at `offsets[i]` positions before it, when the layer reads the token embeddings directly:
+
+        profile[l, h, Δ] = q̄ R_Δ k̄ᵀ / attn_scale,  q̄ = mean_t q(e_t),  k̄ = mean_s k(e_s),
+
+    `q(e_t)` = the query the layer computes from token t's embedding (times `embed_scale`, through
+    the layer's ln1 with its weight and bias, plus `b_Q`, through the q norm if any; likewise k). The
+    score is bilinear in q and k, so this mean is exact: in layer 0 it *is* the mean of the model's own
+    scores over all token pairs. Tokens are weighted uniformly, or by `token_weights [d_vocab]` (e.g.
+    corpus frequencies). For later layers it is the direct path from the embeddings only.
+    A previous-token head peaks at Δ = 1; a head that prefers nearby tokens decays with Δ.
+    """
+    cfg = model.cfg
+    if cfg.positional != "rotary":
+        raise ValueError(f"offset_profile is for rotary models (this one: positional={cfg.positional!r}); "
+                         "with learned positions see positional_qk(model)")
+    offs = check_offset(model, list(offsets), "offset_profile")
+    weights(model)  # finiteness check
+    dt = compute_dtype(model.W_E.dtype)
+    V = cfg.d_vocab
+    if token_weights is None:
+        p = torch.full((V,), 1.0 / V, dtype=dt, device=model.W_E.device)
+    else:
+        p = torch.as_tensor(token_weights, dtype=dt, device=model.W_E.device)
+        if p.shape != (V,) or not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or float(p.sum()) <= 0:
+            raise ValueError(f"token_weights must be {V} finite non-negative numbers, not all zero")
+        p = p / p.sum()
+    W_Q, W_K = model.W_Q.detach().to(dt), model.W_K.detach().to(dt)  # raw: the model's own ln1 is applied below
+    L, H = cfg.n_layers, cfg.n_heads
+    q_mean = torch.zeros(L, H, cfg.d_head, dtype=dt, device=W_Q.device)
+    k_mean = torch.zeros_like(q_mean)
+    params = dict(model.named_parameters())
+
+    def ln1(x: torch.Tensor, layer: int) -> torch.Tensor:  # ln1's weight and bias on a normalised input
+        if not cfg.pre_norm:
+            return x
+        w, b = params.get("ln1_w"), params.get("ln1_b")
+        x = x * w[layer].detach().to(dt) if w is not None else x
+        return x + b[layer].detach().to(dt) if b is not None else x
+
+    def project(x: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:  # [t, D] -> q, k [t, H, E]
+        q = torch.einsum("td,hde->the", x, W_Q[layer])
+        k = torch.einsum("td,hde->the", x, W_K[layer])
+        if cfg.biases:
+            q, k = q + model.b_Q.detach()[layer].to(dt), k + model.b_K.detach()[layer].to(dt)
+        if cfg.qk_norm:
+            kn = model.k_norm_w.detach()[layer].to(dt)
+            if cfg.qk_norm_scope == "all" and cfg.grouped_kv:  # the k norm sees the K/V heads, before sharing
+                g = cfg.kv_group_size
+                k = model._qk_norm(k[:, ::g], kn).repeat_interleave(g, dim=1)
+            else:
+                k = model._qk_norm(k, kn)
+            q = model._qk_norm(q, model.q_norm_w.detach()[layer].to(dt))
+        return q, k
+
+    def normalised(c0: int) -> torch.Tensor:  # weight-free pre-norm of embeddings c0..c0+chunk
+        e = model.W_E.detach()[c0:c0 + chunk].to(dt) * cfg.embed_scale
+        return model._norm(e, None, None) if cfg.pre_norm else e
+
+    if not cfg.qk_norm:  # q, k linear in the normalised input: project its (weighted) mean
+        n_mean = sum((p[c0:c0 + chunk, None] * normalised(c0)).sum(0) for c0 in range(0, V, chunk))
+        for layer in range(L):
+            q, k = project(ln1(n_mean[None], layer), layer)
+            q_mean[layer], k_mean[layer] = q[0], k[0]
+    else:  # the q/k norms act per token: average the queries and keys themselves
+        for c0 in range(0, V, chunk):
+            x0, pw = normalised(c0), p[c0:c0 + chunk, None, None]
+            for layer in range(L):
+                q, k = project(ln1(x0, layer), layer)
+                q_mean[layer] += (pw * q).sum(0)
+                k_mean[layer] += (pw * k).sum(0)
+    out = torch.empty(L, H, len(offs), dtype=dt, device=W_Q.device)
+    pos = torch.tensor(offs)
+    for layer in range(L):
+        a = rotary.angles(cfg, pos, layer if cfg.rotary_base_sliding is not None else None, torch.float64)
+        cos, sin = a.cos().to(dt), a.sin().to(dt)
+        q_rot = rotary.rotate(q_mean[layer][:, None, :].expand(H, len(offs), cfg.d_head), cos, sin, cfg)
+        out[layer] = (q_rot * k_mean[layer][:, None, :]).sum(-1)
+    return out / cfg.attn_scale
 
 
 def trace_copying_score(model: Transformer) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 
 from ..model import Transformer
 from ._check import check_finite_output
+from .circuits import check_offset, keys_at, offset_matrices
 from .factored import compute_dtype
 from .prep import weights
 
@@ -76,34 +77,100 @@ def _pair_norms(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _weights(model: Transformer) -> tuple[torch.Tensor, ...]:
+def _weights(model: Transformer, offset=None) -> tuple[torch.Tensor, ...]:
+    """`W_Q, W_K, W_V, W_O` per query head in the compute dtype; `W_K` as the QK circuit at `offset`
+    reads it (rotary models: `W_K R_Δᵀ`, so that `W_Q W_Kᵀ` is `W_QK(Δ)`)."""
     w = weights(model)
     dt = compute_dtype(w["W_Q"].dtype)
-    return tuple(w[n].to(dt) for n in ("W_Q", "W_K", "W_V", "W_O"))
+    W_K = w["W_K"] if offset is None else keys_at(model, offset)
+    return w["W_Q"].to(dt), W_K.to(dt), w["W_V"].to(dt), w["W_O"].to(dt)
+
+
+def _offset(model: Transformer, kind: str, offset):
+    """The offset a composition score of `kind` needs: required for Q/K on rotary models (their W_QK
+    depends on it), ignored for V there, refused for models without rotary positions."""
+    if model.cfg.positional == "rotary" and kind == "v":
+        if offset is not None:
+            check_offset(model, offset, "V-composition")
+        return None
+    return check_offset(model, offset, f"{kind.upper()}-composition")
+
+
+def _pair_norms_grouped(left: torch.Tensor, shared: torch.Tensor, per_head: torch.Tensor) -> torch.Tensor:
+    """`_pair_norms(left, right)` for a right block `right[l, h] = shared[l, h // g] @ per_head[l, h]`
+    whose `d_model`-side factor is shared by groups of g heads (grouped-query K/V): the big GEMM runs
+    against the K/V heads only (g times fewer FLOPs), then each group member's small `d_head x d_head`
+    factor is applied. `left [L,H,a,D]`, `shared [L,K,D,b]`, `per_head [L,H,b,c]`."""
+    L, H, a, D = left.shape
+    K, b = shared.shape[1], shared.shape[-1]
+    g, c = H // K, per_head.shape[-1]
+    out = torch.full((L, H, L, H), float("nan"), dtype=left.dtype, device=left.device)
+    for l1 in range(L - 1):
+        n2 = L - l1 - 1
+        lhs = left[l1].reshape(H * a, D)
+        rhs = shared[l1 + 1:].permute(2, 0, 1, 3).reshape(D, n2 * K * b)
+        prod = (lhs @ rhs).view(H, a, n2, K, b)
+        full = torch.einsum("hankb,nkgbc->hankgc", prod, per_head[l1 + 1:].reshape(n2, K, g, b, c))
+        out[l1, :, l1 + 1:, :] = full.square().sum((1, 5)).sqrt().reshape(H, n2, H)
+    return out
 
 
 @torch.no_grad()
-def _raw_scores(W_Q, W_K, W_V, W_O, kind: str) -> torch.Tensor:
+def _raw_scores(W_Q, W_K, W_V, W_O, kind: str, shared: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores `[L, H, L, H]`; `shared`: for K/V kinds on grouped-query models, the shared K (kind "k",
+    rotated to the offset) or V ("v") heads `[L, n_kv, D, E]`, so the pair GEMM runs per K/V head."""
     left = _left_block(W_V, W_O)
+    ln = torch.linalg.matrix_norm(left)  # ||W_OV^{h1}||_F  [L, H]
+    if shared is not None and kind in ("k", "v"):
+        per_head = _r(W_Q).mT if kind == "k" else _r(W_O.mT).mT  # [L, H, E, E]
+        num = _pair_norms_grouped(left, shared, per_head)
+        g = W_Q.shape[1] // shared.shape[1]
+        gram = (shared.mT @ shared).repeat_interleave(g, dim=1)  # X^T X per query head [L, H, E, E]
+        rn = ((per_head.mT @ gram) * per_head.mT).sum((-2, -1)).clamp_min(0).sqrt()  # ||X Y||_F
+        return num / (ln[:, :, None, None] * rn[None, None])
     right = _right_block(kind, W_Q, W_K, W_V, W_O)
     num = _pair_norms(left, right)
-    ln = torch.linalg.matrix_norm(left)  # ||W_OV^{h1}||_F  [L, H]
     rn = torch.linalg.matrix_norm(right)  # ||right^{h2}||_F [L, H]
     return num / (ln[:, :, None, None] * rn[None, None])
 
 
-def composition_scores(model: Transformer, kind: Kind = "q", baseline: bool = False) -> torch.Tensor:
+@torch.no_grad()
+def _shared_kv(model: Transformer, kind: str, offset) -> torch.Tensor | None:
+    """The shared K (at `offset`) or V heads of a grouped-query model, compute dtype; None otherwise."""
+    w = weights(model)
+    if kind not in ("k", "v") or "_W_K" not in w:
+        return None
+    dt = compute_dtype(w["W_Q"].dtype)
+    if kind == "v":
+        return w["_W_V"].to(dt)
+    K = w["_W_K"].to(dt)
+    return K if offset is None else K @ offset_matrices(model, offset, dt).mT
+
+
+def composition_scores(model: Transformer, kind: Kind = "q", baseline: bool = False, offset=None) -> torch.Tensor:
     """Normalised composition scores `[layer1, head1, layer2, head2]` (NaN where layer1 >= layer2).
 
     The NaN entries are pairs that cannot compose (the later head must sit in a later layer), so
     `scores.argmax()` is meaningless (it lands on a NaN); `top_composition_pairs(scores, k)` lists the
-    k strongest valid pairs. `kind`: "q", "k" or "v" (module docstring). Raw scores lie in [0, 1] and
-    equal TransformerLens' `all_composition_scores`. `baseline=True` subtracts the mean score of random
-    matrices of the same shapes (`composition_baseline`), as the paper does, so that 0 means "no more
-    than chance".
+    k strongest valid pairs.
+    `kind`: "q", "k" or "v" (module docstring). Raw scores lie in [0, 1] and equal TransformerLens'
+    `all_composition_scores`. `baseline=True` subtracts the mean score of random matrices of the same
+    shapes (`composition_baseline`), as the paper does, so that 0 means "no more than chance".
+
+    Rotary models: the later head's QK circuit is `W_QK(Δ) = W_Q R_Δ W_Kᵀ`, so Q- and K-scores need
+    `offset=Δ` (the query − key distance at which the later head's scores are read, an int >= 0, or
+    a sequence of offsets to average its circuit over); V-scores do not depend on it.
+    Grouped-query K/V: a later head's K (and V) input is its group's shared K/V head, so every head of
+    a group shares the K- (V-) composition with a given earlier head
+    through the same `W_K` (`W_V`); the scores are per query head, exactly those of the model with the
+    K/V heads copied out. Per-head q/k norms are folded into `W_Q`/`W_K` (exact up to positive
+    per-token factors).
     """
     kind = _kind(kind)
-    scores = _raw_scores(*_weights(model), kind)
+    off = _offset(model, kind, offset)
+    shared = _shared_kv(model, kind, off)
+    # with shared K/V heads the per-query-head keys are not read: no need to rotate them
+    scores = _raw_scores(*_weights(model, off if shared is None else None), kind, shared=shared)
     if baseline:
         mean, _ = composition_baseline(model, kind)
         scores = scores - mean
@@ -141,7 +208,8 @@ def composition_scores_one_sided(model: Transformer, kind: Kind = "q") -> torch.
     """The summary's unnormalised variant `||W_OV^{h1} W_X^{h2}||_F`, X = Q, K or V, `[L, H, L, H]`.
 
     It reads only one side of the later head's QK (or OV) circuit and is not scale free; the default
-    score is `composition_scores`. NaN where layer1 >= layer2.
+    score is `composition_scores`. NaN where layer1 >= layer2. Needs no rotary offset: `R_Δ` acts
+    on the other side of `W_Q` / `W_K` and is orthogonal, so it leaves these norms unchanged.
     """
     kind = _kind(kind)
     W_Q, W_K, W_V, W_O = _weights(model)

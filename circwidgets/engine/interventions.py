@@ -81,10 +81,13 @@ def _heads(model: Transformer, heads) -> list[tuple[int, int]]:
 
 @dataclass
 class Effect:
-    """Metric on the clean run, on the intervened run, and `delta = intervened − clean`."""
+    """Metric on the clean run, on the intervened run, and `delta = intervened − clean`. `notes`: what
+    else the intervention touched (e.g. the query heads sharing a grouped-query K/V head that a cut
+    changed, `kv_group_notes`)."""
 
     clean: float
     intervened: float
+    notes: tuple[str, ...] = ()
 
     @property
     def delta(self) -> float:
@@ -180,6 +183,41 @@ def _head_hooks(heads: Sequence[tuple[int, int]], kind: str, z_mean: dict[int, t
     return [(("z", lay), make(lay)) for lay in by_layer]
 
 
+def _project(model: Transformer, x: torch.Tensor, lay: int, which: str) -> torch.Tensor:
+    """Layer `lay`'s queries / keys / values `[batch, pos, heads, d_head]` computed from its (normalised)
+    input `x [batch, pos, d_model]` as the forward pass does: biases, then the q/k norms; K/V per
+    stored head (`n_kv_heads` of them with grouped-query attention, before they are shared)."""
+    cfg = model.cfg
+    gq = cfg.grouped_kv and which != "q"
+    W = model.W_Q if which == "q" else model._parameters[("_" if gq else "") + f"W_{which.upper()}"]
+    out = torch.einsum("bpd,hde->bphe", x, W[lay])
+    if cfg.biases:
+        out = out + (model.b_Q if which == "q" else model._parameters[("_" if gq else "") + f"b_{which.upper()}"])[lay]
+    if cfg.qk_norm and which != "v":
+        out = model._qk_norm(out, (model.q_norm_w if which == "q" else model.k_norm_w)[lay])
+    return out
+
+
+def kv_group_notes(model: Transformer, cuts: Sequence[PathCut]) -> tuple[str, ...]:
+    """For grouped-query models: one note per shared K/V head that a cut into keys or values changes,
+    naming the query heads that read it (the cut acts on all of them). Empty otherwise."""
+    cfg = model.cfg
+    if not cfg.grouped_kv:
+        return ()
+    seen: dict[tuple[int, str, int], list[tuple[int, int]]] = {}
+    for c in cuts:
+        if c.kind in ("k", "v"):
+            seen.setdefault((c.dst[0], c.kind, cfg.kv_head_of(c.dst[1])), []).append(c.dst)
+    notes = []
+    for (lay, kind, kv), dsts in seen.items():
+        group = cfg.kv_group(kv)
+        named = ", ".join(f"L{lay}H{h}" for h in group)
+        notes.append(f"{kind.upper()} head {kv} of layer {lay} is shared by query heads {named} (grouped-query "
+                     f"attention): cutting the path into {', '.join(f'L{d[0]}H{d[1]}' for d in dsts)}'s "
+                     f"{'keys' if kind == 'k' else 'values'} changes it for all of them")
+    return tuple(notes)
+
+
 def _path_hooks(model: Transformer, cuts: Sequence[PathCut], res_mean: dict[int, torch.Tensor] | None) -> list[Hook]:
     cfg = model.cfg
     store: dict[tuple[str, int], torch.Tensor] = {}
@@ -191,15 +229,17 @@ def _path_hooks(model: Transformer, cuts: Sequence[PathCut], res_mean: dict[int,
 
     hooks: list[Hook] = [(("result", lay), keeper("result")) for lay in sorted({c.src[0] for c in cuts})]
     hooks += [(("resid_pre", lay), keeper("resid_pre")) for lay in sorted({c.dst[0] for c in cuts})]
+    # cuts grouped by the stored head they recompute: a query head, or (grouped-query K/V) the shared K/V
+    # head, whose new keys / values every query head of its group then reads
     groups: dict[tuple[int, str], dict[int, list[tuple[int, int]]]] = {}
     for c in cuts:
-        groups.setdefault((c.dst[0], c.kind), {}).setdefault(c.dst[1], []).append(c.src)
-    W = {"q": model.W_Q, "k": model.W_K, "v": model.W_V}
+        stored = cfg.kv_head_of(c.dst[1]) if cfg.grouped_kv and c.kind != "q" else c.dst[1]
+        groups.setdefault((c.dst[0], c.kind), {}).setdefault(stored, []).append(c.src)
 
     def make(lay, which, per_head):
-        def recompute(act, hp):  # act [batch, pos, head, d_head]
+        def recompute(act, hp):  # act [batch, pos, head, d_head] (per query head)
             act = act.clone()
-            for h2, srcs in per_head.items():
+            for stored, srcs in per_head.items():
                 removed = None
                 for l1, h1 in srcs:
                     r = store[("result", l1)][:, :, h1]
@@ -208,10 +248,9 @@ def _path_hooks(model: Transformer, cuts: Sequence[PathCut], res_mean: dict[int,
                 x = model.normalize(store[("resid_pre", lay)] - removed, "ln1", lay)
                 if which != "v" and cfg.positional == "shortformer":
                     x = x + model.W_pos[: x.shape[1]]
-                new = x @ W[which][lay, h2]
-                if cfg.biases:
-                    new = new + {"q": model.b_Q, "k": model.b_K, "v": model.b_V}[which][lay, h2]
-                act[:, :, h2] = new
+                new = _project(model, x, lay, which)[:, :, stored]
+                readers = cfg.kv_group(stored) if cfg.grouped_kv and which != "q" else [stored]
+                act[:, :, readers] = new[:, :, None].to(act.dtype)
             return act
         return recompute
 
@@ -229,7 +268,12 @@ def ablation_hooks(model: Transformer, heads: Sequence[tuple[int, int]] = (), pa
       stream entering dst's layer minus src's output `result` ("zero"), or minus `result − mean(result)`
       ("mean": mean over the reference batch and positions), with ln1 recomputed (`model.normalize`).
       Several cuts into the same (dst, kind) remove the sum of their sources. src's output is taken as
-      it is in this run: a head that is also ablated has nothing left to remove.
+      it is in this run: a head that is also ablated has nothing left to remove. The q/k norms (Qwen3,
+      OLMo-2) are applied to the recomputed queries / keys, as in the forward pass.
+    - grouped-query attention: dst's keys and values come from a K/V head shared by its group, so a
+      cut into "k" or "v" recomputes that shared head and changes the keys / values of every query
+      head of the group (cuts into several heads of one group remove all their sources from it);
+      `kv_group_notes(model, cuts)` says which heads that is (`Effect.notes` of `ablate_path`).
 
     `reference` (token ids) is needed only for kind "mean" (one reference run computes the means).
     """
@@ -334,7 +378,9 @@ def ablate_path(model: Transformer, tokens, src: tuple[int, int], dst: tuple[int
     `ablation="zero"` subtracts src's output `result [batch, pos, d_model]` from dst's input;
     `"mean"` replaces it by its mean over the reference batch and positions. The LayerNorm in front
     of `dst` (if any) is recomputed on the modified residual (`ablation_hooks`). src must be in an
-    earlier layer. Returns `Effect(clean, ablated)` of `metric` (default loss).
+    earlier layer. Returns `Effect(clean, ablated)` of `metric` (default loss). Grouped-query models:
+    a K or V cut changes the shared K/V head of dst's group, so every query head of that group sees
+    it; `Effect.notes` names them.
     """
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     if not kinds or any(k not in ("q", "k", "v") for k in kinds):
@@ -349,7 +395,9 @@ def ablate_path(model: Transformer, tokens, src: tuple[int, int], dst: tuple[int
     toks = model.check_tokens(tokens)
     cuts = [PathCut((l1, h1), (l2, h2), k) for k in dict.fromkeys(kinds)]
     hooks = ablation_hooks(model, paths=cuts, kind=ablation, reference=toks if reference is None else reference)
-    return _effect(model, toks, hooks, metric or loss_metric)
+    eff = _effect(model, toks, hooks, metric or loss_metric)
+    eff.notes = kv_group_notes(model, cuts)
+    return eff
 
 
 # ----------------------------------------------------------------------------------- patching
@@ -389,6 +437,37 @@ def patch_heads(model: Transformer, clean, corrupted, metric: Metric | None = No
 
         out[lay] = torch.tensor(_copy_runs(model, x, ("z", lay), H, edit, metric, max_elements, f"patch heads {lay}"),
                                 dtype=torch.float64)
+    if normalize:
+        out = _normalized(out, _value(metric, model(c), x), _value(metric, model(x), x))
+    return out
+
+
+@torch.no_grad()
+def patch_kv_heads(model: Transformer, clean, corrupted, kind: str = "k", metric: Metric | None = None,
+                   normalize: bool = False, max_elements: float = 2**26) -> torch.Tensor:
+    """`Tensor[n_layers, n_kv_heads]`: metric of the corrupted run with one stored K (kind "k") or V
+    ("v") head's activations (`hook_k` / `hook_v`, before rotary) taken from the clean run.
+
+    With grouped-query attention a stored K/V head is read by a group of query heads
+    (`cfg.kv_group(kv_head)`): patching it patches what all of them read, as the model shares it.
+    Without grouping this is one column per head. Otherwise as `patch_heads`."""
+    if kind not in ("k", "v"):
+        raise ValueError(f"kind={kind!r} must be 'k' or 'v'")
+    c, x, metric = _patch_prep(model, clean, corrupted, metric)
+    cfg = model.cfg
+    L, K = cfg.n_layers, cfg.n_kv
+    _, cache = model.run_with_cache(c)
+    out = torch.zeros(L, K, dtype=torch.float64)
+    for lay in range(L):
+        act_c = cache[kind, lay]  # [batch, pos, n_heads, d_head]: the shared heads, repeated per query head
+
+        def edit(a, first, act_c=act_c):  # a [copies, batch, pos, head, d_head]; copy i patches K/V head first + i
+            for i in range(a.shape[0]):
+                group = cfg.kv_group(first + i)
+                a[i, :, :, group] = act_c[:, :, group]
+
+        out[lay] = torch.tensor(_copy_runs(model, x, (kind, lay), K, edit, metric, max_elements,
+                                           f"patch {kind} heads {lay}"), dtype=torch.float64)
     if normalize:
         out = _normalized(out, _value(metric, model(c), x), _value(metric, model(x), x))
     return out
@@ -461,7 +540,8 @@ def patching_report(model: Transformer, clean, corrupted, pos: int = -1, max_ele
 # ----------------------------------------------------------------------------------- logit attribution
 @dataclass
 class LogitAttribution:
-    """Every additive part of one logit (or logit difference), with the final LN scale frozen.
+    """Every additive part of one logit (or logit difference), with the final norm's scale frozen (and
+    post-norm scales, Gemma 2/3 / OLMo-2; a model with a final soft-cap: the logit before its tanh).
 
     heads `[..., n_layers, n_heads]`; attn_bias (b_O) and mlp `[..., n_layers]`; embed, pos_embed and
     bias (ln_final bias through W_U, plus b_U) `[...]`; leading dims = batch when batched.
@@ -516,29 +596,41 @@ def logit_attribution(model: Transformer, tokens, pos: int, token) -> LogitAttri
     L = cfg.n_layers
     _, cache = model.run_with_cache(toks)
 
-    def read(x):  # x [batch, ..., d_model] at `pos` -> its contribution to the logit (LN scale frozen)
+    centre = cfg.normalization in ("LN", "LNPre")  # RMSNorm does not centre
+    final_w = model._parameters.get("ln_final_w")
+    final_b = model._parameters.get("ln_final_b")
+
+    def read(x):  # x [batch, ..., d_model] at `pos` -> its contribution to the logit (final norm's scale frozen)
         if cfg.normalization is not None:
-            x = x - x.mean(-1, keepdim=True)
+            x = x - x.mean(-1, keepdim=True) if centre else x
             scale = cache["scale"][:, pos, 0]
             x = x / scale.view(-1, *([1] * (x.ndim - 1)))
-            if cfg.normalization == "LN":
-                x = x * model.ln_final_w
+            if final_w is not None:
+                x = x * final_w
         return x @ u
 
-    heads = torch.stack([read(cache["result", lay][:, pos]) for lay in range(L)], 1)  # [batch, L, H]
+    def post(x, lay):  # a block's output through its post-norm (Gemma 2/3, OLMo-2), scale frozen
+        if not cfg.post_norm:
+            return x
+        if centre:
+            raise NotImplementedError("logit_attribution: LayerNorm post-norms are not supported (RMSNorm ones are)")
+        scale = cache[f"blocks.{lay}.ln1_post.hook_scale"][:, pos, 0]
+        return x / scale.view(-1, *([1] * (x.ndim - 1))) * model.ln1_post_w[lay]
+
+    heads = torch.stack([read(post(cache["result", lay][:, pos], lay)) for lay in range(L)], 1)  # [batch, L, H]
     B = toks.shape[0]
     zeros_b = torch.zeros(B, dtype=u.dtype, device=u.device)
     embed = read(cache["embed"][:, pos])
     pos_embed = read(cache["pos_embed"][:, pos]) if cfg.positional == "standard" else zeros_b
     if cfg.biases:
-        attn_bias = torch.stack([read(model.b_O[lay].expand(B, -1)) for lay in range(L)], 1)
+        attn_bias = torch.stack([read(post(model.b_O[lay].expand(B, -1), lay)) for lay in range(L)], 1)
     else:
         attn_bias = torch.zeros(B, L, dtype=u.dtype, device=u.device)
     if cfg.attn_only:
         mlp = torch.zeros(B, L, dtype=u.dtype, device=u.device)
     else:
         mlp = torch.stack([read(cache["mlp_out", lay][:, pos]) for lay in range(L)], 1)
-    bias = bu + (model.ln_final_b @ u if cfg.normalization == "LN" else 0.0) + zeros_b
+    bias = bu + (final_b @ u if final_b is not None else 0.0) + zeros_b
     res = LogitAttribution(heads, embed, pos_embed, attn_bias, mlp, bias)
     if torch.as_tensor(tokens).ndim == 1 or B == 1:
         res = LogitAttribution(*(getattr(res, f)[0] for f in ("heads", "embed", "pos_embed", "attn_bias", "mlp",
@@ -559,4 +651,5 @@ ablate_heads = finite_results("ablate_heads", effect_parts)(ablate_heads)
 ablation_table = finite_results("ablation_table")(ablation_table)
 ablate_path = finite_results("ablate_path", effect_parts)(ablate_path)
 patch_heads = finite_results("patch_heads", tokens="corrupted")(patch_heads)
+patch_kv_heads = finite_results("patch_kv_heads", axes=("layer", "kv_head"), tokens="corrupted")(patch_kv_heads)
 patch_residual = finite_results("patch_residual", axes=("layer", "position"), tokens="corrupted")(patch_residual)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model import Transformer
+from ..model.fold import FOLDS
 from ._check import check_finite_terms
 from .factored import compute_dtype
 from .prep import prepared
@@ -83,7 +84,8 @@ class PathTerms:
     W_U: torch.Tensor = field(repr=False)
     b_U: torch.Tensor | None = field(repr=False)
     final_scale: torch.Tensor | None = field(repr=False)  # [batch, pos, 1] or None (no LN)
-    model_logits: torch.Tensor = field(repr=False)  # the model's own logits [batch, pos, d_vocab]
+    model_logits: torch.Tensor = field(repr=False)  # the model's own logits [batch, pos, d_vocab] (pre-soft-cap)
+    final_centre: bool = field(default=True, repr=False)  # whether the final norm centres (LN) or not (RMS)
 
     def __len__(self) -> int:
         return len(self.labels_all)
@@ -100,7 +102,7 @@ class PathTerms:
     def _unembed(self, x: torch.Tensor) -> torch.Tensor:
         """Frozen final map of residual contributions `[..., batch, pos, d_model]` to logits."""
         if self.final_scale is not None:
-            x = (x - x.mean(-1, keepdim=True)) / self.final_scale
+            x = ((x - x.mean(-1, keepdim=True)) if self.final_centre else x) / self.final_scale
         return x @ self.W_U
 
     @property
@@ -147,7 +149,7 @@ class PathTerms:
             raise IndexError(f"token={token!r} is out of range: token ids are 0..{V - 1}")
         x = torch.cat([self.resid[:, batch, pos], self.remainder_resid[None, batch, pos]])  # [T+1, D]
         if self.final_scale is not None:
-            x = (x - x.mean(-1, keepdim=True)) / self.final_scale[batch, pos]
+            x = ((x - x.mean(-1, keepdim=True)) if self.final_centre else x) / self.final_scale[batch, pos]
         vals = (x @ self.W_U[:, token]).tolist()
         out = list(zip(self.labels, vals[:-1]))
         if self.b_U is not None:
@@ -221,11 +223,18 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
     if top_k == "auto":
         top_k = path_budget(pm, tokens.numel(), max_order)
     logits, cache = pm.run_with_cache(tokens)
+    if cfg.final_softcap is not None:  # the terms add up to the logits before the soft-cap's tanh
+        logits = cache["normalized"] @ pm.W_U + (pm.b_U if cfg.biases else 0.0)
     dt = compute_dtype(pm.W_E.dtype)
     W_V, W_O = pm.W_V.detach().to(dt), pm.W_O.detach().to(dt)
     B, P = tokens.shape
     D, H = cfg.d_model, cfg.n_heads
     ln = cfg.normalization is not None
+    centre = ln and FOLDS[cfg.normalization].centres  # LayerNorm centres, RMSNorm does not
+    if cfg.post_norm and centre:
+        raise NotImplementedError("path_terms: LayerNorm post-norms (a bias after each block) are not supported; "
+                                  "RMSNorm post-norms (Gemma 2/3, OLMo-2) are")
+    post_w = pm.ln1_post_w.detach().to(dt) if cfg.post_norm else None
 
     labels: list[str] = []
     paths: list[tuple] = []
@@ -238,7 +247,7 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
         orders.append(order)
         vecs.append(vec)
 
-    add("embed", ("embed", ()), 0, pm.W_E.detach().to(dt)[tokens])
+    add("embed", ("embed", ()), 0, pm.W_E.detach().to(dt)[tokens] * cfg.embed_scale)
     if cfg.positional == "standard":
         add("pos", ("pos", ()), 0, pm.W_pos.detach().to(dt)[:P].expand(B, P, D))
     remainder = torch.zeros(B, P, D, dtype=dt, device=tokens.device)
@@ -246,11 +255,17 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
 
     def heads(x: torch.Tensor, l: int) -> torch.Tensor:
         """Frozen layer-l heads on contributions `x [T, B, P, D]` -> per-head outputs `[T, H, B, P, D]`."""
-        if ln:
-            x = (x - x.mean(-1, keepdim=True)) / cache["scale", l, "ln1"].to(dt)
+        if ln and cfg.pre_norm:
+            x = ((x - x.mean(-1, keepdim=True)) if centre else x) / cache["scale", l, "ln1"].to(dt)
         v = torch.einsum("tbpd,hde->tbhpe", x, W_V[l])
         z = cache["pattern", l].to(dt) @ v  # [B, H, q, k] @ [T, B, H, k, E]
-        return torch.einsum("tbhqe,hed->thbqd", z, W_O[l])
+        return post(torch.einsum("tbhqe,hed->thbqd", z, W_O[l]), l)
+
+    def post(out: torch.Tensor, l: int) -> torch.Tensor:
+        """The attention post-norm, its scale frozen: `out / scale_post * w_post` (identity without one)."""
+        if post_w is None:
+            return out
+        return out / cache[f"blocks.{l}.ln1_post.hook_scale"].to(dt) * post_w[l]
 
     from ._progress import tqdm
 
@@ -297,7 +312,7 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
         if cfg.biases:
             b = pm.b_O.detach().to(dt)[l] + torch.einsum("he,hed->d", pm.b_V.detach().to(dt)[l], W_O[l])
             if bool(b.ne(0).any()):  # folded models carry all-zero biases: no term for those
-                add(f"bias L{l}", (f"bias L{l}", ()), 0, b.expand(B, P, D))
+                add(f"bias L{l}", (f"bias L{l}", ()), 0, post(b.expand(B, P, D), l))
         if not cfg.attn_only:
             add(f"mlp L{l}", (f"mlp L{l}", ()), 0, cache["mlp_out", l].to(dt))
 
@@ -306,4 +321,5 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
         labels=labels, paths=paths, orders=orders, resid=torch.stack(vecs), remainder_resid=remainder,
         W_U=pm.W_U.detach().to(dt), b_U=pm.b_U.detach().to(dt) if cfg.biases else None,
         final_scale=cache["scale"].to(dt) if ln else None, model_logits=logits.detach().to(dt),
+        final_centre=centre,
     )

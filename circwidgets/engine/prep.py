@@ -83,11 +83,47 @@ def weights(model: Transformer) -> dict[str, torch.Tensor]:
     """The weight matrices (`W_E, W_pos, W_Q, W_K, W_V, W_O, W_U`, and `W_in, W_out` with MLPs) as
     `fold_layernorm(model)` would have them (`model.fold.folded_weights`: the same fold, without building
     a model copy, so cheaper than `prepared` at GPT-2 size). Cached per model. Biases are not included:
-    the circuits are weights-only."""
+    the circuits are weights-only.
+
+    `W_K`, `W_V` are per query head `[layer, n_heads, d_model, d_head]`; with grouped-query attention
+    the shared heads are also given as `_W_K`, `_W_V` `[layer, n_kv_heads, d_model, d_head]` (query head
+    h reads `cfg.kv_head_of(h)`), for computations that can be done once per K/V head.
+
+    Beyond the pre-norm fold, what the circuits read is made to match what the residual stream holds
+    (`_circuit_folds`): `W_E` times the model's `embed_scale`; per-head q/k norm weights (Qwen3,
+    OLMo-2) multiplied into `W_Q` / `W_K`; post-norm weights (Gemma 2/3, OLMo-2) into `W_O` / `W_out`.
+    The q/k norms' and post-norms' own `1 / rms` stay out: positive per-token (per head) factors, so
+    circuits of such models are exact up to them, as they are for every pre-norm's scale."""
     entry = _entry(model)
     if "weights" not in entry:
-        entry["weights"] = folded_weights(model)
+        entry["weights"] = _circuit_folds(model, folded_weights(model))
     return entry["weights"]
+
+
+@torch.no_grad()
+def _circuit_folds(model: Transformer, w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The folds `weights` adds to `folded_weights` (docstring there); new tensors, the model untouched."""
+    cfg = model.cfg
+    if cfg.embed_scale != 1.0:
+        w["W_E"] = w["W_E"] * cfg.embed_scale
+    if cfg.qk_norm:
+        qn, kn = model.q_norm_w.detach(), model.k_norm_w.detach()
+        if cfg.qk_norm_scope == "head":  # [layer, d_head]: the same weight for every head of the layer
+            q_scale, k_scale = qn[:, None, None, :], kn[:, None, None, :]
+            k_shared = k_scale
+        else:  # [layer, heads, d_head]
+            q_scale = qn[:, :, None, :]
+            k_shared = kn[:, :, None, :]
+            k_scale = (model.kv_expand(kn) if cfg.grouped_kv else kn)[:, :, None, :]
+        w["W_Q"] = w["W_Q"] * q_scale
+        w["W_K"] = w["W_K"] * k_scale
+        if "_W_K" in w:
+            w["_W_K"] = w["_W_K"] * k_shared
+    if cfg.post_norm:  # the post-norm weight multiplies everything a block writes
+        w["W_O"] = w["W_O"] * model.ln1_post_w.detach()[:, None, None, :]
+        if "W_out" in w:
+            w["W_out"] = w["W_out"] * model.ln2_post_w.detach()[:, None, :]
+    return w
 
 
 def cached(model: Transformer, key: Any, fn: Callable[[dict[str, torch.Tensor]], Any]) -> Any:

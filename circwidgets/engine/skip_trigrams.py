@@ -74,13 +74,22 @@ class SkipTrigramRow:
         return f"[{src}] … [{ds}] → [{cs}]  (strength {self.strength:.3g})"
 
 
-def _factors(model: Transformer, layer: int, head: int) -> dict[str, torch.Tensor]:
-    """float32 factors of the head's full circuits (from `circuits.full_qk` / `full_ov`, so LN is
+def default_offset(model: Transformer):
+    """The offset(s) a rotary model's skip-trigram QK circuit is read at when none is given: averaged
+    over Δ = 1 .. min(n_ctx - 1, 64) (a source token anywhere among the last 64 before the destination;
+    Δ = 0, the destination itself, is not a skip). None for other models."""
+    if model.cfg.positional != "rotary":
+        return None
+    return range(1, max(2, min(model.cfg.n_ctx, 65)))
+
+
+def _factors(model: Transformer, layer: int, head: int, offset=None) -> dict[str, torch.Tensor]:
+    """float32 factors of the head's full circuits (from `circuits.head_full_qk` / `full_ov`, so LN is
     folded the way the rest of the engine folds it): `q [V, r]` (scaled by 1/attn_scale),
     centred `k [V, r]`, `v [V, r']`, centred `u [r', V]`, with r, r' = the circuits' smallest inner dims."""
-    from .circuits import full_ov, full_qk
+    from .circuits import full_ov, head_full_qk
 
-    fq = full_qk(model)[layer, head].to(torch.float32)
+    fq = head_full_qk(model, layer, head, offset).to(torch.float32)
     fo = full_ov(model)[layer, head].to(torch.float32)
     q = fq.A / float(model.cfg.attn_scale)
     k = fq.B.T
@@ -296,7 +305,7 @@ def frequent_tokens(tokens, n: int, d_vocab: int | None = None) -> torch.Tensor:
 
 def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest: int = 10, n_out: int = 10,
                   block_size: int | None = None, col_block: int | None = None,
-                  progress: bool | None = None, vocab=None) -> SkipTrigramTable:
+                  progress: bool | None = None, offset=None, vocab=None) -> SkipTrigramTable:
     """The skip-trigram table of head (layer, head): sources ranked by strength (module docstring).
 
     k: rows shown by default (`len(table)`, iteration); more via `table.rows(start, n)`.
@@ -304,6 +313,8 @@ def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest
     block_size, col_block: the scan's tile (sources × vocabulary columns; see `source_maxima`); lists
     for `rows` are computed up to 256 sources at a time (two `[256, d_vocab]` float32 blocks).
     Never materialises a d_vocab × d_vocab matrix; one pass costs 4 · d_vocab² · d_head FLOPs.
+    offset: rotary models only: the query − key offset(s) the QK circuit is read at (an int, or a
+    sequence to average over); default `default_offset(model)` (the mean over Δ = 1..64).
     vocab: token ids (e.g. `frequent_tokens(corpus, 300)`); sources A, destinations B and outputs C
     are then all taken from this subset only. The values stay the whole-vocabulary table's (centred
     over the whole vocabulary), so a row of the filtered table is the full row with the other tokens
@@ -315,7 +326,9 @@ def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest
     for name, val in checks:
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{name}={val!r} must be an integer >= 1")
-    f = _factors(model, layer, head)
+    if offset is None:
+        offset = default_offset(model)
+    f = _factors(model, layer, head, offset)
     ids = None
     if vocab is not None:
         ids = torch.as_tensor(vocab).reshape(-1).to(torch.int64).cpu()

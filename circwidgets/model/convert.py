@@ -1,15 +1,17 @@
 """Converters into the project's one weight format (`Transformer`).
 
-- `from_hf(model_or_state_dict)`: Hugging Face GPT-2 (`GPT2LMHeadModel` / `GPT2Model`, or their
-  state dicts). HF GPT-2 stores its projections as `Conv1D` (`y = x @ W + b`, W `[in, out]`), the
-  same row convention as ours, so only reshaping is needed: `c_attn.weight [d_model, 3 d_model]`
-  splits into Q | K | V, and each of those into heads of `d_head` consecutive columns.
+- `from_hf(model_or_state_dict)`: Hugging Face `gpt2`, `gpt_neox` (Pythia), `llama`, `mistral`, `qwen2`,
+  `qwen3`, `gemma2`, `gemma3_text`, `olmo2`, `phi3`. HF GPT-2 stores its projections as `Conv1D`
+  (`y = x @ W + b`, W `[in, out]`), our row convention; the other families use `nn.Linear`
+  (`W [out, in]`), transposed here. Grouped-query K/V heads are stored once (`_W_K`), Gemma's
+  `(1 + w)` norms become plain RMS weights, rotary tables are computed as HF does (float32).
 - `from_transformer_lens(model)`: TransformerLens 3.x `HookedTransformer` and the `TransformerBridge`
-  of TransformerLens 4.x (and late 3.x). TransformerLens names and shapes are ours
+  of TransformerLens 4.x (native models, and bridges over the HF families above, raw or after
+  `enable_compatibility_mode()`). TransformerLens names and shapes are ours
   (`blocks.{l}.attn.W_Q [head, d_model, d_head]`, ...), so the mapping is a stacking over layers.
 
-Both refuse, with a message naming the feature, architectures our `Transformer` cannot express
-(rotary positions, RMSNorm, gated MLPs, ...), and by default run the source and the converted model
+Both refuse, with a message naming the feature, what our `Transformer` cannot express (mixture of
+experts, unknown rope scaling, ALiBi, ...), and by default run the source and the converted model
 on the same random tokens and raise `ConversionError` if the logits differ (`check=True`): a
 conversion is either right or an error, never silently wrong.
 """
@@ -216,6 +218,8 @@ def from_hf(
         return _from_hf_family(sd, family_cfg, src, tokenizer, dtype, check, name)
     if config is not None and getattr(config, "model_type", None) != "gpt2":
         _hf_config_fields(config)  # raises, naming the model_type
+    if config is not None and n_heads is None and isinstance(model_or_state_dict, Mapping):
+        n_heads = getattr(config, "n_head", None)  # a GPT-2 state dict with its config
     if isinstance(model_or_state_dict, torch.nn.Module):
         hf_model = model_or_state_dict
         config = getattr(hf_model, "config", None)
@@ -500,10 +504,14 @@ def from_transformer_lens(
     Accepts a 3.x `HookedTransformer` (weights from its state dict) or a `TransformerBridge`
     (4.x; weights from `bridge.get_params()`, i.e. as currently processed: after
     `enable_compatibility_mode()` the folded / centred weights, which compute the bridge's own
-    logits). Supported: normalization_type "LN" / "LNPre" / None, positional_embedding_type
-    "standard" / "shortformer" (TransformerLens adds W_pos after ln1 to the query and key inputs,
-    as we do), attn_only, act_fn gelu_new / gelu / relu, any single attention scale. Anything else
-    (rotary, RMSNorm, gated MLP, GQA, soft caps, ...) raises `ConversionError` naming it.
+    logits). Supported: normalization_type "LN" / "LNPre" / "RMS" / "RMSPre" / None,
+    positional_embedding_type "standard" / "shortformer" (TransformerLens adds W_pos after ln1 to the
+    query and key inputs, as we do) / "rotary" (both layouts, partial, Llama-3 and linear scaling, a
+    local base), attn_only, gated and parallel MLPs, n_key_value_heads, q/k norms, norms before and
+    after, soft caps, local attention, any single attention scale. A bridge over a Hugging Face model
+    is converted from that model (`from_hf`) and checked against the bridge. Anything else (yarn or
+    dynamic rope, post-embedding LN, attention sinks, mixture of experts, ...) raises
+    `ConversionError` naming it.
 
     Args:
         tokenizer: overrides the model's own tokenizer (by default `model.tokenizer` is carried

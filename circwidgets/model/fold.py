@@ -155,12 +155,13 @@ def fold_layernorm(model: Transformer, center_writing: bool = True, center_unemb
 @torch.no_grad()
 def folded_weights(model: Transformer) -> dict[str, torch.Tensor]:
     """The weight matrices (`W_*`) of `fold_layernorm(model)`, detached, without building a model:
-    no copy of the weights folding leaves alone. Biases are not included."""
+    no copy of the weights folding leaves alone. Biases are not included. Grouped-query K/V weights
+    come per query head (`W_K`, `W_V`) and as the shared heads they are copies of (`_W_K`, `_W_V`)."""
     params = {n: p.detach() for n, p in model.named_parameters()}
     sd, _ = fold_state_dict(params, model.cfg, biases=False)
     if model.cfg.tied_embeddings and "W_U" not in sd:
         sd["W_U"] = sd["W_E"].T
     for name in ("W_K", "W_V"):  # grouped-query K/V: per query head, as every circuit reads them
         if "_" + name in sd:
-            sd[name] = model.kv_expand(sd.pop("_" + name))
-    return {n: t for n, t in sd.items() if n.startswith("W_")}
+            sd[name] = model.kv_expand(sd["_" + name])
+    return {n: t for n, t in sd.items() if n.startswith(("W_", "_W_"))}

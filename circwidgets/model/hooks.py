@@ -59,9 +59,10 @@ class ActivationCache(dict):
     """Dict of activations keyed by full hook name; also indexable as `cache["pattern", layer]`.
 
     Shapes (batch first): resid_* / attn_out / mlp_out / embed `[batch, pos, d_model]`;
-    q, k, v, z `[batch, pos, head, d_head]`; result `[batch, pos, head, d_model]`;
+    q, k, v, z `[batch, pos, head, d_head]` (k, v per query head with grouped-query attention;
+    rotary models also have rot_q, rot_k: after the rotation); result `[batch, pos, head, d_model]`;
     attn_scores, pattern `[batch, head, query, key]`; scale `[batch, pos, 1]`;
-    mlp pre/post `[batch, pos, d_mlp]`.
+    mlp pre/post (and pre_linear for gated MLPs) `[batch, pos, d_mlp]`.
     """
 
     def __getitem__(self, key):

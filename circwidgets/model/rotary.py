@@ -29,7 +29,7 @@ import torch
 
 from .config import ModelConfig
 
-__all__ = ["angles", "apply_rotary", "cos_sin", "inv_freq", "rotate", "rotation_matrix"]
+__all__ = ["angles", "apply_rotary", "cos_sin", "inv_freq", "offset_matrix", "rotate", "rotation_matrix"]
 
 
 def _layer_params(cfg: ModelConfig, layer: int | None) -> tuple[float, dict | None]:
@@ -118,3 +118,16 @@ def rotation_matrix(cfg: ModelConfig, delta: int | float, layer: int | None = No
     R[a_idx, b_idx] = s
     R[b_idx, a_idx] = -s
     return R
+
+
+def offset_matrix(cfg: ModelConfig, offset, layer: int | None = None,
+                  dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The matrix between `W_Q` and `W_Kᵀ` in the QK circuit at `offset`, `[d_head, d_head]`:
+    `R(Δ)` for one offset Δ (an int), the mean of `R(Δ)` over Δ for a sequence of offsets (the QK
+    circuit averaged over those query - key distances; not a rotation). `W_QK(Δ) = W_Q M W_Kᵀ`."""
+    if isinstance(offset, (int, float)) and not isinstance(offset, bool):
+        return rotation_matrix(cfg, offset, layer, dtype)
+    offs = list(offset)
+    if not offs:
+        raise ValueError("offset: an empty sequence of offsets")
+    return torch.stack([rotation_matrix(cfg, d, layer, dtype) for d in offs]).mean(0)

@@ -10,6 +10,12 @@ docs/ARCHITECTURE.md, Conventions), under TransformerLens' names:
     ln1_w, ln1_b, ln2_w, ln2_b [layer, d_model]    ln_final_w, ln_final_b [d_model]
     W_U [d_model, d_vocab]              b_U [d_vocab]
 
+and, for the architectures beyond GPT-2 (see `ModelConfig`): W_gate [layer, d_model, d_mlp]
+(b_gate), ln1_post_w / ln2_post_w [layer, d_model], q_norm_w / k_norm_w, no W_pos with rotary
+positions (`rotary.py`). Grouped-query K/V heads are stored once, `_W_K`, `_W_V` [layer, n_kv_heads,
+d_model, d_head] (`_b_K`, `_b_V`), and `model.W_K` etc. give them per query head (`kv_expand`); a tied
+unembedding has no parameter of its own, `model.W_U` is the view `W_E.T`.
+
 Every intermediate passes through a named hook point (`blocks.{l}.attn.hook_pattern`, ...)
 that can be cached (`run_with_cache`) or replaced (`run_with_hooks`).
 """
@@ -417,5 +423,5 @@ class Transformer(nn.Module):
         return (
             f"n_layers={c.n_layers}, d_model={c.d_model}, n_heads={c.n_heads}, d_head={c.d_head}, "
             f"d_vocab={c.d_vocab}, n_ctx={c.n_ctx}, attn_only={c.attn_only}, normalization={c.normalization}, "
-            f"positional={c.positional}"
+            f"positional={c.positional}" + (f", n_kv_heads={c.n_kv_heads}" if c.grouped_kv else "")
         )

@@ -8,7 +8,8 @@ the first shipped models (stdlib only, 90% augmented windows for the 2-layer one
 
 All recipes are attention-only, without LayerNorm, with shortformer positions (or none): a probe
 on this project's machine found that this makes induction heads form far sooner, and it keeps the
-circuits exactly readable (no LN to fold).
+circuits exactly readable (no LN to fold). The exception is `toy-2l-rotary`, the architecture of
+current models (rotary positions, RMSNorm, grouped-query K/V) at toy size.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..model import ModelConfig, Transformer
+from ..model.transformer import is_norm_weight
 from .corpus import CorpusTask, ensure_data_dir
 from .tasks import CopyTask, RepeatTask, SkipTrigramTask, Task
 from .trainer import TrainConfig, Trainer
@@ -93,6 +95,21 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         # Batch 16 x 256 tokens: on a shared CPU more, smaller steps. 60000 steps = 246M tokens, ~7 passes
         # over the training split; log-spaced snapshots capture the phase change wherever it happens.
         # Checkpoints every 100 steps: a CPU run is stopped and resumed many times.
+        train=dict(steps=60000, batch_size=16, lr=2e-3, warmup=100, schedule="constant", eval_every=250,
+                   checkpoint_every=100, n_snapshots=32, snapshot_dtype="float16", icl_n_seqs=16,
+                   icl_seq_lens=_REPEAT_LENS),
+        init_std=0.0707,
+        corpus="pycode",
+    ),
+    Recipe(
+        "toy-2l-rotary",
+        "Two-layer attention-only model of Python code (stdlib + 30 permissively licensed packages) with the "
+        "architecture of today's models: rotary positions, RMSNorm, grouped-query attention (4 query heads, "
+        "2 K/V heads). Its previous-token head shows as an offset profile peaking at Δ = 1 (no W_pos).",
+        dict(n_layers=2, d_model=128, n_heads=4, n_kv_heads=2, d_head=32, n_ctx=256, d_vocab=PYCODE_VOCAB,
+             positional="rotary", rotary_base=10000.0, attn_only=True, normalization="RMS", bos_token_id=0),
+        "code",
+        # the toy-2l-code settings (constant lr, small batches, frequent checkpoints on a shared CPU)
         train=dict(steps=60000, batch_size=16, lr=2e-3, warmup=100, schedule="constant", eval_every=250,
                    checkpoint_every=100, n_snapshots=32, snapshot_dtype="float16", icl_n_seqs=16,
                    icl_seq_lens=_REPEAT_LENS),
@@ -203,10 +220,12 @@ def build(name: str, data_dir: str | os.PathLike | None = None, overrides: dict 
     if r.init_std is not None:
         # TransformerLens' scale (0.8 / sqrt(d_model)); at d_model 128-256 the GPT-2 0.02 left attention
         # patterns uniform for hundreds of steps.
+        # Normalisation weights (RMSNorm recipes) keep their 1: a weight near 0 would switch the layer off.
         g = torch.Generator().manual_seed(r.model_seed)
         with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * r.init_std)
+            for n, p in model.named_parameters():
+                if not is_norm_weight(n):
+                    p.copy_(torch.randn(p.shape, generator=g) * r.init_std)
     if r.task == "code":
         d = ensure_data_dir(data_dir or default_data_dir(cfg.d_vocab, r.corpus), cfg.d_vocab, r.corpus)
         task: Task = CorpusTask(cfg.d_vocab, cfg.n_ctx, data_dir=str(d), **r.task_kwargs)

@@ -282,10 +282,12 @@ class Trainer:
         snaps = set(c.snapshot_steps())
         m, opt = self.model, self.optimizer
         self._cbs = self.callbacks if self.callbacks is not None else default_callbacks(self)
+        self.stopped_by = None
+        # a stop (Ctrl-C / monitor button) ends one run, not the next one; cleared before the callbacks
+        # begin, so a stop requested while the run starts (`on_train_begin`) is honoured
+        self._interrupt.set = False
         _call(self._cbs, "on_train_begin", self)
         m.train()
-        self.stopped_by = None
-        self._interrupt.set = False  # a stop (Ctrl-C / monitor button) ends one run, not the next one
         running = torch.tensor(self._running[0], device=self.device)
         n_running = self._running[1]
         if self.step == 0 and not self.history:

@@ -53,6 +53,8 @@ class Ablation(CircuitWidget):
     patch_heads = traitlets.Dict({}).tag(sync=True)
     patch_resid = traitlets.Dict({}).tag(sync=True)
     patch_info = traitlets.Unicode("").tag(sync=True)
+    kv_group_size = traitlets.Int(1).tag(sync=True)
+    notes = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
 
     def __init__(self, model: Transformer, text_or_tokens, corrupted=None, labels: Sequence[str] | None = None,
                  ablation: str = "zero", off: Sequence = (), cuts: Sequence = (), position: int = -1,
@@ -63,7 +65,7 @@ class Ablation(CircuitWidget):
         self._patch_done = False
         if ablation not in ("zero", "mean"):
             raise ValueError(f"ablation={ablation!r} must be 'zero' or 'mean'")
-        super().__init__(model, layer=layer, head=head, ablation=ablation)
+        super().__init__(model, layer=layer, head=head, ablation=ablation, kv_group_size=model.cfg.kv_group_size)
         if not self._broken and mode != "ablate":
             self.mode = mode
 
@@ -128,6 +130,7 @@ class Ablation(CircuitWidget):
         self.run = self.ablated()
         with self.hold_sync():
             self.loss = self.run.loss
+            self.notes = list(self.run.notes)
             self.token_loss = encode_array(self.run.token_loss[0].float(), "float32")
             self.top = self._top(self.run)
             self.clean_top = self._top(self._clean)

@@ -25,7 +25,7 @@ import anywidget
 import ipywidgets
 import traitlets
 
-from ..engine._check import check_finite, check_layer_head
+from ..engine import check_finite, check_layer_head
 from ..model import Transformer
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"  # the built front ends (committed)

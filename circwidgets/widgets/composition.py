@@ -33,6 +33,11 @@ class Composition(CircuitWidget):
     `baseline_std` and float16 patterns `p1`, `p2`, `pv` = `A^{h2} A^{h1}` from
     `engine.virtual.virtual_heads`). Clicking a cell selects the pair and makes its later head the
     widget's selected head (`layer`, `head`); the selected head's row and column are outlined.
+
+    Rotary models (`rotary` True): Q- and K-scores read the later head's QK circuit at the offset
+    `offset` (Δ = query − key position, default 1). Grouped-query models: `kv_group_size` > 1 and the
+    pair's `details` carry `kv_group` (the query heads that share the later head's K/V head) and
+    `kv_note` (what that means for K- and V-composition).
     """
 
     _front_end = "composition"
@@ -46,10 +51,13 @@ class Composition(CircuitWidget):
     labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     pair = traitlets.List([]).tag(sync=True)
     details = traitlets.Dict({}).tag(sync=True)
+    rotary = traitlets.Bool(False).tag(sync=True)
+    offset = traitlets.Int(1).tag(sync=True)
+    kv_group_size = traitlets.Int(1).tag(sync=True)
 
     def __init__(self, model: Transformer, text_or_tokens=None, labels: Sequence[str] | None = None,
                  kind: str = "k", subtract_baseline: bool = False, pair: Sequence[int] | None = None,
-                 layer: int | None = None, head: int | None = None):
+                 layer: int | None = None, head: int | None = None, offset: int = 1):
         self._init_input = (text_or_tokens, labels)
         self._scores: dict[tuple, torch.Tensor] = {}
         self.data = None
@@ -60,7 +68,11 @@ class Composition(CircuitWidget):
             pair = [0, 0, 1, 0]
         if layer is None or head is None:
             layer, head = (pair[2], pair[3]) if pair else (0, 0)
-        super().__init__(model, layer=layer, head=head, kind=kind, subtract_baseline=subtract_baseline)
+        rotary = model.cfg.positional == "rotary"
+        if rotary and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
+            raise ValueError(f"offset={offset!r} must be an integer >= 0 (query − key position)")
+        super().__init__(model, layer=layer, head=head, kind=kind, subtract_baseline=subtract_baseline,
+                         rotary=rotary, offset=offset if rotary else 0, kv_group_size=model.cfg.kv_group_size)
         if self._broken:
             return
         if L < 2:
@@ -85,20 +97,27 @@ class Composition(CircuitWidget):
     def score_matrix(self, kind: str | None = None, baseline: bool | None = None) -> torch.Tensor:
         """The engine's scores `[L, H, L, H]` for `kind` (raw, or minus the baseline mean)."""
         key = (kind or self.kind, self.subtract_baseline if baseline is None else baseline)
-        if key not in self._scores:
-            self._scores[key] = composition_scores(self.model, key[0], baseline=key[1]).detach().float().cpu()
-        return self._scores[key]
+        off = self.offset if self.rotary and key[0] != "v" else None
+        if (*key, off) not in self._scores:
+            self._scores[(*key, off)] = composition_scores(self.model, key[0], baseline=key[1],
+                                                           offset=off).detach().float().cpu()
+        return self._scores[(*key, off)]
 
     def _send_scores(self) -> None:
         self.scores = encode_array(self.score_matrix(), "float32")
 
-    @reacts_to("kind", "subtract_baseline")
+    @reacts_to("kind", "subtract_baseline", "offset")
     def _on_kind(self, change) -> None:
         if self.data is None or self.model.cfg.n_layers < 2:
             return
         if change["name"] == "kind" and change["new"] not in KINDS:
             self._report(f"kind={change['new']!r} is not one of {list(KINDS)}")
             self.set_quietly(kind=change["old"])
+            return
+        if change["name"] == "offset" and (not self.rotary or change["new"] < 0):
+            why = "only rotary models have an offset" if not self.rotary else "the offset must be >= 0"
+            self._report(f"offset={change['new']!r} not applied: {why}")
+            self.set_quietly(offset=change["old"])
             return
         try:
             with self.hold_sync():
@@ -114,8 +133,20 @@ class Composition(CircuitWidget):
         the patterns (encoded; cached per pair)."""
         raw = float(self.score_matrix(self.kind, False)[l1, h1, l2, h2])
         mean, std = self.baseline
-        return {"pair": [l1, h1, l2, h2], "kind": self.kind, "raw": raw, "score": raw - mean,
-                "baseline_mean": mean, "baseline_std": std, **self._pair_patterns(l1, h1, l2, h2)}
+        out = {"pair": [l1, h1, l2, h2], "kind": self.kind, "raw": raw, "score": raw - mean,
+               "baseline_mean": mean, "baseline_std": std, **self._pair_patterns(l1, h1, l2, h2)}
+        if self.rotary and self.kind != "v":
+            out["offset"] = self.offset
+        cfg = self.model.cfg
+        if cfg.grouped_kv:
+            kv = cfg.kv_head_of(h2)
+            group = cfg.kv_group(kv)
+            out["kv_group"] = group
+            same = {"k": "keys (their K-composition differs only through their queries)",
+                    "v": "values (the same V-composition)", "q": "keys and values"}[self.kind]
+            out["kv_note"] = (f"L{l2}H{h2} reads K/V head {kv}, shared by heads "
+                              f"{', '.join(f'L{l2}H{g}' for g in group)}: they have the same {same}")
+        return out
 
     def _pair_patterns(self, l1: int, h1: int, l2: int, h2: int) -> dict[str, Any]:
         def compute():
@@ -225,7 +256,8 @@ class Composition(CircuitWidget):
         if self.pair:
             d = self.details
             p = f"; selected pair {self.pair}: score {d.get('raw', float('nan')):.3f}"
-        return (f"Composition ({KINDS[self.kind]}): baseline {mean:.3f} ± {std:.3f}{top}{p} "
+        at = f" at offset {self.offset}" if self.rotary and self.kind != "v" else ""
+        return (f"Composition ({KINDS[self.kind]}{at}): baseline {mean:.3f} ± {std:.3f}{top}{p} "
                 f"({self.n_layers} layers x {self.n_heads} heads; live view needs a running kernel)")
 
     def figure(self):
@@ -238,12 +270,14 @@ class Composition(CircuitWidget):
 
 
 def composition(model, text_or_tokens=None, labels: Sequence[str] | None = None, kind: str = "k",
-                subtract_baseline: bool = False, pair: Sequence[int] | None = None, tokenizer=None) -> Composition:
+                subtract_baseline: bool = False, pair: Sequence[int] | None = None, tokenizer=None,
+                offset: int = 1) -> Composition:
     """Composition widget: Q / K / V composition scores of every earlier head x later head.
 
     Click a cell for the pair's details on `text_or_tokens` (default: BOS + random tokens repeated,
     where induction heads show): both heads' patterns, the virtual head's pattern `A^{h2} A^{h1}`,
     the score and the random baseline. `subtract_baseline=True` shows score minus the baseline mean.
+    Rotary models: Q/K scores at the offset `offset` (a control in the view).
     """
     return Composition(as_model(model, tokenizer), text_or_tokens, labels=labels, kind=kind,
-                       subtract_baseline=subtract_baseline, pair=pair)
+                       subtract_baseline=subtract_baseline, pair=pair, offset=offset)

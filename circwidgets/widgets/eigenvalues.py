@@ -10,13 +10,15 @@ import traitlets
 from ..engine import circuits
 from ..model import Transformer
 from ._data import as_model, encode_array
-from .base import CircuitWidget
+from .base import CircuitWidget, reacts_to
 
 CIRCUITS = {
     "ov": "full OV  W_E W_OV W_U",
     "qk": "full QK  W_E W_QK W_Eᵀ",
     "qk_pos": "positional QK  W_pos W_QK W_posᵀ",
 }
+ROTARY_QK = "full QK at Δ  W_E W_Q R_Δ W_Kᵀ W_Eᵀ"
+MAX_PROFILE = 64  # offsets 0 .. MAX_PROFILE - 1 in the offset profile
 
 
 class Eigenvalues(CircuitWidget):
@@ -26,6 +28,12 @@ class Eigenvalues(CircuitWidget):
     `engine.circuits.eigen_positivity`), `circuits` ([[name, label], ...] shown),
     `eigs` ({circuit: float32 `[d_head, 2]` (re, im)} of the selected head, from
     `engine.circuits.eigenvalues`), `log_magnitude` (draw |λ| on a log10(1+|λ|) scale).
+
+    Rotary models (`rotary` True): the QK circuit depends on the offset Δ = query − key position;
+    `offset` (0 .. `max_offset`) is the Δ at which the grid's QK positivity and the QK eigenvalues are
+    shown, and `profile` (float32 `[n_offsets]`, offsets 0 .. len − 1) is the selected head's
+    `engine.offset_profile` (mean attention score per offset): only the selected head's is sent.
+    Per-head q/k norms: the QK circuit is exact up to positive per-token factors (`qk_note`).
     """
 
     _front_end = "eigenvalues"
@@ -35,30 +43,91 @@ class Eigenvalues(CircuitWidget):
     positivity = traitlets.Dict({}).tag(sync=True)
     eigs = traitlets.Dict({}).tag(sync=True)
     log_magnitude = traitlets.Bool(False).tag(sync=True)
+    rotary = traitlets.Bool(False).tag(sync=True)
+    offset = traitlets.Int(0).tag(sync=True)
+    max_offset = traitlets.Int(0).tag(sync=True)
+    profile = traitlets.Dict({}).tag(sync=True)
+    qk_note = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, model: Transformer, layer: int = 0, head: int = 0, log_magnitude: bool = False):
+    def __init__(self, model: Transformer, layer: int = 0, head: int = 0, log_magnitude: bool = False,
+                 offset: int = 0):
         self._pos: dict[str, torch.Tensor] = {}
-        super().__init__(model, layer=layer, head=head, log_magnitude=log_magnitude)
+        self._profile: torch.Tensor | None = None
+        cfg = model.cfg
+        rotary = cfg.positional == "rotary"
+        if not rotary and offset != 0:
+            raise ValueError(f"offset={offset!r} is only for rotary models (this one: positional={cfg.positional!r})")
+        super().__init__(model, layer=layer, head=head, log_magnitude=log_magnitude, rotary=rotary,
+                         offset=offset, max_offset=cfg.n_ctx - 1 if rotary else 0)
+
+    def _qk_offset(self) -> dict[str, int]:
+        return {"offset": self.offset} if self.rotary else {}
 
     def _setup(self) -> None:
-        names = ["ov", "qk"] + (["qk_pos"] if self.model.cfg.positional != "none" else [])
-        self._pos = {c: circuits.eigen_positivity(self.model, circuit=c, full=True).float().cpu() for c in names}
-        self.circuits = [[c, CIRCUITS[c]] for c in names]
+        cfg = self.model.cfg
+        if self.rotary:
+            circuits.check_offset(self.model, self.offset, "the eigenvalue view")
+            names = ["ov", "qk"]
+            self._profile = circuits.offset_profile(self.model, range(min(cfg.n_ctx, MAX_PROFILE))).float().cpu()
+        else:
+            names = ["ov", "qk"] + (["qk_pos"] if cfg.positional != "none" else [])
+        if cfg.qk_norm:
+            self.qk_note = ("q/k norms: the QK circuit has their weights folded in; the model's scores are it times "
+                            "positive per-token factors")
+        self._pos = {c: circuits.eigen_positivity(self.model, circuit=c, full=True,
+                                                  **(self._qk_offset() if c == "qk" else {})).float().cpu()
+                     for c in names}
+        self.circuits = [[c, ROTARY_QK if (c == "qk" and self.rotary) else CIRCUITS[c]] for c in names]
         self.positivity = {c: encode_array(v, "float32") for c, v in self._pos.items()}
 
+    def _variant(self) -> tuple:
+        return (self.offset,) if self.rotary else ()
+
+    @reacts_to("offset")
+    def _on_offset(self, change) -> None:
+        """A new offset (rotary models): QK positivity of every head and the selected head's QK eigenvalues."""
+        if self._broken:
+            return
+
+        def apply() -> None:
+            if not self.rotary:
+                raise ValueError("this model has no rotary positions: its QK circuit does not depend on an offset")
+            off = change["new"]
+            if not 0 <= off <= self.max_offset:
+                raise ValueError(f"offset={off} is out of range 0..{self.max_offset}")
+            qk = circuits.eigen_positivity(self.model, circuit="qk", full=True, offset=off).float().cpu()
+            self._pos["qk"] = qk
+            with self.hold_sync():
+                self.positivity = {c: encode_array(v, "float32") for c, v in self._pos.items()}
+                self._refresh()
+
+        self.apply_or_revert(change, apply, what=f"offset {change['new']} not applied")
+
+    def offset_profile(self, layer: int, head: int) -> torch.Tensor | None:
+        """The engine's offset profile of one head (float32 `[n_offsets]`), None for non-rotary models."""
+        return None if self._profile is None else self._profile[layer, head]
+
     def head_eigenvalues(self, layer: int, head: int) -> dict[str, torch.Tensor]:
-        """The engine's eigenvalues of one head, `{circuit: complex [d_head]}`."""
-        return {c: circuits.eigenvalues(self.model, layer, head, circuit=c, full=True) for c in self._pos}
+        """The engine's eigenvalues of one head, `{circuit: complex [d_head]}` (QK at `offset` for rotary models)."""
+        return {c: circuits.eigenvalues(self.model, layer, head, circuit=c, full=True,
+                                        **(self._qk_offset() if c == "qk" else {})) for c in self._pos}
 
     def export_actions(self) -> list[dict[str, Any]]:
         return super().export_actions() + [{"log_magnitude": not self.log_magnitude}]
 
     def _payload(self, layer: int, head: int) -> dict[str, Any]:
         eig = self.head_eigenvalues(layer, head)
-        return {"eigs": {c: encode_array(torch.stack([v.real, v.imag], -1).float(), "float32") for c, v in eig.items()}}
+        out: dict[str, Any] = {
+            "eigs": {c: encode_array(torch.stack([v.real, v.imag], -1).float(), "float32") for c, v in eig.items()}}
+        if self._profile is not None:
+            out["profile"] = encode_array(self._profile[layer, head], "float32")
+        return out
 
     def summary(self) -> str:
         p = ", ".join(f"{c} positivity {float(v[self.layer, self.head]):+.3f}" for c, v in self._pos.items())
+        if self.rotary:
+            prof = self._profile[self.layer, self.head]
+            p += f" (QK at offset {self.offset}; offset profile peaks at Δ = {int(prof.argmax())})"
         return (f"Eigenvalues: layer {self.layer} head {self.head}: {p} "
                 f"({self.n_layers} layers x {self.n_heads} heads; live view needs a running kernel)")
 
@@ -68,11 +137,15 @@ class Eigenvalues(CircuitWidget):
         eig = self.head_eigenvalues(self.layer, self.head)
         pos = {CIRCUITS[c].split("  ")[0]: float(v[self.layer, self.head]) for c, v in self._pos.items()}
         eigs = {CIRCUITS[c].split("  ")[0]: v.detach().cpu().numpy() for c, v in eig.items()}
-        return plot.eigenvalues(eigs, pos, title=f"L{self.layer}H{self.head} eigenvalues",
+        where = f" (QK at Δ = {self.offset})" if self.rotary else ""
+        return plot.eigenvalues(eigs, pos, title=f"L{self.layer}H{self.head} eigenvalues{where}",
                                 log_magnitude=self.log_magnitude)
 
 
-def eigenvalues(model, layer: int = 0, head: int = 0, log_magnitude: bool = False, tokenizer=None) -> Eigenvalues:
+def eigenvalues(model, layer: int = 0, head: int = 0, log_magnitude: bool = False, tokenizer=None,
+                offset: int = 0) -> Eigenvalues:
     """Eigenvalues widget: heads coloured by OV and QK positivity; click a head for its eigenvalues
-    (full OV, full QK, positional QK) in the complex plane with the unit circle marked."""
-    return Eigenvalues(as_model(model, tokenizer), layer=layer, head=head, log_magnitude=log_magnitude)
+    (full OV, full QK, positional QK) in the complex plane with the unit circle marked. Rotary models:
+    QK at the offset Δ = `offset` (a control in the view), and the selected head's offset profile."""
+    return Eigenvalues(as_model(model, tokenizer), layer=layer, head=head, log_magnitude=log_magnitude,
+                       offset=offset)

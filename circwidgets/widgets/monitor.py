@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -62,20 +63,26 @@ class TrainingMonitor(StaticFallback, anywidget.AnyWidget):
         self._last = 0.0
         self._pending: list = []
         self.trainer = None
+        self._stop_early = False  # a stop requested before the run was "running" (honoured when it begins)
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ trainer callbacks
     def on_train_begin(self, trainer) -> None:
-        self.trainer = trainer
-        with self.hold_sync():
-            self.total = int(trainer.config.steps)
-            self.step = int(trainer.step)
-            self.status = "running"
-            self.stop_requested = False
-            self.saved_path = ""
-            if not self.title:
-                self.title = trainer.extra_metadata.get("recipe", "") or trainer.model.cfg.name or "training"
-            if not self.evals and trainer.history:
-                self.evals = [self._eval_record(r) for r in trainer.history]
+        with self._lock:  # against a stop request arriving from the kernel's thread meanwhile
+            self.trainer = trainer
+            early, self._stop_early = self._stop_early, False
+            with self.hold_sync():
+                self.total = int(trainer.config.steps)
+                self.step = int(trainer.step)
+                self.status = "running"
+                self.stop_requested = False
+                self.saved_path = ""
+                if not self.title:
+                    self.title = trainer.extra_metadata.get("recipe", "") or trainer.model.cfg.name or "training"
+                if not self.evals and trainer.history:
+                    self.evals = [self._eval_record(r) for r in trainer.history]
+            if early:  # the button was pressed while the run was starting: it ends after its first step
+                self.stop_requested = True  # -> _on_stop: "stopping", trainer.request_stop()
 
     def on_step(self, trainer, loss: float) -> None:
         self._pending.append([int(trainer.step), _clean(float(loss))])
@@ -120,9 +127,14 @@ class TrainingMonitor(StaticFallback, anywidget.AnyWidget):
     @traitlets.observe("stop_requested")
     def _on_stop(self, change) -> None:
         # reaches the kernel only when it is free, i.e. when training runs in another thread
-        if change["new"] and self.trainer is not None and self.status == "running":
-            self.status = "stopping"
-            self.trainer.request_stop()  # takes effect after the step in progress
+        if not change["new"]:
+            return
+        with self._lock:
+            if self.trainer is not None and self.status == "running":
+                self.status = "stopping"
+                self.trainer.request_stop()  # takes effect after the step in progress
+            elif self.status == "waiting":  # the run has not begun: remembered, honoured by on_train_begin
+                self._stop_early = True
 
     def save_html(self, path, **kwargs):
         """The curves as they are now, in one self-contained offline HTML file (`export.save_html`)."""

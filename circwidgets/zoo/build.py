@@ -23,6 +23,7 @@ from .claims import OPS, evaluate_claim, model_triples
 # check keeps honest); `tol` is how far a recomputed value may drift from the card's number
 # (float16 weights and BLAS differences only: the computations are deterministic).
 HEAD_ARGS = dict(n_seqs=32, seed=2024)
+REPEAT_LENS = (10, 23, 50, 100)
 SPECS: dict[str, list[dict]] = {
     "toy-0l-code": [
         dict(id="bigram_r", fn="bigram_pearson", args={}, op=">=", target=0.8, tol=0.005,
@@ -54,7 +55,25 @@ SPECS: dict[str, list[dict]] = {
         dict(id="kcomp_prev", fn="kcomp_source_prev_token", args=dict(**HEAD_ARGS), op=">=", target=0.5, tol=0.01,
              text="previous-token score of the strongest K-composition input of the best induction head"),
     ],
+    # the lecture model on plain code (issue: induction >= 0.8 at every repeat length 10..100, repeated-copy
+    # loss < 1 nat, a layer-0 previous-token head >= 0.8, held-out within 0.1 nat of training loss)
     "toy-2l-code": [
+        *[dict(id=f"induction_len{n}", fn="induction_max", args=dict(layer=1, seq_len=n, **HEAD_ARGS), op=">=",
+               target=0.8, tol=0.01,
+               text=f"best layer-1 induction score on repeated random tokens (BOS + r + r, |r| = {n}, 32 sequences)")
+          for n in REPEAT_LENS],
+        *[dict(id=f"repeated_loss_len{n}", fn="icl_repeated_loss", args=dict(seq_len=n, **HEAD_ARGS), op="<=",
+               target=1.0, tol=0.03, text=f"loss on the repeated copy (nats), |r| = {n}")
+          for n in (REPEAT_LENS[0], REPEAT_LENS[-1])],
+        dict(id="prev_token_l0", fn="previous_token_max", args=dict(layer=0, **HEAD_ARGS), op=">=", target=0.8,
+             tol=0.01, text="best layer-0 previous-token score"),
+        dict(id="kcomp_prev", fn="kcomp_source_prev_token", args=dict(**HEAD_ARGS), op=">=", target=None, tol=0.01,
+             text="previous-token score of the strongest K-composition input of the best induction head"),
+        dict(id="heldout_gap", fn="heldout_gap", args={}, op="<=", target=0.1, tol=0.01,
+             text="held-out minus training loss (nats), 64 windows of each split (no memorisation)"),
+    ],
+    # the first shipped toy-2l-code (stdlib, augmented; n_ctx 128): its card keeps these claims
+    "toy-2l-code-stdlib": [
         dict(id="induction", fn="induction_max", args=dict(layer=1, **HEAD_ARGS), op=">=", target=0.5, tol=0.01,
              text="best layer-1 induction score on repeated random tokens (BOS + r + r, |r| = 63, 32 sequences)"),
         dict(id="prev_token_l0", fn="previous_token_max", args=dict(layer=0, **HEAD_ARGS), op=">=", target=None,
@@ -119,6 +138,19 @@ def skip_trigram_stats(data_dir: str | Path, d_vocab: int, window: int = 16, n_t
                 n_reference=int(len(ref)), n_frequent=n_frequent)
     return {"reference_triples": ref.to(torch.int16 if d_vocab < 32768 else torch.int32),
             "frequent_ids": frequent.to(torch.int32)}, info
+
+
+def loss_windows(data_dir: str | Path, n_ctx: int, n: int = 64, seed: int = 7919) -> tuple[dict, dict]:
+    """`n` windows `[BOS] + tokens[o : o + n_ctx - 1]` of each split (a seed the trainer never uses), as
+    int16/int32 `[n, n_ctx]`: what the held-out-gap claim measures the model on."""
+    from ..train.corpus import CorpusTask, load_manifest
+
+    V = load_manifest(data_dir)["vocab_size"]
+    task = CorpusTask(V, n_ctx, data_dir=str(data_dir))
+    dt = torch.int16 if V < 32768 else torch.int32
+    out = {"train_windows": task.batch(n, seed, 0, split="train").to(dt),
+           "heldout_windows": task.batch(n, seed, 0, split="val").to(dt)}
+    return out, {"loss_windows": n, "loss_windows_seed": seed}
 
 
 # ------------------------------------------------------------------------------------- cards
@@ -208,6 +240,10 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
         stats_info = {"bigram_tokens": int(len(stats["bigram_ids"])), "smoothing": "add-1 over the full vocabulary"}
     elif name == "toy-1l-code":
         stats, stats_info = skip_trigram_stats(data_dir, cfg.d_vocab)
+    if any(sp["fn"] in ("heldout_gap", "heldout_loss") for sp in SPECS.get(name, [])):
+        w, w_info = loss_windows(data_dir, cfg.n_ctx)
+        stats.update(w)
+        stats_info.update(w_info)
     if stats:
         atomic_save_safetensors(stats, stats_path(name), metadata={"info": json.dumps(stats_info)})
     claims = []

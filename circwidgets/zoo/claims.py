@@ -186,6 +186,34 @@ def skip_trigram_precision(model: Transformer, stats: dict, per_head: int = 25, 
     return precision_at_k(trip, ref, len(trip))
 
 
+def _windows_loss(model: Transformer, windows: torch.Tensor, batch: int = 16) -> float:
+    """Mean next-token loss (nats) over corpus windows `[n, n_ctx]` (BOS first)."""
+    import torch.nn.functional as F
+
+    w = windows.long()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(w), batch):
+            x = w[i:i + batch]
+            logits = model(x)[:, :-1].float()
+            total += F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="sum").item()
+            count += x[:, 1:].numel()
+    return total / count
+
+
+@claim
+def heldout_loss(model: Transformer, stats: dict, **_) -> float:
+    """Loss (nats) on windows of the held-out files (`stats["heldout_windows"]`)."""
+    return _windows_loss(model, stats["heldout_windows"])
+
+
+@claim
+def heldout_gap(model: Transformer, stats: dict, **_) -> float:
+    """Held-out minus training loss (nats) on equally many corpus windows of each split
+    (`stats["heldout_windows"]`, `stats["train_windows"]`): near 0 when the model has not memorised."""
+    return _windows_loss(model, stats["heldout_windows"]) - _windows_loss(model, stats["train_windows"])
+
+
 OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
 
 

@@ -5,6 +5,7 @@ import "./lib/panels.css";
 import "./ablation.css";
 import { divColor, inkOn, rgbCss, theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
+import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea } from "./lib/message.js";
@@ -55,8 +56,13 @@ function render({ model, el }) {
       btn.classList.toggle("cw-off", off);
       btn.dataset.off = off ? "1" : "0";
       btn.setAttribute("aria-pressed", off ? "true" : "false");
+      const g = model.get("kv_group_size") || 1;
+      btn.dataset.kvHead = String(Math.floor(hd / g));
+      btn.style.borderLeftWidth = g > 1 && hd % g === 0 && hd > 0 ? "3px" : "";  // K/V group boundary
       btn.title = `L${l}H${hd}: ${off ? "ablated (click to restore)" : "on (click to ablate)"}` +
-        (Number.isFinite(e) ? `\nloss change when ablated alone: ${fmt(e, 4)}` : "");
+        (Number.isFinite(e) ? `\nloss change when ablated alone: ${fmt(e, 4)}` : "") +
+        (g > 1 ? `\nK/V head ${Math.floor(hd / g)} (shared by heads ${Math.floor(hd / g) * g}–${Math.floor(hd / g) * g + g - 1}); ` +
+          "a path cut into its keys or values changes it for the whole group" : "");
     },
   });
   grid.cells.forEach((row, l) => row.forEach((btn, hd) => btn.addEventListener("click", () => {
@@ -103,12 +109,17 @@ function render({ model, el }) {
     tokTable,
   );
 
+  const drawn = {}; // what was painted (lib/digest.js)
+
   function drawLoss() {
     const loss = model.get("loss"), clean = model.get("clean_loss");
+    drawn.loss = sig(loss, 6); drawn.clean = sig(clean, 6);
     lossBox.replaceChildren(
       "loss ", h("span", { cls: "cw-loss", text: fmt(loss, 5), data: { loss: String(loss) } }),
       "   clean ", h("span", { cls: "cw-clean-loss", text: fmt(clean, 5) }),
       "   change ", h("span", { cls: "cw-loss-delta", text: (loss - clean >= 0 ? "+" : "") + fmt(loss - clean, 5) }),
+      // grouped-query attention: a cut into keys / values changes a K/V head shared by a group of heads
+      ...(model.get("notes") || []).map((n) => h("div", { cls: "cw-legend cw-kv-note", text: n })),
     );
   }
 
@@ -151,6 +162,7 @@ function render({ model, el }) {
       rows.push(row);
     }
     tokTable.replaceChildren(...rows);
+    drawn.tokenLoss = Array.from(tl.subarray(0, 32), (x) => sig(x));
   }
 
   function drawPreds() {
@@ -197,6 +209,7 @@ function render({ model, el }) {
       onClick(r, c) { model.set("layer", r); model.set("head", c); model.save_changes(); },
     });
     hmH.el.classList.add("cw-patch-heads");
+    drawn.patchHeads = hmH.sample; drawn.patchResid = hmR.sample;
     patchView.replaceChildren(
       h("div", { cls: "cw-legend cw-patch-info", text: model.get("patch_info") }),
       scaleLegend(th, hmR.geom.lo, hmR.geom.hi, true, "clean → corrupted patching (blue: restores the clean answer)"),
@@ -224,6 +237,8 @@ function render({ model, el }) {
     drawTokens();
     drawPreds();
     if (mode === "patch") drawPatch();
+    publishDrawn(root, { mode, off: model.get("off") || [], cuts: model.get("cuts") || [], ...drawn,
+      ...(mode === "patch" ? {} : { patchHeads: undefined, patchResid: undefined }) });
     markDrawn(root, { shownLayer: model.get("layer"), shownHead: model.get("head"), loss: model.get("loss"),
       nOff: (model.get("off") || []).length, nCuts: (model.get("cuts") || []).length, mode, drawMs: (performance.now() - t0).toFixed(1) });
   }

@@ -4,6 +4,7 @@ import "./lib/common.css";
 import "./attention.css";
 import { divColor, inkOn, rgbCss, seqColor, theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
+import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { headPayloadCache } from "./lib/headcache.js";
@@ -177,6 +178,8 @@ function render({ model, el }) {
     title.textContent = model.get("title") ? `${model.get("title")} — L${shown.layer}H${shown.head}` : `L${shown.layer}H${shown.head}`;
     vwBox.checked = vw;
     const ms = performance.now() - t0;
+    // what was painted: sampled cells of the array given to the canvas (lib/digest.js)
+    publishDrawn(root, { layer: shown.layer, head: shown.head, vw: vw ? 1 : 0, n: geom.N, vmax: sig(aMax), cells: geom.sample });
     markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, valueWeighted: vw ? 1 : 0, nTokens: N, drawMs: ms.toFixed(1), zoom,
       drawSource: source, cacheEntries: hc.cache.size, cacheBytes: hc.cache.bytes });
   }

@@ -4,6 +4,7 @@ import "./lib/common.css";
 import "./lib/panels.css";
 import { theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
+import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { cursorMove, headGrid } from "./lib/grid.js";
 import { messageArea } from "./lib/message.js";
@@ -31,9 +32,19 @@ function render({ model, el }) {
   }
   const baseBox = h("input", { cls: "cw-minus-baseline", attrs: { type: "checkbox" } });
   baseBox.addEventListener("change", () => { model.set("subtract_baseline", baseBox.checked); model.save_changes(); });
+  // rotary models: Q/K scores read the later head's QK circuit at an offset Δ = query − key position
+  const offsetBox = h("input", { cls: "cw-offset", attrs: { type: "number", min: "0", step: "1" } });
+  offsetBox.style.width = "4.5em";
+  offsetBox.addEventListener("change", () => {
+    const v = Math.round(Number(offsetBox.value));
+    if (Number.isFinite(v) && v >= 0) { model.set("offset", v); model.save_changes(); } else offsetBox.value = String(model.get("offset"));
+  });
+  const offsetCtl = h("label", { cls: "cw-offset-ctl", title: "rotary positions: Q/K scores use W_Q R_Δ W_Kᵀ at this offset Δ" },
+    ["offset Δ", offsetBox]);
   const bar = h("div", { cls: "cw-bar" }, [
     title, tabs,
     h("label", { title: "subtract the mean score of random matrices of the same shapes" }, [baseBox, "minus baseline"]),
+    offsetCtl,
   ]);
   const msg = messageArea(model);
   const legendBox = h("div", { cls: "cw-legend-box" });
@@ -50,6 +61,7 @@ function render({ model, el }) {
   for (let l = 1; l < nL; l++) for (let j = 0; j < nH; j++) colHeads.push([l, j]);
   const lab = ([l, j]) => `L${l}H${j}`;
   let S = new Float32Array(0), hm = null, cursor = [0, 0];
+  let drawnMap = {}, drawnPair = {}; // what was painted (lib/digest.js)
 
   function pick(r, c) {
     const a = rowHeads[r], b = colHeads[c];
@@ -85,10 +97,12 @@ function render({ model, el }) {
     const kind = model.get("kind"), minus = model.get("subtract_baseline");
     for (const [k] of KINDS) tabBtns[k].setAttribute("aria-selected", k === kind ? "true" : "false");
     baseBox.checked = minus;
+    offsetCtl.style.display = model.get("rotary") && kind !== "v" ? "" : "none";
+    offsetBox.value = String(model.get("offset"));
     const [bm, bs] = model.get("baseline") || [NaN, NaN];
     title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}${NAMES[kind] || kind}`;
     readout.textContent = "hover a cell; click it for the pair's details";
-    if (nL < 2) { mapBox.replaceChildren(); return; }
+    if (nL < 2) { mapBox.replaceChildren(); drawnMap = { kind, minus: minus ? 1 : 0, cells: [] }; return; }
     const v = values();
     hm = heatmap(th, v, rowHeads.length, colHeads.length, {
       rowLabels: rowHeads.map(lab), colLabels: colHeads.map(lab), diverging: minus,
@@ -104,6 +118,8 @@ function render({ model, el }) {
       onClick(r, c) { cursor = [r, c]; pick(r, c); },
     });
     hm.el.classList.add("cw-comp-map");
+    // painted cells as [earlier layer, head, later layer, head, value]
+    drawnMap = { kind, minus: minus ? 1 : 0, cells: hm.sample.map(([r, c, x]) => [...rowHeads[r], ...colHeads[c], x]) };
     hm.el.setAttribute("aria-label", `${NAMES[kind]} scores: rows earlier heads, columns later heads; ` +
       "arrow keys move, Enter shows the pair");
     // keyboard: arrows move a cursor over the cells (read out), Enter / Space selects that pair
@@ -132,7 +148,7 @@ function render({ model, el }) {
 
   function drawDetails() {
     const d = model.get("details") || {};
-    if (!d.pair) { details.replaceChildren(h("div", { cls: "cw-legend", text: "click a cell for the pair's details" })); return; }
+    if (!d.pair) { details.replaceChildren(h("div", { cls: "cw-legend", text: "click a cell for the pair's details" })); drawnPair = {}; return; }
     const [l1, h1, l2, h2] = d.pair;
     const labels = model.get("labels") || [];
     const N = labels.length;
@@ -143,13 +159,17 @@ function render({ model, el }) {
       `   baseline ${fmt(d.baseline_mean, 4)} ± ${fmt(d.baseline_std, 4)}`,
       `   score − baseline `, h("span", { cls: "cw-pair-minus", text: fmt(d.score, 4) }),
       `  (${fmt(d.baseline_std > 0 ? d.score / d.baseline_std : NaN, 3)} spreads)`,
+      d.offset !== undefined ? `   at Δ = ${d.offset}` : "",
     ]);
-    const panels = h("div", { cls: "cw-pair-panels" }, [
-      patternPanel(th, p1, N, labels, { title: `A^{L${l1}H${h1}} (earlier head)`, kind: "first" }).el,
-      patternPanel(th, p2, N, labels, { title: `A^{L${l2}H${h2}} (later head)`, kind: "second" }).el,
-      patternPanel(th, pv, N, labels, { title: `virtual head A^{L${l2}H${h2}} A^{L${l1}H${h1}}`, kind: "virtual", scaleToMax: true }).el,
-    ]);
-    details.replaceChildren(head, panels);
+    const kvNote = d.kv_note ? [h("div", { cls: "cw-legend cw-kv-note", text: d.kv_note, data: { group: (d.kv_group || []).join(",") } })] : [];
+    const pp = [
+      patternPanel(th, p1, N, labels, { title: `A^{L${l1}H${h1}} (earlier head)`, kind: "first" }),
+      patternPanel(th, p2, N, labels, { title: `A^{L${l2}H${h2}} (later head)`, kind: "second" }),
+      patternPanel(th, pv, N, labels, { title: `virtual head A^{L${l2}H${h2}} A^{L${l1}H${h1}}`, kind: "virtual", scaleToMax: true }),
+    ];
+    const panels = h("div", { cls: "cw-pair-panels" }, pp.map((p) => p.el));
+    drawnPair = { pair: d.pair, kind: d.kind, raw: sig(d.raw), score: sig(d.score), p1: pp[0].sample, p2: pp[1].sample, pv: pp[2].sample };
+    details.replaceChildren(head, ...kvNote, panels);
   }
 
   function draw(parts = "all") {
@@ -157,6 +177,7 @@ function render({ model, el }) {
     if (parts !== "details") drawMap();
     if (parts !== "map") drawDetails();
     const p = model.get("pair") || [];
+    publishDrawn(root, { map: drawnMap, details: drawnPair });
     markDrawn(root, {
       shownLayer: model.get("layer"), shownHead: model.get("head"), kind: model.get("kind"),
       pair: p.join(","), drawMs: (performance.now() - t0).toFixed(1),

@@ -4,6 +4,7 @@ import "./lib/common.css";
 import "./eigenvalues.css";
 import { divColor, inkOn, rgbCss, theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
+import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea, pendingNote } from "./lib/message.js";
@@ -21,10 +22,21 @@ function render({ model, el }) {
 
   const title = h("span", { cls: "cw-title" });
   const logBox = h("input", { cls: "cw-log", attrs: { type: "checkbox" } });
+  // rotary models: the QK circuit depends on the offset Δ = query − key position
+  const offsetSlider = h("input", { cls: "cw-offset-range", attrs: { type: "range", min: "0", step: "1" } });
+  const offsetBox = h("input", { cls: "cw-offset", attrs: { type: "number", min: "0", step: "1" } });
+  const offsetCtl = h("label", { cls: "cw-offset-ctl", title: "rotary positions: QK circuit W_E W_Q R_Δ W_Kᵀ W_Eᵀ at offset Δ = query − key position" },
+    ["offset Δ", offsetSlider, offsetBox]);
   const bar = h("div", { cls: "cw-bar" }, [
     title,
     h("label", { title: "draw each eigenvalue at radius log10(1 + |λ|), same angle" }, [logBox, "log magnitude"]),
+    offsetCtl,
   ]);
+  const PW = 230, PH = 90; // offset profile plot, CSS px
+  const profileCanvas = h("canvas", { cls: "cw-canvas cw-profile-canvas" });
+  const profileBox = h("div", { cls: "cw-profile" }, [
+    h("div", { cls: "cw-eig-title", text: "offset profile: mean attention score vs Δ (click to set Δ)" }), profileCanvas]);
+  const note = h("div", { cls: "cw-note cw-qk-note" });
   const msg = messageArea(model);
   const computing = pendingNote(model, msg);
   const legend = h("div", {
@@ -56,7 +68,61 @@ function render({ model, el }) {
 
   const plots = h("div", { cls: "cw-eig-plots" });
   const readout = h("div", { cls: "cw-readout cw-eig-readout", text: "hover an eigenvalue" });
-  root.append(bar, msg.el, h("div", { cls: "cw-main" }, [h("div", {}, [grid.el, legend]), h("div", {}, [plots, readout])]));
+  root.append(bar, msg.el, h("div", { cls: "cw-main" }, [h("div", {}, [grid.el, legend]),
+    h("div", {}, [plots, profileBox, readout, note])]));
+
+  function setOffset(v) {
+    const max = model.get("max_offset");
+    const off = Math.max(0, Math.min(max, Math.round(Number(v))));
+    if (!Number.isFinite(off) || off === model.get("offset")) { syncOffset(); return; }
+    computing.pending();
+    model.set("offset", off);
+    model.save_changes();
+  }
+  function syncOffset() {
+    const rot = model.get("rotary");
+    offsetCtl.style.display = rot ? "" : "none";
+    profileBox.style.display = rot ? "" : "none";
+    const max = String(model.get("max_offset"));
+    offsetSlider.max = max; offsetBox.max = max;
+    offsetSlider.value = String(model.get("offset")); offsetBox.value = String(model.get("offset"));
+    legend.textContent = rot
+      ? `cell: upper half OV positivity, lower half QK positivity at Δ = ${model.get("offset")} (full circuits), Re(Σλ)/Σ|λ|; red −1 … +1 blue`
+      : "cell: upper half OV positivity, lower half QK positivity (full circuits), Re(Σλ)/Σ|λ|; red −1 … +1 blue";
+    note.textContent = model.get("qk_note") || "";
+  }
+  offsetSlider.addEventListener("change", () => setOffset(offsetSlider.value));
+  offsetBox.addEventListener("change", () => setOffset(offsetBox.value));
+
+  function drawProfile() {
+    if (!model.get("rotary")) return;
+    const vals = decodeArray(model.get("profile"));
+    const ctx = hidpi(profileCanvas, PW, PH);
+    ctx.fillStyle = th.css.bg; ctx.fillRect(0, 0, PW, PH);
+    ctx.strokeStyle = th.css.border; ctx.strokeRect(0.5, 0.5, PW - 1, PH - 1);
+    const n = vals ? vals.length : 0;
+    if (!n) return;
+    let lo = Infinity, hi = -Infinity, peak = 0;
+    for (let i = 0; i < n; i++) { lo = Math.min(lo, vals[i]); hi = Math.max(hi, vals[i]); if (vals[i] > vals[peak]) peak = i; }
+    if (hi === lo) { hi += 1; lo -= 1; }
+    const X = (i) => 6 + (i / Math.max(1, n - 1)) * (PW - 12), Y = (v) => PH - 14 - ((v - lo) / (hi - lo)) * (PH - 26);
+    ctx.strokeStyle = th.css.fg2; ctx.beginPath();
+    for (let i = 0; i < n; i++) { if (i) ctx.lineTo(X(i), Y(vals[i])); else ctx.moveTo(X(i), Y(vals[i])); }
+    ctx.stroke();
+    const off = model.get("offset");
+    if (off < n) {
+      ctx.fillStyle = rgbCss(th.rgb.accent);
+      ctx.beginPath(); ctx.arc(X(off), Y(vals[off]), 3.5, 0, 2 * Math.PI); ctx.fill();
+    }
+    ctx.fillStyle = th.css.fg2; ctx.font = `10px ${th.font}`;
+    ctx.fillText(`Δ 0…${n - 1}; peak Δ=${peak} (${fmt(vals[peak])})`, 6, PH - 3);
+    profileCanvas.dataset.peak = String(peak);
+    profileCanvas.dataset.n = String(n);
+    profileCanvas.onclick = (ev) => {
+      const r = profileCanvas.getBoundingClientRect();
+      setOffset(((ev.clientX - r.left - 6) / (PW - 12)) * Math.max(1, n - 1));
+    };
+  }
 
   function readPositivity() {
     pos = {};
@@ -123,7 +189,9 @@ function render({ model, el }) {
       readout.textContent = `${label}: λ${best + 1} = ${fmt(re, 4)} ${im < 0 ? "−" : "+"} ${fmt(Math.abs(im), 4)}i, |λ| = ${fmt(Math.hypot(re, im), 4)}`;
       readout.dataset.circuit = c;
     });
-    return h("div", { cls: "cw-eig-plot" }, [head, canvas]);
+    const plot = h("div", { cls: "cw-eig-plot" }, [head, canvas]);
+    plot.drawnEigs = pts.map(([, , re, im]) => [sig(re, 4), sig(im, 4)]); // the plotted eigenvalues (digest)
+    return plot;
   }
 
   function draw() {
@@ -140,14 +208,21 @@ function render({ model, el }) {
       items.push(drawOne(c, label, vals, shown));
     }
     plots.replaceChildren(...items);
+    const drawnEigs = {};
+    model.get("circuits").forEach(([c], k) => { drawnEigs[c] = items[k].drawnEigs; });
+    publishDrawn(root, { layer: shown.layer, head: shown.head, log: model.get("log_magnitude") ? 1 : 0, eigs: drawnEigs });
     logBox.checked = model.get("log_magnitude");
-    title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}L${shown.layer}H${shown.head} eigenvalues`;
-    markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, nEigs: total, drawMs: (performance.now() - t0).toFixed(1) });
+    syncOffset();
+    drawProfile();
+    const at = model.get("rotary") ? ` (QK at Δ=${model.get("offset")})` : "";
+    title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}L${shown.layer}H${shown.head} eigenvalues${at}`;
+    markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, nEigs: total, offset: model.get("offset"),
+      drawMs: (performance.now() - t0).toFixed(1) });
   }
 
   logBox.addEventListener("change", () => { model.set("log_magnitude", logBox.checked); model.save_changes(); });
   // one redraw after all keys of a kernel update arrived (lib/redraw.js)
-  const changes = onModelChanges(model, ["positivity", "shown", "eigs", "log_magnitude"], (c) => {
+  const changes = onModelChanges(model, ["positivity", "shown", "eigs", "log_magnitude", "offset", "profile"], (c) => {
     if (c.has("positivity")) readPositivity();
     draw();
   });

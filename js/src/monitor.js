@@ -4,6 +4,7 @@ import "./lib/common.css";
 import "./lib/panels.css";
 import "./monitor.css";
 import { mix, rgbCss, theme } from "./lib/color.js";
+import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
 import { onModelChanges } from "./lib/redraw.js";
 
@@ -117,6 +118,9 @@ function render({ model, el }) {
       lineChart(th, loss, { title: "loss (nats)", kind: "loss" }),
       lineChart(th, heads, { title: "induction score of every head (phase change: a head jumps up)", kind: "heads", y0: 0, y1: 1 }),
     );
+    // the last point of each curve drawn (lib/digest.js)
+    const lastPt = (s) => { const p = s.pts.filter(([, y]) => Number.isFinite(y)).at(-1); return p ? [p[0], sig(p[1])] : null; };
+    publishDrawn(root, { status: st, loss: loss.map(lastPt), heads: heads.map(lastPt) });
     markDrawn(root, { step: model.get("step"), nEvals: evals.length, nSteps: steps.length });
   }
   // one redraw after all keys of a kernel update arrived (lib/redraw.js)

@@ -4,6 +4,7 @@ import "./lib/common.css";
 import "./lib/panels.css";
 import { theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
+import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { messageArea } from "./lib/message.js";
 import { barChart, patternPanel, tokenRow } from "./lib/panels.js";
@@ -26,6 +27,8 @@ function render({ model, el }) {
   const patBox = h("div", { cls: "cw-pattern-box" });
   root.append(bar, msg.el, h("div", { cls: "cw-legend", text: "tokens (click one to expand the logit at that position)" }), tokBox, sums,
     h("div", { cls: "cw-main" }, [chart, patBox]));
+
+  let drawnBars = [], drawnPattern = {}; // what was painted (lib/digest.js)
 
   function drawTokens() {
     const pos = model.get("position");
@@ -63,6 +66,7 @@ function render({ model, el }) {
       return { label: t.label, value: t.value, data, heads: t.heads, cls: t.order < 0 ? "cw-bar-rest" : "",
         title: `${t.label}: ${fmt(t.value, 5)} (${t.section})${last ? " — click for L" + last[0] + "H" + last[1] + "'s pattern" : ""}` };
     });
+    drawnBars = items.map((it) => [it.label, sig(it.value)]);
     const sections = [];
     let cur = null, group = [];
     const flush = () => { if (group.length) sections.push([cur, group]); group = []; };
@@ -93,6 +97,7 @@ function render({ model, el }) {
       title: `L${shown.layer}H${shown.head} pattern (row ${pos} outlined: what position ${pos} attends to)`,
       marks: { rows: [pos] }, size: 260, kind: "head",
     });
+    drawnPattern = { layer: shown.layer, head: shown.head, cells: p.sample };
     const v = model.get("virtual") || {}, hs = v.heads || [];
     const last = hs.length ? hs[hs.length - 1] : null;
     if (last && last[0] === shown.layer && last[1] === shown.head) {  // the clicked bar was a two-head path
@@ -101,6 +106,7 @@ function render({ model, el }) {
         marks: { rows: [pos] }, size: 260, kind: "virtual", scaleToMax: true,
       });
       patBox.replaceChildren(p.el, pv.el);
+      drawnPattern.virtual = { heads: hs, cells: pv.sample };
     } else {
       patBox.replaceChildren(p.el);
     }
@@ -119,6 +125,8 @@ function render({ model, el }) {
     if (parts === "shown") markBars();
     drawPattern();
     const shown = model.get("shown") || {};
+    publishDrawn(root, { position: model.get("position"), target: model.get("target"), total: sig(model.get("total")),
+      bars: drawnBars, pattern: drawnPattern });
     markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, position: model.get("position"),
       target: model.get("target"), nTerms: (model.get("terms") || []).length, drawMs: (performance.now() - t0).toFixed(1) });
   }

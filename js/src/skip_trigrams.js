@@ -3,6 +3,7 @@
 import "./lib/common.css";
 import "./skip_trigrams.css";
 import { inkOn, rgbCss, seqColor, theme } from "./lib/color.js";
+import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea, pendingNote } from "./lib/message.js";
@@ -84,6 +85,9 @@ function render({ model, el }) {
     const rows = model.get("rows") || [];
     const [maxD, maxO] = maxima(rows);
     table.replaceChildren(header(), h("tbody", {}, rows.map((r) => rowEl(r, maxD, maxO, "cw-row"))));
+    // the rows rendered: source id, strength, destination ids and output ids (lib/digest.js)
+    publishDrawn(root, { layer: shown.layer, head: shown.head, n: rows.length,
+      rows: rows.map((r) => [r.source_id, sig(r.strength, 4), r.dests.map((d) => d[1]), r.outs.map((o) => o[1])]) });
     title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}L${shown.layer}H${shown.head} skip-trigrams`;
     moreBtn.disabled = rows.length >= model.get("d_vocab");
     drawFound();

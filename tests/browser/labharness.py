@@ -179,3 +179,191 @@ ids = [0] + list(range(1, 10)) + [10, 11, 12, 13, 10, 11, 12, 13, 2, 1]'''
 def vis(s: str) -> str:
     """A token as the front ends show it (visible whitespace)."""
     return s.replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5")
+
+
+# ---------------------------------------------------------------------------- what the views painted
+# Every view publishes a digest of the arrays it painted as JSON in its root's `data-drawn`
+# (js/src/lib/digest.js). The helpers below wait for a digest, ask the kernel for the engine's
+# numbers of the same head and compare. Kernel code runs through the page's own kernel connection
+# (JupyterLab's `requestExecute`), so no notebook cell is re-run and no cell output is raced.
+KERNEL_EXEC = """async (code) => {
+  const w = window.jupyterapp.shell.currentWidget;
+  const k = w.sessionContext.session.kernel;
+  const fut = k.requestExecute({code, silent: false, store_history: false});
+  let out = "", err = "";
+  fut.onIOPub = (msg) => {
+    const t = msg.header.msg_type;
+    if (t === "stream") out += msg.content.text;
+    else if (t === "error") err += `${msg.content.ename}: ${msg.content.evalue}\\n${msg.content.traceback.join("\\n")}`;
+  };
+  await fut.done;
+  return {out, err};
+}"""
+
+
+def kernel_exec(page, code: str) -> str:
+    """Run `code` in the open notebook's kernel (not as a cell); return its stdout, raise on an error."""
+    res = page.evaluate(KERNEL_EXEC, code)
+    if res["err"]:
+        raise AssertionError(f"kernel error running\n{code}\n{res['err']}")
+    return res["out"]
+
+
+def kernel_json(page, code: str):
+    """Run `code` (which prints one JSON document last) in the kernel; return it parsed.
+    `page` may also be a callable `code -> parsed JSON` (`local_asker`: a page without a kernel)."""
+    if callable(page):
+        return page(code)
+    return json.loads(kernel_exec(page, code).strip().splitlines()[-1])
+
+
+def local_asker(namespace: dict):
+    """For pages without a kernel (exported HTML): run the check code in this process, in
+    `namespace` (the objects the page was exported from)."""
+    import contextlib
+    import io
+
+    def ask(code: str):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            exec(code, namespace)  # noqa: S102 - test code written by the helpers above
+        return json.loads(buf.getvalue().strip().splitlines()[-1])
+
+    return ask
+
+
+WAIT_DRAWN = """([el, want]) => {
+  if (!el.dataset.drawn) return false;
+  const d = JSON.parse(el.dataset.drawn);
+  return Object.entries(want).every(([path, v]) => {
+    let x = d;
+    for (const p of path.split(".")) { if (x === null || x === undefined) return false; x = x[p]; }
+    return JSON.stringify(x) === JSON.stringify(v);
+  });
+}"""
+
+
+def drawn(loc) -> dict:
+    """The digest a view's root published (what it painted last)."""
+    return json.loads(loc.get_attribute("data-drawn"))
+
+
+def wait_drawn(loc, timeout: int = 30_000, **want) -> dict:
+    """Wait until the digest of view `loc` has `want` (keys are dotted paths: `details.pair`, values
+    compared as JSON); return the digest."""
+    loc.first.wait_for(state="attached", timeout=timeout)
+    want = {k.replace("__", "."): v for k, v in want.items()}
+    loc.page.wait_for_function(WAIT_DRAWN, arg=[loc.element_handle(timeout=timeout), want], timeout=timeout)
+    return drawn(loc)
+
+
+def close(a, b, rel: float, abs_: float) -> bool:
+    return a is not None and b is not None and abs(a - b) <= abs_ + rel * abs(b)
+
+
+def assert_cells(got: list, want: list, what: str, rel: float = 3e-3, abs_: float = 2e-3) -> None:
+    """Sampled [i, j, value] cells of a painted pattern against the kernel's values at those cells
+    (float16 transfer: about 1e-3 relative)."""
+    assert len(got) == len(want) and got, (what, got, want)
+    bad = [(i, j, v, w) for (i, j, v), w in zip(got, want) if not close(v, w, rel, abs_)]
+    assert not bad, f"{what}: painted cells differ from the kernel's (i, j, painted, kernel): {bad}"
+
+
+def check_attention(page, var: str, d: dict, layer: int, head: int, vw: bool = False) -> None:
+    """The attention view `var` painted head (layer, head)'s pattern: the digest's cells are the
+    kernel's pattern of that head (the engine's `AttentionData` the widget computed)."""
+    assert (d["layer"], d["head"], d["vw"]) == (layer, head, int(vw)), d
+    cells = [[i, j] for i, j, _ in d["cells"]]
+    want = kernel_json(page, f"import json\n_P = {var}.data.head({layer}, {head}, value_weighted={bool(vw)})\n"
+                             f"print(json.dumps([float(_P[i, j]) for i, j in {cells!r}]))")
+    assert_cells(d["cells"], want, f"{var} L{layer}H{head}")
+
+
+def check_eigenvalues(page, model_var: str, d: dict, layer: int, head: int) -> None:
+    """The eigenvalue view plotted head (layer, head)'s eigenvalues: each circuit's plotted list matches
+    `engine.circuits.eigenvalues` of that head (as a multiset; float32 transfer) and is ordered by
+    decreasing magnitude."""
+    assert (d["layer"], d["head"]) == (layer, head), d
+    want = kernel_json(page, "import json\nfrom circwidgets.engine import circuits as _C\n"
+                             f"print(json.dumps({{c: [[float(z.real), float(z.imag)] for z in _C.eigenvalues("
+                             f"{model_var}, {layer}, {head}, circuit=c, full=True)] for c in {sorted(d['eigs'])!r}}}))")
+    for c, pts in d["eigs"].items():
+        ref = want[c]
+        assert len(pts) == len(ref), (c, pts, ref)
+        scale = max(1e-6, max(abs(complex(*z)) for z in ref))
+        left = [complex(*z) for z in ref]
+        for re_, im_ in pts:
+            z = complex(re_, im_)
+            k = min(range(len(left)), key=lambda t: abs(left[t] - z))
+            assert abs(left[k] - z) <= 2e-3 * scale, f"{c} L{layer}H{head}: plotted {z} not among the kernel's {ref}"
+            left.pop(k)
+        mags = [abs(complex(*z)) for z in pts]
+        assert all(a >= b - 2e-3 * scale for a, b in zip(mags, mags[1:])), (c, mags)
+
+
+def check_skip_trigrams(page, var: str, d: dict, layer: int, head: int) -> None:
+    """The skip-trigram view rendered head (layer, head)'s rows: source, destination and output ids
+    equal the engine's table of that head, strengths within float rounding."""
+    assert (d["layer"], d["head"]) == (layer, head), d
+    n = len(d["rows"])
+    want = kernel_json(page, f"import json\n_t = {var}.table({layer}, {head})\n"
+                             "print(json.dumps([[r.source, float(r.strength), list(r.dests), list(r.outs)]"
+                             f" for r in _t.rows(0, {n})]))")
+    assert [[r[0], r[2], r[3]] for r in d["rows"]] == [[w[0], w[2], w[3]] for w in want], (d["rows"][:3], want[:3])
+    assert all(close(r[1], w[1], 1e-3, 1e-6) for r, w in zip(d["rows"], want))
+
+
+def check_composition(page, var: str, d: dict) -> None:
+    """The composition view painted the kernel's scores: sampled map cells against
+    `composition_scores(model, kind, baseline=minus)`, the pair's score against the engine's and its
+    patterns against the kernel's patterns of the two heads."""
+    m, det = d["map"], d["details"]
+    cells = [c[:4] for c in m["cells"]]
+    ij1, ij2 = ([c[:2] for c in det.get(k, [])] for k in ("p1", "p2"))
+    code = (f"import json\nfrom circwidgets.engine.composition import composition_scores as _cs\n"
+            f"_S = _cs({var}.model, {m['kind']!r}, baseline={bool(m['minus'])})\n"
+            f"_R = _cs({var}.model, {det.get('kind', m['kind'])!r})\n"
+            f"_pr = {det.get('pair')!r}\n"
+            f"_pp = (lambda a, b: [[float({var}.data.head(*a)[i, j]) for i, j in {ij1!r}],"
+            f" [float({var}.data.head(*b)[i, j]) for i, j in {ij2!r}]])"
+            f"(_pr[:2], _pr[2:]) if _pr else [[], []]\n"
+            f"print(json.dumps({{'map': [float(_S[tuple(c)]) for c in {cells!r}],"
+            " 'raw': float(_R[tuple(_pr)]) if _pr else None, 'p': _pp}))")
+    want = kernel_json(page, code)
+    for c, w in zip(m["cells"], want["map"]):
+        if c[0] < c[2]:  # earlier layer -> later layer (other cells are empty)
+            assert close(c[4], w, 2e-4, 2e-5), (m["kind"], c, w)
+    if det.get("pair"):
+        assert close(det["raw"], want["raw"], 2e-4, 2e-5), (det, want["raw"])
+        assert_cells(det["p1"], want["p"][0], f"pair {det['pair']} earlier head")
+        assert_cells(det["p2"], want["p"][1], f"pair {det['pair']} later head")
+
+
+def check_paths(page, var: str, d: dict, layer: int, head: int) -> None:
+    """The paths view drew the kernel's terms (label, value) and head (layer, head)'s pattern."""
+    want = kernel_json(page, f"import json\nprint(json.dumps({{'bars': [[t['label'], t['value']] for t in {var}.terms],"
+                             f" 'logit': {var}.model_logit, 'position': {var}.position,"
+                             f" 'p': [float({var}.data.head({layer}, {head})[i, j]) for i, j in "
+                             f"{[c[:2] for c in d['pattern']['cells']]!r}]}}))")
+    assert d["position"] == want["position"], (d["position"], want["position"])
+    assert [b[0] for b in d["bars"]] == [b[0] for b in want["bars"]]
+    assert all(close(a[1], b[1], 1e-4, 1e-6) for a, b in zip(d["bars"], want["bars"])), (d["bars"], want["bars"])
+    assert close(sum(b[1] for b in d["bars"]), want["logit"], 1e-3, 1e-3), (d["bars"], want["logit"])
+    assert (d["pattern"]["layer"], d["pattern"]["head"]) == (layer, head), d["pattern"]
+    assert_cells(d["pattern"]["cells"], want["p"], f"paths L{layer}H{head}")
+
+
+def check_ablation(page, var: str, d: dict, tokens_expr: str) -> None:
+    """The ablation view drew the engine's loss with its heads off (`ablate_heads`, recomputed here)
+    and the kernel's per-token losses of that run."""
+    assert d["cuts"] == [], d["cuts"]  # the engine call below ablates heads only
+    off = [tuple(x) for x in d["off"]]
+    want = kernel_json(page, "import json, torch\nfrom circwidgets.engine import interventions as _I\n"
+                             f"_t = torch.tensor([{tokens_expr}])\n"
+                             f"_e = _I.ablate_heads({var}.model, _t, {off!r}, kind={var}.ablation).intervened "
+                             f"if {off!r} else {var}.clean_loss\n"
+                             f"_tl = [float(x) for x in {var}.run.token_loss[0][:32]]\n"
+                             "print(json.dumps({'loss': float(_e), 'tl': _tl}))")
+    assert close(d["loss"], want["loss"], 1e-5, 1e-5), (d["loss"], want["loss"])
+    assert len(d["tokenLoss"]) == len(want["tl"]), (d["tokenLoss"], want["tl"])
+    assert all(close(a, b, 1e-4, 1e-5) for a, b in zip(d["tokenLoss"], want["tl"])), (d["tokenLoss"], want["tl"])

@@ -3,7 +3,10 @@ headless Chromium: Composition (click a cell -> details + kernel selection), Pat
 logit, bar click), Ablation (toggle a head -> the engine's loss; patching heatmaps),
 CircuitExplorer (one click, every panel follows), hostile tokens, the offline HTML export opened
 with networking off, and the TrainingMonitor's live curves and stop button. One server, one
-notebook, one page for the module; screenshots and console log: artifacts/browser/."""
+notebook, one page for the module; every test sets the state it needs (from the kernel or by clicks)
+and waits for the view's digest of what it painted (`data-drawn`, js/src/lib/digest.js), which is
+compared with the kernel's numbers after every click (labharness.check_*), so each test passes alone
+and in any order. Screenshots and console log: artifacts/browser/."""
 
 from __future__ import annotations
 
@@ -73,13 +76,17 @@ def shoot(loc, name: str) -> None:
 # ---------------------------------------------------------------------------------------- composition
 def test_composition_cell_click_shows_details_and_moves_the_kernel_selection(page):
     comp = cell_root(page, 1, "composition")
-    expect(comp).to_have_attribute("data-pair", "0,0,1,0", timeout=180_000)
+    lh.kernel_exec(page, 'wc.kind = "k"\nwc.subtract_baseline = False\nwc.pair = [0, 0, 1, 0]\nwc.select(1, 0)')
+    d = lh.wait_drawn(comp, map__kind="k", map__minus=0, details__pair=[0, 0, 1, 0], timeout=180_000)
+    lh.check_composition(page, "wc", d)
+    expect(comp).to_have_attribute("data-pair", "0,0,1,0", timeout=30_000)
     expect(comp.locator(".cw-baseline-note")).to_contain_text("±")
     canvas = comp.locator("canvas.cw-comp-map")
     g = canvas.evaluate("e => ({ml: +e.dataset.ml, mt: +e.dataset.mt, cell: +e.dataset.cell})")
     # row L0H1 (index 1), column L1H2 (index 2)
     canvas.click(position={"x": g["ml"] + 2.5 * g["cell"], "y": g["mt"] + 1.5 * g["cell"]})
     expect(comp).to_have_attribute("data-pair", "0,1,1,2", timeout=30_000)
+    lh.check_composition(page, "wc", lh.wait_drawn(comp, details__pair=[0, 1, 1, 2]))
     summary = comp.locator(".cw-pair-summary")
     expect(summary).to_contain_text("L0H1 → L1H2")
     expect(comp.locator("canvas.cw-pattern-small")).to_have_count(3)
@@ -89,16 +96,19 @@ def test_composition_cell_click_shows_details_and_moves_the_kernel_selection(pag
     # Q tab: the kernel switches kind and the pair's score follows
     comp.locator('.cw-tab[data-kind="q"]').click()
     expect(comp.locator(".cw-pair-summary")).to_contain_text("Q-composition", timeout=30_000)
+    lh.check_composition(page, "wc", lh.wait_drawn(comp, map__kind="q", details__kind="q", details__pair=[0, 1, 1, 2]))
     out = kernel_says(page, "kind=q")
     expect(comp.locator(".cw-pair-score")).to_have_text(re.search(r"score=([-\d.]+)", out).group(1))
     comp.locator(".cw-minus-baseline").check()
     expect(comp.locator(".cw-baseline-note")).to_contain_text("score − baseline mean", timeout=30_000)
+    lh.check_composition(page, "wc", lh.wait_drawn(comp, map__kind="q", map__minus=1))
     # keyboard: the cursor starts on the clicked cell; ↓ then Enter picks L0H2 → L1H2
     comp.locator("canvas.cw-comp-map").focus()
     page.keyboard.press("ArrowDown")
     expect(comp.locator(".cw-comp-readout")).to_contain_text("L0H2 → L1H2")
     page.keyboard.press("Enter")
     expect(comp).to_have_attribute("data-pair", "0,2,1,2", timeout=30_000)
+    lh.check_composition(page, "wc", lh.wait_drawn(comp, details__pair=[0, 2, 1, 2]))
     kernel_says(page, "pair=[0, 2, 1, 2]")
     shoot(comp, "composition")
 
@@ -106,7 +116,10 @@ def test_composition_cell_click_shows_details_and_moves_the_kernel_selection(pag
 # ---------------------------------------------------------------------------------------- paths
 def test_path_expansion_sum_equals_the_logit_and_bars_select_heads(page):
     paths = cell_root(page, 2, "paths")
-    expect(paths).to_have_attribute("data-position", "13", timeout=60_000)
+    lh.kernel_exec(page, "wp.position = 13\nwp.path = []\nwp.select(0, 0)")
+    d = lh.wait_drawn(paths, position=13, pattern__layer=0, pattern__head=0, timeout=60_000)
+    lh.check_paths(page, "wp", d, 0, 0)
+    expect(paths).to_have_attribute("data-position", "13", timeout=30_000)
     out = kernel_says(page, "logit=")
     logit = re.search(r"logit=([-\d.]+)", out).group(1)
     expect(paths.locator(".cw-model-logit")).to_have_text(logit)
@@ -116,14 +129,20 @@ def test_path_expansion_sum_equals_the_logit_and_bars_select_heads(page):
     expect(paths).to_have_attribute("data-shown-layer", "1", timeout=30_000)
     expect(paths).to_have_attribute("data-shown-head", "3")
     expect(paths.locator(".cw-small-title")).to_contain_text("L1H3 pattern")
+    lh.check_paths(page, "wp", lh.wait_drawn(paths, position=13, pattern__layer=1, pattern__head=3), 1, 3)
     kernel_says(page, "paths=1,3")
     two = paths.locator('.cw-bar-row[data-order="2"]').first  # a virtual-head term: A^{h2} A^{h1} too
     two.click()
     expect(paths.locator('canvas.cw-pattern-small[data-kind="virtual"]')).to_be_visible(timeout=30_000)
+    sel = lh.kernel_json(page, "import json\nprint(json.dumps([wp.layer, wp.head, wp.path]))")
+    d = lh.wait_drawn(paths, pattern__layer=sel[0], pattern__head=sel[1])
+    assert d["pattern"]["virtual"]["heads"] == sel[2] and sel[2][-1] == sel[:2], (d["pattern"], sel)
+    lh.check_paths(page, "wp", d, sel[0], sel[1])
     # click a token: the expansion moves to that position
     before = paths.locator(".cw-sums").inner_text()
     paths.locator('.cw-tokens2 .cw-tok[data-pos="5"]').click()
     expect(paths).to_have_attribute("data-position", "5", timeout=30_000)
+    lh.check_paths(page, "wp", lh.wait_drawn(paths, position=5), sel[0], sel[1])  # the new position's terms
     expect(paths.locator(".cw-sums")).not_to_have_text(before, timeout=30_000)  # the kernel's new terms
     assert paths.locator(".cw-sum").inner_text() == paths.locator(".cw-model-logit").inner_text()
     shoot(paths, "paths")
@@ -132,13 +151,20 @@ def test_path_expansion_sum_equals_the_logit_and_bars_select_heads(page):
 # ---------------------------------------------------------------------------------------- ablation
 def test_ablation_toggle_shows_the_engines_loss_and_patching_maps(page):
     abl = cell_root(page, 3, "ablation")
-    expect(abl).to_have_attribute("data-n-off", "0", timeout=60_000)
+    lh.kernel_exec(page, 'wab.mode = "ablate"\nwab.ablation = "zero"\nwab.cuts = []\nwab.off = []')
+    lh.check_ablation(page, "wab", lh.wait_drawn(abl, mode="ablate", off=[], cuts=[], timeout=60_000), "ids")
+    expect(abl).to_have_attribute("data-n-off", "0", timeout=30_000)
     clean_s = abl.locator(".cw-loss").get_attribute("data-loss")
     clean = float(clean_s)
     abl.locator('[data-layer="1"][data-head="2"]').click()
     expect(abl).to_have_attribute("data-n-off", "1", timeout=30_000)
     expect(abl.locator(".cw-loss")).not_to_have_attribute("data-loss", clean_s, timeout=30_000)
     expect(abl.locator('[data-layer="1"][data-head="2"]')).to_have_attribute("data-off", "1")
+    lh.check_ablation(page, "wab", lh.wait_drawn(abl, off=[[1, 2]]), "ids")
+    abl.locator('[data-layer="0"][data-head="3"]').click()  # a second head: the loss of both off
+    lh.check_ablation(page, "wab", lh.wait_drawn(abl, off=[[1, 2], [0, 3]]), "ids")
+    abl.locator('[data-layer="0"][data-head="3"]').click()
+    lh.check_ablation(page, "wab", lh.wait_drawn(abl, off=[[1, 2]]), "ids")
     out = kernel_says(page, "abl_off=[[1, 2]]")
     engine = float(re.search(r"engine_loss=([-\d.e]+)", out).group(1))
     shown = float(abl.locator(".cw-loss").get_attribute("data-loss"))
@@ -150,6 +176,7 @@ def test_ablation_toggle_shows_the_engines_loss_and_patching_maps(page):
     abl.locator('[data-layer="1"][data-head="2"]').click()
     expect(abl).to_have_attribute("data-n-off", "0", timeout=30_000)
     expect(abl.locator(".cw-loss")).to_have_attribute("data-loss", clean_s, timeout=30_000)
+    lh.check_ablation(page, "wab", lh.wait_drawn(abl, off=[]), "ids")
     # a path cut through the form
     abl.locator(".cw-cut-src").select_option("0,1")
     abl.locator(".cw-cut-dst").select_option("1,2")
@@ -163,15 +190,29 @@ def test_ablation_toggle_shows_the_engines_loss_and_patching_maps(page):
     expect(abl.locator("canvas.cw-patch-heads")).to_be_visible(timeout=60_000)
     expect(abl.locator("canvas.cw-patch-resid")).to_be_visible()
     expect(abl.locator(".cw-patch-info")).to_contain_text("metric at the last position")
+    d = lh.wait_drawn(abl, mode="patch")
+    want = lh.kernel_json(page, "import json\n_p = wab.patching()\nprint(json.dumps({'h': _p['heads'].tolist(),"
+                                " 'r': _p['resid'].tolist()}))")
+    for key, ref in (("patchHeads", want["h"]), ("patchResid", want["r"])):
+        for r, c, v in d[key]:  # the painted heatmap cells are the engine's patching numbers
+            assert lh.close(v, ref[r][c], 1e-4, 1e-5), (key, r, c, v, ref[r][c])
     shoot(abl, "ablation_patching")
     abl.locator('.cw-tab[data-mode="ablate"]').click()
+    lh.wait_drawn(abl, mode="ablate")
 
 
 # ---------------------------------------------------------------------------------------- explorer
 def test_explorer_panels_follow_one_click(page):
     ex = lh.cell(page, 4).locator(".cw-explorer")
     expect(ex.locator(".cw-root")).to_have_count(4, timeout=120_000)
+    att, eig, comp = (ex.locator(f".cw-root.cw-{k}") for k in ("attention", "eigen", "composition"))
+    lh.kernel_exec(page, "ex.select(0, 0)")
+    lh.check_attention(page, "ex.panels['attention']", lh.wait_drawn(att, layer=0, head=0, timeout=60_000), 0, 0)
     ex.locator('.cw-eigen [data-layer="1"][data-head="3"]').click()
+    # every panel painted the new head's numbers (not only its title)
+    lh.check_attention(page, "ex.panels['attention']", lh.wait_drawn(att, layer=1, head=3), 1, 3)
+    lh.check_eigenvalues(page, "model", lh.wait_drawn(eig, layer=1, head=3), 1, 3)
+    lh.check_composition(page, "ex.panels['composition']", lh.drawn(comp))
     for kind in ("attention", "eigen"):
         expect(ex.locator(f".cw-root.cw-{kind}")).to_have_attribute("data-shown-layer", "1", timeout=30_000)
         expect(ex.locator(f".cw-root.cw-{kind}")).to_have_attribute("data-shown-head", "3")
@@ -187,6 +228,9 @@ def test_explorer_panels_follow_one_click(page):
     canvas.click(position={"x": g["ml"] + 0.5 * g["cell"], "y": g["mt"] + 2.5 * g["cell"]})
     expect(ex.locator(".cw-root.cw-attention")).to_have_attribute("data-shown-head", "0", timeout=30_000)
     expect(ex.locator(".cw-root.cw-eigen")).to_have_attribute("data-shown-layer", "1")
+    lh.check_attention(page, "ex.panels['attention']", lh.wait_drawn(att, layer=1, head=0), 1, 0)
+    lh.check_eigenvalues(page, "model", lh.wait_drawn(eig, layer=1, head=0), 1, 0)
+    lh.check_composition(page, "ex.panels['composition']", lh.wait_drawn(comp, details__pair=[0, 2, 1, 0]))
     kernel_says(page, "ex=[(1, 0)]")
     shoot(ex, "explorer")
 
@@ -194,6 +238,10 @@ def test_explorer_panels_follow_one_click(page):
 # ---------------------------------------------------------------------------------------- hostile tokens
 def test_hostile_tokens_render_as_text_in_the_new_views(page):
     paths = cell_root(page, 2, "paths")
+    lh.wait_drawn(paths, timeout=120_000)
+    lh.wait_drawn(cell_root(page, 3, "ablation"), timeout=120_000)
+    expect(paths.locator(".cw-tokens2 .cw-tok")).to_have_count(N_TOK)
+    expect(cell_root(page, 3, "ablation").locator(".cw-tl-row[data-pos]")).to_have_count(N_TOK - 1)
     toks = paths.locator(".cw-tokens2 .cw-tok").all_inner_texts()
     assert toks[1:10] == [vis(s) for s in HOSTILE]
     rows = cell_root(page, 3, "ablation").locator(".cw-tl-row[data-pos] .cw-tok").all_inner_texts()
@@ -225,8 +273,11 @@ def test_exported_html_works_offline(page, tmp_path):
                      dtype=torch.float32)
     m.tokenizer = Tokenizer(rt)
     ids = [0] + list(range(1, 10)) + [10, 11, 12, 13, 10, 11, 12, 13, 2, 1]
-    comp = cw.composition(m, ids).save_html(tmp_path / "composition.html")
-    ex = cw.explore(m, ids, panels=("attention", "composition")).save_html(tmp_path / "explorer.html", max_states=80)
+    wc = cw.composition(m, ids)
+    comp = wc.save_html(tmp_path / "composition.html")
+    exw = cw.explore(m, ids, panels=("attention", "composition"))
+    ex = exw.save_html(tmp_path / "explorer.html", max_states=80)
+    ask = lh.local_asker({"wc": wc, "exw": exw, "m": m, "torch": torch})  # no kernel: this process's numbers
 
     ctx = page.context.browser.new_context(offline=True, viewport={"width": 1300, "height": 1000})
     p = ctx.new_page()
@@ -247,6 +298,7 @@ def test_exported_html_works_offline(page, tmp_path):
         g = canvas.evaluate("e => ({ml: +e.dataset.ml, mt: +e.dataset.mt, cell: +e.dataset.cell})")
         canvas.click(position={"x": g["ml"] + 3.5 * g["cell"], "y": g["mt"] + 2.5 * g["cell"]})
         expect(root).to_have_attribute("data-pair", "0,2,1,3", timeout=10_000)
+        lh.check_composition(ask, "wc", lh.wait_drawn(root, details__pair=[0, 2, 1, 3]))
         expect(root.locator(".cw-pair-summary")).to_contain_text("L0H2 → L1H3")
         expect(root.locator("canvas.cw-pattern-small")).to_have_count(3)
         assert p.evaluate("window.__cwLog.at(-1).found") is True
@@ -260,6 +312,12 @@ def test_exported_html_works_offline(page, tmp_path):
         att.locator('[data-layer="1"][data-head="2"]').click()
         expect(att).to_have_attribute("data-shown-layer", "1", timeout=10_000)
         expect(att).to_have_attribute("data-shown-head", "2")
+        lh.check_attention(ask, "exw.panels['attention']", lh.wait_drawn(att, layer=1, head=2), 1, 2)
+        att.locator('[data-layer="0"][data-head="3"]').click()
+        lh.check_attention(ask, "exw.panels['attention']", lh.wait_drawn(att, layer=0, head=3), 0, 3)
+        lh.check_composition(ask, "exw.panels['composition']", lh.drawn(p.locator(".cw-root.cw-composition")))
+        att.locator('[data-layer="1"][data-head="2"]').click()
+        lh.check_attention(ask, "exw.panels['attention']", lh.wait_drawn(att, layer=1, head=2), 1, 2)
         expect(p.locator('.cw-composition .cw-cell.cw-selected[data-layer="1"][data-head="2"]')).to_have_count(1)
         assert p.locator('img[src="x"]').count() == 0
         p.screenshot(path=str(lh.ARTIFACTS / "composition_paths_ablation_export_explorer.png"), full_page=True)
@@ -288,6 +346,13 @@ def test_training_monitor_is_shown_live_and_stop_saves_the_model(page):
     expect(out).to_contain_text("TRAINED interrupt", timeout=60_000)
     text = out.inner_text()
     assert "stopped_step" in text and "checkpoint.safetensors" in text, text
+    # the curves' last points are the monitor's last recorded numbers
+    d = lh.wait_drawn(mon, status="stopped")
+    want = lh.kernel_json(page, "import json\n_m = next(c for c in tr._cbs if type(c).__name__ == 'TrainingMonitor')\n"
+                                "_e = _m.evals[-1]\n"
+                                "print(json.dumps({'step': _m.steps[-1], 'val': [_e['step'], _e['val_loss']]}))")
+    assert d["loss"][0][0] == want["step"][0] and lh.close(d["loss"][0][1], want["step"][1], 1e-4, 1e-6), (d, want)
+    assert d["loss"][1][0] == want["val"][0] and lh.close(d["loss"][1][1], want["val"][1], 1e-4, 1e-6), (d, want)
     shoot(mon, "monitor_stopped")
 
 

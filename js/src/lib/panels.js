@@ -3,6 +3,7 @@
 // colour-scale legend, a row of tokens. Strings from a tokenizer are drawn with canvas fillText
 // or set as textContent only.
 import { legendColours, rgbCss, scaleColor, scaleRange } from "./color.js";
+import { sampleGrid } from "./digest.js";
 import { h, hidpi } from "./dom.js";
 import { cellAt, drawPattern, maxOf } from "./pattern.js";
 import { fmt, shortLabel, visibleWhitespace } from "./text.js";
@@ -13,7 +14,7 @@ import { fmt, shortLabel, visibleWhitespace } from "./text.js";
  * vmin / vmax (default from the data), onClick(r, c), onHover(r, c, v) (null when outside),
  * rowGroups / colGroups (draw a separator every n rows / columns, e.g. every layer),
  * marks: {rows: [..], cols: [..], cell: [r, c]} (outlined).
- * Returns {el: canvas, geom, redraw(marks)}. The geometry is also in canvas.dataset (for tests).
+ * Returns {el: canvas, geom, redraw(marks), sample (painted values, lib/digest.js)}. The geometry is also in canvas.dataset (for tests).
  */
 export function heatmap(th, vals, nr, nc, opts = {}) {
   const canvas = h("canvas", { cls: "cw-canvas cw-heatmap", attrs: { tabindex: "0" } });
@@ -110,7 +111,7 @@ export function heatmap(th, vals, nr, nc, opts = {}) {
   });
   canvas.style.cursor = opts.onClick ? "pointer" : "crosshair";
   redraw();
-  return { el: canvas, geom, redraw };
+  return { el: canvas, geom, redraw, sample: sampleGrid(vals, nr, nc) };
 }
 
 /** A small attention pattern [N, N] (row-major, causal; colours 0..1, or 0..max when
@@ -130,7 +131,7 @@ export function patternPanel(th, A, N, labels, opts = {}) {
     });
   }
   const box = h("div", { cls: "cw-small-panel" }, [h("div", { cls: "cw-small-title", text: opts.title || "" }), canvas]);
-  return { el: box, canvas, max: m };
+  return { el: box, canvas, max: m, sample: geom.sample };
 }
 
 /** Horizontal bar chart in the DOM (so that every bar is an element that can be clicked and found).

@@ -4,6 +4,7 @@
 // offscreen image through a colour table, then scaled onto the canvas; keys after the query
 // (masked) get the theme's second background colour.
 import { seqColor, tone } from "./color.js";
+import { samplePattern } from "./digest.js";
 import { hidpi } from "./dom.js";
 import { shortLabel } from "./text.js";
 
@@ -68,7 +69,8 @@ const offscreen = typeof document === "undefined" ? null : document.createElemen
 /** Draw a causal pattern on `canvas`. opts: A, N, packed, vmax (colour of weight vmax = full
  * accent), scale ("linear" | "sqrt" | "log"), labels (one per position), geometry options (see
  * `patternGeometry`), marks ({rows: [query, ...]} outlined). Returns the geometry, also written to
- * canvas.dataset (ml, mt, side, n, cell: for tests). */
+ * canvas.dataset (ml, mt, side, n, cell: for tests), with `sample`: sampled values of the painted
+ * `A` (lib/digest.js). */
 export function drawPattern(canvas, th, opts) {
   const { A, N, packed = false, vmax = 1, scale = "linear", labels = [], marks = {} } = opts;
   const geom = patternGeometry(N, opts);
@@ -113,5 +115,6 @@ export function drawPattern(canvas, th, opts) {
     for (const r of marks.rows) ctx.strokeRect(ml + 0.75, mt + r * step + 0.75, S - 1.5, hgt - 1.5);
   }
   Object.assign(canvas.dataset, { ml, mt, side: S, n: N, cell: N ? S / N : 0 });
+  geom.sample = samplePattern(A, N, packed);
   return geom;
 }

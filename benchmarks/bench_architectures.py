@@ -1,0 +1,158 @@
+"""Benchmark on a Llama-3.2-1B-shaped random model: prints a table of times and peak memory. Not a test.
+
+    python benchmarks/bench_architectures.py --threads 2          # full size (needs ~6 GB RAM, minutes)
+    python benchmarks/bench_architectures.py --quick              # small shapes, seconds (smoke test)
+
+Model: 16 layers x 32 query heads, 8 K/V heads (grouped-query), d_model 2048, d_head 64, d_vocab 128,256,
+rotary positions (base 500,000), RMSNorm, tied embeddings, float32, random weights (GPT-2 init), built
+directly as a `Transformer`. Attention-only unless `--mlp` (Llama's gated MLPs would add 3.2 GB of weights
+that none of the measured circuits reads; the attention view's forward pass is the only thing they slow).
+
+Measured (each row one call, cold: the first needs the weights folded and the Gram matrices):
+- OV positivity (full circuit W_E W_OV W_U) of all 512 heads; QK positivity at offset 0;
+- K-composition scores over all head pairs (offset 0);
+- one skip-trigram source query on a head (the head's factors built once, then `for_source`; the
+  table's whole-vocabulary scan is timed separately on 4,096 sources and extrapolated);
+- the attention view on 1,024 tokens: what one click on a not yet cached head costs in the kernel
+  (engine + encoding), after the view's own forward pass.
+Peak memory: the process' peak resident set (VmHWM) after each step, and the step's increase over the
+resident size before it (/proc/self/clear_refs resets the peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from circwidgets import engine  # noqa: E402
+from circwidgets.engine.skip_trigrams import SkipTrigramTable, _factors, source_maxima  # noqa: E402
+from circwidgets.model import ModelConfig, Transformer  # noqa: E402
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(key + r":\s+(\d+)", f.read()).group(1)) * 1024
+
+
+def measure(fn, *args, **kwargs):
+    """(result, seconds, extra peak bytes over the resident size before, process peak bytes)."""
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _status("VmRSS")
+    except OSError:
+        base = None
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    dt = time.perf_counter() - t
+    peak = _status("VmHWM")
+    return out, dt, (peak - base if base is not None else None), peak
+
+
+def build(quick: bool, mlp: bool) -> Transformer:
+    if quick:
+        cfg = dict(n_layers=4, d_model=256, n_heads=8, n_kv_heads=2, d_head=32, d_vocab=8000, n_ctx=1024)
+    else:
+        cfg = dict(n_layers=16, d_model=2048, n_heads=32, n_kv_heads=8, d_head=64, d_vocab=128256, n_ctx=2048)
+    extra = dict(attn_only=False, d_mlp=4 * cfg["d_model"], gated_mlp=True, act_fn="silu") if mlp else {}
+    c = ModelConfig(**cfg, positional="rotary", rotary_base=500000.0, normalization="RMS", tied_embeddings=True,
+                    bos_token_id=0, name="llama-3.2-1b-shaped (random)", **extra)
+    return Transformer(c, seed=0).eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--mlp", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="ov,qk,profile,comp,skip,attn",
+                    help="comma-separated steps to run: ov, qk, profile, comp, skip, attn")
+    args = ap.parse_args()
+    steps = set(args.only.split(","))
+    torch.set_num_threads(args.threads)
+    rows = []
+
+    def row(name, target, res):
+        _, dt, extra, peak = res
+        rows.append((name, target, dt, extra, peak))
+        print(f"  {name}: {dt:.3f} s, +{(extra or 0) / 2**30:.2f} GB, peak {peak / 2**30:.2f} GB", flush=True)
+        return res[0]
+
+    model = row("build model (random weights)", "", measure(build, args.quick, args.mlp))
+    cfg = model.cfg
+    L, H = cfg.n_layers, cfg.n_heads
+    print(f"{cfg.name}: {L} layers x {H} heads ({cfg.n_kv} K/V), d_model {cfg.d_model}, vocab {cfg.d_vocab}, "
+          f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters, {args.threads} threads")
+    with torch.no_grad():
+        if "ov" in steps:
+            row(f"OV positivity, all {L * H} heads (cold: fold + Gram)", "< 60 s, < 4 GB",
+                measure(engine.eigen_positivity, model, "ov"))
+        else:
+            row("fold the weights (engine.prep.weights)", "", measure(engine.weights, model))
+        if "qk" in steps:
+            row(f"QK positivity at offset 0, all {L * H} heads", "< 60 s, < 4 GB",
+                measure(engine.eigen_positivity, model, "qk", offset=0))
+            row("QK positivity at offset 1 (cores cached)", "",
+                measure(engine.eigen_positivity, model, "qk", offset=1))
+        if "profile" in steps:
+            row("offset profile, 64 offsets, all heads", "", measure(engine.offset_profile, model, range(64)))
+        if "comp" in steps:
+            row(f"K-composition, all pairs ({(L * H) ** 2 // 2:,} ordered by layer)", "< 30 s",
+                measure(engine.composition_scores, model, "k", offset=0))
+        if "skip" in steps:
+            skip_step(model, row, rows)
+    if "attn" in steps:
+        attention_step(model, row, rows)
+    print("\n| step | target | time | extra peak | process peak |\n|---|---|---|---|---|")
+    for name, target, dt, extra, peak in rows:
+        t = f"{dt * 1e3:.1f} ms" if dt < 1 else f"{dt:.1f} s"
+        print(f"| {name} | {target} | {t} | {(extra or 0) / 2**30:.2f} GB | {peak / 2**30:.2f} GB |")
+
+
+def skip_step(model, row, rows) -> None:
+    """One head's skip-trigram factors, a source query on them, and the scan (on 4,096 sources)."""
+    cfg = model.cfg
+    L, H = cfg.n_layers, cfg.n_heads
+    lay, hd = L - 1, H // 2
+    f = row("skip-trigram factors of one head (offset 1)", "", measure(_factors, model, lay, hd, 1))
+    V = cfg.d_vocab
+    zeros = torch.zeros(V)
+    table = SkipTrigramTable(model, lay, hd, f, zeros, zeros, 20, 10, 10, 256)
+    table.for_source(3)  # warm
+    row("skip-trigram query, one source", "< 50 ms", measure(table.for_source, 1234 % V))
+    sub = {**f, "k": f["k"][:4096], "v": f["v"][:4096]}
+    res = measure(source_maxima, sub)
+    rows.append((f"skip-trigram scan, whole vocabulary (4,096 sources x {V / 4096:.1f})", "",
+                 res[1] * V / 4096, res[2], res[3]))
+    print(f"  scan extrapolated: {res[1] * V / 4096:.1f} s", flush=True)
+
+
+def attention_step(model, row, rows) -> None:
+    """The attention view on 1,024 tokens: set-up, then clicks on heads not cached yet (kernel side)."""
+    from circwidgets.widgets.attention import AttentionPatterns
+
+    cfg = model.cfg
+    L, H = cfg.n_layers, cfg.n_heads
+    toks = torch.randint(1, cfg.d_vocab, (1024,), generator=torch.Generator().manual_seed(0))
+    toks[0] = 0
+    w = row("attention view on 1,024 tokens: set-up (forward pass)", "", measure(AttentionPatterns, model, toks))
+    clicks = []
+    for l, h in [(1, 3), (L // 2, H - 5), (L - 1, H - 1)]:
+        w._results.clear()
+        clicks.append(measure(w._payload, l, h))
+    best = min(clicks, key=lambda r: r[1])
+    rows.append(("attention view: click on a new head (kernel: engine + encoding), best of 3", "< 200 ms",
+                 best[1], best[2], best[3]))
+
+
+if __name__ == "__main__":
+    main()

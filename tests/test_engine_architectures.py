@@ -1,0 +1,117 @@
+"""Every engine function on every supported architecture: Hugging Face models of each family built
+offline from small random configs (tests/test_architectures.py's builders, every parameter randomised),
+converted with `cw.from_hf`, in float64. Exact identities are checked where they exist (path terms and
+logit attribution add up to the logits; one-head ablation table = ablate_heads; QK circuits against the
+model's own attention scores up to the norms' positive factors); the rest must run and be finite."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import circwidgets as cw
+from circwidgets import engine
+
+sys.path.insert(0, str(Path(__file__).parent))
+import test_architectures as ta  # noqa: E402  (the offline random HF builders)
+
+ARCHS = ta.HF_ARCHS
+_MODELS: dict = {}
+
+
+def model(arch: str):
+    if arch not in _MODELS:
+        _MODELS[arch] = cw.from_hf(ta.hf_model(arch, torch.float64), check=False)
+    return _MODELS[arch]
+
+
+def toks(seed: int = 1, n: int = 12) -> torch.Tensor:
+    return torch.randint(3, ta.VOCAB, (2, n), generator=torch.Generator().manual_seed(seed))
+
+
+def pre_cap_logits(m, t: torch.Tensor) -> torch.Tensor:
+    logits = m(t)
+    cap = m.cfg.final_softcap
+    return logits if cap is None else cap * torch.atanh(logits / cap)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_weight_circuits(arch):
+    m = model(arch)
+    cfg = m.cfg
+    L, H = cfg.n_layers, cfg.n_heads
+    rot = {"offset": 1} if cfg.positional == "rotary" else {}
+    for circ, o in (("ov", {}), ("qk", rot)):
+        p = engine.eigen_positivity(m, circ, **o)
+        assert p.shape == (L, H) and bool(torch.isfinite(p).all()) and bool((p.abs() <= 1 + 1e-9).all())
+        lam = engine.eigenvalues(m, L - 1, H - 1, circ, **o)
+        assert lam.shape == (cfg.d_head,)
+    for kind in "qkv":
+        c = engine.composition_scores(m, kind, **(rot if kind != "v" else {}))
+        v = c[0, :, 1, :]
+        assert v.shape == (H, H) and bool(((v >= 0) & (v <= 1 + 1e-9)).all())
+    if cfg.positional == "rotary":
+        prof = engine.offset_profile(m, offsets=range(6))
+        assert prof.shape == (L, H, 6) and bool(torch.isfinite(prof).all())
+    table = engine.skip_trigrams(m, 0, H - 1, k=5)
+    row = table.for_source(5)
+    assert len(row.dests) == 10 and all(map(lambda x: x == x, row.dest_values))
+    vw = engine.virtual_weights(m, ("head", 0, 0), ("head", 1, H - 1, "k"), order=None)
+    assert bool(torch.isfinite(vw.singular_values).all())
+    if not cfg.attn_only:
+        vm = engine.virtual_weights(m, ("mlp", 0), ("unembed",))
+        assert bool(torch.isfinite(vm.singular_values).all())
+
+
+@pytest.mark.parametrize("arch", ["mistral", "phi3"])
+def test_qk_circuit_is_the_score_up_to_the_norm_scales(arch):
+    """Pre-norm RMS models without biases or q/k norms: the layer-0 score of (i, j) times both ln1 scales
+    is full_qk(offset=i-j)[t_i, t_j] / attn_scale (the scale is the only thing the circuit leaves out).
+    HF rotary tables are float32, hence the tolerance."""
+    m = model(arch)
+    t = toks(2)[:1]
+    _, cache = m.run_with_cache(t)
+    sc, s = cache["attn_scores", 0][0], cache["scale", 0, "ln1"][0, :, 0]  # [head, q, k], [pos]
+    n = t.shape[1]
+    for delta in (0, 1, 3):
+        fq = engine.full_qk(m, offset=delta)[0].materialize() / m.cfg.attn_scale
+        i = torch.arange(delta, n)
+        j = i - delta
+        got = sc[:, i, j] * s[i] * s[j]
+        want = fq[:, t[0, i], t[0, j]]
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_paths_attribution_and_interventions(arch):
+    m = model(arch)
+    cfg = m.cfg
+    L, H = cfg.n_layers, cfg.n_heads
+    t = toks()
+    logits = pre_cap_logits(m, t)
+    pt = engine.path_terms(m, t, max_order=2)
+    torch.testing.assert_close(pt.total(), logits, rtol=1e-8, atol=1e-8)
+    if not cfg.attn_only:
+        assert any(lab.startswith("mlp L") for lab in pt.labels)
+    la = engine.logit_attribution(m, t[0], pos=7, token=5)
+    torch.testing.assert_close(la.total(), logits[0, 7, 5], rtol=1e-8, atol=1e-8)
+    table = engine.ablation_table(m, t)
+    one = engine.ablate_heads(m, t, [(1, H - 1)])
+    assert abs(float(table[1, H - 1]) - one.delta) < 1e-9
+    mean = engine.ablate_heads(m, t, [(0, 0), (1, 1)], kind="mean")
+    assert torch.isfinite(torch.tensor(mean.delta))
+    cut = engine.ablate_path(m, t, (0, 0), (1, H - 1), kind=("q", "k", "v"))
+    assert abs(cut.delta) > 0 and (len(cut.notes) == 2) == cfg.grouped_kv
+    corrupt = toks(3)
+    rep = engine.patching_report(m, t, corrupt)
+    assert rep.heads.shape == (L, H) and bool(torch.isfinite(rep.heads).all())
+    kv = engine.patch_kv_heads(m, t, corrupt, kind="k", metric=engine.logit_diff_metric(-1, 5, 6))
+    assert kv.shape == (L, cfg.n_kv) and bool(torch.isfinite(kv).all())
+    scores = engine.all_head_scores(m, seq_len=8, n_seqs=2)
+    assert all(v.shape == (L, H) for v in scores.values())
+    att = engine.attention_patterns(m, t[0])
+    vh = engine.virtual_heads(m, att, (0, 0), (1, H - 1))
+    assert vh.pattern.shape[-1] == t.shape[1]

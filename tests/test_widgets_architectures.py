@@ -1,0 +1,105 @@
+"""Widgets on rotary / grouped-query / RMSNorm models: the eigenvalue view's offset control and offset
+profile, composition at an offset with K/V groups, ablation notes for shared K/V heads, and a 32 x 32
+head model that sends only the selected head's data."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import circwidgets as cw
+from circwidgets import engine
+from circwidgets.model.testing import random_model
+from circwidgets.widgets import CircuitWidgetWarning
+from circwidgets.widgets._data import decode_array
+
+
+def rotary_gqa(**kw):
+    kw = {"n_layers": 2, "d_model": 16, "n_heads": 4, "d_head": 4, "d_vocab": 13, "n_ctx": 12, "positional": "rotary",
+          "n_kv_heads": 2, "normalization": "RMS", "dtype": torch.float32, **kw}
+    return random_model(**kw)
+
+
+def test_eigenvalue_view_offset_and_profile():
+    m = rotary_gqa()
+    w = cw.eigenvalues(m, layer=1, head=2, offset=2)
+    assert w.error == "" and w.rotary and w.max_offset == 11 and [c for c, _ in w.circuits] == ["ov", "qk"]
+    qk = decode_array(w.positivity["qk"])
+    torch.testing.assert_close(torch.as_tensor(qk), engine.eigen_positivity(m, "qk", offset=2).float())
+    prof = torch.as_tensor(decode_array(w.profile))
+    torch.testing.assert_close(prof, engine.offset_profile(m, range(12))[1, 2].float())
+    lam = engine.eigenvalues(m, 1, 2, "qk", offset=2)
+    got = torch.as_tensor(decode_array(w.eigs["qk"]))
+    torch.testing.assert_close(got, torch.stack([lam.real, lam.imag], -1).float())
+    w.offset = 5  # as the page's control does
+    assert w.error == "" and w.shown["variant"] == [5]
+    torch.testing.assert_close(torch.as_tensor(decode_array(w.positivity["qk"])),
+                               engine.eigen_positivity(m, "qk", offset=5).float())
+    lam5 = engine.eigenvalues(m, 1, 2, "qk", offset=5)
+    torch.testing.assert_close(torch.as_tensor(decode_array(w.eigs["qk"]))[:, 0], lam5.real.float())
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        w.offset = 40
+    assert w.offset == 5 and "out of range" in w.error and any(r.category is CircuitWidgetWarning for r in rec)
+    assert "offset 5" in w.summary()
+    w.png()  # the static twin draws
+
+
+def test_eigenvalue_view_non_rotary_and_qk_norm_note():
+    plain = random_model(n_layers=2, d_model=16, n_heads=4, d_head=4, d_vocab=13, n_ctx=12, dtype=torch.float32)
+    w = cw.eigenvalues(plain)
+    assert not w.rotary and "qk_pos" in [c for c, _ in w.circuits] and w.profile == {}
+    with pytest.raises(ValueError, match="only for rotary"):
+        cw.eigenvalues(plain, offset=1)
+    q = cw.eigenvalues(rotary_gqa(qk_norm=True))
+    assert "positive per-token" in q.qk_note
+
+
+def test_composition_view_offset_and_kv_groups():
+    m = rotary_gqa()
+    w = cw.composition(m, kind="k", pair=[0, 1, 1, 3], offset=1)
+    assert w.error == "" and w.rotary and w.kv_group_size == 2
+    torch.testing.assert_close(torch.as_tensor(decode_array(w.scores)), engine.composition_scores(m, "k", offset=1)
+                               .float(), equal_nan=True)
+    assert w.details["kv_group"] == [2, 3] and "shared by heads L1H2, L1H3" in w.details["kv_note"]
+    w.offset = 3
+    torch.testing.assert_close(torch.as_tensor(decode_array(w.scores)), engine.composition_scores(m, "k", offset=3)
+                               .float(), equal_nan=True)
+    assert w.details["offset"] == 3
+    w.kind = "v"
+    torch.testing.assert_close(torch.as_tensor(decode_array(w.scores)), engine.composition_scores(m, "v").float(),
+                               equal_nan=True)
+
+
+def test_ablation_view_names_the_kv_group():
+    m = rotary_gqa()
+    w = cw.ablation(m, [1, 2, 3, 4, 5, 1, 2, 3])
+    assert w.kv_group_size == 2 and w.notes == []
+    w.cuts = [[0, 1, 1, 2, "k"]]
+    assert w.error == "" and len(w.notes) == 1 and "L1H2, L1H3" in w.notes[0]
+    want = engine.ablated_run(m, torch.tensor([[1, 2, 3, 4, 5, 1, 2, 3]]), paths=[((0, 1), (1, 2), "k")])
+    assert abs(w.loss - want.loss) < 1e-6
+
+
+def test_other_views_on_a_rotary_gqa_model():
+    m = rotary_gqa(attn_only=False, gated_mlp=True, act_fn="silu")
+    for make in (lambda: cw.attention(m, [1, 2, 3, 4]), lambda: cw.skip_trigrams(m, 1, 3),
+                 lambda: cw.paths(m, [1, 2, 3, 4, 5])):
+        w = make()
+        assert w.error == "", w.error
+
+
+def test_32_by_32_heads_send_only_the_selected_head():
+    """A 32-layer x 32-head model: the eigenvalue view's per-head traits hold one head's numbers
+    (d_head eigenvalues per circuit, one offset profile); the grid holds one number per head."""
+    m = random_model(n_layers=32, d_model=32, n_heads=32, n_kv_heads=8, d_head=4, d_vocab=50, n_ctx=80,
+                     positional="rotary", normalization="RMS", dtype=torch.float32)
+    w = cw.eigenvalues(m, layer=31, head=31)
+    assert w.error == ""
+    assert all(decode_array(v).shape == (4, 2) for v in w.eigs.values())
+    assert decode_array(w.profile).shape == (64,)
+    assert decode_array(w.positivity["qk"]).shape == (32, 32)
+    w.select(17, 5)
+    assert w.shown["layer"] == 17 and decode_array(w.profile).shape == (64,)
