@@ -22,8 +22,19 @@ function render({ model, el }) {
   });
   const searchBtn = h("button", { cls: "cw-btn cw-search-btn", text: "look up", attrs: { type: "button" } });
   const moreBtn = h("button", { cls: "cw-btn cw-more", text: "more rows", attrs: { type: "button" } });
+<<<<<<< HEAD
   const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["search", search]), searchBtn, moreBtn]);
   needsKernel(model, [search, searchBtn, moreBtn], bar);
+=======
+  // frequent-tokens filter: A, B and C only among the N most frequent corpus tokens (0 = all)
+  const topN = h("input", { cls: "cw-top-n", attrs: { type: "number", min: "0", step: "100", value: String(model.get("top_n") || 0),
+    "aria-label": "only the N most frequent corpus tokens (0 = all)" } });
+  const hasCorpus = model.get("has_corpus");
+  topN.disabled = !hasCorpus;
+  const topLabel = h("label", { title: hasCorpus ? "A, B and C only among the N most frequent tokens of the corpus; 0 = every token"
+    : "pass corpus= (token ids or text) to cw.skip_trigrams to filter by token frequency" }, ["frequent tokens only", topN]);
+  const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["search", search]), searchBtn, moreBtn, topLabel]);
+>>>>>>> refs/heads/newcomer
   const msg = messageArea(model);
   const computing = pendingNote(model, msg);
   const grid = headGrid(model, { label: "attention heads", onRequest: computing.pending });
@@ -109,9 +120,16 @@ function render({ model, el }) {
   searchBtn.addEventListener("click", doSearch);
   search.addEventListener("keydown", (ev) => { ev.stopPropagation(); if (ev.key === "Enter") doSearch(); });
   moreBtn.addEventListener("click", () => { model.set("n_rows", model.get("n_rows") + 20); model.save_changes(); });
+  topN.addEventListener("keydown", (ev) => ev.stopPropagation());
+  topN.addEventListener("change", () => {
+    const n = Math.max(0, Math.floor(Number(topN.value) || 0));
+    model.set("top_n", n);
+    model.save_changes();
+  });
 
   // one redraw after all keys of a kernel update arrived (lib/redraw.js)
-  const changes = onModelChanges(model, ["shown", "rows", "found"], (c) => {
+  const changes = onModelChanges(model, ["shown", "rows", "found", "top_n"], (c) => {
+    if (c.has("top_n")) topN.value = String(model.get("top_n"));
     if (c.has("shown") || c.has("rows")) draw();
     else drawFound();
   });
