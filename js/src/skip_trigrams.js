@@ -22,10 +22,6 @@ function render({ model, el }) {
   });
   const searchBtn = h("button", { cls: "cw-btn cw-search-btn", text: "look up", attrs: { type: "button" } });
   const moreBtn = h("button", { cls: "cw-btn cw-more", text: "more rows", attrs: { type: "button" } });
-<<<<<<< HEAD
-  const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["search", search]), searchBtn, moreBtn]);
-  needsKernel(model, [search, searchBtn, moreBtn], bar);
-=======
   // frequent-tokens filter: A, B and C only among the N most frequent corpus tokens (0 = all)
   const topN = h("input", { cls: "cw-top-n", attrs: { type: "number", min: "0", step: "100", value: String(model.get("top_n") || 0),
     "aria-label": "only the N most frequent corpus tokens (0 = all)" } });
@@ -34,7 +30,7 @@ function render({ model, el }) {
   const topLabel = h("label", { title: hasCorpus ? "A, B and C only among the N most frequent tokens of the corpus; 0 = every token"
     : "pass corpus= (token ids or text) to cw.skip_trigrams to filter by token frequency" }, ["frequent tokens only", topN]);
   const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["search", search]), searchBtn, moreBtn, topLabel]);
->>>>>>> refs/heads/newcomer
+  needsKernel(model, [search, searchBtn, moreBtn, topN], bar);
   const msg = messageArea(model);
   const computing = pendingNote(model, msg);
   const grid = headGrid(model, { label: "attention heads", onRequest: computing.pending });
