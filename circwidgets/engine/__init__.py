@@ -6,6 +6,7 @@ docs/ARCHITECTURE.md. `prep` (how the engine reads a model's weights: normalisat
 and `_check` (argument checks) are plumbing.
 """
 
+from . import activations, streaming  # noqa: F401  (lazy checkpoints, nnsight sources)
 from ._check import check_finite, check_head, check_layer, check_layer_head, check_token
 from .ablation_state import AblatedRun, ablated_run
 from .circuits import (
@@ -86,7 +87,7 @@ from .interventions import (
 from .paths import PathTerms, path_budget, path_terms
 from .patterns import AttentionData, attention_patterns, pattern_thumbnails, value_weighted_pattern
 from .prep import prepared, weights
-from .skip_trigrams import SkipTrigramRow, SkipTrigramTable, skip_trigrams
+from .skip_trigrams import SkipTrigramRow, SkipTrigramTable, frequent_tokens, skip_trigrams
 from .virtual import VirtualHead, VirtualWeights, virtual_heads, virtual_weights
 
 __all__ = [
@@ -98,7 +99,8 @@ __all__ = [
     "top_composition_pairs", "VirtualHead", "VirtualWeights",
     "virtual_heads", "virtual_weights", "PathTerms", "path_budget", "path_terms",
     # skip-trigrams, patterns, head behaviour
-    "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "AttentionData", "attention_patterns",
+    "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "frequent_tokens", "AttentionData",
+    "attention_patterns",
     "pattern_thumbnails", "value_weighted_pattern", "InContextLoss", "REPEAT_LENS", "all_head_scores",
     "copying_score", "detection_lengths", "detection_masks", "head_scores", "in_context_loss", "induction_tokens",
     "repeated_tokens", "scores_by_length",
