@@ -7,6 +7,8 @@ and `_check` (argument checks) are plumbing.
 """
 
 from ._check import check_finite, check_head, check_layer, check_layer_head, check_token
+from ._progress import quiet_progress
+from ._progress import tqdm as progress_bar
 from .ablation_state import AblatedRun, ablated_run
 from .circuits import (
     W_OV,
@@ -96,5 +98,6 @@ __all__ = [
     "Bigrams", "SkipTrigramCounts", "empirical_bigrams", "empirical_skip_trigrams", "pearson", "precision_at_k",
     "rank_correlation",
     # weights as the engine reads them; argument checks (shared with the views)
-    "prepared", "weights", "check_finite", "check_head", "check_layer", "check_layer_head", "check_token",
+    "prepared", "weights", "quiet_progress", "progress_bar",
+    "check_finite", "check_head", "check_layer", "check_layer_head", "check_token",
 ]
