@@ -13,7 +13,7 @@ import circwidgets as cw
 from circwidgets import engine
 from circwidgets.engine import _progress
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread per test, then restored
 
 # a text whose BPE splits multi-byte characters into byte fragments
 HOSTILE_TEXT = "def f(x):\n    return 'héllo — 日本語 😀' + x  # ünïcödé"

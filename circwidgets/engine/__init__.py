@@ -6,6 +6,7 @@ docs/ARCHITECTURE.md. `prep` (how the engine reads a model's weights: normalisat
 and `_check` (argument checks) are plumbing.
 """
 
+from . import activations, streaming  # noqa: F401  (lazy checkpoints, nnsight sources)
 from ._check import check_finite, check_head, check_layer, check_layer_head, check_token
 from ._progress import quiet_progress
 from ._progress import tqdm as progress_bar

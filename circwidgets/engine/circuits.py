@@ -28,6 +28,8 @@ from typing import Literal
 import torch
 
 from ..model import Transformer, rotary
+from ..model.lazy import is_lazy
+from . import streaming
 from ._check import check_finite_output, check_layer_head
 from .factored import FactoredMatrix, compute_dtype, eigvals
 from .prep import cached, weights
@@ -249,6 +251,9 @@ def circuit_cores(model: Transformer, circuit: Circuit = "ov", full: bool = True
     cached per model. Rotary models, QK (`offset=Δ` required): the core of `W_E W_Q R_Δ W_Kᵀ W_Eᵀ` is
     `R_Δ W_Kᵀ (W_Eᵀ W_E) W_Q`, i.e. `R_Δ` times the offset-0 core (one small product per offset).
     """
+    model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
+    if is_lazy(model):  # a checkpoint read layer by layer
+        return streaming.circuit_cores(model, circuit, full, layer, head, offset)
     _check_circuit(circuit, full)
     if circuit == "qk_pos" and model.cfg.positional == "rotary":
         _w(model, "W_pos")  # raises, saying what to use instead
@@ -279,9 +284,9 @@ def eigenvalues(model: Transformer, layer: int, head: int, circuit: Circuit = "o
     `W_QK`; rotary models: at `offset=Δ`, required); `"qk_pos"`: `W_pos W_QK W_pos^T`. These are the
     (at most d_head) eigenvalues of the rank-<=d_head matrix other than its remaining zeros.
     """
-    core = circuit_cores(model, circuit, full, layer, head, offset=offset)
+    core = circuit_cores(model, circuit, full, layer, head, offset=offset)  # lazy / nnsight models: streamed there
     lam = eigvals(core)
-    return lam[lam.abs().argsort(descending=False)]
+    return lam[lam.abs().argsort(descending=True)]
 
 
 def eigen_positivity(model: Transformer, circuit: Circuit = "ov", full: bool = True,
@@ -292,7 +297,7 @@ def eigen_positivity(model: Transformer, circuit: Circuit = "ov", full: bool = T
     random matrices sit near 0. NaN for a head whose circuit is zero. Rotary models, QK: at
     `offset=Δ` (required; Δ = 0 asks whether a token attends to itself, at distance 0).
     """
-    lam = eigvals(circuit_cores(model, circuit, full, offset=offset))
+    lam = eigvals(circuit_cores(model, circuit, full, offset=offset))  # lazy / nnsight models: streamed there
     num, den = lam.real.sum(-1), lam.abs().sum(-1)
     return torch.where(den > 0, num / den, torch.full_like(num, float("nan")))
 

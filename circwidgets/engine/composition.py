@@ -26,6 +26,8 @@ from typing import Literal
 import torch
 
 from ..model import Transformer
+from ..model.lazy import is_lazy
+from . import streaming
 from ._check import check_finite_output
 from .circuits import check_offset, keys_at, offset_matrices
 from .factored import compute_dtype
@@ -166,6 +168,9 @@ def composition_scores(model: Transformer, kind: Kind = "q", baseline: bool = Fa
     K/V heads copied out. Per-head q/k norms are folded into `W_Q`/`W_K` (exact up to positive
     per-token factors).
     """
+    model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
+    if is_lazy(model):  # a checkpoint read layer by layer
+        return streaming.composition_scores(model, kind, baseline, offset)
     kind = _kind(kind)
     off = _offset(model, kind, offset)
     shared = _shared_kv(model, kind, off)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
+from ..model.nnsight_source import is_source
 from ._check import check_layer_head, effect_parts, finite_results
 from .prep import _entry as _check_weights  # finiteness checked once per weight version (cached)
 
@@ -310,6 +311,10 @@ def ablate_heads(model: Transformer, tokens, heads: Sequence[tuple[int, int]], k
                  metric: Metric | None = None, reference=None, means: str = "positions") -> Effect:
     """Ablate the heads `[(layer, head), ...]` together; `Effect(clean, ablated)` of `metric`
     (default loss). kind "zero" | "mean" (module docstring)."""
+    if is_source(model):  # nnsight / Hugging Face model: through traces
+        from . import activations
+
+        return activations.ablate_heads(model, tokens, heads, kind, metric)
     toks, ref, metric = _prep(model, tokens, metric, reference, kind, means)
     hooks = ablation_hooks(model, _heads(model, heads), kind=kind, reference=ref, means=means)
     return _effect(model, toks, hooks, metric)
@@ -424,6 +429,10 @@ def patch_heads(model: Transformer, clean, corrupted, metric: Metric | None = No
     every position) taken from the clean run (module docstring; `normalize` → fraction restored).
     The metric is evaluated against the *corrupted* tokens (pass a metric that ignores them, e.g. a
     logit difference, when the two inputs ask for different answers)."""
+    if is_source(model):  # nnsight / Hugging Face model: through traces
+        from . import activations
+
+        return activations.patch_heads(model, clean, corrupted, metric, normalize)
     c, x, metric = _patch_prep(model, clean, corrupted, metric)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     _, cache = model.run_with_cache(c)
@@ -642,6 +651,10 @@ def direct_logit_attribution(model: Transformer, tokens, pos: int, token) -> tor
     """`Tensor[n_layers, n_heads]` (or `[batch, n_layers, n_heads]`): each head's direct contribution
     to the logit of `token` (id, or `(a, b)` for a logit difference) at position `pos`, final LN scale
     frozen. Together with the other parts of `logit_attribution` it sums to the logit."""
+    if is_source(model):  # nnsight / Hugging Face model: through traces
+        from . import activations
+
+        return activations.direct_logit_attribution(model, tokens, pos, token)
     return logit_attribution(model, tokens, pos, token).heads
 
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model import Transformer
+from ..model.lazy import is_lazy
+from . import streaming
 from ._check import check_layer_head, check_token
 
 
@@ -320,6 +322,9 @@ def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest
     over the whole vocabulary), so a row of the filtered table is the full row with the other tokens
     left out; `strength` etc. are then indexed by position in `table.vocab`. None: every token.
     """
+    model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
+    if is_lazy(model):  # a checkpoint read layer by layer
+        return streaming.skip_trigrams(model, layer, head, k, n_dest, n_out, block_size, col_block, progress, offset)
     layer, head = check_layer_head(model, layer, head)
     checks = (("k", k), ("n_dest", n_dest), ("n_out", n_out), ("block_size", 1 if block_size is None else block_size),
               ("col_block", 1 if col_block is None else col_block))

@@ -33,6 +33,8 @@ from functools import cached_property
 import torch
 
 from ..model import ActivationCache, Transformer
+from ..model.lazy import is_lazy
+from . import streaming
 from ._check import check_layer, check_layer_head
 from .factored import FactoredMatrix, compute_dtype
 from .patterns import AttentionData
@@ -204,6 +206,9 @@ def virtual_weights(model: Transformer, src, dst, order: int | None = 1) -> Virt
     The middle `d_model x d_model` matrix is formed densely; the result stays factored (never
     `d_vocab x d_vocab` for embed -> unembed).
     """
+    model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
+    if is_lazy(model):  # a checkpoint read layer by layer
+        return streaming.virtual_weights(model, src, dst, order)
     w = weights(model)
     s, d = component(model, src), component(model, dst)
     if order not in (None, 0, 1):

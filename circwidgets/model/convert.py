@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterator, Mapping
@@ -172,8 +173,16 @@ def from_hf(
     ln_eps: float = 1e-5,
     name: str | None = None,
     config: Any = None,
+    lazy: bool = False,
+    cache_dir: Any = None,
 ) -> Transformer:
-    """Convert a Hugging Face model (or its state dict) into a `Transformer`.
+    """Convert a Hugging Face model (or its state dict, or a checkpoint directory) into a `Transformer`.
+
+    A checkpoint directory (`config.json` + `model.safetensors` or sharded `*.safetensors` with
+    `model.safetensors.index.json`, optionally tokenizer files) is read through `lazy.LazyModel`:
+    `lazy=True` returns that `LazyModel` (weights memory-mapped in their stored dtype, read layer by
+    layer; the engine's weights-only analyses stream over it; Gram matrices cached in `cache_dir`,
+    default `$CIRCWIDGETS_CACHE` or `~/.cache/circwidgets`); `lazy=False` loads the whole model.
 
     Families: `gpt2`, `gpt_neox` (Pythia), `llama`, `mistral`, `qwen2`, `qwen3`, `gemma2`,
     `gemma3_text` (Gemma3ForCausalLM), `olmo2`, `phi3` (`*ForCausalLM` or the base `*Model`; a state
@@ -201,6 +210,18 @@ def from_hf(
     columns `h*d_head:(h+1)*d_head` of the Q third of `c_attn.weight`, `W_O[l, h]` the matching rows
     of `c_proj.weight`, `W_U = lm_head.weight.T` (tied to `wte` in GPT-2), `b_U = 0`.
     """
+    if isinstance(model_or_state_dict, (str, os.PathLike)):
+        if not os.path.isdir(model_or_state_dict):
+            raise TypeError(
+                f"from_hf expects a Hugging Face GPT-2 model (or another supported family), its state dict, or a "
+                f"checkpoint directory; {str(model_or_state_dict)!r} is not a directory (a Hub name must be "
+                f"downloaded first, e.g. huggingface_hub.snapshot_download(name), then pass that path)")
+        from .lazy import LazyModel
+
+        lm = LazyModel(model_or_state_dict, cache_dir=cache_dir, tokenizer=tokenizer)
+        return lm if lazy else lm.to_transformer(dtype=dtype)
+    if lazy:
+        raise ValueError("lazy=True needs a checkpoint directory (a path), not a model object")
     hf_model = None
     family_cfg = getattr(model_or_state_dict, "config", None) if isinstance(model_or_state_dict, torch.nn.Module) \
         else config

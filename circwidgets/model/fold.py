@@ -106,11 +106,11 @@ def fold_state_dict(
     if cfg.positional == "shortformer" and "ln1_w" in sd:
         raise ValueError("fold_layernorm: LN weights cannot be folded exactly into a shortformer model "
                          "(positions enter after ln1); analyse the unfolded model instead")
-    dev, dt = sd["W_E"].device, sd["W_E"].dtype
     untie = cfg.tied_embeddings and "W_U" not in sd
     if untie:  # W_U = W_E^T until ln_final's weight (or centring) makes them differ: the fold unties them
         sd["W_U"] = sd["W_E"].T
     if biases:
+        dev, dt = sd["W_E"].device, sd["W_E"].dtype
         for name, shape in _bias_shapes(cfg).items():
             if name not in sd:
                 sd[name] = torch.zeros(shape, device=dev, dtype=dt)

@@ -17,6 +17,10 @@ _converted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def as_model(obj, tokenizer=None) -> Transformer:
     """A circwidgets `Transformer` for `obj`: itself, or converted (once, then cached) from a
     Hugging Face GPT-2 model or a TransformerLens model by `circwidgets.model.convert`."""
+    from ..model.lazy import is_lazy
+
+    if is_lazy(obj):  # a checkpoint read layer by layer: the weight views stream over it
+        return obj
     if isinstance(obj, Transformer):
         if tokenizer is not None and obj.tokenizer is None:
             from ..model import Tokenizer

@@ -7,6 +7,7 @@ import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea, pendingNote } from "./lib/message.js";
+import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
 import { fmt, visibleWhitespace } from "./lib/text.js";
 
@@ -29,6 +30,7 @@ function render({ model, el }) {
   const topLabel = h("label", { title: hasCorpus ? "A, B and C only among the N most frequent tokens of the corpus; 0 = every token"
     : "pass corpus= (token ids or text) to cw.skip_trigrams to filter by token frequency" }, ["frequent tokens only", topN]);
   const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["search", search]), searchBtn, moreBtn, topLabel]);
+  needsKernel(model, [search, searchBtn, moreBtn, topN], bar);
   const msg = messageArea(model);
   const computing = pendingNote(model, msg);
   const grid = headGrid(model, { label: "attention heads", onRequest: computing.pending });
@@ -89,7 +91,7 @@ function render({ model, el }) {
     publishDrawn(root, { layer: shown.layer, head: shown.head, n: rows.length,
       rows: rows.map((r) => [r.source_id, sig(r.strength, 4), r.dests.map((d) => d[1]), r.outs.map((o) => o[1])]) });
     title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}L${shown.layer}H${shown.head} skip-trigrams`;
-    moreBtn.disabled = rows.length >= model.get("d_vocab");
+    moreBtn.disabled = !!model.offline || rows.length >= model.get("d_vocab");
     drawFound();
     markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, nRows: rows.length, drawMs: (performance.now() - t0).toFixed(1) });
   }

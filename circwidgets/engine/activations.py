@@ -1,0 +1,137 @@
+"""The activation functions on an activation source (`circwidgets.model.nnsight_source`): an nnsight
+`LanguageModel` (locally, on several GPUs with `device_map="auto"`, or remote with `remote=True`) or a
+Hugging Face model. `patterns`, `interventions` call into this module when handed one.
+
+Each function asks the source for what it needs only: one layer's pattern for one head, the metric's
+value (computed inside the trace, next to the model) for ablation and patching, a `[layer, head]`
+table for direct logit attribution. Definitions are the engine's (docs/ARCHITECTURE.md): zero
+ablation sets a head's `z` to 0; patching copies one head's clean `z` (every position) into the
+corrupted run; direct logit attribution freezes the final norm's scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..model.nnsight_source import as_source
+
+__all__ = ["ablate_heads", "attention_patterns", "direct_logit_attribution", "head_pattern", "patch_heads"]
+
+
+def _check_layer_head(cfg, layer: int, head: int) -> tuple[int, int]:
+    for name, v, n in (("layer", layer, cfg.n_layers), ("head", head, cfg.n_heads)):
+        if isinstance(v, bool) or not isinstance(v, int) or not -n <= v < n:
+            raise IndexError(f"{name}={v!r} is out of range: this model has {name}s 0..{n - 1}")
+    return layer % cfg.n_layers, head % cfg.n_heads
+
+
+def head_pattern(model, tokens, layer: int, head: int, remote: bool = False) -> torch.Tensor:
+    """One head's pattern `[query, key]` on one sequence: only that layer's pattern leaves the trace."""
+    src = as_source(model, remote)
+    layer, head = _check_layer_head(src.cfg, layer, head)
+    toks = src.check_tokens(tokens)
+    if toks.shape[0] != 1:
+        raise ValueError(f"tokens must be one sequence, got a batch of {toks.shape[0]}")
+    return src.patterns(toks, [layer])[layer][0, head]
+
+
+def attention_patterns(model, tokens, dtype: torch.dtype | None = None, remote: bool = False):
+    """`patterns.attention_patterns` on a source: every layer's pattern (one trace). `v_norm` is not
+    asked of the source (it would need every layer's value vectors): it is NaN, so a value-weighted
+    view of a source says so instead of showing a wrong picture."""
+    from .patterns import AttentionData
+
+    src = as_source(model, remote)
+    toks = src.check_tokens(tokens)
+    if toks.shape[0] != 1:
+        raise ValueError(f"tokens must be one sequence, got a batch of {toks.shape[0]}")
+    cfg = src.cfg
+    pats = src.patterns(toks, list(range(cfg.n_layers)))
+    pattern = torch.stack([pats[l][0] for l in range(cfg.n_layers)]).to(dtype or torch.float32)
+    v_norm = torch.full(pattern.shape[:-2] + pattern.shape[-1:], float("nan"), dtype=pattern.dtype)
+    return AttentionData(pattern=pattern, v_norm=v_norm, tokens=toks[0].clone())
+
+
+def _by_layer(cfg, heads) -> dict[int, list[int]]:
+    if isinstance(heads, tuple) and len(heads) == 2 and all(isinstance(x, int) for x in heads):
+        heads = [heads]
+    out: dict[int, list[int]] = {}
+    for lh in heads:
+        if not (isinstance(lh, (tuple, list)) and len(lh) == 2):
+            raise ValueError(f"heads must be a list of (layer, head) pairs, got {lh!r}")
+        l, h = _check_layer_head(cfg, lh[0], lh[1])
+        out.setdefault(l, []).append(h)
+    return out
+
+
+def _zero(hs: list[int]):
+    def edit(z: torch.Tensor) -> torch.Tensor:
+        z[..., hs, :] = 0
+        return z
+    return edit
+
+
+@torch.no_grad()
+def ablate_heads(model, tokens, heads: Sequence[tuple[int, int]], kind: str = "zero", metric=None,
+                 remote: bool = False):
+    """`interventions.ablate_heads` on a source (zero ablation): `Effect(clean, ablated)` of `metric`
+    (default loss), two traces, each shipping back one number."""
+    from .interventions import Effect, loss_metric
+
+    if kind != "zero":
+        raise NotImplementedError(f"kind={kind!r}: an nnsight source supports kind='zero' (mean ablation needs "
+                                  "the reference run's z of every head: use our own Transformer)")
+    src = as_source(model, remote)
+    toks = src.check_tokens(tokens)
+    metric = metric or loss_metric
+    edits = {l: _zero(hs) for l, hs in _by_layer(src.cfg, heads).items()}
+    clean, _ = src.run(toks, metric=metric)
+    ablated, _ = src.run(toks, edits=edits, metric=metric)
+    return Effect(clean, ablated)
+
+
+@torch.no_grad()
+def patch_heads(model, clean, corrupted, metric=None, normalize: bool = False, remote: bool = False) -> torch.Tensor:
+    """`interventions.patch_heads` on a source: `[n_layers, n_heads]` metric of the corrupted run with
+    head (l, h)'s clean `z` patched in (one trace for the clean z, one per head)."""
+    from .interventions import _normalized, loss_metric
+
+    src = as_source(model, remote)
+    c, x = src.check_tokens(clean), src.check_tokens(corrupted)
+    if c.shape != x.shape:
+        raise ValueError(f"clean and corrupted must have the same shape, got {tuple(c.shape)} and {tuple(x.shape)}")
+    metric = metric or loss_metric
+    L, H = src.cfg.n_layers, src.cfg.n_heads
+    clean_value, zs = src.run(c, metric=metric, save_z=tuple(range(L)))
+    out = torch.zeros(L, H, dtype=torch.float64)
+    for l in range(L):
+        for h in range(H):
+            def edit(z, zc=zs[l], h=h):
+                z[..., h, :] = zc[..., h, :].to(z.device, z.dtype)
+                return z
+            out[l, h] = src.run(x, edits={l: edit}, metric=metric)[0]
+    if normalize:
+        corrupt_value = src.run(x, metric=metric)[0]
+        clean_on_x = src.run(c, metric=lambda lg, t: metric(lg, x.to(lg.device)))[0]
+        out = _normalized(out, clean_on_x, corrupt_value)
+    del clean_value
+    return out
+
+
+@torch.no_grad()
+def direct_logit_attribution(model, tokens, pos: int, token, remote: bool = False) -> torch.Tensor:
+    """`interventions.direct_logit_attribution` on a source: `[n_layers, n_heads]` (batched: `[batch, ...]`),
+    computed inside the trace (one `[batch, layer, head]` table leaves it)."""
+    src = as_source(model, remote)
+    toks = src.check_tokens(tokens)
+    P = toks.shape[1]
+    if isinstance(pos, bool) or not isinstance(pos, int) or not -P <= pos < P:
+        raise IndexError(f"pos={pos!r} is out of range: these tokens have positions 0..{P - 1}")
+    V = src.cfg.d_vocab
+    for t in (token if isinstance(token, (tuple, list)) else [token]):
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < V:
+            raise IndexError(f"token={t!r} is out of range: token ids are 0..{V - 1}")
+    res = src.head_logit_attribution(toks, pos % P, src.unembed_direction(token))
+    return res[0] if toks.shape[0] == 1 else res

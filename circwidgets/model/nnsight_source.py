@@ -1,0 +1,290 @@
+"""Activations from an nnsight `LanguageModel` (or a Hugging Face model, `device_map="auto"` included):
+the "activation source" the engine's activation functions use when not given our own `Transformer`.
+
+The interface (`ActivationSource`) is what the engine needs and nothing more, so that a remote run
+(`remote=True`: NDIF, or any nnsight server) ships only what the selected head needs:
+
+- `cfg`, `tokenizer`, `check_tokens(tokens)`;
+- `patterns(tokens, layers)`: `{layer: [batch, head, query, key]}` of the given layers only;
+- `run(tokens, edits, metric)`: the metric's value (computed inside the trace, next to the model)
+  of a forward pass in which `edits[layer](z)` replaces that layer's per-head attention output
+  `z [batch, pos, head, d_head]` (the input of the output projection: its columns `h*d_head..` are
+  head h), and the clean `z` of the layers in `save_z` (for patching);
+- `head_logit_attribution(tokens, pos, direction)`: each head's direct contribution to the logit
+  direction at `pos` (final norm scale frozen), computed inside the trace: `[batch, layer, head]`.
+
+Our `Transformer` implements the same operations with hooks (`TransformerSource`). Every trace body
+lives in this file (nnsight compiles `with` blocks from their source file).
+
+Attention patterns need eager attention (SDPA / flash kernels compute no pattern): a model on
+another implementation is refused with the switch to make (`attn_implementation="eager"`), never
+answered with zeros.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Protocol
+
+import torch
+
+from .config import ModelConfig
+
+__all__ = ["ActivationSource", "EagerAttentionRequired", "NNsightSource", "TransformerSource", "as_source",
+           "is_source"]
+
+
+class EagerAttentionRequired(ValueError):
+    """Attention patterns were asked of a model running SDPA / flash attention."""
+
+
+class ActivationSource(Protocol):
+    cfg: ModelConfig
+    tokenizer: Any
+
+    def check_tokens(self, tokens) -> torch.Tensor: ...
+
+    def patterns(self, tokens: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]: ...
+
+    def run(self, tokens: torch.Tensor, edits: dict | None = None, metric=None,
+            save_z: tuple[int, ...] = ()) -> tuple[float | None, dict[int, torch.Tensor]]: ...
+
+
+# module paths per family: (layers, attention, output projection, final norm, unembedding, o-proj is Conv1D)
+_PATHS = {
+    "gpt2": ("transformer.h", "attn", "c_proj", "transformer.ln_f", "lm_head", True),
+    "gpt_neox": ("gpt_neox.layers", "attention", "dense", "gpt_neox.final_layer_norm", "embed_out", False),
+}
+_DEFAULT_PATH = ("model.layers", "self_attn", "o_proj", "model.norm", "lm_head", False)
+
+
+def _get(obj: Any, path: str) -> Any:
+    return functools.reduce(getattr, path.split("."), obj)
+
+
+def hf_config_of(hf_model: torch.nn.Module) -> ModelConfig:
+    """Our `ModelConfig` of a HF model, from the converter without copying any weight (meta tensors,
+    the embedding and unembedding passed by reference for the tie check)."""
+    from .convert import _hf_config_fields, from_hf
+
+    sd = {k: (v if ("embed" in k or "wte" in k or "lm_head" in k) else torch.empty(v.shape, dtype=v.dtype,
+                                                                                    device="meta"))
+          for k, v in hf_model.state_dict(keep_vars=True).items()}
+    sd = {k: v.detach() for k, v in sd.items()}
+    cfg = hf_model.config
+    if cfg.model_type == "gpt2":
+        f = _hf_config_fields(cfg)
+        m = from_hf(sd, n_heads=f["n_heads"], act_fn=f["act_fn"], ln_eps=f["ln_eps"], check=False)
+        return ModelConfig.from_dict({**m.cfg.to_dict(), "attn_scale": f["attn_scale"],
+                                      "bos_token_id": f["bos_token_id"], "name": f["name"]})
+    return from_hf(sd, config=cfg, check=False).cfg
+
+
+class NNsightSource:
+    """An nnsight `LanguageModel` as an activation source (module docstring).
+
+    lm: an `nnsight.LanguageModel`, or a HF `*ForCausalLM` (wrapped here; `device_map` models too).
+    remote: passed to every `lm.trace(..., remote=remote)`.
+    weights: optional `LazyModel` / `Transformer` for the weight views of the same model (else the
+        HF module's own weights are read).
+    tokenizer: the HF tokenizer to wrap a bare HF model with (token ids work without one).
+    """
+
+    def __init__(self, lm: Any, remote: bool = False, weights: Any = None, tokenizer: Any = None):
+        import nnsight
+
+        if not isinstance(lm, nnsight.LanguageModel):  # a HF model: nnsight insists on a tokenizer, ids need none
+            lm = nnsight.LanguageModel(lm, tokenizer=tokenizer if tokenizer is not None else _placeholder_tokenizer())
+        self.lm, self.remote, self.weights = lm, remote, weights
+        hf = lm._module
+        self.hf_config = hf.config
+        self.cfg = hf_config_of(hf)
+        self.paths = _PATHS.get(hf.config.model_type, _DEFAULT_PATH)
+        tok = getattr(lm, "tokenizer", None)
+        self.tokenizer = None
+        if tok is not None and len(tok) > 1:
+            from .tokenizer import Tokenizer
+
+            try:
+                self.tokenizer = Tokenizer.from_any(tok)
+            except TypeError:
+                pass
+
+    def __repr__(self) -> str:
+        return f"NNsightSource({self.cfg.name!r}, remote={self.remote})"
+
+    # ---------------------------------------------------------------- plumbing
+    def check_tokens(self, tokens) -> torch.Tensor:
+        t = torch.as_tensor(tokens)
+        if t.ndim == 1:
+            t = t[None]
+        if t.ndim != 2 or t.dtype.is_floating_point or t.numel() == 0:
+            raise ValueError(f"tokens must be integer ids [batch, pos] or [pos], got shape {tuple(t.shape)}")
+        if int(t.min()) < 0 or int(t.max()) >= self.cfg.d_vocab:
+            raise ValueError(f"tokens contains ids outside [0, {self.cfg.d_vocab})")
+        return t.long()
+
+    def _layer(self, l: int):
+        return _get(self.lm, self.paths[0])[l]
+
+    def _attn(self, l: int):
+        return getattr(self._layer(l), self.paths[1])
+
+    def _oproj(self, l: int):
+        return getattr(self._attn(l), self.paths[2])
+
+    def _check_eager(self) -> None:
+        impl = getattr(self.hf_config, "_attn_implementation", None)
+        if impl not in (None, "eager"):
+            raise EagerAttentionRequired(
+                f"this model runs attention with {impl!r}, which computes no attention pattern; load it with "
+                f"attn_implementation='eager' (e.g. AutoModelForCausalLM.from_pretrained(..., "
+                f"attn_implementation='eager'), or LanguageModel(name, attn_implementation='eager')), or call "
+                f"model.set_attn_implementation('eager') on the Hugging Face model")
+
+    # ---------------------------------------------------------------- operations
+    @torch.no_grad()
+    def patterns(self, tokens, layers) -> dict[int, torch.Tensor]:
+        """`{layer: pattern [batch, head, query, key]}` of the given layers only."""
+        self._check_eager()
+        toks = self.check_tokens(tokens)
+        layers = sorted(set(layers))
+        saved = {}
+        with self.lm.trace(toks, remote=self.remote):
+            for l in layers:
+                saved[l] = self._attn(l).output[1].save()
+        out = {}
+        for l, p in saved.items():
+            if p is None:
+                raise EagerAttentionRequired(f"layer {l} returned no attention pattern (SDPA / flash attention?): "
+                                             "load the model with attn_implementation='eager'")
+            out[l] = p.detach().float().cpu()
+        return out
+
+    @torch.no_grad()
+    def run(self, tokens, edits: dict | None = None, metric=None,
+            save_z: tuple[int, ...] = ()) -> tuple[float | None, dict[int, torch.Tensor]]:
+        """(metric value or None, `{layer: z [batch, pos, head, d_head]}` for `save_z`): one forward pass
+        with `edits[layer](z) -> z` applied to the per-head outputs, the metric computed in the trace."""
+        toks = self.check_tokens(tokens)
+        edits = edits or {}
+        H, E = self.cfg.n_heads, self.cfg.d_head
+        layers = sorted(set(edits) | set(save_z))
+        zs, val = {}, None
+        with self.lm.trace(toks, remote=self.remote):
+            for l in layers:
+                x = self._oproj(l).input
+                if l in save_z:
+                    zs[l] = x.view(*x.shape[:-1], H, E).clone().save()
+                if l in edits:
+                    z = edits[l](x.view(*x.shape[:-1], H, E).clone())
+                    self._oproj(l).input = z.reshape(x.shape).to(x.dtype)
+            if metric is not None:
+                val = metric(self.lm.output.logits.float(), toks.to(self.lm.output.logits.device)).save()
+        value = None if val is None else float(torch.as_tensor(val).double().mean())
+        return value, {l: z.detach().float().cpu() for l, z in zs.items()}
+
+    @torch.no_grad()
+    def head_logit_attribution(self, tokens, pos: int, direction: torch.Tensor) -> torch.Tensor:
+        """`[batch, layer, head]`: `(z_h W_O^h / scale) * w_final · direction` at `pos`, the final norm's
+        scale frozen (LN: the head's write centred first), computed inside the trace."""
+        toks = self.check_tokens(tokens)
+        cfg = self.cfg
+        H, E, L = cfg.n_heads, cfg.d_head, cfg.n_layers
+        conv1d = self.paths[5]
+        norm_path = self.paths[3]
+        out = []
+        with self.lm.trace(toks, remote=self.remote):
+            writes = []
+            for l in range(L):
+                z = self._oproj(l).input[:, pos]  # [B, H*E]
+                w = self._oproj(l).weight  # Linear [D, H*E]; Conv1D [H*E, D]
+                W_O = (w if conv1d else w.T).reshape(H, E, -1)
+                writes.append(torch.einsum("bhe,hed->bhd", z.view(z.shape[0], H, E).to(W_O.dtype), W_O))
+            norm = _get(self.lm, norm_path)
+            resid = norm.input[:, pos]
+            u = direction.to(resid.device, resid.dtype)
+            if cfg.normalization in ("LN", "LNPre"):
+                centred = resid - resid.mean(-1, keepdim=True)
+                scale = (centred.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt()
+            else:
+                scale = (resid.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt()
+            uw = u * norm.weight if getattr(norm, "weight", None) is not None else u
+            res = []
+            for x in writes:
+                if cfg.normalization in ("LN", "LNPre"):
+                    x = x - x.mean(-1, keepdim=True)
+                res.append((x / scale[:, None]) @ uw)
+            out = torch.stack(res, 1).save()
+        return out.detach().float().cpu()
+
+    def unembed_direction(self, token) -> torch.Tensor:
+        """`W_U[:, token]` (or a difference for `(a, b)`) from the unembedding module's weight."""
+        w = _get(self.lm._module, self.paths[4]).weight  # [V, D]
+        if isinstance(token, (tuple, list)):
+            return (w[token[0]] - w[token[1]]).detach()
+        return w[token].detach()
+
+
+class TransformerSource:
+    """Our `Transformer` through the same interface (hooks), so the two sources can be compared."""
+
+    def __init__(self, model):
+        self.model, self.cfg, self.tokenizer = model, model.cfg, model.tokenizer
+
+    def check_tokens(self, tokens) -> torch.Tensor:
+        return self.model.check_tokens(tokens)
+
+    @torch.no_grad()
+    def patterns(self, tokens, layers) -> dict[int, torch.Tensor]:
+        out = {}
+
+        def keep(x, hook):
+            out[hook.layer()] = x.detach().float().cpu()
+
+        self.model.run_with_hooks(self.check_tokens(tokens), fwd_hooks=[(("pattern", l), keep) for l in layers])
+        return out
+
+    @torch.no_grad()
+    def run(self, tokens, edits=None, metric=None, save_z=()):
+        toks = self.check_tokens(tokens)
+        zs: dict[int, torch.Tensor] = {}
+        hooks = []
+        for l in sorted(set(edits or {}) | set(save_z)):
+            def fn(z, hook, l=l):
+                if l in save_z:
+                    zs[l] = z.detach().float().cpu().clone()
+                return edits[l](z) if edits and l in edits else z
+            hooks.append((("z", l), fn))
+        logits = self.model.run_with_hooks(toks, fwd_hooks=hooks)
+        val = None if metric is None else float(torch.as_tensor(metric(logits, toks)).double().mean())
+        return val, zs
+
+
+def _placeholder_tokenizer():
+    """A one-token tokenizer: nnsight wants one to wrap a model; token ids never go through it."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel(vocab={"[UNK]": 0}, unk_token="[UNK]"))
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[UNK]")
+
+
+def is_source(model: Any) -> bool:
+    """Whether `model` should be run through an activation source rather than our hooks: an nnsight
+    model, a Hugging Face model, or a source already."""
+    if isinstance(model, (NNsightSource, TransformerSource)):
+        return True
+    mod = type(model).__module__
+    return mod.startswith("nnsight") or (mod.startswith("transformers") and isinstance(model, torch.nn.Module))
+
+
+def as_source(model: Any, remote: bool = False) -> ActivationSource:
+    """The activation source of `model` (an nnsight `LanguageModel`, a HF model, our `Transformer`)."""
+    from .transformer import Transformer
+
+    if isinstance(model, (NNsightSource, TransformerSource)):
+        return model
+    if isinstance(model, Transformer):
+        return TransformerSource(model)
+    return NNsightSource(model, remote=remote)

@@ -1,0 +1,182 @@
+"""Activation views through nnsight: tiny random HF models (GPT-2, Llama with grouped-query attention)
+wrapped in an nnsight `LanguageModel` give the same patterns, ablation effects, patching results and
+direct logit attributions as circwidgets' own engine on the converted model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import circwidgets as cw
+from circwidgets import engine
+from circwidgets.model.nnsight_source import EagerAttentionRequired, NNsightSource, TransformerSource
+
+tf = pytest.importorskip("transformers")
+nnsight = pytest.importorskip("nnsight")
+pytestmark = pytest.mark.filterwarnings("ignore:LanguageModel is deprecated")
+
+
+def _tokenizer(n: int):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {f"w{i}": i for i in range(n - 1)}
+    vocab["[UNK]"] = n - 1
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[UNK]")
+
+
+def _hf(kind: str, attn: str = "eager"):
+    g = torch.Generator().manual_seed(3)
+    if kind == "llama":
+        m = tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                               num_attention_heads=4, num_key_value_heads=2, vocab_size=97,
+                                               max_position_embeddings=64, attn_implementation=attn))
+    else:
+        m = tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=48, n_layer=3, n_head=4, vocab_size=97, n_positions=32,
+                                             bos_token_id=0, eos_token_id=0, attn_implementation=attn))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if p.ndim == 1 else 0.0))
+    return m.eval()
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def pair(request):
+    hf = _hf(request.param)
+    ours = cw.from_hf(hf)
+    lm = nnsight.LanguageModel(hf, tokenizer=_tokenizer(97))
+    return request.param, lm, ours
+
+
+TOKS = torch.randint(1, 97, (1, 11), generator=torch.Generator().manual_seed(0))
+CORRUPT = torch.randint(1, 97, (1, 11), generator=torch.Generator().manual_seed(1))
+
+
+def test_patterns_equal(pair):
+    _, lm, ours = pair
+    ref = engine.attention_patterns(ours, TOKS).pattern
+    got = engine.attention_patterns(lm, TOKS)
+    torch.testing.assert_close(got.pattern, ref, rtol=1e-4, atol=2e-5)
+    assert torch.isnan(got.v_norm).all()  # not asked of the source: NaN, never a made-up value
+    torch.testing.assert_close(engine.activations.head_pattern(lm, TOKS, 2, 1), ref[2, 1], rtol=1e-4, atol=2e-5)
+
+
+def test_only_the_asked_layer_leaves_the_trace(pair):
+    _, lm, _ = pair
+    out = NNsightSource(lm).patterns(TOKS, [1])
+    assert list(out) == [1] and out[1].shape == (1, 4, 11, 11)
+
+
+def test_ablation_equal(pair):
+    _, lm, ours = pair
+    heads = [(0, 1), (2, 3)]
+    got, want = engine.ablate_heads(lm, TOKS, heads), engine.ablate_heads(ours, TOKS, heads)
+    assert got.clean == pytest.approx(want.clean, rel=1e-5)
+    assert got.intervened == pytest.approx(want.intervened, rel=1e-5)
+    assert abs(got.delta) > 1e-4  # the edit did something
+
+
+def test_patching_equal(pair):
+    _, lm, ours = pair
+    metric = engine.logit_diff_metric(-1, 5, 7)
+    got = engine.patch_heads(lm, TOKS, CORRUPT, metric=metric)
+    want = engine.patch_heads(ours, TOKS, CORRUPT, metric=metric)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    got_n = engine.patch_heads(lm, TOKS, CORRUPT, metric=metric, normalize=True)
+    torch.testing.assert_close(got_n, engine.patch_heads(ours, TOKS, CORRUPT, metric=metric, normalize=True),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_transformer_source_is_the_same_interface(pair):
+    _, lm, ours = pair
+    a, b = TransformerSource(ours), NNsightSource(lm)
+    torch.testing.assert_close(a.patterns(TOKS, [0])[0], b.patterns(TOKS, [0])[0], rtol=1e-4, atol=2e-5)
+    va, za = a.run(TOKS, save_z=(1,), metric=engine.loss_metric)
+    vb, zb = b.run(TOKS, save_z=(1,), metric=engine.loss_metric)
+    assert va == pytest.approx(vb, rel=1e-5)
+    torch.testing.assert_close(za[1], zb[1], rtol=1e-4, atol=5e-5)
+
+
+def _dla_brute(ours, toks, pos, token):
+    """Each head's write at `pos` through the frozen final norm (and its weight) onto W_U[:, token]."""
+    _, cache = ours.run_with_cache(toks)
+    L = ours.cfg.n_layers
+    resid = cache["resid_post", L - 1][0, pos].double()
+    lnc = ours.cfg.normalization in ("LN", "LNPre")
+    r = resid - resid.mean() if lnc else resid
+    scale = (r.pow(2).mean() + ours.cfg.ln_eps).sqrt()
+    u = ours.W_U[:, token].double() * ours.ln_final_w.double()
+    out = torch.empty(L, ours.cfg.n_heads, dtype=torch.float64)
+    for l in range(L):
+        x = cache["result", l][0, pos].double()
+        if lnc:
+            x = x - x.mean(-1, keepdim=True)
+        out[l] = (x / scale) @ u
+    return out
+
+
+def test_direct_logit_attribution_equal(pair):
+    kind, lm, ours = pair
+    got = engine.direct_logit_attribution(lm, TOKS, -1, 5)
+    torch.testing.assert_close(got.double(), _dla_brute(ours, TOKS, 10, 5), rtol=1e-4, atol=1e-5)
+    if kind == "gpt2":  # LayerNorm: the engine's own DLA computes the same quantity
+        torch.testing.assert_close(got, engine.direct_logit_attribution(ours, TOKS, -1, 5), rtol=1e-4, atol=1e-5)
+
+
+def test_sdpa_is_refused_with_the_switch():
+    lm = nnsight.LanguageModel(_hf("llama", attn="sdpa"), tokenizer=_tokenizer(97))
+    with pytest.raises(EagerAttentionRequired, match="attn_implementation='eager'"):
+        engine.attention_patterns(lm, TOKS)
+
+
+def test_remote_switch_reaches_every_trace(pair, monkeypatch):
+    """No nnsight server can run here (`nnsight-serve` needs vLLM): check that remote=True is passed to
+    each trace, with everything before the request done."""
+    _, lm, _ = pair
+    seen = []
+    real = type(lm).trace
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("remote"))
+        kwargs["remote"] = False  # run locally what would have been sent
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(lm), "trace", spy)
+    src = NNsightSource(lm, remote=True)
+    engine.activations.head_pattern(src, TOKS, 1, 0)
+    engine.activations.ablate_heads(src, TOKS, [(0, 0)])
+    engine.activations.direct_logit_attribution(src, TOKS, -1, 3)
+    assert seen and all(r is True for r in seen)
+
+
+def test_hf_model_with_device_map_is_a_source(tmp_path):
+    """A model loaded with a per-module `device_map` works as a source. Only a CPU is here: transformers
+    then places every module on it without accelerate's dispatch hooks, so the multi-GPU case itself
+    (activations crossing devices inside the trace) is not exercised."""
+    pytest.importorskip("accelerate")
+    hf = _hf("llama")
+    hf.save_pretrained(tmp_path)
+    device_map = {"model.embed_tokens": "cpu", "model.layers": "cpu", "model.norm": "cpu", "model.rotary_emb": "cpu",
+                  "lm_head": "cpu"}
+    mapped = tf.AutoModelForCausalLM.from_pretrained(tmp_path, device_map=device_map, attn_implementation="eager")
+    ours = cw.from_hf(hf)
+    torch.testing.assert_close(engine.attention_patterns(mapped, TOKS).pattern,
+                               engine.attention_patterns(ours, TOKS).pattern, rtol=1e-4, atol=2e-5)
+
+
+def test_weight_views_of_the_same_object(pair, tmp_path):
+    """Weight analyses of an nnsight model read its weights: converted when in memory, streamed from the
+    checkpoint directory (a `LazyModel`) when it was loaded from one."""
+    from circwidgets.engine import streaming
+    from circwidgets.model.lazy import LazyModel
+
+    _, lm, ours = pair
+    torch.testing.assert_close(engine.eigen_positivity(lm, "ov"), engine.eigen_positivity(ours, "ov"),
+                               rtol=1e-4, atol=1e-4)
+    lm._module.save_pretrained(tmp_path)
+    loaded = nnsight.LanguageModel(tf.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager"),
+                                   tokenizer=_tokenizer(97))
+    assert isinstance(streaming.resolve(loaded), LazyModel)
+    torch.testing.assert_close(engine.composition_scores(loaded, "v"), engine.composition_scores(ours, "v"),
+                               rtol=1e-4, atol=1e-5, equal_nan=True)

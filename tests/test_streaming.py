@@ -1,0 +1,230 @@
+"""Lazy checkpoints (`cw.from_hf(path, lazy=True)`) and the streamed weights-only analyses: equal to
+the eager model's results, memory-mapped, one layer at a time, cached on disk (reuse, invalidation,
+truncated / corrupted cache files rejected)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+import circwidgets as cw
+from circwidgets import engine
+from circwidgets.engine import streaming
+from circwidgets.model.lazy import LazyModel
+
+tf = pytest.importorskip("transformers")
+
+
+def _randomise(model: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():  # norms around 1, every parameter random (a mapping bug cannot hide)
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if p.ndim == 1 else 0.0))
+
+
+def _llama():
+    cfg = tf.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=157, max_position_embeddings=64,
+                         tie_word_embeddings=False, attn_implementation="eager")
+    m = tf.LlamaForCausalLM(cfg)
+    _randomise(m, 0)
+    return m
+
+
+def _gpt2():
+    cfg = tf.GPT2Config(n_embd=48, n_layer=3, n_head=4, vocab_size=131, n_positions=32, bos_token_id=0,
+                        eos_token_id=0, attn_implementation="eager")
+    m = tf.GPT2LMHeadModel(cfg)
+    _randomise(m, 1)
+    return m
+
+
+@pytest.fixture(scope="module", params=[("llama", torch.bfloat16), ("gpt2", torch.float32)], ids=["llama-bf16",
+                                                                                                   "gpt2-f32"])
+def ckpt(request, tmp_path_factory):
+    kind, dtype = request.param
+    hf = _llama() if kind == "llama" else _gpt2()
+    d = tmp_path_factory.mktemp(kind)
+    hf.to(dtype).save_pretrained(d, max_shard_size="40KB")
+    assert (d / "model.safetensors.index.json").is_file()
+    return kind, d, hf
+
+
+@pytest.fixture()
+def lazy(ckpt, tmp_path):
+    _, d, _ = ckpt
+    return cw.from_hf(str(d), lazy=True, cache_dir=tmp_path / "cache")
+
+
+def _eager(lazy: LazyModel):
+    m = lazy.to_transformer(torch.float32)
+    m.cfg = lazy.cfg  # same config object: the same analyses
+    return m
+
+
+def test_lazy_is_the_converter(ckpt, lazy):
+    """The lazy model's config and its eager copy are `from_hf` on the HF model: same logits."""
+    kind, d, _ = ckpt
+    assert len(lazy._shards) > 3  # sharded
+    assert lazy.dtype == (torch.bfloat16 if kind == "llama" else torch.float32)
+    hf = tf.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+    ref = cw.from_hf(hf)
+    assert lazy.cfg == ref.cfg
+    toks = torch.randint(0, lazy.cfg.d_vocab, (2, 10), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(lazy.to_transformer(torch.float32)(toks), ref(toks), rtol=1e-5, atol=1e-5)
+
+
+def test_tensors_are_memory_mapped_and_read_one_layer_at_a_time(lazy):
+    emb = lazy.raw(lazy._embed_key())
+    assert emb.dtype == lazy.dtype  # stored dtype, no cast
+    mm = lazy._shards[lazy._where[lazy._embed_key()]].mm
+    base = torch.frombuffer(mm, dtype=torch.uint8).data_ptr()
+    assert base <= emb.data_ptr() < base + len(mm)  # a view into the file mapping, not a copy
+    lazy.reads.clear()
+    lazy.layer_weights(1)
+    assert lazy.reads and all(".1." in n or "layers" not in n and ".h." not in n for n in lazy.reads), lazy.reads
+    assert not any(".mlp." in n for n in lazy.reads)
+    assert not any("embed" in n or "wte" in n or "lm_head" in n for n in lazy.reads)
+
+
+@pytest.mark.parametrize("circuit", ["ov", "qk"])
+@pytest.mark.parametrize("full", [True, False])
+def test_positivity_and_eigenvalues_equal_eager(lazy, circuit, full):
+    lazy.block_rows = 40  # several vocabulary blocks
+    eager = _eager(lazy)
+    rotary_qk = circuit == "qk" and lazy.cfg.positional == "rotary"
+    if rotary_qk:  # the offset is required, as for the eager model
+        with pytest.raises(ValueError, match="offset"):
+            engine.eigen_positivity(lazy, circuit, full)
+    for off in ([0, 3] if rotary_qk else [None]):
+        got = engine.eigen_positivity(lazy, circuit, full, offset=off)
+        torch.testing.assert_close(got, engine.eigen_positivity(eager, circuit, full, offset=off), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(engine.circuit_cores(lazy, circuit, full, offset=off),
+                                   engine.circuit_cores(eager, circuit, full, offset=off), rtol=1e-4, atol=1e-4)
+        lam = engine.eigenvalues(lazy, 2, 3, circuit, full, offset=off)
+        torch.testing.assert_close(lam, engine.eigenvalues(eager, 2, 3, circuit, full, offset=off), rtol=1e-4,
+                                   atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["q", "k", "v"])
+def test_composition_equals_eager(lazy, kind):
+    eager = _eager(lazy)
+    offsets = [0, 2] if lazy.cfg.positional == "rotary" and kind != "v" else [None]
+    for off in offsets:
+        got = streaming.composition_scores(lazy, kind, offset=off, max_block_bytes=1)  # one later layer per chunk
+        torch.testing.assert_close(got, engine.composition_scores(eager, kind, offset=off), rtol=1e-5, atol=1e-6,
+                                   equal_nan=True)
+        torch.testing.assert_close(engine.composition_scores(lazy, kind, baseline=True, offset=off),
+                                   engine.composition_scores(eager, kind, baseline=True, offset=off), rtol=1e-5,
+                                   atol=1e-6, equal_nan=True)
+
+
+def test_skip_trigrams_equal_eager(lazy):
+    lazy.block_rows = 32
+    eager = _eager(lazy)
+    got, want = engine.skip_trigrams(lazy, 1, 2, k=5), engine.skip_trigrams(eager, 1, 2, k=5)
+    torch.testing.assert_close(got.top_qk, want.top_qk, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.top_ov, want.top_ov, rtol=1e-4, atol=1e-5)
+    a, b = got.for_source(7), want.for_source(7)
+    assert a.dests == b.dests and a.outs == b.outs
+    torch.testing.assert_close(torch.tensor(a.out_values), torch.tensor(b.out_values), rtol=1e-4, atol=1e-5)
+    q = streaming.skip_trigram_query(lazy, 1, 2, 7)
+    assert q["dests"] == b.dests and q["outs"] == b.outs
+    # the per-source query runs on the cached factors: a new object with the same cache reads no weights
+    again = LazyModel(lazy.path, cache_dir=lazy.cache_dir)
+    again.reads.clear()
+    assert engine.skip_trigrams(again, 1, 2, k=5).for_source(7).dests == a.dests
+    assert again.reads == {}
+
+
+@pytest.mark.parametrize("pair", [(("head", 0, 1), ("head", 2, 3, "k")), (("head", 0, 1), ("head", 2, 0, "q")),
+                                  (("head", 1, 3), ("head", 2, 1, "v")), (("embed",), ("head", 1, 2, "k")),
+                                  (("head", 0, 0), ("unembed",))])
+@pytest.mark.parametrize("order", [0, 1, None])
+def test_virtual_weights_equal_eager(lazy, pair, order):
+    if not lazy.cfg.attn_only and order != 0:
+        with pytest.raises(ValueError, match="MLP"):
+            engine.virtual_weights(lazy, *pair, order=order)
+        return
+    eager = _eager(lazy)
+    got, want = engine.virtual_weights(lazy, *pair, order=order), engine.virtual_weights(eager, *pair, order=order)
+    torch.testing.assert_close(got.matrix.materialize(), want.matrix.materialize(), rtol=1e-4, atol=1e-5)
+
+
+def test_gram_cache_reuse_invalidation_and_bad_files(ckpt, tmp_path):
+    _, d, _ = ckpt
+    cache = tmp_path / "c"
+    first = LazyModel(d, cache_dir=cache, block_rows=50)
+    g1 = first.grams()
+    info = first.cache_info()
+    assert info["files"] == 1 and info["bytes"] > g1["EE"].numel() * 4
+    emb = first._embed_key()
+
+    second = LazyModel(d, cache_dir=cache)
+    torch.testing.assert_close(second.grams()["UE"], g1["UE"], rtol=0, atol=0)
+    assert emb not in second.reads  # read back from disk: no vocabulary pass
+
+    path = second.cache_path("grams")
+    data = path.read_bytes()
+    for bad in (data[: len(data) // 2], data[:-7] + bytes([data[-7] ^ 1]) + data[-6:]):  # truncated, one bit off
+        path.write_bytes(bad)
+        third = LazyModel(d, cache_dir=cache)
+        with pytest.warns(UserWarning, match="cache"):
+            g = third.grams()
+        assert emb in third.reads  # recomputed, not read back
+        torch.testing.assert_close(g["EE"], g1["EE"], rtol=1e-5, atol=1e-5)
+        assert second.cache_path("grams").read_bytes() != bad  # and replaced by a valid file
+
+    # a changed checkpoint file (new mtime) is a new key: the old entry is not used
+    shard = d / sorted(first._shards)[0]
+    st = shard.stat()
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        fourth = LazyModel(d, cache_dir=cache)
+        assert fourth.cache_path("grams") != path
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fourth.grams()
+        assert emb in fourth.reads
+    finally:
+        os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_cache_dir_from_environment(ckpt, tmp_path, monkeypatch):
+    _, d, _ = ckpt
+    monkeypatch.setenv("CIRCWIDGETS_CACHE", str(tmp_path / "env"))
+    lm = cw.from_hf(str(d), lazy=True)
+    lm.grams()
+    assert lm.cache_info()["dir"] == str(tmp_path / "env") and lm.cache_info()["files"] == 1
+
+
+def test_lazy_needs_a_directory(ckpt):
+    _, _, hf = ckpt
+    with pytest.raises(ValueError, match="directory"):
+        cw.from_hf(hf, lazy=True)
+
+
+def test_positional_qk_streamed(lazy):
+    eager = _eager(lazy)
+    if lazy.cfg.positional != "standard":
+        with pytest.raises(ValueError, match="positional"):
+            engine.eigen_positivity(lazy, "qk_pos")
+        return
+    torch.testing.assert_close(engine.eigen_positivity(lazy, "qk_pos"), engine.eigen_positivity(eager, "qk_pos"),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_weight_views_on_a_lazy_model(lazy):
+    """The eigenvalue and skip-trigram views build on a lazy model and show the engine's numbers."""
+    pytest.importorskip("anywidget")
+    if lazy.cfg.positional == "rotary":
+        pytest.skip("the rotary eigenvalue view's offset profile (per-token norms of every embedding) is not "
+                    "streamed yet")
+    eager = _eager(lazy)
+    view = cw.eigenvalues(lazy, layer=1, head=2)
+    torch.testing.assert_close(view._pos["ov"], engine.eigen_positivity(eager, "ov").float(), rtol=1e-4, atol=1e-4)
+    st = cw.skip_trigrams(lazy, layer=1, head=2, k=3)
+    assert st.summary()
