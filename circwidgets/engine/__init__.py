@@ -72,7 +72,7 @@ from .interventions import (
     patching_report,
     per_token_loss,
 )
-from .paths import PathTerms, path_budget, path_terms
+from .paths import FrozenRun, LogitPaths, PathTerms, frozen_run, logit_paths, path_budget, path_terms
 from .patterns import AttentionData, attention_patterns, pattern_thumbnails, value_weighted_pattern
 from .prep import prepared, weights
 from .skip_trigrams import SkipTrigramRow, SkipTrigramTable, frequent_tokens, skip_trigrams
@@ -86,6 +86,7 @@ __all__ = [
     "composition_baseline", "composition_scores", "composition_scores_one_sided",
     "top_composition_pairs", "VirtualHead", "VirtualWeights",
     "virtual_heads", "virtual_weights", "PathTerms", "path_budget", "path_terms",
+    "FrozenRun", "LogitPaths", "frozen_run", "logit_paths",
     # skip-trigrams, patterns, head behaviour
     "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "frequent_tokens", "AttentionData", "attention_patterns",
     "pattern_thumbnails", "value_weighted_pattern", "InContextLoss", "all_head_scores", "copying_score",
