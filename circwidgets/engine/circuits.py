@@ -286,7 +286,7 @@ def eigenvalues(model: Transformer, layer: int, head: int, circuit: Circuit = "o
     """
     core = circuit_cores(model, circuit, full, layer, head, offset=offset)  # lazy / nnsight models: streamed there
     lam = eigvals(core)
-    return lam[lam.abs().argsort(descending=False)]
+    return lam[lam.abs().argsort(descending=True)]
 
 
 def eigen_positivity(model: Transformer, circuit: Circuit = "ov", full: bool = True,
