@@ -5,8 +5,10 @@
 For each model, a notebook shows AttentionPatterns (and Eigenvalues); the script clicks heads in the
 page and measures, in the page, the time from the click to the frame after the redraw (JS click ->
 comm -> kernel asks the engine / cache -> bytes back -> canvas redraw -> next animation frame).
-"first" = a head not seen before (kernel computes + sends), "again" = a head already cached in the
-kernel. Kernel-only time (the engine call + encoding) is measured in the notebook itself.
+"first" = a head not clicked before (the kernel computes + sends, unless the page prefetched it),
+"again" = a head clicked before (now drawn from the page's cache). A second table measures the page
+cache on its own: a new head (page cache emptied), a prefetched neighbour, a cached head.
+Kernel-only time (the engine call + encoding) is measured in the notebook itself.
 Models: the first shipped zoo model found (`--shipped`, default toy-2l-code, toy-2l-induction,
 toy-1l-code, toy-1l-trigrams; its own n_ctx caps the tokens), otherwise (or with `--random-small`) a
 random model of toy-2l-code's planned shape (2 layers x 8 heads, d_model 256, d_vocab 4,096) at
@@ -75,11 +77,13 @@ CLICK_JS = """async ([kind, idx, l, h]) => {
   const root = document.querySelectorAll(`.cw-root.cw-${kind}`)[idx];
   const cell = root.querySelector(`[data-layer="${l}"][data-head="${h}"]`);
   const n0 = Number(root.dataset.drawCount);
+  let src = "";  // where the first redraw's data came from (attention view: "cache" / "kernel")
   const t0 = performance.now();
   const done = new Promise((res) => {
     const mo = new MutationObserver(() => {
       const d = root.dataset;
       if (Number(d.drawCount) > n0 && d.shownLayer === String(l) && d.shownHead === String(h)) {
+        src = d.drawSource || "";
         mo.disconnect(); res();
       }
     });
@@ -90,7 +94,7 @@ CLICK_JS = """async ([kind, idx, l, h]) => {
   await new Promise((r) => requestAnimationFrame(() => r()));
   const t1 = performance.now();
   // data arrival = start of the redraw (drawnAt - drawMs)
-  return [t1 - t0, Number(root.dataset.drawMs), Number(root.dataset.drawnAt) - Number(root.dataset.drawMs) - t0];
+  return [t1 - t0, Number(root.dataset.drawMs), Number(root.dataset.drawnAt) - Number(root.dataset.drawMs) - t0, src];
 }"""
 
 
@@ -100,6 +104,44 @@ def measure(page, kind: str, idx: int, heads: list[tuple[int, int]], rounds: int
     again = [page.evaluate(CLICK_JS, [kind, idx, lay, h]) for _ in range(rounds) for lay, h in heads]
     return {"first": [x[0] for x in first], "again": [x[0] for x in again], "draw": [x[1] for x in first + again],
             "arrive": [x[2] for x in first + again]}
+
+
+SETTLE_JS = """async ([kind, idx, want, ms]) => {  // wait until the page cache holds `want` entries
+  const root = document.querySelectorAll(`.cw-root.cw-${kind}`)[idx];
+  const t0 = performance.now();
+  const nap = () => new Promise((r) => setTimeout(r, 20));
+  while (root.cwHeadCache.size < want && performance.now() - t0 < ms) await nap();
+  while (root.dataset.drawSource !== "kernel" && performance.now() - t0 < ms) await nap();
+  return root.cwHeadCache.size;
+}"""
+
+
+def measure_page_cache(page, idx: int, heads: list[tuple[int, int]], n_layers: int, n_heads: int) -> dict:
+    """Attention view with the page-side cache: per head X, "new" = X with the page cache emptied (the
+    kernel may hold it), "prefetched" = a grid neighbour of X after X's neighbours arrived in the
+    background, "cached" = X again. Each value: click -> frame after the redraw (ms), and where the
+    drawn data came from ("cache" / "kernel")."""
+    out: dict = {"new": [], "prefetched": [], "cached": [], "sources": {"new": [], "prefetched": [], "cached": []}}
+
+    def click(kind_of, lay, h):
+        r = page.evaluate(CLICK_JS, ["attention", idx, lay, h])
+        out[kind_of].append(r[0])
+        out["sources"][kind_of].append(r[3])
+
+    for lay, h in heads:
+        nb = [(a, b) for a, b in ((lay, h + 1), (lay, h - 1), (lay + 1, h), (lay - 1, h))
+              if 0 <= a < n_layers and 0 <= b < n_heads]
+        page.evaluate("([i]) => document.querySelectorAll('.cw-root.cw-attention')[i].cwHeadCache.clear()", [idx])
+        click("new", lay, h)
+        page.evaluate(SETTLE_JS, ["attention", idx, 1 + len(nb), 5000])
+        click("prefetched", *nb[0])
+        page.evaluate(SETTLE_JS, ["attention", idx, 0, 5000])
+        click("cached", lay, h)
+        page.evaluate(SETTLE_JS, ["attention", idx, 0, 5000])
+    return out
+
+
+page_cache: dict = {}  # name -> measure_page_cache(...)
 
 
 def run_page(p, lab, cells: list[str], args, server: str, shots: bool) -> dict:
@@ -119,12 +161,16 @@ def run_page(p, lab, cells: list[str], args, server: str, shots: bool) -> dict:
         small_heads = [(lay, h) for lay in range(L) for h in range(H)][1:args.clicks + 1]
         results[f"small ({rep['small_name']}), {rep['n_small']} tok | attention"] = (
             measure(page, "attention", 0, small_heads), rep["kernel_small"])
+        page_cache[f"{server:8s}| small ({rep['small_name']}), {rep['n_small']} tok"] = measure_page_cache(
+            page, 0, small_heads, L, H)
         results[f"small ({rep['small_name']}) | eigenvalues"] = (
             measure(page, "eigen", 0, small_heads), rep["kernel_small_eig"])
         if not args.skip_big:
             big_heads = [(lay, (5 * lay + 3) % 12) for lay in range(12)][1:args.clicks + 1]
             results["GPT-2-small-sized random, 1024 tok | attention"] = (
                 measure(page, "attention", 1, big_heads), rep["kernel_big"])
+            page_cache[f"{server:8s}| GPT-2-small-sized random, 1024 tok"] = measure_page_cache(
+                page, 1, big_heads, 12, 12)
             results["GPT-2-small-sized random | eigenvalues"] = (
                 measure(page, "eigen", 1, big_heads), rep["kernel_big_eig"])
         if shots:
@@ -183,7 +229,15 @@ def main() -> None:
     for name, (m, kern) in results.items():
         print(f"{name:66s} {med(m['first']):8.1f} [{max(m['first']):5.0f}] {med(m['again']):8.1f} "
               f"[{max(m['again']):5.0f}] {med(m['arrive']):7.1f} {med(m['draw']):6.1f} {med(kern):7.1f}")
+    print("\nattention view with the page-side cache: click -> frame after the redraw (ms, median; max)")
+    print(f"{'server  | model':50s} {'new head':>16s} {'prefetched':>16s} {'cached':>16s}  from cache (n/pref/c)")
+    for name, m in page_cache.items():
+        src = "/".join(f"{sum(s == 'cache' for s in m['sources'][k])}c{len(m['sources'][k])}"
+                       for k in ("new", "prefetched", "cached"))
+        print(f"{name:50s} " + " ".join(f"{med(m[k]):8.1f} [{max(m[k]):5.0f}]" for k in ("new", "prefetched", "cached"))
+              + f"  {src}")
     lh.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (lh.ARTIFACTS / "latency_page_cache.json").write_text(json.dumps(page_cache, indent=1))
     (lh.ARTIFACTS / "latency.json").write_text(json.dumps({k: {"browser": v[0], "kernel_ms": v[1]}
                                                            for k, v in results.items()}, indent=1))
 

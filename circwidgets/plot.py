@@ -224,10 +224,13 @@ def path_terms(terms, pos: int, token: int, n_one: int = 16, n_virtual: int = 8,
                title: str = "", ax=None):
     """Horizontal bars of the path expansion of one logit (`engine.PathTerms.bars`: the bars the path
     view shows) for `token` at position `pos`, with the sum of all terms and the model's own logit in
-    the title. terms: an `engine.PathTerms`."""
-    bars = terms.bars(pos, token, n_one=n_one, n_virtual=n_virtual, batch=batch)
-    total = float(sum(v for _, v in terms.for_token(pos, token, batch)))
-    model_logit = float(terms.model_logits[batch, pos, token])
+    the title. terms: an `engine.PathTerms`, or the `engine.LogitPaths` of that one logit."""
+    if hasattr(terms, "model_logit"):  # LogitPaths: one logit's expansion, already computed
+        bars, total, model_logit = terms.bars(n_one=n_one, n_virtual=n_virtual), terms.total, terms.model_logit
+    else:
+        bars = terms.bars(pos, token, n_one=n_one, n_virtual=n_virtual, batch=batch)
+        total = float(sum(v for _, v in terms.for_token(pos, token, batch)))
+        model_logit = float(terms.model_logits[batch, pos, token])
     labels = [b.label for b in bars]
     vals = np.array([float(b.value) for b in bars])
     fig, ax = _fig(ax, (7, 1.2 + 0.24 * len(bars)))

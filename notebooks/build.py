@@ -37,6 +37,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SRC = HERE / "src"
 GITHUB_REPO = "circwidgets/circwidgets"  # owner/name on GitHub: used by the Colab badges and the Colab install
+# What every notebook's Colab cell installs: the one place to change when the package's public home moves
+# (e.g. "circwidgets" once it is on PyPI, or another git URL); `build` rewrites every notebook from it.
+COLAB_PIP_SPEC = f"circwidgets @ git+https://github.com/{GITHUB_REPO}"
 TIMINGS = HERE / "timings.json"
 SOURCE_FORMAT = "py:percent"  # what the sources' header says (notebooks/jupytext.toml keeps it to that)
 
@@ -53,7 +56,7 @@ COLAB_CELL = f'''# Colab only: install circwidgets and turn on custom widgets. A
 import sys
 
 if "google.colab" in sys.modules:
-    %pip install -q "circwidgets @ git+https://github.com/{GITHUB_REPO}"
+    %pip install -q "{COLAB_PIP_SPEC}"
     from google.colab import output
 
     output.enable_custom_widget_manager()'''

@@ -19,7 +19,7 @@ from circwidgets.model.tokenizer import token_label
 from circwidgets.train import code_corpus as cc
 from circwidgets.train.corpus import corpus_summary, train_tokenizer
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread per test, then restored
 
 MOD = "import os\n\n\ndef join(a, b):\n    return os.path.join(a, b)\n"
 # the same code re-indented, with a comment and blank lines: a near duplicate

@@ -94,14 +94,11 @@ def test_every_hint_is_found():
 
 
 @pytest.mark.parametrize("name", _notebooks_with_hints())
-def test_notebook_hints_run(name, tmp_path, monkeypatch):
+def test_notebook_hints_run(name, tmp_path, monkeypatch, one_torch_thread):
     jupytext = pytest.importorskip("jupytext")
     import matplotlib
 
     matplotlib.use("Agg")
-    import torch
-
-    torch.set_num_threads(1)
     nb = jupytext.read(NB_SRC / name, fmt="py:percent")
     from circwidgets import zoo
 

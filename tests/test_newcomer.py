@@ -13,7 +13,7 @@ import circwidgets as cw
 from circwidgets import engine
 from circwidgets.engine import _progress
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread per test, then restored
 
 # a text whose BPE splits multi-byte characters into byte fragments
 HOSTILE_TEXT = "def f(x):\n    return 'héllo — 日本語 😀' + x  # ünïcödé"
@@ -227,3 +227,72 @@ def test_prefetch_messages_answer_the_payloads_as_binary(code_model, monkeypatch
     sent.clear()
     w._on_page_message(w, {"type": "prefetch", "heads": [[1, 2]]}, [])
     assert sent[0][0]["shown"]["variant"] == [True]
+
+
+@pytest.mark.parametrize("block_size,col_block", [(3, 2), (None, None)])
+def test_skip_trigram_vocab_filter_matches_brute_force(block_size, col_block):
+    from circwidgets.model.testing import random_model
+
+    m = random_model(seed=4, n_layers=2, d_model=12, n_heads=3, d_head=5, d_vocab=37)
+    layer, head = 1, 2
+    g = torch.Generator().manual_seed(0)
+    corpus = torch.randint(0, 37, (400,), generator=g) % 23  # tokens 23.. never occur
+    sub = engine.frequent_tokens(corpus, 11)
+    counts = torch.bincount(corpus, minlength=37)
+    assert len(sub) == 11 and counts[sub].min() >= counts[[t for t in range(37) if t not in set(sub.tolist())]].max()
+    assert (counts[sub][:-1] >= counts[sub][1:]).all()
+    t = engine.skip_trigrams(m, layer, head, k=6, n_dest=4, n_out=3, vocab=sub, block_size=block_size,
+                             col_block=col_block)
+    WE, WU = m.W_E.double(), m.W_U.double()
+    qk = WE @ m.W_Q[layer, head].double() @ m.W_K[layer, head].double().T @ WE.T / m.cfg.attn_scale
+    ov = WE @ m.W_V[layer, head].double() @ m.W_O[layer, head].double() @ WU
+    qkc = qk - qk.mean(1, keepdim=True)  # centred over the whole vocabulary
+    ovc = ov - ov.mean(1, keepdim=True)
+    S = sub.tolist()
+    strength = {a: max(0.0, float(qkc[S, a].max())) * float(ovc[a, S].max()) for a in S}
+    want = sorted(S, key=lambda a: -strength[a])[:6]
+    rows = list(t)
+    assert [r.source for r in rows] == want
+    for r in rows:
+        a = r.source
+        assert r.strength == pytest.approx(strength[a], rel=1e-4, abs=1e-5)
+        col = {b: float(qkc[b, a]) for b in S}
+        assert r.dests == sorted(S, key=lambda b: -col[b])[:4]
+        assert r.dest_values == pytest.approx([col[b] for b in r.dests], rel=1e-4, abs=1e-5)
+        row = {c: float(ovc[a, c]) for c in S}
+        assert r.outs == sorted(S, key=lambda c: -row[c])[:3]
+        assert set(r.dests) <= set(S) and set(r.outs) <= set(S)
+    assert t.for_source(S[3]).source == S[3]
+    with pytest.raises(ValueError, match="not among"):
+        t.for_source(30)
+    for bad in ([], [0, 0], [99]):
+        with pytest.raises(ValueError):
+            engine.skip_trigrams(m, layer, head, vocab=bad)
+    # the whole vocabulary as the subset is the unfiltered table
+    full = engine.skip_trigrams(m, layer, head, k=6, n_dest=4, n_out=3)
+    same = engine.skip_trigrams(m, layer, head, k=6, n_dest=4, n_out=3, vocab=torch.arange(37))
+    assert [(r.source, r.dests, r.outs) for r in full] == [(r.source, r.dests, r.outs) for r in same]
+
+
+def test_skip_trigram_view_frequent_tokens_control(code_model):
+    import warnings
+
+    text = "def f(self):\n    return self.x + self.y\n" * 20
+    w = cw.skip_trigrams(code_model, layer=0, head=1, corpus=text)
+    assert w.has_corpus and w.top_n == 0
+    all_sources = {r["source_id"] for r in w.rows}
+    w.top_n = 12  # what the page's control sets
+    allowed = set(engine.frequent_tokens(code_model.to_tokens(text, prepend_bos=False), 12).tolist())
+    assert w.rows and all(r["source_id"] in allowed for r in w.rows)
+    assert all(i in allowed for r in w.rows for _, i, _ in r["dests"] + r["outs"])
+    assert w.shown["variant"][-1] == 12
+    w.top_n = 0
+    assert {r["source_id"] for r in w.rows} == all_sources
+    plain = cw.skip_trigrams(code_model, layer=0, head=1)
+    assert not plain.has_corpus
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain.top_n = 5  # no corpus: refused with a message, the table stays as it was
+    assert plain.top_n == 0 and "corpus" in plain.error
+    with pytest.raises(ValueError):
+        cw.skip_trigrams(code_model, top_n=5)

@@ -28,7 +28,7 @@ NB_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["00_tour.ipynb", "01_zero_layer_bigrams.ipynb", "02_one_layer_skip_trigrams.ipynb",
             "03_two_layer_composition.ipynb", "04_virtual_weights_and_paths.ipynb",
-            "05_ablation_and_patching.ipynb", "06_training_and_phase_change.ipynb"]
+            "05_ablation_and_patching.ipynb", "06_training_and_phase_change.ipynb", "07_real_architectures.ipynb"]
 BUDGET_S = 120  # the goal per notebook on a laptop CPU
 LIMIT_S = 300  # what this test enforces on a shared CI runner (kernel start included)
 

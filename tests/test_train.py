@@ -17,7 +17,7 @@ from circwidgets.train import corpus, recipes
 from circwidgets.train.tasks import BigramTask, CopyTask, RepeatTask, SkipTrigramTask
 from circwidgets.train.trainer import TrainConfig, Trainer
 
-torch.set_num_threads(1)  # 2 threads on a shared 2-core box are many times slower
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread per test, then restored
 CFG = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_head=8, d_vocab=24, n_ctx=16, positional="shortformer",
                   bos_token_id=0)
 

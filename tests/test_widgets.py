@@ -386,12 +386,23 @@ def test_hf_gpt2_model_is_converted_and_patterns_match_hf():
                                   attn_implementation="eager")
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(cfg).eval()
+    # GPT-2's default init (std 0.02) gives patterns within 0.006 of uniform: a wrong head order, scale or
+    # mask would pass a 1e-3 check. Weights of unit scale make every head's pattern its own, far from uniform.
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, prm in hf.named_parameters():
+            r = torch.randn(prm.shape, generator=g)
+            prm.copy_(1.0 + 0.3 * r if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")) else 0.6 * r)
     ids = [3, 5, 7, 3, 5, 7, 1]
     w = cw.attention(hf, ids)
     with torch.no_grad():
         att = hf(torch.tensor([ids]), output_attentions=True).attentions
+    causal = torch.tril(torch.ones(7, 7))
+    uniform = causal / causal.sum(-1, keepdim=True)
     for layer in range(2):
+        assert (att[layer][0, 0] - att[layer][0, 1]).abs().max() > 0.1  # heads differ: an order swap shows
         for head in range(2):
+            assert (att[layer][0, head] - uniform).abs().max() > 0.2  # far from uniform
             w.select(layer, head)
             np.testing.assert_allclose(decode_array(w.pattern), att[layer][0, head].numpy(), atol=1e-3)
     assert cw.eigenvalues(hf).n_heads == 2  # converted once, cached

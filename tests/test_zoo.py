@@ -14,7 +14,7 @@ import circwidgets as cw
 from circwidgets import zoo
 from circwidgets.zoo.build import ClaimFailed, check
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread per test, then restored
 EXPECTED = {"toy-0l-code", "toy-1l-code", "toy-1l-trigrams", "toy-2l-induction", "toy-2l-code"}
 SHIPPED = zoo.list()
 
@@ -82,28 +82,66 @@ def test_unknown_name_lists_the_available_models():
     assert cw.zoo.list() == SHIPPED  # reachable as an attribute of the package
 
 
-@pytest.mark.skipif(not SHIPPED, reason="no shipped models yet")
-def test_check_fails_loudly_when_a_claim_breaks(tmp_path, monkeypatch, capsys):
-    name = SHIPPED[0]
+def test_targets_are_what_the_cards_check_and_misses_are_stated():
+    """No card checks a claim against a threshold lowered to its measurement: a claim with a target is
+    compared with that target, and its card states whether it is met (toy-0l-code's bigram r of 0.62
+    against 0.8: missed, and said so)."""
+    from circwidgets.zoo.claims import OPS
+
+    for name in SHIPPED:
+        c = zoo.card(name)
+        md = c.to_markdown()
+        for cl in c["claims"]:
+            assert "threshold" not in cl, (name, cl["id"])
+            if cl["target"] is None:
+                assert cl["target_met"] is None
+                continue
+            assert cl["target_met"] == OPS[cl["op"]](cl["measured"], cl["target"]), (name, cl["id"])
+            assert f"{cl['op']} {cl['target']:g}: " + ("met" if cl["target_met"] else "**missed**") in md
+    bigram = next(cl for cl in zoo.card("toy-0l-code")["claims"] if cl["id"] == "bigram_r")
+    assert bigram["target"] == 0.8 and bigram["target_met"] is False and bigram["measured"] < 0.8
+
+
+@pytest.fixture
+def card_copy(tmp_path, monkeypatch):
+    """A writable copy of the zoo; returns write(name, card) for edited cards."""
     cards, models = tmp_path / "cards", tmp_path / "models"
-    cards.mkdir()
+    shutil.copytree(zoo.CARDS_DIR, cards)
     shutil.copytree(zoo.MODELS_DIR, models)
-    c = zoo.card(name)
-    cl = c["claims"][0]
-    # demand more than the model has: the threshold moves past the measured value
-    cl["threshold"] = cl["measured"] + 0.5 if cl["op"] == ">=" else cl["measured"] - 0.5
-    (cards / f"{name}.json").write_text(json.dumps(c))
     monkeypatch.setattr(zoo, "CARDS_DIR", cards)
     monkeypatch.setattr(zoo, "MODELS_DIR", models)
-    with pytest.raises(ClaimFailed, match=cl["id"]):
+    return lambda name, c: (cards / f"{name}.json").write_text(json.dumps(c))
+
+
+@pytest.mark.skipif("toy-1l-trigrams" not in SHIPPED, reason="no shipped models yet")
+def test_check_fails_loudly_when_a_claim_breaks(card_copy, capsys):
+    name = "toy-1l-trigrams"  # the quickest card to check; its first claim has a target
+    c = zoo.card(name)
+    cl = c["claims"][0]
+    assert cl["target"] is not None and cl["op"] == ">="
+    # a target beyond the model while the card says "met": fails, naming the target
+    cl["target"], cl["target_met"] = cl["measured"] + 0.5, True
+    card_copy(name, c)
+    with pytest.raises(ClaimFailed, match=rf"{cl['id']}.*target >= .* missed, the card says met"):
         check(name, verbose=False)
     from circwidgets.zoo.__main__ import main
 
     assert main(["--check", name]) == 1
     assert "CLAIMS FAILED" in capsys.readouterr().err
-    # a claim that holds but whose number drifted from the card's also fails
-    cl["threshold"] = -1e9 if cl["op"] == ">=" else 1e9
+    # the same target stated as missed: the check holds (the miss is on the card, the target unchanged)
+    cl["target_met"] = False
+    card_copy(name, c)
+    assert all(r["ok"] for r in check(name, verbose=False))
+    assert "**missed**" in zoo.card(name).to_markdown()
+    # stated as missed but met: fails too (the card must say what is true)
+    cl["target"] = cl["measured"] - 0.5
+    card_copy(name, c)
+    with pytest.raises(ClaimFailed, match="met, the card says missed"):
+        check(name, verbose=False)
+    # a claim whose status is right but whose number drifted from the card's also fails
+    cl["target_met"] = True
     cl["measured"] += 10 * cl["tol"] + 0.1
-    (cards / f"{name}.json").write_text(json.dumps(c))
+    cl["target"] = cl["measured"] - 1.0
+    card_copy(name, c)
     with pytest.raises(ClaimFailed, match="drifted"):
         check(name, verbose=False)

@@ -73,7 +73,7 @@ from .interventions import (
 from .paths import PathTerms, path_budget, path_terms
 from .patterns import AttentionData, attention_patterns, pattern_thumbnails, value_weighted_pattern
 from .prep import prepared, weights
-from .skip_trigrams import SkipTrigramRow, SkipTrigramTable, skip_trigrams
+from .skip_trigrams import SkipTrigramRow, SkipTrigramTable, frequent_tokens, skip_trigrams
 from .virtual import VirtualHead, VirtualWeights, virtual_heads, virtual_weights
 
 __all__ = [
@@ -85,7 +85,7 @@ __all__ = [
     "top_composition_pairs", "VirtualHead", "VirtualWeights",
     "virtual_heads", "virtual_weights", "PathTerms", "path_budget", "path_terms",
     # skip-trigrams, patterns, head behaviour
-    "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "AttentionData", "attention_patterns",
+    "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "frequent_tokens", "AttentionData", "attention_patterns",
     "pattern_thumbnails", "value_weighted_pattern", "InContextLoss", "all_head_scores", "copying_score",
     "detection_masks", "head_scores", "in_context_loss", "induction_tokens", "repeated_tokens",
     # interventions (one implementation: ablation_hooks) and metrics

@@ -54,7 +54,8 @@ class NonFiniteResultError(ValueError):
 
 _HINT = ("the weights are finite but their products overflow {dtype} (weights far larger than a trained "
          "model's, e.g. W_V x 1e30): rescale them, or analyse a float64 copy")
-_PER_HEAD = {"q": 2, "k": 2, "v": 2, "z": 2, "result": 2, "attn_scores": 1, "pattern": 1}  # head axis
+_PER_HEAD = {"q": 2, "k": 2, "v": 2, "rot_q": 2, "rot_k": 2, "z": 2, "result": 2,  # the head axis of each hook
+             "attn_scores": 1, "pattern": 1}
 
 
 def _bad(x: torch.Tensor, masked_scores: bool = False) -> torch.Tensor:
@@ -80,13 +81,18 @@ def _all_finite(t: torch.Tensor) -> bool:
 
 
 def _hook_names(cfg) -> list[str]:
+    """Every hook point a forward pass of `cfg`'s architecture runs, in forward order (rotary q/k,
+    the gated MLP's linear half and the post-norms of Gemma-style blocks included)."""
     names = ["hook_embed", "hook_pos_embed"]
     for layer in range(cfg.n_layers):
         b = f"blocks.{layer}"
         names += [f"{b}.hook_resid_pre", f"{b}.ln1.hook_scale", f"{b}.ln1.hook_normalized"]
-        names += [f"{b}.attn.hook_{n}" for n in ("q", "k", "v", "attn_scores", "pattern", "z")]
-        names += [f"{b}.hook_attn_out", f"{b}.hook_resid_mid", f"{b}.ln2.hook_scale", f"{b}.ln2.hook_normalized",
-                  f"{b}.mlp.hook_pre", f"{b}.mlp.hook_post", f"{b}.hook_mlp_out", f"{b}.hook_resid_post"]
+        names += [f"{b}.attn.hook_{n}" for n in ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z")]
+        names += [f"{b}.ln1_post.hook_scale", f"{b}.ln1_post.hook_normalized", f"{b}.hook_attn_out",
+                  f"{b}.hook_resid_mid", f"{b}.ln2.hook_scale", f"{b}.ln2.hook_normalized",
+                  f"{b}.mlp.hook_pre_linear", f"{b}.mlp.hook_pre", f"{b}.mlp.hook_post",
+                  f"{b}.ln2_post.hook_scale", f"{b}.ln2_post.hook_normalized", f"{b}.hook_mlp_out",
+                  f"{b}.hook_resid_post"]
     return names + ["ln_final.hook_scale", "ln_final.hook_normalized"]
 
 

@@ -29,6 +29,7 @@ LN models are analysed after `fold_layernorm` (see `prep`): each head reads
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -37,9 +38,10 @@ from ..model import Transformer
 from ..model.fold import FOLDS
 from ._check import check_finite_terms
 from .factored import compute_dtype
+from .patterns import AttentionData, attention_patterns, run_until
 from .prep import prepared
 
-__all__ = ["PathBar", "PathTerms", "path_budget", "path_terms"]
+__all__ = ["FrozenRun", "LogitPaths", "PathBar", "PathTerms", "frozen_run", "logit_paths", "path_budget", "path_terms"]
 
 # Refuse enumerations whose term tensor would exceed this many elements (pass top_k instead).
 MAX_ELEMENTS = 400_000_000
@@ -165,20 +167,7 @@ class PathTerms:
         the `n_virtual` largest terms of two or more heads, the other enumerated terms summed into one bar,
         and the remainder. The bars add up to the logit's total (`sum(for_token(...))`)."""
         info = {lab: (o, list(p[1])) for lab, o, p in zip(self.labels, self.orders, self.paths)}
-        groups: dict[int, list[PathBar]] = {0: [], 1: [], 2: []}
-        rem = 0.0
-        for lab, v in self.for_token(pos, token, batch):  # largest |value| first
-            if lab == "remainder":
-                rem = v
-                continue
-            order, heads = info.get(lab, (0, []))
-            groups[min(order, 2)].append(PathBar(lab, v, order, heads, SECTIONS[min(order, 2)]))
-        out = groups[0] + groups[1][:n_one] + groups[2][:n_virtual]
-        rest = groups[1][n_one:] + groups[2][n_virtual:]
-        if rest:
-            out.append(PathBar(f"other terms ({len(rest)})", sum(b.value for b in rest), -1, [], "rest"))
-        out.append(PathBar("remainder (longer paths)", rem, -1, [], "rest"))
-        return out
+        return _bars(self.for_token(pos, token, batch), info, n_one, n_virtual)
 
 
 def _head_label(l: int, h: int) -> str:
@@ -323,3 +312,288 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
         final_scale=cache["scale"].to(dt) if ln else None, model_logits=logits.detach().to(dt),
         final_centre=centre,
     )
+
+
+# ------------------------------------------------------------------------ one logit, streamed
+@dataclass
+class FrozenRun:
+    """What the path expansion of single logits needs from one forward pass (patterns, LN scales and
+    MLP outputs frozen), and nothing of size `terms x pos x d_model`.
+
+    `model` is the model as given (its own forward pass: LN scales are the same before and after
+    folding, and what folding changes in the sources - their mean - is removed by every centring read);
+    `W_V` is folded (ln1's weight on its rows), `W_O` the model's, `lnf_w` the final norm's weight (the
+    folded unembedding column of a token is `lnf_w * W_U[:, token]`: no folded copy of W_U), `attn_bias
+    [layer, d_model]` each layer's constant attention output (`b_O + sum_h (b_ln1 W_V + b_V) W_O`, None
+    without biases), `b_U` the folded unembedding bias (None without). `patterns [layer, head, q, k]`
+    (given by a view, so held once), `ln_scale [layer, pos]` (ln1's scale; None without normalization),
+    `final_scale [pos]`, `sources [n_sources, pos, d_model]` with `source_labels` and `source_layer` (the
+    layer before which each is written: embed/pos 0, `bias L{l}`/`mlp L{l}` l + 1), `final_resid [pos,
+    d_model]` (the model's own logits at one position). Computed in `dt` (float32 for half weights)."""
+
+    model: Transformer
+    tokens: torch.Tensor  # [pos]
+    patterns: torch.Tensor
+    ln_scale: torch.Tensor | None
+    final_scale: torch.Tensor | None
+    source_labels: list[str]
+    source_layer: list[int]
+    sources: torch.Tensor
+    final_resid: torch.Tensor
+    W_V: torch.Tensor
+    W_O: torch.Tensor
+    lnf_w: torch.Tensor | None
+    b_U: torch.Tensor | None
+    dt: torch.dtype
+    attention: AttentionData | None = None  # the patterns with value norms, when this run computed them
+
+    def unembed_column(self, token: int) -> torch.Tensor:
+        """The folded unembedding's column of `token` `[d_model]`."""
+        col = self.model.W_U.detach()[:, token].to(self.dt)
+        return col * self.lnf_w if self.lnf_w is not None else col
+
+    post_scale: torch.Tensor | None = None  # [layer, pos]: the attention post-norm's scale (RMS post-norms)
+    post_w: torch.Tensor | None = None  # [layer, d_model]: its weight
+
+    def model_logits(self, pos: int) -> torch.Tensor:
+        """The model's own logits at `pos` `[d_vocab]` (one position's unembedding; before a final
+        soft-cap's tanh, which the terms add up to, as in `path_terms`)."""
+        m, cfg = self.model, self.model.cfg
+        x = m.normalize(self.final_resid[pos].to(m.W_E.dtype), "ln_final")
+        out = x @ m.W_U
+        if cfg.biases:
+            out = out + m.b_U
+        return out.detach().to(self.dt)
+
+
+@dataclass
+class LogitPaths:
+    """One logit (`token` at `pos`) split into path terms, computed for that logit alone.
+
+    `values[i]` is the contribution of term `labels[i]` (with `paths[i]`, `orders[i]` as in
+    `PathTerms`), then "b_U" (models with biases) and "remainder" (every path longer than
+    `max_order`: the exact backward pass's total minus the enumerated terms). `total` is the sum of
+    all values (the frozen expansion's logit), `model_logit` the model's own logit."""
+
+    pos: int
+    token: int
+    labels: list[str]
+    paths: list[tuple]
+    orders: list[int]
+    values: list[float]
+    total: float
+    model_logit: float
+
+    def for_token(self) -> list[tuple[str, float]]:
+        """`(label, value)` of every term, b_U and the remainder, largest |value| first."""
+        return sorted(zip(self.labels, self.values), key=lambda t: -abs(t[1]))
+
+    def bars(self, n_one: int = 16, n_virtual: int = 8) -> list[PathBar]:
+        """The bars of the path view (see `PathTerms.bars`)."""
+        info = {lab: (o, list(p[1])) for lab, o, p in zip(self.labels, self.orders, self.paths)}
+        return _bars(self.for_token(), info, n_one, n_virtual)
+
+
+def _bars(vals: list[tuple[str, float]], info: dict, n_one: int, n_virtual: int) -> list[PathBar]:
+    groups: dict[int, list[PathBar]] = {0: [], 1: [], 2: []}
+    rem = 0.0
+    for lab, v in vals:  # largest |value| first
+        if lab == "remainder":
+            rem = v
+            continue
+        order, heads = info.get(lab, (0, []))
+        groups[min(order, 2)].append(PathBar(lab, v, order, heads, SECTIONS[min(order, 2)]))
+    out = groups[0] + groups[1][:n_one] + groups[2][:n_virtual]
+    rest = groups[1][n_one:] + groups[2][n_virtual:]
+    if rest:
+        out.append(PathBar(f"other terms ({len(rest)})", sum(b.value for b in rest), -1, [], "rest"))
+    out.append(PathBar("remainder (longer paths)", rem, -1, [], "rest"))
+    return out
+
+
+@torch.no_grad()
+def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None) -> FrozenRun:
+    """One forward pass of `model` on one sequence `tokens` (`[pos]` or `[1, pos]`), keeping only what
+    `logit_paths` reads: LN scales `[layer, pos]`, MLP outputs, the final residual, and the patterns
+    unless given (`patterns [layer, head, pos, pos]` of this model on these tokens, e.g. a view's
+    `AttentionData.pattern`, so they are held once). No folded copy of the model: only W_V is
+    folded here (`[layer, head, d_model, d_head]`); the forward pass stops before the unembedding."""
+    if model.cfg.normalization is not None and model.cfg.positional == "shortformer":
+        prepared(model)  # raises: no exact fold of LN + shortformer
+    cfg = model.cfg
+    if cfg.post_norm and FOLDS[cfg.normalization].centres:
+        raise NotImplementedError("path expansion: LayerNorm post-norms (a bias after each block) are not supported; "
+                                  "RMSNorm post-norms (Gemma 2/3, OLMo-2) are")
+    toks = model.check_tokens(tokens)
+    if toks.shape[0] != 1:
+        raise ValueError(f"tokens must be one sequence, got a batch of {toks.shape[0]}")
+    P, L, D = toks.shape[1], cfg.n_layers, cfg.d_model
+    dt = compute_dtype(model.W_E.dtype)
+    ln = cfg.normalization is not None
+    pre = ln and cfg.pre_norm  # heads read a normalised residual
+    keep: dict[str, torch.Tensor] = {}
+    ln_scale = torch.empty(L, P, dtype=dt) if pre else None
+    post_scale = torch.empty(L, P, dtype=dt) if cfg.post_norm else None
+    mlp = None if cfg.attn_only else torch.empty(L, P, D, dtype=dt)
+
+    def grab(x, hp):
+        n, layer = hp.name, hp.layer()
+        if n.endswith("ln1.hook_scale"):
+            ln_scale[layer] = x[0, :, 0].to(dt)
+        elif n.endswith("ln1_post.hook_scale"):
+            post_scale[layer] = x[0, :, 0].to(dt)
+        elif n.endswith("hook_mlp_out"):
+            mlp[layer] = x[0].to(dt)
+        else:
+            keep[n] = x[0].to(dt)
+
+    names = ["hook_embed"] + (["hook_pos_embed"] if cfg.positional == "standard" else [])
+    names += [f"blocks.{L - 1}.hook_resid_post"] if L else []
+    names += ["ln_final.hook_scale"] if ln else []
+    for layer in range(L):
+        names += ([f"blocks.{layer}.ln1.hook_scale"] if pre else []) + (
+            [f"blocks.{layer}.hook_mlp_out"] if mlp is not None else []) + (
+            [f"blocks.{layer}.ln1_post.hook_scale"] if cfg.post_norm else [])
+    hooks = [(n, grab) for n in names]
+    last = ("ln_final.hook_scale" if ln else f"blocks.{L - 1}.hook_resid_post" if L
+            else names[0 if cfg.positional != "standard" else 1])
+    attention = None
+    if patterns is None:  # one forward pass for the patterns (shared with other views) and the rest
+        attention = attention_patterns(model, toks, extra_hooks=hooks, until=last)
+        patterns = attention.pattern
+    if "hook_embed" not in keep:  # patterns given, or shared from an earlier run: a pass of our own
+        run_until(model, toks, hooks, last=last)
+    if tuple(patterns.shape) != (L, cfg.n_heads, P, P):
+        raise ValueError(f"patterns of shape {tuple(patterns.shape)} do not fit {L} layers x {cfg.n_heads} heads "
+                         f"on {P} tokens")
+    pat = patterns
+    params = dict(model.named_parameters())
+    post_w = params["ln1_post_w"].detach().to(dt) if cfg.post_norm else None
+    ln1_w, ln1_b = params.get("ln1_w"), params.get("ln1_b")
+    lnf_w, lnf_b = params.get("ln_final_w"), params.get("ln_final_b")
+    W_V, W_O = model.W_V.detach().to(dt), model.W_O.detach().to(dt)
+    if ln1_w is not None and cfg.pre_norm:  # fold ln1's weight into the rows of W_V (what `fold_layernorm` does)
+        W_V = W_V * ln1_w.detach().to(dt)[:, None, :, None]
+    labels, layers, vecs = ["embed"], [0], [keep["hook_embed"]]
+    if cfg.positional == "standard":
+        labels.append("pos"), layers.append(0), vecs.append(keep["hook_pos_embed"])
+    for layer in range(L):
+        if cfg.biases or ln1_b is not None:  # the constant part of the layer's attention output
+            b_v = model.b_V.detach()[layer].to(dt) if cfg.biases else torch.zeros(W_O.shape[1:3], dtype=dt)
+            if ln1_b is not None:  # ln1's bias, read through the unfolded W_V
+                b_v = b_v + torch.einsum("d,hde->he", ln1_b.detach()[layer].to(dt), model.W_V.detach()[layer].to(dt))
+            b = torch.einsum("he,hed->d", b_v, W_O[layer])
+            if cfg.biases:
+                b = b + model.b_O.detach()[layer].to(dt)
+            if bool(b.ne(0).any()):
+                b = b.expand(P, D)
+                if post_scale is not None:  # through the frozen post-norm, like the heads' outputs
+                    b = b / post_scale[layer, :, None] * post_w[layer]
+                labels.append(f"bias L{layer}"), layers.append(layer + 1), vecs.append(b)
+        if mlp is not None:
+            labels.append(f"mlp L{layer}"), layers.append(layer + 1), vecs.append(mlp[layer])
+    b_U = None
+    if cfg.biases or ln:  # as the folded model has it (folding gives every LN model a b_U)
+        b_U = model.b_U.detach().to(dt) if cfg.biases else torch.zeros(cfg.d_vocab, dtype=dt)
+        if lnf_b is not None:
+            b_U = b_U + lnf_b.detach().to(dt) @ model.W_U.detach().to(dt)
+    resid = keep[f"blocks.{L - 1}.hook_resid_post"] if L else sum(vecs)
+    return FrozenRun(model=model, tokens=toks[0].clone(), patterns=pat, ln_scale=ln_scale,
+                     final_scale=keep["ln_final.hook_scale"][:, 0] if ln else None, source_labels=labels,
+                     source_layer=layers, sources=torch.stack(vecs), final_resid=resid, W_V=W_V, W_O=W_O,
+                     lnf_w=lnf_w.detach().to(dt) if lnf_w is not None else None, b_U=b_U, dt=dt, attention=attention,
+                     post_scale=post_scale, post_w=post_w)
+
+
+@torch.no_grad()
+def logit_paths(run: FrozenRun, pos: int, token: int, max_order: int = 2) -> LogitPaths:
+    """The path expansion of one logit (`token` at `pos`) on a `frozen_run`, equal to
+    `path_terms(...).for_token(pos, token)` without pruning, in memory `O(sources x pos x d_model)`.
+
+    Works backwards from the logit: a term's value is `(w @ X_src) . v` with `w [pos]` the product of
+    its heads' attention rows and LN scales and `v [d_model]` the unembedding column carried back
+    through their OV circuits (centred where LN reads), so no `[terms, pos, d_model]` tensor is
+    formed. Only positions <= `pos` matter (causal). The remainder (paths longer than `max_order`)
+    is the exact backward pass's total minus the enumerated terms."""
+    cfg = run.model.cfg
+    P = run.tokens.shape[0]
+    if isinstance(max_order, bool) or not isinstance(max_order, int) or max_order < 0:
+        raise ValueError(f"max_order={max_order!r} must be an integer >= 0")
+    if isinstance(pos, bool) or not isinstance(pos, int) or not -P <= pos < P:
+        raise IndexError(f"pos={pos!r} out of range: 0..{P - 1}")
+    pos %= P
+    V = cfg.d_vocab
+    if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < V:
+        raise IndexError(f"token={token!r} is out of range: token ids are 0..{V - 1}")
+    dt, n = run.dt, pos + 1  # positions 0..pos only
+    ln = run.ln_scale is not None  # heads read a normalised residual
+    centred = cfg.normalization is not None and FOLDS[cfg.normalization].centres  # RMS norms do not centre
+    W_V, W_O = run.W_V, run.W_O
+
+    def centre(x: torch.Tensor) -> torch.Tensor:
+        return x - x.mean(-1, keepdim=True) if centred else x
+
+    u = run.unembed_column(token)
+    if run.final_scale is not None:
+        u = centre(u) / run.final_scale[pos]
+    X = run.sources[:, :n]  # [S, n, D]
+    src_layer = torch.tensor(run.source_layer)
+    labels = list(run.source_labels)
+    paths: list[tuple] = [(s, ()) for s in labels]
+    orders = [0] * len(labels)
+    values = (X[:, pos] @ u).tolist()
+
+    # chains from the logit backwards: (w [n], v [D], heads earliest first, lowest layer allowed + 1)
+    frontier = [(torch.nn.functional.one_hot(torch.tensor(pos), n).to(dt), u, (), cfg.n_layers)]
+    for order in range(1, max_order + 1):
+        nxt = []
+        for w, v, heads, bound in frontier:
+            for layer in range(bound):
+                A = run.patterns[layer, :, :n, :n].to(dt)  # [H, n, n]
+                w_out, v_out = w, v
+                if run.post_scale is not None:  # the frozen post-norm: / scale per query, * weight
+                    w_out, v_out = w / run.post_scale[layer, :n], v * run.post_w[layer]
+                w2 = w_out @ A  # [H, n]
+                if ln:
+                    w2 = w2 / run.ln_scale[layer, :n]
+                v2 = torch.einsum("hde,he->hd", W_V[layer], W_O[layer] @ v_out)  # [H, D], never W_V W_O
+                if ln:
+                    v2 = centre(v2)
+                srcs = (src_layer <= layer).nonzero()[:, 0].tolist()
+                vals = torch.einsum("hp,sph->sh", w2, X[srcs] @ v2.T)  # [S_l, H]
+                for a, s in enumerate(srcs):
+                    for h in range(cfg.n_heads):
+                        hs = ((layer, h), *heads)
+                        labels.append(" → ".join([run.source_labels[s], *(_head_label(*x) for x in hs)]))
+                        paths.append((run.source_labels[s], hs))
+                        orders.append(order)
+                        values.append(float(vals[a, h]))
+                if order < max_order:
+                    nxt += [(w2[h], v2[h], ((layer, h), *heads), layer) for h in range(cfg.n_heads)]
+        frontier = nxt
+
+    # the exact total: the logit's gradient carried down the frozen layers, read by every source
+    g = torch.zeros(n, cfg.d_model, dtype=dt)
+    g[pos] = u
+    total = 0.0
+    for layer in reversed(range(cfg.n_layers)):
+        written = (src_layer == layer + 1).nonzero()[:, 0]
+        total += float((X[written] * g).sum())
+        A = run.patterns[layer, :, :n, :n].to(dt)
+        g_out = g if run.post_scale is None else g * run.post_w[layer] / run.post_scale[layer, :n, None]
+        t = A.transpose(-1, -2) @ torch.einsum("pd,hed->hpe", g_out, W_O[layer])  # [H, n, E]
+        back = torch.einsum("hpe,hde->pd", t, W_V[layer])
+        g = g + (centre(back) / run.ln_scale[layer, :n, None] if ln else back)
+    total += float((X[src_layer == 0] * g).sum())
+    if run.b_U is not None:
+        labels.append("b_U"), paths.append(("b_U", ())), orders.append(0)
+        b = float(run.b_U[token])
+        values.append(b)
+        total += b
+    labels.append("remainder"), paths.append(("remainder", ())), orders.append(-1)
+    values.append(total - sum(values))
+    if not all(math.isfinite(x) for x in values):
+        check_finite_terms("path terms", labels, [torch.tensor(x) for x in values], model=run.model,
+                           tokens=run.tokens[None])
+    return LogitPaths(pos=pos, token=token, labels=labels, paths=paths, orders=orders, values=values, total=total,
+                      model_logit=float(run.model_logits(pos)[token]))

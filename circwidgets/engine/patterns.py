@@ -9,6 +9,7 @@ figures) scales each source column by the norm of the value vector the head read
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,22 @@ import torch
 from ..model import Transformer
 from ..model.nnsight_source import is_source
 from ._check import check_finite
+
+
+class _Stop(Exception):
+    """Raised by the last hook `run_until` needs: the rest of the forward pass is not computed."""
+
+
+def run_until(model: Transformer, tokens: torch.Tensor, hooks: list, last: str) -> None:
+    """`model.run_with_hooks(tokens, hooks)`, stopped right after hook point `last` has run (no
+    unembedding: `[pos, d_vocab]` logits are the largest tensor of a long input)."""
+    def stop(x, hp):
+        raise _Stop
+
+    try:
+        model.run_with_hooks(tokens, [*hooks, (last, stop)])
+    except _Stop:
+        return
 
 
 @dataclass
@@ -48,8 +65,11 @@ def value_weighted_pattern(pattern: torch.Tensor, v_norm: torch.Tensor) -> torch
 
 
 @torch.no_grad()
-def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = None) -> AttentionData:
+def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = None, extra_hooks: list = (),
+                       until: str | None = None) -> AttentionData:
     """Run `model` on one sequence and keep every head's pattern and value norms (nothing else).
+    `extra_hooks` ride along in the same forward pass (stopped after hook point `until`, default the
+    last layer's pattern) - but only when the patterns are computed, not when they are shared.
 
     tokens: `[pos]` or `[1, pos]` ids (or text when the model has a tokenizer).
     dtype: storage dtype of the returned patterns (default: the model's); `torch.float16` halves the
@@ -67,6 +87,14 @@ def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = N
     cfg = model.cfg
     n = toks.shape[1]
     dt = dtype or model.W_E.dtype
+    from .prep import fingerprint
+
+    # one copy per (model, weights, tokens, dtype) while anything holds it: the views of a dashboard
+    # on one text share their patterns (12 x 12 heads x 1,024^2 positions: 600 MB each otherwise)
+    key = (id(model), fingerprint(model), dt, str(toks.device), toks.cpu().numpy().tobytes())
+    hit = _SHARED.get(key)
+    if hit is not None:
+        return hit
     pattern = torch.empty(cfg.n_layers, cfg.n_heads, n, n, dtype=dt, device=toks.device)
     v_norm = torch.empty(cfg.n_layers, cfg.n_heads, n, dtype=dt, device=toks.device)
 
@@ -80,11 +108,31 @@ def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = N
     hooks = []
     for layer in range(cfg.n_layers):
         hooks += [(("pattern", layer), keep_pattern), (("v", layer), keep_v)]
-    model.run_with_hooks(toks, fwd_hooks=hooks)
+    if cfg.n_layers:
+        run_until(model, toks, [*hooks, *extra_hooks], last=until or f"blocks.{cfg.n_layers - 1}.attn.hook_pattern")
     from ._check import check_finite_output
 
     check_finite_output("attention patterns", pattern, model=model, tokens=toks)
-    return AttentionData(pattern=pattern, v_norm=v_norm, tokens=toks[0].clone())
+    out = AttentionData(pattern=pattern, v_norm=v_norm, tokens=toks[0].clone())
+    _SHARED[key] = out
+    return out
+
+
+_SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def shared_patterns(model: Transformer, tokens) -> AttentionData | None:
+    """The patterns of `model` on `tokens` if some view already holds them (any dtype), else None."""
+    from .prep import fingerprint
+
+    toks = model.check_tokens(tokens)
+    head = (id(model), fingerprint(model))
+    tail = (str(toks.device), toks.cpu().numpy().tobytes())
+    for dt in (model.W_E.dtype, torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        hit = _SHARED.get((*head, dt, *tail))
+        if hit is not None:
+            return hit
+    return None
 
 
 @torch.no_grad()

@@ -109,9 +109,16 @@ class SkipTrigramTable:
     """
 
     def __init__(self, model: Transformer, layer: int, head: int, factors: dict[str, torch.Tensor],
-                 top_qk: torch.Tensor, top_ov: torch.Tensor, k: int, n_dest: int, n_out: int, block_size: int):
+                 top_qk: torch.Tensor, top_ov: torch.Tensor, k: int, n_dest: int, n_out: int, block_size: int,
+                 vocab: torch.Tensor | None = None):
         self.model, self.layer, self.head = model, layer, head
         self._f = factors
+        # vocab: the token ids allowed as A, B and C (position i of the arrays below is token vocab[i]);
+        # None = the whole vocabulary (position = token id)
+        self.vocab = vocab
+        self._pos = None
+        if vocab is not None:
+            self._pos = {int(t): i for i, t in enumerate(vocab.tolist())}
         self.top_qk, self.top_ov = top_qk, top_ov
         self.strength = top_qk.clamp(min=0) * top_ov
         self.order = torch.argsort(self.strength, descending=True, stable=True)
@@ -155,19 +162,28 @@ class SkipTrigramTable:
             dv, di = qk.topk(nd, dim=1)
             ovv, oi = ov.topk(no, dim=1)
             dv, di, ovv, oi = dv.cpu(), di.cpu(), ovv.cpu(), oi.cpu()
-            for j, a in enumerate(src.cpu().tolist()):
+            if self.vocab is not None:  # positions in the subset -> token ids
+                di, oi = self.vocab[di], self.vocab[oi]
+            for j, p in enumerate(src.cpu().tolist()):
+                a = p if self.vocab is None else int(self.vocab[p])
                 dests, outs = di[j].tolist(), oi[j].tolist()
                 rows.append(SkipTrigramRow(
-                    source=a, strength=float(self.strength[a]), top_qk=float(self.top_qk[a]),
-                    top_ov=float(self.top_ov[a]), dests=dests, dest_values=dv[j].tolist(), outs=outs,
+                    source=a, strength=float(self.strength[p]), top_qk=float(self.top_qk[p]),
+                    top_ov=float(self.top_ov[p]), dests=dests, dest_values=dv[j].tolist(), outs=outs,
                     out_values=ovv[j].tolist(), source_str=(self._to_strs([a]) or [None])[0],
-                    dest_strs=self._to_strs(dests), out_strs=self._to_strs(outs), rank=int(self._rank[a]),
+                    dest_strs=self._to_strs(dests), out_strs=self._to_strs(outs), rank=int(self._rank[p]),
                 ))
         return rows
 
     def for_source(self, token) -> SkipTrigramRow:
-        """The row of one source token A (id, or string for models with a tokenizer)."""
-        return self._lists(torch.tensor([self._resolve(token)]))[0]
+        """The row of one source token A (id, or string for models with a tokenizer); with a `vocab`
+        subset, A must be in it (ValueError otherwise)."""
+        t = self._resolve(token)
+        if self._pos is not None:
+            if t not in self._pos:
+                raise ValueError(f"token {t} is not among this table's {len(self._pos)} allowed tokens (vocab=)")
+            t = self._pos[t]
+        return self._lists(torch.tensor([t]))[0]
 
     def rows(self, start: int = 0, n: int | None = None) -> list[SkipTrigramRow]:
         """Rows `start .. start + n` in strength order (n defaults to `k`)."""
@@ -276,9 +292,22 @@ def source_maxima(factors: dict[str, torch.Tensor], block_size: int | None = Non
     return top_qk.cpu(), top_ov.cpu()
 
 
+def frequent_tokens(tokens, n: int, d_vocab: int | None = None) -> torch.Tensor:
+    """The `n` most frequent token ids of a corpus (`tokens`: ids of any shape, e.g. `[batch, pos]`),
+    most frequent first (ties: smaller id first): `[min(n, distinct ids)]` int64. The `vocab=` of
+    `skip_trigrams` for "the top-N corpus tokens"."""
+    t = torch.as_tensor(tokens).reshape(-1).to(torch.int64)
+    if t.numel() and int(t.min()) < 0:
+        raise ValueError("token ids must be >= 0")
+    counts = torch.bincount(t, minlength=d_vocab or 0)
+    present = int((counts > 0).sum())
+    order = torch.argsort(-counts, stable=True)
+    return order[: min(int(n), present)]
+
+
 def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest: int = 10, n_out: int = 10,
                   block_size: int | None = None, col_block: int | None = None,
-                  progress: bool | None = None, offset=None) -> SkipTrigramTable:
+                  progress: bool | None = None, offset=None, vocab=None) -> SkipTrigramTable:
     """The skip-trigram table of head (layer, head): sources ranked by strength (module docstring).
 
     k: rows shown by default (`len(table)`, iteration); more via `table.rows(start, n)`.
@@ -288,6 +317,10 @@ def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest
     Never materialises a d_vocab × d_vocab matrix; one pass costs 4 · d_vocab² · d_head FLOPs.
     offset: rotary models only: the query − key offset(s) the QK circuit is read at (an int, or a
     sequence to average over); default `default_offset(model)` (the mean over Δ = 1..64).
+    vocab: token ids (e.g. `frequent_tokens(corpus, 300)`); sources A, destinations B and outputs C
+    are then all taken from this subset only. The values stay the whole-vocabulary table's (centred
+    over the whole vocabulary), so a row of the filtered table is the full row with the other tokens
+    left out; `strength` etc. are then indexed by position in `table.vocab`. None: every token.
     """
     model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
     if is_lazy(model):  # a checkpoint read layer by layer
@@ -298,9 +331,23 @@ def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest
     for name, val in checks:
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{name}={val!r} must be an integer >= 1")
-    k = min(k, model.cfg.d_vocab)
     if offset is None:
         offset = default_offset(model)
     f = _factors(model, layer, head, offset)
+    ids = None
+    if vocab is not None:
+        ids = torch.as_tensor(vocab).reshape(-1).to(torch.int64).cpu()
+        if ids.numel() == 0:
+            raise ValueError("vocab is empty: give at least one token id")
+        if int(ids.min()) < 0 or int(ids.max()) >= model.cfg.d_vocab:
+            raise ValueError(f"vocab holds ids outside 0..{model.cfg.d_vocab - 1}")
+        if len(torch.unique(ids)) != len(ids):
+            raise ValueError("vocab holds repeated token ids")
+        dev = f["q"].device
+        sel = ids.to(dev)
+        f = {"q": f["q"][sel].contiguous(), "k": f["k"][sel].contiguous(), "v": f["v"][sel].contiguous(),
+             "u": f["u"][:, sel].contiguous()}  # centred over the whole vocabulary first (_factors)
+    k = min(k, model.cfg.d_vocab if ids is None else len(ids))
     top_qk, top_ov = source_maxima(f, block_size, col_block, progress)
-    return SkipTrigramTable(model, layer, head, f, top_qk, top_ov, k, n_dest, n_out, min(block_size or 256, 256))
+    return SkipTrigramTable(model, layer, head, f, top_qk, top_ov, k, n_dest, n_out, min(block_size or 256, 256),
+                            vocab=ids)

@@ -123,7 +123,7 @@ class ModelConfig:
 
         def positive_float(f: str) -> None:
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            if not _positive_finite(v):  # also an int beyond any float (10**400)
                 raise ValueError(f"ModelConfig.{f} must be a positive finite number, got {v!r}")
             setattr(self, f, float(v))
 
@@ -152,12 +152,12 @@ class ModelConfig:
         if self.rope_scaling is not None:
             rs = self.rope_scaling
             kind = rs.get("rope_type") if isinstance(rs, dict) else None
-            if kind not in ROPE_SCALING_KEYS:
+            if not isinstance(kind, str) or kind not in ROPE_SCALING_KEYS:  # (a list is unhashable)
                 raise ValueError(f"ModelConfig.rope_scaling must be None or a dict with rope_type in "
                                  f"{tuple(ROPE_SCALING_KEYS)}, got {rs!r}")
             for k in ROPE_SCALING_KEYS[kind]:
                 v = rs.get(k)
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                if not _positive_finite(v):
                     raise ValueError(f"ModelConfig.rope_scaling[{k!r}] must be a positive number for "
                                      f"rope_type {kind!r}, got {v!r}")
             if kind == "llama3" and not rs["high_freq_factor"] > rs["low_freq_factor"]:
@@ -166,9 +166,10 @@ class ModelConfig:
             self.rope_scaling = {"rope_type": kind, **{k: float(rs[k]) for k in ROPE_SCALING_KEYS[kind]}}
         if self.qk_norm_scope not in QK_NORM_SCOPES:
             raise ValueError(f"ModelConfig.qk_norm_scope must be one of {QK_NORM_SCOPES}, got {self.qk_norm_scope!r}")
-        if (self.pre_norm is False or self.post_norm) and self.normalization is None:
-            raise ValueError("ModelConfig.pre_norm=False / post_norm=True need a normalization "
-                             "('LN', 'LNPre', 'RMS' or 'RMSPre'), got None")
+        for f, v in (("pre_norm", False), ("post_norm", True)):
+            if getattr(self, f) is v and self.normalization is None:
+                raise ValueError(f"ModelConfig.{f}={v} needs a normalization ('LN', 'LNPre', 'RMS' or 'RMSPre'), "
+                                 "got None")
         if self.gated_mlp and self.attn_only:
             raise ValueError("ModelConfig.gated_mlp=True needs an MLP (attn_only=False)")
         if self.parallel_attn_mlp and self.attn_only:
@@ -177,8 +178,8 @@ class ModelConfig:
         for f in ("attn_softcap", "final_softcap"):
             if getattr(self, f) is not None:
                 positive_float(f)
-        if self.sliding_window is not None:
-            positive_int("sliding_window")
+        if self.sliding_window is not None:  # beyond n_ctx's limit it is no window (and overflows int64)
+            positive_int("sliding_window", INT_RANGES["n_ctx"][1])
         if self.sliding_window_layers is not None:
             if self.sliding_window is None:
                 raise ValueError("ModelConfig.sliding_window_layers needs sliding_window to be set")

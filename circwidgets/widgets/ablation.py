@@ -13,7 +13,7 @@ from ..engine.ablation_state import AblatedRun, PathCut, ablated_run
 from ..engine.interventions import path_cuts
 from ..model import Transformer
 from ._data import as_model, encode_array, token_label, tokens_and_labels
-from .base import CircuitWidget, reacts_to
+from .base import CircuitWidget, int_pairs, list_of_lists, reacts_to
 
 _EFFECTS_MAX = 40_000_000  # single-head effect table on setup only when L*H*pos*d_vocab is at most this
 
@@ -34,6 +34,7 @@ class Ablation(CircuitWidget):
 
     _front_end = "ablation"
     export_inputs = ("ablation", "mode", "off", "cuts", "position", "layer", "head")  # restore order
+    page_schema = {"off": int_pairs(), "cuts": list_of_lists}
 
     labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     off = traitlets.List([]).tag(sync=True)

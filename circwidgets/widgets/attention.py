@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine.patterns import AttentionData, attention_patterns, pattern_thumbnails
+from ..engine.patterns import AttentionData, attention_patterns, pattern_thumbnails, shared_patterns
 from ..model import Transformer
 from ._data import as_model, encode_array, tokens_and_labels
 from .base import CircuitWidget, reacts_to
@@ -36,6 +36,7 @@ class AttentionPatterns(CircuitWidget):
 
     _front_end = "attention"
     export_inputs = ("value_weighted", "score_name", "layer", "head")  # restore order
+    page_inputs = ("text",)
 
     labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     text = traitlets.Unicode("").tag(sync=True)
@@ -70,7 +71,8 @@ class AttentionPatterns(CircuitWidget):
         cfg = self.model.cfg
         n = toks.shape[0]
         dtype = torch.float16 if cfg.n_layers * cfg.n_heads * n * n > _F16_ABOVE else None
-        self.data = attention_patterns(self.model, toks, dtype=dtype)
+        # a copy another view (the explorer's) already holds is used as it is: one copy, not two
+        self.data = shared_patterns(self.model, toks) or attention_patterns(self.model, toks, dtype=dtype)
         self.tokens = toks
         self.set_quietly(labels=labs, text=text, thumbs=encode_array(pattern_thumbnails(self.data), "float16"))
         self._score_cache.pop("previous_token_text", None)

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import anywidget
 import ipywidgets
 import traitlets
+from ipywidgets.widgets.widget import _put_buffers
 
 from ..engine import check_finite, check_layer_head
 from ..model import Transformer
@@ -74,6 +75,157 @@ def reacts_to(*names: str) -> Callable:
     return deco
 
 
+# ------------------------------------------------------------------------------------ page inputs
+def _short(value: Any, n: int = 60) -> str:
+    r = repr(value)
+    return r if len(r) <= n else r[:n - 1] + "…"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def int_list(n: int) -> Callable[[Any], str | None]:
+    """Page-value check: `[]` or a list of exactly `n` integers."""
+
+    def check(v: Any) -> str | None:
+        if v == [] or (isinstance(v, list) and len(v) == n and all(_is_int(x) for x in v)):
+            return None
+        return f"must be [] or a list of {n} integers"
+
+    return check
+
+
+def int_pairs(max_len: int | None = None) -> Callable[[Any], str | None]:
+    """Page-value check: a list of `[layer, head]` integer pairs (at most `max_len` of them)."""
+
+    def check(v: Any) -> str | None:
+        if not isinstance(v, list) or not all(isinstance(x, list) and len(x) == 2 and all(map(_is_int, x))
+                                              for x in v):
+            return "must be a list of [layer, head] integer pairs"
+        if max_len is not None and len(v) > max_len:
+            return f"must hold at most {max_len} pairs"
+        return None
+
+    return check
+
+
+def list_of_lists(v: Any) -> str | None:
+    """Page-value check: a list of lists (their items are checked by the view's own parser)."""
+    return None if isinstance(v, list) and all(isinstance(x, list) for x in v) else "must be a list of lists"
+
+
+# JSON types a value from the page must have, per trait class (bool is not an int here, an int is
+# not a bool: the page sends true/false for toggles and numbers for indices)
+_PAGE_TYPES: tuple[tuple[type, Callable[[Any], bool], str], ...] = (
+    (traitlets.Bool, lambda v: isinstance(v, bool), "true or false"),
+    (traitlets.Int, _is_int, "an integer"),
+    (traitlets.Float, lambda v: (_is_int(v) or isinstance(v, float)) and abs(v) < float("inf") and v == v,
+     "a finite number"),
+    (traitlets.Unicode, lambda v: isinstance(v, str), "a string"),
+    (traitlets.List, lambda v: isinstance(v, list), "a list"),
+    (traitlets.Dict, lambda v: isinstance(v, dict), "an object"),
+)
+
+
+class PageInputs:
+    """Mixin for anywidget widgets: the one gate every value from the page passes through.
+
+    A comm `update` message is checked before traitlets sees it: each key must be one of the view's
+    page inputs (`page_inputs`, plus `export_inputs` where the class has them), its value of the
+    trait's JSON type (`_PAGE_TYPES`: `head: 1.5`, `"abc"`, `null` are refused) and, where the class
+    lists one in `page_schema`, of the right structure (`pair` four integers). A refused value, and
+    any failure while applying an accepted one, becomes the widget's `error` message (and a
+    `CircuitWidgetWarning`); the page is sent the kernel's values back, so the selection reverts. No
+    exception leaves the comm handler, so no traceback reaches the notebook. Traits of ipywidgets'
+    own base classes (layout, tooltip, ...) are left to ipywidgets.
+    """
+
+    page_inputs: ClassVar[tuple[str, ...]] = ()
+    page_schema: ClassVar[dict[str, Callable[[Any], str | None]]] = {}
+
+    def _report(self, msg: str) -> None:
+        self.error = msg
+        warnings.warn(msg, CircuitWidgetWarning, stacklevel=_user_stacklevel())
+
+    def _settable_from_page(self) -> set[str]:
+        return set(self.page_inputs) | set(getattr(self, "export_inputs", ()))
+
+    def page_value_problem(self, name: str, value: Any) -> str | None:
+        """Why the page may not set trait `name` to `value` (None: it may)."""
+        if name not in self.keys:
+            return "not a property of this view"
+        if name not in self._settable_from_page():
+            owner = next(c for c in type(self).__mro__ if name in c.__dict__)
+            if isinstance(owner, type) and issubclass(owner, PageInputs):
+                return "set by the kernel only"
+            return None  # an ipywidgets base trait: ipywidgets' own handling
+        trait = self.traits()[name]
+        for cls, ok, what in _PAGE_TYPES:
+            if isinstance(trait, cls):
+                if not ok(value):
+                    return f"must be {what}"
+                break
+        check = self.page_schema.get(name)
+        if check is not None and (why := check(value)):
+            return why
+        try:
+            trait.validate(self, value)
+        except traitlets.TraitError as e:
+            return str(e).split("\n")[0]
+        return None
+
+    def set_state(self, sync_data: dict) -> None:
+        """Apply the page's values that pass `page_value_problem`; report the rest (never raises)."""
+        refused: list[str] = []
+        resend: list[str] = []
+        accepted = {}
+        for name, value in sync_data.items():
+            why = self.page_value_problem(name, value)
+            if why is None:
+                accepted[name] = value
+            else:
+                refused.append(f"{name}={_short(value)} {why}")
+                if name in self.keys:
+                    resend.append(name)
+        if accepted:
+            try:
+                super().set_state(accepted)
+            except Exception as e:  # noqa: BLE001 - a handler's failure is a message, never a dead comm
+                refused.append(f"{', '.join(accepted)}: {type(e).__name__}: {e}")
+                resend += list(accepted)
+        if refused:
+            self._report("not applied (from the page): " + "; ".join(refused))
+            with contextlib.suppress(Exception):
+                self.send_state(resend)  # the page's copy reverts to the kernel's values
+
+    def _handle_msg(self, msg: dict) -> None:
+        """The comm's message handler: malformed messages are reported, `update`s go to `set_state`."""
+        try:
+            content = msg.get("content") if isinstance(msg, dict) else None
+            data = content.get("data") if isinstance(content, dict) else None
+            if not isinstance(data, dict) or not isinstance(data.get("method"), str):
+                self._report("a message from the page had no method: ignored")
+                return
+            if data["method"] != "update":
+                return super()._handle_msg(msg)  # request_state, custom, unknown (logged by ipywidgets)
+            state = data.get("state", {})
+            if not isinstance(state, dict):
+                self._report(f"an update from the page carried {_short(state)} instead of an object: ignored")
+                return
+            if "buffer_paths" in data:
+                paths, buffers = data["buffer_paths"], msg.get("buffers") or []
+                if not isinstance(paths, list) or len(paths) != len(buffers):
+                    self._report(f"an update from the page had {_short(paths)} buffer paths for {len(buffers)} "
+                                 "buffers: ignored")
+                    return
+                _put_buffers(state, paths, buffers)
+            self.set_state(state)
+        except Exception as e:  # noqa: BLE001 - nothing from the page may raise into the comm handler
+            with contextlib.suppress(Exception):
+                self._report(f"a message from the page was not understood: {type(e).__name__}: {_short(e)}")
+
+
 class StaticFallback:
     """Mixin for widgets: adds `text/plain` (from `summary()`) and, when `static_png`, `image/png`
     (from `png()`, i.e. the matplotlib twin `figure()`) beside the widget view in the mimebundle, so
@@ -116,14 +268,15 @@ class StaticFallback:
         return data, meta
 
 
-class CircuitWidget(StaticFallback, anywidget.AnyWidget):
+class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
     """Base of every circwidgets view: a selected (layer, head) and that head's data only.
 
     Synced traits: `layer`, `head` (the selection; the front end sets them on click / arrow keys),
     `n_layers`, `n_heads`, `error` (a message shown in the widget; "" when all is well),
     `shown` ({"layer", "head", ...}: what the data traits currently hold).
     A bad request (out-of-range head, engine error) sets `error`, emits a `CircuitWidgetWarning`,
-    restores the last good selection, and never raises into the kernel's comm handler.
+    restores the last good selection, and never raises into the kernel's comm handler; values from
+    the page are type-checked first (`PageInputs`).
 
     Trait updates: `set_quietly(**values)` sets traits without running this widget's own `reacts_to`
     handlers for them; `apply_or_revert(change, apply)` runs a request and, if it fails, reports
@@ -204,10 +357,6 @@ class CircuitWidget(StaticFallback, anywidget.AnyWidget):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ machinery
-    def _report(self, msg: str) -> None:
-        self.error = msg
-        warnings.warn(msg, CircuitWidgetWarning, stacklevel=_user_stacklevel())
-
     @contextlib.contextmanager
     def quiet(self, *names: str) -> Iterator[None]:
         """Inside: assignments to `names` run none of this widget's `reacts_to` handlers, and the

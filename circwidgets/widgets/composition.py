@@ -17,7 +17,7 @@ from ..engine.patterns import attention_patterns
 from ..engine.virtual import virtual_heads
 from ..model import Transformer
 from ._data import as_model, encode_array, tokens_and_labels
-from .base import CircuitWidget, reacts_to
+from .base import CircuitWidget, int_list, reacts_to
 
 KINDS = {"q": "Q-composition", "k": "K-composition", "v": "V-composition"}
 
@@ -42,6 +42,7 @@ class Composition(CircuitWidget):
 
     _front_end = "composition"
     export_inputs = ("kind", "subtract_baseline", "pair", "layer", "head")  # restore order
+    page_schema = {"pair": int_list(4)}
     cache_size = 512  # per-pair patterns (three float16 [pos, pos] arrays each)
 
     kind = traitlets.Unicode("k").tag(sync=True)

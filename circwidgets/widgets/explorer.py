@@ -10,8 +10,9 @@ from collections.abc import Iterator, Sequence
 import ipywidgets
 import traitlets
 
+from ..engine.patterns import attention_patterns
 from ..model import Transformer
-from ._data import as_model
+from ._data import as_model, tokens_and_labels
 from .ablation import Ablation
 from .attention import AttentionPatterns
 from .base import CircuitWidget, StaticFallback
@@ -51,7 +52,14 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
             "paths": lambda: PathExpansion(model, text_or_tokens, labels=labels, layer=layer, head=head),
         }
         self.model = model
+        # the panels that show patterns (attention, composition, paths) share one copy of them
+        # (12 x 12 heads x 1,024^2 positions: 600 MB): computed once here, held while the panels are made
+        shared = None
+        if {"attention", "composition", "paths"} & set(panels) and model.cfg.n_layers and model.cfg.n_heads:
+            with contextlib.suppress(Exception):  # a bad input: each panel reports it itself
+                shared = attention_patterns(model, tokens_and_labels(model, text_or_tokens, labels)[0])
         self.panels: dict[str, CircuitWidget] = {name: make[name]() for name in panels}
+        del shared
         self._syncing = False
         title = ipywidgets.HTML()
         title.value = "<b>circuit explorer</b> — click a head in any panel; every panel follows"

@@ -11,8 +11,11 @@ as a module script), its CSS, the data (JSON in a `<script type="application/jso
 escaped), and a tiny model shim (`static/export_shim.js`: get / set / on / off / save_changes /
 send): `save_changes` looks the new inputs up and applies that state's traits, firing
 `change:<name>` as the kernel's messages would; a state that was not exported gets a message in the
-view instead. A Content-Security-Policy of `default-src 'none'` (inline scripts and styles only)
-makes any network request impossible.
+view instead (and no "computing" note: nothing is being computed). The shim marks the model
+`offline`, so controls only a kernel can answer (a text box to tokenize, token searches, more rows,
+the monitor's stop button) are disabled with the note "needs a live kernel" (`js/src/lib/offline.js`).
+A Content-Security-Policy of `default-src 'none'` (inline scripts and styles only) makes any network
+request impossible.
 ipywidgets' own embedding is not used: it loads its scripts from public CDNs.
 """
 

@@ -26,7 +26,7 @@ import anywidget
 import traitlets
 
 from ..train.trainer import register_default_callbacks
-from .base import StaticFallback, front_end_files
+from .base import PageInputs, StaticFallback, front_end_files
 
 
 def _clean(x):
@@ -35,7 +35,7 @@ def _clean(x):
     return x
 
 
-class TrainingMonitor(StaticFallback, anywidget.AnyWidget):
+class TrainingMonitor(PageInputs, StaticFallback, anywidget.AnyWidget):
     """Trainer callback + widget. Traits (synced): `steps` ([[step, running train loss], ...] every 10
     steps), `evals` (per evaluation: step, train / validation / in-context losses, max induction and
     previous-token scores and the per-head `induction` `[L][H]` scores, as the trainer records them),
@@ -44,6 +44,7 @@ class TrainingMonitor(StaticFallback, anywidget.AnyWidget):
     Updates are sent at most every `min_interval` seconds (and at every evaluation)."""
 
     _esm, _css = front_end_files("monitor")
+    page_inputs = ("stop_requested",)
     static_png = True  # the mimebundle gets image/png of the curves (`figure()`) as they are when displayed
 
     title = traitlets.Unicode("").tag(sync=True)

@@ -9,16 +9,18 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine.paths import PathTerms, path_terms
+from ..engine.paths import FrozenRun, LogitPaths, frozen_run, logit_paths
 from ..engine.patterns import attention_patterns
 from ..engine.virtual import virtual_heads
 from ..model import Transformer
 from ._data import as_model, encode_array, find_token, token_label, tokens_and_labels
-from .base import CircuitWidget, reacts_to
+from .base import CircuitWidget, int_pairs, reacts_to
 
 
 class PathExpansion(CircuitWidget):
-    """The logit of `target` at `position`, split into path terms by `engine.paths.path_terms`.
+    """The logit of `target` at `position`, split into path terms by `engine.paths.logit_paths`
+    (computed for the shown logit only, on one frozen forward pass: memory O(sources x pos x d_model),
+    never `[terms, pos, d_model]`).
 
     Traits (synced): `labels`, `position`, `target` (token id), `target_label`, `predictions`
     (the model's top tokens at `position`: [label, id, logit]), `terms` (bars: direct-path and
@@ -31,6 +33,8 @@ class PathExpansion(CircuitWidget):
 
     _front_end = "paths"
     export_inputs = ("position", "target", "path", "layer", "head")  # restore order
+    page_inputs = ("query",)
+    page_schema = {"path": int_pairs()}
 
     labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     position = traitlets.Int(0).tag(sync=True)
@@ -55,7 +59,7 @@ class PathExpansion(CircuitWidget):
         if max_order is None:  # virtual-head terms by default up to 64 heads (beyond: minutes on a CPU)
             max_order = 2 if model.cfg.n_layers * model.cfg.n_heads <= 64 else 1
         self._init_input = (text_or_tokens, labels, position, target)
-        self.pt: PathTerms | None = None
+        self.run: FrozenRun | None = None
         super().__init__(model, layer=layer, head=head, n_one=n_one, n_virtual=n_virtual,
                          max_order=max(0, min(max_order, model.cfg.n_layers)))
 
@@ -64,8 +68,8 @@ class PathExpansion(CircuitWidget):
         text_or_tokens, labels, position, target = self._init_input
         toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
         self.tokens = toks
-        self.data = attention_patterns(self.model, toks)
-        self.pt = path_terms(self.model, toks[None], max_order=self.max_order, top_k="auto")
+        self.run = frozen_run(self.model, toks[None])  # one forward pass; patterns shared with other views
+        self.data = self.run.attention or attention_patterns(self.model, toks)  # (a shared hit: no new run)
         P = toks.shape[0]
         if not -P <= position < P:
             raise IndexError(f"position={position} is out of range: 0..{P - 1}")
@@ -77,7 +81,7 @@ class PathExpansion(CircuitWidget):
         if target is None:  # the next token of the text, or the model's top prediction at the end
             if pos + 1 < self.tokens.shape[0]:
                 return int(self.tokens[pos + 1])
-            return int(self.pt.model_logits[0, pos].argmax())
+            return int(self.run.model_logits(pos).argmax())
         if isinstance(target, str):
             return find_token(self.model, target)
         t = int(target)
@@ -86,20 +90,25 @@ class PathExpansion(CircuitWidget):
         return t
 
     # ------------------------------------------------------------------ terms
+    def logit_paths(self) -> LogitPaths:
+        """The engine's expansion of the shown logit (cached per position, target)."""
+        pos, tgt = self.position, self.target
+        return self.cached(("logit", pos, tgt, self.max_order, self._version),
+                           lambda: logit_paths(self.run, pos, tgt, max_order=self.max_order))
+
     def term_values(self) -> list[tuple[str, float]]:
-        """Every term's contribution to the target's logit at the position (engine `for_token`)."""
-        return self.pt.for_token(self.position, self.target)
+        """Every term's contribution to the target's logit at the position (largest first)."""
+        return self.logit_paths().for_token()
 
     def _update_terms(self) -> None:
-        vals = self.term_values()
+        lp = self.logit_paths()
         bars = [{"label": b.label, "value": b.value, "order": b.order, "heads": [list(x) for x in b.heads],
-                 "section": b.section} for b in self.pt.bars(self.position, self.target, self.n_one, self.n_virtual)]
-        pos = self.position
-        logits = self.pt.model_logits[0, pos]
+                 "section": b.section} for b in lp.bars(self.n_one, self.n_virtual)]
+        logits = self.run.model_logits(self.position)
         top = logits.topk(min(10, logits.shape[0]))
         with self.hold_sync():
             self.terms = bars
-            self.total = float(sum(v for _, v in vals))
+            self.total = lp.total
             self.model_logit = float(logits[self.target])
             self.target_label = token_label(self.model, self.target)
             self.predictions = [[token_label(self.model, int(i)), int(i), float(v)]
@@ -107,7 +116,7 @@ class PathExpansion(CircuitWidget):
 
     @reacts_to("position", "target", "n_one", "n_virtual")
     def _on_change(self, change) -> None:
-        if self.pt is None:
+        if self.run is None:
             return
         P = self.tokens.shape[0]
 
@@ -124,7 +133,7 @@ class PathExpansion(CircuitWidget):
 
     @reacts_to("query")
     def _on_query(self, change) -> None:
-        if self.pt is None or not change["new"].strip():
+        if self.run is None or not change["new"].strip():
             return
         try:
             self.target = find_token(self.model, change["new"])
@@ -138,7 +147,7 @@ class PathExpansion(CircuitWidget):
     @traitlets.observe("path")
     def _on_path(self, change) -> None:
         """A two-head bar: also send the virtual head's pattern A^{h2} A^{h1} (engine.virtual_heads)."""
-        if self.pt is None:
+        if self.run is None:
             return
         heads = [tuple(int(x) for x in lh) for lh in change["new"]]
         if len(heads) != 2:
@@ -174,7 +183,8 @@ class PathExpansion(CircuitWidget):
     def figure(self):
         from .. import plot
 
-        return plot.path_terms(self.pt, self.position, self.target, n_one=self.n_one, n_virtual=self.n_virtual,
+        return plot.path_terms(self.logit_paths(), self.position, self.target, n_one=self.n_one,
+                               n_virtual=self.n_virtual,
                                title=f"logit of {self.target_label!r} at position {self.position}")
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import torch
 import traitlets
 
-from ..engine.skip_trigrams import SkipTrigramRow, SkipTrigramTable
+from ..engine.skip_trigrams import SkipTrigramRow, SkipTrigramTable, frequent_tokens
 from ..engine.skip_trigrams import skip_trigrams as engine_skip_trigrams
 from ..model import Transformer
 from ._data import as_model, find_token, token_label
@@ -37,10 +38,13 @@ class SkipTrigrams(CircuitWidget):
     Traits (synced): `rows` (top `n_rows` sources A, strongest first, each with its top destinations
     B (centred QK column) and top outputs C (centred OV row)), `n_rows` (the front end's "more" asks
     for `PAGE` more), `query` (a token string or `#id` to look up through `table.for_source`),
-    `found` (that source's row, or {}). Python-side only: `n_dest` / `n_out` (list lengths).
+    `found` (that source's row, or {}), `top_n` (0: every token; N: A, B and C only among the N most
+    frequent tokens of `corpus`, `engine.frequent_tokens`), `has_corpus`. Python-side only:
+    `n_dest` / `n_out` (list lengths).
     """
 
     _front_end = "skip_trigrams"
+    page_inputs = ("query", "n_rows")
     table_cache_size = 4  # a table holds 4 d_vocab x d_head float32 factors (51 MB each for GPT-2 small)
 
     rows = traitlets.List([]).tag(sync=True)
@@ -50,31 +54,46 @@ class SkipTrigrams(CircuitWidget):
     n_dest = traitlets.Int(5)  # not synced: the page only draws the lists it gets
     n_out = traitlets.Int(5)
     d_vocab = traitlets.Int(0).tag(sync=True)
+    top_n = traitlets.Int(0).tag(sync=True)
+    has_corpus = traitlets.Bool(False).tag(sync=True)
 
     def __init__(self, model: Transformer, layer: int = 0, head: int = 0, k: int = PAGE, n_dest: int = 5,
-                 n_out: int = 5):
+                 n_out: int = 5, corpus=None, top_n: int = 0):
         self._tables: OrderedDict = OrderedDict()
+        self._frequent = None  # every corpus token id, most frequent first
+        if corpus is not None:
+            ids = model.to_tokens(corpus, prepend_bos=False) if isinstance(corpus, str) else corpus
+            self._frequent = frequent_tokens(torch.as_tensor(ids), model.cfg.d_vocab, model.cfg.d_vocab)
+        if top_n and self._frequent is None:
+            raise ValueError("top_n needs corpus= (token ids or text) to count token frequencies")
         super().__init__(model, layer=layer, head=head, n_rows=k, n_dest=n_dest, n_out=n_out,
-                         d_vocab=model.cfg.d_vocab)
+                         d_vocab=model.cfg.d_vocab, top_n=max(0, int(top_n)), has_corpus=corpus is not None)
+
+    def vocab(self) -> torch.Tensor | None:
+        """The token subset of the table (the `top_n` most frequent corpus tokens), or None: all."""
+        if not self.top_n or self._frequent is None:
+            return None
+        return self._frequent[: self.top_n]
 
     def table(self, layer: int | None = None, head: int | None = None) -> SkipTrigramTable:
         """The engine's table for a head (the shown one by default), kept for the last few heads."""
-        key = (self.layer if layer is None else layer, self.head if head is None else head)
+        key = (self.layer if layer is None else layer, self.head if head is None else head, self.top_n)
         if key in self._tables:
             self._tables.move_to_end(key)
             return self._tables[key]
-        t = engine_skip_trigrams(self.model, *key, k=PAGE, n_dest=self.n_dest, n_out=self.n_out)
+        t = engine_skip_trigrams(self.model, *key[:2], k=PAGE, n_dest=self.n_dest, n_out=self.n_out,
+                                 vocab=self.vocab())
         self._tables[key] = t
         while len(self._tables) > self.table_cache_size:
             self._tables.popitem(last=False)
         return t
 
     def _variant(self) -> tuple:
-        return (self.n_rows,)
+        return (self.n_rows, self.top_n)
 
     def _payload(self, layer: int, head: int) -> dict[str, Any]:
         t = self.table(layer, head)
-        n = max(1, min(self.n_rows, self.model.cfg.d_vocab))
+        n = max(1, min(self.n_rows, len(t.order)))
         rows = [_row_dict(self.model, r) for r in t.rows(0, n)]
         try:  # the search box follows the head; a query this head cannot answer just shows nothing
             found = self._lookup(t, self.query) if self.query else {}
@@ -90,6 +109,15 @@ class SkipTrigrams(CircuitWidget):
         if change["new"] < 1:
             self._report(f"n_rows={change['new']} must be at least 1")
             self.set_quietly(n_rows=change["old"])
+            return
+        self._refresh()
+
+    @traitlets.observe("top_n")
+    def _on_top_n(self, change) -> None:
+        if change["new"] < 0 or (change["new"] and self._frequent is None):
+            self._report("top_n needs corpus= (token ids or text) and must be >= 0" if change["new"] >= 0
+                         else f"top_n={change['new']} must be >= 0")
+            self.set_quietly(top_n=change["old"])
             return
         self._refresh()
 
@@ -123,10 +151,13 @@ class SkipTrigrams(CircuitWidget):
 
 
 def skip_trigrams(model, layer: int = 0, head: int = 0, k: int = PAGE, n_dest: int = 5, n_out: int = 5,
-                  tokenizer=None) -> SkipTrigrams:
+                  tokenizer=None, corpus=None, top_n: int = 0) -> SkipTrigrams:
     """SkipTrigrams widget for head (layer, head): top sources A with their destinations B and outputs C.
 
     The first view of a head scans its full QK and OV circuits once (streamed; seconds for a 50k
-    vocabulary); the search box and "more rows" then answer from that scan.
+    vocabulary); the search box and "more rows" then answer from that scan. `corpus` (token ids or
+    text) enables the view's frequent-tokens filter: `top_n` = N keeps A, B and C among the N most
+    frequent corpus tokens (rare BPE pieces otherwise dominate the strength ranking).
     """
-    return SkipTrigrams(as_model(model, tokenizer), layer=layer, head=head, k=k, n_dest=n_dest, n_out=n_out)
+    return SkipTrigrams(as_model(model, tokenizer), layer=layer, head=head, k=k, n_dest=n_dest, n_out=n_out,
+                        corpus=corpus, top_n=top_n)

@@ -20,6 +20,13 @@ MODELS_DIR = ZOO_DIR / "models"
 CARDS_DIR = ZOO_DIR / "cards"
 
 
+def _goal(c: dict) -> str:
+    """A claim's target and whether it is met, as the card states it ("measured fact" without one)."""
+    if c.get("target") is None:
+        return f"measured fact (checked to ±{c.get('tol', 0):g})"
+    return f"{c['op']} {c['target']:g}: " + ("met" if c.get("target_met") else "**missed**")
+
+
 class Card(dict):
     """A model card (a dict, as stored in `zoo/cards/NAME.json`) that prints as a readable summary."""
 
@@ -53,8 +60,8 @@ class Card(dict):
             lines += ["", f"**Notes**: {self['notes']}"]
         cl = self.get("claims", [])
         if cl:
-            lines += ["", "| claim | measured | holds if |", "| --- | --- | --- |"]
-            lines += [f"| {c['text']} | {c['measured']:.4g} | {c['op']} {c['threshold']:.4g} |" for c in cl]
+            lines += ["", "| claim | measured | target |", "| --- | --- | --- |"]
+            lines += [f"| {c['text']} | {c['measured']:.4g} | {_goal(c)} |" for c in cl]
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:

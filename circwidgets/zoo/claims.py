@@ -1,9 +1,10 @@
 """The measurable claims of the model cards, each a function `(model, stats, **args) -> float`.
 
-A card lists claims as `{"id", "text", "fn", "args", "op", "threshold", "measured"}`; `check_card`
-recomputes every one from the shipped file (and its shipped reference statistics, where a claim
-compares with data) and fails loudly when a value breaks its threshold or moved away from what the
-card says. All numbers come from the engine; nothing here re-implements its mathematics.
+A card lists claims as `{"id", "text", "fn", "args", "op", "target", "target_met", "measured", "tol"}`;
+`zoo.build.check` recomputes every one from the shipped file (and its shipped reference statistics,
+where a claim compares with data) and fails loudly when a value moved away from what the card says or
+its status against its own target (met / missed) is not the one the card states. All numbers come
+from the engine; nothing here re-implements its mathematics.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import { headGrid } from "./lib/grid.js";
 import { headPayloadCache } from "./lib/headcache.js";
 import { messageArea, pendingNote } from "./lib/message.js";
 import { cellAt, drawPattern as drawPatternCanvas, maxOf } from "./lib/pattern.js";
+import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
 import { fmt, visibleWhitespace } from "./lib/text.js";
 
@@ -51,6 +52,7 @@ function render({ model, el }) {
   let overlay = null; // {shown, pattern} drawn from the cache until the kernel's update arrives
   let drawnWidth = 0; // the view's width when the pattern was last drawn (a resize redraws)
   const get = (k) => (overlay && k in overlay ? overlay[k] : model.get(k));
+  root.cwHeadCache = hc.cache; // for benchmarks/bench_widget_latency.py (a property, not markup)
 
   // ---- head grid + legend
   let scores = new Float32Array(0), sLo = 0, sHi = 1;
@@ -109,7 +111,10 @@ function render({ model, el }) {
   const textRow = h("div", { cls: "cw-bar" });
   const textInput = h("input", { cls: "cw-text-input", attrs: { type: "text", "aria-label": "text", size: "60" } });
   const textBtn = h("button", { cls: "cw-btn", text: "run", attrs: { type: "button" } });
-  if (model.get("has_tokenizer")) textRow.append(h("label", {}, ["text", textInput]), textBtn);
+  if (model.get("has_tokenizer")) {
+    textRow.append(h("label", {}, ["text", textInput]), textBtn);
+    needsKernel(model, [textInput, textBtn], textRow);
+  }
 
   root.append(
     bar, msg.el,

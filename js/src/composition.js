@@ -39,6 +39,7 @@ function render({ model, el }) {
     const v = Math.round(Number(offsetBox.value));
     if (Number.isFinite(v) && v >= 0) { model.set("offset", v); model.save_changes(); } else offsetBox.value = String(model.get("offset"));
   });
+  offsetBox.addEventListener("keydown", (ev) => { ev.stopPropagation(); if (ev.key === "Enter") offsetBox.dispatchEvent(new Event("change")); });
   const offsetCtl = h("label", { cls: "cw-offset-ctl", title: "rotary positions: Q/K scores use W_Q R_Δ W_Kᵀ at this offset Δ" },
     ["offset Δ", offsetBox]);
   const bar = h("div", { cls: "cw-bar" }, [

@@ -93,6 +93,7 @@ function render({ model, el }) {
   }
   offsetSlider.addEventListener("change", () => setOffset(offsetSlider.value));
   offsetBox.addEventListener("change", () => setOffset(offsetBox.value));
+  offsetBox.addEventListener("keydown", (ev) => { ev.stopPropagation(); if (ev.key === "Enter") setOffset(offsetBox.value); });
 
   function drawProfile() {
     if (!model.get("rotary")) return;

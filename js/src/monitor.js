@@ -6,6 +6,7 @@ import "./monitor.css";
 import { mix, rgbCss, theme } from "./lib/color.js";
 import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
+import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
 
 const W = 430, H = 220, M = { l: 58, r: 10, t: 10, b: 28 };
@@ -66,7 +67,9 @@ function render({ model, el }) {
   const note = h("div", { cls: "cw-legend cw-stop-note" });
   const err = h("div", { cls: "cw-message cw-error" });
   const charts = h("div", { cls: "cw-main" });
-  root.append(h("div", { cls: "cw-bar" }, [title, status, stopBtn]), note, err, charts);
+  const bar = h("div", { cls: "cw-bar" }, [title, status, stopBtn]);
+  root.append(bar, note, err, charts);
+  needsKernel(model, [stopBtn], bar);
 
   stopBtn.addEventListener("click", () => {
     stopBtn.disabled = true;
@@ -91,7 +94,7 @@ function render({ model, el }) {
     status.textContent = `step ${model.get("step")} / ${model.get("total")} · ${st}`;
     status.dataset.status = st;
     root.dataset.status = st;
-    stopBtn.disabled = st !== "running";
+    stopBtn.disabled = !!model.offline || st !== "running";
     const saved = model.get("saved_path");
     if (saved) note.textContent = `stopped at step ${model.get("step")}; model saved to ${saved}`;
     err.textContent = model.get("error") || "";

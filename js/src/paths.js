@@ -8,6 +8,7 @@ import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { messageArea } from "./lib/message.js";
 import { barChart, patternPanel, tokenRow } from "./lib/panels.js";
+import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
 import { fmt, visibleWhitespace } from "./lib/text.js";
 
@@ -20,6 +21,7 @@ function render({ model, el }) {
   const predSel = h("select", { cls: "cw-target-select", attrs: { "aria-label": "target token" } });
   const search = h("input", { cls: "cw-target-search", attrs: { type: "text", size: "14", placeholder: "token or #id", "aria-label": "target token search" } });
   const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["target", predSel]), h("label", {}, ["or", search])]);
+  needsKernel(model, [search], bar);
   const msg = messageArea(model);
   const tokBox = h("div", {});
   const sums = h("div", { cls: "cw-kv cw-sums" });

@@ -7,6 +7,7 @@ import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { messageArea, pendingNote } from "./lib/message.js";
+import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
 import { fmt, visibleWhitespace } from "./lib/text.js";
 
@@ -21,7 +22,15 @@ function render({ model, el }) {
   });
   const searchBtn = h("button", { cls: "cw-btn cw-search-btn", text: "look up", attrs: { type: "button" } });
   const moreBtn = h("button", { cls: "cw-btn cw-more", text: "more rows", attrs: { type: "button" } });
-  const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["search", search]), searchBtn, moreBtn]);
+  // frequent-tokens filter: A, B and C only among the N most frequent corpus tokens (0 = all)
+  const topN = h("input", { cls: "cw-top-n", attrs: { type: "number", min: "0", step: "100", value: String(model.get("top_n") || 0),
+    "aria-label": "only the N most frequent corpus tokens (0 = all)" } });
+  const hasCorpus = model.get("has_corpus");
+  topN.disabled = !hasCorpus;
+  const topLabel = h("label", { title: hasCorpus ? "A, B and C only among the N most frequent tokens of the corpus; 0 = every token"
+    : "pass corpus= (token ids or text) to cw.skip_trigrams to filter by token frequency" }, ["frequent tokens only", topN]);
+  const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["search", search]), searchBtn, moreBtn, topLabel]);
+  needsKernel(model, [search, searchBtn, moreBtn, topN], bar);
   const msg = messageArea(model);
   const computing = pendingNote(model, msg);
   const grid = headGrid(model, { label: "attention heads", onRequest: computing.pending });
@@ -82,7 +91,7 @@ function render({ model, el }) {
     publishDrawn(root, { layer: shown.layer, head: shown.head, n: rows.length,
       rows: rows.map((r) => [r.source_id, sig(r.strength, 4), r.dests.map((d) => d[1]), r.outs.map((o) => o[1])]) });
     title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}L${shown.layer}H${shown.head} skip-trigrams`;
-    moreBtn.disabled = rows.length >= model.get("d_vocab");
+    moreBtn.disabled = !!model.offline || rows.length >= model.get("d_vocab");
     drawFound();
     markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, nRows: rows.length, drawMs: (performance.now() - t0).toFixed(1) });
   }
@@ -107,9 +116,16 @@ function render({ model, el }) {
   searchBtn.addEventListener("click", doSearch);
   search.addEventListener("keydown", (ev) => { ev.stopPropagation(); if (ev.key === "Enter") doSearch(); });
   moreBtn.addEventListener("click", () => { model.set("n_rows", model.get("n_rows") + 20); model.save_changes(); });
+  topN.addEventListener("keydown", (ev) => ev.stopPropagation());
+  topN.addEventListener("change", () => {
+    const n = Math.max(0, Math.floor(Number(topN.value) || 0));
+    model.set("top_n", n);
+    model.save_changes();
+  });
 
   // one redraw after all keys of a kernel update arrived (lib/redraw.js)
-  const changes = onModelChanges(model, ["shown", "rows", "found"], (c) => {
+  const changes = onModelChanges(model, ["shown", "rows", "found", "top_n"], (c) => {
+    if (c.has("top_n")) topN.value = String(model.get("top_n"));
     if (c.has("shown") || c.has("rows")) draw();
     else drawFound();
   });

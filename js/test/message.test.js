@@ -49,3 +49,19 @@ test("a reverted request (selection back on the shown head) settles by itself", 
   n.off();
   assert.equal(model.count("change:layer"), 0);
 });
+
+test("a request answered before pending() is called (offline export, sync refusal) shows no note", async () => {
+  // the grid calls save_changes() and then pending(): the export's shim answers inside save_changes
+  const model = new FakeModel({ layer: 1, head: 2, shown: { layer: 1, head: 2 } });
+  const msg = fakeMsg();
+  const n = pendingNote(model, msg, 5);
+  n.pending(1, 2);
+  await wait(20);
+  assert.deepEqual(msg.log, []);
+  model.offline = true; // the export's model: never a note, whatever the selection
+  model.set("head", 3);
+  n.pending(1, 3);
+  await wait(20);
+  assert.deepEqual(msg.log, []);
+  n.off();
+});

@@ -58,3 +58,20 @@ test("a state that was not exported restores the inputs and says so", () => {
   assert.match(a.get("error"), /not exported/);
   assert.deepEqual(changed.sort(), ["error", "head"]);
 });
+
+test("offline: the shim says so, and a refused click leaves no computing note behind", async () => {
+  const { pendingNote } = await import("../src/lib/message.js");
+  const views = [];
+  bootPage(pageData(), { view: { render: ({ model }) => views.push(model) } }, () => null);
+  const a = views[0];
+  assert.equal(a.offline, true);
+  const log = [];
+  const n = pendingNote(a, { note: (t) => log.push(t), show: () => log.push("show") }, 5);
+  a.set("layer", 1); a.set("head", 1); // a head whose state was not exported
+  a.save_changes();
+  n.pending(1, 1); // what the grid does after save_changes
+  await new Promise((r) => setTimeout(r, 30));
+  assert.ok(!log.some((t) => /computing/.test(t)), log);
+  assert.match(a.get("error"), /not exported.*needs a live kernel/);
+  n.off();
+});

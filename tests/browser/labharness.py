@@ -61,10 +61,11 @@ _K.open = _open_maybe_nodelay
 class Lab:
     """One JupyterLab server on a free port, with its own config/data/runtime/settings dirs.
 
-    nodelay_switch: install NODELAY_CONFIG; `set_nodelay(True)` then applies to websockets opened later."""
+    nodelay_switch: install NODELAY_CONFIG; `set_nodelay(True)` then applies to websockets opened later.
+    app: "jupyterlab" or "notebook" (Notebook 7: the same front-end machinery, its own page layout)."""
 
-    def __init__(self, root: Path, home: Path, nodelay_switch: bool = False):
-        self.root, self.home, self.nodelay_switch = root, home, nodelay_switch
+    def __init__(self, root: Path, home: Path, nodelay_switch: bool = False, app: str = "jupyterlab"):
+        self.root, self.home, self.nodelay_switch, self.app = root, home, nodelay_switch, app
         self._flag = home / "nodelay.on"
         self.proc: subprocess.Popen | None = None
         self.base = ""
@@ -90,12 +91,14 @@ class Lab:
         port = _free_port()
         self.log_path = self.home / "lab.log"
         self._log = open(self.log_path, "w")
+        cls = "LabApp" if self.app == "jupyterlab" else "JupyterNotebookApp"
+        extra = [] if self.app == "jupyterlab" else self._venv_dirs(env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+            [sys.executable, "-m", self.app, "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
-             f"--ServerApp.root_dir={self.root}", "--LabApp.expose_app_in_browser=True",
-             f"--LabApp.user_settings_dir={self.home / 'settings'}", f"--LabApp.workspaces_dir={self.home / 'ws'}",
-             "--LabApp.news_url=None"],
+             f"--ServerApp.root_dir={self.root}", f"--{cls}.expose_app_in_browser=True",
+             f"--{cls}.user_settings_dir={self.home / 'settings'}", f"--{cls}.workspaces_dir={self.home / 'ws'}",
+             *(["--LabApp.news_url=None"] if self.app == "jupyterlab" else extra)],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.root)
         self.base = f"http://127.0.0.1:{port}"
         t_end = time.monotonic() + timeout
@@ -110,6 +113,23 @@ class Lab:
         self.stop()
         raise RuntimeError("jupyter lab did not start:\n" + self.log_path.read_text())
 
+    def _venv_dirs(self, env: dict) -> list[str]:
+        """In a virtual environment made with --system-site-packages, Notebook 7 looks for JupyterLab's
+        settings schemas, themes and extensions under the venv only: merge both prefixes' schemas and
+        point at the base prefix's themes and extensions (nothing to do in a plain environment)."""
+        if sys.prefix == sys.base_prefix:
+            return []
+        base = Path(sys.base_prefix) / "share" / "jupyter"
+        env["JUPYTER_PATH"] = os.pathsep.join([str(base), env.get("JUPYTER_PATH", "")])
+        merged = self.home / "schemas"
+        for pre in (base, Path(sys.prefix) / "share" / "jupyter"):
+            if (pre / "lab" / "schemas").is_dir():
+                shutil.copytree(pre / "lab" / "schemas", merged, dirs_exist_ok=True)
+        out = [f"--JupyterNotebookApp.schemas_dir={merged}"]
+        if (base / "lab" / "themes").is_dir():
+            out.append(f"--JupyterNotebookApp.themes_dir={base / 'lab' / 'themes'}")
+        return out
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
@@ -121,7 +141,8 @@ class Lab:
             self._log.close()
 
     def url(self, notebook: str) -> str:
-        return f"{self.base}/lab/tree/{notebook}?token={TOKEN}"
+        where = "lab/tree" if self.app == "jupyterlab" else "notebooks"
+        return f"{self.base}/{where}/{notebook}?token={TOKEN}"
 
 
 def launch_browser(p):

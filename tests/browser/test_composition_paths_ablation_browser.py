@@ -139,12 +139,12 @@ def test_path_expansion_sum_equals_the_logit_and_bars_select_heads(page):
     assert d["pattern"]["virtual"]["heads"] == sel[2] and sel[2][-1] == sel[:2], (d["pattern"], sel)
     lh.check_paths(page, "wp", d, sel[0], sel[1])
     # click a token: the expansion moves to that position
-    before = paths.locator(".cw-sums").inner_text()
+    before = paths.locator(".cw-sums").text_content()
     paths.locator('.cw-tokens2 .cw-tok[data-pos="5"]').click()
     expect(paths).to_have_attribute("data-position", "5", timeout=30_000)
     lh.check_paths(page, "wp", lh.wait_drawn(paths, position=5), sel[0], sel[1])  # the new position's terms
     expect(paths.locator(".cw-sums")).not_to_have_text(before, timeout=30_000)  # the kernel's new terms
-    assert paths.locator(".cw-sum").inner_text() == paths.locator(".cw-model-logit").inner_text()
+    assert paths.locator(".cw-sum").text_content() == paths.locator(".cw-model-logit").text_content()
     shoot(paths, "paths")
 
 
@@ -242,11 +242,11 @@ def test_hostile_tokens_render_as_text_in_the_new_views(page):
     lh.wait_drawn(cell_root(page, 3, "ablation"), timeout=120_000)
     expect(paths.locator(".cw-tokens2 .cw-tok")).to_have_count(N_TOK)
     expect(cell_root(page, 3, "ablation").locator(".cw-tl-row[data-pos]")).to_have_count(N_TOK - 1)
-    toks = paths.locator(".cw-tokens2 .cw-tok").all_inner_texts()
+    toks = paths.locator(".cw-tokens2 .cw-tok").all_text_contents()
     assert toks[1:10] == [vis(s) for s in HOSTILE]
-    rows = cell_root(page, 3, "ablation").locator(".cw-tl-row[data-pos] .cw-tok").all_inner_texts()
+    rows = cell_root(page, 3, "ablation").locator(".cw-tl-row[data-pos] .cw-tok").all_text_contents()
     assert any("<img" in r for r in rows) and any("</script>" in r for r in rows)
-    opts = paths.locator(".cw-target-select option").all_inner_texts()
+    opts = paths.locator(".cw-target-select option").all_text_contents()
     assert opts  # predictions are shown as text (option labels)
     for sel in ('img[src="x"]', "b:text('bold')"):
         assert page.locator(f".cw-root {sel}").count() == 0
@@ -308,7 +308,7 @@ def test_exported_html_works_offline(page, tmp_path):
         expect(p.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
         att = p.locator(".cw-root.cw-attention")
         expect(att.locator(".cw-tok")).to_have_count(len(ids))
-        assert att.locator(".cw-tok").all_inner_texts()[1:10] == [vis(s) for s in HOSTILE]
+        assert att.locator(".cw-tok").all_text_contents()[1:10] == [vis(s) for s in HOSTILE]
         att.locator('[data-layer="1"][data-head="2"]').click()
         expect(att).to_have_attribute("data-shown-layer", "1", timeout=10_000)
         expect(att).to_have_attribute("data-shown-head", "2")

@@ -113,8 +113,22 @@ def marimo_page(tmp_path_factory):
         log.close()
 
 
+def local_numbers():
+    """The app's model and views rebuilt in this process (same seed): the numbers the page must paint."""
+    import torch
+
+    import circwidgets as cw
+    from circwidgets.model.testing import random_model
+
+    model = random_model(n_layers=2, n_heads=4, d_model=32, d_head=8, d_vocab=40, n_ctx=64, seed=1,
+                         dtype=torch.float32)
+    ids = [0] + list(range(1, 10)) + [10, 11, 12, 13, 10, 11, 12, 13, 2, 1]
+    return lh.local_asker({"model": model, "wa": cw.attention(model, ids), "torch": torch})
+
+
 def test_marimo_redraws_the_clicked_heads_data(marimo_page):
     page = marimo_page
+    ask = local_numbers()
     att = page.locator(".cw-root.cw-attention")
     expect(att).to_have_attribute("data-shown-layer", "0", timeout=120_000)
     text = page.get_by_text("EXPECTED").first.inner_text()
@@ -122,6 +136,8 @@ def test_marimo_redraws_the_clicked_heads_data(marimo_page):
     canvas = att.locator("canvas.cw-pattern")
     for layer, head in ((1, 2), (0, 3), (1, 0), (0, 1)):
         att.locator(f'.cw-cell[data-layer="{layer}"][data-head="{head}"]').click()
+        # what the canvas painted is the new head's pattern (not the previous head's under a new title)
+        lh.check_attention(ask, "wa", lh.wait_drawn(att, layer=layer, head=head), layer, head)
         expect(att).to_have_attribute("data-shown-layer", str(layer), timeout=30_000)
         expect(att).to_have_attribute("data-shown-head", str(head), timeout=30_000)
         g = {k: float(canvas.get_attribute(f"data-{k}")) for k in ("ml", "mt", "side", "n")}
@@ -134,7 +150,9 @@ def test_marimo_redraws_the_clicked_heads_data(marimo_page):
         assert abs(shown - expect_w) < 2e-3 + 2e-3 * abs(expect_w), (layer, head, shown, expect_w)
         assert f"layer {layer} head {head}" in att.locator(".cw-panel-title").inner_text()
     eig = page.locator(".cw-root.cw-eigen")
-    eig.locator('.cw-cell[data-layer="1"][data-head="3"]').click()
+    for layer, head in ((1, 3), (0, 2), (1, 1)):
+        eig.locator(f'.cw-cell[data-layer="{layer}"][data-head="{head}"]').click()
+        lh.check_eigenvalues(ask, "model", lh.wait_drawn(eig, layer=layer, head=head), layer, head)
     expect(eig).to_have_attribute("data-shown-layer", "1", timeout=30_000)
-    expect(eig).to_have_attribute("data-shown-head", "3")
+    expect(eig).to_have_attribute("data-shown-head", "1")
     assert not [m for m in page.cw_console if m.startswith("pageerror")], page.cw_console

@@ -34,6 +34,22 @@ def kernel_says(page, text: str, timeout: int = 60_000) -> str:
     return out.inner_text()
 
 
+def check_painted(page, ex, layer: int, head: int) -> None:
+    """Every panel of the tour's explorer painted head (layer, head)'s numbers (labharness.check_*)."""
+    def root(kind):
+        return ex.locator(f".cw-root.cw-{kind}")
+
+    lh.check_attention(page, "ex.panels['attention']", lh.wait_drawn(root("attention"), layer=layer, head=head,
+                                                                    timeout=60_000), layer, head)
+    lh.check_eigenvalues(page, "model", lh.wait_drawn(root("eigen"), layer=layer, head=head, timeout=60_000),
+                         layer, head)
+    lh.check_skip_trigrams(page, "ex.panels['skip_trigrams']",
+                           lh.wait_drawn(root("skip"), layer=layer, head=head, timeout=60_000), layer, head)
+    lh.check_paths(page, "ex.panels['paths']", lh.wait_drawn(root("paths"), pattern__layer=layer, pattern__head=head,
+                                                            timeout=60_000), layer, head)
+    lh.check_composition(page, "ex.panels['composition']", lh.drawn(root("composition")))
+
+
 def test_tour_runs_and_the_explorer_renders(page):
     ex = lh.cell(page, EXPLORER_CELL).locator(".cw-explorer")
     expect(ex.locator(".cw-root")).to_have_count(6, timeout=180_000)
@@ -42,12 +58,15 @@ def test_tour_runs_and_the_explorer_renders(page):
         1, timeout=180_000)
     out = kernel_says(page, "KERNEL sel=")
     assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count() == 0
-    # after run-all the tour selected the induction head from Python: every panel shows it
+    # the tour selects the induction head from Python (again here: another test may have clicked since):
+    # every panel shows it and paints its numbers
     best = out.split("best=")[1].strip().strip("()").split(",")
     layer, head = int(best[0]), int(best[1])
+    lh.kernel_exec(page, f"ex.select({layer}, {head})")
     for kind in ("attention", "eigen", "composition", "ablation"):
         expect(ex.locator(f".cw-root.cw-{kind}")).to_have_attribute("data-shown-layer", str(layer), timeout=60_000)
         expect(ex.locator(f".cw-root.cw-{kind}")).to_have_attribute("data-shown-head", str(head))
+    check_painted(page, ex, layer, head)
     ex.screenshot(path=str(lh.ARTIFACTS / "tour_explorer.png"))
 
 
@@ -60,6 +79,11 @@ def test_clicking_a_head_moves_every_panel_and_the_kernel(page):
         expect(ex.locator(f".cw-root.cw-{kind}")).to_have_attribute("data-shown-head", "1")
     expect(att.locator('.cw-cell.cw-selected[data-layer="0"][data-head="1"]')).to_have_count(1)
     expect(att.locator("canvas.cw-pattern")).to_be_visible()
+    check_painted(page, ex, 0, 1)
+    ex.locator('.cw-eigen [data-layer="1"][data-head="0"]').click()  # a click in another panel
+    check_painted(page, ex, 1, 0)
+    att.locator('[data-layer="0"][data-head="1"]').click()
+    check_painted(page, ex, 0, 1)
     kernel_says(page, "KERNEL sel=[(0, 1)]")
     att.scroll_into_view_if_needed()
     att.screenshot(path=str(lh.ARTIFACTS / "tour_attention_L0H1.png"))

@@ -51,7 +51,7 @@ def root(page, kind: str):
 def attention_at(page, layer: int, head: int, vw: bool = False) -> dict:
     """Put the attention view on (layer, head) from the kernel and wait until it painted that head."""
     lh.kernel_exec(page, f"wa.value_weighted = {vw}\nwa.select({layer}, {head})")
-    d = lh.wait_drawn(root(page, "attention"), layer=layer, head=head, vw=int(vw), n=N_TOK, timeout=60_000)
+    d = lh.wait_drawn(root(page, "attention"), layer=layer, head=head, vw=int(vw), n=N_TOK, timeout=120_000)
     lh.check_attention(page, "wa", d, layer, head, vw)
     return d
 
@@ -68,12 +68,12 @@ def click_attention(page, layer: int, head: int) -> dict:
 # ---------------------------------------------------------------------------------------- attention
 def test_attention_renders_with_bad_request_message(page):
     att = root(page, "attention")
-    expect(att).to_have_attribute("data-shown-layer", "0", timeout=120_000)
     # cell 4's head=99 was refused at run-all; the same again from here, after L0H0 (any earlier test's
     # state is replaced): the kernel keeps L0H0, the page shows the message and paints L0H0's pattern
     attention_at(page, 0, 0)
     lh.kernel_exec(page, "wa.head = 99")
     lh.check_attention(page, "wa", lh.wait_drawn(att, layer=0, head=0, vw=0), 0, 0)
+    expect(att).to_have_attribute("data-shown-layer", "0")
     expect(att).to_have_attribute("data-shown-head", "0")
     expect(att).to_have_attribute("data-n-tokens", str(N_TOK))
     expect(att.locator(".cw-tok")).to_have_count(N_TOK)

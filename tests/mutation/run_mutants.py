@@ -10,7 +10,8 @@ restore, and print which were killed.
 A mutant of a front-end file (js/src/...) is rebuilt into circwidgets/static/ (`npm run build`) before
 its browser tests run; every touched file, the bundles included, is restored byte for byte afterwards
 (also on Ctrl-C). A mutant is "killed" when its tests fail, "SURVIVED" when they pass, "not run" when
-they were skipped (e.g. no Chromium, no marimo) or could not start. The patch must match exactly
+they were skipped (e.g. no Chromium, no marimo) or could not start (errors without a failing test).
+Each run's pytest output is kept in artifacts/mutation/NAME.log. The patch must match exactly
 once: a stale patch (the code moved on) is reported as "stale patch", never silently skipped.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 STATIC = REPO / "circwidgets" / "static"
+LOGS = REPO / "artifacts" / "mutation"  # each run's pytest output
 WB = "tests/browser/test_widgets_browser.py"
 CPA = "tests/browser/test_composition_paths_ablation_browser.py"
 
@@ -53,7 +55,7 @@ MUTANTS = [
            [f"{WB}::test_eigenvalues_click_hover_log"], browser=True),
     Mutant("att_js_first_pattern", "attention.js paints the first head's pattern; the hover read-out stays fresh",
            "js/src/attention.js",
-           [("  function drawPattern() {", "  let firstA = null;\n  function drawPattern() {"),
+           [('  function drawPattern(source = "kernel") {', '  let firstA = null;\n  function drawPattern(source = "kernel") {'),
             ("geom = drawPatternCanvas(canvas, th, { A, N,", "geom = drawPatternCanvas(canvas, th, { A: (firstA ||= A), N,")],
            [f"{WB}::test_attention_click_redraws_and_updates_kernel"], browser=True),
     Mutant("skip_js_previous_rows", "skip_trigrams.js renders the previous update's rows",
@@ -86,7 +88,7 @@ MUTANTS = [
            [f"{CPA}::test_explorer_panels_follow_one_click"], browser=True),
     Mutant("export_js_att_first_pattern", "the exported page paints the first head's pattern",
            "js/src/attention.js",
-           [("  function drawPattern() {", "  let firstA = null;\n  function drawPattern() {"),
+           [('  function drawPattern(source = "kernel") {', '  let firstA = null;\n  function drawPattern(source = "kernel") {'),
             ("geom = drawPatternCanvas(canvas, th, { A, N,", "geom = drawPatternCanvas(canvas, th, { A: (firstA ||= A), N,")],
            [f"{CPA}::test_exported_html_works_offline"], browser=True),
     Mutant("redraw_js_first_event", "views redraw on the first change event (before the rest of the update)",
@@ -134,22 +136,26 @@ MUTANTS = [
            ["tests/test_properties.py"]),
     Mutant("paths_rms_centred", "path terms centre the residual under an RMS norm",
            "circwidgets/engine/paths.py",
-           [('    center = cfg.normalization in ("LN", "LNPre")', '    center = cfg.normalization is not None')],
+           [("    centre = ln and FOLDS[cfg.normalization].centres", "    centre = ln")],
            ["tests/test_properties.py"]),
 ]
 
 
-def _pytest(tests: list[str], extra: list[str], timeout: int) -> tuple[str, str]:
+def _pytest(tests: list[str], extra: list[str], timeout: int, log_name: str = "run") -> tuple[str, str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:randomly", *extra, *tests]
     try:
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return "killed", "timeout"
+    LOGS.mkdir(parents=True, exist_ok=True)
+    (LOGS / f"{log_name}.log").write_text(r.stdout + r.stderr)
     tail = (r.stdout + r.stderr).strip().splitlines()
     summary = tail[-1] if tail else ""
     if r.returncode == 1:
-        first = next((ln for ln in tail if ln.startswith("FAILED")), summary)
+        first = next((ln for ln in tail if ln.startswith("FAILED")), None)
+        if first is None:  # errors only (a fixture could not start, e.g. a server timeout): not a kill
+            return "not run", f"errors, no failure: {summary}"
         return "killed", first[:150]
     if r.returncode == 0:
         if re.search(r"\d+ passed", summary):
@@ -176,7 +182,7 @@ def run(mutant: Mutant, timeout: int) -> tuple[str, str, float]:
         path.write_text(text)
         if bundles:
             _build()
-        status, detail = _pytest(mutant.tests, mutant.extra, timeout)
+        status, detail = _pytest(mutant.tests, mutant.extra, timeout, mutant.name)
     finally:
         path.write_bytes(original)
         for p, b in bundles.items():
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.baseline:
         tests = sorted({t for m in chosen for t in m.tests})
-        status, detail = _pytest(tests, [], a.timeout * 2)
+        status, detail = _pytest(tests, [], a.timeout * 2, "baseline")
         print(f"baseline (unmutated): {'pass' if status == 'SURVIVED' else status} — {detail}")
         if status != "SURVIVED":
             return 2

@@ -23,9 +23,23 @@ export function parseColor(css) {
   return [d[0], d[1], d[2]];
 }
 
+/** True when the page around `el` writes light text (a dark host: marimo's or VS Code's dark theme,
+ * Colab dark) — read from the inherited text colour, since such hosts have no JupyterLab variables. */
+export function hostIsDark(el) {
+  const host = (el && el.parentElement) || el;
+  if (!host) return false;
+  return luminance(parseColor(getComputedStyle(host).color || "#000")) > 0.6;
+}
+
 /** The theme as [r, g, b] triples (`rgb`) and CSS strings (`css`), read from JupyterLab's CSS
- * variables on `el`, with fallbacks outside JupyterLab. */
+ * variables on `el`, with fallbacks outside JupyterLab. Where the host defines no JupyterLab
+ * variables, `el` gets the class `cw-dark` on a dark host (common.css then sets dark values for
+ * those variables on the view itself), so the view follows the host's theme. */
 export function theme(el) {
+  const host = el.parentElement;
+  if (el.classList && host && !(getComputedStyle(host).getPropertyValue(VARS.bg) || "").trim()) {
+    el.classList.toggle("cw-dark", hostIsDark(el));
+  }
   const cs = getComputedStyle(el);
   const t = { css: {}, rgb: {} };
   for (const [k, v] of Object.entries(VARS)) {

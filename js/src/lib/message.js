@@ -36,15 +36,19 @@ export function computingText(layer, head) {
  * comes back already shown (a reverted bad request) settles by itself. */
 export function pendingNote(model, msg, delayMs = 150) {
   let timer = null;
+  const shownIs = (l, hd) => {
+    const s = model.get("shown") || {};
+    return s.layer === l && s.head === hd;
+  };
   const pending = (l, hd) => {
     clearTimeout(timer);
+    // nothing to wait for: the offline export answers (or refuses) inside save_changes, before this
+    // call; a head whose data is already shown needs no note either
+    if (model.offline || shownIs(l, hd)) return;
     timer = setTimeout(() => msg.note(computingText(l, hd)), delayMs);
   };
   const settled = () => { clearTimeout(timer); msg.show(); };
-  const onSel = () => {
-    const s = model.get("shown") || {};
-    if (s.layer === model.get("layer") && s.head === model.get("head")) settled();
-  };
+  const onSel = () => { if (shownIs(model.get("layer"), model.get("head"))) settled(); };
   model.on("change:layer", onSel);
   model.on("change:head", onSel);
   return {

@@ -41,6 +41,7 @@ export class ShimModel {
     this.listeners = new Map();
     this.good = this.inputs();
     this.widget_manager = null;
+    this.offline = true; // no kernel: views disable what only a kernel can answer (lib/offline.js)
   }
   inputs() { const o = {}; for (const k of this.spec.inputs) o[k] = this.state[k]; return o; }
   get(k) { return this.state[k]; }
@@ -60,7 +61,7 @@ export class ShimModel {
     const changed = [];
     if (!st) {
       for (const [k, v] of Object.entries(this.good)) if (canon(this.state[k]) !== canon(v)) { this.state[k] = v; changed.push(k); }
-      this.state.error = "this state was not exported with the page (open the notebook with a kernel to compute it)";
+      this.state.error = "this state was not exported with the page: it needs a live kernel";
       changed.push("error");
     } else {
       for (const [k, h] of Object.entries(st)) {

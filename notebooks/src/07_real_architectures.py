@@ -1,0 +1,221 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # Real architectures: rotary positions, grouped-query attention, RMSNorm
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/circwidgets/circwidgets/blob/main/notebooks/07_real_architectures.ipynb)
+#
+# The models people study today (Llama, Mistral, Qwen, Gemma, OLMo, Pythia) differ from GPT-2 in three
+# ways that matter for the framework:
+#
+# - **Rotary positions.** No `W_pos`: queries and keys are rotated by their position, `q_i = x_i W_Q R_i`,
+#   `k_j = x_j W_K R_j`. Since `R_i R_jᵀ = R_{i−j}`, the score is `x_i W_Q R_Δ W_Kᵀ x_jᵀ` with the
+#   **offset** Δ = i − j: the QK circuit is a function of Δ, `W_QK(Δ) = W_Q R_Δ W_Kᵀ`.
+# - **Grouped-query attention.** Several query heads share one key/value head.
+# - **RMSNorm** `x / rms(x) · w`: folds like LayerNorm's weight, without centring.
+#
+# This notebook runs on small random models built here (offline) and on the lecture model; the last part
+# shows how to bring a Hugging Face or TransformerLens model.
+
+# %%
+# Colab only: install circwidgets and turn on custom widgets. Anywhere else this cell does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    # %pip install -q "circwidgets @ git+https://github.com/circwidgets/circwidgets"
+    from google.colab import output
+
+    output.enable_custom_widget_manager()
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+
+import circwidgets as cw
+from circwidgets import engine, plot
+
+# %matplotlib inline
+torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
+MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
+model = cw.load(MODEL).requires_grad_(False)  # we only read the weights here
+
+print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "heads, d_model", model.cfg.d_model,
+      "| vocab", model.cfg.d_vocab, "| shipped:", cw.zoo.list())
+
+# %% [markdown]
+# The lecture model has learned positions (`positional="shortformer"`), so its positional QK circuit
+# `W_pos W_QK W_posᵀ` exists. A rotary model has none; asking for it explains what to use instead.
+
+# %%
+from circwidgets.model import rotary
+from circwidgets.model.testing import random_model
+
+llama_like = random_model(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, d_head=8, d_vocab=50, n_ctx=64,
+                          positional="rotary", rotary_base=100.0, normalization="RMS", seed=0,
+                          dtype=torch.float64).requires_grad_(False)
+print(engine.positional_qk(model).shape, "positional QK of the lecture model")
+try:
+    engine.positional_qk(llama_like)
+except ValueError as e:
+    print("rotary model:", e)
+
+# %% [markdown]
+# ## The QK circuit at an offset
+#
+# Every QK quantity of a rotary model takes `offset=Δ`: `engine.W_QK(model, offset=Δ)`,
+# `engine.full_qk(model, offset=Δ)`, `engine.eigen_positivity(model, "qk", offset=Δ)`. First the check that
+# this is the model's own arithmetic: in a one-layer model without normalisation, the attention score of
+# query position i on key position j is `full_qk(offset=i−j)[token_i, token_j] / attn_scale`.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+one_layer = random_model(n_layers=1, d_model=32, n_heads=4, d_head=8, d_vocab=50, n_ctx=64, positional="rotary",
+                         rotary_base=100.0, rotary_dim=6,  # partial rotary: 6 of 8 dimensions rotate
+                         seed=1, dtype=torch.float64).requires_grad_(False)
+toks = torch.randint(0, 50, (1, 20), generator=torch.Generator().manual_seed(0))
+_, cache = one_layer.run_with_cache(toks)
+worst = 0.0
+for i in range(20):
+    for j in range(i + 1):
+        fq = engine.full_qk(one_layer, offset=i - j)[0].materialize() / one_layer.cfg.attn_scale
+        worst = max(worst, float((cache["attn_scores", 0][0, :, i, j] - fq[:, toks[0, i], toks[0, j]]).abs().max()))
+print(f"largest difference over all (query, key) pairs and heads: {worst:.1e}")
+
+# %% [markdown]
+# ## The offset profile
+#
+# How does a head's preference change with Δ? `engine.offset_profile(model, offsets)` gives, per head, the
+# mean attention score over all (query token, key token) pairs at each offset, with the layer reading the
+# token embeddings (`q̄ R_Δ k̄ᵀ / scale`, exactly the mean of layer 0's own scores). A **previous-token
+# head** peaks at Δ = 1. We plant one: every token embedding shares one direction, the head's query along it
+# is the key along it rotated back by one position.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+planted = random_model(n_layers=1, d_model=32, n_heads=4, d_head=8, d_vocab=50, n_ctx=64, positional="rotary",
+                       rotary_base=100.0, seed=2, dtype=torch.float64).requires_grad_(False)
+with torch.no_grad():
+    planted.W_E[:, 0] += 3.0  # a direction every token has
+    key = torch.zeros(8, dtype=torch.float64)
+    key[0], key[4] = 4.0, 4.0  # one rotation pair (rotate-half layout: dims m and m + 4)
+    planted.W_K[0, 2, 0] = key
+    planted.W_Q[0, 2, 0] = key @ rotary.rotation_matrix(planted.cfg, 1).T  # q R_1 = k: best at Δ = 1
+profile = engine.offset_profile(planted, offsets=range(16))
+print("head 2 peaks at Δ =", int(profile[0, 2].argmax()), "| other heads peak at", profile[0].argmax(-1).tolist())
+_, cache = planted.run_with_cache(toks)
+prev = cache["pattern", 0][0, 2].diagonal(-1).mean()
+print(f"head 2's attention to the previous token, on random text: {float(prev):.2f}")
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 2.6))
+for h in range(4):
+    ax.plot(profile[0, h].numpy(), marker="o" if h == 2 else None, label=f"L0H{h}")
+ax.set_xlabel("offset Δ = query − key position")
+ax.set_ylabel("mean score")
+ax.legend(ncol=4, fontsize=8)
+ax.set_title("offset profile")
+plt.show()
+
+# %% [markdown]
+# Eigenvalues depend on Δ too: at Δ = 0 positivity asks whether a token attends to *itself*. The
+# eigenvalue view has an offset control for rotary models and shows the selected head's offset profile
+# (click the profile to jump to an offset).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for d in (0, 1, 2, 8):
+    pos = engine.eigen_positivity(llama_like, "qk", offset=d)
+    print(f"Δ = {d}: QK positivity of layer 1:", [round(float(x), 3) for x in pos[1]])
+
+# %%
+cw.eigenvalues(planted, layer=0, head=2, offset=1)
+
+# %% [markdown]
+# ## What grouped-query attention shares
+#
+# `llama_like` has 4 query heads and 2 K/V heads per layer: heads 0, 1 read K/V head 0, heads 2, 3 read K/V
+# head 1 (Hugging Face's order). `model.W_K` is per query head, so every formula reads it as before; the
+# group's members see the same keys and values. Their QK circuits still differ (each has its own `W_Q`).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+cfg = llama_like.cfg
+print("K/V head of each query head:", [cfg.kv_head_of(h) for h in range(cfg.n_heads)],
+      "| group of K/V head 1:", cfg.kv_group(1))
+print("heads 2 and 3 share W_K:", torch.equal(llama_like.W_K[1, 2], llama_like.W_K[1, 3]),
+      "| and W_Q:", torch.equal(llama_like.W_Q[1, 2], llama_like.W_Q[1, 3]))
+k = engine.composition_scores(llama_like, "k", offset=1)[0, :, 1]  # [head1, head2]
+print("K-composition L0 -> L1 at Δ = 1:\n", k.numpy().round(3))
+
+# %% [markdown]
+# Interventions act where the model shares: cutting the path from L0H0 into L1H2's **keys** recomputes the
+# shared K/V head, so L1H3 sees the cut too, and the result says so.
+
+# %%
+text = torch.randint(0, 50, (1, 24), generator=torch.Generator().manual_seed(3))
+cut = engine.ablate_path(llama_like, text, (0, 0), (1, 2), kind="k")
+print(f"loss change {cut.delta:+.4f}")
+print(cut.notes[0])
+
+# %% [markdown]
+# ### Exercise
+#
+# Build `random_model(..., positional="rotary", rotary_layout="interleaved")` (GPT-J's pairing of dimensions)
+# and check that the offset profile of its layer-0 heads equals the mean of the model's own scores at
+# Δ = 3: run every pair of tokens (s, t) as the sequence `[s, x, x, t]` and average
+# `cache["attn_scores", 0][:, :, 3, 0]`.
+
+# %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
+#@title Solution (click to show the code)
+gptj = random_model(n_layers=1, d_model=16, n_heads=2, d_head=4, d_vocab=12, n_ctx=8, positional="rotary",
+                    rotary_layout="interleaved", seed=4, dtype=torch.float64).requires_grad_(False)
+s_, t_ = torch.meshgrid(torch.arange(12), torch.arange(12), indexing="ij")
+seqs = torch.zeros(144, 4, dtype=torch.long)
+seqs[:, 0], seqs[:, 3] = s_.reshape(-1), t_.reshape(-1)
+_, c = gptj.run_with_cache(seqs)
+print(c["attn_scores", 0][:, :, 3, 0].mean(0), engine.offset_profile(gptj, [3])[0, :, 0])
+
+# %% [markdown]
+# ## Bring your own model
+#
+# `cw.from_hf(model)` reads GPT-2, Pythia (GPT-NeoX), Llama, Mistral, Qwen 2/3, Gemma 2/3, OLMo-2 and Phi-3
+# checkpoints from Hugging Face `transformers`; `cw.from_transformer_lens(model)` reads TransformerLens
+# models (and 4.x `TransformerBridge`s). Each conversion checks the logits against the source. Offline, a
+# random configuration shows the same path; the download below runs where the network is reachable.
+
+# %%
+try:
+    import transformers
+
+    hf_cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=100,
+                                      max_position_embeddings=64, attn_implementation="eager")
+    torch.manual_seed(0)
+    ours = cw.from_hf(transformers.LlamaForCausalLM(hf_cfg).eval())
+    print(ours.cfg.positional, ours.cfg.normalization, "| K/V heads:", ours.cfg.n_kv_heads,
+          "| gated MLP:", ours.cfg.gated_mlp)
+except ImportError:
+    print("transformers is not installed: `pip install transformers` to convert Hugging Face models")
+
+# %%
+import socket
+
+NAME = "HuggingFaceTB/SmolLM2-135M"  # a small Llama-architecture model (~270 MB download)
+try:
+    socket.create_connection(("huggingface.co", 443), timeout=3).close()  # offline: skip at once
+    import transformers
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(NAME, attn_implementation="eager")
+    tok = transformers.AutoTokenizer.from_pretrained(NAME)
+    real = cw.from_hf(hf, tokenizer=tok)
+    print(real.cfg.name, real.cfg.n_layers, "layers,", real.cfg.n_heads, "heads,", real.cfg.n_kv_heads, "K/V heads")
+    print("previous-token candidates (offset profile peaks at Δ = 1):",
+          (engine.offset_profile(real, range(8)).argmax(-1) == 1).nonzero().tolist()[:8])
+except Exception as e:  # noqa: BLE001 - offline (no network) or no transformers: say so and go on
+    print(f"skipped: could not download {NAME} here ({type(e).__name__}); run this cell in Colab or online")

@@ -1,0 +1,108 @@
+"""The offline HTML export is honest about what it cannot do (issue 14, item 9), in headless Chromium
+(no JupyterLab: the exported file is opened on its own, offline).
+
+- a click on a head whose state was not exported says so and never leaves "computing L…H…" on screen;
+- controls that need a kernel (the attention view's text box and its "run" button, the skip-trigram
+  search and "more rows", the path view's target search) are disabled, with "needs a live kernel".
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import labharness as lh  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def offline_page():
+    if not lh.CHROMIUM:
+        pytest.skip("no Chromium found (install it with `make chromium`); browser tests skipped")
+    pytest.importorskip("playwright.sync_api")
+    from playwright.sync_api import sync_playwright
+
+    lh.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = lh.launch_browser(p)
+        ctx = browser.new_context(offline=True, viewport={"width": 1300, "height": 1000})
+        page = ctx.new_page()
+        page.cw_log = []
+        page.cw_requests = []
+        page.route("**/*", lambda r: (page.cw_requests.append(r.request.url), r.abort())
+                   if not r.request.url.startswith("file:") else r.continue_())
+        page.on("console", lambda m: page.cw_log.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: page.cw_log.append(f"pageerror: {e}"))
+        yield page
+        ctx.close()
+        browser.close()
+
+
+def _model():
+    import torch
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    from circwidgets.model import Tokenizer
+    from circwidgets.model.testing import random_model
+
+    vocab = ["<bos>"] + [f"w{i}" for i in range(30)]
+    rt = RustTokenizer(models.WordLevel({s: i for i, s in enumerate(vocab)}, unk_token="<bos>"))
+    rt.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    m = random_model(n_layers=2, n_heads=4, d_model=32, d_head=8, d_vocab=len(vocab), n_ctx=64, seed=1,
+                     dtype=torch.float32)
+    m.tokenizer = Tokenizer(rt)
+    return m
+
+
+def test_export_is_honest_offline(offline_page, tmp_path):
+    from playwright.sync_api import expect
+
+    import circwidgets as cw
+
+    m = _model()
+    p = offline_page
+    # only the start state and a few heads: most heads are not in the file
+    att = cw.attention(m, "w1 w2 w3 w4 w1 w2 w3 w4").save_html(tmp_path / "attention.html", max_states=3)
+    p.goto(att.as_uri())
+    expect(p.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
+    root = p.locator(".cw-root.cw-attention")
+    # the text box and its run button need a kernel: disabled, with the note
+    expect(root.locator("input.cw-text-input")).to_be_disabled()
+    expect(root.locator("button", has_text="run")).to_be_disabled()
+    expect(root.locator(".cw-offline-note")).to_have_text("needs a live kernel")
+    # a head that was not exported: the message says so, and no "computing" note stays on screen
+    exported = set(p.evaluate("() => Object.keys(JSON.parse(document.getElementById('cw-data').textContent)"
+                              ".widgets[0].states)"))
+    cell = root.locator('[data-layer="1"][data-head="3"]')
+    assert not any('"head":3' in k and '"layer":1' in k for k in exported), exported
+    cell.click()
+    msg = root.locator(".cw-message")
+    expect(msg).to_contain_text("not exported", timeout=5_000)
+    expect(msg).to_contain_text("needs a live kernel")
+    p.wait_for_timeout(600)  # past the 150 ms delay of the computing note
+    assert "computing L" not in msg.inner_text()
+    assert "computing L" not in root.inner_text()
+    assert p.evaluate("window.__cwLog.at(-1).found") is False
+    p.screenshot(path=str(lh.ARTIFACTS / "export_offline_attention.png"), full_page=True)
+
+    # the other views' kernel-only controls
+    sk = cw.skip_trigrams(m, k=5).save_html(tmp_path / "skip.html", max_states=2)
+    p.goto(sk.as_uri())
+    expect(p.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
+    root = p.locator(".cw-root")
+    expect(root.locator("input.cw-search")).to_be_disabled()
+    expect(root.locator("button.cw-more")).to_be_disabled()
+    expect(root.locator("button.cw-search-btn")).to_be_disabled()
+    expect(root.locator(".cw-offline-note")).to_have_text("needs a live kernel")
+
+    pa = cw.paths(m, "w1 w2 w3 w4 w1 w2").save_html(tmp_path / "paths.html", max_states=5)
+    p.goto(pa.as_uri())
+    expect(p.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
+    expect(p.locator("input.cw-target-search")).to_be_disabled()
+    expect(p.locator(".cw-offline-note")).to_have_text("needs a live kernel")
+    p.screenshot(path=str(lh.ARTIFACTS / "export_offline_paths.png"), full_page=True)
+    assert p.cw_requests == [], p.cw_requests
+    assert not [x for x in p.cw_log if x.startswith(("pageerror", "error"))], p.cw_log
