@@ -8,6 +8,8 @@ and `_check` (argument checks) are plumbing.
 
 from . import activations, streaming  # noqa: F401  (lazy checkpoints, nnsight sources)
 from ._check import check_finite, check_head, check_layer, check_layer_head, check_token
+from ._progress import quiet_progress
+from ._progress import tqdm as progress_bar
 from .ablation_state import AblatedRun, ablated_run
 from .circuits import (
     W_OV,
@@ -84,7 +86,7 @@ from .interventions import (
     patching_report,
     per_token_loss,
 )
-from .paths import PathTerms, path_budget, path_terms
+from .paths import FrozenRun, LogitPaths, PathTerms, frozen_run, logit_paths, path_budget, path_terms
 from .patterns import AttentionData, attention_patterns, pattern_thumbnails, value_weighted_pattern
 from .prep import prepared, weights
 from .skip_trigrams import SkipTrigramRow, SkipTrigramTable, frequent_tokens, skip_trigrams
@@ -98,6 +100,7 @@ __all__ = [
     "composition_baseline", "composition_scores", "composition_scores_one_sided",
     "top_composition_pairs", "VirtualHead", "VirtualWeights",
     "virtual_heads", "virtual_weights", "PathTerms", "path_budget", "path_terms",
+    "FrozenRun", "LogitPaths", "frozen_run", "logit_paths",
     # skip-trigrams, patterns, head behaviour
     "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "frequent_tokens", "AttentionData",
     "attention_patterns",
@@ -116,5 +119,6 @@ __all__ = [
     "Bigrams", "SkipTrigramCounts", "empirical_bigrams", "empirical_skip_trigrams", "pearson", "precision_at_k",
     "rank_correlation",
     # weights as the engine reads them; argument checks (shared with the views)
-    "prepared", "weights", "check_finite", "check_head", "check_layer", "check_layer_head", "check_token",
+    "prepared", "weights", "quiet_progress", "progress_bar",
+    "check_finite", "check_head", "check_layer", "check_layer_head", "check_token",
 ]

@@ -300,6 +300,15 @@ def check_attention(page, var: str, d: dict, layer: int, head: int, vw: bool = F
     assert_cells(d["cells"], want, f"{var} L{layer}H{head}")
 
 
+def check_attention_log(page, var: str, loc) -> int:
+    """Every paint the attention view `loc` logged (`cwDrawnLog`, lib/digest.js) showed the numbers of the
+    head it was titled with: no transient paint of one head's data under another head's title."""
+    log = [json.loads(x) for x in loc.evaluate("el => el.cwDrawnLog || []")]
+    for d in log:
+        check_attention(page, var, d, d["layer"], d["head"], bool(d["vw"]))
+    return len(log)
+
+
 def check_eigenvalues(page, model_var: str, d: dict, layer: int, head: int) -> None:
     """The eigenvalue view plotted head (layer, head)'s eigenvalues: each circuit's plotted list matches
     `engine.circuits.eigenvalues` of that head (as a multiset; float32 transfer) and is ordered by

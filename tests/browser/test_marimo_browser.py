@@ -149,6 +149,8 @@ def test_marimo_redraws_the_clicked_heads_data(marimo_page):
         expect_w = want[f"{layer},{head}"]
         assert abs(shown - expect_w) < 2e-3 + 2e-3 * abs(expect_w), (layer, head, shown, expect_w)
         assert f"layer {layer} head {head}" in att.locator(".cw-panel-title").inner_text()
+    # not only the last paint: every paint since the page opened showed its own head's numbers
+    assert lh.check_attention_log(ask, "wa", att) >= 5
     eig = page.locator(".cw-root.cw-eigen")
     for layer, head in ((1, 3), (0, 2), (1, 1)):
         eig.locator(f'.cw-cell[data-layer="{layer}"][data-head="{head}"]').click()

@@ -99,6 +99,7 @@ def test_attention_click_redraws_and_updates_kernel(page):
         assert int(att.get_attribute("data-draw-count")) > n0
         expect(att.locator(f'[data-layer="{layer}"][data-head="{head}"]')).to_have_class(re.compile("cw-selected"))
     expect(att.locator(".cw-message")).to_be_hidden()  # the old error is cleared by a good request
+    lh.check_attention_log(page, "wa", att)  # every paint so far showed its own head's numbers
     kernel_says(page, "att=1,2")
 
 
