@@ -62,6 +62,12 @@ _PYCODE = dict(d_vocab=PYCODE_VOCAB, positional="shortformer", **_COMMON)
 # fixed distance back scores at one length only, an induction head at all of them
 _REPEAT_LENS = REPEAT_LENS
 
+# The lecture models' training (toy-2l-code, toy-2l-rotary): constant lr, small batches and frequent
+# checkpoints (a shared CPU run is stopped and resumed many times), log-spaced float16 snapshots.
+_LECTURE_TRAIN = dict(steps=60000, batch_size=16, lr=2e-3, warmup=100, schedule="constant", eval_every=250,
+                      checkpoint_every=100, n_snapshots=32, snapshot_dtype="float16", icl_n_seqs=16,
+                      icl_seq_lens=_REPEAT_LENS)
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe(
         "toy-0l-code",
@@ -96,9 +102,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         # Batch 16 x 256 tokens: on a shared CPU more, smaller steps. 60000 steps = 246M tokens, ~7 passes
         # over the training split; log-spaced snapshots capture the phase change wherever it happens.
         # Checkpoints every 100 steps: a CPU run is stopped and resumed many times.
-        train=dict(steps=60000, batch_size=16, lr=2e-3, warmup=100, schedule="constant", eval_every=250,
-                   checkpoint_every=100, n_snapshots=32, snapshot_dtype="float16", icl_n_seqs=16,
-                   icl_seq_lens=_REPEAT_LENS),
+        train=dict(_LECTURE_TRAIN),
         init_std=0.0707,
         corpus="pycode",
     ),
@@ -111,9 +115,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
              positional="rotary", rotary_base=10000.0, attn_only=True, normalization="RMS", bos_token_id=0),
         "code",
         # the toy-2l-code settings (constant lr, small batches, frequent checkpoints on a shared CPU)
-        train=dict(steps=60000, batch_size=16, lr=2e-3, warmup=100, schedule="constant", eval_every=250,
-                   checkpoint_every=100, n_snapshots=32, snapshot_dtype="float16", icl_n_seqs=16,
-                   icl_seq_lens=_REPEAT_LENS),
+        train=dict(_LECTURE_TRAIN),
         init_std=0.0707,
         corpus="pycode",
     ),

@@ -397,3 +397,18 @@ def check_ablation(page, var: str, d: dict, tokens_expr: str) -> None:
     assert close(d["loss"], want["loss"], 1e-5, 1e-5), (d["loss"], want["loss"])
     assert len(d["tokenLoss"]) == len(want["tl"]), (d["tokenLoss"], want["tl"])
     assert all(close(a, b, 1e-4, 1e-5) for a, b in zip(d["tokenLoss"], want["tl"])), (d["tokenLoss"], want["tl"])
+
+
+def logged_page(browser, log: list[str], height: int = 1000):
+    """A new 1400-px-wide page whose console messages and page errors are appended to `log`."""
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
+    return page
+
+
+def save_page_artifacts(page, name: str, log: list[str]) -> None:
+    """Full-page screenshot `artifacts/browser/<name>.png` and the console log beside it."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    (ARTIFACTS / f"{name}.console.log").write_text("\n".join(log))

@@ -92,17 +92,13 @@ def marimo_page(tmp_path_factory):
         console: list[str] = []
         with sync_playwright() as p:
             browser = lh.launch_browser(p)
-            page = browser.new_page(viewport={"width": 1400, "height": 1400})
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            page = lh.logged_page(browser, console, height=1400)
             page.goto(base)
             page.cw_console = console
             try:
                 yield page
             finally:
-                lh.ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(lh.ARTIFACTS / "marimo.png"), full_page=True)
-                (lh.ARTIFACTS / "marimo.console.log").write_text("\n".join(console))
+                lh.save_page_artifacts(page, "marimo", console)
                 browser.close()
     finally:
         proc.terminate()
