@@ -22,40 +22,18 @@ resident size before it (/proc/self/clear_refs resets the peak).
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import re
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from bench_engine import measure_full as measure  # noqa: E402  (same folder: one RSS/peak measurement)
+
 from circwidgets import engine  # noqa: E402
 from circwidgets.engine.skip_trigrams import SkipTrigramTable, _factors, source_maxima  # noqa: E402
 from circwidgets.model import ModelConfig, Transformer  # noqa: E402
-
-
-def _status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(key + r":\s+(\d+)", f.read()).group(1)) * 1024
-
-
-def measure(fn, *args, **kwargs):
-    """(result, seconds, extra peak bytes over the resident size before, process peak bytes)."""
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        base = _status("VmRSS")
-    except OSError:
-        base = None
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    dt = time.perf_counter() - t
-    peak = _status("VmHWM")
-    return out, dt, (peak - base if base is not None else None), peak
 
 
 def build(quick: bool, mlp: bool) -> Transformer:

@@ -55,8 +55,8 @@ def _trim() -> None:
         pass
 
 
-def measure(fn, *args, **kwargs):
-    """(result, seconds, peak extra bytes or None)."""
+def measure_full(fn, *args, **kwargs):
+    """(result, seconds, extra peak bytes over the resident size before or None, process peak bytes)."""
     gc.collect()
     _trim()
     try:
@@ -68,8 +68,13 @@ def measure(fn, *args, **kwargs):
     t = time.perf_counter()
     out = fn(*args, **kwargs)
     dt = time.perf_counter() - t
-    peak = _status("VmHWM") - base if base is not None else None
-    return out, dt, peak
+    peak = _status("VmHWM")
+    return out, dt, (peak - base if base is not None else None), peak
+
+
+def measure(fn, *args, **kwargs):
+    """(result, seconds, peak extra bytes or None)."""
+    return measure_full(fn, *args, **kwargs)[:3]
 
 
 def best_of(n, fn, *args, **kwargs):

@@ -24,3 +24,43 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture
+def run_tl_tests_on_other_version():
+    """A function `run(test_file)`: run that file's `tl_` tests again in a subprocess against the other major
+    version of TransformerLens, installed in `CW_TL_ALT_PATH` (default `.ci/tl3`, by .ci/install_interop.py)."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    alt = Path(os.environ.get("CW_TL_ALT_PATH", root / ".ci" / "tl3"))
+
+    def run(test_file: str) -> None:
+        if os.environ.get("CW_TL_SUBPROCESS") == "1":
+            pytest.skip("already the other-version subprocess")
+        if not alt.is_dir():
+            pytest.skip(f"{alt} absent: run `python .ci/install_interop.py` to install the other TransformerLens")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(alt), str(root), os.environ.get("PYTHONPATH", "")]),
+               "CW_TL_SUBPROCESS": "1"}
+        code = "import transformer_lens, importlib.metadata as m; print(m.version('transformer-lens'))"
+        probe = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        if probe.returncode:
+            pytest.skip(f"TransformerLens in {alt} does not import: {probe.stderr.strip().splitlines()[-1:]}")
+        alt_version = probe.stdout.strip()
+        try:
+            from importlib.metadata import version
+
+            here = version("transformer-lens")
+        except Exception:
+            here = None
+        if here is not None and here.split(".")[0] == alt_version.split(".")[0]:
+            pytest.skip(f"{alt} holds TransformerLens {alt_version}, the same major version as installed ({here})")
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "tl_", test_file],
+                           env=env, capture_output=True, text=True, timeout=900, cwd=root)
+        out = r.stdout + r.stderr
+        print(f"TransformerLens {alt_version} (from {alt}):\n{out[-3000:]}")
+        assert r.returncode == 0, out[-5000:]
+        assert " passed" in out and " failed" not in out
+
+    return run

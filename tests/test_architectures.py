@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -562,21 +560,6 @@ def test_tl4_bridge_over_hf(arch, compat):
     assert exact < 1e-10, exact
 
 
-def test_other_transformer_lens_version():
+def test_other_transformer_lens_version(run_tl_tests_on_other_version):
     """Run this file's tl_ tests again against the TransformerLens installed in ALT_TL (the other major version)."""
-    if IN_SUBPROCESS:
-        pytest.skip("already the other-version subprocess")
-    if not ALT_TL.is_dir():
-        pytest.skip(f"{ALT_TL} absent: run `python .ci/install_interop.py` to install the other TransformerLens")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ALT_TL), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "CW_TL_SUBPROCESS": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "tl_", str(Path(__file__))],
-        env=env, capture_output=True, text=True, timeout=900, cwd=ROOT,
-    )
-    out = r.stdout + r.stderr
-    print(out[-3000:])
-    if "No module named 'transformer_lens'" in out:
-        pytest.skip(f"TransformerLens in {ALT_TL} does not import")
-    assert r.returncode == 0, out[-5000:]
-    assert " passed" in out and " failed" not in out
+    run_tl_tests_on_other_version(str(Path(__file__)))

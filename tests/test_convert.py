@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -358,35 +356,6 @@ def test_tl4_bridge_over_hf_gpt2():
         assert rel_err(ours(toks), ref) < 1e-10
 
 
-def test_other_transformer_lens_version():
-    """Run the tl_ tests again against the TransformerLens installed in ALT_TL (the other major version)."""
-    if IN_SUBPROCESS:
-        pytest.skip("already the other-version subprocess")
-    if not ALT_TL.is_dir():
-        pytest.skip(f"{ALT_TL} absent: run `python .ci/install_interop.py` to install the other TransformerLens")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ALT_TL), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "CW_TL_SUBPROCESS": "1"}
-    code = "import transformer_lens, importlib.metadata as m; print(m.version('transformer-lens'))"
-    probe = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    if probe.returncode:
-        pytest.skip(f"TransformerLens in {ALT_TL} does not import: {probe.stderr.strip().splitlines()[-1:]}")
-    alt_version = probe.stdout.strip()
-    try:
-        from importlib.metadata import version
-
-        here = version("transformer-lens")
-    except Exception:
-        here = None
-    if here is not None and here.split(".")[0] == alt_version.split(".")[0]:
-        pytest.skip(f"{ALT_TL} holds TransformerLens {alt_version}, the same major version as installed ({here})")
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "tl_", str(Path(__file__))],
-        env=env, capture_output=True, text=True, timeout=900, cwd=ROOT,
-    )
-    out = r.stdout + r.stderr
-    print(f"TransformerLens {alt_version} (from {ALT_TL}):\n{out[-3000:]}")
-    assert r.returncode == 0, out[-5000:]
-    assert " passed" in out and " failed" not in out
+def test_other_transformer_lens_version(run_tl_tests_on_other_version):
+    """Run this file's tl_ tests again against the TransformerLens installed in ALT_TL (the other major version)."""
+    run_tl_tests_on_other_version(str(Path(__file__)))

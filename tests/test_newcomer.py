@@ -29,7 +29,8 @@ def test_widget_repr_is_its_text_summary(code_model):
     assert repr(w) == w.summary()
     assert "object at 0x" not in repr(w) and "AttentionPatterns" in repr(w)
     ex = cw.explore(code_model, "def f(x): return x", panels=("attention", "eigenvalues"))
-    assert repr(ex).startswith("CircuitExplorer: layer 0 head 0")
+    layer, head = engine.strongest_induction_head(code_model)  # where the explorer opens
+    assert repr(ex).startswith(f"CircuitExplorer: layer {layer} head {head}")
 
 
 def test_quiet_progress_disables_every_engine_bar(monkeypatch):

@@ -103,17 +103,20 @@ def test_build_keeps_an_edit_not_synced_to_the_source(tmp_path):
 
 
 def _shared_cells(name: str) -> dict[str, str]:
-    """The cells the lectures share, as written in notebook `name`'s source: the setup cell (the MODEL
-    value and any notebook-specific imports between loading the model and the print masked) and the
-    example-tokens cell."""
+    """The cells the lectures share, as written in notebook `name`'s source: the setup cell up to its
+    `model = cw.zoo.lecture(MODEL)` line (the MODEL value masked; what follows is the notebook's own) and the
+    example-tokens cell. What they do lives in the library (`cw.zoo.lecture`, `cw.zoo.example_tokens`), so
+    each copy is a few lines."""
     shared = {}
     for c in BUILD.read_source(name).cells:
         if c.cell_type != "code":
             continue
         if re.search(r'^MODEL = "', c.source, re.M):
             setup = re.sub(r'^MODEL = "[^"]+"', 'MODEL = "..."', c.source, flags=re.M)
-            shared["setup"] = re.sub(r"(?ms)(^model = cw\.load\(.*?\n).*?(^print\(model\.cfg\.name)", r"\1\2", setup)
-        elif c.source.startswith("SNIPPET = "):
+            head, sep, _ = setup.partition("model = cw.zoo.lecture(MODEL)")
+            assert sep, f"{name}: the setup cell must load the model with cw.zoo.lecture(MODEL)"
+            shared["setup"] = head + sep
+        elif "cw.zoo.example_tokens(" in c.source:
             shared["example tokens"] = c.source
     return shared
 

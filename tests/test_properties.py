@@ -167,17 +167,16 @@ def test_rotating_the_residual_stream_changes_no_result(cfg, seed):
         m = fold_layernorm(m)
     r = rotated(m, seed=seed + 7, keep_ones=m.cfg.normalization == "LNPre")
     toks = torch.tensor([_tokens(cfg, seed)])
-    at = {"offset": seed} if cfg.positional == "rotary" else {}  # rotary QK circuits exist per offset
     with torch.no_grad():
         torch.testing.assert_close(r(toks), m(toks), rtol=1e-8, atol=1e-8)
         for circuit in ("ov", "qk") + (("qk_pos",) if cfg.positional in ("standard", "shortformer") else ()):
             if circuit == "qk_pos" and cfg.normalization is not None:
                 continue
-            o = at if circuit == "qk" else {}
-            torch.testing.assert_close(C.eigen_positivity(r, circuit, **o), C.eigen_positivity(m, circuit, **o),
+            off = {"offset": 1} if cfg.positional == "rotary" and circuit == "qk" else {}  # W_QK(Δ) of a rotary model
+            torch.testing.assert_close(C.eigen_positivity(r, circuit, **off), C.eigen_positivity(m, circuit, **off),
                                        rtol=1e-6, atol=1e-8, equal_nan=True)
         if cfg.n_layers > 1:
             for kind in ("q", "k", "v"):
-                o = at if kind != "v" else {}
-                torch.testing.assert_close(composition_scores(r, kind, **o), composition_scores(m, kind, **o),
+                off = {"offset": 1} if cfg.positional == "rotary" and kind in ("q", "k") else {}
+                torch.testing.assert_close(composition_scores(r, kind, **off), composition_scores(m, kind, **off),
                                            rtol=1e-6, atol=1e-9, equal_nan=True)

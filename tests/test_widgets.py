@@ -304,6 +304,30 @@ def test_zero_layer_model_gets_a_message():
         assert "no attention heads" in w.error and w.shown == {}
 
 
+def test_eigenvalues_composed_through_an_earlier_head():
+    """The "QK composed through" option: each later head's K-composition term through h1 (engine
+    k_composition_qk), its eigenvalues against a dense float64 computation, NaN positivity before h1."""
+    m = random_model(seed=6, normalization=None)
+    w = cw.eigenvalues(m, layer=1, head=2, through=(0, 1))
+    assert [c for c, _ in w.circuits][-1] == "qk_comp" and "L0H1" in w.circuits[-1][1]
+    pos = decode_array(w.positivity["qk_comp"])
+    assert np.isnan(pos[0]).all()
+    for head in range(m.cfg.n_heads):
+        W = m.W_E @ m.W_Q[1, head] @ m.W_K[1, head].T @ (m.W_V[0, 1] @ m.W_O[0, 1]).T @ m.W_E.T  # dense, float64
+        lam = torch.linalg.eigvals(W)
+        assert pos[1, head] == pytest.approx(float(lam.real.sum() / lam.abs().sum()), abs=1e-4)
+    got = decode_array(w.eigs["qk_comp"])
+    dense = torch.linalg.eigvals(m.W_E @ m.W_Q[1, 2] @ m.W_K[1, 2].T @ (m.W_V[0, 1] @ m.W_O[0, 1]).T @ m.W_E.T)
+    top = dense[dense.abs().argsort(descending=True)][:len(got)].numpy()
+    np.testing.assert_allclose(np.sort_complex(got[:, 0] + 1j * got[:, 1]), np.sort_complex(top), rtol=1e-4, atol=1e-5)
+    w.select(0, 0)
+    assert decode_array(w.eigs["qk_comp"]).shape == (0, 2)  # no composed circuit for a head before h1
+    expect_warning(lambda: setattr(w, "through", [1, 0]), "no later head")
+    assert w.through == [0, 1]
+    w.through = []
+    assert "qk_comp" not in dict(w.circuits) and "qk_comp" not in w.eigs
+
+
 def test_eigenvalues_without_positions():
     m = random_model(positional="none")
     w = cw.eigenvalues(m)

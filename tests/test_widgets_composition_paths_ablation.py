@@ -18,6 +18,7 @@ import circwidgets as cw
 from circwidgets.engine import interventions
 from circwidgets.engine.ablation_state import PathCut, ablated_run, logit_diff_metric, per_token_loss
 from circwidgets.engine.composition import composition_baseline, composition_scores
+from circwidgets.engine.induction import decisive_position, strongest_induction_head
 from circwidgets.engine.paths import path_terms
 from circwidgets.engine.patterns import attention_patterns
 from circwidgets.engine.virtual import virtual_heads
@@ -121,6 +122,8 @@ def test_composition_default_text_is_repeated_tokens_and_bad_pairs_are_messages(
 def test_path_expansion_sum_equals_the_models_logit(name):
     m = small(**CONFIGS[name])
     logits = m(torch.tensor([IDS]))[0]
+    default = PathExpansion(m, IDS)  # opens where induction decides the next token, not at the end
+    assert default.position == decisive_position(m, torch.tensor(IDS)) and default.target == IDS[default.position + 1]
     w = PathExpansion(m, IDS, position=-1, target=None)
     assert w.position == len(IDS) - 1 and w.target == int(logits[-1].argmax())
     for pos in (0, 3, len(IDS) - 1):
@@ -318,6 +321,10 @@ def test_ablation_patching_mode_equals_the_engine():
 def test_explorer_keeps_every_panel_on_one_head():
     m = small()
     e = CircuitExplorer(m, IDS, corrupted=IDS[:4] + [11] + IDS[5:])
+    # opens on the strongest induction head (a layer >= 1 head), every panel on it
+    assert set(e.selections().values()) == {strongest_induction_head(m)} and e.layer >= 1
+    assert e.panels["paths"].position == decisive_position(m, torch.tensor(IDS))
+    e = CircuitExplorer(m, IDS, corrupted=IDS[:4] + [11] + IDS[5:], layer=0, head=0)
     assert set(e.selections().values()) == {(0, 0)}
     e.panels["composition"].pair = [0, 2, 1, 1]  # a click on a composition cell
     assert set(e.selections().values()) == {(1, 1)} and (e.layer, e.head) == (1, 1)

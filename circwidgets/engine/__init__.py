@@ -8,6 +8,8 @@ and `_check` (argument checks) are plumbing.
 
 from . import activations, streaming  # noqa: F401  (lazy checkpoints, nnsight sources)
 from ._check import check_finite, check_head, check_layer, check_layer_head, check_token
+from ._progress import quiet_progress
+from ._progress import tqdm as progress_bar
 from .ablation_state import AblatedRun, ablated_run
 from .circuits import (
     W_OV,
@@ -41,14 +43,28 @@ from .corpus_stats import (
 )
 from .factored import FactoredMatrix
 from .heads import (
+    REPEAT_LENS,
     InContextLoss,
     all_head_scores,
     copying_score,
+    detection_lengths,
     detection_masks,
     head_scores,
     in_context_loss,
     induction_tokens,
     repeated_tokens,
+    scores_by_length,
+)
+from .induction import (
+    DiagonalStats,
+    PositionalProfile,
+    decisive_position,
+    diagonal_stats,
+    induction_positions,
+    k_composition_qk,
+    ov_copying,
+    positional_qk_profile,
+    strongest_induction_head,
 )
 from .interventions import (
     Effect,
@@ -70,7 +86,7 @@ from .interventions import (
     patching_report,
     per_token_loss,
 )
-from .paths import PathTerms, path_budget, path_terms
+from .paths import FrozenRun, LogitPaths, PathTerms, frozen_run, logit_paths, path_budget, path_terms
 from .patterns import AttentionData, attention_patterns, pattern_thumbnails, value_weighted_pattern
 from .prep import prepared, weights
 from .skip_trigrams import SkipTrigramRow, SkipTrigramTable, frequent_tokens, skip_trigrams
@@ -84,10 +100,16 @@ __all__ = [
     "composition_baseline", "composition_scores", "composition_scores_one_sided",
     "top_composition_pairs", "VirtualHead", "VirtualWeights",
     "virtual_heads", "virtual_weights", "PathTerms", "path_budget", "path_terms",
+    "FrozenRun", "LogitPaths", "frozen_run", "logit_paths",
     # skip-trigrams, patterns, head behaviour
-    "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "frequent_tokens", "AttentionData", "attention_patterns",
-    "pattern_thumbnails", "value_weighted_pattern", "InContextLoss", "all_head_scores", "copying_score",
-    "detection_masks", "head_scores", "in_context_loss", "induction_tokens", "repeated_tokens",
+    "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "frequent_tokens", "AttentionData",
+    "attention_patterns",
+    "pattern_thumbnails", "value_weighted_pattern", "InContextLoss", "REPEAT_LENS", "all_head_scores",
+    "copying_score", "detection_lengths", "detection_masks", "head_scores", "in_context_loss", "induction_tokens",
+    "repeated_tokens", "scores_by_length",
+    # the induction mechanism in the weights
+    "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_positions",
+    "k_composition_qk", "ov_copying", "positional_qk_profile", "strongest_induction_head",
     # interventions (one implementation: ablation_hooks) and metrics
     "AblatedRun", "Effect", "LogitAttribution", "PatchingReport", "PathCut", "ablate_heads", "ablate_path",
     "ablated_run", "ablation_hooks", "ablation_table", "direct_logit_attribution", "logit_attribution",
@@ -97,5 +119,6 @@ __all__ = [
     "Bigrams", "SkipTrigramCounts", "empirical_bigrams", "empirical_skip_trigrams", "pearson", "precision_at_k",
     "rank_correlation",
     # weights as the engine reads them; argument checks (shared with the views)
-    "prepared", "weights", "check_finite", "check_head", "check_layer", "check_layer_head", "check_token",
+    "prepared", "weights", "quiet_progress", "progress_bar",
+    "check_finite", "check_head", "check_layer", "check_layer_head", "check_token",
 ]

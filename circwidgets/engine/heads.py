@@ -22,7 +22,7 @@ both restricted to the repeated half.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,6 +33,12 @@ from .interventions import per_token_loss
 from .prep import _entry as _check_weights  # finiteness checked once per weight version (cached)
 
 KINDS = ("previous_token", "duplicate_token", "induction")
+
+# Repeat lengths the default detection averages over (the one definition; the trainer's live metrics and
+# the model cards use it too). A head that attends a fixed distance back is right at one length only; an
+# induction head is right at all of them. Lengths a model's n_ctx cannot hold are dropped
+# (`detection_lengths`).
+REPEAT_LENS = (10, 23, 50, 100)
 
 
 class _Stop(Exception):
@@ -115,13 +121,35 @@ def _prepare_tokens(model: Transformer, tokens, seq_len, n_seqs, seed, bos) -> t
     return model.check_tokens(tokens) if tokens is not None else induction_tokens(model, seq_len, n_seqs, seed, bos)
 
 
+def detection_lengths(model: Transformer, seq_lens=None, bos="auto") -> tuple[int, ...]:
+    """The repeat lengths L of `BOS + r + r` that detection averages over for `model`.
+
+    seq_lens: None = `REPEAT_LENS` (10, 23, 50, 100) cut to what n_ctx holds, plus the longest length
+    n_ctx holds when fewer than two fit (so a fixed-offset head is never scored at one length only);
+    an int = that one length; a sequence of ints = those lengths (each checked by `induction_tokens`).
+    """
+    if seq_lens is not None and not isinstance(seq_lens, (list, tuple)):
+        return (seq_lens,)
+    if seq_lens is not None:
+        if not seq_lens:
+            raise ValueError("seq_len=() names no repeat length")
+        return tuple(seq_lens)
+    longest = (model.cfg.n_ctx - (_bos_id(model, bos) is not None)) // 2
+    lens = tuple(n for n in REPEAT_LENS if n <= longest)
+    if len(lens) < 2 and longest >= 1 and longest not in lens:
+        lens += (longest,)
+    return lens
+
+
 @torch.no_grad()
 def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int = 4, seed: int = 0,
                     tokens=None, bos="auto", kinds=KINDS) -> dict[str, torch.Tensor]:
     """Every detection score from one forward pass: `{kind: Tensor[n_layers, n_heads]}`.
 
     tokens: `[batch, pos]` ids to use instead of `repeated_tokens(d_vocab, seq_len, n_seqs, seed, bos)`.
-    seq_len: length L of the repeated block (default min(64, what n_ctx allows)).
+    seq_len: length L of the repeated block; a sequence of lengths, or None (default) for
+    `detection_lengths(model)`: the scores are then the mean over the lengths (one forward pass
+    each), so a head that looks a fixed distance back does not pass for an induction head.
     bos: "auto" = `cfg.bos_token_id`, or token 0 when the model has none; an int id; None = no BOS.
     The forward pass stops after the last layer's attention pattern (no unembedding) and keeps no
     cache, so this is cheap enough to call at every evaluation of a training run.
@@ -131,6 +159,12 @@ def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int 
     for k in kinds:
         if k not in KINDS:
             raise ValueError(f"kind={k!r} is not one of {KINDS}")
+    if tokens is None:
+        lens = detection_lengths(model, seq_len, bos)
+        if len(lens) > 1:
+            per_len = scores_by_length(model, lens, n_seqs, seed, bos, kinds)
+            return {k: sum(p[k] for p in per_len.values()) / len(lens) for k in kinds}
+        seq_len = lens[0]
     _check_weights(model)
     toks = _prepare_tokens(model, tokens, seq_len, n_seqs, seed, bos)
     masks = detection_masks(toks)
@@ -163,10 +197,20 @@ def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int 
     return out
 
 
+def scores_by_length(model: Transformer, seq_lens=None, n_seqs: int = 4, seed: int = 0, bos="auto",
+                     kinds=KINDS) -> dict[int, dict[str, torch.Tensor]]:
+    """`{L: all_head_scores(..., seq_len=L)}` for each L of `detection_lengths(model, seq_lens)`: the
+    sweep that `all_head_scores` averages (a trainer logs it to show an induction head is right at
+    every length)."""
+    lens = detection_lengths(model, seq_lens, bos)
+    return {n: all_head_scores(model, n, n_seqs, seed, None, bos, kinds) for n in lens}
+
+
 def head_scores(model: Transformer, kind: str = "induction", seq_len: int | None = None, n_seqs: int = 4,
                 seed: int = 0, tokens=None, bos="auto") -> torch.Tensor:
     """`Tensor[n_layers, n_heads]` detection score of `kind` ("previous_token" | "duplicate_token" |
-    "induction") on `BOS + r + r` (or on `tokens`); see the module docstring for the definition."""
+    "induction") on `BOS + r + r` (or on `tokens`); see the module docstring for the definition.
+    Averaged over `detection_lengths(model, seq_len)` (several repeat lengths by default)."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not one of {KINDS}")
     return all_head_scores(model, seq_len, n_seqs, seed, tokens, bos, kinds=(kind,))[kind]
@@ -236,12 +280,15 @@ class InContextLoss:
     first: mean loss predicting the first block's tokens (targets at positions 1..L after BOS).
     repeated: mean loss predicting the repeated block's tokens except its first one (targets
     r_2..r_L of the second copy), which a model can predict from context alone.
-    per_position: `[pos - 1]` mean loss (over sequences) of predicting token p+1 at position p.
+    per_position: `[pos - 1]` mean loss (over sequences) of predicting token p+1 at position p (of the
+    longest repeat length when several were averaged).
+    by_length: `{L: (first, repeated)}` per repeat length L; `first` and `repeated` are their means.
     """
 
     first: float
     repeated: float
     per_position: torch.Tensor
+    by_length: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def gain(self) -> float:
@@ -252,7 +299,17 @@ class InContextLoss:
 @torch.no_grad()
 def in_context_loss(model: Transformer, seq_len: int | None = None, n_seqs: int = 4, seed: int = 0,
                     bos="auto") -> InContextLoss:
-    """Loss on the first half vs the repeated half of `BOS + r + r` (see `InContextLoss`)."""
+    """Loss on the first half vs the repeated half of `BOS + r + r` (see `InContextLoss`).
+
+    seq_len: the repeat length L; a sequence of lengths, or None (default) for `detection_lengths(model)`:
+    first / repeated are then means over the lengths (what the trainer logs and the cards report)."""
+    lens = detection_lengths(model, seq_len, bos)
+    if len(lens) > 1:
+        runs = {n: in_context_loss(model, n, n_seqs, seed, bos) for n in lens}
+        by_len = {n: (r.first, r.repeated) for n, r in runs.items()}
+        return InContextLoss(sum(f for f, _ in by_len.values()) / len(lens),
+                             sum(r for _, r in by_len.values()) / len(lens), runs[max(lens)].per_position, by_len)
+    seq_len = lens[0]
     _check_weights(model)
     bos_id = _bos_id(model, bos)
     toks = _prepare_tokens(model, None, seq_len, n_seqs, seed, bos)
@@ -267,4 +324,4 @@ def in_context_loss(model: Transformer, seq_len: int | None = None, n_seqs: int 
     first = per_pos[first_t - 1].mean().item() if len(first_t) else float("nan")
     rep = per_pos[rep_t - 1].mean().item() if len(rep_t) else float("nan")
     _check.check_finite_output("in-context loss", per_pos, axes=("position",), model=model, tokens=toks)
-    return InContextLoss(first, rep, per_pos)
+    return InContextLoss(first, rep, per_pos, {int(L): (first, rep)})

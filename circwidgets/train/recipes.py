@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine.heads import REPEAT_LENS
 from ..model import ModelConfig, Transformer
 from ..model.transformer import is_norm_weight
 from .corpus import CorpusTask, ensure_data_dir
@@ -57,9 +58,15 @@ _COMMON = dict(attn_only=True, normalization=None, bos_token_id=0)
 # (`code_corpus`, ~120M characters, ~35M tokens, so a CPU run sees each token only a few times).
 # n_ctx 256 so that the induction probes can repeat a block of up to 100 tokens after BOS.
 _PYCODE = dict(d_vocab=PYCODE_VOCAB, positional="shortformer", **_COMMON)
-# head scores averaged over several repeat lengths: a head that looks a fixed distance back scores
-# at one length only, an induction head at all of them
-_REPEAT_LENS = (10, 23, 50, 100)
+# head scores averaged over several repeat lengths (the engine's one definition): a head that looks a
+# fixed distance back scores at one length only, an induction head at all of them
+_REPEAT_LENS = REPEAT_LENS
+
+# The lecture models' training (toy-2l-code, toy-2l-rotary): constant lr, small batches and frequent
+# checkpoints (a shared CPU run is stopped and resumed many times), log-spaced float16 snapshots.
+_LECTURE_TRAIN = dict(steps=60000, batch_size=16, lr=2e-3, warmup=100, schedule="constant", eval_every=250,
+                      checkpoint_every=100, n_snapshots=32, snapshot_dtype="float16", icl_n_seqs=16,
+                      icl_seq_lens=_REPEAT_LENS)
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe(
@@ -95,9 +102,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         # Batch 16 x 256 tokens: on a shared CPU more, smaller steps. 60000 steps = 246M tokens, ~7 passes
         # over the training split; log-spaced snapshots capture the phase change wherever it happens.
         # Checkpoints every 100 steps: a CPU run is stopped and resumed many times.
-        train=dict(steps=60000, batch_size=16, lr=2e-3, warmup=100, schedule="constant", eval_every=250,
-                   checkpoint_every=100, n_snapshots=32, snapshot_dtype="float16", icl_n_seqs=16,
-                   icl_seq_lens=_REPEAT_LENS),
+        train=dict(_LECTURE_TRAIN),
         init_std=0.0707,
         corpus="pycode",
     ),
@@ -110,9 +115,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
              positional="rotary", rotary_base=10000.0, attn_only=True, normalization="RMS", bos_token_id=0),
         "code",
         # the toy-2l-code settings (constant lr, small batches, frequent checkpoints on a shared CPU)
-        train=dict(steps=60000, batch_size=16, lr=2e-3, warmup=100, schedule="constant", eval_every=250,
-                   checkpoint_every=100, n_snapshots=32, snapshot_dtype="float16", icl_n_seqs=16,
-                   icl_seq_lens=_REPEAT_LENS),
+        train=dict(_LECTURE_TRAIN),
         init_std=0.0707,
         corpus="pycode",
     ),

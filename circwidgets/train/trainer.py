@@ -65,10 +65,11 @@ class TrainConfig:
     n_snapshots: int = 0  # log-spaced model snapshots kept along the way (0 = none)
     snapshot_dtype: str = "float32"
     eval_batches: int = 4
-    icl_seq_len: int | None = None  # repeated-token eval: block length (None: engine default for n_ctx)
+    icl_seq_len: int | None = None  # repeated-token eval: one block length (None: the engine's sweep)
     icl_n_seqs: int = 16
     # several block lengths (e.g. 10, 23, 50, 100): head scores are averaged over them, so a head that
-    # attends a fixed distance back (right for one length only) does not pass for an induction head
+    # attends a fixed distance back (right for one length only) does not pass for an induction head;
+    # both None: the engine's sweep (engine.REPEAT_LENS cut to n_ctx)
     icl_seq_lens: tuple[int, ...] | None = None
 
     def lr_at(self, step: int) -> float:
@@ -233,7 +234,7 @@ class Trainer:
     def evaluate(self) -> dict:
         """Held-out loss, in-context loss on repeated random tokens, per-head induction and
         previous-token scores (engine definitions)."""
-        from ..engine.heads import all_head_scores, in_context_loss
+        from ..engine.heads import detection_lengths, in_context_loss, scores_by_length
 
         c, m = self.config, self.model
         was_training = m.training
@@ -247,23 +248,23 @@ class Trainer:
             losses.append(lm_loss(m(toks.to(self.device)), toks.to(self.device)).item())
         rec = {"step": self.step, "tokens": self.tokens_seen, "time": round(self.train_seconds, 2),
                "lr": c.lr_at(max(self.step - 1, 0)), "val_loss": sum(losses) / len(losses)}
-        lens = list(c.icl_seq_lens) if c.icl_seq_lens else [c.icl_seq_len]
-        icls = [in_context_loss(m, seq_len=n, n_seqs=c.icl_n_seqs, seed=12345) for n in lens]
-        rec["icl_first"] = sum(x.first for x in icls) / len(icls)
-        rec["icl_repeated"] = sum(x.repeated for x in icls) / len(icls)
-        if c.icl_seq_lens:
-            rec["icl_repeated_by_len"] = {str(n): round(x.repeated, 4) for n, x in zip(lens, icls)}
+        # the engine's detection sweep (several repeat lengths: engine.heads.detection_lengths)
+        lens = detection_lengths(m, c.icl_seq_lens or c.icl_seq_len)
+        icl = in_context_loss(m, seq_len=lens, n_seqs=c.icl_n_seqs, seed=12345)
+        rec["icl_first"], rec["icl_repeated"] = icl.first, icl.repeated
+        if len(lens) > 1:
+            rec["icl_repeated_by_len"] = {str(n): round(r, 4) for n, (_, r) in icl.by_length.items()}
         if m.cfg.n_layers:
-            scs = [all_head_scores(m, seq_len=n, n_seqs=c.icl_n_seqs, seed=12345, kinds=("previous_token", "induction"))
-                   for n in lens]
-            ind = sum(s["induction"] for s in scs) / len(scs)  # [layer, head], mean over block lengths
+            scs = scores_by_length(m, lens, n_seqs=c.icl_n_seqs, seed=12345, kinds=("previous_token", "induction"))
+            ind = sum(s["induction"] for s in scs.values()) / len(scs)  # [layer, head], mean over block lengths
+            prev = sum(s["previous_token"] for s in scs.values()) / len(scs)
             rec["induction"] = [[round(float(x), 4) for x in row] for row in ind]
-            rec["previous_token"] = [[round(float(x), 4) for x in row] for row in scs[0]["previous_token"]]
+            rec["previous_token"] = [[round(float(x), 4) for x in row] for row in prev]
             rec["max_induction"] = max(max(r) for r in rec["induction"])
             rec["max_previous_token"] = max(max(r) for r in rec["previous_token"])
-            if c.icl_seq_lens:  # the best head's score at each length (the target: high at every length)
+            if len(lens) > 1:  # the best head's score at each length (the target: high at every length)
                 best = divmod(int(ind.flatten().argmax()), ind.shape[1])
-                rec["induction_by_len"] = {str(n): round(float(s["induction"][best]), 4) for n, s in zip(lens, scs)}
+                rec["induction_by_len"] = {str(n): round(float(s["induction"][best]), 4) for n, s in scs.items()}
         if self.eval_fn is not None:
             rec.update(self.eval_fn(self))
         m.train(was_training)

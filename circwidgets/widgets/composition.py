@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine._check import check_layer_head
+from ..engine import check_layer_head
 from ..engine.composition import composition_baseline, composition_scores
 from ..engine.heads import induction_tokens
 from ..engine.patterns import attention_patterns

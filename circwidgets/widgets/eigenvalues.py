@@ -7,7 +7,8 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine import circuits
+from ..engine import FactoredMatrix, check_layer_head, circuits
+from ..engine.induction import k_composition_qk
 from ..model import Transformer
 from ._data import as_model, encode_array
 from .base import CircuitWidget, reacts_to
@@ -27,7 +28,11 @@ class Eigenvalues(CircuitWidget):
     Traits (synced): `positivity` ({circuit: float32 `[n_layers, n_heads]`} from
     `engine.circuits.eigen_positivity`), `circuits` ([[name, label], ...] shown),
     `eigs` ({circuit: float32 `[d_head, 2]` (re, im)} of the selected head, from
-    `engine.circuits.eigenvalues`), `log_magnitude` (draw |λ| on a log10(1+|λ|) scale).
+    `engine.circuits.eigenvalues`), `log_magnitude` (draw |λ| on a log10(1+|λ|) scale), `through`
+    (`[layer, head]` of an earlier head h1, or `[]`): adds the circuit "qk_comp", the K-composition term
+    of each later head's QK circuit through h1, `W_E W_Q W_Kᵀ (W_OV^{h1})ᵀ W_Eᵀ` (engine
+    `induction.k_composition_qk`; what an induction head's keys match through a previous-token head;
+    positivity NaN for heads not after h1; not for rotary models).
 
     Rotary models (`rotary` True): the QK circuit depends on the offset Δ = query − key position;
     `offset` (0 .. `max_offset`) is the Δ at which the grid's QK positivity and the QK eigenvalues are
@@ -48,9 +53,10 @@ class Eigenvalues(CircuitWidget):
     max_offset = traitlets.Int(0).tag(sync=True)
     profile = traitlets.Dict({}).tag(sync=True)
     qk_note = traitlets.Unicode("").tag(sync=True)
+    through = traitlets.List([]).tag(sync=True)
 
     def __init__(self, model: Transformer, layer: int = 0, head: int = 0, log_magnitude: bool = False,
-                 offset: int = 0):
+                 offset: int = 0, through: tuple[int, int] | None = None):
         self._pos: dict[str, torch.Tensor] = {}
         self._profile: torch.Tensor | None = None
         cfg = model.cfg
@@ -59,6 +65,8 @@ class Eigenvalues(CircuitWidget):
             raise ValueError(f"offset={offset!r} is only for rotary models (this one: positional={cfg.positional!r})")
         super().__init__(model, layer=layer, head=head, log_magnitude=log_magnitude, rotary=rotary,
                          offset=offset, max_offset=cfg.n_ctx - 1 if rotary else 0)
+        if through is not None:
+            self.through = list(through)
 
     def _qk_offset(self) -> dict[str, int]:
         return {"offset": self.offset} if self.rotary else {}
@@ -77,11 +85,43 @@ class Eigenvalues(CircuitWidget):
         self._pos = {c: circuits.eigen_positivity(self.model, circuit=c, full=True,
                                                   **(self._qk_offset() if c == "qk" else {})).float().cpu()
                      for c in names}
-        self.circuits = [[c, ROTARY_QK if (c == "qk" and self.rotary) else CIRCUITS[c]] for c in names]
+        self._send_circuits()
+
+    def _send_circuits(self) -> None:
+        labels = {c: ROTARY_QK if (c == "qk" and self.rotary) else CIRCUITS[c] for c in self._pos if c in CIRCUITS}
+        if self.through:
+            labels["qk_comp"] = "QK composed through L{}H{}  W_E W_Q W_Kᵀ W_OV¹ᵀ W_Eᵀ".format(*self.through)
+        self.circuits = [[c, lab] for c, lab in labels.items()]
         self.positivity = {c: encode_array(v, "float32") for c, v in self._pos.items()}
 
+    def _composed(self, layer: int, head: int) -> FactoredMatrix | None:
+        if not self.through or layer <= self.through[0]:
+            return None
+        return k_composition_qk(self.model, tuple(self.through), (layer, head))
+
+    @reacts_to("through")
+    def _on_through(self, change) -> None:
+        self.apply_or_revert(change, self._apply_through, "QK composed through")
+
+    def _apply_through(self) -> None:
+        self._pos.pop("qk_comp", None)
+        if self.through:
+            if len(self.through) != 2:
+                raise ValueError(f"through={self.through!r}: give [layer, head] of an earlier head, or []")
+            l1, h1 = check_layer_head(self.model, *self.through)
+            if l1 >= self.n_layers - 1:
+                raise ValueError(f"L{l1}H{h1} has no later head to compose with")
+            pos = torch.full((self.n_layers, self.n_heads), float("nan"))
+            for layer in range(l1 + 1, self.n_layers):
+                for head in range(self.n_heads):
+                    lam = self._composed(layer, head).eigenvalues()
+                    pos[layer, head] = float(lam.real.sum() / lam.abs().sum())
+            self._pos["qk_comp"] = pos
+        self._send_circuits()
+        self.invalidate()
+
     def _variant(self) -> tuple:
-        return (self.offset,) if self.rotary else ()
+        return ((self.offset,) if self.rotary else ()) + tuple(self.through)
 
     @reacts_to("offset")
     def _on_offset(self, change) -> None:
@@ -108,9 +148,15 @@ class Eigenvalues(CircuitWidget):
         return None if self._profile is None else self._profile[layer, head]
 
     def head_eigenvalues(self, layer: int, head: int) -> dict[str, torch.Tensor]:
-        """The engine's eigenvalues of one head, `{circuit: complex [d_head]}` (QK at `offset` for rotary models)."""
-        return {c: circuits.eigenvalues(self.model, layer, head, circuit=c, full=True,
-                                        **(self._qk_offset() if c == "qk" else {})) for c in self._pos}
+        """The engine's eigenvalues of one head, `{circuit: complex [d_head]}` (QK at `offset` for rotary models;
+        `qk_comp`: empty for a head not after `through`)."""
+        out = {c: circuits.eigenvalues(self.model, layer, head, circuit=c, full=True,
+                                       **(self._qk_offset() if c == "qk" else {})) for c in self._pos if c != "qk_comp"}
+        if "qk_comp" in self._pos:
+            fm = self._composed(layer, head)
+            lam = fm.eigenvalues() if fm is not None else torch.zeros(0, dtype=torch.complex64)
+            out["qk_comp"] = lam[lam.abs().argsort(descending=True)]
+        return out
 
     def export_actions(self) -> list[dict[str, Any]]:
         return super().export_actions() + [{"log_magnitude": not self.log_magnitude}]
@@ -135,17 +181,20 @@ class Eigenvalues(CircuitWidget):
         from .. import plot
 
         eig = self.head_eigenvalues(self.layer, self.head)
-        pos = {CIRCUITS[c].split("  ")[0]: float(v[self.layer, self.head]) for c, v in self._pos.items()}
-        eigs = {CIRCUITS[c].split("  ")[0]: v.detach().cpu().numpy() for c, v in eig.items()}
+        name = dict(self.circuits)
+        pos = {name[c].split("  ")[0]: float(v[self.layer, self.head]) for c, v in self._pos.items()}
+        eigs = {name[c].split("  ")[0]: v.detach().cpu().numpy() for c, v in eig.items()}
         where = f" (QK at Δ = {self.offset})" if self.rotary else ""
         return plot.eigenvalues(eigs, pos, title=f"L{self.layer}H{self.head} eigenvalues{where}",
                                 log_magnitude=self.log_magnitude)
 
 
 def eigenvalues(model, layer: int = 0, head: int = 0, log_magnitude: bool = False, tokenizer=None,
-                offset: int = 0) -> Eigenvalues:
+                offset: int = 0, through: tuple[int, int] | None = None) -> Eigenvalues:
     """Eigenvalues widget: heads coloured by OV and QK positivity; click a head for its eigenvalues
     (full OV, full QK, positional QK) in the complex plane with the unit circle marked. Rotary models:
-    QK at the offset Δ = `offset` (a control in the view), and the selected head's offset profile."""
+    QK at the offset Δ = `offset` (a control in the view), and the selected head's offset profile.
+    `through=(l1, h1)` (or the "QK composed through" menu) adds each later head's QK circuit composed through
+    head h1's output on the key side (`engine.k_composition_qk`)."""
     return Eigenvalues(as_model(model, tokenizer), layer=layer, head=head, log_magnitude=log_magnitude,
-                       offset=offset)
+                       offset=offset, through=through)

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 import ipywidgets
 import traitlets
 
+from ..engine.induction import strongest_induction_head
 from ..engine.patterns import attention_patterns
 from ..model import Transformer
 from ._data import as_model, tokens_and_labels
@@ -38,7 +39,10 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
     head = traitlets.Int(0)
 
     def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
-                 corrupted=None, panels: Sequence[str] = PANELS, layer: int = 0, head: int = 0):
+                 corrupted=None, panels: Sequence[str] = PANELS, layer: int | None = None,
+                 head: int | None = None):
+        if layer is None or head is None:  # open on the evidence that matters: the strongest induction head
+            layer, head = strongest_induction_head(model) if model.cfg.n_layers else (0, 0)
         unknown = [p for p in panels if p not in PANELS]
         if unknown:
             raise ValueError(f"unknown panels {unknown}: choose from {list(PANELS)}")
@@ -139,8 +143,11 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
 
 
 def explore(model, text_or_tokens, labels: Sequence[str] | None = None, corrupted=None,
-            panels: Sequence[str] = PANELS, layer: int = 0, head: int = 0, tokenizer=None) -> CircuitExplorer:
+            panels: Sequence[str] = PANELS, layer: int | None = None, head: int | None = None,
+            tokenizer=None) -> CircuitExplorer:
     """CircuitExplorer: attention patterns, eigenvalues, skip-trigrams, composition, ablation and path
-    expansion of `model` on `text_or_tokens`, all following one selected head."""
+    expansion of `model` on `text_or_tokens`, all following one selected head (default: the strongest
+    induction head, `engine.strongest_induction_head`; the paths panel opens on a position where it
+    decides the next token, `engine.decisive_position`)."""
     return CircuitExplorer(as_model(model, tokenizer), text_or_tokens, labels=labels, corrupted=corrupted,
                            panels=panels, layer=layer, head=head)

@@ -37,7 +37,7 @@ from typing import Any
 
 import anywidget
 
-from ..engine._progress import quiet_progress
+from ..engine import quiet_progress
 from .base import STATIC_DIR, CircuitWidget
 
 MAX_STATES = 200
@@ -125,10 +125,10 @@ class _Recorder:
         self.states[self.start_key] = self.snapshot()
         queue = deque([start])
         err0 = getattr(w, "error", "")
-        from ..engine._progress import tqdm
+        from ..engine import progress_bar
 
         # disabled inside save_html's quiet_progress(): a notebook kept a closed bar's output behind
-        bar = tqdm(total=self.max_states, desc=f"export {type(w).__name__}", unit="state", leave=False,
+        bar = progress_bar(total=self.max_states, desc=f"export {type(w).__name__}", unit="state", leave=False,
                    disable=None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

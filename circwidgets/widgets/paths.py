@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import traitlets
 
+from ..engine.induction import decisive_position
 from ..engine.paths import FrozenRun, LogitPaths, frozen_run, logit_paths
 from ..engine.patterns import attention_patterns
 from ..engine.virtual import virtual_heads
@@ -54,7 +55,7 @@ class PathExpansion(CircuitWidget):
     max_order = traitlets.Int(2)
 
     def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
-                 position: int = -1, target: int | str | None = None, layer: int = 0, head: int = 0,
+                 position: int | None = None, target: int | str | None = None, layer: int = 0, head: int = 0,
                  n_one: int = 16, n_virtual: int = 8, max_order: int | None = None):
         if max_order is None:  # virtual-head terms by default up to 64 heads (beyond: minutes on a CPU)
             max_order = 2 if model.cfg.n_layers * model.cfg.n_heads <= 64 else 1
@@ -71,6 +72,9 @@ class PathExpansion(CircuitWidget):
         self.run = frozen_run(self.model, toks[None])  # one forward pass; patterns shared with other views
         self.data = self.run.attention or attention_patterns(self.model, toks)  # (a shared hit: no new run)
         P = toks.shape[0]
+        if position is None:  # where induction decides the next token (the evidence worth showing first)
+            own = (self.layer, self.head) if self.layer >= 1 else None  # a layer-0 selection: the strongest
+            position = decisive_position(self.model, toks, own) if self.model.cfg.n_layers else P - 1
         if not -P <= position < P:
             raise IndexError(f"position={position} is out of range: 0..{P - 1}")
         pos = position % P
@@ -188,10 +192,12 @@ class PathExpansion(CircuitWidget):
                                title=f"logit of {self.target_label!r} at position {self.position}")
 
 
-def paths(model, text_or_tokens, labels: Sequence[str] | None = None, position: int = -1,
+def paths(model, text_or_tokens, labels: Sequence[str] | None = None, position: int | None = None,
           target: int | str | None = None, max_order: int | None = None, tokenizer=None) -> PathExpansion:
     """PathExpansion widget: the logit of `target` (default: the next token of the text, or the
-    model's top prediction at the last position) at `position`, split into the direct path, one-head
+    model's top prediction at the last position) at `position` (default: `engine.decisive_position`, an
+    induction position where the strongest induction head decides the next token; the last position when
+    the text repeats nothing), split into the direct path, one-head
     terms and virtual-head terms (engine.paths), with their sum next to the model's own logit.
     max_order: heads per enumerated path (default 2 up to 64 heads, else 1: enumerating every
     virtual head of a 144-head model takes minutes on a CPU; what is not enumerated is the

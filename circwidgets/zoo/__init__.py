@@ -110,4 +110,6 @@ def stats_path(name: str) -> Path:
     return MODELS_DIR / f"{name}.stats.safetensors"
 
 
-__all__ = ["Card", "card", "list", "path", "snapshots", "stats_path"]
+from .lecture import code_windows, example_tokens, lecture  # noqa: E402 - the notebooks' helpers, after `list`
+
+__all__ = ["Card", "card", "code_windows", "example_tokens", "lecture", "list", "path", "snapshots", "stats_path"]

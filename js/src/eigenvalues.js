@@ -27,10 +27,20 @@ function render({ model, el }) {
   const offsetBox = h("input", { cls: "cw-offset", attrs: { type: "number", min: "0", step: "1" } });
   const offsetCtl = h("label", { cls: "cw-offset-ctl", title: "rotary positions: QK circuit W_E W_Q R_Δ W_Kᵀ W_Eᵀ at offset Δ = query − key position" },
     ["offset Δ", offsetSlider, offsetBox]);
+  // "QK composed through" an earlier head h1: adds W_E W_Q W_Kᵀ (W_OV^h1)ᵀ W_Eᵀ (engine k_composition_qk)
+  const through = h("select", { cls: "cw-through", attrs: { title: "add each later head's QK circuit composed through this head's output on the key side (K-composition)" } });
+  through.append(h("option", { text: "none", attrs: { value: "" } }));
+  for (let l = 0; l < model.get("n_layers") - 1; l++)
+    for (let hd = 0; hd < model.get("n_heads"); hd++) through.append(h("option", { text: `L${l}H${hd}`, attrs: { value: `${l},${hd}` } }));
+  through.addEventListener("change", () => {
+    model.set("through", through.value ? through.value.split(",").map(Number) : []);
+    model.save_changes();
+  });
   const bar = h("div", { cls: "cw-bar" }, [
     title,
     h("label", { title: "draw each eigenvalue at radius log10(1 + |λ|), same angle" }, [logBox, "log magnitude"]),
     offsetCtl,
+    h("label", {}, ["QK composed through ", through]),
   ]);
   const PW = 230, PH = 90; // offset profile plot, CSS px
   const profileCanvas = h("canvas", { cls: "cw-canvas cw-profile-canvas" });
@@ -213,6 +223,7 @@ function render({ model, el }) {
     model.get("circuits").forEach(([c], k) => { drawnEigs[c] = items[k].drawnEigs; });
     publishDrawn(root, { layer: shown.layer, head: shown.head, log: model.get("log_magnitude") ? 1 : 0, eigs: drawnEigs });
     logBox.checked = model.get("log_magnitude");
+    through.value = (model.get("through") || []).join(",");
     syncOffset();
     drawProfile();
     const at = model.get("rotary") ? ` (QK at Δ=${model.get("offset")})` : "";
@@ -223,7 +234,7 @@ function render({ model, el }) {
 
   logBox.addEventListener("change", () => { model.set("log_magnitude", logBox.checked); model.save_changes(); });
   // one redraw after all keys of a kernel update arrived (lib/redraw.js)
-  const changes = onModelChanges(model, ["positivity", "shown", "eigs", "log_magnitude", "offset", "profile"], (c) => {
+  const changes = onModelChanges(model, ["positivity", "shown", "eigs", "log_magnitude", "offset", "profile", "through"], (c) => {
     if (c.has("positivity")) readPositivity();
     draw();
   });

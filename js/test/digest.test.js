@@ -43,4 +43,7 @@ test("publishDrawn writes JSON to data-drawn", () => {
   const el = { dataset: {} };
   publishDrawn(el, { a: 1, b: [sig(0.5)] });
   assert.deepEqual(JSON.parse(el.dataset.drawn), { a: 1, b: [0.5] });
+  for (let k = 0; k < 70; k++) publishDrawn(el, { k });
+  assert.equal(el.cwDrawnLog.length, 64);
+  assert.deepEqual(JSON.parse(el.cwDrawnLog.at(-1)), { k: 69 });
 });

@@ -59,6 +59,34 @@ test("a state that was not exported restores the inputs and says so", () => {
   assert.deepEqual(changed.sort(), ["error", "head"]);
 });
 
+test("a selection the kernel answered by also moving another input finds that recorded state", () => {
+  // composition-like view: inputs pair + layer + head; selecting (1, 1) made the kernel move the pair
+  const key = (p, l, h) => canon({ pair: p, layer: l, head: h });
+  const data = {
+    link: false,
+    values: { p0: [0, 0, 1, 0], p1: [0, 2, 1, 1], p2: [0, 3, 1, 1], l0: 0, l1: 1, h0: 0, h1: 1, d0: "D0", d1: "D1", d2: "D2" },
+    widgets: [{
+      module: "view", inputs: ["pair", "layer", "head"], start: key([0, 0, 1, 0], 1, 0),
+      states: {
+        [key([0, 0, 1, 0], 1, 0)]: { pair: "p0", layer: "l1", head: "h0", details: "d0" },
+        [key([0, 2, 1, 1], 1, 1)]: { pair: "p1", layer: "l1", head: "h1", details: "d1" },
+        [key([0, 3, 1, 1], 0, 1)]: { pair: "p2", layer: "l0", head: "h1", details: "d2" },
+      },
+    }],
+  };
+  const views = [];
+  bootPage(data, { view: { render: ({ model }) => views.push(model) } }, () => null);
+  const [m] = views;
+  m.set("head", 1);
+  m.save_changes();  // no state {pair p0, layer 1, head 1}: the one with layer 1, head 1 is used
+  assert.deepEqual([m.get("pair"), m.get("layer"), m.get("head"), m.get("details")], [[0, 2, 1, 1], 1, 1, "D1"]);
+  assert.equal(m.get("error"), undefined);
+  m.set("layer", 5);
+  m.save_changes();  // nothing recorded for layer 5: the message, and the last good state back
+  assert.equal(m.get("layer"), 1);
+  assert.match(m.get("error"), /not exported/);
+});
+
 test("offline: the shim says so, and a refused click leaves no computing note behind", async () => {
   const { pendingNote } = await import("../src/lib/message.js");
   const views = [];

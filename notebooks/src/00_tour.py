@@ -42,12 +42,8 @@ import circwidgets as cw
 from circwidgets import engine, plot
 
 # %matplotlib inline
-torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
 MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
-model = cw.load(MODEL).requires_grad_(False)  # we only read the weights here
-
-print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "heads, d_model", model.cfg.d_model,
-      "| vocab", model.cfg.d_vocab, "| shipped:", cw.zoo.list())
+model = cw.zoo.lecture(MODEL)  # read-only, one CPU thread; prints its shape
 
 # %%
 cw.zoo.card(MODEL)
@@ -59,17 +55,7 @@ cw.zoo.card(MODEL)
 # predicted by copying — if the model has learned to look back.
 
 # %%
-SNIPPET = """def read_config(path, encoding="utf-8"):
-    with open(path, encoding=encoding) as handle:
-        return parse_config(handle.read())
-"""
-if model.tokenizer is not None:
-    tokens = model.to_tokens(SNIPPET + SNIPPET)[0]  # the snippet twice: its second copy is predictable
-else:  # a model of random tokens: BOS + r + r, r = 24 random tokens
-    tokens = engine.repeated_tokens(model.cfg.d_vocab, seq_len=24, bos=model.cfg.bos_token_id, seed=1)[0]
-labels = model.to_str_tokens(tokens) if model.tokenizer is not None else [str(t) for t in tokens.tolist()]
-sep = "" if model.tokenizer is not None else " "  # ids of a synthetic vocabulary: keep them apart
-print(len(tokens), "tokens:", sep.join(labels[1:12]).replace("\n", "\\n"), "...")
+tokens, labels = cw.zoo.example_tokens(model)  # the snippet twice (or BOS + r + r); prints it
 
 # %% [markdown]
 # ## 3. The circuit explorer
@@ -80,12 +66,16 @@ print(len(tokens), "tokens:", sep.join(labels[1:12]).replace("\n", "\\n"), "..."
 #   selected head's attention pattern on the input (row = query position, column = key position).
 #   *Click a cell of the grid* to select a head; hover a token to see where it looks.
 # - **eigenvalues** — each head's OV and QK circuits' eigenvalue positivity; eigenvalues in the complex plane.
+#   (For an induction head the *token* QK positivity is the wrong quantity — its keys match the *previous*
+#   token, through a previous-token head; pick that head in the "QK composed through" menu. Notebook 03.)
 # - **skip-trigrams** — the selected head's top `[A] … [B] → [C]` read off its weights.
 # - **composition** — K-composition scores between earlier and later heads (click a cell for the pair).
 # - **ablation** — click heads to switch them off and watch the per-token loss.
 # - **paths** — one logit split into the direct path, one-head and two-head (virtual-head) terms.
 #
-# Try it: click the darkest cell of the attention panel's grid in layer 1.
+# It opens on the model's strongest induction head, and the paths panel on a position where that head
+# decides the next token (`engine.decisive_position`). Try it: click another cell of the attention panel's
+# grid, then come back to the darkest cell in layer 1.
 
 # %%
 ex = cw.explore(model, tokens, labels=labels)
@@ -96,15 +86,19 @@ ex
 #
 # The colours of the grid are the engine's **detection scores** on `BOS + r + r` (random tokens
 # repeated): the average attention of each head to the previous token (*previous-token score*) and to
-# the token after the previous occurrence of the current token (*induction score*). Both are in [0, 1].
+# the token after the previous occurrence of the current token (*induction score*). Both are in [0, 1], and
+# both are **averaged over several repeat lengths** |r| (`engine.detection_lengths(model)`): a head that
+# simply looks a fixed distance back would score at one length only, an induction head scores at all.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 scores = engine.all_head_scores(model, n_seqs=16, seed=0)
+print("repeat lengths averaged:", engine.detection_lengths(model))
 for name in ("previous_token", "induction"):
     print(f"{name:15s}", [[round(float(x), 2) for x in row] for row in scores[name]])
 best = divmod(int(scores["induction"].argmax()), model.cfg.n_heads)
-print("induction head: L%dH%d" % best, "score", round(float(scores["induction"][best]), 2))
+print("induction head: L%dH%d" % best, "score", round(float(scores["induction"][best]), 2),
+      "| per length:", {n: round(float(s["induction"][best]), 2) for n, s in engine.scores_by_length(model).items()})
 
 # %% [markdown]
 # Select it in every panel at once from Python (the same as a click), and look at its pattern on the
@@ -134,20 +128,37 @@ print(f"strongest K-composition into L{best[0]}H{best[1]}: L0H{h1} (score {float
 # %% [markdown]
 # ### Exercise 2
 # Switch the induction head off (zero ablation) and compare the model's loss on the repeated input with and
-# without it. Which half of the sequence gets worse? (Hint: `eff = engine.ablate_heads(model, tokens[None], [best])`
-# returns an effect with the losses `eff.clean` and `eff.intervened` and their difference `eff.delta`;
+# without it, on each half of the sequence. Which half gets worse, and why that one? (Hint:
+# `eff = engine.ablate_heads(model, tokens[None], [best])` returns an effect with the losses `eff.clean` and
+# `eff.intervened` and their difference `eff.delta`; a metric argument measures one half;
 # `cw.ablation(model, tokens)` does the same by clicking.)
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
 #@title Solution (click to show the code)
-eff = engine.ablate_heads(model, tokens[None], [best])
-half = len(tokens) // 2
-per_tok = engine.ablate_heads(model, tokens[None], [best], metric=lambda lg, t: engine.interventions.loss_metric(
-    lg[:, half:], t[:, half:]))
-print(f"loss clean {eff.clean:.2f} -> ablated {eff.intervened:.2f}; "
-      f"second half only: {per_tok.clean:.2f} -> {per_tok.intervened:.2f}")
+half = len(tokens) // 2  # predictions 0..half-1 read the first copy, half.. the second
+
+
+def half_loss(part: slice):
+    """Mean next-token loss over the predictions in `part` (a metric for engine.ablate_heads)."""
+    return lambda lg, t: engine.loss_metric(lg[:, part], t[:, part])
+
+
+halves = {"first copy": slice(0, half + 1), "second copy": slice(half, None)}
+effects = {name: engine.ablate_heads(model, tokens[None], [best], metric=half_loss(part))
+           for name, part in halves.items()}
+for name, e in effects.items():
+    print(f"{name:11s}: loss {e.clean:.2f} -> {e.intervened:.2f} (delta {e.delta:+.2f})")
+print("gets worse most:", max(effects, key=lambda n: effects[n].delta))
 
 # %% [markdown]
+# <details><summary>Why that half? (click)</summary>
+#
+# Only the second copy can be predicted by looking back: each of its tokens followed the same token in the
+# first copy. That is exactly what the induction head does, so switching it off costs the second copy most.
+# In the first copy the snippet is new text, and the head has nothing earlier to copy from (where the snippet
+# repeats itself, e.g. `encoding`, it helps a little there too).
+# </details>
+#
 # ## Where next
 #
 # | notebook | what it teaches |

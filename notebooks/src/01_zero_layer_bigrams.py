@@ -38,16 +38,13 @@ import circwidgets as cw
 from circwidgets import engine, plot
 
 # %matplotlib inline
-torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
 MODEL = "toy-0l-code"  # the one place to change the model: any name in cw.zoo.list()
-model = cw.load(MODEL).requires_grad_(False)  # we only read the weights here
+model = cw.zoo.lecture(MODEL)  # read-only, one CPU thread; prints its shape
 from safetensors.torch import load_file
 
 stats = load_file(str(cw.zoo.stats_path(MODEL)))  # reference statistics shipped with the model
 ids = stats["bigram_ids"].long()                   # the 500 most frequent tokens of the corpus
 corpus_lp = stats["bigram_log_probs"].double()     # add-1 log P(C | B) among them  [B, C]
-print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "heads, d_model", model.cfg.d_model,
-      "| vocab", model.cfg.d_vocab, "| shipped:", cw.zoo.list())
 
 # %% [markdown]
 # ## 1. The model's bigram table

@@ -40,31 +40,19 @@ import circwidgets as cw
 from circwidgets import engine, plot
 
 # %matplotlib inline
-torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
 MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
-model = cw.load(MODEL).requires_grad_(False)  # we only read the weights here
-
-print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "heads, d_model", model.cfg.d_model,
-      "| vocab", model.cfg.d_vocab, "| shipped:", cw.zoo.list())
+model = cw.zoo.lecture(MODEL)  # read-only, one CPU thread; prints its shape
 
 # %%
-SNIPPET = """def read_config(path, encoding="utf-8"):
-    with open(path, encoding=encoding) as handle:
-        return parse_config(handle.read())
-"""
-if model.tokenizer is not None:
-    tokens = model.to_tokens(SNIPPET + SNIPPET)[0]  # the snippet twice: its second copy is predictable
-else:  # a model of random tokens: BOS + r + r, r = 24 random tokens
-    tokens = engine.repeated_tokens(model.cfg.d_vocab, seq_len=24, bos=model.cfg.bos_token_id, seed=1)[0]
-labels = model.to_str_tokens(tokens) if model.tokenizer is not None else [str(t) for t in tokens.tolist()]
-sep = "" if model.tokenizer is not None else " "  # ids of a synthetic vocabulary: keep them apart
-print(len(tokens), "tokens:", sep.join(labels[1:12]).replace("\n", "\\n"), "...")
+tokens, labels = cw.zoo.example_tokens(model)  # the snippet twice (or BOS + r + r); prints it
 
 # %% [markdown]
 # ## 1. Which heads do what (behaviour)
 #
 # Detection scores on `BOS + r + r`: previous-token (attention to i−1), duplicate-token (to the previous
-# occurrence of the same token), induction (to the token after it).
+# occurrence of the same token), induction (to the token after it), each averaged over several repeat lengths
+# |r| (`engine.detection_lengths`), so that a head looking a fixed distance back is not taken for an
+# induction head.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -99,28 +87,95 @@ print(f"strongest K-composer: L0H{src}, previous-token score {float(scores['prev
 # %% [markdown]
 # **What to look for.** The induction head's strongest K-composition input should be the layer-0 head with
 # the highest previous-token score: its output ("the token before me was X") is what the induction head's
-# keys match against the current token.
+# keys match against the current token. These scores are norms: they say *how much* h2 reads of h1, not
+# *what*. The next section reads what.
 #
-# ## 3. The virtual head
+# ## 3. The induction mechanism in the weights
 #
-# Through V-composition, the two heads act together as one head with pattern `A^{h2} A^{h1}` and OV circuit
-# `W_OV^{h1} W_OV^{h2}`. Here are the previous-token head, the induction head, and their composed pattern.
+# Three circuits make an induction head (Elhage et al.; Olsson et al.), each a matrix we can read:
+#
+# 1. **The previous-token head's positional QK circuit** `W_pos W_QK W_posᵀ` peaks at offset −1: each position
+#    attends to the one before it ("pointer arithmetic" with learned positions).
+# 2. **The K-composition term** of the induction head's QK circuit through it,
+#    `W_E W_Q^{h2} (W_K^{h2})ᵀ (W_OV^{h1})ᵀ W_Eᵀ` (row: the query token; column: the token the previous-token
+#    head moved into the key position, i.e. the key's *previous* token). An induction head wants its
+#    **diagonal**: "attend where the previous token is my token". Evidence: eigenvalue positivity near +1 and
+#    top-1 diagonal accuracy (each query token's highest entry is itself).
+# 3. **The induction head's OV circuit** `W_E W_OV W_U` copies: positivity near +1, top-1 = attending to t
+#    raises t most.
+#
+# The induction head's *token* QK circuit `W_E W_QK W_Eᵀ` alone is the **wrong quantity**: it compares the
+# query token with the key's *own* token, while an induction head matches the key's previous token (via the
+# K-composition term above). Its positivity is printed last, for contrast.
 
 # %%
-vh = engine.virtual_heads(model, tokens[None], (0, src), ind)
+# NBVAL_CHECK_OUTPUT
+kterms = {h: engine.diagonal_stats(engine.k_composition_qk(model, (0, h), ind)) for h in range(model.cfg.n_heads)}
+for h, st in kterms.items():
+    print(f"K-composition term L0H{h} -> L{ind[0]}H{ind[1]}: {st}")
+prev = (0, max(kterms, key=lambda h: kterms[h].top1))  # chosen by the evidence, not by hand
+profile = engine.positional_qk_profile(model, prev)
+print(f"previous-token head L0H{prev[1]}: positional QK profile peaks at offset {profile.peak}")
+print(f"induction head L{ind[0]}H{ind[1]} OV circuit: {engine.ov_copying(model, ind)}")
+print(f"induction head token-QK positivity (the wrong quantity): "
+      f"{float(engine.eigen_positivity(model, 'qk')[ind]):+.2f}")
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.plot(profile.offsets[-24:].numpy(), profile.score[-24:].numpy(), ".-")
+ax.set_xlabel("key offset j - i"); ax.set_ylabel("centred score")
+ax.set_title(f"positional QK circuit of L0H{prev[1]} (mean per offset)")
+plt.show()
+
+# %% [markdown]
+# Random factors give top-1 near `1 / d_vocab` and positivity near 0; the K-composition term through the
+# previous-token head and the OV circuit of the induction head are far from both. **In the widget:** the
+# eigenvalues of the induction head's circuits, with "QK composed through" set to the previous-token head (the
+# menu at the top picks another layer-0 head; the grid's cells keep showing the plain OV / QK positivity).
+
+# %%
+cw.eigenvalues(model, layer=ind[0], head=ind[1], through=prev)
+#
+# ## 4. The virtual head: which head V-composes?
+#
+# Through V-composition, two heads act together as one **virtual head**: pattern `A^{h2} A^{h1}`, OV circuit
+# `W_OV^{h1} W_OV^{h2}`. Which layer-0 head feeds the induction head's *values*? The V-composition score is a
+# hint; the test is behaviour: cut each layer-0 head's path into the induction head's values
+# (`engine.ablate_path(..., kind="v")`) and watch the loss on the second copy of the snippet, where induction
+# does the predicting.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+half = len(tokens) // 2
+second_half = lambda lg, t: engine.loss_metric(lg[:, half:], t[:, half:])  # noqa: E731
+v_cut = {h: engine.ablate_path(model, tokens[None], src=(0, h), dst=ind, kind="v", metric=second_half)
+         for h in range(model.cfg.n_heads)}
+print(f"second-copy loss {v_cut[0].clean:.2f}; with the V path from L0Hh cut:",
+      {f"L0H{h}": round(e.intervened, 2) for h, e in v_cut.items()})
+v_src = max(v_cut, key=lambda h: v_cut[h].delta)
+v_score = engine.composition_scores(model, "v")[0, :, ind[0], ind[1]]
+print(f"the V-composition partner: L0H{v_src} (V-score {float(v_score[v_src]):.3f}, the highest: "
+      f"{v_src == int(v_score.argmax())}); cutting the K partner L0H{prev[1]}'s V path: {v_cut[prev[1]].delta:+.2f}")
+
+# %% [markdown]
+# Here are the V partner, the induction head, and their virtual head's pattern `A^{h2} A^{h1}` on the input.
+
+# %%
+vh = engine.virtual_heads(model, tokens[None], (0, v_src), ind)
 logits, cache = model.run_with_cache(tokens[None])
 import matplotlib.pyplot as plt
 
 fig, axs = plt.subplots(1, 3, figsize=(15, 4.8))
-plot.attention_pattern(cache["pattern", 0][0, src], labels=labels, title=f"L0H{src}", ax=axs[0])
+plot.attention_pattern(cache["pattern", 0][0, v_src], labels=labels, title=f"L0H{v_src}", ax=axs[0])
 plot.attention_pattern(cache["pattern", ind[0]][0, ind[1]], labels=labels, title=f"L{ind[0]}H{ind[1]}", ax=axs[1])
 plot.attention_pattern(vh.pattern[0], labels=labels, title="virtual head A2 A1", ax=axs[2])
 plt.show()
 
 # %% [markdown]
-# ## 4. Induction shows in the loss
+# ## 5. Induction shows in the loss
 #
-# On repeated random tokens, a model with induction heads predicts the second copy far better than the first.
+# On repeated random tokens, a model with induction heads predicts the second copy far better than the first
+# (averaged over the repeat lengths; the plot shows the longest).
 # The first copy is random, so no model can beat `log d_vocab` there (a model trained on code does worse: it is
 # confidently wrong about random tokens); on the second copy, copying is all it takes.
 
@@ -142,15 +197,32 @@ cw.attention(model, tokens, labels=labels, layer=ind[0], head=ind[1], score="ind
 
 # %% [markdown]
 # ### Exercise 1
-# Does the induction head use Q- or V-composition at all? Subtract the baseline
-# (`composition_scores(..., baseline=True)`) and express the layer-0 → induction-head scores in units of the
-# baseline's standard deviation.
+# Are composition scores a reliable guide to which paths the induction head uses? For every layer-0 head and
+# each kind (Q, K, V), compare the score minus the random baseline (`composition_scores(..., baseline=True)`)
+# with the loss increase on the second copy when that path is cut (`engine.ablate_path`). Does the head with
+# the highest score per kind match the head whose cut hurts most? Can a score *below* the baseline still be a
+# path that matters?
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
 #@title Solution (click to show the code)
 for kind in "qkv":
-    z = engine.composition_scores(model, kind, baseline=True)[0, :, ind[0], ind[1]] / base_std
-    print(kind, [round(float(x), 1) for x in z])
+    excess = engine.composition_scores(model, kind, baseline=True)[0, :, ind[0], ind[1]]
+    cut = [engine.ablate_path(model, tokens[None], src=(0, h), dst=ind, kind=kind, metric=second_half).delta
+           for h in range(model.cfg.n_heads)]
+    by_score, by_cut = int(excess.argmax()), max(range(len(cut)), key=cut.__getitem__)
+    print(f"{kind.upper()}: score - baseline {[round(float(x), 3) for x in excess]} | loss increase when cut "
+          f"{[round(c, 2) for c in cut]} | top by score L0H{by_score}, by cut L0H{by_cut}")
+
+# %% [markdown]
+# <details><summary>What the comparison says (click)</summary>
+#
+# Within one kind, the ranking by score and by cut tend to agree on the strongest partner, but the *level*
+# does not transfer: the random baseline comes from Gaussian matrices, while trained heads concentrate their
+# norm in a few directions, so a trained pair can score below the baseline and still carry a path whose cut
+# costs a lot (compare the Q paths). A score is a screening tool; a path cut is the test. (The baseline's
+# spread is tiny, so dividing by it turns such a gap into "many σ below chance", a claim of no composition
+# that the cuts contradict.)
+# </details>
 
 # %% [markdown]
 # ### Exercise 2
@@ -161,4 +233,4 @@ for kind in "qkv":
 # %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
 #@title Solution (click to show the code)
 lam = vh.full_ov(model).eigenvalues()
-print(f"virtual head L0H{src} -> L{ind[0]}H{ind[1]}: positivity {float(lam.sum().real / lam.abs().sum()):+.2f}")
+print(f"virtual head L0H{v_src} -> L{ind[0]}H{ind[1]}: positivity {float(lam.sum().real / lam.abs().sum()):+.2f}")

@@ -12,11 +12,19 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/circwidgets/circwidgets/blob/main/notebooks/04_virtual_weights_and_paths.ipynb)
 #
 # Every component reads from the residual stream with a matrix `W_in` and writes to it with `W_out`. Two
-# components that never touch directly still talk through the stream: the **virtual weights** from `i` to a
-# later `j` are `W_out^{(i)} W_in^{(j)}`, plus the paths through the components in between:
+# components that never touch directly still talk through the stream: the paper's **virtual weights** from
+# `i` to a later `j` are `W_in^{(j)} W_out^{(i)}` (column vectors; `W_out^{(i)} W_in^{(j)}` in this package's
+# row convention) — one matrix, no attention involved. Our source summary extends this to *multi-hop*
+# virtual weights through the components in between:
 #
-# - first order (the summary's formula): `W_out^{(i)} (I + Σ_k W_in^{(k)} W_out^{(k)}) W_in^{(j)}`,
-# - exact (for the linear part): `W_out^{(i)} Π_k (I + W_in^{(k)} W_out^{(k)}) W_in^{(j)}`.
+# - first order: `W_out^{(i)} (I + Σ_k W_in^{(k)} W_out^{(k)}) W_in^{(j)}`,
+# - "exact" for the linear part: `W_out^{(i)} Π_k (I + W_in^{(k)} W_out^{(k)}) W_in^{(j)}`.
+#
+# **These multi-hop formulas are the summary's, not the paper's.** They treat each head in between as the
+# linear map `W_OV`, as if it attended to its own position with weight 1: attention patterns are ignored. The
+# paper routes a path through an attention head differently, as a **virtual head**: pattern `A^{h2} A^{h1}`
+# together with OV circuit `W_OV^{h1} W_OV^{h2}` (notebook 03). So read the multi-hop matrices as "what could
+# flow if every head attended to itself", an upper bound on the linear channel, not what the model does.
 #
 # Then the **path expansion**: with attention patterns frozen, the logits are a sum of path terms that add
 # up *exactly* to the model's logits. Last, **basis invariance**: none of this depends on the residual
@@ -40,36 +48,25 @@ import circwidgets as cw
 from circwidgets import engine, plot
 
 # %matplotlib inline
-torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
 MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
-model = cw.load(MODEL).requires_grad_(False)  # we only read the weights here
-
-print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "heads, d_model", model.cfg.d_model,
-      "| vocab", model.cfg.d_vocab, "| shipped:", cw.zoo.list())
+model = cw.zoo.lecture(MODEL)  # read-only, one CPU thread; prints its shape
 
 # %%
-SNIPPET = """def read_config(path, encoding="utf-8"):
-    with open(path, encoding=encoding) as handle:
-        return parse_config(handle.read())
-"""
-if model.tokenizer is not None:
-    tokens = model.to_tokens(SNIPPET + SNIPPET)[0]  # the snippet twice: its second copy is predictable
-else:  # a model of random tokens: BOS + r + r, r = 24 random tokens
-    tokens = engine.repeated_tokens(model.cfg.d_vocab, seq_len=24, bos=model.cfg.bos_token_id, seed=1)[0]
-labels = model.to_str_tokens(tokens) if model.tokenizer is not None else [str(t) for t in tokens.tolist()]
-sep = "" if model.tokenizer is not None else " "  # ids of a synthetic vocabulary: keep them apart
-print(len(tokens), "tokens:", sep.join(labels[1:12]).replace("\n", "\\n"), "...")
+tokens, labels = cw.zoo.example_tokens(model)  # the snippet twice (or BOS + r + r); prints it
 
 # %% [markdown]
 # ## 1. Virtual weights between heads
 #
 # From the previous-token head's output to the induction head's keys: a `[d_head, d_head]` matrix. Its
-# singular values say how many independent directions the channel carries.
+# singular values say how many independent directions the channel carries. (The two heads are found as in
+# notebook 03: the strongest induction head, and the layer-0 head whose K-composition term with it is most
+# diagonal.)
 
 # %%
-scores = engine.all_head_scores(model, n_seqs=16, seed=0)
-src = (0, int(scores["previous_token"][0].argmax()))
-dst = (1, int(scores["induction"][1].argmax()))
+dst = engine.strongest_induction_head(model)  # by behaviour, over the repeat-length sweep
+# its previous-token partner, by the weights: the layer-0 head whose K-composition term has the best diagonal
+src = (0, max(range(model.cfg.n_heads),
+              key=lambda h: engine.diagonal_stats(engine.k_composition_qk(model, (0, h), dst)).top1))
 vw_k = engine.virtual_weights(model, ("head", *src), ("head", *dst, "k"))
 print(vw_k.label, "shape", tuple(vw_k.matrix.shape))
 
@@ -87,8 +84,9 @@ for name, s, d in [("embed -> unembed", "embed", "unembed"),
 
 # %% [markdown]
 # For `embed → unembed` in a two-layer model the first-order and exact products differ by the term through
-# *both* layers (`W_OV^{L0} W_OV^{L1}`, the virtual heads); between a layer-0 and a layer-1 head nothing lies in
-# between, so all three orders agree.
+# *both* layers, `W_OV^{L0} W_OV^{L1}` — only the OV half of a virtual head; the paper's virtual head also
+# carries the pattern `A^{h2} A^{h1}`, which these weight products leave out. Between a layer-0 and a layer-1
+# head nothing lies in between, so all three orders agree.
 #
 # ## 2. Singular values and subspaces
 
@@ -102,16 +100,42 @@ for s, d, lab in [("embed", "unembed", "embed -> unembed"), (("head", *src), ("h
     ax.semilogy((sv / sv[0]).numpy()[:64], ".-", label=lab)
 ax.set_xlabel("index"); ax.set_ylabel("sigma / sigma_max"); ax.legend(); ax.set_title("singular values")
 plt.show()
-W = vw_k.write_subspace(4)  # [4, d_model]: residual directions the previous-token head writes its signal along
-R = vw_k.read_subspace(4)   # [4, d_model]: directions the induction head's keys read it from
-print("cosines between the top write and read directions:", [round(abs(float(W[i] @ R[i])), 2) for i in range(4)])
+
 
 # %% [markdown]
+# Does the previous-token head write along the very directions the induction head's keys read? Compare the
+# top write and read directions of the channel — and, since a cosine means nothing alone, the same cosines for
+# **random factors of the same shapes** (Gaussian `W_out` `[d_head, d_model]` and `W_in` `[d_model, d_head]`).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def top_cosines(vw: engine.VirtualWeights, k: int = 4) -> torch.Tensor:
+    """|cos| between the i-th write and the i-th read direction of a channel, i < k."""
+    return (vw.write_subspace(k) * vw.read_subspace(k)).sum(-1).abs()
+
+
+print("cosines between the top write and read directions:", [round(float(c), 2) for c in top_cosines(vw_k)])
+g = torch.Generator().manual_seed(0)
+random_cos = []
+for _ in range(50):  # the same construction from random factors of the same shapes
+    w_out = torch.randn(vw_k.w_out.shape, generator=g, dtype=vw_k.w_out.dtype)
+    w_in = torch.randn(vw_k.w_in.shape, generator=g, dtype=vw_k.w_in.dtype)
+    rnd = engine.VirtualWeights(vw_k.src, vw_k.dst, 0, engine.FactoredMatrix(w_out, w_in), w_out, w_in)
+    random_cos.append(top_cosines(rnd))
+random_cos = torch.stack(random_cos)
+print("random factors (mean over 50):", [round(float(c), 2) for c in random_cos.mean(0)],
+      "| 95th percentile:", [round(float(c), 2) for c in random_cos.quantile(0.95, dim=0)])
+
+# %% [markdown]
+# Cosines above the random 95th percentile say the two heads share residual directions beyond what their
+# shapes alone give; the weight products still ignore attention, so this is a channel, not a use of it.
+#
 # ## 3. Path expansion of the logits
 #
 # `engine.path_terms` splits the logits into the direct path `x₀ W_U`, one term per head `A^h x₀ W_OV^h W_U`,
 # and one per pair of heads in different layers (virtual heads). **In the widget:** bars are the terms of
-# one logit (the next token at the last position by default), the sum beside the model's own logit;
+# one logit (by default the next token at a position where the strongest induction head decides it,
+# `engine.decisive_position`), the sum beside the model's own logit;
 # click a bar for that head's pattern; type a token in the box to split a different logit.
 
 # %%
@@ -140,15 +164,24 @@ torch.manual_seed(0)
 d = model.cfg.d_model
 R, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))  # a random orthogonal matrix
 m64 = copy.deepcopy(model).to(torch.float64).requires_grad_(False)
-rot = copy.deepcopy(m64)
-with torch.no_grad():
-    rot.W_E.copy_(m64.W_E @ R)
-    if hasattr(rot, "W_pos"):
-        rot.W_pos.copy_(m64.W_pos @ R)
-    for name in ("W_Q", "W_K", "W_V"):
-        getattr(rot, name).copy_(R.T @ getattr(m64, name))  # [L, H, d_model, d_head]: readers
-    rot.W_O.copy_(m64.W_O @ R)                                 # writers
-    rot.W_U.copy_(R.T @ m64.W_U)
+
+
+def change_basis(m, M: torch.Tensor):
+    """The same model with its residual stream in the basis `x -> x M`: writers `W M`, readers `M⁻¹ W`."""
+    Mi = torch.linalg.inv(M)  # = Rᵀ for an orthogonal R
+    out = copy.deepcopy(m)
+    with torch.no_grad():
+        out.W_E.copy_(m.W_E @ M)
+        if hasattr(out, "W_pos"):
+            out.W_pos.copy_(m.W_pos @ M)
+        for name in ("W_Q", "W_K", "W_V"):
+            getattr(out, name).copy_(Mi @ getattr(m, name))  # [L, H, d_model, d_head]: readers, (x M)(M⁻¹ W) = x W
+        out.W_O.copy_(m.W_O @ M)                               # writers
+        out.W_U.copy_(Mi @ m.W_U)
+    return out
+
+
+rot = change_basis(m64, R)
 _, c0 = m64.run_with_cache(tokens[None])
 _, c1 = rot.run_with_cache(tokens[None])
 print("residual stream changed by up to", round(float((c0["resid_post", 0] - c1["resid_post", 0]).abs().max()), 2))
@@ -185,16 +218,7 @@ for name, f in checks.items():
 #@title Solution (click to show the code)
 torch.manual_seed(1)
 M = torch.randn(d, d, dtype=torch.float64) / d ** 0.5 + torch.eye(d, dtype=torch.float64)
-Mi = torch.linalg.inv(M)
-skew = copy.deepcopy(m64)
-with torch.no_grad():
-    skew.W_E.copy_(m64.W_E @ M)
-    if hasattr(skew, "W_pos"):
-        skew.W_pos.copy_(m64.W_pos @ M)
-    for name in ("W_Q", "W_K", "W_V"):
-        getattr(skew, name).copy_(Mi @ getattr(m64, name))  # readers: (x M)(M^-1 W) = x W
-    skew.W_O.copy_(m64.W_O @ M)
-    skew.W_U.copy_(Mi @ m64.W_U)
+skew = change_basis(m64, M)  # readers get M⁻¹ W, writers W M
 for name, f in checks.items():
     a, b = torch.as_tensor(f(m64)).double(), torch.as_tensor(f(skew)).double()
     ok = ~torch.isnan(a)

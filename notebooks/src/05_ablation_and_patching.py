@@ -37,35 +37,28 @@ import circwidgets as cw
 from circwidgets import engine, plot
 
 # %matplotlib inline
-torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
 MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
-model = cw.load(MODEL).requires_grad_(False)  # we only read the weights here
-
-print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "heads, d_model", model.cfg.d_model,
-      "| vocab", model.cfg.d_vocab, "| shipped:", cw.zoo.list())
+model = cw.zoo.lecture(MODEL)  # read-only, one CPU thread; prints its shape
 
 # %%
-SNIPPET = """def read_config(path, encoding="utf-8"):
-    with open(path, encoding=encoding) as handle:
-        return parse_config(handle.read())
-"""
-if model.tokenizer is not None:
-    tokens = model.to_tokens(SNIPPET + SNIPPET)[0]  # the snippet twice: its second copy is predictable
-else:  # a model of random tokens: BOS + r + r, r = 24 random tokens
-    tokens = engine.repeated_tokens(model.cfg.d_vocab, seq_len=24, bos=model.cfg.bos_token_id, seed=1)[0]
-labels = model.to_str_tokens(tokens) if model.tokenizer is not None else [str(t) for t in tokens.tolist()]
-sep = "" if model.tokenizer is not None else " "  # ids of a synthetic vocabulary: keep them apart
-print(len(tokens), "tokens:", sep.join(labels[1:12]).replace("\n", "\\n"), "...")
+tokens, labels = cw.zoo.example_tokens(model)  # the snippet twice (or BOS + r + r); prints it
 
 # %% [markdown]
 # ## 1. Which heads matter on this input?
 #
-# Each head ablated alone (zero ablation); the colour is the increase in the mean next-token loss.
+# Each head ablated alone; the colour is the increase in the mean next-token loss on the example. Two ways
+# to switch a head off: **zero** ablation (its output set to 0) and **mean** ablation (its output replaced by
+# its mean over a *reference distribution*). We state the distribution: 16 windows of 64 tokens of ordinary
+# code, cut from standard-library modules (`cw.zoo.code_windows`; `cw.zoo.lecture.REFERENCE_MODULES` lists
+# them) — the head's typical output on code, not on this one input.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 table = engine.ablation_table(model, tokens[None])
-print("loss increase when ablated:", [[round(float(x), 2) for x in row] for row in table])
+reference = cw.zoo.code_windows(model, n_windows=16, length=64, seed=0)
+mean_table = engine.ablation_table(model, tokens[None], kind="mean", reference=reference)
+print("loss increase, zero ablation:", [[round(float(x), 2) for x in row] for row in table])
+print("loss increase, mean ablation:", [[round(float(x), 2) for x in row] for row in mean_table])
 scores = engine.all_head_scores(model, n_seqs=16, seed=0)
 ind = (1, int(scores["induction"][1].argmax()))
 prev = (0, int(scores["previous_token"][0].argmax()))
@@ -92,59 +85,86 @@ e = engine.ablate_heads(model, tokens[None], [ind], metric=second_half)
 print(f"ablate L{ind[0]}H{ind[1]} entirely: second-half loss {e.clean:.2f} -> {e.intervened:.2f}")
 
 # %% [markdown]
-# ## 3. Activation patching
+# ## 3. Activation patching: both sides of induction
 #
-# Clean input: the repeated sequence; its last token is predicted by induction. Corrupted input: the same,
-# but the token the induction head would copy is changed in the *first* copy, so the induction answer changes.
-# The metric is the logit difference (clean answer − corrupted answer) at the last position. Patching one
-# head's output (or the residual stream at one layer and position) from clean into corrupted shows where the
-# information that decides the answer lives; `normalize=True` gives the fraction restored (1 = fully).
-
-# %%
-from circwidgets.engine.ablation_state import logit_diff_metric
-
-s = (len(tokens) - 1) // 2            # tokens = BOS + S + S, |S| = s
-t = 1 + s + (2 * s) // 3              # a position in the second copy
-clean = tokens[:t][None]              # [1, t]: its last position predicts tokens[t] by induction
-good = int(tokens[t])                 # the induction answer (what followed the same token in the first copy)
-bad = (good + 7) % model.cfg.d_vocab or 1
-corrupted = clean.clone()
-corrupted[0, t - s] = bad             # in the first copy, `bad` now follows that token instead
-metric = logit_diff_metric(pos=-1, good=good, bad=bad)
-name = (lambda i: repr(model.to_str_tokens(torch.tensor([i]))[0])) if model.tokenizer is not None else str
-with torch.no_grad():
-    print(f"answer {name(good)} vs corrupted answer {name(bad)} (changed position {t - s} of {t}); logit "
-          f"difference: clean {float(metric(model(clean), clean)):.2f}, "
-          f"corrupted {float(metric(model(corrupted), corrupted)):.2f}")
+# Clean input: the repeated snippet cut after a position `p` where the induction head decides the next token
+# (`engine.decisive_position`): token A at `p` was followed by B in the first copy, so the answer is B. Two
+# corruptions of the *first* copy hit the two sides of the mechanism:
+#
+# - **value side**: change the copied token B (the token after the earlier A). The induction head still
+#   attends there, but now copies the wrong token.
+# - **key side**: change the earlier A itself (the *prefix* token). The previous-token head at B's position now
+#   writes "my previous token was not A", so the induction head's key no longer matches and it does not attend.
+#
+# The metric is the logit difference (B − a fixed other token) at the last position. Patching one head's output
+# (or the residual stream at one layer and position) from clean into corrupted shows where the information
+# that decides the answer lives; `normalize=True` gives the fraction restored (1 = fully).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-ph = engine.patch_heads(model, clean, corrupted, metric=metric, normalize=True)
-pr = engine.patch_residual(model, clean, corrupted, metric=metric, normalize=True)
-best = divmod(int(ph.argmax()), model.cfg.n_heads)
-print(f"head that restores most: L{best[0]}H{best[1]} ({float(ph[best]):.2f} of the clean logit difference)")
-print("residual patching restores > 0.5 at (layer, position):",
-      [(l, p) for l, p in (pr > 0.5).nonzero().tolist()])
+s = (len(tokens) - 1) // 2                        # tokens = BOS + S + S, |S| = s
+p = engine.decisive_position(model, tokens, ind)  # A = tokens[p] predicts B = tokens[p + 1] by induction
+if p <= s:                                        # use the occurrence in the second copy
+    p += s
+a_first, b_first = p - s, p - s + 1               # the earlier A and B, in the first copy
+assert tokens[a_first] == tokens[p] and tokens[b_first] == tokens[p + 1]
+clean = tokens[:p + 1][None]                      # [1, p + 1]: the last position predicts B
+good = int(tokens[p + 1])
+bad = (good + 7) % model.cfg.d_vocab or 1         # the other token of the logit difference
+metric = engine.logit_diff_metric(pos=-1, good=good, bad=bad)
+name = (lambda i: repr(model.to_str_tokens(torch.tensor([i]), prepend_bos=False)[0])) \
+    if model.tokenizer is not None else str
+sides = {}
+for side, where in (("value", b_first), ("key", a_first)):
+    corrupted = clean.clone()
+    corrupted[0, where] = bad if side == "value" else (int(tokens[where]) + 11) % model.cfg.d_vocab or 1
+    sides[side] = (where, corrupted)
+with torch.no_grad():
+    print(f"A = {name(int(tokens[p]))} at position {p}, answer B = {name(good)}; logit difference: "
+          f"clean {float(metric(model(clean), clean)):.2f}")
+    for side, (where, corrupted) in sides.items():
+        print(f"  {side} side corrupted (position {where}): {float(metric(model(corrupted), corrupted)):.2f}")
 
 # %%
-import matplotlib.pyplot as plt
+# NBVAL_CHECK_OUTPUT
+patching = {}
+for side, (_, corrupted) in sides.items():
+    ph = engine.patch_heads(model, clean, corrupted, metric=metric, normalize=True)
+    pr = engine.patch_residual(model, clean, corrupted, metric=metric, normalize=True)
+    patching[side] = (ph, pr)
+    top = [divmod(int(i), model.cfg.n_heads) for i in ph.flatten().argsort(descending=True)[:3]]
+    print(f"{side} side: heads restoring most {[(f'L{l}H{h}', round(float(ph[l, h]), 2)) for l, h in top]}; "
+          f"residual > 0.5 at (layer, position) {[tuple(x) for x in (pr > 0.5).nonzero().tolist()]}")
+for side, (ph, _) in patching.items():
+    print(f"{side} side, layer-0 heads restore:", [round(float(x), 2) for x in ph[0]],
+          "| their previous-token scores:", [round(float(x), 2) for x in scores["previous_token"][0]])
 
-fig, axs = plt.subplots(1, 2, figsize=(14, 3.5), gridspec_kw={"width_ratios": [1.4, 4]}, layout="constrained")
-plot.head_grid(ph, title="patch each head's output", ax=axs[0])
-im = axs[1].imshow(pr.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1)
-axs[1].set_yticks(range(model.cfg.n_layers))
-axs[1].set_xlabel("position"); axs[1].set_ylabel("layer (resid_pre)"); axs[1].set_title("patch the residual stream")
-fig.colorbar(im, ax=axs[1])
+# %%
+fig, axs = plt.subplots(2, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [1.4, 4]}, layout="constrained")
+for row, (side, (ph, pr)) in enumerate(patching.items()):
+    plot.head_grid(ph, title=f"{side} side: patch each head's output", ax=axs[row, 0])
+    im = axs[row, 1].imshow(pr.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1)
+    axs[row, 1].set_yticks(range(model.cfg.n_layers))
+    axs[row, 1].axvline(sides[side][0], color="k", lw=0.8, ls=":")
+    axs[row, 1].set_xlabel("position"); axs[row, 1].set_ylabel("layer (resid_pre)")
+    axs[row, 1].set_title(f"{side} side: patch the residual stream (dotted: the corrupted position)")
+fig.colorbar(im, ax=axs[:, 1])
 plt.show()
 
 # %% [markdown]
-# **What the heatmaps show.** In the residual stream, the changed position carries the difference entering
-# both layers: the induction head at the last position attends there and copies that token as its *value*.
-# Patching the last position does nothing — before the induction head has written the answer there, the clean
-# and corrupted runs agree at the last position. Among heads, the layer-1 induction heads restore the clean
-# logit difference (where several heads do induction, each restores a share). A layer-0 head can restore part of
-# it too — likely one that writes the token at the changed position into the stream there, where the induction
-# head reads its values (V-composition: check with `engine.composition_scores(model, "v")`).
+# **What the heatmaps show.** Both sides end in the induction head: patching its output restores the answer.
+# Before it, the two sides part:
+#
+# - **Value side**: the difference sits at B's position in both layers (B is what gets copied). The layer-0
+#   head that restores part of it is the induction head's V-composition partner (notebook 03): it feeds the
+#   induction head's values at B's position.
+# - **Key side**: the difference starts at A's position entering layer 0 and sits at B's position entering
+#   layer 1: something *moved it one position forward* — the previous-token heads. In this model several
+#   layer-0 heads share that job (compare their previous-token scores), so each restores only a share; the
+#   residual stream shows the move plainly.
+#
+# Patching the last position does nothing on either side: before the induction head has written the answer
+# there, the clean and corrupted runs agree at the last position.
 #
 # ## 4. The ablation widget
 #
@@ -153,19 +173,33 @@ plt.show()
 # With a corrupted input, the "patch" mode shows the two patching heatmaps above.
 
 # %%
-cw.ablation(model, clean[0], corrupted=corrupted[0])
+cw.ablation(model, clean[0], corrupted=sides["key"][1][0])
 
 # %% [markdown]
 # ### Exercise 1
-# Zero ablation moves a head's output off its usual range; **mean ablation** replaces it by its average.
-# Redo the ablation table with `kind="mean"`. Which heads' effects change most, and why might zero ablation
-# overstate a head's importance?
+# Zero ablation moves a head's output off its usual range; **mean ablation** replaces it by its average over
+# the reference distribution (above). Which head's effect changes most between the two, and in which
+# direction? Why can the two disagree?
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
 #@title Solution (click to show the code)
-mean_table = engine.ablation_table(model, tokens[None], kind="mean")
-print("mean ablation:", [[round(float(x), 2) for x in row] for row in mean_table])
-print("zero - mean:  ", [[round(float(x), 2) for x in row] for row in table - mean_table])
+diff = table - mean_table
+most = divmod(int(diff.abs().argmax()), model.cfg.n_heads)
+print("zero - mean:", [[round(float(x), 2) for x in row] for row in diff])
+print(f"largest change: L{most[0]}H{most[1]} (zero {float(table[most]):+.2f}, mean {float(mean_table[most]):+.2f})")
+
+# %% [markdown]
+# <details><summary>Why the two disagree (click)</summary>
+#
+# Zero ablation removes everything a head writes, including a typical, input-independent part (e.g. a
+# constant it writes whatever it attends to): the residual stream lands where no input puts it, and later
+# layers can misbehave for reasons unrelated to what the head does *on this input* — zero ablation can
+# overstate. Mean ablation keeps the typical part but replaces the input-specific part with the average
+# message over the reference distribution, which is itself a message: on a repeated snippet, "what this head
+# says on ordinary code" can mislead the layer-1 heads more than silence — mean ablation can overstate too
+# (here it hurts more for most layer-0 heads). Neither is *the* importance of a head: each answers "compared
+# with what?", which is why the reference distribution must be stated.
+# </details>
 
 # %% [markdown]
 # ### Exercise 2

@@ -37,16 +37,13 @@ import circwidgets as cw
 from circwidgets import engine, plot
 
 # %matplotlib inline
-torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
 MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
-model = cw.load(MODEL).requires_grad_(False)  # we only read the weights here
+model = cw.zoo.lecture(MODEL)  # read-only, one CPU thread; prints its shape
 import json
 
 from circwidgets.model import ModelConfig, Transformer
 from circwidgets.model.io import read_metadata
 from circwidgets.train import RepeatTask, TrainConfig, Trainer
-print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "heads, d_model", model.cfg.d_model,
-      "| vocab", model.cfg.d_vocab, "| shipped:", cw.zoo.list())
 
 # %% [markdown]
 # ## 1. Train live
@@ -56,8 +53,10 @@ print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "h
 # positions (the recipe that forms induction heads fastest on this project's machines).
 #
 # **In the widget:** the left plot is the training loss (and the held-out and in-context losses at each
-# evaluation); the right plot is every head's induction score over time. The ■ button stops the run after the
-# current step and saves the model (so does the kernel's interrupt button).
+# evaluation); the right plot is every head's induction score over time. The scores and the in-context loss
+# average over several repeat lengths (`engine.detection_lengths(tiny)`): with a single length, a layer-0 head
+# that just attends a fixed number of positions back scores as an "induction head" at that length. The ■
+# button stops the run after the current step and saves the model (so does the kernel's interrupt button).
 
 # %%
 import tempfile
@@ -67,7 +66,7 @@ cfg = ModelConfig(n_layers=2, d_model=64, n_heads=2, d_head=32, d_vocab=32, n_ct
                   normalization=None, positional="shortformer", bos_token_id=0, name="tiny-induction")
 tiny = Transformer(cfg, seed=0)
 task = RepeatTask(cfg.d_vocab, cfg.n_ctx, min_len=4, max_len=12)
-tc = TrainConfig(steps=3000, batch_size=32, lr=1e-2, warmup=20, eval_every=50, icl_n_seqs=8, icl_seq_len=12)
+tc = TrainConfig(steps=3000, batch_size=32, lr=1e-2, warmup=20, eval_every=50, icl_n_seqs=8)  # the engine's sweep
 out = Path(tempfile.mkdtemp()) / "tiny-induction.safetensors"
 monitor = cw.TrainingMonitor(save_path=out, title="tiny 2-layer model on repeated tokens")
 shown = display(monitor, display_id=True)
@@ -76,7 +75,8 @@ trainer.train()  # prints one line per evaluation
 shown.update(monitor)  # the same live monitor; its saved picture (for viewers without a kernel) is now the final one
 last = trainer.history[-1]
 print(f"stopped at step {trainer.step} ({trainer.stopped_by or 'finished'}); best induction score "
-      f"{last['max_induction']:.2f}")
+      f"{last['max_induction']:.2f} (mean over repeat lengths {engine.detection_lengths(tiny)}; per length, best head: "
+      f"{last.get('induction_by_len')})")
 
 # %% [markdown]
 # The monitor is a live view; here are the same curves as a static figure (what a viewer without a running
@@ -92,32 +92,49 @@ plot.training_curves(trainer.history, title="tiny model, trained live")
 #
 # ## 2. The phase change in a shipped model's history
 #
-# Every shipped model carries its training history (evaluations at regular steps) in its file's metadata;
-# the model card says at which evaluation the best induction score first crossed 0.5.
+# Every shipped model carries its training history (evaluations at regular steps) in its file's metadata.
+# A phase change is not a threshold crossed: it is a **window of steep change**. We locate it as the steps
+# over which a curve climbs from 20 % to 80 % of its total rise, and the single steepest step between two
+# evaluations, for the best induction score and for the in-context gain (first-copy minus repeated-copy loss).
 
 # %%
 HISTORY_MODEL = MODEL
 history = json.loads(read_metadata(cw.zoo.path(HISTORY_MODEL))["metrics"])
-card = cw.zoo.card(HISTORY_MODEL)
 print(len(history), "evaluations; keys:", sorted(history[-1]))
 plot.training_curves(history, title=HISTORY_MODEL)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pc = card.get("phase_change")
-if pc:
-    print(f"induction score first >= 0.5 at step {pc['step']} (score {pc['score']:.2f}); "
-          f"previous evaluation: step {pc['previous_eval']['step']}, score {pc['previous_eval']['score']:.2f}")
-final = history[-1]
-print(f"final: max induction {final['max_induction']:.2f}, in-context loss first {final['icl_first']:.2f} "
-      f"-> repeated {final['icl_repeated']:.2f}")
+steps = [r["step"] for r in history]
+best_ind = [r["max_induction"] for r in history]
+gain = [r["icl_first"] - r["icl_repeated"] for r in history]
+
+
+def rise_window(values: list[float], lo: float = 0.2, hi: float = 0.8) -> tuple[int, int]:
+    """First steps at which `values` has covered `lo` and `hi` of its rise from the first to the last value."""
+    v0, v1 = values[0], values[-1]
+    return tuple(next(s for s, v in zip(steps, values) if v >= v0 + f * (v1 - v0)) for f in (lo, hi))
+
+
+def steepest_step(values: list[float]) -> tuple[int, int]:
+    """The pair of consecutive evaluations with the largest rise per step."""
+    i = max(range(1, len(values)), key=lambda k: (values[k] - values[k - 1]) / (steps[k] - steps[k - 1]))
+    return steps[i - 1], steps[i]
+
+
+w_ind, w_gain = rise_window(best_ind), rise_window(gain)
+print(f"best induction score {best_ind[0]:.2f} -> {best_ind[-1]:.2f}: 20-80% of the rise in steps "
+      f"{w_ind[0]}-{w_ind[1]}, steepest between steps {steepest_step(best_ind)}")
+print(f"in-context gain {gain[0]:.2f} -> {gain[-1]:.2f} nats: 20-80% of the rise in steps {w_gain[0]}-{w_gain[1]}, "
+      f"steepest between steps {steepest_step(gain)}")
 
 # %% [markdown]
 # ### Measure the heads yourself: the shipped snapshots
 #
 # The zoo also ships a few log-spaced snapshots of the run (`cw.zoo.snapshots(name)`: `(step, path)` pairs).
 # Load each one and measure its heads with the engine — the same scores as in the history above, recomputed
-# from the weights.
+# from the weights, now averaged over the repeat-length sweep (the history above was logged at one length,
+# |r| = 63, before the sweep existed, so the stars sit a little apart from the lines).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -145,16 +162,19 @@ for layer in range(L):
 ax2.set_ylabel("induction score per head (orange: layer 1, green: layer 0)")
 ax2.plot([x[0] for x in snap_scores], [x[1] for x in snap_scores], "k*", ms=10, label="snapshots (recomputed)")
 ax2.legend(loc="center right")
-if pc:
-    ax1.axvline(pc["step"], color="red", ls="--", lw=1)
+ax1.axvspan(*w_ind, color="red", alpha=0.12, label="20-80% of the induction rise")
+ax1.legend(loc="center left")
 ax1.set_title("the induction bump: in-context gain and induction scores rise together")
 plt.show()
 
 
 # %% [markdown]
 # **What the plot shows.** Before the phase change, the model predicts the repeated copy no better than the
-# first (gain near 0) and no head scores on induction. Within a short window, one or more layer-1 heads' scores
-# jump, and the gain jumps with them: the in-context learning ability *is* the induction heads.
+# first (gain near 0) and no head scores on induction. Within one window, one or more layer-1 heads' scores
+# climb steeply, and the gain climbs in the same window. That is a **co-occurrence in time** — Olsson et al.'s
+# first line of evidence, not a proof that the in-context ability *is* the induction heads. The causal
+# evidence is interventional: switch the induction head off and the gain collapses (notebook 05; notebook 00,
+# Exercise 2).
 #
 # ### Exercise 1
 # From `history`, find the step at which the in-context gain first exceeded half of its final value, and
@@ -176,10 +196,21 @@ print(f"gain reaches half its final value at step {first_step(gain)}; "
 # ### Exercise 2
 # Keep training the tiny model (`trainer.train(3000)` resumes where it stopped; `trainer.time_limit = 60`
 # first) and watch the monitor. Does a layer-1 head or a layer-0 head take the induction role? Check with
-# `engine.all_head_scores(trainer.model)`.
+# `engine.all_head_scores(trainer.model)` and, per repeat length, `engine.scores_by_length(trainer.model)`.
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
 #@title Solution (without the extra training) (click to show the code)
-s = engine.all_head_scores(trainer.model, n_seqs=8, seq_len=12)
-print("induction:", [[round(float(x), 2) for x in row] for row in s["induction"]],
+s = engine.all_head_scores(trainer.model, n_seqs=8)
+by_len = engine.scores_by_length(trainer.model, n_seqs=8, kinds=("induction",))
+print("induction (mean over lengths):", [[round(float(x), 2) for x in row] for row in s["induction"]],
       "| previous-token:", [[round(float(x), 2) for x in row] for row in s["previous_token"]])
+for n, sc in by_len.items():
+    print(f"  |r| = {n:3d}: induction", [[round(float(x), 2) for x in row] for row in sc["induction"]])
+lay, hd = divmod(int(s["induction"].argmax()), trainer.model.cfg.n_heads)
+if float(s["induction"][lay, hd]) < 0.3:
+    print(f"no induction head yet (best L{lay}H{hd}: {float(s['induction'][lay, hd]):.2f}); train longer")
+elif lay == 0:
+    print(f"L0H{hd} scores, but a layer-0 head has no earlier head to compose with: compare its scores per length "
+          "(a head looking a fixed distance back scores at one length only)")
+else:
+    print(f"L{lay}H{hd}, a layer-{lay} head, takes the induction role (it can K-compose with layer 0)")

@@ -41,12 +41,8 @@ import circwidgets as cw
 from circwidgets import engine, plot
 
 # %matplotlib inline
-torch.set_num_threads(1)  # small models: one thread is as fast and does not fight other work
 MODEL = "toy-2l-code"  # the one place to change the model: any name in cw.zoo.list()
-model = cw.load(MODEL).requires_grad_(False)  # we only read the weights here
-
-print(model.cfg.name, "|", model.cfg.n_layers, "layers x", model.cfg.n_heads, "heads, d_model", model.cfg.d_model,
-      "| vocab", model.cfg.d_vocab, "| shipped:", cw.zoo.list())
+model = cw.zoo.lecture(MODEL)  # read-only, one CPU thread; prints its shape
 
 # %% [markdown]
 # The lecture model has learned positions (`positional="shortformer"`), so its positional QK circuit

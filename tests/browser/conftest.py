@@ -39,9 +39,7 @@ def browser_page(lab, request):
     dialogs: list[str] = []
     with sync_playwright() as p:
         browser = lh.launch_browser(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
+        page = lh.logged_page(browser, log)
 
         def on_dialog(d):
             dialogs.append(f"{d.type}: {d.message}")

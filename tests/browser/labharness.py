@@ -300,6 +300,15 @@ def check_attention(page, var: str, d: dict, layer: int, head: int, vw: bool = F
     assert_cells(d["cells"], want, f"{var} L{layer}H{head}")
 
 
+def check_attention_log(page, var: str, loc) -> int:
+    """Every paint the attention view `loc` logged (`cwDrawnLog`, lib/digest.js) showed the numbers of the
+    head it was titled with: no transient paint of one head's data under another head's title."""
+    log = [json.loads(x) for x in loc.evaluate("el => el.cwDrawnLog || []")]
+    for d in log:
+        check_attention(page, var, d, d["layer"], d["head"], bool(d["vw"]))
+    return len(log)
+
+
 def check_eigenvalues(page, model_var: str, d: dict, layer: int, head: int) -> None:
     """The eigenvalue view plotted head (layer, head)'s eigenvalues: each circuit's plotted list matches
     `engine.circuits.eigenvalues` of that head (as a multiset; float32 transfer) and is ordered by
@@ -388,3 +397,18 @@ def check_ablation(page, var: str, d: dict, tokens_expr: str) -> None:
     assert close(d["loss"], want["loss"], 1e-5, 1e-5), (d["loss"], want["loss"])
     assert len(d["tokenLoss"]) == len(want["tl"]), (d["tokenLoss"], want["tl"])
     assert all(close(a, b, 1e-4, 1e-5) for a, b in zip(d["tokenLoss"], want["tl"])), (d["tokenLoss"], want["tl"])
+
+
+def logged_page(browser, log: list[str], height: int = 1000):
+    """A new 1400-px-wide page whose console messages and page errors are appended to `log`."""
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
+    return page
+
+
+def save_page_artifacts(page, name: str, log: list[str]) -> None:
+    """Full-page screenshot `artifacts/browser/<name>.png` and the console log beside it."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    (ARTIFACTS / f"{name}.console.log").write_text("\n".join(log))

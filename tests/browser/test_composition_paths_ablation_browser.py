@@ -313,12 +313,12 @@ def test_exported_html_works_offline(page, tmp_path):
         expect(att).to_have_attribute("data-shown-layer", "1", timeout=10_000)
         expect(att).to_have_attribute("data-shown-head", "2")
         lh.check_attention(ask, "exw.panels['attention']", lh.wait_drawn(att, layer=1, head=2), 1, 2)
-        att.locator('[data-layer="0"][data-head="3"]').click()
-        lh.check_attention(ask, "exw.panels['attention']", lh.wait_drawn(att, layer=0, head=3), 0, 3)
+        expect(p.locator('.cw-composition .cw-cell.cw-selected[data-layer="1"][data-head="2"]')).to_have_count(1)
         lh.check_composition(ask, "exw.panels['composition']", lh.drawn(p.locator(".cw-root.cw-composition")))
+        att.locator('[data-layer="0"][data-head="3"]').click()  # another recorded head: its own numbers painted
+        lh.check_attention(ask, "exw.panels['attention']", lh.wait_drawn(att, layer=0, head=3), 0, 3)
         att.locator('[data-layer="1"][data-head="2"]').click()
         lh.check_attention(ask, "exw.panels['attention']", lh.wait_drawn(att, layer=1, head=2), 1, 2)
-        expect(p.locator('.cw-composition .cw-cell.cw-selected[data-layer="1"][data-head="2"]')).to_have_count(1)
         assert p.locator('img[src="x"]').count() == 0
         p.screenshot(path=str(lh.ARTIFACTS / "composition_paths_ablation_export_explorer.png"), full_page=True)
     finally:

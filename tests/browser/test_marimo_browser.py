@@ -92,17 +92,13 @@ def marimo_page(tmp_path_factory):
         console: list[str] = []
         with sync_playwright() as p:
             browser = lh.launch_browser(p)
-            page = browser.new_page(viewport={"width": 1400, "height": 1400})
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            page = lh.logged_page(browser, console, height=1400)
             page.goto(base)
             page.cw_console = console
             try:
                 yield page
             finally:
-                lh.ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(lh.ARTIFACTS / "marimo.png"), full_page=True)
-                (lh.ARTIFACTS / "marimo.console.log").write_text("\n".join(console))
+                lh.save_page_artifacts(page, "marimo", console)
                 browser.close()
     finally:
         proc.terminate()
@@ -149,6 +145,8 @@ def test_marimo_redraws_the_clicked_heads_data(marimo_page):
         expect_w = want[f"{layer},{head}"]
         assert abs(shown - expect_w) < 2e-3 + 2e-3 * abs(expect_w), (layer, head, shown, expect_w)
         assert f"layer {layer} head {head}" in att.locator(".cw-panel-title").inner_text()
+    # not only the last paint: every paint since the page opened showed its own head's numbers
+    assert lh.check_attention_log(ask, "wa", att) >= 5
     eig = page.locator(".cw-root.cw-eigen")
     for layer, head in ((1, 3), (0, 2), (1, 1)):
         eig.locator(f'.cw-cell[data-layer="{layer}"][data-head="{head}"]').click()

@@ -35,17 +35,13 @@ def nb7_page(tmp_path_factory):
     try:
         with sync_playwright() as p:
             browser = lh.launch_browser(p)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("console", lambda m: log.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: log.append(f"pageerror: {e}"))
+            page = lh.logged_page(browser, log)
             page.cw_console = log
             try:
                 lh.open_and_run(page, server, "widgets.ipynb")
                 yield page
             finally:
-                lh.ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(lh.ARTIFACTS / "notebook7.png"), full_page=True)
-                (lh.ARTIFACTS / "notebook7.console.log").write_text("\n".join(log))
+                lh.save_page_artifacts(page, "notebook7", log)
                 browser.close()
     finally:
         server.stop()

@@ -24,7 +24,7 @@ vis = lh.vis
 CHECK = '''p = wa.current_pattern()
 print(f"KERNEL att={wa.layer},{wa.head} vw={wa.value_weighted} eig={we.layer},{we.head} "
       f"skip={ws.layer},{ws.head} rows={len(ws.rows)} found={ws.found.get('source_id')} "
-      f"p52={float(p[5, 2]):.6f} err={wa.error!r}")'''
+      f"p52={float(p[5, 2]):.6f} err={wa.error!r} thr={we.through}")'''
 NOTEBOOK_CELLS = [
     SETUP,
     "wa = cw.attention(model, ids)\nwa",
@@ -99,6 +99,7 @@ def test_attention_click_redraws_and_updates_kernel(page):
         assert int(att.get_attribute("data-draw-count")) > n0
         expect(att.locator(f'[data-layer="{layer}"][data-head="{head}"]')).to_have_class(re.compile("cw-selected"))
     expect(att.locator(".cw-message")).to_be_hidden()  # the old error is cleared by a good request
+    lh.check_attention_log(page, "wa", att)  # every paint so far showed its own head's numbers
     kernel_says(page, "att=1,2")
 
 
@@ -185,6 +186,15 @@ def test_eigenvalues_click_hover_log(page):
     expect(eig.locator('canvas[data-circuit="ov"]')).not_to_have_attribute("data-points", before, timeout=30_000)
     lh.check_eigenvalues(page, "model", lh.wait_drawn(eig, layer=1, head=3, log=1), 1, 3)
     kernel_says(page, "eig=1,3")
+    # "QK composed through" L0H1: a fourth plot, the K-composition term of L1H3's QK circuit through L0H1
+    eig.locator("select.cw-through").select_option("0,1")
+    expect(eig.locator("canvas.cw-eig-canvas")).to_have_count(4, timeout=30_000)
+    expect(eig.locator('canvas[data-circuit="qk_comp"]')).to_have_count(1)
+    expect(eig).to_have_attribute("data-n-eigs", "32")  # 4 circuits x d_head 8
+    kernel_says(page, "thr=[0, 1]")
+    eig.locator("select.cw-through").select_option("")
+    expect(eig.locator("canvas.cw-eig-canvas")).to_have_count(3, timeout=30_000)
+    kernel_says(page, "thr=[]")
     eig.scroll_into_view_if_needed()
     eig.screenshot(path=str(lh.ARTIFACTS / "eigenvalues.png"))
 

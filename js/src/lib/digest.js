@@ -46,8 +46,13 @@ export function sampleGrid(vals, nr, nc) {
   return out;
 }
 
-/** Publish `digest` (a plain JSON object) as `el.dataset.drawn`; returns it. */
+/** Publish `digest` (a plain JSON object) as `el.dataset.drawn`; returns it. The last 64 digests are
+ * also kept in `el.cwDrawnLog` (JSON strings): a test can check every paint, not only the last one
+ * (a view that briefly paints old data under a new title and then repaints is caught too). */
 export function publishDrawn(el, digest) {
   el.dataset.drawn = JSON.stringify(digest);
+  const log = el.cwDrawnLog || (el.cwDrawnLog = []);
+  log.push(el.dataset.drawn);
+  if (log.length > 64) log.shift();
   return digest;
 }

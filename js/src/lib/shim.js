@@ -55,9 +55,26 @@ export class ShimModel {
   }
   fire(ev) { for (const cb of (this.listeners.get(ev) || []).slice()) { try { cb(); } catch (e) { console.error(e); } } }
   send() {}
+  /** A recorded state for a request whose exact inputs were not recorded because the kernel, answering
+   * it, also changed another input (a selected head moves the composition view's pair): the recorded
+   * state that agrees on every input the page just set and on as many of the others as possible. */
+  nearest() {
+    const want = this.inputs();
+    const setNow = Object.keys(want).filter((k) => canon(want[k]) !== canon(this.good[k]));
+    if (!setNow.length) return undefined;
+    let best, bestScore = -1;
+    for (const key of Object.keys(this.spec.states)) {
+      let ins;
+      try { ins = JSON.parse(key); } catch { continue; }
+      if (!setNow.every((k) => JSON.stringify(ins[k]) === canon(want[k]))) continue;
+      const score = Object.keys(want).filter((k) => JSON.stringify(ins[k]) === canon(want[k])).length;
+      if (score > bestScore) { best = this.spec.states[key]; bestScore = score; }
+    }
+    return best;
+  }
   save_changes() {
     const key = canon(this.inputs());
-    const st = this.spec.states[key];
+    const st = this.spec.states[key] || this.nearest();
     const changed = [];
     if (!st) {
       for (const [k, v] of Object.entries(this.good)) if (canon(this.state[k]) !== canon(v)) { this.state[k] = v; changed.push(k); }

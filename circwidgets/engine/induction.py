@@ -1,0 +1,204 @@
+"""The induction mechanism read off the weights (docs/ARCHITECTURE.md §12): the three circuits the
+framework paper and Olsson et al. point to, each a pure function of the weights.
+
+- **K-composition term** of the induction head h2's QK circuit through the previous-token head h1,
+  `W_E W_Q^{h2} (W_K^{h2})ᵀ (W_OV^{h1})ᵀ W_Eᵀ` `[d_vocab, d_vocab]` (row convention): row = the query
+  token at position i, column = the token h1 moved into key position j (the token at j − 1 when h1
+  attends to the previous token). Derivation: h1 writes `e_t W_E W_OV^{h1}` at j; h2's key there
+  gains `e_t W_E W_OV^{h1} W_K^{h2}` and the score with the query `e_s W_E W_Q^{h2}` is
+  `e_s W_E W_Q W_Kᵀ W_OVᵀ W_Eᵀ e_tᵀ`. An induction head wants a large *diagonal* (s = t: "the token
+  before this key is my token"), so the evidence is its eigenvalue positivity and its top-1 diagonal
+  accuracy. (The token-QK circuit `W_E W_QK W_Eᵀ` alone is the wrong quantity for an induction head:
+  it compares the query with the key's *own* token, which is not what the head matches.)
+- **OV copying** of the induction head: the full OV circuit `W_E W_OV W_U`, its positivity and the
+  fraction of source tokens whose own logit is the one it raises most (top-1).
+- **Positional QK profile** of the previous-token head: the positional circuit
+  `W_pos W_QK W_posᵀ / attn_scale`, each query row centred over the keys it may attend (softmax
+  ignores a row constant), averaged per offset `j − i`; a previous-token head peaks at offset −1.
+
+Weights only (no biases, normalisation folded as everywhere in the engine, §1). Nothing is formed at
+`[d_vocab, d_vocab]` at once: diagonal accuracy streams rows of the factored product.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model import Transformer
+from ._check import check_layer_head
+from .circuits import full_ov, positional_qk
+from .factored import FactoredMatrix
+from .prep import weights
+
+__all__ = [
+    "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_positions",
+    "k_composition_qk", "ov_copying", "positional_qk_profile", "strongest_induction_head",
+]
+
+Head = tuple[int, int]
+
+
+@dataclass
+class DiagonalStats:
+    """How much a square token-token circuit favours its diagonal.
+
+    positivity: `Re(Σλ) / Σ|λ|` of the circuit's eigenvalues, in [-1, 1] (+1: a pure "same token" map).
+    top1: fraction of rows (over `tokens`) whose largest entry (over the columns in `tokens`) is the diagonal
+    one; chance is `1 / n_tokens`.
+    n_tokens: how many tokens the top-1 was measured over.
+    """
+
+    positivity: float
+    top1: float
+    n_tokens: int
+
+    def __str__(self) -> str:
+        return f"positivity {self.positivity:+.2f}, top-1 diagonal {self.top1:.2f} (chance {1 / self.n_tokens:.4f})"
+
+
+def _positivity(fm: FactoredMatrix) -> float:
+    lam = fm.eigenvalues()
+    den = float(lam.abs().sum())
+    return float(lam.real.sum()) / den if den > 0 else float("nan")
+
+
+@torch.no_grad()
+def diagonal_stats(fm: FactoredMatrix, tokens: torch.Tensor | None = None, block_size: int = 512) -> DiagonalStats:
+    """Positivity (of the whole circuit) and top-1 diagonal accuracy (over `tokens`, default all) of a
+    square `FactoredMatrix` `[n, n]`, streamed in `block_size` rows."""
+    if fm.ndim != 2 or fm.ldim != fm.rdim:
+        raise ValueError(f"diagonal_stats needs a square [n, n] circuit, got {tuple(fm.shape)}")
+    n = fm.ldim
+    idx = torch.arange(n) if tokens is None else torch.as_tensor(tokens).long().flatten().unique()
+    if len(idx) == 0 or int(idx.min()) < 0 or int(idx.max()) >= n:
+        raise ValueError(f"tokens must be a non-empty set of ids in [0, {n})")
+    left, right = fm.A, fm.B  # [n, r], [r, n]
+    idx = idx.to(left.device)
+    right_cols = right[:, idx]
+    hits = 0
+    for s in range(0, len(idx), block_size):
+        rows = left[idx[s:s + block_size]] @ right_cols  # [b, |tokens|]
+        want = torch.arange(s, min(s + block_size, len(idx)), device=rows.device)
+        hits += int((rows.argmax(-1) == want).sum())
+    return DiagonalStats(_positivity(fm), hits / len(idx), len(idx))
+
+
+def _head(model: Transformer, head: Head) -> tuple[int, int]:
+    if not (isinstance(head, tuple) and len(head) == 2):
+        raise ValueError(f"a head is a (layer, head) pair, got {head!r}")
+    return check_layer_head(model, *head)
+
+
+def k_composition_qk(model: Transformer, prev_head: Head, ind_head: Head) -> FactoredMatrix:
+    """`W_E W_Q^{h2} (W_K^{h2})ᵀ (W_OV^{h1})ᵀ W_Eᵀ` `[d_vocab, d_vocab]`, h1 = `prev_head`, h2 = `ind_head`
+    (h1 in an earlier layer): row = query token, column = the token h1 moved into the key position.
+
+    The term of h2's attention score that K-composition through h1 adds (module docstring)."""
+    l1, h1 = _head(model, prev_head)
+    l2, h2 = _head(model, ind_head)
+    if not l1 < l2:
+        raise ValueError(f"K-composition needs prev_head in an earlier layer than ind_head, got L{l1} and L{l2}")
+    if model.cfg.positional == "rotary":  # the rotation between W_Q and W_K depends on the query-key offset
+        raise ValueError("k_composition_qk: rotary models have no offset-free QK circuit (use engine.circuits' offset)")
+    w = weights(model)
+    W_E = w["W_E"]
+    return FactoredMatrix(W_E, w["W_Q"][l2, h2], w["W_K"][l2, h2].T, w["W_O"][l1, h1].T, w["W_V"][l1, h1].T, W_E.T)
+
+
+def ov_copying(model: Transformer, head: Head, tokens: torch.Tensor | None = None) -> DiagonalStats:
+    """Copying evidence of one head's full OV circuit `W_E W_OV W_U`: positivity and top-1 (does attending
+    to token t raise t's own logit most?), over `tokens` (default all)."""
+    layer, h = _head(model, head)
+    return diagonal_stats(full_ov(model)[layer, h], tokens)
+
+
+@dataclass
+class PositionalProfile:
+    """Positional QK circuit of one head per offset.
+
+    offsets: `[n]` key − query offsets, −(n − 1) … 0. score: `[n]` mean row-centred attention score at each
+    offset (score units: what enters the softmax). peak: the offset with the highest score (−1 for a
+    previous-token head).
+    """
+
+    offsets: torch.Tensor
+    score: torch.Tensor
+
+    @property
+    def peak(self) -> int:
+        return int(self.offsets[int(self.score.argmax())])
+
+
+@torch.no_grad()
+def positional_qk_profile(model: Transformer, head: Head, n_pos: int | None = None) -> PositionalProfile:
+    """The positional QK circuit `W_pos W_QK W_posᵀ / attn_scale` of `head` as a function of the offset.
+
+    For each query position i < `n_pos` (default n_ctx), the scores of the keys j ≤ i are centred (softmax
+    ignores a constant per row); the profile at offset d = j − i is their mean over the queries that
+    have such a key. Needs learned positions (`positional` "standard" or "shortformer")."""
+    layer, h = _head(model, head)
+    if "W_pos" not in weights(model):
+        raise ValueError(f"positional_qk_profile needs learned positions (this model: {model.cfg.positional!r})")
+    n = model.cfg.n_ctx if n_pos is None else int(n_pos)
+    if not 1 <= n <= model.cfg.n_ctx:
+        raise ValueError(f"n_pos={n_pos!r} must be in 1..{model.cfg.n_ctx}")
+    s = positional_qk(model)[layer, h].materialize()[:n, :n].double() / model.cfg.attn_scale  # [query, key]
+    causal = torch.ones(n, n, dtype=torch.bool, device=s.device).tril()
+    mean = (s * causal).sum(-1, keepdim=True) / causal.sum(-1, keepdim=True)
+    centred = (s - mean) * causal
+    offsets = torch.arange(-(n - 1), 1)
+    i = torch.arange(n)[:, None]
+    j = torch.arange(n)[None, :]
+    d = (j - i)[causal.cpu()]
+    vals = centred.cpu()[causal.cpu()]
+    total = torch.zeros(n, dtype=torch.float64).index_add_(0, d + n - 1, vals)
+    count = torch.zeros(n, dtype=torch.float64).index_add_(0, d + n - 1, torch.ones_like(vals))
+    return PositionalProfile(offsets, (total / count).float())
+
+
+# ------------------------------------------------------------------------------- where induction shows
+def strongest_induction_head(model: Transformer, n_seqs: int = 8, seed: int = 0) -> Head:
+    """The head with the highest induction score (engine `head_scores`, averaged over the repeat-length
+    sweep) in a layer ≥ 1 (an induction head needs an earlier head to compose with); any layer for a
+    one-layer model."""
+    from .heads import head_scores
+
+    s = head_scores(model, "induction", n_seqs=n_seqs, seed=seed)
+    first = 1 if model.cfg.n_layers > 1 else 0
+    s = torch.nan_to_num(s[first:], nan=-1.0)
+    layer, head = divmod(int(s.argmax()), model.cfg.n_heads)
+    return layer + first, head
+
+
+def induction_positions(tokens: torch.Tensor) -> torch.Tensor:
+    """Positions p of `tokens` `[pos]` whose next token induction predicts: some earlier q < p has
+    `tokens[q] == tokens[p]` and `tokens[q + 1] == tokens[p + 1]`. Long tensor, increasing."""
+    t = torch.as_tensor(tokens).flatten()
+    P = len(t)
+    if P < 3:
+        return torch.zeros(0, dtype=torch.long)
+    cur, nxt = t[:-1], t[1:]  # [P - 1]
+    same = (cur[:, None] == cur[None, :]) & (nxt[:, None] == nxt[None, :])  # [p, q]
+    earlier = torch.ones(P - 1, P - 1, dtype=torch.bool).tril(-1)
+    return (same & earlier).any(-1).nonzero().flatten()
+
+
+@torch.no_grad()
+def decisive_position(model: Transformer, tokens: torch.Tensor, head: Head | None = None) -> int:
+    """An induction position (`induction_positions`) where `head` (default `strongest_induction_head`)
+    decides the next token most: the largest direct contribution of the head's output to the next
+    token's logit, centred over the vocabulary (`result · (W_U[:, next] − mean_c W_U[:, c])`, ln_final
+    ignored: a view's default, not a measurement). The last position when the input has none."""
+    t = model.check_tokens(torch.as_tensor(tokens).flatten()[None])[0]
+    pos = induction_positions(t.cpu())
+    if len(pos) == 0:
+        return len(t) - 1
+    layer, h = _head(model, head if head is not None else strongest_induction_head(model))
+    _, cache = model.run_with_cache(t[None])
+    out = cache["result", layer][0, :, h]  # [pos, d_model]: what the head writes
+    W_U = model.W_U
+    direction = W_U[:, t[pos + 1]] - W_U.mean(1, keepdim=True)  # [d_model, n]
+    contrib = (out[pos.to(out.device)] * direction.T).sum(-1)
+    return int(pos[int(contrib.argmax())])
