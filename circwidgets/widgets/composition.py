@@ -42,6 +42,7 @@ class Composition(CircuitWidget):
 
     _front_end = "composition"
     export_inputs = ("kind", "subtract_baseline", "pair", "layer", "head")  # restore order
+    page_inputs = ("offset",)  # the rotary offset box
     page_schema = {"pair": int_list(4)}
     cache_size = 512  # per-pair patterns (three float16 [pos, pos] arrays each)
 

@@ -43,6 +43,7 @@ class Eigenvalues(CircuitWidget):
 
     _front_end = "eigenvalues"
     export_inputs = ("log_magnitude", "layer", "head")
+    page_inputs = ("offset", "through")  # the rotary offset box / profile click, the composed-QK menu
 
     circuits = traitlets.List([]).tag(sync=True)
     positivity = traitlets.Dict({}).tag(sync=True)

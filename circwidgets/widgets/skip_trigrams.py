@@ -44,7 +44,7 @@ class SkipTrigrams(CircuitWidget):
     """
 
     _front_end = "skip_trigrams"
-    page_inputs = ("query", "n_rows")
+    page_inputs = ("query", "n_rows", "top_n")
     table_cache_size = 4  # a table holds 4 d_vocab x d_head float32 factors (51 MB each for GPT-2 small)
 
     rows = traitlets.List([]).tag(sync=True)
