@@ -492,8 +492,15 @@ def test_every_trait_a_front_end_sets_is_a_page_input():
     import re
     from pathlib import Path
 
-    from circwidgets.widgets import (Ablation, AttentionPatterns, Composition, Eigenvalues, PathExpansion,
-                                     SkipTrigrams, TrainingMonitor)
+    from circwidgets.widgets import (
+        Ablation,
+        AttentionPatterns,
+        Composition,
+        Eigenvalues,
+        PathExpansion,
+        SkipTrigrams,
+        TrainingMonitor,
+    )
 
     src = Path(__file__).resolve().parents[1] / "js" / "src"
     views = {"attention": AttentionPatterns, "eigenvalues": Eigenvalues, "skip_trigrams": SkipTrigrams,
