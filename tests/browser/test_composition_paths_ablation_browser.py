@@ -11,6 +11,7 @@ and in any order. Screenshots and console log: artifacts/browser/."""
 from __future__ import annotations
 
 import re
+import time
 
 import labharness as lh
 import pytest
@@ -167,7 +168,13 @@ def test_ablation_toggle_shows_the_engines_loss_and_patching_maps(page):
     lh.check_ablation(page, "wab", lh.wait_drawn(abl, off=[[1, 2]]), "ids")
     out = kernel_says(page, "abl_off=[[1, 2]]")
     engine = float(re.search(r"engine_loss=([-\d.e]+)", out).group(1))
-    shown = float(abl.locator(".cw-loss").get_attribute("data-loss"))
+    # the loss read-out of the last toggle (its redraw may land a frame after the digest we waited on)
+    deadline = time.monotonic() + 30
+    while True:
+        shown = float(abl.locator(".cw-loss").get_attribute("data-loss"))
+        if shown == pytest.approx(engine, abs=1e-5) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert shown != pytest.approx(clean, abs=1e-6)
     assert shown == pytest.approx(engine, abs=1e-5)
     assert abl.locator(".cw-tl-row[data-pos]").count() == N_TOK - 1
