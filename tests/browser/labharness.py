@@ -1,7 +1,7 @@
 """A JupyterLab server + headless Chromium (Playwright) for real-browser widget checks.
 
 Used by tests/browser/conftest.py and benchmarks/bench_widget_latency.py. Recipe and pitfalls:
-shared/recipes/browser-e2e.md (system Chromium, isolated Jupyter dirs, `window.jupyterapp`).
+the project's browser-test conventions (system Chromium, isolated Jupyter dirs, `window.jupyterapp`).
 """
 
 from __future__ import annotations
