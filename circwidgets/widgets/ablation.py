@@ -27,6 +27,7 @@ class Ablation(CircuitWidget):
     `clean_loss` (mean next-token loss, nats), `token_loss` / `clean_token_loss` (float32 `[pos - 1]`),
     `position` and `top` / `clean_top` (the top next-token predictions there: [label, id, prob]),
     `effects` (float32 `[L, H]`: loss change when each head alone is ablated, or {} when too costly),
+    `computed_for` ({"off", "cuts", "ablation", "position"} the loss traits belong to),
     `mode` ("ablate" | "patch"), and with a corrupted text: `corrupt_labels`, `patch_heads`
     (float32 `[L, H]`), `patch_resid` (float32 `[L, pos]`), `patch_info` (metric and answers).
     A click on a head in the grid toggles it (and selects it); `layer` / `head` is the selection.
@@ -56,6 +57,9 @@ class Ablation(CircuitWidget):
     patch_info = traitlets.Unicode("").tag(sync=True)
     kv_group_size = traitlets.Int(1).tag(sync=True)
     notes = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
+    # the state `loss` / `token_loss` / `top` were computed for: the page's own `off` runs ahead of them
+    # between a click and the kernel's answer, so the drawn digest names this one
+    computed_for = traitlets.Dict({}).tag(sync=True)
 
     def __init__(self, model: Transformer, text_or_tokens, corrupted=None, labels: Sequence[str] | None = None,
                  ablation: str = "zero", off: Sequence = (), cuts: Sequence = (), position: int = -1,
@@ -135,6 +139,8 @@ class Ablation(CircuitWidget):
             self.token_loss = encode_array(self.run.token_loss[0].float(), "float32")
             self.top = self._top(self.run)
             self.clean_top = self._top(self._clean)
+            self.computed_for = {"off": [list(x) for x in self.off], "cuts": [list(x) for x in self.cuts],
+                                 "ablation": self.ablation, "position": self.position}
 
     @reacts_to("off", "cuts", "ablation", "position")
     def _on_state(self, change) -> None:

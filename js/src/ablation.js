@@ -237,13 +237,15 @@ function render({ model, el }) {
     drawTokens();
     drawPreds();
     if (mode === "patch") drawPatch();
-    publishDrawn(root, { mode, off: model.get("off") || [], cuts: model.get("cuts") || [], ...drawn,
+    // the loss drawn belongs to the kernel's `computed_for`, which lags the page's own `off` after a click
+    const cf = model.get("computed_for") || {};
+    publishDrawn(root, { mode, off: cf.off || [], cuts: cf.cuts || [], ablation: cf.ablation, ...drawn,
       ...(mode === "patch" ? {} : { patchHeads: undefined, patchResid: undefined }) });
     markDrawn(root, { shownLayer: model.get("layer"), shownHead: model.get("head"), loss: model.get("loss"),
       nOff: (model.get("off") || []).length, nCuts: (model.get("cuts") || []).length, mode, drawMs: (performance.now() - t0).toFixed(1) });
   }
   // one redraw after all keys of a kernel update arrived (lib/redraw.js)
-  const changes = onModelChanges(model, ["loss", "token_loss", "top", "clean_top", "off", "cuts", "mode", "patch_heads",
+  const changes = onModelChanges(model, ["loss", "token_loss", "top", "clean_top", "computed_for", "off", "cuts", "mode", "patch_heads",
     "patch_resid", "effects", "position", "ablation", "layer", "head"], () => draw());
   draw();
   const offTheme = onThemeChange(() => { th = theme(root); draw(); });

@@ -388,9 +388,10 @@ def check_ablation(page, var: str, d: dict, tokens_expr: str) -> None:
     and the kernel's per-token losses of that run."""
     assert d["cuts"] == [], d["cuts"]  # the engine call below ablates heads only
     off = [tuple(x) for x in d["off"]]
+    kind = d["ablation"]  # the state the drawn loss was computed for (the widget's `computed_for`)
     want = kernel_json(page, "import json, torch\nfrom circwidgets.engine import interventions as _I\n"
                              f"_t = torch.tensor([{tokens_expr}])\n"
-                             f"_e = _I.ablate_heads({var}.model, _t, {off!r}, kind={var}.ablation).intervened "
+                             f"_e = _I.ablate_heads({var}.model, _t, {off!r}, kind={kind!r}).intervened "
                              f"if {off!r} else {var}.clean_loss\n"
                              f"_tl = [float(x) for x in {var}.run.token_loss[0][:32]]\n"
                              "print(json.dumps({'loss': float(_e), 'tl': _tl}))")
