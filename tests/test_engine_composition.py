@@ -169,3 +169,68 @@ def test_transformer_lens_hooked_all_composition_scores():
         mask = ~got.isnan()
         torch.testing.assert_close(got[mask], want[mask].double())
     del tl
+
+
+def _tl_gqa_model(seed: int = 0):
+    """A TransformerLens grouped-query model (3 layers, 6 query heads sharing 2 K/V heads, rotary,
+    float64) with every parameter random, and the version it came from.
+
+    TransformerLens 3.x: a `HookedTransformer` with `n_key_value_heads` (its `all_composition_scores`
+    expands the shared K/V heads per query head); 4.x removed `HookedTransformer`, so there it is the
+    native `TransformerBridge` (`boot_native`), whose `all_composition_scores` does the same. `RMSPre`
+    (weights already folded): TransformerLens scores the raw `W_Q`/`W_K`/`W_V`/`W_O` and ignores a norm's
+    weight, while we score what the model computes, with the weight folded in; with `RMSPre` both are
+    the same matrices. TransformerLens' `W_Q W_Kᵀ` ignores rotary positions: our scores at offset 0."""
+    from importlib.metadata import version
+
+    major = int(version("transformer-lens").split(".")[0])
+    kw = dict(n_layers=3, d_model=24, n_heads=6, n_key_value_heads=2, d_head=4, d_vocab=23, n_ctx=16,
+              attn_only=True, normalization_type="RMSPre", positional_embedding_type="rotary", rotary_dim=4,
+              act_fn="silu", seed=seed)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if major < 4:
+            from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+            model = HookedTransformer(HookedTransformerConfig(dtype=torch.float64, **kw))
+        else:
+            import transformer_lens.model_bridge.sources  # noqa: F401  (attaches boot_native)
+            from transformer_lens.config import TransformerBridgeConfig
+            from transformer_lens.model_bridge import TransformerBridge
+
+            model = TransformerBridge.boot_native(TransformerBridgeConfig(**kw), dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
+    return model.eval(), major
+
+
+@pytest.mark.parametrize("kind", ["q", "k", "v"])
+def test_tl_gqa_all_composition_scores(kind):
+    """TransformerLens agreement on a grouped-query model (both major versions: this file's `tl_` tests
+    run again against the other one in `test_other_transformer_lens_version`)."""
+    pytest.importorskip("transformer_lens")
+    import circwidgets as cw
+
+    tlm, major = _tl_gqa_model()
+    ours = cw.from_transformer_lens(tlm)
+    assert ours.cfg.n_kv_heads == 2 and ours.cfg.positional == "rotary"
+    want = tlm.all_composition_scores(kind.upper())
+    want = getattr(want, "scores", want).detach()  # 4.x: a CompositionScores
+    got = CO.composition_scores(ours, kind, offset=0 if kind != "v" else None)
+    L = ours.cfg.n_layers
+    later = (torch.arange(L)[:, None] < torch.arange(L)[None, :])[:, None, :, None].expand_as(got)
+    assert not got[later].isnan().any() and got[~later].isnan().all()
+    print(f"TransformerLens {major}.x, GQA {kind}: max |Δ| {float((got[later] - want[later]).abs().max()):.1e}")
+    torch.testing.assert_close(got[later], want[later], rtol=1e-12, atol=1e-12)
+    assert float(want[later].std()) > 0.01  # scores that differ between pairs: the comparison can fail
+
+
+def test_other_transformer_lens_version(run_tl_tests_on_other_version):
+    """This file's tl_ tests again against the TransformerLens in .ci/tl3 (the other major version)."""
+    from pathlib import Path
+
+    run_tl_tests_on_other_version(str(Path(__file__)))
