@@ -234,3 +234,64 @@ def test_other_transformer_lens_version(run_tl_tests_on_other_version):
     from pathlib import Path
 
     run_tl_tests_on_other_version(str(Path(__file__)))
+
+
+def dense_rotary_scores(m, kind: str, offset) -> torch.Tensor:
+    """Brute force on the folded float64 weights: `W_QK(Δ) = W_Q M W_Kᵀ` with `M` the offset matrix
+    (a rotation; the mean of rotations for a sequence of offsets), K/V heads copied out per query head."""
+    from circwidgets.engine.circuits import offset_matrices
+    from circwidgets.engine.prep import weights
+
+    w = weights(m)
+    M = offset_matrices(m, offset, torch.float64) if kind != "v" else None
+    OV = w["W_V"] @ w["W_O"]
+    QK = w["W_Q"] @ (M if M is not None else torch.eye(m.cfg.d_head, dtype=torch.float64)) @ w["W_K"].mT
+    right = {"q": QK, "k": QK.mT, "v": OV}[kind]
+    L, H = m.cfg.n_layers, m.cfg.n_heads
+    out = torch.full((L, H, L, H), math.nan, dtype=torch.float64)
+    for l1 in range(L):
+        for h1 in range(H):
+            for l2 in range(l1 + 1, L):
+                for h2 in range(H):
+                    out[l1, h1, l2, h2] = ((OV[l1, h1] @ right[l2, h2]).norm()
+                                           / (OV[l1, h1].norm() * right[l2, h2].norm()))
+    return out
+
+
+@pytest.mark.parametrize("offset", [2, (0, 1, 5)])
+@pytest.mark.parametrize("n_kv", [None, 2, 1])
+def test_rotary_gqa_scores_and_one_head_against_dense(offset, n_kv):
+    """All pairs and `composition_for_head` (the pairs of one head) equal the dense float64 brute force on
+    rotary models (full / grouped / multi-query K/V; one offset, and a mean over offsets, whose matrix is
+    not a rotation), RMSNorm weights folded."""
+    m = random_model(seed=21, n_layers=3, d_model=16, n_heads=4, n_kv_heads=n_kv, d_head=4, d_vocab=23, n_ctx=10,
+                     positional="rotary", normalization="RMS")
+    for kind in "qkv":
+        off = offset if kind != "v" else None
+        want = dense_rotary_scores(m, kind, offset)
+        got = CO.composition_scores(m, kind, offset=off)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, equal_nan=True)
+        for layer, head in [(0, 1), (1, 3), (2, 0)]:
+            one = CO.composition_for_head(m, layer, head, kind, offset=off)
+            torch.testing.assert_close(one.into, want[:, :, layer, head], rtol=1e-10, atol=1e-12, equal_nan=True)
+            torch.testing.assert_close(one.out_of, want[layer, head], rtol=1e-10, atol=1e-12, equal_nan=True)
+        minus = CO.composition_for_head(m, 1, 2, kind, baseline=True, offset=off)
+        mean, _ = CO.composition_baseline(m, kind)
+        torch.testing.assert_close(minus.into, want[:, :, 1, 2] - mean, equal_nan=True)
+
+
+def test_one_head_float32_and_errors():
+    """float32 models: one head's scores equal the all-pairs scores' slices to float32 rounding; bad
+    heads and kinds are refused; an overflowing head is named."""
+    m = random_model(seed=22, n_layers=4, d_model=32, n_heads=4, n_kv_heads=2, d_head=8, d_vocab=23, n_ctx=10,
+                     dtype=torch.float32)
+    for kind in "qkv":
+        full = CO.composition_scores(m, kind)
+        one = CO.composition_for_head(m, 2, 1, kind)
+        assert one.into.dtype == torch.float32
+        torch.testing.assert_close(one.into, full[:, :, 2, 1], equal_nan=True)
+        torch.testing.assert_close(one.out_of, full[2, 1], equal_nan=True)
+    with pytest.raises(IndexError):
+        CO.composition_for_head(m, 4, 0, "k")
+    with pytest.raises(ValueError, match="kind='x'"):
+        CO.composition_for_head(m, 1, 0, "x")
