@@ -295,3 +295,19 @@ def test_one_head_float32_and_errors():
         CO.composition_for_head(m, 4, 0, "k")
     with pytest.raises(ValueError, match="kind='x'"):
         CO.composition_for_head(m, 1, 0, "x")
+
+
+def test_sqrt_gram_factor_for_full_rank_and_singular_heads():
+    """`_sqrt_gram`: FᵀF = xᵀx (float64 dense) for full-rank heads (Cholesky) and rank-deficient or zero
+    heads (the eigh fallback), so every norm ||F y|| equals ||x y||."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 12, 4, generator=g, dtype=torch.float64)
+    x[1] = 0  # a zero head
+    x[2, :, 3] = x[2, :, 0]  # rank 3
+    F = CO._sqrt_gram(x)
+    torch.testing.assert_close(F.mT @ F, x.mT @ x, rtol=1e-12, atol=1e-12)
+    y = torch.randn(5, 4, 7, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(torch.linalg.matrix_norm(F @ y), torch.linalg.matrix_norm(x @ y))
+    f32 = CO._sqrt_gram(x.float())
+    assert f32.dtype == torch.float32
+    torch.testing.assert_close((f32.mT @ f32).double(), x.mT @ x, rtol=1e-5, atol=1e-5)

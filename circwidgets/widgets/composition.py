@@ -11,7 +11,12 @@ import torch
 import traitlets
 
 from ..engine import check_layer_head
-from ..engine.composition import composition_baseline, composition_scores
+from ..engine.composition import (
+    HeadComposition,
+    composition_baseline,
+    composition_for_head,
+    composition_scores,
+)
 from ..engine.heads import induction_tokens
 from ..engine.patterns import attention_patterns
 from ..engine.virtual import virtual_heads
@@ -26,13 +31,17 @@ class Composition(CircuitWidget):
     """Composition scores between heads (`engine.composition`), with pair details.
 
     Traits (synced): `kind` ("q" | "k" | "v"), `subtract_baseline` (show score minus the random
-    baseline's mean), `scores` (float32 `[L, H, L, H]`, NaN where layer1 >= layer2, from
-    `composition_scores(model, kind, baseline=subtract_baseline)`), `baseline` ([mean, std] from
-    `composition_baseline`), `labels` (tokens of the text used for the details), `pair`
-    ([l1, h1, l2, h2] or []), `details` (for the pair: `score`, `raw`, `baseline_mean`,
-    `baseline_std` and float16 patterns `p1`, `p2`, `pv` = `A^{h2} A^{h1}` from
-    `engine.virtual.virtual_heads`). Clicking a cell selects the pair and makes its later head the
-    widget's selected head (`layer`, `head`); the selected head's row and column are outlined.
+    baseline's mean), `focus` (the selected head's scores, the only scores the page receives:
+    `{"layer", "head", "kind", "minus", "offset", "scores"}` with `scores` float32 `[L, H]`: entry
+    `[l, h]` is the score of the pair (l, h) -> selected head for l < layer, selected head -> (l, h)
+    for l > layer, NaN in the head's own layer; from `engine.composition_for_head`, computed on demand
+    and cached per head in the kernel, so a 32 x 32-head model sends 32 x 32 numbers per selection,
+    not (32 x 32)^2), `baseline` ([mean, std] from `composition_baseline`), `labels` (tokens of the
+    text used for the details), `pair` ([l1, h1, l2, h2] or []), `details` (for the pair: `score`,
+    `raw`, `baseline_mean`, `baseline_std` and float16 patterns `p1`, `p2`, `pv` = `A^{h2} A^{h1}`
+    from `engine.virtual.virtual_heads`). Clicking a cell selects the pair and makes its later head
+    the widget's selected head (`layer`, `head`): the map then shows that head's partners.
+    `score_matrix()` gives all pairs `[L, H, L, H]` in Python (computed when asked, never sent).
 
     Rotary models (`rotary` True): Q- and K-scores read the later head's QK circuit at the offset
     `offset` (Δ = query − key position, default 1). Grouped-query models: `kv_group_size` > 1 and the
@@ -44,11 +53,11 @@ class Composition(CircuitWidget):
     export_inputs = ("kind", "subtract_baseline", "pair", "layer", "head")  # restore order
     page_inputs = ("offset",)  # the rotary offset box
     page_schema = {"pair": int_list(4)}
-    cache_size = 512  # per-pair patterns (three float16 [pos, pos] arrays each)
+    cache_size = 512  # per-head focus maps and per-pair patterns (three float16 [pos, pos] arrays each)
 
     kind = traitlets.Unicode("k").tag(sync=True)
     subtract_baseline = traitlets.Bool(False).tag(sync=True)
-    scores = traitlets.Dict({}).tag(sync=True)
+    focus = traitlets.Dict({}).tag(sync=True)
     baseline = traitlets.List([]).tag(sync=True)
     labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     pair = traitlets.List([]).tag(sync=True)
@@ -80,7 +89,6 @@ class Composition(CircuitWidget):
         if L < 2:
             self._report("composition needs at least two layers: this model has one")
             return
-        self._send_scores()
         if pair:
             self._set_pair(list(pair))
 
@@ -96,17 +104,46 @@ class Composition(CircuitWidget):
         mean, std = composition_baseline(self.model, self.kind)
         self.baseline = [mean, std]
 
+    def _offset_for(self, kind: str) -> int | None:
+        return self.offset if self.rotary and kind != "v" else None
+
     def score_matrix(self, kind: str | None = None, baseline: bool | None = None) -> torch.Tensor:
-        """The engine's scores `[L, H, L, H]` for `kind` (raw, or minus the baseline mean)."""
+        """The engine's scores of all pairs `[L, H, L, H]` for `kind` (raw, or minus the baseline
+        mean): computed when asked (the static figure, notebooks), never sent to the page."""
         key = (kind or self.kind, self.subtract_baseline if baseline is None else baseline)
-        off = self.offset if self.rotary and key[0] != "v" else None
+        off = self._offset_for(key[0])
         if (*key, off) not in self._scores:
             self._scores[(*key, off)] = composition_scores(self.model, key[0], baseline=key[1],
                                                            offset=off).detach().float().cpu()
         return self._scores[(*key, off)]
 
-    def _send_scores(self) -> None:
-        self.scores = encode_array(self.score_matrix(), "float32")
+    def head_scores(self, layer: int, head: int, kind: str | None = None, baseline: bool = False) -> HeadComposition:
+        """Head (layer, head)'s scores with every earlier and later head (`engine.composition_for_head`,
+        float32, cached per head, kind, baseline and offset)."""
+        kind = kind or self.kind
+        off = self._offset_for(kind)
+
+        def compute() -> HeadComposition:
+            r = composition_for_head(self.model, layer, head, kind, baseline=baseline, offset=off)
+            return HeadComposition(r.into.detach().float().cpu(), r.out_of.detach().float().cpu())
+
+        return self.cached(("head scores", layer, head, kind, baseline, off, self._version), compute)
+
+    def focus_scores(self, layer: int, head: int) -> torch.Tensor:
+        """What the map shows for a selected head, `[L, H]`: its earlier partners' scores in the layers
+        below it, its later partners' in the layers above (for `kind`, minus the baseline if asked)."""
+        r = self.head_scores(layer, head, self.kind, self.subtract_baseline)
+        return torch.where(torch.arange(self.model.cfg.n_layers)[:, None] < layer, r.into, r.out_of)
+
+    def _variant(self) -> tuple:
+        return (self.kind, self.subtract_baseline, self._offset_for(self.kind))
+
+    def _payload(self, layer: int, head: int) -> dict[str, Any]:
+        if self.model.cfg.n_layers < 2:
+            return {"focus": {}}
+        kind, minus, off = self._variant()
+        return {"focus": {"layer": layer, "head": head, "kind": kind, "minus": minus, "offset": off,
+                          "scores": encode_array(self.focus_scores(layer, head), "float32")}}
 
     @reacts_to("kind", "subtract_baseline", "offset")
     def _on_kind(self, change) -> None:
@@ -123,7 +160,7 @@ class Composition(CircuitWidget):
             return
         try:
             with self.hold_sync():
-                self._send_scores()
+                self._refresh()
                 if self.pair:
                     self.details = self.pair_details(*self.pair)
         except Exception as e:  # noqa: BLE001 - a failure is a message, never a dead comm
@@ -133,7 +170,7 @@ class Composition(CircuitWidget):
     def pair_details(self, l1: int, h1: int, l2: int, h2: int) -> dict[str, Any]:
         """Details of one pair: the engine's score (raw and minus the baseline mean, for `kind`) and
         the patterns (encoded; cached per pair)."""
-        raw = float(self.score_matrix(self.kind, False)[l1, h1, l2, h2])
+        raw = float(self.head_scores(l2, h2).into[l1, h1])
         mean, std = self.baseline
         out = {"pair": [l1, h1, l2, h2], "kind": self.kind, "raw": raw, "score": raw - mean,
                "baseline_mean": mean, "baseline_std": std, **self._pair_patterns(l1, h1, l2, h2)}
@@ -180,12 +217,12 @@ class Composition(CircuitWidget):
         """The pair shown when head (layer, head) is selected elsewhere: the head as the later head with
         its most strongly composing earlier head (for `kind`); a layer-0 head as the earlier head with
         its strongest later partner."""
-        s = self.score_matrix(self.kind, False)
+        r = self.head_scores(layer, head)
         H = self.model.cfg.n_heads
         if layer > 0:
-            i = int(torch.nan_to_num(s[:layer, :, layer, head], nan=-math.inf).flatten().argmax())
+            i = int(torch.nan_to_num(r.into[:layer], nan=-math.inf).flatten().argmax())
             return [i // H, i % H, layer, head]
-        i = int(torch.nan_to_num(s[0, head, 1:, :], nan=-math.inf).flatten().argmax())
+        i = int(torch.nan_to_num(r.out_of[1:], nan=-math.inf).flatten().argmax())
         return [0, head, 1 + i // H, i % H]
 
     @reacts_to("layer", "head")
@@ -226,9 +263,12 @@ class Composition(CircuitWidget):
             self.select(pair[2], pair[3])
 
     def export_actions(self) -> list[dict[str, Any]]:
+        """The cells of the map on the page (the selected head's pairs), head selections, the other
+        kinds, the baseline toggle."""
         cfg = self.model.cfg
-        pairs = [{"pair": [l1, h1, l2, h2]} for l1 in range(cfg.n_layers) for h1 in range(cfg.n_heads)
-                 for l2 in range(l1 + 1, cfg.n_layers) for h2 in range(cfg.n_heads)]
+        layer, head = self.layer, self.head
+        pairs = [{"pair": [l, h, layer, head] if l < layer else [layer, head, l, h]}
+                 for l in range(cfg.n_layers) if l != layer for h in range(cfg.n_heads)]
         return (pairs + super().export_actions() + [{"kind": k} for k in KINDS if k != self.kind]
                 + [{"subtract_baseline": not self.subtract_baseline}])
 
@@ -246,14 +286,16 @@ class Composition(CircuitWidget):
     def summary(self) -> str:
         if self.model.cfg.n_layers < 2:
             return "Composition: this model has one layer (no composition)"
-        s = self.score_matrix(self.kind, False)
-        fin = s[torch.isfinite(s)]
         mean, std = self.baseline
         top = ""
-        if fin.numel():
-            idx = torch.nan_to_num(s, nan=-1.0).flatten().argmax()
-            l1, h1, l2, h2 = (int(x) for x in torch.unravel_index(idx, s.shape))
-            top = f"; strongest L{l1}H{h1} → L{l2}H{h2} = {float(s[l1, h1, l2, h2]):.3f}"
+        r = self.head_scores(self.layer, self.head)
+        for name, v, earlier in (("earlier", r.into, True), ("later", r.out_of, False)):
+            if torch.isfinite(v).any():
+                i = int(torch.nan_to_num(v, nan=-math.inf).flatten().argmax())
+                other = f"L{i // self.n_heads}H{i % self.n_heads}"
+                me = f"L{self.layer}H{self.head}"
+                a, b = (other, me) if earlier else (me, other)
+                top += f"; strongest with an {name} head {a} → {b} = {float(v.flatten()[i]):.3f}"
         p = ""
         if self.pair:
             d = self.details

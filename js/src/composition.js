@@ -1,5 +1,7 @@
-// Composition: heatmap of earlier head (rows) x later head (columns) for Q / K / V composition;
-// click a cell -> the pair's patterns on the text, the virtual head's pattern, score and baseline.
+// Composition: the selected head's Q / K / V composition with every other head, as a layer x head map
+// (earlier heads -> it in the layers below, it -> later heads in the layers above: the kernel sends
+// only these L x H numbers, `focus`, so a 32 x 32-head model stays light); click a cell -> the pair's
+// patterns on the text, the virtual head's pattern, score and baseline.
 import "./lib/common.css";
 import "./lib/panels.css";
 import { theme } from "./lib/color.js";
@@ -51,87 +53,99 @@ function render({ model, el }) {
   const legendBox = h("div", { cls: "cw-legend-box" });
   const mapBox = h("div", { cls: "cw-map-box" });
   const readout = h("div", { cls: "cw-readout cw-comp-readout", text: "hover a cell; click it for the pair's details" });
-  const grid = headGrid(model, { label: "select a head (its row and column are outlined)", cellMin: 22 });
+  const grid = headGrid(model, { label: "select a head (the map shows its partners)", cellMin: 22 });
   const details = h("div", { cls: "cw-details" });
   root.append(bar, msg.el, legendBox,
     h("div", { cls: "cw-main" }, [h("div", {}, [mapBox, readout]), h("div", {}, [h("div", { cls: "cw-legend", text: "selected head" }), grid.el])]),
     details);
 
-  const rowHeads = [], colHeads = [];
-  for (let l = 0; l < nL - 1; l++) for (let j = 0; j < nH; j++) rowHeads.push([l, j]);
-  for (let l = 1; l < nL; l++) for (let j = 0; j < nH; j++) colHeads.push([l, j]);
-  const lab = ([l, j]) => `L${l}H${j}`;
-  let S = new Float32Array(0), hm = null, cursor = [0, 0];
+  const lab = (l, j) => `L${l}H${j}`;
+  let S = new Float32Array(0), F = {}, hm = null, cursor = [0, 0];
   let drawnMap = {}, drawnPair = {}; // what was painted (lib/digest.js)
 
-  function pick(r, c) {
-    const a = rowHeads[r], b = colHeads[c];
-    if (a[0] >= b[0]) { readout.textContent = `${lab(a)} → ${lab(b)}: no composition (not an earlier layer)`; return; }
-    model.set("pair", [a[0], a[1], b[0], b[1]]);
-    model.set("layer", b[0]);
-    model.set("head", b[1]);
+  // the pair a map cell stands for (null in the focused head's own layer)
+  function pairAt(l, j) {
+    if (F.layer === undefined || l === F.layer) return null;
+    return l < F.layer ? [l, j, F.layer, F.head] : [F.layer, F.head, l, j];
+  }
+  function describe(l, j, val) {
+    const p = pairAt(l, j);
+    if (!p) return `${lab(l, j)}: same layer as ${lab(F.layer, F.head)} (no composition; click to select it)`;
+    const minus = F.minus ? "minus baseline " : "";
+    return `${lab(p[0], p[1])} → ${lab(p[2], p[3])}: ${NAMES[F.kind] || F.kind} ${minus}${fmt(val, 4)}`;
+  }
+
+  function pick(l, j) {
+    const p = pairAt(l, j);
+    if (!p) { model.set("layer", l); model.set("head", j); model.save_changes(); return; }
+    model.set("pair", p);
+    model.set("layer", p[2]);
+    model.set("head", p[3]);
     model.save_changes();
   }
 
-  function values() {
-    // the engine's [L, H, L, H] array, rows = earlier heads, columns = later heads
-    const nr = rowHeads.length, nc = colHeads.length, v = new Float32Array(nr * nc);
-    rowHeads.forEach(([l1, h1], r) => colHeads.forEach(([l2, h2], c) => {
-      v[r * nc + c] = S[((l1 * nH + h1) * nL + l2) * nH + h2];
-    }));
-    return v;
+  function marks() {
+    const m = { rows: F.layer === undefined ? [] : [F.layer] };
+    const p = model.get("pair") || [];
+    if (p.length === 4 && F.layer !== undefined) {
+      if (p[2] === F.layer && p[3] === F.head) m.cell = [p[0], p[1]];
+      else if (p[0] === F.layer && p[1] === F.head) m.cell = [p[2], p[3]];
+    }
+    return m;
   }
 
-  function marks() {
-    const l = model.get("layer"), hd = model.get("head");
-    const m = { rows: [], cols: [] };
-    if (l < nL - 1) m.rows.push(l * nH + hd);
-    if (l >= 1) m.cols.push((l - 1) * nH + hd);
-    const p = model.get("pair") || [];
-    if (p.length === 4) m.cell = [p[0] * nH + p[1], (p[2] - 1) * nH + p[3]];
-    return m;
+  function strongest() {
+    // the focused head's strongest partner below and above it (from the same L x H numbers)
+    const out = [];
+    for (const [name, from, to] of [["earlier", 0, F.layer], ["later", F.layer + 1, nL]]) {
+      let best = -Infinity, at = null;
+      for (let l = from; l < to; l++) for (let j = 0; j < nH; j++) {
+        const v = S[l * nH + j];
+        if (Number.isFinite(v) && v > best) { best = v; at = [l, j]; }
+      }
+      if (at) {
+        const p = pairAt(...at);
+        out.push(`strongest with an ${name} head: ${lab(p[0], p[1])} → ${lab(p[2], p[3])} ${fmt(best, 4)}`);
+      }
+    }
+    return out.join("; ");
   }
 
   function drawMap() {
     th = theme(root);
-    S = decodeArray(model.get("scores"));
+    F = model.get("focus") || {};
+    S = F.scores ? decodeArray(F.scores) : new Float32Array(0);
     const kind = model.get("kind"), minus = model.get("subtract_baseline");
     for (const [k] of KINDS) tabBtns[k].setAttribute("aria-selected", k === kind ? "true" : "false");
     baseBox.checked = minus;
     offsetCtl.style.display = model.get("rotary") && kind !== "v" ? "" : "none";
     offsetBox.value = String(model.get("offset"));
     const [bm, bs] = model.get("baseline") || [NaN, NaN];
-    title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}${NAMES[kind] || kind}`;
+    const fk = F.kind || kind, fMinus = F.minus ?? minus;
+    const who = F.layer === undefined ? "" : ` of ${lab(F.layer, F.head)} with every other head`;
+    title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}${NAMES[fk] || fk}${who}`;
     readout.textContent = "hover a cell; click it for the pair's details";
-    if (nL < 2) { mapBox.replaceChildren(); drawnMap = { kind, minus: minus ? 1 : 0, cells: [] }; return; }
-    const v = values();
-    hm = heatmap(th, v, rowHeads.length, colHeads.length, {
-      rowLabels: rowHeads.map(lab), colLabels: colHeads.map(lab), diverging: minus,
-      vmin: minus ? undefined : 0, maxPx: 420, marginLeft: 46, marginTop: 40,
-      rowGroups: nH, colGroups: nH, marks: marks(),
-      onHover(r, c, val) {
-        if (r === null) { readout.textContent = ""; return; }
-        const a = rowHeads[r], b = colHeads[c];
-        readout.textContent = a[0] >= b[0]
-          ? `${lab(a)} → ${lab(b)}: no composition (not an earlier layer)`
-          : `${lab(a)} → ${lab(b)}: ${NAMES[kind]} ${minus ? "minus baseline " : ""}${fmt(val, 4)}`;
-      },
+    if (nL < 2 || F.layer === undefined) { mapBox.replaceChildren(); drawnMap = { kind: fk, minus: fMinus ? 1 : 0, cells: [] }; return; }
+    hm = heatmap(th, S, nL, nH, {
+      rowLabels: Array.from({ length: nL }, (_, l) => `L${l}`), colLabels: Array.from({ length: nH }, (_, j) => `H${j}`),
+      diverging: fMinus, vmin: fMinus ? undefined : 0, maxPx: 420, marginLeft: 40, marginTop: 34, marks: marks(),
+      onHover(r, c, val) { readout.textContent = r === null ? "" : describe(r, c, val); },
       onClick(r, c) { cursor = [r, c]; pick(r, c); },
     });
     hm.el.classList.add("cw-comp-map");
-    // painted cells as [earlier layer, head, later layer, head, value]
-    drawnMap = { kind, minus: minus ? 1 : 0, cells: hm.sample.map(([r, c, x]) => [...rowHeads[r], ...colHeads[c], x]) };
-    hm.el.setAttribute("aria-label", `${NAMES[kind]} scores: rows earlier heads, columns later heads; ` +
-      "arrow keys move, Enter shows the pair");
+    // painted cells as [layer, head, value] of the focused head's partners
+    drawnMap = { kind: fk, minus: fMinus ? 1 : 0, focus: [F.layer, F.head], offset: F.offset ?? null,
+      cells: hm.sample.map(([r, c, x]) => [r, c, x]) };
+    hm.el.setAttribute("aria-label", `${NAMES[fk]} of ${lab(F.layer, F.head)}: rows layers, columns heads; ` +
+      "earlier heads below its layer, later heads above; arrow keys move, Enter shows the pair");
+    const m0 = marks();
+    if (m0.cell) cursor = m0.cell.slice();
     // keyboard: arrows move a cursor over the cells (read out), Enter / Space selects that pair
     hm.el.addEventListener("keydown", (ev) => {
-      const nc = colHeads.length;
-      const moved = cursorMove(ev.key, cursor, rowHeads.length, nc);
+      const moved = cursorMove(ev.key, cursor, nL, nH);
       if (moved) {
         cursor = moved;
-        const a = rowHeads[cursor[0]], b = colHeads[cursor[1]];
-        readout.textContent = a[0] >= b[0] ? `${lab(a)} → ${lab(b)}: no composition (not an earlier layer)`
-          : `${lab(a)} → ${lab(b)}: ${NAMES[kind]} ${minus ? "minus baseline " : ""}${fmt(v[cursor[0] * nc + cursor[1]], 4)} (Enter: details)`;
+        readout.textContent = describe(cursor[0], cursor[1], S[cursor[0] * nH + cursor[1]]) + (pairAt(...cursor) ? " (Enter: details)" : "");
         hm.redraw(Object.assign(marks(), { cell: cursor }));
       } else if (ev.key === "Enter" || ev.key === " ") {
         hm.el.dispatchEvent(new CustomEvent("cw-pick", { detail: cursor }));
@@ -140,10 +154,10 @@ function render({ model, el }) {
       ev.stopPropagation(); // keep JupyterLab's notebook shortcuts out of it
     });
     hm.el.addEventListener("cw-pick", (ev) => pick(ev.detail[0], ev.detail[1]));
-    mapBox.replaceChildren(hm.el);
+    mapBox.replaceChildren(hm.el, h("div", { cls: "cw-legend cw-comp-strongest", text: strongest() }));
     const note = `baseline (random matrices of these shapes): ${fmt(bm, 4)} ± ${fmt(bs, 4)} (mean ± spread)` +
-      (minus ? "; shown: score − baseline mean" : "; shown: raw score in [0, 1]");
-    legendBox.replaceChildren(scaleLegend(th, hm.geom.lo, hm.geom.hi, minus, note));
+      (fMinus ? "; shown: score − baseline mean" : "; shown: raw score in [0, 1]");
+    legendBox.replaceChildren(scaleLegend(th, hm.geom.lo, hm.geom.hi, fMinus, note));
     legendBox.querySelector(".cw-scale-note").classList.add("cw-baseline-note");
   }
 
@@ -187,9 +201,9 @@ function render({ model, el }) {
   const onSel = () => { if (hm) hm.redraw(marks()); markDrawn(root, { shownLayer: model.get("layer"), shownHead: model.get("head") }); };
   // one redraw after all keys of a kernel update arrived (lib/redraw.js)
   // (a tab or the baseline box sets `kind` / `subtract_baseline` here first; the map redraws when
-  // the kernel's scores for them arrive, never with the old scores under the new name)
-  const changes = onModelChanges(model, ["scores", "baseline", "details", "labels", "layer", "head", "pair"], (c) => {
-    const map = c.has("scores") || c.has("baseline");
+  // the kernel's scores for them arrive and is labelled with what `focus` says it was computed for)
+  const changes = onModelChanges(model, ["focus", "baseline", "details", "labels", "layer", "head", "pair"], (c) => {
+    const map = c.has("focus") || c.has("baseline");
     const det = c.has("details") || c.has("labels");
     if (map || det) draw(map && det ? "all" : map ? "map" : "details");
     if (!map && (c.has("layer") || c.has("head") || c.has("pair"))) onSel();

@@ -344,25 +344,30 @@ def check_skip_trigrams(page, var: str, d: dict, layer: int, head: int) -> None:
 
 
 def check_composition(page, var: str, d: dict) -> None:
-    """The composition view painted the kernel's scores: sampled map cells against
-    `composition_scores(model, kind, baseline=minus)`, the pair's score against the engine's and its
-    patterns against the kernel's patterns of the two heads."""
+    """The composition view painted the kernel's scores: sampled map cells (the focused head's partners,
+    `[layer, head, value]`) against `composition_scores(model, kind, baseline=minus)` at the pair each
+    cell stands for, the pair's score against the engine's and its patterns against the kernel's
+    patterns of the two heads."""
     m, det = d["map"], d["details"]
-    cells = [c[:4] for c in m["cells"]]
+    fl, fh = m["focus"]
+    pairs = [[c[0], c[1], fl, fh] if c[0] < fl else [fl, fh, c[0], c[1]] for c in m["cells"] if c[0] != fl]
+    assert all(c[2] is None for c in m["cells"] if c[0] == fl), m["cells"]  # its own layer: no score
+    off = f", offset={m['offset']!r}" if m.get("offset") is not None else ""
     ij1, ij2 = ([c[:2] for c in det.get(k, [])] for k in ("p1", "p2"))
     code = (f"import json\nfrom circwidgets.engine.composition import composition_scores as _cs\n"
-            f"_S = _cs({var}.model, {m['kind']!r}, baseline={bool(m['minus'])})\n"
-            f"_R = _cs({var}.model, {det.get('kind', m['kind'])!r})\n"
+            f"_S = _cs({var}.model, {m['kind']!r}, baseline={bool(m['minus'])}{off})\n"
+            f"_R = _cs({var}.model, {det.get('kind', m['kind'])!r}{off if det.get('kind', m['kind']) != 'v' else ''})\n"
             f"_pr = {det.get('pair')!r}\n"
             f"_pp = (lambda a, b: [[float({var}.data.head(*a)[i, j]) for i, j in {ij1!r}],"
             f" [float({var}.data.head(*b)[i, j]) for i, j in {ij2!r}]])"
             f"(_pr[:2], _pr[2:]) if _pr else [[], []]\n"
-            f"print(json.dumps({{'map': [float(_S[tuple(c)]) for c in {cells!r}],"
+            f"print(json.dumps({{'map': [float(_S[tuple(c)]) for c in {pairs!r}],"
             " 'raw': float(_R[tuple(_pr)]) if _pr else None, 'p': _pp}))")
     want = kernel_json(page, code)
-    for c, w in zip(m["cells"], want["map"]):
-        if c[0] < c[2]:  # earlier layer -> later layer (other cells are empty)
-            assert close(c[4], w, 2e-4, 2e-5), (m["kind"], c, w)
+    cells = [c for c in m["cells"] if c[0] != fl]
+    assert len(cells) == len(want["map"]) and cells, (m, want)
+    for c, w in zip(cells, want["map"]):
+        assert close(c[2], w, 2e-4, 2e-5), (m["kind"], m["focus"], c, w)
     if det.get("pair"):
         assert close(det["raw"], want["raw"], 2e-4, 2e-5), (det, want["raw"])
         assert_cells(det["p1"], want["p"][0], f"pair {det['pair']} earlier head")
