@@ -65,7 +65,7 @@ KINDS = {
 KINDS["explorer.paths"] = KINDS["paths"]
 KERNEL_ONLY = {"attention": ["scores", "labels", "n_layers"], "paths": ["terms", "total", "error"],
                "monitor": ["status", "steps", "error"], "ablation": ["loss", "effects"],
-               "composition": ["details", "scores"], "eigenvalues": ["eigs", "positivity"],
+               "composition": ["details", "focus"], "eigenvalues": ["eigs", "positivity"],
                "skip_trigrams": ["rows", "d_vocab"], "explorer.paths": ["pattern"]}
 
 

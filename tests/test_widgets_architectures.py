@@ -4,6 +4,7 @@ head model that sends only the selected head's data."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -57,20 +58,30 @@ def test_eigenvalue_view_non_rotary_and_qk_norm_note():
     assert "positive per-token" in q.qk_note
 
 
+def focus_of(w) -> torch.Tensor:
+    """The composition view's `focus` as the engine's all-pairs layout would slice it (checked below)."""
+    return torch.as_tensor(decode_array(w.focus["scores"]))
+
+
+def want_focus(full: torch.Tensor, layer: int, head: int) -> torch.Tensor:
+    return torch.where(torch.arange(full.shape[0])[:, None] < layer, full[:, :, layer, head], full[layer, head]).float()
+
+
 def test_composition_view_offset_and_kv_groups():
     m = rotary_gqa()
     w = cw.composition(m, kind="k", pair=[0, 1, 1, 3], offset=1)
     assert w.error == "" and w.rotary and w.kv_group_size == 2
-    torch.testing.assert_close(torch.as_tensor(decode_array(w.scores)), engine.composition_scores(m, "k", offset=1)
-                               .float(), equal_nan=True)
+    assert (w.layer, w.head) == (1, 3) and w.focus["offset"] == 1
+    torch.testing.assert_close(focus_of(w), want_focus(engine.composition_scores(m, "k", offset=1), 1, 3),
+                               equal_nan=True)
     assert w.details["kv_group"] == [2, 3] and "shared by heads L1H2, L1H3" in w.details["kv_note"]
     w.offset = 3
-    torch.testing.assert_close(torch.as_tensor(decode_array(w.scores)), engine.composition_scores(m, "k", offset=3)
-                               .float(), equal_nan=True)
-    assert w.details["offset"] == 3
-    w.kind = "v"
-    torch.testing.assert_close(torch.as_tensor(decode_array(w.scores)), engine.composition_scores(m, "v").float(),
+    torch.testing.assert_close(focus_of(w), want_focus(engine.composition_scores(m, "k", offset=3), 1, 3),
                                equal_nan=True)
+    assert w.details["offset"] == 3 and w.focus["offset"] == 3
+    w.kind = "v"
+    torch.testing.assert_close(focus_of(w), want_focus(engine.composition_scores(m, "v"), 1, 3), equal_nan=True)
+    assert w.focus["offset"] is None
 
 
 def test_ablation_view_names_the_kv_group():
@@ -103,3 +114,32 @@ def test_32_by_32_heads_send_only_the_selected_head():
     assert decode_array(w.positivity["qk"]).shape == (32, 32)
     w.select(17, 5)
     assert w.shown["layer"] == 17 and decode_array(w.profile).shape == (64,)
+
+
+def test_32_by_32_composition_sends_only_the_selected_heads_partners():
+    """A 32-layer x 32-head model: the composition view's scores on the page are one head's partners
+    (32 x 32 numbers), never the (32 x 32)^2 pairs; selecting another head sends that head's; what the
+    page receives in all is a few kB (measured before this design: the whole [L, H, L, H] array)."""
+    m = random_model(n_layers=32, d_model=32, n_heads=32, n_kv_heads=8, d_head=4, d_vocab=50, n_ctx=80,
+                     positional="rotary", normalization="RMS", dtype=torch.float32)
+    w = cw.composition(m, kind="k", offset=1)
+    assert w.error == ""
+    assert decode_array(w.focus["scores"]).shape == (32, 32)
+    sent = state_bytes(w.get_state())
+    assert sent < 64_000, sent  # the full array alone would be 4 MB of float32
+    w.select(17, 5)
+    assert (w.focus["layer"], w.focus["head"]) == (17, 5)
+    full = engine.composition_scores(m, "k", offset=1)
+    torch.testing.assert_close(focus_of(w), want_focus(full, 17, 5), equal_nan=True)
+    assert w.pair[2:] == [17, 5] and w.details["raw"] == pytest.approx(float(full[tuple(w.pair)]), rel=1e-5)
+
+
+def state_bytes(v) -> int:
+    """Bytes a widget state takes on the wire: binary buffers as they are, the rest as JSON."""
+    if isinstance(v, (bytes, memoryview)):
+        return len(bytes(v))
+    if isinstance(v, dict):
+        return sum(len(json.dumps(k)) + 2 + state_bytes(x) for k, x in v.items()) + 2
+    if isinstance(v, (list, tuple)):
+        return sum(state_bytes(x) + 1 for x in v) + 2
+    return len(json.dumps(v, default=str))

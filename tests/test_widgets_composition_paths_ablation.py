@@ -67,6 +67,19 @@ def _no_grad():
 
 
 # ---------------------------------------------------------------------------------------- composition
+def assert_focus(w, full: torch.Tensor, layer: int, head: int, kind: str, minus: bool) -> None:
+    """The page's only scores, `focus`: head (layer, head)'s partners, `[L, H]`: the engine's
+    all-pairs scores `full [L, H, L, H]` at (l, h) -> head below its layer, head -> (l, h) above, NaN
+    in its own layer; labelled with what they were computed for."""
+    f = w.focus
+    assert (f["layer"], f["head"], f["kind"], f["minus"]) == (layer, head, kind, minus), f
+    L = full.shape[0]
+    want = torch.where(torch.arange(L)[:, None] < layer, full[:, :, layer, head], full[layer, head])
+    got = torch.from_numpy(decode_array(f["scores"]))
+    assert got.shape == want.shape and got[layer].isnan().all()
+    torch.testing.assert_close(got, want, equal_nan=True)
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_composition_sends_the_engines_scores_and_pair_details(name):
     m = small(n_layers=3, **CONFIGS[name])
@@ -76,8 +89,9 @@ def test_composition_sends_the_engines_scores_and_pair_details(name):
         for minus in (False, True):
             w.subtract_baseline = minus
             ref = composition_scores(m, kind, baseline=minus).float()
-            got = torch.from_numpy(decode_array(w.scores))
-            torch.testing.assert_close(got, ref, rtol=0, atol=0, equal_nan=True)
+            for layer, head in ((1, 2), (0, 1), (2, 0)):
+                w.select(layer, head)
+                assert_focus(w, ref, layer, head, kind, minus)
     mean, std = composition_baseline(m, "k")
     assert w.baseline == [mean, std]
     w.kind = "k"
