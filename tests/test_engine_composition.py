@@ -311,3 +311,16 @@ def test_sqrt_gram_factor_for_full_rank_and_singular_heads():
     f32 = CO._sqrt_gram(x.float())
     assert f32.dtype == torch.float32
     torch.testing.assert_close((f32.mT @ f32).double(), x.mT @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_blocked_gram_equals_the_full_product():
+    """`circuits._gram_of` (upper blocks only, mirrored) equals `Wᵀ W` for widths above and below its
+    blocking threshold and a width that does not divide into the blocks."""
+    from circwidgets.engine.circuits import _gram_of
+
+    g = torch.Generator().manual_seed(4)
+    for D in (16, 515, 1024):
+        W = torch.randn(300, D, generator=g, dtype=torch.float64)
+        G = _gram_of(W)
+        torch.testing.assert_close(G, W.T @ W, rtol=1e-12, atol=1e-10)
+        assert torch.equal(G, G.T)

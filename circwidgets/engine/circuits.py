@@ -176,21 +176,37 @@ def _tied_uncentred(model: Transformer) -> bool:
     return cfg.tied_embeddings and cfg.normalization in (None, "RMS", "RMSPre")
 
 
+def _gram_of(W: torch.Tensor, blocks: int = 4) -> torch.Tensor:
+    """`Wᵀ W` `[D, D]` for `W [n, D]`, computing only the blocks on and above the diagonal (the rest
+    is their transpose): `(blocks + 1) / (2 blocks)` of a full GEMM's FLOPs (62% with 4 blocks;
+    measured 1.5x faster than `W.T @ W` for the 128,256 x 2,048 embedding of a Llama-3.2-1B shape)."""
+    D = W.shape[1]
+    if D < 512:
+        return W.T @ W
+    edges = [D * i // blocks for i in range(blocks + 1)]
+    G = torch.empty(D, D, dtype=W.dtype, device=W.device)
+    for i in range(blocks):
+        a, b = edges[i], edges[i + 1]
+        Wi = W[:, a:b]
+        row = Wi.T @ W[:, a:]  # [b - a, D - a]: the diagonal block and everything right of it
+        G[a:b, a:] = row
+        G[a:, a:b] = row.T
+    return G
+
+
 def _gram(model: Transformer, which: str) -> torch.Tensor:
     """`W_Eᵀ W_E` ("EE"), `W_U W_E` ("UE") or `W_posᵀ W_pos` ("PP"), `[d_model, d_model]`, cached per model."""
     def make(w: dict[str, torch.Tensor]) -> torch.Tensor:
         dt = compute_dtype(w["W_E"].dtype)
         if which == "EE":
-            W = w["W_E"].to(dt)
-            return W.T @ W
+            return _gram_of(w["W_E"].to(dt))
         if which == "UE":
             if _tied_uncentred(model):  # W_U = diag(w_final) W_Eᵀ / embed_scale: reuse W_Eᵀ W_E (d_vocab-long GEMM)
                 fw = model._parameters.get("ln_final_w")
                 EE = _gram(model, "EE") / model.cfg.embed_scale
                 return EE * fw.detach().to(dt)[:, None] if fw is not None else EE
             return w["W_U"].to(dt) @ w["W_E"].to(dt)
-        W = w["W_pos"].to(dt)
-        return W.T @ W
+        return _gram_of(w["W_pos"].to(dt))
 
     if which == "PP" and model.cfg.positional == "none":
         raise ValueError("circuit='qk_pos' needs positional embeddings; this model has positional='none'")

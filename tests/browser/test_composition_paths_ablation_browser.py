@@ -69,6 +69,13 @@ def cell_root(page, i: int, kind: str):
 
 
 
+def click_map_cell(root, layer: int, head: int) -> None:
+    """Click the composition map's cell (layer, head) (rows layers, columns heads)."""
+    canvas = root.locator("canvas.cw-comp-map")
+    g = canvas.evaluate("e => ({ml: +e.dataset.ml, mt: +e.dataset.mt, cell: +e.dataset.cell})")
+    canvas.click(position={"x": g["ml"] + (head + 0.5) * g["cell"], "y": g["mt"] + (layer + 0.5) * g["cell"]})
+
+
 def shoot(loc, name: str) -> None:
     loc.scroll_into_view_if_needed()
     loc.screenshot(path=str(lh.ARTIFACTS / f"composition_paths_ablation_{name}.png"))
@@ -82,10 +89,13 @@ def test_composition_cell_click_shows_details_and_moves_the_kernel_selection(pag
     lh.check_composition(page, "wc", d)
     expect(comp).to_have_attribute("data-pair", "0,0,1,0", timeout=30_000)
     expect(comp.locator(".cw-baseline-note")).to_contain_text("±")
-    canvas = comp.locator("canvas.cw-comp-map")
-    g = canvas.evaluate("e => ({ml: +e.dataset.ml, mt: +e.dataset.mt, cell: +e.dataset.cell})")
-    # row L0H1 (index 1), column L1H2 (index 2)
-    canvas.click(position={"x": g["ml"] + 2.5 * g["cell"], "y": g["mt"] + 1.5 * g["cell"]})
+    # the map is L1H0's partners (rows layers, columns heads); a cell in its own layer selects that head
+    assert d["map"]["focus"] == [1, 0], d["map"]
+    click_map_cell(comp, 1, 2)
+    expect(comp).to_have_attribute("data-shown-head", "2", timeout=30_000)
+    lh.check_composition(page, "wc", lh.wait_drawn(comp, map__focus=[1, 2]))
+    # now L1H2's partners: the cell (layer 0, head 1) is the pair L0H1 -> L1H2
+    click_map_cell(comp, 0, 1)
     expect(comp).to_have_attribute("data-pair", "0,1,1,2", timeout=30_000)
     lh.check_composition(page, "wc", lh.wait_drawn(comp, details__pair=[0, 1, 1, 2]))
     summary = comp.locator(".cw-pair-summary")
@@ -103,9 +113,9 @@ def test_composition_cell_click_shows_details_and_moves_the_kernel_selection(pag
     comp.locator(".cw-minus-baseline").check()
     expect(comp.locator(".cw-baseline-note")).to_contain_text("score − baseline mean", timeout=30_000)
     lh.check_composition(page, "wc", lh.wait_drawn(comp, map__kind="q", map__minus=1))
-    # keyboard: the cursor starts on the clicked cell; ↓ then Enter picks L0H2 → L1H2
+    # keyboard: the cursor starts on the pair's cell; → then Enter picks L0H2 → L1H2
     comp.locator("canvas.cw-comp-map").focus()
-    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowRight")
     expect(comp.locator(".cw-comp-readout")).to_contain_text("L0H2 → L1H2")
     page.keyboard.press("Enter")
     expect(comp).to_have_attribute("data-pair", "0,2,1,2", timeout=30_000)
@@ -229,10 +239,12 @@ def test_explorer_panels_follow_one_click(page):
     for kind in ("attention", "eigen", "composition", "ablation"):  # the selected cell is marked everywhere
         expect(ex.locator(f'.cw-{kind} .cw-cell.cw-selected[data-layer="1"][data-head="3"]')).to_have_count(1)
     kernel_says(page, "ex=[(1, 3)]")
-    # a click on a composition cell (pair L0H2 -> L1H0) moves every panel to the later head
-    canvas = ex.locator("canvas.cw-comp-map")
-    g = canvas.evaluate("e => ({ml: +e.dataset.ml, mt: +e.dataset.mt, cell: +e.dataset.cell})")
-    canvas.click(position={"x": g["ml"] + 0.5 * g["cell"], "y": g["mt"] + 2.5 * g["cell"]})
+    # a click on a composition cell (pair L0H2 -> L1H0) moves every panel to the later head: first L0H2
+    # from the composition's head grid (its map then shows L0H2's later partners), then the cell L1H0
+    ex.locator('.cw-composition .cw-cell[data-layer="0"][data-head="2"]').click()
+    expect(ex.locator(".cw-root.cw-attention")).to_have_attribute("data-shown-layer", "0", timeout=30_000)
+    lh.check_composition(page, "ex.panels['composition']", lh.wait_drawn(comp, map__focus=[0, 2]))
+    click_map_cell(comp, 1, 0)
     expect(ex.locator(".cw-root.cw-attention")).to_have_attribute("data-shown-head", "0", timeout=30_000)
     expect(ex.locator(".cw-root.cw-eigen")).to_have_attribute("data-shown-layer", "1")
     lh.check_attention(page, "ex.panels['attention']", lh.wait_drawn(att, layer=1, head=0), 1, 0)
@@ -301,12 +313,10 @@ def test_exported_html_works_offline(page, tmp_path):
         expect(p.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
         root = p.locator(".cw-root.cw-composition")
         expect(root).to_have_attribute("data-pair", "0,0,1,0")
-        canvas = root.locator("canvas.cw-comp-map")
-        g = canvas.evaluate("e => ({ml: +e.dataset.ml, mt: +e.dataset.mt, cell: +e.dataset.cell})")
-        canvas.click(position={"x": g["ml"] + 3.5 * g["cell"], "y": g["mt"] + 2.5 * g["cell"]})
-        expect(root).to_have_attribute("data-pair", "0,2,1,3", timeout=10_000)
-        lh.check_composition(ask, "wc", lh.wait_drawn(root, details__pair=[0, 2, 1, 3]))
-        expect(root.locator(".cw-pair-summary")).to_contain_text("L0H2 → L1H3")
+        click_map_cell(root, 0, 2)  # L1H0's map: the cell (layer 0, head 2) is the pair L0H2 -> L1H0
+        expect(root).to_have_attribute("data-pair", "0,2,1,0", timeout=10_000)
+        lh.check_composition(ask, "wc", lh.wait_drawn(root, details__pair=[0, 2, 1, 0]))
+        expect(root.locator(".cw-pair-summary")).to_contain_text("L0H2 → L1H0")
         expect(root.locator("canvas.cw-pattern-small")).to_have_count(3)
         assert p.evaluate("window.__cwLog.at(-1).found") is True
         p.screenshot(path=str(lh.ARTIFACTS / "composition_paths_ablation_export_composition.png"), full_page=True)
