@@ -191,6 +191,8 @@ def _gram_of(W: torch.Tensor, blocks: int = 4) -> torch.Tensor:
         row = Wi.T @ W[:, a:]  # [b - a, D - a]: the diagonal block and everything right of it
         G[a:b, a:] = row
         G[a:, a:b] = row.T
+        d = row[:, : b - a]
+        G[a:b, a:b] = (d + d.T) / 2  # exactly symmetric (a GEMM's own diagonal block need not be)
     return G
 
 
