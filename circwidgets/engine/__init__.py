@@ -27,7 +27,9 @@ from .circuits import (
     trace_copying_score,
 )
 from .composition import (
+    HeadComposition,
     composition_baseline,
+    composition_for_head,
     composition_scores,
     composition_scores_one_sided,
     top_composition_pairs,
@@ -97,7 +99,8 @@ __all__ = [
     "W_OV", "W_QK", "circuit_cores", "eigen_positivity", "eigenvalues", "full_ov", "full_qk", "positional_qk",
     "trace_copying_score", "FactoredMatrix", "check_offset", "keys_at", "offset_matrices", "offset_profile",
     # composition, virtual weights and heads, path expansion
-    "composition_baseline", "composition_scores", "composition_scores_one_sided",
+    "composition_baseline", "composition_for_head", "composition_scores", "composition_scores_one_sided",
+    "HeadComposition",
     "top_composition_pairs", "VirtualHead", "VirtualWeights",
     "virtual_heads", "virtual_weights", "PathTerms", "path_budget", "path_terms",
     "FrozenRun", "LogitPaths", "frozen_run", "logit_paths",
