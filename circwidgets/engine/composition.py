@@ -8,13 +8,17 @@ For an earlier head h1 (layer l1) and a later head h2 (layer l2 > l1), row conve
 
 with `W_OV = W_V W_O` and `W_QK = W_Q W_K^T` (identical to TransformerLens' `all_composition_scores`).
 
-How it is computed without any `d_model x d_model` product per pair: write the left matrix as
-`W_V W_O = Q_V (R_V W_O)` (reduced QR of `W_V`); `Q_V` has orthonormal columns, so it drops out of
-every Frobenius norm and the left matrix is replaced by the `d_head x d_model` block `R_V W_O`.
-Likewise the right matrix `X Y` (`X = W_Q, Y = W_K^T` for Q; `W_K, W_Q^T` for K; `W_V, W_O` for V)
-becomes the `d_model x d_head` block `X R_{Y^T}^T`. A pair's numerator is then the Frobenius norm of a
-`d_head x d_head` block of one GEMM `[heads_l1 * d_head, d_model] @ [d_model, later heads * d_head]`,
-done one earlier layer at a time (peak memory a few tens of MB at GPT-2-small size).
+How it is computed without any `d_model x d_model` product per pair: only Frobenius norms enter, and
+`||x y||_F = ||F y||_F` for any `F` with `FᵀF = xᵀx`, so each `d_model x d_head` factor on the outside of
+a product is replaced by a `d_head x d_head` one (`_sqrt_gram`: the Cholesky factor of the Gram matrix,
+formed in float64; R of a QR would do as well, at 40x the cost on a CPU). The earlier head's left
+matrix `W_V W_O` becomes `F_V W_O` (`d_head x d_model`); the later head's right matrix `X Y` (`X = W_Q,
+Y = W_K^T` for Q; `W_K, W_Q^T` for K; `W_V, W_O` for V; with the rotary offset matrix on the inside)
+becomes `X T` with `T` a small per-head factor (`_factors`). A pair's numerator is the Frobenius norm of
+`F_V (W_O X) T`: the `W_O X` blocks of all pairs come from one GEMM `[heads_l1 * d_head, d_model] @
+[d_model, later heads * d_head]` per earlier layer, against the shared K/V heads on grouped-query models
+(g times fewer FLOPs), then `T` per query head on `d_head x d_head` blocks. `composition_for_head` does
+the same for the pairs of one head only.
 LayerNorm models are folded first (see `prep`); biases do not enter.
 """
 

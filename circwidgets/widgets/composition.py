@@ -288,14 +288,20 @@ class Composition(CircuitWidget):
             return "Composition: this model has one layer (no composition)"
         mean, std = self.baseline
         top = ""
-        r = self.head_scores(self.layer, self.head)
-        for name, v, earlier in (("earlier", r.into, True), ("later", r.out_of, False)):
-            if torch.isfinite(v).any():
-                i = int(torch.nan_to_num(v, nan=-math.inf).flatten().argmax())
-                other = f"L{i // self.n_heads}H{i % self.n_heads}"
-                me = f"L{self.layer}H{self.head}"
-                a, b = (other, me) if earlier else (me, other)
-                top += f"; strongest with an {name} head {a} → {b} = {float(v.flatten()[i]):.3f}"
+        if self.n_layers * self.n_heads <= 256:  # all pairs are cheap: the strongest of them
+            s = self.score_matrix(self.kind, False)
+            if torch.isfinite(s).any():
+                idx = torch.nan_to_num(s, nan=-1.0).flatten().argmax()
+                l1, h1, l2, h2 = (int(x) for x in torch.unravel_index(idx, s.shape))
+                top = f"; strongest L{l1}H{h1} → L{l2}H{h2} = {float(s[l1, h1, l2, h2]):.3f}"
+        else:  # big models: the selected head's strongest partners (what the page has)
+            r = self.head_scores(self.layer, self.head)
+            for name, v, earlier in (("earlier", r.into, True), ("later", r.out_of, False)):
+                if torch.isfinite(v).any():
+                    i = int(torch.nan_to_num(v, nan=-math.inf).flatten().argmax())
+                    other, me = f"L{i // self.n_heads}H{i % self.n_heads}", f"L{self.layer}H{self.head}"
+                    a, b = (other, me) if earlier else (me, other)
+                    top += f"; strongest with an {name} head {a} → {b} = {float(v.flatten()[i]):.3f}"
         p = ""
         if self.pair:
             d = self.details
