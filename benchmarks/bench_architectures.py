@@ -110,7 +110,7 @@ def main() -> None:
             if args.compare:
                 compare_composition(model, comp, rows[-1], n_pairs)
             del comp
-            row("K-composition of one head with every other (the composition view's click, cold)", "",
+            row("K-composition of one head with every other (the composition view's click; factors cached)", "",
                 measure(engine.composition_for_head, model, L // 2, H // 3, "k", offset=0))
         if "skip" in steps:
             skip_step(model, row, rows)

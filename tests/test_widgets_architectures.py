@@ -132,6 +132,9 @@ def test_32_by_32_composition_sends_only_the_selected_heads_partners():
     full = engine.composition_scores(m, "k", offset=1)
     torch.testing.assert_close(focus_of(w), want_focus(full, 17, 5), equal_nan=True)
     assert w.pair[2:] == [17, 5] and w.details["raw"] == pytest.approx(float(full[tuple(w.pair)]), rel=1e-5)
+    # the text fallback names the selected head's strongest partners (all pairs are not computed for it)
+    i = int(torch.nan_to_num(full[17, 5], nan=-1.0).flatten().argmax())
+    assert f"L17H5 → L{i // 32}H{i % 32} = {float(full[17, 5].flatten()[i]):.3f}" in w.summary()
 
 
 def state_bytes(v) -> int:

@@ -11,7 +11,7 @@ with `W_OV = W_V W_O` and `W_QK = W_Q W_K^T` (identical to TransformerLens' `all
 How it is computed without any `d_model x d_model` product per pair: only Frobenius norms enter, and
 `||x y||_F = ||F y||_F` for any `F` with `FᵀF = xᵀx`, so each `d_model x d_head` factor on the outside of
 a product is replaced by a `d_head x d_head` one (`_sqrt_gram`: the Cholesky factor of the Gram matrix,
-formed in float64; R of a QR would do as well, at 40x the cost on a CPU). The earlier head's left
+formed in float64; R of a QR would do as well, at several times the cost on a CPU). The earlier head's left
 matrix `W_V W_O` becomes `F_V W_O` (`d_head x d_model`); the later head's right matrix `X Y` (`X = W_Q,
 Y = W_K^T` for Q; `W_K, W_Q^T` for K; `W_V, W_O` for V; with the rotary offset matrix on the inside)
 becomes `X T` with `T` a small per-head factor (`_factors`). A pair's numerator is the Frobenius norm of
@@ -59,9 +59,11 @@ def _sqrt_gram(x: torch.Tensor, chunk: int = 128) -> torch.Tensor:
     """`F [..., E, E]` with `FᵀF = xᵀx` for `x [..., D, E]`, returned in x's dtype: the Cholesky factor
     `Lᵀ` of the Gram matrix formed in float64 (for a singular Gram, e.g. a zero head, the symmetric
     square root `U Λ^½ Uᵀ` from `eigh`). Stands in for R of a QR wherever only norms `||F y|| = ||x y||`
-    matter (module docstring): measured on 512 heads of 2,048 x 64 on the loaded 2-core CPU, batched
-    QR took 12 s, batched eigh 12 s, this 0.3 s. The float64 Gram of float32 data is exact to rounding,
-    so F is as accurate as R; chunks of heads bound the float64 copy."""
+    matter (module docstring). Measured on the Llama-3.2-1B shape (2,048 x 64 heads; 2-core CPU, load
+    ~10): batched QR of W_V and W_Q per query head 12 s, batched eigh about the same, this 2.7 s for
+    W_V, W_K (per K/V head) and W_Q, most of it the float64 copy and Gram (Cholesky itself 0.15 s).
+    The float64 Gram of float32 data is exact to rounding, so F is as accurate as R; chunks of heads
+    bound the float64 copy."""
     lead, (D, E) = x.shape[:-2], x.shape[-2:]
     out = []
     for xs in x.reshape(-1, D, E).split(chunk):
