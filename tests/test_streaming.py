@@ -120,6 +120,10 @@ def test_composition_equals_eager(lazy, kind):
         torch.testing.assert_close(engine.composition_scores(lazy, kind, baseline=True, offset=off),
                                    engine.composition_scores(eager, kind, baseline=True, offset=off), rtol=1e-5,
                                    atol=1e-6, equal_nan=True)
+        one, want = engine.composition_for_head(lazy, 1, 2, kind, offset=off), engine.composition_for_head(
+            eager, 1, 2, kind, offset=off)  # one head's pairs: the streamed scores, sliced
+        torch.testing.assert_close(one.into, want.into, rtol=1e-5, atol=1e-6, equal_nan=True)
+        torch.testing.assert_close(one.out_of, want.out_of, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
 def test_skip_trigrams_equal_eager(lazy):
