@@ -321,7 +321,9 @@ def training_history(curves, step: int, pattern, labels: Sequence[str] | None = 
             a_heads.plot(steps, prev[:, layer, h], "--", color=colour, lw=2.0 if on else 0.6, alpha=0.8,
                          label=f"L{layer}H{h} previous-token" if on else None)
     a_heads.set_ylim(0, 1)
-    a_heads.set_ylabel("head score (solid induction, dashed previous-token; colour = layer)")
+    a_heads.set_ylabel("head score")
+    a_heads.set_title("induction (solid) and previous-token (dashed) score of every head; colour = layer",
+                      fontsize=8)
     a_heads.legend(fontsize=7)
     for ax in (a_loss, a_heads):
         ax.axvline(step, color="k", lw=1)

@@ -171,8 +171,8 @@ class TrainingCurves:
             raise ValueError("no evaluation record carries per-head scores ('induction', 'previous_token')")
         return cls([int(r["step"]) for r in recs], [_num(r.get("val_loss")) for r in recs],
                    [_num(r.get("icl_first")) for r in recs], [_num(r.get("icl_repeated")) for r in recs],
-                   torch.tensor([r["induction"] for r in recs], dtype=torch.float32),
-                   torch.tensor([r["previous_token"] for r in recs], dtype=torch.float32), "metrics")
+                   torch.tensor([r["induction"] for r in recs], dtype=torch.float64),
+                   torch.tensor([r["previous_token"] for r in recs], dtype=torch.float64), "metrics")
 
     @classmethod
     def from_snapshots(cls, scores: Sequence[SnapshotScores], loss_label: str = "loss") -> TrainingCurves:

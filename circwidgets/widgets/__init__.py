@@ -16,6 +16,6 @@ from .skip_trigrams import SkipTrigrams, skip_trigrams
 
 __all__ = [
     "Ablation", "AttentionPatterns", "CircuitExplorer", "CircuitWidget", "CircuitWidgetWarning", "Composition",
-    "Eigenvalues", "PathExpansion", "SkipTrigrams", "TrainingHistory", "TrainingMonitor", "ablation", "attention", "composition",
-    "eigenvalues", "explore", "paths", "save_html", "skip_trigrams", "training",
+    "Eigenvalues", "PathExpansion", "SkipTrigrams", "TrainingHistory", "TrainingMonitor", "ablation", "attention",
+    "composition", "eigenvalues", "explore", "paths", "save_html", "skip_trigrams", "training",
 ]
