@@ -122,9 +122,9 @@ function render({ model, el }) {
     }
     const snapInd = sd.induction?.[l]?.[hd], snapPrev = sd.previous_token?.[l]?.[hd];
     charts.replaceChildren(
-      lineChart(th, lossSeries, { title: `loss (nats; curves from ${c.source || "?"})`, kind: "loss", marker: at,
+      lineChart(th, lossSeries, { title: `loss (nats; curves from ${c.source || "?"}; ○ measured on the snapshot)`, kind: "loss", marker: at,
         points: [{ x: at, y: sd.icl_repeated, color: rgbCss(col.select) }] }),
-      lineChart(th, heads, { title: "every head's induction (solid) and previous-token (dashed) score", kind: "heads", y0: 0, y1: 1, marker: at,
+      lineChart(th, heads, { title: "every head's induction (solid) and previous-token (dashed) score; ○ the selected head, measured on the snapshot", kind: "heads", y0: 0, y1: 1, marker: at,
         points: [{ x: at, y: snapInd, color: rgbCss(col.fg) }, { x: at, y: snapPrev, color: rgbCss(col.fg) }] }),
     );
     // the selected head's pattern at the step its data are for (`shown.variant`)
