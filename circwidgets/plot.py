@@ -9,6 +9,7 @@ Token strings are drawn with mathtext off, so a `$` in a token stays a `$`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,9 +35,14 @@ def _fig(ax, figsize):
     return fig, fig.add_subplot()
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def show_ws(s: str) -> str:
-    """Visible whitespace, as the widgets show it (space ␣, newline ↵, tab ⇥)."""
-    return str(s).replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5").replace("\r", "\u240d")
+    """Visible whitespace, as the widgets show it (space ␣, newline ↵, tab ⇥, CR ␍, other control
+    characters · as in js/src/lib/text.js: no font has glyphs for them)."""
+    s = str(s).replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5").replace("\r", "\u240d")
+    return _CONTROL.sub("\u00b7", s)
 
 
 def _label(s: str, n: int = 12) -> str:
@@ -285,7 +291,8 @@ def training_curves(history: Sequence[dict], title: str = ""):
                 ax.plot(*zip(*pts), marker=".", label=lab)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # nothing logged yet (a monitor shown before its run): no legend
+            ax.legend(fontsize=7)
     if title:
         fig.suptitle(title).set_parse_math(False)
     return fig

@@ -84,8 +84,9 @@ def score_snapshots(snapshots: Sequence[tuple[int, ModelOrLoader]], n_seqs: int 
     """`snapshot_scores` of each `(step, model or a function loading it)`, with a progress bar."""
     from ._progress import tqdm
 
+    items = list(snapshots)
     return [snapshot_scores(_model(m), step, n_seqs, seed, eval_tokens)
-            for step, m in tqdm(list(snapshots), desc="scoring snapshots", leave=False)]
+            for step, m in tqdm(items, desc="scoring snapshots", leave=False, disable=len(items) < 4)]
 
 
 @dataclass

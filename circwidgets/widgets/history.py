@@ -189,8 +189,9 @@ class TrainingHistory(CircuitWidget):
     def _circuit_curves(self, circuit: list[int]) -> dict[str, Any]:
         from ..engine import progress_bar
 
+        # about 0.1 s a snapshot for the zoo's models: a bar only for long runs
         ms = [self.circuit_at(s, circuit) for s in progress_bar(self.run.steps, desc="circuit per snapshot",
-                                                                 leave=False, disable=None)]
+                                                                 leave=False, disable=len(self.run.steps) < 32)]
         return {"steps": list(self.run.steps), "circuit": list(circuit),
                 "ov": [_f(m.ov.positivity) for m in ms], "k_qk": [_f(m.k_qk.positivity) for m in ms],
                 "k_comp": [_f(m.k_composition) for m in ms], "baseline": list(ms[-1].baseline)}
