@@ -85,8 +85,10 @@ def test_lists_of_paths_models_and_pairs(run_dir):
 def test_a_directory_without_snapshots_says_how_to_keep_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="n_snapshots"):
         training_run(tmp_path)
-    with pytest.raises(KeyError, match="no shipped model"):
+    with pytest.raises(FileNotFoundError, match="zoo.training_run"):
         training_run("no-such-model")
+    with pytest.raises(KeyError, match="no shipped model"):
+        cw.training("no-such-model")
 
 
 def test_shipped_snapshots_by_name():

@@ -1,4 +1,4 @@
-"""Measurements of a model over its training snapshots (docs/ARCHITECTURE.md, "Training history").
+"""Measurements of a model over its training snapshots (docs/ARCHITECTURE.md §13).
 
 Nothing new is defined here: each snapshot is measured with the engine's one definition of each
 quantity, so a number in the history view equals the engine function called on that checkpoint.

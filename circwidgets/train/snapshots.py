@@ -3,8 +3,9 @@
 A `TrainingRun` is a name, its snapshots (`Snapshot`: a step and a model file or a model in memory,
 oldest first) and the metrics the trainer logged (a list of evaluation records, or None). Sources:
 
-- a shipped model's name: `cw.zoo.snapshots(name)` (`NAME.stepNNNNNN.safetensors`), plus the shipped
-  model itself when it is later than the last snapshot; metrics from the shipped file's metadata;
+- a shipped model's name: `circwidgets.zoo.training_run(name)` (its `NAME.stepNNNNNN.safetensors`, plus
+  the shipped model itself when it is later than the last snapshot; metrics from the shipped file's
+  metadata);
 - a trainer run directory (`Trainer(out_dir=...)`): `snapshots/step_XXXXXX.safetensors` and
   `metrics.json`;
 - a list of checkpoint paths, `Transformer`s, or `(step, path or Transformer)` pairs. A step not given
@@ -128,24 +129,20 @@ def _from_list(items: Sequence) -> TrainingRun:
 
 
 def training_run(source) -> TrainingRun:
-    """A `TrainingRun` from a shipped model's name, a trainer run directory, or a list of checkpoints
-    (module docstring)."""
+    """A `TrainingRun` from a trainer run directory or a list of checkpoints (module docstring); a shipped
+    model's runs come from `circwidgets.zoo.training_run(name)` (the zoo sits above this layer)."""
     if isinstance(source, TrainingRun):
         return source
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
-        if p.is_dir():
-            snaps = run_snapshots(p)
-            if not snaps:
-                raise FileNotFoundError(f"{p}: no snapshots/step_XXXXXX.safetensors (train with "
-                                        "TrainConfig(n_snapshots=N) and an out_dir to keep them)")
-            return TrainingRun(p.name, snaps, read_metrics(p))
-        if p.suffix == ".safetensors" or os.sep in str(source):
-            raise FileNotFoundError(f"{source}: not a run directory (pass a list to use single checkpoint files)")
-        from .. import zoo
-
-        return zoo.training_run(str(source))
+        if not p.is_dir():
+            raise FileNotFoundError(f"{source}: not a run directory (a list of checkpoint files works too; a "
+                                    "shipped model's snapshots: circwidgets.zoo.training_run(name))")
+        snaps = run_snapshots(p)
+        if not snaps:
+            raise FileNotFoundError(f"{p}: no snapshots/step_XXXXXX.safetensors (train with "
+                                    "TrainConfig(n_snapshots=N) and an out_dir to keep them)")
+        return TrainingRun(p.name, snaps, read_metrics(p))
     if isinstance(source, Sequence):
         return _from_list(list(source))
-    raise TypeError(f"expected a shipped model's name, a run directory or a list of checkpoints, "
-                    f"got {type(source).__name__}")
+    raise TypeError(f"expected a run directory or a list of checkpoints, got {type(source).__name__}")

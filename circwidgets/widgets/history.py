@@ -11,6 +11,8 @@ snapshots are found and loaded by `circwidgets.train.snapshots`.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -283,6 +285,16 @@ class TrainingHistory(CircuitWidget):
                                      title=f"{self.name} at step {self.step}")
 
 
+def _run(source) -> TrainingRun:
+    """A shipped model's name goes to the zoo; a run directory or a list to `train.snapshots`."""
+    if isinstance(source, str) and not Path(source).exists() and os.sep not in source \
+            and not source.endswith(".safetensors"):
+        from .. import zoo
+
+        return zoo.training_run(source)
+    return training_run(source)
+
+
 def training(source, step: int | None = None, circuit=None, layer: int | None = None, head: int | None = None,
              curves: str = "auto", eval_tokens=None) -> TrainingHistory:
     """TrainingHistory view of a training run: scrub its snapshots with a step slider.
@@ -295,5 +307,5 @@ def training(source, step: int | None = None, circuit=None, layer: int | None = 
     otherwise). circuit: [prev layer, prev head, ind layer, ind head] (default: the engine's detection
     at the last snapshot); layer / head: the head whose pattern is shown (default: the induction head).
     """
-    return TrainingHistory(training_run(source), step=step, circuit=circuit, layer=layer, head=head,
+    return TrainingHistory(_run(source), step=step, circuit=circuit, layer=layer, head=head,
                            curves=curves, eval_tokens=eval_tokens)
