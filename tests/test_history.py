@@ -289,6 +289,15 @@ def test_curves_are_json_without_nan(view):
     assert "NaN" not in text and not any(isinstance(x, float) and math.isnan(x) for x in view.curves["loss"])
 
 
+def test_only_a_few_snapshot_files_stay_loaded(view):
+    for step in view.steps:
+        view.snapshot(step)
+    loaded = [s.step for s in view.run.snapshots if s.model is not None]
+    assert len(loaded) <= view.keep_loaded + 1 and view.steps[-1] in loaded
+    first = view.run.snapshots[0]
+    assert first.model is None and view.snapshot(first.step) is first.model  # read again when asked for
+
+
 def test_snapshot_objects_need_a_source():
     with pytest.raises(ValueError, match="neither a path nor a model"):
         Snapshot(3).load()

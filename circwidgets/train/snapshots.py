@@ -46,6 +46,11 @@ class Snapshot:
             self.model = load_file(self.path).requires_grad_(False)
         return self.model
 
+    def release(self) -> None:
+        """Drop the loaded model when it can be read again from `path` (a model given in memory stays)."""
+        if self.path is not None:
+            self.model = None
+
 
 @dataclass
 class TrainingRun:

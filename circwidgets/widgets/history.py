@@ -64,6 +64,7 @@ class TrainingHistory(CircuitWidget):
     export_inputs = ("circuit", "step", "layer", "head")  # restore order
     page_schema = {"circuit": int_list(4)}
     cache_size = 256  # per (head, step) patterns
+    keep_loaded = 4  # snapshot models kept in memory (a 16-snapshot run of a vocabulary-8k model: ~20 MB each)
 
     name = traitlets.Unicode("").tag(sync=True)
     steps = traitlets.List(traitlets.Int(), []).tag(sync=True)
@@ -88,6 +89,7 @@ class TrainingHistory(CircuitWidget):
         self._scores: dict[int, SnapshotScores] = {}
         self._circuits: dict[tuple, CircuitMeasures] = {}
         self._patterns: dict[int, Any] = {}
+        self._loaded: list[int] = []  # snapshot indices in memory, least recently used first
         self.training_curves: TrainingCurves | None = None
         final = run.snapshots[-1].load()
         self._init_circuit = circuit
@@ -163,8 +165,17 @@ class TrainingHistory(CircuitWidget):
             raise ValueError(f"step={step!r} is not a snapshot step ({len(s)} snapshots: {few})") from None
 
     def snapshot(self, step: int | None = None):
-        """The model at snapshot `step` (default: the shown one)."""
-        return self.run.snapshots[self.index_of(self.step if step is None else step)].load()
+        """The model at snapshot `step` (default: the shown one). At most `keep_loaded` snapshot files
+        stay in memory (the least recently used others are read again when asked for)."""
+        i = self.index_of(self.step if step is None else step)
+        if i in self._loaded:
+            self._loaded.remove(i)
+        self._loaded.append(i)
+        while len(self._loaded) > self.keep_loaded:
+            j = self._loaded.pop(0)
+            if j != len(self.run.snapshots) - 1:  # the last one is the view's own model
+                self.run.snapshots[j].release()
+        return self.run.snapshots[i].load()
 
     def scores_at(self, step: int) -> SnapshotScores:
         """`engine.snapshot_scores` of snapshot `step` (cached)."""
