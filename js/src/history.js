@@ -6,7 +6,7 @@ import "./lib/common.css";
 import "./lib/panels.css";
 import "./history.css";
 import { lineChart } from "./lib/chart.js";
-import { mix, rgbCss, theme } from "./lib/color.js";
+import { inkOn, mix, rgbCss, seqColor, theme } from "./lib/color.js";
 import { decodeArray } from "./lib/decode.js";
 import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
@@ -39,7 +39,18 @@ function render({ model, el }) {
   const msg = messageArea(model);
   const charts = h("div", { cls: "cw-main cw-history-charts" });
   const patternBox = h("div", { cls: "cw-history-pattern" });
-  const grid = headGrid(model, { label: "select the head whose pattern is shown" });
+  // each head's cell: its induction score on the shown snapshot (text and colour)
+  const grid = headGrid(model, {
+    label: "select the head whose pattern is shown (cells: induction score at this step)",
+    paint(btn, l, hd) {
+      const sd = model.get("step_data") || {};
+      const v = sd.induction?.[l]?.[hd], col = seqColor(th, Number.isFinite(v) ? Math.max(0, Math.min(1, v)) : 0);
+      btn.textContent = Number.isFinite(v) ? v.toFixed(2).replace(/^0/, "") : "·";
+      btn.style.background = rgbCss(col);
+      btn.style.color = inkOn(th, col);
+      btn.title = `L${l}H${hd} at step ${sd.step}: induction ${fmt(v)}, previous-token ${fmt(sd.previous_token?.[l]?.[hd])}`;
+    },
+  });
   const early = [], late = [];
   for (let l = 0; l < nL; l++) for (let j = 0; j < nH; j++) { if (l < nL - 1) early.push([l, j]); if (l >= 1) late.push([l, j]); }
   const prevSel = headSelect("cw-prev-head", early, "the previous-token head (earlier layer)");
@@ -135,6 +146,7 @@ function render({ model, el }) {
     patternBox.replaceChildren(pp.el, h("div", { cls: "cw-legend cw-head-scores", text:
       `at step ${at}: induction ${fmt(snapInd)}, previous-token ${fmt(snapPrev)} (measured on this snapshot)` }));
     // the circuit at this step, and per snapshot
+    grid.refresh();
     const cir = model.get("circuit") || [];
     if (cir.length === 4) { prevSel.value = `${cir[0]},${cir[1]}`; indSel.value = `${cir[2]},${cir[3]}`; }
     const [l1, h1, l2, h2] = sd.circuit || cir;

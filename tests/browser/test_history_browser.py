@@ -74,39 +74,3 @@ def test_slider_play_and_menus_paint_the_kernels_numbers_of_each_step(page):
     root.scroll_into_view_if_needed()
     root.screenshot(path=str(lh.ARTIFACTS / "history.png"))
 
-
-def test_the_offline_export_scrubs_every_snapshot(tmp_path):
-    """`save_html` of the history view, opened on its own in Chromium with networking off: the slider
-    moves through every snapshot and each step paints the numbers the engine gives for it."""
-    if not lh.CHROMIUM:
-        pytest.skip("no Chromium found (install it with `make chromium`); browser tests skipped")
-    from playwright.sync_api import sync_playwright
-
-    import circwidgets as cw
-
-    ns: dict = {}
-    exec(SETUP.replace("print(", "_ = ("), ns)  # the same real training run, in this process  # noqa: S102
-    wh = cw.training(ns["OUT"])
-    ns["wh"] = wh
-    path = wh.save_html(tmp_path / "history.html")
-    ask = lh.local_asker(ns)
-    with sync_playwright() as p:
-        browser = lh.launch_browser(p)
-        ctx = browser.new_context(offline=True, viewport={"width": 1300, "height": 1000})
-        page = ctx.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(path.as_uri())
-        expect(page.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
-        root = page.locator(".cw-root.cw-history")
-        lh.check_history(ask, "wh", lh.wait_drawn(root, step=wh.steps[-1]))
-        root.locator("input.cw-step-slider").focus()
-        page.keyboard.press("Home")
-        for i, step in enumerate(wh.steps):
-            if i:
-                page.keyboard.press("ArrowRight")
-            lh.check_history(ask, "wh", lh.wait_drawn(root, step=step, pattern__step=step))
-        assert not errors, errors
-        root.screenshot(path=str(lh.ARTIFACTS / "history_offline.png"))
-        ctx.close()
-        browser.close()
