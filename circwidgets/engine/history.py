@@ -183,11 +183,3 @@ class TrainingCurves:
         return cls([s.step for s in scores], [_num(s.loss) for s in scores], [s.icl_first for s in scores],
                    [s.icl_repeated for s in scores], torch.stack([s.induction for s in scores]),
                    torch.stack([s.previous_token for s in scores]), "snapshots", loss_label)
-
-    def index_at(self, step: int) -> int:
-        """Index of the last evaluation at or before `step` (0 when all are later)."""
-        i = 0
-        for k, s in enumerate(self.steps):
-            if s <= step:
-                i = k
-        return i
