@@ -42,6 +42,9 @@ def resolve(model):
 
     if is_lazy(model) or not is_source(model):
         return model
+    lazy = getattr(model, "lazy", None)  # a LazySource: its checkpoint
+    if is_lazy(lazy):
+        return lazy
     hf = getattr(model, "lm", model)  # an NNsightSource
     hf = getattr(hf, "_module", hf)  # an nnsight LanguageModel
     hit = _RESOLVED.get(id(hf))

@@ -272,19 +272,26 @@ def _placeholder_tokenizer():
 
 def is_source(model: Any) -> bool:
     """Whether `model` should be run through an activation source rather than our hooks: an nnsight
-    model, a Hugging Face model, or a source already."""
-    if isinstance(model, (NNsightSource, TransformerSource)):
+    model, a Hugging Face model, a lazy checkpoint (`LazyModel`, run layer by layer), or a source already."""
+    from .lazy import is_lazy
+    from .lazy_source import LazySource
+
+    if isinstance(model, (NNsightSource, TransformerSource, LazySource)) or is_lazy(model):
         return True
     mod = type(model).__module__
     return mod.startswith("nnsight") or (mod.startswith("transformers") and isinstance(model, torch.nn.Module))
 
 
 def as_source(model: Any, remote: bool = False) -> ActivationSource:
-    """The activation source of `model` (an nnsight `LanguageModel`, a HF model, our `Transformer`)."""
+    """The activation source of `model` (an nnsight `LanguageModel`, a HF model, a `LazyModel`, our `Transformer`)."""
+    from .lazy import is_lazy
+    from .lazy_source import LazySource
     from .transformer import Transformer
 
-    if isinstance(model, (NNsightSource, TransformerSource)):
+    if isinstance(model, (NNsightSource, TransformerSource, LazySource)):
         return model
+    if is_lazy(model):
+        return LazySource(model)
     if isinstance(model, Transformer):
         return TransformerSource(model)
     return NNsightSource(model, remote=remote)

@@ -1,0 +1,207 @@
+"""A lazy checkpoint (`LazyModel`) as an activation source: the forward pass run one layer at a time.
+
+The engine's activation functions (attention patterns, head scores, ablation, patching, direct logit
+attribution; `circwidgets.engine.activations`) take any object with the activation-source interface
+(`nnsight_source.ActivationSource`). `LazySource` gives a `LazyModel` that interface, so the views
+that need a forward pass (the composition view's patterns, the attention view, ...) work on a
+checkpoint that is never in memory whole:
+
+- layer `l` is converted by `LazyModel.layer_module` (the converter's own code, unfolded weights,
+  attention and MLP, float32), run on the residual stream left by layer `l - 1` (substituted at its
+  `hook_resid_pre`), and freed; layer 0 also embeds the tokens (only their rows of the embedding
+  are read);
+- the logits, when a metric needs them, come from the final norm and blocks of unembedding rows
+  (`LazyModel.block_rows` at a time);
+- a pass that only needs patterns stops after the last layer asked for.
+
+So the numbers are those of `lazy.to_transformer()` (the eager model of the same checkpoint) up to
+float32 rounding, with peak memory one layer plus the residual stream. Each call reads the layers it
+needs from the memory-mapped files again (nothing is kept between calls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .config import ModelConfig
+from .hooks import get_act_name
+from .lazy import LazyModel
+
+__all__ = ["LazySource"]
+
+LayerHook = Callable[[torch.Tensor], torch.Tensor | None]
+
+
+class _Stop(Exception):
+    """Raised at a layer's `hook_resid_post`: the one-layer model's own (one-row) unembedding is not needed."""
+
+
+class LazySource:
+    """A `LazyModel` through the activation-source interface (module docstring).
+
+    `cfg`, `tokenizer`, `check_tokens` are the lazy model's; `patterns`, `run` and
+    `head_logit_attribution` run the forward pass layer by layer.
+    """
+
+    def __init__(self, lazy: LazyModel):
+        self.lazy = lazy
+        self.cfg: ModelConfig = lazy.cfg
+        self.tokenizer: Any = lazy.tokenizer
+
+    def __repr__(self) -> str:
+        return f"LazySource({str(self.lazy.path)!r})"
+
+    def check_tokens(self, tokens) -> torch.Tensor:
+        return self.lazy.check_tokens(tokens)
+
+    # ---------------------------------------------------------------- the forward pass
+    @torch.no_grad()
+    def forward(self, tokens, layer_hooks: dict[int, list[tuple[str, LayerHook]]] | None = None,
+                last_layer: int | None = None) -> torch.Tensor | None:
+        """Run the model on `tokens [batch, pos]` one layer at a time.
+
+        layer_hooks: `{layer: [(short hook name, fn), ...]}` with names as `get_act_name` takes them
+            ("pattern", "z", "result", ...); `fn(activation)` may return a replacement (same shape).
+        last_layer: stop after this layer's block (no logits: returns None); default run every
+            layer and return the logits `[batch, pos, d_vocab]` float32.
+        """
+        from tqdm.auto import tqdm
+
+        lazy, cfg = self.lazy, self.cfg
+        toks = self.check_tokens(tokens)
+        layer_hooks = layer_hooks or {}
+        n = cfg.n_layers if last_layer is None else last_layer + 1
+        big = cfg.n_layers * cfg.d_model * cfg.d_model > 5e8
+        rows, first_ids = toks.unique(return_inverse=True)  # layer 0 embeds these rows only
+        resid: torch.Tensor | None = None
+        for layer in tqdm(range(n), desc="forward pass, layer by layer", disable=not big, leave=False):
+            module = lazy.layer_module(layer, rows=rows if layer == 0 else None)
+            ids = first_ids if layer == 0 else torch.zeros_like(toks)  # later layers: the residual replaces the embedding
+            out: dict[str, torch.Tensor] = {}
+
+            def substitute(x, hp, resid=resid):
+                return resid
+
+            def keep(x, hp):
+                out["resid"] = x
+                raise _Stop
+
+            hooks: list = [] if layer == 0 else [("blocks.0.hook_resid_pre", substitute)]
+            for name, fn in layer_hooks.get(layer, ()):
+                hooks.append((get_act_name(name, 0), lambda x, hp, fn=fn: fn(x)))
+            hooks.append(("blocks.0.hook_resid_post", keep))
+            try:
+                module.run_with_hooks(ids, hooks)
+            except _Stop:
+                pass
+            resid = out["resid"]
+            del module
+        if last_layer is not None:
+            return None
+        return self._logits(resid)
+
+    def _final(self, rows) -> torch.nn.Module:
+        """A one-layer module holding the final norm and the unembedding rows `rows` (float32)."""
+        return self.lazy._convert(None, rows).to(torch.float32)
+
+    def _logits(self, resid: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        V = cfg.d_vocab
+        logits = torch.empty(*resid.shape[:-1], V, dtype=torch.float32)
+        x = None
+        for s in range(0, V, self.lazy.block_rows):
+            rows = slice(s, min(s + self.lazy.block_rows, V))
+            m = self._final(rows)
+            if x is None:
+                x = m._norm(resid, "ln_final", None)
+            block = x @ m.W_U.float()
+            if cfg.biases:
+                block = block + m.b_U.float()
+            logits[..., rows] = block
+        if cfg.final_softcap is not None:
+            logits = cfg.final_softcap * torch.tanh(logits / cfg.final_softcap)
+        return logits
+
+    # ---------------------------------------------------------------- the interface
+    @torch.no_grad()
+    def patterns(self, tokens, layers) -> dict[int, torch.Tensor]:
+        """`{layer: pattern [batch, head, query, key]}` of the given layers; stops after the last one."""
+        layers = sorted(set(int(l) for l in layers))
+        if not layers:
+            return {}
+        out: dict[int, torch.Tensor] = {}
+
+        def keep(layer):
+            def fn(p):
+                out[layer] = p.detach().float().clone()
+            return fn
+
+        self.forward(tokens, {l: [("pattern", keep(l))] for l in layers}, last_layer=layers[-1])
+        return out
+
+    @torch.no_grad()
+    def run(self, tokens, edits: dict | None = None, metric=None,
+            save_z: tuple[int, ...] = ()) -> tuple[float | None, dict[int, torch.Tensor]]:
+        """(metric value or None, `{layer: z [batch, pos, head, d_head]}` for `save_z`), with `edits[layer](z)`
+        replacing that layer's per-head outputs (as `NNsightSource.run`)."""
+        toks = self.check_tokens(tokens)
+        edits = edits or {}
+        zs: dict[int, torch.Tensor] = {}
+        hooks: dict[int, list] = {}
+        for l in sorted(set(edits) | set(save_z)):
+            def fn(z, l=l):
+                if l in save_z:
+                    zs[l] = z.detach().float().clone()
+                return edits[l](z.clone()) if l in edits else None
+            hooks[l] = [("z", fn)]
+        if metric is None:  # nothing past the last layer that was asked for
+            if hooks:
+                self.forward(toks, hooks, last_layer=max(hooks))
+            return None, zs
+        logits = self.forward(toks, hooks)
+        return float(torch.as_tensor(metric(logits, toks)).double().mean()), zs
+
+    @torch.no_grad()
+    def head_logit_attribution(self, tokens, pos: int, direction: torch.Tensor) -> torch.Tensor:
+        """`[batch, layer, head]`: each head's write at `pos` (`z_h W_O^h`) through the final norm with its
+        scale frozen (LN: centred first) and its weight, dotted with `direction` (an unembedding column)."""
+        cfg = self.cfg
+        writes: dict[int, torch.Tensor] = {}
+
+        def keep(layer):
+            def fn(result):  # [batch, pos, head, d_model]
+                writes[layer] = result[:, pos].detach().float().clone()
+            return fn
+
+        resid: dict[str, torch.Tensor] = {}
+
+        def keep_resid(x):
+            resid["final"] = x[:, pos].detach().float().clone()
+
+        hooks = {l: [("result", keep(l))] for l in range(cfg.n_layers)}
+        hooks[cfg.n_layers - 1].append(("resid_post", keep_resid))
+        self.forward(tokens, hooks, last_layer=cfg.n_layers - 1)
+        m = self._final(slice(0, 1))
+        r = resid["final"]
+        ln = cfg.normalization in ("LN", "LNPre")
+        if ln:
+            r = r - r.mean(-1, keepdim=True)
+        scale = (r.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt() if cfg.normalization else torch.ones(1)
+        w = m._parameters.get("ln_final_w")
+        u = direction.float() * (w.float() if w is not None else 1.0)
+        out = []
+        for l in range(cfg.n_layers):
+            x = writes[l]
+            if ln:
+                x = x - x.mean(-1, keepdim=True)
+            out.append((x / scale[:, None]) @ u)
+        return torch.stack(out, 1)
+
+    def unembed_direction(self, token) -> torch.Tensor:
+        """`W_U[:, token]` (or `W_U[:, a] - W_U[:, b]` for `(a, b)`), unfolded, float32 `[d_model]`."""
+        ids = list(token) if isinstance(token, (tuple, list)) else [token]
+        W_U = self._final(torch.tensor(ids)).W_U.float()
+        return W_U[:, 0] - W_U[:, 1] if len(ids) == 2 else W_U[:, 0]
