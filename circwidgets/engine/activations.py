@@ -66,27 +66,41 @@ def _by_layer(cfg, heads) -> dict[int, list[int]]:
     return out
 
 
-def _zero(hs: list[int]):
+def _replace(hs: list[int], kind: str, z_mean: torch.Tensor | None):
+    """The edit of one layer's z `[batch, pos, head, d_head]`: heads `hs` set to 0 ("zero") or to their
+    reference mean ("mean": `z_mean [head, d_head]`, or `[pos, head, d_head]` for means="batch")."""
+    from .interventions import _replacement
+
     def edit(z: torch.Tensor) -> torch.Tensor:
-        z[..., hs, :] = 0
+        for h in hs:
+            r = _replacement(z_mean, kind, z.shape[1], h)
+            z[..., h, :] = r.to(z.device, z.dtype) if isinstance(r, torch.Tensor) else r
         return z
     return edit
 
 
 @torch.no_grad()
 def ablate_heads(model, tokens, heads: Sequence[tuple[int, int]], kind: str = "zero", metric=None,
-                 remote: bool = False):
-    """`interventions.ablate_heads` on a source (zero ablation): `Effect(clean, ablated)` of `metric`
-    (default loss), two traces, each shipping back one number."""
-    from .interventions import Effect, loss_metric
+                 remote: bool = False, reference=None, means: str = "positions"):
+    """`interventions.ablate_heads` on a source: `Effect(clean, ablated)` of `metric` (default loss).
 
-    if kind != "zero":
-        raise NotImplementedError(f"kind={kind!r}: an nnsight source supports kind='zero' (mean ablation needs "
-                                  "the reference run's z of every head: use our own Transformer)")
+    kind "zero": two traces, each shipping back one number. kind "mean": the engine's definition
+    (each head's z replaced by its mean over `reference`, default `tokens`: over batch and positions,
+    or per position with means="batch"), one more trace that ships back the reference's z of the
+    ablated heads' layers (`[batch, pos, head, d_head]` each) to take the means here."""
+    from .interventions import Effect, _check_kind, loss_metric
+
+    _check_kind(kind, means)
     src = as_source(model, remote)
     toks = src.check_tokens(tokens)
     metric = metric or loss_metric
-    edits = {l: _zero(hs) for l, hs in _by_layer(src.cfg, heads).items()}
+    by_layer = _by_layer(src.cfg, heads)
+    z_mean: dict[int, torch.Tensor] = {}
+    if kind == "mean" and by_layer:
+        ref = toks if reference is None else src.check_tokens(reference)
+        _, zs = src.run(ref, save_z=tuple(sorted(by_layer)))
+        z_mean = {l: z.mean(0) if means == "batch" else z.mean((0, 1)) for l, z in zs.items()}
+    edits = {l: _replace(hs, kind, z_mean.get(l)) for l, hs in by_layer.items()}
     clean, _ = src.run(toks, metric=metric)
     ablated, _ = src.run(toks, edits=edits, metric=metric)
     return Effect(clean, ablated)

@@ -314,7 +314,7 @@ def ablate_heads(model: Transformer, tokens, heads: Sequence[tuple[int, int]], k
     if is_source(model):  # nnsight / Hugging Face model: through traces
         from . import activations
 
-        return activations.ablate_heads(model, tokens, heads, kind, metric)
+        return activations.ablate_heads(model, tokens, heads, kind, metric, reference=reference, means=means)
     toks, ref, metric = _prep(model, tokens, metric, reference, kind, means)
     hooks = ablation_hooks(model, _heads(model, heads), kind=kind, reference=ref, means=means)
     return _effect(model, toks, hooks, metric)
