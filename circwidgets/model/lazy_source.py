@@ -35,6 +35,11 @@ __all__ = ["LazySource"]
 LayerHook = Callable[[torch.Tensor], torch.Tensor | None]
 
 
+def _long(cfg: ModelConfig) -> bool:
+    """Whether a layer-by-layer pass over this model takes long enough for a progress bar."""
+    return cfg.n_layers * cfg.d_model * cfg.d_model > 5e8
+
+
 class _Stop(Exception):
     """Raised at a layer's `hook_resid_post`: the one-layer model's own (one-row) unembedding is not needed."""
 
@@ -74,10 +79,9 @@ class LazySource:
         toks = self.check_tokens(tokens)
         layer_hooks = layer_hooks or {}
         n = cfg.n_layers if last_layer is None else last_layer + 1
-        big = cfg.n_layers * cfg.d_model * cfg.d_model > 5e8
         rows, first_ids = toks.unique(return_inverse=True)  # layer 0 embeds these rows only
         resid: torch.Tensor | None = None
-        for layer in tqdm(range(n), desc="forward pass, layer by layer", disable=not big, leave=False):
+        for layer in tqdm(range(n), desc="forward pass, layer by layer", disable=not _long(cfg), leave=False):
             module = lazy.layer_module(layer, rows=rows if layer == 0 else None)
             ids = first_ids if layer == 0 else torch.zeros_like(toks)  # later layers: the residual replaces the embedding
             out: dict[str, torch.Tensor] = {}
