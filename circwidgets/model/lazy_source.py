@@ -83,13 +83,14 @@ class LazySource:
         resid: torch.Tensor | None = None
         for layer in tqdm(range(n), desc="forward pass, layer by layer", disable=not _long(cfg), leave=False):
             module = lazy.layer_module(layer, rows=rows if layer == 0 else None)
-            ids = first_ids if layer == 0 else torch.zeros_like(toks)  # later layers: the residual replaces the embedding
+            # later layers: the residual stream replaces the (one-row) embedding
+            ids = first_ids if layer == 0 else torch.zeros_like(toks)
             out: dict[str, torch.Tensor] = {}
 
             def substitute(x, hp, resid=resid):
                 return resid
 
-            def keep(x, hp):
+            def keep(x, hp, out=out):
                 out["resid"] = x
                 raise _Stop
 
