@@ -17,7 +17,7 @@ import torch
 
 from ..model.nnsight_source import as_source
 
-__all__ = ["ablate_heads", "attention_patterns", "direct_logit_attribution", "head_pattern", "patch_heads"]
+__all__ = ["ablate_heads", "ablate_path", "attention_patterns", "direct_logit_attribution", "head_pattern", "patch_heads"]
 
 
 def _check_layer_head(cfg, layer: int, head: int) -> tuple[int, int]:
@@ -149,3 +149,46 @@ def direct_logit_attribution(model, tokens, pos: int, token, remote: bool = Fals
             raise IndexError(f"token={t!r} is out of range: token ids are 0..{V - 1}")
     res = src.head_logit_attribution(toks, pos % P, src.unembed_direction(token))
     return res[0] if toks.shape[0] == 1 else res
+
+
+@torch.no_grad()
+def ablate_path(model, tokens, src: tuple[int, int], dst: tuple[int, int], kind="k", ablation: str = "zero",
+                metric=None, reference=None, remote: bool = False):
+    """`interventions.ablate_path` on an nnsight / Hugging Face source: the same cut (dst's queries / keys
+    / values recomputed inside the trace from the residual entering dst's layer minus src's write, or
+    minus its deviation from the reference mean, through the layer's first norm), `Effect(clean, ablated)`
+    with `Effect.notes` for grouped K/V. Mean ablation: one more trace sends back src's layer's z on
+    the reference."""
+    from ..model.nnsight_source import NNsightSource
+    from .interventions import Effect, PathCut, loss_metric
+
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    if not kinds or any(k not in ("q", "k", "v") for k in kinds):
+        raise ValueError(f"kind={kind!r} must be 'q', 'k', 'v' or a sequence of them")
+    if ablation not in ("zero", "mean"):
+        raise ValueError(f"ablation={ablation!r} must be 'zero' or 'mean'")
+    source = as_source(model, remote)
+    if not isinstance(source, NNsightSource):
+        raise NotImplementedError(f"ablate_path on {type(source).__name__}: path cuts run through nnsight models "
+                                  "(or our own Transformer); load a lazy checkpoint eagerly (lazy.to_transformer()) "
+                                  "to cut paths")
+    source.check_cuts_supported()
+    cfg = source.cfg
+    l1, h1 = _check_layer_head(cfg, *src)
+    l2, h2 = _check_layer_head(cfg, *dst)
+    if l1 >= l2:
+        raise ValueError(f"src={src!r} must be in an earlier layer than dst={dst!r}")
+    toks = source.check_tokens(tokens)
+    metric = metric or loss_metric
+    groups: dict = {}
+    for k in dict.fromkeys(kinds):  # grouped K/V: the cut recomputes dst's shared K/V head
+        stored = cfg.kv_head_of(h2) if cfg.grouped_kv and k != "q" else h2
+        groups.setdefault((l2, k), {}).setdefault(stored, []).append((l1, h1))
+    res_mean = None
+    if ablation == "mean":
+        res_mean = source.head_result_means(toks if reference is None else source.check_tokens(reference), [(l1, h1)])
+    clean, _ = source.run(toks, metric=metric)
+    cuts = [PathCut((l1, h1), (l2, h2), k) for k in dict.fromkeys(kinds)]
+    from .interventions import kv_group_notes
+
+    return Effect(clean, source.run_cuts(toks, groups, metric, res_mean), notes=kv_group_notes(source, cuts))
