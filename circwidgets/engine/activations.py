@@ -17,7 +17,8 @@ import torch
 
 from ..model.nnsight_source import as_source
 
-__all__ = ["ablate_heads", "ablate_path", "attention_patterns", "direct_logit_attribution", "head_pattern", "patch_heads"]
+__all__ = ["ablate_heads", "ablate_path",
+           "attention_patterns", "direct_logit_attribution", "head_pattern", "patch_heads"]
 
 
 def _check_layer_head(cfg, layer: int, head: int) -> tuple[int, int]:
