@@ -1,12 +1,15 @@
 """The activation functions on an activation source (`circwidgets.model.nnsight_source`): an nnsight
-`LanguageModel` (locally, on several GPUs with `device_map="auto"`, or remote with `remote=True`) or a
-Hugging Face model. `patterns`, `interventions` call into this module when handed one.
+`LanguageModel` (locally, on several GPUs with `device_map="auto"`, or remote with `remote=True`), a
+Hugging Face model, or a lazy checkpoint (`model.lazy_source`: the forward pass layer by layer).
+`patterns`, `interventions` and `heads` call into this module (or the source) when handed one.
 
 Each function asks the source for what it needs only: one layer's pattern for one head, the metric's
 value (computed inside the trace, next to the model) for ablation and patching, a `[layer, head]`
 table for direct logit attribution. Definitions are the engine's (docs/ARCHITECTURE.md): zero
-ablation sets a head's `z` to 0; patching copies one head's clean `z` (every position) into the
-corrupted run; direct logit attribution freezes the final norm's scale.
+ablation sets a head's `z` to 0, mean ablation to its mean over a reference (whose z is sent back by
+one more trace); patching copies one head's clean `z` (every position) into the corrupted run; a path
+cut recomputes the later head's q/k/v from the residual stream minus the earlier head's write (inside
+the trace); direct logit attribution freezes the final norm's scale.
 """
 
 from __future__ import annotations
