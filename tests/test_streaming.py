@@ -329,6 +329,20 @@ def test_activation_engine_on_a_lazy_model(lazy):
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_ablate_path_on_a_lazy_model(lazy, ablation):
+    """Path cuts in the layer-by-layer forward pass equal the eager model's (grouped K/V notes too)."""
+    eager = _eager(lazy)
+    toks = TOKS % lazy.cfg.d_vocab
+    ref = (TOKS.flip(1) * 3) % lazy.cfg.d_vocab
+    for src, dst, kind in (((0, 1), (2, 3), "k"), ((1, 2), (2, 0), "q"), ((0, 3), (1, 1), ("q", "k", "v"))):
+        got = engine.ablate_path(lazy, toks, src, dst, kind=kind, ablation=ablation, reference=ref)
+        want = engine.ablate_path(eager, toks, src, dst, kind=kind, ablation=ablation, reference=ref)
+        assert got.clean == pytest.approx(want.clean, rel=1e-5)
+        assert got.intervened == pytest.approx(want.intervened, rel=1e-5)
+        assert abs(want.delta) > 1e-5 and got.notes == want.notes
+
+
 def test_composition_view_on_a_lazy_model(lazy):
     """The composition view: streamed scores, patterns from the layer-by-layer forward pass, the virtual
     head from two layers' weights, all equal to the eager model's view."""

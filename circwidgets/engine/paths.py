@@ -55,7 +55,7 @@ def _refuse_streamed(model, what: str) -> None:
                         "model in memory. Load it eagerly (`lazy.to_transformer()` or `cw.from_hf(path)` for a "
                         "checkpoint directory, `cw.from_hf(hf_model)` for a Hugging Face model) if it fits; the "
                         "streamed alternatives are `engine.direct_logit_attribution` (each head's direct path) and "
-                        "`engine.ablate_heads` / `engine.patch_heads`")
+                        "`engine.ablate_heads` / `engine.ablate_path` / `engine.patch_heads`")
 
 __all__ = ["FrozenRun", "LogitPaths", "PathBar", "PathTerms", "frozen_run", "logit_paths", "path_budget", "path_terms"]
 

@@ -53,6 +53,7 @@ class LazySource:
 
     def __init__(self, lazy: LazyModel):
         self.lazy = lazy
+        self.current: Any = None  # during `forward`: the one-layer module being run
         self.cfg: ModelConfig = lazy.cfg
         self.tokenizer: Any = lazy.tokenizer
 
@@ -83,6 +84,7 @@ class LazySource:
         resid: torch.Tensor | None = None
         for layer in tqdm(range(n), desc="forward pass, layer by layer", disable=not _long(cfg), leave=False):
             module = lazy.layer_module(layer, rows=rows if layer == 0 else None)
+            self.current = module  # the layer being run (hooks that recompute from its weights read it)
             # later layers: the residual stream replaces the (one-row) embedding
             ids = first_ids if layer == 0 else torch.zeros_like(toks)
             out: dict[str, torch.Tensor] = {}
@@ -103,6 +105,7 @@ class LazySource:
             except _Stop:
                 pass
             resid = out["resid"]
+            self.current = None
             del module
         if last_layer is not None:
             return None
@@ -204,6 +207,77 @@ class LazySource:
                 x = x - x.mean(-1, keepdim=True)
             out.append((x / scale[:, None]) @ u)
         return torch.stack(out, 1)
+
+    # ---------------------------------------------------------------- path cuts
+    def check_cuts_supported(self) -> None:
+        """Every family `from_hf` converts can be cut (the layer modules are our own `Transformer`s)."""
+
+    @torch.no_grad()
+    def head_result_means(self, reference, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
+        """`{(l, h): mean over batch and positions of head h's write `result` [d_model]}` on `reference`."""
+        out: dict[tuple[int, int], torch.Tensor] = {}
+        by_layer: dict[int, list[int]] = {}
+        for l, h in heads:
+            by_layer.setdefault(l, []).append(h)
+
+        def keep(layer):
+            def fn(result):
+                for h in by_layer[layer]:
+                    out[(layer, h)] = result[:, :, h].mean((0, 1)).float().clone()
+            return fn
+
+        self.forward(reference, {l: [("result", keep(l))] for l in by_layer}, last_layer=max(by_layer))
+        return out
+
+    @torch.no_grad()
+    def run_cuts(self, tokens, groups: dict, metric, res_mean: dict | None = None) -> float:
+        """The metric of a forward pass with path cuts, `groups[(dst layer, kind)][stored head] = [src heads]`:
+        the hooks of `interventions.ablation_hooks` (dst's queries / keys / values recomputed from the
+        residual entering its layer minus the sources' `result`, through ln1), on the one-layer modules."""
+        from ..engine.interventions import _project
+
+        cfg = self.cfg
+        srcs_of = {}
+        for per in groups.values():
+            for srcs in per.values():
+                for l1, h1 in srcs:
+                    srcs_of.setdefault(l1, set()).add(h1)
+        store: dict[Any, torch.Tensor] = {}
+        hooks: dict[int, list] = {}
+
+        def keep_result(layer):
+            def fn(result):
+                for h in srcs_of[layer]:
+                    store[(layer, h)] = result[:, :, h]
+            return fn
+
+        def keep_resid(layer):
+            def fn(resid):
+                store[("resid_pre", layer)] = resid
+            return fn
+
+        def recompute(layer, which, per_head):
+            def fn(act):  # [batch, pos, head, d_head] per query head
+                module, act = self.current, act.clone()
+                for stored, srcs in per_head.items():
+                    removed = sum(store[s] - (res_mean[s] if res_mean else 0) for s in srcs)
+                    x = module.normalize(store[("resid_pre", layer)] - removed, "ln1", 0)
+                    if which != "v" and cfg.positional == "shortformer":
+                        x = x + module.W_pos[: x.shape[1]]
+                    new = _project(module, x, 0, which)[:, :, stored]
+                    readers = cfg.kv_group(stored) if cfg.grouped_kv and which != "q" else [stored]
+                    act[:, :, readers] = new[:, :, None].to(act.dtype)
+                return act
+            return fn
+
+        for (layer, which), per_head in groups.items():
+            hooks.setdefault(layer, [("resid_pre", keep_resid(layer))])
+        for (layer, which), per_head in groups.items():
+            hooks[layer].append((which, recompute(layer, which, per_head)))
+        for layer in srcs_of:  # after a dst layer's own hooks: its result comes after its q/k/v
+            hooks.setdefault(layer, []).append(("result", keep_result(layer)))
+        toks = self.check_tokens(tokens)
+        return float(torch.as_tensor(metric(self.forward(toks, hooks), toks)).double().mean())
 
     def unembed_direction(self, token) -> torch.Tensor:
         """`W_U[:, token]` (or `W_U[:, a] - W_U[:, b]` for `(a, b)`), unfolded, float32 `[d_model]`."""
