@@ -190,7 +190,8 @@ def ablate_path(model, tokens, src: tuple[int, int], dst: tuple[int, int], kind=
         groups.setdefault((l2, k), {}).setdefault(stored, []).append((l1, h1))
     res_mean = None
     if ablation == "mean":
-        res_mean = source.head_result_means(toks if reference is None else source.check_tokens(reference), [(l1, h1)])
+        ref = toks if reference is None else source.check_tokens(reference)
+        res_mean = source.head_result_means(ref, [(l1, h1)])
     clean, _ = source.run(toks, metric=metric)
     cuts = [PathCut((l1, h1), (l2, h2), k) for k in dict.fromkeys(kinds)]
     from .interventions import kv_group_notes

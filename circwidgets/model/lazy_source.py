@@ -270,7 +270,7 @@ class LazySource:
                 return act
             return fn
 
-        for (layer, which), per_head in groups.items():
+        for layer, _ in groups:
             hooks.setdefault(layer, [("resid_pre", keep_resid(layer))])
         for (layer, which), per_head in groups.items():
             hooks[layer].append((which, recompute(layer, which, per_head)))
