@@ -158,11 +158,11 @@ def direct_logit_attribution(model, tokens, pos: int, token, remote: bool = Fals
 @torch.no_grad()
 def ablate_path(model, tokens, src: tuple[int, int], dst: tuple[int, int], kind="k", ablation: str = "zero",
                 metric=None, reference=None, remote: bool = False):
-    """`interventions.ablate_path` on an nnsight / Hugging Face source or a lazy checkpoint: the same cut (dst's queries / keys
-    / values recomputed inside the trace from the residual entering dst's layer minus src's write, or
-    minus its deviation from the reference mean, through the layer's first norm), `Effect(clean, ablated)`
-    with `Effect.notes` for grouped K/V. Mean ablation: one more trace sends back src's layer's z on
-    the reference."""
+    """`interventions.ablate_path` on an nnsight / Hugging Face source or a lazy checkpoint: the same cut
+    (dst's queries / keys / values recomputed, inside the trace, from the residual entering dst's layer
+    minus src's write, or minus its deviation from the reference mean, through the layer's first norm),
+    `Effect(clean, ablated)` with `Effect.notes` for grouped K/V. Mean ablation: one more trace sends
+    back src's layer's z on the reference."""
     from ..model.lazy_source import LazySource
     from ..model.nnsight_source import NNsightSource
     from .interventions import Effect, PathCut, loss_metric
