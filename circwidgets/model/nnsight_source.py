@@ -11,7 +11,13 @@ The interface (`ActivationSource`) is what the engine needs and nothing more, so
   `z [batch, pos, head, d_head]` (the input of the output projection: its columns `h*d_head..` are
   head h), and the clean `z` of the layers in `save_z` (for patching);
 - `head_logit_attribution(tokens, pos, direction)`: each head's direct contribution to the logit
-  direction at `pos` (final norm scale frozen), computed inside the trace: `[batch, layer, head]`.
+  direction at `pos` (final norm scale frozen), computed inside the trace: `[batch, layer, head]`;
+- for path cuts (`engine.ablate_path`): `run_cuts(tokens, groups, metric, res_mean)`, the metric
+  of a run in which later heads' queries / keys / values are recomputed from the residual stream
+  minus earlier heads' writes, inside the trace, and `head_result_means(reference, heads)`.
+
+`model.lazy_source.LazySource` implements the same interface for a lazy checkpoint (the forward
+pass one layer at a time).
 
 Our `Transformer` implements the same operations with hooks (`TransformerSource`). Every trace body
 lives in this file (nnsight compiles `with` blocks from their source file).
