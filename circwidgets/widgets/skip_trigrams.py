@@ -89,7 +89,8 @@ class SkipTrigrams(CircuitWidget):
         return t
 
     def _variant(self) -> tuple:
-        return (self.n_rows, self.top_n)
+        # the search result is part of each head's payload: the page's cache keys name the query too
+        return (self.n_rows, self.top_n, self.query)
 
     def _payload(self, layer: int, head: int) -> dict[str, Any]:
         t = self.table(layer, head)
@@ -123,16 +124,16 @@ class SkipTrigrams(CircuitWidget):
 
     @traitlets.observe("query")
     def _on_query(self, change) -> None:
-        if not change["new"]:
-            self.found = {}
+        if self._broken:
             return
-        try:
-            self.found = self._lookup(self.table(), change["new"])
-            self.error = ""
-        except Exception as e:  # noqa: BLE001 - unknown token: a message, not a dead comm
-            self.found = {}
-            self._report(f"search: {e}")
-        self._results.clear()  # cached payloads carry the old search
+        ok = True
+        if change["new"]:
+            try:
+                self._lookup(self.table(), change["new"])
+            except Exception as e:  # noqa: BLE001 - unknown token: a message, not a dead comm
+                ok = False
+                self._report(f"search: {e}")
+        self._refresh(keep_error=not ok)  # the payload (rows + found) under the new query's cache key
 
     def summary(self) -> str:
         lines = [f"SkipTrigrams: layer {self.layer} head {self.head}, top sources A … B → C "
