@@ -106,23 +106,22 @@ def _compact_run(model: Transformer, toks: torch.Tensor, hooks: list, top_k: int
     x = final[0]  # [batch, pos, d_model]
     B, P = toks.shape
     k = min(top_k, cfg.d_vocab)
-    lt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32  # as `per_token_loss`
-    loss = torch.empty(B, P - 1, dtype=lt)
     ids = torch.empty(B, P, k, dtype=torch.long)
     probs = torch.empty(B, P, k, dtype=torch.float64)
     top_logits = torch.empty(B, P, k, dtype=torch.float64)
     finite = torch.empty(B, P)  # 0 where a position's logits are all finite, NaN where not
+    losses = []
     for a in range(0, P, _CHUNK):
         b = min(P, a + _CHUNK)
-        logits = model.unembed(x[:, a:b])  # [batch, chunk, d_vocab]
+        e = min(P, b + 1)  # one row more: the loss at b - 1 reads the token at b
+        ext = model.unembed(x[:, a:e])  # [batch, e - a, d_vocab]
+        losses.append(per_token_loss(ext, toks[:, a:e]))  # positions a .. e - 2
+        logits = ext[:, : b - a]
         finite[:, a:b] = torch.where(logits.isfinite().all(-1), 0.0, float("nan"))
-        n = min(b, P - 1) - a  # positions of this chunk with a next token
-        if n > 0:  # -log p(tokens[i + 1] | ..i), log-softmax in float32 at least (`per_token_loss`)
-            lp = logits[:, :n].to(lt).log_softmax(-1)
-            loss[:, a:a + n] = -lp.gather(-1, toks[:, a + 1:a + n + 1, None])[..., 0]
         lg = logits.double()
         p, i = lg.softmax(-1).topk(k, dim=-1)
         ids[:, a:b], probs[:, a:b], top_logits[:, a:b] = i, p, lg.gather(-1, i)
+    loss = torch.cat(losses, 1)
     _check.check_finite_output("ablated run: logits", finite, axes=("batch", "position"), model=model, tokens=toks)
     return AblatedRun(tokens=toks, logits=None, token_loss=loss, notes=notes, top_ids=ids, top_probs=probs,
                       top_logits=top_logits)
