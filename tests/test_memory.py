@@ -135,3 +135,15 @@ def test_finiteness_is_checked_again_after_an_in_place_change():
         m.W_V[0, 0, 0, 0] = float("nan")  # bumps the parameter's version counter
     with pytest.raises(ValueError, match="W_V"):
         check_finite(m)
+
+
+def test_skip_trigram_tables_are_bounded_by_bytes():
+    m = random_model(n_layers=2, n_heads=2, d_model=16, d_head=4, d_vocab=50, seed=6)
+    w = cw.skip_trigrams(m, 0, 0)
+    from circwidgets.widgets.skip_trigrams import _table_bytes
+
+    w.table_cache_bytes = int(2.5 * _table_bytes(w.table()))  # room for two tables, not three
+    for lh in ((0, 1), (1, 0), (1, 1)):
+        w.select(*lh)
+    assert len(w._tables) == 2 and (1, 1, 0) in w._tables  # the shown head's table is kept
+    assert [r["source_id"] for r in w.rows] == [r.source for r in w.table(1, 1).rows(0, len(w.rows))]

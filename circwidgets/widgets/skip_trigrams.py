@@ -32,6 +32,12 @@ def _row_dict(model: Transformer, r: SkipTrigramRow) -> dict:
     }
 
 
+def _table_bytes(t: SkipTrigramTable) -> int:
+    """Bytes of the tensors a table holds (its factors and per-token arrays)."""
+    return sum(x.nbytes for x in [*t._f.values(), t.top_qk, t.top_ov, t.strength, t.order, t._rank]
+               if isinstance(x, torch.Tensor))
+
+
 class SkipTrigrams(CircuitWidget):
     """The skip-trigram table of the selected head (`engine.skip_trigrams`).
 
@@ -46,6 +52,8 @@ class SkipTrigrams(CircuitWidget):
     _front_end = "skip_trigrams"
     page_inputs = ("query", "n_rows", "top_n")
     table_cache_size = 4  # a table holds 4 d_vocab x d_head float32 factors (51 MB each for GPT-2 small)
+    table_cache_bytes = 128 * 2**20  # and at most this many bytes of them (2 tables at GPT-2 size; the page's
+    # prefetch asks for 4 neighbours, whose rows stay in the payload cache while their tables may go)
 
     rows = traitlets.List([]).tag(sync=True)
     n_rows = traitlets.Int(PAGE).tag(sync=True)
@@ -84,8 +92,9 @@ class SkipTrigrams(CircuitWidget):
         t = engine_skip_trigrams(self.model, *key[:2], k=PAGE, n_dest=self.n_dest, n_out=self.n_out,
                                  vocab=self.vocab())
         self._tables[key] = t
-        while len(self._tables) > self.table_cache_size:
-            self._tables.popitem(last=False)
+        while len(self._tables) > 1 and (len(self._tables) > self.table_cache_size
+                                         or sum(map(_table_bytes, self._tables.values())) > self.table_cache_bytes):
+            self._tables.popitem(last=False)  # least recently used first; the newest always stays
         return t
 
     def _variant(self) -> tuple:
