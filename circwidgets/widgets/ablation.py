@@ -125,6 +125,8 @@ class Ablation(CircuitWidget):
     def ablated(self) -> AblatedRun:
         """The engine's run under the current state (heads off, paths cut, zero / mean)."""
         heads, cuts = self._state()
+        if not heads and not cuts and self._clean is not None:
+            return self._clean  # nothing ablated: the model's own run, already made (one forward pass, not two)
 
         def run():
             return ablated_run(self.model, self.tokens[None], heads=heads, paths=cuts, kind=self.ablation,
