@@ -149,7 +149,9 @@ export function drawPattern(canvas, th, opts) {
   const { A, N, packed = false, vmax = 1, scale = "linear", labels = [], marks = {}, entry = null } = opts;
   const geom = patternGeometry(N, opts);
   const { ml, mt, S } = geom;
-  const image = entry ? prepareImage(entry, th, scale).image : paintPixels(offscreen, th, { A, N, packed, vmax, scale });
+  // an entry's pixels are painted once (from the values given here), then only scaled onto the canvas
+  const image = entry ? (entry.image ||= paintPixels(document.createElement("canvas"), th, { A, N, packed, vmax, scale }))
+    : paintPixels(offscreen, th, { A, N, packed, vmax, scale });
   const W = ml + S + 4, H = mt + S + 4;
   const ctx = hidpi(canvas, W, H);
   ctx.fillStyle = th.css.bg;
