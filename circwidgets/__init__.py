@@ -40,7 +40,8 @@ def load(name_or_path: str | os.PathLike, device: str = "cpu", **kwargs) -> Tran
 _SUBPACKAGES = ("engine", "plot", "train", "widgets", "zoo")
 _VIEWS = ("attention", "eigenvalues", "skip_trigrams", "composition", "paths", "ablation", "explore",
           "AttentionPatterns", "Eigenvalues", "SkipTrigrams", "Composition", "PathExpansion", "Ablation",
-          "CircuitExplorer", "TrainingMonitor", "CircuitWidget", "CircuitWidgetWarning", "save_html")
+          "CircuitExplorer", "TrainingHistory", "TrainingMonitor", "training", "CircuitWidget", "CircuitWidgetWarning",
+          "save_html")
 
 
 def __getattr__(name: str):

@@ -9,6 +9,7 @@ Token strings are drawn with mathtext off, so a `$` in a token stays a `$`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,9 +35,14 @@ def _fig(ax, figsize):
     return fig, fig.add_subplot()
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def show_ws(s: str) -> str:
-    """Visible whitespace, as the widgets show it (space ␣, newline ↵, tab ⇥)."""
-    return str(s).replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5").replace("\r", "\u240d")
+    """Visible whitespace, as the widgets show it (space ␣, newline ↵, tab ⇥, CR ␍, other control
+    characters · as in js/src/lib/text.js: no font has glyphs for them)."""
+    s = str(s).replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5").replace("\r", "\u240d")
+    return _CONTROL.sub("\u00b7", s)
 
 
 def _label(s: str, n: int = 12) -> str:
@@ -285,7 +291,63 @@ def training_curves(history: Sequence[dict], title: str = ""):
                 ax.plot(*zip(*pts), marker=".", label=lab)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # nothing logged yet (a monitor shown before its run): no legend
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title).set_parse_math(False)
+    return fig
+
+
+def training_history(curves, step: int, pattern, labels: Sequence[str] | None = None, circuit: dict | None = None,
+                     head: tuple[int, int] | None = None, title: str = ""):
+    """The history view at one step: loss and in-context-loss curves, every head's induction
+    (solid) and previous-token (dashed) score over training, `head`'s `pattern` `[query, key]` at
+    that step, and the induction circuit's positivities and K-composition score per snapshot
+    (`circuit`: `{"steps", "ov", "k_qk", "k_comp", "baseline", "circuit"}`); the current `step` is a
+    vertical line. `curves`: an `engine.TrainingCurves`."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 6.5), layout="constrained")
+    (a_loss, a_heads), (a_pat, a_circ) = fig.subplots(2, 2)
+    steps = np.asarray(curves.steps)
+    for ys, lab, style in ((curves.loss, curves.loss_label, "-"), (curves.icl_first, "in-context: first copy", "--"),
+                           (curves.icl_repeated, "in-context: repeated copy", ":")):
+        y = np.asarray(ys, dtype=float)
+        if np.isfinite(y).any():
+            a_loss.plot(steps, y, style, marker=".", label=lab)
+    a_loss.set_ylabel("loss (nats)")
+    a_loss.legend(fontsize=7)
+    ind, prev = _np(curves.induction), _np(curves.previous_token)
+    L, H = ind.shape[1:]
+    for layer in range(L):
+        for h in range(H):
+            on = head == (layer, h)
+            colour = f"C{layer % 10}"
+            a_heads.plot(steps, ind[:, layer, h], "-", color=colour, lw=2.5 if on else 0.9,
+                         label=f"L{layer}H{h} induction" if on else None)
+            a_heads.plot(steps, prev[:, layer, h], "--", color=colour, lw=2.0 if on else 0.6, alpha=0.8,
+                         label=f"L{layer}H{h} previous-token" if on else None)
+    a_heads.set_ylim(0, 1)
+    a_heads.set_ylabel("head score")
+    a_heads.set_title("induction (solid) and previous-token (dashed) score of every head; colour = layer",
+                      fontsize=8)
+    a_heads.legend(fontsize=7)
+    for ax in (a_loss, a_heads):
+        ax.axvline(step, color="k", lw=1)
+        ax.set_xlabel("step")
+    lab = f"L{head[0]}H{head[1]}" if head else "head"
+    attention_pattern(pattern, labels, title=f"{lab} on BOS + r + r at step {step}", ax=a_pat)
+    if circuit:
+        cs = np.asarray(circuit["steps"])
+        l1, h1, l2, h2 = circuit["circuit"]
+        for key, name in (("ov", f"L{l2}H{h2} OV positivity"), ("k_qk", f"K-comp. QK positivity via L{l1}H{h1}"),
+                          ("k_comp", f"K-composition L{l1}H{h1}→L{l2}H{h2}")):
+            a_circ.plot(cs, np.asarray(circuit[key], dtype=float), marker="o", label=name)
+        a_circ.axhline(circuit["baseline"][0], color="grey", lw=0.8, ls=":", label="K-composition baseline")
+        a_circ.axvline(step, color="k", lw=1)
+        a_circ.set_xlabel("step")
+        a_circ.legend(fontsize=7)
+        a_circ.set_title("induction circuit per snapshot")
     if title:
         fig.suptitle(title).set_parse_math(False)
     return fig

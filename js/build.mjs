@@ -17,7 +17,7 @@ const SRC = join(HERE, "src");
 const STATIC = resolve(HERE, "..", "circwidgets", "static");
 
 /** One entry module per view: anywidget loads one ES module (and one stylesheet) per widget class. */
-export const VIEWS = ["attention", "eigenvalues", "skip_trigrams", "composition", "paths", "ablation", "monitor"];
+export const VIEWS = ["attention", "eigenvalues", "skip_trigrams", "composition", "paths", "ablation", "monitor", "history"];
 
 function options(outdir, dev) {
   const common = {

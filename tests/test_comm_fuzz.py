@@ -38,6 +38,8 @@ W = {
     "attention": cw.attention(_m, _t), "eigenvalues": cw.eigenvalues(_m), "skip_trigrams": cw.skip_trigrams(_m),
     "composition": cw.composition(_m, _t), "ablation": cw.ablation(_m, _t, corrupted=[5, 2, 3, 4, 5, 2, 3, 4]),
     "paths": cw.paths(_m, _t), "monitor": TrainingMonitor(),
+    "history": cw.training([(0, random_model(dtype=torch.float32, n_layers=2, d_model=16, n_heads=2, d_head=8,
+                                             d_vocab=20, n_ctx=12, seed=3)), (10, _m)]),
 }
 _x = cw.explore(_m, _t, panels=("attention", "paths"))
 W["explorer.paths"] = _x.panels["paths"]
@@ -61,12 +63,14 @@ KINDS = {
                  "position": "int"},
     "paths": {"layer": "int", "head": "int", "position": "int", "target": "int", "path": "pairs", "query": "str"},
     "monitor": {"stop_requested": "bool"},
+    "history": {"layer": "int", "head": "int", "step": "int", "circuit": "int4"},
 }
 KINDS["explorer.paths"] = KINDS["paths"]
 KERNEL_ONLY = {"attention": ["scores", "labels", "n_layers"], "paths": ["terms", "total", "error"],
                "monitor": ["status", "steps", "error"], "ablation": ["loss", "effects"],
                "composition": ["details", "scores"], "eigenvalues": ["eigs", "positivity"],
-               "skip_trigrams": ["rows", "d_vocab"], "explorer.paths": ["pattern"]}
+               "skip_trigrams": ["rows", "d_vocab"], "explorer.paths": ["pattern"],
+               "history": ["steps", "curves", "step_data"]}
 
 
 def well_typed(kind: str, v) -> bool:

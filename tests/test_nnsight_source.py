@@ -147,7 +147,11 @@ def test_remote_switch_reaches_every_trace(pair, monkeypatch):
     engine.activations.head_pattern(src, TOKS, 1, 0)
     engine.activations.ablate_heads(src, TOKS, [(0, 0)])
     engine.activations.direct_logit_attribution(src, TOKS, -1, 3)
-    assert seen and all(r is True for r in seen)
+    n = len(seen)
+    engine.ablate_heads(src, TOKS, [(1, 2)], kind="mean")  # reference z, clean, ablated
+    engine.head_scores(src, "induction", seq_len=5, n_seqs=1)
+    engine.ablate_path(src, TOKS, (0, 1), (1, 2), kind="k", ablation="mean")  # reference z, clean, cut
+    assert len(seen) == n + 7 and all(r is True for r in seen)
 
 
 def test_hf_model_with_device_map_is_a_source(tmp_path):
@@ -180,3 +184,59 @@ def test_weight_views_of_the_same_object(pair, tmp_path):
     assert isinstance(streaming.resolve(loaded), LazyModel)
     torch.testing.assert_close(engine.composition_scores(loaded, "v"), engine.composition_scores(ours, "v"),
                                rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("means", ["positions", "batch"])
+def test_mean_ablation_equal(pair, means):
+    """Mean ablation through nnsight: the reference's z comes back from one trace, the means are taken as
+    the engine takes them, and the ablated run equals the engine's on the converted model."""
+    _, lm, ours = pair
+    heads = [(0, 1), (2, 3), (2, 0)]
+    ref = torch.randint(1, 97, (3, 11), generator=torch.Generator().manual_seed(5))
+    got = engine.ablate_heads(lm, TOKS, heads, kind="mean", reference=ref, means=means)
+    want = engine.ablate_heads(ours, TOKS, heads, kind="mean", reference=ref, means=means)
+    assert got.clean == pytest.approx(want.clean, rel=1e-5)
+    assert got.intervened == pytest.approx(want.intervened, rel=1e-5)
+    zero = engine.ablate_heads(ours, TOKS, heads)
+    assert abs(want.intervened - zero.intervened) > 1e-4  # mean is not zero ablation
+    # default reference: the tokens themselves
+    own = engine.ablate_heads(lm, TOKS, heads, kind="mean")
+    assert own.intervened == pytest.approx(engine.ablate_heads(ours, TOKS, heads, kind="mean").intervened, rel=1e-5)
+    with pytest.raises(ValueError, match="means"):
+        engine.ablate_heads(lm, TOKS, heads, kind="mean", means="tokens")
+
+
+def test_head_scores_equal(pair):
+    """Induction / previous-token / duplicate-token scores on repeated tokens, patterns through nnsight."""
+    _, lm, ours = pair
+    got = engine.all_head_scores(lm, n_seqs=2)
+    want = engine.all_head_scores(ours, n_seqs=2)
+    assert set(got) == set(want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(engine.head_scores(lm, "induction", seq_len=7, n_seqs=3),
+                               engine.head_scores(ours, "induction", seq_len=7, n_seqs=3), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["q", "k", "v", ("q", "k", "v")])
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_ablate_path_equal(pair, kind, ablation):
+    """A path cut inside the nnsight trace (dst's q/k/v recomputed from the residual minus src's write,
+    through the first norm) equals the engine's cut on the converted model; grouped K/V notes too."""
+    _, lm, ours = pair
+    ref = torch.randint(1, 97, (2, 11), generator=torch.Generator().manual_seed(7))
+    for src, dst in (((0, 1), (2, 3)), ((1, 2), (2, 0))):
+        got = engine.ablate_path(lm, TOKS, src, dst, kind=kind, ablation=ablation, reference=ref)
+        want = engine.ablate_path(ours, TOKS, src, dst, kind=kind, ablation=ablation, reference=ref)
+        assert got.clean == pytest.approx(want.clean, rel=1e-5)
+        assert got.intervened == pytest.approx(want.intervened, rel=1e-5, abs=1e-6)
+        assert abs(want.delta) > 1e-5  # the cut did something
+        assert got.notes == want.notes
+
+
+def test_ablate_path_refusals(pair):
+    _, lm, _ = pair
+    with pytest.raises(ValueError, match="earlier layer"):
+        engine.ablate_path(lm, TOKS, (2, 0), (1, 0))
+    with pytest.raises(ValueError, match="kind"):
+        engine.ablate_path(lm, TOKS, (0, 0), (1, 0), kind="x")

@@ -499,12 +499,14 @@ def test_every_trait_a_front_end_sets_is_a_page_input():
         Eigenvalues,
         PathExpansion,
         SkipTrigrams,
+        TrainingHistory,
         TrainingMonitor,
     )
 
     src = Path(__file__).resolve().parents[1] / "js" / "src"
     views = {"attention": AttentionPatterns, "eigenvalues": Eigenvalues, "skip_trigrams": SkipTrigrams,
-             "composition": Composition, "paths": PathExpansion, "ablation": Ablation, "monitor": TrainingMonitor}
+             "composition": Composition, "paths": PathExpansion, "ablation": Ablation, "monitor": TrainingMonitor,
+             "history": TrainingHistory}
     for name, cls in views.items():
         set_by_page = set(re.findall(r"""model\.set\(\s*["'](\w+)["']""", (src / f"{name}.js").read_text()))
         declared = set(cls.page_inputs) | set(getattr(cls, "export_inputs", ()))

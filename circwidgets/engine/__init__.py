@@ -55,6 +55,15 @@ from .heads import (
     repeated_tokens,
     scores_by_length,
 )
+from .history import (
+    CircuitMeasures,
+    SnapshotScores,
+    TrainingCurves,
+    circuit_measures,
+    default_circuit,
+    score_snapshots,
+    snapshot_scores,
+)
 from .induction import (
     DiagonalStats,
     PositionalProfile,
@@ -110,6 +119,9 @@ __all__ = [
     # the induction mechanism in the weights
     "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_positions",
     "k_composition_qk", "ov_copying", "positional_qk_profile", "strongest_induction_head",
+    # the same quantities over training snapshots
+    "CircuitMeasures", "SnapshotScores", "TrainingCurves", "circuit_measures", "default_circuit",
+    "score_snapshots", "snapshot_scores",
     # interventions (one implementation: ablation_hooks) and metrics
     "AblatedRun", "Effect", "LogitAttribution", "PatchingReport", "PathCut", "ablate_heads", "ablate_path",
     "ablated_run", "ablation_hooks", "ablation_table", "direct_logit_attribution", "logit_attribution",

@@ -1,12 +1,15 @@
 """The activation functions on an activation source (`circwidgets.model.nnsight_source`): an nnsight
-`LanguageModel` (locally, on several GPUs with `device_map="auto"`, or remote with `remote=True`) or a
-Hugging Face model. `patterns`, `interventions` call into this module when handed one.
+`LanguageModel` (locally, on several GPUs with `device_map="auto"`, or remote with `remote=True`), a
+Hugging Face model, or a lazy checkpoint (`model.lazy_source`: the forward pass layer by layer).
+`patterns`, `interventions` and `heads` call into this module (or the source) when handed one.
 
 Each function asks the source for what it needs only: one layer's pattern for one head, the metric's
 value (computed inside the trace, next to the model) for ablation and patching, a `[layer, head]`
 table for direct logit attribution. Definitions are the engine's (docs/ARCHITECTURE.md): zero
-ablation sets a head's `z` to 0; patching copies one head's clean `z` (every position) into the
-corrupted run; direct logit attribution freezes the final norm's scale.
+ablation sets a head's `z` to 0, mean ablation to its mean over a reference (whose z is sent back by
+one more trace); patching copies one head's clean `z` (every position) into the corrupted run; a path
+cut recomputes the later head's q/k/v from the residual stream minus the earlier head's write (inside
+the trace); direct logit attribution freezes the final norm's scale.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import torch
 
 from ..model.nnsight_source import as_source
 
-__all__ = ["ablate_heads", "attention_patterns", "direct_logit_attribution", "head_pattern", "patch_heads"]
+__all__ = ["ablate_heads", "ablate_path",
+           "attention_patterns", "direct_logit_attribution", "head_pattern", "patch_heads"]
 
 
 def _check_layer_head(cfg, layer: int, head: int) -> tuple[int, int]:
@@ -66,27 +70,41 @@ def _by_layer(cfg, heads) -> dict[int, list[int]]:
     return out
 
 
-def _zero(hs: list[int]):
+def _replace(hs: list[int], kind: str, z_mean: torch.Tensor | None):
+    """The edit of one layer's z `[batch, pos, head, d_head]`: heads `hs` set to 0 ("zero") or to their
+    reference mean ("mean": `z_mean [head, d_head]`, or `[pos, head, d_head]` for means="batch")."""
+    from .interventions import _replacement
+
     def edit(z: torch.Tensor) -> torch.Tensor:
-        z[..., hs, :] = 0
+        for h in hs:
+            r = _replacement(z_mean, kind, z.shape[1], h)
+            z[..., h, :] = r.to(z.device, z.dtype) if isinstance(r, torch.Tensor) else r
         return z
     return edit
 
 
 @torch.no_grad()
 def ablate_heads(model, tokens, heads: Sequence[tuple[int, int]], kind: str = "zero", metric=None,
-                 remote: bool = False):
-    """`interventions.ablate_heads` on a source (zero ablation): `Effect(clean, ablated)` of `metric`
-    (default loss), two traces, each shipping back one number."""
-    from .interventions import Effect, loss_metric
+                 remote: bool = False, reference=None, means: str = "positions"):
+    """`interventions.ablate_heads` on a source: `Effect(clean, ablated)` of `metric` (default loss).
 
-    if kind != "zero":
-        raise NotImplementedError(f"kind={kind!r}: an nnsight source supports kind='zero' (mean ablation needs "
-                                  "the reference run's z of every head: use our own Transformer)")
+    kind "zero": two traces, each shipping back one number. kind "mean": the engine's definition
+    (each head's z replaced by its mean over `reference`, default `tokens`: over batch and positions,
+    or per position with means="batch"), one more trace that ships back the reference's z of the
+    ablated heads' layers (`[batch, pos, head, d_head]` each) to take the means here."""
+    from .interventions import Effect, _check_kind, loss_metric
+
+    _check_kind(kind, means)
     src = as_source(model, remote)
     toks = src.check_tokens(tokens)
     metric = metric or loss_metric
-    edits = {l: _zero(hs) for l, hs in _by_layer(src.cfg, heads).items()}
+    by_layer = _by_layer(src.cfg, heads)
+    z_mean: dict[int, torch.Tensor] = {}
+    if kind == "mean" and by_layer:
+        ref = toks if reference is None else src.check_tokens(reference)
+        _, zs = src.run(ref, save_z=tuple(sorted(by_layer)))
+        z_mean = {l: z.mean(0) if means == "batch" else z.mean((0, 1)) for l, z in zs.items()}
+    edits = {l: _replace(hs, kind, z_mean.get(l)) for l, hs in by_layer.items()}
     clean, _ = src.run(toks, metric=metric)
     ablated, _ = src.run(toks, edits=edits, metric=metric)
     return Effect(clean, ablated)
@@ -135,3 +153,47 @@ def direct_logit_attribution(model, tokens, pos: int, token, remote: bool = Fals
             raise IndexError(f"token={t!r} is out of range: token ids are 0..{V - 1}")
     res = src.head_logit_attribution(toks, pos % P, src.unembed_direction(token))
     return res[0] if toks.shape[0] == 1 else res
+
+
+@torch.no_grad()
+def ablate_path(model, tokens, src: tuple[int, int], dst: tuple[int, int], kind="k", ablation: str = "zero",
+                metric=None, reference=None, remote: bool = False):
+    """`interventions.ablate_path` on an nnsight / Hugging Face source or a lazy checkpoint: the same cut
+    (dst's queries / keys / values recomputed, inside the trace, from the residual entering dst's layer
+    minus src's write, or minus its deviation from the reference mean, through the layer's first norm),
+    `Effect(clean, ablated)` with `Effect.notes` for grouped K/V. Mean ablation: one more trace sends
+    back src's layer's z on the reference."""
+    from ..model.lazy_source import LazySource
+    from ..model.nnsight_source import NNsightSource
+    from .interventions import Effect, PathCut, loss_metric
+
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    if not kinds or any(k not in ("q", "k", "v") for k in kinds):
+        raise ValueError(f"kind={kind!r} must be 'q', 'k', 'v' or a sequence of them")
+    if ablation not in ("zero", "mean"):
+        raise ValueError(f"ablation={ablation!r} must be 'zero' or 'mean'")
+    source = as_source(model, remote)
+    if not isinstance(source, (NNsightSource, LazySource)):
+        raise NotImplementedError(f"ablate_path on {type(source).__name__}: path cuts run on nnsight / Hugging "
+                                  "Face models, lazy checkpoints and our own Transformer")
+    source.check_cuts_supported()
+    cfg = source.cfg
+    l1, h1 = _check_layer_head(cfg, *src)
+    l2, h2 = _check_layer_head(cfg, *dst)
+    if l1 >= l2:
+        raise ValueError(f"src={src!r} must be in an earlier layer than dst={dst!r}")
+    toks = source.check_tokens(tokens)
+    metric = metric or loss_metric
+    groups: dict = {}
+    for k in dict.fromkeys(kinds):  # grouped K/V: the cut recomputes dst's shared K/V head
+        stored = cfg.kv_head_of(h2) if cfg.grouped_kv and k != "q" else h2
+        groups.setdefault((l2, k), {}).setdefault(stored, []).append((l1, h1))
+    res_mean = None
+    if ablation == "mean":
+        ref = toks if reference is None else source.check_tokens(reference)
+        res_mean = source.head_result_means(ref, [(l1, h1)])
+    clean, _ = source.run(toks, metric=metric)
+    cuts = [PathCut((l1, h1), (l2, h2), k) for k in dict.fromkeys(kinds)]
+    from .interventions import kv_group_notes
+
+    return Effect(clean, source.run_cuts(toks, groups, metric, res_mean), notes=kv_group_notes(source, cuts))

@@ -321,73 +321,87 @@ def offset_profile(model: Transformer, offsets: Sequence[int] = range(64),
     corpus frequencies). For later layers it is the direct path from the embeddings only.
     A previous-token head peaks at Δ = 1; a head that prefers nearby tokens decays with Δ.
     """
+    model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
     cfg = model.cfg
     if cfg.positional != "rotary":
         raise ValueError(f"offset_profile is for rotary models (this one: positional={cfg.positional!r}); "
                          "with learned positions see positional_qk(model)")
     offs = check_offset(model, list(offsets), "offset_profile")
+    if is_lazy(model):  # a checkpoint read layer by layer
+        return streaming.offset_profile(model, offs, token_weights)
     weights(model)  # finiteness check
     dt = compute_dtype(model.W_E.dtype)
-    V = cfg.d_vocab
-    if token_weights is None:
-        p = torch.full((V,), 1.0 / V, dtype=dt, device=model.W_E.device)
-    else:
-        p = torch.as_tensor(token_weights, dtype=dt, device=model.W_E.device)
-        if p.shape != (V,) or not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or float(p.sum()) <= 0:
-            raise ValueError(f"token_weights must be {V} finite non-negative numbers, not all zero")
-        p = p / p.sum()
-    W_Q, W_K = model.W_Q.detach().to(dt), model.W_K.detach().to(dt)  # raw: the model's own ln1 is applied below
+    p = _token_distribution(cfg.d_vocab, token_weights, dt, model.W_E.device)
     L, H = cfg.n_layers, cfg.n_heads
-    q_mean = torch.zeros(L, H, cfg.d_head, dtype=dt, device=W_Q.device)
+    q_mean = torch.zeros(L, H, cfg.d_head, dtype=dt, device=model.W_E.device)
     k_mean = torch.zeros_like(q_mean)
-    params = dict(model.named_parameters())
-
-    def ln1(x: torch.Tensor, layer: int) -> torch.Tensor:  # ln1's weight and bias on a normalised input
-        if not cfg.pre_norm:
-            return x
-        w, b = params.get("ln1_w"), params.get("ln1_b")
-        x = x * w[layer].detach().to(dt) if w is not None else x
-        return x + b[layer].detach().to(dt) if b is not None else x
-
-    def project(x: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:  # [t, D] -> q, k [t, H, E]
-        q = torch.einsum("td,hde->the", x, W_Q[layer])
-        k = torch.einsum("td,hde->the", x, W_K[layer])
-        if cfg.biases:
-            q, k = q + model.b_Q.detach()[layer].to(dt), k + model.b_K.detach()[layer].to(dt)
-        if cfg.qk_norm:
-            kn = model.k_norm_w.detach()[layer].to(dt)
-            if cfg.qk_norm_scope == "all" and cfg.grouped_kv:  # the k norm sees the K/V heads, before sharing
-                g = cfg.kv_group_size
-                k = model._qk_norm(k[:, ::g], kn).repeat_interleave(g, dim=1)
-            else:
-                k = model._qk_norm(k, kn)
-            q = model._qk_norm(q, model.q_norm_w.detach()[layer].to(dt))
-        return q, k
-
-    def normalised(c0: int) -> torch.Tensor:  # weight-free pre-norm of embeddings c0..c0+chunk
-        e = model.W_E.detach()[c0:c0 + chunk].to(dt) * cfg.embed_scale
-        return model._norm(e, None, None) if cfg.pre_norm else e
-
     if not cfg.qk_norm:  # q, k linear in the normalised input: project its (weighted) mean
-        n_mean = sum((p[c0:c0 + chunk, None] * normalised(c0)).sum(0) for c0 in range(0, V, chunk))
+        n_mean = sum((p[c0:c0 + chunk, None] * _normalised_embeddings(model, c0, chunk, dt)).sum(0)
+                     for c0 in range(0, cfg.d_vocab, chunk))
         for layer in range(L):
-            q, k = project(ln1(n_mean[None], layer), layer)
+            q, k = _profile_qk(model, layer, n_mean[None], dt)
             q_mean[layer], k_mean[layer] = q[0], k[0]
     else:  # the q/k norms act per token: average the queries and keys themselves
-        for c0 in range(0, V, chunk):
-            x0, pw = normalised(c0), p[c0:c0 + chunk, None, None]
+        for c0 in range(0, cfg.d_vocab, chunk):
+            x0, pw = _normalised_embeddings(model, c0, chunk, dt), p[c0:c0 + chunk, None, None]
             for layer in range(L):
-                q, k = project(ln1(x0, layer), layer)
+                q, k = _profile_qk(model, layer, x0, dt)
                 q_mean[layer] += (pw * q).sum(0)
                 k_mean[layer] += (pw * k).sum(0)
-    out = torch.empty(L, H, len(offs), dtype=dt, device=W_Q.device)
-    pos = torch.tensor(offs)
-    for layer in range(L):
-        a = rotary.angles(cfg, pos, layer if cfg.rotary_base_sliding is not None else None, torch.float64)
-        cos, sin = a.cos().to(dt), a.sin().to(dt)
-        q_rot = rotary.rotate(q_mean[layer][:, None, :].expand(H, len(offs), cfg.d_head), cos, sin, cfg)
-        out[layer] = (q_rot * k_mean[layer][:, None, :]).sum(-1)
-    return out / cfg.attn_scale
+    return torch.stack([_profile_at_offsets(cfg, layer, q_mean[layer], k_mean[layer], offs)
+                        for layer in range(L)])
+
+
+def _token_distribution(V: int, token_weights, dt: torch.dtype, device=None) -> torch.Tensor:
+    """`[V]` probabilities: uniform, or `token_weights` normalised (checked)."""
+    if token_weights is None:
+        return torch.full((V,), 1.0 / V, dtype=dt, device=device)
+    p = torch.as_tensor(token_weights, dtype=dt, device=device)
+    if p.shape != (V,) or not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or float(p.sum()) <= 0:
+        raise ValueError(f"token_weights must be {V} finite non-negative numbers, not all zero")
+    return p / p.sum()
+
+
+def _normalised_embeddings(model: Transformer, c0: int, chunk: int, dt: torch.dtype) -> torch.Tensor:
+    """Embeddings `c0..c0+chunk` of `model` (times `embed_scale`) through a weight-free pre-norm, `[t, D]`."""
+    cfg = model.cfg
+    e = model.W_E.detach()[c0:c0 + chunk].to(dt) * cfg.embed_scale
+    return model._norm(e, None, None) if cfg.pre_norm else e
+
+
+def _profile_qk(model: Transformer, layer: int, x: torch.Tensor, dt: torch.dtype
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer `layer`'s queries and keys `[t, H, E]` of normalised inputs `x [t, D]`: ln1's weight and
+    bias, the raw (unfolded) projections, biases, q/k norms: the forward pass's arithmetic."""
+    cfg = model.cfg
+    params = dict(model.named_parameters())
+    if cfg.pre_norm:
+        w, b = params.get("ln1_w"), params.get("ln1_b")
+        x = x * w[layer].detach().to(dt) if w is not None else x
+        x = x + b[layer].detach().to(dt) if b is not None else x
+    q = torch.einsum("td,hde->the", x, model.W_Q.detach()[layer].to(dt))
+    k = torch.einsum("td,hde->the", x, model.W_K.detach()[layer].to(dt))
+    if cfg.biases:
+        q, k = q + model.b_Q.detach()[layer].to(dt), k + model.b_K.detach()[layer].to(dt)
+    if cfg.qk_norm:
+        kn = model.k_norm_w.detach()[layer].to(dt)
+        if cfg.qk_norm_scope == "all" and cfg.grouped_kv:  # the k norm sees the K/V heads, before sharing
+            g = cfg.kv_group_size
+            k = model._qk_norm(k[:, ::g], kn).repeat_interleave(g, dim=1)
+        else:
+            k = model._qk_norm(k, kn)
+        q = model._qk_norm(q, model.q_norm_w.detach()[layer].to(dt))
+    return q, k
+
+
+def _profile_at_offsets(cfg, layer: int, q_mean: torch.Tensor, k_mean: torch.Tensor, offs: list[int]
+                        ) -> torch.Tensor:
+    """`[H, n_offsets]`: `q̄ R_Δ k̄ᵀ / attn_scale` of one layer's mean query and key `[H, E]`."""
+    H, dt = cfg.n_heads, q_mean.dtype
+    a = rotary.angles(cfg, torch.tensor(offs), layer if cfg.rotary_base_sliding is not None else None, torch.float64)
+    cos, sin = a.cos().to(dt), a.sin().to(dt)
+    q_rot = rotary.rotate(q_mean[:, None, :].expand(H, len(offs), cfg.d_head), cos, sin, cfg)
+    return (q_rot * k_mean[:, None, :]).sum(-1) / cfg.attn_scale
 
 
 def trace_copying_score(model: Transformer) -> torch.Tensor:

@@ -154,46 +154,62 @@ def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int 
     The forward pass stops after the last layer's attention pattern (no unembedding) and keeps no
     cache, so this is cheap enough to call at every evaluation of a training run.
     Scores are in [0, 1]; NaN where no row of the batch has a mask entry (e.g. induction on
-    tokens with no repeats).
+    tokens with no repeats). An nnsight / Hugging Face model or a lazy checkpoint: the patterns come
+    from its activation source (`model.nnsight_source`; one trace per repeat length, every layer's
+    pattern sent back), the scores computed here by the same code.
     """
     for k in kinds:
         if k not in KINDS:
             raise ValueError(f"kind={k!r} is not one of {KINDS}")
+    from ..model.nnsight_source import as_source, is_source
+
+    source = is_source(model)
+    if source:  # nnsight / Hugging Face model, lazy checkpoint: the patterns come from its source
+        model = as_source(model)
     if tokens is None:
         lens = detection_lengths(model, seq_len, bos)
         if len(lens) > 1:
             per_len = scores_by_length(model, lens, n_seqs, seed, bos, kinds)
             return {k: sum(p[k] for p in per_len.values()) / len(lens) for k in kinds}
         seq_len = lens[0]
-    _check_weights(model)
+    if not source:
+        _check_weights(model)
     toks = _prepare_tokens(model, tokens, seq_len, n_seqs, seed, bos)
     masks = detection_masks(toks)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     # masks are sparse (about one entry per row on repeated tokens): keep their indices and gather
+    dt = torch.float32 if source else model.W_E.dtype
     prepared = {}
     for k in kinds:
         m = masks[k]
-        prepared[k] = (m.nonzero(as_tuple=True), m.any(-1).to(model.W_E.dtype))  # (b, q, k) idx, rows [b, q]
+        prepared[k] = (m.nonzero(as_tuple=True), m.any(-1).to(dt))  # (b, q, k) idx, rows [b, q]
     out = {k: torch.full((L, H), float("nan"), dtype=torch.float32) for k in kinds}
 
-    def hook(pattern: torch.Tensor, hp) -> None:
-        layer = hp.layer()
+    def score(pattern: torch.Tensor, layer: int) -> None:
         row_mass = pattern.sum(-1)  # [batch, head, q]; 1 up to rounding, kept so the score is the definition
         for k, ((bi, qi, ki), rows) in prepared.items():
             num = pattern[bi, :, qi, ki].sum(0)  # [head]
-            den = torch.einsum("bhq,bq->h", row_mass, rows)
+            den = torch.einsum("bhq,bq->h", row_mass, rows.to(pattern.device))
             out[k][layer] = (num / den).float().cpu()
-        if layer == L - 1:
+
+    def hook(pattern: torch.Tensor, hp) -> None:
+        score(pattern, hp.layer())
+        if hp.layer() == L - 1:
             raise _Stop
 
     if L == 0:
         return out
-    try:
-        model.run_with_hooks(toks, fwd_hooks=[(("pattern", layer), hook) for layer in range(L)])
-    except _Stop:
-        pass
+    if source:  # one trace: every layer's pattern (the scores are computed here, not in the trace)
+        for layer, pattern in model.patterns(toks, list(range(L))).items():
+            score(pattern.to(dt), layer)
+    else:
+        try:
+            model.run_with_hooks(toks, fwd_hooks=[(("pattern", layer), hook) for layer in range(L)])
+        except _Stop:
+            pass
     for k, (_, rows) in prepared.items():  # NaN is "no mask entry" only for a kind with no entries
-        _check.check_finite_output(f"{k} head scores", out[k], valid=bool(rows.any()), model=model, tokens=toks)
+        _check.check_finite_output(f"{k} head scores", out[k], valid=bool(rows.any()),
+                                   model=None if source else model, tokens=toks)
     return out
 
 

@@ -314,7 +314,7 @@ def ablate_heads(model: Transformer, tokens, heads: Sequence[tuple[int, int]], k
     if is_source(model):  # nnsight / Hugging Face model: through traces
         from . import activations
 
-        return activations.ablate_heads(model, tokens, heads, kind, metric)
+        return activations.ablate_heads(model, tokens, heads, kind, metric, reference=reference, means=means)
     toks, ref, metric = _prep(model, tokens, metric, reference, kind, means)
     hooks = ablation_hooks(model, _heads(model, heads), kind=kind, reference=ref, means=means)
     return _effect(model, toks, hooks, metric)
@@ -387,6 +387,10 @@ def ablate_path(model: Transformer, tokens, src: tuple[int, int], dst: tuple[int
     a K or V cut changes the shared K/V head of dst's group, so every query head of that group sees
     it; `Effect.notes` names them.
     """
+    if is_source(model):  # nnsight / Hugging Face model: the cut inside the trace
+        from . import activations
+
+        return activations.ablate_path(model, tokens, src, dst, kind, ablation, metric, reference)
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     if not kinds or any(k not in ("q", "k", "v") for k in kinds):
         raise ValueError(f"kind={kind!r} must be 'q', 'k', 'v' or a sequence of them")

@@ -41,6 +41,22 @@ from .factored import compute_dtype
 from .patterns import AttentionData, attention_patterns, run_until
 from .prep import prepared
 
+
+def _refuse_streamed(model, what: str) -> None:
+    """Path expansion holds every layer's weights and frozen activations at once: a lazy checkpoint
+    or an nnsight / Hugging Face source is refused with what to do instead."""
+    from ..model.lazy import is_lazy
+    from ..model.nnsight_source import is_source
+
+    if is_lazy(model) or is_source(model):
+        kind = "a lazy checkpoint (read layer by layer)" if is_lazy(model) else "an nnsight / Hugging Face source"
+        raise TypeError(f"{what} is not available on {kind}: path expansion freezes every layer's patterns, norm "
+                        "scales and MLP outputs and multiplies every layer's weights together, so it needs the whole "
+                        "model in memory. Load it eagerly (`lazy.to_transformer()` or `cw.from_hf(path)` for a "
+                        "checkpoint directory, `cw.from_hf(hf_model)` for a Hugging Face model) if it fits; the "
+                        "streamed alternatives are `engine.direct_logit_attribution` (each head's direct path) and "
+                        "`engine.ablate_heads` / `engine.ablate_path` / `engine.patch_heads`")
+
 __all__ = ["FrozenRun", "LogitPaths", "PathBar", "PathTerms", "frozen_run", "logit_paths", "path_budget", "path_terms"]
 
 # Refuse enumerations whose term tensor would exceed this many elements (pass top_k instead).
@@ -206,6 +222,7 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
         raise ValueError(f"max_order={max_order!r} must be an integer >= 0")
     if top_k is not None and top_k != "auto" and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k={top_k!r} must be None, 'auto' or an integer >= 1")
+    _refuse_streamed(model, "path_terms")
     pm = prepared(model)
     cfg = pm.cfg
     tokens = pm.check_tokens(tokens)
@@ -418,6 +435,7 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
     unless given (`patterns [layer, head, pos, pos]` of this model on these tokens, e.g. a view's
     `AttentionData.pattern`, so they are held once). No folded copy of the model: only W_V is
     folded here (`[layer, head, d_model, d_head]`); the forward pass stops before the unembedding."""
+    _refuse_streamed(model, "path expansion (frozen_run)")
     if model.cfg.normalization is not None and model.cfg.positional == "shortformer":
         prepared(model)  # raises: no exact fold of LN + shortformer
     cfg = model.cfg

@@ -24,7 +24,7 @@ import torch
 from ..model.lazy import LazyModel, is_lazy
 from ._check import check_finite_output, check_layer_head
 
-__all__ = ["circuit_cores", "composition_scores", "flops_estimate", "resolve",
+__all__ = ["circuit_cores", "composition_scores", "flops_estimate", "offset_profile", "resolve",
            "skip_trigram_factors", "skip_trigram_query", "skip_trigrams", "virtual_weights"]
 
 
@@ -42,6 +42,9 @@ def resolve(model):
 
     if is_lazy(model) or not is_source(model):
         return model
+    lazy = getattr(model, "lazy", None)  # a LazySource: its checkpoint
+    if is_lazy(lazy):
+        return lazy
     hf = getattr(model, "lm", model)  # an NNsightSource
     hf = getattr(hf, "_module", hf)  # an nnsight LanguageModel
     hit = _RESOLVED.get(id(hf))
@@ -128,6 +131,60 @@ def circuit_cores(model: LazyModel, circuit: str = "ov", full: bool = True, laye
     for l in _bar(range(c.n_layers), f"{circuit.upper()} circuits", c.n_layers, _big(model)):
         out[l] = _layer_cores(model, l, circuit, full, offset)
     return check_finite_output(f"{circuit} circuit", out, axes=("layer", "head"))
+
+
+# ---------------------------------------------------------------------------------------- rotary offset profile
+@torch.no_grad()
+def offset_profile(model: LazyModel, offsets: list[int], token_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """`circuits.offset_profile`, streamed: `[L, H, n_offsets]` float32 (offsets already checked).
+
+    The mean query and key of every head `[L, H, d_head]` are cached on disk (keyed by the token
+    weights' digest), so a new offset range costs nothing. Without q/k norms they are one layer's
+    projection of the mean normalised embedding (one vocabulary pass); with q/k norms (which act per
+    token) every layer projects every vocabulary block (one vocabulary pass per layer).
+    """
+    import hashlib
+
+    from .circuits import _normalised_embeddings, _profile_at_offsets, _profile_qk, _token_distribution
+
+    cfg = model.cfg
+    dt = torch.float32
+    L, H, E, V = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_vocab
+    p = _token_distribution(V, token_weights, dt)
+    key = "uniform" if token_weights is None else hashlib.sha256(p.numpy().tobytes()).hexdigest()[:16]
+    big = _big(model)
+
+    def embedding_blocks():
+        for s in range(0, V, model.block_rows):
+            rows = slice(s, min(s + model.block_rows, V))
+            m = model._convert(None, rows).to(dt)
+            yield rows, _normalised_embeddings(m, 0, rows.stop - rows.start, dt)
+
+    def attention(layer: int):  # the layer's raw (unfolded) attention weights, as the forward pass uses them
+        return model._convert(layer, slice(0, 1)).to(dt)
+
+    def compute() -> dict[str, torch.Tensor]:
+        q_mean, k_mean = torch.zeros(L, H, E), torch.zeros(L, H, E)
+        if not cfg.qk_norm:  # q, k linear in the normalised input: project its (weighted) mean
+            n_mean = torch.zeros(cfg.d_model)
+            for rows, x in _bar(embedding_blocks(), "offset profile: mean embedding",
+                                -(-V // model.block_rows), big):
+                n_mean += (p[rows, None] * x).sum(0)
+            for layer in _bar(range(L), "offset profile: layers", L, big):
+                q, k = _profile_qk(attention(layer), 0, n_mean[None], dt)
+                q_mean[layer], k_mean[layer] = q[0], k[0]
+        else:  # the q/k norms act per token: every layer sees every token
+            for layer in _bar(range(L), "offset profile (q/k norms): layers", L, big):
+                one = attention(layer)
+                for rows, x in embedding_blocks():
+                    q, k = _profile_qk(one, 0, x, dt)
+                    q_mean[layer] += (p[rows, None, None] * q).sum(0)
+                    k_mean[layer] += (p[rows, None, None] * k).sum(0)
+        return {"q_mean": q_mean, "k_mean": k_mean}
+
+    means = model.cached(f"offset_profile_means/{key}", compute)
+    return torch.stack([_profile_at_offsets(cfg, layer, means["q_mean"][layer], means["k_mean"][layer], offsets)
+                        for layer in range(L)])
 
 
 # ---------------------------------------------------------------------------------------- composition

@@ -269,9 +269,20 @@ def virtual_heads(model: Transformer, cache_or_tokens, head1: tuple[int, int], h
     else:
         if isinstance(cache_or_tokens, ActivationCache):
             cache = cache_or_tokens
+        elif is_lazy(model):  # layer by layer, up to l2, keeping the two patterns only
+            from ..model.nnsight_source import as_source
+
+            src = as_source(model)
+            pats = src.patterns(src.check_tokens(cache_or_tokens), [l1, l2])
+            cache = {("pattern", l): p for l, p in pats.items()}
         else:
             _, cache = model.run_with_cache(cache_or_tokens)  # patterns: the same with or without LN folding
         A1, A2 = cache["pattern", l1][:, h1], cache["pattern", l2][:, h2]
+    if is_lazy(model):  # a checkpoint read layer by layer: the two layers' folded weights only
+        w1, w2 = model.layer_weights(l1), model.layer_weights(l2)
+        cfg = model.cfg
+        ov = FactoredMatrix(w1["W_V"][cfg.kv_head_of(h1)], w1["W_O"][h1], w2["W_V"][cfg.kv_head_of(h2)], w2["W_O"][h2])
+        return VirtualHead((l1, h1), (l2, h2), A2 @ A1, ov)
     dt = compute_dtype(weights(model)["W_E"].dtype)
     w = {n: weights(model)[n].to(dt) for n in ("W_V", "W_O")}
     ov = FactoredMatrix(w["W_V"][l1, h1], w["W_O"][l1, h1], w["W_V"][l2, h2], w["W_O"][l2, h2])

@@ -176,9 +176,10 @@ class LazyModel:
         raise ModelFileError(f"{self.path}: no token embedding among the tensors ({sorted(self._where)[:5]}...)")
 
     # ------------------------------------------------------------------ conversion of a subset
-    def _sub_state_dict(self, layer: int | None, rows: slice | None) -> dict[str, torch.Tensor]:
-        """Layer `layer`'s non-MLP tensors (renamed to layer 0) and, with `rows`, that block of the
-        embedding / unembedding rows, real; every other tensor meta (shape only)."""
+    def _sub_state_dict(self, layer: int | None, rows: slice | torch.Tensor | None,
+                        mlp: bool = False) -> dict[str, torch.Tensor]:
+        """Layer `layer`'s non-MLP tensors (MLP too with `mlp`; renamed to layer 0) and, with `rows`
+        (a slice or token ids), those embedding / unembedding rows, real; every other tensor meta."""
         sd = {}
         for name in self._where:
             m = _LAYER_KEY.match(name)
@@ -189,7 +190,7 @@ class LazyModel:
                 if int(m.group("l")) != (layer if layer is not None else 0):
                     continue
                 key = f"{m.group('pre')}.0.{m.group('rest')}"
-                real = layer is not None and ".mlp." not in f".{m.group('rest')}"
+                real = layer is not None and (mlp or ".mlp." not in f".{m.group('rest')}")
                 sd[key] = self.raw(name) if real else self._meta(name)
             elif _EMBED_KEYS.search(name):
                 sd[name] = self.raw(name)[rows] if rows is not None else self._meta(name)
@@ -197,13 +198,16 @@ class LazyModel:
                 sd[name] = self.raw(name) if (layer is not None or rows is not None) else self._meta(name)
         return sd
 
-    def _convert(self, layer: int | None, rows: slice | None):
+    def _convert(self, layer: int | None, rows: slice | torch.Tensor | None, mlp: bool = False):
         """`from_hf` on the sub-state-dict: a one-layer `Transformer` (meta where not asked for)."""
         from .convert import _hf_config_fields, from_hf
 
-        sd = self._sub_state_dict(layer, rows)
+        sd = self._sub_state_dict(layer, rows, mlp)
         cfg = copy.deepcopy(self.hf_config)
-        n_vocab = None if rows is None else len(range(*rows.indices(self._spec(self._embed_key())[1][0])))
+        if isinstance(rows, torch.Tensor):
+            n_vocab = len(rows)
+        else:
+            n_vocab = None if rows is None else len(range(*rows.indices(self._spec(self._embed_key())[1][0])))
         if cfg.model_type == "gpt2":
             f = _hf_config_fields(cfg)
             return from_hf(sd, n_heads=f["n_heads"], act_fn=f["act_fn"], ln_eps=f["ln_eps"], check=False)
@@ -245,6 +249,33 @@ class LazyModel:
         sd = self._folded(layer, None, dtype)
         kv = "_" if self.cfg.grouped_kv else ""
         return {"W_Q": sd["W_Q"][0], "W_K": sd[kv + "W_K"][0], "W_V": sd[kv + "W_V"][0], "W_O": sd["W_O"][0]}
+
+    def layer_module(self, layer: int, rows: slice | torch.Tensor | None = None,
+                     dtype: torch.dtype = torch.float32):
+        """Layer `layer` whole (attention and MLP, unfolded: the forward pass's own weights) as a
+        one-layer `Transformer` in `dtype`, its embedding / unembedding cut to `rows` (a slice or token
+        ids; default the first row only). For the layer-by-layer forward pass (`LazySource`)."""
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.cfg.n_layers:
+            raise IndexError(f"layer={layer!r} is out of range: this model has layers 0..{self.cfg.n_layers - 1}")
+        m = self._convert(layer, slice(0, 1) if rows is None else rows, mlp=True).to(dtype)
+        if self.hf_config.model_type == "gpt2":  # attention scale, BOS: the HF config's, as for `cfg`
+            one = self._fix_gpt2_cfg(m.cfg)
+            m.cfg = ModelConfig.from_dict({**one.to_dict(), "d_vocab": m.cfg.d_vocab, "bos_token_id": None})
+        return m.eval()
+
+    def check_tokens(self, tokens) -> torch.Tensor:
+        """Token ids `[batch, pos]` (long), checked as `Transformer.check_tokens` checks them; text is
+        tokenised (BOS first when the model has one)."""
+        from types import SimpleNamespace
+
+        from .transformer import Transformer
+
+        if isinstance(tokens, str):
+            if self.tokenizer is None:
+                raise ValueError("this model has no tokenizer: pass token ids instead of text")
+            ids = self.tokenizer.encode(tokens)
+            tokens = [([self.cfg.bos_token_id] if self.cfg.bos_token_id is not None else []) + ids]
+        return Transformer.check_tokens(SimpleNamespace(cfg=self.cfg, W_E=torch.empty(0)), tokens)
 
     def vocab_blocks(self, dtype: torch.dtype = torch.float32, desc: str | None = None):
         """Yield `(rows, W_E [b, D], W_U [D, b])` folded, one block of `block_rows` vocabulary rows at a time."""

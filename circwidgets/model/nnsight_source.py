@@ -11,7 +11,13 @@ The interface (`ActivationSource`) is what the engine needs and nothing more, so
   `z [batch, pos, head, d_head]` (the input of the output projection: its columns `h*d_head..` are
   head h), and the clean `z` of the layers in `save_z` (for patching);
 - `head_logit_attribution(tokens, pos, direction)`: each head's direct contribution to the logit
-  direction at `pos` (final norm scale frozen), computed inside the trace: `[batch, layer, head]`.
+  direction at `pos` (final norm scale frozen), computed inside the trace: `[batch, layer, head]`;
+- for path cuts (`engine.ablate_path`): `run_cuts(tokens, groups, metric, res_mean)`, the metric
+  of a run in which later heads' queries / keys / values are recomputed from the residual stream
+  minus earlier heads' writes, inside the trace, and `head_result_means(reference, heads)`.
+
+`model.lazy_source.LazySource` implements the same interface for a lazy checkpoint (the forward
+pass one layer at a time).
 
 Our `Transformer` implements the same operations with hooks (`TransformerSource`). Every trace body
 lives in this file (nnsight compiles `with` blocks from their source file).
@@ -56,6 +62,10 @@ _PATHS = {
     "gpt_neox": ("gpt_neox.layers", "attention", "dense", "gpt_neox.final_layer_norm", "embed_out", False),
 }
 _DEFAULT_PATH = ("model.layers", "self_attn", "o_proj", "model.norm", "lm_head", False)
+# families whose q/k/v projections path cuts can recompute (a plain first norm, then separate q/k/v
+# projections, or GPT-2's fused one): norms with other arithmetic (Gemma's 1 + w) or fused projections
+# with other layouts (Pythia, Phi-3) are not cut through nnsight
+CUT_FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "qwen3")
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -218,6 +228,106 @@ class NNsightSource:
             out = torch.stack(res, 1).save()
         return out.detach().float().cpu()
 
+    # ---------------------------------------------------------------- path cuts
+    def _head_write(self, l: int, z: torch.Tensor, h: int) -> torch.Tensor:
+        """Head h's write `z_h W_O^h` `[..., d_model]` (no output bias: the engine's `result`) from z `[..., H*E]`."""
+        E = self.cfg.d_head
+        w = self._oproj(l).weight  # Linear [D, H*E]; Conv1D [H*E, D]
+        W_O = w[h * E:(h + 1) * E] if self.paths[5] else w[:, h * E:(h + 1) * E].T
+        return z[..., h * E:(h + 1) * E].to(W_O.dtype) @ W_O
+
+    def _cut_modules(self, l: int) -> tuple[Any, dict[str, tuple[Any, int]]]:
+        """Layer l's first norm and, per input kind, (projection module, column offset of its output)."""
+        layer = self._layer(l)
+        if self.hf_config.model_type == "gpt2":
+            D = self.cfg.d_model
+            fused = layer.attn.c_attn
+            return layer.ln_1, {"q": (fused, 0), "k": (fused, D), "v": (fused, 2 * D)}
+        attn = layer.self_attn
+        return layer.input_layernorm, {w: (getattr(attn, f"{w}_proj"), 0) for w in "qkv"}
+
+    def _proj_slice(self, module, offset: int, stored: int, x: torch.Tensor) -> torch.Tensor:
+        """The projection's output columns of one stored head, computed from `x [..., d_model]`."""
+        E = self.cfg.d_head
+        cols = slice(offset + stored * E, offset + (stored + 1) * E)
+        w = module.weight  # Linear [out, D]; Conv1D [D, out]
+        out = x.to(w.dtype) @ (w[:, cols] if self.hf_config.model_type == "gpt2" else w[cols].T)
+        b = getattr(module, "bias", None)
+        return out + b[cols] if b is not None else out
+
+    def _norm1(self, norm, x: torch.Tensor) -> torch.Tensor:
+        """The layer's first norm on a residual `x`, in float32 as the HF norms compute it."""
+        x32 = x.float()
+        if self.cfg.normalization in ("LN", "LNPre"):
+            x32 = x32 - x32.mean(-1, keepdim=True)
+            eps = norm.eps
+        else:
+            eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", self.cfg.ln_eps))
+        y = (x32 / (x32.pow(2).mean(-1, keepdim=True) + eps).sqrt()).to(x.dtype)
+        y = y * norm.weight
+        return y + norm.bias if getattr(norm, "bias", None) is not None else y
+
+    def check_cuts_supported(self) -> None:
+        if self.hf_config.model_type not in CUT_FAMILIES:
+            raise NotImplementedError(f"path cuts through nnsight are implemented for {', '.join(CUT_FAMILIES)} "
+                                      f"(separate q/k/v or GPT-2's fused projection after a plain first norm); "
+                                      f"this model is {self.hf_config.model_type!r}: convert it (cw.from_hf) and "
+                                      "cut on our own Transformer")
+
+    @torch.no_grad()
+    def head_result_means(self, reference, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
+        """`{(l, h): mean over batch and positions of head h's write [d_model]}` on `reference` (one trace
+        sends back those layers' z; the write is linear in z, so its mean is `mean(z) W_O^h`)."""
+        layers = tuple(sorted({l for l, _ in heads}))
+        _, zs = self.run(reference, save_z=layers)
+        out = {}
+        for l, h in heads:
+            zm = zs[l].mean((0, 1)).reshape(-1)
+            w = _get(self.lm._module, f"{self.paths[0]}.{l}.{self.paths[1]}.{self.paths[2]}").weight
+            E = self.cfg.d_head
+            W_O = w[h * E:(h + 1) * E] if self.paths[5] else w[:, h * E:(h + 1) * E].T
+            out[(l, h)] = (zm[h * E:(h + 1) * E].to(W_O.dtype) @ W_O).detach().float().cpu()
+        return out
+
+    @torch.no_grad()
+    def run_cuts(self, tokens, groups: dict, metric, res_mean: dict | None = None) -> float:
+        """The metric of a forward pass with path cuts: `groups[(dst layer, kind)][stored head] = [src heads]`
+        (as `interventions._path_hooks` groups them); each stored head's queries / keys / values are
+        recomputed from the residual entering dst's layer minus the sources' writes (minus their writes'
+        reference means, `res_mean`), through the layer's first norm, inside the trace."""
+        self.check_cuts_supported()
+        toks = self.check_tokens(tokens)
+        src_layers = {l1 for per in groups.values() for srcs in per.values() for l1, _ in srcs}
+        dst_layers = {l for l, _ in groups}
+        writes: dict[tuple[int, int], Any] = {}
+        with self.lm.trace(toks, remote=self.remote):
+            for l in sorted(src_layers | dst_layers):
+                if l in dst_layers:  # in execution order: the norm's input, then the projections
+                    norm, projs = self._cut_modules(l)
+                    resid = norm.input
+                    edits: dict[Any, list] = {}
+                    for which in "qkv":
+                        for stored, srcs in groups.get((l, which), {}).items():
+                            removed = 0
+                            for s in srcs:
+                                r = writes[s]
+                                removed = removed + (r - res_mean[s].to(r.device, r.dtype) if res_mean else r)
+                            module, offset = projs[which]
+                            new = self._proj_slice(module, offset, stored, self._norm1(norm, resid - removed))
+                            edits.setdefault(module, []).append((offset + stored * self.cfg.d_head, new))
+                    for module in dict.fromkeys(projs[w][0] for w in "qkv"):
+                        if module in edits:
+                            out = module.output.clone()
+                            for start, new in edits[module]:
+                                out[..., start:start + self.cfg.d_head] = new.to(out.dtype)
+                            module.output = out
+                if l in src_layers:
+                    z = self._oproj(l).input
+                    for s in sorted({s for per in groups.values() for srcs in per.values() for s in srcs if s[0] == l}):
+                        writes[s] = self._head_write(l, z, s[1])
+            val = metric(self.lm.output.logits.float(), toks.to(self.lm.output.logits.device)).save()
+        return float(torch.as_tensor(val).double().mean())
+
     def unembed_direction(self, token) -> torch.Tensor:
         """`W_U[:, token]` (or a difference for `(a, b)`) from the unembedding module's weight."""
         w = _get(self.lm._module, self.paths[4]).weight  # [V, D]
@@ -272,19 +382,26 @@ def _placeholder_tokenizer():
 
 def is_source(model: Any) -> bool:
     """Whether `model` should be run through an activation source rather than our hooks: an nnsight
-    model, a Hugging Face model, or a source already."""
-    if isinstance(model, (NNsightSource, TransformerSource)):
+    model, a Hugging Face model, a lazy checkpoint (`LazyModel`, run layer by layer), or a source already."""
+    from .lazy import is_lazy
+    from .lazy_source import LazySource
+
+    if isinstance(model, (NNsightSource, TransformerSource, LazySource)) or is_lazy(model):
         return True
     mod = type(model).__module__
     return mod.startswith("nnsight") or (mod.startswith("transformers") and isinstance(model, torch.nn.Module))
 
 
 def as_source(model: Any, remote: bool = False) -> ActivationSource:
-    """The activation source of `model` (an nnsight `LanguageModel`, a HF model, our `Transformer`)."""
+    """The activation source of `model` (an nnsight `LanguageModel`, a HF model, a `LazyModel`, our `Transformer`)."""
+    from .lazy import is_lazy
+    from .lazy_source import LazySource
     from .transformer import Transformer
 
-    if isinstance(model, (NNsightSource, TransformerSource)):
+    if isinstance(model, (NNsightSource, TransformerSource, LazySource)):
         return model
+    if is_lazy(model):
+        return LazySource(model)
     if isinstance(model, Transformer):
         return TransformerSource(model)
     return NNsightSource(model, remote=remote)

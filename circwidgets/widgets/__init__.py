@@ -9,12 +9,13 @@ from .composition import Composition, composition
 from .eigenvalues import Eigenvalues, eigenvalues
 from .explorer import CircuitExplorer, explore
 from .export import save_html
+from .history import TrainingHistory, training
 from .monitor import TrainingMonitor
 from .paths import PathExpansion, paths
 from .skip_trigrams import SkipTrigrams, skip_trigrams
 
 __all__ = [
     "Ablation", "AttentionPatterns", "CircuitExplorer", "CircuitWidget", "CircuitWidgetWarning", "Composition",
-    "Eigenvalues", "PathExpansion", "SkipTrigrams", "TrainingMonitor", "ablation", "attention", "composition",
-    "eigenvalues", "explore", "paths", "save_html", "skip_trigrams",
+    "Eigenvalues", "PathExpansion", "SkipTrigrams", "TrainingHistory", "TrainingMonitor", "ablation", "attention",
+    "composition", "eigenvalues", "explore", "paths", "save_html", "skip_trigrams", "training",
 ]

@@ -137,6 +137,20 @@ class TrainingMonitor(PageInputs, StaticFallback, anywidget.AnyWidget):
             elif self.status == "waiting":  # the run has not begun: remembered, honoured by on_train_begin
                 self._stop_early = True
 
+    def history(self, **kwargs):
+        """The finished run in the history view (`cw.training`): a step slider over the snapshots the
+        trainer kept (`TrainConfig(n_snapshots=N)` and an `out_dir`), with its logged metrics.
+        `kwargs` go to `training` (step, circuit, layer, head, curves, eval_tokens)."""
+        from .history import training
+
+        if self.trainer is None:
+            raise ValueError("this monitor has not watched a run yet")
+        if self.status in ("running", "stopping"):
+            raise ValueError(f"the run is still {self.status}: open its history when it has ended")
+        if self.trainer.out_dir is None:
+            raise ValueError("the run kept no snapshots: train with an out_dir and TrainConfig(n_snapshots=N)")
+        return training(self.trainer.out_dir, **kwargs)
+
     def save_html(self, path, **kwargs):
         """The curves as they are now, in one self-contained offline HTML file (`export.save_html`)."""
         from .export import save_html

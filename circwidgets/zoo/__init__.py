@@ -105,6 +105,21 @@ def snapshots(name: str) -> builtins.list[tuple[int, Path]]:
     return sorted(out)
 
 
+def training_run(name: str):
+    """The shipped snapshots of model `name` as a `circwidgets.train.snapshots.TrainingRun`: the
+    `snapshots(name)` plus the shipped model itself when it is later than the last one, with the
+    metrics history from the shipped file's metadata (None when it has none)."""
+    from ..model.io import read_metadata
+    from ..train.snapshots import Snapshot, TrainingRun, _metrics_of
+
+    snaps = [Snapshot(step, p) for step, p in snapshots(name)]
+    meta = read_metadata(path(name))
+    final = int(meta.get("step", -1))
+    if not snaps or final > snaps[-1].step:
+        snaps.append(Snapshot(max(final, 0), path(name)))
+    return TrainingRun(name, snaps, _metrics_of(meta))
+
+
 def stats_path(name: str) -> Path:
     """Path of the reference statistics a card's claims compare with (may not exist)."""
     return MODELS_DIR / f"{name}.stats.safetensors"
@@ -112,4 +127,5 @@ def stats_path(name: str) -> Path:
 
 from .lecture import code_windows, example_tokens, lecture  # noqa: E402 - the notebooks' helpers, after `list`
 
-__all__ = ["Card", "card", "code_windows", "example_tokens", "lecture", "list", "path", "snapshots", "stats_path"]
+__all__ = ["Card", "card", "code_windows", "example_tokens", "lecture", "list", "path", "snapshots", "stats_path",
+           "training_run"]

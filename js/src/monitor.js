@@ -5,57 +5,10 @@ import "./lib/panels.css";
 import "./monitor.css";
 import { mix, rgbCss, theme } from "./lib/color.js";
 import { publishDrawn, sig } from "./lib/digest.js";
-import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
+import { lineChart } from "./lib/chart.js";
+import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
-
-const W = 430, H = 220, M = { l: 58, r: 10, t: 10, b: 28 };
-
-function lineChart(th, series, opts) {
-  const canvas = h("canvas", { cls: "cw-canvas cw-curve", data: { kind: opts.kind } });
-  const ctx = hidpi(canvas, W, H);
-  ctx.fillStyle = th.css.bg; ctx.fillRect(0, 0, W, H);
-  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity, n = 0;
-  for (const s of series) for (const [x, y] of s.pts) {
-    if (!Number.isFinite(y)) continue;
-    n++; x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
-  }
-  if (opts.y0 !== undefined) y0 = Math.min(y0, opts.y0);
-  if (opts.y1 !== undefined) y1 = Math.max(y1, opts.y1);
-  if (!n) { x0 = 0; x1 = 1; y0 = 0; y1 = 1; }
-  if (x1 <= x0) x1 = x0 + 1;
-  if (y1 <= y0) y1 = y0 + 1;
-  const X = (x) => M.l + ((x - x0) / (x1 - x0)) * (W - M.l - M.r);
-  const Y = (y) => H - M.b - ((y - y0) / (y1 - y0)) * (H - M.t - M.b);
-  ctx.strokeStyle = th.css.border; ctx.lineWidth = 1;
-  ctx.strokeRect(M.l - 0.5, M.t - 0.5, W - M.l - M.r + 1, H - M.t - M.b + 1);
-  ctx.fillStyle = th.css.fg2; ctx.font = `10px ${th.font}`;
-  ctx.textAlign = "right"; ctx.textBaseline = "middle";
-  const dig = Math.max(2, Math.min(4, 2 - Math.floor(Math.log10(y1 - y0))));  // enough digits to tell ticks apart
-  for (const v of [y0, (y0 + y1) / 2, y1]) ctx.fillText(v.toFixed(dig), M.l - 4, Y(v));
-  ctx.textAlign = "center"; ctx.textBaseline = "top";
-  for (const v of [x0, (x0 + x1) / 2, x1]) ctx.fillText(String(Math.round(v)), X(v), H - M.b + 4);
-  ctx.fillText(opts.xlabel || "step", W / 2, H - 12);
-  for (const s of series) {
-    ctx.strokeStyle = s.color; ctx.lineWidth = s.width || 1.5; ctx.setLineDash(s.dash || []);
-    ctx.beginPath();
-    let first = true;
-    for (const [x, y] of s.pts) {
-      if (!Number.isFinite(y)) continue;
-      if (first) { ctx.moveTo(X(x), Y(y)); first = false; } else ctx.lineTo(X(x), Y(y));
-    }
-    ctx.stroke();
-    if (s.dots) { ctx.fillStyle = s.color; for (const [x, y] of s.pts) if (Number.isFinite(y)) { ctx.beginPath(); ctx.arc(X(x), Y(y), 2.2, 0, 7); ctx.fill(); } }
-  }
-  ctx.setLineDash([]);
-  canvas.dataset.nPoints = String(n);
-  const legend = h("div", { cls: "cw-legend cw-curve-legend" }, series.filter((s) => s.label).map((s) => {
-    const sw = h("span", { cls: "cw-swatch" });
-    sw.style.background = s.color;
-    return h("span", { cls: "cw-legend-item" }, [sw, s.label]);
-  }));
-  return h("div", { cls: "cw-small-panel" }, [h("div", { cls: "cw-small-title", text: opts.title }), canvas, legend]);
-}
 
 function render({ model, el }) {
   const root = h("div", { cls: "cw-root cw-monitor" });

@@ -15,9 +15,11 @@
 # as a bump in the loss curve, the in-context loss dropping, and the induction score of some heads jumping
 # from ~0 to high within a short window.
 #
-# First we train a tiny two-layer model live for a few seconds with the **TrainingMonitor** widget. A
-# lecture-sized run is too short for the full phase change on a laptop CPU, so then we read the recorded
-# training history of a shipped model, where it happened.
+# First we train a tiny two-layer model live for a few seconds with the **TrainingMonitor** widget and open
+# its snapshots in the **TrainingHistory** view. A lecture-sized run is too short for the full phase change
+# on a laptop CPU, so then we scrub through the shipped snapshots of a model trained longer: one step
+# slider moves the loss curves, every head's scores over training, a head's attention pattern and the
+# induction circuit's weights together.
 
 # %%
 # Colab only: install circwidgets and turn on custom widgets. Anywhere else this cell does nothing.
@@ -57,6 +59,7 @@ from circwidgets.train import RepeatTask, TrainConfig, Trainer
 # average over several repeat lengths (`engine.detection_lengths(tiny)`): with a single length, a layer-0 head
 # that just attends a fixed number of positions back scores as an "induction head" at that length. The ■
 # button stops the run after the current step and saves the model (so does the kernel's interrupt button).
+# The trainer keeps log-spaced **snapshots** of the model in its run folder (`n_snapshots`).
 
 # %%
 import tempfile
@@ -66,11 +69,12 @@ cfg = ModelConfig(n_layers=2, d_model=64, n_heads=2, d_head=32, d_vocab=32, n_ct
                   normalization=None, positional="shortformer", bos_token_id=0, name="tiny-induction")
 tiny = Transformer(cfg, seed=0)
 task = RepeatTask(cfg.d_vocab, cfg.n_ctx, min_len=4, max_len=12)
-tc = TrainConfig(steps=3000, batch_size=32, lr=1e-2, warmup=20, eval_every=50, icl_n_seqs=8)  # the engine's sweep
-out = Path(tempfile.mkdtemp()) / "tiny-induction.safetensors"
-monitor = cw.TrainingMonitor(save_path=out, title="tiny 2-layer model on repeated tokens")
+tc = TrainConfig(steps=3000, batch_size=32, lr=1e-2, warmup=20, eval_every=50, icl_n_seqs=8,  # the engine's sweep
+                 n_snapshots=12)
+run_dir = Path(tempfile.mkdtemp()) / "tiny-induction"
+monitor = cw.TrainingMonitor(save_path=run_dir / "stopped.safetensors", title="tiny 2-layer model on repeated tokens")
 shown = display(monitor, display_id=True)
-trainer = Trainer(tiny, task, tc, callbacks=[monitor], time_limit=15, progress=False)  # 15 s of training
+trainer = Trainer(tiny, task, tc, out_dir=run_dir, callbacks=[monitor], time_limit=15, progress=False)  # 15 s
 trainer.train()  # prints one line per evaluation
 shown.update(monitor)  # the same live monitor; its saved picture (for viewers without a kernel) is now the final one
 last = trainer.history[-1]
@@ -79,35 +83,50 @@ print(f"stopped at step {trainer.step} ({trainer.stopped_by or 'finished'}); bes
       f"{last.get('induction_by_len')})")
 
 # %% [markdown]
-# The monitor is a live view; here are the same curves as a static figure (what a viewer without a running
-# kernel, such as GitHub, shows):
+# The run has ended, so the monitor can open it in the history view: `monitor.history()` reads the
+# snapshots the trainer kept and its `metrics.json`. Drag the slider (or press ▶): every panel shows the
+# same step. Fifteen seconds is short: depending on the machine, the induction score has only started to
+# rise. (Run the training cell again with a larger `time_limit`, or call `trainer.train()` once more to
+# resume — training is resumable and deterministic.)
 
 # %%
-plot.training_curves(trainer.history, title="tiny model, trained live")
+live_history = monitor.history()
+live_history
 
 # %% [markdown]
-# Fifteen seconds is short: depending on the machine, the induction score has only started to rise. (Run the
-# cell again with a larger `time_limit`, or call `trainer.train()` once more to resume — training is resumable
-# and deterministic.)
+# ## 2. The phase change in a shipped model, scrubbable
 #
-# ## 2. The phase change in a shipped model's history
+# The zoo ships log-spaced snapshots of `MODEL`'s training run (`cw.zoo.snapshots(MODEL)`), and the model
+# file carries the metrics logged during training. `cw.training(MODEL)` opens them in the history view:
 #
-# Every shipped model carries its training history (evaluations at regular steps) in its file's metadata.
-# A phase change is not a threshold crossed: it is a **window of steep change**. We locate it as the steps
-# over which a curve climbs from 20 % to 80 % of its total rise, and the single steepest step between two
-# evaluations, for the best induction score and for the in-context gain (first-copy minus repeated-copy loss).
+# - **top left**: held-out loss and the in-context losses (first copy vs repeated copy of `BOS + r + r`)
+#   as logged during training, with the current step marked;
+# - **top right**: every head's induction (solid) and previous-token (dashed) score over training — Olsson
+#   et al.'s plot — with the selected head highlighted; the rings are the selected head's scores measured on
+#   the snapshot itself (engine definitions, averaged over the repeat lengths);
+# - **bottom left**: the selected head's attention pattern on a repeated random sequence *at that step*
+#   (click a head in the grid);
+# - **bottom right**: the induction circuit at that step, read off the weights: the induction head's OV
+#   positivity (does it copy?), the positivity of its K-composition QK term through the previous-token head
+#   (does it attend to "the token after the one like me"?) and the K-composition score against a random
+#   baseline. The two heads are the engine's detection at the last snapshot; the menus change them.
 
 # %%
-HISTORY_MODEL = MODEL
-history = json.loads(read_metadata(cw.zoo.path(HISTORY_MODEL))["metrics"])
-print(len(history), "evaluations; keys:", sorted(history[-1]))
-plot.training_curves(history, title=HISTORY_MODEL)
+history_view = cw.training(MODEL)
+history_view
+
+# %% [markdown]
+# A phase change is not a threshold crossed: it is a **window of steep change**. We locate it in the
+# logged curves as the steps over which a curve climbs from 20 % to 80 % of its total rise, and the single
+# steepest step between two evaluations, for the best induction score and for the in-context gain
+# (first-copy minus repeated-copy loss).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-steps = [r["step"] for r in history]
-best_ind = [r["max_induction"] for r in history]
-gain = [r["icl_first"] - r["icl_repeated"] for r in history]
+curves = history_view.training_curves  # engine.TrainingCurves: the trainer's logged records
+steps = curves.steps
+best_ind = [float(x) for x in curves.induction.flatten(1).max(1).values]
+gain = [f - r for f, r in zip(curves.icl_first, curves.icl_repeated)]
 
 
 def rise_window(values: list[float], lo: float = 0.2, hi: float = 0.8) -> tuple[int, int]:
@@ -123,61 +142,103 @@ def steepest_step(values: list[float]) -> tuple[int, int]:
 
 
 w_ind, w_gain = rise_window(best_ind), rise_window(gain)
+print(f"{len(steps)} logged evaluations, {len(history_view.steps)} snapshots at steps {history_view.steps}")
 print(f"best induction score {best_ind[0]:.2f} -> {best_ind[-1]:.2f}: 20-80% of the rise in steps "
       f"{w_ind[0]}-{w_ind[1]}, steepest between steps {steepest_step(best_ind)}")
 print(f"in-context gain {gain[0]:.2f} -> {gain[-1]:.2f} nats: 20-80% of the rise in steps {w_gain[0]}-{w_gain[1]}, "
       f"steepest between steps {steepest_step(gain)}")
+overlap = min(w_ind[1], w_gain[1]) - max(w_ind[0], w_gain[0])
+print("the two windows overlap" if overlap >= 0 else f"the two windows are {-overlap} steps apart")
 
 # %% [markdown]
-# ### Measure the heads yourself: the shipped snapshots
+# ### Scrub across the window
 #
-# The zoo also ships a few log-spaced snapshots of the run (`cw.zoo.snapshots(name)`: `(step, path)` pairs).
-# Load each one and measure its heads with the engine — the same scores as in the history above, recomputed
-# from the weights, now averaged over the repeat-length sweep (the history above was logged at one length,
-# |r| = 63, before the sweep existed, so the stars sit a little apart from the lines).
+# Move the view to the last snapshot *before* the induction window and to the first one *after* it (the cell
+# below does it from Python: `history_view.step = ...` is what the slider does). At each snapshot the cell
+# prints what the panels show: the induction head's score, and its circuit in the weights. Compare the rows:
+# which numbers change across the window, and which were already there before it?
 
 # %%
 # NBVAL_CHECK_OUTPUT
-final_step = int(read_metadata(cw.zoo.path(HISTORY_MODEL))["step"])  # the shipped model itself
-snaps = cw.zoo.snapshots(HISTORY_MODEL) + [(final_step, cw.zoo.path(HISTORY_MODEL))]
-snap_scores = []
-for step, path in snaps:
-    s = engine.all_head_scores(cw.load(path), n_seqs=8, seed=0)
-    snap_scores.append((step, float(s["induction"].max()), float(s["previous_token"][0].max())))
-    print(f"step {step:6d}: best induction {snap_scores[-1][1]:.2f}, "
-          f"best layer-0 previous-token {snap_scores[-1][2]:.2f}")
-
-# %%
-import matplotlib.pyplot as plt
-
-steps = [r["step"] for r in history]
-fig, ax1 = plt.subplots(figsize=(8, 4))
-ax1.plot(steps, [r["icl_first"] - r["icl_repeated"] for r in history], "C0", label="in-context gain (nats)")
-ax1.set_xlabel("step"); ax1.set_ylabel("first-copy minus repeated-copy loss", color="C0")
-ax2 = ax1.twinx()
-L, H = len(history[-1]["induction"]), len(history[-1]["induction"][0])
-for layer in range(L):
-    for h in range(H):
-        ax2.plot(steps, [r["induction"][layer][h] for r in history], color="C1" if layer else "C2", lw=1, alpha=0.7)
-ax2.set_ylabel("induction score per head (orange: layer 1, green: layer 0)")
-ax2.plot([x[0] for x in snap_scores], [x[1] for x in snap_scores], "k*", ms=10, label="snapshots (recomputed)")
-ax2.legend(loc="center right")
-ax1.axvspan(*w_ind, color="red", alpha=0.12, label="20-80% of the induction rise")
-ax1.legend(loc="center left")
-ax1.set_title("the induction bump: in-context gain and induction scores rise together")
-plt.show()
-
+l1, h1, l2, h2 = history_view.circuit
+snap_steps = history_view.steps
+before = max([s for s in snap_steps if s <= w_ind[0]], default=snap_steps[0])
+after = min([s for s in snap_steps if s >= w_ind[1]], default=snap_steps[-1])
+print(f"circuit: previous-token head L{l1}H{h1} -> induction head L{l2}H{h2} (engine detection at the last snapshot)")
+print(" step | ind. score | prev-token L0 | OV positivity | K-comp QK positivity | K-comp (baseline)")
+for s in snap_steps:
+    sc, cm = history_view.scores_at(s), history_view.circuit_at(s)
+    mark = " <- before the window" if s == before else " <- after the window" if s == after else ""
+    print(f"{s:5d} | {float(sc.induction[l2, h2]):10.2f} | {float(sc.previous_token[l1, h1]):13.2f} | "
+          f"{cm.ov.positivity:+13.2f} | {cm.k_qk.positivity:+20.2f} | "
+          f"{cm.k_composition:.3f} ({cm.baseline[0]:.3f}){mark}")
+history_view.step = after
+print(f"the view now shows step {history_view.step}: {history_view.error or 'no message'}")
+# how much of each quantity's change from the first to the last snapshot happens between `before` and `after`
+rows = {"induction score": lambda s: float(history_view.scores_at(s).induction[l2, h2]),
+        "OV positivity": lambda s: history_view.circuit_at(s).ov.positivity,
+        "K-comp QK positivity": lambda s: history_view.circuit_at(s).k_qk.positivity,
+        "K-composition": lambda s: history_view.circuit_at(s).k_composition}
+for name, f in rows.items():
+    total = f(snap_steps[-1]) - f(snap_steps[0])
+    across = f(after) - f(before)
+    print(f"{name:21s}: {across:+.2f} across the window, {across / total:.0%} of its change over training"
+          if total else f"{name}: no change over training")
 
 # %% [markdown]
-# **What the plot shows.** Before the phase change, the model predicts the repeated copy no better than the
-# first (gain near 0) and no head scores on induction. Within one window, one or more layer-1 heads' scores
-# climb steeply, and the gain climbs in the same window. That is a **co-occurrence in time** — Olsson et al.'s
-# first line of evidence, not a proof that the in-context ability *is* the induction heads. The causal
-# evidence is interventional: switch the induction head off and the gain collapses (notebook 05; notebook 00,
-# Exercise 2).
+# The view's picture (the same numbers, as a static figure for viewers without a kernel):
+
+# %%
+history_view.figure()
+
+# %% [markdown]
+# **What the view shows, and what it does not.** The table and the curves put the changes in time: the
+# last lines of the table say how much of each quantity's change over training falls inside the window. A
+# quantity whose change mostly happens before the window was in place before the behaviour appeared (the
+# weights can be ready before the head uses them); one whose change falls inside the window moved with the
+# behaviour. The curves say whether the in-context gain rises in the same window as the induction score. That
+# is a **co-occurrence in time** — Olsson et al.'s first line of evidence, not a proof that the in-context
+# ability *is* the induction heads. The causal evidence is interventional: switch the induction head off and
+# the gain collapses (notebook 05; notebook 00, Exercise 2).
+#
+# ### Is it really induction? The repeat-length sweep
+#
+# A head that attends a fixed distance back scores as an "induction head" on `BOS + r + r` at the one repeat
+# length where that distance matches. An induction head scores at every length. Every score in the view is the
+# mean over the lengths of `engine.detection_lengths`; here is the sweep itself at the last snapshot, for the
+# detected induction head and the best-scoring layer-0 head (which cannot compose with an earlier head).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+final = history_view.snapshot(snap_steps[-1])
+by_len = engine.scores_by_length(final, n_seqs=8, kinds=("induction",))
+ind_l0 = sum(sc["induction"] for sc in by_len.values())[0]
+fake = (0, int(ind_l0.argmax()))
+for name, (lay, hd) in (("detected induction head", (l2, h2)), ("best layer-0 head", fake)):
+    vals = [float(sc["induction"][lay, hd]) for sc in by_len.values()]
+    print(f"{name} L{lay}H{hd}: " + ", ".join(f"|r|={n}: {v:.2f}" for n, v in zip(by_len, vals))
+          + f"  (spread over lengths {max(vals) - min(vals):.2f}, lowest {min(vals):.2f})")
+meta_tc = json.loads(read_metadata(cw.zoo.path(MODEL)).get("train_config", "{}"))
+print("the logged curves used repeat length(s):", meta_tc.get("icl_seq_lens") or meta_tc.get("icl_seq_len")
+      or "the engine's sweep")
+
+# %% [markdown]
+# A score that is high at one length and low at another is the signature of a fixed-offset head, not of
+# induction; a real induction head's lowest score over the sweep is close to its highest. The tiny model
+# trained live above is caught this way early in training: its best head's scores per length (they depend on
+# how far this machine trained it in 15 seconds):
+
+# %%
+live = engine.scores_by_length(trainer.model, n_seqs=8, kinds=("induction",))
+mean = sum(sc["induction"] for sc in live.values()) / len(live)
+lay, hd = divmod(int(mean.argmax()), trainer.model.cfg.n_heads)
+vals = [float(sc["induction"][lay, hd]) for sc in live.values()]
+print(f"tiny model at step {trainer.step}, best head L{lay}H{hd}: "
+      + ", ".join(f"|r|={n}: {v:.2f}" for n, v in zip(live, vals))
+      + f"  (highest / lowest over lengths: {max(vals) / max(min(vals), 1e-3):.1f}x)")
 #
 # ### Exercise 1
-# From `history`, find the step at which the in-context gain first exceeded half of its final value, and
+# From `curves`, find the step at which the in-context gain first exceeded half of its final value, and
 # compare it with the step at which the best induction score first exceeded half of its final value.
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
@@ -187,16 +248,14 @@ def first_step(values, frac=0.5):
     return next(s for s, v in zip(steps, values) if v >= target)
 
 
-gain = [r["icl_first"] - r["icl_repeated"] for r in history]
-best_ind = [r["max_induction"] for r in history]
 print(f"gain reaches half its final value at step {first_step(gain)}; "
       f"induction score at step {first_step(best_ind)}")
 
 # %% [markdown]
 # ### Exercise 2
 # Keep training the tiny model (`trainer.train(3000)` resumes where it stopped; `trainer.time_limit = 60`
-# first) and watch the monitor. Does a layer-1 head or a layer-0 head take the induction role? Check with
-# `engine.all_head_scores(trainer.model)` and, per repeat length, `engine.scores_by_length(trainer.model)`.
+# first), then open `monitor.history()` again. Does a layer-1 head or a layer-0 head take the induction role?
+# Check with `engine.all_head_scores(trainer.model)` and, per repeat length, `engine.scores_by_length(trainer.model)`.
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
 #@title Solution (without the extra training) (click to show the code)

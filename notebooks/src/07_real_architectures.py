@@ -20,8 +20,9 @@
 # - **Grouped-query attention.** Several query heads share one key/value head.
 # - **RMSNorm** `x / rms(x) · w`: folds like LayerNorm's weight, without centring.
 #
-# This notebook runs on small random models built here (offline) and on the lecture model; the last part
-# shows how to bring a Hugging Face or TransformerLens model.
+# This notebook runs on small random models built here (offline) and on the lecture model; the last parts
+# show how to bring a Hugging Face or TransformerLens model, how to analyse a checkpoint bigger than memory
+# (read layer by layer), and how to run activation views through nnsight on a model that lives elsewhere.
 
 # %%
 # Colab only: install circwidgets and turn on custom widgets. Anywhere else this cell does nothing.
@@ -215,3 +216,90 @@ try:
           (engine.offset_profile(real, range(8)).argmax(-1) == 1).nonzero().tolist()[:8])
 except Exception as e:  # noqa: BLE001 - offline (no network) or no transformers: say so and go on
     print(f"skipped: could not download {NAME} here ({type(e).__name__}); run this cell in Colab or online")
+
+# %% [markdown]
+# ## Checkpoints bigger than memory
+#
+# An 8B model in float32 needs 32 GB; a laptop or a free Colab has less. The weight analyses never need the
+# whole model at once (every head's circuits factor through `d_head`), so `cw.from_hf(directory, lazy=True)`
+# keeps the checkpoint's tensors in their files (memory-mapped, bfloat16 stays bfloat16) and reads one layer
+# at a time. The vocabulary enters only through the Gram matrices `W_Eᵀ W_E` and `W_U W_E`, computed once in
+# blocks and cached on disk in a directory you choose. The forward passes some views need (the composition
+# view's patterns, head scores, ablation) also run one layer at a time.
+#
+# Offline, a small random Llama-style checkpoint written here in bfloat16 shards stands in for a downloaded
+# one (`huggingface_hub.snapshot_download(name)` gives the directory of a real one).
+
+# %%
+import tempfile
+from pathlib import Path
+
+try:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    ckpt_dir = Path(tempfile.mkdtemp()) / "tiny-llama"
+    big_cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                       num_attention_heads=4, num_key_value_heads=2, vocab_size=500,
+                                       max_position_embeddings=64, tie_word_embeddings=False,
+                                       attn_implementation="eager")
+    torch.manual_seed(0)
+    hf_big = transformers.LlamaForCausalLM(big_cfg).eval()
+    hf_big.to(torch.bfloat16).save_pretrained(ckpt_dir, max_shard_size="100KB")  # several shards
+    print(len(list(ckpt_dir.glob("*.safetensors"))), "shards")
+
+    lazy = cw.from_hf(str(ckpt_dir), lazy=True, cache_dir=ckpt_dir.parent / "cw-cache")
+    print(repr(lazy).replace(str(ckpt_dir.parent), "<tmp>"))
+    print("OV positivity, layer 2:", engine.eigen_positivity(lazy, "ov")[2].numpy().round(2))
+    print("K-composition at Δ = 1, strongest pair:",
+          float(torch.nan_to_num(engine.composition_scores(lazy, "k", offset=1), nan=0).max()))
+    info = lazy.cache_info()
+    print(f"cache: {info['files']} file(s), {info['bytes'] / 1024:.0f} KiB in {Path(info['dir']).name}/")
+except ImportError:
+    lazy = None
+    print("transformers is not installed: `pip install transformers` to write and read checkpoints")
+
+# %% [markdown]
+# The composition view works on the lazy model: scores streamed, the pair's patterns from a forward pass
+# run one layer at a time. A second object over the same directory and cache reads the Gram matrices back
+# instead of passing over the vocabulary again (a changed checkpoint file gets new cache entries; a
+# truncated or corrupted entry is recomputed, never read as valid).
+
+# %%
+if lazy is not None:
+    view = cw.composition(lazy, kind="k", pair=[0, 1, 2, 3])
+    again = cw.from_hf(str(ckpt_dir), lazy=True, cache_dir=ckpt_dir.parent / "cw-cache")
+    again.grams()
+    print("embedding read again:", lazy._embed_key() in again.reads)
+view if lazy is not None else None
+
+# %% [markdown]
+# ## Models on someone else's machine: nnsight
+#
+# Activation views need a forward pass of the real model. [nnsight](https://nnsight.net) runs it where the
+# model lives: this machine, several GPUs (`device_map="auto"`), or a remote server (NDIF) with
+# `remote=True`. Every activation function of the engine accepts an nnsight `LanguageModel` (or a Hugging
+# Face model, which it wraps) and asks the trace only for what it needs: one layer's pattern, one number per
+# ablation, a `[layer, head]` table. The numbers equal those of the converted model:
+
+# %%
+import warnings
+
+try:
+    import nnsight  # noqa: F401
+
+    from circwidgets.model.nnsight_source import NNsightSource
+
+    warnings.filterwarnings("ignore", message="LanguageModel is deprecated")
+    hf_small = transformers.LlamaForCausalLM(big_cfg).eval()  # float32, eager attention
+    source = NNsightSource(hf_small)  # for NDIF: NNsightSource(LanguageModel(name), remote=True)
+    converted = cw.from_hf(hf_small)
+    toks = torch.randint(1, 500, (1, 16), generator=torch.Generator().manual_seed(0))
+    for name, m in (("nnsight", source), ("converted", converted)):
+        eff = engine.ablate_heads(m, toks, [(2, 1)], kind="mean")
+        cut = engine.ablate_path(m, toks, (0, 1), (2, 3), kind="k")
+        ind = engine.head_scores(m, "induction", seq_len=10, n_seqs=2)
+        print(f"{name:9s}: mean-ablate L2H1 {eff.delta:+.4e} | cut L0H1 -> L2H3 keys {cut.delta:+.4e} | "
+              f"best induction score {float(ind.max()):.4f}")
+except ImportError:
+    print("nnsight is not installed: `pip install nnsight` to run activation views through it")

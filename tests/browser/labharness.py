@@ -369,6 +369,39 @@ def check_composition(page, var: str, d: dict) -> None:
         assert_cells(det["p2"], want["p"][1], f"pair {det['pair']} later head")
 
 
+def check_history(page, var: str, d: dict) -> None:
+    """The history view `var` painted the numbers of the step its digest names: the engine functions
+    called on that snapshot's file, loaded afresh (circuit positivities and K-composition, the selected
+    head's scores), the pattern's sampled cells from the snapshot's own forward pass, and the curves'
+    values at the marker from the trainer's metrics (the last record at or before the step)."""
+    pat = d["pattern"]
+    assert pat["step"] == d["step"], d  # the pattern painted is the marked step's
+    cells = [[i, j] for i, j, _ in pat["cells"]]
+    l1, h1, l2, h2 = d["circuit"]
+    code = (f"import json\nimport circwidgets as cw\nfrom circwidgets import engine\n"
+            f"_m = cw.load([s.path for s in {var}.run.snapshots if s.step == {d['step']}][0])\n"
+            f"_c = engine.circuit_measures(_m, ({l1}, {h1}), ({l2}, {h2}))\n"
+            f"_s = engine.all_head_scores(_m, n_seqs=8, seed=0)\n"
+            f"_, _cache = _m.run_with_cache({var}.tokens[None])\n"
+            f"_P = _cache['pattern', {pat['layer']}][0, {pat['head']}].detach()\n"
+            f"_r = [r for r in ({var}.run.metrics or []) if 'induction' in r and r['step'] <= {d['step']}][-1:]\n"
+            f"print(json.dumps({{'ov': _c.ov.positivity, 'k_qk': _c.k_qk.positivity, 'k_comp': _c.k_composition,"
+            f" 'ind': float(_s['induction'][{pat['layer']}, {pat['head']}]),"
+            f" 'prev': float(_s['previous_token'][{pat['layer']}, {pat['head']}]),"
+            f" 'cells': [float(_P[i, j]) for i, j in {cells!r}],"
+            f" 'm_ind': _r[0]['induction'][{pat['layer']}][{pat['head']}] if _r else None,"
+            f" 'm_loss': _r[0]['val_loss'] if _r else None}}))")
+    want = kernel_json(page, code)
+    for k in ("ov", "k_qk", "k_comp"):
+        assert close(d[k], want[k], 1e-4, 1e-5), (k, d[k], want[k])
+    assert close(d["scores"]["induction"], want["ind"], 1e-4, 1e-5), (d["scores"], want)
+    assert close(d["scores"]["previous_token"], want["prev"], 1e-4, 1e-5), (d["scores"], want)
+    assert_cells(pat["cells"], want["cells"], f"{var} pattern at step {d['step']}")
+    if d["source"] == "metrics":
+        assert close(d["marker"]["induction"], want["m_ind"], 1e-4, 1e-6), (d["marker"], want)
+        assert close(d["marker"]["loss"], want["m_loss"], 1e-4, 1e-6), (d["marker"], want)
+
+
 def check_paths(page, var: str, d: dict, layer: int, head: int) -> None:
     """The paths view drew the kernel's terms (label, value) and head (layer, head)'s pattern."""
     want = kernel_json(page, f"import json\nprint(json.dumps({{'bars': [[t['label'], t['value']] for t in {var}.terms],"

@@ -3,7 +3,8 @@
 
 - a click on a head whose state was not exported says so and never leaves "computing L…H…" on screen;
 - controls that need a kernel (the attention view's text box and its "run" button, the skip-trigram
-  search and "more rows", the path view's target search) are disabled, with "needs a live kernel".
+  search and "more rows", the path view's target search) are disabled, with "needs a live kernel";
+- the history view's export scrubs every snapshot and paints that snapshot's numbers.
 """
 
 from __future__ import annotations
@@ -106,3 +107,38 @@ def test_export_is_honest_offline(offline_page, tmp_path):
     p.screenshot(path=str(lh.ARTIFACTS / "export_offline_paths.png"), full_page=True)
     assert p.cw_requests == [], p.cw_requests
     assert not [x for x in p.cw_log if x.startswith(("pageerror", "error"))], p.cw_log
+
+
+def test_the_history_export_scrubs_every_snapshot_offline(offline_page, tmp_path):
+    """`save_html` of the history view over a real (tiny) training run: offline, the slider moves through
+    every snapshot and each step paints the numbers the engine gives for that snapshot
+    (labharness.check_history, asked in this process)."""
+    from playwright.sync_api import expect
+
+    import circwidgets as cw
+    from circwidgets.model import ModelConfig, Transformer
+    from circwidgets.train.tasks import RepeatTask
+    from circwidgets.train.trainer import TrainConfig, Trainer
+
+    cfg = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_head=16, d_vocab=24, n_ctx=32, attn_only=True,
+                      normalization=None, positional="shortformer", bos_token_id=0, name="tiny-history")
+    Trainer(Transformer(cfg, seed=0), RepeatTask(24, 32, min_len=3, max_len=10),
+            TrainConfig(steps=60, batch_size=16, lr=1e-2, warmup=5, eval_every=20, eval_batches=1, icl_n_seqs=2,
+                        n_snapshots=5), out_dir=tmp_path / "run", progress=False, callbacks=[]).train()
+    wh = cw.training(tmp_path / "run")
+    ask = lh.local_asker({"wh": wh})
+    p = offline_page
+    p.goto(wh.save_html(tmp_path / "history.html").as_uri())
+    expect(p.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
+    root = p.locator(".cw-root.cw-history")
+    lh.check_history(ask, "wh", lh.wait_drawn(root, step=wh.steps[-1]))
+    root.locator("input.cw-step-slider").focus()
+    p.keyboard.press("Home")
+    for i, step in enumerate(wh.steps):
+        if i:
+            p.keyboard.press("ArrowRight")
+        lh.check_history(ask, "wh", lh.wait_drawn(root, step=step, pattern__step=step))
+    expect(root.locator("input.cw-step-slider")).to_have_value(str(len(wh.steps) - 1))
+    root.screenshot(path=str(lh.ARTIFACTS / "export_offline_history.png"))
+    assert p.cw_requests == [], p.cw_requests
+    assert not [x for x in p.cw_log if x.startswith("pageerror")], p.cw_log

@@ -1,0 +1,286 @@
+"""A lazy checkpoint (`LazyModel`) as an activation source: the forward pass run one layer at a time.
+
+The engine's activation functions (attention patterns, head scores, ablation, patching, direct logit
+attribution; `circwidgets.engine.activations`) take any object with the activation-source interface
+(`nnsight_source.ActivationSource`). `LazySource` gives a `LazyModel` that interface, so the views
+that need a forward pass (the composition view's patterns, the attention view, ...) work on a
+checkpoint that is never in memory whole:
+
+- layer `l` is converted by `LazyModel.layer_module` (the converter's own code, unfolded weights,
+  attention and MLP, float32), run on the residual stream left by layer `l - 1` (substituted at its
+  `hook_resid_pre`), and freed; layer 0 also embeds the tokens (only their rows of the embedding
+  are read);
+- the logits, when a metric needs them, come from the final norm and blocks of unembedding rows
+  (`LazyModel.block_rows` at a time);
+- a pass that only needs patterns stops after the last layer asked for.
+
+So the numbers are those of `lazy.to_transformer()` (the eager model of the same checkpoint) up to
+float32 rounding, with peak memory one layer plus the residual stream. Each call reads the layers it
+needs from the memory-mapped files again (nothing is kept between calls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .config import ModelConfig
+from .hooks import get_act_name
+from .lazy import LazyModel
+
+__all__ = ["LazySource"]
+
+LayerHook = Callable[[torch.Tensor], torch.Tensor | None]
+
+
+def _long(cfg: ModelConfig) -> bool:
+    """Whether a layer-by-layer pass over this model takes long enough for a progress bar."""
+    return cfg.n_layers * cfg.d_model * cfg.d_model > 5e8
+
+
+class _Stop(Exception):
+    """Raised at a layer's `hook_resid_post`: the one-layer model's own (one-row) unembedding is not needed."""
+
+
+class LazySource:
+    """A `LazyModel` through the activation-source interface (module docstring).
+
+    `cfg`, `tokenizer`, `check_tokens` are the lazy model's; `patterns`, `run` and
+    `head_logit_attribution` run the forward pass layer by layer.
+    """
+
+    def __init__(self, lazy: LazyModel):
+        self.lazy = lazy
+        self.current: Any = None  # during `forward`: the one-layer module being run
+        self.cfg: ModelConfig = lazy.cfg
+        self.tokenizer: Any = lazy.tokenizer
+
+    def __repr__(self) -> str:
+        return f"LazySource({str(self.lazy.path)!r})"
+
+    def check_tokens(self, tokens) -> torch.Tensor:
+        return self.lazy.check_tokens(tokens)
+
+    # ---------------------------------------------------------------- the forward pass
+    @torch.no_grad()
+    def forward(self, tokens, layer_hooks: dict[int, list[tuple[str, LayerHook]]] | None = None,
+                last_layer: int | None = None) -> torch.Tensor | None:
+        """Run the model on `tokens [batch, pos]` one layer at a time.
+
+        layer_hooks: `{layer: [(short hook name, fn), ...]}` with names as `get_act_name` takes them
+            ("pattern", "z", "result", ...); `fn(activation)` may return a replacement (same shape).
+        last_layer: stop after this layer's block (no logits: returns None); default run every
+            layer and return the logits `[batch, pos, d_vocab]` float32.
+        """
+        from tqdm.auto import tqdm
+
+        lazy, cfg = self.lazy, self.cfg
+        toks = self.check_tokens(tokens)
+        layer_hooks = layer_hooks or {}
+        n = cfg.n_layers if last_layer is None else last_layer + 1
+        rows, first_ids = toks.unique(return_inverse=True)  # layer 0 embeds these rows only
+        resid: torch.Tensor | None = None
+        for layer in tqdm(range(n), desc="forward pass, layer by layer", disable=not _long(cfg), leave=False):
+            module = lazy.layer_module(layer, rows=rows if layer == 0 else None)
+            self.current = module  # the layer being run (hooks that recompute from its weights read it)
+            # later layers: the residual stream replaces the (one-row) embedding
+            ids = first_ids if layer == 0 else torch.zeros_like(toks)
+            out: dict[str, torch.Tensor] = {}
+
+            def substitute(x, hp, resid=resid):
+                return resid
+
+            def keep(x, hp, out=out):
+                out["resid"] = x
+                raise _Stop
+
+            hooks: list = [] if layer == 0 else [("blocks.0.hook_resid_pre", substitute)]
+            for name, fn in layer_hooks.get(layer, ()):
+                hooks.append((get_act_name(name, 0), lambda x, hp, fn=fn: fn(x)))
+            hooks.append(("blocks.0.hook_resid_post", keep))
+            try:
+                module.run_with_hooks(ids, hooks)
+            except _Stop:
+                pass
+            resid = out["resid"]
+            self.current = None
+            del module
+        if last_layer is not None:
+            return None
+        return self._logits(resid)
+
+    def _final(self, rows) -> torch.nn.Module:
+        """A one-layer module holding the final norm and the unembedding rows `rows` (float32)."""
+        return self.lazy._convert(None, rows).to(torch.float32)
+
+    def _logits(self, resid: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        V = cfg.d_vocab
+        logits = torch.empty(*resid.shape[:-1], V, dtype=torch.float32)
+        x = None
+        for s in range(0, V, self.lazy.block_rows):
+            rows = slice(s, min(s + self.lazy.block_rows, V))
+            m = self._final(rows)
+            if x is None:
+                x = m._norm(resid, "ln_final", None)
+            block = x @ m.W_U.float()
+            if cfg.biases:
+                block = block + m.b_U.float()
+            logits[..., rows] = block
+        if cfg.final_softcap is not None:
+            logits = cfg.final_softcap * torch.tanh(logits / cfg.final_softcap)
+        return logits
+
+    # ---------------------------------------------------------------- the interface
+    @torch.no_grad()
+    def patterns(self, tokens, layers) -> dict[int, torch.Tensor]:
+        """`{layer: pattern [batch, head, query, key]}` of the given layers; stops after the last one."""
+        layers = sorted(set(int(l) for l in layers))
+        if not layers:
+            return {}
+        out: dict[int, torch.Tensor] = {}
+
+        def keep(layer):
+            def fn(p):
+                out[layer] = p.detach().float().clone()
+            return fn
+
+        self.forward(tokens, {l: [("pattern", keep(l))] for l in layers}, last_layer=layers[-1])
+        return out
+
+    @torch.no_grad()
+    def run(self, tokens, edits: dict | None = None, metric=None,
+            save_z: tuple[int, ...] = ()) -> tuple[float | None, dict[int, torch.Tensor]]:
+        """(metric value or None, `{layer: z [batch, pos, head, d_head]}` for `save_z`), with `edits[layer](z)`
+        replacing that layer's per-head outputs (as `NNsightSource.run`)."""
+        toks = self.check_tokens(tokens)
+        edits = edits or {}
+        zs: dict[int, torch.Tensor] = {}
+        hooks: dict[int, list] = {}
+        for l in sorted(set(edits) | set(save_z)):
+            def fn(z, l=l):
+                if l in save_z:
+                    zs[l] = z.detach().float().clone()
+                return edits[l](z.clone()) if l in edits else None
+            hooks[l] = [("z", fn)]
+        if metric is None:  # nothing past the last layer that was asked for
+            if hooks:
+                self.forward(toks, hooks, last_layer=max(hooks))
+            return None, zs
+        logits = self.forward(toks, hooks)
+        return float(torch.as_tensor(metric(logits, toks)).double().mean()), zs
+
+    @torch.no_grad()
+    def head_logit_attribution(self, tokens, pos: int, direction: torch.Tensor) -> torch.Tensor:
+        """`[batch, layer, head]`: each head's write at `pos` (`z_h W_O^h`) through the final norm with its
+        scale frozen (LN: centred first) and its weight, dotted with `direction` (an unembedding column)."""
+        cfg = self.cfg
+        writes: dict[int, torch.Tensor] = {}
+
+        def keep(layer):
+            def fn(result):  # [batch, pos, head, d_model]
+                writes[layer] = result[:, pos].detach().float().clone()
+            return fn
+
+        resid: dict[str, torch.Tensor] = {}
+
+        def keep_resid(x):
+            resid["final"] = x[:, pos].detach().float().clone()
+
+        hooks = {l: [("result", keep(l))] for l in range(cfg.n_layers)}
+        hooks[cfg.n_layers - 1].append(("resid_post", keep_resid))
+        self.forward(tokens, hooks, last_layer=cfg.n_layers - 1)
+        m = self._final(slice(0, 1))
+        r = resid["final"]
+        ln = cfg.normalization in ("LN", "LNPre")
+        if ln:
+            r = r - r.mean(-1, keepdim=True)
+        scale = (r.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt() if cfg.normalization else torch.ones(1)
+        w = m._parameters.get("ln_final_w")
+        u = direction.float() * (w.float() if w is not None else 1.0)
+        out = []
+        for l in range(cfg.n_layers):
+            x = writes[l]
+            if ln:
+                x = x - x.mean(-1, keepdim=True)
+            out.append((x / scale[:, None]) @ u)
+        return torch.stack(out, 1)
+
+    # ---------------------------------------------------------------- path cuts
+    def check_cuts_supported(self) -> None:
+        """Every family `from_hf` converts can be cut (the layer modules are our own `Transformer`s)."""
+
+    @torch.no_grad()
+    def head_result_means(self, reference, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
+        """`{(l, h): mean over batch and positions of head h's write `result` [d_model]}` on `reference`."""
+        out: dict[tuple[int, int], torch.Tensor] = {}
+        by_layer: dict[int, list[int]] = {}
+        for l, h in heads:
+            by_layer.setdefault(l, []).append(h)
+
+        def keep(layer):
+            def fn(result):
+                for h in by_layer[layer]:
+                    out[(layer, h)] = result[:, :, h].mean((0, 1)).float().clone()
+            return fn
+
+        self.forward(reference, {l: [("result", keep(l))] for l in by_layer}, last_layer=max(by_layer))
+        return out
+
+    @torch.no_grad()
+    def run_cuts(self, tokens, groups: dict, metric, res_mean: dict | None = None) -> float:
+        """The metric of a forward pass with path cuts, `groups[(dst layer, kind)][stored head] = [src heads]`:
+        the hooks of `interventions.ablation_hooks` (dst's queries / keys / values recomputed from the
+        residual entering its layer minus the sources' `result`, through ln1), on the one-layer modules."""
+        from ..engine.interventions import _project
+
+        cfg = self.cfg
+        srcs_of = {}
+        for per in groups.values():
+            for srcs in per.values():
+                for l1, h1 in srcs:
+                    srcs_of.setdefault(l1, set()).add(h1)
+        store: dict[Any, torch.Tensor] = {}
+        hooks: dict[int, list] = {}
+
+        def keep_result(layer):
+            def fn(result):
+                for h in srcs_of[layer]:
+                    store[(layer, h)] = result[:, :, h]
+            return fn
+
+        def keep_resid(layer):
+            def fn(resid):
+                store[("resid_pre", layer)] = resid
+            return fn
+
+        def recompute(layer, which, per_head):
+            def fn(act):  # [batch, pos, head, d_head] per query head
+                module, act = self.current, act.clone()
+                for stored, srcs in per_head.items():
+                    removed = sum(store[s] - (res_mean[s] if res_mean else 0) for s in srcs)
+                    x = module.normalize(store[("resid_pre", layer)] - removed, "ln1", 0)
+                    if which != "v" and cfg.positional == "shortformer":
+                        x = x + module.W_pos[: x.shape[1]]
+                    new = _project(module, x, 0, which)[:, :, stored]
+                    readers = cfg.kv_group(stored) if cfg.grouped_kv and which != "q" else [stored]
+                    act[:, :, readers] = new[:, :, None].to(act.dtype)
+                return act
+            return fn
+
+        for layer, _ in groups:
+            hooks.setdefault(layer, [("resid_pre", keep_resid(layer))])
+        for (layer, which), per_head in groups.items():
+            hooks[layer].append((which, recompute(layer, which, per_head)))
+        for layer in srcs_of:  # after a dst layer's own hooks: its result comes after its q/k/v
+            hooks.setdefault(layer, []).append(("result", keep_result(layer)))
+        toks = self.check_tokens(tokens)
+        return float(torch.as_tensor(metric(self.forward(toks, hooks), toks)).double().mean())
+
+    def unembed_direction(self, token) -> torch.Tensor:
+        """`W_U[:, token]` (or `W_U[:, a] - W_U[:, b]` for `(a, b)`), unfolded, float32 `[d_model]`."""
+        ids = list(token) if isinstance(token, (tuple, list)) else [token]
+        W_U = self._final(torch.tensor(ids)).W_U.float()
+        return W_U[:, 0] - W_U[:, 1] if len(ids) == 2 else W_U[:, 0]
