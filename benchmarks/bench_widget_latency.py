@@ -131,7 +131,8 @@ def measure_page_cache(page, idx: int, heads: list[tuple[int, int]], n_layers: i
     for lay, h in heads:
         nb = [(a, b) for a, b in ((lay, h + 1), (lay, h - 1), (lay + 1, h), (lay - 1, h))
               if 0 <= a < n_layers and 0 <= b < n_heads]
-        page.evaluate("([i]) => document.querySelectorAll('.cw-root.cw-attention')[i].cwHeadCache.clear()", [idx])
+        page.evaluate("([i]) => { const r = document.querySelectorAll('.cw-root.cw-attention')[i];"
+                      " r.cwHeadCache.clear(); r.cwPatternImages.clear(); }", [idx])  # payloads and pixels
         click("new", lay, h)
         page.evaluate(SETTLE_JS, ["attention", idx, 1 + len(nb), 5000])
         click("prefetched", *nb[0])

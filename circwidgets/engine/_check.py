@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -37,13 +39,42 @@ def check_token(model: Transformer, token: int, name: str = "token") -> int:
     return token
 
 
+_FINITE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> parameters' state when checked
+
+
+def _param_state(model: Transformer) -> tuple:
+    """Changes whenever a parameter is replaced or modified in place (as `prep.fingerprint`)."""
+    return tuple((n, p.data_ptr(), p._version) for n, p in model.named_parameters())
+
+
+def _finite(p: torch.Tensor) -> bool:
+    """All entries finite, by one min/max reduction (no bool temporary the size of the weight)."""
+    if p.numel() == 0:
+        return True
+    try:
+        mn, mx = torch.aminmax(p.detach())
+        return bool(torch.isfinite(mn) & torch.isfinite(mx))
+    except RuntimeError:  # dtypes without aminmax on this device
+        return bool(torch.isfinite(p.detach()).all())
+
+
 def check_finite(model: Transformer) -> None:
-    """Raise if any weight is NaN or infinite (a silent wrong number is worse than an error)."""
+    """Raise if any weight is NaN or infinite (a silent wrong number is worse than an error). A model
+    whose parameters have not changed since it passed is not checked again (each view of a dashboard
+    asks; GPT-2's 124M weights take a while)."""
     if type(model).__name__ == "LazyModel":  # read layer by layer: its streamed results are checked instead
         return
+    state = _param_state(model)
+    try:
+        if _FINITE.get(model) == state:
+            return
+    except TypeError:  # not weak-referenceable: checked every time
+        pass
     for name, p in model.named_parameters():
-        if not torch.isfinite(p).all():
+        if not _finite(p):
             raise ValueError(f"model weight {name} contains NaN or inf values")
+    with contextlib.suppress(TypeError):
+        _FINITE[model] = state
 
 
 # ----------------------------------------------------------------------------------- outputs

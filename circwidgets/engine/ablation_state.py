@@ -30,9 +30,14 @@ class AblatedRun:
     `interventions.kv_group_notes`)."""
 
     tokens: torch.Tensor
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     token_loss: torch.Tensor
     notes: tuple[str, ...] = ()
+    # without logits (`ablated_run(..., keep_logits=False)`): the top predictions at every position,
+    # `[batch, pos, k]` token ids, probabilities (float64) and logits, largest first
+    top_ids: torch.Tensor | None = None
+    top_probs: torch.Tensor | None = None
+    top_logits: torch.Tensor | None = None
 
     @property
     def loss(self) -> float:
@@ -41,9 +46,15 @@ class AblatedRun:
 
     def top(self, pos: int, k: int = 5, batch: int = 0) -> list[tuple[int, float, float]]:
         """The `k` most likely next tokens after position `pos`: `(token id, probability, logit)`."""
-        P = self.logits.shape[1]
+        P = self.tokens.shape[1]
         if not -P <= pos < P:
             raise IndexError(f"pos={pos} is out of range: 0..{P - 1}")
+        if self.logits is None:
+            if k > self.top_ids.shape[-1]:
+                raise ValueError(f"k={k}: this run kept the top {self.top_ids.shape[-1]} predictions only "
+                                 "(ablated_run(..., keep_logits=False, top_k=...))")
+            rows = (self.top_ids[batch, pos, :k], self.top_probs[batch, pos, :k], self.top_logits[batch, pos, :k])
+            return [(int(t), float(pp), float(lg)) for t, pp, lg in zip(*(r.tolist() for r in rows))]
         lg = self.logits[batch, pos].double()
         p = lg.softmax(-1)
         v, i = p.topk(min(k, p.shape[0]))
@@ -52,12 +63,16 @@ class AblatedRun:
 
 @torch.no_grad()
 def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (), paths: Iterable = (),
-                kind: str = "zero", reference=None) -> AblatedRun:
+                kind: str = "zero", reference=None, keep_logits: bool = True, top_k: int = 5) -> AblatedRun:
     """Run `tokens` (`[batch, pos]` or `[pos]`) with `heads` ablated and `paths` cut
     (`interventions.ablation_hooks`; cuts as `PathCut`, `(src, dst, kind)` or `(l1, h1, l2, h2, kind)`).
 
     kind: "zero" or "mean" (for heads and paths alike; means over the batch and positions of
     `reference`, default `tokens`). With nothing ablated this is the model's own run.
+    keep_logits=False: no `[batch, pos, d_vocab]` logits are kept or formed at once (GPT-2 at 1,024
+    tokens: 206 MB each); the run stops at the final normalised residual and unembeds `_CHUNK`
+    positions at a time, keeping the per-token loss and the `top_k` predictions of every position
+    (`AblatedRun.top` reads them; `logits` is None). Equal to the full run up to float rounding.
     """
     if kind not in ("zero", "mean"):
         raise ValueError(f"kind={kind!r} must be 'zero' or 'mean'")
@@ -66,7 +81,47 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
     hs = sorted({check_layer_head(model, *lh) for lh in heads})
     cuts = path_cuts(model, paths)
     hooks = ablation_hooks(model, hs, cuts, kind=kind, reference=toks if reference is None else reference)
+    if not keep_logits:
+        return _compact_run(model, toks, hooks, top_k, kv_group_notes(model, cuts))
     logits = model.run_with_hooks(toks, hooks) if hooks else model(toks)
     _check.check_finite_output("ablated run: logits", logits, axes=("batch", "position"), model=model, tokens=toks)
     return AblatedRun(tokens=toks, logits=logits, token_loss=per_token_loss(logits, toks),
                       notes=kv_group_notes(model, cuts))
+
+
+_CHUNK = 128  # positions unembedded at once by a compact run (GPT-2: 128 x 50,257 floats, 26 MB)
+
+
+def _compact_run(model: Transformer, toks: torch.Tensor, hooks: list, top_k: int,
+                 notes: tuple[str, ...]) -> AblatedRun:
+    """`ablated_run(..., keep_logits=False)`: per-token loss and top-k table, logits a chunk at a time."""
+    from .patterns import run_until
+
+    cfg = model.cfg
+    last = "ln_final.hook_normalized" if cfg.normalization is not None else f"blocks.{cfg.n_layers - 1}.hook_resid_post"
+    if cfg.n_layers == 0 and cfg.normalization is None:
+        raise ValueError("keep_logits=False needs a model with at least one layer or a final norm")
+    final: list[torch.Tensor] = []
+    run_until(model, toks, [*hooks, (last, lambda x, hp: final.append(x))], last=last)
+    x = final[0]  # [batch, pos, d_model]
+    B, P = toks.shape
+    k = min(top_k, cfg.d_vocab)
+    ids = torch.empty(B, P, k, dtype=torch.long)
+    probs = torch.empty(B, P, k, dtype=torch.float64)
+    top_logits = torch.empty(B, P, k, dtype=torch.float64)
+    finite = torch.empty(B, P)  # 0 where a position's logits are all finite, NaN where not
+    losses = []
+    for a in range(0, P, _CHUNK):
+        b = min(P, a + _CHUNK)
+        e = min(P, b + 1)  # one row more: the loss at b - 1 reads the token at b
+        ext = model.unembed(x[:, a:e])  # [batch, e - a, d_vocab]
+        losses.append(per_token_loss(ext, toks[:, a:e]))  # positions a .. e - 2
+        logits = ext[:, : b - a]
+        finite[:, a:b] = torch.where(logits.isfinite().all(-1), 0.0, float("nan"))
+        lg = logits.double()
+        p, i = lg.softmax(-1).topk(k, dim=-1)
+        ids[:, a:b], probs[:, a:b], top_logits[:, a:b] = i, p, lg.gather(-1, i)
+    loss = torch.cat(losses, 1)
+    _check.check_finite_output("ablated run: logits", finite, axes=("batch", "position"), model=model, tokens=toks)
+    return AblatedRun(tokens=toks, logits=None, token_loss=loss, notes=notes, top_ids=ids, top_probs=probs,
+                      top_logits=top_logits)

@@ -196,8 +196,11 @@ def decisive_position(model: Transformer, tokens: torch.Tensor, head: Head | Non
     if len(pos) == 0:
         return len(t) - 1
     layer, h = _head(model, head if head is not None else strongest_induction_head(model))
-    _, cache = model.run_with_cache(t[None])
-    out = cache["result", layer][0, :, h]  # [pos, d_model]: what the head writes
+    from .patterns import run_until
+
+    name, kept = f"blocks.{layer}.attn.hook_result", []  # that one activation only, and stop there
+    run_until(model, t[None], [(name, lambda x, hp: kept.append(x[0, :, h]))], last=name)
+    out = kept[0]  # [pos, d_model]: what the head writes
     W_U = model.W_U
     direction = W_U[:, t[pos + 1]] - W_U.mean(1, keepdim=True)  # [d_model, n]
     contrib = (out[pos.to(out.device)] * direction.T).sum(-1)

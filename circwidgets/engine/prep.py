@@ -18,7 +18,7 @@ centring: without LN the mean direction of the residual stream matters).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -79,7 +79,7 @@ def prepared(model: Transformer) -> Transformer:
     return entry["model"]
 
 
-def weights(model: Transformer) -> dict[str, torch.Tensor]:
+def weights(model: Transformer) -> Mapping[str, torch.Tensor]:
     """The weight matrices (`W_E, W_pos, W_Q, W_K, W_V, W_O, W_U`, and `W_in, W_out` with MLPs) as
     `fold_layernorm(model)` would have them (`model.fold.folded_weights`: the same fold, without building
     a model copy, so cheaper than `prepared` at GPT-2 size). Cached per model. Biases are not included:
@@ -93,20 +93,62 @@ def weights(model: Transformer) -> dict[str, torch.Tensor]:
     (`_circuit_folds`): `W_E` times the model's `embed_scale`; per-head q/k norm weights (Qwen3,
     OLMo-2) multiplied into `W_Q` / `W_K`; post-norm weights (Gemma 2/3, OLMo-2) into `W_O` / `W_out`.
     The q/k norms' and post-norms' own `1 / rms` stay out: positive per-token (per head) factors, so
-    circuits of such models are exact up to them, as they are for every pre-norm's scale."""
+    circuits of such models are exact up to them, as they are for every pre-norm's scale.
+
+    The MLP matrices `W_in`, `W_out` are folded on first use (`w["W_in"]`; `"W_in" in w` is True), not
+    up front: few circuits read them, and at GPT-2 size they are a third of the folded copy (226 MB)."""
     entry = _entry(model)
     if "weights" not in entry:
-        entry["weights"] = _circuit_folds(model, folded_weights(model))
+        mlp = tuple(n for n in _MLP if n in model._parameters)
+        entry["weights"] = _Weights(_circuit_folds(model, folded_weights(model, [n for n in _names(model)
+                                                                                 if n not in mlp])), model, mlp)
     return entry["weights"]
+
+
+_MLP = ("W_in", "W_out")
+
+
+def _names(model: Transformer) -> list[str]:
+    """The weight matrices' names as `weights` gives them (`_W_K` stays `_W_K`; W_U even when tied)."""
+    return sorted({n.lstrip("_") for n in model._parameters if n.startswith(("W_", "_W_"))} | {"W_U"})
+
+
+class _Weights(Mapping):
+    """The folded weights of `weights`: a read-only mapping whose `lazy` matrices are folded on first access
+    (`w["W_in"]`, or iterating over values); names, `in` and `len` count them without folding them."""
+
+    def __init__(self, data: dict[str, torch.Tensor], model: Transformer, lazy: tuple[str, ...]):
+        self._data = data
+        self._model = weakref.ref(model)  # the cache holds this mapping per model: no strong reference back
+        self._lazy = [n for n in lazy if n not in data]
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key in self._data:
+            return self._data[key]
+        model = self._model()
+        if key not in self._lazy or model is None:
+            raise KeyError(key)
+        self._data.update(_circuit_folds(model, folded_weights(model, self._lazy)))
+        self._lazy = []
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._data, *self._lazy])
+
+    def __len__(self) -> int:
+        return len(self._data) + len(self._lazy)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data or key in self._lazy
 
 
 @torch.no_grad()
 def _circuit_folds(model: Transformer, w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The folds `weights` adds to `folded_weights` (docstring there); new tensors, the model untouched."""
     cfg = model.cfg
-    if cfg.embed_scale != 1.0:
+    if cfg.embed_scale != 1.0 and "W_E" in w:
         w["W_E"] = w["W_E"] * cfg.embed_scale
-    if cfg.qk_norm:
+    if cfg.qk_norm and "W_Q" in w:
         qn, kn = model.q_norm_w.detach(), model.k_norm_w.detach()
         if cfg.qk_norm_scope == "head":  # [layer, d_head]: the same weight for every head of the layer
             q_scale, k_scale = qn[:, None, None, :], kn[:, None, None, :]
@@ -119,10 +161,10 @@ def _circuit_folds(model: Transformer, w: dict[str, torch.Tensor]) -> dict[str, 
         w["W_K"] = w["W_K"] * k_scale
         if "_W_K" in w:
             w["_W_K"] = w["_W_K"] * k_shared
-    if cfg.post_norm:  # the post-norm weight multiplies everything a block writes
+    if cfg.post_norm and "W_O" in w:  # the post-norm weight multiplies everything a block writes
         w["W_O"] = w["W_O"] * model.ln1_post_w.detach()[:, None, None, :]
-        if "W_out" in w:
-            w["W_out"] = w["W_out"] * model.ln2_post_w.detach()[:, None, :]
+    if cfg.post_norm and "W_out" in w:
+        w["W_out"] = w["W_out"] * model.ln2_post_w.detach()[:, None, :]
     return w
 
 

@@ -20,6 +20,7 @@ centred.
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -106,7 +107,7 @@ def fold_state_dict(
     if cfg.positional == "shortformer" and "ln1_w" in sd:
         raise ValueError("fold_layernorm: LN weights cannot be folded exactly into a shortformer model "
                          "(positions enter after ln1); analyse the unfolded model instead")
-    untie = cfg.tied_embeddings and "W_U" not in sd
+    untie = cfg.tied_embeddings and "W_U" not in sd and "W_E" in sd  # (a partial dict without W_E: no W_U made)
     if untie:  # W_U = W_E^T until ln_final's weight (or centring) makes them differ: the fold unties them
         sd["W_U"] = sd["W_E"].T
     if biases:
@@ -153,15 +154,18 @@ def fold_layernorm(model: Transformer, center_writing: bool = True, center_unemb
 
 
 @torch.no_grad()
-def folded_weights(model: Transformer) -> dict[str, torch.Tensor]:
+def folded_weights(model: Transformer, names: Collection[str] | None = None) -> dict[str, torch.Tensor]:
     """The weight matrices (`W_*`) of `fold_layernorm(model)`, detached, without building a model:
     no copy of the weights folding leaves alone. Biases are not included. Grouped-query K/V weights
-    come per query head (`W_K`, `W_V`) and as the shared heads they are copies of (`_W_K`, `_W_V`)."""
-    params = {n: p.detach() for n, p in model.named_parameters()}
+    come per query head (`W_K`, `W_V`) and as the shared heads they are copies of (`_W_K`, `_W_V`).
+    names: only these matrices (e.g. `("W_in", "W_out")`): the others are neither folded nor copied."""
+    want = None if names is None else set(names) | ({"W_E"} if "W_U" in names else set())  # tied: W_U from W_E
+    params = {n: p.detach() for n, p in model.named_parameters()
+              if want is None or not n.startswith(("W_", "_W_")) or n.lstrip("_") in want}
     sd, _ = fold_state_dict(params, model.cfg, biases=False)
-    if model.cfg.tied_embeddings and "W_U" not in sd:
+    if model.cfg.tied_embeddings and "W_U" not in sd and "W_E" in sd:
         sd["W_U"] = sd["W_E"].T
     for name in ("W_K", "W_V"):  # grouped-query K/V: per query head, as every circuit reads them
         if "_" + name in sd:
             sd[name] = model.kv_expand(sd["_" + name])
-    return {n: t for n, t in sd.items() if n.startswith(("W_", "_W_"))}
+    return {n: t for n, t in sd.items() if n.startswith(("W_", "_W_")) and (names is None or n.lstrip("_") in names)}

@@ -341,12 +341,16 @@ class Transformer(nn.Module):
                 mlp_out = self._hook(f"{blk}.hook_mlp_out", mlp_out)
                 resid = resid + attn_out + mlp_out if cfg.parallel_attn_mlp else resid + mlp_out
             resid = self._hook(f"{blk}.hook_resid_post", resid)
-        x = self._norm(resid, "ln_final", "ln_final")
+        return self.unembed(self._norm(resid, "ln_final", "ln_final"))
+
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits `[..., d_vocab]` from the final normalised residual `x [..., d_model]` (what
+        `ln_final.hook_normalized` holds; the last `hook_resid_post` without normalisation)."""
         logits = x @ self.W_U
-        if cfg.biases:
+        if self.cfg.biases:
             logits = logits + self.b_U
-        if cfg.final_softcap is not None:
-            logits = cfg.final_softcap * torch.tanh(logits / cfg.final_softcap)
+        if self.cfg.final_softcap is not None:
+            logits = self.cfg.final_softcap * torch.tanh(logits / self.cfg.final_softcap)
         return logits
 
     def _mlp(self, x: torch.Tensor, layer: int, blk: str) -> torch.Tensor:

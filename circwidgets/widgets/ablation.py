@@ -16,6 +16,7 @@ from ._data import as_model, encode_array, token_label, tokens_and_labels
 from .base import CircuitWidget, int_pairs, list_of_lists, reacts_to
 
 _EFFECTS_MAX = 40_000_000  # single-head effect table on setup only when L*H*pos*d_vocab is at most this
+_LOGITS_MAX = 2_000_000  # runs keep (and cache) their logits only when pos*d_vocab is at most this
 
 
 class Ablation(CircuitWidget):
@@ -93,7 +94,7 @@ class Ablation(CircuitWidget):
         P = toks.shape[0]
         if not -P <= position < P:
             raise IndexError(f"position={position} is out of range: 0..{P - 1}")
-        self._clean = ablated_run(self.model, toks[None])
+        self._clean = ablated_run(self.model, toks[None], keep_logits=self._keep_logits())
         cfg = self.model.cfg
         effects = {}
         if cfg.n_layers * cfg.n_heads * P * cfg.d_vocab <= _EFFECTS_MAX:
@@ -102,6 +103,11 @@ class Ablation(CircuitWidget):
                          clean_loss=self._clean.loss,
                          clean_token_loss=encode_array(self._clean.token_loss[0].float(), "float32"), effects=effects)
         self._update()
+
+    def _keep_logits(self) -> bool:
+        """Whether runs keep their `[pos, d_vocab]` logits: only when small (GPT-2 at 1,024 tokens: 206 MB
+        a run, two runs held); otherwise `ablated_run(keep_logits=False)` keeps the loss and top-5 only."""
+        return self.tokens.shape[0] * self.model.cfg.d_vocab <= _LOGITS_MAX
 
     def _effects(self, kind: str) -> dict:
         """Loss change of ablating each head alone (`interventions.ablation_table`), encoded, per kind."""
@@ -119,11 +125,14 @@ class Ablation(CircuitWidget):
     def ablated(self) -> AblatedRun:
         """The engine's run under the current state (heads off, paths cut, zero / mean)."""
         heads, cuts = self._state()
+        if not heads and not cuts and self._clean is not None:
+            return self._clean  # nothing ablated: the model's own run, already made (one forward pass, not two)
 
         def run():
-            return ablated_run(self.model, self.tokens[None], heads=heads, paths=cuts, kind=self.ablation)
+            return ablated_run(self.model, self.tokens[None], heads=heads, paths=cuts, kind=self.ablation,
+                               keep_logits=self._keep_logits())
 
-        if self.tokens.shape[0] * self.model.cfg.d_vocab > 2_000_000:  # big logits: keep none around
+        if not self._keep_logits():  # big logits: no run cached (each holds its loss and top-5 table only)
             return run()
         key = ("run", tuple(sorted(heads)), tuple(sorted((c.src, c.dst, c.kind) for c in cuts)), self.ablation)
         return self.cached(key, run)

@@ -32,6 +32,12 @@ def _row_dict(model: Transformer, r: SkipTrigramRow) -> dict:
     }
 
 
+def _table_bytes(t: SkipTrigramTable) -> int:
+    """Bytes of the tensors a table holds (its factors and per-token arrays)."""
+    return sum(x.nbytes for x in [*t._f.values(), t.top_qk, t.top_ov, t.strength, t.order, t._rank]
+               if isinstance(x, torch.Tensor))
+
+
 class SkipTrigrams(CircuitWidget):
     """The skip-trigram table of the selected head (`engine.skip_trigrams`).
 
@@ -46,6 +52,8 @@ class SkipTrigrams(CircuitWidget):
     _front_end = "skip_trigrams"
     page_inputs = ("query", "n_rows", "top_n")
     table_cache_size = 4  # a table holds 4 d_vocab x d_head float32 factors (51 MB each for GPT-2 small)
+    table_cache_bytes = 128 * 2**20  # and at most this many bytes of them (2 tables at GPT-2 size; the page's
+    # prefetch asks for 4 neighbours, whose rows stay in the payload cache while their tables may go)
 
     rows = traitlets.List([]).tag(sync=True)
     n_rows = traitlets.Int(PAGE).tag(sync=True)
@@ -84,12 +92,14 @@ class SkipTrigrams(CircuitWidget):
         t = engine_skip_trigrams(self.model, *key[:2], k=PAGE, n_dest=self.n_dest, n_out=self.n_out,
                                  vocab=self.vocab())
         self._tables[key] = t
-        while len(self._tables) > self.table_cache_size:
-            self._tables.popitem(last=False)
+        while len(self._tables) > 1 and (len(self._tables) > self.table_cache_size
+                                         or sum(map(_table_bytes, self._tables.values())) > self.table_cache_bytes):
+            self._tables.popitem(last=False)  # least recently used first; the newest always stays
         return t
 
     def _variant(self) -> tuple:
-        return (self.n_rows, self.top_n)
+        # the search result is part of each head's payload: the page's cache keys name the query too
+        return (self.n_rows, self.top_n, self.query)
 
     def _payload(self, layer: int, head: int) -> dict[str, Any]:
         t = self.table(layer, head)
@@ -123,16 +133,16 @@ class SkipTrigrams(CircuitWidget):
 
     @traitlets.observe("query")
     def _on_query(self, change) -> None:
-        if not change["new"]:
-            self.found = {}
+        if self._broken:
             return
-        try:
-            self.found = self._lookup(self.table(), change["new"])
-            self.error = ""
-        except Exception as e:  # noqa: BLE001 - unknown token: a message, not a dead comm
-            self.found = {}
-            self._report(f"search: {e}")
-        self._results.clear()  # cached payloads carry the old search
+        ok = True
+        if change["new"]:
+            try:
+                self._lookup(self.table(), change["new"])
+            except Exception as e:  # noqa: BLE001 - unknown token: a message, not a dead comm
+                ok = False
+                self._report(f"search: {e}")
+        self._refresh(keep_error=not ok)  # the payload (rows + found) under the new query's cache key
 
     def summary(self) -> str:
         lines = [f"SkipTrigrams: layer {self.layer} head {self.head}, top sources A … B → C "

@@ -7,14 +7,16 @@ import { decodeArray } from "./lib/decode.js";
 import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
-import { headPayloadCache } from "./lib/headcache.js";
+import { cachedSelection, headKey } from "./lib/headcache.js";
 import { messageArea, pendingNote } from "./lib/message.js";
-import { cellAt, drawPattern as drawPatternCanvas, maxOf } from "./lib/pattern.js";
+import { PatternImages, cellAt, drawPattern as drawPatternCanvas, imageKey, maxOf, prepareImage } from "./lib/pattern.js";
 import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
 import { fmt, visibleWhitespace } from "./lib/text.js";
 
 const MAX_PX = 520; // largest side of the pattern on screen (CSS px)
+// run `fn` when the page has nothing else to do (a prefetched head's pixels: never in a click's frame)
+const idle = (fn) => (typeof requestIdleCallback === "function" ? requestIdleCallback(fn, { timeout: 500 }) : setTimeout(fn, 0));
 
 function render({ model, el }) {
   const root = h("div", { cls: "cw-root cw-attention" });
@@ -47,12 +49,17 @@ function render({ model, el }) {
   const msg = messageArea(model);
   const computing = pendingNote(model, msg);
   // heads already received (and the selected head's neighbours, prefetched) redraw from the page's
-  // cache at the click; the kernel is still told the selection and its answer replaces the overlay
-  const hc = headPayloadCache(model, ["pattern"]);
-  let overlay = null; // {shown, pattern} drawn from the cache until the kernel's update arrives
+  // cache at the click; the kernel is still told the selection and its answer replaces the overlay.
+  // Their coloured pixels are kept too (`images`): a cached click only scales an image onto the canvas,
+  // and a prefetched head's pixels are painted when it arrives, while the page is idle.
+  const images = new PatternImages();
+  const sel = cachedSelection(model, ["pattern"], (source) => drawPattern(source), {
+    onPayload(shown, values) { idle(() => prepareImage(imageEntry(shown, values.pattern), th, scaleSel.value)); },
+  });
   let drawnWidth = 0; // the view's width when the pattern was last drawn (a resize redraws)
-  const get = (k) => (overlay && k in overlay ? overlay[k] : model.get(k));
-  root.cwHeadCache = hc.cache; // for benchmarks/bench_widget_latency.py (a property, not markup)
+  const get = (k) => sel.get(k);
+  root.cwHeadCache = sel.cache; // for benchmarks/bench_widget_latency.py (a property, not markup)
+  root.cwPatternImages = images;
 
   // ---- head grid + legend
   let scores = new Float32Array(0), sLo = 0, sHi = 1;
@@ -78,10 +85,7 @@ function render({ model, el }) {
     label: "attention heads",
     cellWidth: 34,
     onRequest(l, hd) {
-      const hit = hc.lookup(l, hd);
-      if (!hit) { computing.pending(l, hd); return; }
-      overlay = { ...hit.values, shown: hit.shown };
-      drawPattern("cache");
+      if (!sel.request(l, hd)) computing.pending(l, hd);
     },
     paint(btn, l, hd) {
       const v = scores[l * model.get("n_heads") + hd];
@@ -158,23 +162,34 @@ function render({ model, el }) {
     textInput.value = model.get("text");
   }
 
+  /** The image-cache entry of a head's pattern payload (decoded once; its pixels painted on first draw). */
+  function imageEntry(shown, p) {
+    const key = imageKey(headKey(shown), scaleSel.value, th);
+    let e = images.get(key);
+    if (!e) {
+      const vals = decodeArray(p, { keepPacked: true });
+      // plain patterns are coloured on the absolute 0..1 scale; value-weighted ones up to their max
+      const vw = (shown.variant || [])[0] === true;
+      e = { A: vals, N: p && p.shape ? p.shape[0] : 0, packed: !!(p && p.layout === "tril"), vmax: vw ? maxOf(vals) || 1 : 1 };
+      images.put(key, e);
+    }
+    return e;
+  }
+
   function drawPattern(source = "kernel") {
     computing.settled();
     const t0 = performance.now();
     th = theme(root);
     const shown = get("shown") || {};
-    const p = get("pattern");
-    N = p && p.shape ? p.shape[0] : 0;
-    // the causal pattern comes as its lower triangle: keep it packed (row i starts at i(i+1)/2)
-    packed = !!(p && p.layout === "tril");
-    A = decodeArray(p, { keepPacked: true });
-    // plain patterns are coloured on the absolute 0..1 scale; value-weighted ones up to their max
     const vw = model.get("value_weighted");
-    const aMax = vw ? maxOf(A) || 1 : 1;
+    // the causal pattern comes as its lower triangle: kept packed (row i starts at i(i+1)/2)
+    const e = imageEntry(shown, get("pattern"));
+    A = e.A; N = e.N; packed = e.packed;
+    const aMax = e.vmax;
     // sized from the room the view has (an 800 px output area, a 1,600 px one), times the zoom
     const room = Math.max(160, (root.clientWidth || 800) - 28 - (N <= 64 ? 84 : 4));
     const zoom = Number(zoomSel.value) || 1;
-    geom = drawPatternCanvas(canvas, th, { A, N, packed, vmax: aMax, scale: scaleSel.value, labels, maxPx: Math.min(MAX_PX, room) * zoom });
+    geom = drawPatternCanvas(canvas, th, { A, N, packed, vmax: aMax, scale: scaleSel.value, labels, maxPx: Math.min(MAX_PX, room) * zoom, entry: e });
     // titles wrap to the plot's width, so the panel fits beside the grid; never wider than the view
     panel.style.maxWidth = `${Math.min(Math.max(geom.ml + geom.S + 4, 320), Math.max(200, (root.clientWidth || 800) - 16))}px`;
     drawnWidth = root.clientWidth;
@@ -185,7 +200,7 @@ function render({ model, el }) {
     // what was painted: sampled cells of the array given to the canvas (lib/digest.js)
     publishDrawn(root, { layer: shown.layer, head: shown.head, vw: vw ? 1 : 0, n: geom.N, vmax: sig(aMax), cells: geom.sample });
     markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, valueWeighted: vw ? 1 : 0, nTokens: N, drawMs: ms.toFixed(1), zoom,
-      drawSource: source, cacheEntries: hc.cache.size, cacheBytes: hc.cache.bytes });
+      drawSource: source, cacheEntries: sel.cache.size, cacheBytes: sel.cache.bytes, images: images.size });
   }
 
   let marked = [];
@@ -267,7 +282,7 @@ function render({ model, el }) {
   const ro = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(() => {
     if (resizeQueued || Math.abs(root.clientWidth - drawnWidth) < 8) return;
     resizeQueued = true;
-    requestAnimationFrame(() => { resizeQueued = false; drawPattern(overlay ? "cache" : "kernel"); });
+    requestAnimationFrame(() => { resizeQueued = false; drawPattern(sel.fromCache ? "cache" : "kernel"); });
   });
   if (ro) ro.observe(root);
   const offWindow = () => { window.removeEventListener("mousemove", onDrag); window.removeEventListener("mouseup", endDrag); if (ro) ro.disconnect(); };
@@ -286,26 +301,17 @@ function render({ model, el }) {
     if (c.has("thumbs")) readThumbs();
     if (c.has("scores") || c.has("score_name") || c.has("score_names") || c.has("score_label")) readScores();
     else if (c.has("thumbs")) grid.refresh();
-    if (c.has("shown") || c.has("pattern")) {
-      hc.remember();
-      const s = model.get("shown") || {};
-      // an answer to an older click while a newer one is on screen from the cache: keep the newer
-      if (!(overlay && (s.layer !== model.get("layer") || s.head !== model.get("head")))) {
-        overlay = null;
-        drawPattern();
-        hc.prefetch(s.layer, s.head);
-      }
-    }
+    // (an answer to an older click while a newer one is on screen from the cache is not drawn)
+    if ((c.has("shown") || c.has("pattern")) && sel.kernelUpdate()) drawPattern();
   });
   readTokens();
   readThumbs();
   readScores();
   drawPattern();
-  hc.remember();
-  hc.prefetch((model.get("shown") || {}).layer ?? 0, (model.get("shown") || {}).head ?? 0);
+  sel.start();
   // the theme can change while the view is open: re-read the CSS variables and repaint
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); drawPattern(); });
-  return cleanup(computing, offTheme, changes, grid, msg, hc, offWindow);
+  return cleanup(computing, offTheme, changes, grid, msg, sel, offWindow, () => images.clear());
 }
 
 export default { render };

@@ -7,6 +7,7 @@ import { decodeArray } from "./lib/decode.js";
 import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
+import { cachedSelection } from "./lib/headcache.js";
 import { messageArea, pendingNote } from "./lib/message.js";
 import { circleLabelCandidates, placeLabel } from "./lib/place.js";
 import { onModelChanges } from "./lib/redraw.js";
@@ -54,10 +55,14 @@ function render({ model, el }) {
     text: "cell: upper half OV positivity, lower half QK positivity (full circuits), Re(Σλ)/Σ|λ|; red −1 … +1 blue",
   });
 
+  // heads already received (and the selected head's neighbours, prefetched) redraw from the page's
+  // cache at the click (lib/headcache.js); the kernel is still told the selection
+  const sel = cachedSelection(model, ["eigs", "profile"], (source) => draw(source));
+  root.cwHeadCache = sel.cache; // for benchmarks (a property, not markup)
   let pos = {};
   const grid = headGrid(model, {
     label: "heads by eigenvalue positivity",
-    onRequest: computing.pending,
+    onRequest(l, hd) { if (!sel.request(l, hd)) computing.pending(l, hd); },
     paint(btn, l, hd) {
       const i = l * model.get("n_heads") + hd;
       btn.replaceChildren();
@@ -107,7 +112,7 @@ function render({ model, el }) {
 
   function drawProfile() {
     if (!model.get("rotary")) return;
-    const vals = decodeArray(model.get("profile"));
+    const vals = decodeArray(sel.get("profile"));
     const ctx = hidpi(profileCanvas, PW, PH);
     ctx.fillStyle = th.css.bg; ctx.fillRect(0, 0, PW, PH);
     ctx.strokeStyle = th.css.border; ctx.strokeRect(0.5, 0.5, PW - 1, PH - 1);
@@ -205,12 +210,12 @@ function render({ model, el }) {
     return plot;
   }
 
-  function draw() {
+  function draw(source = "kernel") {
     computing.settled();
     const t0 = performance.now();
     th = theme(root);
-    const shown = model.get("shown") || {};
-    const eigs = model.get("eigs") || {};
+    const shown = sel.get("shown") || {};
+    const eigs = sel.get("eigs") || {};
     const items = [];
     let total = 0;
     for (const [c, label] of model.get("circuits")) {
@@ -229,19 +234,21 @@ function render({ model, el }) {
     const at = model.get("rotary") ? ` (QK at Δ=${model.get("offset")})` : "";
     title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}L${shown.layer}H${shown.head} eigenvalues${at}`;
     markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, nEigs: total, offset: model.get("offset"),
-      drawMs: (performance.now() - t0).toFixed(1) });
+      drawMs: (performance.now() - t0).toFixed(1), drawSource: source, cacheEntries: sel.cache.size });
   }
 
   logBox.addEventListener("change", () => { model.set("log_magnitude", logBox.checked); model.save_changes(); });
   // one redraw after all keys of a kernel update arrived (lib/redraw.js)
   const changes = onModelChanges(model, ["positivity", "shown", "eigs", "log_magnitude", "offset", "profile", "through"], (c) => {
     if (c.has("positivity")) readPositivity();
-    draw();
+    // (an answer to an older click while a newer one is on screen from the cache is not drawn)
+    if (!(c.has("shown") || c.has("eigs")) || sel.kernelUpdate()) draw(sel.fromCache ? "cache" : "kernel");
   });
   readPositivity();
   draw();
+  sel.start();
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); draw(); });
-  return cleanup(computing, offTheme, changes, grid, msg);
+  return cleanup(computing, offTheme, changes, grid, msg, sel);
 }
 
 export default { render };

@@ -6,6 +6,7 @@ import { inkOn, rgbCss, seqColor, theme } from "./lib/color.js";
 import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
+import { cachedSelection } from "./lib/headcache.js";
 import { messageArea, pendingNote } from "./lib/message.js";
 import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
@@ -33,7 +34,14 @@ function render({ model, el }) {
   needsKernel(model, [search, searchBtn, moreBtn, topN], bar);
   const msg = messageArea(model);
   const computing = pendingNote(model, msg);
-  const grid = headGrid(model, { label: "attention heads", onRequest: computing.pending });
+  // heads already received (and the selected head's neighbours, prefetched) redraw from the page's
+  // cache at the click (lib/headcache.js); the kernel is still told the selection
+  const sel = cachedSelection(model, ["rows", "found"], (source) => draw(source));
+  root.cwHeadCache = sel.cache; // for benchmarks (a property, not markup)
+  const grid = headGrid(model, {
+    label: "attention heads",
+    onRequest(l, hd) { if (!sel.request(l, hd)) computing.pending(l, hd); },
+  });
   const foundBox = h("div", { cls: "cw-found" });
   const readout = h("div", { cls: "cw-readout cw-skip-readout", text: "hover a token" });
   const table = h("table", { cls: "cw-skip-table" });
@@ -79,12 +87,12 @@ function render({ model, el }) {
     return [d, o];
   }
 
-  function draw() {
+  function draw(source = "kernel") {
     computing.settled();
     const t0 = performance.now();
     th = theme(root);
-    const shown = model.get("shown") || {};
-    const rows = model.get("rows") || [];
+    const shown = sel.get("shown") || {};
+    const rows = sel.get("rows") || [];
     const [maxD, maxO] = maxima(rows);
     table.replaceChildren(header(), h("tbody", {}, rows.map((r) => rowEl(r, maxD, maxO, "cw-row"))));
     // the rows rendered: source id, strength, destination ids and output ids (lib/digest.js)
@@ -93,11 +101,12 @@ function render({ model, el }) {
     title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}L${shown.layer}H${shown.head} skip-trigrams`;
     moreBtn.disabled = !!model.offline || rows.length >= model.get("d_vocab");
     drawFound();
-    markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, nRows: rows.length, drawMs: (performance.now() - t0).toFixed(1) });
+    markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, nRows: rows.length, drawMs: (performance.now() - t0).toFixed(1),
+      drawSource: source, cacheEntries: sel.cache.size });
   }
 
   function drawFound() {
-    const f = model.get("found") || {};
+    const f = sel.get("found") || {};
     if (!f.dests) { foundBox.replaceChildren(); foundBox.hidden = true; return; }
     const [maxD, maxO] = maxima([f]);
     foundBox.hidden = false;
@@ -126,12 +135,13 @@ function render({ model, el }) {
   // one redraw after all keys of a kernel update arrived (lib/redraw.js)
   const changes = onModelChanges(model, ["shown", "rows", "found", "top_n"], (c) => {
     if (c.has("top_n")) topN.value = String(model.get("top_n"));
-    if (c.has("shown") || c.has("rows")) draw();
-    else drawFound();
+    // (an answer to an older click while a newer one is on screen from the cache is not drawn)
+    if (c.has("shown") || c.has("rows")) { if (sel.kernelUpdate()) draw(); } else drawFound();
   });
   draw();
-  const offTheme = onThemeChange(draw);
-  return cleanup(computing, offTheme, changes, grid, msg);
+  sel.start();
+  const offTheme = onThemeChange(() => draw(sel.fromCache ? "cache" : "kernel"));
+  return cleanup(computing, offTheme, changes, grid, msg, sel);
 }
 
 export default { render };

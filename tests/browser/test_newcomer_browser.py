@@ -128,8 +128,8 @@ def test_every_view_answers_a_click(page):
     kernel_says(page, "we=1,1 ws=1,2 wb=0,3")
 
 
-CLICK_NOW = """([l, h]) => {
-  const root = document.querySelector('.cw-root.cw-attention');
+CLICK_NOW = """([l, h, kind]) => {
+  const root = document.querySelector(`.cw-root.cw-${kind || 'attention'}`);
   root.querySelector(`.cw-grid [data-layer="${l}"][data-head="${h}"]`).click();
   const d = root.dataset;  // read in the click's own task: before any kernel reply can arrive
   return [d.drawSource, d.shownLayer, d.shownHead];
@@ -149,6 +149,23 @@ def test_cached_and_prefetched_heads_redraw_from_the_page(page):
     kernel_says(page, "wa=1,1")  # the kernel was told the selection
     assert page.evaluate(CLICK_NOW, [1, 0]) == ["cache", "1", "0"]  # seen before: cached
     kernel_says(page, "wa=1,0")
+
+
+def test_eigenvalue_and_skip_trigram_clicks_redraw_from_the_page(page):
+    """The page cache + prefetch of the attention view, in the other views whose click fetches per-head data."""
+    for kind in ("eigen", "skip"):
+        root = page.locator(f".cw-root.cw-{kind}").first
+        page.evaluate(CLICK_NOW, [0, 0, kind])
+        expect(root).to_have_attribute("data-shown-layer", "0", timeout=60_000)
+        expect(root).to_have_attribute("data-shown-head", "0", timeout=60_000)
+        expect(root).to_have_attribute("data-draw-source", "kernel", timeout=60_000)
+        page.wait_for_timeout(1500)  # the neighbours' payloads arrive in the background
+        assert page.evaluate(CLICK_NOW, [0, 1, kind]) == ["cache", "0", "1"], kind  # a prefetched neighbour
+        expect(root).to_have_attribute("data-draw-source", "kernel", timeout=60_000)  # then the kernel's answer
+        assert int(root.get_attribute("data-cache-entries")) >= 2
+        assert page.evaluate(CLICK_NOW, [0, 0, kind]) == ["cache", "0", "0"], kind  # seen before: cached
+        expect(root).to_have_attribute("data-draw-source", "kernel", timeout=60_000)
+    kernel_says(page, "we=0,0 ws=0,0")  # the kernel was told every selection
 
 
 def test_views_follow_a_dark_host_without_jupyterlab_variables(page, tmp_path):

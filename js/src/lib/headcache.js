@@ -92,6 +92,7 @@ export class HeadCache {
  * - `remember()` stores what the kernel just sent (current `shown` + payload traits);
  * - `lookup(l, hd)` returns {shown, values} for that head under the current variant / version, or null;
  * - `prefetch(l, hd)` asks the kernel for the neighbours not cached or asked for yet.
+ * `opts.onPayload(shown, values)`: called for each prefetched payload that arrives.
  */
 export function headPayloadCache(model, payloadKeys, opts = {}) {
   const cache = opts.cache || new HeadCache(opts);
@@ -104,7 +105,9 @@ export function headPayloadCache(model, payloadKeys, opts = {}) {
     if (!msg || msg.type !== "payload" || !msg.shown) return;
     const key = headKey(msg.shown);
     asked.delete(key);
-    cache.put(key, putBuffers(msg.values || {}, msg.buffer_paths, buffers || []));
+    const values = putBuffers(msg.values || {}, msg.buffer_paths, buffers || []);
+    cache.put(key, values);
+    if (opts.onPayload) opts.onPayload(msg.shown, values); // e.g. paint its pixels while the page is idle
   };
   model.on("msg:custom", onMsg);
   return {
@@ -130,5 +133,48 @@ export function headPayloadCache(model, payloadKeys, opts = {}) {
       model.send({ type: "prefetch", heads: want });
     },
     off() { model.off("msg:custom", onMsg); },
+  };
+}
+
+/**
+ * The selection of a per-head view, drawn from the page cache when it can be. `payloadKeys`: the
+ * traits one head's payload sets; `draw(source)` repaints the view ("cache" | "kernel"). Returns:
+ * - `get(k)`: a trait as drawn (the cached head's value while one is on screen, else the model's);
+ * - `request(l, hd)`: a click on a head: drawn at once from the cache when it holds the head (true),
+ *   else false (the caller shows "computing…"); the kernel is told the selection either way;
+ * - `kernelUpdate()`: call when `shown` changed (the kernel sent a head's data): remembers it, asks
+ *   for its neighbours, and says whether to draw it (false: the answer to an older click while a
+ *   newer one is on screen from the cache, which stays until the kernel answers that one);
+ * - `start()`: remember the first head and prefetch around it; `cache`, `fromCache`, `off()`.
+ */
+export function cachedSelection(model, payloadKeys, draw, opts = {}) {
+  const hc = headPayloadCache(model, payloadKeys, opts);
+  let overlay = null; // {shown, ...payload} drawn from the cache until the kernel's answer arrives
+  const current = () => model.get("shown") || {};
+  return {
+    cache: hc.cache,
+    get fromCache() { return overlay !== null; },
+    get(k) { return overlay && k in overlay ? overlay[k] : model.get(k); },
+    request(l, hd) {
+      const hit = hc.lookup(l, hd);
+      if (!hit) return false;
+      overlay = { ...hit.values, shown: hit.shown };
+      draw("cache");
+      return true;
+    },
+    kernelUpdate() {
+      hc.remember();
+      const s = current();
+      if (overlay && (s.layer !== model.get("layer") || s.head !== model.get("head"))) return false;
+      overlay = null;
+      hc.prefetch(s.layer, s.head);
+      return true;
+    },
+    start() {
+      hc.remember();
+      const s = current();
+      hc.prefetch(s.layer ?? 0, s.head ?? 0);
+    },
+    off() { hc.off(); },
   };
 }

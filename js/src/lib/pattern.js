@@ -66,31 +66,98 @@ export function maxOf(A) {
 
 const offscreen = typeof document === "undefined" ? null : document.createElement("canvas");
 
-/** Draw a causal pattern on `canvas`. opts: A, N, packed, vmax (colour of weight vmax = full
- * accent), scale ("linear" | "sqrt" | "log"), labels (one per position), geometry options (see
- * `patternGeometry`), marks ({rows: [query, ...]} outlined). Returns the geometry, also written to
- * canvas.dataset (ml, mt, side, n, cell: for tests), with `sample`: sampled values of the painted
- * `A` (lib/digest.js). */
-export function drawPattern(canvas, th, opts) {
-  const { A, N, packed = false, vmax = 1, scale = "linear", labels = [], marks = {} } = opts;
-  const geom = patternGeometry(N, opts);
-  const { ml, mt, S } = geom;
+/** Paint an N x N pattern's pixels (one per (query, key), through the colour table of `scale`)
+ * into `target` (a canvas, resized to N x N). */
+function paintPixels(target, th, { A, N, packed = false, vmax = 1, scale = "linear" }) {
   const side = Math.max(N, 1);
-  offscreen.width = side;
-  offscreen.height = side;
-  const octx = offscreen.getContext("2d");
+  target.width = side;
+  target.height = side;
+  const octx = target.getContext("2d");
   const img = octx.createImageData(side, side);
   if (N) {
     const px = patternPixels(A, N, { packed, vmax, lut: colourTable(th, scale), maskWord: pixelWord(th.rgb.bg2) });
     new Uint32Array(img.data.buffer).set(px);
   }
   octx.putImageData(img, 0, 0);
+  return target;
+}
+
+/**
+ * The coloured pixels of patterns already drawn, per head: a click on a head whose pattern the page
+ * holds only scales its image onto the canvas (no decoding, no colour lookups). An entry is
+ * `{A, N, packed, vmax, image, sample}` (decoded values for the hover read-out and the digest, the
+ * N x N image as a canvas); keys name the head's payload, the colour scale and the theme (`imageKey`).
+ * Bounded by entries and bytes (4 bytes a pixel + the values), least recently used evicted first.
+ */
+export class PatternImages {
+  constructor({ maxEntries = 64, maxBytes = 48 * 1024 * 1024 } = {}) {
+    this.maxEntries = maxEntries;
+    this.maxBytes = maxBytes;
+    this.map = new Map(); // insertion order = recency (oldest first)
+    this.bytes = 0;
+  }
+
+  get size() { return this.map.size; }
+
+  get(key) {
+    const e = this.map.get(key);
+    if (!e) return undefined;
+    this.map.delete(key);
+    this.map.set(key, e);
+    return e;
+  }
+
+  /** Store an entry (its `image` painted by `prepare` or `drawPattern`); one above `maxBytes` is not kept. */
+  put(key, e) {
+    const n = 4 * Math.max(e.N, 1) ** 2 + (e.A ? e.A.byteLength : 0);
+    if (this.map.has(key)) { this.bytes -= this.map.get(key).bytes; this.map.delete(key); }
+    if (n > this.maxBytes) return false;
+    e.bytes = n;
+    this.map.set(key, e);
+    this.bytes += n;
+    while (this.map.size > this.maxEntries || this.bytes > this.maxBytes) {
+      const [k, old] = this.map.entries().next().value;
+      this.map.delete(k);
+      this.bytes -= old.bytes;
+    }
+    return true;
+  }
+
+  clear() { this.map.clear(); this.bytes = 0; }
+}
+
+/** Cache key of a pattern image: the payload's key (head, variant, version), the scale, the theme. */
+export function imageKey(payloadKey, scale, th) {
+  return `${payloadKey}|${scale}|${JSON.stringify(th.rgb)}`;
+}
+
+/** Paint an entry's image ahead of a draw (e.g. a prefetched head's, while the page is idle). */
+export function prepareImage(entry, th, scale = "linear") {
+  if (!entry.image && typeof document !== "undefined") {
+    entry.image = paintPixels(document.createElement("canvas"), th, { ...entry, scale });
+  }
+  return entry;
+}
+
+/** Draw a causal pattern on `canvas`. opts: A, N, packed, vmax (colour of weight vmax = full
+ * accent), scale ("linear" | "sqrt" | "log"), labels (one per position), geometry options (see
+ * `patternGeometry`), marks ({rows: [query, ...]} outlined), entry (a `PatternImages` entry for these
+ * values: its image is used when painted, else painted and kept in it). Returns the geometry, also
+ * written to canvas.dataset (ml, mt, side, n, cell: for tests), with `sample`: sampled values of the
+ * painted `A` (lib/digest.js). */
+export function drawPattern(canvas, th, opts) {
+  const { A, N, packed = false, vmax = 1, scale = "linear", labels = [], marks = {}, entry = null } = opts;
+  const geom = patternGeometry(N, opts);
+  const { ml, mt, S } = geom;
+  // an entry's pixels are painted once (from the values given here), then only scaled onto the canvas
+  const image = entry ? (entry.image ||= paintPixels(document.createElement("canvas"), th, { A, N, packed, vmax, scale }))
+    : paintPixels(offscreen, th, { A, N, packed, vmax, scale });
   const W = ml + S + 4, H = mt + S + 4;
   const ctx = hidpi(canvas, W, H);
   ctx.fillStyle = th.css.bg;
   ctx.fillRect(0, 0, W, H);
   ctx.imageSmoothingEnabled = N > S; // average when shrinking, crisp when enlarging
-  ctx.drawImage(offscreen, ml, mt, S, S);
+  ctx.drawImage(image, ml, mt, S, S);
   ctx.strokeStyle = th.css.border;
   ctx.lineWidth = 1;
   ctx.strokeRect(ml - 0.5, mt - 0.5, S + 1, S + 1);
@@ -115,6 +182,6 @@ export function drawPattern(canvas, th, opts) {
     for (const r of marks.rows) ctx.strokeRect(ml + 0.75, mt + r * step + 0.75, S - 1.5, hgt - 1.5);
   }
   Object.assign(canvas.dataset, { ml, mt, side: S, n: N, cell: N ? S / N : 0 });
-  geom.sample = samplePattern(A, N, packed);
+  geom.sample = entry ? (entry.sample ||= samplePattern(A, N, packed)) : samplePattern(A, N, packed);
   return geom;
 }
