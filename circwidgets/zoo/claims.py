@@ -177,8 +177,8 @@ def skip_trigram_precision(model: Transformer, stats: dict, per_head: int = 25, 
                            **_) -> float:
     """Fraction of the model's top skip-trigrams (`model_triples` over `stats["frequent_ids"]`) found
     among the corpus' empirical ones (`stats["reference_triples"]`: count and lift above the card's
-    thresholds). `shuffled=True`: the same triples with their outputs C permuted (deterministically),
-    the chance level for tokens of these frequencies."""
+    thresholds, over the frequent tokens). `shuffled=True`: the same triples with their outputs C
+    permuted (deterministically), the chance level for tokens of these frequencies."""
     ref = {tuple(t) for t in stats["reference_triples"].long().tolist()}
     trip = model_triples(model, stats["frequent_ids"].tolist(), per_head)
     if shuffled:

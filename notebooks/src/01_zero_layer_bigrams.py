@@ -18,7 +18,7 @@
 #
 # (row = current token B, column = next token C), so all it can learn is **P(C | B)**: a bigram table,
 # squeezed through a `d_model`-dimensional bottleneck. This notebook compares that table with the bigram
-# statistics of the data the model was trained on (the Python standard library).
+# statistics of the data the model was trained on (plain Python code: the standard library and 30 pinned packages).
 
 # %%
 # Colab only: install circwidgets and turn on custom widgets. Anywhere else this cell does nothing.

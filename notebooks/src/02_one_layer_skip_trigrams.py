@@ -112,10 +112,12 @@ cw.skip_trigrams(model, layer=0, head=rule_head, k=12)
 # %% [markdown]
 # ## 4. A model of real code
 #
-# Now a one-layer model of the Python standard library (`toy-1l-code`). In code one expects skip-trigrams like
-# `self` … `.` → `self` or `for` … ` in` → ` range`; what does this small model learn? We compare the heads'
+# Now a one-layer model of plain Python code (`toy-1l-code`: the standard library and 30 pinned packages). In
+# code one expects skip-trigrams like `self` … `.` → `self` or `for` … ` in` → ` range`; what does this small
+# model learn? We compare the heads'
 # top skip-trigrams with the corpus: the reference triples are `(A, B, C)` seen at least 5 times with a *lift*
-# of at least 2 (they occur twice as often as chance), shipped with the model.
+# of at least 2 (they occur twice as often as chance) whose three tokens are among the corpus' 300 most frequent,
+# shipped with the model.
 
 # %%
 from safetensors.torch import load_file
@@ -125,7 +127,7 @@ code_model = cw.load(CODE_MODEL).requires_grad_(False)
 ref_stats = load_file(str(cw.zoo.stats_path(CODE_MODEL)))
 reference = {tuple(t) for t in ref_stats["reference_triples"].long().tolist()}
 frequent = ref_stats["frequent_ids"].long()  # the corpus' most frequent tokens
-print(len(reference), "reference skip-trigrams from the corpus;", len(frequent), "frequent tokens")
+print(len(reference), "reference skip-trigrams of the corpus over its", len(frequent), "most frequent tokens")
 
 # %%
 cw.eigenvalues(code_model)
@@ -167,12 +169,12 @@ print(f"{sum(a in fs for a in tops)} of these {len(tops)} top sources are among 
       "frequent tokens")
 
 # %% [markdown]
-# Are these *rare* tokens, barely trained? No: each is a whole word with its own entry in a 2048-token BPE
-# vocabulary, which BPE grants only to strings that occur often. Most come from the standard library's
-# Unicode name tables (`CYRILLIC`, `GREEK`, `LATIN` … in long runs), a corner of the corpus where one word
-# predicts the next very well, so their circuits take large values. Ranking by strength shows the largest
-# entries of the circuits, not the most common behaviour; that is why the comparison below restricts the
-# sources to the corpus' frequent tokens.
+# Are these *rare* tokens, barely trained? No: each has its own entry in a 4096-token BPE vocabulary, which
+# BPE grants only to strings that occur often (byte fragments such as `\xf0\x9f`, the first bytes of an
+# emoji, included). Several come from Unicode name tables (` BOX`, ` LATIN`, ` DOUBLE` … ` DRAWINGS` in long
+# runs), a corner of the corpus where one word predicts the next very well, so their circuits take large
+# values. Ranking by strength shows the largest entries of the circuits, not the most common behaviour; that
+# is why the comparison below restricts the sources to the corpus' frequent tokens.
 #
 # **Skip-trigram "bugs".** One head's row for a source A lists several destinations B and several outputs C,
 # and the head cannot tie a particular B to a particular C: the QK circuit decides *whether* to attend to A,
