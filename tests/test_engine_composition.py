@@ -17,10 +17,14 @@ SMALL = dict(n_layers=3, d_model=16, n_heads=3, d_head=4, d_vocab=23, n_ctx=10)
 
 def dense_scores(pm, kind: str) -> torch.Tensor:
     """Brute force: explicit d_model x d_model products, in the order docs/ARCHITECTURE.md §3 states."""
-    OV = pm.W_V @ pm.W_O
-    QK = pm.W_Q @ pm.W_K.mT
+    return dense_pair_scores(pm.W_V @ pm.W_O, pm.W_Q @ pm.W_K.mT, kind)
+
+
+def dense_pair_scores(OV: torch.Tensor, QK: torch.Tensor, kind: str) -> torch.Tensor:
+    """Every pair's ‖W_OV^{h1} · right^{h2}‖_F / (‖W_OV^{h1}‖_F ‖right^{h2}‖_F), one d_model x d_model
+    product at a time; `OV`, `QK`: [layer, head, d_model, d_model]."""
     right = {"q": QK, "k": QK.mT, "v": OV}[kind]
-    L, H = pm.cfg.n_layers, pm.cfg.n_heads
+    L, H = OV.shape[:2]
     out = torch.full((L, H, L, H), math.nan, dtype=torch.float64)
     for l1 in range(L):
         for h1 in range(H):
@@ -246,16 +250,7 @@ def dense_rotary_scores(m, kind: str, offset) -> torch.Tensor:
     M = offset_matrices(m, offset, torch.float64) if kind != "v" else None
     OV = w["W_V"] @ w["W_O"]
     QK = w["W_Q"] @ (M if M is not None else torch.eye(m.cfg.d_head, dtype=torch.float64)) @ w["W_K"].mT
-    right = {"q": QK, "k": QK.mT, "v": OV}[kind]
-    L, H = m.cfg.n_layers, m.cfg.n_heads
-    out = torch.full((L, H, L, H), math.nan, dtype=torch.float64)
-    for l1 in range(L):
-        for h1 in range(H):
-            for l2 in range(l1 + 1, L):
-                for h2 in range(H):
-                    out[l1, h1, l2, h2] = ((OV[l1, h1] @ right[l2, h2]).norm()
-                                           / (OV[l1, h1].norm() * right[l2, h2].norm()))
-    return out
+    return dense_pair_scores(OV, QK, kind)
 
 
 @pytest.mark.parametrize("offset", [2, (0, 1, 5)])

@@ -19,16 +19,8 @@ import torch
 import traitlets
 
 from ..engine import check_layer_head
+from ..engine import history as eh
 from ..engine.heads import induction_tokens
-from ..engine.history import (
-    CircuitMeasures,
-    SnapshotScores,
-    TrainingCurves,
-    circuit_measures,
-    default_circuit,
-    score_snapshots,
-    snapshot_scores,
-)
 from ..engine.patterns import attention_patterns
 from ..train.snapshots import TrainingRun, training_run
 from ._data import encode_array
@@ -86,16 +78,16 @@ class TrainingHistory(CircuitWidget):
         self._eval_tokens = eval_tokens
         self._seq_len = seq_len
         self._n_tokens = n_tokens
-        self._scores: dict[int, SnapshotScores] = {}
-        self._circuits: dict[tuple, CircuitMeasures] = {}
+        self._scores: dict[int, eh.SnapshotScores] = {}
+        self._circuits: dict[tuple, eh.CircuitMeasures] = {}
         self._patterns: dict[int, Any] = {}
         self._loaded: list[int] = []  # snapshot indices in memory, least recently used first
-        self.training_curves: TrainingCurves | None = None
+        self.training_curves: eh.TrainingCurves | None = None
         final = run.snapshots[-1].load()
         self._init_circuit = circuit
         if circuit is None and final.cfg.n_layers >= 2:
             try:
-                prev, ind = default_circuit(final)
+                prev, ind = eh.default_circuit(final)
                 self._init_circuit = [*prev, *ind]
             except Exception:  # noqa: BLE001 - _setup reports why (the widget shows it)
                 pass
@@ -119,18 +111,18 @@ class TrainingHistory(CircuitWidget):
                        else [str(t) for t in self.tokens.tolist()])
         self.training_curves = self._make_curves()
         self.curves = self._curves_json(self.training_curves)
-        prev, ind = (default_circuit(model) if self._init_circuit is None
+        prev, ind = (eh.default_circuit(model) if self._init_circuit is None
                      else self._check_circuit(self._init_circuit))
         circuit = [*prev, *ind]
         self.set_quietly(circuit=circuit)
         self.circuit_curves = self._circuit_curves(circuit)
         self.step_data = self._step_data(len(run.snapshots) - 1)
 
-    def _make_curves(self) -> TrainingCurves:
+    def _make_curves(self) -> eh.TrainingCurves:
         run, how = self.run, self._curves_from
         if how in ("auto", "metrics") and run.metrics:
             try:
-                return TrainingCurves.from_metrics(run.metrics)
+                return eh.TrainingCurves.from_metrics(run.metrics)
             except ValueError:
                 if how == "metrics":
                     raise
@@ -143,13 +135,13 @@ class TrainingHistory(CircuitWidget):
 
             toks = code_windows(self.model, n_windows=8, length=min(64, self.model.cfg.n_ctx))
             label = f"loss on code ({', '.join(REFERENCE_MODULES[:2])}, …)"
-        scores = score_snapshots([(s.step, s.load) for s in run.snapshots], eval_tokens=toks)
+        scores = eh.score_snapshots([(s.step, s.load) for s in run.snapshots], eval_tokens=toks)
         for s in scores:
             self._scores[s.step] = s
-        return TrainingCurves.from_snapshots(scores, label)
+        return eh.TrainingCurves.from_snapshots(scores, label)
 
     @staticmethod
-    def _curves_json(c: TrainingCurves) -> dict[str, Any]:
+    def _curves_json(c: eh.TrainingCurves) -> dict[str, Any]:
         return {"steps": c.steps, "loss": [_f(x) for x in c.loss], "loss_label": c.loss_label,
                 "icl_first": [_f(x) for x in c.icl_first], "icl_repeated": [_f(x) for x in c.icl_repeated],
                 "induction": _nested(c.induction), "previous_token": _nested(c.previous_token), "source": c.source}
@@ -177,18 +169,18 @@ class TrainingHistory(CircuitWidget):
                 self.run.snapshots[j].release()
         return self.run.snapshots[i].load()
 
-    def scores_at(self, step: int) -> SnapshotScores:
+    def scores_at(self, step: int) -> eh.SnapshotScores:
         """`engine.snapshot_scores` of snapshot `step` (cached)."""
         if step not in self._scores:
-            self._scores[step] = snapshot_scores(self.snapshot(step), step)
+            self._scores[step] = eh.snapshot_scores(self.snapshot(step), step)
         return self._scores[step]
 
-    def circuit_at(self, step: int, circuit=None) -> CircuitMeasures:
+    def circuit_at(self, step: int, circuit=None) -> eh.CircuitMeasures:
         """`engine.circuit_measures` of snapshot `step` for `circuit` (default: the shown one; cached)."""
         c = tuple(self.circuit if circuit is None else circuit)
         key = (step, c)
         if key not in self._circuits:
-            self._circuits[key] = circuit_measures(self.snapshot(step), c[:2], c[2:], n_tokens=self._n_tokens)
+            self._circuits[key] = eh.circuit_measures(self.snapshot(step), c[:2], c[2:], n_tokens=self._n_tokens)
         return self._circuits[key]
 
     def patterns_at(self, step: int):
