@@ -286,7 +286,7 @@ def test_skip_trigram_view_frequent_tokens_control(code_model):
     allowed = set(engine.frequent_tokens(code_model.to_tokens(text, prepend_bos=False), 12).tolist())
     assert w.rows and all(r["source_id"] in allowed for r in w.rows)
     assert all(i in allowed for r in w.rows for _, i, _ in r["dests"] + r["outs"])
-    assert w.shown["variant"][-1] == 12
+    assert w.shown["variant"] == [w.n_rows, 12, w.query]  # the page caches per (rows, top_n, query)
     w.top_n = 0
     assert {r["source_id"] for r in w.rows} == all_sources
     plain = cw.skip_trigrams(code_model, layer=0, head=1)
