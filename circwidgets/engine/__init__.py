@@ -56,6 +56,7 @@ from .heads import (
     induction_tokens,
     repeated_tokens,
     scores_by_length,
+    scores_from_patterns,
 )
 from .history import (
     CircuitMeasures,
@@ -73,9 +74,11 @@ from .induction import (
     diagonal_stats,
     induction_positions,
     k_composition_qk,
+    opening_head,
     ov_copying,
     positional_qk_profile,
     strongest_induction_head,
+    text_induction_head,
 )
 from .interventions import (
     Effect,
@@ -101,6 +104,7 @@ from .paths import FrozenRun, LogitPaths, PathTerms, frozen_run, logit_paths, pa
 from .patterns import AttentionData, attention_patterns, pattern_thumbnails, value_weighted_pattern
 from .prep import prepared, weights
 from .skip_trigrams import SkipTrigramRow, SkipTrigramTable, frequent_tokens, skip_trigrams
+from .text_run import TextRun, text_run
 from .virtual import VirtualHead, VirtualWeights, virtual_heads, virtual_weights
 
 __all__ = [
@@ -118,10 +122,13 @@ __all__ = [
     "attention_patterns",
     "pattern_thumbnails", "value_weighted_pattern", "InContextLoss", "REPEAT_LENS", "all_head_scores",
     "copying_score", "detection_lengths", "detection_masks", "head_scores", "in_context_loss", "induction_tokens",
-    "repeated_tokens", "scores_by_length",
+    "repeated_tokens", "scores_by_length", "scores_from_patterns",
     # the induction mechanism in the weights
     "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_positions",
-    "k_composition_qk", "ov_copying", "positional_qk_profile", "strongest_induction_head",
+    "k_composition_qk", "opening_head", "ov_copying", "positional_qk_profile", "strongest_induction_head",
+    "text_induction_head",
+    # one forward pass on a text, shared by every view of it
+    "TextRun", "text_run",
     # the same quantities over training snapshots
     "CircuitMeasures", "SnapshotScores", "TrainingCurves", "circuit_measures", "default_circuit",
     "score_snapshots", "snapshot_scores",

@@ -81,6 +81,12 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
     hs = sorted({check_layer_head(model, *lh) for lh in heads})
     cuts = path_cuts(model, paths)
     hooks = ablation_hooks(model, hs, cuts, kind=kind, reference=toks if reference is None else reference)
+    if not hooks and toks.shape[0] == 1:  # the model's own run: a live `TextRun` of these tokens has made it
+        from .text_run import shared_text_run
+
+        shared = shared_text_run(model, toks)
+        if shared is not None:
+            return shared.clean_run(keep_logits=keep_logits, top_k=top_k)
     if not keep_logits:
         return _compact_run(model, toks, hooks, top_k, kv_group_notes(model, cuts))
     logits = model.run_with_hooks(toks, hooks) if hooks else model(toks)
@@ -98,12 +104,26 @@ def _compact_run(model: Transformer, toks: torch.Tensor, hooks: list, top_k: int
     from .patterns import run_until
 
     cfg = model.cfg
-    last = "ln_final.hook_normalized" if cfg.normalization is not None else f"blocks.{cfg.n_layers - 1}.hook_resid_post"
+    last = final_hook_name(model)
     if cfg.n_layers == 0 and cfg.normalization is None:
         raise ValueError("keep_logits=False needs a model with at least one layer or a final norm")
     final: list[torch.Tensor] = []
     run_until(model, toks, [*hooks, (last, lambda x, hp: final.append(x))], last=last)
-    x = final[0]  # [batch, pos, d_model]
+    return compact_from_final(model, toks, final[0], top_k, notes)
+
+
+def final_hook_name(model: Transformer) -> str:
+    """The hook point holding what the unembedding reads: the final normalised residual (the last
+    `hook_resid_post` without a final norm)."""
+    cfg = model.cfg
+    return "ln_final.hook_normalized" if cfg.normalization is not None else f"blocks.{cfg.n_layers - 1}.hook_resid_post"
+
+
+def compact_from_final(model: Transformer, toks: torch.Tensor, x: torch.Tensor, top_k: int = 5,
+                       notes: tuple[str, ...] = ()) -> AblatedRun:
+    """The compact run (per-token loss and top-k table, logits a chunk at a time) from the value `x`
+    `[batch, pos, d_model]` of `final_hook_name(model)` in a run on `toks`."""
+    cfg = model.cfg
     B, P = toks.shape
     k = min(top_k, cfg.d_vocab)
     ids = torch.empty(B, P, k, dtype=torch.long)

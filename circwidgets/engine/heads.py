@@ -177,20 +177,13 @@ def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int 
     toks = _prepare_tokens(model, tokens, seq_len, n_seqs, seed, bos)
     masks = detection_masks(toks)
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    # masks are sparse (about one entry per row on repeated tokens): keep their indices and gather
     dt = torch.float32 if source else model.W_E.dtype
-    prepared = {}
-    for k in kinds:
-        m = masks[k]
-        prepared[k] = (m.nonzero(as_tuple=True), m.any(-1).to(dt))  # (b, q, k) idx, rows [b, q]
+    prepared = _prepare_masks(masks, kinds, dt)
     out = {k: torch.full((L, H), float("nan"), dtype=torch.float32) for k in kinds}
 
     def score(pattern: torch.Tensor, layer: int) -> None:
-        row_mass = pattern.sum(-1)  # [batch, head, q]; 1 up to rounding, kept so the score is the definition
-        for k, ((bi, qi, ki), rows) in prepared.items():
-            num = pattern[bi, :, qi, ki].sum(0)  # [head]
-            den = torch.einsum("bhq,bq->h", row_mass, rows.to(pattern.device))
-            out[k][layer] = (num / den).float().cpu()
+        for k, v in _layer_scores(pattern, prepared).items():
+            out[k][layer] = v
 
     def hook(pattern: torch.Tensor, hp) -> None:
         score(pattern, hp.layer())
@@ -210,6 +203,44 @@ def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int 
     for k, (_, rows) in prepared.items():  # NaN is "no mask entry" only for a kind with no entries
         _check.check_finite_output(f"{k} head scores", out[k], valid=bool(rows.any()),
                                    model=None if source else model, tokens=toks)
+    return out
+
+
+def _prepare_masks(masks: dict[str, torch.Tensor], kinds, dt: torch.dtype) -> dict[str, tuple]:
+    """Per kind: the mask's entries as (batch, query, key) indices and its rows with an entry `[batch, query]`
+    (masks are sparse, about one entry per row on repeated tokens: gather, never multiply densely)."""
+    return {k: (masks[k].nonzero(as_tuple=True), masks[k].any(-1).to(dt)) for k in kinds}
+
+
+def _layer_scores(pattern: torch.Tensor, prepared: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """Every kind's score `[head]` (float32) of one layer's patterns `[batch, head, q, k]` (module docstring)."""
+    row_mass = pattern.sum(-1)  # [batch, head, q]; 1 up to rounding, kept so the score is the definition
+    out = {}
+    for k, ((bi, qi, ki), rows) in prepared.items():
+        num = pattern[bi, :, qi, ki].sum(0)  # [head]
+        den = torch.einsum("bhq,bq->h", row_mass, rows.to(pattern.device))
+        out[k] = (num / den).float().cpu()
+    return out
+
+
+@torch.no_grad()
+def scores_from_patterns(pattern: torch.Tensor, tokens: torch.Tensor, kinds=KINDS) -> dict[str, torch.Tensor]:
+    """The detection scores of every head on one sequence from patterns already computed on it:
+    `pattern [layer, head, q, k]` (e.g. `AttentionData.pattern`), `tokens [pos]` -> `{kind: [layer, head]}`
+    float32, NaN where the text has no mask entry of the kind. With patterns in the model's dtype this is
+    `all_head_scores(model, tokens=tokens[None], kinds=kinds)` without its forward pass (the same arithmetic)."""
+    for k in kinds:
+        if k not in KINDS:
+            raise ValueError(f"kind={k!r} is not one of {KINDS}")
+    toks = torch.as_tensor(tokens).reshape(1, -1).to(pattern.device)
+    if pattern.ndim != 4 or pattern.shape[-1] != toks.shape[1] or pattern.shape[-2] != toks.shape[1]:
+        raise ValueError(f"patterns of shape {tuple(pattern.shape)} do not fit {toks.shape[1]} tokens")
+    prepared = _prepare_masks(detection_masks(toks), kinds, pattern.dtype)
+    L, H = pattern.shape[:2]
+    out = {k: torch.full((L, H), float("nan"), dtype=torch.float32) for k in kinds}
+    for layer in range(L):
+        for k, v in _layer_scores(pattern[layer][None], prepared).items():
+            out[k][layer] = v
     return out
 
 

@@ -34,7 +34,8 @@ from .prep import weights
 
 __all__ = [
     "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_positions",
-    "k_composition_qk", "ov_copying", "positional_qk_profile", "strongest_induction_head",
+    "k_composition_qk", "opening_head", "ov_copying", "positional_qk_profile", "strongest_induction_head",
+    "text_induction_head",
 ]
 
 Head = tuple[int, int]
@@ -172,6 +173,34 @@ def strongest_induction_head(model: Transformer, n_seqs: int = 8, seed: int = 0)
     return layer + first, head
 
 
+def text_induction_head(model: Transformer, tokens, data=None) -> Head | None:
+    """The head with the highest induction score on `tokens` themselves (`heads.scores_from_patterns`: the
+    attention each position pays to the token after an earlier occurrence of its own token), in a layer ≥ 1
+    (any layer for a one-layer model); None when no token of the text occurs twice (no score). Patterns from
+    `data` (an `AttentionData` of these tokens, e.g. a `text_run`'s: no forward pass) or computed."""
+    from .heads import scores_from_patterns
+    from .patterns import attention_patterns
+
+    toks = model.check_tokens(tokens)[0]
+    if data is None:
+        data = attention_patterns(model, toks)
+    s = scores_from_patterns(data.pattern, toks.cpu(), kinds=("induction",))["induction"]
+    first = 1 if model.cfg.n_layers > 1 else 0
+    s = s[first:]
+    if not bool(torch.isfinite(s).any()):
+        return None
+    layer, head = divmod(int(torch.nan_to_num(s, nan=-1.0).argmax()), model.cfg.n_heads)
+    return layer + first, head
+
+
+def opening_head(model: Transformer, tokens, data=None) -> Head:
+    """Where a view of `model` on `tokens` opens (the explorer's default selection): the strongest induction
+    head on the text itself (`text_induction_head`, from patterns the view has anyway), or, on a text in
+    which no token occurs twice, the strongest on repeated random tokens (`strongest_induction_head`: a
+    forward pass per repeat length)."""
+    return text_induction_head(model, tokens, data) or strongest_induction_head(model)
+
+
 def induction_positions(tokens: torch.Tensor) -> torch.Tensor:
     """Positions p of `tokens` `[pos]` whose next token induction predicts: some earlier q < p has
     `tokens[q] == tokens[p]` and `tokens[q + 1] == tokens[p + 1]`. Long tensor, increasing."""
@@ -196,11 +225,17 @@ def decisive_position(model: Transformer, tokens: torch.Tensor, head: Head | Non
     if len(pos) == 0:
         return len(t) - 1
     layer, h = _head(model, head if head is not None else strongest_induction_head(model))
-    from .patterns import run_until
+    from .text_run import shared_text_run
 
-    name, kept = f"blocks.{layer}.attn.hook_result", []  # that one activation only, and stop there
-    run_until(model, t[None], [(name, lambda x, hp: kept.append(x[0, :, h]))], last=name)
-    out = kept[0]  # [pos, d_model]: what the head writes
+    shared = shared_text_run(model, t)
+    if shared is not None:  # a live run of these tokens (the explorer's) kept every head's z
+        out = shared.head_output(layer, h)
+    else:
+        from .patterns import run_until
+
+        name, kept = f"blocks.{layer}.attn.hook_result", []  # that one activation only, and stop there
+        run_until(model, t[None], [(name, lambda x, hp: kept.append(x[0, :, h]))], last=name)
+        out = kept[0]  # [pos, d_model]: what the head writes
     W_U = model.W_U
     direction = W_U[:, t[pos + 1]] - W_U.mean(1, keepdim=True)  # [d_model, n]
     contrib = (out[pos.to(out.device)] * direction.T).sum(-1)

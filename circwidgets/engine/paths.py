@@ -434,93 +434,127 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
     `logit_paths` reads: LN scales `[layer, pos]`, MLP outputs, the final residual, and the patterns
     unless given (`patterns [layer, head, pos, pos]` of this model on these tokens, e.g. a view's
     `AttentionData.pattern`, so they are held once). No folded copy of the model: only W_V is
-    folded here (`[layer, head, d_model, d_head]`); the forward pass stops before the unembedding."""
-    _refuse_streamed(model, "path expansion (frozen_run)")
-    if model.cfg.normalization is not None and model.cfg.positional == "shortformer":
-        prepared(model)  # raises: no exact fold of LN + shortformer
-    cfg = model.cfg
-    if cfg.post_norm and FOLDS[cfg.normalization].centres:
-        raise NotImplementedError("path expansion: LayerNorm post-norms (a bias after each block) are not supported; "
-                                  "RMSNorm post-norms (Gemma 2/3, OLMo-2) are")
-    toks = model.check_tokens(tokens)
-    if toks.shape[0] != 1:
-        raise ValueError(f"tokens must be one sequence, got a batch of {toks.shape[0]}")
-    P, L, D = toks.shape[1], cfg.n_layers, cfg.d_model
-    dt = compute_dtype(model.W_E.dtype)
-    ln = cfg.normalization is not None
-    pre = ln and cfg.pre_norm  # heads read a normalised residual
-    keep: dict[str, torch.Tensor] = {}
-    ln_scale = torch.empty(L, P, dtype=dt) if pre else None
-    post_scale = torch.empty(L, P, dtype=dt) if cfg.post_norm else None
-    mlp = None if cfg.attn_only else torch.empty(L, P, D, dtype=dt)
+    folded here (`[layer, head, d_model, d_head]`); the forward pass stops before the unembedding.
+    When a `TextRun` of the model on these tokens is alive (`engine.text_run`, e.g. the explorer's),
+    its pass is used: no forward pass here."""
+    cap = _FrozenCapture(model, tokens)
+    if patterns is None:
+        from .text_run import shared_text_run
 
-    def grab(x, hp):
-        n, layer = hp.name, hp.layer()
-        if n.endswith("ln1.hook_scale"):
-            ln_scale[layer] = x[0, :, 0].to(dt)
-        elif n.endswith("ln1_post.hook_scale"):
-            post_scale[layer] = x[0, :, 0].to(dt)
-        elif n.endswith("hook_mlp_out"):
-            mlp[layer] = x[0].to(dt)
-        else:
-            keep[n] = x[0].to(dt)
-
-    names = ["hook_embed"] + (["hook_pos_embed"] if cfg.positional == "standard" else [])
-    names += [f"blocks.{L - 1}.hook_resid_post"] if L else []
-    names += ["ln_final.hook_scale"] if ln else []
-    for layer in range(L):
-        names += ([f"blocks.{layer}.ln1.hook_scale"] if pre else []) + (
-            [f"blocks.{layer}.hook_mlp_out"] if mlp is not None else []) + (
-            [f"blocks.{layer}.ln1_post.hook_scale"] if cfg.post_norm else [])
-    hooks = [(n, grab) for n in names]
-    last = ("ln_final.hook_scale" if ln else f"blocks.{L - 1}.hook_resid_post" if L
-            else names[0 if cfg.positional != "standard" else 1])
+        shared = shared_text_run(model, cap.toks)
+        if shared is not None:
+            return shared.frozen()
     attention = None
     if patterns is None:  # one forward pass for the patterns (shared with other views) and the rest
-        attention = attention_patterns(model, toks, extra_hooks=hooks, until=last)
+        attention = attention_patterns(model, cap.toks, extra_hooks=cap.hooks, until=cap.last)
         patterns = attention.pattern
-    if "hook_embed" not in keep:  # patterns given, or shared from an earlier run: a pass of our own
-        run_until(model, toks, hooks, last=last)
-    if tuple(patterns.shape) != (L, cfg.n_heads, P, P):
-        raise ValueError(f"patterns of shape {tuple(patterns.shape)} do not fit {L} layers x {cfg.n_heads} heads "
-                         f"on {P} tokens")
-    pat = patterns
-    params = dict(model.named_parameters())
-    post_w = params["ln1_post_w"].detach().to(dt) if cfg.post_norm else None
-    ln1_w, ln1_b = params.get("ln1_w"), params.get("ln1_b")
-    lnf_w, lnf_b = params.get("ln_final_w"), params.get("ln_final_b")
-    W_V, W_O = model.W_V.detach().to(dt), model.W_O.detach().to(dt)
-    if ln1_w is not None and cfg.pre_norm:  # fold ln1's weight into the rows of W_V (what `fold_layernorm` does)
-        W_V = W_V * ln1_w.detach().to(dt)[:, None, :, None]
-    labels, layers, vecs = ["embed"], [0], [keep["hook_embed"]]
-    if cfg.positional == "standard":
-        labels.append("pos"), layers.append(0), vecs.append(keep["hook_pos_embed"])
-    for layer in range(L):
-        if cfg.biases or ln1_b is not None:  # the constant part of the layer's attention output
-            b_v = model.b_V.detach()[layer].to(dt) if cfg.biases else torch.zeros(W_O.shape[1:3], dtype=dt)
-            if ln1_b is not None:  # ln1's bias, read through the unfolded W_V
-                b_v = b_v + torch.einsum("d,hde->he", ln1_b.detach()[layer].to(dt), model.W_V.detach()[layer].to(dt))
-            b = torch.einsum("he,hed->d", b_v, W_O[layer])
-            if cfg.biases:
-                b = b + model.b_O.detach()[layer].to(dt)
-            if bool(b.ne(0).any()):
-                b = b.expand(P, D)
-                if post_scale is not None:  # through the frozen post-norm, like the heads' outputs
-                    b = b / post_scale[layer, :, None] * post_w[layer]
-                labels.append(f"bias L{layer}"), layers.append(layer + 1), vecs.append(b)
-        if mlp is not None:
-            labels.append(f"mlp L{layer}"), layers.append(layer + 1), vecs.append(mlp[layer])
-    b_U = None
-    if cfg.biases or ln:  # as the folded model has it (folding gives every LN model a b_U)
-        b_U = model.b_U.detach().to(dt) if cfg.biases else torch.zeros(cfg.d_vocab, dtype=dt)
-        if lnf_b is not None:
-            b_U = b_U + lnf_b.detach().to(dt) @ model.W_U.detach().to(dt)
-    resid = keep[f"blocks.{L - 1}.hook_resid_post"] if L else sum(vecs)
-    return FrozenRun(model=model, tokens=toks[0].clone(), patterns=pat, ln_scale=ln_scale,
-                     final_scale=keep["ln_final.hook_scale"][:, 0] if ln else None, source_labels=labels,
-                     source_layer=layers, sources=torch.stack(vecs), final_resid=resid, W_V=W_V, W_O=W_O,
-                     lnf_w=lnf_w.detach().to(dt) if lnf_w is not None else None, b_U=b_U, dt=dt, attention=attention,
-                     post_scale=post_scale, post_w=post_w)
+    if not cap.ran:  # patterns given, or shared from an earlier run: a pass of our own
+        run_until(model, cap.toks, cap.hooks, last=cap.last)
+    return cap.finish(patterns, attention)
+
+
+class _FrozenCapture:
+    """The hooks of `frozen_run`'s forward pass and what they keep (LN scales, MLP outputs, sources, the
+    final residual); `finish(patterns)` builds the `FrozenRun`. Made before the forward pass, so the
+    hooks can ride along in a pass that keeps other things too (`engine.text_run`)."""
+
+    def __init__(self, model: Transformer, tokens):
+        _refuse_streamed(model, "path expansion (frozen_run)")
+        if model.cfg.normalization is not None and model.cfg.positional == "shortformer":
+            prepared(model)  # raises: no exact fold of LN + shortformer
+        cfg = model.cfg
+        if cfg.post_norm and FOLDS[cfg.normalization].centres:
+            raise NotImplementedError("path expansion: LayerNorm post-norms (a bias after each block) are not "
+                                      "supported; RMSNorm post-norms (Gemma 2/3, OLMo-2) are")
+        toks = model.check_tokens(tokens)
+        if toks.shape[0] != 1:
+            raise ValueError(f"tokens must be one sequence, got a batch of {toks.shape[0]}")
+        self.model, self.toks = model, toks
+        P, L, D = toks.shape[1], cfg.n_layers, cfg.d_model
+        dt = self.dt = compute_dtype(model.W_E.dtype)
+        ln = cfg.normalization is not None
+        pre = ln and cfg.pre_norm  # heads read a normalised residual
+        keep: dict[str, torch.Tensor] = {}
+        ln_scale = torch.empty(L, P, dtype=dt) if pre else None
+        post_scale = torch.empty(L, P, dtype=dt) if cfg.post_norm else None
+        mlp = None if cfg.attn_only else torch.empty(L, P, D, dtype=dt)
+
+        def grab(x, hp):
+            n, layer = hp.name, hp.layer()
+            if n.endswith("ln1.hook_scale"):
+                ln_scale[layer] = x[0, :, 0].to(dt)
+            elif n.endswith("ln1_post.hook_scale"):
+                post_scale[layer] = x[0, :, 0].to(dt)
+            elif n.endswith("hook_mlp_out"):
+                mlp[layer] = x[0].to(dt)
+            else:
+                keep[n] = x[0].to(dt)
+
+        names = ["hook_embed"] + (["hook_pos_embed"] if cfg.positional == "standard" else [])
+        names += [f"blocks.{L - 1}.hook_resid_post"] if L else []
+        names += ["ln_final.hook_scale"] if ln else []
+        for layer in range(L):
+            names += ([f"blocks.{layer}.ln1.hook_scale"] if pre else []) + (
+                [f"blocks.{layer}.hook_mlp_out"] if mlp is not None else []) + (
+                [f"blocks.{layer}.ln1_post.hook_scale"] if cfg.post_norm else [])
+        self.hooks = [(n, grab) for n in names]
+        # the hook point after which nothing more is needed (the forward pass may stop there)
+        self.last = ("ln_final.hook_scale" if ln else f"blocks.{L - 1}.hook_resid_post" if L
+                     else names[0 if cfg.positional != "standard" else 1])
+        self.keep, self.ln_scale, self.post_scale, self.mlp = keep, ln_scale, post_scale, mlp
+
+    @property
+    def ran(self) -> bool:
+        """Whether a forward pass with `hooks` has run."""
+        return "hook_embed" in self.keep
+
+    def finish(self, patterns: torch.Tensor, attention: AttentionData | None = None) -> FrozenRun:
+        """The `FrozenRun` from what the hooks kept and the patterns `[layer, head, pos, pos]` of the same run."""
+        model, toks, dt, keep = self.model, self.toks, self.dt, self.keep
+        ln_scale, post_scale, mlp = self.ln_scale, self.post_scale, self.mlp
+        cfg = model.cfg
+        P, L, D = toks.shape[1], cfg.n_layers, cfg.d_model
+        ln = cfg.normalization is not None
+        if tuple(patterns.shape) != (L, cfg.n_heads, P, P):
+            raise ValueError(f"patterns of shape {tuple(patterns.shape)} do not fit {L} layers x {cfg.n_heads} heads "
+                             f"on {P} tokens")
+        pat = patterns
+        params = dict(model.named_parameters())
+        post_w = params["ln1_post_w"].detach().to(dt) if cfg.post_norm else None
+        ln1_w, ln1_b = params.get("ln1_w"), params.get("ln1_b")
+        lnf_w, lnf_b = params.get("ln_final_w"), params.get("ln_final_b")
+        W_V, W_O = model.W_V.detach().to(dt), model.W_O.detach().to(dt)
+        if ln1_w is not None and cfg.pre_norm:  # fold ln1's weight into the rows of W_V (what `fold_layernorm` does)
+            W_V = W_V * ln1_w.detach().to(dt)[:, None, :, None]
+        labels, layers, vecs = ["embed"], [0], [keep["hook_embed"]]
+        if cfg.positional == "standard":
+            labels.append("pos"), layers.append(0), vecs.append(keep["hook_pos_embed"])
+        for layer in range(L):
+            if cfg.biases or ln1_b is not None:  # the constant part of the layer's attention output
+                b_v = model.b_V.detach()[layer].to(dt) if cfg.biases else torch.zeros(W_O.shape[1:3], dtype=dt)
+                if ln1_b is not None:  # ln1's bias, read through the unfolded W_V
+                    b_v = b_v + torch.einsum("d,hde->he", ln1_b.detach()[layer].to(dt), model.W_V.detach()[layer].to(dt))
+                b = torch.einsum("he,hed->d", b_v, W_O[layer])
+                if cfg.biases:
+                    b = b + model.b_O.detach()[layer].to(dt)
+                if bool(b.ne(0).any()):
+                    b = b.expand(P, D)
+                    if post_scale is not None:  # through the frozen post-norm, like the heads' outputs
+                        b = b / post_scale[layer, :, None] * post_w[layer]
+                    labels.append(f"bias L{layer}"), layers.append(layer + 1), vecs.append(b)
+            if mlp is not None:
+                labels.append(f"mlp L{layer}"), layers.append(layer + 1), vecs.append(mlp[layer])
+        b_U = None
+        if cfg.biases or ln:  # as the folded model has it (folding gives every LN model a b_U)
+            b_U = model.b_U.detach().to(dt) if cfg.biases else torch.zeros(cfg.d_vocab, dtype=dt)
+            if lnf_b is not None:
+                b_U = b_U + lnf_b.detach().to(dt) @ model.W_U.detach().to(dt)
+        resid = keep[f"blocks.{L - 1}.hook_resid_post"] if L else sum(vecs)
+        return FrozenRun(model=model, tokens=toks[0].clone(), patterns=pat, ln_scale=ln_scale,
+                         final_scale=keep["ln_final.hook_scale"][:, 0] if ln else None, source_labels=labels,
+                         source_layer=layers, sources=torch.stack(vecs), final_resid=resid, W_V=W_V, W_O=W_O,
+                         lnf_w=lnf_w.detach().to(dt) if lnf_w is not None else None, b_U=b_U, dt=dt, attention=attention,
+                         post_scale=post_scale, post_w=post_w)
 
 
 @torch.no_grad()

@@ -87,11 +87,9 @@ def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = N
     cfg = model.cfg
     n = toks.shape[1]
     dt = dtype or model.W_E.dtype
-    from .prep import fingerprint
-
     # one copy per (model, weights, tokens, dtype) while anything holds it: the views of a dashboard
     # on one text share their patterns (12 x 12 heads x 1,024^2 positions: 600 MB each otherwise)
-    key = (id(model), fingerprint(model), dt, str(toks.device), toks.cpu().numpy().tobytes())
+    key = shared_key(model, toks, dt)
     hit = _SHARED.get(key)
     if hit is not None:
         return hit
@@ -121,15 +119,24 @@ def attention_patterns(model: Transformer, tokens, dtype: torch.dtype | None = N
 _SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
-def shared_patterns(model: Transformer, tokens) -> AttentionData | None:
-    """The patterns of `model` on `tokens` if some view already holds them (any dtype), else None."""
+def shared_key(model: Transformer, toks: torch.Tensor, dtype: torch.dtype) -> tuple:
+    """The key of a model's run on `toks` (`[1, pos]`) with patterns stored in `dtype`: the model, the
+    version of its weights, the tokens (shared-run registries, here and in `text_run`)."""
     from .prep import fingerprint
 
+    return (id(model), fingerprint(model), dtype, str(toks.device), toks.cpu().numpy().tobytes())
+
+
+def register_shared(key: tuple, data: AttentionData) -> None:
+    """Make `data` the shared patterns under `key` (`shared_key`) while something holds it."""
+    _SHARED[key] = data
+
+
+def shared_patterns(model: Transformer, tokens) -> AttentionData | None:
+    """The patterns of `model` on `tokens` if some view already holds them (any dtype), else None."""
     toks = model.check_tokens(tokens)
-    head = (id(model), fingerprint(model))
-    tail = (str(toks.device), toks.cpu().numpy().tobytes())
     for dt in (model.W_E.dtype, torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        hit = _SHARED.get((*head, dt, *tail))
+        hit = _SHARED.get(shared_key(model, toks, dt))
         if hit is not None:
             return hit
     return None

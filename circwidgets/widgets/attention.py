@@ -24,6 +24,22 @@ SCORES: dict[str, str] = {
 _F16_ABOVE = 16_000_000  # keep patterns in float16 when L*H*n*n exceeds this many entries
 
 
+SLOW_SCORES = 3e10  # multiply-adds of the repeated-token forward passes above which the grid's colour waits
+
+
+def slow_scores(model: Transformer, name: str) -> bool:
+    """Whether colouring the head grid by score `name` takes seconds: the behaviour scores run the model on
+    BOS + r + r over the repeat-length sweep (`engine.heads`; GPT-2 small: ~5 s on one CPU thread)."""
+    if name not in ("induction", "previous_token", "duplicate_token"):
+        return False
+    from ..engine.heads import detection_lengths
+
+    cfg = model.cfg
+    positions = 4 * sum(2 * n + 1 for n in detection_lengths(model))  # n_seqs 4, BOS + r + r per length
+    width = cfg.d_model * (4 * cfg.d_model + (0 if cfg.attn_only else 2 * (cfg.d_mlp or 4 * cfg.d_model)))
+    return positions * cfg.n_layers * width > SLOW_SCORES
+
+
 class AttentionPatterns(CircuitWidget):
     """Attention patterns of every head on one input.
 
@@ -50,7 +66,10 @@ class AttentionPatterns(CircuitWidget):
     thumbs = traitlets.Dict({}).tag(sync=True)  # every head's pattern pooled to <= 16 x 16, uint8
 
     def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
-                 layer: int = 0, head: int = 0, score: str = "induction", value_weighted: bool = False):
+                 layer: int = 0, head: int = 0, score: str = "induction", value_weighted: bool = False,
+                 defer_scores: bool | None = None):
+        """`defer_scores`: colour the head grid when the page first shows the view (or Python first asks,
+        `complete()`), not here; None: when the score needs forward passes that take seconds (`slow_scores`)."""
         self._init_input = (text_or_tokens, labels)
         self._score_cache: dict[str, torch.Tensor] = {}
         self.data: AttentionData | None = None
@@ -58,7 +77,12 @@ class AttentionPatterns(CircuitWidget):
                          has_tokenizer=model.tokenizer is not None)
         if self._broken:
             return
-        self._set_score(score if score in dict(self.score_names) else self.score_names[0][0])
+        name = score if score in dict(self.score_names) else self.score_names[0][0]
+        if slow_scores(model, name) if defer_scores is None else defer_scores:
+            self.set_quietly(score_name=name, score_label=SCORES[name])
+            self.deferred = True
+        else:
+            self._set_score(name)
 
     # ------------------------------------------------------------------ setup / input
     def _setup(self) -> None:
@@ -118,7 +142,13 @@ class AttentionPatterns(CircuitWidget):
 
     def _set_score(self, name: str) -> None:
         s = self._compute_score(name)
-        self.set_quietly(scores=encode_array(s.float(), "float32"), score_label=SCORES[name], score_name=name)
+        self.set_quietly(scores=encode_array(s.float(), "float32"), score_label=SCORES[name], score_name=name,
+                         deferred=False)
+
+    def _deferred_work(self) -> None:
+        super()._deferred_work()
+        if not self.scores:
+            self._set_score(self.score_name)
 
     @reacts_to("score_name")
     def _on_score(self, change) -> None:

@@ -260,7 +260,7 @@ class StaticFallback:
             data["text/plain"] = self.summary()
         except Exception:  # noqa: BLE001 - the fallback must never break display
             pass
-        if self.static_png:
+        if self.static_png and not getattr(self, "deferred", False):  # a picture never waits for deferred data
             try:
                 data["image/png"] = base64.b64encode(self.png()).decode("ascii")
             except Exception:  # noqa: BLE001
@@ -297,14 +297,21 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
     error = traitlets.Unicode("").tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
     shown = traitlets.Dict({}).tag(sync=True)
+    # part of the view's data is not computed yet (`_deferred_work`): the page asks for it with a
+    # {"type": "complete"} message when it first draws the view and shows "computing…" meanwhile;
+    # Python readers (`complete()`, the static fallback, the export) compute it when they need it
+    deferred = traitlets.Bool(False).tag(sync=True)
 
     def __init_subclass__(cls, **kwargs):
         if cls.__dict__.get("_front_end"):  # before anywidget's hook, which turns the paths into FileContents
             cls._esm, cls._css = front_end_files(cls._front_end)
         super().__init_subclass__(**kwargs)
 
-    def __init__(self, model: Transformer, layer: int = 0, head: int = 0, **kwargs):
+    def __init__(self, model: Transformer, layer: int = 0, head: int = 0, defer_head: bool = False, **kwargs):
+        """`defer_head`: do not compute the first head's data here (it is `deferred`: the page asks for it
+        when it first draws the view)."""
         self.model = model
+        self._defer_head = defer_head
         self._results: OrderedDict = OrderedDict()
         self._good = (0, 0)
         self._quiet_names: set[str] = set()
@@ -334,7 +341,10 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
             self._report(str(e))
             layer, head = 0, 0
         self.set_quietly(layer=layer, head=head)
-        self._refresh(keep_error=True)
+        if self._defer_head:
+            self.deferred = True
+        else:
+            self._refresh(keep_error=True)
 
     # ------------------------------------------------------------------ for subclasses
     def _setup(self) -> None:
@@ -425,6 +435,7 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
             self._revert()
             return
         self._good = (layer, head)
+        self._defer_head = False  # a head's data is on its way: nothing of it is deferred any more
         with self.hold_sync():
             if (layer, head) != (self.layer, self.head):  # negative indices normalised
                 self.set_quietly(layer=layer, head=head)
@@ -434,6 +445,24 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
             if not keep_error:
                 self.error = ""
 
+    # ------------------------------------------------------------------ deferred data
+    def _deferred_work(self) -> None:
+        """Compute what the view deferred: the selected head's data (`defer_head`); subclasses that defer
+        something else extend this."""
+        if self._defer_head:
+            self._refresh(keep_error=True)
+
+    def complete(self) -> None:
+        """Compute the view's deferred data now (a no-op when nothing is deferred). Failures become the
+        view's message, as any request's."""
+        if not self.deferred or self._broken:
+            return
+        try:
+            self._deferred_work()
+        except Exception as e:  # noqa: BLE001 - a failure is a message, never a dead comm
+            self._report(f"could not compute {type(self).__name__}'s data: {type(e).__name__}: {e}")
+        self.deferred = False
+
     def _on_page_message(self, _widget, content, _buffers) -> None:
         """Custom messages from the page. `{"type": "prefetch", "heads": [[layer, head], ...]}`: the page
         keeps a bounded cache of per-head payloads and asks for the selected head's neighbours in the
@@ -441,7 +470,12 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
         traits). Each head is answered by one `{"type": "payload", "shown", "values", "buffer_paths"}`
         message with the payload's bytes as binary buffers; `shown` is what the `shown` trait would
         be for that head, the page's cache key. Heads out of range or failing are skipped silently."""
-        if self._broken or not isinstance(content, dict) or content.get("type") != "prefetch":
+        if self._broken or not isinstance(content, dict):
+            return
+        if content.get("type") == "complete":
+            self.complete()
+            return
+        if content.get("type") != "prefetch":
             return
         from ipywidgets.widgets.widget import _remove_buffers
 

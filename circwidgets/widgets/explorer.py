@@ -10,8 +10,9 @@ from collections.abc import Iterator, Sequence
 import ipywidgets
 import traitlets
 
-from ..engine.induction import strongest_induction_head
+from ..engine.induction import opening_head
 from ..engine.patterns import attention_patterns
+from ..engine.text_run import text_run
 from ..model import Transformer
 from ._data import as_model, tokens_and_labels
 from .ablation import Ablation
@@ -41,29 +42,41 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
     def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
                  corrupted=None, panels: Sequence[str] = PANELS, layer: int | None = None,
                  head: int | None = None):
-        if layer is None or head is None:  # open on the evidence that matters: the strongest induction head
-            layer, head = strongest_induction_head(model) if model.cfg.n_layers else (0, 0)
         unknown = [p for p in panels if p not in PANELS]
         if unknown:
             raise ValueError(f"unknown panels {unknown}: choose from {list(PANELS)}")
+        self.model = model
+        # ONE forward pass on the text for every panel (engine.text_run): the patterns of all heads (one
+        # shared tensor: 12 x 12 heads x 1,024^2 positions is 600 MB), what the path expansion freezes, the
+        # clean run's loss, each head's z. Held while the panels are made: the engine functions they call
+        # answer from it; afterwards each panel keeps only what it shows.
+        run, data = None, None
+        if model.cfg.n_layers and model.cfg.n_heads:
+            with contextlib.suppress(Exception):  # a bad input: each panel reports it itself
+                toks = tokens_and_labels(model, text_or_tokens, labels)[0]
+                try:
+                    run = text_run(model, toks)
+                    data = run.attention
+                except TypeError:  # a lazy checkpoint or nnsight source: the patterns only, shared
+                    data = attention_patterns(model, toks)
+                if layer is None or head is None:  # open on induction, measured on this text (engine.opening_head)
+                    layer, head = opening_head(model, toks, data)
+        if layer is None or head is None:
+            layer, head = (0, 0)
         make = {
-            "attention": lambda: AttentionPatterns(model, text_or_tokens, labels=labels, layer=layer, head=head),
+            # the two slow parts that the first look does not need wait until the page shows them:
+            # the grid's behaviour scores (forward passes on repeated random tokens) and the skip-trigram scan
+            "attention": lambda: AttentionPatterns(model, text_or_tokens, labels=labels, layer=layer, head=head,
+                                                   defer_scores=True),
             "eigenvalues": lambda: Eigenvalues(model, layer=layer, head=head),
-            "skip_trigrams": lambda: SkipTrigrams(model, layer=layer, head=head, k=10),
+            "skip_trigrams": lambda: SkipTrigrams(model, layer=layer, head=head, k=10, defer=True),
             "composition": lambda: Composition(model, text_or_tokens, labels=labels, layer=layer, head=head),
             "ablation": lambda: Ablation(model, text_or_tokens, corrupted=corrupted, labels=labels, layer=layer,
                                          head=head),
             "paths": lambda: PathExpansion(model, text_or_tokens, labels=labels, layer=layer, head=head),
         }
-        self.model = model
-        # the panels that show patterns (attention, composition, paths) share one copy of them
-        # (12 x 12 heads x 1,024^2 positions: 600 MB): computed once here, held while the panels are made
-        shared = None
-        if {"attention", "composition", "paths"} & set(panels) and model.cfg.n_layers and model.cfg.n_heads:
-            with contextlib.suppress(Exception):  # a bad input: each panel reports it itself
-                shared = attention_patterns(model, tokens_and_labels(model, text_or_tokens, labels)[0])
         self.panels: dict[str, CircuitWidget] = {name: make[name]() for name in panels}
-        del shared
+        del run, data
         self._syncing = False
         title = ipywidgets.HTML()
         title.value = "<b>circuit explorer</b> — click a head in any panel; every panel follows"
@@ -102,6 +115,11 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
             good = _from or next(iter(self.panels.values()))
             self.layer, self.head = good.layer, good.head  # a panel rejects an out-of-range head
 
+    def complete(self) -> None:
+        """Compute what the panels deferred (the attention grid's scores, the skip-trigram table) now."""
+        for w in self.panels.values():
+            w.complete()
+
     def selections(self) -> dict[str, tuple[int, int]]:
         """Each panel's (layer, head): all equal after any click."""
         return {n: (w.layer, w.head) for n, w in self.panels.items()}
@@ -120,6 +138,9 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
 
         images = []
         for w in self.panels.values():
+            if w.deferred:  # not shown yet: its picture would cost what the first paint saved
+                images.append(None)
+                continue
             try:
                 images.append(matplotlib.image.imread(io.BytesIO(w.png(dpi=60)), format="png"))
             except Exception:  # noqa: BLE001 - a panel without a picture leaves its cell empty
@@ -147,7 +168,10 @@ def explore(model, text_or_tokens, labels: Sequence[str] | None = None, corrupte
             tokenizer=None) -> CircuitExplorer:
     """CircuitExplorer: attention patterns, eigenvalues, skip-trigrams, composition, ablation and path
     expansion of `model` on `text_or_tokens`, all following one selected head (default: the strongest
-    induction head, `engine.strongest_induction_head`; the paths panel opens on a position where it
-    decides the next token, `engine.decisive_position`)."""
+    induction head on this text, `engine.opening_head`, or on repeated random tokens when no token of the
+    text occurs twice; the paths panel opens on a position where it decides the next token,
+    `engine.decisive_position`). The model runs once on the text for all panels (`engine.text_run`); the
+    attention grid's behaviour scores and the skip-trigram table are computed when the page first shows
+    them (`complete()` from Python)."""
     return CircuitExplorer(as_model(model, tokenizer), text_or_tokens, labels=labels, corrupted=corrupted,
                            panels=panels, layer=layer, head=head)

@@ -208,6 +208,8 @@ def save_html(obj, path, title: str | None = None, max_states: int = MAX_STATES,
     # each panel's states on their own; no engine progress bar left behind in the notebook's output
     with obj.unlinked() if link else contextlib.nullcontext(), quiet_progress():
         for w in views:
+            if hasattr(w, "complete"):  # the file holds everything: data a view deferred is computed now
+                w.complete()
             r = _Recorder(w, max_states, max_bytes, max_seconds)
             r.run()
             recs.append(r)

@@ -38,6 +38,15 @@ def _table_bytes(t: SkipTrigramTable) -> int:
                if isinstance(x, torch.Tensor))
 
 
+SLOW_SCAN = 2e10  # d_vocab^2 x d_head multiply-adds of a head's scan above which the view defers it (~1 s)
+
+
+def slow_scan(model: Transformer) -> bool:
+    """Whether one head's skip-trigram scan (its full QK and OV circuits over the vocabulary) takes seconds:
+    GPT-2's 50k vocabulary does (~10 s on one CPU thread), a toy model's does not."""
+    return model.cfg.d_vocab ** 2 * model.cfg.d_head > SLOW_SCAN
+
+
 class SkipTrigrams(CircuitWidget):
     """The skip-trigram table of the selected head (`engine.skip_trigrams`).
 
@@ -66,7 +75,9 @@ class SkipTrigrams(CircuitWidget):
     has_corpus = traitlets.Bool(False).tag(sync=True)
 
     def __init__(self, model: Transformer, layer: int = 0, head: int = 0, k: int = PAGE, n_dest: int = 5,
-                 n_out: int = 5, corpus=None, top_n: int = 0):
+                 n_out: int = 5, corpus=None, top_n: int = 0, defer: bool | None = None):
+        """`defer`: scan the first head's circuits when the page first shows the view (or Python first asks,
+        `complete()`), not here; None: when the scan is slow (`slow_scan`)."""
         self._tables: OrderedDict = OrderedDict()
         self._frequent = None  # every corpus token id, most frequent first
         if corpus is not None:
@@ -75,7 +86,8 @@ class SkipTrigrams(CircuitWidget):
         if top_n and self._frequent is None:
             raise ValueError("top_n needs corpus= (token ids or text) to count token frequencies")
         super().__init__(model, layer=layer, head=head, n_rows=k, n_dest=n_dest, n_out=n_out,
-                         d_vocab=model.cfg.d_vocab, top_n=max(0, int(top_n)), has_corpus=corpus is not None)
+                         d_vocab=model.cfg.d_vocab, top_n=max(0, int(top_n)), has_corpus=corpus is not None,
+                         defer_head=slow_scan(model) if defer is None else bool(defer))
 
     def vocab(self) -> torch.Tensor | None:
         """The token subset of the table (the `top_n` most frequent corpus tokens), or None: all."""
@@ -147,6 +159,8 @@ class SkipTrigrams(CircuitWidget):
     def summary(self) -> str:
         lines = [f"SkipTrigrams: layer {self.layer} head {self.head}, top sources A … B → C "
                  "(live view needs a running kernel)"]
+        if self.deferred:
+            lines.append("  (the table is computed when the view is first shown, or by complete())")
         for r in self.rows[:10]:
             d = ", ".join(repr(x[0]) for x in r["dests"][:3])
             o = ", ".join(repr(x[0]) for x in r["outs"][:3])
