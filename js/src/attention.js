@@ -8,7 +8,7 @@ import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { cachedSelection, headKey } from "./lib/headcache.js";
-import { messageArea, pendingNote } from "./lib/message.js";
+import { completeDeferred, messageArea, pendingNote } from "./lib/message.js";
 import { PatternImages, cellAt, drawPattern as drawPatternCanvas, imageKey, maxOf, prepareImage } from "./lib/pattern.js";
 import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
@@ -145,7 +145,9 @@ function render({ model, el }) {
     sLo = fin.length ? Math.min(0, ...fin) : 0;
     sHi = fin.length ? Math.max(...fin) : 1;
     if (sHi <= sLo) sHi = sLo + 1;
-    legend.textContent = `${model.get("score_label") || model.get("score_name")}: ${fmt(sLo)} … ${fmt(sHi)}`;
+    const label = model.get("score_label") || model.get("score_name");
+    // deferred: the kernel computes the scores once the view is on the page (completeDeferred below)
+    legend.textContent = model.get("deferred") && !scores.length ? `computing ${label}…` : `${label}: ${fmt(sLo)} … ${fmt(sHi)}`;
     scoreSel.replaceChildren();
     for (const [name, lab] of model.get("score_names")) {
       const o = h("option", { text: lab, attrs: { value: name } });
@@ -295,11 +297,11 @@ function render({ model, el }) {
   // ---- kernel -> view: one redraw after all keys of a kernel update arrived (lib/redraw.js)
   // (`shown` changes with every new pattern: the kernel sets it last, in the same update as the data)
   const changes = onModelChanges(model, ["shown", "pattern", "scores", "score_name", "score_names", "score_label",
-    "thumbs", "labels", "text"], (c) => {
+    "thumbs", "labels", "text", "deferred"], (c) => {
     if (c.has("labels")) readTokens();
     else if (c.has("text")) textInput.value = model.get("text"); // the kernel restores the old text after a bad one
     if (c.has("thumbs")) readThumbs();
-    if (c.has("scores") || c.has("score_name") || c.has("score_names") || c.has("score_label")) readScores();
+    if (c.has("scores") || c.has("score_name") || c.has("score_names") || c.has("score_label") || c.has("deferred")) readScores();
     else if (c.has("thumbs")) grid.refresh();
     // (an answer to an older click while a newer one is on screen from the cache is not drawn)
     if ((c.has("shown") || c.has("pattern")) && sel.kernelUpdate()) drawPattern();
@@ -309,9 +311,10 @@ function render({ model, el }) {
   readScores();
   drawPattern();
   sel.start();
+  const deferred = completeDeferred(model, msg, `computing ${model.get("score_label") || model.get("score_name")}…`);
   // the theme can change while the view is open: re-read the CSS variables and repaint
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); drawPattern(); });
-  return cleanup(computing, offTheme, changes, grid, msg, sel, offWindow, () => images.clear());
+  return cleanup(computing, deferred, offTheme, changes, grid, msg, sel, offWindow, () => images.clear());
 }
 
 export default { render };

@@ -7,7 +7,7 @@ import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { cachedSelection } from "./lib/headcache.js";
-import { messageArea, pendingNote } from "./lib/message.js";
+import { completeDeferred, messageArea, pendingNote } from "./lib/message.js";
 import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
 import { fmt, visibleWhitespace } from "./lib/text.js";
@@ -139,9 +139,13 @@ function render({ model, el }) {
     if (c.has("shown") || c.has("rows")) { if (sel.kernelUpdate()) draw(); } else drawFound();
   });
   draw();
-  sel.start();
+  // a deferred first head (the explorer's panel, a 50k vocabulary): the kernel scans it now that the
+  // view is on the page; its answer prefetches the neighbours (sel.kernelUpdate), not (0, 0)'s
+  if (!model.get("deferred")) sel.start();
+  const deferred = completeDeferred(model, msg,
+    `computing the skip-trigram table of L${model.get("layer")}H${model.get("head")}…`);
   const offTheme = onThemeChange(() => draw(sel.fromCache ? "cache" : "kernel"));
-  return cleanup(computing, offTheme, changes, grid, msg, sel);
+  return cleanup(computing, deferred, offTheme, changes, grid, msg, sel);
 }
 
 export default { render };

@@ -56,3 +56,17 @@ export function pendingNote(model, msg, delayMs = 150) {
     off() { clearTimeout(timer); model.off("change:layer", onSel); model.off("change:head", onSel); },
   };
 }
+
+/** A view whose kernel deferred part of its data (the `deferred` trait: a skip-trigram scan, the head
+ * grid's behaviour scores): show `text` on the message line and ask the kernel once for the data with a
+ * {type: "complete"} message; the kernel answers by sending it and setting `deferred` false, which
+ * clears the note. Nothing to ask offline (an export holds every computed value). Returns `off()`. */
+export function completeDeferred(model, msg, text) {
+  const done = () => { if (!model.get("deferred")) msg.show(); };
+  model.on("change:deferred", done);
+  if (model.get("deferred") && !model.offline) {
+    msg.note(text);
+    model.send({ type: "complete" });
+  }
+  return { off: () => model.off("change:deferred", done) };
+}
