@@ -533,7 +533,8 @@ class _FrozenCapture:
             if cfg.biases or ln1_b is not None:  # the constant part of the layer's attention output
                 b_v = model.b_V.detach()[layer].to(dt) if cfg.biases else torch.zeros(W_O.shape[1:3], dtype=dt)
                 if ln1_b is not None:  # ln1's bias, read through the unfolded W_V
-                    b_v = b_v + torch.einsum("d,hde->he", ln1_b.detach()[layer].to(dt), model.W_V.detach()[layer].to(dt))
+                    b_v = b_v + torch.einsum("d,hde->he", ln1_b.detach()[layer].to(dt),
+                                             model.W_V.detach()[layer].to(dt))
                 b = torch.einsum("he,hed->d", b_v, W_O[layer])
                 if cfg.biases:
                     b = b + model.b_O.detach()[layer].to(dt)
@@ -553,8 +554,8 @@ class _FrozenCapture:
         return FrozenRun(model=model, tokens=toks[0].clone(), patterns=pat, ln_scale=ln_scale,
                          final_scale=keep["ln_final.hook_scale"][:, 0] if ln else None, source_labels=labels,
                          source_layer=layers, sources=torch.stack(vecs), final_resid=resid, W_V=W_V, W_O=W_O,
-                         lnf_w=lnf_w.detach().to(dt) if lnf_w is not None else None, b_U=b_U, dt=dt, attention=attention,
-                         post_scale=post_scale, post_w=post_w)
+                         lnf_w=lnf_w.detach().to(dt) if lnf_w is not None else None, b_U=b_U, dt=dt,
+                         attention=attention, post_scale=post_scale, post_w=post_w)
 
 
 @torch.no_grad()

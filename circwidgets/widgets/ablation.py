@@ -64,16 +64,22 @@ class Ablation(CircuitWidget):
 
     def __init__(self, model: Transformer, text_or_tokens, corrupted=None, labels: Sequence[str] | None = None,
                  ablation: str = "zero", off: Sequence = (), cuts: Sequence = (), position: int = -1,
-                 layer: int = 0, head: int = 0, mode: str = "ablate"):
+                 layer: int = 0, head: int = 0, mode: str = "ablate", defer: bool = False):
+        """`defer`: prepare the view (the clean run, the effects) when the page first shows it (or at
+        `complete()`), not here."""
         self._init_input = (text_or_tokens, corrupted, labels, list(off), list(cuts), position)
         self._clean: AblatedRun | None = None
         self.run: AblatedRun | None = None
         self._patch_done = False
         if ablation not in ("zero", "mean"):
             raise ValueError(f"ablation={ablation!r} must be 'zero' or 'mean'")
-        super().__init__(model, layer=layer, head=head, ablation=ablation, kv_group_size=model.cfg.kv_group_size)
-        if not self._broken and mode != "ablate":
-            self.mode = mode
+        self._init_mode = mode
+        super().__init__(model, layer=layer, head=head, ablation=ablation, kv_group_size=model.cfg.kv_group_size,
+                         defer_setup=defer)
+
+    def _after_setup(self) -> None:
+        if self._init_mode != "ablate":
+            self.mode = self._init_mode
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:

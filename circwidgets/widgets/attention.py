@@ -71,14 +71,16 @@ class AttentionPatterns(CircuitWidget):
         """`defer_scores`: colour the head grid when the page first shows the view (or Python first asks,
         `complete()`), not here; None: when the score needs forward passes that take seconds (`slow_scores`)."""
         self._init_input = (text_or_tokens, labels)
+        self._init_score = (score, defer_scores)
         self._score_cache: dict[str, torch.Tensor] = {}
         self.data: AttentionData | None = None
         super().__init__(model, layer=layer, head=head, value_weighted=value_weighted,
                          has_tokenizer=model.tokenizer is not None)
-        if self._broken:
-            return
+
+    def _after_setup(self) -> None:
+        score, defer_scores = self._init_score
         name = score if score in dict(self.score_names) else self.score_names[0][0]
-        if slow_scores(model, name) if defer_scores is None else defer_scores:
+        if slow_scores(self.model, name) if defer_scores is None else defer_scores:
             self.set_quietly(score_name=name, score_label=SCORES[name])
             self.deferred = True
         else:

@@ -26,7 +26,7 @@ import ipywidgets
 import traitlets
 from ipywidgets.widgets.widget import _put_buffers
 
-from ..engine import check_finite, check_layer_head
+from ..engine import check_finite, check_head, check_layer, check_layer_head
 from ..model import Transformer
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"  # the built front ends (committed)
@@ -307,11 +307,14 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
             cls._esm, cls._css = front_end_files(cls._front_end)
         super().__init_subclass__(**kwargs)
 
-    def __init__(self, model: Transformer, layer: int = 0, head: int = 0, defer_head: bool = False, **kwargs):
-        """`defer_head`: do not compute the first head's data here (it is `deferred`: the page asks for it
-        when it first draws the view)."""
+    def __init__(self, model: Transformer, layer: int = 0, head: int = 0, defer_head: bool = False,
+                 defer_setup: bool = False, **kwargs):
+        """`defer_head`: do not compute the first head's data here; `defer_setup`: do not prepare the view
+        here at all (`_setup`, the first head, `_after_setup`). Either way the view is `deferred`: the page
+        asks for the rest when it first draws the view, Python readers call `complete()`."""
         self.model = model
         self._defer_head = defer_head
+        self._defer_setup = defer_setup
         self._results: OrderedDict = OrderedDict()
         self._good = (0, 0)
         self._quiet_names: set[str] = set()
@@ -328,15 +331,26 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
         except ValueError as e:
             self._report(f"{e}: nothing to show")
             return
+        self.on_msg(self._on_page_message)
+        if defer_setup:  # the selection only; `complete()` prepares the rest
+            try:
+                self.set_quietly(layer=check_layer(model, layer), head=check_head(model, head))
+            except IndexError as e:
+                self._report(str(e))
+            self.deferred = True
+            return
+        self._prepare(layer, head)
+
+    def _prepare(self, layer: int, head: int) -> None:
+        """`_setup`, then the first head's data (unless deferred), then `_after_setup`."""
         try:
             self._setup()
         except Exception as e:  # noqa: BLE001 - show the reason in the widget instead of no widget
             self._report(f"could not prepare {type(self).__name__}: {type(e).__name__}: {e}")
             return
         self._broken = False
-        self.on_msg(self._on_page_message)
         try:
-            layer, head = check_layer_head(model, layer, head)
+            layer, head = check_layer_head(self.model, layer, head)
         except IndexError as e:
             self._report(str(e))
             layer, head = 0, 0
@@ -345,10 +359,14 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
             self.deferred = True
         else:
             self._refresh(keep_error=True)
+        self._after_setup()
 
     # ------------------------------------------------------------------ for subclasses
     def _setup(self) -> None:
         """Compute what does not depend on the selection (called once, before the first head)."""
+
+    def _after_setup(self) -> None:
+        """What the constructor asked for beyond the first head (a pair, a mode...), applied once prepared."""
 
     def _variant(self) -> tuple:
         """Extra state the per-head data depends on (e.g. a value-weighted toggle)."""
@@ -455,10 +473,14 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
     def complete(self) -> None:
         """Compute the view's deferred data now (a no-op when nothing is deferred). Failures become the
         view's message, as any request's."""
-        if not self.deferred or self._broken:
+        if not self.deferred:
             return
         try:
-            self._deferred_work()
+            if self._defer_setup:
+                self._defer_setup = False
+                self._prepare(self.layer, self.head)
+            if not self._broken:
+                self._deferred_work()
         except Exception as e:  # noqa: BLE001 - a failure is a message, never a dead comm
             self._report(f"could not compute {type(self).__name__}'s data: {type(e).__name__}: {e}")
         self.deferred = False
@@ -470,12 +492,12 @@ class CircuitWidget(PageInputs, StaticFallback, anywidget.AnyWidget):
         traits). Each head is answered by one `{"type": "payload", "shown", "values", "buffer_paths"}`
         message with the payload's bytes as binary buffers; `shown` is what the `shown` trait would
         be for that head, the page's cache key. Heads out of range or failing are skipped silently."""
-        if self._broken or not isinstance(content, dict):
+        if not isinstance(content, dict):
             return
-        if content.get("type") == "complete":
+        if content.get("type") == "complete":  # the page drew a deferred view: compute what it waits for
             self.complete()
             return
-        if content.get("type") != "prefetch":
+        if self._broken or content.get("type") != "prefetch":
             return
         from ipywidgets.widgets.widget import _remove_buffers
 

@@ -68,7 +68,8 @@ class Composition(CircuitWidget):
 
     def __init__(self, model: Transformer, text_or_tokens=None, labels: Sequence[str] | None = None,
                  kind: str = "k", subtract_baseline: bool = False, pair: Sequence[int] | None = None,
-                 layer: int | None = None, head: int | None = None, offset: int = 1):
+                 layer: int | None = None, head: int | None = None, offset: int = 1, defer: bool = False):
+        """`defer`: prepare the view when the page first shows it (or at `complete()`), not here."""
         self._init_input = (text_or_tokens, labels)
         self._scores: dict[tuple, torch.Tensor] = {}
         self.data = None
@@ -82,15 +83,17 @@ class Composition(CircuitWidget):
         rotary = model.cfg.positional == "rotary"
         if rotary and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
             raise ValueError(f"offset={offset!r} must be an integer >= 0 (query − key position)")
+        self._init_pair = pair
         super().__init__(model, layer=layer, head=head, kind=kind, subtract_baseline=subtract_baseline,
-                         rotary=rotary, offset=offset if rotary else 0, kv_group_size=model.cfg.kv_group_size)
-        if self._broken:
-            return
-        if L < 2:
+                         rotary=rotary, offset=offset if rotary else 0, kv_group_size=model.cfg.kv_group_size,
+                         defer_setup=defer)
+
+    def _after_setup(self) -> None:
+        if self.model.cfg.n_layers < 2:
             self._report("composition needs at least two layers: this model has one")
             return
-        if pair:
-            self._set_pair(list(pair))
+        if self._init_pair:
+            self._set_pair(list(self._init_pair))
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:

@@ -57,17 +57,23 @@ class Eigenvalues(CircuitWidget):
     through = traitlets.List([]).tag(sync=True)
 
     def __init__(self, model: Transformer, layer: int = 0, head: int = 0, log_magnitude: bool = False,
-                 offset: int = 0, through: tuple[int, int] | None = None):
+                 offset: int = 0, through: tuple[int, int] | None = None, defer: bool = False):
+        """`defer`: prepare the view when the page first shows it (or at `complete()`), not here."""
         self._pos: dict[str, torch.Tensor] = {}
         self._profile: torch.Tensor | None = None
         cfg = model.cfg
         rotary = cfg.positional == "rotary"
         if not rotary and offset != 0:
             raise ValueError(f"offset={offset!r} is only for rotary models (this one: positional={cfg.positional!r})")
+        self._init_through = through
         super().__init__(model, layer=layer, head=head, log_magnitude=log_magnitude, rotary=rotary,
-                         offset=offset, max_offset=cfg.n_ctx - 1 if rotary else 0)
-        if through is not None:
+                         offset=offset, max_offset=cfg.n_ctx - 1 if rotary else 0, defer_setup=defer)
+        if self._broken and not self.deferred and through is not None:  # (as before: reported by the view)
             self.through = list(through)
+
+    def _after_setup(self) -> None:
+        if self._init_through is not None:
+            self.through = list(self._init_through)
 
     def _qk_offset(self) -> dict[str, int]:
         return {"offset": self.offset} if self.rotary else {}

@@ -24,6 +24,17 @@ from .paths import PathExpansion
 from .skip_trigrams import SkipTrigrams
 
 PANELS = ("attention", "eigenvalues", "skip_trigrams", "composition", "ablation", "paths")
+SLOW_PREPARE = 2e10  # multiply-adds (about a second on one CPU thread) above which panels wait to be shown
+
+
+def slow_to_prepare(model: Transformer, n_tokens: int) -> bool:
+    """Whether preparing every panel takes seconds: one forward pass on `n_tokens` with the unembedding (the
+    clean loss) plus the vocabulary-long Gram matrices of the eigenvalue panel, counted in multiply-adds
+    (GPT-2 small at 1,024 tokens: 1.6e11, ~10 s on one thread; the zoo's toy models: < 5e9)."""
+    cfg = model.cfg
+    mlp = 0 if cfg.attn_only else 2 * cfg.d_model * (cfg.d_mlp or 4 * cfg.d_model)
+    forward = n_tokens * (cfg.n_layers * (4 * cfg.d_model ** 2 + mlp) + cfg.d_vocab * cfg.d_model)
+    return forward + cfg.d_vocab * cfg.d_model ** 2 > SLOW_PREPARE
 
 
 class CircuitExplorer(StaticFallback, ipywidgets.VBox):
@@ -41,19 +52,23 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
 
     def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
                  corrupted=None, panels: Sequence[str] = PANELS, layer: int | None = None,
-                 head: int | None = None):
+                 head: int | None = None, defer: bool | None = None):
         unknown = [p for p in panels if p not in PANELS]
         if unknown:
             raise ValueError(f"unknown panels {unknown}: choose from {list(PANELS)}")
         self.model = model
+        toks = None
+        with contextlib.suppress(Exception):
+            toks = tokens_and_labels(model, text_or_tokens, labels)[0]
+        if defer is None:
+            defer = toks is not None and slow_to_prepare(model, toks.shape[0])
         # ONE forward pass on the text for every panel (engine.text_run): the patterns of all heads (one
         # shared tensor: 12 x 12 heads x 1,024^2 positions is 600 MB), what the path expansion freezes, the
         # clean run's loss, each head's z. Held while the panels are made: the engine functions they call
         # answer from it; afterwards each panel keeps only what it shows.
         run, data = None, None
-        if model.cfg.n_layers and model.cfg.n_heads:
+        if model.cfg.n_layers and model.cfg.n_heads and toks is not None:
             with contextlib.suppress(Exception):  # a bad input: each panel reports it itself
-                toks = tokens_and_labels(model, text_or_tokens, labels)[0]
                 try:
                     run = text_run(model, toks)
                     data = run.attention
@@ -64,18 +79,22 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
         if layer is None or head is None:
             layer, head = (0, 0)
         make = {
-            # the two slow parts that the first look does not need wait until the page shows them:
-            # the grid's behaviour scores (forward passes on repeated random tokens) and the skip-trigram scan
+            # deferred (`defer`): the attention panel paints from the shared run at once, its grid's behaviour
+            # scores (forward passes on repeated random tokens) wait; every other panel is prepared when the
+            # page first draws it (a `complete` message), from the same run, held until then
             "attention": lambda: AttentionPatterns(model, text_or_tokens, labels=labels, layer=layer, head=head,
-                                                   defer_scores=True),
-            "eigenvalues": lambda: Eigenvalues(model, layer=layer, head=head),
-            "skip_trigrams": lambda: SkipTrigrams(model, layer=layer, head=head, k=10, defer=True),
-            "composition": lambda: Composition(model, text_or_tokens, labels=labels, layer=layer, head=head),
+                                                   defer_scores=defer or None),
+            "eigenvalues": lambda: Eigenvalues(model, layer=layer, head=head, defer=defer),
+            "skip_trigrams": lambda: SkipTrigrams(model, layer=layer, head=head, k=10, defer=defer or None),
+            "composition": lambda: Composition(model, text_or_tokens, labels=labels, layer=layer, head=head,
+                                               defer=defer),
             "ablation": lambda: Ablation(model, text_or_tokens, corrupted=corrupted, labels=labels, layer=layer,
-                                         head=head),
-            "paths": lambda: PathExpansion(model, text_or_tokens, labels=labels, layer=layer, head=head),
+                                         head=head, defer=defer),
+            "paths": lambda: PathExpansion(model, text_or_tokens, labels=labels, layer=layer, head=head, defer=defer),
         }
         self.panels: dict[str, CircuitWidget] = {name: make[name]() for name in panels}
+        # the shared run lives while a panel still waits to be prepared from it (then each keeps its part)
+        self._run = run if any(w.deferred for w in self.panels.values()) else None
         del run, data
         self._syncing = False
         title = ipywidgets.HTML()
@@ -88,6 +107,7 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
         self.add_class("cw-explorer")
         for w in self.panels.values():
             w.observe(self._follow, names=["layer", "head"])
+            w.observe(self._release_run, names=["deferred"])
         self.layer, self.head = layer, head
         self.select(layer, head)
 
@@ -114,6 +134,10 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
                     w.select(layer, head)
             good = _from or next(iter(self.panels.values()))
             self.layer, self.head = good.layer, good.head  # a panel rejects an out-of-range head
+
+    def _release_run(self, _change=None) -> None:
+        if not any(w.deferred for w in self.panels.values()):
+            self._run = None
 
     def complete(self) -> None:
         """Compute what the panels deferred (the attention grid's scores, the skip-trigram table) now."""
@@ -165,13 +189,16 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
 
 def explore(model, text_or_tokens, labels: Sequence[str] | None = None, corrupted=None,
             panels: Sequence[str] = PANELS, layer: int | None = None, head: int | None = None,
-            tokenizer=None) -> CircuitExplorer:
+            tokenizer=None, defer: bool | None = None) -> CircuitExplorer:
     """CircuitExplorer: attention patterns, eigenvalues, skip-trigrams, composition, ablation and path
     expansion of `model` on `text_or_tokens`, all following one selected head (default: the strongest
     induction head on this text, `engine.opening_head`, or on repeated random tokens when no token of the
     text occurs twice; the paths panel opens on a position where it decides the next token,
-    `engine.decisive_position`). The model runs once on the text for all panels (`engine.text_run`); the
-    attention grid's behaviour scores and the skip-trigram table are computed when the page first shows
-    them (`complete()` from Python)."""
+    `engine.decisive_position`). The model runs once on the text for all panels (`engine.text_run`).
+    defer: True = only the attention panel (patterns and thumbnails) is made here; the other panels, the
+    attention grid's behaviour scores and the skip-trigram table are computed when the page first draws
+    them, each showing "computing…" until then (`complete()` computes them from Python; the export does);
+    None (default) = True when that work takes seconds (`slow_to_prepare`: GPT-2-sized models), else False
+    (then only the skip-trigram scan of a big vocabulary waits)."""
     return CircuitExplorer(as_model(model, tokenizer), text_or_tokens, labels=labels, corrupted=corrupted,
-                           panels=panels, layer=layer, head=head)
+                           panels=panels, layer=layer, head=head, defer=defer)

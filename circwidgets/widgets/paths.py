@@ -56,13 +56,15 @@ class PathExpansion(CircuitWidget):
 
     def __init__(self, model: Transformer, text_or_tokens, labels: Sequence[str] | None = None,
                  position: int | None = None, target: int | str | None = None, layer: int = 0, head: int = 0,
-                 n_one: int = 16, n_virtual: int = 8, max_order: int | None = None):
+                 n_one: int = 16, n_virtual: int = 8, max_order: int | None = None, defer: bool = False):
+        """`defer`: prepare the view when the page first shows it (or at `complete()`), not here."""
         if max_order is None:  # virtual-head terms by default up to 64 heads (beyond: minutes on a CPU)
             max_order = 2 if model.cfg.n_layers * model.cfg.n_heads <= 64 else 1
         self._init_input = (text_or_tokens, labels, position, target)
+        self._init_head = (layer, head)  # (the selection traits are set after `_setup`)
         self.run: FrozenRun | None = None
         super().__init__(model, layer=layer, head=head, n_one=n_one, n_virtual=n_virtual,
-                         max_order=max(0, min(max_order, model.cfg.n_layers)))
+                         max_order=max(0, min(max_order, model.cfg.n_layers)), defer_setup=defer)
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -73,7 +75,9 @@ class PathExpansion(CircuitWidget):
         self.data = self.run.attention or attention_patterns(self.model, toks)  # (a shared hit: no new run)
         P = toks.shape[0]
         if position is None:  # where induction decides the next token (the evidence worth showing first)
-            own = (self.layer, self.head) if self.layer >= 1 else None  # a layer-0 selection: the strongest
+            # (a deferred setup reads the selection traits: they may have changed since construction)
+            layer, head = (self.layer, self.head) if self.deferred else self._init_head
+            own = (layer, head) if layer >= 1 else None  # a layer-0 selection: the strongest
             position = decisive_position(self.model, toks, own) if self.model.cfg.n_layers else P - 1
         if not -P <= position < P:
             raise IndexError(f"position={position} is out of range: 0..{P - 1}")

@@ -8,7 +8,7 @@ import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { cachedSelection, headKey } from "./lib/headcache.js";
-import { completeDeferred, messageArea, pendingNote } from "./lib/message.js";
+import { messageArea, pendingNote } from "./lib/message.js";
 import { PatternImages, cellAt, drawPattern as drawPatternCanvas, imageKey, maxOf, prepareImage } from "./lib/pattern.js";
 import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
@@ -46,7 +46,7 @@ function render({ model, el }) {
     h("label", { title: "zoom the pattern; drag or scroll it to pan" }, ["zoom", zoomSel]),
     h("label", { title: "attention × ‖v_src‖ (the paper's value-weighted pattern)" }, [vwBox, "value-weighted"]),
   ]);
-  const msg = messageArea(model);
+  const msg = messageArea(model, { deferredText: "computing the head scores…" });
   const computing = pendingNote(model, msg);
   // heads already received (and the selected head's neighbours, prefetched) redraw from the page's
   // cache at the click; the kernel is still told the selection and its answer replaces the overlay.
@@ -146,7 +146,7 @@ function render({ model, el }) {
     sHi = fin.length ? Math.max(...fin) : 1;
     if (sHi <= sLo) sHi = sLo + 1;
     const label = model.get("score_label") || model.get("score_name");
-    // deferred: the kernel computes the scores once the view is on the page (completeDeferred below)
+    // deferred: the kernel computes the scores once the view is on the page (lib/message.js asks)
     legend.textContent = model.get("deferred") && !scores.length ? `computing ${label}…` : `${label}: ${fmt(sLo)} … ${fmt(sHi)}`;
     scoreSel.replaceChildren();
     for (const [name, lab] of model.get("score_names")) {
@@ -311,10 +311,9 @@ function render({ model, el }) {
   readScores();
   drawPattern();
   sel.start();
-  const deferred = completeDeferred(model, msg, `computing ${model.get("score_label") || model.get("score_name")}…`);
   // the theme can change while the view is open: re-read the CSS variables and repaint
   const offTheme = onThemeChange(() => { th = theme(root); grid.refresh(); drawPattern(); });
-  return cleanup(computing, deferred, offTheme, changes, grid, msg, sel, offWindow, () => images.clear());
+  return cleanup(computing, offTheme, changes, grid, msg, sel, offWindow, () => images.clear());
 }
 
 export default { render };

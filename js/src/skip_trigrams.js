@@ -7,7 +7,7 @@ import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { cachedSelection } from "./lib/headcache.js";
-import { completeDeferred, messageArea, pendingNote } from "./lib/message.js";
+import { messageArea, pendingNote } from "./lib/message.js";
 import { needsKernel } from "./lib/offline.js";
 import { onModelChanges } from "./lib/redraw.js";
 import { fmt, visibleWhitespace } from "./lib/text.js";
@@ -32,7 +32,7 @@ function render({ model, el }) {
     : "pass corpus= (token ids or text) to cw.skip_trigrams to filter by token frequency" }, ["frequent tokens only", topN]);
   const bar = h("div", { cls: "cw-bar" }, [title, h("label", {}, ["search", search]), searchBtn, moreBtn, topLabel]);
   needsKernel(model, [search, searchBtn, moreBtn, topN], bar);
-  const msg = messageArea(model);
+  const msg = messageArea(model, { deferredText: "computing the skip-trigram table…" });
   const computing = pendingNote(model, msg);
   // heads already received (and the selected head's neighbours, prefetched) redraw from the page's
   // cache at the click (lib/headcache.js); the kernel is still told the selection
@@ -142,10 +142,8 @@ function render({ model, el }) {
   // a deferred first head (the explorer's panel, a 50k vocabulary): the kernel scans it now that the
   // view is on the page; its answer prefetches the neighbours (sel.kernelUpdate), not (0, 0)'s
   if (!model.get("deferred")) sel.start();
-  const deferred = completeDeferred(model, msg,
-    `computing the skip-trigram table of L${model.get("layer")}H${model.get("head")}…`);
   const offTheme = onThemeChange(() => draw(sel.fromCache ? "cache" : "kernel"));
-  return cleanup(computing, deferred, offTheme, changes, grid, msg, sel);
+  return cleanup(computing, offTheme, changes, grid, msg, sel);
 }
 
 export default { render };

@@ -1,15 +1,21 @@
 // The message line of a view: the kernel's `error` trait, and local notes such as "computing L1H2…".
 import { h } from "./dom.js";
 
-/** A line for errors/notes from the kernel (`error` trait) and for local notes. */
-export function messageArea(model) {
+/** A line for errors/notes from the kernel (`error` trait) and for local notes.
+ *
+ * A view whose kernel deferred part of its data (the `deferred` trait: a panel of a big model's explorer,
+ * a skip-trigram scan, the head grid's behaviour scores) is asked for it here, once, when the view is
+ * first drawn ({type: "complete"}); until the kernel sets `deferred` false the line says `deferredText`.
+ * Nothing is asked offline (an export holds every computed value). */
+export function messageArea(model, { deferredText = "computing…" } = {}) {
   const box = h("div", { cls: "cw-message", attrs: { role: "status", "aria-live": "polite" } });
   const show = () => {
     const msg = model.get("error") || "";
-    box.textContent = msg;
+    const waiting = !msg && !!model.get("deferred") && !model.offline;
+    box.textContent = msg || (waiting ? deferredText : "");
     box.classList.toggle("cw-error", !!msg);
-    box.classList.remove("cw-note");
-    box.hidden = !msg;
+    box.classList.toggle("cw-note", waiting);
+    box.hidden = !msg && !waiting;
   };
   /** A transient local note, replaced by the next `show()`. */
   const note = (text) => {
@@ -19,8 +25,10 @@ export function messageArea(model) {
     box.hidden = false;
   };
   model.on("change:error", show);
+  model.on("change:deferred", show);
   show();
-  return { el: box, show, note, off: () => model.off("change:error", show) };
+  if (model.get("deferred") && !model.offline) model.send({ type: "complete" });
+  return { el: box, show, note, off: () => { model.off("change:error", show); model.off("change:deferred", show); } };
 }
 
 /** The text of the note shown while the kernel works on a head. */
@@ -55,18 +63,4 @@ export function pendingNote(model, msg, delayMs = 150) {
     pending, settled,
     off() { clearTimeout(timer); model.off("change:layer", onSel); model.off("change:head", onSel); },
   };
-}
-
-/** A view whose kernel deferred part of its data (the `deferred` trait: a skip-trigram scan, the head
- * grid's behaviour scores): show `text` on the message line and ask the kernel once for the data with a
- * {type: "complete"} message; the kernel answers by sending it and setting `deferred` false, which
- * clears the note. Nothing to ask offline (an export holds every computed value). Returns `off()`. */
-export function completeDeferred(model, msg, text) {
-  const done = () => { if (!model.get("deferred")) msg.show(); };
-  model.on("change:deferred", done);
-  if (model.get("deferred") && !model.offline) {
-    msg.note(text);
-    model.send({ type: "complete" });
-  }
-  return { off: () => model.off("change:deferred", done) };
 }
