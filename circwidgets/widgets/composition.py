@@ -76,6 +76,7 @@ class Composition(CircuitWidget):
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r} is not one of {list(KINDS)}")
         L = model.cfg.n_layers
+        self._pair_given = pair is not None
         if pair is None and L >= 2:
             pair = [0, 0, 1, 0]
         if layer is None or head is None:
@@ -92,7 +93,9 @@ class Composition(CircuitWidget):
         if self.model.cfg.n_layers < 2:
             self._report("composition needs at least two layers: this model has one")
             return
-        if self._init_pair:
+        if self.deferred and not self._pair_given:  # prepared late: the pair of the selection made meanwhile
+            self._set_pair(self.pair_for_head(self.layer, self.head), select=False)
+        elif self._init_pair:
             self._set_pair(list(self._init_pair))
 
     # ------------------------------------------------------------------ setup
