@@ -181,6 +181,6 @@ def test_deferred_views_compute_on_the_pages_request(lm):
     # a deferred panel follows a selection made while it waits, and is prepared for it
     c = Composition(m, [0, 1, 2, 3, 1, 2, 3], layer=1, head=1, defer=True)
     assert c.deferred and c.focus == {} and c.details == {}
-    c.select(1, 0)
+    c.select(0, 1)
     c.complete()
-    assert (c.layer, c.head) == (1, 0) and c.pair == c.pair_for_head(1, 0) and c.focus["head"] == 0
+    assert (c.layer, c.head) == (0, 1) and c.pair == c.pair_for_head(0, 1) and c.focus["head"] == 1

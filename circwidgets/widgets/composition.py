@@ -76,7 +76,6 @@ class Composition(CircuitWidget):
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r} is not one of {list(KINDS)}")
         L = model.cfg.n_layers
-        self._pair_given = pair is not None
         if pair is None and L >= 2:
             pair = [0, 0, 1, 0]
         if layer is None or head is None:
@@ -93,8 +92,10 @@ class Composition(CircuitWidget):
         if self.model.cfg.n_layers < 2:
             self._report("composition needs at least two layers: this model has one")
             return
-        if self.deferred and not self._pair_given:  # prepared late: the pair of the selection made meanwhile
-            self._set_pair(self.pair_for_head(self.layer, self.head), select=False)
+        if self.deferred:  # prepared late: the selection made meanwhile stays, the pair follows it
+            if self._init_pair:
+                self._set_pair(list(self._init_pair), select=False)
+            self._pair_for_selection()
         elif self._init_pair:
             self._set_pair(list(self._init_pair))
 
@@ -235,6 +236,9 @@ class Composition(CircuitWidget):
     def _follow_selection(self, change) -> None:
         """A head selected from outside (explorer, `select()`): show a pair that contains it, so the
         details never stay on a pair the selection has left."""
+        self._pair_for_selection()
+
+    def _pair_for_selection(self) -> None:
         if self.data is None or self._broken or self.model.cfg.n_layers < 2:
             return
         sel = (self.layer, self.head)
