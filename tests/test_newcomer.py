@@ -29,7 +29,7 @@ def test_widget_repr_is_its_text_summary(code_model):
     assert repr(w) == w.summary()
     assert "object at 0x" not in repr(w) and "AttentionPatterns" in repr(w)
     ex = cw.explore(code_model, "def f(x): return x", panels=("attention", "eigenvalues"))
-    layer, head = engine.strongest_induction_head(code_model)  # where the explorer opens
+    layer, head = engine.opening_head(code_model, "def f(x): return x")  # where the explorer opens
     assert repr(ex).startswith(f"CircuitExplorer: layer {layer} head {head}")
 
 

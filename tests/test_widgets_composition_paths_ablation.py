@@ -18,7 +18,7 @@ import circwidgets as cw
 from circwidgets.engine import interventions
 from circwidgets.engine.ablation_state import PathCut, ablated_run, logit_diff_metric, per_token_loss
 from circwidgets.engine.composition import composition_baseline, composition_scores
-from circwidgets.engine.induction import decisive_position, strongest_induction_head
+from circwidgets.engine.induction import decisive_position, opening_head
 from circwidgets.engine.paths import path_terms
 from circwidgets.engine.patterns import attention_patterns
 from circwidgets.engine.virtual import virtual_heads
@@ -335,9 +335,10 @@ def test_ablation_patching_mode_equals_the_engine():
 def test_explorer_keeps_every_panel_on_one_head():
     m = small()
     e = CircuitExplorer(m, IDS, corrupted=IDS[:4] + [11] + IDS[5:])
-    # opens on the strongest induction head (a layer >= 1 head), every panel on it
-    assert set(e.selections().values()) == {strongest_induction_head(m)} and e.layer >= 1
-    assert e.panels["paths"].position == decisive_position(m, torch.tensor(IDS))
+    # opens on the strongest induction head on its text (a layer >= 1 head), every panel on it, the paths
+    # panel where that head decides the next token
+    assert set(e.selections().values()) == {opening_head(m, IDS)} and e.layer >= 1
+    assert e.panels["paths"].position == decisive_position(m, torch.tensor(IDS), (e.layer, e.head))
     e = CircuitExplorer(m, IDS, corrupted=IDS[:4] + [11] + IDS[5:], layer=0, head=0)
     assert set(e.selections().values()) == {(0, 0)}
     e.panels["composition"].pair = [0, 2, 1, 1]  # a click on a composition cell

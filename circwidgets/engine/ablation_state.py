@@ -90,9 +90,14 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
     if not keep_logits:
         return _compact_run(model, toks, hooks, top_k, kv_group_notes(model, cuts))
     logits = model.run_with_hooks(toks, hooks) if hooks else model(toks)
+    return full_from_logits(model, toks, logits, kv_group_notes(model, cuts))
+
+
+def full_from_logits(model: Transformer, toks: torch.Tensor, logits: torch.Tensor,
+                     notes: tuple[str, ...] = ()) -> AblatedRun:
+    """The run (logits kept, per-token loss) from the logits `[batch, pos, d_vocab]` of a run on `toks`."""
     _check.check_finite_output("ablated run: logits", logits, axes=("batch", "position"), model=model, tokens=toks)
-    return AblatedRun(tokens=toks, logits=logits, token_loss=per_token_loss(logits, toks),
-                      notes=kv_group_notes(model, cuts))
+    return AblatedRun(tokens=toks, logits=logits, token_loss=per_token_loss(logits, toks), notes=notes)
 
 
 _CHUNK = 128  # positions unembedded at once by a compact run (GPT-2: 128 x 50,257 floats, 26 MB)

@@ -24,7 +24,7 @@ import torch
 
 from ..model import Transformer
 from ._check import check_finite, check_finite_output
-from .ablation_state import AblatedRun, compact_from_final, final_hook_name, kv_group_notes, per_token_loss
+from .ablation_state import AblatedRun, compact_from_final, final_hook_name, full_from_logits, kv_group_notes
 from .patterns import AttentionData, register_shared, run_until, shared_key
 
 __all__ = ["TextRun", "shared_text_run", "text_run"]
@@ -68,15 +68,11 @@ class TextRun:
         this pass's final residual (the unembedding runs here, once per setting)."""
         key = (bool(keep_logits), int(top_k))
         if key not in self._clean:
-            toks = self.tokens[None]
-            if keep_logits:
-                logits = self.model.unembed(self.final)
-                check_finite_output("ablated run: logits", logits, axes=("batch", "position"), model=self.model,
-                                    tokens=toks)
-                run = AblatedRun(tokens=toks, logits=logits, token_loss=per_token_loss(logits, toks),
-                                 notes=kv_group_notes(self.model, []))
+            toks, notes = self.tokens[None], kv_group_notes(self.model, [])
+            if keep_logits:  # the forward pass's own last step on the kept residual
+                run = full_from_logits(self.model, toks, self.model.unembed(self.final), notes)
             else:
-                run = compact_from_final(self.model, toks, self.final, top_k, kv_group_notes(self.model, []))
+                run = compact_from_final(self.model, toks, self.final, top_k, notes)
             self._clean[key] = run
         return self._clean[key]
 

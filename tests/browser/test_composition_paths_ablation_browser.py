@@ -33,7 +33,8 @@ _eng = I.ablate_heads(model, _t, [tuple(x) for x in wab.off]).intervened if wab.
 _sc = float(composition_scores(model, wc.kind)[tuple(wc.pair)]) if wc.pair else float("nan")
 print(f"KERNEL comp={wc.layer},{wc.head} pair={wc.pair} kind={wc.kind} score={_sc:.4f} "
       f"paths={wp.layer},{wp.head} logit={wp.model_logit:.5f} abl_off={wab.off} engine_loss={_eng!r} "
-      f"ex={sorted(set(ex.selections().values()))} err={wc.error!r}{wp.error!r}{wab.error!r}")'''
+      f"ex={sorted(set(ex.selections().values()))} err={wc.error!r}{wp.error!r}{wab.error!r} "
+      f"deferred={[n for n, w in ex.panels.items() if w.deferred]}")'''
 TRAIN = '''import os, tempfile
 from circwidgets.model import ModelConfig, Transformer
 from circwidgets.train.tasks import RepeatTask
@@ -51,7 +52,8 @@ NOTEBOOK_CELLS = [
     "wc = cw.composition(model, ids)\nwc",
     "wp = cw.paths(model, ids, position=13)\nwp",
     "wab = cw.ablation(model, ids, corrupted=corrupt)\nwab",
-    'ex = cw.explore(model, ids, panels=("attention", "eigenvalues", "composition", "ablation"))\nex',
+    # deferred (as a GPT-2-sized model's explorer is): each panel's page asks the kernel for its data
+    'ex = cw.explore(model, ids, panels=("attention", "eigenvalues", "composition", "ablation"), defer=True)\nex',
     CHECK,
     TRAIN,
     'GO = True\nprint("GO SET")',
@@ -222,6 +224,8 @@ def test_ablation_toggle_shows_the_engines_loss_and_patching_maps(page):
 def test_explorer_panels_follow_one_click(page):
     ex = lh.cell(page, 4).locator(".cw-explorer")
     expect(ex.locator(".cw-root")).to_have_count(4, timeout=120_000)
+    # the deferred panels asked for their data when drawn: the kernel prepared every one
+    kernel_says(page, "deferred=[]", timeout=120_000)
     att, eig, comp = (ex.locator(f".cw-root.cw-{k}") for k in ("attention", "eigen", "composition"))
     lh.kernel_exec(page, "ex.select(0, 0)")
     lh.check_attention(page, "ex.panels['attention']", lh.wait_drawn(att, layer=0, head=0, timeout=60_000), 0, 0)
