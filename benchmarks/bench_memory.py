@@ -101,7 +101,8 @@ print(json.dumps({{"case": case, "model_mb": model_mb, "first_mb": first_mb, "pe
 
 VIEWS = ["attention", "eigenvalues", "skip_trigrams", "composition", "ablation", "paths", "explore"]
 ENGINE = ["model.forward", "engine.text_run", "engine.attention_patterns", "engine.composition_scores",
-          "engine.eigen_positivity", "engine.skip_trigrams", "engine.all_head_scores", "engine.ablate_heads", "engine.logit_paths"]
+          "engine.eigen_positivity", "engine.skip_trigrams", "engine.all_head_scores", "engine.ablate_heads",
+          "engine.logit_paths"]
 
 
 def run_case(case: str, tokens: int, threads: int, timeout: float) -> dict:
