@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 import ipywidgets
 import traitlets
 
-from ..engine.induction import opening_head
+from ..engine.induction import opening_head, strongest_induction_head
 from ..engine.patterns import attention_patterns
 from ..engine.text_run import text_run
 from ..model import Transformer
@@ -76,6 +76,9 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
                     data = attention_patterns(model, toks)
                 if layer is None or head is None:  # open on induction, measured on this text (engine.opening_head)
                     layer, head = opening_head(model, toks, data)
+        if (layer is None or head is None) and model.cfg.n_layers:  # no patterns of the text: on repeated tokens
+            with contextlib.suppress(Exception):
+                layer, head = strongest_induction_head(model)
         if layer is None or head is None:
             layer, head = (0, 0)
         make = {
