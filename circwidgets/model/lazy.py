@@ -164,6 +164,10 @@ class LazyModel:
         self.reads[name] = self.reads.get(name, 0) + 1
         return self._shards[self._where[name]].tensor(name)
 
+    def _view(self, name: str) -> torch.Tensor:
+        """The tensor `name` without counting a read (the converter's tie check: no data is read)."""
+        return self._shards[self._where[name]].tensor(name)
+
     def _meta(self, name: str) -> torch.Tensor:
         dt, shape = self._spec(name)
         return torch.empty(shape, dtype=dt, device="meta")
@@ -185,7 +189,7 @@ class LazyModel:
             m = _LAYER_KEY.match(name)
             if layer is None and rows is None:  # the config only: shapes, and whether W_U is tied to W_E
                 tie_check = _EMBED_KEYS.search(name)  # (a view: no data is read)
-                sd[name] = self._shards[self._where[name]].tensor(name) if tie_check else self._meta(name)
+                sd[name] = self._view(name) if tie_check else self._meta(name)
             elif m:
                 if int(m.group("l")) != (layer if layer is not None else 0):
                     continue

@@ -77,8 +77,17 @@ def hf_config_of(hf_model: torch.nn.Module) -> ModelConfig:
     the embedding and unembedding passed by reference for the tie check)."""
     from .convert import _hf_config_fields, from_hf
 
-    sd = {k: (v if ("embed" in k or "wte" in k or "lm_head" in k) else torch.empty(v.shape, dtype=v.dtype,
-                                                                                    device="meta"))
+    from .hf_weights import resolve_tensor
+
+    resolved: dict[int, torch.Tensor] = {}  # an offloaded (meta) embedding: its value, once per parameter
+
+    def embedding(k: str, v: torch.Tensor) -> torch.Tensor:
+        if id(v) not in resolved:
+            resolved[id(v)] = resolve_tensor(hf_model, k, v)
+        return resolved[id(v)]
+
+    sd = {k: (embedding(k, v) if ("embed" in k or "wte" in k or "lm_head" in k) else
+              torch.empty(v.shape, dtype=v.dtype, device="meta"))
           for k, v in hf_model.state_dict(keep_vars=True).items()}
     sd = {k: v.detach() for k, v in sd.items()}
     cfg = hf_model.config
@@ -107,6 +116,9 @@ class NNsightSource:
             lm = nnsight.LanguageModel(lm, tokenizer=tokenizer if tokenizer is not None else _placeholder_tokenizer())
         self.lm, self.remote, self.weights = lm, remote, weights
         hf = lm._module
+        from .hf_weights import is_dispatched
+
+        self.dispatched = is_dispatched(hf)  # accelerate hooks: offloaded weights are read from them
         self.hf_config = hf.config
         self.cfg = hf_config_of(hf)
         self.paths = _PATHS.get(hf.config.model_type, _DEFAULT_PATH)
@@ -151,6 +163,20 @@ class NNsightSource:
                 f"attn_implementation='eager' (e.g. AutoModelForCausalLM.from_pretrained(..., "
                 f"attn_implementation='eager'), or LanguageModel(name, attn_implementation='eager')), or call "
                 f"model.set_attn_implementation('eager') on the Hugging Face model")
+
+    def _param(self, module, leaf: str, like: Any) -> Any:
+        """Parameter `leaf` of a module inside a trace (None if it has none). A model dispatched by
+        accelerate keeps offloaded weights on the meta device outside its modules' own forward passes:
+        their values are read from the hooks here and moved to `like`'s device."""
+        if not self.dispatched:
+            return getattr(module, leaf, None)
+        from .hf_weights import resolve_tensor
+
+        hf_module = getattr(module, "_module", module)
+        t = getattr(hf_module, leaf, None)
+        if t is None:
+            return None
+        return resolve_tensor(hf_module, leaf, t).to(like.device)
 
     # ---------------------------------------------------------------- operations
     @torch.no_grad()
@@ -208,7 +234,7 @@ class NNsightSource:
             writes = []
             for l in range(L):
                 z = self._oproj(l).input[:, pos]  # [B, H*E]
-                w = self._oproj(l).weight  # Linear [D, H*E]; Conv1D [H*E, D]
+                w = self._param(self._oproj(l), "weight", z)  # Linear [D, H*E]; Conv1D [H*E, D]
                 W_O = (w if conv1d else w.T).reshape(H, E, -1)
                 writes.append(torch.einsum("bhe,hed->bhd", z.view(z.shape[0], H, E).to(W_O.dtype), W_O))
             norm = _get(self.lm, norm_path)
@@ -219,7 +245,8 @@ class NNsightSource:
                 scale = (centred.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt()
             else:
                 scale = (resid.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt()
-            uw = u * norm.weight if getattr(norm, "weight", None) is not None else u
+            nw = self._param(norm, "weight", resid)
+            uw = u * nw if nw is not None else u
             res = []
             for x in writes:
                 if cfg.normalization in ("LN", "LNPre"):
@@ -232,7 +259,7 @@ class NNsightSource:
     def _head_write(self, l: int, z: torch.Tensor, h: int) -> torch.Tensor:
         """Head h's write `z_h W_O^h` `[..., d_model]` (no output bias: the engine's `result`) from z `[..., H*E]`."""
         E = self.cfg.d_head
-        w = self._oproj(l).weight  # Linear [D, H*E]; Conv1D [H*E, D]
+        w = self._param(self._oproj(l), "weight", z)  # Linear [D, H*E]; Conv1D [H*E, D]
         W_O = w[h * E:(h + 1) * E] if self.paths[5] else w[:, h * E:(h + 1) * E].T
         return z[..., h * E:(h + 1) * E].to(W_O.dtype) @ W_O
 
@@ -250,9 +277,9 @@ class NNsightSource:
         """The projection's output columns of one stored head, computed from `x [..., d_model]`."""
         E = self.cfg.d_head
         cols = slice(offset + stored * E, offset + (stored + 1) * E)
-        w = module.weight  # Linear [out, D]; Conv1D [D, out]
+        w = self._param(module, "weight", x)  # Linear [out, D]; Conv1D [D, out]
         out = x.to(w.dtype) @ (w[:, cols] if self.hf_config.model_type == "gpt2" else w[cols].T)
-        b = getattr(module, "bias", None)
+        b = self._param(module, "bias", x)
         return out + b[cols] if b is not None else out
 
     def _norm1(self, norm, x: torch.Tensor) -> torch.Tensor:
@@ -264,8 +291,9 @@ class NNsightSource:
         else:
             eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", self.cfg.ln_eps))
         y = (x32 / (x32.pow(2).mean(-1, keepdim=True) + eps).sqrt()).to(x.dtype)
-        y = y * norm.weight
-        return y + norm.bias if getattr(norm, "bias", None) is not None else y
+        y = y * self._param(norm, "weight", x)
+        b = self._param(norm, "bias", x)
+        return y + b if b is not None else y
 
     def check_cuts_supported(self) -> None:
         if self.hf_config.model_type not in CUT_FAMILIES:
@@ -283,7 +311,7 @@ class NNsightSource:
         out = {}
         for l, h in heads:
             zm = zs[l].mean((0, 1)).reshape(-1)
-            w = _get(self.lm._module, f"{self.paths[0]}.{l}.{self.paths[1]}.{self.paths[2]}").weight
+            w = self._weight(f"{self.paths[0]}.{l}.{self.paths[1]}.{self.paths[2]}.weight")
             E = self.cfg.d_head
             W_O = w[h * E:(h + 1) * E] if self.paths[5] else w[:, h * E:(h + 1) * E].T
             out[(l, h)] = (zm[h * E:(h + 1) * E].to(W_O.dtype) @ W_O).detach().float().cpu()
@@ -328,9 +356,15 @@ class NNsightSource:
             val = metric(self.lm.output.logits.float(), toks.to(self.lm.output.logits.device)).save()
         return float(torch.as_tensor(val).double().mean())
 
+    def _weight(self, name: str) -> torch.Tensor:
+        """The HF module's parameter `name`, read outside a trace (offloaded by accelerate: from its hook)."""
+        from .hf_weights import resolve_tensor
+
+        return resolve_tensor(self.lm._module, name, _get(self.lm._module, name))
+
     def unembed_direction(self, token) -> torch.Tensor:
         """`W_U[:, token]` (or a difference for `(a, b)`) from the unembedding module's weight."""
-        w = _get(self.lm._module, self.paths[4]).weight  # [V, D]
+        w = self._weight(f"{self.paths[4]}.weight")  # [V, D]
         if isinstance(token, (tuple, list)):
             return (w[token[0]] - w[token[1]]).detach()
         return w[token].detach()
