@@ -232,7 +232,10 @@ class LazyModel:
         return ModelConfig.from_dict({**cfg.to_dict(), "attn_scale": f["attn_scale"],
                                       "bos_token_id": f["bos_token_id"], "name": f["name"]})
 
-    def _folded(self, layer: int | None, rows: slice | None, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    def _folded(self, layer: int | None, rows: slice | None, dtype: torch.dtype,
+                biases: bool = False) -> dict[str, torch.Tensor]:
+        """Folded tensors of one layer (or of vocabulary rows); `biases=True` folds and creates the biases
+        too, as `engine.prep` does (path expansion), else the weight matrices only (circuits)."""
         from .fold import fold_state_dict
 
         one = self._convert(layer, rows)
@@ -241,7 +244,7 @@ class LazyModel:
         cfg = one.cfg
         if "W_E" not in params:
             cfg = ModelConfig.from_dict({**cfg.to_dict(), "tied_embeddings": False})
-        sd, _ = fold_state_dict(params, cfg, biases=False)
+        sd, _ = fold_state_dict(params, cfg, biases=biases)
         return sd
 
     def layer_weights(self, layer: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:

@@ -76,7 +76,6 @@ def hf_config_of(hf_model: torch.nn.Module) -> ModelConfig:
     """Our `ModelConfig` of a HF model, from the converter without copying any weight (meta tensors,
     the embedding and unembedding passed by reference for the tie check)."""
     from .convert import _hf_config_fields, from_hf
-
     from .hf_weights import resolve_tensor
 
     resolved: dict[int, torch.Tensor] = {}  # an offloaded (meta) embedding: its value, once per parameter
@@ -254,6 +253,41 @@ class NNsightSource:
                 res.append((x / scale[:, None]) @ uw)
             out = torch.stack(res, 1).save()
         return out.detach().float().cpu()
+
+    @torch.no_grad()
+    def frozen_activations(self, tokens) -> dict[str, torch.Tensor | None]:
+        """What path expansion freezes, from one trace: `{"pattern": [L, B, H, P, P], "ln1_scale": [L, B, P]
+        (the first norm's scale, computed inside the trace), "mlp_out": [L, B, P, D], "final_resid": [B, P, D]}`
+        (the final norm's input), float32 on the CPU. Families of `CUT_FAMILIES` (pre-norm, one MLP)."""
+        self._check_eager()
+        self.check_cuts_supported()
+        toks = self.check_tokens(tokens)
+        L, centre = self.cfg.n_layers, self.cfg.normalization in ("LN", "LNPre")
+        eps = []
+        for l in range(L):
+            norm = _get(self.lm._module, self.paths[0])[l]
+            norm = norm.ln_1 if self.hf_config.model_type == "gpt2" else norm.input_layernorm
+            eps.append(float(getattr(norm, "eps", getattr(norm, "variance_epsilon", self.cfg.ln_eps))))
+        pats, scales, mlps = [], [], []
+        with self.lm.trace(toks, remote=self.remote):
+            for l in range(L):  # in execution order: the first norm's input, attention, the MLP
+                norm, _ = self._cut_modules(l)
+                x = norm.input.float()
+                if centre:
+                    x = x - x.mean(-1, keepdim=True)
+                scales.append((x.pow(2).mean(-1) + eps[l]).sqrt().save())
+                pats.append(self._attn(l).output[1].save())
+                mlps.append(self._layer(l).mlp.output.save())
+            final = _get(self.lm, self.paths[3]).input.save()
+        if any(p is None for p in pats):
+            raise EagerAttentionRequired("a layer returned no attention pattern (SDPA / flash attention?): load the "
+                                         "model with attn_implementation='eager'")
+
+        def stack(xs):
+            return torch.stack([torch.as_tensor(x).detach().float().cpu() for x in xs])
+
+        return {"pattern": stack(pats), "ln1_scale": stack(scales), "mlp_out": stack(mlps),
+                "final_resid": torch.as_tensor(final).detach().float().cpu()}
 
     # ---------------------------------------------------------------- path cuts
     def _head_write(self, l: int, z: torch.Tensor, h: int) -> torch.Tensor:
