@@ -383,6 +383,7 @@ class FrozenRun:
     # a lazy checkpoint or an nnsight / HF model: W_V, W_O, b_U are None and the folded weights are read
     # one layer (or vocabulary block) at a time through this (`streamed_paths.FoldedReader`)
     reader: object | None = field(default=None, repr=False)
+    _logits_memo: dict = field(default_factory=dict, repr=False)
 
     def layer_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`(W_V [head, d_model, d_head]` with ln1's weight folded in, `W_O [head, d_head, d_model])` of one layer."""
@@ -408,10 +409,14 @@ class FrozenRun:
         """The model's own logits at `pos` `[d_vocab]` (one position's unembedding; before a final
         soft-cap's tanh, which the terms add up to, as in `path_terms`)."""
         if self.reader is not None:  # the final residual through the frozen final norm, blocks of W_U
-            x = self.final_resid[pos].to(self.dt)
-            if self.final_scale is not None:
-                x = self.reader.centre(x) / self.final_scale[pos]
-            return self.reader.unembed(x)
+            if pos not in self._logits_memo:  # (a pass over the vocabulary: the last few positions kept)
+                x = self.final_resid[pos].to(self.dt)
+                if self.final_scale is not None:
+                    x = self.reader.centre(x) / self.final_scale[pos]
+                while len(self._logits_memo) >= 4:
+                    self._logits_memo.pop(next(iter(self._logits_memo)))
+                self._logits_memo[pos] = self.reader.unembed(x)
+            return self._logits_memo[pos]
         m, cfg = self.model, self.model.cfg
         x = m.normalize(self.final_resid[pos].to(m.W_E.dtype), "ln_final")
         out = x @ m.W_U

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..model.config import ModelConfig
 from ..model.fold import FOLDS
 from ..model.lazy import LazyModel, is_lazy
 
@@ -281,7 +282,8 @@ def streamed_frozen_run(model, tokens, patterns: torch.Tensor | None = None):
             labels.append(f"mlp L{layer}"), layers.append(layer + 1), vecs.append(acts["mlp_out"][layer, 0])
     final = acts["final_resid"][0]
     scale = _final_scale(cfg, final)
-    return FrozenRun(model=model, tokens=toks[0].clone(), patterns=patterns,
+    return FrozenRun(model=model if isinstance(getattr(model, "cfg", None), ModelConfig) else src,
+                     tokens=toks[0].clone(), patterns=patterns,
                      ln_scale=acts["ln1_scale"][:, 0] if acts["ln1_scale"] is not None else None,
                      final_scale=scale[:, 0] if scale is not None else None, source_labels=labels,
                      source_layer=layers, sources=torch.stack(vecs), final_resid=final, W_V=None, W_O=None,
