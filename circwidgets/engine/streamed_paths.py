@@ -276,6 +276,7 @@ def streamed_frozen_run(model, tokens, patterns: torch.Tensor | None = None):
         if cfg.biases or cfg.normalization == "LN":  # the layer's constant attention output (ln1's bias folded in)
             w = reader.layer(layer)
             b = w["b_O"] + torch.einsum("he,hed->d", w["b_V"], w["W_O"])
+            del w  # (one layer's weights at a time)
             if bool(b.ne(0).any()):
                 labels.append(f"bias L{layer}"), layers.append(layer + 1), vecs.append(b.expand(P, D))
         if acts["mlp_out"] is not None:
