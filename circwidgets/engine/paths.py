@@ -22,6 +22,9 @@ paths pruned by `top_k` together with all their extensions - is carried exactly 
 term, so `total()` always equals the logits; with `max_order >= n_layers` and no pruning the
 remainder is exactly zero.
 
+A lazy checkpoint or an nnsight / Hugging Face model is expanded by the same enumeration on frozen
+activations from one forward pass and weights read one layer at a time (`streamed_paths`).
+
 LN models are analysed after `fold_layernorm` (see `prep`): each head reads
 `(x - mean(x)) / scale` with the scale frozen per position, and the final logits are
 `(x - mean(x)) / scale_final @ W_U + b_U`; both maps are linear in x, so the split stays exact.
@@ -361,7 +364,13 @@ class FrozenRun:
     (given by a view, so held once), `ln_scale [layer, pos]` (ln1's scale; None without normalization),
     `final_scale [pos]`, `sources [n_sources, pos, d_model]` with `source_labels` and `source_layer` (the
     layer before which each is written: embed/pos 0, `bias L{l}`/`mlp L{l}` l + 1), `final_resid [pos,
-    d_model]` (the model's own logits at one position). Computed in `dt` (float32 for half weights)."""
+    d_model]` (the model's own logits at one position). Computed in `dt` (float32 for half weights).
+
+    A run of a lazy checkpoint or an nnsight / HF model (`streamed_paths.streamed_frozen_run`) holds no
+    weights: `W_V`, `W_O`, `b_U`, `lnf_w` are None and `reader` gives one layer's folded weights, one
+    token's unembedding column and blockwise logits (`layer_weights`, `unembed_column`, `unembed_bias`,
+    `model_logits` go through it); its sources come from the folded weights (equal after every
+    centring read)."""
 
     model: Transformer
     tokens: torch.Tensor  # [pos]

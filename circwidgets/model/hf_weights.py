@@ -117,6 +117,3 @@ class ModuleWeights(LazyModel):
         """The module's tensor `name` (a reference when in memory; read from its hook when offloaded)."""
         self.reads[name] = self.reads.get(name, 0) + 1
         return resolve_tensor(self.hf, name, self._tensors[name]).to("cpu")
-
-    def _files_identity(self) -> str:
-        return self._identity
