@@ -73,7 +73,7 @@ class LazySource:
         layer_hooks: `{layer: [(short hook name, fn), ...]}` with names as `get_act_name` takes them
             ("pattern", "z", "result", ...); `fn(activation)` may return a replacement (same shape).
         last_layer: stop after this layer's block (no logits: returns None); default run every
-            layer and return the logits `[batch, pos, d_vocab]` float32.
+            layer and return the logits `[batch, pos, d_vocab]` (in `self.dtype`, float32 by default).
         """
         from tqdm.auto import tqdm
 

@@ -16,6 +16,9 @@ The interface (`ActivationSource`) is what the engine needs and nothing more, so
   of a run in which later heads' queries / keys / values are recomputed from the residual stream
   minus earlier heads' writes, inside the trace, and `head_result_means(reference, heads)`.
 
+For path expansion, `frozen_activations(tokens)`: one trace that sends back each layer's pattern, its
+first norm's scale (computed in the trace) and MLP output, and the final norm's input.
+
 `model.lazy_source.LazySource` implements the same interface for a lazy checkpoint (the forward
 pass one layer at a time).
 

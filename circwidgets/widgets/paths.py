@@ -214,11 +214,12 @@ def paths(model, text_or_tokens, labels: Sequence[str] | None = None, position: 
     (`cw.from_hf(path, lazy=True)`) or an nnsight `LanguageModel` / `NNsightSource`: these two run one
     forward pass (layer by layer, or one trace) and read the weights one layer at a time
     (`engine.streamed_paths`)."""
+    from ..model.lazy_source import LazySource
     from ..model.nnsight_source import NNsightSource, as_source
 
     if type(model).__module__.startswith("nnsight") or isinstance(model, NNsightSource):
         model = as_source(model)  # an nnsight model: patterns from a trace, weights one layer at a time
-    elif type(model).__name__ != "LazySource":
+    elif not isinstance(model, LazySource):
         model = as_model(model, tokenizer)
     return PathExpansion(model, text_or_tokens, labels=labels, position=position, target=target,
                          max_order=max_order)
