@@ -4,6 +4,7 @@ check fails loudly when a claim does not hold, and the whole zoo stays small."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import socket
 
@@ -145,3 +146,40 @@ def test_check_fails_loudly_when_a_claim_breaks(card_copy, capsys):
     card_copy(name, c)
     with pytest.raises(ClaimFailed, match="drifted"):
         check(name, verbose=False)
+
+
+def _planted_rotary_previous_head(peak: int) -> cw.Transformer:
+    """Two-layer rotary model whose L0H1 scores query i against key j as
+    8 cos(i - j - peak) + 8 cos(0.01 (i - j - peak)) for every token pair (a constant embedding direction read
+    by W_Q and W_K on the first two rotation pairs, the key rotated by `peak` positions); other heads zero."""
+    from circwidgets.model.testing import random_model
+
+    m = random_model(n_layers=2, d_model=8, n_heads=2, d_head=4, d_vocab=20, n_ctx=64, positional="rotary",
+                     attn_only=True, normalization=None, seed=3)
+    with torch.no_grad():
+        m.W_E[:, 0] = 1.0
+        m.W_E[:, 1:] *= 0.1
+        m.W_Q.zero_()
+        m.W_K.zero_()
+        # rotate-half layout, d_head 4: pairs (0, 2) at frequency 1 and (1, 3) at 10000^(-1/2) = 0.01
+        for dim, other, freq in ((0, 2, 1.0), (1, 3, 0.01)):
+            m.W_Q[0, 1, 0, dim] = 4.0
+            m.W_K[0, 1, 0, dim] = 4.0 * math.cos(peak * freq)
+            m.W_K[0, 1, 0, other] = 4.0 * math.sin(peak * freq)
+    return m
+
+
+@pytest.mark.parametrize("peak", [1, 3])
+def test_rotary_offset_peak_claim_finds_the_planted_offset(peak):
+    from circwidgets.zoo.claims import prev_head_offset_peak
+
+    m = _planted_rotary_previous_head(peak)
+    # the model's own attention agrees: at offset `peak` the planted head puts most weight
+    _, cache = m.run_with_cache(torch.randint(1, 20, (1, 40), generator=torch.Generator().manual_seed(0)))
+    pat = cache["blocks.0.attn.hook_pattern"][0, 1]
+    assert int((torch.arange(40)[:, None] - pat.argmax(-1)[:, None]).squeeze()[peak + 5:].mode().values) == peak
+    assert int(cw.engine.offset_profile(m, range(64))[0, 1].argmax()) == peak
+    # the claim reads the strongest previous-token head's profile: the planted head when it looks one back
+    # (peak 1 met); a head looking 3 back is not a previous-token head, and the claim does not report 1
+    got = prev_head_offset_peak(m, {}, layer=0, n_seqs=4)
+    assert (got == 1.0) == (peak == 1), got

@@ -11,7 +11,7 @@ quantity, so a number in the history view equals the engine function called on t
   copying (`induction.ov_copying`: positivity of `W_E W_OV W_U` and top-1 diagonal) and its
   K-composition QK term through the previous-token head (`induction.k_composition_qk`, same two
   numbers via `induction.diagonal_stats`), and their K-composition score
-  (`composition.composition_scores(model, "k")`) with its random baseline
+  (`composition.composition_for_head(model, *ind_head, "k")`) with its random baseline
   (`composition.composition_baseline`).
 
 `TrainingCurves` are the per-evaluation curves: read from a trainer's metrics records when it logged
@@ -28,7 +28,7 @@ import torch
 
 from ..model import Transformer
 from ._check import check_layer_head
-from .composition import composition_baseline, composition_scores
+from .composition import composition_baseline, composition_for_head
 from .heads import all_head_scores, head_scores, in_context_loss
 from .induction import DiagonalStats, diagonal_stats, k_composition_qk, ov_copying, strongest_induction_head
 from .interventions import per_token_loss
@@ -124,7 +124,7 @@ def circuit_measures(model: Transformer, prev_head: Head, ind_head: Head, n_toke
     toks = _token_sample(model.cfg.d_vocab, n_tokens, seed)
     ov = ov_copying(model, (l2, h2), toks)
     k_qk = diagonal_stats(k_composition_qk(model, (l1, h1), (l2, h2)), toks)
-    score = float(composition_scores(model, "k")[l1, h1, l2, h2])
+    score = float(composition_for_head(model, l2, h2, "k").into[l1, h1])  # one head's pairs, not all
     mean, std = composition_baseline(model, "k")
     return CircuitMeasures((l1, h1), (l2, h2), ov, k_qk, score, (float(mean), float(std)))
 

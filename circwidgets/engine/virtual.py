@@ -278,12 +278,13 @@ def virtual_heads(model: Transformer, cache_or_tokens, head1: tuple[int, int], h
         else:
             _, cache = model.run_with_cache(cache_or_tokens)  # patterns: the same with or without LN folding
         A1, A2 = cache["pattern", l1][:, h1], cache["pattern", l2][:, h2]
+    pattern = A2 @ A1  # head 1 mixes positions first, then head 2
     if is_lazy(model):  # a checkpoint read layer by layer: the two layers' folded weights only
         w1, w2 = model.layer_weights(l1), model.layer_weights(l2)
         cfg = model.cfg
         ov = FactoredMatrix(w1["W_V"][cfg.kv_head_of(h1)], w1["W_O"][h1], w2["W_V"][cfg.kv_head_of(h2)], w2["W_O"][h2])
-        return VirtualHead((l1, h1), (l2, h2), A2 @ A1, ov)
+        return VirtualHead((l1, h1), (l2, h2), pattern, ov)
     dt = compute_dtype(weights(model)["W_E"].dtype)
     w = {n: weights(model)[n].to(dt) for n in ("W_V", "W_O")}
     ov = FactoredMatrix(w["W_V"][l1, h1], w["W_O"][l1, h1], w["W_V"][l2, h2], w["W_O"][l2, h2])
-    return VirtualHead((l1, h1), (l2, h2), A2 @ A1, ov)
+    return VirtualHead((l1, h1), (l2, h2), pattern, ov)

@@ -68,36 +68,37 @@ _LECTURE_TRAIN = dict(steps=60000, batch_size=16, lr=2e-3, warmup=100, schedule=
                       checkpoint_every=100, n_snapshots=32, snapshot_dtype="float16", icl_n_seqs=16,
                       icl_seq_lens=_REPEAT_LENS)
 
+
+def _plain_code_recipe(name: str, description: str, model: dict, **kw) -> Recipe:
+    """A lecture model trained on the plain package corpus (`code_corpus`), no augmentation."""
+    return Recipe(name, description, model, "code", corpus="pycode", **kw)
+
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    Recipe(
+    _plain_code_recipe(
         "toy-0l-code",
         "Zero-layer model of Python code (stdlib + 30 permissively licensed packages): logits = W_E W_U, "
         "a learned bigram table. No augmentation.",
         dict(n_layers=0, d_model=128, n_heads=1, d_head=1, n_ctx=128, **{**_PYCODE, "positional": "none"}),
-        "code",
         # 4000 steps x 16 windows (8M tokens) gave bigram r 0.755 < 0.8: undertrained, not capacity-bound
         # (r over the pairs seen in the corpus was 0.87), so four times the tokens (32M, ~1 pass)
         train=dict(steps=8000, batch_size=32, lr=1e-2, warmup=50, schedule="cosine", weight_decay=0.0,
                    eval_every=500, checkpoint_every=250, icl_n_seqs=8),
-        corpus="pycode",
     ),
-    Recipe(
+    _plain_code_recipe(
         "toy-1l-code",
         "One-layer attention-only model of Python code (stdlib + 30 permissively licensed packages): "
         "bigrams + skip-trigrams. No augmentation.",
         dict(n_layers=1, d_model=128, n_heads=4, d_head=32, n_ctx=128, **_PYCODE),
-        "code",
         train=dict(steps=6000, batch_size=16, lr=3e-3, warmup=100, schedule="cosine", eval_every=250,
                    checkpoint_every=250, icl_n_seqs=8),
         init_std=0.0707,
-        corpus="pycode",
     ),
-    Recipe(
+    _plain_code_recipe(
         "toy-2l-code",
         "Two-layer attention-only model of Python code (stdlib + 30 permissively licensed packages) with "
         "a previous-token head and induction heads (the lecture model). No augmentation: plain text.",
         dict(n_layers=2, d_model=128, n_heads=4, d_head=32, n_ctx=256, **_PYCODE),
-        "code",
         # No LayerNorm, shortformer positions, constant lr (the probe's settings under which induction heads
         # formed soonest); lr 2e-3 rather than the probe's 1e-3: at 1e-3 the attention patterns were still
         # uniform after 250 steps (loss 6.6), and 2e-3 trained the first shipped toy-2l-code stably.
@@ -106,20 +107,17 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         # Checkpoints every 100 steps: a CPU run is stopped and resumed many times.
         train=dict(_LECTURE_TRAIN),
         init_std=0.0707,
-        corpus="pycode",
     ),
-    Recipe(
+    _plain_code_recipe(
         "toy-2l-rotary",
         "Two-layer attention-only model of Python code (stdlib + 30 permissively licensed packages) with the "
         "architecture of today's models: rotary positions, RMSNorm, grouped-query attention (4 query heads, "
         "2 K/V heads). Its previous-token head shows as an offset profile peaking at Δ = 1 (no W_pos).",
         dict(n_layers=2, d_model=128, n_heads=4, n_kv_heads=2, d_head=32, n_ctx=256, d_vocab=PYCODE_VOCAB,
              positional="rotary", rotary_base=10000.0, attn_only=True, normalization="RMS", bos_token_id=0),
-        "code",
         # the toy-2l-code settings (constant lr, small batches, frequent checkpoints on a shared CPU)
         train=dict(_LECTURE_TRAIN),
         init_std=0.0707,
-        corpus="pycode",
     ),
     Recipe(
         "toy-0l-code-stdlib",

@@ -73,6 +73,18 @@ SPECS: dict[str, list[dict]] = {
         dict(id="heldout_gap", fn="heldout_gap", args={}, op="<=", target=0.1, tol=0.01,
              text="held-out minus training loss (nats), 256 windows of each split (no memorisation)"),
     ],
+    # today's architecture at toy size (rotary, RMSNorm, grouped-query K/V): the two claims, plus facts
+    "toy-2l-rotary": [
+        dict(id="prev_offset_peak", fn="prev_head_offset_peak", args=dict(layer=0, **HEAD_ARGS), op="==", target=1,
+             tol=0, text="offset Δ (0..63) where the strongest layer-0 previous-token head's offset profile peaks"),
+        dict(id="kcomp_prev", fn="kcomp_source_prev_token", args=dict(**HEAD_ARGS), op=">=", target=0.5, tol=0.01,
+             text="previous-token score of the strongest K-composition input of the best induction head "
+                  "(K-composition at Δ = |r| - 1, averaged over the repeat lengths)"),
+        dict(id="prev_token_l0", fn="previous_token_max", args=dict(layer=0, **HEAD_ARGS), op=">=", target=None,
+             tol=0.01, text="best layer-0 previous-token score (mean over repeat lengths 10, 23, 50, 100)"),
+        dict(id="induction_l1", fn="induction_max", args=dict(layer=1, **HEAD_ARGS), op=">=", target=None,
+             tol=0.01, text="best layer-1 induction score (mean over repeat lengths 10, 23, 50, 100)"),
+    ],
     # the first shipped toy-2l-code (stdlib, augmented; n_ctx 128): its card keeps these claims
     "toy-2l-code-stdlib": [
         dict(id="induction", fn="induction_max", args=dict(layer=1, **HEAD_ARGS), op=">=", target=0.5, tol=0.01,

@@ -19,10 +19,12 @@ from ..engine import (
     composition_scores,
     eigen_positivity,
     in_context_loss,
+    offset_profile,
     pearson,
     precision_at_k,
     skip_trigrams,
 )
+from ..engine.heads import REPEAT_LENS
 from ..model import Transformer
 
 CLAIMS: dict[str, Callable[..., float]] = {}
@@ -92,9 +94,25 @@ def kcomp_source_prev_token(model: Transformer, stats: dict, seq_len: int | None
     layer-1 induction head (≥ 0.5 says: its strongest K-composition input is a previous-token head)."""
     s = _scores(model, seq_len, n_seqs, seed)
     h2 = int(s["induction"][1].argmax())
-    k = composition_scores(model, "k")[0, :, 1, h2]  # [head1]
+    if model.cfg.positional == "rotary":
+        # W_QK depends on the offset Δ: average over the offsets at which an induction head attends on
+        # BOS + r + r (Δ = |r| - 1 for each repeat length of the sweep, or `seq_len` - 1)
+        deltas = [n - 1 for n in ((seq_len,) if seq_len else REPEAT_LENS)]
+        k = torch.stack([composition_scores(model, "k", offset=d)[0, :, 1, h2] for d in deltas]).mean(0)
+    else:
+        k = composition_scores(model, "k")[0, :, 1, h2]  # [head1]
     h1 = int(k.argmax())
     return float(s["previous_token"][0, h1])
+
+
+@claim
+def prev_head_offset_peak(model: Transformer, stats: dict, layer: int = 0, n_offsets: int = 64, n_seqs: int = 32,
+                          seed: int = 2024, **_) -> float:
+    """Rotary models: the offset Δ in [0, n_offsets) where the offset profile (engine `offset_profile`,
+    uniform token weights) of the layer's strongest previous-token head peaks; 1 for a head that
+    attends to the previous position by its weights alone."""
+    h = int(_scores(model, None, n_seqs, seed)["previous_token"][layer].argmax())
+    return float(offset_profile(model, range(n_offsets))[layer, h].argmax())
 
 
 @claim
@@ -215,7 +233,7 @@ def heldout_gap(model: Transformer, stats: dict, **_) -> float:
     return _windows_loss(model, stats["heldout_windows"]) - _windows_loss(model, stats["train_windows"])
 
 
-OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
+OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b}
 
 
 def evaluate_claim(model: Transformer, stats: dict, c: dict) -> float:

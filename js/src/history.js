@@ -123,19 +123,19 @@ function render({ model, el }) {
       { label: "in-context: first copy", pts: xs.map((x, i) => [x, c.icl_first?.[i] ?? NaN]), color: rgbCss(col.negative), dash: [4, 3] },
       { label: "in-context: repeated copy", pts: xs.map((x, i) => [x, c.icl_repeated?.[i] ?? NaN]), color: rgbCss(col.select), width: 2 },
     ];
-    const heads = [];
+    const heads = [], selected = [];  // the selected head's lines are drawn last, over the others
     const ind = c.induction || [], prev = c.previous_token || [];
     for (let a = 0; a < nL; a++) for (let j = 0; j < nH; j++) {
       const on = a === l && j === hd, t = nL > 1 ? a / (nL - 1) : 1;
       const colour = rgbCss(on ? col.select : mix(mix(col.bg, col.fg2, 0.55), col.accent, t));
-      heads.push({ label: on ? `${lab(a, j)} induction` : "", pts: xs.map((x, i) => [x, ind[i]?.[a]?.[j] ?? NaN]), color: colour, width: on ? 2.5 : 1.1 });
-      heads.push({ label: on ? `${lab(a, j)} previous-token` : "", pts: xs.map((x, i) => [x, prev[i]?.[a]?.[j] ?? NaN]), color: colour, width: on ? 2 : 0.8, dash: [4, 3] });
+      (on ? selected : heads).push({ label: on ? `${lab(a, j)} induction` : "", pts: xs.map((x, i) => [x, ind[i]?.[a]?.[j] ?? NaN]), color: colour, width: on ? 2.5 : 1.1 });
+      (on ? selected : heads).push({ label: on ? `${lab(a, j)} previous-token` : "", pts: xs.map((x, i) => [x, prev[i]?.[a]?.[j] ?? NaN]), color: colour, width: on ? 2 : 0.8, dash: [4, 3] });
     }
     const snapInd = sd.induction?.[l]?.[hd], snapPrev = sd.previous_token?.[l]?.[hd];
     charts.replaceChildren(
       lineChart(th, lossSeries, { title: `loss (nats; curves from ${c.source || "?"}; ○ measured on the snapshot)`, kind: "loss", marker: at,
         points: [{ x: at, y: sd.icl_repeated, color: rgbCss(col.select) }] }),
-      lineChart(th, heads, { title: "every head's induction (solid) and previous-token (dashed) score; ○ the selected head, measured on the snapshot", kind: "heads", y0: 0, y1: 1, marker: at,
+      lineChart(th, heads.concat(selected), { title: "every head's induction (solid) and previous-token (dashed) score; ○ the selected head, measured on the snapshot", kind: "heads", y0: 0, y1: 1, marker: at,
         points: [{ x: at, y: snapInd, color: rgbCss(col.fg) }, { x: at, y: snapPrev, color: rgbCss(col.fg) }] }),
     );
     // the selected head's pattern at the step its data are for (`shown.variant`)

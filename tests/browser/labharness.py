@@ -6,6 +6,7 @@ the project's browser-test conventions (system Chromium, isolated Jupyter dirs, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -451,3 +452,21 @@ def save_page_artifacts(page, name: str, log: list[str]) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     (ARTIFACTS / f"{name}.console.log").write_text("\n".join(log))
+
+
+@contextlib.contextmanager
+def chromium_page(name: str, height: int = 1000):
+    """A headless Chromium page whose console goes to `page.cw_console`; on exit (also on failure) the page's
+    screenshot and console log are saved as `artifacts/browser/<name>.*` and the browser is closed."""
+    from playwright.sync_api import sync_playwright
+
+    log: list[str] = []
+    with sync_playwright() as p:
+        browser = launch_browser(p)
+        page = logged_page(browser, log, height=height)
+        page.cw_console = log
+        try:
+            yield page
+        finally:
+            save_page_artifacts(page, name, log)
+            browser.close()

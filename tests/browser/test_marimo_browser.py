@@ -64,8 +64,6 @@ if __name__ == "__main__":
 def marimo_page(tmp_path_factory):
     if not lh.CHROMIUM:
         pytest.skip("no Chromium found (install it with `make chromium`); browser tests skipped")
-    from playwright.sync_api import sync_playwright
-
     root = tmp_path_factory.mktemp("marimo")
     (root / "app.py").write_text(APP, encoding="utf-8")
     port = lh._free_port()
@@ -89,17 +87,9 @@ def marimo_page(tmp_path_factory):
                 if proc.poll() is not None or time.monotonic() > t_end:
                     pytest.fail("marimo did not start:\n" + (root / "marimo.log").read_text())
                 time.sleep(0.5)
-        console: list[str] = []
-        with sync_playwright() as p:
-            browser = lh.launch_browser(p)
-            page = lh.logged_page(browser, console, height=1400)
+        with lh.chromium_page("marimo", height=1400) as page:
             page.goto(base)
-            page.cw_console = console
-            try:
-                yield page
-            finally:
-                lh.save_page_artifacts(page, "marimo", console)
-                browser.close()
+            yield page
     finally:
         proc.terminate()
         try:

@@ -26,23 +26,13 @@ NOTEBOOK_CELLS = [
 def nb7_page(tmp_path_factory):
     if not lh.CHROMIUM:
         pytest.skip("no Chromium found (install it with `make chromium`); browser tests skipped")
-    from playwright.sync_api import sync_playwright
-
     root, home = tmp_path_factory.mktemp("nb7root"), tmp_path_factory.mktemp("nb7home")
     lh.write_notebook(root / "widgets.ipynb", NOTEBOOK_CELLS)
     server = lh.Lab(root, home, app="notebook").start()
-    log: list[str] = []
     try:
-        with sync_playwright() as p:
-            browser = lh.launch_browser(p)
-            page = lh.logged_page(browser, log)
-            page.cw_console = log
-            try:
-                lh.open_and_run(page, server, "widgets.ipynb")
-                yield page
-            finally:
-                lh.save_page_artifacts(page, "notebook7", log)
-                browser.close()
+        with lh.chromium_page("notebook7") as page:
+            lh.open_and_run(page, server, "widgets.ipynb")
+            yield page
     finally:
         server.stop()
 

@@ -117,7 +117,7 @@ MUTANTS = [
            ["tests/test_engine_circuits.py"]),
     Mutant("virtual_order", "virtual head pattern A1 A2 instead of A2 A1",
            "circwidgets/engine/virtual.py",
-           [("return VirtualHead((l1, h1), (l2, h2), A2 @ A1, ov)", "return VirtualHead((l1, h1), (l2, h2), A1 @ A2, ov)")],
+           [("    pattern = A2 @ A1", "    pattern = A1 @ A2")],
            ["tests/test_engine_virtual_paths.py"]),
     Mutant("rms_centres", "RMS normalisation centres like LayerNorm",
            "circwidgets/model/transformer.py",
