@@ -4,7 +4,7 @@ not a test).
 Writes a random Llama-shaped checkpoint (bfloat16 shards) once, then runs, each in a fresh process:
 
 - `lazy`: `cw.from_hf(dir, lazy=True)`, `engine.frozen_run` (the layer-by-layer forward pass) and
-  `engine.logit_paths` of one logit (max_order 2), then `engine.path_terms` (max_order 1);
+  `engine.logit_paths` of one logit (`--max-order`, default 1), then `engine.path_terms` (max_order 1);
 - `eager`: `cw.from_hf(dir)` (the whole model in float32), the same calls.
 
 and reports, per process, the peak resident set (VmHWM: includes the checkpoint's mapped file pages
@@ -51,7 +51,7 @@ t0 = time.perf_counter()
 mode, path, toks = sys.argv[1], sys.argv[2], torch.arange(1, 33) * 7
 model = cw.from_hf(path, lazy=True) if mode == "lazy" else cw.from_hf(path)
 run = engine.frozen_run(model, toks)
-lp = engine.logit_paths(run, 31, 5, max_order=2)
+lp = engine.logit_paths(run, 31, 5, max_order=int(sys.argv[4]))
 view_anon, view_wall = peak["anon"], time.perf_counter() - t0  # what the paths view needs
 terms = engine.path_terms(model, toks, max_order=1)
 err = abs(lp.total - lp.model_logit)
@@ -84,6 +84,9 @@ def main() -> None:
     ap.add_argument("--d-model", type=int, default=1024)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-order", type=int, default=1,
+                    help="heads per path of the one-logit expansion (the view's default above 64 heads: 1; with 2 "
+                         "the terms themselves, ~(heads^2 / 2) x sources Python objects, dominate both modes)")
     ap.add_argument("--dir", type=Path, default=None, help="checkpoint directory (written if absent)")
     a = ap.parse_args()
     path = a.dir or Path(tempfile.gettempdir()) / f"cw-bench-paths-{a.layers}x{a.d_model}x{a.vocab}"
@@ -95,8 +98,8 @@ def main() -> None:
     print(f"checkpoint: {a.layers} layers, d_model {a.d_model}, vocabulary {a.vocab}, {size:.0f} MiB (bfloat16)")
     rows = []
     for mode in ("lazy", "eager"):
-        out = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(a.threads)], capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(a.threads), str(a.max_order)],
+                             capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print("| mode | one logit (view): peak anonymous MiB, s | + path_terms: peak anonymous MiB | "
           "peak RSS MiB (incl. mapped file pages) | total s | one logit: sum of terms - logit |")
