@@ -1,6 +1,7 @@
 """Install the optional interop packages that tests/test_convert.py uses; called by `make install-test`.
 
-- Into this environment: transformers + TransformerLens 4.x (`TransformerBridge`) + nnsight (activation sources).
+- Into this environment: transformers + TransformerLens 4.x (`TransformerBridge`) + nnsight (activation sources)
+  + accelerate (`device_map` dispatch: layers offloaded to the CPU / disk).
 - Into `.ci/tl3/` (pip --target, git-ignored): TransformerLens 3.x (`HookedTransformer`, removed in
   4.0), without dependencies: 3.9 needs the same ones as 4.3 (transformers>=5.9, jaxtyping, ...)
   plus better-abc. The tests run the 3.x checks in a subprocess with `.ci/tl3` first on PYTHONPATH.
@@ -23,7 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MAIN = {"transformers": "5.24.0", "transformer-lens": "4.3.0", "nnsight": "0.8.1"}
+MAIN = {"transformers": "5.24.0", "transformer-lens": "4.3.0", "nnsight": "0.8.1", "accelerate": "1.15.0"}
 ALT_DIR = ROOT / ".ci" / "tl3"
 ALT = {"transformer-lens": "3.9.0", "better-abc": "0.0.3"}
 FORBIDDEN = {"torch", "torchvision", "torchaudio", "triton"}  # and nvidia-*: never pulled in by these installs

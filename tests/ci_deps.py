@@ -21,7 +21,7 @@ import pytest
 # `make js-check`, `.ci/install_interop.py`) and the skip messages their absence produces
 DECLARED_MODULES = ("nbval", "nbformat", "ipykernel", "hypothesis", "jupyterlab", "jupytext", "playwright",
                     "pytest_timeout", "notebook", "transformers", "transformer_lens", "anywidget", "matplotlib",
-                    "tokenizers", "nnsight", "marimo")
+                    "tokenizers", "nnsight", "accelerate", "marimo")
 MISSING_DEPENDENCY = [
     re.compile(r"could not import '(" + "|".join(DECLARED_MODULES) + r")[\w.]*'"),
     re.compile(r"no Chromium found"),

@@ -371,11 +371,15 @@ def test_composition_view_on_a_lazy_model(lazy):
     assert a.summary().startswith("Composition (V-composition)")
 
 
-def test_path_expansion_refuses_a_lazy_model(lazy):
-    with pytest.raises(TypeError, match="to_transformer"):
-        engine.path_terms(lazy, TOKS[0] % lazy.cfg.d_vocab)
-    with pytest.raises(TypeError, match="to_transformer"):
-        engine.frozen_run(lazy, TOKS[0] % lazy.cfg.d_vocab)
+def test_path_expansion_streams_on_a_lazy_model(lazy):
+    """Path expansion is no longer refused: it streams (tests/test_streamed_paths.py compares it term by term
+    with the eager model in float64); here, its terms add up to the eager model's logits."""
+    eager = _eager(lazy)
+    toks = TOKS[0] % lazy.cfg.d_vocab
+    terms = engine.path_terms(lazy, toks, max_order=1)
+    torch.testing.assert_close(terms.total(), eager(toks[None]), rtol=1e-4, atol=1e-4)
+    lp = engine.logit_paths(engine.frozen_run(lazy, toks), 5, 3)
+    assert lp.total == pytest.approx(lp.model_logit, abs=1e-4)
 
 
 def test_progress_bars_on_long_passes(lazy, monkeypatch, capsys):

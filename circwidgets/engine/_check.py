@@ -62,8 +62,8 @@ def check_finite(model: Transformer) -> None:
     """Raise if any weight is NaN or infinite (a silent wrong number is worse than an error). A model
     whose parameters have not changed since it passed is not checked again (each view of a dashboard
     asks; GPT-2's 124M weights take a while)."""
-    if type(model).__name__ == "LazyModel":  # read layer by layer: its streamed results are checked instead
-        return
+    if type(model).__name__ == "LazyModel" or not hasattr(model, "named_parameters"):
+        return  # read layer by layer, or an nnsight source: their streamed results are checked instead
     state = _param_state(model)
     try:
         if _FINITE.get(model) == state:

@@ -22,6 +22,9 @@ paths pruned by `top_k` together with all their extensions - is carried exactly 
 term, so `total()` always equals the logits; with `max_order >= n_layers` and no pruning the
 remainder is exactly zero.
 
+A lazy checkpoint or an nnsight / Hugging Face model is expanded by the same enumeration on frozen
+activations from one forward pass and weights read one layer at a time (`streamed_paths`).
+
 LN models are analysed after `fold_layernorm` (see `prep`): each head reads
 `(x - mean(x)) / scale` with the scale frozen per position, and the final logits are
 `(x - mean(x)) / scale_final @ W_U + b_U`; both maps are linear in x, so the split stays exact.
@@ -40,22 +43,6 @@ from ._check import check_finite_terms
 from .factored import compute_dtype
 from .patterns import AttentionData, attention_patterns, run_until
 from .prep import prepared
-
-
-def _refuse_streamed(model, what: str) -> None:
-    """Path expansion holds every layer's weights and frozen activations at once: a lazy checkpoint
-    or an nnsight / Hugging Face source is refused with what to do instead."""
-    from ..model.lazy import is_lazy
-    from ..model.nnsight_source import is_source
-
-    if is_lazy(model) or is_source(model):
-        kind = "a lazy checkpoint (read layer by layer)" if is_lazy(model) else "an nnsight / Hugging Face source"
-        raise TypeError(f"{what} is not available on {kind}: path expansion freezes every layer's patterns, norm "
-                        "scales and MLP outputs and multiplies every layer's weights together, so it needs the whole "
-                        "model in memory. Load it eagerly (`lazy.to_transformer()` or `cw.from_hf(path)` for a "
-                        "checkpoint directory, `cw.from_hf(hf_model)` for a Hugging Face model) if it fits; the "
-                        "streamed alternatives are `engine.direct_logit_attribution` (each head's direct path) and "
-                        "`engine.ablate_heads` / `engine.ablate_path` / `engine.patch_heads`")
 
 __all__ = ["FrozenRun", "LogitPaths", "PathBar", "PathTerms", "frozen_run", "logit_paths", "path_budget", "path_terms"]
 
@@ -222,7 +209,13 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
         raise ValueError(f"max_order={max_order!r} must be an integer >= 0")
     if top_k is not None and top_k != "auto" and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k={top_k!r} must be None, 'auto' or an integer >= 1")
-    _refuse_streamed(model, "path_terms")
+    from ..model.lazy import is_lazy
+    from ..model.nnsight_source import is_source
+
+    if is_lazy(model) or is_source(model):  # a lazy checkpoint or an nnsight / HF model: streamed
+        from .streamed_paths import streamed_path_terms
+
+        return streamed_path_terms(model, tokens, max_order, top_k)
     pm = prepared(model)
     cfg = pm.cfg
     tokens = pm.check_tokens(tokens)
@@ -233,6 +226,29 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
         logits = cache["normalized"] @ pm.W_U + (pm.b_U if cfg.biases else 0.0)
     dt = compute_dtype(pm.W_E.dtype)
     W_V, W_O = pm.W_V.detach().to(dt), pm.W_O.detach().to(dt)
+    post_w = pm.ln1_post_w.detach().to(dt) if cfg.post_norm else None
+    b_V = pm.b_V.detach().to(dt) if cfg.biases else None
+    b_O = pm.b_O.detach().to(dt) if cfg.biases else None
+
+    def layer(l: int) -> dict:
+        return {"W_V": W_V[l], "W_O": W_O[l], "post_w": None if post_w is None else post_w[l],
+                "b_V": None if b_V is None else b_V[l], "b_O": None if b_O is None else b_O[l]}
+
+    P = tokens.shape[1]
+    embed = pm.W_E.detach().to(dt)[tokens] * cfg.embed_scale
+    pos_embed = pm.W_pos.detach().to(dt)[:P] if cfg.positional == "standard" else None
+    return _expand(cfg, tokens, dt, cache, layer, embed, pos_embed, pm.W_U.detach().to(dt),
+                   pm.b_U.detach().to(dt) if cfg.biases else None, logits.detach().to(dt), max_order, top_k, pm)
+
+
+def _expand(cfg, tokens: torch.Tensor, dt: torch.dtype, cache, layer, embed: torch.Tensor,
+            pos_embed: torch.Tensor | None, W_U, b_U: torch.Tensor | None, logits: torch.Tensor,
+            max_order: int, top_k: int | None, check_model=None) -> PathTerms:
+    """The enumeration of `path_terms` on frozen activations: `cache` gives `("pattern", l)`,
+    `("scale", l, "ln1")`, `("mlp_out", l)`, `"scale"` (final) and the post-norm scales;
+    `layer(l)` the folded weights of layer l (`W_V`, `W_O`, `b_V`, `b_O`, `post_w`; read once per layer,
+    in order, so a streamed model holds one layer); `embed [B, P, D]`, `pos_embed [P, D]`; `W_U` the
+    folded unembedding (a tensor, or a blockwise `streamed_paths.BlockUnembed`)."""
     B, P = tokens.shape
     D, H = cfg.d_model, cfg.n_heads
     ln = cfg.normalization is not None
@@ -240,7 +256,7 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
     if cfg.post_norm and centre:
         raise NotImplementedError("path_terms: LayerNorm post-norms (a bias after each block) are not supported; "
                                   "RMSNorm post-norms (Gemma 2/3, OLMo-2) are")
-    post_w = pm.ln1_post_w.detach().to(dt) if cfg.post_norm else None
+    cur: dict = {}  # the current layer's weights
 
     labels: list[str] = []
     paths: list[tuple] = []
@@ -253,9 +269,9 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
         orders.append(order)
         vecs.append(vec)
 
-    add("embed", ("embed", ()), 0, pm.W_E.detach().to(dt)[tokens] * cfg.embed_scale)
-    if cfg.positional == "standard":
-        add("pos", ("pos", ()), 0, pm.W_pos.detach().to(dt)[:P].expand(B, P, D))
+    add("embed", ("embed", ()), 0, embed)
+    if pos_embed is not None:
+        add("pos", ("pos", ()), 0, pos_embed.expand(B, P, D))
     remainder = torch.zeros(B, P, D, dtype=dt, device=tokens.device)
     remainder_live = False  # stays an exact zero tensor until something is put into it
 
@@ -263,20 +279,22 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
         """Frozen layer-l heads on contributions `x [T, B, P, D]` -> per-head outputs `[T, H, B, P, D]`."""
         if ln and cfg.pre_norm:
             x = ((x - x.mean(-1, keepdim=True)) if centre else x) / cache["scale", l, "ln1"].to(dt)
-        v = torch.einsum("tbpd,hde->tbhpe", x, W_V[l])
+        v = torch.einsum("tbpd,hde->tbhpe", x, cur["W_V"])
         z = cache["pattern", l].to(dt) @ v  # [B, H, q, k] @ [T, B, H, k, E]
-        return post(torch.einsum("tbhqe,hed->thbqd", z, W_O[l]), l)
+        return post(torch.einsum("tbhqe,hed->thbqd", z, cur["W_O"]), l)
 
     def post(out: torch.Tensor, l: int) -> torch.Tensor:
         """The attention post-norm, its scale frozen: `out / scale_post * w_post` (identity without one)."""
-        if post_w is None:
+        if cur.get("post_w") is None:
             return out
-        return out / cache[f"blocks.{l}.ln1_post.hook_scale"].to(dt) * post_w[l]
+        return out / cache[f"blocks.{l}.ln1_post.hook_scale"].to(dt) * cur["post_w"]
 
     from ._progress import tqdm
 
     big = (cfg.n_layers * H) ** min(max_order, cfg.n_layers) * B * P * D > 1e8  # roughly > 2 s of work
     for l in tqdm(range(cfg.n_layers), desc="path terms", disable=not big):
+        cur.clear()
+        cur.update(layer(l))
         ext = [i for i, o in enumerate(orders) if o < max_order]
         full = [i for i, o in enumerate(orders) if o == max_order]
         n_low = sum(1 for i in ext if orders[i] == 0) * H  # new order-1 terms: always kept
@@ -315,18 +333,18 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
             i = ext[a]
             src, hs = paths[i]
             add(f"{labels[i]} → {_head_label(l, h)}", (src, hs + ((l, h),)), orders[i] + 1, v.clone())
-        if cfg.biases:
-            b = pm.b_O.detach().to(dt)[l] + torch.einsum("he,hed->d", pm.b_V.detach().to(dt)[l], W_O[l])
+        if cur.get("b_O") is not None:
+            b = cur["b_O"] + torch.einsum("he,hed->d", cur["b_V"], cur["W_O"])
             if bool(b.ne(0).any()):  # folded models carry all-zero biases: no term for those
                 add(f"bias L{l}", (f"bias L{l}", ()), 0, post(b.expand(B, P, D), l))
         if not cfg.attn_only:
             add(f"mlp L{l}", (f"mlp L{l}", ()), 0, cache["mlp_out", l].to(dt))
 
-    check_finite_terms("path terms", labels + ["remainder"], vecs + [remainder], model=pm, tokens=tokens)
+    cur.clear()
+    check_finite_terms("path terms", labels + ["remainder"], vecs + [remainder], model=check_model, tokens=tokens)
     return PathTerms(
         labels=labels, paths=paths, orders=orders, resid=torch.stack(vecs), remainder_resid=remainder,
-        W_U=pm.W_U.detach().to(dt), b_U=pm.b_U.detach().to(dt) if cfg.biases else None,
-        final_scale=cache["scale"].to(dt) if ln else None, model_logits=logits.detach().to(dt),
+        W_U=W_U, b_U=b_U, final_scale=cache["scale"].to(dt) if ln else None, model_logits=logits,
         final_centre=centre,
     )
 
@@ -346,7 +364,13 @@ class FrozenRun:
     (given by a view, so held once), `ln_scale [layer, pos]` (ln1's scale; None without normalization),
     `final_scale [pos]`, `sources [n_sources, pos, d_model]` with `source_labels` and `source_layer` (the
     layer before which each is written: embed/pos 0, `bias L{l}`/`mlp L{l}` l + 1), `final_resid [pos,
-    d_model]` (the model's own logits at one position). Computed in `dt` (float32 for half weights)."""
+    d_model]` (the model's own logits at one position). Computed in `dt` (float32 for half weights).
+
+    A run of a lazy checkpoint or an nnsight / HF model (`streamed_paths.streamed_frozen_run`) holds no
+    weights: `W_V`, `W_O`, `b_U`, `lnf_w` are None and `reader` gives one layer's folded weights, one
+    token's unembedding column and blockwise logits (`layer_weights`, `unembed_column`, `unembed_bias`,
+    `model_logits` go through it); its sources come from the folded weights (equal after every
+    centring read)."""
 
     model: Transformer
     tokens: torch.Tensor  # [pos]
@@ -357,24 +381,51 @@ class FrozenRun:
     source_layer: list[int]
     sources: torch.Tensor
     final_resid: torch.Tensor
-    W_V: torch.Tensor
-    W_O: torch.Tensor
+    W_V: torch.Tensor | None
+    W_O: torch.Tensor | None
     lnf_w: torch.Tensor | None
     b_U: torch.Tensor | None
     dt: torch.dtype
     attention: AttentionData | None = None  # the patterns with value norms, when this run computed them
+    post_scale: torch.Tensor | None = None  # [layer, pos]: the attention post-norm's scale (RMS post-norms)
+    post_w: torch.Tensor | None = None  # [layer, d_model]: its weight
+    # a lazy checkpoint or an nnsight / HF model: W_V, W_O, b_U are None and the folded weights are read
+    # one layer (or vocabulary block) at a time through this (`streamed_paths.FoldedReader`)
+    reader: object | None = field(default=None, repr=False)
+    _logits_memo: dict = field(default_factory=dict, repr=False)
+
+    def layer_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(W_V [head, d_model, d_head]` with ln1's weight folded in, `W_O [head, d_head, d_model])` of one layer."""
+        if self.reader is not None:
+            w = self.reader.layer(layer)
+            return w["W_V"], w["W_O"]
+        return self.W_V[layer], self.W_O[layer]
 
     def unembed_column(self, token: int) -> torch.Tensor:
         """The folded unembedding's column of `token` `[d_model]`."""
+        if self.reader is not None:
+            return self.reader.column(token)[0]
         col = self.model.W_U.detach()[:, token].to(self.dt)
         return col * self.lnf_w if self.lnf_w is not None else col
 
-    post_scale: torch.Tensor | None = None  # [layer, pos]: the attention post-norm's scale (RMS post-norms)
-    post_w: torch.Tensor | None = None  # [layer, d_model]: its weight
+    def unembed_bias(self, token: int) -> float | None:
+        """The folded unembedding bias of `token` (None when the model has none)."""
+        if self.reader is not None:
+            return self.reader.column(token)[1]
+        return None if self.b_U is None else float(self.b_U[token])
 
     def model_logits(self, pos: int) -> torch.Tensor:
         """The model's own logits at `pos` `[d_vocab]` (one position's unembedding; before a final
         soft-cap's tanh, which the terms add up to, as in `path_terms`)."""
+        if self.reader is not None:  # the final residual through the frozen final norm, blocks of W_U
+            if pos not in self._logits_memo:  # (a pass over the vocabulary: the last few positions kept)
+                x = self.final_resid[pos].to(self.dt)
+                if self.final_scale is not None:
+                    x = self.reader.centre(x) / self.final_scale[pos]
+                while len(self._logits_memo) >= 4:
+                    self._logits_memo.pop(next(iter(self._logits_memo)))
+                self._logits_memo[pos] = self.reader.unembed(x)
+            return self._logits_memo[pos]
         m, cfg = self.model, self.model.cfg
         x = m.normalize(self.final_resid[pos].to(m.W_E.dtype), "ln_final")
         out = x @ m.W_U
@@ -437,6 +488,13 @@ def frozen_run(model: Transformer, tokens, patterns: torch.Tensor | None = None)
     folded here (`[layer, head, d_model, d_head]`); the forward pass stops before the unembedding.
     When a `TextRun` of the model on these tokens is alive (`engine.text_run`, e.g. the explorer's),
     its pass is used: no forward pass here."""
+    from ..model.lazy import is_lazy
+    from ..model.nnsight_source import is_source
+
+    if is_lazy(model) or is_source(model):  # a lazy checkpoint or an nnsight / HF model: streamed
+        from .streamed_paths import streamed_frozen_run
+
+        return streamed_frozen_run(model, tokens, patterns)
     cap = _FrozenCapture(model, tokens)
     if patterns is None:
         from .text_run import shared_text_run
@@ -459,7 +517,11 @@ class _FrozenCapture:
     hooks can ride along in a pass that keeps other things too (`engine.text_run`)."""
 
     def __init__(self, model: Transformer, tokens):
-        _refuse_streamed(model, "path expansion (frozen_run)")
+        from ..model.lazy import is_lazy
+        from ..model.nnsight_source import is_source
+
+        if is_lazy(model) or is_source(model):  # their frozen run is streamed (`streamed_paths`)
+            raise TypeError("the frozen-run hooks need an in-memory Transformer")
         if model.cfg.normalization is not None and model.cfg.positional == "shortformer":
             prepared(model)  # raises: no exact fold of LN + shortformer
         cfg = model.cfg
@@ -581,7 +643,6 @@ def logit_paths(run: FrozenRun, pos: int, token: int, max_order: int = 2) -> Log
     dt, n = run.dt, pos + 1  # positions 0..pos only
     ln = run.ln_scale is not None  # heads read a normalised residual
     centred = cfg.normalization is not None and FOLDS[cfg.normalization].centres  # RMS norms do not centre
-    W_V, W_O = run.W_V, run.W_O
 
     def centre(x: torch.Tensor) -> torch.Tensor:
         return x - x.mean(-1, keepdim=True) if centred else x
@@ -596,51 +657,67 @@ def logit_paths(run: FrozenRun, pos: int, token: int, max_order: int = 2) -> Log
     orders = [0] * len(labels)
     values = (X[:, pos] @ u).tolist()
 
-    # chains from the logit backwards: (w [n], v [D], heads earliest first, lowest layer allowed + 1)
-    frontier = [(torch.nn.functional.one_hot(torch.tensor(pos), n).to(dt), u, (), cfg.n_layers)]
-    for order in range(1, max_order + 1):
-        nxt = []
-        for w, v, heads, bound in frontier:
-            for layer in range(bound):
-                A = run.patterns[layer, :, :n, :n].to(dt)  # [H, n, n]
-                w_out, v_out = w, v
-                if run.post_scale is not None:  # the frozen post-norm: / scale per query, * weight
-                    w_out, v_out = w / run.post_scale[layer, :n], v * run.post_w[layer]
-                w2 = w_out @ A  # [H, n]
-                if ln:
-                    w2 = w2 / run.ln_scale[layer, :n]
-                v2 = torch.einsum("hde,he->hd", W_V[layer], W_O[layer] @ v_out)  # [H, D], never W_V W_O
-                if ln:
-                    v2 = centre(v2)
-                srcs = (src_layer <= layer).nonzero()[:, 0].tolist()
-                vals = torch.einsum("hp,sph->sh", w2, X[srcs] @ v2.T)  # [S_l, H]
-                for a, s in enumerate(srcs):
-                    for h in range(cfg.n_heads):
-                        hs = ((layer, h), *heads)
-                        labels.append(" → ".join([run.source_labels[s], *(_head_label(*x) for x in hs)]))
-                        paths.append((run.source_labels[s], hs))
-                        orders.append(order)
-                        values.append(float(vals[a, h]))
-                if order < max_order:
-                    nxt += [(w2[h], v2[h], ((layer, h), *heads), layer) for h in range(cfg.n_heads)]
-        frontier = nxt
-
-    # the exact total: the logit's gradient carried down the frozen layers, read by every source
+    # One pass over the layers, last to first, each layer's weights read once (a streamed run reads
+    # them one layer at a time). Chains run from the logit backwards: (w [n], v [D], heads earliest
+    # first); at layer l every chain made at a later layer (fewer than max_order heads) is extended by
+    # each head of l, giving the terms of its sources written before l. The exact total is the logit's
+    # gradient carried down the same frozen layers, read by every source.
+    H = cfg.n_heads
+    chains_w = torch.nn.functional.one_hot(torch.tensor(pos), n).to(dt)[None]  # [C, n]
+    chains_v = u[None]  # [C, D]
+    chains_heads: list[tuple] = [()]
+    found: list[tuple] = []  # (sort key, label, path, order, value)
     g = torch.zeros(n, cfg.d_model, dtype=dt)
     g[pos] = u
     total = 0.0
     for layer in reversed(range(cfg.n_layers)):
         written = (src_layer == layer + 1).nonzero()[:, 0]
         total += float((X[written] * g).sum())
-        A = run.patterns[layer, :, :n, :n].to(dt)
+        W_V, W_O = run.layer_weights(layer)  # [H, D, E] (ln1's weight folded), [H, E, D]
+        A = run.patterns[layer, :, :n, :n].to(dt)  # [H, n, n]
+        live = [c for c, hs in enumerate(chains_heads) if len(hs) < max_order]
+        new_w, new_v, new_heads = [], [], []
+        srcs = (src_layer <= layer).nonzero()[:, 0].tolist()
+        step = max(1, CHUNK_ELEMENTS // max(1, len(srcs) * n * H + H * cfg.d_model))
+        for c0 in range(0, len(live), step):
+            idx = live[c0:c0 + step]
+            w, v = chains_w[idx], chains_v[idx]
+            if run.post_scale is not None:  # the frozen post-norm: / scale per query, * weight
+                w, v = w / run.post_scale[layer, :n], v * run.post_w[layer]
+            w2 = torch.einsum("cq,hqk->chk", w, A)  # [C, H, n]
+            if ln:
+                w2 = w2 / run.ln_scale[layer, :n]
+            v2 = torch.einsum("hde,che->chd", W_V, torch.einsum("hed,cd->che", W_O, v))  # never W_V W_O
+            if ln:
+                v2 = centre(v2)
+            vals = torch.einsum("chp,csph->csh", w2, torch.einsum("spd,chd->csph", X[srcs], v2)).tolist()
+            for a, c in enumerate(idx):
+                heads = chains_heads[c]
+                for b, s in enumerate(srcs):
+                    for h in range(H):
+                        hs = ((layer, h), *heads)
+                        key = (len(hs), *[x for lh in reversed(hs[1:]) for x in lh], layer, s, h)
+                        label = " → ".join([run.source_labels[s], *(_head_label(*x) for x in hs)])
+                        found.append((key, label, (run.source_labels[s], hs), len(hs), vals[a][b][h]))
+                if len(heads) + 1 < max_order:
+                    new_w.append(w2[a]), new_v.append(v2[a])
+                    new_heads += [((layer, h), *heads) for h in range(H)]
         g_out = g if run.post_scale is None else g * run.post_w[layer] / run.post_scale[layer, :n, None]
-        t = A.transpose(-1, -2) @ torch.einsum("pd,hed->hpe", g_out, W_O[layer])  # [H, n, E]
-        back = torch.einsum("hpe,hde->pd", t, W_V[layer])
+        t = A.transpose(-1, -2) @ torch.einsum("pd,hed->hpe", g_out, W_O)  # [H, n, E]
+        back = torch.einsum("hpe,hde->pd", t, W_V)
         g = g + (centre(back) / run.ln_scale[layer, :n, None] if ln else back)
+        del W_V, W_O
+        if new_heads:
+            chains_w = torch.cat([chains_w, *new_w])
+            chains_v = torch.cat([chains_v, *new_v])
+            chains_heads += new_heads
     total += float((X[src_layer == 0] * g).sum())
-    if run.b_U is not None:
+    found.sort(key=lambda t: t[0])  # the enumeration order of `path_terms`
+    for _, label, path, order, value in found:
+        labels.append(label), paths.append(path), orders.append(order), values.append(value)
+    b = run.unembed_bias(token)
+    if b is not None:
         labels.append("b_U"), paths.append(("b_U", ())), orders.append(0)
-        b = float(run.b_U[token])
         values.append(b)
         total += b
     labels.append("remainder"), paths.append(("remainder", ())), orders.append(-1)

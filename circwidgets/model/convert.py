@@ -162,6 +162,16 @@ def _hf_config_fields(config: Any) -> dict:
     )
 
 
+def _module_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's state dict; for a model dispatched by accelerate (`device_map`, layers offloaded to
+    the CPU or to disk: meta tensors in the module) the offloaded values, read from accelerate's hooks."""
+    from .hf_weights import is_dispatched, resolved_state_dict
+
+    if is_dispatched(module):
+        return resolved_state_dict(module)
+    return dict(module.state_dict(keep_vars=False))
+
+
 def from_hf(
     model_or_state_dict: Any,
     n_heads: int | None = None,
@@ -230,7 +240,7 @@ def from_hf(
             raise ValueError(f"n_heads={n_heads} contradicts the config (num_attention_heads="
                              f"{family_cfg.num_attention_heads})")
         if isinstance(model_or_state_dict, torch.nn.Module):
-            src, sd = model_or_state_dict, dict(model_or_state_dict.state_dict(keep_vars=False))
+            src, sd = model_or_state_dict, _module_state_dict(model_or_state_dict)
         elif isinstance(model_or_state_dict, Mapping):
             src, sd = None, dict(model_or_state_dict)
         else:
@@ -252,7 +262,7 @@ def from_hf(
         fields = _hf_config_fields(config)
         if n_heads is not None and n_heads != fields["n_heads"]:
             raise ValueError(f"n_heads={n_heads} contradicts the model's config (n_head={fields['n_heads']})")
-        sd = hf_model.state_dict()
+        sd = _module_state_dict(hf_model)
     elif isinstance(model_or_state_dict, Mapping):
         sd = dict(model_or_state_dict)
         if n_heads is None:

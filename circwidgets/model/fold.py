@@ -111,7 +111,8 @@ def fold_state_dict(
     if untie:  # W_U = W_E^T until ln_final's weight (or centring) makes them differ: the fold unties them
         sd["W_U"] = sd["W_E"].T
     if biases:
-        dev, dt = sd["W_E"].device, sd["W_E"].dtype
+        ref = sd["W_E"] if "W_E" in sd else next(iter(sd.values()))  # (a partial dict: one layer's tensors)
+        dev, dt = ref.device, ref.dtype
         for name, shape in _bias_shapes(cfg).items():
             if name not in sd:
                 sd[name] = torch.zeros(shape, device=dev, dtype=dt)

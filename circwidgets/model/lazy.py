@@ -164,6 +164,10 @@ class LazyModel:
         self.reads[name] = self.reads.get(name, 0) + 1
         return self._shards[self._where[name]].tensor(name)
 
+    def _view(self, name: str) -> torch.Tensor:
+        """The tensor `name` without counting a read (the converter's tie check: no data is read)."""
+        return self._shards[self._where[name]].tensor(name)
+
     def _meta(self, name: str) -> torch.Tensor:
         dt, shape = self._spec(name)
         return torch.empty(shape, dtype=dt, device="meta")
@@ -185,7 +189,7 @@ class LazyModel:
             m = _LAYER_KEY.match(name)
             if layer is None and rows is None:  # the config only: shapes, and whether W_U is tied to W_E
                 tie_check = _EMBED_KEYS.search(name)  # (a view: no data is read)
-                sd[name] = self._shards[self._where[name]].tensor(name) if tie_check else self._meta(name)
+                sd[name] = self._view(name) if tie_check else self._meta(name)
             elif m:
                 if int(m.group("l")) != (layer if layer is not None else 0):
                     continue
@@ -228,7 +232,10 @@ class LazyModel:
         return ModelConfig.from_dict({**cfg.to_dict(), "attn_scale": f["attn_scale"],
                                       "bos_token_id": f["bos_token_id"], "name": f["name"]})
 
-    def _folded(self, layer: int | None, rows: slice | None, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    def _folded(self, layer: int | None, rows: slice | None, dtype: torch.dtype,
+                biases: bool = False) -> dict[str, torch.Tensor]:
+        """Folded tensors of one layer (or of vocabulary rows); `biases=True` folds and creates the biases
+        too, as `engine.prep` does (path expansion), else the weight matrices only (circuits)."""
         from .fold import fold_state_dict
 
         one = self._convert(layer, rows)
@@ -237,7 +244,7 @@ class LazyModel:
         cfg = one.cfg
         if "W_E" not in params:
             cfg = ModelConfig.from_dict({**cfg.to_dict(), "tied_embeddings": False})
-        sd, _ = fold_state_dict(params, cfg, biases=False)
+        sd, _ = fold_state_dict(params, cfg, biases=biases)
         return sd
 
     def layer_weights(self, layer: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:

@@ -51,8 +51,9 @@ class LazySource:
     `head_logit_attribution` run the forward pass layer by layer.
     """
 
-    def __init__(self, lazy: LazyModel):
+    def __init__(self, lazy: LazyModel, dtype: torch.dtype = torch.float32):
         self.lazy = lazy
+        self.dtype = dtype  # of each layer's weights and the activations (float64 for exact comparisons)
         self.current: Any = None  # during `forward`: the one-layer module being run
         self.cfg: ModelConfig = lazy.cfg
         self.tokenizer: Any = lazy.tokenizer
@@ -72,7 +73,7 @@ class LazySource:
         layer_hooks: `{layer: [(short hook name, fn), ...]}` with names as `get_act_name` takes them
             ("pattern", "z", "result", ...); `fn(activation)` may return a replacement (same shape).
         last_layer: stop after this layer's block (no logits: returns None); default run every
-            layer and return the logits `[batch, pos, d_vocab]` float32.
+            layer and return the logits `[batch, pos, d_vocab]` (in `self.dtype`, float32 by default).
         """
         from tqdm.auto import tqdm
 
@@ -83,7 +84,7 @@ class LazySource:
         rows, first_ids = toks.unique(return_inverse=True)  # layer 0 embeds these rows only
         resid: torch.Tensor | None = None
         for layer in tqdm(range(n), desc="forward pass, layer by layer", disable=not _long(cfg), leave=False):
-            module = lazy.layer_module(layer, rows=rows if layer == 0 else None)
+            module = lazy.layer_module(layer, rows=rows if layer == 0 else None, dtype=self.dtype)
             self.current = module  # the layer being run (hooks that recompute from its weights read it)
             # later layers: the residual stream replaces the (one-row) embedding
             ids = first_ids if layer == 0 else torch.zeros_like(toks)
@@ -112,22 +113,22 @@ class LazySource:
         return self._logits(resid)
 
     def _final(self, rows) -> torch.nn.Module:
-        """A one-layer module holding the final norm and the unembedding rows `rows` (float32)."""
-        return self.lazy._convert(None, rows).to(torch.float32)
+        """A one-layer module holding the final norm and the unembedding rows `rows` (in `self.dtype`)."""
+        return self.lazy._convert(None, rows).to(self.dtype)
 
     def _logits(self, resid: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
         V = cfg.d_vocab
-        logits = torch.empty(*resid.shape[:-1], V, dtype=torch.float32)
+        logits = torch.empty(*resid.shape[:-1], V, dtype=self.dtype)
         x = None
         for s in range(0, V, self.lazy.block_rows):
             rows = slice(s, min(s + self.lazy.block_rows, V))
             m = self._final(rows)
             if x is None:
                 x = m._norm(resid, "ln_final", None)
-            block = x @ m.W_U.float()
+            block = x @ m.W_U
             if cfg.biases:
-                block = block + m.b_U.float()
+                block = block + m.b_U
             logits[..., rows] = block
         if cfg.final_softcap is not None:
             logits = cfg.final_softcap * torch.tanh(logits / cfg.final_softcap)

@@ -16,6 +16,9 @@ The interface (`ActivationSource`) is what the engine needs and nothing more, so
   of a run in which later heads' queries / keys / values are recomputed from the residual stream
   minus earlier heads' writes, inside the trace, and `head_result_means(reference, heads)`.
 
+For path expansion, `frozen_activations(tokens)`: one trace that sends back each layer's pattern, its
+first norm's scale (computed in the trace) and MLP output, and the final norm's input.
+
 `model.lazy_source.LazySource` implements the same interface for a lazy checkpoint (the forward
 pass one layer at a time).
 
@@ -76,9 +79,17 @@ def hf_config_of(hf_model: torch.nn.Module) -> ModelConfig:
     """Our `ModelConfig` of a HF model, from the converter without copying any weight (meta tensors,
     the embedding and unembedding passed by reference for the tie check)."""
     from .convert import _hf_config_fields, from_hf
+    from .hf_weights import resolve_tensor
 
-    sd = {k: (v if ("embed" in k or "wte" in k or "lm_head" in k) else torch.empty(v.shape, dtype=v.dtype,
-                                                                                    device="meta"))
+    resolved: dict[int, torch.Tensor] = {}  # an offloaded (meta) embedding: its value, once per parameter
+
+    def embedding(k: str, v: torch.Tensor) -> torch.Tensor:
+        if id(v) not in resolved:
+            resolved[id(v)] = resolve_tensor(hf_model, k, v)
+        return resolved[id(v)]
+
+    sd = {k: (embedding(k, v) if ("embed" in k or "wte" in k or "lm_head" in k) else
+              torch.empty(v.shape, dtype=v.dtype, device="meta"))
           for k, v in hf_model.state_dict(keep_vars=True).items()}
     sd = {k: v.detach() for k, v in sd.items()}
     cfg = hf_model.config
@@ -107,6 +118,9 @@ class NNsightSource:
             lm = nnsight.LanguageModel(lm, tokenizer=tokenizer if tokenizer is not None else _placeholder_tokenizer())
         self.lm, self.remote, self.weights = lm, remote, weights
         hf = lm._module
+        from .hf_weights import is_dispatched
+
+        self.dispatched = is_dispatched(hf)  # accelerate hooks: offloaded weights are read from them
         self.hf_config = hf.config
         self.cfg = hf_config_of(hf)
         self.paths = _PATHS.get(hf.config.model_type, _DEFAULT_PATH)
@@ -151,6 +165,20 @@ class NNsightSource:
                 f"attn_implementation='eager' (e.g. AutoModelForCausalLM.from_pretrained(..., "
                 f"attn_implementation='eager'), or LanguageModel(name, attn_implementation='eager')), or call "
                 f"model.set_attn_implementation('eager') on the Hugging Face model")
+
+    def _param(self, module, leaf: str, like: Any) -> Any:
+        """Parameter `leaf` of a module inside a trace (None if it has none). A model dispatched by
+        accelerate keeps offloaded weights on the meta device outside its modules' own forward passes:
+        their values are read from the hooks here and moved to `like`'s device."""
+        if not self.dispatched:
+            return getattr(module, leaf, None)
+        from .hf_weights import resolve_tensor
+
+        hf_module = getattr(module, "_module", module)
+        t = getattr(hf_module, leaf, None)
+        if t is None:
+            return None
+        return resolve_tensor(hf_module, leaf, t).to(like.device)
 
     # ---------------------------------------------------------------- operations
     @torch.no_grad()
@@ -208,7 +236,7 @@ class NNsightSource:
             writes = []
             for l in range(L):
                 z = self._oproj(l).input[:, pos]  # [B, H*E]
-                w = self._oproj(l).weight  # Linear [D, H*E]; Conv1D [H*E, D]
+                w = self._param(self._oproj(l), "weight", z)  # Linear [D, H*E]; Conv1D [H*E, D]
                 W_O = (w if conv1d else w.T).reshape(H, E, -1)
                 writes.append(torch.einsum("bhe,hed->bhd", z.view(z.shape[0], H, E).to(W_O.dtype), W_O))
             norm = _get(self.lm, norm_path)
@@ -219,7 +247,8 @@ class NNsightSource:
                 scale = (centred.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt()
             else:
                 scale = (resid.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt()
-            uw = u * norm.weight if getattr(norm, "weight", None) is not None else u
+            nw = self._param(norm, "weight", resid)
+            uw = u * nw if nw is not None else u
             res = []
             for x in writes:
                 if cfg.normalization in ("LN", "LNPre"):
@@ -228,11 +257,46 @@ class NNsightSource:
             out = torch.stack(res, 1).save()
         return out.detach().float().cpu()
 
+    @torch.no_grad()
+    def frozen_activations(self, tokens) -> dict[str, torch.Tensor | None]:
+        """What path expansion freezes, from one trace: `{"pattern": [L, B, H, P, P], "ln1_scale": [L, B, P]
+        (the first norm's scale, computed inside the trace), "mlp_out": [L, B, P, D], "final_resid": [B, P, D]}`
+        (the final norm's input), float32 on the CPU. Families of `CUT_FAMILIES` (pre-norm, one MLP)."""
+        self._check_eager()
+        self.check_cuts_supported()
+        toks = self.check_tokens(tokens)
+        L, centre = self.cfg.n_layers, self.cfg.normalization in ("LN", "LNPre")
+        eps = []
+        for l in range(L):
+            norm = _get(self.lm._module, self.paths[0])[l]
+            norm = norm.ln_1 if self.hf_config.model_type == "gpt2" else norm.input_layernorm
+            eps.append(float(getattr(norm, "eps", getattr(norm, "variance_epsilon", self.cfg.ln_eps))))
+        pats, scales, mlps = [], [], []
+        with self.lm.trace(toks, remote=self.remote):
+            for l in range(L):  # in execution order: the first norm's input, attention, the MLP
+                norm, _ = self._cut_modules(l)
+                x = norm.input.float()
+                if centre:
+                    x = x - x.mean(-1, keepdim=True)
+                scales.append((x.pow(2).mean(-1) + eps[l]).sqrt().save())
+                pats.append(self._attn(l).output[1].save())
+                mlps.append(self._layer(l).mlp.output.save())
+            final = _get(self.lm, self.paths[3]).input.save()
+        if any(p is None for p in pats):
+            raise EagerAttentionRequired("a layer returned no attention pattern (SDPA / flash attention?): load the "
+                                         "model with attn_implementation='eager'")
+
+        def stack(xs):
+            return torch.stack([torch.as_tensor(x).detach().float().cpu() for x in xs])
+
+        return {"pattern": stack(pats), "ln1_scale": stack(scales), "mlp_out": stack(mlps),
+                "final_resid": torch.as_tensor(final).detach().float().cpu()}
+
     # ---------------------------------------------------------------- path cuts
     def _head_write(self, l: int, z: torch.Tensor, h: int) -> torch.Tensor:
         """Head h's write `z_h W_O^h` `[..., d_model]` (no output bias: the engine's `result`) from z `[..., H*E]`."""
         E = self.cfg.d_head
-        w = self._oproj(l).weight  # Linear [D, H*E]; Conv1D [H*E, D]
+        w = self._param(self._oproj(l), "weight", z)  # Linear [D, H*E]; Conv1D [H*E, D]
         W_O = w[h * E:(h + 1) * E] if self.paths[5] else w[:, h * E:(h + 1) * E].T
         return z[..., h * E:(h + 1) * E].to(W_O.dtype) @ W_O
 
@@ -250,9 +314,9 @@ class NNsightSource:
         """The projection's output columns of one stored head, computed from `x [..., d_model]`."""
         E = self.cfg.d_head
         cols = slice(offset + stored * E, offset + (stored + 1) * E)
-        w = module.weight  # Linear [out, D]; Conv1D [D, out]
+        w = self._param(module, "weight", x)  # Linear [out, D]; Conv1D [D, out]
         out = x.to(w.dtype) @ (w[:, cols] if self.hf_config.model_type == "gpt2" else w[cols].T)
-        b = getattr(module, "bias", None)
+        b = self._param(module, "bias", x)
         return out + b[cols] if b is not None else out
 
     def _norm1(self, norm, x: torch.Tensor) -> torch.Tensor:
@@ -264,8 +328,9 @@ class NNsightSource:
         else:
             eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", self.cfg.ln_eps))
         y = (x32 / (x32.pow(2).mean(-1, keepdim=True) + eps).sqrt()).to(x.dtype)
-        y = y * norm.weight
-        return y + norm.bias if getattr(norm, "bias", None) is not None else y
+        y = y * self._param(norm, "weight", x)
+        b = self._param(norm, "bias", x)
+        return y + b if b is not None else y
 
     def check_cuts_supported(self) -> None:
         if self.hf_config.model_type not in CUT_FAMILIES:
@@ -283,7 +348,7 @@ class NNsightSource:
         out = {}
         for l, h in heads:
             zm = zs[l].mean((0, 1)).reshape(-1)
-            w = _get(self.lm._module, f"{self.paths[0]}.{l}.{self.paths[1]}.{self.paths[2]}").weight
+            w = self._weight(f"{self.paths[0]}.{l}.{self.paths[1]}.{self.paths[2]}.weight")
             E = self.cfg.d_head
             W_O = w[h * E:(h + 1) * E] if self.paths[5] else w[:, h * E:(h + 1) * E].T
             out[(l, h)] = (zm[h * E:(h + 1) * E].to(W_O.dtype) @ W_O).detach().float().cpu()
@@ -328,9 +393,15 @@ class NNsightSource:
             val = metric(self.lm.output.logits.float(), toks.to(self.lm.output.logits.device)).save()
         return float(torch.as_tensor(val).double().mean())
 
+    def _weight(self, name: str) -> torch.Tensor:
+        """The HF module's parameter `name`, read outside a trace (offloaded by accelerate: from its hook)."""
+        from .hf_weights import resolve_tensor
+
+        return resolve_tensor(self.lm._module, name, _get(self.lm._module, name))
+
     def unembed_direction(self, token) -> torch.Tensor:
         """`W_U[:, token]` (or a difference for `(a, b)`) from the unembedding module's weight."""
-        w = _get(self.lm._module, self.paths[4]).weight  # [V, D]
+        w = self._weight(f"{self.paths[4]}.weight")  # [V, D]
         if isinstance(token, (tuple, list)):
             return (w[token[0]] - w[token[1]]).detach()
         return w[token].detach()

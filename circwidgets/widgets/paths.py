@@ -74,6 +74,8 @@ class PathExpansion(CircuitWidget):
         self.run = frozen_run(self.model, toks[None])  # one forward pass; patterns shared with other views
         self.data = self.run.attention or attention_patterns(self.model, toks)  # (a shared hit: no new run)
         P = toks.shape[0]
+        if position is None and self._streamed():  # (the decisive position needs the model in memory)
+            position = P - 1
         if position is None:  # where induction decides the next token (the evidence worth showing first)
             # (a deferred setup reads the selection traits: they may have changed since construction)
             layer, head = (self.layer, self.head) if self.deferred else self._init_head
@@ -96,6 +98,10 @@ class PathExpansion(CircuitWidget):
         if not 0 <= t < self.model.cfg.d_vocab:
             raise IndexError(f"target={t} is out of range: token ids are 0..{self.model.cfg.d_vocab - 1}")
         return t
+
+    def _streamed(self) -> bool:
+        """A lazy checkpoint or an nnsight / HF source: weights read one layer at a time."""
+        return self.run is not None and self.run.reader is not None
 
     # ------------------------------------------------------------------ terms
     def logit_paths(self) -> LogitPaths:
@@ -163,7 +169,8 @@ class PathExpansion(CircuitWidget):
             return
         try:
             def compute():
-                vh = virtual_heads(self.model, self.data, heads[0], heads[1])
+                weights = self.run.reader.weights if self._streamed() else self.model  # (streamed: two layers)
+                vh = virtual_heads(weights, self.data, heads[0], heads[1])
                 return {"heads": [list(h) for h in heads], **encode_array(vh.pattern[0].float(), "float16")}
 
             self.virtual = self.cached(("virtual", *heads, self._version), compute)
@@ -201,10 +208,22 @@ def paths(model, text_or_tokens, labels: Sequence[str] | None = None, position: 
     """PathExpansion widget: the logit of `target` (default: the next token of the text, or the
     model's top prediction at the last position) at `position` (default: `engine.decisive_position`, an
     induction position where the strongest induction head decides the next token; the last position when
-    the text repeats nothing), split into the direct path, one-head
+    the text repeats nothing, or for a lazy checkpoint / nnsight model), split into the direct path, one-head
     terms and virtual-head terms (engine.paths), with their sum next to the model's own logit.
     max_order: heads per enumerated path (default 2 up to 64 heads, else 1: enumerating every
     virtual head of a 144-head model takes minutes on a CPU; what is not enumerated is the
-    "remainder" bar, so the sum stays exact)."""
-    return PathExpansion(as_model(model, tokenizer), text_or_tokens, labels=labels, position=position,
-                         target=target, max_order=max_order)
+    "remainder" bar, so the sum stays exact).
+
+    `model`: our `Transformer` (or a HF / TransformerLens model, converted), a lazy checkpoint
+    (`cw.from_hf(path, lazy=True)`) or an nnsight `LanguageModel` / `NNsightSource`: these two run one
+    forward pass (layer by layer, or one trace) and read the weights one layer at a time
+    (`engine.streamed_paths`)."""
+    from ..model.lazy_source import LazySource
+    from ..model.nnsight_source import NNsightSource, as_source
+
+    if type(model).__module__.startswith("nnsight") or isinstance(model, NNsightSource):
+        model = as_source(model)  # an nnsight model: patterns from a trace, weights one layer at a time
+    elif not isinstance(model, LazySource):
+        model = as_model(model, tokenizer)
+    return PathExpansion(model, text_or_tokens, labels=labels, position=position, target=target,
+                         max_order=max_order)

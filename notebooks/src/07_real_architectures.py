@@ -225,7 +225,7 @@ except Exception as e:  # noqa: BLE001 - offline (no network) or no transformers
 # keeps the checkpoint's tensors in their files (memory-mapped, bfloat16 stays bfloat16) and reads one layer
 # at a time. The vocabulary enters only through the Gram matrices `W_Eᵀ W_E` and `W_U W_E`, computed once in
 # blocks and cached on disk in a directory you choose. The forward passes some views need (the composition
-# view's patterns, head scores, ablation) also run one layer at a time.
+# view's patterns, head scores, ablation, path expansion) also run one layer at a time.
 #
 # Offline, a small random Llama-style checkpoint written here in bfloat16 shards stands in for a downloaded
 # one (`huggingface_hub.snapshot_download(name)` gives the directory of a real one).
@@ -255,6 +255,10 @@ try:
           float(torch.nan_to_num(engine.composition_scores(lazy, "k", offset=1), nan=0).max()))
     info = lazy.cache_info()
     print(f"cache: {info['files']} file(s), {info['bytes'] / 1024:.0f} KiB in {Path(info['dir']).name}/")
+    # path expansion of one logit (what cw.paths shows): frozen activations, then one layer's weights at a time
+    lp = engine.logit_paths(engine.frozen_run(lazy, torch.arange(1, 17)), 15, 7, max_order=2)
+    print(f"logit of token 7 at position 15: {len(lp.values)} path terms summing to {lp.total:+.4f} "
+          f"(the model's logit {lp.model_logit:+.4f})")
 except ImportError:
     lazy = None
     print("transformers is not installed: `pip install transformers` to write and read checkpoints")
@@ -280,7 +284,8 @@ view if lazy is not None else None
 # model lives: this machine, several GPUs (`device_map="auto"`), or a remote server (NDIF) with
 # `remote=True`. Every activation function of the engine accepts an nnsight `LanguageModel` (or a Hugging
 # Face model, which it wraps) and asks the trace only for what it needs: one layer's pattern, one number per
-# ablation, a `[layer, head]` table. The numbers equal those of the converted model:
+# ablation, a `[layer, head]` table; path expansion gets the patterns, norm scales and MLP outputs from one
+# trace and reads the weights one layer at a time. The numbers equal those of the converted model:
 
 # %%
 import warnings
@@ -299,7 +304,8 @@ try:
         eff = engine.ablate_heads(m, toks, [(2, 1)], kind="mean")
         cut = engine.ablate_path(m, toks, (0, 1), (2, 3), kind="k")
         ind = engine.head_scores(m, "induction", seq_len=10, n_seqs=2)
+        lp = engine.logit_paths(engine.frozen_run(m, toks), 15, 7, max_order=1)  # patterns from one trace
         print(f"{name:9s}: mean-ablate L2H1 {eff.delta:+.4e} | cut L0H1 -> L2H3 keys {cut.delta:+.4e} | "
-              f"best induction score {float(ind.max()):.4f}")
+              f"best induction score {float(ind.max()):.4f} | path terms of one logit sum to {lp.total:+.4f}")
 except ImportError:
     print("nnsight is not installed: `pip install nnsight` to run activation views through it")
