@@ -64,3 +64,24 @@ def run_tl_tests_on_other_version():
         assert " passed" in out and " failed" not in out
 
     return run
+
+
+@pytest.fixture
+def remote_trace_spy(monkeypatch):
+    """`seen = remote_trace_spy(lm)`: every later `lm.trace(...)` appends its `remote=` argument to `seen`
+    and runs locally (no nnsight server can run here: `nnsight-serve` needs vLLM), so a test can check
+    that `remote=True` reaches each trace with everything before the request done."""
+
+    def install(lm) -> list:
+        seen = []
+        real = type(lm).trace
+
+        def spy(self, *args, **kwargs):
+            seen.append(kwargs.get("remote"))
+            kwargs["remote"] = False  # run locally what would have been sent
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(lm), "trace", spy)
+        return seen
+
+    return install

@@ -130,19 +130,11 @@ def test_sdpa_is_refused_with_the_switch():
         engine.attention_patterns(lm, TOKS)
 
 
-def test_remote_switch_reaches_every_trace(pair, monkeypatch):
+def test_remote_switch_reaches_every_trace(pair, remote_trace_spy):
     """No nnsight server can run here (`nnsight-serve` needs vLLM): check that remote=True is passed to
     each trace, with everything before the request done."""
     _, lm, _ = pair
-    seen = []
-    real = type(lm).trace
-
-    def spy(self, *args, **kwargs):
-        seen.append(kwargs.get("remote"))
-        kwargs["remote"] = False  # run locally what would have been sent
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(type(lm), "trace", spy)
+    seen = remote_trace_spy(lm)
     src = NNsightSource(lm, remote=True)
     engine.activations.head_pattern(src, TOKS, 1, 0)
     engine.activations.ablate_heads(src, TOKS, [(0, 0)])

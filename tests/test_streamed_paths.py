@@ -184,19 +184,11 @@ def test_nnsight_trace_sends_back_only_the_frozen_activations(pair):
         torch.testing.assert_close(acts["mlp_out"][l], cache["mlp_out", l], rtol=1e-4, atol=2e-4)  # float32
 
 
-def test_remote_switch_reaches_the_path_trace(pair, monkeypatch):
+def test_remote_switch_reaches_the_path_trace(pair, remote_trace_spy):
     from circwidgets.model.nnsight_source import NNsightSource
 
     lm, _ = pair
-    seen = []
-    real = type(lm).trace
-
-    def spy(self, *args, **kwargs):
-        seen.append(kwargs.get("remote"))
-        kwargs["remote"] = False  # run locally what would have been sent
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(type(lm), "trace", spy)
+    seen = remote_trace_spy(lm)
     src = NNsightSource(lm, remote=True)
     path_terms(src, TOKS, max_order=1)
     frozen_run(src, TOKS[:1])
