@@ -18,7 +18,7 @@ from circwidgets.engine.induction import decisive_position, opening_head, text_i
 from circwidgets.engine.paths import frozen_run, logit_paths
 from circwidgets.engine.text_run import shared_text_run, text_run
 from circwidgets.model import Transformer
-from circwidgets.model.testing import random_model
+from circwidgets.model.testing import half_repeated_tokens, random_model
 from circwidgets.widgets import AttentionPatterns, Composition, SkipTrigrams
 from circwidgets.widgets._data import decode_array
 
@@ -33,10 +33,7 @@ def lm() -> Transformer:
 
 
 def _tokens() -> torch.Tensor:
-    g = torch.Generator().manual_seed(1)
-    t = torch.randint(0, V, (P,), generator=g)
-    t[P // 2:] = t[: P - P // 2]  # repeats: induction positions (the paths panel's default position)
-    return t
+    return half_repeated_tokens(P, V, seed=1)  # repeats: induction positions (the paths panel's position)
 
 
 class ForwardSpy:

@@ -17,23 +17,17 @@ from circwidgets.engine import prep
 from circwidgets.engine._check import check_finite
 from circwidgets.engine.ablation_state import ablated_run
 from circwidgets.model import Transformer, fold_layernorm
-from circwidgets.model.testing import random_model
+from circwidgets.model.testing import half_repeated_tokens, random_model
 
 # long enough that pos x d_vocab is above the ablation view's 2M threshold (the compact runs)
 P, V = 520, 4096
+TEXT = half_repeated_tokens(P, V, seed=0)  # repeats: induction positions (the paths panel's position)
 
 
 @pytest.fixture(scope="module")
 def lm() -> Transformer:
     return random_model(n_layers=2, n_heads=4, d_model=32, d_head=8, d_vocab=V, n_ctx=P, attn_only=False,
                         normalization="LN", biases=True, seed=3, dtype=torch.float32)
-
-
-def _tokens() -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    t = torch.randint(0, V, (P,), generator=g)
-    t[P // 2:] = t[: P - P // 2]  # repeats: induction positions exist (the paths panel's decisive position)
-    return t
 
 
 def _tensors(roots, skip) -> list[torch.Tensor]:
@@ -65,7 +59,7 @@ def _tensors(roots, skip) -> list[torch.Tensor]:
 def explorer(lm):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return cw.explore(lm, _tokens())
+        return cw.explore(lm, TEXT.clone())
 
 
 def test_explorer_holds_no_logits(explorer, lm):
@@ -100,7 +94,7 @@ def test_explorer_panels_share_one_copy(explorer, lm):
 
 
 def test_compact_ablation_run_equals_the_full_run(lm):
-    toks = _tokens()[None]
+    toks = TEXT.clone()[None]
     for heads, kind in (((), "zero"), (((1, 2), (0, 1)), "mean")):
         full = ablated_run(lm, toks, heads=heads, kind=kind)
         small = ablated_run(lm, toks, heads=heads, kind=kind, keep_logits=False)

@@ -134,9 +134,13 @@ def register_shared(key: tuple, data: AttentionData) -> None:
 
 def shared_patterns(model: Transformer, tokens) -> AttentionData | None:
     """The patterns of `model` on `tokens` if some view already holds them (any dtype), else None."""
-    toks = model.check_tokens(tokens)
+    return lookup_shared(_SHARED, model, model.check_tokens(tokens))
+
+
+def lookup_shared(registry: weakref.WeakValueDictionary, model: Transformer, toks: torch.Tensor):
+    """What `registry` holds for `model` on `toks` under `shared_key` in any dtype (the model's own first), or None."""
     for dt in (model.W_E.dtype, torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        hit = _SHARED.get(shared_key(model, toks, dt))
+        hit = registry.get(shared_key(model, toks, dt))
         if hit is not None:
             return hit
     return None

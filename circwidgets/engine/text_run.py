@@ -25,7 +25,7 @@ import torch
 from ..model import Transformer
 from ._check import check_finite, check_finite_output
 from .ablation_state import AblatedRun, compact_from_final, final_hook_name, full_from_logits, kv_group_notes
-from .patterns import AttentionData, register_shared, run_until, shared_key
+from .patterns import AttentionData, lookup_shared, register_shared, run_until, shared_key
 
 __all__ = ["TextRun", "shared_text_run", "text_run"]
 
@@ -92,13 +92,7 @@ def shared_text_run(model: Transformer, tokens) -> TextRun | None:
     if not isinstance(model, Transformer):
         return None
     toks = model.check_tokens(tokens)
-    if toks.shape[0] != 1:
-        return None
-    for dt in (model.W_E.dtype, torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        hit = _RUNS.get(shared_key(model, toks, dt))
-        if hit is not None:
-            return hit
-    return None
+    return lookup_shared(_RUNS, model, toks) if toks.shape[0] == 1 else None
 
 
 @torch.no_grad()

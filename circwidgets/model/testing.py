@@ -69,3 +69,10 @@ def rotated(model: Transformer, seed: int = 1, keep_ones: bool = False) -> Trans
             sd["b_out"] = sd["b_out"] @ R
     m.load_state_dict(sd)
     return m
+
+
+def half_repeated_tokens(n_pos: int, d_vocab: int, seed: int = 0) -> torch.Tensor:
+    """`[n_pos]` random token ids whose second half repeats the first: a text with induction positions."""
+    t = torch.randint(0, d_vocab, (n_pos,), generator=torch.Generator().manual_seed(seed))
+    t[n_pos // 2:] = t[: n_pos - n_pos // 2]
+    return t
