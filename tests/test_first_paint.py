@@ -18,7 +18,7 @@ from circwidgets.engine.induction import decisive_position, opening_head, text_i
 from circwidgets.engine.paths import frozen_run, logit_paths
 from circwidgets.engine.text_run import shared_text_run, text_run
 from circwidgets.model import Transformer
-from circwidgets.model.testing import half_repeated_tokens, random_model
+from circwidgets.model.testing import half_repeated_tokens, random_model, varied_repeat_tokens
 from circwidgets.widgets import AttentionPatterns, Composition, SkipTrigrams
 from circwidgets.widgets._data import decode_array
 
@@ -33,7 +33,7 @@ def lm() -> Transformer:
 
 
 def _tokens() -> torch.Tensor:
-    return half_repeated_tokens(P, V, seed=1)  # repeats: induction positions (the paths panel's position)
+    return varied_repeat_tokens(P, V, seed=1)  # repeats at many distances: induction positions, as in text
 
 
 class ForwardSpy:
@@ -161,6 +161,8 @@ def test_the_explorer_opens_on_the_texts_strongest_induction_head(lm):
     once = torch.arange(40)
     assert text_induction_head(lm, once) is None
     assert opening_head(lm, once) == engine.strongest_induction_head(lm)
+    # nor does a text repeated once: every repeat at one distance, which a fixed-offset head scores as well
+    assert text_induction_head(lm, half_repeated_tokens(P, V, seed=1)) is None
 
 
 def test_deferred_views_compute_on_the_pages_request(lm):

@@ -176,12 +176,16 @@ def strongest_induction_head(model: Transformer, n_seqs: int = 8, seed: int = 0)
 def text_induction_head(model: Transformer, tokens, data=None) -> Head | None:
     """The head with the highest induction score on `tokens` themselves (`heads.scores_from_patterns`: the
     attention each position pays to the token after an earlier occurrence of its own token), in a layer ≥ 1
-    (any layer for a one-layer model); None when no token of the text occurs twice (no score). Patterns from
+    (any layer for a one-layer model); None when the text has too few repeats for a score that a fixed-offset
+    head could not fake (fewer than `MIN_TEXT_REPEATS` repeated tokens, or most of them at one distance from
+    their earlier occurrence, as in a text repeated once). Patterns from
     `data` (an `AttentionData` of these tokens, e.g. a `text_run`'s: no forward pass) or computed."""
     from .heads import scores_from_patterns
     from .patterns import attention_patterns
 
     toks = model.check_tokens(tokens)[0]
+    if not _enough_repeats(toks.cpu()):
+        return None
     if data is None:
         data = attention_patterns(model, toks)
     s = scores_from_patterns(data.pattern, toks.cpu(), kinds=("induction",))["induction"]
@@ -193,11 +197,31 @@ def text_induction_head(model: Transformer, tokens, data=None) -> Head | None:
     return layer + first, head
 
 
+# A text score only counts when it cannot come from a head that looks a fixed distance back: enough scored
+# positions, and no one distance to the earlier occurrence behind most of them (a text repeated once has one).
+MIN_TEXT_REPEATS, MAX_ONE_DISTANCE_SHARE = 16, 0.5
+
+
+def _enough_repeats(toks: torch.Tensor) -> bool:
+    """Whether `toks` `[pos]` has >= MIN_TEXT_REPEATS positions whose token occurred before, with no one
+    distance to the nearest earlier occurrence shared by more than MAX_ONE_DISTANCE_SHARE of them."""
+    from .heads import detection_masks
+
+    dup = detection_masks(toks[None])["duplicate_token"][0]  # [query, key]: an earlier occurrence
+    rows = dup.any(-1)
+    if int(rows.sum()) < MIN_TEXT_REPEATS:
+        return False
+    ar = torch.arange(len(toks))
+    nearest = torch.where(dup, ar[None, :], -1).max(-1).values  # latest earlier occurrence per query
+    _, counts = torch.unique((ar - nearest)[rows], return_counts=True)
+    return int(counts.max()) <= MAX_ONE_DISTANCE_SHARE * int(rows.sum())
+
+
 def opening_head(model: Transformer, tokens, data=None) -> Head:
     """Where a view of `model` on `tokens` opens (the explorer's default selection): the strongest induction
-    head on the text itself (`text_induction_head`, from patterns the view has anyway), or, on a text in
-    which no token occurs twice, the strongest on repeated random tokens (`strongest_induction_head`: a
-    forward pass per repeat length)."""
+    head on the text itself (`text_induction_head`, from patterns the view has anyway), or, on a text with
+    too few repeats to tell an induction head from a fixed-offset one, the strongest on repeated random
+    tokens over several repeat lengths (`strongest_induction_head`: a forward pass per repeat length)."""
     return text_induction_head(model, tokens, data) or strongest_induction_head(model)
 
 

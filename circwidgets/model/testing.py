@@ -76,3 +76,19 @@ def half_repeated_tokens(n_pos: int, d_vocab: int, seed: int = 0) -> torch.Tenso
     t = torch.randint(0, d_vocab, (n_pos,), generator=torch.Generator().manual_seed(seed))
     t[n_pos // 2:] = t[: n_pos - n_pos // 2]
     return t
+
+
+def varied_repeat_tokens(n_pos: int, d_vocab: int, seed: int = 0, stretch: tuple[int, int] = (4, 24)) -> torch.Tensor:
+    """`[n_pos]` random token ids in which stretches of `stretch` tokens are copies of random earlier
+    stretches (every other stretch), so that repeats occur at many distances, as in natural text."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, d_vocab, (n_pos,), generator=g)
+    p, copy = stretch[1], False
+    while p < n_pos:
+        n = int(torch.randint(stretch[0], stretch[1] + 1, (1,), generator=g))
+        n = min(n, n_pos - p)
+        if copy:
+            src = int(torch.randint(0, p - n + 1, (1,), generator=g))
+            t[p:p + n] = t[src:src + n].clone()
+        p, copy = p + n, not copy
+    return t
