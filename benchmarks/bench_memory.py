@@ -45,7 +45,9 @@ cfg = ModelConfig(n_layers=12, d_model=768, n_heads=12, d_head=64, d_vocab=50257
                   normalization="LN", biases=True, act_fn="gelu_new", name="gpt2-small-shaped")
 with torch.no_grad():
     model = Transformer(cfg, seed=0).eval()
-toks = torch.randint(0, cfg.d_vocab, ({tokens},), generator=torch.Generator().manual_seed(0))
+from circwidgets.model.testing import varied_repeat_tokens
+toks = (varied_repeat_tokens({tokens}, cfg.d_vocab, seed=0) if {text!r} == "repeats" else
+        torch.randint(0, cfg.d_vocab, ({tokens},), generator=torch.Generator().manual_seed(0)))
 model_mb = rss_mb()
 case = {case!r}
 t0 = time.perf_counter()
@@ -105,10 +107,10 @@ ENGINE = ["model.forward", "engine.text_run", "engine.attention_patterns", "engi
           "engine.logit_paths"]
 
 
-def run_case(case: str, tokens: int, threads: int, timeout: float) -> dict:
+def run_case(case: str, tokens: int, threads: int, timeout: float, text: str = "random") -> dict:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    code = CASE.format(case=case, tokens=tokens, threads=threads)
+    code = CASE.format(case=case, tokens=tokens, threads=threads, text=text)
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -125,12 +127,15 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--cases", default=",".join(VIEWS + ENGINE))
     ap.add_argument("--json", default="")
+    ap.add_argument("--text", choices=("random", "repeats"), default="random",
+                    help="random token ids (few repeats: the explorer's opening head then comes from the "
+                         "repeat-length sweep) or random ids with copied stretches at many distances (like text)")
     args = ap.parse_args()
     rows = []
-    print(f"GPT-2-small shape, {args.tokens} tokens, {args.threads} thread(s); peak RSS includes the model")
+    print(f"GPT-2-small shape, {args.tokens} tokens ({args.text}), {args.threads} thread(s); peak RSS incl. the model")
     print(f"{'case':28s} {'model MB':>9s} {'peak MB':>9s} {'first paint s':>14s} {'+ deferred s':>13s}  note")
     for case in args.cases.split(","):
-        r = run_case(case, args.tokens, args.threads, args.timeout)
+        r = run_case(case, args.tokens, args.threads, args.timeout, args.text)
         rows.append(r)
         ok = "peak_mb" in r
         note = r.get("error", "")
