@@ -3,15 +3,17 @@ their sum beside the model's own logit; click a bar for that head's pattern."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import traitlets
 
-from ..engine.induction import decisive_position
+from ..engine.induction import decisive_position, opening_head
 from ..engine.paths import FrozenRun, LogitPaths, frozen_run, logit_paths
 from ..engine.patterns import attention_patterns
+from ..engine.text_run import text_run
 from ..engine.virtual import virtual_heads
 from ..model import Transformer
 from ._data import as_model, encode_array, find_token, token_label, tokens_and_labels
@@ -71,7 +73,10 @@ class PathExpansion(CircuitWidget):
         text_or_tokens, labels, position, target = self._init_input
         toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
         self.tokens = toks
-        self.run = frozen_run(self.model, toks[None])  # one forward pass; patterns shared with other views
+        shared = None  # one forward pass on the text (engine.text_run), held while the view is set up: the
+        with contextlib.suppress(TypeError):  # frozen run, the patterns and the decisive position answer from it
+            shared = text_run(self.model, toks) if self.model.cfg.n_layers and self.model.cfg.n_heads else None
+        self.run = frozen_run(self.model, toks[None])  # (a lazy checkpoint / nnsight source: its own pass)
         self.data = self.run.attention or attention_patterns(self.model, toks)  # (a shared hit: no new run)
         P = toks.shape[0]
         if position is None and self._streamed():  # (the decisive position needs the model in memory)
@@ -79,8 +84,11 @@ class PathExpansion(CircuitWidget):
         if position is None:  # where induction decides the next token (the evidence worth showing first)
             # (a deferred setup reads the selection traits: they may have changed since construction)
             layer, head = (self.layer, self.head) if self.deferred else self._init_head
-            own = (layer, head) if layer >= 1 else None  # a layer-0 selection: the strongest
+            # a layer-0 selection: the text's induction head (engine.opening_head; else the repeat-length sweep)
+            own = (layer, head) if layer >= 1 else (opening_head(self.model, toks, self.data)
+                                                     if self.model.cfg.n_layers > 1 else None)
             position = decisive_position(self.model, toks, own) if self.model.cfg.n_layers else P - 1
+        del shared
         if not -P <= position < P:
             raise IndexError(f"position={position} is out of range: 0..{P - 1}")
         pos = position % P
