@@ -3,7 +3,6 @@ their sum beside the model's own logit; click a bar for that head's pattern."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,10 +72,11 @@ class PathExpansion(CircuitWidget):
         text_or_tokens, labels, position, target = self._init_input
         toks, labs = tokens_and_labels(self.model, text_or_tokens, labels)
         self.tokens = toks
-        shared = None  # one forward pass on the text (engine.text_run), held while the view is set up: the
-        with contextlib.suppress(TypeError):  # frozen run, the patterns and the decisive position answer from it
-            shared = text_run(self.model, toks) if self.model.cfg.n_layers and self.model.cfg.n_heads else None
-        self.run = frozen_run(self.model, toks[None])  # (a lazy checkpoint / nnsight source: its own pass)
+        # one forward pass on the text (engine.text_run), held while the view is set up: the frozen run, the
+        # patterns and the decisive position answer from it (a lazy checkpoint / nnsight source: its own pass)
+        in_memory = isinstance(self.model, Transformer) and self.model.cfg.n_layers and self.model.cfg.n_heads
+        shared = text_run(self.model, toks) if in_memory else None
+        self.run = frozen_run(self.model, toks[None])
         self.data = self.run.attention or attention_patterns(self.model, toks)  # (a shared hit: no new run)
         P = toks.shape[0]
         if position is None and self._streamed():  # (the decisive position needs the model in memory)
