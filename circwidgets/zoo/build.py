@@ -79,7 +79,7 @@ SPECS: dict[str, list[dict]] = {
              tol=0, text="offset Δ (0..63) where the strongest layer-0 previous-token head's offset profile peaks"),
         dict(id="kcomp_prev", fn="kcomp_source_prev_token", args=dict(**HEAD_ARGS), op=">=", target=0.5, tol=0.01,
              text="previous-token score of the strongest K-composition input of the best induction head "
-                  "(K-composition at Δ = |r| - 1, averaged over the repeat lengths)"),
+                  "(the induction head's QK circuit averaged over Δ = |r| - 1 for the repeat lengths)"),
         dict(id="prev_token_l0", fn="previous_token_max", args=dict(layer=0, **HEAD_ARGS), op=">=", target=None,
              tol=0.01, text="best layer-0 previous-token score (mean over repeat lengths 10, 23, 50, 100)"),
         dict(id="induction_l1", fn="induction_max", args=dict(layer=1, **HEAD_ARGS), op=">=", target=None,

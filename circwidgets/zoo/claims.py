@@ -95,10 +95,10 @@ def kcomp_source_prev_token(model: Transformer, stats: dict, seq_len: int | None
     s = _scores(model, seq_len, n_seqs, seed)
     h2 = int(s["induction"][1].argmax())
     if model.cfg.positional == "rotary":
-        # W_QK depends on the offset Δ: average over the offsets at which an induction head attends on
-        # BOS + r + r (Δ = |r| - 1 for each repeat length of the sweep, or `seq_len` - 1)
+        # W_QK depends on the offset Δ: the engine averages the later head's circuit over the offsets at which
+        # an induction head attends on BOS + r + r (Δ = |r| - 1 for each repeat length of the sweep, or seq_len - 1)
         deltas = [n - 1 for n in ((seq_len,) if seq_len else REPEAT_LENS)]
-        k = torch.stack([composition_scores(model, "k", offset=d)[0, :, 1, h2] for d in deltas]).mean(0)
+        k = composition_scores(model, "k", offset=deltas)[0, :, 1, h2]
     else:
         k = composition_scores(model, "k")[0, :, 1, h2]  # [head1]
     h1 = int(k.argmax())
