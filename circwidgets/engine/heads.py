@@ -152,7 +152,10 @@ def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int 
     each), so a head that looks a fixed distance back does not pass for an induction head.
     bos: "auto" = `cfg.bos_token_id`, or token 0 when the model has none; an int id; None = no BOS.
     The forward pass stops after the last layer's attention pattern (no unembedding) and keeps no
-    cache, so this is cheap enough to call at every evaluation of a training run.
+    activation cache, so this is cheap enough to call at every evaluation of a training run. On repeated
+    random tokens (`tokens` None) of an in-memory model with no hooks attached, each repeat length's scores
+    are kept per model and weights version (all kinds from one pass): asking again, for any kinds, reruns
+    nothing until a parameter is replaced or modified in place.
     Scores are in [0, 1]; NaN where no row of the batch has a mask entry (e.g. induction on
     tokens with no repeats). An nnsight / Hugging Face model or a lazy checkpoint: the patterns come
     from its activation source (`model.nnsight_source`; one trace per repeat length, every layer's
@@ -172,6 +175,27 @@ def all_head_scores(model: Transformer, seq_len: int | None = None, n_seqs: int 
             per_len = scores_by_length(model, lens, n_seqs, seed, bos, kinds)
             return {k: sum(p[k] for p in per_len.values()) / len(lens) for k in kinds}
         seq_len = lens[0]
+        if not source and not model._hooks:  # a function of the weights: computed once per weights version
+            return _cached_pass(model, seq_len, n_seqs, seed, bos, kinds)
+    return _scores_pass(model, source, tokens, seq_len, n_seqs, seed, bos, kinds)
+
+
+def _cached_pass(model: Transformer, seq_len: int, n_seqs: int, seed: int, bos, kinds) -> dict[str, torch.Tensor]:
+    """`_scores_pass` on `BOS + r + r` of one repeat length, every kind at once, kept per model and weights
+    version (`prep`'s cache: replacing or editing a parameter in place starts afresh) and handed out as
+    copies: the explorer's opening head, the attention grid and `strongest_induction_head` share one pass.
+    Each kind's score is computed independently of the others, so the values are what a pass for `kinds`
+    alone gives."""
+    cache = _check_weights(model).setdefault("head_scores", {})
+    key = (seq_len, n_seqs, seed, _bos_id(model, bos))
+    if key not in cache:
+        cache[key] = _scores_pass(model, False, None, seq_len, n_seqs, seed, bos, KINDS)
+    return {k: cache[key][k].clone() for k in kinds}
+
+
+def _scores_pass(model, source: bool, tokens, seq_len, n_seqs: int, seed: int, bos, kinds) -> dict[str, torch.Tensor]:
+    """`all_head_scores` of one batch (`tokens`, or `BOS + r + r` of length `seq_len`): one forward pass
+    stopped at the last layer's pattern (one trace for an activation source `model`)."""
     if not source:
         _check_weights(model)
     toks = _prepare_tokens(model, tokens, seq_len, n_seqs, seed, bos)

@@ -160,10 +160,14 @@ def positional_qk_profile(model: Transformer, head: Head, n_pos: int | None = No
 
 
 # ------------------------------------------------------------------------------- where induction shows
-def strongest_induction_head(model: Transformer, n_seqs: int = 8, seed: int = 0) -> Head:
+def strongest_induction_head(model: Transformer, n_seqs: int = 4, seed: int = 0) -> Head:
     """The head with the highest induction score (engine `head_scores`, averaged over the repeat-length
     sweep) in a layer ≥ 1 (an induction head needs an earlier head to compose with); any layer for a
-    one-layer model."""
+    one-layer model.
+
+    The default sweep is `all_head_scores(model)`'s own (4 sequences per repeat length), so the head is the
+    top of the attention grid's induction colour, and the pass is made once per weights version (cached:
+    the grid and every later view of the model read the same scores)."""
     from .heads import head_scores
 
     s = head_scores(model, "induction", n_seqs=n_seqs, seed=seed)
@@ -221,7 +225,8 @@ def opening_head(model: Transformer, tokens, data=None) -> Head:
     """Where a view of `model` on `tokens` opens (the explorer's default selection): the strongest induction
     head on the text itself (`text_induction_head`, from patterns the view has anyway), or, on a text with
     too few repeats to tell an induction head from a fixed-offset one, the strongest on repeated random
-    tokens over several repeat lengths (`strongest_induction_head`: a forward pass per repeat length)."""
+    tokens over several repeat lengths (`strongest_induction_head`: a forward pass per repeat length, each
+    stopped at the last layer's pattern, made once per weights version)."""
     return text_induction_head(model, tokens, data) or strongest_induction_head(model)
 
 

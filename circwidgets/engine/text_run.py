@@ -27,7 +27,7 @@ from ._check import check_finite, check_finite_output
 from .ablation_state import AblatedRun, compact_from_final, final_hook_name, full_from_logits, kv_group_notes
 from .patterns import AttentionData, lookup_shared, register_shared, run_until, shared_key
 
-__all__ = ["TextRun", "shared_text_run", "text_run"]
+__all__ = ["TextRun", "shared_text_run", "supports_text_run", "text_run"]
 
 
 class TextRun:
@@ -95,19 +95,24 @@ def shared_text_run(model: Transformer, tokens) -> TextRun | None:
     return lookup_shared(_RUNS, model, toks) if toks.shape[0] == 1 else None
 
 
+def supports_text_run(model) -> bool:
+    """Whether `text_run` runs `model`: an in-memory circwidgets `Transformer` with at least one layer (a lazy
+    checkpoint or an nnsight / Hugging Face source is none: their views run their own passes). The one test
+    the views ask before they share a run."""
+    return isinstance(model, Transformer) and model.cfg.n_layers > 0
+
+
 @torch.no_grad()
 def text_run(model: Transformer, tokens, dtype: torch.dtype | None = None) -> TextRun:
     """The `TextRun` of `model` on one sequence `tokens` (`[pos]` or `[1, pos]`): one forward pass, stopped
     at the final normalised residual (no unembedding). `dtype`: storage dtype of the patterns (default the
     model's). Returns the live one when there is one. Needs an in-memory `Transformer` with at least one
-    layer (not a lazy checkpoint or an nnsight source: their views compute their own runs)."""
-    from ..model.lazy import is_lazy
-    from ..model.nnsight_source import is_source
-
-    if not isinstance(model, Transformer) or is_lazy(model) or is_source(model):
+    layer (`supports_text_run`; not a lazy checkpoint or an nnsight source: their views compute their own
+    runs)."""
+    if not supports_text_run(model):
+        if isinstance(model, Transformer):
+            raise ValueError("text_run needs a model with at least one layer")
         raise TypeError("text_run needs an in-memory circwidgets Transformer")
-    if model.cfg.n_layers == 0:
-        raise ValueError("text_run needs a model with at least one layer")
     check_finite(model)
     toks = model.check_tokens(tokens)
     if toks.shape[0] != 1:

@@ -12,7 +12,7 @@ import traitlets
 
 from ..engine.induction import opening_head, strongest_induction_head
 from ..engine.patterns import attention_patterns
-from ..engine.text_run import text_run
+from ..engine.text_run import supports_text_run, text_run
 from ..model import Transformer
 from ._data import as_model, tokens_and_labels
 from .ablation import Ablation
@@ -69,10 +69,10 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
         run, data = None, None
         if model.cfg.n_layers and model.cfg.n_heads and toks is not None:
             with contextlib.suppress(Exception):  # a bad input: each panel reports it itself
-                try:
+                if supports_text_run(model):
                     run = text_run(model, toks)
                     data = run.attention
-                except TypeError:  # a lazy checkpoint or nnsight source: the patterns only, shared
+                else:  # a lazy checkpoint or nnsight source: the patterns only, shared
                     data = attention_patterns(model, toks)
                 if layer is None or head is None:  # open on induction, measured on this text (engine.opening_head)
                     layer, head = opening_head(model, toks, data)

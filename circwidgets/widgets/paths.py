@@ -9,10 +9,10 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine.induction import decisive_position, opening_head
+from ..engine.induction import decisive_position, induction_positions, opening_head
 from ..engine.paths import FrozenRun, LogitPaths, frozen_run, logit_paths
 from ..engine.patterns import attention_patterns
-from ..engine.text_run import text_run
+from ..engine.text_run import supports_text_run, text_run
 from ..engine.virtual import virtual_heads
 from ..model import Transformer
 from ._data import as_model, encode_array, find_token, token_label, tokens_and_labels
@@ -74,8 +74,7 @@ class PathExpansion(CircuitWidget):
         self.tokens = toks
         # one forward pass on the text (engine.text_run), held while the view is set up: the frozen run, the
         # patterns and the decisive position answer from it (a lazy checkpoint / nnsight source: its own pass)
-        in_memory = isinstance(self.model, Transformer) and self.model.cfg.n_layers and self.model.cfg.n_heads
-        shared = text_run(self.model, toks) if in_memory else None
+        shared = text_run(self.model, toks) if supports_text_run(self.model) else None
         self.run = frozen_run(self.model, toks[None])
         self.data = self.run.attention or attention_patterns(self.model, toks)  # (a shared hit: no new run)
         P = toks.shape[0]
@@ -84,10 +83,12 @@ class PathExpansion(CircuitWidget):
         if position is None:  # where induction decides the next token (the evidence worth showing first)
             # (a deferred setup reads the selection traits: they may have changed since construction)
             layer, head = (self.layer, self.head) if self.deferred else self._init_head
-            # a layer-0 selection: the text's induction head (engine.opening_head; else the repeat-length sweep)
-            own = (layer, head) if layer >= 1 else (opening_head(self.model, toks, self.data)
-                                                     if self.model.cfg.n_layers > 1 else None)
-            position = decisive_position(self.model, toks, own) if self.model.cfg.n_layers else P - 1
+            if not self.model.cfg.n_layers or len(induction_positions(toks.cpu())) == 0:
+                position = P - 1  # (what decisive_position answers then: no head to choose, no sweep to run)
+            else:  # a layer-0 selection: the text's induction head (engine.opening_head; else the length sweep)
+                own = (layer, head) if layer >= 1 else (opening_head(self.model, toks, self.data)
+                                                         if self.model.cfg.n_layers > 1 else None)
+                position = decisive_position(self.model, toks, own)
         del shared
         if not -P <= position < P:
             raise IndexError(f"position={position} is out of range: 0..{P - 1}")
