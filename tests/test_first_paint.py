@@ -17,7 +17,7 @@ from circwidgets.engine.ablation_state import ablated_run
 from circwidgets.engine.induction import decisive_position, opening_head, text_induction_head
 from circwidgets.engine.paths import frozen_run, logit_paths
 from circwidgets.engine.text_run import shared_text_run, text_run
-from circwidgets.model import Transformer
+from circwidgets.model import ModelConfig, Transformer
 from circwidgets.model.testing import half_repeated_tokens, random_model, varied_repeat_tokens
 from circwidgets.widgets import AttentionPatterns, Composition, SkipTrigrams
 from circwidgets.widgets._data import decode_array
@@ -183,3 +183,168 @@ def test_deferred_views_compute_on_the_pages_request(lm):
     c.select(0, 1)
     c.complete()
     assert (c.layer, c.head) == (0, 1) and c.pair == c.pair_for_head(0, 1) and c.focus["head"] == 1
+
+
+# ------------------------------------------------------------------ the opening head's sweep (repeat lengths)
+def _planted_model(n_ctx: int = 128, d_vocab: int = 64, offset: int = 22, match: float = 4.0) -> Transformer:
+    """Two attention-only layers, positions and tokens one-hot (shortformer: positions enter Q and K only):
+    L0H0 attends one back and copies the token there into a subspace of its own; L1H1 is an induction head
+    (K-composition: its query's token against the copied previous token, logit `match`, so it is imperfect and
+    weaker on longer texts); L1H0 attends exactly `offset` back, which `BOS + r + r` with |r| = offset + 1
+    rewards as much as induction (the trap of a single repeat length). Every other weight is zero."""
+    P, V = n_ctx, d_vocab
+    cfg = ModelConfig(n_layers=2, d_model=P + 2 * V, n_heads=2, d_head=P, d_vocab=V, n_ctx=P, attn_only=True,
+                      normalization=None, positional="shortformer", biases=False, bos_token_id=0)
+    m = Transformer(cfg, seed=0).double().requires_grad_(False)
+    pos, tok, cp = slice(0, P), slice(P, P + V), slice(P + V, P + 2 * V)
+    eye_p, eye_v = torch.eye(P, dtype=torch.float64), torch.eye(V, dtype=torch.float64)
+
+    def back(k: int) -> tuple[torch.Tensor, torch.Tensor]:  # query i -> e_i, key j -> e_{j+k}: attends k back
+        key = torch.zeros(P, P, dtype=torch.float64)
+        idx = torch.arange(P - k)
+        key[idx, idx + k] = 1.0
+        return 12.0 * cfg.attn_scale * eye_p, key
+
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        m.W_pos[:, pos], m.W_E[:, tok], m.W_U[tok, :] = eye_p, eye_v, eye_v
+        m.W_Q[0, 0][pos], m.W_K[0, 0][pos] = back(1)
+        m.W_V[0, 0][tok, :V], m.W_O[0, 0][:V, cp] = eye_v, eye_v
+        m.W_Q[1, 0][pos], m.W_K[1, 0][pos] = back(offset)
+        m.W_Q[1, 1][tok, :V] = match * cfg.attn_scale * eye_v
+        m.W_K[1, 1][cp, :V], m.W_V[1, 1][cp, :V], m.W_O[1, 1][:V, tok] = eye_v, eye_v, eye_v
+    return m
+
+
+def _reference_sweep(model: Transformer, n_seqs: int = 4) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The opening sweep by its definition, dense in float64: per repeat length, the mass each head's pattern
+    (the model's own cache) puts on the token after an earlier occurrence of the query's token, over the rows
+    that have one, summed over `n_seqs` sequences of `BOS + r + r`; the mean over the lengths; its argmax in
+    layers >= 1. -> (scores `[layer, head]`, head)."""
+    lens = heads.detection_lengths(model)
+    total = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, dtype=torch.float64)
+    for n in lens:
+        toks = heads.induction_tokens(model, n, n_seqs)  # [batch, pos]: BOS + r + r, seeded as the engine's
+        B, Pn = toks.shape
+        mask = torch.zeros(B, Pn, Pn, dtype=torch.float64)
+        for b in range(B):
+            for i in range(Pn):
+                for j in range(1, i + 1):
+                    mask[b, i, j] = float(toks[b, j - 1] == toks[b, i])
+        rows = (mask.sum(-1) > 0).double()
+        _, cache = model.run_with_cache(toks)
+        for layer in range(model.cfg.n_layers):
+            A = cache["pattern", layer].double()  # [batch, head, q, k]
+            total[layer] += torch.einsum("bhqk,bqk->h", A, mask) / torch.einsum("bhqk,bq->h", A, rows)
+    score = total / len(lens)
+    first = 1 if model.cfg.n_layers > 1 else 0
+    layer, head = divmod(int(score[first:].argmax()), model.cfg.n_heads)
+    return score, (layer + first, head)
+
+
+def test_the_opening_head_is_the_sweeps_and_never_a_fixed_offset_head():
+    m = _planted_model()
+    single = heads.head_scores(m, "induction", seq_len=23)
+    assert single[1, 0] > 0.99 > single[1, 1]  # at the one length it matches, the fixed-offset head wins
+    score, want = _reference_sweep(m)
+    assert want == (1, 1)  # over the lengths, the induction head
+    torch.testing.assert_close(heads.head_scores(m, "induction").double(), score, rtol=0, atol=1e-6)
+    once = torch.arange(1, 40)  # no token twice: the text cannot tell, the sweep decides
+    assert text_induction_head(m, once) is None
+    assert opening_head(m, once) == engine.strongest_induction_head(m) == (1, 1)
+    r = torch.randperm(63, generator=torch.Generator().manual_seed(2))[:50] + 1
+    twice = torch.cat([r, r])  # every repeat at one distance: a fixed-offset head would score as well
+    assert text_induction_head(m, twice) is None and opening_head(m, twice) == (1, 1)
+
+
+@pytest.mark.parametrize("name", ["toy-2l-code", "toy-2l-induction", "lm"])
+def test_the_opening_sweep_equals_its_dense_definition(name, lm):
+    if name == "lm":
+        m = lm
+    elif name in cw.zoo.list():
+        m = cw.load(name).requires_grad_(False)
+    else:
+        pytest.skip(f"{name} is not shipped")
+    score, want = _reference_sweep(m)
+    got = heads.all_head_scores(m)["induction"]
+    torch.testing.assert_close(got.double(), score, rtol=0, atol=1e-5)  # the engine's arithmetic, float32
+    assert opening_head(m, torch.arange(1, 30)) == engine.strongest_induction_head(m) == want
+
+
+def _fresh_lm(seed: int) -> Transformer:
+    """A model no test has run the sweep on (the sweep is cached per model and weights)."""
+    return random_model(n_layers=2, n_heads=4, d_model=32, d_head=8, d_vocab=V, n_ctx=P, attn_only=False,
+                        normalization="LN", biases=True, seed=seed, dtype=torch.float32)
+
+
+def _sweep_calls(spy: ForwardSpy, model: Transformer) -> list[tuple[int, int]]:
+    return [tuple(c.shape) for c in spy.calls if c.shape[1] in {2 * n + 1 for n in heads.detection_lengths(model)}]
+
+
+def test_the_sweep_runs_once_per_weights_version(monkeypatch):
+    m = _fresh_lm(21)
+    lens = heads.detection_lengths(m)
+    spy = ForwardSpy(monkeypatch, m)
+    head = opening_head(m, torch.arange(1, 60))
+    # one pass per repeat length on the grid's own 4 sequences (not 8), every kind scored in it
+    assert _sweep_calls(spy, m) == [(4, 2 * n + 1) for n in lens]
+    spy.calls.clear()
+    first = heads.all_head_scores(m)
+    assert engine.strongest_induction_head(m) == head and opening_head(m, torch.arange(1, 60)) == head
+    assert torch.equal(heads.head_scores(m, "previous_token"), first["previous_token"])
+    assert spy.calls == []  # all of it read from the one sweep
+    # what a pass computes when nothing is cached (a hook attached: the engine does not cache hooked runs)
+    with m.hooks([("blocks.0.hook_resid_pre", lambda x, hp: None)]):
+        fresh = heads.all_head_scores(m)
+        assert heads.head_scores(m, "induction", n_seqs=4) is not None
+    assert len(spy.calls) == 2 * len(lens)
+    for k in heads.KINDS:
+        assert torch.equal(first[k], fresh[k]), k
+        assert torch.equal(heads.all_head_scores(m, kinds=(k,))[k], fresh[k])  # a kind alone: the same values
+    first["induction"].fill_(0.0)  # callers get copies
+    assert torch.equal(heads.all_head_scores(m)["induction"], fresh["induction"])
+    spy.calls.clear()
+    with torch.no_grad():
+        m.W_Q[1].mul_(3.0)  # new weights: a new sweep
+    edited = heads.all_head_scores(m)
+    assert len(spy.calls) == len(lens) and not torch.equal(edited["induction"], fresh["induction"])
+    with m.hooks([("blocks.0.hook_resid_pre", lambda x, hp: None)]):
+        assert torch.equal(heads.all_head_scores(m)["induction"], edited["induction"])
+
+
+def test_an_explorer_on_a_text_without_repeats_sweeps_once_for_its_head_and_grid(monkeypatch):
+    m = _fresh_lm(22)
+    toks = torch.randperm(V, generator=torch.Generator().manual_seed(3))[:P]  # no token twice
+    spy = ForwardSpy(monkeypatch, m)
+    e = _explore(m, toks, defer=True)
+    lens = heads.detection_lengths(m)
+    assert spy.on(toks) == 1 and _sweep_calls(spy, m) == [(4, 2 * n + 1) for n in lens]
+    assert set(e.selections().values()) == {engine.strongest_induction_head(m)}
+    e.complete()
+    assert spy.on(toks) == 1 and len(_sweep_calls(spy, m)) == len(lens)  # the grid's scores: the same sweep
+    att = e.panels["attention"]
+    assert torch.equal(torch.from_numpy(decode_array(att.scores)), heads.all_head_scores(m)["induction"])
+
+
+def test_the_paths_view_runs_no_sweep_on_a_text_without_induction_positions(monkeypatch):
+    m = _fresh_lm(23)
+    toks = torch.randperm(V, generator=torch.Generator().manual_seed(4))[:P]
+    assert len(engine.induction_positions(toks)) == 0
+    spy = ForwardSpy(monkeypatch, m)
+    w = cw.paths(m, toks)
+    assert spy.on(toks) == 1 and len(spy.calls) == 1  # the text's own pass, nothing on repeated tokens
+    assert w.position == P - 1 == decisive_position(m, toks, (1, 0))
+
+
+def test_one_predicate_says_which_models_share_a_text_run(lm):
+    from circwidgets.engine.text_run import supports_text_run
+
+    assert supports_text_run(lm)
+    no_layers = random_model(n_layers=0, n_heads=1, d_model=8, d_head=4, d_vocab=20, n_ctx=8)
+    assert not supports_text_run(no_layers)
+    with pytest.raises(ValueError, match="at least one layer"):
+        text_run(no_layers, torch.arange(5))
+    assert not supports_text_run(object())
+    with pytest.raises(TypeError, match="in-memory"):
+        text_run(object(), torch.arange(5))
