@@ -94,8 +94,54 @@ def test_resume_refuses_a_different_config(tmp_path):
     _trainer(tmp_path / "a", steps=10).train()
     tr = Trainer(Transformer(CFG, seed=0), BigramTask(24, 16), TrainConfig(steps=10, batch_size=4),
                  out_dir=tmp_path / "a", progress=False)
-    with pytest.raises(ValueError, match="training config differs"):
+    with pytest.raises(ValueError, match="cannot continue the checkpoint"):
         tr.load_checkpoint()
+
+
+def test_wsd_schedule_holds_then_decays_linearly():
+    c = TrainConfig(steps=100, lr=1.0, warmup=10, schedule="wsd", decay_steps=40, min_lr_frac=0.0)
+    assert c.lr_at(0) == pytest.approx(0.1) and c.lr_at(9) == 1.0
+    assert all(c.lr_at(s) == 1.0 for s in range(10, 61))  # the stable part is the constant schedule
+    assert c.lr_at(70) == pytest.approx(0.75) and c.lr_at(80) == pytest.approx(0.5)
+    assert c.lr_at(99) == pytest.approx(1 / 40)
+    assert TrainConfig(steps=100, lr=1.0, warmup=10, schedule="wsd", decay_steps=40, min_lr_frac=0.2).lr_at(80) \
+        == pytest.approx(0.6)
+    for bad in (dict(schedule="linear"), dict(schedule="wsd"), dict(schedule="wsd", decay_steps=95),
+                dict(min_lr_frac=-0.1), dict(snapshot_span=0)):
+        with pytest.raises(ValueError, match=next(iter(bad)) if "decay" not in str(bad) else "decay_steps"):
+            TrainConfig(steps=100, warmup=10, **bad)
+
+
+def test_a_constant_lr_run_continues_into_a_decay_exactly(tmp_path):
+    """The lecture models' path: a run planned as a long constant-lr run, continued from its checkpoint
+    with a shorter warm-up / stable / decay plan, equals a run made with that plan from the start
+    (weights, optimizer state, history, snapshot files)."""
+    wsd = dict(schedule="wsd", decay_steps=15, min_lr_frac=0.0, n_snapshots=6, snapshot_span=80)
+    fresh = _trainer(tmp_path / "fresh", **wsd).train()
+    _trainer(tmp_path / "cont", steps=80, n_snapshots=6).train(steps=20)  # constant plan, stopped at 20
+    cont = _trainer(tmp_path / "cont", **wsd)
+    cont.load_checkpoint().train()
+    _same_state(fresh, cont)
+    snaps = sorted(p.name for p in (tmp_path / "fresh" / "snapshots").iterdir())
+    assert snaps == sorted(p.name for p in (tmp_path / "cont" / "snapshots").iterdir())
+    # the 80-step spacing, cut at 40, plus the final step
+    assert [int(n[5:11]) for n in snaps] == [s for s in TrainConfig(steps=80, n_snapshots=6).snapshot_steps()
+                                             if s <= 40] + [40]
+    assert fresh.config.lr_at(24) == 1e-2 and fresh.config.lr_at(39) < 1e-3
+
+
+def test_a_resume_may_not_rewrite_the_past(tmp_path):
+    _trainer(tmp_path / "a", steps=400, n_snapshots=8).train(steps=120)  # snapshots so far: 0, 50, 70, 99
+    # a decay that would have begun before step 120: the checkpoint was not trained with it
+    late = _trainer(tmp_path / "a", steps=200, schedule="wsd", decay_steps=100, n_snapshots=8, snapshot_span=400)
+    with pytest.raises(ValueError, match="lr schedule differs from the saved one before step 120"):
+        late.load_checkpoint()
+    # snapshots taken at the 400-step spacing cannot be re-spaced over 200 steps
+    respaced = _trainer(tmp_path / "a", steps=200, schedule="wsd", decay_steps=50, n_snapshots=8)
+    with pytest.raises(ValueError, match="snapshot steps"):
+        respaced.load_checkpoint()
+    ok = _trainer(tmp_path / "a", steps=200, schedule="wsd", decay_steps=50, n_snapshots=8, snapshot_span=400)
+    assert ok.load_checkpoint().step == 120
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):

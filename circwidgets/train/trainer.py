@@ -48,7 +48,13 @@ CHECKPOINT_FORMAT = "circwidgets-train-checkpoint-1"
 @dataclass
 class TrainConfig:
     """Optimisation settings. `lr` is reached after `warmup` linear steps, then held constant
-    (`schedule="constant"`) or cosine-decayed to `lr * min_lr_frac` at `steps` (`"cosine"`)."""
+    (`schedule="constant"`), cosine-decayed to `lr * min_lr_frac` at `steps` (`"cosine"`), or held
+    constant and decayed linearly to `lr * min_lr_frac` over the last `decay_steps` steps (`"wsd"`,
+    warm-up / stable / decay: its stable part is a constant-lr run, so a constant-lr run can be
+    continued into a decay without changing any step it has taken).
+
+    Snapshots are log-spaced over `snapshot_span` steps (default `steps`) and kept up to `steps`:
+    a run cut short of its first plan keeps the snapshot steps it already has."""
 
     steps: int = 1000
     batch_size: int = 32
@@ -56,6 +62,7 @@ class TrainConfig:
     warmup: int = 100
     schedule: str = "constant"
     min_lr_frac: float = 0.1
+    decay_steps: int = 0  # "wsd" only: length of the final linear decay
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float | None = 1.0
@@ -71,6 +78,20 @@ class TrainConfig:
     # attends a fixed distance back (right for one length only) does not pass for an induction head;
     # both None: the engine's sweep (engine.REPEAT_LENS cut to n_ctx)
     icl_seq_lens: tuple[int, ...] | None = None
+    snapshot_span: int | None = None  # steps the snapshots are log-spaced over (None: `steps`)
+
+    SCHEDULES = ("constant", "cosine", "wsd")
+
+    def __post_init__(self) -> None:
+        if self.schedule not in self.SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r} is not one of {self.SCHEDULES}")
+        if self.schedule == "wsd" and not 0 < self.decay_steps <= self.steps - self.warmup:
+            raise ValueError(f"decay_steps={self.decay_steps} must be in 1..steps - warmup "
+                             f"({self.steps - self.warmup}) for schedule='wsd'")
+        if not 0.0 <= self.min_lr_frac <= 1.0:
+            raise ValueError(f"min_lr_frac={self.min_lr_frac} must be in [0, 1]")
+        if self.snapshot_span is not None and self.snapshot_span < 1:
+            raise ValueError(f"snapshot_span={self.snapshot_span} must be >= 1 (or None)")
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -78,18 +99,35 @@ class TrainConfig:
         if self.schedule == "cosine":
             t = min(1.0, (step - self.warmup) / max(1, self.steps - self.warmup))
             return self.lr * (self.min_lr_frac + (1 - self.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+        if self.schedule == "wsd":
+            t = min(1.0, max(0, step - (self.steps - self.decay_steps)) / self.decay_steps)
+            return self.lr * (1 - (1 - self.min_lr_frac) * t)
         return self.lr
 
     def snapshot_steps(self) -> list[int]:
-        """Steps at which a model snapshot is kept: 0, then `n_snapshots - 1` log-spaced steps
-        from `min(50, steps)` to `steps`."""
+        """Steps at which a model snapshot is kept: 0, `steps`, and `n_snapshots - 2` more log-spaced
+        from `min(50, span)` to `span` (`snapshot_span`, default `steps`), those up to `steps`."""
         if self.n_snapshots <= 0:
             return []
-        n, lo = self.n_snapshots, min(50, self.steps)
+        span = self.snapshot_span or self.steps
+        n, lo = self.n_snapshots, min(50, span)
         pts = {0, self.steps}
         for i in range(n - 1):
-            pts.add(int(round(lo * (self.steps / lo) ** (i / max(1, n - 2)))))
-        return sorted(pts)
+            pts.add(int(round(lo * (span / lo) ** (i / max(1, n - 2)))))
+        return sorted(p for p in pts if p <= self.steps)
+
+    def continues(self, saved: TrainConfig, step: int) -> str | None:
+        """Why this config cannot continue a run saved with `saved` at `step`, or None when it can:
+        every field equal except the ones that only shape the future (`steps`, the lr schedule after
+        `step`, snapshots after `step`)."""
+        future = ("steps", "schedule", "min_lr_frac", "decay_steps", "snapshot_span")
+        if dataclasses.replace(saved, **{f: getattr(self, f) for f in future}) != self:
+            return "settings other than the steps and the future lr schedule differ"
+        if any(self.lr_at(s) != saved.lr_at(s) for s in range(step)):
+            return f"the lr schedule differs from the saved one before step {step}"
+        if [s for s in self.snapshot_steps() if s <= step] != [s for s in saved.snapshot_steps() if s <= step]:
+            return f"the snapshot steps up to step {step} differ from the saved run's"
+        return None
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -411,8 +449,9 @@ class Trainer:
         if cfg != self.model.cfg:
             raise ValueError(f"{path}: checkpoint config {cfg} does not match the model's {self.model.cfg}")
         saved_cfg = TrainConfig.from_dict(state["train_config"])
-        if dataclasses.replace(saved_cfg, steps=self.config.steps) != self.config:
-            raise ValueError(f"{path}: training config differs from this run's: {saved_cfg} vs {self.config}")
+        why = self.config.continues(saved_cfg, state["step"])
+        if why:
+            raise ValueError(f"{path}: this run cannot continue the checkpoint ({why}): {saved_cfg} vs {self.config}")
         with torch.no_grad():
             for n, p in self.model.named_parameters():
                 p.copy_(tensors[f"model.{n}"].to(p.device))
