@@ -140,7 +140,7 @@ def _resolve(model) -> tuple[Any, LazyModel, torch.dtype]:
     """(activation source, weights read layer by layer, compute dtype) of a lazy model or an nnsight / HF model."""
     from ..model.hf_weights import ModuleWeights
     from ..model.lazy_source import LazySource
-    from ..model.nnsight_source import EXPANSION_FAMILIES, NNsightSource, TransformerSource, as_source
+    from ..model.nnsight_source import NNsightSource, TransformerSource, as_source
     from .paths import refuse_ln_post_norm
 
     if isinstance(model, LazySource):
