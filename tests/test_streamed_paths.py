@@ -282,6 +282,21 @@ def test_path_expansion_through_nnsight_needs_eager_attention():
         frozen_run(lm, TOKS[:1])
 
 
+def test_path_expansion_through_nnsight_refuses_other_families():
+    """A family whose norms and MLP output the trace does not read (Pythia: parallel attention and MLP) is
+    refused with the families that are supported and the way out, before any trace."""
+    nnsight = pytest.importorskip("nnsight")
+    from circwidgets.model.nnsight_source import _placeholder_tokenizer
+
+    hf = _randomise(tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(
+        hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, vocab_size=97,
+        max_position_embeddings=32, attn_implementation="eager")), 5)
+    lm = nnsight.LanguageModel(hf, tokenizer=_placeholder_tokenizer())
+    for fn in (lambda: path_terms(lm, TOKS), lambda: frozen_run(lm, TOKS[:1])):
+        with pytest.raises(NotImplementedError, match=r"implemented for gpt2, .*gemma2, .*olmo2.*'gpt_neox'"):
+            fn()
+
+
 def test_paths_view_through_nnsight(pair):
     pytest.importorskip("anywidget")
     lm, ours = pair
