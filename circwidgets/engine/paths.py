@@ -381,10 +381,9 @@ class FrozenRun:
 
     A run of a lazy checkpoint or an nnsight / HF model (`streamed_paths.streamed_frozen_run`) holds no
     weights: `W_V`, `W_O`, `b_U`, `lnf_w`, `post_w` are None and `reader` gives one layer's folded weights
-    (the post-norm's weight with them), one
-    token's unembedding column and blockwise logits (`layer_weights`, `unembed_column`, `unembed_bias`,
-    `model_logits` go through it); its sources come from the folded weights (equal after every
-    centring read)."""
+    (the post-norm's weight with them), one token's unembedding column and blockwise logits (`layer`,
+    `layer_weights`, `unembed_column`, `unembed_bias`, `model_logits` go through it); its sources come
+    from the folded weights (equal after every centring read)."""
 
     model: Transformer
     tokens: torch.Tensor  # [pos]
@@ -403,7 +402,7 @@ class FrozenRun:
     attention: AttentionData | None = None  # the patterns with value norms, when this run computed them
     post_scale: torch.Tensor | None = None  # [layer, pos]: the attention post-norm's scale (RMS post-norms)
     post_w: torch.Tensor | None = None  # [layer, d_model]: its weight
-    # a lazy checkpoint or an nnsight / HF model: W_V, W_O, b_U are None and the folded weights are read
+    # a lazy checkpoint or an nnsight / HF model: W_V, W_O, b_U, post_w are None and the folded weights are read
     # one layer (or vocabulary block) at a time through this (`streamed_paths.FoldedReader`)
     reader: object | None = field(default=None, repr=False)
     _logits_memo: dict = field(default_factory=dict, repr=False)
