@@ -2,7 +2,9 @@
 layer-by-layer forward pass, folded weights read one layer at a time), an nnsight / Hugging Face model
 (frozen activations from one trace, weights from the module), and a model dispatched by accelerate over
 the CPU and disk (offloaded weights read from accelerate's hooks). Every result is compared with the
-engine on the eagerly converted model (float64 for the lazy checkpoints)."""
+engine on the eagerly converted model (float64 for the lazy checkpoints). Pre-norm families (GPT-2,
+Llama) and RMS post-norm families (Gemma 2 with its soft-caps and sliding window, OLMo-2 without first
+norms, Gemma 3), every parameter random (the norms' weights too)."""
 
 from __future__ import annotations
 
@@ -31,7 +33,25 @@ def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
+# RMS post-norm families: the attention output and the MLP output normalised before they are added
+POST_NORM_COMMON = dict(hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                        max_position_embeddings=64)
+
+
 def _hf(kind: str, vocab: int = 97, attn: str = "eager") -> torch.nn.Module:
+    if kind == "gemma2":  # window 5 < 9 tokens: the sliding layers matter; both soft-caps on
+        return _randomise(tf.Gemma2ForCausalLM(tf.Gemma2Config(
+            **POST_NORM_COMMON, vocab_size=vocab, num_key_value_heads=2, head_dim=12, sliding_window=5,
+            query_pre_attn_scalar=12, attn_logit_softcapping=3.0, final_logit_softcapping=5.0,
+            attn_implementation=attn)), 2)
+    if kind == "gemma3_text":
+        return _randomise(tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(
+            **POST_NORM_COMMON, vocab_size=vocab, num_key_value_heads=1, head_dim=12, sliding_window=5,
+            query_pre_attn_scalar=12, sliding_window_pattern=2, attn_implementation=attn)), 4)
+    if kind == "olmo2":  # no first norms, q/k norms over all heads
+        return _randomise(tf.Olmo2ForCausalLM(tf.Olmo2Config(
+            **POST_NORM_COMMON, vocab_size=vocab, num_key_value_heads=2, tie_word_embeddings=False,
+            pad_token_id=1, eos_token_id=2, attn_implementation=attn)), 3)
     if kind == "llama":
         return _randomise(tf.LlamaForCausalLM(tf.LlamaConfig(
             hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
@@ -45,8 +65,9 @@ TOKS = torch.randint(1, 90, (2, 9), generator=torch.Generator().manual_seed(0))
 
 
 # ------------------------------------------------------------------ lazy checkpoints
-@pytest.fixture(scope="module", params=[("llama", torch.bfloat16), ("gpt2", torch.float32)],
-                ids=["llama-bf16", "gpt2-f32"])
+@pytest.fixture(scope="module", params=[("llama", torch.bfloat16), ("gpt2", torch.float32),
+                                        ("gemma2", torch.bfloat16), ("olmo2", torch.float32)],
+                ids=["llama-bf16", "gpt2-f32", "gemma2-bf16", "olmo2-f32"])
 def lazy(request, tmp_path_factory):
     kind, dtype = request.param
     d = tmp_path_factory.mktemp(kind)
@@ -58,6 +79,11 @@ def _eager64(lazy: LazyModel):
     m = lazy.to_transformer(torch.float64)
     m.cfg = lazy.cfg
     return m
+
+
+def _capped(cfg, logits: torch.Tensor) -> torch.Tensor:
+    """The model's output from the logits the terms add up to (a final soft-cap's tanh after them)."""
+    return logits if cfg.final_softcap is None else cfg.final_softcap * torch.tanh(logits / cfg.final_softcap)
 
 
 @pytest.mark.parametrize("top_k", [None, 3])
@@ -77,6 +103,8 @@ def test_path_terms_of_a_lazy_model_equal_eager(lazy, top_k):
             a, b = dict(got.for_token(pos, tok, batch=1)), dict(want.for_token(pos, tok, batch=1))
             assert a.keys() == b.keys() and max(abs(a[k] - b[k]) for k in a) < 1e-10
     assert "BlockUnembed" in repr(got.W_U)  # the unembedding is never held whole
+    # the sum of the terms is the model's own output (the eager model's forward pass, after a soft-cap)
+    torch.testing.assert_close(_capped(lazy.cfg, got.total()), eager(TOKS), rtol=0, atol=1e-10)
     # float32 (the default dtype): equal to float32 rounding
     f32 = path_terms(lazy, TOKS[:1], max_order=1)
     torch.testing.assert_close(f32.total().double(), path_terms(eager, TOKS[:1], max_order=1).model_logits,
@@ -142,8 +170,44 @@ def test_paths_view_on_a_lazy_model(lazy):
     assert not a.error and a.total == pytest.approx(a.model_logit, abs=1e-4)
 
 
+def test_a_layernorm_post_norm_is_refused_streamed_and_eager(tmp_path, monkeypatch):
+    """A LayerNorm post-norm (its centring and bias are no frozen per-position factor) is refused with the
+    same message by the eager engine and, before any forward pass, by the streamed one (no Hugging Face
+    family has one: a Gemma-2 checkpoint's config is given LayerNorm here)."""
+    from circwidgets.model.config import ModelConfig
+    from circwidgets.model.testing import random_model
+
+    m = random_model(attn_only=False, normalization="LN", post_norm=True)
+    for fn in (lambda: path_terms(m, TOKS[:1, :8] % 13), lambda: frozen_run(m, TOKS[:1, :8] % 13)):
+        with pytest.raises(NotImplementedError, match="LayerNorm post-norms .* not supported; RMSNorm post-norms"):
+            fn()
+    _hf("gemma2").save_pretrained(tmp_path)
+    lazy = LazyModel(tmp_path, cache_dir=tmp_path / "cache")
+    lazy.cfg = ModelConfig.from_dict({**lazy.cfg.to_dict(), "normalization": "LN"})
+    monkeypatch.setattr(LazySource, "forward", lambda *a, **k: pytest.fail("a forward pass before the refusal"))
+    for fn in (lambda: path_terms(lazy, TOKS), lambda: frozen_run(lazy, TOKS[:1])):
+        with pytest.raises(NotImplementedError, match="LayerNorm post-norms .* not supported; RMSNorm post-norms"):
+            fn()
+
+
+def test_gemma3_lazy_path_terms_equal_eager(tmp_path):
+    """Gemma 3 (q/k norms, post-norms, sliding and global layers with two rotary bases), streamed in float64:
+    every term equals the eager model's, and the terms add up to its logits."""
+    _hf("gemma3_text").to(torch.bfloat16).save_pretrained(tmp_path, max_shard_size="40KB")
+    lazy = LazyModel(tmp_path, cache_dir=tmp_path / "cache", block_rows=40)
+    assert lazy.cfg.post_norm and lazy.cfg.qk_norm
+    eager, src = _eager64(lazy), LazySource(lazy, dtype=torch.float64)
+    got, want = path_terms(src, TOKS, max_order=2), path_terms(eager, TOKS, max_order=2)
+    assert got.labels_all == want.labels_all
+    torch.testing.assert_close(got.logits(), want.logits(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(got.total(), eager(TOKS), rtol=0, atol=1e-10)
+    a, b = logit_paths(frozen_run(src, TOKS[:1]), 8, 17, 2), logit_paths(frozen_run(eager, TOKS[:1]), 8, 17, 2)
+    assert a.labels == b.labels and max(abs(x - y) for x, y in zip(a.values, b.values)) < 1e-10
+    assert abs(a.total - a.model_logit) < 1e-10
+
+
 # ------------------------------------------------------------------ nnsight / Hugging Face models
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "gemma2", "olmo2", "gemma3_text"])
 def pair(request):
     nnsight = pytest.importorskip("nnsight")
     from circwidgets.model.nnsight_source import _placeholder_tokenizer
@@ -159,6 +223,9 @@ def test_path_terms_through_nnsight_equal_converted(pair):
     torch.testing.assert_close(got.model_logits, want.model_logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got.total(), got.model_logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got.logits(), want.logits(), rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # the terms add up to the HF model's own logits (before a final soft-cap)
+        hf_logits = lm._module(TOKS).logits
+    torch.testing.assert_close(_capped(ours.cfg, got.total()), hf_logits, rtol=1e-4, atol=1e-4)
     run, ref = frozen_run(lm, TOKS[:1]), frozen_run(ours, TOKS[:1])
     for pos, tok in ((3, 5), (8, 17)):
         a, b = logit_paths(run, pos, tok, 2), logit_paths(ref, pos, tok, 2)
@@ -168,19 +235,28 @@ def test_path_terms_through_nnsight_equal_converted(pair):
 
 
 def test_nnsight_trace_sends_back_only_the_frozen_activations(pair):
-    """One trace: per layer the pattern, the first norm's scale ([batch, pos], computed in the trace) and the
-    MLP output, plus the final norm's input; nothing else leaves it."""
+    """One trace: per layer the pattern, the first norm's scale ([batch, pos], computed in the trace; none
+    in OLMo-2), the attention post-norm's scale (post-norm families, computed in the trace) and the MLP
+    output (after its post-norm), plus the final norm's input; nothing else leaves it."""
     from circwidgets.model.nnsight_source import NNsightSource
 
     lm, ours = pair
+    cfg = ours.cfg
     acts = NNsightSource(lm).frozen_activations(TOKS)
-    assert set(acts) == {"pattern", "ln1_scale", "mlp_out", "final_resid"}
-    L, H, D = ours.cfg.n_layers, ours.cfg.n_heads, ours.cfg.d_model
-    assert acts["pattern"].shape == (L, 2, H, 9, 9) and acts["ln1_scale"].shape == (L, 2, 9)
+    assert set(acts) == {"pattern", "ln1_scale", "post_scale", "mlp_out", "final_resid"}
+    L, H, D = cfg.n_layers, cfg.n_heads, cfg.d_model
+    assert acts["pattern"].shape == (L, 2, H, 9, 9)
     assert acts["mlp_out"].shape == (L, 2, 9, D) and acts["final_resid"].shape == (2, 9, D)
+    assert (acts["ln1_scale"] is None) == (not cfg.pre_norm) and (acts["post_scale"] is None) == (not cfg.post_norm)
     _, cache = ours.run_with_cache(TOKS)
     for l in range(L):
-        torch.testing.assert_close(acts["ln1_scale"][l], cache["scale", l, "ln1"][..., 0], rtol=1e-5, atol=1e-6)
+        if cfg.pre_norm:
+            assert acts["ln1_scale"].shape == (L, 2, 9)
+            torch.testing.assert_close(acts["ln1_scale"][l], cache["scale", l, "ln1"][..., 0], rtol=1e-5, atol=1e-6)
+        if cfg.post_norm:
+            assert acts["post_scale"].shape == (L, 2, 9)
+            torch.testing.assert_close(acts["post_scale"][l], cache[f"blocks.{l}.ln1_post.hook_scale"][..., 0],
+                                       rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(acts["mlp_out"][l], cache["mlp_out", l], rtol=1e-4, atol=2e-4)  # float32
 
 
@@ -204,6 +280,21 @@ def test_path_expansion_through_nnsight_needs_eager_attention():
         path_terms(lm, TOKS)
     with pytest.raises(EagerAttentionRequired, match="attn_implementation='eager'"):
         frozen_run(lm, TOKS[:1])
+
+
+def test_path_expansion_through_nnsight_refuses_other_families():
+    """A family whose norms and MLP output the trace does not read (Pythia: parallel attention and MLP) is
+    refused with the families that are supported and the way out, before any trace."""
+    nnsight = pytest.importorskip("nnsight")
+    from circwidgets.model.nnsight_source import _placeholder_tokenizer
+
+    hf = _randomise(tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(
+        hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, vocab_size=97,
+        max_position_embeddings=32, attn_implementation="eager")), 5)
+    lm = nnsight.LanguageModel(hf, tokenizer=_placeholder_tokenizer())
+    for fn in (lambda: path_terms(lm, TOKS), lambda: frozen_run(lm, TOKS[:1])):
+        with pytest.raises(NotImplementedError, match=r"implemented for gpt2, .*gemma2, .*olmo2.*'gpt_neox'"):
+            fn()
 
 
 def test_paths_view_through_nnsight(pair):

@@ -177,6 +177,21 @@ def _head_label(l: int, h: int) -> str:
     return f"L{l}H{h}"
 
 
+def refuse_ln_post_norm(cfg) -> None:
+    """Raise NotImplementedError for a LayerNorm post-norm (a bias after each block: its centring and bias
+    are not a frozen per-position factor); RMSNorm post-norms are expanded with their scale frozen."""
+    if cfg.post_norm and cfg.normalization is not None and FOLDS[cfg.normalization].centres:
+        raise NotImplementedError("path expansion: LayerNorm post-norms (a bias after each block) are not "
+                                  "supported; RMSNorm post-norms (Gemma 2/3, OLMo-2) are")
+
+
+def through_post_norm(out: torch.Tensor, scale: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """A block's write `out [..., pos, d_model]` through its RMS post-norm with the scale frozen:
+    `out / scale * w` (`scale [..., pos, 1]` the post-norm's scale on the input, `w [d_model]` its
+    weight); `out` itself without a post-norm (`w` None)."""
+    return out if w is None else out / scale * w
+
+
 def path_budget(model: Transformer, n_positions: int, max_order: int, max_elements: int = MAX_ELEMENTS // 2
                 ) -> int | None:
     """The `top_k` that keeps `path_terms` within about `max_elements` values of term tensors on
@@ -253,9 +268,7 @@ def _expand(cfg, tokens: torch.Tensor, dt: torch.dtype, cache, layer, embed: tor
     D, H = cfg.d_model, cfg.n_heads
     ln = cfg.normalization is not None
     centre = ln and FOLDS[cfg.normalization].centres  # LayerNorm centres, RMSNorm does not
-    if cfg.post_norm and centre:
-        raise NotImplementedError("path_terms: LayerNorm post-norms (a bias after each block) are not supported; "
-                                  "RMSNorm post-norms (Gemma 2/3, OLMo-2) are")
+    refuse_ln_post_norm(cfg)
     cur: dict = {}  # the current layer's weights
 
     labels: list[str] = []
@@ -287,7 +300,7 @@ def _expand(cfg, tokens: torch.Tensor, dt: torch.dtype, cache, layer, embed: tor
         """The attention post-norm, its scale frozen: `out / scale_post * w_post` (identity without one)."""
         if cur.get("post_w") is None:
             return out
-        return out / cache[f"blocks.{l}.ln1_post.hook_scale"].to(dt) * cur["post_w"]
+        return through_post_norm(out, cache[f"blocks.{l}.ln1_post.hook_scale"].to(dt), cur["post_w"])
 
     from ._progress import tqdm
 
@@ -367,10 +380,10 @@ class FrozenRun:
     d_model]` (the model's own logits at one position). Computed in `dt` (float32 for half weights).
 
     A run of a lazy checkpoint or an nnsight / HF model (`streamed_paths.streamed_frozen_run`) holds no
-    weights: `W_V`, `W_O`, `b_U`, `lnf_w` are None and `reader` gives one layer's folded weights, one
-    token's unembedding column and blockwise logits (`layer_weights`, `unembed_column`, `unembed_bias`,
-    `model_logits` go through it); its sources come from the folded weights (equal after every
-    centring read)."""
+    weights: `W_V`, `W_O`, `b_U`, `lnf_w`, `post_w` are None and `reader` gives one layer's folded weights
+    (the post-norm's weight with them), one token's unembedding column and blockwise logits (`layer`,
+    `layer_weights`, `unembed_column`, `unembed_bias`, `model_logits` go through it); its sources come
+    from the folded weights (equal after every centring read)."""
 
     model: Transformer
     tokens: torch.Tensor  # [pos]
@@ -389,17 +402,25 @@ class FrozenRun:
     attention: AttentionData | None = None  # the patterns with value norms, when this run computed them
     post_scale: torch.Tensor | None = None  # [layer, pos]: the attention post-norm's scale (RMS post-norms)
     post_w: torch.Tensor | None = None  # [layer, d_model]: its weight
-    # a lazy checkpoint or an nnsight / HF model: W_V, W_O, b_U are None and the folded weights are read
+    # a lazy checkpoint or an nnsight / HF model: W_V, W_O, b_U, post_w are None and the folded weights are read
     # one layer (or vocabulary block) at a time through this (`streamed_paths.FoldedReader`)
     reader: object | None = field(default=None, repr=False)
     _logits_memo: dict = field(default_factory=dict, repr=False)
 
-    def layer_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(W_V [head, d_model, d_head]` with ln1's weight folded in, `W_O [head, d_head, d_model])` of one layer."""
+    def layer(self, layer: int) -> dict[str, torch.Tensor | None]:
+        """One layer's weights as `logit_paths` reads them: `W_V [head, d_model, d_head]` with ln1's weight
+        folded in, `W_O [head, d_head, d_model]`, `post_w [d_model]` (the attention post-norm's weight;
+        None without one). A streamed run reads the layer here (one layer at a time)."""
         if self.reader is not None:
             w = self.reader.layer(layer)
-            return w["W_V"], w["W_O"]
-        return self.W_V[layer], self.W_O[layer]
+            return {"W_V": w["W_V"], "W_O": w["W_O"], "post_w": w["post_w"]}
+        return {"W_V": self.W_V[layer], "W_O": self.W_O[layer],
+                "post_w": None if self.post_w is None else self.post_w[layer]}
+
+    def layer_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(W_V [head, d_model, d_head]` with ln1's weight folded in, `W_O [head, d_head, d_model])` of one layer."""
+        w = self.layer(layer)
+        return w["W_V"], w["W_O"]
 
     def unembed_column(self, token: int) -> torch.Tensor:
         """The folded unembedding's column of `token` `[d_model]`."""
@@ -525,9 +546,7 @@ class _FrozenCapture:
         if model.cfg.normalization is not None and model.cfg.positional == "shortformer":
             prepared(model)  # raises: no exact fold of LN + shortformer
         cfg = model.cfg
-        if cfg.post_norm and FOLDS[cfg.normalization].centres:
-            raise NotImplementedError("path expansion: LayerNorm post-norms (a bias after each block) are not "
-                                      "supported; RMSNorm post-norms (Gemma 2/3, OLMo-2) are")
+        refuse_ln_post_norm(cfg)
         toks = model.check_tokens(tokens)
         if toks.shape[0] != 1:
             raise ValueError(f"tokens must be one sequence, got a batch of {toks.shape[0]}")
@@ -603,7 +622,7 @@ class _FrozenCapture:
                 if bool(b.ne(0).any()):
                     b = b.expand(P, D)
                     if post_scale is not None:  # through the frozen post-norm, like the heads' outputs
-                        b = b / post_scale[layer, :, None] * post_w[layer]
+                        b = through_post_norm(b, post_scale[layer, :, None], post_w[layer])
                     labels.append(f"bias L{layer}"), layers.append(layer + 1), vecs.append(b)
             if mlp is not None:
                 labels.append(f"mlp L{layer}"), layers.append(layer + 1), vecs.append(mlp[layer])
@@ -673,7 +692,9 @@ def logit_paths(run: FrozenRun, pos: int, token: int, max_order: int = 2) -> Log
     for layer in reversed(range(cfg.n_layers)):
         written = (src_layer == layer + 1).nonzero()[:, 0]
         total += float((X[written] * g).sum())
-        W_V, W_O = run.layer_weights(layer)  # [H, D, E] (ln1's weight folded), [H, E, D]
+        weights = run.layer(layer)  # W_V [H, D, E] (ln1's weight folded), W_O [H, E, D], post_w [D] or None
+        W_V, W_O, post_w = weights["W_V"], weights["W_O"], weights["post_w"]
+        del weights
         A = run.patterns[layer, :, :n, :n].to(dt)  # [H, n, n]
         live = [c for c, hs in enumerate(chains_heads) if len(hs) < max_order]
         new_w, new_v, new_heads = [], [], []
@@ -683,7 +704,7 @@ def logit_paths(run: FrozenRun, pos: int, token: int, max_order: int = 2) -> Log
             idx = live[c0:c0 + step]
             w, v = chains_w[idx], chains_v[idx]
             if run.post_scale is not None:  # the frozen post-norm: / scale per query, * weight
-                w, v = w / run.post_scale[layer, :n], v * run.post_w[layer]
+                w, v = w / run.post_scale[layer, :n], v * post_w
             w2 = torch.einsum("cq,hqk->chk", w, A)  # [C, H, n]
             if ln:
                 w2 = w2 / run.ln_scale[layer, :n]
@@ -702,11 +723,11 @@ def logit_paths(run: FrozenRun, pos: int, token: int, max_order: int = 2) -> Log
                 if len(heads) + 1 < max_order:
                     new_w.append(w2[a]), new_v.append(v2[a])
                     new_heads += [((layer, h), *heads) for h in range(H)]
-        g_out = g if run.post_scale is None else g * run.post_w[layer] / run.post_scale[layer, :n, None]
+        g_out = g if run.post_scale is None else through_post_norm(g, run.post_scale[layer, :n, None], post_w)
         t = A.transpose(-1, -2) @ torch.einsum("pd,hed->hpe", g_out, W_O)  # [H, n, E]
         back = torch.einsum("hpe,hde->pd", t, W_V)
         g = g + (centre(back) / run.ln_scale[layer, :n, None] if ln else back)
-        del W_V, W_O
+        del W_V, W_O, post_w
         if new_heads:
             chains_w = torch.cat([chains_w, *new_w])
             chains_v = torch.cat([chains_v, *new_v])

@@ -2,20 +2,24 @@
 is never in memory whole: a lazy checkpoint (`cw.from_hf(path, lazy=True)`) or an nnsight / Hugging Face
 model (also one dispatched by accelerate).
 
-Path expansion freezes, on one input, every layer's attention pattern, the first norm's scale, the MLP
-output and the final residual; everything else is weights. So it splits into:
+Path expansion freezes, on one input, every layer's attention pattern, the first norm's scale, the
+attention post-norm's scale (RMS post-norms: Gemma 2/3, OLMo-2), the MLP output (after its post-norm)
+and the final residual; everything else is weights. So it splits into:
 
 - *frozen activations*, from one forward pass that sends back only those: for a lazy checkpoint the
   layer-by-layer pass (`LazySource`: one layer's weights in memory at a time); for nnsight one trace
-  that saves each layer's pattern, its first norm's scale (computed inside the trace: `[batch, pos]`),
-  its MLP output and the final norm's input (`NNsightSource.frozen_activations`);
+  that saves each layer's pattern, its first norm's and attention post-norm's scales (computed inside
+  the trace: `[batch, pos]`), its MLP output and the final norm's input
+  (`NNsightSource.frozen_activations`);
 - *folded weights*, read one layer at a time by the lazy converter (`FoldedReader`: `LazyModel._folded`
   with biases, the same fold as `engine.prep`), from the checkpoint's files or, for nnsight / HF, from
   the module's own tensors (`hf_weights.ModuleWeights`; offloaded ones read from accelerate's hooks).
   The unembedding is read in blocks of vocabulary rows (`BlockUnembed`), one token's column for one logit.
 
 The enumeration itself is the eager engine's (`paths._expand`, `paths.logit_paths`), which reads each
-layer's weights once, in order. Memory: one layer's attention weights, the frozen activations
+layer's weights once, in order; a post-norm is applied there too (`paths.through_post_norm`: the head
+outputs and the attention biases divided by the frozen scale, times the post-norm's weight, read with
+the layer's other weights). Memory: one layer's attention weights, the frozen activations
 (`[layer, head, pos, pos]` patterns and `[layer, pos, d_model]` MLP outputs) and the terms asked for.
 Dtype: float32, or the `dtype` of a `LazySource(lazy, dtype=torch.float64)` passed instead of the
 lazy model (exact comparisons); nnsight: float32 (the model runs in its own dtype).
@@ -51,7 +55,8 @@ class FoldedReader:
 
     def layer(self, layer: int) -> dict[str, torch.Tensor | None]:
         """`W_V [H, D, E]` (grouped K/V expanded to the query heads), `W_O [H, E, D]`, `b_V [H, E]`,
-        `b_O [D]` (None without biases), `post_w` (None: post-norms are not streamed)."""
+        `b_O [D]` (None without biases), `post_w [D]` (the attention post-norm's weight, which folding
+        leaves in place; None without post-norms)."""
         cfg = self.cfg
         sd = self.weights._folded(layer, None, self.dt, biases=True)
         kv = "_" if cfg.grouped_kv else ""
@@ -62,7 +67,9 @@ class FoldedReader:
         if cfg.grouped_kv:
             W_V, b_V = W_V[idx], (None if b_V is None else b_V[idx])
         b_O = sd.get("b_O")
-        return {"W_V": W_V, "W_O": sd["W_O"][0], "b_V": b_V, "b_O": None if b_O is None else b_O[0], "post_w": None}
+        post_w = sd["ln1_post_w"][0] if cfg.post_norm else None
+        return {"W_V": W_V, "W_O": sd["W_O"][0], "b_V": b_V, "b_O": None if b_O is None else b_O[0],
+                "post_w": post_w}
 
     def rows(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Folded `W_E` rows of the token ids `ids` (any shape, in that order: `[*ids.shape, D]`), `W_U`
@@ -133,7 +140,8 @@ def _resolve(model) -> tuple[Any, LazyModel, torch.dtype]:
     """(activation source, weights read layer by layer, compute dtype) of a lazy model or an nnsight / HF model."""
     from ..model.hf_weights import ModuleWeights
     from ..model.lazy_source import LazySource
-    from ..model.nnsight_source import CUT_FAMILIES, NNsightSource, TransformerSource, as_source
+    from ..model.nnsight_source import NNsightSource, TransformerSource, as_source
+    from .paths import refuse_ln_post_norm
 
     if isinstance(model, LazySource):
         src, weights, dt = model, model.lazy, model.dtype
@@ -145,19 +153,13 @@ def _resolve(model) -> tuple[Any, LazyModel, torch.dtype]:
             raise TypeError("an in-memory Transformer: call path_terms / frozen_run on the model itself")
         if not isinstance(src, NNsightSource):
             raise TypeError(f"path expansion cannot run on {type(model).__name__}")
-        if src.hf_config.model_type not in CUT_FAMILIES:
-            raise NotImplementedError(
-                f"path expansion through nnsight is implemented for {', '.join(CUT_FAMILIES)} (the first norm's "
-                f"scale and the MLP output are read inside the trace); this model is {src.hf_config.model_type!r}: "
-                "convert it (cw.from_hf) or read its checkpoint lazily (cw.from_hf(path, lazy=True))")
+        src.check_expansion_supported()
         weights = src.weights if is_lazy(src.weights) else getattr(src, "_module_weights", None)
         if weights is None:
             weights = src._module_weights = ModuleWeights(src.lm._module)
         dt = torch.float32
     cfg = weights.cfg
-    if cfg.post_norm:
-        raise NotImplementedError("streamed path expansion does not support post-norms (Gemma 2/3, OLMo-2): load "
-                                  "the model eagerly (`lazy.to_transformer()` / `cw.from_hf(model)`) if it fits")
+    refuse_ln_post_norm(cfg)  # (before any forward pass)
     if cfg.normalization is not None and cfg.positional == "shortformer":
         raise ValueError("path expansion: LN weights cannot be folded exactly into a shortformer model")
     return src, weights, dt
@@ -165,8 +167,9 @@ def _resolve(model) -> tuple[Any, LazyModel, torch.dtype]:
 
 @torch.no_grad()
 def frozen_activations(src, tokens: torch.Tensor, dt: torch.dtype) -> dict[str, Any]:
-    """`{"pattern": [L, B, H, P, P], "ln1_scale": [L, B, P] or None, "mlp_out": [L, B, P, D] or None,
-    "final_resid": [B, P, D]}` of one forward pass (in `dt`)."""
+    """`{"pattern": [L, B, H, P, P], "ln1_scale": [L, B, P] or None, "post_scale": [L, B, P] or None (the
+    attention post-norm's scale), "mlp_out": [L, B, P, D] or None (after its post-norm), "final_resid":
+    [B, P, D]}` of one forward pass (in `dt`)."""
     from ..model.lazy_source import LazySource
 
     if not isinstance(src, LazySource):
@@ -176,6 +179,7 @@ def frozen_activations(src, tokens: torch.Tensor, dt: torch.dtype) -> dict[str, 
     L = cfg.n_layers
     pats: dict[int, torch.Tensor] = {}
     scales: dict[int, torch.Tensor] = {}
+    posts: dict[int, torch.Tensor] = {}
     mlps: dict[int, torch.Tensor] = {}
     final: dict[str, torch.Tensor] = {}
     pre = cfg.normalization is not None and cfg.pre_norm
@@ -190,6 +194,8 @@ def frozen_activations(src, tokens: torch.Tensor, dt: torch.dtype) -> dict[str, 
         hooks[l] = [("pattern", keep(pats, l))]
         if pre:
             hooks[l].append(("scale", keep(scales, l, lambda x: x[..., 0])))
+        if cfg.post_norm:  # (the one-layer module is layer 0)
+            hooks[l].append(("blocks.0.ln1_post.hook_scale", keep(posts, l, lambda x: x[..., 0])))
         if not cfg.attn_only:
             hooks[l].append(("mlp_out", keep(mlps, l)))
     if L:
@@ -199,6 +205,7 @@ def frozen_activations(src, tokens: torch.Tensor, dt: torch.dtype) -> dict[str, 
         raise ValueError("path expansion of a model without layers: nothing to expand")
     return {"pattern": torch.stack([pats[l] for l in range(L)]),
             "ln1_scale": torch.stack([scales[l] for l in range(L)]) if pre else None,
+            "post_scale": torch.stack([posts[l] for l in range(L)]) if cfg.post_norm else None,
             "mlp_out": torch.stack([mlps[l] for l in range(L)]) if not cfg.attn_only else None,
             "final_resid": final["final"]}
 
@@ -230,6 +237,8 @@ def streamed_path_terms(model, tokens, max_order: int, top_k):
         cache["pattern", l] = acts["pattern"][l]
         if acts["ln1_scale"] is not None:
             cache["scale", l, "ln1"] = acts["ln1_scale"][l][..., None]
+        if acts["post_scale"] is not None:  # the key the eager run's cache has
+            cache[f"blocks.{l}.ln1_post.hook_scale"] = acts["post_scale"][l][..., None]
         if acts["mlp_out"] is not None:
             cache["mlp_out", l] = acts["mlp_out"][l]
     final = acts["final_resid"]
@@ -249,7 +258,7 @@ def streamed_path_terms(model, tokens, max_order: int, top_k):
 def streamed_frozen_run(model, tokens, patterns: torch.Tensor | None = None):
     """`paths.frozen_run` of a lazy checkpoint or an nnsight / HF model: a `FrozenRun` whose weights are
     read one layer at a time (`FrozenRun.reader`). Bias sources read every layer's biases once here."""
-    from .paths import FrozenRun
+    from .paths import FrozenRun, through_post_norm
     from .patterns import AttentionData
 
     src, weights, dt = _resolve(model)
@@ -259,6 +268,7 @@ def streamed_frozen_run(model, tokens, patterns: torch.Tensor | None = None):
         raise ValueError(f"tokens must be one sequence, got a batch of {toks.shape[0]}")
     P, L, D = toks.shape[1], cfg.n_layers, cfg.d_model
     acts = frozen_activations(src, toks, dt)
+    post_scale = acts["post_scale"][:, 0] if acts["post_scale"] is not None else None  # [L, P]
     if patterns is not None and tuple(patterns.shape) != (L, cfg.n_heads, P, P):
         raise ValueError(f"patterns of shape {tuple(patterns.shape)} do not fit {L} layers x {cfg.n_heads} heads "
                          f"on {P} tokens")
@@ -276,9 +286,11 @@ def streamed_frozen_run(model, tokens, patterns: torch.Tensor | None = None):
         if cfg.biases or cfg.normalization == "LN":  # the layer's constant attention output (ln1's bias folded in)
             w = reader.layer(layer)
             b = w["b_O"] + torch.einsum("he,hed->d", w["b_V"], w["W_O"])
+            post_w = w["post_w"]
             del w  # (one layer's weights at a time)
-            if bool(b.ne(0).any()):
-                labels.append(f"bias L{layer}"), layers.append(layer + 1), vecs.append(b.expand(P, D))
+            if bool(b.ne(0).any()):  # through the frozen post-norm, like the heads' outputs
+                b = b.expand(P, D) if post_scale is None else through_post_norm(b, post_scale[layer, :, None], post_w)
+                labels.append(f"bias L{layer}"), layers.append(layer + 1), vecs.append(b)
         if acts["mlp_out"] is not None:
             labels.append(f"mlp L{layer}"), layers.append(layer + 1), vecs.append(acts["mlp_out"][layer, 0])
     final = acts["final_resid"][0]
@@ -288,4 +300,4 @@ def streamed_frozen_run(model, tokens, patterns: torch.Tensor | None = None):
                      ln_scale=acts["ln1_scale"][:, 0] if acts["ln1_scale"] is not None else None,
                      final_scale=scale[:, 0] if scale is not None else None, source_labels=labels,
                      source_layer=layers, sources=torch.stack(vecs), final_resid=final, W_V=None, W_O=None,
-                     lnf_w=None, b_U=None, dt=dt, attention=attention, reader=reader)
+                     lnf_w=None, b_U=None, dt=dt, attention=attention, post_scale=post_scale, reader=reader)

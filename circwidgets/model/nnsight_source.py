@@ -17,7 +17,8 @@ The interface (`ActivationSource`) is what the engine needs and nothing more, so
   minus earlier heads' writes, inside the trace, and `head_result_means(reference, heads)`.
 
 For path expansion, `frozen_activations(tokens)`: one trace that sends back each layer's pattern, its
-first norm's scale (computed in the trace) and MLP output, and the final norm's input.
+first norm's and (RMS post-norm families: Gemma 2/3, OLMo-2) attention post-norm's scales (computed in
+the trace) and MLP output, and the final norm's input.
 
 `model.lazy_source.LazySource` implements the same interface for a lazy checkpoint (the forward
 pass one layer at a time).
@@ -39,8 +40,8 @@ import torch
 
 from .config import ModelConfig
 
-__all__ = ["ActivationSource", "EagerAttentionRequired", "NNsightSource", "TransformerSource", "as_source",
-           "is_source"]
+__all__ = ["CUT_FAMILIES", "EXPANSION_FAMILIES", "ActivationSource", "EagerAttentionRequired", "NNsightSource",
+           "TransformerSource", "as_source", "is_source"]
 
 
 class EagerAttentionRequired(ValueError):
@@ -69,6 +70,10 @@ _DEFAULT_PATH = ("model.layers", "self_attn", "o_proj", "model.norm", "lm_head",
 # projections, or GPT-2's fused one): norms with other arithmetic (Gemma's 1 + w) or fused projections
 # with other layouts (Pythia, Phi-3) are not cut through nnsight
 CUT_FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "qwen3")
+# families whose path expansion reads its frozen activations inside one trace: those, and the RMS post-norm
+# families (the attention post-norm's scale from its input, the MLP output after its post-norm). Not cut
+# families: Gemma's first norm multiplies by 1 + w, and OLMo-2 has no first norm and a q/k norm over all heads
+EXPANSION_FAMILIES = CUT_FAMILIES + ("gemma2", "gemma3_text", "olmo2")
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -257,40 +262,63 @@ class NNsightSource:
             out = torch.stack(res, 1).save()
         return out.detach().float().cpu()
 
+    def _first_norm(self, layer) -> Any:
+        """A layer's first norm (ln1), the HF module or its envoy inside a trace."""
+        return layer.ln_1 if self.hf_config.model_type == "gpt2" else layer.input_layernorm
+
+    def _eps(self, norm) -> float:
+        """A HF norm module's epsilon."""
+        return float(getattr(norm, "eps", getattr(norm, "variance_epsilon", self.cfg.ln_eps)))
+
+    def check_expansion_supported(self) -> None:
+        if self.hf_config.model_type not in EXPANSION_FAMILIES:
+            raise NotImplementedError(
+                f"path expansion through nnsight is implemented for {', '.join(EXPANSION_FAMILIES)} (the norms' "
+                f"scales and the MLP output are read inside the trace); this model is {self.hf_config.model_type!r}: "
+                "convert it (cw.from_hf) or read its checkpoint lazily (cw.from_hf(path, lazy=True))")
+
     @torch.no_grad()
     def frozen_activations(self, tokens) -> dict[str, torch.Tensor | None]:
         """What path expansion freezes, from one trace: `{"pattern": [L, B, H, P, P], "ln1_scale": [L, B, P]
-        (the first norm's scale, computed inside the trace), "mlp_out": [L, B, P, D], "final_resid": [B, P, D]}`
-        (the final norm's input), float32 on the CPU. Families of `CUT_FAMILIES` (pre-norm, one MLP)."""
+        (the first norm's scale, computed inside the trace; None without first norms: OLMo-2), "post_scale":
+        [L, B, P] (the attention post-norm's scale, from its input; None without post-norms), "mlp_out":
+        [L, B, P, D] (what the MLP adds to the residual stream: after its post-norm), "final_resid": [B, P, D]}`
+        (the final norm's input), float32 on the CPU. Families of `EXPANSION_FAMILIES`."""
         self._check_eager()
-        self.check_cuts_supported()
+        self.check_expansion_supported()
         toks = self.check_tokens(tokens)
-        L, centre = self.cfg.n_layers, self.cfg.normalization in ("LN", "LNPre")
-        eps = []
-        for l in range(L):
-            norm = _get(self.lm._module, self.paths[0])[l]
-            norm = norm.ln_1 if self.hf_config.model_type == "gpt2" else norm.input_layernorm
-            eps.append(float(getattr(norm, "eps", getattr(norm, "variance_epsilon", self.cfg.ln_eps))))
-        pats, scales, mlps = [], [], []
+        cfg = self.cfg
+        L, centre = cfg.n_layers, cfg.normalization in ("LN", "LNPre")
+        pre, post = cfg.pre_norm and cfg.normalization is not None, cfg.post_norm
+        hf_layers = _get(self.lm._module, self.paths[0])
+        eps1 = [self._eps(self._first_norm(hf_layers[l])) for l in range(L)] if pre else []
+        eps_post = [self._eps(hf_layers[l].post_attention_layernorm) for l in range(L)] if post else []
+        pats, scales, posts, mlps = [], [], [], []
         with self.lm.trace(toks, remote=self.remote):
-            for l in range(L):  # in execution order: the first norm's input, attention, the MLP
-                norm, _ = self._cut_modules(l)
-                x = norm.input.float()
-                if centre:
-                    x = x - x.mean(-1, keepdim=True)
-                scales.append((x.pow(2).mean(-1) + eps[l]).sqrt().save())
+            for l in range(L):  # in execution order: the first norm's input, attention, its post-norm, the MLP
+                layer = self._layer(l)
+                if pre:
+                    x = self._first_norm(layer).input.float()
+                    if centre:
+                        x = x - x.mean(-1, keepdim=True)
+                    scales.append((x.pow(2).mean(-1) + eps1[l]).sqrt().save())
                 pats.append(self._attn(l).output[1].save())
-                mlps.append(self._layer(l).mlp.output.save())
+                if post:  # (RMS: no centring; a LayerNorm post-norm is refused before this trace)
+                    x = layer.post_attention_layernorm.input.float()
+                    posts.append((x.pow(2).mean(-1) + eps_post[l]).sqrt().save())
+                    mlps.append(layer.post_feedforward_layernorm.output.save())
+                else:
+                    mlps.append(layer.mlp.output.save())
             final = _get(self.lm, self.paths[3]).input.save()
         if any(p is None for p in pats):
             raise EagerAttentionRequired("a layer returned no attention pattern (SDPA / flash attention?): load the "
                                          "model with attn_implementation='eager'")
 
         def stack(xs):
-            return torch.stack([torch.as_tensor(x).detach().float().cpu() for x in xs])
+            return torch.stack([torch.as_tensor(x).detach().float().cpu() for x in xs]) if xs else None
 
-        return {"pattern": stack(pats), "ln1_scale": stack(scales), "mlp_out": stack(mlps),
-                "final_resid": torch.as_tensor(final).detach().float().cpu()}
+        return {"pattern": stack(pats), "ln1_scale": stack(scales), "post_scale": stack(posts),
+                "mlp_out": stack(mlps), "final_resid": torch.as_tensor(final).detach().float().cpu()}
 
     # ---------------------------------------------------------------- path cuts
     def _head_write(self, l: int, z: torch.Tensor, h: int) -> torch.Tensor:

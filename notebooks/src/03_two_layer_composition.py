@@ -177,7 +177,11 @@ plt.show()
 # On repeated random tokens, a model with induction heads predicts the second copy far better than the first
 # (averaged over the repeat lengths; the plot shows the longest).
 # The first copy is random, so no model can beat `log d_vocab` there (a model trained on code does worse: it is
-# confidently wrong about random tokens); on the second copy, copying is all it takes.
+# confidently wrong about random tokens); on the second copy, copying is all it takes. How far the repeated
+# copy's loss falls is a measure of *how strongly* the model copies, not only whether it does: a small model
+# whose induction head puts part of its attention on the right token, through a 32-dimensional OV circuit
+# competing with what the direct path predicts for code, gains several nats but stays far from certain (a
+# large model's induction heads bring it near zero).
 
 # %%
 # NBVAL_CHECK_OUTPUT
