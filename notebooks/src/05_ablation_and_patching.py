@@ -157,8 +157,8 @@ plt.show()
 #
 # - **Value side**: the difference sits at B's position in both layers (B is what gets copied). No head moved
 #   it there: it is B's own token embedding, which the induction head's values read at B's position. So
-#   patching a layer-0 head restores little or nothing (the printed row); what a layer-0 head adds to the induction head's
-#   values at B is a V-composition path (notebook 03 found the partner by cutting it).
+#   patching a layer-0 head restores little or nothing (the printed row); what a layer-0 head adds to the
+#   induction head's values at B is a V-composition path (notebook 03 found the partner by cutting it).
 # - **Key side**: the difference starts at A's position entering layer 0 and sits at B's position entering
 #   layer 1: something *moved it one position forward* — a previous-token head. The printed rows name it: the
 #   layer-0 head that restores the key side is the one with the high previous-token score (where several heads
@@ -198,8 +198,8 @@ print(f"largest change: L{most[0]}H{most[1]} (zero {float(table[most]):+.2f}, me
 # overstate. Mean ablation keeps the typical part but replaces the input-specific part with the average
 # message over the reference distribution, which is itself a message: on a repeated snippet, "what this head
 # says on ordinary code" can mislead the layer-1 heads more than silence — mean ablation can overstate too
-# (the printed differences show, head by head, which of the two hurts more here). Neither is *the* importance of a head: each answers "compared
-# with what?", which is why the reference distribution must be stated.
+# (the printed differences show, head by head, which of the two hurts more here). Neither is *the* importance
+# of a head: each answers "compared with what?", which is why the reference distribution must be stated.
 # </details>
 
 # %% [markdown]
