@@ -301,3 +301,35 @@ def test_only_a_few_snapshot_files_stay_loaded(view):
 def test_snapshot_objects_need_a_source():
     with pytest.raises(ValueError, match="neither a path nor a model"):
         Snapshot(3).load()
+
+
+def test_the_phase_change_is_a_window_of_steep_change():
+    steps = list(range(0, 1100, 100))
+    curve = [0.0, 0.0, 0.01, 0.02, 0.1, 0.3, 0.55, 0.8, 0.9, 0.95, 1.0]  # rise 0 -> 1
+    # 20 % is first reached at step 500 (0.3), 80 % at step 700 (0.8); the steepest pair is 500 -> 600
+    assert engine.rise_window(steps, curve) == (500, 700)
+    assert engine.rise_window(steps, curve, 0.5, 0.9) == (600, 800)
+    assert engine.steepest_step(steps, curve) == (500, 600)
+    # uneven spacing: the rise per step decides, and NaN evaluations are skipped
+    assert engine.steepest_step([0, 10, 1000], [0.0, 0.1, 0.9]) == (0, 10)
+    assert engine.rise_window([0, 1, 2, 3], [0.0, float("nan"), 0.5, 1.0]) == (2, 3)
+    assert engine.rise_window(steps, curve[::-1]) is None  # a falling curve has no rise
+    with pytest.raises(ValueError, match="two finite"):
+        engine.steepest_step([0, 1], [float("nan"), 1.0])
+    with pytest.raises(ValueError, match="lo < hi"):
+        engine.rise_window(steps, curve, 0.8, 0.2)
+
+
+def test_the_card_reports_the_window_the_notebook_shows():
+    """The shipped lecture model's card and its history view locate the phase change with one definition."""
+    from circwidgets import zoo
+
+    card = zoo.card("toy-2l-code")["phase_change"]
+    curves = engine.TrainingCurves.from_metrics(json.loads(cw.load("toy-2l-code").metadata["metrics"]))
+    ind = card["induction"]
+    assert ind["window"] == list(engine.rise_window(curves.steps, curves.best_induction))
+    assert ind["steepest"] == list(engine.steepest_step(curves.steps, curves.best_induction))
+    assert ind["first"] < 0.1 < 0.4 < ind["last"]  # the induction score rose during training
+    gain = card["in_context_gain"]
+    assert gain["window"] == list(engine.rise_window(curves.steps, curves.in_context_gain))
+    assert ind["window"][0] < ind["window"][1] and gain["window"][0] < gain["window"][1]

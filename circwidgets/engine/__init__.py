@@ -64,8 +64,10 @@ from .history import (
     TrainingCurves,
     circuit_measures,
     default_circuit,
+    rise_window,
     score_snapshots,
     snapshot_scores,
+    steepest_step,
 )
 from .induction import (
     DiagonalStats,
@@ -130,8 +132,8 @@ __all__ = [
     # one forward pass on a text, shared by every view of it
     "TextRun", "text_run",
     # the same quantities over training snapshots
-    "CircuitMeasures", "SnapshotScores", "TrainingCurves", "circuit_measures", "default_circuit",
-    "score_snapshots", "snapshot_scores",
+    "CircuitMeasures", "SnapshotScores", "TrainingCurves", "circuit_measures", "default_circuit", "rise_window",
+    "score_snapshots", "snapshot_scores", "steepest_step",
     # interventions (one implementation: ablation_hooks) and metrics
     "AblatedRun", "Effect", "LogitAttribution", "PatchingReport", "PathCut", "ablate_heads", "ablate_path",
     "ablated_run", "ablation_hooks", "ablation_table", "direct_logit_attribution", "logit_attribution",

@@ -34,8 +34,8 @@ from .induction import DiagonalStats, diagonal_stats, k_composition_qk, ov_copyi
 from .interventions import per_token_loss
 
 __all__ = [
-    "CircuitMeasures", "SnapshotScores", "TrainingCurves", "circuit_measures", "default_circuit",
-    "score_snapshots", "snapshot_scores",
+    "CircuitMeasures", "SnapshotScores", "TrainingCurves", "circuit_measures", "default_circuit", "rise_window",
+    "score_snapshots", "snapshot_scores", "steepest_step",
 ]
 
 Head = tuple[int, int]
@@ -144,6 +144,37 @@ def _num(x) -> float:
     return float(x) if x is not None and math.isfinite(float(x)) else float("nan")
 
 
+# A phase change is a window of steep change, not a threshold crossed: these two functions locate it in a
+# logged curve (the history view's notebook and the model cards use them).
+def _finite_curve(steps: Sequence[int], values: Sequence[float]) -> tuple[list[int], list[float]]:
+    if len(steps) != len(values):
+        raise ValueError(f"steps ({len(steps)}) and values ({len(values)}) differ in length")
+    pts = [(int(s), float(v)) for s, v in zip(steps, values) if v is not None and math.isfinite(float(v))]
+    if len(pts) < 2:
+        raise ValueError("a curve needs at least two finite values")
+    return [s for s, _ in pts], [v for _, v in pts]
+
+
+def rise_window(steps: Sequence[int], values: Sequence[float], lo: float = 0.2, hi: float = 0.8
+                ) -> tuple[int, int] | None:
+    """The first steps at which `values` (one per step; NaN entries skipped) has covered the fractions `lo`
+    and `hi` of its rise from the first to the last value; None when the curve does not rise."""
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"need 0 <= lo < hi <= 1, got lo={lo}, hi={hi}")
+    st, vs = _finite_curve(steps, values)
+    v0, v1 = vs[0], vs[-1]
+    if not v1 > v0:
+        return None
+    return tuple(next(s for s, v in zip(st, vs) if v >= v0 + f * (v1 - v0)) for f in (lo, hi))
+
+
+def steepest_step(steps: Sequence[int], values: Sequence[float]) -> tuple[int, int]:
+    """The pair of consecutive evaluations (steps) with the largest rise per step (NaN entries skipped)."""
+    st, vs = _finite_curve(steps, values)
+    i = max(range(1, len(vs)), key=lambda k: (vs[k] - vs[k - 1]) / max(1, st[k] - st[k - 1]))
+    return st[i - 1], st[i]
+
+
 @dataclass
 class TrainingCurves:
     """Curves over training, one entry per evaluation.
@@ -174,6 +205,29 @@ class TrainingCurves:
                    [_num(r.get("icl_first")) for r in recs], [_num(r.get("icl_repeated")) for r in recs],
                    torch.tensor([r["induction"] for r in recs], dtype=torch.float64),
                    torch.tensor([r["previous_token"] for r in recs], dtype=torch.float64), "metrics")
+
+    @property
+    def best_induction(self) -> list[float]:
+        """The best head's induction score at each evaluation `[n]`."""
+        return [float(x) for x in self.induction.flatten(1).max(1).values]
+
+    @property
+    def in_context_gain(self) -> list[float]:
+        """First-copy minus repeated-copy loss at each evaluation `[n]` (nats)."""
+        return [f - r for f, r in zip(self.icl_first, self.icl_repeated)]
+
+    def phase_change(self, lo: float = 0.2, hi: float = 0.8) -> dict:
+        """The induction phase change in these curves: for the best induction score and for the in-context
+        gain, the first and last values, the `rise_window` (steps covering `lo`..`hi` of the rise; None when
+        the curve does not rise) and the `steepest_step`."""
+        out = {}
+        for name, vals in (("induction", self.best_induction), ("in_context_gain", self.in_context_gain)):
+            st, vs = _finite_curve(self.steps, vals)
+            w = rise_window(st, vs, lo, hi)
+            out[name] = {"first": vs[0], "last": vs[-1], "window": None if w is None else list(w),
+                         "steepest": list(steepest_step(st, vs))}
+        out["fractions"] = [lo, hi]
+        return out
 
     @classmethod
     def from_snapshots(cls, scores: Sequence[SnapshotScores], loss_label: str = "loss") -> TrainingCurves:

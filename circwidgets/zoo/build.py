@@ -356,15 +356,16 @@ def _description(name: str, meta: dict) -> str:
     return RECIPES[name].description if name in RECIPES else meta.get("description", "")
 
 
-def phase_change(history: list[dict], threshold: float = 0.5) -> dict | None:
-    """First evaluation at which the best induction score crossed `threshold` (None if never)."""
-    prev = None
-    for r in history:
-        if "max_induction" in r and r["max_induction"] >= threshold:
-            return {"step": r["step"], "tokens": r["tokens"], "score": r["max_induction"],
-                    "previous_eval": prev}
-        prev = {"step": r["step"], "score": r.get("max_induction")} if "max_induction" in r else prev
-    return None
+def phase_change(history: list[dict]) -> dict | None:
+    """The induction phase change in a run's logged evaluations (`engine.TrainingCurves.phase_change`: the
+    window over which the best induction score and the in-context gain climb 20-80 % of their rise, and the
+    steepest step of each); None when the records carry no per-head scores."""
+    from ..engine.history import TrainingCurves
+
+    try:
+        return TrainingCurves.from_metrics(history).phase_change()
+    except ValueError:
+        return None
 
 
 # ------------------------------------------------------------------------------------- check

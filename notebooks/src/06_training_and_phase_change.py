@@ -125,28 +125,14 @@ history_view
 # NBVAL_CHECK_OUTPUT
 curves = history_view.training_curves  # engine.TrainingCurves: the trainer's logged records
 steps = curves.steps
-best_ind = [float(x) for x in curves.induction.flatten(1).max(1).values]
-gain = [f - r for f, r in zip(curves.icl_first, curves.icl_repeated)]
-
-
-def rise_window(values: list[float], lo: float = 0.2, hi: float = 0.8) -> tuple[int, int]:
-    """First steps at which `values` has covered `lo` and `hi` of its rise from the first to the last value."""
-    v0, v1 = values[0], values[-1]
-    return tuple(next(s for s, v in zip(steps, values) if v >= v0 + f * (v1 - v0)) for f in (lo, hi))
-
-
-def steepest_step(values: list[float]) -> tuple[int, int]:
-    """The pair of consecutive evaluations with the largest rise per step."""
-    i = max(range(1, len(values)), key=lambda k: (values[k] - values[k - 1]) / (steps[k] - steps[k - 1]))
-    return steps[i - 1], steps[i]
-
-
-w_ind, w_gain = rise_window(best_ind), rise_window(gain)
+best_ind, gain = curves.best_induction, curves.in_context_gain  # gain: first-copy minus repeated-copy loss
+# engine.rise_window: first steps covering 20 % and 80 % of the rise; engine.steepest_step: the steepest pair
+w_ind, w_gain = engine.rise_window(steps, best_ind), engine.rise_window(steps, gain)
 print(f"{len(steps)} logged evaluations, {len(history_view.steps)} snapshots at steps {history_view.steps}")
 print(f"best induction score {best_ind[0]:.2f} -> {best_ind[-1]:.2f}: 20-80% of the rise in steps "
-      f"{w_ind[0]}-{w_ind[1]}, steepest between steps {steepest_step(best_ind)}")
+      f"{w_ind[0]}-{w_ind[1]}, steepest between steps {engine.steepest_step(steps, best_ind)}")
 print(f"in-context gain {gain[0]:.2f} -> {gain[-1]:.2f} nats: 20-80% of the rise in steps {w_gain[0]}-{w_gain[1]}, "
-      f"steepest between steps {steepest_step(gain)}")
+      f"steepest between steps {engine.steepest_step(steps, gain)}")
 overlap = min(w_ind[1], w_gain[1]) - max(w_ind[0], w_gain[0])
 print("the two windows overlap" if overlap >= 0 else f"the two windows are {-overlap} steps apart")
 
