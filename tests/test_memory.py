@@ -101,7 +101,10 @@ def test_compact_ablation_run_equals_the_full_run(lm):
         assert small.logits is None
         torch.testing.assert_close(small.token_loss, full.token_loss, rtol=1e-5, atol=1e-5)
         assert abs(small.loss - full.loss) < 1e-5
-        for pos in (0, 127, 128, P // 2, P - 1):  # both sides of a chunk boundary, the last position
+        from circwidgets.engine.ablation_state import _CHUNK
+
+        assert P > 2 * _CHUNK
+        for pos in (0, _CHUNK - 1, _CHUNK, P // 2, P - 1):  # both sides of a chunk boundary, the last position
             got, want = small.top(pos, 5), full.top(pos, 5)
             assert [t for t, _, _ in got] == [t for t, _, _ in want]
             for (_, p1, l1), (_, p2, l2) in zip(got, want):

@@ -100,7 +100,8 @@ def full_from_logits(model: Transformer, toks: torch.Tensor, logits: torch.Tenso
     return AblatedRun(tokens=toks, logits=logits, token_loss=per_token_loss(logits, toks), notes=notes)
 
 
-_CHUNK = 128  # positions unembedded at once by a compact run (GPT-2: 128 x 50,257 floats, 26 MB)
+_CHUNK = 32  # positions unembedded at once by a compact run (GPT-2: 32 x 50,257 floats, 6.4 MB; with the
+# float64 softmax and top-k about 40 MB of transients: less would only add matmul calls)
 
 
 def _compact_run(model: Transformer, toks: torch.Tensor, hooks: list, top_k: int,
