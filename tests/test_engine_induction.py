@@ -166,3 +166,11 @@ def test_induction_positions_and_the_decisive_one():
     score = {q: float(out[q] @ (m.W_U[:, toks[q + 1]] - m.W_U.mean(1))) for q in (5, 6, 9)}
     assert p == max(score, key=score.get)
     assert engine.decisive_position(m, torch.tensor([1, 2, 3, 4])) == 3  # nothing repeats: the last position
+    # a head given as a callable is resolved only when there is an induction position to choose from
+    asked = []
+    assert engine.decisive_position(m, toks, lambda: asked.append(1) or head) == p and asked == [1]
+
+    def must_not_be_asked():
+        raise AssertionError("the head was resolved for a text without induction positions")
+
+    assert engine.decisive_position(m, torch.tensor([1, 2, 3, 4]), must_not_be_asked) == 3

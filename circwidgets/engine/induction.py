@@ -22,6 +22,7 @@ Weights only (no biases, normalisation folded as everywhere in the engine, §1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -244,15 +245,20 @@ def induction_positions(tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decisive_position(model: Transformer, tokens: torch.Tensor, head: Head | None = None) -> int:
+def decisive_position(model: Transformer, tokens: torch.Tensor,
+                      head: Head | Callable[[], Head] | None = None) -> int:
     """An induction position (`induction_positions`) where `head` (default `strongest_induction_head`)
     decides the next token most: the largest direct contribution of the head's output to the next
     token's logit, centred over the vocabulary (`result · (W_U[:, next] − mean_c W_U[:, c])`, ln_final
-    ignored: a view's default, not a measurement). The last position when the input has none."""
+    ignored: a view's default, not a measurement). The last position when the input has none (or the
+    model has no heads). `head` may be a callable returning the head: it is called only when there are
+    induction positions to choose from (a view's opening-head rule can cost a repeat-length sweep)."""
     t = model.check_tokens(torch.as_tensor(tokens).flatten()[None])[0]
     pos = induction_positions(t.cpu())
-    if len(pos) == 0:
+    if len(pos) == 0 or not model.cfg.n_layers:
         return len(t) - 1
+    if callable(head):
+        head = head()
     layer, h = _head(model, head if head is not None else strongest_induction_head(model))
     from .text_run import shared_text_run
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine.induction import decisive_position, induction_positions, opening_head
+from ..engine.induction import decisive_position, opening_head
 from ..engine.paths import FrozenRun, LogitPaths, frozen_run, logit_paths
 from ..engine.patterns import attention_patterns
 from ..engine.text_run import supports_text_run, text_run
@@ -83,12 +83,11 @@ class PathExpansion(CircuitWidget):
         if position is None:  # where induction decides the next token (the evidence worth showing first)
             # (a deferred setup reads the selection traits: they may have changed since construction)
             layer, head = (self.layer, self.head) if self.deferred else self._init_head
-            if not self.model.cfg.n_layers or len(induction_positions(toks.cpu())) == 0:
-                position = P - 1  # (what decisive_position answers then: no head to choose, no sweep to run)
-            else:  # a layer-0 selection: the text's induction head (engine.opening_head; else the length sweep)
-                own = (layer, head) if layer >= 1 else (opening_head(self.model, toks, self.data)
-                                                         if self.model.cfg.n_layers > 1 else None)
-                position = decisive_position(self.model, toks, own)
+            # a layer-0 selection: the text's induction head (engine.opening_head; else the length sweep), chosen
+            # only if the text has an induction position (decisive_position calls it lazily)
+            own = (layer, head) if layer >= 1 else (
+                (lambda: opening_head(self.model, toks, self.data)) if self.model.cfg.n_layers > 1 else None)
+            position = decisive_position(self.model, toks, own)
         del shared
         if not -P <= position < P:
             raise IndexError(f"position={position} is out of range: 0..{P - 1}")
