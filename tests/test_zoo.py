@@ -187,3 +187,31 @@ def test_rotary_offset_peak_claim_finds_the_planted_offset(peak):
     # (peak 1 met); a head looking 3 back is not a previous-token head, and the claim does not report 1
     got = prev_head_offset_peak(m, {}, layer=0, n_seqs=4)
     assert (got == 1.0) == (peak == 1), got
+
+
+@pytest.mark.parametrize("reads", ["previous", "other"])
+def test_rotary_kcomposition_claims_follow_what_the_induction_head_reads(reads):
+    """L0H1 looks one back (planted, as above) and writes only along residual dim 4 (rank one), L0H0 only into
+    dims 0..3; both layer-1 heads read their keys from one of those. The claims must name the previous-token head
+    as the induction head's K-composition source (peak 1, far above chance) exactly when the keys read its output."""
+    from circwidgets.zoo.claims import kcomp_prev_over_chance, kcomp_source_offset_peak
+
+    m = _planted_rotary_previous_head(1)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        m.W_O[0, 0, :, 4:] = 0.0
+        m.W_O[0, 1] = 0.0
+        m.W_O[0, 1, :, 4] = torch.randn(4, generator=g, dtype=m.W_O.dtype)
+        m.W_Q[1] = torch.randn(2, 8, 4, generator=g, dtype=m.W_Q.dtype)
+        m.W_K[1] = 0.0
+        rows = slice(4, 5) if reads == "previous" else slice(0, 4)  # the residual dims the keys read
+        m.W_K[1, :, rows] = torch.randn(2, rows.stop - rows.start, 4, generator=g, dtype=m.W_K.dtype)
+    k = cw.engine.composition_scores(m, "k", offset=[9, 22, 49, 99])[0, :, 1]  # [head1, head2]
+    source = 1 if reads == "previous" else 0
+    assert bool((k[source] > 0.1).all()) and bool((k[1 - source] < 1e-6).all())  # the planted structure holds
+    peak = kcomp_source_offset_peak(m, {}, n_seqs=4)
+    ratio = kcomp_prev_over_chance(m, {}, n_seqs=4)
+    if reads == "previous":
+        assert peak == 1.0 and ratio > 2.0, (peak, ratio)
+    else:
+        assert peak != 1.0 and ratio < 1e-3, (peak, ratio)

@@ -77,7 +77,13 @@ SPECS: dict[str, list[dict]] = {
     "toy-2l-rotary": [
         dict(id="prev_offset_peak", fn="prev_head_offset_peak", args=dict(layer=0, **HEAD_ARGS), op="==", target=1,
              tol=0, text="offset Δ (0..63) where the strongest layer-0 previous-token head's offset profile peaks"),
-        dict(id="kcomp_prev", fn="kcomp_source_prev_token", args=dict(**HEAD_ARGS), op=">=", target=0.5, tol=0.01,
+        dict(id="kcomp_source_offset_peak", fn="kcomp_source_offset_peak", args=dict(**HEAD_ARGS), op="==",
+             target=1, tol=0, text="offset Δ (0..63) where the offset profile of the best induction head's strongest "
+             "K-composition input peaks (its QK circuit averaged over Δ = |r| - 1 for the repeat lengths)"),
+        dict(id="kcomp_prev_over_chance", fn="kcomp_prev_over_chance", args=dict(**HEAD_ARGS), op=">=", target=2,
+             tol=0.05, text="K-composition of the strongest layer-0 previous-token head into the best induction "
+             "head, in multiples of the random-matrix baseline"),
+        dict(id="kcomp_prev", fn="kcomp_source_prev_token", args=dict(**HEAD_ARGS), op=">=", target=None, tol=0.01,
              text="previous-token score of the strongest K-composition input of the best induction head "
                   "(the induction head's QK circuit averaged over Δ = |r| - 1 for the repeat lengths)"),
         dict(id="prev_token_l0", fn="previous_token_max", args=dict(layer=0, **HEAD_ARGS), op=">=", target=None,

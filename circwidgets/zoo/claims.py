@@ -16,6 +16,7 @@ import torch
 
 from ..engine import (
     all_head_scores,
+    composition_baseline,
     composition_scores,
     eigen_positivity,
     in_context_loss,
@@ -87,22 +88,44 @@ def icl_gain(model: Transformer, stats: dict, seq_len: int | None = None, n_seqs
     return in_context_loss(model, seq_len=seq_len, n_seqs=n_seqs, seed=seed).gain
 
 
+def _induction_kcomp(model: Transformer, s: dict, seq_len: int | None) -> torch.Tensor:
+    """K-composition scores `[head1]` of every layer-0 head into the best layer-1 induction head (by `s`).
+    Rotary models: W_QK depends on the offset Δ, so the engine averages the later head's circuit over the
+    offsets at which an induction head attends on BOS + r + r (Δ = |r| - 1 for each repeat length of the
+    sweep, or seq_len - 1)."""
+    h2 = int(s["induction"][1].argmax())
+    offset = [n - 1 for n in ((seq_len,) if seq_len else REPEAT_LENS)] if model.cfg.positional == "rotary" else None
+    return composition_scores(model, "k", offset=offset)[0, :, 1, h2]
+
+
 @claim
 def kcomp_source_prev_token(model: Transformer, stats: dict, seq_len: int | None = None, n_seqs: int = 32,
                             seed: int = 2024, **_) -> float:
     """Previous-token score of the layer-0 head that K-composes most strongly into the best
     layer-1 induction head (≥ 0.5 says: its strongest K-composition input is a previous-token head)."""
     s = _scores(model, seq_len, n_seqs, seed)
-    h2 = int(s["induction"][1].argmax())
-    if model.cfg.positional == "rotary":
-        # W_QK depends on the offset Δ: the engine averages the later head's circuit over the offsets at which
-        # an induction head attends on BOS + r + r (Δ = |r| - 1 for each repeat length of the sweep, or seq_len - 1)
-        deltas = [n - 1 for n in ((seq_len,) if seq_len else REPEAT_LENS)]
-        k = composition_scores(model, "k", offset=deltas)[0, :, 1, h2]
-    else:
-        k = composition_scores(model, "k")[0, :, 1, h2]  # [head1]
-    h1 = int(k.argmax())
-    return float(s["previous_token"][0, h1])
+    return float(s["previous_token"][0, int(_induction_kcomp(model, s, seq_len).argmax())])
+
+
+@claim
+def kcomp_source_offset_peak(model: Transformer, stats: dict, n_offsets: int = 64, n_seqs: int = 32,
+                             seed: int = 2024, **_) -> float:
+    """Rotary models: the offset Δ in [0, n_offsets) where the offset profile (engine `offset_profile`) of
+    the best induction head's strongest K-composition input peaks; 1 says the induction head's keys are
+    written most by a head that attends to the previous position by its weights."""
+    s = _scores(model, None, n_seqs, seed)
+    h1 = int(_induction_kcomp(model, s, None).argmax())
+    return float(offset_profile(model, range(n_offsets))[0, h1].argmax())
+
+
+@claim
+def kcomp_prev_over_chance(model: Transformer, stats: dict, n_seqs: int = 32, seed: int = 2024, **_) -> float:
+    """K-composition of the strongest layer-0 previous-token head into the best layer-1 induction head,
+    divided by the mean score of random matrices of the same shapes (`composition_baseline`): 1 is
+    chance, the paper's induction heads compose several times above it."""
+    s = _scores(model, None, n_seqs, seed)
+    h1 = int(s["previous_token"][0].argmax())
+    return float(_induction_kcomp(model, s, None)[h1]) / composition_baseline(model, "k")[0]
 
 
 @claim
