@@ -179,6 +179,55 @@ _, c = gptj.run_with_cache(seqs)
 print(c["attn_scores", 0][:, :, 3, 0].mean(0), engine.offset_profile(gptj, [3])[0, :, 0])
 
 # %% [markdown]
+# ## A trained rotary model
+#
+# Everything above ran on random or hand-planted weights. `toy-2l-rotary` is trained: the lecture model's two
+# attention-only layers with today's parts (rotary positions, RMSNorm, 4 query heads sharing 2 K/V heads),
+# trained by `python -m circwidgets.train toy-2l-rotary` on the same code corpus. It has no positional
+# embedding at all, so whatever it knows about "the previous token" it must have put into the rotations of
+# its QK circuits. The head scores read the heads' behaviour on repeated random tokens; the offset profile
+# reads where a layer-0 head looks from its weights alone.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rot = cw.zoo.lecture("toy-2l-rotary", quiet=True)
+scores = engine.all_head_scores(rot, n_seqs=32, seed=2024)  # repeat lengths 10, 23, 50, 100
+rot_profile = engine.offset_profile(rot, offsets=range(64))  # [layer, head, offset]
+prev_head = int(scores["previous_token"][0].argmax())
+ind_head = int(scores["induction"][1].argmax())
+print("layer 0 previous-token scores:", scores["previous_token"][0].numpy().round(2))
+print("layer 0 offset-profile peaks: ", rot_profile[0].argmax(-1).tolist())
+print("layer 1 induction scores:     ", scores["induction"][1].numpy().round(2))
+print(f"L0H{prev_head} reads K/V head {rot.cfg.kv_head_of(prev_head)}, shared by query heads",
+      rot.cfg.kv_group(rot.cfg.kv_head_of(prev_head)))
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 2.6))
+for h in range(rot.cfg.n_heads):
+    ax.plot(rot_profile[0, h, :24].numpy(), marker="o" if h == prev_head else None, label=f"L0H{h}")
+ax.set_xlabel("offset Δ = query − key position")
+ax.set_ylabel("mean score")
+ax.legend(ncol=4, fontsize=8)
+ax.set_title("toy-2l-rotary, layer 0: offset profiles")
+plt.show()
+
+# %% [markdown]
+# The induction head's keys should be written by the previous-token head: K-composition. With rotary
+# positions the later head's QK circuit depends on the offset at which it reads, and an induction head on
+# `BOS + r + r` reads at Δ = |r| − 1, so `composition_scores(..., offset=[...])` averages its circuit over
+# the offsets of the four repeat lengths. `composition_baseline` is what random matrices of the same shapes
+# score (chance).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+k = engine.composition_scores(rot, "k", offset=[9, 22, 49, 99])[0, :, 1, ind_head]  # [layer-0 head]
+chance = engine.composition_baseline(rot, "k")[0]
+print(f"K-composition into L1H{ind_head}:", k.numpy().round(3), f"| chance {chance:.3f}")
+print(f"strongest input: L0H{int(k.argmax())}, {float(k.max()) / chance:.1f}x chance")
+ov = float(engine.eigen_positivity(rot, "ov")[1, ind_head])
+print(f"L1H{ind_head}'s OV circuit, eigenvalue positivity: {ov:.2f} (+1: it copies the token it attends to)")
+
+# %% [markdown]
 # ## Bring your own model
 #
 # `cw.from_hf(model)` reads GPT-2, Pythia (GPT-NeoX), Llama, Mistral, Qwen 2/3, Gemma 2/3, OLMo-2 and Phi-3
