@@ -1,6 +1,8 @@
 """`python -m circwidgets.zoo --check [NAME ...]`: recompute the model cards' claims (exit 1 on failure).
 `python -m circwidgets.zoo --list`: the shipped models and their cards.
 `python -m circwidgets.zoo --build NAME --run RUN_DIR [--data-dir DIR]`: ship a finished training run.
+`python -m circwidgets.zoo --restate NAME [--notes TEXT]`: measure a shipped model's claims again as the
+claim specifications now state them (no training run needed) and rewrite its card.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="--build: the prepared corpus (code models)")
     p.add_argument("--device-note", help="--build: where it was trained, if the run did not record it")
     p.add_argument("--command", help="--build: the command that trained it")
-    p.add_argument("--notes", default="")
+    p.add_argument("--restate", metavar="NAME")
+    p.add_argument("--notes", default=None)
     p.add_argument("--snapshots", default="", help="--build: comma-separated snapshot steps to ship")
     a = p.parse_args(argv)
     if a.build:
@@ -32,8 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         if not a.run:
             p.error("--build needs --run RUN_DIR")
         steps = [int(x) for x in a.snapshots.split(",") if x.strip()]
-        c = build(a.build, a.run, a.data_dir, a.device_note, a.command, a.notes, steps or None)
+        c = build(a.build, a.run, a.data_dir, a.device_note, a.command, a.notes or "", steps or None)
         print(c.to_markdown())
+        return 0
+    if a.restate:
+        from .build import restate
+
+        print(restate(a.restate, a.notes).to_markdown())
         return 0
     if a.list:
         for n in zoo_list():

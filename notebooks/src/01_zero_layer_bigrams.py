@@ -69,8 +69,7 @@ print("table:", tuple(model_lp.shape), "| rank of W_E W_U <= d_model =", model.c
 r = engine.pearson(model_lp.reshape(-1), corpus_lp.reshape(-1))
 rho = engine.rank_correlation(model_lp.reshape(-1), corpus_lp.reshape(-1))
 print(f"all pairs:  Pearson r = {r:.2f}, Spearman rho = {rho:.2f}")
-# a pair never seen in the corpus gets add-1's floor, the smallest value of its row
-seen = corpus_lp > corpus_lp.min(dim=1, keepdim=True).values + 1e-9
+seen = stats["bigram_seen"].bool()  # [B, C]: the pair occurs in the corpus (the others get add-1's floor)
 r_seen = engine.pearson(model_lp[seen], corpus_lp[seen])
 print(f"seen pairs: Pearson r = {r_seen:.2f} ({float(seen.float().mean()):.0%} of the pairs were seen)")
 
@@ -93,8 +92,8 @@ plt.show()
 # **What the plot shows.** The band along the diagonal is the model learning the table: frequent,
 # high-probability pairs (upper right) are fitted best. The vertical stripes on the left are pairs the corpus
 # *never* shows: add-1 smoothing gives them all the same floor value per row, while the model ranks them
-# anyway — which is why the correlation over the seen pairs alone is the fairer number. And the model has
-# only `d_model` dimensions to encode a `d_vocab × d_vocab` table.
+# anyway — which is why the correlation over the seen pairs alone is the fairer number (the one the model
+# card's target is on). And the model has only `d_model` dimensions to encode a `d_vocab × d_vocab` table.
 #
 # ## 3. Read a few rows
 #
