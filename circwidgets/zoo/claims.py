@@ -122,7 +122,7 @@ def kcomp_source_offset_peak(model: Transformer, stats: dict, n_offsets: int = 6
 def kcomp_prev_over_chance(model: Transformer, stats: dict, n_seqs: int = 32, seed: int = 2024, **_) -> float:
     """K-composition of the strongest layer-0 previous-token head into the best layer-1 induction head,
     divided by the mean score of random matrices of the same shapes (`composition_baseline`): 1 is
-    chance, the paper's induction heads compose several times above it."""
+    chance."""
     s = _scores(model, None, n_seqs, seed)
     h1 = int(s["previous_token"][0].argmax())
     return float(_induction_kcomp(model, s, None)[h1]) / composition_baseline(model, "k")[0]
