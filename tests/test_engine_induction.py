@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from circwidgets import engine
-from circwidgets.model import ModelConfig, Transformer
+from circwidgets.model import ModelConfig, Transformer, rotary
 from circwidgets.model.testing import random_model
 
 
@@ -33,6 +33,38 @@ def test_k_composition_term_is_how_h1_output_enters_h2_keys(h1, h2):
     torch.testing.assert_close(via_engine, brute, rtol=1e-9, atol=1e-9)
     # and the transpose (the other orientation) is not it
     assert not torch.allclose(M.T[toks[0]][:, toks[0]] @ pat.T, brute, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_rotary_k_composition_term_is_how_h1_output_enters_h2_keys_at_each_offset(layout):
+    """Rotary, no normalisation: h1's output at key position j goes through h2's W_K and is rotated by j, the
+    query token's part by i; the score term equals the engine's matrix at offset i − j, read at [query token,
+    token h1 attended to] and weighted by h1's pattern, for every (i, j). Averaging over offsets averages it."""
+    m = _model(seed=3, positional="rotary", rotary_base=100.0, rotary_layout=layout)
+    P = 10
+    toks = torch.randint(0, 13, (1, P), generator=torch.Generator().manual_seed(1))
+    _, cache = m.run_with_cache(toks)
+    h1, h2 = 1, 2
+    out_h1 = cache["result", 0][0, :, h1]                                   # [pos, d_model]
+    pos = torch.arange(P)
+    q = rotary.apply_rotary(m.W_E[toks[0]] @ m.W_Q[1, h2], pos, m.cfg)      # [pos, d_head]: query token part
+    k = rotary.apply_rotary(out_h1 @ m.W_K[1, h2], pos, m.cfg)              # [pos, d_head]: h1's part of the keys
+    brute = q @ k.T                                                          # [query i, key j]
+    pat = cache["pattern", 0][0, h1]                                         # [key pos j, pos h1 attends to]
+    for i in range(P):
+        for j in range(i + 1):
+            M = engine.k_composition_qk(m, (0, h1), (1, h2), offset=i - j).materialize().double()
+            assert float(M[toks[0, i]][toks[0]] @ pat[j]) == pytest.approx(float(brute[i, j]), abs=1e-9)
+    mean = engine.k_composition_qk(m, (0, h1), (1, h2), offset=[2, 5]).materialize()
+    both = [engine.k_composition_qk(m, (0, h1), (1, h2), offset=d).materialize() for d in (2, 5)]
+    torch.testing.assert_close(mean, (both[0] + both[1]) / 2, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="offset"):
+        engine.k_composition_qk(m, (0, h1), (1, h2))
+    with pytest.raises(ValueError, match="only for rotary"):
+        engine.k_composition_qk(_model(), (0, 0), (1, 0), offset=1)
+    # n_ctx 10 holds one repeat length, 4 (BOS + 4 + 4): its induction offset is 3
+    assert engine.induction_offsets(m) == [3] and engine.induction_offsets(m, [4, 6]) == [3, 5]
+    assert engine.induction_offsets(_model()) is None
 
 
 def test_k_composition_rejects_the_wrong_layer_order():

@@ -135,6 +135,35 @@ def test_circuit_measures_equal_a_dense_float64_brute_force(view):
             (got.ov.positivity, got.k_qk.positivity, got.k_composition), abs=1e-6)
 
 
+def test_rotary_snapshots_measure_the_circuit_at_the_induction_offsets():
+    """A rotary GQA model's history: the induction head's QK circuit in the K-composition term and score is
+    `W_Q M W_Kᵀ` with M the mean rotation over Δ = |r| − 1 of the detection lengths (dense float64 brute
+    force); the view opens without error, on a list of checkpoints and on the shipped toy-2l-rotary."""
+    from circwidgets.model import rotary
+    from circwidgets.model.testing import random_model
+
+    kw = dict(n_layers=2, d_model=16, n_heads=4, n_kv_heads=2, d_head=4, d_vocab=20, n_ctx=64, positional="rotary",
+              rotary_base=100.0, normalization=None, attn_only=True, dtype=torch.float64)
+    snaps = [(100 * i, random_model(seed=i, **kw).requires_grad_(False)) for i in range(2)]
+    m = snaps[1][1]
+    offs = engine.induction_offsets(m)
+    assert offs == [9, 22]  # repeat lengths 10 and 23 fit n_ctx 64
+    M = torch.stack([rotary.rotation_matrix(m.cfg, d) for d in offs]).mean(0)
+    w = _dense(m)
+    (l1, h1), (l2, h2) = (0, 3), (1, 1)
+    qk2 = w["W_Q"][l2, h2] @ M @ w["W_K"][l2, h2].T
+    ov1 = w["W_V"][l1, h1] @ w["W_O"][l1, h1]
+    kqk = w["W_E"] @ qk2 @ ov1.T @ w["W_E"].T
+    kcomp = float(torch.linalg.norm(ov1 @ qk2.T) / (torch.linalg.norm(ov1) * torch.linalg.norm(qk2)))
+    got = engine.circuit_measures(m, (l1, h1), (l2, h2), n_tokens=None)
+    assert got.k_qk.positivity == pytest.approx(_positivity(kqk), abs=1e-9) and got.k_qk.top1 == _top1(kqk)
+    assert got.k_composition == pytest.approx(kcomp, rel=1e-9)
+    view = cw.training(snaps)
+    assert view.error == "" and view.step_data["step"] == 100
+    shipped = cw.training("toy-2l-rotary")
+    assert shipped.error == "", shipped.error
+
+
 def test_each_steps_numbers_are_the_engine_functions_on_that_checkpoint(view, run_dir):
     out, _ = run_dir
     for snap in run_snapshots(out):

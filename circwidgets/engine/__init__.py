@@ -74,6 +74,7 @@ from .induction import (
     PositionalProfile,
     decisive_position,
     diagonal_stats,
+    induction_offsets,
     induction_positions,
     k_composition_qk,
     opening_head,
@@ -126,7 +127,8 @@ __all__ = [
     "copying_score", "detection_lengths", "detection_masks", "head_scores", "in_context_loss", "induction_tokens",
     "repeated_tokens", "scores_by_length", "scores_from_patterns",
     # the induction mechanism in the weights
-    "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_positions",
+    "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_offsets",
+    "induction_positions",
     "k_composition_qk", "opening_head", "ov_copying", "positional_qk_profile", "strongest_induction_head",
     "text_induction_head",
     # one forward pass on a text, shared by every view of it

@@ -30,7 +30,14 @@ from ..model import Transformer
 from ._check import check_layer_head
 from .composition import composition_baseline, composition_for_head
 from .heads import all_head_scores, head_scores, in_context_loss
-from .induction import DiagonalStats, diagonal_stats, k_composition_qk, ov_copying, strongest_induction_head
+from .induction import (
+    DiagonalStats,
+    diagonal_stats,
+    induction_offsets,
+    k_composition_qk,
+    ov_copying,
+    strongest_induction_head,
+)
 from .interventions import per_token_loss
 
 __all__ = [
@@ -118,13 +125,15 @@ def circuit_measures(model: Transformer, prev_head: Head, ind_head: Head, n_toke
                      seed: int = SEED) -> CircuitMeasures:
     """`CircuitMeasures` of `model` for `prev_head` (earlier layer) and `ind_head`. Positivities use
     the whole circuits; the top-1 diagonal accuracies use `n_tokens` token ids drawn with `seed`
-    (all tokens when None or >= d_vocab)."""
+    (all tokens when None or >= d_vocab). Rotary models: the induction head's QK circuit (in the K-composition
+    term and score) is averaged over the offsets it attends at on repeated tokens (`induction_offsets`)."""
     l1, h1 = check_layer_head(model, *prev_head)
     l2, h2 = check_layer_head(model, *ind_head)
     toks = _token_sample(model.cfg.d_vocab, n_tokens, seed)
     ov = ov_copying(model, (l2, h2), toks)
-    k_qk = diagonal_stats(k_composition_qk(model, (l1, h1), (l2, h2)), toks)
-    score = float(composition_for_head(model, l2, h2, "k").into[l1, h1])  # one head's pairs, not all
+    offset = induction_offsets(model)  # rotary: the induction head's QK circuit at the offsets it attends at
+    k_qk = diagonal_stats(k_composition_qk(model, (l1, h1), (l2, h2), offset), toks)
+    score = float(composition_for_head(model, l2, h2, "k", offset=offset).into[l1, h1])  # one head's pairs
     mean, std = composition_baseline(model, "k")
     return CircuitMeasures((l1, h1), (l2, h2), ov, k_qk, score, (float(mean), float(std)))
 

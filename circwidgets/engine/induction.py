@@ -29,14 +29,14 @@ import torch
 
 from ..model import Transformer
 from ._check import check_layer_head
-from .circuits import full_ov, positional_qk
+from .circuits import full_ov, keys_at, positional_qk
 from .factored import FactoredMatrix
 from .prep import weights
 
 __all__ = [
-    "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_positions",
-    "k_composition_qk", "opening_head", "ov_copying", "positional_qk_profile", "strongest_induction_head",
-    "text_induction_head",
+    "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_offsets",
+    "induction_positions", "k_composition_qk", "opening_head", "ov_copying", "positional_qk_profile",
+    "strongest_induction_head", "text_induction_head",
 ]
 
 Head = tuple[int, int]
@@ -93,20 +93,33 @@ def _head(model: Transformer, head: Head) -> tuple[int, int]:
     return check_layer_head(model, *head)
 
 
-def k_composition_qk(model: Transformer, prev_head: Head, ind_head: Head) -> FactoredMatrix:
+def k_composition_qk(model: Transformer, prev_head: Head, ind_head: Head, offset=None) -> FactoredMatrix:
     """`W_E W_Q^{h2} (W_K^{h2})ᵀ (W_OV^{h1})ᵀ W_Eᵀ` `[d_vocab, d_vocab]`, h1 = `prev_head`, h2 = `ind_head`
     (h1 in an earlier layer): row = query token, column = the token h1 moved into the key position.
 
-    The term of h2's attention score that K-composition through h1 adds (module docstring)."""
+    The term of h2's attention score that K-composition through h1 adds (module docstring). Rotary models:
+    h2's QK circuit at `offset` (Δ = query − key position, or a sequence of them to average over;
+    `induction_offsets(model)` gives those at which an induction head attends on repeated tokens):
+    `W_Q R_Δ W_Kᵀ` in place of `W_Q W_Kᵀ`. Other models: leave `offset` out."""
     l1, h1 = _head(model, prev_head)
     l2, h2 = _head(model, ind_head)
     if not l1 < l2:
         raise ValueError(f"K-composition needs prev_head in an earlier layer than ind_head, got L{l1} and L{l2}")
-    if model.cfg.positional == "rotary":  # the rotation between W_Q and W_K depends on the query-key offset
-        raise ValueError("k_composition_qk: rotary models have no offset-free QK circuit (use engine.circuits' offset)")
     w = weights(model)
     W_E = w["W_E"]
-    return FactoredMatrix(W_E, w["W_Q"][l2, h2], w["W_K"][l2, h2].T, w["W_O"][l1, h1].T, w["W_V"][l1, h1].T, W_E.T)
+    keys = keys_at(model, offset, l2, h2)  # W_K, or W_K R_Δᵀ for a rotary model (refuses a missing offset)
+    return FactoredMatrix(W_E, w["W_Q"][l2, h2], keys.T, w["W_O"][l1, h1].T, w["W_V"][l1, h1].T, W_E.T)
+
+
+def induction_offsets(model: Transformer, seq_lens=None) -> list[int] | None:
+    """The query − key offsets at which an induction head attends on `BOS + r + r`: Δ = |r| − 1 for each
+    repeat length detection averages over (`heads.detection_lengths`; `seq_lens` as there). Rotary models
+    only (their QK circuits depend on Δ); None for the others."""
+    if model.cfg.positional != "rotary":
+        return None
+    from .heads import detection_lengths
+
+    return [n - 1 for n in detection_lengths(model, seq_lens)]
 
 
 def ov_copying(model: Transformer, head: Head, tokens: torch.Tensor | None = None) -> DiagonalStats:

@@ -20,12 +20,12 @@ from ..engine import (
     composition_scores,
     eigen_positivity,
     in_context_loss,
+    induction_offsets,
     offset_profile,
     pearson,
     precision_at_k,
     skip_trigrams,
 )
-from ..engine.heads import REPEAT_LENS
 from ..model import Transformer
 
 CLAIMS: dict[str, Callable[..., float]] = {}
@@ -91,11 +91,10 @@ def icl_gain(model: Transformer, stats: dict, seq_len: int | None = None, n_seqs
 def _induction_kcomp(model: Transformer, s: dict, seq_len: int | None) -> torch.Tensor:
     """K-composition scores `[head1]` of every layer-0 head into the best layer-1 induction head (by `s`).
     Rotary models: W_QK depends on the offset Δ, so the engine averages the later head's circuit over the
-    offsets at which an induction head attends on BOS + r + r (Δ = |r| - 1 for each repeat length of the
-    sweep, or seq_len - 1)."""
+    offsets at which an induction head attends on BOS + r + r (`induction_offsets`: Δ = |r| - 1 for each
+    repeat length of the sweep, or seq_len - 1)."""
     h2 = int(s["induction"][1].argmax())
-    offset = [n - 1 for n in ((seq_len,) if seq_len else REPEAT_LENS)] if model.cfg.positional == "rotary" else None
-    return composition_scores(model, "k", offset=offset)[0, :, 1, h2]
+    return composition_scores(model, "k", offset=induction_offsets(model, seq_len))[0, :, 1, h2]
 
 
 @claim
