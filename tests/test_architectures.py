@@ -203,10 +203,10 @@ def test_hf_refusals():
     moe = tf.MixtralForCausalLM(tf.MixtralConfig(**small, num_key_value_heads=2, num_local_experts=2))
     with pytest.raises(ConversionError, match="model_type is 'mixtral'"):
         cw.from_hf(moe)
-    yarn = tf.LlamaForCausalLM(tf.LlamaConfig(**small, rope_parameters=dict(
-        rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=8)))
-    with pytest.raises(ConversionError, match="rope scaling rope_type='yarn'"):
-        cw.from_hf(yarn)
+    dynamic = tf.LlamaForCausalLM(tf.LlamaConfig(**small, rope_parameters=dict(
+        rope_type="dynamic", rope_theta=10000.0, factor=4.0)))  # frequencies that change with the input's length
+    with pytest.raises(ConversionError, match="rope scaling rope_type='dynamic'"):
+        cw.from_hf(dynamic)
     qwen_moe_like = tf.Qwen2ForCausalLM(tf.Qwen2Config(**small))
     qwen_moe_like.config.num_experts = 4
     with pytest.raises(ConversionError, match="mixture of experts"):
@@ -375,6 +375,92 @@ def test_llama3_rope_scaling_frequencies():
     assert mid.any() and ((f[mid] < f0[mid]) & (f[mid] > f0[mid] / 8)).all()
 
 
+YARN = dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=16, beta_fast=32.0, beta_slow=1.0,
+            attention_factor=1.25)
+
+
+def test_yarn_frequencies_and_the_engines_qk_circuit():
+    """YaRN: fast dimensions keep their frequency, slow ones are divided by factor, a ramp between; cos and sin
+    carry attention_factor, so the model's own scores equal x_i W_Q M(i - j) W_Kᵀ x_jᵀ / scale with the engine's
+    offset matrix (attention_factor² on the rotated block), and full_qk / offset_profile follow it."""
+    cfg = ModelConfig(n_layers=1, d_model=8, n_heads=1, d_head=32, d_vocab=5, n_ctx=8, positional="rotary",
+                      rotary_base=10000.0, rope_scaling={**YARN, "original_max_position_embeddings": 4096})
+    plain = ModelConfig.from_dict({**cfg.to_dict(), "rope_scaling": None})
+    f, f0 = rotary.inv_freq(cfg), rotary.inv_freq(plain)
+    turns = 4096 * f0 / (2 * math.pi)  # rotations over the original context
+    assert torch.equal(f[turns > 32], f0[turns > 32]) and (turns > 32).any()
+    torch.testing.assert_close(f[turns < 1], f0[turns < 1] / 4)
+    assert (turns < 1).any()
+    assert ((f >= f0 / 4 - 1e-15) & (f <= f0)).all()
+    with pytest.raises(ValueError, match="beta_fast"):
+        ModelConfig.from_dict({**cfg.to_dict(), "rope_scaling": {**YARN, "beta_fast": 0.5}})
+    m = random_model(n_layers=1, n_heads=2, d_head=8, rotary_dim=6, positional="rotary", n_ctx=12, rope_scaling=YARN,
+                     attn_only=True, normalization=None)
+    assert rotary.attention_factor(m.cfg) == 1.25
+    toks = tokens(13, 12, batch=1)
+    with torch.no_grad():
+        _, cache = m.run_with_cache(toks)
+    x = m.W_E[toks[0]].detach()
+    for h in range(2):
+        for i in range(12):
+            for j in range(i + 1):
+                M = rotary.offset_matrix(m.cfg, i - j)
+                want = x[i] @ m.W_Q[0, h].detach() @ M @ m.W_K[0, h].detach().T @ x[j] / m.cfg.attn_scale
+                assert abs(float(cache["attn_scores", 0][0, h, i, j] - want)) < 1e-12
+                fq = cw.engine.full_qk(m, offset=i - j)[0, h].materialize() / m.cfg.attn_scale
+                assert abs(float(fq[toks[0, i], toks[0, j]] - want)) < 1e-12
+    # the unrotated dimensions (6, 7) carry no factor; the rotated block carries its square
+    M0 = rotary.offset_matrix(m.cfg, 0)
+    torch.testing.assert_close(M0, torch.diag(torch.tensor([1.5625] * 6 + [1.0] * 2, dtype=torch.float64)))
+    # offset profile: the mean of layer 0's own scores over all token pairs at each offset
+    V = m.cfg.d_vocab
+    a, b = torch.meshgrid(torch.arange(V), torch.arange(V), indexing="ij")
+    seqs = torch.zeros(V * V, 4, dtype=torch.long)
+    seqs[:, 0], seqs[:, 3] = a.reshape(-1), b.reshape(-1)
+    with torch.no_grad():
+        _, c = m.run_with_cache(seqs)
+    torch.testing.assert_close(c["attn_scores", 0][:, :, 3, 0].mean(0), cw.engine.offset_profile(m, [3])[0, :, 0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_hf_yarn_logits(arch, dtype, tmp_path):
+    """Hugging Face models declaring YaRN (its defaults for beta_fast / beta_slow / attention_factor, and
+    DeepSeek-style mscale) convert with the source's logits; truncate=False is refused by name."""
+    tf = need("transformers")
+    rope = dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=8)
+    if arch == "qwen3":
+        rope.update(mscale=0.8, mscale_all_dim=0.6)
+        config = tf.Qwen3Config(**COMMON, num_key_value_heads=3, head_dim=10, rope_parameters=rope)
+        cls = tf.Qwen3ForCausalLM
+    else:
+        config = tf.LlamaConfig(**COMMON, num_key_value_heads=2, rope_parameters=rope)
+        cls = tf.LlamaForCausalLM
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = cls(config).to(dtype).eval()
+    randomise(m)
+    ours = cw.from_hf(m)
+    assert ours.cfg.rope_scaling["rope_type"] == "yarn"
+    assert ours.cfg.rope_scaling["attention_factor"] == pytest.approx(float(m.model.rotary_emb.attention_scaling))
+    toks = tokens(VOCAB)
+    with torch.no_grad():
+        err = rel_err(ours(toks), hf_logits(m, toks))
+    print(f"{arch} yarn {dtype}: rel. error {err:.2e}")
+    assert err < TOL[dtype], err
+    cw.save(ours, tmp_path / "yarn.safetensors")
+    again = cw.load(tmp_path / "yarn.safetensors", dtype=dtype)
+    assert again.cfg == ours.cfg and again.W_E.dtype == dtype
+    sd, back = ours.state_dict(), again.state_dict()
+    assert sd.keys() == back.keys() and all(torch.equal(sd[k], back[k]) for k in sd)  # bit-exact parameters
+    with torch.no_grad():  # (the converted W_U is a transposed view, the loaded one contiguous: BLAS may round apart)
+        assert rel_err(again(toks), ours(toks)) < TOL[dtype] * 1e-2
+    config.rope_parameters = {**rope, "truncate": False}
+    with pytest.raises(ConversionError, match="truncate=False"):
+        cw.from_hf(cls(config).eval())
+
+
 def test_rms_forward_and_post_norm_reference():
     """RMSNorm / post-norm / soft-cap / parallel forward against a per-position loop."""
     m = random_model(n_layers=2, n_heads=2, d_head=4, d_model=8, positional="rotary", normalization="RMS",
@@ -413,7 +499,10 @@ def test_config_validation_messages():
         (dict(positional="rotary", rotary_dim=3), "rotary_dim must be even"),
         (dict(positional="rotary", rotary_dim=6), r"rotary_dim must be in \[1, 4\]"),
         (dict(rotary_layout="gptj"), "rotary_layout must be one of"),
-        (dict(rope_scaling={"rope_type": "yarn", "factor": 2.0}), "rope_scaling must be None or a dict with rope_type"),
+        (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}),
+         "rope_scaling must be None or a dict with rope_type"),
+        (dict(rope_scaling={"rope_type": "yarn", "factor": 2.0}),
+         r"rope_scaling\['original_max_position_embeddings'\]"),
         (dict(rope_scaling={"rope_type": "linear"}), r"rope_scaling\['factor'\] must be a positive number"),
         (dict(rotary_base=-1.0), "rotary_base must be a positive finite number"),
         (dict(normalization="RMSx"), "normalization must be one of"),

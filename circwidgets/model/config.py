@@ -12,7 +12,9 @@ POSITIONALS = ("standard", "shortformer", "none", "rotary")
 ACT_FNS = ("gelu_new", "gelu", "relu", "silu", "gelu_pytorch_tanh")
 ROTARY_LAYOUTS = ("half", "interleaved")
 ROPE_SCALING_KEYS = {"linear": ("factor",),
-                     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+                     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+                     "yarn": ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
+                              "attention_factor")}
 QK_NORM_SCOPES = ("head", "all")
 
 
@@ -37,7 +39,10 @@ class ModelConfig:
     rotary_layout ("half": pairs (m, m + rotary_dim/2) as GPT-NeoX / Llama in Hugging Face;
         "interleaved": pairs (2m, 2m+1) as GPT-J), rope_scaling (None, {"rope_type": "linear",
         "factor"} or Llama 3's {"rope_type": "llama3", "factor", "low_freq_factor",
-        "high_freq_factor", "original_max_position_embeddings"}),
+        "high_freq_factor", "original_max_position_embeddings"} or YaRN's {"rope_type": "yarn", "factor",
+        "original_max_position_embeddings", "beta_fast", "beta_slow", "attention_factor"}: the
+        frequencies ramp between interpolated and original, and cos/sin are multiplied by
+        attention_factor, so the rotated part of every attention score by its square),
     rotary_base_sliding: the base of sliding-window layers when it differs (Gemma 3; no scaling there),
     rotary_table_dtype: None (cos/sin in the model's dtype: exact) or "float32" (computed in
         float32 then cast, as Hugging Face does even for float64 models; set by `from_hf`).
@@ -160,6 +165,9 @@ class ModelConfig:
                 if not _positive_finite(v):
                     raise ValueError(f"ModelConfig.rope_scaling[{k!r}] must be a positive number for "
                                      f"rope_type {kind!r}, got {v!r}")
+            if kind == "yarn" and not rs["beta_fast"] > rs["beta_slow"]:
+                raise ValueError("ModelConfig.rope_scaling['beta_fast'] must exceed 'beta_slow', "
+                                 f"got {rs['beta_fast']} <= {rs['beta_slow']}")
             if kind == "llama3" and not rs["high_freq_factor"] > rs["low_freq_factor"]:
                 raise ValueError("ModelConfig.rope_scaling['high_freq_factor'] must exceed 'low_freq_factor', "
                                  f"got {rs['high_freq_factor']} <= {rs['low_freq_factor']}")

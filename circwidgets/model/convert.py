@@ -710,10 +710,34 @@ def _hf_rope(rp: Mapping | None, what: str) -> tuple[float, dict | None, float]:
     if kind == "llama3":
         keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
         return base, {"rope_type": "llama3", **{k: rp[k] for k in keys}}, partial
+    if kind == "yarn":
+        return base, _hf_yarn(rp, what), partial
     raise ConversionError(
         f"{what} uses rope scaling rope_type={kind!r}, which is not supported "
-        f"(supported: 'default', 'linear', 'llama3')"
+        f"(supported: 'default', 'linear', 'llama3', 'yarn')"
     )
+
+
+def _hf_yarn(rp: Mapping, what: str) -> dict:
+    """Our YaRN scaling from Hugging Face's `rope_parameters`, with its defaults (beta_fast 32, beta_slow 1)
+    and its attention factor when the checkpoint leaves it out (from `factor`, `mscale`, `mscale_all_dim`)."""
+    if rp.get("factor") is None or rp.get("original_max_position_embeddings") is None:
+        raise ConversionError(f"{what}: YaRN rope scaling without 'factor' and 'original_max_position_embeddings' "
+                              "is not supported")
+    if not rp.get("truncate", True):
+        raise ConversionError(f"{what}: YaRN rope scaling with truncate=False is not supported")
+    factor = float(rp["factor"])
+
+    def mscale(scale: float, m: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    att = rp.get("attention_factor")
+    if att is None:
+        m, m_all = rp.get("mscale"), rp.get("mscale_all_dim")
+        att = float(mscale(factor, m) / mscale(factor, m_all)) if m and m_all else mscale(factor)
+    return {"rope_type": "yarn", "factor": factor,
+            "original_max_position_embeddings": rp["original_max_position_embeddings"],
+            "beta_fast": rp.get("beta_fast") or 32, "beta_slow": rp.get("beta_slow") or 1, "attention_factor": att}
 
 
 def _hf_family_fields(config: Any) -> dict:

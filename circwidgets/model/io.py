@@ -244,7 +244,7 @@ def load_file(path: str | os.PathLike, device: str | torch.device = "cpu",
             raise ModelFileError(
                 f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, config requires {shape}"
             )
-    model = Transformer(cfg, seed=None)
+    model = Transformer(cfg, seed=None).to(dtype)  # (load_state_dict copies into the parameters' own dtype)
     model.load_state_dict({k: v.to(dtype) for k, v in tensors.items()})
     if "tokenizer" in meta:
         try:

@@ -17,8 +17,10 @@ which is what `rotation_matrix(cfg, delta)` gives: the QK circuit of a rotary mo
 of the offset Δ = i - j, `W_QK(Δ) = W_Q R(Δ) W_Kᵀ`.
 
 Frequencies: `theta_m = base^(-2m / rotary_dim)`, then the checkpoint's declared scaling
-("linear": divided by `factor`; "llama3": Llama 3.1's frequency-dependent rescaling). Gemma 3's
-sliding-window layers use `rotary_base_sliding` and no scaling.
+("linear": divided by `factor`; "llama3": Llama 3.1's frequency-dependent rescaling; "yarn": YaRN's ramp
+between interpolated and original frequencies, with cos and sin multiplied by `attention_factor`, so the
+QK circuit's matrix between W_Q and W_Kᵀ is `attention_factor² R(Δ)` on the rotated dimensions:
+`offset_matrix`). Gemma 3's sliding-window layers use `rotary_base_sliding` and no scaling.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import torch
 
 from .config import ModelConfig
 
-__all__ = ["angles", "apply_rotary", "cos_sin", "inv_freq", "offset_matrix", "rotate", "rotation_matrix"]
+__all__ = ["angles", "apply_rotary", "attention_factor", "cos_sin", "inv_freq", "offset_matrix", "rotate",
+           "rotation_matrix"]
 
 
 def _layer_params(cfg: ModelConfig, layer: int | None) -> tuple[float, dict | None]:
@@ -54,6 +57,8 @@ def inv_freq(cfg: ModelConfig, layer: int | None = None, dtype: torch.dtype = to
     factor = scaling["factor"]
     if scaling["rope_type"] == "linear":
         return inv / factor
+    if scaling["rope_type"] == "yarn":
+        return _yarn_inv_freq(base, r, scaling, dtype)
     # llama3: long wavelengths slowed down by `factor`, short ones kept, a smooth ramp in between
     low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
     old_ctx = scaling["original_max_position_embeddings"]
@@ -64,6 +69,32 @@ def inv_freq(cfg: ModelConfig, layer: int | None = None, dtype: torch.dtype = to
     smoothed = (1 - smooth) * inv_scaled / factor + smooth * inv_scaled
     is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
     return torch.where(is_medium, smoothed, inv_scaled)
+
+
+def _yarn_inv_freq(base: float, dim: int, scaling: dict, dtype: torch.dtype) -> torch.Tensor:
+    """YaRN: dimensions that turn fewer than `beta_slow` times over the original context are interpolated
+    (divided by `factor`), those turning more than `beta_fast` times kept, a linear ramp between (the
+    correction range truncated to whole dimensions). Hugging Face's operations, in `dtype`."""
+    factor, old_ctx = scaling["factor"], scaling["original_max_position_embeddings"]
+
+    def correction_dim(n_rotations: float) -> float:
+        return (dim * math.log(old_ctx / (n_rotations * 2 * math.pi))) / (2 * math.log(base))
+
+    low = max(math.floor(correction_dim(scaling["beta_fast"])), 0)
+    high = min(math.ceil(correction_dim(scaling["beta_slow"])), dim - 1)
+    if low == high:
+        high += 0.001  # (as Hugging Face: no division by zero)
+    ramp = ((torch.arange(dim // 2, dtype=dtype) - low) / (high - low)).clamp(0, 1)
+    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=dtype) / dim)
+    extrapolation = 1 - ramp  # the share of the original frequency
+    return 1.0 / (factor * pos_freqs) * (1 - extrapolation) + 1.0 / pos_freqs * extrapolation
+
+
+def attention_factor(cfg: ModelConfig, layer: int | None = None) -> float:
+    """The factor YaRN multiplies cos and sin by (1.0 without YaRN): the rotated part of a query and of a
+    key each carry it, so the rotated part of `q · k` carries its square."""
+    scaling = _layer_params(cfg, layer)[1]
+    return float(scaling["attention_factor"]) if scaling and scaling["rope_type"] == "yarn" else 1.0
 
 
 def angles(cfg: ModelConfig, positions: torch.Tensor, layer: int | None = None,
@@ -80,6 +111,9 @@ def cos_sin(cfg: ModelConfig, positions: torch.Tensor, layer: int | None = None,
     tables, reproduced exactly); otherwise in `dtype`."""
     table = torch.float32 if cfg.rotary_table_dtype == "float32" else dtype
     a = angles(cfg, positions, layer, table)
+    s = attention_factor(cfg, layer)
+    if s != 1.0:  # YaRN (Hugging Face scales the tables in their own dtype, then casts)
+        return (a.cos() * s).to(dtype), (a.sin() * s).to(dtype)
     return a.cos().to(dtype), a.sin().to(dtype)
 
 
@@ -124,10 +158,17 @@ def offset_matrix(cfg: ModelConfig, offset, layer: int | None = None,
                   dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """The matrix between `W_Q` and `W_Kᵀ` in the QK circuit at `offset`, `[d_head, d_head]`:
     `R(Δ)` for one offset Δ (an int), the mean of `R(Δ)` over Δ for a sequence of offsets (the QK
-    circuit averaged over those query - key distances; not a rotation). `W_QK(Δ) = W_Q M W_Kᵀ`."""
+    circuit averaged over those query - key distances; not a rotation). `W_QK(Δ) = W_Q M W_Kᵀ`.
+    YaRN models: the rotated block times `attention_factor(cfg)²` (what the forward's scaled tables give)."""
     if isinstance(offset, (int, float)) and not isinstance(offset, bool):
-        return rotation_matrix(cfg, offset, layer, dtype)
-    offs = list(offset)
-    if not offs:
-        raise ValueError("offset: an empty sequence of offsets")
-    return torch.stack([rotation_matrix(cfg, d, layer, dtype) for d in offs]).mean(0)
+        M = rotation_matrix(cfg, offset, layer, dtype)
+    else:
+        offs = list(offset)
+        if not offs:
+            raise ValueError("offset: an empty sequence of offsets")
+        M = torch.stack([rotation_matrix(cfg, d, layer, dtype) for d in offs]).mean(0)
+    s = attention_factor(cfg, layer)
+    if s != 1.0:  # YaRN: query and key each carry the factor on their rotated dimensions
+        r = cfg.rotary_dims
+        M[:r, :r] *= s * s
+    return M
