@@ -281,6 +281,28 @@ def test_offset_profile_streamed(ckpt, tmp_path, family):
         engine.circuits.offset_profile(lazy, offs, token_weights=-w)
 
 
+def test_yarn_checkpoint_streamed(tmp_path):
+    """A checkpoint declaring YaRN rope scaling, read lazily: its config carries the scaling, QK positivity at an
+    offset and the offset profile equal the eager model's (whose forward matches Hugging Face's)."""
+    cfg = tf.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=101, max_position_embeddings=64, tie_word_embeddings=False,
+                         attn_implementation="eager", rope_parameters=dict(
+                             rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=16))
+    hf = tf.LlamaForCausalLM(cfg)
+    _randomise(hf, 3)
+    d = tmp_path / "yarn"
+    hf.save_pretrained(d, max_shard_size="40KB")
+    lazy = LazyModel(d, cache_dir=tmp_path / "cache", block_rows=30)
+    assert lazy.cfg.rope_scaling["rope_type"] == "yarn" and lazy.cfg.rope_scaling["attention_factor"] > 1
+    eager = _eager(lazy)
+    with torch.no_grad():
+        torch.testing.assert_close(eager(TOKS), hf.eval()(TOKS).logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(engine.eigen_positivity(lazy, "qk", offset=3),
+                               engine.eigen_positivity(eager, "qk", offset=3), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(engine.circuits.offset_profile(lazy, [0, 1, 7]),
+                               engine.circuits.offset_profile(eager, [0, 1, 7]), rtol=1e-4, atol=1e-6)
+
+
 # ------------------------------------------------------------------ activations: the forward pass layer by layer
 TOKS = torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(0))
 
