@@ -461,6 +461,45 @@ def test_hf_yarn_logits(arch, dtype, tmp_path):
         cw.from_hf(cls(config).eval())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("partial", [1.0, 0.5])
+def test_hf_longrope_logits_up_to_the_original_context(partial, dtype, tmp_path):
+    """Phi-3's LongRoPE (Phi-3-mini-128k, Phi-3.5, Phi-4-mini): the short-context factors and HF's attention
+    factor reproduce the source's logits; the converted model's context stops at original_max_position_embeddings
+    (past it HF switches to the long factors), and a longer input is refused."""
+    tf = need("transformers")
+    n = int(8 * partial) // 2  # rotated pairs of a head (d_head 8)
+    g = torch.Generator().manual_seed(5)
+    rope = dict(rope_type="longrope", rope_theta=10000.0, original_max_position_embeddings=16,
+                short_factor=(1 + 3 * torch.rand(n, generator=g)).tolist(),
+                long_factor=(4 + 8 * torch.rand(n, generator=g)).tolist(), partial_rotary_factor=partial)
+    config = tf.Phi3Config(**{**COMMON, "max_position_embeddings": 64}, num_key_value_heads=2, rope_parameters=rope,
+                           partial_rotary_factor=partial, original_max_position_embeddings=16)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = tf.Phi3ForCausalLM(config).to(dtype).eval()
+    randomise(m)
+    ours = cw.from_hf(m)
+    sc = ours.cfg.rope_scaling
+    assert sc["rope_type"] == "longrope" and ours.cfg.n_ctx == 16 and len(sc["short_factor"]) == n
+    assert sc["attention_factor"] == pytest.approx(float(m.model.rotary_emb.attention_scaling))
+    assert sc["attention_factor"] == pytest.approx(math.sqrt(1 + math.log(4) / math.log(16)))  # 64 / 16
+    toks = tokens(VOCAB, n_pos=16)
+    with torch.no_grad():
+        err = rel_err(ours(toks), hf_logits(m, toks))
+    print(f"phi3 longrope partial {partial} {dtype}: rel. error {err:.2e}")
+    assert err < TOL[dtype], err
+    with pytest.raises(ValueError, match="n_ctx"):
+        ours(tokens(VOCAB, n_pos=17))
+    cw.save(ours, tmp_path / "longrope.safetensors")
+    assert cw.load(tmp_path / "longrope.safetensors", dtype=dtype).cfg == ours.cfg
+    with pytest.raises(ValueError, match="only LongRoPE's short-context factors"):
+        ModelConfig.from_dict({**ours.cfg.to_dict(), "n_ctx": 17})
+    with pytest.raises(ValueError, match="short_factor"):
+        ModelConfig.from_dict({**ours.cfg.to_dict(), "rope_scaling": {**sc, "short_factor": sc["short_factor"][1:]}})
+
+
 def test_rms_forward_and_post_norm_reference():
     """RMSNorm / post-norm / soft-cap / parallel forward against a per-position loop."""
     m = random_model(n_layers=2, n_heads=2, d_head=4, d_model=8, positional="rotary", normalization="RMS",

@@ -418,7 +418,7 @@ def _profile_at_offsets(cfg, layer: int, q_mean: torch.Tensor, k_mean: torch.Ten
     H, dt = cfg.n_heads, q_mean.dtype
     lay = layer if cfg.rotary_base_sliding is not None else None
     a = rotary.angles(cfg, torch.tensor(offs), lay, torch.float64)
-    s2 = rotary.attention_factor(cfg, lay) ** 2  # YaRN: query and key each carry the factor (1 otherwise)
+    s2 = rotary.attention_factor(cfg, lay) ** 2  # YaRN / LongRoPE: q and k each carry the factor (else 1)
     cos, sin = (a.cos() * s2).to(dt), (a.sin() * s2).to(dt)
     q_rot = rotary.rotate(q_mean[:, None, :].expand(H, len(offs), cfg.d_head), cos, sin, cfg)
     return (q_rot * k_mean[:, None, :]).sum(-1) / cfg.attn_scale

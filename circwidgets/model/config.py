@@ -14,7 +14,9 @@ ROTARY_LAYOUTS = ("half", "interleaved")
 ROPE_SCALING_KEYS = {"linear": ("factor",),
                      "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
                      "yarn": ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
-                              "attention_factor")}
+                              "attention_factor"),
+                     # (and "short_factor": one positive number per rotated pair)
+                     "longrope": ("original_max_position_embeddings", "attention_factor")}
 QK_NORM_SCOPES = ("head", "all")
 
 
@@ -42,7 +44,10 @@ class ModelConfig:
         "high_freq_factor", "original_max_position_embeddings"} or YaRN's {"rope_type": "yarn", "factor",
         "original_max_position_embeddings", "beta_fast", "beta_slow", "attention_factor"}: the
         frequencies ramp between interpolated and original, and cos/sin are multiplied by
-        attention_factor, so the rotated part of every attention score by its square),
+        attention_factor, so the rotated part of every attention score by its square; or LongRoPE's
+        {"rope_type": "longrope", "short_factor", "original_max_position_embeddings", "attention_factor"}:
+        each frequency divided by its own factor, the tables scaled as YaRN's; the short-context factors
+        only, so n_ctx may not exceed original_max_position_embeddings),
     rotary_base_sliding: the base of sliding-window layers when it differs (Gemma 3; no scaling there),
     rotary_table_dtype: None (cos/sin in the model's dtype: exact) or "float32" (computed in
         float32 then cast, as Hugging Face does even for float64 models; set by `from_hf`).
@@ -165,13 +170,24 @@ class ModelConfig:
                 if not _positive_finite(v):
                     raise ValueError(f"ModelConfig.rope_scaling[{k!r}] must be a positive number for "
                                      f"rope_type {kind!r}, got {v!r}")
+            extra = {}
+            if kind == "longrope":
+                sf, n = rs.get("short_factor"), self.rotary_dims // 2 if self.positional == "rotary" else None
+                if not isinstance(sf, (list, tuple)) or len(sf) != n or not all(_positive_finite(v) for v in sf):
+                    raise ValueError(f"ModelConfig.rope_scaling['short_factor'] must be {n} positive numbers (one "
+                                     f"per rotated pair) for rope_type 'longrope', got {sf!r}")
+                if self.n_ctx > rs["original_max_position_embeddings"]:
+                    raise ValueError(f"ModelConfig.n_ctx={self.n_ctx} exceeds rope_scaling"
+                                     f"['original_max_position_embeddings']={rs['original_max_position_embeddings']}: "
+                                     "only LongRoPE's short-context factors are supported")
+                extra = {"short_factor": [float(v) for v in sf]}
             if kind == "yarn" and not rs["beta_fast"] > rs["beta_slow"]:
                 raise ValueError("ModelConfig.rope_scaling['beta_fast'] must exceed 'beta_slow', "
                                  f"got {rs['beta_fast']} <= {rs['beta_slow']}")
             if kind == "llama3" and not rs["high_freq_factor"] > rs["low_freq_factor"]:
                 raise ValueError("ModelConfig.rope_scaling['high_freq_factor'] must exceed 'low_freq_factor', "
                                  f"got {rs['high_freq_factor']} <= {rs['low_freq_factor']}")
-            self.rope_scaling = {"rope_type": kind, **{k: float(rs[k]) for k in ROPE_SCALING_KEYS[kind]}}
+            self.rope_scaling = {"rope_type": kind, **{k: float(rs[k]) for k in ROPE_SCALING_KEYS[kind]}, **extra}
         if self.qk_norm_scope not in QK_NORM_SCOPES:
             raise ValueError(f"ModelConfig.qk_norm_scope must be one of {QK_NORM_SCOPES}, got {self.qk_norm_scope!r}")
         for f, v in (("pre_norm", False), ("post_norm", True)):

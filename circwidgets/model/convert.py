@@ -697,8 +697,9 @@ _HF_ACTS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "gelu_n
 _HF_IGNORED_BUFFERS = re.compile(r"(rotary_emb|embed_scale|inv_freq|attention\.bias$|attention\.masked_bias$)")
 
 
-def _hf_rope(rp: Mapping | None, what: str) -> tuple[float, dict | None, float]:
-    """(base, our rope_scaling, partial_rotary_factor) from a transformers-5 `rope_parameters` dict."""
+def _hf_rope(rp: Mapping | None, what: str, max_positions: int | None = None) -> tuple[float, dict | None, float]:
+    """(base, our rope_scaling, partial_rotary_factor) from a transformers-5 `rope_parameters` dict
+    (`max_positions`: the config's max_position_embeddings, which LongRoPE's default factor reads)."""
     rp = dict(rp or {})
     kind = rp.get("rope_type", rp.get("type", "default")) or "default"
     base = float(rp.get("rope_theta", 10000.0))
@@ -712,10 +713,28 @@ def _hf_rope(rp: Mapping | None, what: str) -> tuple[float, dict | None, float]:
         return base, {"rope_type": "llama3", **{k: rp[k] for k in keys}}, partial
     if kind == "yarn":
         return base, _hf_yarn(rp, what), partial
+    if kind == "longrope":
+        return base, _hf_longrope(rp, what, max_positions), partial
     raise ConversionError(
         f"{what} uses rope scaling rope_type={kind!r}, which is not supported "
-        f"(supported: 'default', 'linear', 'llama3', 'yarn')"
+        f"(supported: 'default', 'linear', 'llama3', 'yarn', 'longrope' up to its original context)"
     )
+
+
+def _hf_longrope(rp: Mapping, what: str, max_positions: int | None) -> dict:
+    """Our LongRoPE scaling: the short-context factors (Hugging Face switches to the long ones only past
+    original_max_position_embeddings, which the converted model's n_ctx does not exceed) and HF's attention
+    factor (given, or sqrt(1 + log(factor) / log(original)) with factor = max_positions / original)."""
+    old = rp.get("original_max_position_embeddings")
+    if old is None or rp.get("short_factor") is None:
+        raise ConversionError(f"{what}: LongRoPE without 'short_factor' and 'original_max_position_embeddings' "
+                              "is not supported")
+    att = rp.get("attention_factor")
+    if att is None:
+        factor = rp.get("factor") or (max_positions / old if max_positions else 1.0)
+        att = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(old))
+    return {"rope_type": "longrope", "short_factor": list(rp["short_factor"]),
+            "original_max_position_embeddings": old, "attention_factor": att}
 
 
 def _hf_yarn(rp: Mapping, what: str) -> dict:
@@ -775,7 +794,7 @@ def _hf_family_fields(config: Any) -> dict:
                 raise ConversionError(f"from_hf: {what}: rope scaling on sliding-window layers is not supported")
             base_sliding = b2
     else:
-        base, scaling, partial = _hf_rope(rp, "from_hf: " + what)
+        base, scaling, partial = _hf_rope(rp, "from_hf: " + what, getattr(config, "max_position_embeddings", None))
     rotary_dim = int(E * partial) if partial != 1.0 else None
 
     sliding_window, sliding_layers = getattr(config, "sliding_window", None), None
@@ -799,11 +818,14 @@ def _hf_family_fields(config: Any) -> dict:
     elif base_sliding is not None and base_sliding == base and scaling is None:
         base_sliding = None
     gemma = mt in ("gemma2", "gemma3_text")
+    n_ctx = int(config.max_position_embeddings)
+    if scaling is not None and scaling["rope_type"] == "longrope":  # past it HF switches to the long factors
+        n_ctx = min(n_ctx, int(scaling["original_max_position_embeddings"]))
     eps = getattr(config, "rms_norm_eps", None) if mt != "gpt_neox" else config.layer_norm_eps
     bos = getattr(config, "bos_token_id", None)
     return dict(
         n_layers=config.num_hidden_layers, d_model=D, n_heads=H, d_head=E, d_vocab=config.vocab_size,
-        n_ctx=int(config.max_position_embeddings), attn_only=False, d_mlp=config.intermediate_size,
+        n_ctx=n_ctx, attn_only=False, d_mlp=config.intermediate_size,
         act_fn=_HF_ACTS[act], normalization="LN" if mt == "gpt_neox" else "RMS", positional="rotary",
         ln_eps=float(eps if eps is not None else 1e-6),
         attn_scale=math.sqrt(config.query_pre_attn_scalar) if gemma else math.sqrt(E),

@@ -20,7 +20,8 @@ Frequencies: `theta_m = base^(-2m / rotary_dim)`, then the checkpoint's declared
 ("linear": divided by `factor`; "llama3": Llama 3.1's frequency-dependent rescaling; "yarn": YaRN's ramp
 between interpolated and original frequencies, with cos and sin multiplied by `attention_factor`, so the
 QK circuit's matrix between W_Q and W_Kᵀ is `attention_factor² R(Δ)` on the rotated dimensions:
-`offset_matrix`). Gemma 3's sliding-window layers use `rotary_base_sliding` and no scaling.
+`offset_matrix`; "longrope": each frequency divided by its own short-context factor, tables scaled as
+YaRN's). Gemma 3's sliding-window layers use `rotary_base_sliding` and no scaling.
 """
 
 from __future__ import annotations
@@ -54,11 +55,14 @@ def inv_freq(cfg: ModelConfig, layer: int | None = None, dtype: torch.dtype = to
     inv = 1.0 / (base ** (torch.arange(0, r, 2, dtype=dtype) / r))
     if scaling is None:
         return inv
+    if scaling["rope_type"] == "longrope":  # one factor per frequency (the short-context set)
+        ext = torch.tensor(scaling["short_factor"], dtype=dtype)
+        return 1.0 / (ext * base ** (torch.arange(0, r, 2, dtype=dtype) / r))
+    if scaling["rope_type"] == "yarn":
+        return _yarn_inv_freq(base, r, scaling, dtype)
     factor = scaling["factor"]
     if scaling["rope_type"] == "linear":
         return inv / factor
-    if scaling["rope_type"] == "yarn":
-        return _yarn_inv_freq(base, r, scaling, dtype)
     # llama3: long wavelengths slowed down by `factor`, short ones kept, a smooth ramp in between
     low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
     old_ctx = scaling["original_max_position_embeddings"]
@@ -91,10 +95,10 @@ def _yarn_inv_freq(base: float, dim: int, scaling: dict, dtype: torch.dtype) -> 
 
 
 def attention_factor(cfg: ModelConfig, layer: int | None = None) -> float:
-    """The factor YaRN multiplies cos and sin by (1.0 without YaRN): the rotated part of a query and of a
-    key each carry it, so the rotated part of `q · k` carries its square."""
+    """The factor YaRN and LongRoPE multiply cos and sin by (1.0 otherwise): the rotated part of a query and
+    of a key each carry it, so the rotated part of `q · k` carries its square."""
     scaling = _layer_params(cfg, layer)[1]
-    return float(scaling["attention_factor"]) if scaling and scaling["rope_type"] == "yarn" else 1.0
+    return float(scaling.get("attention_factor", 1.0)) if scaling else 1.0
 
 
 def angles(cfg: ModelConfig, positions: torch.Tensor, layer: int | None = None,
@@ -112,7 +116,7 @@ def cos_sin(cfg: ModelConfig, positions: torch.Tensor, layer: int | None = None,
     table = torch.float32 if cfg.rotary_table_dtype == "float32" else dtype
     a = angles(cfg, positions, layer, table)
     s = attention_factor(cfg, layer)
-    if s != 1.0:  # YaRN (Hugging Face scales the tables in their own dtype, then casts)
+    if s != 1.0:  # YaRN / LongRoPE (Hugging Face scales the tables in their own dtype, then casts)
         return (a.cos() * s).to(dtype), (a.sin() * s).to(dtype)
     return a.cos().to(dtype), a.sin().to(dtype)
 
@@ -159,7 +163,7 @@ def offset_matrix(cfg: ModelConfig, offset, layer: int | None = None,
     """The matrix between `W_Q` and `W_Kᵀ` in the QK circuit at `offset`, `[d_head, d_head]`:
     `R(Δ)` for one offset Δ (an int), the mean of `R(Δ)` over Δ for a sequence of offsets (the QK
     circuit averaged over those query - key distances; not a rotation). `W_QK(Δ) = W_Q M W_Kᵀ`.
-    YaRN models: the rotated block times `attention_factor(cfg)²` (what the forward's scaled tables give)."""
+    YaRN / LongRoPE: the rotated block times `attention_factor(cfg)²` (what the forward's scaled tables give)."""
     if isinstance(offset, (int, float)) and not isinstance(offset, bool):
         M = rotation_matrix(cfg, offset, layer, dtype)
     else:
@@ -168,7 +172,7 @@ def offset_matrix(cfg: ModelConfig, offset, layer: int | None = None,
             raise ValueError("offset: an empty sequence of offsets")
         M = torch.stack([rotation_matrix(cfg, d, layer, dtype) for d in offs]).mean(0)
     s = attention_factor(cfg, layer)
-    if s != 1.0:  # YaRN: query and key each carry the factor on their rotated dimensions
+    if s != 1.0:  # YaRN / LongRoPE: query and key each carry the factor on their rotated dimensions
         r = cfg.rotary_dims
         M[:r, :r] *= s * s
     return M
