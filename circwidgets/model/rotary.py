@@ -52,14 +52,14 @@ def inv_freq(cfg: ModelConfig, layer: int | None = None, dtype: torch.dtype = to
         raise ValueError(f"this model has no rotary positions (positional={cfg.positional!r})")
     base, scaling = _layer_params(cfg, layer)
     r = cfg.rotary_dims
-    inv = 1.0 / (base ** (torch.arange(0, r, 2, dtype=dtype) / r))
+    pos_freqs = base ** (torch.arange(0, r, 2, dtype=dtype) / r)  # base^(2m / rotary_dim)
+    inv = 1.0 / pos_freqs
     if scaling is None:
         return inv
     if scaling["rope_type"] == "longrope":  # one factor per frequency (the short-context set)
-        ext = torch.tensor(scaling["short_factor"], dtype=dtype)
-        return 1.0 / (ext * base ** (torch.arange(0, r, 2, dtype=dtype) / r))
+        return 1.0 / (torch.tensor(scaling["short_factor"], dtype=dtype) * pos_freqs)
     if scaling["rope_type"] == "yarn":
-        return _yarn_inv_freq(base, r, scaling, dtype)
+        return _yarn_inv_freq(base, r, pos_freqs, scaling)
     factor = scaling["factor"]
     if scaling["rope_type"] == "linear":
         return inv / factor
@@ -75,10 +75,10 @@ def inv_freq(cfg: ModelConfig, layer: int | None = None, dtype: torch.dtype = to
     return torch.where(is_medium, smoothed, inv_scaled)
 
 
-def _yarn_inv_freq(base: float, dim: int, scaling: dict, dtype: torch.dtype) -> torch.Tensor:
+def _yarn_inv_freq(base: float, dim: int, pos_freqs: torch.Tensor, scaling: dict) -> torch.Tensor:
     """YaRN: dimensions that turn fewer than `beta_slow` times over the original context are interpolated
     (divided by `factor`), those turning more than `beta_fast` times kept, a linear ramp between (the
-    correction range truncated to whole dimensions). Hugging Face's operations, in `dtype`."""
+    correction range truncated to whole dimensions). Hugging Face's operations, in `pos_freqs`' dtype."""
     factor, old_ctx = scaling["factor"], scaling["original_max_position_embeddings"]
 
     def correction_dim(n_rotations: float) -> float:
@@ -88,8 +88,7 @@ def _yarn_inv_freq(base: float, dim: int, scaling: dict, dtype: torch.dtype) -> 
     high = min(math.ceil(correction_dim(scaling["beta_slow"])), dim - 1)
     if low == high:
         high += 0.001  # (as Hugging Face: no division by zero)
-    ramp = ((torch.arange(dim // 2, dtype=dtype) - low) / (high - low)).clamp(0, 1)
-    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=dtype) / dim)
+    ramp = ((torch.arange(dim // 2, dtype=pos_freqs.dtype) - low) / (high - low)).clamp(0, 1)
     extrapolation = 1 - ramp  # the share of the original frequency
     return 1.0 / (factor * pos_freqs) * (1 - extrapolation) + 1.0 / pos_freqs * extrapolation
 
