@@ -330,8 +330,12 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
         snapshots=[f"models/{name}.step{st:06d}.safetensors" for st in shipped],
         notes=notes,
     )
-    atomic_write_bytes(CARDS_DIR / f"{name}.json", (json.dumps(c, indent=1) + "\n").encode())
+    _write_card(name, c)
     return c
+
+
+def _write_card(name: str, c: Card) -> None:
+    atomic_write_bytes(CARDS_DIR / f"{name}.json", (json.dumps(c, indent=1) + "\n").encode())
 
 
 def measure_claims(name: str, model: Transformer, stats: dict, data: dict) -> list[dict]:
@@ -365,7 +369,7 @@ def restate(name: str, notes: str | None = None) -> Card:
     c["claims"] = measure_claims(name, model, load_stats(name), data)
     if notes is not None:
         c["notes"] = notes
-    atomic_write_bytes(CARDS_DIR / f"{name}.json", (json.dumps(c, indent=1) + "\n").encode())
+    _write_card(name, c)
     return c
 
 
