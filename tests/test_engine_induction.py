@@ -58,6 +58,11 @@ def test_rotary_k_composition_term_is_how_h1_output_enters_h2_keys_at_each_offse
     mean = engine.k_composition_qk(m, (0, h1), (1, h2), offset=[2, 5]).materialize()
     both = [engine.k_composition_qk(m, (0, h1), (1, h2), offset=d).materialize() for d in (2, 5)]
     torch.testing.assert_close(mean, (both[0] + both[1]) / 2, rtol=1e-12, atol=1e-12)
+    # a random orthogonal change of the residual basis leaves the term unchanged
+    from circwidgets.model.testing import rotated
+
+    torch.testing.assert_close(engine.k_composition_qk(rotated(m), (0, h1), (1, h2), offset=[2, 5]).materialize(),
+                               mean, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="offset"):
         engine.k_composition_qk(m, (0, h1), (1, h2))
     with pytest.raises(ValueError, match="only for rotary"):
