@@ -90,6 +90,37 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path):
     assert torch.equal(m.W_E, full.model.W_E)
 
 
+def test_bfloat16_autocast_trains_resumes_exactly_and_evaluates_in_float32(tmp_path, monkeypatch):
+    full = _trainer(tmp_path / "full", autocast="bfloat16").train()
+    fp32 = _trainer(steps=40).train()
+    # the same run to bfloat16 rounding: the loss falls as in float32, the weights differ (autocast is on)
+    assert abs(full.history[-1]["val_loss"] - fp32.history[-1]["val_loss"]) < 0.1
+    assert not torch.equal(full.model.W_Q, fp32.model.W_Q)
+    assert all(p.dtype == torch.float32 for p in full.model.parameters())
+    part = _trainer(tmp_path / "part", autocast="bfloat16").train(steps=17)
+    part.save_checkpoint()
+    resumed = _trainer(tmp_path / "part", autocast="bfloat16")
+    resumed.load_checkpoint().train()
+    _same_state(full, resumed)
+    # a float32 run cannot continue a bfloat16 one (its past steps were computed differently)
+    with pytest.raises(ValueError, match="cannot continue the checkpoint"):
+        _trainer(tmp_path / "part").load_checkpoint()
+    # evaluation runs outside autocast: it sees float32 logits
+    seen = []
+    orig = Transformer.forward
+
+    def spy(self, *a, **k):
+        out = orig(self, *a, **k)
+        seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+        return out
+
+    monkeypatch.setattr(Transformer, "forward", spy)
+    full.evaluate()
+    assert seen and all(d == torch.float32 and not on for on, d in seen)
+    with pytest.raises(ValueError, match="autocast"):
+        TrainConfig(autocast="bf16")
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     _trainer(tmp_path / "a", steps=10).train()
     tr = Trainer(Transformer(CFG, seed=0), BigramTask(24, 16), TrainConfig(steps=10, batch_size=4),
