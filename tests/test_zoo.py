@@ -68,8 +68,9 @@ def test_shipped_snapshots_load_and_carry_their_metrics():
             assert m.cfg == cw.load(name).cfg
             assert json.loads(m.metadata["metrics"])[-1]["step"] <= step
         assert [s for s, _ in snaps] == sorted(s for s, _ in snaps)
-    steps = [s for s, _ in zoo.snapshots("toy-2l-code")]
     # at least 16, log-spaced from the start to the end of training: before, during and after the phase change
+    # (the last point may be the shipped model itself: its final snapshot would be the same weights)
+    steps = zoo.training_run("toy-2l-code").steps
     assert len(steps) >= 16 and steps[0] == 0 and steps[-1] == zoo.card("toy-2l-code")["training"]["steps"], steps
     ratios = [b / a for a, b in zip(steps[1:], steps[2:])]
     assert max(ratios) < 2.5, ratios
@@ -246,3 +247,26 @@ def test_rotary_kcomposition_claims_follow_what_the_induction_head_reads(reads):
         assert peak == 1.0 and ratio > 2.0, (peak, ratio)
     else:
         assert peak != 1.0 and ratio < 1e-3, (peak, ratio)
+
+
+def test_build_ships_snapshots_without_duplicating_the_final_model(card_copy, monkeypatch, tmp_path):
+    """`--build` with snapshot steps copies every snapshot but the final one, whose weights are the shipped
+    model's; `training_run` gives every step, the last from the model file, with identical weights."""
+    from circwidgets.train import recipes
+    from circwidgets.zoo import build
+
+    monkeypatch.setattr(build, "CARDS_DIR", zoo.CARDS_DIR)
+    monkeypatch.setattr(build, "MODELS_DIR", zoo.MODELS_DIR)
+    run = tmp_path / "run"
+    tr = recipes.run("toy-2l-induction", steps=60, out=run, progress=False, n_snapshots=4)
+    steps = tr.config.snapshot_steps()
+    assert steps[-1] == 60 and len(steps) >= 3
+    c = build.build("toy-2l-induction", run, snapshot_steps=steps)
+    assert c["snapshots"] == [f"models/toy-2l-induction.step{s:06d}.safetensors" for s in steps[:-1]]
+    assert [s for s, _ in zoo.snapshots("toy-2l-induction")] == steps[:-1]
+    hist = zoo.training_run("toy-2l-induction")
+    assert hist.steps == steps and hist.snapshots[-1].path == zoo.path("toy-2l-induction")
+    last = cw.load(run / "snapshots" / "step_000060.safetensors")
+    shipped = cw.load("toy-2l-induction")
+    for (n, p), (_, q) in zip(last.named_parameters(), shipped.named_parameters()):
+        assert torch.equal(p.half().float(), q), n  # the zoo ships float16 (this recipe snapshots float32)

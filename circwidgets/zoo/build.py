@@ -226,12 +226,16 @@ def readable_skip_trigrams(model, n_heads: int | None = None, per_head: int = 3)
     return out
 
 
-def ship_snapshots(name: str, run_dir: Path, steps: list[int]) -> list[int]:
-    """Copy the run's snapshots at `steps` (float16, as written by the trainer) into the zoo."""
+def ship_snapshots(name: str, run_dir: Path, steps: list[int], final_step: int | None = None) -> list[int]:
+    """Copy the run's snapshots at `steps` (float16, as written by the trainer) into the zoo. The snapshot at
+    `final_step` is not copied: it holds the weights of the shipped model itself, which
+    `zoo.training_run` already adds as the run's last point (one file less against the zoo's budget)."""
     for old in MODELS_DIR.glob(f"{name}.step*.safetensors"):
         old.unlink()
     shipped = []
     for st in steps:
+        if st == final_step:
+            continue
         src = run_dir / "snapshots" / f"step_{st:06d}.safetensors"
         m = load_file(src)
         meta = read_metadata(src)
@@ -309,7 +313,8 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
         data_summary = f"synthetic: {json.dumps(data)}"
     tc = json.loads(meta.get("train_config", "{}"))
     ph = phase_change(history)
-    shipped = ship_snapshots(name, run_dir, snapshot_steps) if snapshot_steps else []
+    final_step = int(meta.get("step", -1))
+    shipped = ship_snapshots(name, run_dir, snapshot_steps, final_step) if snapshot_steps else []
     c = Card(
         name=name,
         description=_description(name, meta),
