@@ -1,0 +1,74 @@
+"""How low can a model's loss on a repeated random copy go if its induction heads attended perfectly?
+
+On `BOS + r + r` (the engine's induction probe), every query in the second copy whose token occurred before
+has one "induction" key: the token after that earlier occurrence. This script measures the loss on the
+repeated copy (`engine.in_context_loss`'s "repeated" positions) as the model computes it, then again with
+the last layer's attention rows of some heads replaced by a one-hot row on that key: the best induction
+head alone, then every head of the last layer. The gap between the measured loss and the forced one is
+what better attention could win; what remains with attention forced is the limit of the heads' OV circuits
+against the direct path.
+
+    python experiments/copy_ceiling.py toy-2l-code [--lens 10,23,50,100] [--n-seqs 16]
+    python experiments/copy_ceiling.py runs/toy-2l-code/model.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+import circwidgets as cw
+from circwidgets.engine.heads import detection_masks, head_scores, induction_tokens, per_token_loss
+
+
+@torch.no_grad()
+def copy_losses(model, seq_len: int, n_seqs: int = 16, seed: int = 0) -> dict[str, float]:
+    toks = induction_tokens(model, seq_len, n_seqs, seed)  # [B, 1 + 2L]
+    ind = detection_masks(toks)["induction"]  # [B, Q, K]
+    last = model.cfg.n_layers - 1
+    scores = head_scores(model, "induction", seq_len, n_seqs, seed)[last]  # [H]
+    best = int(scores.argmax())
+    L = seq_len
+    rep = torch.arange(L + 2, 2 * L + 1)  # targets of the repeated copy after its first token (BOS at 0)
+
+    def loss(logits: torch.Tensor) -> float:
+        return per_token_loss(logits.float(), toks)[:, rep - 1].mean().item()
+
+    def forced(heads: list[int]) -> float:
+        def hook(pattern, hook):
+            pattern = pattern.clone()
+            rows = ind.any(-1)  # [B, Q]: queries with an induction key
+            one_hot = ind.to(pattern.dtype)
+            for h in heads:
+                pattern[:, h] = torch.where(rows[..., None], one_hot, pattern[:, h])
+            return pattern
+
+        return loss(model.run_with_hooks(toks, [(f"blocks.{last}.attn.hook_pattern", hook)]))
+
+    return {"induction_score": float(scores[best]), "best_head": best, "measured": loss(model(toks)),
+            "forced_best": forced([best]), "forced_all": forced(list(range(model.cfg.n_heads)))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a zoo name or a model file")
+    p.add_argument("--lens", default="10,23,50,100")
+    p.add_argument("--n-seqs", type=int, default=16)
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    model = cw.load(a.model)
+    print(f"{a.model}: loss (nats) on the repeated copy of BOS + r + r, log V = "
+          f"{torch.log(torch.tensor(float(model.cfg.d_vocab))):.2f}")
+    last = model.cfg.n_layers - 1
+    print(f"| repeat length | best layer-{last} head (induction score) | measured | best head forced "
+          "| every head forced |")
+    print("| --- | --- | --- | --- | --- |")
+    for L in (int(x) for x in a.lens.split(",")):
+        r = copy_losses(model, L, a.n_seqs)
+        print(f"| {L} | H{r['best_head']} ({r['induction_score']:.2f}) | {r['measured']:.2f} | "
+              f"{r['forced_best']:.2f} | {r['forced_all']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
