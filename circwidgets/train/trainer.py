@@ -85,7 +85,7 @@ class TrainConfig:
     autocast: str | None = None
 
     SCHEDULES = ("constant", "cosine", "wsd")
-    AUTOCAST = (None, "bfloat16", "float16")
+    AUTOCAST = (None, "bfloat16")  # no float16: without a gradient scaler its small gradients underflow
 
     def __post_init__(self) -> None:
         if self.schedule not in self.SCHEDULES:
