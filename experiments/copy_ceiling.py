@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import circwidgets as cw
-from circwidgets.engine.heads import detection_masks, head_scores, induction_tokens, per_token_loss
+from circwidgets.engine.heads import detection_masks, head_scores, in_context_loss, induction_tokens, per_token_loss
 
 
 @torch.no_grad()
@@ -53,7 +53,11 @@ def copy_losses(model, seq_len: int, n_seqs: int = 16, seed: int = 0) -> dict[st
 
         return loss(model.run_with_hooks(toks, [(f"blocks.{last}.attn.hook_pattern", hook)]))
 
-    return {"induction_score": float(scores[best]), "best_head": best, "measured": loss(model(toks)),
+    measured = loss(model(toks))
+    # the same positions as the engine's repeated-copy loss (the trainer's and the cards' definition)
+    engine = in_context_loss(model, seq_len, n_seqs, seed).repeated
+    assert abs(measured - engine) < 1e-4, (measured, engine)
+    return {"induction_score": float(scores[best]), "best_head": best, "measured": measured,
             "forced_best": forced([best]), "forced_all": forced(list(range(model.cfg.n_heads)))}
 
 
