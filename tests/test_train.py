@@ -121,6 +121,26 @@ def test_bfloat16_autocast_trains_resumes_exactly_and_evaluates_in_float32(tmp_p
         TrainConfig(autocast="bf16")
 
 
+def test_two_threads_train_the_same_weights_twice():
+    # with 2 threads the embedding's backward pass added its gradients in a racy order: two runs differed
+    # (~1e-9 after 5 steps at this size, 2e-2 after 100 steps of a lecture recipe); the trainer now runs each
+    # step with deterministic algorithms on a CPU and restores the global flag afterwards
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = ModelConfig(n_layers=1, d_model=32, n_heads=2, d_head=16, d_vocab=512, n_ctx=64, attn_only=True)
+        runs = []
+        for _ in range(2):
+            tc = TrainConfig(steps=5, batch_size=16, lr=1e-2, eval_every=1000, checkpoint_every=1000, icl_n_seqs=1,
+                             icl_seq_len=7, n_snapshots=0)
+            runs.append(Trainer(Transformer(cfg, seed=0), BigramTask(512, 64), tc, progress=False).train())
+        for (name, a), b in zip(runs[0].model.named_parameters(), runs[1].model.parameters()):
+            assert torch.equal(a, b), name
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     _trainer(tmp_path / "a", steps=10).train()
     tr = Trainer(Transformer(CFG, seed=0), BigramTask(24, 16), TrainConfig(steps=10, batch_size=4),
