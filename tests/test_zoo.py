@@ -117,6 +117,26 @@ def test_targets_are_what_the_cards_check_and_misses_are_stated():
     assert {"induction_len100", "repeated_loss_len10", "heldout_gap"} <= missed, missed
 
 
+def test_each_card_is_its_recipe():
+    """A card's command (`python -m circwidgets.train NAME`) trains what the card describes: the recipe's
+    model and training config equal the card's architecture and the config its run used (a recipe changed
+    while the zoo still ships the old model, or a model shipped from a run with overrides the recipe lacks,
+    fails here)."""
+    import dataclasses
+
+    from circwidgets.train import recipes
+    from circwidgets.train.trainer import TrainConfig
+
+    for name in SHIPPED:
+        c = zoo.card(name)
+        r = recipes.get(c["training"]["recipe"])
+        for k, v in c["architecture"].items():
+            assert r.model.get(k, v) == v, (name, k, r.model.get(k), v)
+        used = c["training"]["config"]
+        for k, v in dataclasses.asdict(TrainConfig(**r.train)).items():
+            assert json.loads(json.dumps(v)) == used.get(k, v), (name, k, v, used.get(k))
+
+
 def test_restate_measures_the_shipped_file_again(card_copy, monkeypatch):
     """`--restate` rewrites a card's claims from the shipped file and statistics as SPECS states them: on an
     unchanged spec it reproduces the card (within each claim's tolerance); on a changed target it restates
