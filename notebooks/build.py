@@ -113,6 +113,10 @@ def conventions(name: str, nb: nbformat.NotebookNode) -> list[str]:
                 and c.metadata.get("cellView") == "form" and c.source.startswith("#@title ")):
             problems.append(f"solution cell not hidden (jupyter.source_hidden, cellView form, #@title): "
                             f"{c.source[:60]!r}")
+        # a heading written as a comment in a code cell (a missing `# %% [markdown]` marker) never renders
+        heading = next((ln for ln in c.source.splitlines() if re.match(r"# #{1,6} ", ln)), None)
+        if c.cell_type == "code" and heading:
+            problems.append(f"markdown heading inside a code cell (add a `# %% [markdown]` marker): {heading!r}")
     return problems
 
 

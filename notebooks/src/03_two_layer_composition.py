@@ -135,14 +135,17 @@ plt.show()
 
 # %%
 cw.eigenvalues(model, layer=ind[0], head=ind[1], through=prev)
-#
+
+# %% [markdown]
 # ## 4. The virtual head: which head V-composes?
 #
 # Through V-composition, two heads act together as one **virtual head**: pattern `A^{h2} A^{h1}`, OV circuit
 # `W_OV^{h1} W_OV^{h2}`. Which layer-0 head feeds the induction head's *values*? The V-composition score is a
 # hint; the test is behaviour: cut each layer-0 head's path into the induction head's values
 # (`engine.ablate_path(..., kind="v")`) and watch the loss on the second copy of the snippet, where induction
-# does the predicting.
+# does the predicting. If every cut moves that loss by a few hundredths at most, no layer-0 head is a real V
+# partner: the induction head's values then read mostly the token embeddings themselves (the direct path), and
+# the "virtual head" below is a weak one.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -220,7 +223,8 @@ for kind in "qkv":
 # %% [markdown]
 # <details><summary>What the comparison says (click)</summary>
 #
-# Within one kind, the ranking by score and by cut tend to agree on the strongest partner, but the *level*
+# For K the two rankings agree on the strongest partner: the previous-token head tops both. For Q and V, whose
+# cuts cost far less, the head with the highest score need not be the one whose cut hurts most. And the *level*
 # does not transfer: the random baseline comes from Gaussian matrices, while trained heads concentrate their
 # norm in a few directions, so a trained pair can score below the baseline and still carry a path whose cut
 # costs a lot (compare the Q paths). A score is a screening tool; a path cut is the test. (The baseline's

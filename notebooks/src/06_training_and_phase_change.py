@@ -222,7 +222,8 @@ vals = [float(sc["induction"][lay, hd]) for sc in live.values()]
 print(f"tiny model at step {trainer.step}, best head L{lay}H{hd}: "
       + ", ".join(f"|r|={n}: {v:.2f}" for n, v in zip(live, vals))
       + f"  (highest / lowest over lengths: {max(vals) / max(min(vals), 1e-3):.1f}x)")
-#
+
+# %% [markdown]
 # ### Exercise 1
 # From `curves`, find the step at which the in-context gain first exceeded half of its final value, and
 # compare it with the step at which the best induction score first exceeded half of its final value.
