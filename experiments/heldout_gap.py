@@ -28,10 +28,9 @@ import torch
 
 import circwidgets as cw
 from circwidgets.train.snapshots import training_run
+from circwidgets.train.tasks import BOS  # the corpus starts every file with it (train.code_corpus)
 from circwidgets.zoo.build import loss_windows
 from circwidgets.zoo.claims import heldout_gap, heldout_loss
-
-BOS = 0  # the corpus starts every file with it (train.code_corpus)
 
 
 def split_files(tokens: np.ndarray) -> list[np.ndarray]:
@@ -55,7 +54,8 @@ def file_nll(model, f: np.ndarray, cap: int = 4000) -> tuple[float, int]:
 def by_package(model, data_dir: Path, budget: int = 400_000, seed: int = 1) -> None:
     manifest = json.loads((data_dir / "manifest.json").read_text())
     val_names = manifest["val_files"]
-    train_names = [k for k, _ in manifest["files"] if k not in set(val_names)]
+    held_out = set(val_names)
+    train_names = [k for k, _ in manifest["files"] if k not in held_out]
     val = split_files(np.load(data_dir / "val.npy").astype(np.int64))
     train = split_files(np.load(data_dir / "train.npy").astype(np.int64))
     assert len(val) == len(val_names) and len(train) == len(train_names), "the manifest does not fit the arrays"
