@@ -11,7 +11,7 @@ cache on its own: a new head (page cache emptied), a prefetched neighbour, a cac
 Kernel-only time (the engine call + encoding) is measured in the notebook itself.
 Models: the first shipped zoo model found (`--shipped`, default toy-2l-code, toy-2l-induction,
 toy-1l-code, toy-1l-trigrams; its own n_ctx caps the tokens), otherwise (or with `--random-small`) a
-random model of toy-2l-code's planned shape (2 layers x 8 heads, d_model 256, d_vocab 4,096) at
+random model larger than toy-2l-code (2 layers x 8 heads, d_model 256, d_vocab 4,096) at
 1,024 tokens, and a GPT-2-small-sized random model
 (12 x 12 heads, d_model 768, d_vocab 50,257, LN + MLP) at 1,024 tokens. Targets: < 50 ms (small),
 < 200 ms (GPT-2 small). Not a timed test: a table printed at the end (and saved to

@@ -10,7 +10,7 @@ loss on held-out code beside the card's induction score and repeated-copy loss. 
 rise only as held-out loss rises, the data does not reward them at these weights.
 
     python experiments/sharpen_heads.py toy-2l-code --data-dir runs/data/pycode-bpe4096
-    python experiments/sharpen_heads.py train_state/toy-2l-code-8h/model.safetensors --data-dir DATA --min-score 0.2
+    python experiments/sharpen_heads.py runs/toy-2l-code/model.safetensors --data-dir DATA --min-score 0.2
 
 Heads scaled: every layer-1 head whose induction score (mean over the repeat lengths) is at least
 `--min-score`, or the best one if none is. Measured with the card's claims (`zoo.claims`, n_seqs 32,
