@@ -6,10 +6,12 @@ repeated copy (`engine.in_context_loss`'s "repeated" positions) as the model com
 the last layer's attention rows of some heads replaced by a one-hot row on that key: the best induction
 head alone, then every head of the last layer. The gap between the measured loss and the forced one is
 what better attention could win; what remains with attention forced is the limit of the heads' OV circuits
-against the direct path.
+against the direct path. The last column says where the best head's attention goes from those queries:
+the induction key, BOS, or elsewhere.
 
     python experiments/copy_ceiling.py toy-2l-code [--lens 10,23,50,100] [--n-seqs 16]
     python experiments/copy_ceiling.py runs/toy-2l-code/model.safetensors
+    python experiments/copy_ceiling.py toy-2l-code --data-dir DATA --pool 500   # r from frequent tokens only
 
 With `--data-dir DATA` it also prints how often the copy guess is right in held-out code: at each position
 of a window (the model's n_ctx) whose token occurred earlier in it, whether the next token is the one that
@@ -30,11 +32,17 @@ from circwidgets.engine.heads import detection_masks, head_scores, in_context_lo
 
 
 @torch.no_grad()
-def copy_losses(model, seq_len: int, n_seqs: int = 16, seed: int = 0) -> dict[str, float]:
+def copy_losses(model, seq_len: int, n_seqs: int = 16, seed: int = 0, pool: torch.Tensor | None = None
+                ) -> dict[str, float]:
+    """pool: draw r from these token ids only (without repetition) instead of the whole vocabulary."""
     toks = induction_tokens(model, seq_len, n_seqs, seed)  # [B, 1 + 2L]
+    if pool is not None:
+        g = torch.Generator().manual_seed(seed)
+        r = pool[torch.stack([torch.randperm(len(pool), generator=g)[:seq_len] for _ in range(n_seqs)])]
+        toks = torch.cat([toks[:, :1], r, r], 1)
     ind = detection_masks(toks)["induction"]  # [B, Q, K]
     last = model.cfg.n_layers - 1
-    scores = head_scores(model, "induction", seq_len, n_seqs, seed)[last]  # [H]
+    scores = head_scores(model, "induction", tokens=toks)[last]  # [H]
     best = int(scores.argmax())
     L = seq_len
     rep = torch.arange(L + 2, 2 * L + 1)  # targets of the repeated copy after its first token (BOS at 0)
@@ -53,12 +61,24 @@ def copy_losses(model, seq_len: int, n_seqs: int = 16, seed: int = 0) -> dict[st
 
         return loss(model.run_with_hooks(toks, [(f"blocks.{last}.attn.hook_pattern", hook)]))
 
-    measured = loss(model(toks))
+    seen = {}
+
+    def keep(pattern, hook):
+        seen["pattern"] = pattern[:, best].float()  # [B, Q, K]
+
+    measured = loss(model.run_with_hooks(toks, [(f"blocks.{last}.attn.hook_pattern", keep)]))
+    # where the best head's attention goes from the repeated copy's queries that have an induction key
+    rows = ind.any(-1)  # [B, Q]
+    pat = seen["pattern"][rows]  # [n, K]
+    on_key = (pat * ind[rows]).sum(-1).mean().item()
+    on_bos = pat[:, 0].mean().item()
     # the same positions as the engine's repeated-copy loss (the trainer's and the cards' definition)
-    engine = in_context_loss(model, seq_len, n_seqs, seed).repeated
-    assert abs(measured - engine) < 1e-4, (measured, engine)
+    if pool is None:
+        engine = in_context_loss(model, seq_len, n_seqs, seed).repeated
+        assert abs(measured - engine) < 1e-4, (measured, engine)
     return {"induction_score": float(scores[best]), "best_head": best, "measured": measured,
-            "forced_best": forced([best]), "forced_all": forced(list(range(model.cfg.n_heads)))}
+            "forced_best": forced([best]), "forced_all": forced(list(range(model.cfg.n_heads))),
+            "attn_key": on_key, "attn_bos": on_bos, "attn_rest": 1 - on_key - on_bos}
 
 
 def copy_guess_accuracy(tokens: np.ndarray, window: int) -> tuple[int, float]:
@@ -83,19 +103,37 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lens", default="10,23,50,100")
     p.add_argument("--n-seqs", type=int, default=16)
     p.add_argument("--data-dir", default=None, help="the corpus: also print the copy guess's accuracy in held-out code")
+    p.add_argument("--pool", type=int, default=None,
+                   help="draw r from the POOL most frequent tokens of the training split (needs --data-dir)")
     a = p.parse_args(argv)
+    if a.pool is not None and not a.data_dir:
+        p.error("--pool needs --data-dir (the token counts of the training split)")
+    lens = [int(x) for x in a.lens.split(",")]
+    if a.pool is not None and not max(lens) <= a.pool:
+        p.error(f"--pool {a.pool}: r of {max(lens)} distinct tokens needs a pool at least that large")
     torch.set_num_threads(1)
     model = cw.load(a.model)
+    pool = None
+    if a.pool is not None:
+        counts = np.bincount(np.load(Path(a.data_dir) / "train.npy"), minlength=model.cfg.d_vocab)
+        bos = model.cfg.bos_token_id or 0
+        order = np.argsort(-counts, kind="stable")
+        order = order[order != bos]  # never BOS inside r
+        if a.pool > len(order):
+            p.error(f"--pool {a.pool}: this model has {len(order)} tokens besides BOS")
+        pool = torch.as_tensor(order[:a.pool].copy())
+        print(f"r drawn from the {a.pool} most frequent tokens of the training split")
     print(f"{a.model}: loss (nats) on the repeated copy of BOS + r + r, log V = "
           f"{torch.log(torch.tensor(float(model.cfg.d_vocab))):.2f}")
     last = model.cfg.n_layers - 1
     print(f"| repeat length | best layer-{last} head (induction score) | measured | best head forced "
-          "| every head forced |")
-    print("| --- | --- | --- | --- | --- |")
-    for L in (int(x) for x in a.lens.split(",")):
-        r = copy_losses(model, L, a.n_seqs)
+          "| every head forced | best head's attention: induction key / BOS / elsewhere |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for L in lens:
+        r = copy_losses(model, L, a.n_seqs, pool=pool)
         print(f"| {L} | H{r['best_head']} ({r['induction_score']:.2f}) | {r['measured']:.2f} | "
-              f"{r['forced_best']:.2f} | {r['forced_all']:.2f} |")
+              f"{r['forced_best']:.2f} | {r['forced_all']:.2f} | "
+              f"{r['attn_key']:.2f} / {r['attn_bos']:.2f} / {r['attn_rest']:.2f} |")
     if a.data_dir:
         n, acc = copy_guess_accuracy(np.load(Path(a.data_dir) / "val.npy"), model.cfg.n_ctx)
         print(f"held-out code, windows of {model.cfg.n_ctx}: {n:,} positions whose token occurred earlier; the copy "
