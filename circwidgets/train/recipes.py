@@ -114,7 +114,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         # 4 heads, not 8: `--set model.n_heads=8` (with bfloat16 autocast, 2.5 h on 2 threads) fits code
         # better (held-out 2.75 vs 2.86, previous-token 0.91 vs 0.86) but misses the card's induction targets
         # by more (induction 0.40-0.50 vs 0.42-0.53, repeated copy 8.6-10.1 vs 8.3-9.5 nats), and its jobs
-        # spread over more heads; 4 heads x 64 was behind 8 x 32 at 13,750 steps. docs/training-data.md.
+        # spread over more heads. 4 heads x 64: induction 0.52-0.58 and copy 8.0-8.9 nats, but previous-token
+        # 0.73 (a met target lost). docs/training-data.md has the measurements.
         train=dict(_LECTURE_TRAIN, steps=28000, decay_steps=6000),
         init_std=0.0707,
     ),
