@@ -28,7 +28,14 @@ import numpy as np
 import torch
 
 import circwidgets as cw
-from circwidgets.engine.heads import detection_masks, head_scores, in_context_loss, induction_tokens, per_token_loss
+from circwidgets.engine.heads import (
+    detection_masks,
+    head_scores,
+    in_context_loss,
+    induction_tokens,
+    per_token_loss,
+    repeated_tokens,
+)
 
 
 @torch.no_grad()
@@ -36,10 +43,8 @@ def copy_losses(model, seq_len: int, n_seqs: int = 16, seed: int = 0, pool: torc
                 ) -> dict[str, float]:
     """pool: draw r from these token ids only (without repetition) instead of the whole vocabulary."""
     toks = induction_tokens(model, seq_len, n_seqs, seed)  # [B, 1 + 2L]
-    if pool is not None:
-        g = torch.Generator().manual_seed(seed)
-        r = pool[torch.stack([torch.randperm(len(pool), generator=g)[:seq_len] for _ in range(n_seqs)])]
-        toks = torch.cat([toks[:, :1], r, r], 1)
+    if pool is not None:  # the engine's sampler over positions in the pool, then its ids; BOS kept
+        toks = torch.cat([toks[:, :1], pool[repeated_tokens(len(pool), seq_len, n_seqs, seed)]], 1)
     ind = detection_masks(toks)["induction"]  # [B, Q, K]
     last = model.cfg.n_layers - 1
     scores = head_scores(model, "induction", tokens=toks)[last]  # [H]
