@@ -1,6 +1,6 @@
 """The code corpus pipeline on a tiny fixture (no download): pinned archives are verified by
-sha256, duplicates and generated files are dropped, the held-out split is a deterministic function
-of the file key, the build is reproducible, and byte-fragment tokens get readable labels."""
+sha256, duplicates and generated files are dropped, the held-out split is stratified by package and
+a deterministic function of the files, the build is reproducible, and byte-fragment tokens get readable labels."""
 
 from __future__ import annotations
 
