@@ -77,7 +77,7 @@ SPECS: dict[str, list[dict]] = {
         dict(id="kcomp_prev", fn="kcomp_source_prev_token", args=dict(**HEAD_ARGS), op=">=", target=None, tol=0.01,
              text="previous-token score of the strongest K-composition input of the best induction head"),
         dict(id="heldout_gap", fn="heldout_gap", args={}, op="<=", target=0.1, tol=0.01,
-             text="held-out minus training loss (nats), 256 windows of each split (no memorisation)"),
+             text="held-out minus training loss (nats), 1024 windows of each split (no memorisation)"),
     ],
     # today's architecture at toy size (rotary, RMSNorm, grouped-query K/V): the two claims, plus facts
     "toy-2l-rotary": [
