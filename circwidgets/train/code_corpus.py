@@ -14,7 +14,7 @@ name and its sha256). `prepare_code_data_dir(dir)` (`python -m circwidgets.train
    manifest order (stdlib first);
 3. splits by file, stratified by package: within each package (the standard library is one), files
    are taken in the order of `sha256(key)` (key = `"<package>/<path in wheel>"`, no version, so a
-   version bump moves the cut by at most a file) and held out until they hold `HELDOUT_PER_MILLE`
+   version bump moves only the files near the cut) and held out until they hold `HELDOUT_PER_MILLE`
    of 1000 of the package's characters; every package keeps at least one training file. The held-out
    split thus has the training split's mix of packages (an unstratified 2 % hash split drew 18 % of
    its tokens from one package that is 4 % of the training split, and its loss measured that mix);
