@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--model", default="toy-2l-code", help="a shipped model (its snapshots)")
     p.add_argument("--run", default=None, help="a trainer run directory instead of --model")
-    p.add_argument("--windows", type=int, default=1024)  # as the card claim
+    p.add_argument("--windows", type=int, default=None, help="default: as many as the card claim")
     p.add_argument("--by-package", action="store_true", help="the final model: held-out vs package-matched files")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     run = training_run(Path(a.run)) if a.run else cw.zoo.training_run(a.model)
     n_train = json.loads((Path(a.data_dir) / "manifest.json").read_text())["n_tokens"]["train"]
     first = cw.load(run.snapshots[0].path)
-    stats, _ = loss_windows(a.data_dir, first.cfg.n_ctx, n=a.windows)
+    stats, _ = loss_windows(a.data_dir, first.cfg.n_ctx, **({'n': a.windows} if a.windows else {}))
     print("| step | passes over the training split | held-out loss | held-out − training loss |")
     print("| --- | --- | --- | --- |")
     for snap in run.snapshots:
