@@ -3,17 +3,18 @@
 The card claim `heldout_gap` is held-out minus training loss on 1024 corpus windows of each split. A gap
 that comes from memorising the training split can only open after the model has seen those windows, i.e.
 over passes through the data; a gap already present after a small fraction of one pass is the held-out
-files being harder (the split is by file: 145 files, 2 % of 7,301). This prints the claim's measurement
-on every shipped snapshot of a model, with the fraction of one pass over the training split it had seen.
+files being harder or differently mixed than the training files (the split is by file, 3 % of each package's
+characters). This prints the claim's measurement on every shipped snapshot of a model, with the fraction of
+one pass over the training split it had seen.
 
-    python experiments/heldout_gap.py --data-dir runs/data/pycode-bpe4096 [--model toy-2l-code]
+    python experiments/heldout_gap.py --data-dir DATA [--model toy-2l-code]
     python experiments/heldout_gap.py --data-dir DATA --run runs/toy-2l-code   # a trainer run's snapshots
     python experiments/heldout_gap.py --data-dir DATA --by-package             # the final model, split by package
 
-`--by-package` asks how much of the gap is the held-out split's mix of packages (the hash drew, e.g., 18 % of its
-tokens from twisted): it measures the final model on every held-out file and on training files of the same
-packages in the same token shares (whole files, the first 4,000 tokens of each, in windows of n_ctx starting
-with BOS), and prints both means.
+`--by-package` asks how much of the gap is the held-out split's mix of packages (an unstratified hash split
+of this corpus drew 18 % of its held-out tokens from twisted, 4 % of training's): it measures the final
+model on every held-out file and on training files of the same packages in the same token shares (whole
+files, the first 4,000 tokens of each, in windows of n_ctx starting with BOS), and prints both means.
 """
 
 from __future__ import annotations
