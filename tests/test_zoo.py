@@ -113,8 +113,11 @@ def test_targets_are_what_the_cards_check_and_misses_are_stated():
                 continue
             assert cl["target_met"] == OPS[cl["op"]](cl["measured"], cl["target"]), (name, cl["id"])
             assert f"{cl['op']} {cl['target']:g}: " + ("met" if cl["target_met"] else "**missed**") in md
-    missed = {cl["id"] for cl in zoo.card("toy-2l-code")["claims"] if cl["target_met"] is False}
-    assert {"induction_len100", "repeated_loss_len10", "heldout_gap"} <= missed, missed
+    lecture = zoo.card("toy-2l-code")
+    missed = {cl["id"] for cl in lecture["claims"] if cl["target_met"] is False}
+    assert missed == {f"induction_len{n}" for n in (10, 23, 50, 100)} | {"repeated_loss_len10", "repeated_loss_len100"}
+    assert lecture["notes"].startswith("Stated misses") and "induction >= 0.8" in lecture["notes"]
+    assert "repeated copy < 1 nat" in lecture["notes"]
 
 
 def test_each_card_is_its_recipe():
