@@ -9,12 +9,12 @@ W_O by `b` (the head's whole output times `b`: a more confident copy), and measu
 loss on held-out code beside the card's induction score and repeated-copy loss. If the card's behaviours
 rise only as held-out loss rises, the data does not reward them at these weights.
 
-    python experiments/sharpen_heads.py toy-2l-code --data-dir runs/data/pycode-bpe4096
+    python experiments/sharpen_heads.py toy-2l-code --data-dir DATA
     python experiments/sharpen_heads.py runs/toy-2l-code/model.safetensors --data-dir DATA --min-score 0.2
 
 Heads scaled: every layer-1 head whose induction score (mean over the repeat lengths) is at least
 `--min-score`, or the best one if none is. Measured with the card's claims (`zoo.claims`, n_seqs 32,
-seed 2024) on the 256 held-out windows the card's held-out claims use.
+seed 2024) on the held-out windows the card's held-out claims use (`zoo.build.loss_windows`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The code corpus pipeline on a tiny fixture (no download): pinned archives are verified by
-sha256, duplicates and generated files are dropped, the held-out split is a deterministic function
-of the file key, the build is reproducible, and byte-fragment tokens get readable labels."""
+sha256, duplicates and generated files are dropped, the held-out split is stratified by package and
+a deterministic function of the files, the build is reproducible, and byte-fragment tokens get readable labels."""
 
 from __future__ import annotations
 
@@ -118,13 +118,22 @@ def test_dedup_and_filters(tmp_path):
     assert cc.normalised(NEAR) == cc.normalised(MOD) != cc.normalised(MOD.replace("join", "split"))
 
 
-def test_heldout_split_is_a_deterministic_function_of_the_key():
-    keys = [f"pkg{i % 7}/mod/file_{i}.py" for i in range(20000)]
-    held = [k for k in keys if cc.is_heldout(k)]
-    assert 0.015 < len(held) / len(keys) < 0.025
-    assert held == [k for k in reversed(keys) if cc.is_heldout(k)][::-1]  # order does not matter
-    assert all(cc.is_heldout(k) for k in held) and cc.is_heldout(held[0], per_mille=1000)
-    assert not any(cc.is_heldout(k, per_mille=0) for k in keys[:100])
+def test_heldout_split_is_stratified_by_package_and_independent_of_order():
+    rng = np.random.default_rng(0)
+    sizes = {"big": 400, "mid": 60, "small": 5, "single": 1}
+    docs = [(f"{pkg}/mod/file_{i}.py", "x" * int(rng.integers(50, 5000))) for pkg, n in sizes.items() for i in range(n)]
+    held = cc.heldout_keys(docs)
+    assert held == cc.heldout_keys(docs[::-1]) == cc.heldout_keys(rng.permutation(np.array(docs, dtype=object)))
+    for pkg in sizes:
+        files = [(k, len(t)) for k, t in docs if k.startswith(pkg + "/")]
+        total, out = sum(n for _, n in files), sum(n for k, n in files if k in held)
+        biggest = max(n for _, n in files)
+        assert len([k for k, _ in files if k not in held]) >= 1  # every package keeps a training file
+        if len(files) > 1:  # at least the share, overshooting by less than one file
+            assert 0.03 * total <= out < 0.03 * total + biggest, pkg
+    assert not cc.heldout_keys(docs, per_mille=0)
+    # a file's fate depends on its package's files, not on other packages
+    assert {k for k in held if k.startswith("big/")} == {k for k in cc.heldout_keys(docs[:400]) if k.startswith("big/")}
 
 
 def test_prepare_is_reproducible_and_splits_by_file(tmp_path, monkeypatch):
@@ -142,7 +151,9 @@ def test_prepare_is_reproducible_and_splits_by_file(tmp_path, monkeypatch):
     assert m1["source"] == "python-code" and m1["vocab_size"] == 320
     assert [p["licence"] for p in m1["packages"]] == ["MIT", "BSD-3-Clause"]
     keys = [k for k, _ in m1["files"]]
-    assert m1["val_files"] == [k for k in keys if cc.is_heldout(k, 250)] and m1["val_files"]
+    docs, _ = cc.collect_code_corpus(pins, cache, lib, verbose=False)
+    held = cc.heldout_keys([(k, t) for k, t, _ in docs], 250)
+    assert m1["val_files"] == [k for k in keys if k in held] and {k.split("/")[0] for k in held} >= {"alpha", "beta"}
     assert m1["n_files_split"]["train"] + m1["n_files_split"]["val"] == m1["n_files"] == len(keys)
     train, val = (np.load(d1 / f) for f in ("train.npy", "val.npy"))
     assert train.dtype == np.uint16 and (train == 0).sum() == m1["n_files_split"]["train"]  # one BOS per file

@@ -135,6 +135,14 @@ def test_positional_profile_matches_a_loop_and_finds_the_planted_offset():
     torch.testing.assert_close(prof.score.double(), torch.tensor(want, dtype=torch.float64), rtol=1e-5, atol=1e-6)
     planted = _offset_head_model(offset=3, n_ctx=9)
     assert engine.positional_qk_profile(planted, (0, 0)).peak == -3
+    assert engine.positional_qk_profile(planted, (0, 0)).count.tolist() == list(range(1, 10))
+    # a sink at key position 0 for the last query: the farthest offset's mean (one row) is the highest score,
+    # but it is an absolute position; the peak is over offsets averaged over at least half of the queries
+    with torch.no_grad():
+        planted.W_K[0, 0][0, 8] = 100.0
+    sunk = engine.positional_qk_profile(planted, (0, 0))
+    assert int(sunk.score.argmax()) == 0 and sunk.offsets[0] == -8
+    assert sunk.peak == -3
     with pytest.raises(ValueError, match="learned positions"):
         engine.positional_qk_profile(_model(positional="none"), (0, 0))
 

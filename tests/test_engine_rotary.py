@@ -332,3 +332,26 @@ def test_head_full_qk_is_one_head_of_full_qk():
     row = table.for_source(4)
     assert row.dests[0] == int(centred[:, 4].argmax())
     assert abs(row.dest_values[0] - float(centred[:, 4].max())) < 1e-5
+
+
+def test_rotary_tables_in_16_bit_types_are_computed_in_float32():
+    """Under bfloat16 autocast the queries are bfloat16, and the tables follow their dtype: the angles must
+    not be computed in it (spacing 1 between 128 and 256: cos off by up to 0.5), or a model trained under
+    autocast learns scrambled positions. The table, and the attention of a model under autocast, must match
+    float32 to 16-bit rounding at every position."""
+    cfg = random_model(n_layers=1, d_model=32, n_heads=2, d_head=16, d_vocab=20, n_ctx=512,
+                       positional="rotary").cfg
+    pos = torch.arange(512)
+    c64, s64 = rotary.cos_sin(cfg, pos, 0, torch.float64)
+    for dt in (torch.bfloat16, torch.float16):
+        c, s = rotary.cos_sin(cfg, pos, 0, dt)
+        assert c.dtype == s.dtype == dt
+        assert float((c.double() - c64).abs().max()) < 0.01 and float((s.double() - s64).abs().max()) < 0.01
+    m = random_model(n_layers=1, d_model=64, n_heads=2, d_head=32, d_vocab=50, n_ctx=300, positional="rotary",
+                     seed=1).requires_grad_(False)
+    toks = torch.randint(0, 50, (2, 300), generator=torch.Generator().manual_seed(0))
+    _, ref = m.run_with_cache(toks)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, bf = m.run_with_cache(toks)
+    diff = (bf["pattern", 0].float() - ref["pattern", 0]).abs()[:, :, 128:]  # query positions past 128
+    assert float(diff.max()) < 0.05

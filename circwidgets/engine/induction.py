@@ -134,16 +134,20 @@ class PositionalProfile:
     """Positional QK circuit of one head per offset.
 
     offsets: `[n]` key − query offsets, −(n − 1) … 0. score: `[n]` mean row-centred attention score at each
-    offset (score units: what enters the softmax). peak: the offset with the highest score (−1 for a
-    previous-token head).
+    offset (score units: what enters the softmax). count: `[n]` how many query positions each mean is over
+    (n − |d|). peak: the offset with the highest score among those averaged over at least half of the query
+    positions (−1 for a previous-token head): the farthest offsets are means over a handful of rows whose keys
+    are the first positions (where BOS sits, a sink many heads attend to), an absolute position, not an offset.
     """
 
     offsets: torch.Tensor
     score: torch.Tensor
+    count: torch.Tensor
 
     @property
     def peak(self) -> int:
-        return int(self.offsets[int(self.score.argmax())])
+        supported = 2 * self.count >= self.count.max()
+        return int(self.offsets[supported][int(self.score[supported].argmax())])
 
 
 @torch.no_grad()
@@ -170,7 +174,7 @@ def positional_qk_profile(model: Transformer, head: Head, n_pos: int | None = No
     vals = centred.cpu()[causal.cpu()]
     total = torch.zeros(n, dtype=torch.float64).index_add_(0, d + n - 1, vals)
     count = torch.zeros(n, dtype=torch.float64).index_add_(0, d + n - 1, torch.ones_like(vals))
-    return PositionalProfile(offsets, (total / count).float())
+    return PositionalProfile(offsets, (total / count).float(), count.long())
 
 
 # ------------------------------------------------------------------------------- where induction shows

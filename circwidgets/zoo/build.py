@@ -77,7 +77,7 @@ SPECS: dict[str, list[dict]] = {
         dict(id="kcomp_prev", fn="kcomp_source_prev_token", args=dict(**HEAD_ARGS), op=">=", target=None, tol=0.01,
              text="previous-token score of the strongest K-composition input of the best induction head"),
         dict(id="heldout_gap", fn="heldout_gap", args={}, op="<=", target=0.1, tol=0.01,
-             text="held-out minus training loss (nats), 256 windows of each split (no memorisation)"),
+             text="held-out minus training loss (nats), 1024 windows of each split (no memorisation)"),
     ],
     # today's architecture at toy size (rotary, RMSNorm, grouped-query K/V): the issue's two claims, plus facts
     "toy-2l-rotary": [
@@ -170,9 +170,11 @@ def skip_trigram_stats(data_dir: str | Path, d_vocab: int, window: int = 16, n_t
             "frequent_ids": frequent.to(torch.int32)}, info
 
 
-def loss_windows(data_dir: str | Path, n_ctx: int, n: int = 256, seed: int = 7919) -> tuple[dict, dict]:
+def loss_windows(data_dir: str | Path, n_ctx: int, n: int = 1024, seed: int = 7919) -> tuple[dict, dict]:
     """`n` windows `[BOS] + tokens[o : o + n_ctx - 1]` of each split (a seed the trainer never uses), as
-    int16/int32 `[n, n_ctx]`: what the held-out-gap claim measures the model on."""
+    int16/int32 `[n, n_ctx]`: what the held-out-gap claim measures the model on. 1024, not 256: the gap is
+    compared with a 0.1-nat target, and 256 windows put the first toy-2l-code's gap at 0.214 where 1024
+    put it at 0.181."""
     from ..train.corpus import CorpusTask, load_manifest
 
     V = load_manifest(data_dir)["vocab_size"]

@@ -171,7 +171,7 @@ print(f"{sum(a in fs for a in tops)} of these {len(tops)} top sources are among 
 # %% [markdown]
 # Are these *rare* tokens, barely trained? No: each has its own entry in a 4096-token BPE vocabulary, which
 # BPE grants only to strings that occur often (byte fragments such as `\xf0\x9f`, the first bytes of an
-# emoji, included). Several come from Unicode name tables (` BOX`, ` LATIN`, ` DOUBLE` … ` DRAWINGS` in long
+# emoji, included). Several come from Unicode name tables (` BOX`, ` LATIN`, ` SMALL` … ` DRAWINGS` in long
 # runs), a corner of the corpus where one word predicts the next very well, so their circuits take large
 # values. Ranking by strength shows the largest entries of the circuits, not the most common behaviour; that
 # is why the comparison below restricts the sources to the corpus' frequent tokens.

@@ -157,12 +157,14 @@ plt.show()
 #
 # - **Value side**: the difference sits at B's position in both layers (B is what gets copied). No head moved
 #   it there: it is B's own token embedding, which the induction head's values read at B's position. So
-#   patching a layer-0 head restores little or nothing (the printed row); what a layer-0 head adds to the
+#   patching a layer-0 head restores a fraction at most (the printed row): what a layer-0 head adds to the
 #   induction head's values at B is a V-composition path (notebook 03 found the partner by cutting it).
 # - **Key side**: the difference starts at A's position entering layer 0 and sits at B's position entering
 #   layer 1: something *moved it one position forward* — a previous-token head. The printed rows name it: the
 #   layer-0 head that restores the key side is the one with the high previous-token score (where several heads
-#   share that job, each restores only a share); the residual stream shows the move plainly.
+#   share that job, each restores only a share); the residual stream shows the move plainly. A fraction can
+#   also be negative or above 1: one head's clean output patched alone into the corrupted run meets the other
+#   heads' corrupted outputs, so heads' restorations need not add up.
 #
 # Patching the last position does nothing on either side: before the induction head has written the answer
 # there, the clean and corrupted runs agree at the last position.

@@ -137,6 +137,10 @@ overlap = min(w_ind[1], w_gain[1]) - max(w_ind[0], w_gain[0])
 print("the two windows overlap" if overlap >= 0 else f"the two windows are {-overlap} steps apart")
 
 # %% [markdown]
+# The steepest single step is not always the phase change: where it sits on a change of the learning-rate
+# schedule (the shipped lecture models hold the rate constant, then decay it linearly: `toy-2l-code` from
+# step 22,000), it is the optimiser taking a different step, and the 20–80 % window is the locator to trust.
+#
 # ### Scrub across the window
 #
 # Move the view to the last snapshot *before* the induction window and to the first one *after* it (the cell
