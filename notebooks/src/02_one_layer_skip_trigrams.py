@@ -216,6 +216,25 @@ chance = engine.precision_at_k([(a, b, triples[j][2]) for (a, b, _), j in zip(tr
 print(f"{len(triples)} weight-based skip-trigrams over frequent tokens: {p:.2f} found in the corpus reference "
       f"(same triples with shuffled outputs C: {chance:.2f})")
 
+# %% [markdown]
+# The triples the corpus confirms are the ones to read as code. Each line is `A … B → C`: having seen A earlier,
+# the head at B raises C (e.g. `raise` … `Error` → `('`: an exception's message follows its class).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+confirmed = {}  # head -> its triples found in the corpus reference, strongest source first
+for h in range(code_model.cfg.n_heads):
+    table = engine.skip_trigrams(code_model, 0, h, k=1, n_dest=60, n_out=60)
+    for a in frequent[table.strength[frequent].argsort(descending=True)[:25]].tolist():
+        row = table.for_source(a)
+        b = next((x for x in row.dests if x in fs), None)
+        c = next((x for x in row.outs if x in fs), None)
+        if (a, b, c) in reference:
+            confirmed.setdefault(h, []).append((a, b, c))
+for h, rows in confirmed.items():
+    read = [code_model.to_str_tokens(torch.tensor(t), prepend_bos=False) for t in rows[:4]]
+    print(f"L0H{h}: " + " | ".join(f"{a!r} … {b!r} → {c!r}" for a, b, c in read))
+
 # %%
 cw.skip_trigrams(code_model, layer=0, head=0, k=12)
 
