@@ -348,10 +348,12 @@ def test_rotary_tables_in_16_bit_types_are_computed_in_float32():
         assert c.dtype == s.dtype == dt
         assert float((c.double() - c64).abs().max()) < 0.01 and float((s.double() - s64).abs().max()) < 0.01
     m = random_model(n_layers=1, d_model=64, n_heads=2, d_head=32, d_vocab=50, n_ctx=300, positional="rotary",
-                     seed=1).requires_grad_(False)
+                     seed=1, dtype=torch.float32).requires_grad_(False)  # autocast leaves float64 alone
     toks = torch.randint(0, 50, (2, 300), generator=torch.Generator().manual_seed(0))
     _, ref = m.run_with_cache(toks)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, bf = m.run_with_cache(toks)
-    diff = (bf["pattern", 0].float() - ref["pattern", 0]).abs()[:, :, 128:]  # query positions past 128
-    assert float(diff.max()) < 0.05
+    assert bf["attn_scores", 0].dtype == torch.bfloat16  # the forward did run in bfloat16
+    late = torch.isfinite(ref["attn_scores", 0]) & (torch.arange(300) >= 128)[:, None]  # causal, queries past 128
+    diff = (bf["attn_scores", 0].float() - ref["attn_scores", 0])[late.expand_as(ref["attn_scores", 0])].abs()
+    assert float(diff.max()) < 0.1  # 16-bit rounding: 0.02; with angles computed in bfloat16: 1.4

@@ -113,8 +113,8 @@ def cos_sin(cfg: ModelConfig, positions: torch.Tensor, layer: int | None = None,
     `cfg.rotary_table_dtype == "float32"` they are computed in float32 and cast (Hugging Face's
     tables, reproduced exactly); otherwise in `dtype`, but never in a 16-bit type: bfloat16 spaces
     numbers 1 apart between 128 and 256, so angles `position * inv_freq` computed in it are off by up
-    to half a radian there (cos off by 0.5), and a model run or trained under bfloat16 autocast would
-    see scrambled positions."""
+    to half a radian there (cos off by 0.5), and a model run under bfloat16 autocast would compute
+    its attention scores from the wrong rotations."""
     half = dtype in (torch.float16, torch.bfloat16)
     table = torch.float32 if cfg.rotary_table_dtype == "float32" or half else dtype
     a = angles(cfg, positions, layer, table)
