@@ -336,9 +336,9 @@ def test_head_full_qk_is_one_head_of_full_qk():
 
 def test_rotary_tables_in_16_bit_types_are_computed_in_float32():
     """Under bfloat16 autocast the queries are bfloat16, and the tables follow their dtype: the angles must
-    not be computed in it (spacing 1 between 128 and 256: cos off by up to 0.5), or a model trained under
-    autocast learns scrambled positions. The table, and the attention of a model under autocast, must match
-    float32 to 16-bit rounding at every position."""
+    not be computed in it (spacing 1 between 128 and 256: cos off by up to 0.5), or the model's attention
+    scores come from the wrong rotations. The table, and the attention scores of a model under autocast, must
+    match float32 to 16-bit rounding at every position."""
     cfg = random_model(n_layers=1, d_model=32, n_heads=2, d_head=16, d_vocab=20, n_ctx=512,
                        positional="rotary").cfg
     pos = torch.arange(512)

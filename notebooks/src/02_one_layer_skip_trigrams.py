@@ -200,7 +200,7 @@ print("predicted together:", [f"{name([row.source])[0]} ... {b} -> {c}" for b in
 # %%
 # NBVAL_CHECK_OUTPUT
 fs = set(frequent.tolist())
-triples = []
+by_head = {}  # head -> its triples, strongest source first
 for h in range(code_model.cfg.n_heads):  # per head: the 25 strongest *frequent* sources, first frequent B and C
     table = engine.skip_trigrams(code_model, 0, h, k=1, n_dest=60, n_out=60)
     for a in frequent[table.strength[frequent].argsort(descending=True)[:25]].tolist():
@@ -208,7 +208,8 @@ for h in range(code_model.cfg.n_heads):  # per head: the 25 strongest *frequent*
         b = next((x for x in row.dests if x in fs), None)
         c = next((x for x in row.outs if x in fs), None)
         if b is not None and c is not None:
-            triples.append((a, b, c))
+            by_head.setdefault(h, []).append((a, b, c))
+triples = [t for rows in by_head.values() for t in rows]
 p = engine.precision_at_k(triples, reference, k=len(triples))
 perm = torch.randperm(len(triples), generator=torch.Generator().manual_seed(0)).tolist()
 chance = engine.precision_at_k([(a, b, triples[j][2]) for (a, b, _), j in zip(triples, perm)], reference,
@@ -222,15 +223,7 @@ print(f"{len(triples)} weight-based skip-trigrams over frequent tokens: {p:.2f} 
 
 # %%
 # NBVAL_CHECK_OUTPUT
-confirmed = {}  # head -> its triples found in the corpus reference, strongest source first
-for h in range(code_model.cfg.n_heads):
-    table = engine.skip_trigrams(code_model, 0, h, k=1, n_dest=60, n_out=60)
-    for a in frequent[table.strength[frequent].argsort(descending=True)[:25]].tolist():
-        row = table.for_source(a)
-        b = next((x for x in row.dests if x in fs), None)
-        c = next((x for x in row.outs if x in fs), None)
-        if (a, b, c) in reference:
-            confirmed.setdefault(h, []).append((a, b, c))
+confirmed = {h: [t for t in rows if t in reference] for h, rows in by_head.items()}  # the triples above
 for h, rows in confirmed.items():
     read = [code_model.to_str_tokens(torch.tensor(t), prepend_bos=False) for t in rows[:4]]
     print(f"L0H{h}: " + " | ".join(f"{a!r} … {b!r} → {c!r}" for a, b, c in read))
