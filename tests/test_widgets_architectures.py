@@ -150,21 +150,26 @@ def state_bytes(v) -> int:
 
 def test_every_view_on_the_shipped_rotary_model():
     """The trained toy-2l-rotary (rotary, RMSNorm, 4 query heads on 2 K/V heads) in every view, on code: no
-    error anywhere, and the eigenvalue view shows what its card claims (the previous-token head L0H2's offset
-    profile peaks at Δ = 1) with the offset control at 1 agreeing with the engine."""
+    error anywhere, and the eigenvalue view shows what its card claims (its layer-0 previous-token head's offset
+    profile peaks at Δ = 1) with the offset control at 1 agreeing with the engine. The heads are found by the
+    engine (strongest previous-token head of layer 0, strongest induction head), not named, so a retrained
+    model is held to the same claims."""
     m = cw.load("toy-2l-rotary").requires_grad_(False)
     text = "def add(self, x):\n    return self.x + x\n\ndef add(self, x):\n    return self.x + x\n"
+    prev = int(engine.all_head_scores(m, n_seqs=32, seed=2024)["previous_token"][0].argmax())
     e = cw.explore(m, text)
     assert all(p.error == "" for p in e.panels.values()), {k: p.error for k, p in e.panels.items()}
     assert set(e.panels) >= {"attention", "eigenvalues", "composition", "paths", "ablation"}, set(e.panels)
-    assert (e.layer, e.head) == (1, 1)  # it opens on the card's induction head
-    w = cw.eigenvalues(m, layer=0, head=2, offset=1)
+    assert (e.layer, e.head) == engine.opening_head(m, m.to_tokens(text))  # the induction head on this text
+    assert e.layer == 1
+    w = cw.eigenvalues(m, layer=0, head=prev, offset=1)
     assert w.error == "" and w.rotary and w.max_offset == m.cfg.n_ctx - 1
     prof = torch.as_tensor(decode_array(w.profile))
     assert int(prof[:64].argmax()) == 1
     torch.testing.assert_close(torch.as_tensor(decode_array(w.positivity["qk"])),
                                engine.eigen_positivity(m, "qk", offset=1).float())
-    c = cw.composition(m, kind="k", pair=[0, 2, 1, 1], offset=9)
-    assert c.error == "" and c.details["kv_group"] == [0, 1]
-    for view in (cw.attention(m, text), cw.skip_trigrams(m, 0, 2), cw.paths(m, text), cw.ablation(m, text)):
+    c = cw.composition(m, kind="k", pair=[0, prev, 1, e.head], offset=9)
+    group = m.cfg.kv_group(m.cfg.kv_head_of(e.head))
+    assert c.error == "" and c.details["kv_group"] == group and e.head in group and len(group) == 2
+    for view in (cw.attention(m, text), cw.skip_trigrams(m, 0, prev), cw.paths(m, text), cw.ablation(m, text)):
         assert view.error == "", view.error
