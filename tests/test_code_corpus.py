@@ -136,6 +136,46 @@ def test_heldout_split_is_stratified_by_package_and_independent_of_order():
     assert {k for k in held if k.startswith("big/")} == {k for k in cc.heldout_keys(docs[:400]) if k.startswith("big/")}
 
 
+def test_first_split_holds_out_files_by_hash_bucket_unstratified():
+    """`split="file-hash"` is the first split (toy-2l-rotary's): a file is held out iff its sha256(key) bucket
+    is below the per mille, whatever the other files are; the default per mille is 20."""
+    docs = [(f"{pkg}/m{i}.py", "x" * (i + 1)) for pkg in ("a", "b") for i in range(3000)]
+    held = cc.heldout_keys(docs, split="file-hash")
+    bucket = {k: int(hashlib.sha256(k.encode()).hexdigest()[:16], 16) % 1000 for k, _ in docs}
+    assert held == {k for k, b in bucket.items() if b < 20}
+    assert 60 < len(held) < 180  # ~2% of 6000 files
+    assert held & {k for k, _ in docs[:3000]} == cc.heldout_keys(docs[:3000], split="file-hash")
+    assert cc.heldout_keys(docs, 50, split="file-hash") > held
+    with pytest.raises(ValueError, match="split 'by-size'"):
+        cc.heldout_keys(docs, split="by-size")
+
+
+def test_a_recipe_refuses_a_corpus_with_another_split(tmp_path, monkeypatch):
+    """A data dir remembers its split, and a recipe trained on one split will not read the other unnoticed:
+    the error names both and how to build or override; manifests written before the split was named are
+    read by what they hold."""
+    from circwidgets.train import recipes
+    from circwidgets.train.corpus import ensure_data_dir
+
+    pins, cache, lib = _fixture(tmp_path)
+    _no_pip(monkeypatch)
+    d = cc.prepare_code_data_dir(tmp_path / "fh", vocab_size=320, pins=pins, cache=cache, stdlib=lib, verbose=False,
+                                 heldout_per_mille=300, split="file-hash")
+    m = json.loads((d / "manifest.json").read_text())
+    docs, _ = cc.collect_code_corpus(pins, cache, lib, verbose=False)
+    assert m["split"] == "file-hash" and corpus_summary(m)["split"] == "file-hash"
+    assert m["val_files"] and set(m["val_files"]) == cc.heldout_keys([(k, t) for k, t, _ in docs], 300, "file-hash")
+    assert ensure_data_dir(d, 320, "pycode", "file-hash") == d
+    with pytest.raises(ValueError, match="'file-hash' held-out split.*'package' split.*--split package"):
+        ensure_data_dir(d, 320, "pycode", "package")
+    old = {k: v for k, v in m.items() if k not in ("split", "heldout_split")}  # the first split's manifest
+    assert cc.manifest_split(old) == "file-hash" and cc.manifest_split({**old, "heldout_split": "x"}) == "package"
+    root = recipes.DEFAULT_DATA_ROOT
+    assert recipes.default_data_dir(4096, "pycode") == root / "pycode-bpe4096"
+    assert recipes.default_data_dir(4096, "pycode", "file-hash") == root / "pycode-filehash-bpe4096"
+    assert recipes.with_overrides(recipes.get("toy-2l-code"), {"split": "file-hash"}).split == "file-hash"
+
+
 def test_prepare_is_reproducible_and_splits_by_file(tmp_path, monkeypatch):
     pins, cache, lib = _fixture(tmp_path)
     _no_pip(monkeypatch)

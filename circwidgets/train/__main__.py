@@ -2,9 +2,11 @@
 
 Also `python -m circwidgets.train prepare-data [--data-dir DIR] [--vocab 2048]` to tokenise the
 stdlib corpus once (e.g. to carry it to a machine with another Python), and
-`python -m circwidgets.train corpus [--data-dir DIR] [--vocab 4096] [--cache DIR]` to (re)build the
-lecture models' code corpus: stdlib + the pinned packages of `circwidgets/train/corpus_manifest.json`,
-downloaded with pip into the cache and verified against their sha256 (default runs/data/pycode-bpe4096).
+`python -m circwidgets.train corpus [--data-dir DIR] [--vocab 4096] [--cache DIR] [--split package|file-hash]`
+to (re)build the lecture models' code corpus: stdlib + the pinned packages of
+`circwidgets/train/corpus_manifest.json`, downloaded with pip into the cache and verified against their sha256
+(default runs/data/pycode-bpe4096; `--split file-hash`, the first split that toy-2l-rotary trained on:
+runs/data/pycode-filehash-bpe4096).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{recipes.PYCODE_VOCAB})")
     p.add_argument("--cache", default=None, help="corpus: where downloaded archives are kept "
                                                  "(default ~/.cache/circwidgets/corpus)")
+    p.add_argument("--split", default="package", choices=["package", "file-hash"],
+                   help="corpus: held-out split, stratified by package (default) or the first, unstratified one")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--time-limit", type=float, default=None, help="stop (and save) after this many seconds")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
@@ -36,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
     p.add_argument("--snapshots", type=int, default=None, help="override the number of log-spaced snapshots")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field: model.X, task.X, train.X, init_std (repeatable; JSON values)")
+                   help="override a recipe field: model.X, task.X, train.X, init_std, model_seed, split "
+                        "(repeatable; JSON values)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar; one log line per evaluation")
     a = p.parse_args(argv)
     if a.recipe == "prepare-data":
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         from .code_corpus import prepare_code_data_dir
 
         v = a.vocab or recipes.PYCODE_VOCAB
-        prepare_code_data_dir(a.data_dir or recipes.default_data_dir(v, "pycode"), v, cache=a.cache)
+        prepare_code_data_dir(a.data_dir or recipes.default_data_dir(v, "pycode", a.split), v, cache=a.cache,
+                              split=a.split)
         return 0
     if a.recipe not in recipes.RECIPES:
         p.error(f"unknown recipe {a.recipe!r}; available: {', '.join(recipes.RECIPES)}")

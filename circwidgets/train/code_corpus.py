@@ -17,7 +17,9 @@ name and its sha256). `prepare_code_data_dir(dir)` (`python -m circwidgets.train
    version bump moves only the files near the cut) and held out until they hold `HELDOUT_PER_MILLE`
    of 1000 of the package's characters; every package keeps at least one training file. The held-out
    split thus has the training split's mix of packages (an unstratified 2 % hash split drew 18 % of
-   its tokens from one package that is 4 % of the training split, and its loss measured that mix);
+   its tokens from one package that is 4 % of the training split, and its loss measured that mix).
+   `split="file-hash"` rebuilds that first, unstratified split (a file is held out when `sha256(key)`
+   falls in the first 20 of 1000 buckets), on which the shipped `toy-2l-rotary` was trained;
 4. trains a byte-level BPE on the training files only and writes the same directory layout as
    `corpus.prepare_data_dir` (train.npy, val.npy, tokenizer.json, manifest.json), so
    `CorpusTask` reads it unchanged.
@@ -43,6 +45,11 @@ from .tasks import BOS
 
 MANIFEST_PATH = Path(__file__).with_name("corpus_manifest.json")
 HELDOUT_PER_MILLE = 30  # 3% of every package's characters
+# how the held-out files are chosen, with the per mille each split holds out by default
+SPLITS = {"package": HELDOUT_PER_MILLE,  # of every package's characters (the current split)
+          "file-hash": 20}  # of the files, by sha256 bucket, unstratified (the first split; toy-2l-rotary)
+SPLIT_DESCRIPTIONS = {"package": "by file, stratified by package: per mille of each package's characters",
+                      "file-hash": "by file, unstratified: files whose sha256(key) bucket (of 1000) is below per mille"}
 MAX_FILE_BYTES = 1_000_000
 MAX_LINE_CHARS = 5_000
 MAX_MEAN_LINE_CHARS = 100
@@ -190,10 +197,18 @@ def dedup_and_filter(files: Iterable[tuple[str, bytes]]) -> tuple[list[tuple[str
     return kept, stats
 
 
-def heldout_keys(docs: Iterable[tuple[str, str]], per_mille: int = HELDOUT_PER_MILLE) -> set[str]:
-    """The held-out files of `docs` (`(key, text)` pairs): stratified by package, see the module docstring.
+def heldout_keys(docs: Iterable[tuple[str, str]], per_mille: int | None = None, split: str = "package"
+                 ) -> set[str]:
+    """The held-out files of `docs` (`(key, text)` pairs), see the module docstring. `split`: "package"
+    (stratified, the default) or "file-hash" (the first split); `per_mille` defaults to `SPLITS[split]`.
 
     A deterministic function of the set of documents (not of their order)."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    per_mille = SPLITS[split] if per_mille is None else per_mille
+    if split == "file-hash":
+        return {key for key, _ in docs
+                if int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % 1000 < per_mille}
     packages: dict[str, list[tuple[bytes, str, int]]] = {}
     for key, text in docs:
         packages.setdefault(key.split("/", 1)[0], []).append((hashlib.sha256(key.encode()).digest(), key, len(text)))
@@ -207,6 +222,14 @@ def heldout_keys(docs: Iterable[tuple[str, str]], per_mille: int = HELDOUT_PER_M
             held.add(key)
             taken += n
     return held
+
+
+def manifest_split(manifest: dict) -> str:
+    """The split a prepared corpus was made with ("package" or "file-hash"); manifests written before the
+    split was recorded by name are told apart by the description only the stratified split wrote."""
+    if "split" in manifest:
+        return manifest["split"]
+    return "package" if "heldout_split" in manifest else "file-hash"
 
 
 def collect_code_corpus(pins: dict | None = None, cache: str | os.PathLike | None = None,
@@ -229,13 +252,19 @@ def collect_code_corpus(pins: dict | None = None, cache: str | os.PathLike | Non
 
 def prepare_code_data_dir(data_dir: str | os.PathLike, vocab_size: int = 4096, pins: dict | None = None,
                           cache: str | os.PathLike | None = None, stdlib: str | os.PathLike | None = None,
-                          verbose: bool = True, heldout_per_mille: int = HELDOUT_PER_MILLE) -> Path:
-    """Fetch, verify, filter, deduplicate, split, tokenise; write `data_dir` (see the module docstring)."""
+                          verbose: bool = True, heldout_per_mille: int | None = None, split: str = "package"
+                          ) -> Path:
+    """Fetch, verify, filter, deduplicate, split, tokenise; write `data_dir` (see the module docstring).
+    split: "package" (stratified, the default) or "file-hash" (the first split); heldout_per_mille defaults
+    to `SPLITS[split]`."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    heldout_per_mille = SPLITS[split] if heldout_per_mille is None else heldout_per_mille
     pins = pins or load_pins()
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     docs, info = collect_code_corpus(pins, cache, stdlib, verbose)
-    held = heldout_keys(((k, t) for k, t, _ in docs), heldout_per_mille)
+    held = heldout_keys(((k, t) for k, t, _ in docs), heldout_per_mille, split)
     train_docs = [d for d in docs if d[0] not in held]
     val_docs = [d for d in docs if d[0] in held]
     overall = hashlib.sha256()
@@ -271,7 +300,8 @@ def prepare_code_data_dir(data_dir: str | os.PathLike, vocab_size: int = 4096, p
         "n_bytes": sum(len(t.encode()) for _, t, _ in docs),
         "corpus_sha256": overall.hexdigest(),
         "heldout_per_mille": heldout_per_mille,
-        "heldout_split": "by file, stratified by package: per mille of each package's characters",
+        "split": split,
+        "heldout_split": SPLIT_DESCRIPTIONS[split],
         "vocab_size": tok.get_vocab_size(),
         "tokenizer_sha256": hashlib.sha256(tok_json.encode()).hexdigest(),
         "tokenizer_trained_on": "train split",

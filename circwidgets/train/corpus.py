@@ -145,21 +145,32 @@ def load_manifest(data_dir: str | os.PathLike) -> dict:
     return json.loads(p.read_text())
 
 
-def ensure_data_dir(data_dir: str | os.PathLike, vocab_size: int, corpus: str = "stdlib") -> Path:
-    """Return `data_dir`, preparing it first when it has no manifest; check the vocabulary size.
+def ensure_data_dir(data_dir: str | os.PathLike, vocab_size: int, corpus: str = "stdlib", split: str = "package"
+                    ) -> Path:
+    """Return `data_dir`, preparing it first when it has no manifest; check the vocabulary size and, for the
+    package corpus, the held-out split (a recipe trained on one split must not silently read the other).
 
-    corpus: "stdlib" (this module) or "pycode" (`code_corpus`: stdlib + pinned packages)."""
+    corpus: "stdlib" (this module) or "pycode" (`code_corpus`: stdlib + pinned packages); split: the package
+    corpus's held-out split, "package" or "file-hash" (`code_corpus.SPLITS`)."""
     data_dir = Path(data_dir)
     if not (data_dir / "manifest.json").is_file():
         if corpus == "pycode":
             from .code_corpus import prepare_code_data_dir
 
-            prepare_code_data_dir(data_dir, vocab_size)
+            prepare_code_data_dir(data_dir, vocab_size, split=split)
         else:
             prepare_data_dir(data_dir, vocab_size)
     m = load_manifest(data_dir)
     if m["vocab_size"] != vocab_size:
         raise ValueError(f"{data_dir} holds a corpus with vocab {m['vocab_size']}, the recipe needs {vocab_size}")
+    if corpus == "pycode":
+        from .code_corpus import manifest_split
+
+        if manifest_split(m) != split:
+            raise ValueError(f"{data_dir} holds the code corpus with the {manifest_split(m)!r} held-out split, the "
+                             f"recipe trains on the {split!r} split: build it with `python -m circwidgets.train "
+                             f"corpus --split {split} --data-dir DIR` (or pass `--set split={manifest_split(m)}` "
+                             f"to train on this one)")
     return data_dir
 
 
@@ -174,7 +185,10 @@ def corpus_summary(manifest: dict) -> dict:
     }
     if "packages" in manifest:
         out["packages"] = [{k: p[k] for k in ("name", "version", "licence", "sha256")} for p in manifest["packages"]]
+        from .code_corpus import manifest_split
+
         out["heldout_per_mille"] = manifest["heldout_per_mille"]
+        out["split"] = manifest_split(manifest)
     else:
         out["files"] = [f for f, _ in manifest["files"]]
     return out

@@ -50,6 +50,7 @@ class Recipe:
     model_seed: int = 0
     init_std: float | None = None  # None: the model's GPT-2 init (N(0, 0.02)); else every weight N(0, init_std^2)
     corpus: str = "stdlib"  # task "code": "stdlib" (corpus.py) or "pycode" (code_corpus.py)
+    split: str = "package"  # corpus "pycode": its held-out split (`code_corpus.SPLITS`)
 
 
 _COMMON = dict(attn_only=True, normalization=None, bos_token_id=0)
@@ -194,8 +195,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
 ]}
 
 
-def default_data_dir(vocab_size: int, corpus: str = "stdlib") -> Path:
-    return DEFAULT_DATA_ROOT / f"{corpus}-bpe{vocab_size}"
+def default_data_dir(vocab_size: int, corpus: str = "stdlib", split: str = "package") -> Path:
+    """runs/data/stdlib-bpeV, runs/data/pycode-bpeV (the package corpus, current split) or
+    runs/data/pycode-filehash-bpeV (its first split)."""
+    tag = "" if corpus != "pycode" or split == "package" else "-" + split.replace("-", "")
+    return DEFAULT_DATA_ROOT / f"{corpus}{tag}-bpe{vocab_size}"
 
 
 def get(name: str) -> Recipe:
@@ -219,10 +223,10 @@ def with_overrides(r: Recipe, overrides: dict[str, object] | None) -> Recipe:
             if known is not None and sub not in known:
                 raise KeyError(f"--set {key}: {part} has no field {sub!r}")
             target[sub] = val
-        elif key in ("init_std", "model_seed") and not sub:
+        elif key in ("init_std", "model_seed", "split") and not sub:
             setattr(r, key, val)
         else:
-            raise KeyError(f"--set {key}: use model.X, task.X, train.X, init_std or model_seed")
+            raise KeyError(f"--set {key}: use model.X, task.X, train.X, init_std, model_seed or split")
     return r
 
 
@@ -235,7 +239,7 @@ def build(name: str, data_dir: str | os.PathLike | None = None, overrides: dict 
     meta = {"recipe": name, "description": r.description,
             "recipe_spec": json.dumps({"model": r.model, "task": r.task, "task_kwargs": r.task_kwargs,
                                        "train": r.train, "model_seed": r.model_seed, "init_std": r.init_std,
-                                       "corpus": r.corpus})}
+                                       "corpus": r.corpus, "split": r.split})}
     model = Transformer(cfg, seed=r.model_seed)
     if r.init_std is not None:
         # TransformerLens' scale (0.8 / sqrt(d_model)); at d_model 128-256 the GPT-2 0.02 left attention
@@ -247,7 +251,8 @@ def build(name: str, data_dir: str | os.PathLike | None = None, overrides: dict 
                 if not is_norm_weight(n):
                     p.copy_(torch.randn(p.shape, generator=g) * r.init_std)
     if r.task == "code":
-        d = ensure_data_dir(data_dir or default_data_dir(cfg.d_vocab, r.corpus), cfg.d_vocab, r.corpus)
+        d = ensure_data_dir(data_dir or default_data_dir(cfg.d_vocab, r.corpus, r.split), cfg.d_vocab, r.corpus,
+                            r.split)
         task: Task = CorpusTask(cfg.d_vocab, cfg.n_ctx, data_dir=str(d), **r.task_kwargs)
         tok_json = task.tokenizer_json()
         meta["tokenizer"] = tok_json  # written into every model file, with or without `tokenizers`
