@@ -295,3 +295,15 @@ def test_build_ships_snapshots_without_duplicating_the_final_model(card_copy, mo
     shipped = cw.load("toy-2l-induction")
     for (n, p), (_, q) in zip(last.named_parameters(), shipped.named_parameters()):
         assert torch.equal(p.half().float(), q), n  # the zoo ships float16 (this recipe snapshots float32)
+
+
+def test_build_refuses_reference_data_with_another_tokenizer(tmp_path):
+    """A run's reference statistics must come from the corpus it was trained on: the code corpus's two splits
+    train two BPEs, and the other one's statistics would be read in the wrong token ids."""
+    from circwidgets.zoo.build import _check_same_corpus
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"tokenizer_sha256": "a" * 64, "vocab_size": 320}))
+    _check_same_corpus(tmp_path / "model.safetensors", {"tokenizer_sha256": "a" * 64}, tmp_path)
+    _check_same_corpus(tmp_path / "model.safetensors", {"task": "repeat"}, tmp_path)  # synthetic data: no BPE
+    with pytest.raises(ValueError, match="tokenizer sha256 aaaa.*trained with bbbb"):
+        _check_same_corpus(tmp_path / "model.safetensors", {"tokenizer_sha256": "b" * 64}, tmp_path)

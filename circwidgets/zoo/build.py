@@ -247,6 +247,17 @@ def ship_snapshots(name: str, run_dir: Path, steps: list[int], final_step: int |
     return shipped
 
 
+def _check_same_corpus(src: Path, data: dict, data_dir: str | Path) -> None:
+    """Reference statistics come from `data_dir`: refuse one whose tokenizer is not the model's (another split
+    of the code corpus trains another BPE, and its statistics would be read in the wrong token ids)."""
+    from ..train.corpus import load_manifest
+
+    want, have = data.get("tokenizer_sha256"), load_manifest(data_dir).get("tokenizer_sha256")
+    if want and have and want != have:
+        raise ValueError(f"{data_dir} has tokenizer sha256 {have[:16]}…, but {src} was trained with {want[:16]}…: "
+                         "pass the data dir the run was trained on")
+
+
 def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, device_note: str | None = None,
           command: str | None = None, notes: str = "", snapshot_steps: list[int] | None = None) -> Card:
     """Copy `run_dir/model.safetensors` into the zoo as float16, write its reference statistics
@@ -254,6 +265,8 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
     run_dir = Path(run_dir)
     src = run_dir / "model.safetensors"
     meta = read_metadata(src)
+    if data_dir is not None:
+        _check_same_corpus(src, json.loads(meta.get("data", "{}")), data_dir)
     model32 = load_file(src)
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     CARDS_DIR.mkdir(parents=True, exist_ok=True)
@@ -390,7 +403,8 @@ def _card_data(data: dict, task: dict) -> dict:
         aug = "none" if not task.get("repeat_frac") else f"{task['repeat_frac']:.0%} of windows ({task['repeat_mode']})"
         return {"augmentation": aug, "corpus_sha256": data["corpus_sha256"],
                 "tokenizer_sha256": data["tokenizer_sha256"], "n_files": data["n_files"], "n_tokens": data["n_tokens"],
-                "heldout_per_mille": data.get("heldout_per_mille"), "python_version": data["python_version"],
+                "heldout_per_mille": data.get("heldout_per_mille"),
+                **({"split": data["split"]} if "split" in data else {}), "python_version": data["python_version"],
                 "stdlib_licence": "PSF-2.0", "packages": data.get("packages", [])}
     return {"task": data}
 
