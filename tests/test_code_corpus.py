@@ -137,7 +137,7 @@ def test_heldout_split_is_stratified_by_package_and_independent_of_order():
 
 
 def test_first_split_holds_out_files_by_hash_bucket_unstratified():
-    """`split="file-hash"` is the first split (toy-2l-rotary's): a file is held out iff its sha256(key) bucket
+    """`split="file-hash"` is the first split: a file is held out iff its sha256(key) bucket
     is below the per mille, whatever the other files are; the default per mille is 20."""
     docs = [(f"{pkg}/m{i}.py", "x" * (i + 1)) for pkg in ("a", "b") for i in range(3000)]
     held = cc.heldout_keys(docs, split="file-hash")

@@ -5,8 +5,8 @@ stdlib corpus once (e.g. to carry it to a machine with another Python), and
 `python -m circwidgets.train corpus [--data-dir DIR] [--vocab 4096] [--cache DIR] [--split package|file-hash]`
 to (re)build the lecture models' code corpus: stdlib + the pinned packages of
 `circwidgets/train/corpus_manifest.json`, downloaded with pip into the cache and verified against their sha256
-(default runs/data/pycode-bpe4096; `--split file-hash`, the first split that toy-2l-rotary trained on:
-runs/data/pycode-filehash-bpe4096).
+(default runs/data/pycode-bpe4096; `--split file-hash`, the first, unstratified split that the docs'
+first-split measurements used: runs/data/pycode-filehash-bpe4096).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ name and its sha256). `prepare_code_data_dir(dir)` (`python -m circwidgets.train
    split thus has the training split's mix of packages (an unstratified 2 % hash split drew 18 % of
    its tokens from one package that is 4 % of the training split, and its loss measured that mix).
    `split="file-hash"` rebuilds that first, unstratified split (a file is held out when `sha256(key)`
-   falls in the first 20 of 1000 buckets), on which the shipped `toy-2l-rotary` was trained;
+   falls in the first 20 of 1000 buckets), on which the first code models were trained and the first-split
+   measurements of docs/training-data.md were made;
 4. trains a byte-level BPE on the training files only and writes the same directory layout as
    `corpus.prepare_data_dir` (train.npy, val.npy, tokenizer.json, manifest.json), so
    `CorpusTask` reads it unchanged.
@@ -47,7 +48,7 @@ MANIFEST_PATH = Path(__file__).with_name("corpus_manifest.json")
 HELDOUT_PER_MILLE = 30  # 3% of every package's characters
 # how the held-out files are chosen, with the per mille each split holds out by default
 SPLITS = {"package": HELDOUT_PER_MILLE,  # of every package's characters (the current split)
-          "file-hash": 20}  # of the files, by sha256 bucket, unstratified (the first split; toy-2l-rotary)
+          "file-hash": 20}  # of the files, by sha256 bucket, unstratified (the first split)
 SPLIT_DESCRIPTIONS = {"package": "by file, stratified by package: per mille of each package's characters",
                       "file-hash": "by file, unstratified: files whose sha256(key) bucket (of 1000) is below per mille"}
 MAX_FILE_BYTES = 1_000_000

@@ -130,10 +130,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         "2 K/V heads). Its previous-token head shows as an offset profile peaking at Δ = 1 (no W_pos).",
         dict(n_layers=2, d_model=128, n_heads=4, n_kv_heads=2, d_head=32, n_ctx=256, d_vocab=PYCODE_VOCAB,
              positional="rotary", rotary_base=10000.0, attn_only=True, normalization="RMS", bos_token_id=0),
-        # the toy-2l-code settings; in its first run (earlier split) induction began forming at ~7,500
-        # steps (0.23 at 10,500, rising fast): the decay starts at 17,000
-        # float32, as the shipped weights (trained on the corpus's first split) were made; its retraining on
-        # the current split adds autocast="bfloat16" as toy-2l-code has.
+        # the toy-2l-code settings, in float32. On the corpus's first split (`--split file-hash`) L0H2 peaked at
+        # Δ = 1 from ~7,000 steps and induction was 0.23 at 10,500; on the current split both formed later
+        # (L0H2's previous-token score 0.11 at 11,473, 0.23 at 14,250, 0.32 at 16,250; induction 0.02, 0.10,
+        # 0.20): same seed, other training files and BPE, a phase change 6,000 steps later. The decay starts at
+        # 17,000 in both. A bfloat16-autocast run on the current split (stopped at 11,750) stood where this
+        # float32 run stood then (previous-token scores 0.07-0.11): the delay is the data, not the precision.
         train=dict(_LECTURE_TRAIN, steps=21000, decay_steps=4000),
         init_std=0.0707,
     ),
