@@ -372,6 +372,23 @@ def test_cli_runs_a_recipe(tmp_path):
         main(["no-such-recipe"])
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--set", "nothing=1"], "--set nothing: use model.X"),
+    (["--set", "train.no_such=1"], "train has no field 'no_such'"),
+    (["--set", "train.schedule=wsd", "--set", "train.decay_steps=50"], "decay_steps=50 must be in 1..steps"),
+])
+def test_cli_reports_a_bad_option_before_training(tmp_path, capsys, args, message):
+    """A bad option fails before the first step as a usage error (exit 2, the message on stderr, no
+    traceback) and writes nothing into the run directory."""
+    from circwidgets.train.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["toy-1l-trigrams", "--steps", "2", "--out", str(tmp_path / "run"), "--no-progress", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_rotary_recipe_architecture_trains(tmp_path, monkeypatch):
     """`toy-2l-rotary`'s architecture (rotary, RMSNorm, grouped-query) at tiny size: builds with its norm
     weights at 1 (the recipe's init_std is for the matrices), trains a few steps, and the engine reads

@@ -73,9 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             overrides[k] = json.loads(v)
         except json.JSONDecodeError:
             overrides[k] = v
-    tr = recipes.run(a.recipe, steps=a.steps, out=a.out, device=a.device, data_dir=a.data_dir, fresh=a.fresh,
-                     time_limit=a.time_limit, progress=not a.no_progress, threads=a.threads,
-                     batch_size=a.batch_size, lr=a.lr, n_snapshots=a.snapshots, overrides=overrides or None)
+    try:  # a bad option, data dir or checkpoint fails before the first step: say which, no traceback
+        tr = recipes.prepare_run(a.recipe, steps=a.steps, out=a.out, device=a.device, data_dir=a.data_dir,
+                                 fresh=a.fresh, time_limit=a.time_limit, progress=not a.no_progress,
+                                 threads=a.threads, batch_size=a.batch_size, lr=a.lr, n_snapshots=a.snapshots,
+                                 overrides=overrides or None)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        p.error(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
+    tr = recipes.train_and_save(tr, a.recipe)
     return 130 if tr.stopped_by == "interrupt" else 0
 
 

@@ -286,6 +286,18 @@ def run(name: str, steps: int | None = None, out: str | os.PathLike | None = Non
     """Train recipe `name`; writes `out/model.safetensors` (final, float32), `out/checkpoint.safetensors`
     (resumable), `out/metrics.json` and log-spaced `out/snapshots/`. Resumes from the checkpoint
     in `out` when there is one (unless `fresh`)."""
+    tr = prepare_run(name, steps, out, device, data_dir, fresh, time_limit, progress, threads, batch_size, lr,
+                     n_snapshots, overrides)
+    return train_and_save(tr, name)
+
+
+def prepare_run(name: str, steps: int | None = None, out: str | os.PathLike | None = None, device: str = "cpu",
+                data_dir: str | os.PathLike | None = None, fresh: bool = False, time_limit: float | None = None,
+                progress: bool = True, threads: int | None = None, batch_size: int | None = None,
+                lr: float | None = None, n_snapshots: int | None = None, overrides: dict | None = None
+                ) -> Trainer:
+    """Everything `run` does before the first step (model, data, config, checkpoint): a bad option or data
+    dir fails here, before any training (the command line reports it as a usage error)."""
     if threads:
         torch.set_num_threads(threads)
     if device == "cuda":
@@ -304,9 +316,14 @@ def run(name: str, steps: int | None = None, out: str | os.PathLike | None = Non
     if ck.exists() and not fresh:
         tr.load_checkpoint(ck)
         print(f"resuming {name} from step {tr.step} ({ck}); pass --fresh to start over")
+    return tr
+
+
+def train_and_save(tr: Trainer, name: str) -> Trainer:
+    """Train a `prepare_run` trainer to its last step and write the final model (unless interrupted)."""
     tr.train()
     if tr.stopped_by != "interrupt":
-        p = tr.save_model(out / "model.safetensors")
+        p = tr.save_model(Path(tr.out_dir) / "model.safetensors")
         last = tr.history[-1]
         print(f"{name}: step {tr.step}, {tr.train_seconds:.0f} s training; val loss {last['val_loss']:.4f}"
               + (f", max induction {last['max_induction']:.3f}" if "max_induction" in last else "")
