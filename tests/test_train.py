@@ -375,6 +375,7 @@ def test_cli_runs_a_recipe(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--set", "nothing=1"], "--set nothing: use model.X"),
     (["--set", "train.no_such=1"], "train has no field 'no_such'"),
+    (["--set", "split=by-size"], "the code corpus's splits are package, file-hash"),
     (["--set", "train.schedule=wsd", "--set", "train.decay_steps=50"], "decay_steps=50 must be in 1..steps"),
 ])
 def test_cli_reports_a_bad_option_before_training(tmp_path, capsys, args, message):

@@ -25,6 +25,7 @@ import torch
 from ..engine.heads import REPEAT_LENS
 from ..model import ModelConfig, Transformer
 from ..model.transformer import is_norm_weight
+from .code_corpus import SPLITS
 from .corpus import CorpusTask, ensure_data_dir
 from .tasks import CopyTask, RepeatTask, SkipTrigramTask, Task
 from .trainer import TrainConfig, Trainer
@@ -226,6 +227,8 @@ def with_overrides(r: Recipe, overrides: dict[str, object] | None) -> Recipe:
                 raise KeyError(f"--set {key}: {part} has no field {sub!r}")
             target[sub] = val
         elif key in ("init_std", "model_seed", "split") and not sub:
+            if key == "split" and val not in SPLITS:
+                raise KeyError(f"--set split={val}: the code corpus's splits are {', '.join(SPLITS)}")
             setattr(r, key, val)
         else:
             raise KeyError(f"--set {key}: use model.X, task.X, train.X, init_std, model_seed or split")
