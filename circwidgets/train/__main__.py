@@ -16,6 +16,7 @@ import json
 import sys
 
 from . import recipes
+from .code_corpus import SPLITS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{recipes.PYCODE_VOCAB})")
     p.add_argument("--cache", default=None, help="corpus: where downloaded archives are kept "
                                                  "(default ~/.cache/circwidgets/corpus)")
-    p.add_argument("--split", default="package", choices=["package", "file-hash"],
+    p.add_argument("--split", default="package", choices=list(SPLITS),
                    help="corpus: held-out split, stratified by package (default) or the first, unstratified one")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--time-limit", type=float, default=None, help="stop (and save) after this many seconds")

@@ -198,15 +198,20 @@ def dedup_and_filter(files: Iterable[tuple[str, bytes]]) -> tuple[list[tuple[str
     return kept, stats
 
 
+def split_per_mille(split: str, per_mille: int | None = None) -> int:
+    """`per_mille`, or `split`'s default (`SPLITS`); an unknown split is a ValueError naming the known ones."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    return SPLITS[split] if per_mille is None else per_mille
+
+
 def heldout_keys(docs: Iterable[tuple[str, str]], per_mille: int | None = None, split: str = "package"
                  ) -> set[str]:
     """The held-out files of `docs` (`(key, text)` pairs), see the module docstring. `split`: "package"
     (stratified, the default) or "file-hash" (the first split); `per_mille` defaults to `SPLITS[split]`.
 
     A deterministic function of the set of documents (not of their order)."""
-    if split not in SPLITS:
-        raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
-    per_mille = SPLITS[split] if per_mille is None else per_mille
+    per_mille = split_per_mille(split, per_mille)
     if split == "file-hash":
         return {key for key, _ in docs
                 if int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % 1000 < per_mille}
@@ -258,9 +263,7 @@ def prepare_code_data_dir(data_dir: str | os.PathLike, vocab_size: int = 4096, p
     """Fetch, verify, filter, deduplicate, split, tokenise; write `data_dir` (see the module docstring).
     split: "package" (stratified, the default) or "file-hash" (the first split); heldout_per_mille defaults
     to `SPLITS[split]`."""
-    if split not in SPLITS:
-        raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
-    heldout_per_mille = SPLITS[split] if heldout_per_mille is None else heldout_per_mille
+    heldout_per_mille = split_per_mille(split, heldout_per_mille)
     pins = pins or load_pins()
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -166,11 +166,11 @@ def ensure_data_dir(data_dir: str | os.PathLike, vocab_size: int, corpus: str = 
     if corpus == "pycode":
         from .code_corpus import manifest_split
 
-        if manifest_split(m) != split:
-            raise ValueError(f"{data_dir} holds the code corpus with the {manifest_split(m)!r} held-out split, the "
-                             f"recipe trains on the {split!r} split: build it with `python -m circwidgets.train "
-                             f"corpus --split {split} --data-dir DIR` (or pass `--set split={manifest_split(m)}` "
-                             f"to train on this one)")
+        have = manifest_split(m)
+        if have != split:
+            raise ValueError(f"{data_dir} holds the code corpus with the {have!r} held-out split, the recipe "
+                             f"trains on the {split!r} split: build it with `python -m circwidgets.train corpus "
+                             f"--split {split} --data-dir DIR` (or pass `--set split={have}` to train on this one)")
     return data_dir
 
 
