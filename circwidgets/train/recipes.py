@@ -289,8 +289,9 @@ def run(name: str, steps: int | None = None, out: str | os.PathLike | None = Non
     """Train recipe `name`; writes `out/model.safetensors` (final, float32), `out/checkpoint.safetensors`
     (resumable), `out/metrics.json` and log-spaced `out/snapshots/`. Resumes from the checkpoint
     in `out` when there is one (unless `fresh`)."""
-    tr = prepare_run(name, steps, out, device, data_dir, fresh, time_limit, progress, threads, batch_size, lr,
-                     n_snapshots, overrides)
+    tr = prepare_run(name, steps=steps, out=out, device=device, data_dir=data_dir, fresh=fresh, time_limit=time_limit,
+                     progress=progress, threads=threads, batch_size=batch_size, lr=lr, n_snapshots=n_snapshots,
+                     overrides=overrides)
     return train_and_save(tr, name)
 
 
