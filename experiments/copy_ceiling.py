@@ -12,6 +12,7 @@ the induction key, BOS, or elsewhere.
     python experiments/copy_ceiling.py toy-2l-code [--lens 10,23,50,100] [--n-seqs 16]
     python experiments/copy_ceiling.py runs/toy-2l-code/model.safetensors
     python experiments/copy_ceiling.py toy-2l-code --data-dir DATA --pool 500   # r from frequent tokens only
+    python experiments/copy_ceiling.py toy-2l-code --data-dir DATA --boost 0,4,8,12   # what a stronger copy costs
 
 With `--data-dir DATA` it also prints how often the copy guess is right in held-out code: at each position
 of a window (the model's n_ctx) whose token occurred earlier in it, whether the next token is the one that
@@ -86,20 +87,53 @@ def copy_losses(model, seq_len: int, n_seqs: int = 16, seed: int = 0, pool: torc
             "attn_key": on_key, "attn_bos": on_bos, "attn_rest": 1 - on_key - on_bos}
 
 
-def copy_guess_accuracy(tokens: np.ndarray, window: int) -> tuple[int, float]:
-    """(positions with an earlier occurrence of their token in the window, fraction whose next token is the
-    one after that token's most recent earlier occurrence), over consecutive windows of `tokens`."""
+def copy_guesses(window: list[int], k: int = 1) -> list[int]:
+    """At each position whose last `k` tokens occurred together earlier in `window`, the token that followed
+    their most recent earlier occurrence (the copy guess for the next token); -1 where there is none."""
+    last: dict[tuple, int] = {}
+    out = [-1] * len(window)
+    for t in range(k - 1, len(window) - 1):
+        key = tuple(window[t - k + 1:t + 1])
+        s = last.get(key)
+        if s is not None:
+            out[t] = window[s + 1]
+        last[key] = t
+    return out
+
+
+def copy_guess_accuracy(tokens: np.ndarray, window: int, k: int = 1) -> tuple[int, float]:
+    """(positions with a copy guess, fraction whose next token is the guess), over consecutive windows of
+    `tokens`: k = 1 matches the current token, k = 2 the current and the previous one, ..."""
     hits = total = 0
     for start in range(0, len(tokens) - window + 1, window):
         w = tokens[start:start + window].tolist()
-        last: dict[int, int] = {}
-        for t in range(window - 1):
-            s = last.get(w[t])
-            if s is not None:
+        for t, g in enumerate(copy_guesses(w, k)):
+            if g >= 0:
                 total += 1
-                hits += w[t + 1] == w[s + 1]
-            last[w[t]] = t
+                hits += w[t + 1] == g
     return total, hits / max(total, 1)
+
+
+@torch.no_grad()
+def boosted_losses(model, windows: torch.Tensor, boosts: list[float], k: int = 1,
+                   positions: torch.Tensor | None = None, chunk: int = 32) -> list[float]:
+    """Mean next-token loss on `windows` [N, T] (at `positions`, the predicting positions, or all of them)
+    when each copy guess's logit is raised by `b` nats, for each b in `boosts`: the bluntest way to make the
+    model trust a copy more, and what that costs where the guess is wrong."""
+    pos = torch.arange(windows.shape[1] - 1) if positions is None else positions
+    total = torch.zeros(len(boosts), dtype=torch.float64)
+    for i in range(0, len(windows), chunk):
+        w = windows[i:i + chunk].long()
+        logits = model(w).float()[:, pos]  # [n, P, V]
+        target = w[:, pos + 1]
+        guess = torch.tensor([copy_guesses(row, k) for row in w.tolist()])[:, pos]
+        has = guess >= 0
+        onehot = torch.zeros_like(logits).scatter_(-1, guess.clamp(min=0)[..., None], 1.0) * has[..., None]
+        for j, b in enumerate(boosts):
+            nll = torch.nn.functional.cross_entropy((logits + b * onehot).transpose(1, 2), target, reduction="sum")
+            total[j] += nll.item()
+    n = len(windows) * len(pos)
+    return [float(t / n) for t in total]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,7 +144,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", default=None, help="the corpus: also print the copy guess's accuracy in held-out code")
     p.add_argument("--pool", type=int, default=None,
                    help="draw r from the POOL most frequent tokens of the training split (needs --data-dir)")
+    p.add_argument("--boost", default=None, metavar="B1,B2,...",
+                   help="also tabulate held-out and repeated-copy loss with each copy guess's logit raised by B "
+                        "nats (needs --data-dir)")
     a = p.parse_args(argv)
+    if a.boost and not a.data_dir:
+        p.error("--boost needs --data-dir (the held-out windows)")
     if a.pool is not None and not a.data_dir:
         p.error("--pool needs --data-dir (the token counts of the training split)")
     lens = [int(x) for x in a.lens.split(",")]
@@ -140,10 +179,34 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['forced_best']:.2f} | {r['forced_all']:.2f} | "
               f"{r['attn_key']:.2f} / {r['attn_bos']:.2f} / {r['attn_rest']:.2f} |")
     if a.data_dir:
-        n, acc = copy_guess_accuracy(np.load(Path(a.data_dir) / "val.npy"), model.cfg.n_ctx)
-        print(f"held-out code, windows of {model.cfg.n_ctx}: {n:,} positions whose token occurred earlier; the copy "
-              f"guess is right at {acc:.1%} of them (-log = {-np.log(acc):.2f} nats)")
+        val = np.load(Path(a.data_dir) / "val.npy")
+        for k in (1, 2):
+            n, acc = copy_guess_accuracy(val, model.cfg.n_ctx, k)
+            print(f"held-out code, windows of {model.cfg.n_ctx}, copy guess from the last {k} token(s): {n:,} "
+                  f"positions have one; it is right at {acc:.1%} of them (-log = {-np.log(acc):.2f} nats)")
+    if a.boost:
+        boost_table(model, a.data_dir, [float(b) for b in a.boost.split(",")], lens, a.n_seqs)
 
+
+def boost_table(model, data_dir: str, boosts: list[float], lens: list[int], n_seqs: int) -> None:
+    """What a stronger copy costs in code: the held-out loss and the repeated-copy loss with every copy
+    guess's logit raised by b nats, the guess from the last token (what one induction head over one
+    previous-token head can match) or from the last two."""
+    from circwidgets.zoo.build import loss_windows
+
+    held = loss_windows(data_dir, model.cfg.n_ctx, n=256)[0]["heldout_windows"]
+    reps = {L: induction_tokens(model, L, n_seqs, 0) for L in lens}
+    cols = {}
+    for k in (1, 2):
+        cols[k] = {"held": boosted_losses(model, held, boosts, k)}
+        for L in lens:  # the repeated copy's targets after its first token, as copy_losses measures it
+            cols[k][L] = boosted_losses(model, reps[L], boosts, k, positions=torch.arange(L + 1, 2 * L))
+    print("\n| copy guess from | boost (nats) | held-out loss | repeated copy, |r| = " + " / ".join(map(str, lens))
+          + " |\n| --- | --- | --- | --- |")
+    for k in (1, 2):
+        for j, b in enumerate(boosts):
+            print(f"| last {k} token{'s' if k > 1 else ''} | {b:g} | {cols[k]['held'][j]:.3f} | "
+                  + " / ".join(f"{cols[k][L][j]:.2f}" for L in lens) + " |")
 
 if __name__ == "__main__":
     main()

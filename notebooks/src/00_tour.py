@@ -155,8 +155,10 @@ print("gets worse most:", max(effects, key=lambda n: effects[n].delta))
 #
 # Only the second copy can be predicted by looking back: each of its tokens followed the same token in the
 # first copy. That is exactly what the induction head does, so switching it off costs the second copy most.
-# In the first copy the snippet is new text, and the head has nothing earlier to copy from (where the snippet
-# repeats itself, e.g. `encoding`, it helps a little there too).
+# In the first copy the snippet is new text and most of its tokens have nothing earlier to copy from. The cut
+# still costs the first copy something (about a third as much as the second, here): the snippet repeats some
+# tokens within itself (`encoding`, `path`), and the head may do other work on ordinary code too; this
+# experiment does not tell the two apart.
 # </details>
 #
 # ## Where next
@@ -169,6 +171,7 @@ print("gets worse most:", max(effects, key=lambda n: effects[n].delta))
 # | `04_virtual_weights_and_paths` | virtual weights, path expansion, basis invariance |
 # | `05_ablation_and_patching` | head and path ablations, activation patching |
 # | `06_training_and_phase_change` | watch an induction head form |
+# | `07_real_architectures` | rotary positions, grouped-query attention, RMSNorm; bringing your own model |
 #
 # Share a view without a kernel: `ex.save_html("tour.html")` writes one offline HTML file that still
 # answers clicks.

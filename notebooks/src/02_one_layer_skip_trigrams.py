@@ -73,8 +73,9 @@ print("OV positivity per head:", [round(float(x), 2) for x in pos[0]])
 #
 # In the planted task a source token A is followed, later, by its rule's output C — never by A itself (a
 # sequence does not repeat its source). Whenever such a head attends to A, "A comes next" is a prediction that
-# is always wrong, so the cheapest way to lower the loss is to push A's own logit down. Every eigenvalue of
-# the OV circuit then points backwards (negative real part): an anti-copying head. The head closest to 0
+# is always wrong, so the cheapest way to lower the loss is to push A's own logit down. The OV circuit's large
+# eigenvalues then point backwards (negative real part; a few small ones do not, so the score stops short of
+# −1): an anti-copying head. The head closest to 0
 # is the one that carries the rules' outputs (next section), which are unrelated to A.
 # </details>
 #
@@ -110,14 +111,14 @@ print(f"all heads together: {len(found)}/{len(rules)} ({len(found) / len(rules):
 cw.skip_trigrams(model, layer=0, head=rule_head, k=12)
 
 # %% [markdown]
-# ## 4. A model of real code
+# ## 3. A model of real code
 #
 # Now a one-layer model of plain Python code (`toy-1l-code`: the standard library and 30 pinned packages). In
 # code one expects skip-trigrams like `self` … `.` → `self` or `for` … ` in` → ` range`; what does this small
 # model learn? We compare the heads'
 # top skip-trigrams with the corpus: the reference triples are `(A, B, C)` seen at least 5 times with a *lift*
-# of at least 2 (they occur twice as often as chance) whose three tokens are among the corpus' 300 most frequent,
-# shipped with the model.
+# of at least 2 (they occur at least twice as often as chance) whose three tokens are among the corpus' 300
+# most frequent, shipped with the model.
 
 # %%
 from safetensors.torch import load_file
@@ -155,8 +156,9 @@ print(f"frequent tokens L0H{copier} copies (attending to t raises t most):", cod
     torch.tensor(copied), prepend_bos=False))
 
 # %% [markdown]
-# That is the paper's *copying* skip-trigram (`perfect … are → perfect`) in code: attend to a name, predict it
-# again. Now the top skip-trigrams of each head, read off the weights:
+# That is the paper's *copying* skip-trigram (`perfect … are → perfect`) in code: attend to a token, predict it
+# again. The frequent tokens this head copies best are single letters and digits (short names such as `i`,
+# `j`, `k`, which recur within a few lines). Now the top skip-trigrams of each head, read off the weights:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -169,12 +171,13 @@ print(f"{sum(a in fs for a in tops)} of these {len(tops)} top sources are among 
       "frequent tokens")
 
 # %% [markdown]
-# Are these *rare* tokens, barely trained? No: each has its own entry in a 4096-token BPE vocabulary, which
-# BPE grants only to strings that occur often (byte fragments such as `\xf0\x9f`, the first bytes of an
-# emoji, included). Several come from Unicode name tables (` BOX`, ` LATIN`, ` SMALL` … ` DRAWINGS` in long
-# runs), a corner of the corpus where one word predicts the next very well, so their circuits take large
-# values. Ranking by strength shows the largest entries of the circuits, not the most common behaviour; that
-# is why the comparison below restricts the sources to the corpus' frequent tokens.
+# Are these *rare* tokens, barely trained? Not rare strings: each is either a merge of a 4096-token BPE vocabulary,
+# which BPE grants only to strings that occur often (byte fragments such as `\xf0\x9f`, the first bytes of an emoji,
+# included), or one of the 256 single bytes every byte-level vocabulary starts with (`\xc3`, the first byte of an
+# accented Latin letter). Several come from Unicode name tables (` BOX`, ` LATIN`, ` SMALL` … ` DRAWINGS` in long
+# runs), a corner of the corpus where one word predicts the next very well, so their circuits take large values.
+# Ranking by strength shows the largest entries of the circuits, not the most common behaviour; that is why the
+# comparison below restricts the sources to the corpus' frequent tokens.
 #
 # **Skip-trigram "bugs".** One head's row for a source A lists several destinations B and several outputs C,
 # and the head cannot tie a particular B to a particular C: the QK circuit decides *whether* to attend to A,
@@ -254,5 +257,5 @@ print("' in' attends to:", code_model.to_str_tokens(top))
 #@title Solution (click to show the code)
 for h in range(model.cfg.n_heads):
     print(f"L0H{h}: {len(per_head[h]):2d} rules, {engine.ov_copying(model, (0, h))}")
-print(f"No: the rule head L0H{rule_head} has OV positivity near 0 and copies almost no token (its outputs C are "
-      "unrelated to A); the other heads anti-copy.")
+print(f"No: the rule head L0H{rule_head} has the OV positivity closest to 0 and copies almost no token (its "
+      "outputs C are unrelated to A); the other heads anti-copy.")

@@ -18,9 +18,9 @@
 # - **V-composition**: its *values* do, `‖W_OV^{h1} W_OV^{h2}‖` — a **virtual head** with pattern
 #   `A^{h2} A^{h1}`.
 #
-# Each score is normalised by `‖W_OV^{h1}‖ ‖W_QK^{h2}‖` (0 … 1), and compared with what random matrices of
-# the same shapes give. The famous case: a **previous-token head** in layer 0 K-composes with an
-# **induction head** in layer 1.
+# Each score is divided by the product of its two matrices' norms, `‖W_OV^{h1}‖ ‖W_QK^{h2}‖` (`‖W_OV^{h2}‖`
+# for V), so it lies in 0 … 1, and is compared with what random matrices of the same shapes give. The famous
+# case: a **previous-token head** in layer 0 K-composes with an **induction head** in layer 1.
 
 # %%
 # Colab only: install circwidgets and turn on custom widgets. Anywhere else this cell does nothing.
@@ -101,8 +101,8 @@ print(f"strongest K-composer: L0H{src}, previous-token score {float(scores['prev
 #    head moved into the key position, i.e. the key's *previous* token). An induction head wants its
 #    **diagonal**: "attend where the previous token is my token". Evidence: eigenvalue positivity near +1 and
 #    top-1 diagonal accuracy (each query token's highest entry is itself).
-# 3. **The induction head's OV circuit** `W_E W_OV W_U` copies: positivity near +1, top-1 = attending to t
-#    raises t most.
+# 3. **The induction head's OV circuit** `W_E W_OV W_U` copies: clearly positive eigenvalue positivity (+1 is
+#    a pure copier), top-1 = attending to t raises t most.
 #
 # The induction head's *token* QK circuit `W_E W_QK W_Eᵀ` alone is the **wrong quantity**: it compares the
 # query token with the key's *own* token, while an induction head matches the key's previous token (via the
@@ -143,9 +143,9 @@ cw.eigenvalues(model, layer=ind[0], head=ind[1], through=prev)
 # `W_OV^{h1} W_OV^{h2}`. Which layer-0 head feeds the induction head's *values*? The V-composition score is a
 # hint; the test is behaviour: cut each layer-0 head's path into the induction head's values
 # (`engine.ablate_path(..., kind="v")`) and watch the loss on the second copy of the snippet, where induction
-# does the predicting. If every cut moves that loss by a few hundredths at most, no layer-0 head is a real V
-# partner: the induction head's values then read mostly the token embeddings themselves (the direct path), and
-# the "virtual head" below is a weak one.
+# does the predicting. A cut that costs a tenth of a nat or more marks a real V partner. If every cut moved
+# that loss by a few hundredths at most, no layer-0 head would be one: the induction head's values would read
+# mostly the token embeddings themselves (the direct path), and the "virtual head" below would be a weak one.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -223,11 +223,13 @@ for kind in "qkv":
 # %% [markdown]
 # <details><summary>What the comparison says (click)</summary>
 #
-# For K the two rankings agree on the strongest partner: the previous-token head tops both. For Q and V, whose
-# cuts cost far less, the head with the highest score need not be the one whose cut hurts most. And the *level*
-# does not transfer: the random baseline comes from Gaussian matrices, while trained heads concentrate their
-# norm in a few directions, so a trained pair can score below the baseline and still carry a path whose cut
-# costs a lot (compare the Q paths). A score is a screening tool; a path cut is the test. (The baseline's
+# Here the two rankings agree for all three kinds: the previous-token head tops K by score and by cut, and the
+# heads that top Q and V by score are also the ones whose cuts hurt most. Agreement is not guaranteed (a score
+# reads weights, a cut reads behaviour on one input), and the *level* does not transfer: the random baseline
+# comes from Gaussian matrices, while trained heads concentrate their norm in a few directions, so a trained
+# pair can score below the baseline and still carry a path whose cut costs a lot. Every Q and V score here is
+# below the baseline, yet the top Q path costs about a quarter of a nat when cut and the top V path about a
+# tenth. A score is a screening tool; a path cut is the test. (The baseline's
 # spread is tiny, so dividing by it turns such a gap into "many σ below chance", a claim of no composition
 # that the cuts contradict.)
 # </details>

@@ -18,13 +18,15 @@
 # virtual weights through the components in between:
 #
 # - first order: `W_out^{(i)} (I + Σ_k W_in^{(k)} W_out^{(k)}) W_in^{(j)}`,
-# - "exact" for the linear part: `W_out^{(i)} Π_k (I + W_in^{(k)} W_out^{(k)}) W_in^{(j)}`.
+# - "exact" for the linear part: `W_out^{(i)} Π_l (I + Σ_{k∈l} W_in^{(k)} W_out^{(k)}) W_in^{(j)}`, the product
+#   over the layers in between, in order (heads of one layer read the same stream, so they enter as one sum).
 #
 # **These multi-hop formulas are the summary's, not the paper's.** They treat each head in between as the
 # linear map `W_OV`, as if it attended to its own position with weight 1: attention patterns are ignored. The
 # paper routes a path through an attention head differently, as a **virtual head**: pattern `A^{h2} A^{h1}`
 # together with OV circuit `W_OV^{h1} W_OV^{h2}` (notebook 03). So read the multi-hop matrices as "what could
-# flow if every head attended to itself", an upper bound on the linear channel, not what the model does.
+# flow if every head attended only to itself": an idealisation that ignores the patterns (not a bound on
+# them), not what the model does.
 #
 # Then the **path expansion**: with attention patterns frozen, the logits are a sum of path terms that add
 # up *exactly* to the model's logits. Last, **basis invariance**: none of this depends on the residual
@@ -132,11 +134,12 @@ print("random factors (mean over 50):", [round(float(c), 2) for c in random_cos.
 #
 # ## 3. Path expansion of the logits
 #
-# `engine.path_terms` splits the logits into the direct path `x₀ W_U`, one term per head `A^h x₀ W_OV^h W_U`,
-# and one per pair of heads in different layers (virtual heads). **In the widget:** bars are the terms of
+# `engine.path_terms` splits the logits into the direct path `x₀ W_U`, one term per head `A^h x₀ W_OV^h W_U`, and one
+# per pair of heads in different layers (virtual heads); the last term, `remainder`, carries whatever a longer path
+# would (exactly zero here: with two layers no path has more than two heads). **In the widget:** bars are the terms of
 # one logit (by default the next token at a position where the strongest induction head decides it,
-# `engine.decisive_position`), the sum beside the model's own logit;
-# click a bar for that head's pattern; type a token in the box to split a different logit.
+# `engine.decisive_position`), the sum beside the model's own logit; click a bar for that head's pattern; type a token
+# in the box to split a different logit.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -229,8 +232,10 @@ for name, f in checks.items():
 #
 # Everything that is a *product* through the stream is unchanged: the logits, the path terms, the full
 # circuits' eigenvalues (`W_E M · M⁻¹ W_OV M · M⁻¹ W_U`), and the virtual weights between components (the `M`s
-# cancel in `W_out M · M⁻¹ W_in`). The **composition scores change**: they divide by `‖W_OV^{h1}‖ ‖W_QK^{h2}‖`,
-# norms of matrices that live *inside* the residual basis, and Frobenius norms are invariant under orthogonal
-# changes of basis only. The framework's scores therefore assume the residual stream has no privileged basis
-# *up to rotation* (true for these LayerNorm-free models trained with isotropic weight decay).
+# cancel in `W_out M · M⁻¹ W_in`). The **composition scores change**: their numerators and denominators are
+# Frobenius norms of matrices expressed *inside* the residual basis (`M⁻¹ W_OV M` for an OV circuit,
+# `M⁻¹ W_QK M⁻ᵀ` for a QK circuit), and Frobenius norms are invariant under orthogonal changes of basis only.
+# The framework's scores therefore assume the residual stream's basis matters only *up to rotation*. That is an
+# assumption, not a fact about these models: the measures are rotation-invariant by construction, but a model
+# trained with Adam (per-coordinate step sizes, as these were) can still develop a privileged basis.
 # </details>

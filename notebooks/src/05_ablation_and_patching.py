@@ -49,7 +49,7 @@ tokens, labels = cw.zoo.example_tokens(model)  # the snippet twice (or BOS + r +
 # Each head ablated alone; the colour is the increase in the mean next-token loss on the example. Two ways
 # to switch a head off: **zero** ablation (its output set to 0) and **mean** ablation (its output replaced by
 # its mean over a *reference distribution*). We state the distribution: 16 windows of 64 tokens of ordinary
-# code, cut from standard-library modules (`cw.zoo.code_windows`; `cw.zoo.lecture.REFERENCE_MODULES` lists
+# code, cut from standard-library modules (`cw.zoo.code_windows`; `circwidgets.zoo.lecture.REFERENCE_MODULES` lists
 # them) — the head's typical output on code, not on this one input.
 
 # %%
@@ -94,7 +94,9 @@ print(f"ablate L{ind[0]}H{ind[1]} entirely: second-half loss {e.clean:.2f} -> {e
 # - **value side**: change the copied token B (the token after the earlier A). The induction head still
 #   attends there, but now copies the wrong token.
 # - **key side**: change the earlier A itself (the *prefix* token). The previous-token head at B's position now
-#   writes "my previous token was not A", so the induction head's key no longer matches and it does not attend.
+#   writes "my previous token was not A", so the induction head's key no longer matches and it attends there
+#   less. It still finds B partly (the logit difference falls much less than on the value side), so the
+#   key side's patching fractions below are shares of a smaller gap.
 #
 # The metric is the logit difference (B − a fixed other token) at the last position. Patching one head's output
 # (or the residual stream at one layer and position) from clean into corrupted shows where the information

@@ -85,9 +85,10 @@ print(f"stopped at step {trainer.step} ({trainer.stopped_by or 'finished'}); bes
 # %% [markdown]
 # The run has ended, so the monitor can open it in the history view: `monitor.history()` reads the
 # snapshots the trainer kept and its `metrics.json`. Drag the slider (or press ▶): every panel shows the
-# same step. Fifteen seconds is short: depending on the machine, the induction score has only started to
-# rise. (Run the training cell again with a larger `time_limit`, or call `trainer.train()` once more to
-# resume — training is resumable and deterministic.)
+# same step. Fifteen seconds is short: on most machines the induction score has not risen yet, and the best
+# "induction" score then belongs to a layer-0 head that looks a fixed distance back (it scores at one repeat
+# length only; the sweep below shows how to tell). (Run the training cell again with a larger `time_limit`,
+# or call `trainer.train()` once more to resume — training is resumable and deterministic.)
 
 # %%
 live_history = monitor.history()
@@ -138,8 +139,9 @@ print("the two windows overlap" if overlap >= 0 else f"the two windows are {-ove
 
 # %% [markdown]
 # The steepest single step is not always the phase change: where it sits on a change of the learning-rate
-# schedule (the shipped lecture models hold the rate constant, then decay it linearly: `toy-2l-code` from
-# step 22,000), it is the optimiser taking a different step, and the 20–80 % window is the locator to trust.
+# schedule (the shipped two-layer code models hold the rate constant, then decay it linearly: `toy-2l-code`
+# from step 22,000, `toy-2l-rotary` from 17,000), it is the optimiser taking a different step, and the 20–80 %
+# window is the locator to trust.
 #
 # ### Scrub across the window
 #
@@ -189,7 +191,7 @@ history_view.figure()
 # behaviour. The curves say whether the in-context gain rises in the same window as the induction score. That
 # is a **co-occurrence in time** — Olsson et al.'s first line of evidence, not a proof that the in-context
 # ability *is* the induction heads. The causal evidence is interventional: switch the induction head off and
-# the gain collapses (notebook 05; notebook 00, Exercise 2).
+# the gain falls by more than half (notebook 05; notebook 00, Exercise 2).
 #
 # ### Is it really induction? The repeat-length sweep
 #

@@ -11,8 +11,9 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/circwidgets/circwidgets/blob/main/notebooks/07_real_architectures.ipynb)
 #
-# The models people study today (Llama, Mistral, Qwen, Gemma, OLMo, Pythia) differ from GPT-2 in three
-# ways that matter for the framework:
+# The models people study today (Llama, Mistral, Qwen, Gemma, OLMo) differ from GPT-2 in some or all of
+# three ways that matter for the framework (Pythia, also widely studied, keeps LayerNorm and one K/V head per
+# query head, but rotates its queries and keys):
 #
 # - **Rotary positions.** No `W_pos`: queries and keys are rotated by their position, `q_i = x_i W_Q R_i`,
 #   `k_j = x_j W_K R_j`. Since `R_i R_jᵀ = R_{i−j}`, the score is `x_i W_Q R_Δ W_Kᵀ x_jᵀ` with the
@@ -104,7 +105,7 @@ with torch.no_grad():
     planted.W_K[0, 2, 0] = key
     planted.W_Q[0, 2, 0] = key @ rotary.rotation_matrix(planted.cfg, 1).T  # q R_1 = k: best at Δ = 1
 profile = engine.offset_profile(planted, offsets=range(16))
-print("head 2 peaks at Δ =", int(profile[0, 2].argmax()), "| other heads peak at", profile[0].argmax(-1).tolist())
+print("head 2 peaks at Δ =", int(profile[0, 2].argmax()), "| every head's peak:", profile[0].argmax(-1).tolist())
 _, cache = planted.run_with_cache(toks)
 prev = cache["pattern", 0][0, 2].diagonal(-1).mean()
 print(f"head 2's attention to the previous token, on random text: {float(prev):.2f}")
