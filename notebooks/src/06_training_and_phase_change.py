@@ -138,6 +138,13 @@ overlap = min(w_ind[1], w_gain[1]) - max(w_ind[0], w_gain[0])
 print("the two windows overlap" if overlap >= 0 else f"the two windows are {-overlap} steps apart")
 
 # %% [markdown]
+# Read the gain as two curves, not one. In the shipped `toy-2l-code` both in-context losses start at
+# `log d_vocab` (8.3 nats) and first *rise*, before any induction: the model learns code, and on random tokens
+# its direct path becomes confidently wrong (first copy 12.1, repeated copy 11.3 nats at step 10,000). Inside
+# the window the repeated copy falls (11.1 → 9.3 nats between steps 10,250 and 19,250) while the first copy
+# rises only 0.5: most of the gain there is the copy, which is the induction heads' doing. The held-out loss
+# on code shows no bump in this run, unlike Olsson et al.'s models: it keeps falling smoothly through the window.
+#
 # The steepest single step is not always the phase change: where it sits on a change of the learning-rate
 # schedule (the shipped two-layer code models hold the rate constant, then decay it linearly: `toy-2l-code`
 # from step 22,000, `toy-2l-rotary` from 17,000), it is the optimiser taking a different step, and the 20–80 %
