@@ -5,7 +5,7 @@ Writes a random Llama-shaped checkpoint (bfloat16 shards) once, then runs, each 
 
 - `lazy`: `cw.from_hf(dir, lazy=True)`, `engine.frozen_run` (the layer-by-layer forward pass) and
   `engine.logit_paths` of one logit (`--max-order`, default 1), then `engine.path_terms` (max_order 1);
-- `eager`: `cw.from_hf(dir)` (the whole model in float32), the same calls.
+- `eager`: `cw.from_hf(dir)` (the whole model in memory, in the checkpoint's bfloat16), the same calls.
 
 and reports, per process, the peak resident set (VmHWM: includes the checkpoint's mapped file pages
 the lazy run touched, which the kernel can drop at any time) and the peak anonymous memory (RssAnon,
@@ -86,7 +86,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-order", type=int, default=1,
                     help="heads per path of the one-logit expansion (the view's default above 64 heads: 1; with 2 "
-                         "the terms themselves, ~(heads^2 / 2) x sources Python objects, dominate both modes)")
+                         "the terms themselves, one per pair of heads in different layers and per source "
+                         "written below the earlier one (~590,000 at 24 x 16 heads), dominate both modes)")
     ap.add_argument("--dir", type=Path, default=None, help="checkpoint directory (written if absent)")
     a = ap.parse_args()
     path = a.dir or Path(tempfile.gettempdir()) / f"cw-bench-paths-{a.layers}x{a.d_model}x{a.vocab}"

@@ -66,6 +66,48 @@ def test_model_and_engine_never_import_views():
     assert not {m for m in mods if m.startswith("circwidgets.engine")}
 
 
+# What each layer may import from the package (docs/ARCHITECTURE.md, "Layers"): `""` is the package's own
+# facade (`circwidgets/__init__.py`, which loads the layers lazily).
+LAYER_IMPORTS = {
+    "model": set(),
+    "engine": {"model"},
+    "train": {"model", "engine"},
+    "zoo": {"model", "engine", "train", ""},
+    "plot": set(),
+}
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    """Every import of the package's own modules, at module level or inside a function, read from the source
+    (an import inside a function escapes the import-time checks above)."""
+    import ast
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[1] / "circwidgets"
+    seen = 0
+    for layer, allowed in LAYER_IMPORTS.items():
+        files = [pkg / "plot.py"] if layer == "plot" else sorted((pkg / layer).rglob("*.py"))
+        for f in files:
+            depth = len(f.relative_to(pkg).parts) - 1  # folders between the package root and the file
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                targets = []
+                if isinstance(node, ast.ImportFrom) and node.level:
+                    up = node.level - 1  # how many folders up from the file's own
+                    if up < depth:
+                        continue  # inside its own layer
+                    parts = (node.module or "").split(".")
+                    targets = [parts[0]] if node.module else [a.name for a in node.names if up == depth] or [""]
+                    targets = [t if (pkg / t).exists() or (pkg / f"{t}.py").exists() else "" for t in targets]
+                elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                    targets = [n.split(".")[1] if "." in n else "" for n in names if n.split(".")[0] == "circwidgets"]
+                for t in targets:
+                    seen += 1
+                    where = f.relative_to(pkg)
+                    assert t == layer or t in allowed, f"{where} imports circwidgets.{t} ({layer}: {sorted(allowed)})"
+    assert seen > 50, "no imports found: the source layout changed"
+
+
 def test_a_notebook_kernel_gets_the_monitor_through_the_public_hook():
     """In a kernel, `import circwidgets` lets the widgets layer register its monitor factory with the
     trainer's public hook; outside one nothing of the widgets layer is imported."""
@@ -152,6 +194,36 @@ def test_engine_all_lists_what_the_notebooks_use():
     used -= {"interventions", "ablation_state"}  # submodules
     assert used, "no notebook sources found"
     assert used <= set(E.__all__), sorted(used - set(E.__all__))
+
+
+def test_engine_all_lists_what_the_views_use():
+    """`engine.__all__` is the engine's public face for the views too: every public name a view or plot
+    imports from the engine (from the package or a submodule, or reads off an engine submodule it imported)."""
+    import ast
+    import types
+    from pathlib import Path
+
+    import circwidgets.engine as E
+
+    root = Path(__file__).resolve().parents[1] / "circwidgets"
+    files = [*root.glob("widgets/*.py"), *root.glob("plot*.py"), *root.glob("plot/*.py")]
+    used: dict[str, str] = {}
+    for f in files:
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        modules = set()  # names bound to engine submodules (`from ..engine import heads`)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level and (node.module or "").split(".")[0] == "engine":
+                for a in node.names:
+                    if node.module == "engine" and isinstance(getattr(E, a.name, None), types.ModuleType):
+                        modules.add(a.asname or a.name)
+                    else:
+                        used.setdefault(a.name, f.name)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+                used.setdefault(node.attr, f.name)
+    assert len(used) > 20, "the views' engine imports were not found"
+    missing = {n: f for n, f in used.items() if not n.startswith("_") and n not in E.__all__}
+    assert not missing, missing
 
 
 def test_plots_take_engine_objects():

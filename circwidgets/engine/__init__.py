@@ -101,13 +101,14 @@ from .interventions import (
     patch_kv_heads,
     patch_residual,
     patching_report,
+    path_cuts,
     per_token_loss,
 )
 from .paths import FrozenRun, LogitPaths, PathTerms, frozen_run, logit_paths, path_budget, path_terms
-from .patterns import AttentionData, attention_patterns, pattern_thumbnails, value_weighted_pattern
+from .patterns import AttentionData, attention_patterns, pattern_thumbnails, shared_patterns, value_weighted_pattern
 from .prep import prepared, weights
 from .skip_trigrams import SkipTrigramRow, SkipTrigramTable, frequent_tokens, skip_trigrams
-from .text_run import TextRun, text_run
+from .text_run import TextRun, supports_text_run, text_run
 from .virtual import VirtualHead, VirtualWeights, virtual_heads, virtual_weights
 
 __all__ = [
@@ -122,8 +123,8 @@ __all__ = [
     "FrozenRun", "LogitPaths", "frozen_run", "logit_paths",
     # skip-trigrams, patterns, head behaviour
     "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "frequent_tokens", "AttentionData",
-    "attention_patterns",
-    "pattern_thumbnails", "value_weighted_pattern", "InContextLoss", "REPEAT_LENS", "all_head_scores",
+    "attention_patterns", "pattern_thumbnails", "shared_patterns", "value_weighted_pattern",
+    "InContextLoss", "REPEAT_LENS", "all_head_scores",
     "copying_score", "detection_lengths", "detection_masks", "head_scores", "in_context_loss", "induction_tokens",
     "repeated_tokens", "scores_by_length", "scores_from_patterns",
     # the induction mechanism in the weights
@@ -132,13 +133,13 @@ __all__ = [
     "k_composition_qk", "opening_head", "ov_copying", "positional_qk_profile", "strongest_induction_head",
     "text_induction_head",
     # one forward pass on a text, shared by every view of it
-    "TextRun", "text_run",
+    "TextRun", "supports_text_run", "text_run",
     # the same quantities over training snapshots
     "CircuitMeasures", "SnapshotScores", "TrainingCurves", "circuit_measures", "default_circuit", "rise_window",
     "score_snapshots", "snapshot_scores", "steepest_step",
     # interventions (one implementation: ablation_hooks) and metrics
     "AblatedRun", "Effect", "LogitAttribution", "PatchingReport", "PathCut", "ablate_heads", "ablate_path",
-    "ablated_run", "ablation_hooks", "ablation_table", "direct_logit_attribution", "logit_attribution",
+    "ablated_run", "ablation_hooks", "ablation_table", "path_cuts", "direct_logit_attribution", "logit_attribution",
     "logit_diff_metric", "loss_metric", "patch_heads", "patch_residual", "patch_kv_heads", "kv_group_notes",
     "patching_report", "per_token_loss",
     # corpus statistics

@@ -184,21 +184,6 @@ def _head_hooks(heads: Sequence[tuple[int, int]], kind: str, z_mean: dict[int, t
     return [(("z", lay), make(lay)) for lay in by_layer]
 
 
-def _project(model: Transformer, x: torch.Tensor, lay: int, which: str) -> torch.Tensor:
-    """Layer `lay`'s queries / keys / values `[batch, pos, heads, d_head]` computed from its (normalised)
-    input `x [batch, pos, d_model]` as the forward pass does: biases, then the q/k norms; K/V per
-    stored head (`n_kv_heads` of them with grouped-query attention, before they are shared)."""
-    cfg = model.cfg
-    gq = cfg.grouped_kv and which != "q"
-    W = model.W_Q if which == "q" else model._parameters[("_" if gq else "") + f"W_{which.upper()}"]
-    out = torch.einsum("bpd,hde->bphe", x, W[lay])
-    if cfg.biases:
-        out = out + (model.b_Q if which == "q" else model._parameters[("_" if gq else "") + f"b_{which.upper()}"])[lay]
-    if cfg.qk_norm and which != "v":
-        out = model._qk_norm(out, (model.q_norm_w if which == "q" else model.k_norm_w)[lay])
-    return out
-
-
 def kv_group_notes(model: Transformer, cuts: Sequence[PathCut]) -> tuple[str, ...]:
     """For grouped-query models: one note per shared K/V head that a cut into keys or values changes,
     naming the query heads that read it (the cut acts on all of them). Empty otherwise."""
@@ -249,7 +234,7 @@ def _path_hooks(model: Transformer, cuts: Sequence[PathCut], res_mean: dict[int,
                 x = model.normalize(store[("resid_pre", lay)] - removed, "ln1", lay)
                 if which != "v" and cfg.positional == "shortformer":
                     x = x + model.W_pos[: x.shape[1]]
-                new = _project(model, x, lay, which)[:, :, stored]
+                new = model.project(x, lay, which)[:, :, stored]
                 readers = cfg.kv_group(stored) if cfg.grouped_kv and which != "q" else [stored]
                 act[:, :, readers] = new[:, :, None].to(act.dtype)
             return act

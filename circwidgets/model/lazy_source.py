@@ -233,10 +233,8 @@ class LazySource:
     @torch.no_grad()
     def run_cuts(self, tokens, groups: dict, metric, res_mean: dict | None = None) -> float:
         """The metric of a forward pass with path cuts, `groups[(dst layer, kind)][stored head] = [src heads]`:
-        the hooks of `interventions.ablation_hooks` (dst's queries / keys / values recomputed from the
+        the hooks of `engine.interventions.ablation_hooks` (dst's queries / keys / values recomputed from the
         residual entering its layer minus the sources' `result`, through ln1), on the one-layer modules."""
-        from ..engine.interventions import _project
-
         cfg = self.cfg
         srcs_of = {}
         for per in groups.values():
@@ -265,7 +263,7 @@ class LazySource:
                     x = module.normalize(store[("resid_pre", layer)] - removed, "ln1", 0)
                     if which != "v" and cfg.positional == "shortformer":
                         x = x + module.W_pos[: x.shape[1]]
-                    new = _project(module, x, 0, which)[:, :, stored]
+                    new = module.project(x, 0, which)[:, :, stored]
                     readers = cfg.kv_group(stored) if cfg.grouped_kv and which != "q" else [stored]
                     act[:, :, readers] = new[:, :, None].to(act.dtype)
                 return act

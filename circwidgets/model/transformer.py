@@ -250,6 +250,24 @@ class Transformer(nn.Module):
                 x = x + (b if layer is None else b[layer])
         return hook(f"{where}.hook_normalized", x)
 
+    def project(self, x: torch.Tensor, layer: int, which: str) -> torch.Tensor:
+        """Layer `layer`'s queries, keys or values (`which` = "q", "k", "v") `[batch, pos, heads, d_head]` from
+        its input `x [batch, pos, d_model]` (normalised, and for q / k with shortformer positions added), as
+        the forward pass computes them: the projection, its bias, then the q / k norm. Keys and values are per
+        stored head: `n_kv_heads` of them under grouped-query attention, before they are shared. The forward
+        pass and every recomputation of a path cut (engine ablation hooks, lazy models) call this one."""
+        cfg = self.cfg
+        stored = "_" if cfg.grouped_kv and which != "q" else ""
+        W = getattr(self, f"{stored}W_{which.upper()}")[layer]  # [heads, d_model, d_head]
+        n, E = W.shape[0], W.shape[2]
+        # one [B*P, D] @ [D, heads*E] GEMM (much faster than a per-head batched einsum)
+        out = (x @ W.permute(1, 0, 2).reshape(-1, n * E)).view(*x.shape[:-1], n, E)
+        if cfg.biases:
+            out = out + getattr(self, f"{stored}b_{which.upper()}")[layer]
+        if cfg.qk_norm and which != "v":
+            out = self._qk_norm(out, (self.q_norm_w if which == "q" else self.k_norm_w)[layer])
+        return out
+
     def _qk_norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """RMS-normalise q or k `[B, P, heads, E]` per head (weight `[E]`) or over all heads (`[heads, E]`)."""
         dims = (-1,) if self.cfg.qk_norm_scope == "head" else (-2, -1)
@@ -278,24 +296,13 @@ class Transformer(nn.Module):
         causal, sliding = self._masks(n_pos, tokens.device)
         rot = {}  # (cos, sin) per distinct rotary base
         positions = torch.arange(n_pos, device=tokens.device)
-        B, P, H, K, E = tokens.shape[0], n_pos, cfg.n_heads, cfg.n_kv, cfg.d_head
-        W_K = self._parameters["_W_K" if cfg.grouped_kv else "W_K"]
-        W_V = self._parameters["_W_V" if cfg.grouped_kv else "W_V"]
+        B, P, H, E = tokens.shape[0], n_pos, cfg.n_heads, cfg.d_head
         for layer in range(cfg.n_layers):
             blk = f"blocks.{layer}"
             resid = self._hook(f"{blk}.hook_resid_pre", resid)
             x = self._norm(resid, f"ln1[{layer}]", f"{blk}.ln1") if cfg.pre_norm else resid
             qk_in = x + pos if cfg.positional == "shortformer" else x
-            # one [B*P, D] @ [D, heads*E] GEMM per projection (much faster than a per-head batched einsum)
-            q = (qk_in @ self.W_Q[layer].permute(1, 0, 2).reshape(-1, H * E)).view(B, P, H, E)
-            k = (qk_in @ W_K[layer].permute(1, 0, 2).reshape(-1, K * E)).view(B, P, K, E)
-            v = (x @ W_V[layer].permute(1, 0, 2).reshape(-1, K * E)).view(B, P, K, E)
-            if cfg.biases:
-                q = q + self.b_Q[layer]
-                k = k + self._parameters["_b_K" if cfg.grouped_kv else "b_K"][layer]
-                v = v + self._parameters["_b_V" if cfg.grouped_kv else "b_V"][layer]
-            if cfg.qk_norm:
-                q, k = self._qk_norm(q, self.q_norm_w[layer]), self._qk_norm(k, self.k_norm_w[layer])
+            q, k, v = self.project(qk_in, layer, "q"), self.project(qk_in, layer, "k"), self.project(x, layer, "v")
             if cfg.grouped_kv:  # per query head (HF repeat_kv order): hooks see [B, P, n_heads, E]
                 g = cfg.kv_group_size
                 k, v = k.repeat_interleave(g, dim=2), v.repeat_interleave(g, dim=2)
