@@ -118,7 +118,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
         # (held-out 2.75 vs 2.86, previous-token 0.91 vs 0.86) but misses the induction targets by more
         # (0.40-0.50 vs 0.42-0.53, repeated copy 8.6-10.1 vs 8.3-9.5 nats), its jobs spread over more heads.
         # 4 heads x 64: induction 0.52-0.58 and copy 8.0-8.9 nats, but previous-token 0.73 (a met target
-        # lost). docs/training-data.md has the measurements.
+        # lost). 2 heads x 64 (this size): previous-token 0.48, induction 0.27-0.38 (current split).
+        # docs/training-data.md has the measurements.
         # bfloat16 autocast (matmuls in bfloat16, weights and AdamW state in float32): 0.20 s a step against
         # 0.31 in float32 on the 2-core AVX512-BF16 CPU that trained the shipped weights.
         train=dict(_LECTURE_TRAIN, steps=28000, decay_steps=6000, autocast="bfloat16"),
