@@ -389,26 +389,18 @@ def _normalised_embeddings(model: Transformer, c0: int, chunk: int, dt: torch.dt
 
 def _profile_qk(model: Transformer, layer: int, x: torch.Tensor, dt: torch.dtype
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layer `layer`'s queries and keys `[t, H, E]` of normalised inputs `x [t, D]`: ln1's weight and
-    bias, the raw (unfolded) projections, biases, q/k norms: the forward pass's arithmetic."""
+    """Layer `layer`'s queries and keys `[t, H, E]` (keys per query head) of normalised inputs `x [t, D]`:
+    ln1's weight and bias, then `Transformer.project` (the forward pass's arithmetic) in `dt`."""
     cfg = model.cfg
     params = dict(model.named_parameters())
     if cfg.pre_norm:
         w, b = params.get("ln1_w"), params.get("ln1_b")
         x = x * w[layer].detach().to(dt) if w is not None else x
         x = x + b[layer].detach().to(dt) if b is not None else x
-    q = torch.einsum("td,hde->the", x, model.W_Q.detach()[layer].to(dt))
-    k = torch.einsum("td,hde->the", x, model.W_K.detach()[layer].to(dt))
-    if cfg.biases:
-        q, k = q + model.b_Q.detach()[layer].to(dt), k + model.b_K.detach()[layer].to(dt)
-    if cfg.qk_norm:
-        kn = model.k_norm_w.detach()[layer].to(dt)
-        if cfg.qk_norm_scope == "all" and cfg.grouped_kv:  # the k norm sees the K/V heads, before sharing
-            g = cfg.kv_group_size
-            k = model._qk_norm(k[:, ::g], kn).repeat_interleave(g, dim=1)
-        else:
-            k = model._qk_norm(k, kn)
-        q = model._qk_norm(q, model.q_norm_w.detach()[layer].to(dt))
+    q = model.project(x, layer, "q", dt)
+    k = model.project(x, layer, "k", dt)  # [t, stored K/V heads, E]: normalised before they are shared
+    if cfg.grouped_kv:
+        k = k.repeat_interleave(cfg.kv_group_size, dim=1)
     return q, k
 
 

@@ -250,22 +250,25 @@ class Transformer(nn.Module):
                 x = x + (b if layer is None else b[layer])
         return hook(f"{where}.hook_normalized", x)
 
-    def project(self, x: torch.Tensor, layer: int, which: str) -> torch.Tensor:
-        """Layer `layer`'s queries, keys or values (`which` = "q", "k", "v") `[batch, pos, heads, d_head]` from
-        its input `x [batch, pos, d_model]` (normalised, and for q / k with shortformer positions added), as
-        the forward pass computes them: the projection, its bias, then the q / k norm. Keys and values are per
-        stored head: `n_kv_heads` of them under grouped-query attention, before they are shared. The forward
-        pass and every recomputation of a path cut (engine ablation hooks, lazy models) call this one."""
+    def project(self, x: torch.Tensor, layer: int, which: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Layer `layer`'s queries, keys or values (`which` = "q", "k", "v") `[batch, pos, heads, d_head]` (any
+        leading shape) from its input `x [batch, pos, d_model]` (normalised, and for q / k with shortformer
+        positions added), as the forward pass computes them: the projection, its bias, then the q / k norm.
+        Keys and values are per stored head: `n_kv_heads` of them under grouped-query attention, before they
+        are shared. `dtype`: compute with the weights detached and cast to it (an analysis in float64).
+        The forward pass, every recomputation of a path cut (engine ablation hooks, lazy models) and the
+        engine's offset profiles call this one."""
         cfg = self.cfg
+        w = (lambda t: t) if dtype is None else (lambda t: t.detach().to(dtype))
         stored = "_" if cfg.grouped_kv and which != "q" else ""
-        W = getattr(self, f"{stored}W_{which.upper()}")[layer]  # [heads, d_model, d_head]
+        W = w(getattr(self, f"{stored}W_{which.upper()}")[layer])  # [heads, d_model, d_head]
         n, E = W.shape[0], W.shape[2]
         # one [B*P, D] @ [D, heads*E] GEMM (much faster than a per-head batched einsum)
         out = (x @ W.permute(1, 0, 2).reshape(-1, n * E)).view(*x.shape[:-1], n, E)
         if cfg.biases:
-            out = out + getattr(self, f"{stored}b_{which.upper()}")[layer]
+            out = out + w(getattr(self, f"{stored}b_{which.upper()}")[layer])
         if cfg.qk_norm and which != "v":
-            out = self._qk_norm(out, (self.q_norm_w if which == "q" else self.k_norm_w)[layer])
+            out = self._qk_norm(out, w((self.q_norm_w if which == "q" else self.k_norm_w)[layer]))
         return out
 
     def _qk_norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
