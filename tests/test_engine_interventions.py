@@ -10,6 +10,7 @@ import torch
 from circwidgets.engine.interventions import (
     ablate_heads,
     ablate_path,
+    ablation_hooks,
     ablation_table,
     direct_logit_attribution,
     logit_attribution,
@@ -324,3 +325,35 @@ def test_patching_report_chooses_the_metric_from_the_two_runs():
     assert r.heads.shape == (2, 2) and r.resid.shape == (2, 7)
     same = patching_report(m, clean, clean)
     assert not same.normalized and same.good == same.bad
+
+
+@pytest.mark.parametrize("kw", [dict(normalization="RMS"), dict(normalization="RMS", pre_norm=False),
+                                dict(normalization="RMS", positional="rotary")])
+def test_path_cuts_through_a_post_norm_remove_what_the_heads_wrote(kw):
+    """Gemma 2/3 and OLMo-2 put an RMSNorm after attention: a head's write is its output through that norm's
+    (frozen) scale. Cutting every layer-0 head out of a layer-1 head's queries, keys and values then leaves
+    exactly the stream before layer 0, which a brute-force run recomputes that head from."""
+    m = random_model(seed=6, n_layers=2, n_heads=3, post_norm=True, **kw)
+    t = toks_for(m, 2, 7)
+    hooks = ablation_hooks(m, paths=[((0, h), (1, 2), kind) for h in range(3) for kind in "qkv"])
+    got = m.run_with_hooks(t, hooks)
+    _, cache = m.run_with_cache(t)
+    x = cache["blocks.0.hook_resid_pre"]  # what layer 1 reads with layer 0's heads removed (no biases)
+    x = m.normalize(x, "ln1", 1)
+
+    def from_stream(which):
+        def hook(act, hp):
+            act = act.clone()
+            act[:, :, 2] = m.project(x, 1, which)[:, :, 2]
+            return act
+        return hook
+
+    want = m.run_with_hooks(t, [(f"blocks.1.attn.hook_{w}", from_stream(w)) for w in "qkv"])
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    assert not torch.allclose(got, m(t))  # the cut changes the logits
+
+
+def test_path_cuts_refuse_a_layernorm_post_norm():
+    m = random_model(seed=6, n_layers=2, n_heads=2, post_norm=True, normalization="LN")
+    with pytest.raises(NotImplementedError, match="RMSNorm post-norms only"):
+        ablate_path(m, toks_for(m, 1, 5), (0, 0), (1, 1), "k")

@@ -467,3 +467,28 @@ def test_interrupted_pass_leaves_no_cache_entry(lazy, monkeypatch, quantity):
     assert again.reads == {}  # the stored entry is read back whole
     for k in (want if isinstance(want, dict) else {"": want}):
         torch.testing.assert_close(got[k] if k else got, want[k] if k else want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "olmo2"])
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_ablate_path_through_post_norms_on_a_lazy_model(family, ablation, tmp_path):
+    """With post-norms (Gemma 2, OLMo-2) a head's write passes the block's frozen RMS scale: the lazy
+    forward pass removes the same vector as the eager model (tests/test_engine_interventions.py checks the
+    eager cut against a brute-force run)."""
+    common = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=101, max_position_embeddings=64, attn_implementation="eager")
+    hf = (tf.Gemma2ForCausalLM(tf.Gemma2Config(**common, head_dim=16)) if family == "gemma2"
+          else tf.Olmo2ForCausalLM(tf.Olmo2Config(**common)))
+    _randomise(hf, 3)
+    d = tmp_path / family
+    hf.save_pretrained(d, max_shard_size="40KB")
+    lazy = cw.from_hf(str(d), lazy=True, cache_dir=tmp_path / "cache")
+    assert lazy.cfg.post_norm
+    eager = _eager(lazy)
+    toks = TOKS % lazy.cfg.d_vocab
+    ref = (TOKS.flip(1) * 3) % lazy.cfg.d_vocab
+    for src, dst, kind in (((0, 1), (2, 3), "k"), ((1, 2), (2, 0), ("q", "k", "v"))):
+        got = engine.ablate_path(lazy, toks, src, dst, kind=kind, ablation=ablation, reference=ref)
+        want = engine.ablate_path(eager, toks, src, dst, kind=kind, ablation=ablation, reference=ref)
+        assert got.intervened == pytest.approx(want.intervened, rel=1e-5)
+        assert abs(want.delta) > 1e-6

@@ -230,6 +230,8 @@ def _path_hooks(model: Transformer, cuts: Sequence[PathCut], res_mean: dict[int,
                 for l1, h1 in srcs:
                     r = store[("result", l1)][:, :, h1]
                     r = r if res_mean is None else r - res_mean[l1][h1]
+                    factor = model.attn_write_factor(store[("result", l1)], l1)  # a post-norm's frozen scale
+                    r = r if factor is None else r * factor
                     removed = r if removed is None else removed + r
                 x = model.normalize(store[("resid_pre", lay)] - removed, "ln1", lay)
                 if which != "v" and cfg.positional == "shortformer":
@@ -255,7 +257,9 @@ def ablation_hooks(model: Transformer, heads: Sequence[tuple[int, int]] = (), pa
       ("mean": mean over the reference batch and positions), with ln1 recomputed (`model.normalize`).
       Several cuts into the same (dst, kind) remove the sum of their sources. src's output is taken as
       it is in this run: a head that is also ablated has nothing left to remove. The q/k norms (Qwen3,
-      OLMo-2) are applied to the recomputed queries / keys, as in the forward pass.
+      OLMo-2) are applied to the recomputed queries / keys, as in the forward pass. Through an RMS
+      post-norm (Gemma 2/3, OLMo-2) src's write is its output times the block's frozen `w / rms`
+      (`Transformer.attn_write_factor`); a LayerNorm post-norm is refused.
     - grouped-query attention: dst's keys and values come from a K/V head shared by its group, so a
       cut into "k" or "v" recomputes that shared head and changes the keys / values of every query
       head of the group (cuts into several heads of one group remove all their sources from it);

@@ -246,6 +246,7 @@ class LazySource:
 
         def keep_result(layer):
             def fn(result):
+                store[("factor", layer)] = self.current.attn_write_factor(result, 0)  # a post-norm's, or None
                 for h in srcs_of[layer]:
                     store[(layer, h)] = result[:, :, h]
             return fn
@@ -259,7 +260,11 @@ class LazySource:
             def fn(act):  # [batch, pos, head, d_head] per query head
                 module, act = self.current, act.clone()
                 for stored, srcs in per_head.items():
-                    removed = sum(store[s] - (res_mean[s] if res_mean else 0) for s in srcs)
+                    removed = 0
+                    for s in srcs:
+                        r = store[s] - (res_mean[s] if res_mean else 0)
+                        factor = store[("factor", s[0])]
+                        removed = removed + (r if factor is None else r * factor)
                     x = module.normalize(store[("resid_pre", layer)] - removed, "ln1", 0)
                     if which != "v" and cfg.positional == "shortformer":
                         x = x + module.W_pos[: x.shape[1]]

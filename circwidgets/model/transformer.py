@@ -271,6 +271,23 @@ class Transformer(nn.Module):
             out = self._qk_norm(out, w((self.q_norm_w if which == "q" else self.k_norm_w)[layer]))
         return out
 
+    def attn_write_factor(self, result: torch.Tensor, layer: int) -> torch.Tensor | None:
+        """What multiplies each head's `result` `[batch, pos, heads, d_model]` (`hook_result`) on its way into
+        the residual stream: None without a post-norm; through an RMS post-norm (Gemma 2/3, OLMo-2)
+        `w / rms(Σ_h result_h + b_O)` `[batch, pos, d_model]`, the block's scale frozen, so that the heads'
+        scaled writes and the bias's add up to the block's output. Path cuts remove a head's write this way.
+        A LayerNorm post-norm centres its input and has no such split: refused."""
+        cfg = self.cfg
+        if not cfg.post_norm:
+            return None
+        if cfg.normalization not in ("RMS", "RMSPre"):
+            raise NotImplementedError("a head's write through a LayerNorm post-norm is not a fixed multiple of "
+                                      "its output: path cuts support RMSNorm post-norms only")
+        total = result.sum(-2) + (self.b_O[layer] if cfg.biases else 0.0)
+        scale = (total.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt()
+        w = self._parameters.get("ln1_post_w")
+        return 1.0 / scale if w is None else w[layer] / scale
+
     def _qk_norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """RMS-normalise q or k `[B, P, heads, E]` per head (weight `[E]`) or over all heads (`[heads, E]`)."""
         dims = (-1,) if self.cfg.qk_norm_scope == "head" else (-2, -1)
