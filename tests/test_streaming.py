@@ -492,3 +492,9 @@ def test_ablate_path_through_post_norms_on_a_lazy_model(family, ablation, tmp_pa
         want = engine.ablate_path(eager, toks, src, dst, kind=kind, ablation=ablation, reference=ref)
         assert got.intervened == pytest.approx(want.intervened, rel=1e-5)
         assert abs(want.delta) > 1e-6
+
+
+def test_skip_trigrams_of_a_lazy_model_refuse_a_vocabulary_subset(lazy):
+    """A lazy model ranks the whole vocabulary; `vocab=` is refused, not silently ignored."""
+    with pytest.raises(ValueError, match="needs a model in memory"):
+        engine.skip_trigrams(lazy, 0, 0, vocab=torch.arange(10))

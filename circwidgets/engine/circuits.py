@@ -2,7 +2,8 @@
 
 Row-vector convention (docs/ARCHITECTURE.md, Conventions): `W_QK = W_Q W_K^T` and `W_OV = W_V W_O`,
 both `d_model x d_model`; the attention score of query position i on key position j is
-`x_i W_QK x_j^T / sqrt(d_head)` (the `1/sqrt(d_head)` is not part of `W_QK`, as in TransformerLens).
+`x_i W_QK x_j^T / attn_scale` (`attn_scale` = sqrt(d_head) unless the model sets another, e.g. Gemma's
+`query_pre_attn_scalar`; it is not part of `W_QK`, as in TransformerLens).
 Full circuits:
 - `full_qk = W_E W_QK W_E^T` `[layer, head, d_vocab, d_vocab]`: row = destination (query) token,
   column = source (key) token;

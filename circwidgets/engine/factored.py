@@ -15,7 +15,8 @@ Products of several factors are evaluated in the cheapest order (matrix-chain dy
 that also counts the batch size of every partial product, so a factor shared by all heads, like
 `W_U W_E`, is multiplied once and not once per head).
 
-Eigenvalues, SVD, norms and traces are computed in float32 when the factors are float16/bfloat16
+Eigenvalues are computed in float64 on the CPU (returned as complex64, or complex128 for float64
+factors, on the factors' device); SVD, norms and traces in float32 when the factors are float16/bfloat16
 (and in the factors' own dtype otherwise).
 """
 

@@ -104,7 +104,8 @@ def induction_tokens(model: Transformer, seq_len: int | None = None, n_seqs: int
 
     seq_len: length of `r` (default `min(max_seq_len, what n_ctx allows)`); bos: "auto" =
     `cfg.bos_token_id`, or token 0 when the model has none; an int id; None = no BOS. The input of the
-    head scores and in-context loss (64), and of the composition view (12, BOS only if the model has one).
+    head scores and in-context loss (at each of `detection_lengths(model)`), and of the composition view (12,
+    BOS only if the model has one).
     """
     bos_id = _bos_id(model, bos)
     longest = (model.cfg.n_ctx - (bos_id is not None)) // 2
@@ -125,7 +126,8 @@ def detection_lengths(model: Transformer, seq_lens=None, bos="auto") -> tuple[in
     """The repeat lengths L of `BOS + r + r` that detection averages over for `model`.
 
     seq_lens: None = `REPEAT_LENS` (10, 23, 50, 100) cut to what n_ctx holds, plus the longest length
-    n_ctx holds when fewer than two fit (so a fixed-offset head is never scored at one length only);
+    n_ctx holds when fewer than two fit and it is not already there (so a fixed-offset head is not scored at
+    one length only; a context shorter than 22 tokens, 23 with BOS, still gets a single length);
     an int = that one length; a sequence of ints = those lengths (each checked by `induction_tokens`).
     """
     if seq_lens is not None and not isinstance(seq_lens, (list, tuple)):

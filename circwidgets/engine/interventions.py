@@ -448,7 +448,8 @@ def patch_heads(model: Transformer, clean, corrupted, metric: Metric | None = No
 def patch_kv_heads(model: Transformer, clean, corrupted, kind: str = "k", metric: Metric | None = None,
                    normalize: bool = False, max_elements: float = 2**26) -> torch.Tensor:
     """`Tensor[n_layers, n_kv_heads]`: metric of the corrupted run with one stored K (kind "k") or V
-    ("v") head's activations (`hook_k` / `hook_v`, before rotary) taken from the clean run.
+    ("v") head's activations (`hook_k` / `hook_v`, before rotary) taken from the clean run. In-memory
+    models only (`patch_heads` also takes nnsight / Hugging Face ones).
 
     With grouped-query attention a stored K/V head is read by a group of query heads
     (`cfg.kv_group(kv_head)`): patching it patches what all of them read, as the model shares it.

@@ -78,7 +78,7 @@ class PathTerms:
     `labels[i]`, `paths[i]` = `(source, ((layer, head), ...))`, `orders[i]` (number of heads) describe
     enumerated term i, whose residual-stream contribution is `resid[i]` `[batch, pos, d_model]`.
     The term list returned by `labels_all` / `logits()` is the enumerated terms, then `b_U`
-    (models with biases), then `remainder`.
+    (models with biases or a normalisation: folding gives them one), then `remainder`.
     """
 
     labels: list[str]
@@ -215,7 +215,8 @@ def path_terms(model: Transformer, tokens, max_order: int = 2, top_k: int | str 
     `max_order`: the most heads on an enumerated path (0 = direct path only). `top_k`: keep at most
     this many new terms of order >= 2 per layer, ranked by the norm of their residual-stream
     contribution (over batch and positions); the rest go to the remainder (and so do their
-    extensions); `"auto"`: `path_budget`'s choice (prune only when the full enumeration is too big).
+    extensions); `"auto"`: `path_budget`'s choice (prune only when the full enumeration is too big; it counts paths
+    of at most two heads, so with `max_order >= 3` pass an explicit `top_k`).
     Candidates are computed in bounded chunks, so deep models fit in memory with top_k.
     Patterns and LN scales are frozen at their values on `tokens`; computed in the weights' dtype
     (float32 for half weights).
@@ -371,13 +372,15 @@ class FrozenRun:
     `model` is the model as given (its own forward pass: LN scales are the same before and after
     folding, and what folding changes in the sources - their mean - is removed by every centring read);
     `W_V` is folded (ln1's weight on its rows), `W_O` the model's, `lnf_w` the final norm's weight (the
-    folded unembedding column of a token is `lnf_w * W_U[:, token]`: no folded copy of W_U), `attn_bias
-    [layer, d_model]` each layer's constant attention output (`b_O + sum_h (b_ln1 W_V + b_V) W_O`, None
-    without biases), `b_U` the folded unembedding bias (None without). `patterns [layer, head, q, k]`
-    (given by a view, so held once), `ln_scale [layer, pos]` (ln1's scale; None without normalization),
+    folded unembedding column of a token is `lnf_w * W_U[:, token]`: no folded copy of W_U); each layer's
+    constant attention output (`b_O + sum_h (b_ln1 W_V + b_V) W_O`) is a source `bias L{l}` in `sources`
+    when it is not zero; `b_U` the folded unembedding bias (None for a model with neither biases nor a
+    normalisation: folding gives every normalised model one). `patterns [layer, head, q, k]`
+    (given by a view, so held once), `ln_scale [layer, pos]` (ln1's scale; None without a pre-norm),
     `final_scale [pos]`, `sources [n_sources, pos, d_model]` with `source_labels` and `source_layer` (the
     layer before which each is written: embed/pos 0, `bias L{l}`/`mlp L{l}` l + 1), `final_resid [pos,
-    d_model]` (the model's own logits at one position). Computed in `dt` (float32 for half weights).
+    d_model]` (the last layer's output stream; `model_logits(pos)` gives the model's own logits). Computed
+    in `dt` (float32 for half weights).
 
     A run of a lazy checkpoint or an nnsight / HF model (`streamed_paths.streamed_frozen_run`) holds no
     weights: `W_V`, `W_O`, `b_U`, `lnf_w`, `post_w` are None and `reader` gives one layer's folded weights
@@ -460,7 +463,7 @@ class LogitPaths:
     """One logit (`token` at `pos`) split into path terms, computed for that logit alone.
 
     `values[i]` is the contribution of term `labels[i]` (with `paths[i]`, `orders[i]` as in
-    `PathTerms`), then "b_U" (models with biases) and "remainder" (every path longer than
+    `PathTerms`), then "b_U" (models with biases or a normalisation) and "remainder" (every path longer than
     `max_order`: the exact backward pass's total minus the enumerated terms). `total` is the sum of
     all values (the frozen expansion's logit), `model_logit` the model's own logit."""
 

@@ -324,6 +324,9 @@ def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest
     """
     model = streaming.resolve(model)  # nnsight / HF models: their weights (lazily where possible)
     if is_lazy(model):  # a checkpoint read layer by layer
+        if vocab is not None:
+            raise ValueError("skip_trigrams(vocab=...) needs a model in memory: a lazy / streamed model ranks "
+                             "the whole vocabulary (convert it with .to_transformer() to filter)")
         return streaming.skip_trigrams(model, layer, head, k, n_dest, n_out, block_size, col_block, progress, offset)
     layer, head = check_layer_head(model, layer, head)
     checks = (("k", k), ("n_dest", n_dest), ("n_out", n_out), ("block_size", 1 if block_size is None else block_size),
