@@ -205,6 +205,8 @@ def test_copying_score_planted_and_brute_force():
     # a sample of tokens: a mean over a subset, still in [0, 1]
     sub = copying_score(m, 0, 1, n_tokens=5, seed=3)
     assert 0.0 <= sub.item() <= 1.0
+    one = random_model(seed=1, n_layers=1, n_heads=1, d_vocab=20)  # all heads of a one-head model: [1, 1]
+    assert copying_score(one).shape == (1, 1) and copying_score(one, 0, 0).shape == ()
 
 
 def test_random_heads_copy_about_half():

@@ -96,7 +96,8 @@ class Bigrams:
         return _lookup(self.keys, self.counts, b * self.d_vocab + c)
 
     def log_prob(self, b, c, alpha: float = 1.0) -> torch.Tensor:
-        """Add-α smoothed log P(C | B) (alpha=0: maximum likelihood, -inf for unseen pairs)."""
+        """Add-α smoothed log P(C | B) (alpha=0: maximum likelihood: -inf for an unseen pair of a B that has
+        successors, NaN for a B that never has one)."""
         b, c = torch.as_tensor(b).long(), torch.as_tensor(c).long()
         num = self.count(b, c).double() + alpha
         den = self.unigram[b].double() + alpha * self.d_vocab

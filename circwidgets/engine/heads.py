@@ -309,7 +309,8 @@ def copying_score(model: Transformer, layer: int | None = None, head: int | None
     """
     cfg = model.cfg
     V = cfg.d_vocab
-    if layer is not None or head is not None:
+    single = layer is not None or head is not None
+    if single:
         if layer is None or head is None:
             raise ValueError("copying_score: pass both layer and head, or neither")
         layer, head = check_layer_head(model, layer, head)
@@ -340,9 +341,7 @@ def copying_score(model: Transformer, layer: int | None = None, head: int | None
             below = (rows < own).sum(1).double() + 0.5 * ((rows == own).sum(1).double() - 1)
             total += (below / max(V - 1, 1)).sum().item()
         out[lay, h] = total / len(src)
-    if len(heads) == 1:
-        return out[heads[0]]
-    return out
+    return out[heads[0]] if single else out  # a one-head model asked for all heads still gets [1, 1]
 
 
 # ---------------------------------------------------------------------------------- in-context loss
