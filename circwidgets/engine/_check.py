@@ -15,6 +15,8 @@ from ..model import Transformer
 
 
 def check_layer(model: Transformer, layer: int, name: str = "layer") -> int:
+    """`layer` as an index in 0..n_layers-1 (a negative one counts from the end); `IndexError` naming
+    `name` and the range for anything else (bools, floats, out of range)."""
     n = model.cfg.n_layers
     if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
         raise IndexError(f"{name}={layer!r} is out of range: this model has layers 0..{n - 1}")
@@ -22,6 +24,7 @@ def check_layer(model: Transformer, layer: int, name: str = "layer") -> int:
 
 
 def check_head(model: Transformer, head: int, name: str = "head") -> int:
+    """`head` as an index in 0..n_heads-1 (negative counts from the end); `IndexError` otherwise."""
     n = model.cfg.n_heads
     if isinstance(head, bool) or not isinstance(head, int) or not -n <= head < n:
         raise IndexError(f"{name}={head!r} is out of range: this model has heads 0..{n - 1}")
@@ -29,10 +32,12 @@ def check_head(model: Transformer, head: int, name: str = "head") -> int:
 
 
 def check_layer_head(model: Transformer, layer: int, head: int) -> tuple[int, int]:
+    """`(layer, head)` checked by `check_layer` and `check_head`."""
     return check_layer(model, layer), check_head(model, head)
 
 
 def check_token(model: Transformer, token: int, name: str = "token") -> int:
+    """A token id in 0..d_vocab-1 (no negative ids: they are never meant); `IndexError` otherwise."""
     v = model.cfg.d_vocab
     if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < v:
         raise IndexError(f"{name}={token!r} is out of range: token ids are 0..{v - 1}")
