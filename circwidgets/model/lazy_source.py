@@ -234,7 +234,8 @@ class LazySource:
     def run_cuts(self, tokens, groups: dict, metric, res_mean: dict | None = None) -> float:
         """The metric of a forward pass with path cuts, `groups[(dst layer, kind)][stored head] = [src heads]`:
         the hooks of `engine.interventions.ablation_hooks` (dst's queries / keys / values recomputed from the
-        residual entering its layer minus the sources' `result`, through ln1), on the one-layer modules."""
+        residual entering its layer minus what the sources wrote: their `result`, times a post-norm's frozen
+        scale where there is one, `Transformer.attn_write_factor`; through ln1), on the one-layer modules."""
         cfg = self.cfg
         srcs_of = {}
         for per in groups.values():
