@@ -327,24 +327,38 @@ def test_patching_report_chooses_the_metric_from_the_two_runs():
     assert not same.normalized and same.good == same.bad
 
 
-@pytest.mark.parametrize("kw", [dict(normalization="RMS"), dict(normalization="RMS", pre_norm=False),
-                                dict(normalization="RMS", positional="rotary")])
+@pytest.mark.parametrize("kw", [
+    dict(normalization="RMS"), dict(normalization="RMS", pre_norm=False),
+    dict(normalization="RMS", positional="rotary"),
+    # Gemma-like: rotary, grouped K/V, per-head q/k norms, a gated MLP after attention
+    dict(normalization="RMS", positional="rotary", n_kv_heads=2, qk_norm=True, attn_only=False, gated_mlp=True,
+         d_mlp=12),
+    # OLMo-2-like: post-norms only, q/k norms over all heads of the projection, grouped K/V, an MLP
+    dict(normalization="RMS", pre_norm=False, positional="rotary", n_kv_heads=2, qk_norm=True, qk_norm_scope="all",
+         attn_only=False, d_mlp=12),
+    # attention and MLP reading the same input
+    dict(normalization="RMS", n_kv_heads=2, attn_only=False, parallel_attn_mlp=True, d_mlp=12),
+])
 def test_path_cuts_through_a_post_norm_remove_what_the_heads_wrote(kw):
     """Gemma 2/3 and OLMo-2 put an RMSNorm after attention: a head's write is its output through that norm's
     (frozen) scale. Cutting every layer-0 head out of a layer-1 head's queries, keys and values then leaves
-    exactly the stream before layer 0, which a brute-force run recomputes that head from."""
-    m = random_model(seed=6, n_layers=2, n_heads=3, post_norm=True, **kw)
+    the stream entering layer 1 minus layer 0's whole attention output (no biases), which a brute-force run
+    recomputes that head from (with grouped K/V: the K/V head it shares with its group, for all of them)."""
+    m = random_model(seed=6, n_layers=2, n_heads=4, post_norm=True, **kw)
+    cfg, dst = m.cfg, 3
     t = toks_for(m, 2, 7)
-    hooks = ablation_hooks(m, paths=[((0, h), (1, 2), kind) for h in range(3) for kind in "qkv"])
+    hooks = ablation_hooks(m, paths=[((0, h), (1, dst), kind) for h in range(4) for kind in "qkv"])
     got = m.run_with_hooks(t, hooks)
     _, cache = m.run_with_cache(t)
-    x = cache["blocks.0.hook_resid_pre"]  # what layer 1 reads with layer 0's heads removed (no biases)
-    x = m.normalize(x, "ln1", 1)
+    x = m.normalize(cache["blocks.1.hook_resid_pre"] - cache["blocks.0.hook_attn_out"], "ln1", 1)
 
     def from_stream(which):
+        stored = cfg.kv_head_of(dst) if cfg.grouped_kv and which != "q" else dst
+        readers = cfg.kv_group(stored) if cfg.grouped_kv and which != "q" else [dst]
+
         def hook(act, hp):
             act = act.clone()
-            act[:, :, 2] = m.project(x, 1, which)[:, :, 2]
+            act[:, :, readers] = m.project(x, 1, which)[:, :, [stored]]  # broadcast over the group
             return act
         return hook
 
