@@ -115,3 +115,41 @@ def test_paths_attribution_and_interventions(arch):
     att = engine.attention_patterns(m, t[0])
     vh = engine.virtual_heads(m, att, (0, 0), (1, H - 1))
     assert vh.pattern.shape[-1] == t.shape[1]
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "olmo2", "gemma2"])
+def test_qk_circuit_with_qk_norms_post_norms_and_softcaps_is_the_score_up_to_positive_factors(arch):
+    """What the folded circuit leaves out of a layer-0 score are positive per-token factors: ln1's scale
+    (pre-norm models), the q / k norms' RMS (Qwen3 per head; OLMo-2 over all heads of the projection, K per
+    shared K/V head) and, with a soft-cap, its tanh (undone here). Recomputed from the cached stream, they
+    turn the model's own scores into full_qk(offset=i-j)[t_i, t_j] / attn_scale."""
+    m = model(arch)
+    cfg = m.cfg
+    t = toks(2)[:1]
+    _, cache = m.run_with_cache(t)
+    sc = cache["attn_scores", 0][0].double()  # [head, q, k]
+    if cfg.attn_softcap is not None:
+        sc = cfg.attn_softcap * torch.atanh(sc / cfg.attn_softcap)
+    n, H = t.shape[1], cfg.n_heads
+    x = cache["blocks.0.ln1.hook_normalized"][0] if cfg.pre_norm else cache["blocks.0.hook_resid_pre"][0]
+    s = cache["scale", 0, "ln1"][0, :, 0] if cfg.pre_norm else torch.ones(n)
+    rq, rk = torch.ones(n, H), torch.ones(n, H)
+    if cfg.qk_norm:  # the RMS each norm divides by, from the raw projections
+        dims = (-1,) if cfg.qk_norm_scope == "head" else (-2, -1)
+
+        def rms(W, b):  # W [heads, d_model, d_head] -> [pos, heads] (one value per head or per token)
+            raw = torch.einsum("pd,hde->phe", x, W[0]) + (b[0] if b is not None else 0)
+            return (raw.pow(2).mean(dims, keepdim=True) + cfg.ln_eps).sqrt().expand_as(raw)[..., 0]
+
+        rq = rms(m.W_Q, m.b_Q if cfg.biases else None)
+        stored = "_" if cfg.grouped_kv else ""
+        rk = rms(getattr(m, f"{stored}W_K"), getattr(m, f"{stored}b_K") if cfg.biases else None)
+        if cfg.grouped_kv:
+            rk = rk.repeat_interleave(cfg.kv_group_size, dim=1)
+    for delta in (0, 1, 3):
+        fq = engine.full_qk(m, offset=delta)[0].materialize().double() / cfg.attn_scale
+        i = torch.arange(delta, n)
+        j = i - delta
+        got = sc[:, i, j] * (s[i] * s[j])[None] * (rq[i] * rk[j]).T
+        want = fq[:, t[0, i], t[0, j]]
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
