@@ -153,3 +153,34 @@ def test_qk_circuit_with_qk_norms_post_norms_and_softcaps_is_the_score_up_to_pos
         got = sc[:, i, j] * (s[i] * s[j])[None] * (rq[i] * rk[j]).T
         want = fq[:, t[0, i], t[0, j]]
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "olmo2"])
+def test_path_terms_through_post_norms_are_what_the_heads_wrote(arch):
+    """Single path terms (not only their sum) of post-norm models, against the forward pass's own cache: at
+    layer 0 the embedding is all a head reads, so 'embed → L0Hh' is the head's output through ln1_post's
+    frozen scale and weight, and 'mlp L0' the MLP block's output; 'embed → L1Hg' is recomputed by hand from
+    the embedding through layer 1's frozen ln1 scale, the head's cached pattern, W_V, W_O and ln1_post."""
+    m = model(arch)
+    cfg = m.cfg
+    t = toks(2)[:1]
+    pt = engine.path_terms(m, t, max_order=2)
+    _, cache = m.run_with_cache(t)
+    term = {lab: pt.resid[i][0].double() for i, lab in enumerate(pt.labels)}
+    f = {k: v.double() for k, v in cache.items()}
+
+    def post(x, layer):  # through the block's post-norm, its scale frozen
+        w = m.ln1_post_w[layer].double() if hasattr(m, "ln1_post_w") else 1.0
+        return x / f[f"blocks.{layer}.ln1_post.hook_scale"][0] * w
+
+    for h in range(cfg.n_heads):
+        torch.testing.assert_close(term[f"embed → L0H{h}"], post(f["blocks.0.attn.hook_result"][0, :, h], 0),
+                                   rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(term["mlp L0"], f["blocks.0.hook_mlp_out"][0], rtol=1e-5, atol=1e-6)
+    e = f["blocks.0.hook_resid_pre"][0]  # the embedding, as the stream carries it
+    x = e / f["blocks.1.ln1.hook_scale"][0] * m.ln1_w[1].double() if cfg.pre_norm else e
+    W_V = getattr(m, "_W_V" if cfg.grouped_kv else "W_V")[1].double()
+    for g in range(cfg.n_heads):
+        kv = cfg.kv_head_of(g) if cfg.grouped_kv else g
+        z = f["blocks.1.attn.hook_pattern"][0, g] @ (x @ W_V[kv])
+        torch.testing.assert_close(term[f"embed → L1H{g}"], post(z @ m.W_O[1, g].double(), 1), rtol=1e-5, atol=1e-6)
