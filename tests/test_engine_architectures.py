@@ -184,3 +184,47 @@ def test_path_terms_through_post_norms_are_what_the_heads_wrote(arch):
         kv = cfg.kv_head_of(g) if cfg.grouped_kv else g
         z = f["blocks.1.attn.hook_pattern"][0, g] @ (x @ W_V[kv])
         torch.testing.assert_close(term[f"embed → L1H{g}"], post(z @ m.W_O[1, g].double(), 1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "gpt_neox", "olmo2"])
+def test_patching_and_mean_ablation_match_hooked_runs(arch):
+    """patch_heads / patch_kv_heads / mean ablation on post-norm, soft-capped, sliding-window and parallel
+    families, each entry against one explicitly hooked forward pass of the model itself."""
+    m = model(arch)
+    cfg = m.cfg
+    clean, corrupt = toks(2)[:1], toks(3)[:1]
+    metric = engine.logit_diff_metric(-1, 5, 7)
+    _, cache = m.run_with_cache(clean)
+
+    def hooked(name, edit):
+        def hook(act, hp):
+            act = act.clone()
+            edit(act)
+            return act
+        with torch.no_grad():
+            return float(metric(m.run_with_hooks(corrupt, [(name, hook)]), corrupt))
+
+    lay, h = cfg.n_layers - 1, cfg.n_heads - 1
+    table = engine.patch_heads(m, clean, corrupt, metric=metric)
+
+    def put_z(act):
+        act[:, :, h] = cache[f"blocks.{lay}.attn.hook_z"][:, :, h]
+
+    assert float(table[lay, h]) == pytest.approx(hooked(f"blocks.{lay}.attn.hook_z", put_z), rel=1e-6, abs=1e-6)
+    kv = cfg.n_kv - 1
+    group = cfg.kv_group(kv) if cfg.grouped_kv else [kv]
+    kv_table = engine.patch_kv_heads(m, clean, corrupt, kind="v", metric=metric)
+
+    def put_v(act):
+        act[:, :, group] = cache[f"blocks.{lay}.attn.hook_v"][:, :, group]
+
+    assert float(kv_table[lay, kv]) == pytest.approx(hooked(f"blocks.{lay}.attn.hook_v", put_v), rel=1e-6, abs=1e-6)
+    ref = toks(4, 12)
+    _, ref_cache = m.run_with_cache(ref)
+    mean_z = ref_cache[f"blocks.{lay}.attn.hook_z"][:, :, h].mean((0, 1))  # over the reference's batch and positions
+    eff = engine.ablate_heads(m, corrupt, [(lay, h)], kind="mean", metric=metric, reference=ref)
+
+    def put_mean(act):
+        act[:, :, h] = mean_z
+
+    assert eff.intervened == pytest.approx(hooked(f"blocks.{lay}.attn.hook_z", put_mean), rel=1e-6, abs=1e-6)
