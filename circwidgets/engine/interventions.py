@@ -211,6 +211,8 @@ def _path_hooks(model: Transformer, cuts: Sequence[PathCut], res_mean: dict[int,
     def keeper(name):
         def keep(act, hp):
             store[(name, hp.layer())] = act
+            if name == "result":  # what multiplies each head's output into the stream (a post-norm), once
+                store[("factor", hp.layer())] = model.attn_write_factor(act, hp.layer())
         return keep
 
     hooks: list[Hook] = [(("result", lay), keeper("result")) for lay in sorted({c.src[0] for c in cuts})]
@@ -230,13 +232,10 @@ def _path_hooks(model: Transformer, cuts: Sequence[PathCut], res_mean: dict[int,
                 for l1, h1 in srcs:
                     r = store[("result", l1)][:, :, h1]
                     r = r if res_mean is None else r - res_mean[l1][h1]
-                    factor = model.attn_write_factor(store[("result", l1)], l1)  # a post-norm's frozen scale
+                    factor = store[("factor", l1)]
                     r = r if factor is None else r * factor
                     removed = r if removed is None else removed + r
-                x = model.normalize(store[("resid_pre", lay)] - removed, "ln1", lay)
-                if which != "v" and cfg.positional == "shortformer":
-                    x = x + model.W_pos[: x.shape[1]]
-                new = model.project(x, lay, which)[:, :, stored]
+                new = model.project_from_stream(store[("resid_pre", lay)] - removed, lay, which)[:, :, stored]
                 readers = cfg.kv_group(stored) if cfg.grouped_kv and which != "q" else [stored]
                 act[:, :, readers] = new[:, :, None].to(act.dtype)
             return act

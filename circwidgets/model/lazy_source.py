@@ -266,10 +266,7 @@ class LazySource:
                         r = store[s] - (res_mean[s] if res_mean else 0)
                         factor = store[("factor", s[0])]
                         removed = removed + (r if factor is None else r * factor)
-                    x = module.normalize(store[("resid_pre", layer)] - removed, "ln1", 0)
-                    if which != "v" and cfg.positional == "shortformer":
-                        x = x + module.W_pos[: x.shape[1]]
-                    new = module.project(x, 0, which)[:, :, stored]
+                    new = module.project_from_stream(store[("resid_pre", layer)] - removed, 0, which)[:, :, stored]
                     readers = cfg.kv_group(stored) if cfg.grouped_kv and which != "q" else [stored]
                     act[:, :, readers] = new[:, :, None].to(act.dtype)
                 return act

@@ -271,6 +271,15 @@ class Transformer(nn.Module):
             out = self._qk_norm(out, w((self.q_norm_w if which == "q" else self.k_norm_w)[layer]))
         return out
 
+    def project_from_stream(self, resid: torch.Tensor, layer: int, which: str) -> torch.Tensor:
+        """`project` of the residual stream `resid [batch, pos, d_model]` entering `layer`: through its ln1
+        (`normalize`) and, for q / k, with shortformer positions added, as the forward pass does (without
+        firing hooks). Path cuts recompute a head's input with this from an edited stream."""
+        x = self.normalize(resid, "ln1", layer)
+        if which != "v" and self.cfg.positional == "shortformer":
+            x = x + self.W_pos[: x.shape[1]]
+        return self.project(x, layer, which)
+
     def attn_write_factor(self, result: torch.Tensor, layer: int) -> torch.Tensor | None:
         """What multiplies each head's `result` `[batch, pos, heads, d_model]` (`hook_result`) on its way into
         the residual stream: None without a post-norm; through an RMS post-norm (Gemma 2/3, OLMo-2)
