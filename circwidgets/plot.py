@@ -272,6 +272,40 @@ def ablation(clean, ablated, labels: Sequence[str] | None = None, title: str = "
     return fig
 
 
+def patching(report, labels: Sequence[str] | None = None, corrupt_labels: Sequence[str] | None = None,
+             selected: tuple[int, int] | None = None, title: str = ""):
+    """The two heatmaps of an `engine.PatchingReport` (what the ablation view shows in patching mode):
+    the residual stream `[layer, position]` and the head outputs `[layer, head]`, clean patched into the
+    corrupted run, on one diverging scale each (blue: restores the clean answer); positions labelled
+    `clean/corrupted` where the two texts differ; the `selected` head outlined."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    resid, heads = _np(report.resid), _np(report.heads)
+    (L, P), H = resid.shape, heads.shape[1]
+    fig = Figure(figsize=(min(14, 4.5 + 0.3 * P + 0.4 * H), 1.6 + 0.45 * L), layout="constrained")
+    ar, ah = fig.subplots(1, 2, width_ratios=[max(P, 1), max(H, 1)])
+    for ax, m, what in ((ar, resid, "residual stream (layer × position)"), (ah, heads, "head outputs (layer × head)")):
+        v = float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 1.0
+        im = ax.imshow(m, cmap="RdBu", vmin=-(v or 1.0), vmax=v or 1.0, aspect="auto", interpolation="nearest")
+        ax.set_yticks(range(L))
+        ax.set_yticklabels([f"L{i}" for i in range(L)])
+        ax.set_title(what, fontsize=9).set_parse_math(False)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    if labels is not None and P <= 48:
+        cl = corrupt_labels if corrupt_labels is not None else labels
+        _ticklabels(ar, "x", [s if c == s else f"{s}/{c}" for s, c in zip(labels, cl)], rotation=90, fontsize=7,
+                    fontfamily="monospace")
+    ar.set_xlabel("position")
+    ah.set_xticks(range(H))
+    ah.set_xticklabels([f"H{j}" for j in range(H)])
+    ah.set_xlabel("head")
+    if selected is not None:
+        ah.add_patch(Rectangle((selected[1] - 0.5, selected[0] - 0.5), 1, 1, fill=False, ec="orange", lw=2))
+    fig.suptitle(title or "activation patching (clean → corrupted)", fontsize=9).set_parse_math(False)
+    return fig
+
+
 def training_curves(history: Sequence[dict], title: str = ""):
     """Loss curves (train / validation / in-context) and the largest head scores over training
     steps, from a trainer's history records (`{"step", "train_loss", "val_loss", "max_induction", ...}`)."""

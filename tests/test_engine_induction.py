@@ -6,7 +6,7 @@ import torch
 
 from circwidgets import engine
 from circwidgets.model import ModelConfig, Transformer, rotary
-from circwidgets.model.testing import random_model
+from circwidgets.model.testing import random_model, rotated
 
 
 def _model(seed: int = 0, **kw):
@@ -219,3 +219,29 @@ def test_induction_positions_and_the_decisive_one():
         raise AssertionError("the head was resolved for a text without induction positions")
 
     assert engine.decisive_position(m, torch.tensor([1, 2, 3, 4]), must_not_be_asked) == 3
+
+
+def test_k_composition_positivity_matches_dense_float64_eigenvalues_and_survives_a_rotation():
+    """Every later head's K-composition positivity through L0H1 equals Re Σλ / Σ|λ| of the dense
+    [d_vocab, d_vocab] float64 matrix W_E W_Q^{h2} W_K^{h2}ᵀ W_OV^{h1}ᵀ W_Eᵀ (built here by hand); the
+    eigenvalues agree with the dense ones (the dense matrix's extra eigenvalues are zeros); layer-0 heads
+    have no term (NaN); an orthogonal change of the residual basis leaves all of it unchanged."""
+    m = _model(seed=7, d_vocab=24)
+    got = engine.k_composition_positivity(m, (0, 1))
+    assert got.shape == (2, 3) and got[0].isnan().all()
+    W_E = m.W_E.double()
+    W_OV = m.W_V[0, 1].double() @ m.W_O[0, 1].double()                      # [d_model, d_model]
+    for h2 in range(3):
+        dense = W_E @ m.W_Q[1, h2].double() @ m.W_K[1, h2].double().T @ W_OV.T @ W_E.T
+        lam = torch.linalg.eigvals(dense)
+        assert float(got[1, h2]) == pytest.approx(float(lam.real.sum() / lam.abs().sum()), abs=1e-5)
+        ev = engine.k_composition_eigenvalues(m, (0, 1), (1, h2)).to(torch.complex128)
+        big = lam[lam.abs().argsort(descending=True)][: len(ev)]
+        assert (big.abs()[len(ev):] if len(big) > len(ev) else big.abs()).numel() and lam.abs().sort().values[
+            : len(lam) - len(ev)].max() < 1e-9 * float(big.abs().max())     # the rest are zeros
+        key = lambda z: z[torch.argsort(z.real * 1e3 + z.imag)]               # noqa: E731  conjugate pairs in one order
+        torch.testing.assert_close(key(ev), key(big), rtol=1e-4, atol=1e-4 * float(big.abs().max()))
+    torch.testing.assert_close(engine.k_composition_positivity(rotated(m), (0, 1)), got, rtol=1e-4, atol=1e-5,
+                               equal_nan=True)
+    with pytest.raises(ValueError, match="no later head"):
+        engine.k_composition_positivity(m, (1, 0))

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from pagesim import page
 
 import circwidgets as cw
 from circwidgets import engine
@@ -239,9 +240,7 @@ def test_one_layer_models_get_a_message(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- page inputs
-def _page(w, **state):
-    """Apply values as the page's comm `update` would (through the PageInputs gate)."""
-    w._handle_msg({"content": {"data": {"method": "update", "state": state}}})
+_page = page  # (pagesim.page: values as the page's comm `update` sends them, through the PageInputs gate)
 
 
 def test_a_bad_step_from_the_page_is_a_message_and_reverts(view):

@@ -24,6 +24,7 @@ from .circuits import (
     offset_matrices,
     offset_profile,
     positional_qk,
+    positivity,
     trace_copying_score,
 )
 from .composition import (
@@ -76,6 +77,8 @@ from .induction import (
     diagonal_stats,
     induction_offsets,
     induction_positions,
+    k_composition_eigenvalues,
+    k_composition_positivity,
     k_composition_qk,
     opening_head,
     ov_copying,
@@ -114,7 +117,8 @@ from .virtual import VirtualHead, VirtualWeights, virtual_heads, virtual_weights
 __all__ = [
     # circuits (weights only)
     "W_OV", "W_QK", "circuit_cores", "eigen_positivity", "eigenvalues", "full_ov", "full_qk", "positional_qk",
-    "trace_copying_score", "FactoredMatrix", "check_offset", "keys_at", "offset_matrices", "offset_profile",
+    "trace_copying_score", "FactoredMatrix", "check_offset", "positivity", "keys_at",
+    "offset_matrices", "offset_profile",
     # composition, virtual weights and heads, path expansion
     "composition_baseline", "composition_for_head", "composition_scores", "composition_scores_one_sided",
     "HeadComposition",
@@ -130,7 +134,8 @@ __all__ = [
     # the induction mechanism in the weights
     "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_offsets",
     "induction_positions",
-    "k_composition_qk", "opening_head", "ov_copying", "positional_qk_profile", "strongest_induction_head",
+    "k_composition_eigenvalues", "k_composition_positivity", "k_composition_qk", "opening_head", "ov_copying",
+    "positional_qk_profile", "strongest_induction_head",
     "text_induction_head",
     # one forward pass on a text, shared by every view of it
     "TextRun", "supports_text_run", "text_run",

@@ -36,8 +36,9 @@ from .factored import FactoredMatrix, compute_dtype, eigvals
 from .prep import cached, weights
 
 __all__ = [
-    "W_OV", "W_QK", "check_offset", "circuit_cores", "eigen_positivity", "eigenvalues", "full_ov", "full_qk",
-    "head_full_qk", "keys_at", "offset_matrices", "offset_profile", "positional_qk", "trace_copying_score",
+    "W_OV", "W_QK", "by_magnitude", "check_offset", "circuit_cores", "eigen_positivity", "eigenvalues", "full_ov",
+    "full_qk", "head_full_qk", "keys_at", "offset_matrices", "offset_profile", "positional_qk", "positivity",
+    "trace_copying_score",
 ]
 
 Circuit = Literal["ov", "qk", "qk_pos"]
@@ -304,8 +305,22 @@ def eigenvalues(model: Transformer, layer: int, head: int, circuit: Circuit = "o
     (at most d_head) eigenvalues of the rank-<=d_head matrix other than its remaining zeros.
     """
     core = circuit_cores(model, circuit, full, layer, head, offset=offset)  # lazy / nnsight models: streamed there
-    lam = eigvals(core)
+    return by_magnitude(eigvals(core))
+
+
+def by_magnitude(lam: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues `[k]` sorted by decreasing magnitude (the order every view and figure shows them in)."""
     return lam[lam.abs().argsort(descending=True)]
+
+
+def positivity(lam: torch.Tensor, name: str = "eigenvalue positivity", axes: tuple[str, ...] = ()) -> torch.Tensor:
+    """`Re(sum lambda) / sum |lambda|` over the last axis of eigenvalues `lam` (complex `[*axes, k]`), in
+    [-1, 1]; NaN where every eigenvalue is 0 (a zero circuit: no value). The one definition of eigenvalue
+    positivity in the engine. Eigenvalues that came out NaN / inf (an overflow) raise
+    `NonFiniteResultError` naming `name` and the first bad index over `axes` (`check_finite_output`)."""
+    check_finite_output(name, lam, axes=axes)
+    num, den = lam.real.sum(-1), lam.abs().sum(-1)
+    return torch.where(den > 0, num / den, torch.full_like(num, float("nan")))
 
 
 def eigen_positivity(model: Transformer, circuit: Circuit = "ov", full: bool = True,
@@ -317,8 +332,7 @@ def eigen_positivity(model: Transformer, circuit: Circuit = "ov", full: bool = T
     `offset=Δ` (required; Δ = 0 asks whether a token attends to itself, at distance 0).
     """
     lam = eigvals(circuit_cores(model, circuit, full, offset=offset))  # lazy / nnsight models: streamed there
-    num, den = lam.real.sum(-1), lam.abs().sum(-1)
-    return torch.where(den > 0, num / den, torch.full_like(num, float("nan")))
+    return positivity(lam, f"{circuit} eigenvalue positivity", axes=("layer", "head"))
 
 
 @torch.no_grad()

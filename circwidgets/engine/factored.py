@@ -79,9 +79,18 @@ def eigvals(M: torch.Tensor) -> torch.Tensor:
     float64 0.39 s with 2 threads (0.20 s / 0.28 s single-threaded: float32 geev suffers badly from
     thread contention, float64 does not). On an H200 the warm OV+QK positivity of those 144 heads
     took 1.19 s with CUDA's eig and 0.24 s with this round trip to the CPU (the copy costs nothing).
+    A matrix with a NaN / inf entry (an overflow upstream) gets NaN eigenvalues, without calling LAPACK
+    on it (which rejects it, printing an error); callers report it (`_check.check_finite_output`).
     """
     out = torch.complex64 if M.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.complex128
-    return torch.linalg.eigvals(M.detach().to("cpu", torch.float64)).to(device=M.device, dtype=out)
+    A = M.detach().to("cpu", torch.float64)
+    bad = ~torch.isfinite(A).flatten(-2).all(-1)
+    if bool(bad.any()):
+        lam = torch.linalg.eigvals(torch.where(bad[..., None, None], 0.0, A))
+        lam[bad] = complex("nan+nanj")
+    else:
+        lam = torch.linalg.eigvals(A)
+    return lam.to(device=M.device, dtype=out)
 
 
 class FactoredMatrix:

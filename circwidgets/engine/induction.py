@@ -28,15 +28,15 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_layer_head
-from .circuits import full_ov, keys_at, positional_qk
+from ._check import check_finite_output, check_layer_head
+from .circuits import by_magnitude, full_ov, keys_at, positional_qk, positivity
 from .factored import FactoredMatrix
 from .prep import weights
 
 __all__ = [
     "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_offsets",
-    "induction_positions", "k_composition_qk", "opening_head", "ov_copying", "positional_qk_profile",
-    "strongest_induction_head", "text_induction_head",
+    "induction_positions", "k_composition_eigenvalues", "k_composition_positivity", "k_composition_qk",
+    "opening_head", "ov_copying", "positional_qk_profile", "strongest_induction_head", "text_induction_head",
 ]
 
 Head = tuple[int, int]
@@ -61,9 +61,7 @@ class DiagonalStats:
 
 
 def _positivity(fm: FactoredMatrix) -> float:
-    lam = fm.eigenvalues()
-    den = float(lam.abs().sum())
-    return float(lam.real.sum()) / den if den > 0 else float("nan")
+    return float(positivity(fm.eigenvalues(), "the circuit's eigenvalues"))
 
 
 @torch.no_grad()
@@ -109,6 +107,31 @@ def k_composition_qk(model: Transformer, prev_head: Head, ind_head: Head, offset
     W_E = w["W_E"]
     keys = keys_at(model, offset, l2, h2)  # W_K, or W_K R_Δᵀ for a rotary model (refuses a missing offset)
     return FactoredMatrix(W_E, w["W_Q"][l2, h2], keys.T, w["W_O"][l1, h1].T, w["W_V"][l1, h1].T, W_E.T)
+
+
+def k_composition_eigenvalues(model: Transformer, prev_head: Head, ind_head: Head, offset=None) -> torch.Tensor:
+    """Eigenvalues of `k_composition_qk(model, prev_head, ind_head, offset)`, complex `[k]`, sorted by
+    decreasing magnitude; `NonFiniteResultError` naming both heads when they overflow."""
+    fm = k_composition_qk(model, prev_head, ind_head, offset)
+    (l1, h1), (l2, h2) = _head(model, prev_head), _head(model, ind_head)
+    return by_magnitude(check_finite_output(f"L{l2}H{h2}'s QK circuit composed through L{l1}H{h1}", fm.eigenvalues(),
+                                            axes=(), model=model))
+
+
+@torch.no_grad()
+def k_composition_positivity(model: Transformer, prev_head: Head, offset=None) -> torch.Tensor:
+    """Eigenvalue positivity (`circuits.positivity`) of every head's K-composition term through `prev_head`
+    (`k_composition_qk`), float32 `[n_layers, n_heads]`: NaN for heads not in a later layer than `prev_head`
+    (no such term) and for zero circuits; `NonFiniteResultError` naming the first head whose term overflows."""
+    l1, h1 = _head(model, prev_head)
+    cfg = model.cfg
+    if l1 >= cfg.n_layers - 1:
+        raise ValueError(f"L{l1}H{h1} has no later head to compose with")
+    out = torch.full((cfg.n_layers, cfg.n_heads), float("nan"))
+    for layer in range(l1 + 1, cfg.n_layers):
+        for head in range(cfg.n_heads):
+            out[layer, head] = positivity(k_composition_eigenvalues(model, (l1, h1), (layer, head), offset)).float()
+    return out
 
 
 def induction_offsets(model: Transformer, seq_lens=None) -> list[int] | None:

@@ -3,17 +3,19 @@ loss and the top predictions updated live; an activation-patching mode for a cle
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import traitlets
 
+from ..engine import check_layer_head
 from ..engine.ablation_state import AblatedRun, PathCut, ablated_run
 from ..engine.interventions import path_cuts
 from ..model import Transformer
 from ._data import as_model, encode_array, token_label, tokens_and_labels
-from .base import CircuitWidget, int_pairs, list_of_lists, reacts_to
+from .base import CircuitWidget, head_rows, int_pairs, reacts_to
 
 _EFFECTS_MAX = 40_000_000  # single-head effect table on setup only when L*H*pos*d_vocab is at most this
 _LOGITS_MAX = 2_000_000  # runs keep (and cache) their logits only when pos*d_vocab is at most this
@@ -36,7 +38,9 @@ class Ablation(CircuitWidget):
 
     _front_end = "ablation"
     export_inputs = ("ablation", "mode", "off", "cuts", "position", "layer", "head")  # restore order
-    page_schema = {"off": int_pairs(), "cuts": list_of_lists}
+    # from the page: heads of the model (no negative indices), none twice (so at most n_layers * n_heads
+    # heads off); cuts as [l1, h1, l2, h2, kind] rows of heads, none twice
+    page_schema = {"off": int_pairs(heads=True, unique=True), "cuts": head_rows(2, kinds=("q", "k", "v"))}
 
     labels = traitlets.List(traitlets.Unicode(), []).tag(sync=True)
     off = traitlets.List([]).tag(sync=True)
@@ -124,9 +128,15 @@ class Ablation(CircuitWidget):
 
     # ------------------------------------------------------------------ state -> engine
     def _state(self) -> tuple[list[tuple[int, int]], list[PathCut]]:
-        heads = [(int(a), int(b)) for a, b in self.off]
+        """The heads off and the paths cut, checked and normalised (a negative index from Python counts from
+        the end, as everywhere in the engine) with repeats dropped; a bad entry raises, naming it."""
+        heads = []
+        for x in self.off:
+            if not (isinstance(x, (list, tuple)) and len(x) == 2):
+                raise ValueError(f"a head off is [layer, head], got {x!r}")
+            heads.append(check_layer_head(self.model, *map(operator.index, x)))
         cuts = path_cuts(self.model, self.cuts)  # the engine's parser: a malformed cut is a message naming it
-        return heads, cuts
+        return list(dict.fromkeys(heads)), list(dict.fromkeys(cuts))
 
     def ablated(self) -> AblatedRun:
         """The engine's run under the current state (heads off, paths cut, zero / mean)."""
@@ -147,8 +157,10 @@ class Ablation(CircuitWidget):
         return [[token_label(self.model, t), t, p] for t, p, _ in run.top(self.position, 5)]
 
     def _update(self) -> None:
+        heads, cuts = self._state()
         self.run = self.ablated()
         with self.hold_sync():
+            self.set_quietly(off=[list(x) for x in heads], cuts=[[*c.src, *c.dst, c.kind] for c in cuts])
             self.loss = self.run.loss
             self.notes = list(self.run.notes)
             self.token_loss = encode_array(self.run.token_loss[0].float(), "float32")
@@ -197,7 +209,7 @@ class Ablation(CircuitWidget):
     # ------------------------------------------------------------------ patching
     def patching(self) -> dict[str, torch.Tensor]:
         """The engine's patching report (`interventions.patching_report`, metric chosen there) as
-        {"heads": [L, H], "resid": [L, pos], "info": the metric in words}."""
+        {"heads": [L, H], "resid": [L, pos], "info": the metric in words, "report": the `PatchingReport`}."""
         from ..engine.interventions import patching_report
 
         def compute():
@@ -207,7 +219,7 @@ class Ablation(CircuitWidget):
                     + f"; clean {r.clean:.4f}, corrupted {r.corrupted:.4f}"
                     + ("; shown: fraction restored (patched − corrupted) / (clean − corrupted)" if r.normalized else
                        "; shown: metric of the patched run"))
-            return {"heads": r.heads, "resid": r.resid, "info": info}
+            return {"heads": r.heads, "resid": r.resid, "info": info, "report": r}
 
         return self.cached(("patching", self._version), compute)
 
@@ -237,6 +249,13 @@ class Ablation(CircuitWidget):
         return {}
 
     def summary(self) -> str:
+        if self.mode == "patch":  # what the live view shows in patching mode: the metric and the heatmaps
+            p = self.patching()
+            layer, head = self.layer, self.head
+            return (f"Ablation (activation patching, clean → corrupted): {p['info']}; head L{layer}H{head} "
+                    f"patched: {float(p['heads'][layer, head]):.4f}; heatmaps: residual stream "
+                    f"({self.n_layers} layers x {len(self.labels)} positions), head outputs ({self.n_layers} x "
+                    f"{self.n_heads}) (live view needs a running kernel)")
         offs = ", ".join(f"L{a}H{b}" for a, b in self.off) or "none"
         cuts = ", ".join(f"L{c[0]}H{c[1]}→L{c[2]}H{c[3]}.{c[4]}" for c in self.cuts) or "none"
         return (f"Ablation ({self.ablation}): heads off: {offs}; paths cut: {cuts}; loss {self.loss:.4f} "
@@ -245,6 +264,9 @@ class Ablation(CircuitWidget):
     def figure(self):
         from .. import plot
 
+        if self.mode == "patch":  # the patching heatmaps, as the live view's patching mode
+            return plot.patching(self.patching()["report"], self.labels, self.corrupt_labels,
+                                 selected=(self.layer, self.head), title=self.patch_info)
         return plot.ablation(self._clean, self.run, self.labels,
                              title=f"per-token loss: clean {self.clean_loss:.3f}, ablated {self.loss:.3f}")
 

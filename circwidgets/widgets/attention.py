@@ -117,9 +117,9 @@ class AttentionPatterns(CircuitWidget):
         if not self.apply_or_revert(change, load, "text not shown"):
             return
         self.error = ""
+        self.invalidate()  # (clears the message: the score's, if any, comes after)
         if self.score_name == "previous_token_text":
             self._set_score(self.score_name)
-        self.invalidate()
 
     # ------------------------------------------------------------------ head scores for the grid
     def _compute_score(self, name: str) -> torch.Tensor:
@@ -143,9 +143,16 @@ class AttentionPatterns(CircuitWidget):
         raise ValueError(f"score {name!r} is not one of {list(SCORES)}")
 
     def _set_score(self, name: str) -> None:
+        """Colour the grid by score `name`; heads whose score is undefined (NaN: nothing to measure, e.g. a
+        text without previous-token pairs) are reported in the message and drawn neutral with "·"."""
         s = self._compute_score(name)
         self.set_quietly(scores=encode_array(s.float(), "float32"), score_label=SCORES[name], score_name=name,
                          deferred=False)
+        n_bad, n = int((~torch.isfinite(s)).sum()), s.numel()
+        if n_bad:
+            why = (f"no previous-token pairs in this text ({len(self.labels)} token(s))"
+                   if name == "previous_token_text" and n_bad == n else f"undefined for {n_bad} of {n} heads")
+            self._report(f"{SCORES[name]}: {why}; those heads have no score (cells marked ·)")
 
     def _deferred_work(self) -> None:
         super()._deferred_work()

@@ -26,7 +26,7 @@ import ipywidgets
 import traitlets
 from ipywidgets.widgets.widget import _put_buffers
 
-from ..engine import check_finite, check_head, check_layer, check_layer_head
+from ..engine import check_finite, check_head, check_layer, check_layer_head, check_offset
 from ..model import Transformer
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"  # the built front ends (committed)
@@ -85,34 +85,84 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def int_list(n: int) -> Callable[[Any], str | None]:
-    """Page-value check: `[]` or a list of exactly `n` integers."""
-
-    def check(v: Any) -> str | None:
-        if v == [] or (isinstance(v, list) and len(v) == n and all(_is_int(x) for x in v)):
-            return None
-        return f"must be [] or a list of {n} integers"
-
-    return check
+PageCheck = Callable[[Any, Any], "str | None"]  # (value from the page, the widget) -> why it is refused, or None
 
 
-def int_pairs(max_len: int | None = None) -> Callable[[Any], str | None]:
-    """Page-value check: a list of `[layer, head]` integer pairs (at most `max_len` of them)."""
+def _head_problem(w: Any, layer: int, head: int) -> str | None:
+    """Why `[layer, head]` from the page is not a head of `w`'s model (0-based: the page never sends
+    negative indices), or None."""
+    if 0 <= layer < w.n_layers and 0 <= head < w.n_heads:
+        return None
+    return f"L{layer}H{head} is not a head of this model (layers 0..{w.n_layers - 1}, heads 0..{w.n_heads - 1})"
 
-    def check(v: Any) -> str | None:
-        if not isinstance(v, list) or not all(isinstance(x, list) and len(x) == 2 and all(map(_is_int, x))
-                                              for x in v):
-            return "must be a list of [layer, head] integer pairs"
-        if max_len is not None and len(v) > max_len:
-            return f"must hold at most {max_len} pairs"
+
+def int_list(n: int, heads: bool = False) -> PageCheck:
+    """Page-value check: `[]` or a list of exactly `n` integers; `heads`: read as `n // 2` consecutive
+    `[layer, head]` pairs, each a head of the widget's model (`_head_problem`)."""
+
+    def check(v: Any, w: Any) -> str | None:
+        if not (v == [] or (isinstance(v, list) and len(v) == n and all(_is_int(x) for x in v))):
+            return f"must be [] or a list of {n} integers"
+        if heads:
+            return next(filter(None, (_head_problem(w, v[i], v[i + 1]) for i in range(0, len(v), 2))), None)
         return None
 
     return check
 
 
-def list_of_lists(v: Any) -> str | None:
-    """Page-value check: a list of lists (their items are checked by the view's own parser)."""
-    return None if isinstance(v, list) and all(isinstance(x, list) for x in v) else "must be a list of lists"
+def head_rows(pairs: int = 1, kinds: tuple[str, ...] = (), max_len: int | None = None, heads: bool = True,
+              unique: bool = True) -> PageCheck:
+    """Page-value check: a list of rows, each `pairs` `[layer, head]` integer pairs in a row
+    (`[l1, h1, l2, h2]` for 2), then one string among `kinds` when `kinds` is given
+    (`[l1, h1, l2, h2, "k"]`). At most `max_len` rows; `heads`: every pair a head of the widget's
+    model (`_head_problem`: no negative indices) and at most as many rows as distinct such rows exist
+    ((n_layers * n_heads)^pairs per kind); `unique`: no row twice."""
+    width = 2 * pairs + bool(kinds)
+    if pairs == 1 and not kinds:
+        what = "[layer, head] integer pairs"
+    else:
+        cols = [f"l{i}, h{i}" for i in range(1, pairs + 1)] + (["kind"] if kinds else [])
+        what = f"[{', '.join(cols)}] rows" + (f" (kind one of {', '.join(map(repr, kinds))})" if kinds else "")
+
+    def row_ok(x: Any) -> bool:
+        return (isinstance(x, list) and len(x) == width and all(map(_is_int, x[:2 * pairs]))
+                and (not kinds or (isinstance(x[-1], str) and x[-1] in kinds)))
+
+    def check(v: Any, w: Any) -> str | None:
+        caps = [max_len] + ([(w.n_layers * w.n_heads) ** pairs * max(1, len(kinds))] if heads else [])
+        cap = min((c for c in caps if c is not None), default=None)
+        if isinstance(v, list) and cap is not None and len(v) > cap:
+            return f"must hold at most {cap} rows"
+        if not isinstance(v, list) or not all(map(row_ok, v)):
+            return f"must be a list of {what}"
+        if heads:
+            for x in v:
+                for i in range(0, 2 * pairs, 2):
+                    if why := _head_problem(w, x[i], x[i + 1]):
+                        return why
+        if unique and len({tuple(x) for x in v}) < len(v):
+            return "must not hold the same row twice"
+        return None
+
+    return check
+
+
+def int_pairs(max_len: int | None = None, heads: bool = False, unique: bool = False) -> PageCheck:
+    """Page-value check: a list of `[layer, head]` integer pairs (at most `max_len`); `heads` / `unique`
+    as in `head_rows`."""
+    return head_rows(1, max_len=max_len, heads=heads, unique=unique)
+
+
+def rotary_offset(model: Transformer, offset: Any, what: str) -> int:
+    """The offset Δ = query − key position a view's rotary control may hold: one integer in 0..n_ctx − 1
+    (the distances inside the model's context) on a rotary model (`engine.check_offset`); ValueError
+    naming `what` and the range for anything else. The one check of the eigenvalue and composition views."""
+    off = check_offset(model, offset, what)
+    n = model.cfg.n_ctx
+    if not isinstance(off, int) or off > n - 1:
+        raise ValueError(f"{what}: offset={_short(offset)} is out of range 0..{n - 1} (query − key position "
+                         f"inside the {n}-token context)")
+    return off
 
 
 # JSON types a value from the page must have, per trait class (bool is not an int here, an int is
@@ -134,7 +184,8 @@ class PageInputs:
     A comm `update` message is checked before traitlets sees it: each key must be one of the view's
     page inputs (`page_inputs`, plus `export_inputs` where the class has them), its value of the
     trait's JSON type (`_PAGE_TYPES`: `head: 1.5`, `"abc"`, `null` are refused) and, where the class
-    lists one in `page_schema`, of the right structure (`pair` four integers). A refused value, and
+    lists one in `page_schema` (a `PageCheck` of the value and the widget: `int_list`, `head_rows`), of
+    the right structure and range (`pair` four integers, `off` heads of the model). A refused value, and
     any failure while applying an accepted one, becomes the widget's `error` message (and a
     `CircuitWidgetWarning`); the page is sent the kernel's values back, so the selection reverts. No
     exception leaves the comm handler, so no traceback reaches the notebook. Traits of ipywidgets'
@@ -142,7 +193,7 @@ class PageInputs:
     """
 
     page_inputs: ClassVar[tuple[str, ...]] = ()
-    page_schema: ClassVar[dict[str, Callable[[Any], str | None]]] = {}
+    page_schema: ClassVar[dict[str, PageCheck]] = {}
 
     def _report(self, msg: str) -> None:
         self.error = msg
@@ -167,7 +218,7 @@ class PageInputs:
                     return f"must be {what}"
                 break
         check = self.page_schema.get(name)
-        if check is not None and (why := check(value)):
+        if check is not None and (why := check(value, self)):
             return why
         try:
             trait.validate(self, value)

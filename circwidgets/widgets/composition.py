@@ -22,7 +22,7 @@ from ..engine.patterns import attention_patterns
 from ..engine.virtual import virtual_heads
 from ..model import Transformer
 from ._data import as_model, encode_array, tokens_and_labels
-from .base import CircuitWidget, int_list, reacts_to
+from .base import CircuitWidget, int_list, reacts_to, rotary_offset
 
 KINDS = {"q": "Q-composition", "k": "K-composition", "v": "V-composition"}
 
@@ -51,7 +51,7 @@ class Composition(CircuitWidget):
 
     _front_end = "composition"
     export_inputs = ("kind", "subtract_baseline", "pair", "layer", "head")  # restore order
-    page_inputs = ("offset",)  # the rotary offset box
+    page_inputs = ("offset",)  # the rotary offset box: answered by a kernel only (the offline page disables it)
     page_schema = {"pair": int_list(4)}
     cache_size = 512  # per-head focus maps and per-pair patterns (three float16 [pos, pos] arrays each)
 
@@ -81,8 +81,8 @@ class Composition(CircuitWidget):
         if layer is None or head is None:
             layer, head = (pair[2], pair[3]) if pair else (0, 0)
         rotary = model.cfg.positional == "rotary"
-        if rotary and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
-            raise ValueError(f"offset={offset!r} must be an integer >= 0 (query − key position)")
+        if rotary:
+            rotary_offset(model, offset, "the composition view")  # an integer in 0..n_ctx − 1
         self._init_pair = pair
         super().__init__(model, layer=layer, head=head, kind=kind, subtract_baseline=subtract_baseline,
                          rotary=rotary, offset=offset if rotary else 0, kv_group_size=model.cfg.kv_group_size,
@@ -160,11 +160,13 @@ class Composition(CircuitWidget):
             self._report(f"kind={change['new']!r} is not one of {list(KINDS)}")
             self.set_quietly(kind=change["old"])
             return
-        if change["name"] == "offset" and (not self.rotary or change["new"] < 0):
-            why = "only rotary models have an offset" if not self.rotary else "the offset must be >= 0"
-            self._report(f"offset={change['new']!r} not applied: {why}")
-            self.set_quietly(offset=change["old"])
-            return
+        if change["name"] == "offset":
+            try:
+                rotary_offset(self.model, change["new"], "the composition view")
+            except ValueError as e:
+                self._report(f"offset={change['new']!r} not applied: {e}")
+                self.set_quietly(offset=change["old"])
+                return
         try:
             with self.hold_sync():
                 self._refresh()

@@ -7,11 +7,10 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine import FactoredMatrix, check_layer_head, circuits
-from ..engine.induction import k_composition_qk
+from ..engine import check_layer_head, circuits, k_composition_eigenvalues, k_composition_positivity
 from ..model import Transformer
 from ._data import as_model, encode_array
-from .base import CircuitWidget, reacts_to
+from .base import CircuitWidget, int_list, reacts_to, rotary_offset
 
 CIRCUITS = {
     "ov": "full OV  W_E W_OV W_U",
@@ -43,7 +42,10 @@ class Eigenvalues(CircuitWidget):
 
     _front_end = "eigenvalues"
     export_inputs = ("log_magnitude", "layer", "head")
-    page_inputs = ("offset", "through")  # the rotary offset box / profile click, the composed-QK menu
+    # the rotary offset box / profile click, the composed-QK menu: answered by a kernel only (each recomputes
+    # every head's positivity), so the offline export leaves them out and its page disables them
+    page_inputs = ("offset", "through")
+    page_schema = {"through": int_list(2, heads=True)}  # [] or [layer, head] of a head of the model
 
     circuits = traitlets.List([]).tag(sync=True)
     positivity = traitlets.Dict({}).tag(sync=True)
@@ -81,7 +83,7 @@ class Eigenvalues(CircuitWidget):
     def _setup(self) -> None:
         cfg = self.model.cfg
         if self.rotary:
-            circuits.check_offset(self.model, self.offset, "the eigenvalue view")
+            rotary_offset(self.model, self.offset, "the eigenvalue view")
             names = ["ov", "qk"]
             self._profile = circuits.offset_profile(self.model, range(min(cfg.n_ctx, MAX_PROFILE))).float().cpu()
         else:
@@ -101,29 +103,23 @@ class Eigenvalues(CircuitWidget):
         self.circuits = [[c, lab] for c, lab in labels.items()]
         self.positivity = {c: encode_array(v, "float32") for c, v in self._pos.items()}
 
-    def _composed(self, layer: int, head: int) -> FactoredMatrix | None:
-        if not self.through or layer <= self.through[0]:
-            return None
-        return k_composition_qk(self.model, tuple(self.through), (layer, head))
-
     @reacts_to("through")
     def _on_through(self, change) -> None:
         self.apply_or_revert(change, self._apply_through, "QK composed through")
 
     def _apply_through(self) -> None:
-        self._pos.pop("qk_comp", None)
+        """The requested `through`, checked and stored normalised (a negative index from Python counts from the
+        end); the engine's positivity of every later head's composed circuit (an overflow raises, so the
+        request is refused with the engine's message and the view keeps what it showed)."""
         if self.through:
             if len(self.through) != 2:
                 raise ValueError(f"through={self.through!r}: give [layer, head] of an earlier head, or []")
             l1, h1 = check_layer_head(self.model, *self.through)
-            if l1 >= self.n_layers - 1:
-                raise ValueError(f"L{l1}H{h1} has no later head to compose with")
-            pos = torch.full((self.n_layers, self.n_heads), float("nan"))
-            for layer in range(l1 + 1, self.n_layers):
-                for head in range(self.n_heads):
-                    lam = self._composed(layer, head).eigenvalues()
-                    pos[layer, head] = float(lam.real.sum() / lam.abs().sum())
+            pos = k_composition_positivity(self.model, (l1, h1))
+            self.set_quietly(through=[l1, h1])
             self._pos["qk_comp"] = pos
+        else:
+            self._pos.pop("qk_comp", None)
         self._send_circuits()
         self.invalidate()
 
@@ -139,9 +135,7 @@ class Eigenvalues(CircuitWidget):
         def apply() -> None:
             if not self.rotary:
                 raise ValueError("this model has no rotary positions: its QK circuit does not depend on an offset")
-            off = change["new"]
-            if not 0 <= off <= self.max_offset:
-                raise ValueError(f"offset={off} is out of range 0..{self.max_offset}")
+            off = rotary_offset(self.model, change["new"], "the eigenvalue view")
             qk = circuits.eigen_positivity(self.model, circuit="qk", full=True, offset=off).float().cpu()
             self._pos["qk"] = qk
             with self.hold_sync():
@@ -160,9 +154,8 @@ class Eigenvalues(CircuitWidget):
         out = {c: circuits.eigenvalues(self.model, layer, head, circuit=c, full=True,
                                        **(self._qk_offset() if c == "qk" else {})) for c in self._pos if c != "qk_comp"}
         if "qk_comp" in self._pos:
-            fm = self._composed(layer, head)
-            lam = fm.eigenvalues() if fm is not None else torch.zeros(0, dtype=torch.complex64)
-            out["qk_comp"] = lam[lam.abs().argsort(descending=True)]
+            out["qk_comp"] = (k_composition_eigenvalues(self.model, tuple(self.through), (layer, head))
+                              if layer > self.through[0] else torch.zeros(0, dtype=torch.complex64))
         return out
 
     def export_actions(self) -> list[dict[str, Any]]:

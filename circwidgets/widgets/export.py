@@ -13,7 +13,8 @@ send): `save_changes` looks the new inputs up and applies that state's traits, f
 `change:<name>` as the kernel's messages would; a state that was not exported gets a message in the
 view instead (and no "computing" note: nothing is being computed). The shim marks the model
 `offline`, so controls only a kernel can answer (a text box to tokenize, token searches, more rows,
-the monitor's stop button) are disabled with the note "needs a live kernel" (`js/src/lib/offline.js`).
+the monitor's stop button, the rotary offset and composed-QK controls: the page inputs a view does not
+list in `export_inputs`) are disabled with the note "needs a live kernel" (`js/src/lib/offline.js`).
 A Content-Security-Policy of `default-src 'none'` (inline scripts and styles only) makes any network
 request impossible.
 ipywidgets' own embedding is not used: it loads its scripts from public CDNs.

@@ -34,6 +34,16 @@ def _f(x: float | None) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
+def _na(x: float | None, spec: str = ".3f") -> str:
+    """A number of the summary; "n/a" where the step data has none (undefined there, or not measured)."""
+    return "n/a" if x is None else format(x, spec)
+
+
+def _undefined(named: dict[str, float | None]) -> list[str]:
+    """The names of the values that came out NaN / inf (None: not measured, which is not a problem)."""
+    return [name for name, x in named.items() if x is not None and not math.isfinite(float(x))]
+
+
 def _nested(t: torch.Tensor) -> list:
     return [[_f(v) for v in row] for row in t.tolist()] if t.ndim == 2 else [_nested(x) for x in t]
 
@@ -117,6 +127,7 @@ class TrainingHistory(CircuitWidget):
         self.set_quietly(circuit=circuit)
         self.circuit_curves = self._circuit_curves(circuit)
         self.step_data = self._step_data(len(run.snapshots) - 1)
+        self._report_undefined()
 
     def _make_curves(self) -> eh.TrainingCurves:
         run, how = self.run, self._curves_from
@@ -202,14 +213,31 @@ class TrainingHistory(CircuitWidget):
                 "k_comp": [_f(m.k_composition) for m in ms], "baseline": list(ms[-1].baseline)}
 
     def _step_data(self, idx: int) -> dict[str, Any]:
+        """The shown snapshot's numbers as JSON: NaN / inf become null (the page shows "n/a"), and `undefined`
+        names them (`_report_undefined` says so in the message)."""
         step = self.run.steps[idx]
         s, c = self.scores_at(step), self.circuit_at(step)
-        return {"step": step, "index": idx, "circuit": list(self.circuit),
+        (l1, h1), (l2, h2) = c.prev_head, c.ind_head
+        undefined = _undefined({
+            "loss": s.loss, "in-context loss (first copy)": s.icl_first,
+            "in-context loss (repeated copy)": s.icl_repeated,
+            f"L{l2}H{h2} OV positivity": c.ov.positivity, f"L{l2}H{h2} OV top-1": c.ov.top1,
+            f"K-composition QK positivity via L{l1}H{h1}": c.k_qk.positivity,
+            f"K-composition QK top-1 via L{l1}H{h1}": c.k_qk.top1,
+            f"K-composition L{l1}H{h1} → L{l2}H{h2}": c.k_composition})
+        return {"step": step, "index": idx, "circuit": list(self.circuit), "undefined": undefined,
                 "induction": _nested(s.induction), "previous_token": _nested(s.previous_token),
                 "icl_first": _f(s.icl_first), "icl_repeated": _f(s.icl_repeated), "loss": _f(s.loss),
                 "ov": {"positivity": _f(c.ov.positivity), "top1": _f(c.ov.top1)},
                 "k_qk": {"positivity": _f(c.k_qk.positivity), "top1": _f(c.k_qk.top1)},
                 "n_tokens": c.ov.n_tokens, "k_comp": _f(c.k_composition), "baseline": list(c.baseline)}
+
+    def _report_undefined(self) -> None:
+        """A message naming the shown step's values that are undefined (NaN / inf from the engine: e.g. the
+        positivity of a zero circuit), shown as "n/a"; nothing when every value is a number."""
+        d = self.step_data
+        if d.get("undefined"):
+            self._report(f"at step {d['step']}: {', '.join(d['undefined'])} undefined (NaN or inf; shown as n/a)")
 
     def _variant(self) -> tuple:
         return (self.step,)
@@ -237,6 +265,7 @@ class TrainingHistory(CircuitWidget):
             with self.hold_sync():
                 self.step_data = data
                 self._refresh()
+                self._report_undefined()
 
         self.apply_or_revert(change, apply, "step not shown")
 
@@ -254,6 +283,7 @@ class TrainingHistory(CircuitWidget):
                 self.circuit_curves = curves
                 self.step_data = self._step_data(self.index_of(self.step))
                 self.error = ""
+                self._report_undefined()
 
         self.apply_or_revert(change, apply, "circuit not shown")
 
@@ -273,10 +303,10 @@ class TrainingHistory(CircuitWidget):
         ind = d["induction"][self.layer][self.head]
         prev = d["previous_token"][self.layer][self.head]
         return (f"TrainingHistory: {self.name}, {len(self.steps)} snapshots (steps {self.steps[0]}–{self.steps[-1]}); "
-                f"step {d['step']}: L{self.layer}H{self.head} induction {ind:.3f}, previous-token {prev:.3f}; "
-                f"L{l2}H{h2} OV positivity {d['ov']['positivity']:+.3f}, K-composition QK positivity "
-                f"{d['k_qk']['positivity']:+.3f}, K-composition with L{l1}H{h1} {d['k_comp']:.3f} "
-                f"(baseline {d['baseline'][0]:.3f}); curves from {self.curves.get('source')} "
+                f"step {d['step']}: L{self.layer}H{self.head} induction {_na(ind)}, previous-token {_na(prev)}; "
+                f"L{l2}H{h2} OV positivity {_na(d['ov']['positivity'], '+.3f')}, K-composition QK positivity "
+                f"{_na(d['k_qk']['positivity'], '+.3f')}, K-composition with L{l1}H{h1} {_na(d['k_comp'])} "
+                f"(baseline {_na(d['baseline'][0])}); curves from {self.curves.get('source')} "
                 "(live view needs a running kernel)")
 
     def figure(self):

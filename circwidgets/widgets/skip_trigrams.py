@@ -15,6 +15,7 @@ from ._data import as_model, find_token, token_label
 from .base import CircuitWidget
 
 PAGE = 20
+MAX_ROWS = 500  # the most rows the table sends (and never more than d_vocab): 25 pages of "more rows"
 
 
 def _row_dict(model: Transformer, r: SkipTrigramRow) -> dict:
@@ -52,7 +53,8 @@ class SkipTrigrams(CircuitWidget):
 
     Traits (synced): `rows` (top `n_rows` sources A, strongest first, each with its top destinations
     B (centred QK column) and top outputs C (centred OV row)), `n_rows` (the front end's "more" asks
-    for `PAGE` more), `query` (a token string or `#id` to look up through `table.for_source`),
+    for `PAGE` more, up to `max_rows` = min(`MAX_ROWS`, d_vocab)), `query` (a token string or `#id` to look
+    up through `table.for_source`),
     `found` (that source's row, or {}), `top_n` (0: every token; N: A, B and C only among the N most
     frequent tokens of `corpus`, `engine.frequent_tokens`), `has_corpus`. Python-side only:
     `n_dest` / `n_out` (list lengths).
@@ -66,6 +68,7 @@ class SkipTrigrams(CircuitWidget):
 
     rows = traitlets.List([]).tag(sync=True)
     n_rows = traitlets.Int(PAGE).tag(sync=True)
+    max_rows = traitlets.Int(PAGE).tag(sync=True)
     query = traitlets.Unicode("").tag(sync=True)
     found = traitlets.Dict({}).tag(sync=True)
     n_dest = traitlets.Int(5)  # not synced: the page only draws the lists it gets
@@ -85,9 +88,12 @@ class SkipTrigrams(CircuitWidget):
             self._frequent = frequent_tokens(torch.as_tensor(ids), model.cfg.d_vocab, model.cfg.d_vocab)
         if top_n and self._frequent is None:
             raise ValueError("top_n needs corpus= (token ids or text) to count token frequencies")
-        super().__init__(model, layer=layer, head=head, n_rows=k, n_dest=n_dest, n_out=n_out,
-                         d_vocab=model.cfg.d_vocab, top_n=max(0, int(top_n)), has_corpus=corpus is not None,
-                         defer_head=slow_scan(model) if defer is None else bool(defer))
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_ROWS:
+            raise ValueError(f"k={k!r} must be an integer in 1..{MAX_ROWS} (rows of the table)")
+        max_rows = min(MAX_ROWS, model.cfg.d_vocab)
+        super().__init__(model, layer=layer, head=head, max_rows=max_rows, n_rows=min(k, max_rows), n_dest=n_dest,
+                         n_out=n_out, d_vocab=model.cfg.d_vocab, top_n=max(0, int(top_n)),
+                         has_corpus=corpus is not None, defer_head=slow_scan(model) if defer is None else bool(defer))
 
     def vocab(self) -> torch.Tensor | None:
         """The token subset of the table (the `top_n` most frequent corpus tokens), or None: all."""
@@ -128,8 +134,9 @@ class SkipTrigrams(CircuitWidget):
 
     @traitlets.observe("n_rows")
     def _on_rows(self, change) -> None:
-        if change["new"] < 1:
-            self._report(f"n_rows={change['new']} must be at least 1")
+        if not 1 <= change["new"] <= self.max_rows:
+            self._report(f"n_rows={change['new']} not applied: must be at least 1 and at most {self.max_rows} "
+                         f"(the table sends at most {MAX_ROWS} rows, and no more than d_vocab)")
             self.set_quietly(n_rows=change["old"])
             return
         self._refresh()

@@ -97,6 +97,12 @@ function render({ model, el }) {
       let cv = btn.querySelector("canvas.cw-thumb");
       if (!cv) { cv = h("canvas", { cls: "cw-thumb" }); btn.replaceChildren(cv); }
       drawThumb(cv, l, hd, inkOn(th, c));
+      // no score for this head (undefined: e.g. a text without previous-token pairs; the kernel says so in
+      // the message): a neutral cell marked "·", never the colour of 0
+      let mark = btn.querySelector("span.cw-no-score");
+      if (Number.isFinite(v)) mark?.remove();
+      else if (!mark) { mark = h("span", { cls: "cw-no-score", text: "·" }); btn.append(mark); }
+      if (mark) mark.style.color = inkOn(th, c);
       btn.dataset.score = Number.isFinite(v) ? v.toFixed(4) : "nan";
       btn.title = `L${l}H${hd} ${model.get("score_name")} = ${fmt(v)}`;
     },
@@ -147,7 +153,8 @@ function render({ model, el }) {
     if (sHi <= sLo) sHi = sLo + 1;
     const label = model.get("score_label") || model.get("score_name");
     // deferred: the kernel computes the scores once the view is on the page (lib/message.js asks)
-    legend.textContent = model.get("deferred") && !scores.length ? `computing ${label}…` : `${label}: ${fmt(sLo)} … ${fmt(sHi)}`;
+    legend.textContent = model.get("deferred") && !scores.length ? `computing ${label}…`
+      : scores.length && !fin.length ? `${label}: no head has a value (·)` : `${label}: ${fmt(sLo)} … ${fmt(sHi)}`;
     scoreSel.replaceChildren();
     for (const [name, lab] of model.get("score_names")) {
       const o = h("option", { text: lab, attrs: { value: name } });

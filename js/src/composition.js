@@ -10,6 +10,7 @@ import { publishDrawn, sig } from "./lib/digest.js";
 import { cleanup, h, markDrawn, onThemeChange } from "./lib/dom.js";
 import { cursorMove, headGrid } from "./lib/grid.js";
 import { messageArea } from "./lib/message.js";
+import { needsKernel } from "./lib/offline.js";
 import { heatmap, patternPanel, scaleLegend } from "./lib/panels.js";
 import { onModelChanges } from "./lib/redraw.js";
 import { fmt } from "./lib/text.js";
@@ -49,6 +50,7 @@ function render({ model, el }) {
     h("label", { title: "subtract the mean score of random matrices of the same shapes" }, [baseBox, "minus baseline"]),
     offsetCtl,
   ]);
+  needsKernel(model, [offsetBox], offsetCtl); // a new offset recomputes the scores: a kernel answers it
   const msg = messageArea(model);
   const legendBox = h("div", { cls: "cw-legend-box" });
   const mapBox = h("div", { cls: "cw-map-box" });

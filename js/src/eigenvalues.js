@@ -9,6 +9,7 @@ import { cleanup, h, hidpi, markDrawn, onThemeChange } from "./lib/dom.js";
 import { headGrid } from "./lib/grid.js";
 import { cachedSelection } from "./lib/headcache.js";
 import { messageArea, pendingNote } from "./lib/message.js";
+import { needsKernel } from "./lib/offline.js";
 import { circleLabelCandidates, placeLabel } from "./lib/place.js";
 import { onModelChanges } from "./lib/redraw.js";
 import { fmt } from "./lib/text.js";
@@ -43,6 +44,8 @@ function render({ model, el }) {
     offsetCtl,
     h("label", {}, ["QK composed through ", through]),
   ]);
+  // each recomputes every head's positivity: a kernel answers them (the offline export holds no such states)
+  needsKernel(model, [offsetSlider, offsetBox, through], bar);
   const PW = 230, PH = 90; // offset profile plot, CSS px
   const profileCanvas = h("canvas", { cls: "cw-canvas cw-profile-canvas" });
   const profileBox = h("div", { cls: "cw-profile" }, [
@@ -87,6 +90,7 @@ function render({ model, el }) {
     h("div", {}, [plots, profileBox, readout, note])]));
 
   function setOffset(v) {
+    if (model.offline) { syncOffset(); return; } // (the profile click too: no kernel to answer it)
     const max = model.get("max_offset");
     const off = Math.max(0, Math.min(max, Math.round(Number(v))));
     if (!Number.isFinite(off) || off === model.get("offset")) { syncOffset(); return; }

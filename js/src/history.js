@@ -44,7 +44,8 @@ function render({ model, el }) {
     label: "select the head whose pattern is shown (cells: induction score at this step)",
     paint(btn, l, hd) {
       const sd = model.get("step_data") || {};
-      const v = sd.induction?.[l]?.[hd], col = seqColor(th, Number.isFinite(v) ? Math.max(0, Math.min(1, v)) : 0);
+      // no score (null: undefined at this step): the neutral colour of lib/color.js, marked "·"
+      const v = sd.induction?.[l]?.[hd], col = seqColor(th, Number.isFinite(v) ? Math.max(0, Math.min(1, v)) : NaN);
       btn.textContent = Number.isFinite(v) ? v.toFixed(2).replace(/^0/, "") : "·";
       btn.style.background = rgbCss(col);
       btn.style.color = inkOn(th, col);

@@ -99,7 +99,8 @@ function render({ model, el }) {
     publishDrawn(root, { layer: shown.layer, head: shown.head, n: rows.length,
       rows: rows.map((r) => [r.source_id, sig(r.strength, 4), r.dests.map((d) => d[1]), r.outs.map((o) => o[1])]) });
     title.textContent = `${model.get("title") ? model.get("title") + " — " : ""}L${shown.layer}H${shown.head} skip-trigrams`;
-    moreBtn.disabled = !!model.offline || rows.length >= model.get("d_vocab");
+    // the kernel sends at most `max_rows` rows (widgets/skip_trigrams.py MAX_ROWS, and never more than d_vocab)
+    moreBtn.disabled = !!model.offline || rows.length >= model.get("d_vocab") || model.get("n_rows") >= model.get("max_rows");
     drawFound();
     markDrawn(root, { shownLayer: shown.layer, shownHead: shown.head, nRows: rows.length, drawMs: (performance.now() - t0).toFixed(1),
       drawSource: source, cacheEntries: sel.cache.size });
@@ -124,7 +125,10 @@ function render({ model, el }) {
   };
   searchBtn.addEventListener("click", doSearch);
   search.addEventListener("keydown", (ev) => { ev.stopPropagation(); if (ev.key === "Enter") doSearch(); });
-  moreBtn.addEventListener("click", () => { model.set("n_rows", model.get("n_rows") + 20); model.save_changes(); });
+  moreBtn.addEventListener("click", () => {
+    model.set("n_rows", Math.min(model.get("n_rows") + 20, model.get("max_rows")));
+    model.save_changes();
+  });
   topN.addEventListener("keydown", (ev) => ev.stopPropagation());
   topN.addEventListener("change", () => {
     const n = Math.max(0, Math.floor(Number(topN.value) || 0));

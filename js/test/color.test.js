@@ -14,11 +14,14 @@ test("mix clamps t and interpolates linearly", () => {
   assert.equal(rgbCss([1.4, 2.6, 255]), "rgb(1,3,255)");
 });
 
-test("sequential scale: background at 0, accent at 1, background for NaN", () => {
+test("sequential scale: background at 0, accent at 1, the neutral bg2 (never the colour of 0) for NaN / inf", () => {
   for (const th of [TH, DARK]) {
     assert.deepEqual(seqColor(th, 0), th.rgb.bg);
     assert.deepEqual(seqColor(th, 1), th.rgb.accent);
-    assert.deepEqual(seqColor(th, NaN), th.rgb.bg);
+    for (const bad of [NaN, Infinity, -Infinity, undefined]) {
+      assert.deepEqual(seqColor(th, bad), th.rgb.bg2);
+      assert.notDeepEqual(seqColor(th, bad), seqColor(th, 0));
+    }
   }
 });
 

@@ -8,6 +8,8 @@ test("sig rounds to significant digits and maps non-finite to null", () => {
   assert.equal(sig(0), 0);
   assert.equal(sig(NaN), null);
   assert.equal(sig(Infinity), null);
+  assert.equal(sig(null), null); // a value the kernel sent as null is not a 0
+  assert.equal(sig(undefined), null);
 });
 
 test("sampled cells are causal, distinct and cover first, middle and last rows", () => {

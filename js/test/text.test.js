@@ -28,4 +28,6 @@ test("numbers: fixed decimals, exponent outside [1e-3, 1e4)", () => {
   assert.equal(fmt(12345, 3), "1.23e+4");
   assert.equal(fmt(NaN), "NaN");
   assert.equal(fmt(-Infinity), "-Infinity");
+  assert.equal(fmt(null), "n/a"); // JSON null: a value the kernel could not give (history's step data)
+  assert.equal(fmt(undefined, 4), "n/a");
 });

@@ -4,7 +4,8 @@
 - a click on a head whose state was not exported says so and never leaves "computing L…H…" on screen;
 - controls that need a kernel (the attention view's text box and its "run" button, the skip-trigram
   search and "more rows", the path view's target search) are disabled, with "needs a live kernel";
-- the history view's export scrubs every snapshot and paints that snapshot's numbers.
+- the history view's export scrubs every snapshot and paints that snapshot's numbers;
+- the rotary offset and composed-QK controls are disabled offline; undefined values are "·" / "n/a".
 """
 
 from __future__ import annotations
@@ -142,3 +143,52 @@ def test_the_history_export_scrubs_every_snapshot_offline(offline_page, tmp_path
     root.screenshot(path=str(lh.ARTIFACTS / "export_offline_history.png"))
     assert p.cw_requests == [], p.cw_requests
     assert not [x for x in p.cw_log if x.startswith("pageerror")], p.cw_log
+
+
+def test_offline_page_disables_kernel_only_controls_and_shows_undefined_values(offline_page, tmp_path):
+    """The rotary offset and the "QK composed through" menu (eigenvalue view) and the composition view's
+    offset are answered by a kernel only: disabled offline, with the note. A head with no score (a one-token
+    text has no previous-token pairs) is painted neutral with "·", never the colour of 0; the history view
+    shows "n/a" for a value that is undefined at a step (a zeroed W_O: OV positivity 0/0)."""
+    import torch
+    from playwright.sync_api import expect
+
+    import circwidgets as cw
+    from circwidgets.model.testing import random_model
+
+    p = offline_page
+    rot = random_model(n_layers=2, n_heads=2, d_model=16, d_head=4, d_vocab=13, n_ctx=12, positional="rotary",
+                       dtype=torch.float32)
+    for name, w, controls in (
+            ("eigenvalues", cw.eigenvalues(rot, offset=2), ("input.cw-offset-range", "input.cw-offset",
+                                                            "select.cw-through")),
+            ("composition", cw.composition(rot, [1, 2, 3, 4, 1, 2, 3, 4]), ("input.cw-offset",))):
+        p.goto(w.save_html(tmp_path / f"{name}.html", max_states=2).as_uri())
+        expect(p.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
+        root = p.locator(".cw-root")
+        for sel in controls:
+            expect(root.locator(sel)).to_be_disabled()
+        expect(root.locator(".cw-offline-note")).to_have_text("needs a live kernel")
+
+    with pytest.warns(cw.CircuitWidgetWarning, match="no previous-token pairs in this text"):
+        att = cw.attention(_model(), [1], score="previous_token_text")
+    p.goto(att.save_html(tmp_path / "one_token.html", max_states=1).as_uri())
+    expect(p.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
+    cell = p.locator('.cw-attention [data-layer="0"][data-head="0"]')
+    expect(cell).to_have_attribute("data-score", "nan")
+    expect(cell.locator(".cw-no-score")).to_have_text("·")
+    assert cell.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(238, 238, 238)"  # bg2, not bg (0)
+    expect(p.locator(".cw-attention .cw-legend").first).to_have_text("previous-token score (this text): no head has a "
+                                                                      "value (·)")
+
+    a, b = cw.load("toy-2l-induction"), cw.load("toy-2l-induction")
+    with torch.no_grad():
+        b.W_O[1, 0].zero_()
+    with pytest.warns(cw.CircuitWidgetWarning, match="L1H0 OV positivity undefined"):
+        wh = cw.training([(100, a), (200, b)], circuit=[0, 1, 1, 0], layer=1, head=0)
+    p.goto(wh.save_html(tmp_path / "history_na.html", max_states=2).as_uri())
+    expect(p.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
+    expect(p.locator(".cw-history .cw-ov-pos")).to_have_text("n/a")
+    assert "null" not in p.locator(".cw-history .cw-circuit-readout").inner_text()
+    assert p.cw_requests == [], p.cw_requests
+    assert not [x for x in p.cw_log if x.startswith(("pageerror", "error"))], p.cw_log

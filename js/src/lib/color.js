@@ -67,9 +67,10 @@ export function rgbCss(c) {
   return `rgb(${Math.round(c[0])},${Math.round(c[1])},${Math.round(c[2])})`;
 }
 
-/** Sequential colour for t in [0, 1]: background -> accent (non-finite t: background). */
+/** Sequential colour for t in [0, 1]: background -> accent (non-finite t: bg2, the neutral "no value"
+ * colour, as `divColor`: never the colour of 0). */
 export function seqColor(th, t) {
-  return mix(th.rgb.bg, th.rgb.accent, Number.isFinite(t) ? t : 0);
+  return Number.isFinite(t) ? mix(th.rgb.bg, th.rgb.accent, t) : th.rgb.bg2;
 }
 
 /** Diverging colour for v in [-1, 1]: negative colour <- background -> accent (non-finite: bg2). */

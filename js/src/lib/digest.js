@@ -7,6 +7,7 @@
 
 /** A number rounded to `d` significant digits (null when not finite: JSON has no NaN). */
 export function sig(x, d = 5) {
+  if (x === null || x === undefined) return null; // (Number(null) is 0: a missing value is not a zero)
   const v = Number(x);
   if (!Number.isFinite(v)) return null;
   return v === 0 ? 0 : Number(v.toPrecision(d));

@@ -20,8 +20,10 @@ export function shortLabel(s, n = 12) {
   return v.length > n ? v.slice(0, n - 1) + "\u2026" : v;
 }
 
-/** A number for a read-out: `digits` decimals, exponent notation below 1e-3 and from 1e4. */
+/** A number for a read-out: `digits` decimals, exponent notation below 1e-3 and from 1e4; "n/a" for
+ * a value the kernel sent as null (undefined there: a NaN / inf it reported in the message) or none at all. */
 export function fmt(x, digits = 3) {
+  if (x === null || x === undefined) return "n/a";
   if (!Number.isFinite(x)) return String(x);
   const a = Math.abs(x);
   if (a !== 0 && (a < 1e-3 || a >= 1e4)) return x.toExponential(digits - 1);
