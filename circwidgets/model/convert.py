@@ -30,13 +30,18 @@ import torch
 
 from .config import ModelConfig
 from .tokenizer import Tokenizer
-from .transformer import Transformer, param_shapes
+from .transformer import Transformer, from_tensors, param_shapes
 
 __all__ = ["ConversionError", "from_hf", "from_transformer_lens"]
 
 
 class ConversionError(ValueError):
-    """The source model cannot be converted faithfully (unsupported feature, or logits differ)."""
+    """The source model cannot be converted faithfully (unsupported feature, or logits differ).
+    `tensor`: the source's tensor at fault (its name in the state dict), when one is."""
+
+    def __init__(self, message: str, tensor: str | None = None):
+        super().__init__(message)
+        self.tensor = tensor
 
 
 # activation names of HF / TransformerLens -> ours. gelu_pytorch_tanh and gelu_fast are the same
@@ -70,17 +75,11 @@ def _build(cfg: ModelConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtyp
             raise ConversionError(f"{k} has shape {tuple(tensors[k].shape)}, expected {shape} from the config")
     if dtype is None:
         dtype = tensors["W_E"].dtype
-    with torch.device("meta"):  # no random init of weights we are about to overwrite
-        model = Transformer(cfg, seed=None)
-    if next(model.buffers(), None) is not None:  # buffers would stay on meta: build for real
-        with torch.random.fork_rng(devices=[]):
-            model = Transformer(cfg, seed=None)
-    res = model.load_state_dict({k: v.detach().to(dtype=dtype, copy=True) for k, v in tensors.items()},
-                                strict=False, assign=True)
-    buffers = {n for n, _ in model.named_buffers()}
-    if res.unexpected_keys or set(res.missing_keys) - buffers:  # every parameter given (checked above)
-        raise AssertionError(f"converter state dict mismatch: {res}")
-    return model.eval()
+    # copies: the source keeps its own tensors
+    return from_tensors(cfg, {k: v.detach().to(dtype=dtype, copy=True) for k, v in tensors.items()})
+
+
+_CHECK_MAX_WINDOW = 256  # the longest sliding window the logits check runs past
 
 
 def _check_logits(ours: Transformer, source_logits_fn, source_dtype: torch.dtype, what: str,
@@ -88,8 +87,13 @@ def _check_logits(ours: Transformer, source_logits_fn, source_dtype: torch.dtype
     """Run both models on the same random tokens; raise `ConversionError` if the logits differ.
     `source` is put in eval mode for the check (dropout) and restored afterwards."""
     g = torch.Generator().manual_seed(0)
-    n_pos = min(ours.cfg.n_ctx, 12)
-    tokens = torch.randint(0, ours.cfg.d_vocab, (2, n_pos), generator=g).to(ours.W_E.device)
+    # past the sliding window, if any: a window the source does not apply only shows beyond it. Windows of real
+    # models (4096 in Mistral / Gemma 2) would make this a 4097-token forward pass of a 7B model, so only small
+    # windows (the ones a hand-made or test config has) are run past; large ones come from the source's config.
+    window = ours.cfg.sliding_window or 0
+    n_pos = min(ours.cfg.n_ctx, window + 1 if 12 <= window < _CHECK_MAX_WINDOW else 12)
+    batch = 2 if n_pos <= 12 else 1  # long windows: one sequence is enough, and the check stays affordable
+    tokens = torch.randint(0, ours.cfg.d_vocab, (batch, n_pos), generator=g).to(ours.W_E.device)
     was_training = source.training if source is not None else False
     try:
         if source is not None:
@@ -162,6 +166,14 @@ def _hf_config_fields(config: Any) -> dict:
     )
 
 
+def _require_head(lm_head: torch.Tensor | None, config: Any, causal_lm: bool, head_key: str) -> None:
+    """An untied *ForCausalLM state dict must hold its unembedding: the embedding in its place (as for
+    a tied model) would give other logits, silently."""
+    if lm_head is None and causal_lm and getattr(config, "tie_word_embeddings", True) is False:
+        raise ConversionError(f"from_hf: the config says tie_word_embeddings=False, but the state dict has no "
+                              f"{head_key!r} (the unembedding): a truncated or mismatched checkpoint?", tensor=head_key)
+
+
 def _module_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The module's state dict; for a model dispatched by accelerate (`device_map`, layers offloaded to
     the CPU or to disk: meta tensors in the module) the offloaded values, read from accelerate's hooks."""
@@ -190,7 +202,7 @@ def from_hf(
 
     A checkpoint directory (`config.json` + `model.safetensors` or sharded `*.safetensors` with
     `model.safetensors.index.json`, optionally tokenizer files) is read through `lazy.LazyModel`:
-    `lazy=True` returns that `LazyModel` (weights memory-mapped in their stored dtype, read layer by
+    `lazy=True` returns that `LazyModel` (weights left on disk in their stored dtype, read layer by
     layer; the engine's weights-only analyses stream over it; Gram matrices cached in `cache_dir`,
     default `$CIRCWIDGETS_CACHE` or `~/.cache/circwidgets`); `lazy=False` loads the whole model.
 
@@ -249,8 +261,6 @@ def from_hf(
         return _from_hf_family(sd, family_cfg, src, tokenizer, dtype, check, name)
     if config is not None and getattr(config, "model_type", None) != "gpt2":
         _hf_config_fields(config)  # raises, naming the model_type
-    if config is not None and n_heads is None and isinstance(model_or_state_dict, Mapping):
-        n_heads = getattr(config, "n_head", None)  # a GPT-2 state dict with its config
     if isinstance(model_or_state_dict, torch.nn.Module):
         hf_model = model_or_state_dict
         config = getattr(hf_model, "config", None)
@@ -263,6 +273,11 @@ def from_hf(
         if n_heads is not None and n_heads != fields["n_heads"]:
             raise ValueError(f"n_heads={n_heads} contradicts the model's config (n_head={fields['n_heads']})")
         sd = _module_state_dict(hf_model)
+    elif isinstance(model_or_state_dict, Mapping) and config is not None:  # a GPT-2 state dict with its config
+        fields = _hf_config_fields(config)
+        if n_heads is not None and n_heads != fields["n_heads"]:
+            raise ValueError(f"n_heads={n_heads} contradicts the config (n_head={fields['n_heads']})")
+        sd = dict(model_or_state_dict)
     elif isinstance(model_or_state_dict, Mapping):
         sd = dict(model_or_state_dict)
         if n_heads is None:
@@ -281,6 +296,9 @@ def from_hf(
 
     # --- normalise key names: drop the `transformer.` prefix of GPT2LMHeadModel
     lm_head = sd.pop("lm_head.weight", None)
+    causal_lm = any(k.startswith("transformer.") for k in sd)
+    _require_head(lm_head, config, causal_lm, "lm_head.weight")
+    source_key = {k.removeprefix("transformer."): k for k in sd}  # for messages: the source's own names
     sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
     if "wte.weight" not in sd:
         raise ConversionError(
@@ -303,24 +321,38 @@ def from_hf(
         )
 
     W_E = sd["wte.weight"]
+    if W_E.ndim != 2 or sd["wpe.weight"].ndim != 2:
+        bad = "wte.weight" if W_E.ndim != 2 else "wpe.weight"
+        raise ConversionError(f"from_hf: {source_key[bad]} has shape {tuple(sd[bad].shape)}; a matrix expected",
+                              tensor=source_key[bad])
     V, D = W_E.shape
     n_ctx = sd["wpe.weight"].shape[0]
     H = fields["n_heads"]
     if not isinstance(H, int) or H < 1 or D % H:
         raise ValueError(f"n_heads={H} must be a positive integer dividing d_model={D}")
     E = D // H
-    if L and tuple(sd["h.0.attn.c_attn.weight"].shape) != (D, 3 * D):
-        raise ConversionError(
-            f"from_hf: h.0.attn.c_attn.weight has shape {tuple(sd['h.0.attn.c_attn.weight'].shape)}, expected "
-            f"({D}, {3 * D}) (GPT-2's Conv1D layout, x @ W); an nn.Linear layout [out, in] is not GPT-2"
-        )
-    M = int(sd["h.0.mlp.c_fc.weight"].shape[1]) if L else 4 * D
+    fc = sd["h.0.mlp.c_fc.weight"] if L else None
+    M = int(fc.shape[-1]) if fc is not None and fc.ndim else 4 * D
+    # every shape, before any reshape: a wrong one is named, never a reshape's RuntimeError
+    want = {"wpe.weight": (n_ctx, D), "ln_f.weight": (D,), "ln_f.bias": (D,)}
+    layer_shapes = {"ln_1.weight": (D,), "ln_1.bias": (D,), "attn.c_attn.weight": (D, 3 * D),
+                    "attn.c_attn.bias": (3 * D,), "attn.c_proj.weight": (D, D), "attn.c_proj.bias": (D,),
+                    "ln_2.weight": (D,), "ln_2.bias": (D,), "mlp.c_fc.weight": (D, M), "mlp.c_fc.bias": (M,),
+                    "mlp.c_proj.weight": (M, D), "mlp.c_proj.bias": (D,)}
+    want.update({f"h.{l}.{k}": v for l in range(L) for k, v in layer_shapes.items()})
+    for k, shape in want.items():
+        if tuple(sd[k].shape) != shape:
+            hint = (" (GPT-2's Conv1D layout, x @ W); an nn.Linear layout [out, in] is not GPT-2"
+                    if k.endswith("c_attn.weight") else f" (d_model={D} from wte.weight, d_mlp={M} from h.0.mlp.c_fc)")
+            raise ConversionError(f"from_hf: {source_key[k]} has shape {tuple(sd[k].shape)}, expected {shape}{hint}",
+                                  tensor=source_key[k])
     got = dict(n_layers=L, d_model=D, d_vocab=V, n_ctx=n_ctx)
     for k, v in fields["expect"].items():
         if got[k] != v:
             raise ConversionError(f"from_hf: the config says {k}={v}, the weights say {got[k]}")
     if lm_head is not None and tuple(lm_head.shape) != (V, D):
-        raise ConversionError(f"from_hf: lm_head.weight has shape {tuple(lm_head.shape)}, expected {(V, D)}")
+        raise ConversionError(f"from_hf: lm_head.weight has shape {tuple(lm_head.shape)}, expected {(V, D)}",
+                              tensor="lm_head.weight")
 
     cfg = ModelConfig(
         n_layers=L, d_model=D, n_heads=H, d_head=E, d_vocab=V, n_ctx=n_ctx, attn_only=False, d_mlp=M,
@@ -590,6 +622,12 @@ def from_transformer_lens(
             f"(4.x), got {type(model).__name__}"
         )
     cfg_tl = model.cfg
+    if type(getattr(model, "original_model", None)).__name__ == "NativeModel" and _cfg_get(cfg_tl, "use_local_attn"):
+        # TransformerLens 4's native attention never reads use_local_attn / window_size: every layer is global
+        raise ConversionError(
+            "from_transformer_lens: this native TransformerBridge has use_local_attn=True, which its own forward "
+            "pass ignores (every layer attends globally): converting it either way would contradict the cfg or "
+            "the bridge. Build it with use_local_attn=False (what it computes), or use a HookedTransformer")
     _tl_refuse_unsupported(cfg_tl)
     L, D, H, E = cfg_tl.n_layers, cfg_tl.d_model, cfg_tl.n_heads, cfg_tl.d_head
     attn_only = bool(_cfg_get(cfg_tl, "attn_only", False))
@@ -769,6 +807,9 @@ def _hf_family_fields(config: Any) -> dict:
                                   "which is not supported")
     if getattr(config, "alibi", False) or getattr(config, "position_embedding_type", "") == "alibi":
         raise ConversionError(f"from_hf: {what} uses ALiBi positions, which are not supported")
+    if getattr(config, "use_bidirectional_attention", False):  # Gemma 2/3 (e.g. EmbeddingGemma): not causal
+        raise ConversionError(f"from_hf: {what} with use_bidirectional_attention=True (attention to later "
+                              "positions) is not supported: our attention is causal")
     if getattr(config, "use_qk_norm", False) and mt not in ("qwen3", "olmo2", "gemma3_text"):
         raise ConversionError(f"from_hf: {what} with use_qk_norm is not supported")
     H = config.num_attention_heads
@@ -852,32 +893,43 @@ def _hf_family_tensors(sd: dict[str, torch.Tensor], config: Any, f: dict,
     prefix, head_key = _HF_FAMILIES[mt]
     # a TransformerLens 4 bridge wraps each HF module, which then reports `<name>._original_component.<leaf>`
     sd = {k.replace("._original_component", "").removeprefix("_original_component."): v for k, v in sd.items()}
+    if head_key not in sd and head_key != "lm_head.weight" and "lm_head.weight" in sd:
+        head_key = "lm_head.weight"  # GPT-NeoX's head is `embed_out` in older transformers, `lm_head` in newer
     lm_head = sd.pop(head_key, None)
-    if lm_head is None:  # GPT-NeoX's head is `embed_out` in older transformers, `lm_head` in newer
-        lm_head = sd.pop("lm_head.weight", sd.pop("embed_out.weight", None))
+    causal_lm = any(k.startswith(prefix) for k in sd)
+    _require_head(lm_head, config, causal_lm, head_key)
+    source_key = {k.removeprefix(prefix): k for k in sd}  # for messages: the source's own names
     sd = {k.removeprefix(prefix): v for k, v in sd.items()}
     L, H, E, D = f["n_layers"], f["n_heads"], f["d_head"], f["d_model"]
     K = f["n_kv_heads"] or H
+    V, M = f["d_vocab"], f["d_mlp"]
     used: set[str] = set()
     gemma = mt in ("gemma2", "gemma3_text")
 
-    def get(key: str, required: bool = True) -> torch.Tensor | None:
+    def get(key: str, shape: tuple[int, ...], required: bool = True) -> torch.Tensor | None:
+        """`key`, checked against the shape the config gives it (before any reshape)."""
+        name = source_key.get(key, (prefix if causal_lm else "") + key)
         if key not in sd:
             if required:
-                raise ConversionError(f"from_hf: {mt} state dict has no {key!r} (first keys: {sorted(sd)[:4]})")
+                raise ConversionError(f"from_hf: {mt} state dict has no {name!r} (first keys: {sorted(sd)[:4]})",
+                                      tensor=name)
             return None
+        if tuple(sd[key].shape) != shape:
+            raise ConversionError(f"from_hf: {mt} tensor {name!r} has shape {tuple(sd[key].shape)}, the config "
+                                  f"(d_model={D}, heads={H}, kv heads={K}, d_head={E}, d_mlp={M}, vocab={V}) "
+                                  f"requires {shape}", tensor=name)
         used.add(key)
         return sd[key].detach()
 
-    def norm_w(key: str) -> torch.Tensor:
-        w = get(key)
+    def norm_w(key: str, shape: tuple[int, ...] = (D,)) -> torch.Tensor:
+        w = get(key, shape)
         return 1.0 + w if gemma else w  # Gemma's RMSNorm multiplies by (1 + w)
 
     def lin_in(w: torch.Tensor, n: int) -> torch.Tensor:  # nn.Linear [n*E, D] -> [n, D, E]
         return w.reshape(n, E, D).transpose(1, 2)
 
     emb_key = "embed_in.weight" if mt == "gpt_neox" else "embed_tokens.weight"
-    W_E = get(emb_key)
+    W_E = get(emb_key, (V, D))
     per: dict[str, list[torch.Tensor]] = {}
 
     def put(name: str, t: torch.Tensor | None) -> None:
@@ -887,40 +939,41 @@ def _hf_family_tensors(sd: dict[str, torch.Tensor], config: Any, f: dict,
     for l in range(L):
         p = f"layers.{l}."
         if mt == "gpt_neox":
-            w = get(p + "attention.query_key_value.weight").reshape(H, 3, E, D)
+            w = get(p + "attention.query_key_value.weight", (3 * H * E, D)).reshape(H, 3, E, D)
             put("W_Q", w[:, 0].transpose(1, 2)), put("W_K", w[:, 1].transpose(1, 2))
             put("W_V", w[:, 2].transpose(1, 2))
-            b = get(p + "attention.query_key_value.bias", False)
+            b = get(p + "attention.query_key_value.bias", (3 * H * E,), False)
             if b is not None:
                 b = b.reshape(H, 3, E)
                 put("b_Q", b[:, 0]), put("b_K", b[:, 1]), put("b_V", b[:, 2])
-            o, ob = get(p + "attention.dense.weight"), get(p + "attention.dense.bias", False)
-            put("W_in", get(p + "mlp.dense_h_to_4h.weight").T), put("b_in", get(p + "mlp.dense_h_to_4h.bias", False))
-            put("W_out", get(p + "mlp.dense_4h_to_h.weight").T)
-            put("b_out", get(p + "mlp.dense_4h_to_h.bias", False))
+            o, ob = get(p + "attention.dense.weight", (D, H * E)), get(p + "attention.dense.bias", (D,), False)
+            put("W_in", get(p + "mlp.dense_h_to_4h.weight", (M, D)).T)
+            put("b_in", get(p + "mlp.dense_h_to_4h.bias", (M,), False))
+            put("W_out", get(p + "mlp.dense_4h_to_h.weight", (D, M)).T)
+            put("b_out", get(p + "mlp.dense_4h_to_h.bias", (D,), False))
             for ours, theirs in (("ln1", "input_layernorm"), ("ln2", "post_attention_layernorm")):
-                put(f"{ours}_w", get(p + theirs + ".weight")), put(f"{ours}_b", get(p + theirs + ".bias"))
+                put(f"{ours}_w", get(p + theirs + ".weight", (D,))), put(f"{ours}_b", get(p + theirs + ".bias", (D,)))
         else:
             a = p + "self_attn."
             if mt == "phi3":
-                qkv = get(a + "qkv_proj.weight")
+                qkv = get(a + "qkv_proj.weight", ((H + 2 * K) * E, D))
                 q, k, v = qkv.split([H * E, K * E, K * E], dim=0)
                 qb = kb = vb = None
             else:
-                q, k, v = (get(a + f"{m}_proj.weight") for m in "qkv")
-                qb, kb, vb = (get(a + f"{m}_proj.bias", False) for m in "qkv")
+                q, k, v = (get(a + f"{m}_proj.weight", (n * E, D)) for m, n in zip("qkv", (H, K, K)))
+                qb, kb, vb = (get(a + f"{m}_proj.bias", (n * E,), False) for m, n in zip("qkv", (H, K, K)))
             put("W_Q", lin_in(q, H)), put("W_K", lin_in(k, K)), put("W_V", lin_in(v, K))
             put("b_Q", None if qb is None else qb.reshape(H, E))
             put("b_K", None if kb is None else kb.reshape(K, E)), put("b_V", None if vb is None else vb.reshape(K, E))
-            o, ob = get(a + "o_proj.weight"), get(a + "o_proj.bias", False)
+            o, ob = get(a + "o_proj.weight", (D, H * E)), get(a + "o_proj.bias", (D,), False)
             if mt == "phi3":
-                gate, up = get(p + "mlp.gate_up_proj.weight").chunk(2, dim=0)
+                gate, up = get(p + "mlp.gate_up_proj.weight", (2 * M, D)).chunk(2, dim=0)
                 gb = ub = None
             else:
-                gate, up = get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")
-                gb, ub = get(p + "mlp.gate_proj.bias", False), get(p + "mlp.up_proj.bias", False)
-            put("W_gate", gate.T), put("W_in", up.T), put("W_out", get(p + "mlp.down_proj.weight").T)
-            put("b_gate", gb), put("b_in", ub), put("b_out", get(p + "mlp.down_proj.bias", False))
+                gate, up = get(p + "mlp.gate_proj.weight", (M, D)), get(p + "mlp.up_proj.weight", (M, D))
+                gb, ub = get(p + "mlp.gate_proj.bias", (M,), False), get(p + "mlp.up_proj.bias", (M,), False)
+            put("W_gate", gate.T), put("W_in", up.T), put("W_out", get(p + "mlp.down_proj.weight", (D, M)).T)
+            put("b_gate", gb), put("b_in", ub), put("b_out", get(p + "mlp.down_proj.bias", (D,), False))
             if mt == "olmo2":
                 names = (("ln1_post", "post_attention_layernorm"), ("ln2_post", "post_feedforward_layernorm"))
             elif gemma:
@@ -931,15 +984,18 @@ def _hf_family_tensors(sd: dict[str, torch.Tensor], config: Any, f: dict,
             for ours, theirs in names:
                 put(f"{ours}_w", norm_w(p + theirs + ".weight"))
             if f["qk_norm"]:
-                qn, kn = norm_w(a + "q_norm.weight"), norm_w(a + "k_norm.weight")
-                if f["qk_norm_scope"] == "all":
+                per_head = f["qk_norm_scope"] != "all"
+                qn = norm_w(a + "q_norm.weight", (E,) if per_head else (H * E,))
+                kn = norm_w(a + "k_norm.weight", (E,) if per_head else (K * E,))
+                if not per_head:
                     qn, kn = qn.reshape(H, E), kn.reshape(K, E)
                 put("q_norm_w", qn), put("k_norm_w", kn)
         put("W_O", o.T.reshape(H, E, D)), put("b_O", ob)
 
     t = {k: torch.stack(v) for k, v in per.items()}
     if mt == "gpt_neox":
-        t["ln_final_w"], t["ln_final_b"] = get("final_layer_norm.weight"), get("final_layer_norm.bias")
+        t["ln_final_w"] = get("final_layer_norm.weight", (D,))
+        t["ln_final_b"] = get("final_layer_norm.bias", (D,))
     else:
         t["ln_final_w"] = norm_w("norm.weight")
     t["W_E"] = W_E
@@ -947,7 +1003,11 @@ def _hf_family_tensors(sd: dict[str, torch.Tensor], config: Any, f: dict,
     if unexpected and not extra_ok:
         raise ConversionError(f"from_hf: {mt} state dict has parameters this converter does not know "
                               f"(an unsupported feature?): {unexpected[:8]}")
-    tied = lm_head is None or lm_head.data_ptr() == W_E.data_ptr()
+    if lm_head is not None and tuple(lm_head.shape) != (V, D):
+        raise ConversionError(f"from_hf: {mt} tensor {head_key!r} has shape {tuple(lm_head.shape)}, the config "
+                              f"requires {(V, D)}", tensor=head_key)
+    # a meta head (a lazy model's config pass: no data to compare) is a head of its own
+    tied = lm_head is None or (not lm_head.is_meta and lm_head.data_ptr() == W_E.data_ptr())
     if not tied:
         t["W_U"] = lm_head.detach().T
     upd = {"tied_embeddings": tied}

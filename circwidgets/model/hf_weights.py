@@ -90,9 +90,10 @@ class ModuleWeights(LazyModel):
         self.cache_dir = default_cache_dir()
         self.block_rows = 8192
         self.reads = {}
+        self._stored_dtype = None
         self._identity = f"module:{id(hf_model)}"
         self._memo = {}
-        self.cfg = self._fix_gpt2_cfg(self._convert(layer=None, rows=None).cfg)
+        self.cfg = self._convert(layer=None, rows=None).cfg
         self._resolved.clear()  # (offloaded embeddings read for the tie check: not kept)
         self.tokenizer = None
         if tokenizer is not None:
@@ -113,7 +114,9 @@ class ModuleWeights(LazyModel):
             self._resolved[id(t)] = resolve_tensor(self.hf, name, t).to("cpu")
         return self._resolved[id(t)]
 
-    def raw(self, name: str) -> torch.Tensor:
-        """The module's tensor `name` (a reference when in memory; read from its hook when offloaded)."""
+    def raw(self, name: str, rows: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """The module's tensor `name` (or its rows `rows`; a reference when in memory; read from its hook
+        when offloaded)."""
         self.reads[name] = self.reads.get(name, 0) + 1
-        return resolve_tensor(self.hf, name, self._tensors[name]).to("cpu")
+        t = resolve_tensor(self.hf, name, self._tensors[name]).to("cpu")
+        return t if rows is None else t[rows]

@@ -3,8 +3,10 @@ tokenizer, when there is one) as JSON in the file's metadata. Nothing is ever un
 
 Every file the package writes goes through `_write_atomically` (temporary file beside the target,
 then `os.replace`): a reader sees the old file or the new one, never half of one. Every read
-(`read_safetensors`) opens the file once and takes header and tensors from that one mapping, so a
-concurrent replace cannot mix two versions.
+(`read_safetensors`, `load_file`) opens the file once and takes header and tensors through that one
+handle, so a concurrent replace cannot mix two versions. Headers are parsed and checked before any
+tensor data is read; tensors are read one at a time into fresh memory (no mapping that a file
+changed in place could pull from under us), and NaN / inf weights are refused (`check_finite`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import mmap
 import os
 import socket
 import sys
@@ -21,16 +22,18 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 import torch
 
 from .config import ModelConfig
 from .tokenizer import Tokenizer
-from .transformer import Transformer, param_shapes
+from .transformer import Transformer, from_tensors, param_shapes
 
 FORMAT = "circwidgets-1"
 STALE_TMP_SECONDS = 600.0  # a temporary untouched this long belongs to a dead writer (on any host)
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+_MAX_NUMEL = 2**63 - 1  # torch sizes are int64: a larger shape is corrupted, even with a zero dimension
 # dtypes a model file may hold; anything else (integer, bool, float8) is refused, never silently cast
 FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 _OTHER_DTYPES = {"I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -157,7 +160,28 @@ def _header(buf, size: int, path: Path) -> tuple[dict, int]:
     return header, 8 + n
 
 
-def _tensor(buf, header: dict, name: str, start: int, size: int, path: Path, float_only: bool) -> torch.Tensor:
+def read_header(fh: BinaryIO, size: int, path: Path) -> tuple[dict, int]:
+    """The safetensors header of the open file `fh` (`size` bytes), reading the header bytes only:
+    (header dict, offset of the data)."""
+    fh.seek(0)
+    first = fh.read(8)
+    n = int.from_bytes(first, "little") if len(first) == 8 else 0
+    rest = fh.read(n) if len(first) == 8 and n <= _MAX_HEADER and 8 + n <= size else b""
+    return _header(first + rest, size, path)
+
+
+class TensorEntry(NamedTuple):
+    """A tensor's header entry, checked: where its bytes are (absolute `offset`, `nbytes`) and what they hold."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+def tensor_entry(header: dict, name: str, start: int, size: int, path: Path, float_only: bool) -> TensorEntry:
+    """The checked header entry of tensor `name` (no data is read): `ModelFileError` naming the file and
+    the tensor for a malformed entry, a non-float dtype (with `float_only`), or data outside the file."""
     info = header[name]
     try:
         dt, shape, (b, e) = info["dtype"], list(info["shape"]), info["data_offsets"]
@@ -170,50 +194,99 @@ def _tensor(buf, header: dict, name: str, start: int, size: int, path: Path, flo
         raise ModelFileError(f"{path}: tensor {name} has dtype {dt} ({kind}); model weights must be floating "
                              f"point ({', '.join(FLOAT_DTYPES)}): convert them explicitly before saving")
     dtype = FLOAT_DTYPES.get(dt) or _OTHER_DTYPES[dt]
-    numel = 1
+    numel, extent = 1, 1  # extent: the product of the nonzero dimensions (bounded even when numel is 0)
     for d in shape:
         numel *= d
+        extent *= d or 1
+    if extent > _MAX_NUMEL:
+        raise ModelFileError(f"{path}: tensor {name} has shape {shape}, too large for any tensor (corrupted header)")
     nbytes = numel * dtype.itemsize
     if min(shape, default=0) < 0 or not (isinstance(b, int) and isinstance(e, int)) or e - b != nbytes or b < 0 \
             or start + e > size:
         raise ModelFileError(f"{path}: tensor data of {name} is truncated or corrupted "
                              f"(offsets {b}..{e}, shape {shape}, file of {size} bytes)")
-    if numel == 0:
-        return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(buf, dtype=dtype, count=numel, offset=start + b).view(shape)
+    return TensorEntry(dtype, tuple(shape), start + b, nbytes)
 
 
-def read_safetensors(path: str | os.PathLike, tensors: bool = True, float_only: bool = True
-                     ) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a safetensors file, both from ONE open of it (one private mapping): a
-    concurrent atomic replace of `path` cannot give one version's metadata and another's tensors.
-    `float_only`: refuse any tensor that is not float16/bfloat16/float32/float64 (`ModelFileError`
-    naming it; model weights), else also integer, bool and float8 ones (optimizer state). The tensors
-    are copies, independent of the file. `tensors=False`: metadata only."""
-    path = Path(path)
+def read_into(fh: BinaryIO, offset: int, out: torch.Tensor, path: Path, name: str) -> None:
+    """Fill the contiguous uint8 tensor `out` with the file's bytes from `offset` on."""
+    view = memoryview(out.numpy()).cast("B")
+    fh.seek(offset)
+    got = 0
+    while got < len(view):
+        n = fh.readinto(view[got:])
+        if not n:
+            raise ModelFileError(f"{path}: tensor data of {name} ends early (the file is shorter than its header "
+                                 "says: truncated, or changed while being read)")
+        got += n
+
+
+def bytes_as(raw: torch.Tensor, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """The little-endian bytes `raw` (uint8) as a `dtype` tensor of `shape` (no copy on little-endian hosts)."""
+    if sys.byteorder != "little" and dtype.itemsize > 1:  # pragma: no cover - safetensors is little-endian
+        raw = raw.view(-1, dtype.itemsize).flip(1).reshape(-1)
+    return raw.view(dtype).view(shape)
+
+
+def read_tensor(fh: BinaryIO, entry: TensorEntry, path: Path, name: str) -> torch.Tensor:
+    """Tensor `name` (its checked `entry`) read from `fh` into fresh memory, in its stored dtype."""
+    if entry.nbytes == 0:
+        return torch.empty(entry.shape, dtype=entry.dtype)
+    raw = torch.empty(entry.nbytes, dtype=torch.uint8)
+    read_into(fh, entry.offset, raw, path, name)
+    return bytes_as(raw, entry.dtype, entry.shape)
+
+
+def check_finite(t: torch.Tensor, path: Path | str, name: str, cast_from: torch.dtype | None = None) -> torch.Tensor:
+    """`t`, or `ModelFileError` naming the file and the tensor when it holds NaN or inf (every result
+    computed from such a weight would be NaN). `cast_from`: the stored dtype `t` was converted from,
+    named in the message when the conversion is what overflowed."""
+    if not t.is_floating_point() or t.is_meta or t.numel() == 0:
+        return t
+    # min and max propagate NaN and are +-inf when any value is: one reduction, no temporary of t's size
+    # (isfinite would allocate several, and is ~15x slower on bfloat16)
+    lo, hi = torch.aminmax(t)
+    if bool(torch.isfinite(lo)) and bool(torch.isfinite(hi)):
+        return t
+    n_nan, n_bad = int(torch.isnan(t).sum()), int((~torch.isfinite(t)).sum())
+    how = f"{n_nan} NaN, {n_bad - n_nan} infinite"
+    if cast_from is not None and cast_from != t.dtype:
+        how += f", after conversion from {cast_from} to {t.dtype}: values beyond its range"
+    raise ModelFileError(f"{path}: tensor {name} has non-finite values ({how}); refusing to load corrupted weights")
+
+
+def _open_file(path: Path) -> tuple[BinaryIO, int]:
+    """`path` opened for reading (unbuffered) and its size; `ModelFileError` when it is missing or empty."""
     try:
-        fh = open(path, "rb")
+        fh = open(path, "rb", buffering=0)
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such model file") from None
     except IsADirectoryError:
         raise ModelFileError(f"{path}: is a directory, not a model file") from None
-    with fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            raise ModelFileError(f"{path}: not a readable safetensors file (truncated or corrupted?): empty file")
-        # a private copy-on-write mapping: writable for torch.frombuffer, never written back
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY) as mm:
-            header, start = _header(mm, size, path)
-            meta = dict(header.pop("__metadata__", {}))
-            out = {}
-            if tensors:
-                if sys.byteorder != "little":  # pragma: no cover - safetensors is little-endian
-                    from safetensors.torch import load
+    size = os.fstat(fh.fileno()).st_size
+    if size == 0:
+        fh.close()
+        raise ModelFileError(f"{path}: not a readable safetensors file (truncated or corrupted?): empty file")
+    return fh, size
 
-                    return meta, load(bytes(mm))
-                for name in header:
-                    out[name] = _tensor(mm, header, name, start, size, path, float_only).clone()
-    return meta, out
+
+def read_safetensors(path: str | os.PathLike, tensors: bool = True, float_only: bool = True
+                     ) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a safetensors file, both through ONE open handle: a concurrent atomic
+    replace of `path` cannot give one version's metadata and another's tensors. Every header entry
+    is checked before any data is read. `float_only`: refuse any tensor that is not
+    float16/bfloat16/float32/float64 (`ModelFileError` naming it; model weights), else also integer,
+    bool and float8 ones (optimizer state). The tensors are fresh memory, independent of the file.
+    `tensors=False`: metadata only."""
+    path = Path(path)
+    fh, size = _open_file(path)
+    with fh:
+        header, start = read_header(fh, size, path)
+        meta = dict(header.pop("__metadata__", {}))
+        if not tensors:
+            return meta, {}
+        entries = {name: tensor_entry(header, name, start, size, path, float_only) for name in header}
+        return meta, {name: read_tensor(fh, e, path, name) for name, e in entries.items()}
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -223,29 +296,39 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def load_file(path: str | os.PathLike, device: str | torch.device = "cpu",
               dtype: torch.dtype = torch.float32) -> Transformer:
-    """Load a model saved by `save`. Raises `ModelFileError` naming the problem on a bad file."""
+    """Load a model saved by `save`. Raises `ModelFileError` naming the problem on a bad file.
+
+    The header (metadata, names, dtypes, shapes, offsets) is checked in full before any tensor data
+    is read; then each tensor is read, cast to `dtype` and checked finite, one at a time, into a
+    model built without initialising weights (peak memory: the model plus one stored tensor; the
+    global RNG is not touched)."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
-    meta, tensors = read_safetensors(path)
-    if meta.get("format") != FORMAT or "config" not in meta:
-        raise ModelFileError(f"{path}: not a circwidgets model file (metadata has no circwidgets config)")
-    try:
-        cfg = ModelConfig.from_dict(json.loads(meta["config"]))
-    except (ValueError, TypeError) as e:
-        raise ModelFileError(f"{path}: invalid config in metadata: {e}") from e
-    expected = param_shapes(cfg)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ModelFileError(f"{path}: tensors do not match the config: missing {missing}, unexpected {unexpected}")
-    for name, shape in expected.items():
-        if tuple(tensors[name].shape) != shape:
-            raise ModelFileError(
-                f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, config requires {shape}"
-            )
-    model = Transformer(cfg, seed=None).to(dtype)  # (load_state_dict copies into the parameters' own dtype)
-    model.load_state_dict({k: v.to(dtype) for k, v in tensors.items()})
+    fh, size = _open_file(path)
+    with fh:
+        header, start = read_header(fh, size, path)
+        meta = dict(header.pop("__metadata__", {}))
+        if meta.get("format") != FORMAT or "config" not in meta:
+            raise ModelFileError(f"{path}: not a circwidgets model file (metadata has no circwidgets config)")
+        try:
+            cfg = ModelConfig.from_dict(json.loads(meta["config"]))
+        except (ValueError, TypeError) as e:
+            raise ModelFileError(f"{path}: invalid config in metadata: {e}") from e
+        expected = param_shapes(cfg)
+        missing = sorted(set(expected) - set(header))
+        unexpected = sorted(set(header) - set(expected))
+        if missing or unexpected:
+            raise ModelFileError(f"{path}: tensors do not match the config: missing {missing}, "
+                                 f"unexpected {unexpected}")
+        entries = {name: tensor_entry(header, name, start, size, path, float_only=True) for name in expected}
+        for name, shape in expected.items():
+            if entries[name].shape != shape:
+                raise ModelFileError(f"{path}: tensor {name} has shape {entries[name].shape}, config requires {shape}")
+        tensors = {}
+        for name, entry in entries.items():
+            tensors[name] = check_finite(read_tensor(fh, entry, path, name).to(dtype), path, name, entry.dtype)
+    model = from_tensors(cfg, tensors)
     if "tokenizer" in meta:
         try:
             model.tokenizer = Tokenizer.from_json(meta["tokenizer"], source=f"{path} (metadata 'tokenizer')")

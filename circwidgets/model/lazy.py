@@ -1,10 +1,15 @@
-"""A Hugging Face checkpoint directory read lazily: weights memory-mapped, converted one layer (or one
-vocabulary block) at a time, shared Gram matrices cached on disk.
+"""A Hugging Face checkpoint directory read lazily: weights read from the files and converted one layer
+(or one vocabulary block) at a time, shared Gram matrices cached on disk.
 
 `LazyModel(path)` (what `cw.from_hf(path, lazy=True)` returns) reads `config.json`, the shard index
-(`model.safetensors.index.json`, or a single `model.safetensors`) and each shard's header. Tensors
-stay in the files (a private read-only mapping per shard, in their stored dtype, bfloat16 included):
-nothing is read until a layer is asked for.
+(`model.safetensors.index.json`, or a single `model.safetensors`) and each shard's header, and checks
+every tensor's shape against the config. Tensors stay in the files, in their stored dtype (bfloat16
+included): nothing is read until a layer is asked for, and then only its tensors (or those rows of
+the embedding), through a file handle opened for that read, checked finite. Each shard's identity
+(device, inode, size, mtime) is recorded when it is opened and checked before and after every read:
+a checkpoint overwritten, replaced or truncated since raises `ModelFileError` ("changed on disk").
+(A long-lived memory mapping could not do that: a truncated file kills the process with SIGBUS when
+a vanished page is touched, and a file rewritten in place silently hands out the new bytes.)
 
 Name mapping is the converter's (`convert.from_hf`), applied to a *sub-state-dict*: the tensors of
 one layer renamed to layer 0 (or a block of vocabulary rows of the embedding and unembedding), every
@@ -26,18 +31,28 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import mmap
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import ModelConfig
-from .io import FLOAT_DTYPES, ModelFileError, _header, _tensor, atomic_save_safetensors, read_safetensors
+from .io import (
+    ModelFileError,
+    TensorEntry,
+    atomic_save_safetensors,
+    bytes_as,
+    check_finite,
+    read_header,
+    read_into,
+    read_safetensors,
+    read_tensor,
+    tensor_entry,
+)
 
 __all__ = ["LazyModel", "default_cache_dir", "is_lazy"]
 
@@ -57,31 +72,84 @@ def is_lazy(model: Any) -> bool:
     return isinstance(model, LazyModel)
 
 
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class _Shard:
-    """One safetensors shard: a private mapping (copy-on-write, never written) and its parsed header."""
+    """One safetensors shard: its checked header and the file's identity when it was opened. Tensors
+    are read on demand through a handle opened for that read (module docstring: no mapping)."""
 
     def __init__(self, path: Path):
         self.path = path
-        with open(path, "rb") as fh:
-            self.size = os.fstat(fh.fileno()).st_size
+        try:
+            fh = open(path, "rb", buffering=0)
+        except OSError as e:
+            raise ModelFileError(f"{path}: cannot open the shard ({e.strerror})") from None
+        with fh:
+            st = os.fstat(fh.fileno())
+            self.identity, self.size = _identity(st), st.st_size
             if self.size == 0:
                 raise ModelFileError(f"{path}: empty shard")
-            self.mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
-        self.header, self.start = _header(self.mm, self.size, path)
+            self.header, self.start = read_header(fh, self.size, path)
         self.header.pop("__metadata__", None)
+        for name in self.header:  # every entry well-formed (sizes, offsets) before anything relies on it
+            tensor_entry(self.header, name, self.start, self.size, path, float_only=False)
 
     def spec(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
-        info = self.header[name]
-        if info.get("dtype") not in FLOAT_DTYPES:
-            raise ModelFileError(f"{self.path}: tensor {name} has dtype {info.get('dtype')}; weights must be "
-                                 f"floating point ({', '.join(FLOAT_DTYPES)})")
-        return FLOAT_DTYPES[info["dtype"]], tuple(info["shape"])
+        e = self._entry(name)
+        return e.dtype, e.shape
 
-    def tensor(self, name: str) -> torch.Tensor:
-        """A view into the mapping (no copy: pages are read from disk when touched)."""
-        with warnings.catch_warnings():  # a copy-on-write mapping is writable; torch need not warn
-            warnings.simplefilter("ignore")
-            return _tensor(self.mm, self.header, name, self.start, self.size, self.path, float_only=True)
+    def _entry(self, name: str) -> TensorEntry:
+        return tensor_entry(self.header, name, self.start, self.size, self.path, float_only=True)
+
+    def _check(self, fh) -> None:
+        if _identity(os.fstat(fh.fileno())) != self.identity:
+            raise ModelFileError(f"{self.path}: changed on disk since it was opened; load it again")
+
+    def tensor(self, name: str, rows: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """Tensor `name` (or its rows `rows`, a slice or ids, along the first dimension), read into fresh
+        memory in its stored dtype, from the file as it was when opened (else `ModelFileError`)."""
+        entry = self._entry(name)
+        try:
+            fh = open(self.path, "rb", buffering=0)
+        except OSError as e:
+            raise ModelFileError(f"{self.path}: changed on disk since it was opened ({e.strerror}); "
+                                 "load it again") from None
+        with fh:
+            self._check(fh)
+            try:
+                t = read_tensor(fh, entry, self.path, name) if rows is None else self._rows(fh, entry, name, rows)
+            except ModelFileError:
+                self._check(fh)  # truncated while being read: say that
+                raise
+            self._check(fh)  # not rewritten while being read either
+        return check_finite(t, self.path, name)
+
+    def _rows(self, fh, entry: TensorEntry, name: str, rows: slice | torch.Tensor) -> torch.Tensor:
+        """Rows of a tensor, reading only their bytes (contiguous runs of rows: one read each)."""
+        n, rest = entry.shape[0], entry.shape[1:]
+        row = entry.nbytes // n if n else 0
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(n)
+            ids = torch.arange(start, stop, step)
+        else:
+            ids = torch.as_tensor(rows, dtype=torch.long).reshape(-1)
+            if ids.numel() and not (-n <= int(ids.min()) and int(ids.max()) < n):
+                raise IndexError(f"rows {ids.tolist()[:8]}... out of range for {name} with {n} rows")
+            ids = torch.where(ids < 0, ids + n, ids)
+        uniq, inverse = torch.unique(ids, sorted=True, return_inverse=True)
+        raw = torch.empty(len(uniq) * row, dtype=torch.uint8)
+        u = uniq.tolist()
+        i = 0
+        while i < len(u):  # a run of consecutive rows u[i]..u[j-1]: one read
+            j = i + 1
+            while j < len(u) and u[j] == u[j - 1] + 1:
+                j += 1
+            read_into(fh, entry.offset + u[i] * row, raw[i * row:j * row], self.path, name)
+            i = j
+        out = bytes_as(raw, entry.dtype, (len(u), *rest))
+        return out if torch.equal(uniq, ids) else out[inverse]
 
 
 class LazyModel:
@@ -102,13 +170,16 @@ class LazyModel:
         self.hf_config = AutoConfig.from_pretrained(str(self.path))
         index = self.path / "model.safetensors.index.json"
         if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = _read_index(index)
         elif (self.path / "model.safetensors").is_file():
             weight_map = None
         else:
             raise ModelFileError(f"{self.path}: no model.safetensors(.index.json): only safetensors checkpoints "
                                  "can be read lazily")
         files = sorted(set(weight_map.values())) if weight_map else ["model.safetensors"]
+        for f in files:
+            if not (self.path / f).is_file():
+                raise ModelFileError(f"{index}: names the shard {f!r}, which is not in {self.path}")
         self._shards = {f: _Shard(self.path / f) for f in files}
         if weight_map is None:
             weight_map = {n: "model.safetensors" for n in self._shards["model.safetensors"].header}
@@ -118,10 +189,10 @@ class LazyModel:
         self._where = dict(weight_map)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.block_rows = block_rows
-        self.reads: dict[str, int] = {}  # tensor name -> times a view of it was handed out (tests, memory)
+        self.reads: dict[str, int] = {}  # tensor name -> times it was read (tests, memory)
+        self._stored_dtype: torch.dtype | None = None  # the widest stored dtype (`_check_cast`)
         self._identity = self._files_identity()
-        self.cfg = self._convert(layer=None, rows=None).cfg  # everything meta: the config only
-        self.cfg = self._fix_gpt2_cfg(self.cfg)
+        self.cfg = self._convert(layer=None, rows=None).cfg  # everything meta: the config (and every shape) only
         self.tokenizer = None
         self._carry_tokenizer(tokenizer)
         self._memo: dict[Any, Any] = {}
@@ -159,14 +230,16 @@ class LazyModel:
     def _spec(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
         return self._shards[self._where[name]].spec(name)
 
-    def raw(self, name: str) -> torch.Tensor:
-        """The checkpoint tensor `name`, memory-mapped in its stored dtype (a view, no copy)."""
+    def raw(self, name: str, rows: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """The checkpoint tensor `name` (or its rows `rows`: a slice or ids), read from the file in its
+        stored dtype (fresh memory; `ModelFileError` if the file changed since it was opened)."""
         self.reads[name] = self.reads.get(name, 0) + 1
-        return self._shards[self._where[name]].tensor(name)
+        return self._shards[self._where[name]].tensor(name, rows)
 
     def _view(self, name: str) -> torch.Tensor:
-        """The tensor `name` without counting a read (the converter's tie check: no data is read)."""
-        return self._shards[self._where[name]].tensor(name)
+        """The embedding / unembedding for the config pass: its shape only (in a checkpoint a head of
+        its own is a tensor of its own; the converter counts a meta head as untied)."""
+        return self._meta(name)
 
     def _meta(self, name: str) -> torch.Tensor:
         dt, shape = self._spec(name)
@@ -188,7 +261,7 @@ class LazyModel:
         for name in self._where:
             m = _LAYER_KEY.match(name)
             if layer is None and rows is None:  # the config only: shapes, and whether W_U is tied to W_E
-                tie_check = _EMBED_KEYS.search(name)  # (a view: no data is read)
+                tie_check = _EMBED_KEYS.search(name)  # (`_view`: meta here, real for a module)
                 sd[name] = self._view(name) if tie_check else self._meta(name)
             elif m:
                 if int(m.group("l")) != (layer if layer is not None else 0):
@@ -197,14 +270,16 @@ class LazyModel:
                 real = layer is not None and (mlp or ".mlp." not in f".{m.group('rest')}")
                 sd[key] = self.raw(name) if real else self._meta(name)
             elif _EMBED_KEYS.search(name):
-                sd[name] = self.raw(name)[rows] if rows is not None else self._meta(name)
+                sd[name] = self.raw(name, rows) if rows is not None else self._meta(name)
             else:  # final norm, positions: small
                 sd[name] = self.raw(name) if (layer is not None or rows is not None) else self._meta(name)
         return sd
 
     def _convert(self, layer: int | None, rows: slice | torch.Tensor | None, mlp: bool = False):
-        """`from_hf` on the sub-state-dict: a one-layer `Transformer` (meta where not asked for)."""
-        from .convert import _hf_config_fields, from_hf
+        """`from_hf` on the sub-state-dict: a one-layer `Transformer` (meta where not asked for). A
+        conversion error about one tensor names its file (raised by the config pass at open, which
+        checks every tensor's shape under its own name)."""
+        from .convert import ConversionError, from_hf
 
         sd = self._sub_state_dict(layer, rows, mlp)
         cfg = copy.deepcopy(self.hf_config)
@@ -212,25 +287,19 @@ class LazyModel:
             n_vocab = len(rows)
         else:
             n_vocab = None if rows is None else len(range(*rows.indices(self._spec(self._embed_key())[1][0])))
-        if cfg.model_type == "gpt2":
-            f = _hf_config_fields(cfg)
-            return from_hf(sd, n_heads=f["n_heads"], act_fn=f["act_fn"], ln_eps=f["ln_eps"], check=False)
         if layer is not None or rows is not None:
-            cfg.num_hidden_layers = 1
+            cfg.num_hidden_layers = 1  # (GPT-2: an alias of n_layer)
             if getattr(cfg, "layer_types", None):
                 cfg.layer_types = [cfg.layer_types[layer or 0]]
         if n_vocab is not None:
             cfg.vocab_size = n_vocab
-        return from_hf(sd, config=cfg, check=False)
-
-    def _fix_gpt2_cfg(self, cfg: ModelConfig) -> ModelConfig:
-        if self.hf_config.model_type != "gpt2":
-            return cfg
-        from .convert import _hf_config_fields
-
-        f = _hf_config_fields(self.hf_config)
-        return ModelConfig.from_dict({**cfg.to_dict(), "attn_scale": f["attn_scale"],
-                                      "bos_token_id": f["bos_token_id"], "name": f["name"]})
+        try:
+            return from_hf(sd, config=cfg, check=False)
+        except ConversionError as e:
+            if e.tensor is None:
+                raise
+            where = self.path / self._where[e.tensor] if e.tensor in self._where else self.path
+            raise ModelFileError(f"{where}: {e}") from e
 
     def _folded(self, layer: int | None, rows: slice | None, dtype: torch.dtype,
                 biases: bool = False) -> dict[str, torch.Tensor]:
@@ -241,6 +310,7 @@ class LazyModel:
         one = self._convert(layer, rows)
         # meta tensors (not asked for) are left out: the fold skips readers and writers it is not given
         params = {n: p.detach().to(dtype) for n, p in one.named_parameters() if not p.is_meta}
+        self._check_cast(params.items())
         cfg = one.cfg
         if "W_E" not in params:
             cfg = ModelConfig.from_dict({**cfg.to_dict(), "tied_embeddings": False})
@@ -265,9 +335,7 @@ class LazyModel:
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.cfg.n_layers:
             raise IndexError(f"layer={layer!r} is out of range: this model has layers 0..{self.cfg.n_layers - 1}")
         m = self._convert(layer, slice(0, 1) if rows is None else rows, mlp=True).to(dtype)
-        if self.hf_config.model_type == "gpt2":  # attention scale, BOS: the HF config's, as for `cfg`
-            one = self._fix_gpt2_cfg(m.cfg)
-            m.cfg = ModelConfig.from_dict({**one.to_dict(), "d_vocab": m.cfg.d_vocab, "bos_token_id": None})
+        self._check_cast(m.named_parameters())
         return m.eval()
 
     def check_tokens(self, tokens) -> torch.Tensor:
@@ -362,25 +430,37 @@ class LazyModel:
     # ------------------------------------------------------------------ eager copy
     def to_transformer(self, dtype: torch.dtype | None = torch.float32):
         """The whole model as an eager `Transformer` (`from_hf` on every tensor; for small models and tests)."""
-        from .convert import _hf_config_fields, from_hf
+        from .convert import from_hf
 
         sd = {n: self.raw(n) for n in self._where}
-        if self.hf_config.model_type == "gpt2":
-            f = _hf_config_fields(self.hf_config)
-            m = from_hf(sd, n_heads=f["n_heads"], act_fn=f["act_fn"], ln_eps=f["ln_eps"], dtype=dtype, check=False)
-            m = _with_cfg(m, self.cfg)
-        else:
-            m = from_hf(sd, config=self.hf_config, dtype=dtype, check=False)
+        m = from_hf(sd, config=self.hf_config, dtype=dtype, check=False)
+        self._check_cast(m.named_parameters())
         m.tokenizer = self.tokenizer
         return m
 
+    def _check_cast(self, named: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Converted weights (finite when read) cast to a dtype narrower than the checkpoint's can
+        overflow: refused as non-finite stored weights are."""
+        if self._stored_dtype is None:
+            self._stored_dtype = max((self._spec(n)[0] for n in self._where), key=lambda d: torch.finfo(d).max)
+        for n, t in named:
+            if torch.finfo(t.dtype).max < torch.finfo(self._stored_dtype).max:
+                check_finite(t, self.path, f"{n} (converted)", cast_from=self._stored_dtype)
 
-def _with_cfg(model, cfg: ModelConfig):
-    from .transformer import Transformer
 
-    out = Transformer(cfg, seed=None)
-    out.load_state_dict(model.state_dict())
-    return out.to(model.W_E.dtype).eval()
+def _read_index(index: Path) -> dict[str, str]:
+    """The `weight_map` (tensor name -> shard file) of a sharded checkpoint's index, checked."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{index}: not a readable shard index (truncated or corrupted?): {e}") from None
+    except (KeyError, TypeError):
+        raise ModelFileError(f"{index}: not a shard index (no 'weight_map' object mapping tensors to "
+                             "files)") from None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(k, str) and isinstance(v, str) and v and Path(v).name == v for k, v in weight_map.items()):
+        raise ModelFileError(f"{index}: 'weight_map' must map tensor names to shard file names in this directory")
+    return weight_map
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -16,7 +16,7 @@ checkpoint that is never in memory whole:
 
 So the numbers are those of `lazy.to_transformer()` (the eager model of the same checkpoint) up to
 float32 rounding, with peak memory one layer plus the residual stream. Each call reads the layers it
-needs from the memory-mapped files again (nothing is kept between calls).
+needs from the checkpoint files again (nothing is kept between calls).
 """
 
 from __future__ import annotations

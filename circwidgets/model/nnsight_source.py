@@ -83,7 +83,7 @@ def _get(obj: Any, path: str) -> Any:
 def hf_config_of(hf_model: torch.nn.Module) -> ModelConfig:
     """Our `ModelConfig` of a HF model, from the converter without copying any weight (meta tensors,
     the embedding and unembedding passed by reference for the tie check)."""
-    from .convert import _hf_config_fields, from_hf
+    from .convert import from_hf
     from .hf_weights import resolve_tensor
 
     resolved: dict[int, torch.Tensor] = {}  # an offloaded (meta) embedding: its value, once per parameter
@@ -97,13 +97,7 @@ def hf_config_of(hf_model: torch.nn.Module) -> ModelConfig:
               torch.empty(v.shape, dtype=v.dtype, device="meta"))
           for k, v in hf_model.state_dict(keep_vars=True).items()}
     sd = {k: v.detach() for k, v in sd.items()}
-    cfg = hf_model.config
-    if cfg.model_type == "gpt2":
-        f = _hf_config_fields(cfg)
-        m = from_hf(sd, n_heads=f["n_heads"], act_fn=f["act_fn"], ln_eps=f["ln_eps"], check=False)
-        return ModelConfig.from_dict({**m.cfg.to_dict(), "attn_scale": f["attn_scale"],
-                                      "bos_token_id": f["bos_token_id"], "name": f["name"]})
-    return from_hf(sd, config=cfg, check=False).cfg
+    return from_hf(sd, config=hf_model.config, check=False).cfg
 
 
 class NNsightSource:

@@ -465,3 +465,16 @@ class Transformer(nn.Module):
             f"d_vocab={c.d_vocab}, n_ctx={c.n_ctx}, attn_only={c.attn_only}, normalization={c.normalization}, "
             f"positional={c.positional}" + (f", n_kv_heads={c.n_kv_heads}" if c.grouped_kv else "")
         )
+
+
+def from_tensors(cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> Transformer:
+    """A `Transformer` whose parameters ARE `tensors` (assigned, not copied: names and shapes must be
+    `param_shapes(cfg)`'s). Built on the meta device: no random init of weights about to be replaced,
+    no memory for them, and the global RNG is left as it was."""
+    with torch.device("meta"):
+        model = Transformer(cfg, seed=None)
+    if next(model.buffers(), None) is not None:  # buffers would stay on meta: build for real
+        with torch.random.fork_rng(devices=[]):
+            model = Transformer(cfg, seed=None)
+    model.load_state_dict(tensors, strict=True, assign=True)
+    return model.eval()

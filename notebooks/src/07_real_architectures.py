@@ -283,7 +283,7 @@ except Exception as e:  # noqa: BLE001 - offline (no network) or no transformers
 #
 # An 8B model in float32 needs 32 GB; a laptop or a free Colab has less. The weight analyses never need the
 # whole model at once (every head's circuits factor through `d_head`), so `cw.from_hf(directory, lazy=True)`
-# keeps the checkpoint's tensors in their files (memory-mapped, bfloat16 stays bfloat16) and reads one layer
+# keeps the checkpoint's tensors in their files (bfloat16 stays bfloat16) and reads one layer
 # at a time. The vocabulary enters only through the Gram matrices `W_Eᵀ W_E` and `W_U W_E`, computed once in
 # blocks and cached on disk in a directory you choose. The forward passes some views need (the composition
 # view's patterns, head scores, ablation, path expansion) also run one layer at a time.
