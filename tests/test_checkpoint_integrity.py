@@ -119,6 +119,34 @@ def test_lazy_checkpoint_truncated_in_place_is_an_error_not_sigbus(ckpt, tmp_pat
     assert f"ERROR: {ckpt / 'model.safetensors'}: changed on disk since it was opened; load it again" in r.stdout
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_eager_load_of_a_checkpoint_keeps_no_view_of_its_file(ckpt, tmp_path, dtype):
+    """The eager load (`from_hf(dir)`) reads the shards through a mapping for its duration only (the
+    checkpoint's bytes stay page cache, not a second copy): the model it returns owns every weight, so
+    truncating the file afterwards changes nothing (a weight left as a view would die with SIGBUS: run in a
+    subprocess), and its logits equal Hugging Face's."""
+    script = textwrap.dedent(f"""
+        import sys, torch
+        import circwidgets as cw
+        m = cw.from_hf(sys.argv[1], dtype=torch.{dtype})
+        toks = torch.arange(1, 9)[None]
+        before = m(toks).clone()
+        with open(sys.argv[1] + "/model.safetensors", "r+b") as fh:
+            fh.truncate(4096)
+        import gc; gc.collect()
+        print("SAME", bool(torch.equal(m(toks), before)))
+    """)
+    r = subprocess.run([sys.executable, "-c", script, str(ckpt)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert "SAME True" in r.stdout
+    hf = ta.hf_model("llama")  # the checkpoint's model (seed 0)
+    ours = cw.from_hf(str(_save(hf, tmp_path / "again")))
+    toks = torch.arange(1, 9)[None]
+    with torch.no_grad():
+        torch.testing.assert_close(ours(toks), hf(toks).logits, rtol=1e-4, atol=1e-4)
+
+
 # ------------------------------------------------------------------ 2: Gemma's bidirectional attention
 @pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
 def test_bidirectional_gemma_refused_on_every_path(family, tmp_path):

@@ -28,9 +28,11 @@ rejected (and recomputed), never read back as valid.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
+import mmap
 import os
 import re
 import warnings
@@ -125,6 +127,38 @@ class _Shard:
                 raise
             self._check(fh)  # not rewritten while being read either
         return check_finite(t, self.path, name)
+
+    @contextlib.contextmanager
+    def mapped(self, names: Iterable[str]):
+        """`{name: tensor}` of `names` as views into a read-only mapping of the shard, for one eager load
+        only (`LazyModel.to_transformer`): the checkpoint's bytes stay file-backed page cache instead of a
+        second, anonymous copy next to the converted model. Identity checked on entry and on exit; every
+        view is checked finite; the mapping is closed on exit, so a view must not outlive the block
+        (`convert._build` copies every converted weight)."""
+        with open(self.path, "rb", buffering=0) as fh:
+            self._check(fh)
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            with warnings.catch_warnings():  # a read-only buffer: torch warns that it is not writable
+                warnings.simplefilter("ignore")
+                whole = torch.frombuffer(mm, dtype=torch.uint8)
+                views = {}
+                for n in names:
+                    e = self._entry(n)
+                    raw = whole[e.offset:e.offset + e.nbytes]
+                    if e.offset % e.dtype.itemsize:  # safetensors does not promise alignment: copy that one
+                        raw = raw.clone()
+                    views[n] = check_finite(bytes_as(raw, e.dtype, e.shape), self.path, n)
+                del whole
+            yield views
+            del views
+            with open(self.path, "rb", buffering=0) as fh:
+                self._check(fh)
+        finally:
+            try:
+                mm.close()
+            except BufferError:  # a view still referenced (an exception's traceback): the GC closes it
+                pass
 
     def _rows(self, fh, entry: TensorEntry, name: str, rows: slice | torch.Tensor) -> torch.Tensor:
         """Rows of a tensor, reading only their bytes (contiguous runs of rows: one read each)."""
@@ -432,8 +466,14 @@ class LazyModel:
         """The whole model as an eager `Transformer` (`from_hf` on every tensor; for small models and tests)."""
         from .convert import from_hf
 
-        sd = {n: self.raw(n) for n in self._where}
-        m = from_hf(sd, config=self.hf_config, dtype=dtype, check=False)
+        with contextlib.ExitStack() as stack:
+            sd = {}
+            for f, shard in self._shards.items():  # mapped, not copied: the peak is the converted model
+                sd.update(stack.enter_context(shard.mapped([n for n, g in self._where.items() if g == f])))
+            for n in sd:
+                self.reads[n] = self.reads.get(n, 0) + 1
+            m = from_hf(sd, config=self.hf_config, dtype=dtype, check=False)
+            del sd  # the conversion copied every weight (`convert._build`): no view of a mapping survives it
         self._check_cast(m.named_parameters())
         m.tokenizer = self.tokenizer
         return m
