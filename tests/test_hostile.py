@@ -367,7 +367,7 @@ def test_ablation_malformed_cut_is_a_message(cut):
 
     m = small_model()
     w = Ablation(m, [1, 2, 3, 4, 5], cuts=[cut])
-    assert re.search("path cut|out of range|earlier layer", w.error), w.error
+    assert re.search("path cut|out of range|not an integer|earlier layer", w.error), w.error
     assert "list index out of range" not in w.error and "not iterable" not in w.error
     ok = Ablation(m, [1, 2, 3, 4, 5])
     assert ok.error == ""
@@ -417,6 +417,18 @@ def _entry_points():
         "ablated_run": (lambda m: ablated_run(m, TOKS, heads=[(1, 1)]), "v", fwd),
         "path_terms": (lambda m: E.path_terms(m, TOKS), "v", r"path terms: term '.*L0H1.*'|" + fwd),
         "attention_patterns": (lambda m: attention_patterns(m, TOKS), "v", fwd),
+        "direct_logit_attribution": (lambda m: E.direct_logit_attribution(m, TOKS, 3, 2), "v",
+                                     r"logit_attribution: heads came out NaN/inf \(first at layer 1, head 0.*" + fwd),
+        "logit_attribution": (lambda m: E.logit_attribution(m, TOKS.repeat(2, 1), 3, (2, 5)), "qk",
+                              r"heads came out NaN/inf \(first at batch 0, layer 1, head 2;"),
+        "virtual_heads": (lambda m: E.virtual_heads(m, TOKS, (0, 1), (1, 2)), "v",
+                          r"virtual head L0H1->L1H2 pattern came out NaN/inf \(first at batch 0;.*" + fwd),
+        "positional_qk_profile": (lambda m: E.positional_qk_profile(m, (1, 2)), "qk",
+                                  r"L1H2's positional QK profile came out NaN/inf \(first at offset 0;"),
+        "skip_trigrams": (lambda m: E.skip_trigrams(m, 1, 2, k=3), "qk",
+                          r"L1H2's skip-trigram QK maxima came out NaN/inf \(first at source \d+;"),
+        "trace_copying_score": (lambda m: E.trace_copying_score(m), "v",
+                                r"trace copying score came out NaN/inf \(first at layer 0, head 1;"),
     }
 
 
@@ -444,6 +456,7 @@ def test_legitimate_nan_outputs_are_not_errors():
     with torch.no_grad():
         zero.W_O[0, 0] = 0
     assert E.eigen_positivity(zero, "ov")[0, 0].isnan()  # a zero circuit has no eigen-positivity
+    assert E.trace_copying_score(zero)[0, 0].isnan()  # nor a trace copying score
 
 
 def test_overflow_becomes_the_widgets_error_message():
@@ -451,3 +464,126 @@ def test_overflow_becomes_the_widgets_error_message():
 
     w = Composition(overflow_model("v"), [1, 2, 3, 4])
     assert "came out NaN/inf" in w.error and re.search(r"layer1? \d, head1? \d", w.error), w.error
+
+
+# ----------------------------------------------------------------- engine arguments (round 3)
+def test_integer_scalars_of_numpy_and_torch_are_indices_floats_named_not_integers():
+    """NumPy / 0-d tensor ints (what argmax gives) were refused as "out of range" though in range;
+    a float was also called "out of range". One validator (`_check._index`) now decides both."""
+    import circwidgets.engine as E
+
+    m = small_model()
+    assert E.check_layer_head(m, np.int64(1), torch.tensor(0)) == (1, 0)
+    assert E.check_token(m, np.int32(3)) == 3
+    assert torch.equal(E.eigenvalues(m, np.int64(1), np.int64(0)), E.eigenvalues(m, 1, 0))
+    with pytest.raises(IndexError, match=r"layer=1\.0 is not an integer: this model has layers 0\.\.1"):
+        E.eigenvalues(m, 1.0, 0)
+    with pytest.raises(IndexError, match=r"token='x' is not an integer: token ids are 0\.\.\d+"):
+        E.logit_attribution(m, TOKS, 1, "x")
+    with pytest.raises(IndexError, match="head=True is not an integer"):
+        E.check_head(m, True)
+
+
+def test_logit_diff_metric_checks_pos_and_token_ids():
+    """It indexed the logits raw: pos / good past the end raised torch's IndexError, and good=-1
+    silently scored the last token of the vocabulary."""
+    import circwidgets.engine as E
+
+    m = small_model()
+    V = m.cfg.d_vocab
+    with pytest.raises(IndexError, match=r"pos=99 is out of range: these tokens have positions 0\.\.7"):
+        E.ablate_heads(m, TOKS, [(0, 0)], metric=E.logit_diff_metric(99, 1))
+    with pytest.raises(IndexError, match=rf"good=-1 is out of range: token ids are 0\.\.{V - 1}"):
+        E.ablate_heads(m, TOKS, [(0, 0)], metric=E.logit_diff_metric(1, -1))
+    with pytest.raises(IndexError, match=rf"bad={V} is out of range"):
+        E.ablate_heads(m, TOKS, [(0, 0)], metric=E.logit_diff_metric(1, 0, V))
+    with pytest.raises(TypeError, match=r"pos=1\.0 must be an integer"):
+        E.logit_diff_metric(1.0, 1)
+    e = E.ablate_heads(m, TOKS, [(0, 0)], metric=E.logit_diff_metric(np.int64(-1), np.int64(2)))
+    assert math.isfinite(e.clean)
+
+
+def test_patching_report_checks_pos():
+    """pos past the end (or a float) raised torch's IndexError from inside the report."""
+    import circwidgets.engine as E
+
+    m = small_model()
+    for pos, msg in ((99, r"pos=99 is out of range"), (1.0, r"pos=1\.0 is not an integer")):
+        with pytest.raises(IndexError, match=msg + r": these tokens have positions 0\.\.7"):
+            E.patching_report(m, TOKS, TOKS.flip(-1), pos=pos)
+    assert E.patching_report(m, TOKS, TOKS.flip(-1)).pos == -1  # kept as given
+
+
+def test_path_terms_for_token_checks_batch_and_pos_types():
+    """batch=0.5 / pos=1.0 passed the range checks and failed inside torch indexing."""
+    import circwidgets.engine as E
+
+    m = small_model()
+    pt = E.path_terms(m, TOKS, max_order=1)
+    with pytest.raises(IndexError, match=r"batch=0\.5 is not an integer: these tokens have sequences 0\.\.0"):
+        pt.for_token(1, 2, batch=0.5)
+    with pytest.raises(IndexError, match=r"pos=1\.0 is not an integer: these tokens have positions 0\.\.7"):
+        pt.for_token(1.0, 2)
+    assert pt.for_token(np.int64(1), np.int64(2)) == pt.for_token(1, 2)
+
+
+def test_counts_and_block_sizes_are_checked():
+    """n_samples=0 raised torch.cat's error, n_samples=1 returned a NaN std silently; block_size=0
+    raised range()'s error; a float bos / seed was truncated or failed inside torch."""
+    import circwidgets.engine as E
+
+    m = small_model()
+    for n in (0, 1, 2.5):
+        with pytest.raises(ValueError, match=rf"n_samples={n!r} must be an integer >= 2"):
+            E.composition_baseline(m, n_samples=n)
+    with pytest.raises(ValueError, match="block_size=0 must be an integer >= 1"):
+        E.copying_score(m, n_tokens=8, block_size=0)
+    with pytest.raises(ValueError, match="block_size=0 must be an integer >= 1"):
+        E.diagonal_stats(E.full_ov(m)[0, 0], block_size=0)
+    for bos in (2.5, True):
+        with pytest.raises(ValueError, match=rf"bos={bos!r} is out of range: token ids are 0\.\.9"):
+            E.repeated_tokens(10, 3, bos=bos)
+    for n_pos in (2.5, True):  # were truncated to 2 and 1
+        with pytest.raises(ValueError, match=rf"n_pos={n_pos!r} must be in 1\.\.\d+"):
+            E.positional_qk_profile(m, (1, 0), n_pos=n_pos)
+    with pytest.raises(ValueError, match=r"seed=1\.5 must be an integer"):
+        E.head_scores(m, seed=1.5)
+
+
+def test_per_token_loss_refuses_logits_that_do_not_fit_the_tokens():
+    """logits of 5 positions with tokens of 4 returned 3 losses silently (gather takes a smaller index);
+    an id past d_vocab raised torch's gather error."""
+    import circwidgets.engine as E
+
+    with pytest.raises(ValueError, match=r"logits \(1, 5, 10\) do not fit tokens \(1, 4\)"):
+        E.per_token_loss(torch.randn(1, 5, 10), torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"logits \(1, 5, 10\) do not fit tokens \(1, 4\)"):
+        E.loss_metric(torch.randn(1, 5, 10), torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"tokens contains ids outside \[0, 10\) \(min 0, max 12\)"):
+        E.per_token_loss(torch.randn(1, 2, 10), torch.tensor([[0, 12]]))
+
+
+def test_negative_or_fractional_counts_are_refused_not_sliced():
+    """frequent_tokens(n=-1) returned every id but the rarest (`order[:-1]`), n=2.5 and float token ids
+    were truncated; top_composition_pairs(k=-3) returned [] and k=2.5 two pairs; offset_profile(chunk=0)
+    raised range()'s error."""
+    import circwidgets.engine as E
+
+    toks = torch.tensor([1, 1, 2, 3, 3, 3])
+    assert E.frequent_tokens(toks, np.int64(2)).tolist() == [3, 1]
+    assert E.frequent_tokens(toks, 0).tolist() == []
+    for n in (-1, 2.5):
+        with pytest.raises(ValueError, match=rf"n={n!r} must be an integer >= 0"):
+            E.frequent_tokens(toks, n)
+    with pytest.raises(TypeError, match="tokens must be integer ids, got dtype torch.float32"):
+        E.frequent_tokens(toks.float() + 0.5, 2)
+    scores = E.composition_scores(small_model())
+    assert len(E.top_composition_pairs(scores, np.int64(2))) == 2
+    for k in (-3, 2.5):
+        with pytest.raises(ValueError, match=rf"k={k!r} must be an integer >= 0"):
+            E.top_composition_pairs(scores, k)
+    with pytest.raises(TypeError, match="vocab must be integer token ids, got dtype torch.float32"):
+        E.skip_trigrams(small_model(), 1, 0, vocab=torch.tensor([1.5, 2.0]))  # was truncated to [1, 2]
+    rot = small_model(positional="rotary")
+    with pytest.raises(ValueError, match="chunk=0 must be an integer >= 1"):
+        E.offset_profile(rot, [1, 2], chunk=0)

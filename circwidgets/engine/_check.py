@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import operator
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -14,21 +15,38 @@ import torch
 from ..model import Transformer
 
 
+def as_index(x) -> int | None:
+    """`x` as a Python int when it is an integer scalar (int, NumPy integer, 0-d integer tensor), else None
+    (bools, floats, strings, anything else: an index is never meant by those)."""
+    if isinstance(x, bool) or isinstance(x, float) or (isinstance(x, torch.Tensor) and x.dtype == torch.bool):
+        return None
+    try:
+        return operator.index(x)
+    except TypeError:
+        return None
+
+
+def _index(x, n_lo: int, n_hi: int, name: str, what: str) -> int:
+    """`x` as an int in `n_lo..n_hi` (inclusive); `IndexError` naming `name` and the range otherwise."""
+    i = as_index(x)
+    if i is None:
+        raise IndexError(f"{name}={x!r} is not an integer: {what} {max(n_lo, 0)}..{n_hi}")
+    if not n_lo <= i <= n_hi:
+        raise IndexError(f"{name}={x!r} is out of range: {what} {max(n_lo, 0)}..{n_hi}")
+    return i
+
+
 def check_layer(model: Transformer, layer: int, name: str = "layer") -> int:
-    """`layer` as an index in 0..n_layers-1 (a negative one counts from the end); `IndexError` naming
-    `name` and the range for anything else (bools, floats, out of range)."""
+    """`layer` as an index in 0..n_layers-1 (a negative one counts from the end; NumPy / 0-d tensor
+    integers accepted); `IndexError` naming `name` and the range for anything else (bools, floats, out of range)."""
     n = model.cfg.n_layers
-    if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
-        raise IndexError(f"{name}={layer!r} is out of range: this model has layers 0..{n - 1}")
-    return layer % n
+    return _index(layer, -n, n - 1, name, "this model has layers") % n
 
 
 def check_head(model: Transformer, head: int, name: str = "head") -> int:
     """`head` as an index in 0..n_heads-1 (negative counts from the end); `IndexError` otherwise."""
     n = model.cfg.n_heads
-    if isinstance(head, bool) or not isinstance(head, int) or not -n <= head < n:
-        raise IndexError(f"{name}={head!r} is out of range: this model has heads 0..{n - 1}")
-    return head % n
+    return _index(head, -n, n - 1, name, "this model has heads") % n
 
 
 def check_layer_head(model: Transformer, layer: int, head: int) -> tuple[int, int]:
@@ -38,10 +56,20 @@ def check_layer_head(model: Transformer, layer: int, head: int) -> tuple[int, in
 
 def check_token(model: Transformer, token: int, name: str = "token") -> int:
     """A token id in 0..d_vocab-1 (no negative ids: they are never meant); `IndexError` otherwise."""
-    v = model.cfg.d_vocab
-    if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < v:
-        raise IndexError(f"{name}={token!r} is out of range: token ids are 0..{v - 1}")
-    return token
+    return _index(token, 0, model.cfg.d_vocab - 1, name, "token ids are")
+
+
+def check_position(pos: int, n_pos: int, name: str = "pos") -> int:
+    """A position of a `n_pos`-token input in 0..n_pos-1 (negative counts from the end); `IndexError` otherwise."""
+    return _index(pos, -n_pos, n_pos - 1, name, "these tokens have positions") % n_pos
+
+
+def check_count(value: int, name: str, lo: int = 1) -> int:
+    """An integer >= `lo` (a sample count, a block size); `ValueError` naming `name` otherwise."""
+    i = as_index(value)
+    if i is None or i < lo:
+        raise ValueError(f"{name}={value!r} must be an integer >= {lo}")
+    return i
 
 
 _FINITE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> parameters' state when checked

@@ -31,7 +31,7 @@ import torch
 from ..model import Transformer, rotary
 from ..model.lazy import is_lazy
 from . import streaming
-from ._check import check_finite_output, check_layer_head
+from ._check import check_count, check_finite_output, check_layer_head
 from .factored import FactoredMatrix, compute_dtype, eigvals
 from .prep import cached, weights
 
@@ -360,6 +360,7 @@ def offset_profile(model: Transformer, offsets: Sequence[int] = range(64),
         raise ValueError(f"offset_profile is for rotary models (this one: positional={cfg.positional!r}); "
                          "with learned positions see positional_qk(model)")
     offs = check_offset(model, list(offsets), "offset_profile")
+    chunk = check_count(chunk, "chunk")
     if is_lazy(model):  # a checkpoint read layer by layer
         return streaming.offset_profile(model, offs, token_weights)
     weights(model)  # finiteness check
@@ -433,6 +434,8 @@ def _profile_at_offsets(cfg, layer: int, q_mean: torch.Tensor, k_mean: torch.Ten
 
 def trace_copying_score(model: Transformer) -> torch.Tensor:
     """`tr(W_OV) / ||W_OV||_F` per head, `[layer, head]` (the summary's score; unbounded, grows with
-    d_model: views show `eigen_positivity` by default)."""
+    d_model: views show `eigen_positivity` by default). NaN for a head whose OV circuit is zero (no value);
+    an overflow to NaN/inf raises `NonFiniteResultError`."""
     ov = W_OV(model)
-    return ov.trace() / ov.norm()
+    norm = ov.norm()
+    return check_finite_output("trace copying score", ov.trace() / norm, valid=norm != 0)

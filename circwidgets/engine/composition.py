@@ -32,7 +32,7 @@ import torch
 from ..model import Transformer
 from ..model.lazy import is_lazy
 from . import streaming
-from ._check import check_finite_output, check_layer_head
+from ._check import check_count, check_finite_output, check_layer_head
 from .circuits import check_offset, keys_at, offset_matrices
 from .factored import compute_dtype
 from .prep import cached, weights
@@ -286,12 +286,13 @@ def top_composition_pairs(scores: torch.Tensor, k: int = 10) -> list[tuple[tuple
     index order. Fewer than `k` when fewer valid pairs exist."""
     if scores.dim() != 4 or scores.shape[0] != scores.shape[2] or scores.shape[1] != scores.shape[3]:
         raise ValueError(f"scores must be [L, H, L, H], got {tuple(scores.shape)}")
+    k = check_count(k, "k", 0)
     L, H = scores.shape[:2]
     ar = torch.arange(L, device=scores.device)
     valid = (ar[:, None] < ar[None, :])[:, None, :, None].expand(L, H, L, H) & ~torch.isnan(scores)
     flat = scores.reshape(-1).to(torch.float64)
     idx = valid.reshape(-1).nonzero().squeeze(1)
-    order = torch.sort(flat[idx], descending=True, stable=True).indices[: max(int(k), 0)]
+    order = torch.sort(flat[idx], descending=True, stable=True).indices[:k]
     out = []
     for i in idx[order].tolist():
         l1, h1, l2, h2 = (i // (H * L * H), (i // (L * H)) % H, (i // H) % L, i % H)
@@ -359,6 +360,7 @@ def composition_baseline(model: Transformer, kind: Kind = "q", n_samples: int = 
     useful to read a baseline-subtracted score in units of chance.
     """
     _kind(kind)
+    n_samples = check_count(n_samples, "n_samples", 2)  # the std of one sample is NaN
     cfg = model.cfg
     key = (cfg.d_model, cfg.d_head, n_samples, seed)
     if key not in _BASELINES:

@@ -66,8 +66,13 @@ def repeated_tokens(d_vocab: int, seq_len: int, n_seqs: int = 1, seed: int = 0, 
     for name, v, lo in (("d_vocab", d_vocab, 1), ("seq_len", seq_len, 1), ("n_seqs", n_seqs, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name}={v!r} must be an integer >= {lo}")
-    if bos is not None and not 0 <= bos < d_vocab:
-        raise ValueError(f"bos={bos!r} is out of range: token ids are 0..{d_vocab - 1}")
+    if bos is not None:
+        i = _check.as_index(bos)
+        if i is None or not 0 <= i < d_vocab:  # a float or bool id would be silently truncated
+            raise ValueError(f"bos={bos!r} is out of range: token ids are 0..{d_vocab - 1}")
+        bos = i
+    if _check.as_index(seed) is None:
+        raise ValueError(f"seed={seed!r} must be an integer")
     pool = torch.arange(d_vocab)
     if bos is not None:
         pool = pool[pool != bos]
@@ -309,6 +314,7 @@ def copying_score(model: Transformer, layer: int | None = None, head: int | None
     """
     cfg = model.cfg
     V = cfg.d_vocab
+    block_size = _check.check_count(block_size, "block_size")
     single = layer is not None or head is not None
     if single:
         if layer is None or head is None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
-from ._check import check_finite_output, check_layer_head
+from ._check import as_index, check_count, check_finite_output, check_layer_head
 from .circuits import by_magnitude, full_ov, keys_at, positional_qk, positivity
 from .factored import FactoredMatrix
 from .prep import weights
@@ -70,6 +70,7 @@ def diagonal_stats(fm: FactoredMatrix, tokens: torch.Tensor | None = None, block
     square `FactoredMatrix` `[n, n]`, streamed in `block_size` rows."""
     if fm.ndim != 2 or fm.ldim != fm.rdim:
         raise ValueError(f"diagonal_stats needs a square [n, n] circuit, got {tuple(fm.shape)}")
+    block_size = check_count(block_size, "block_size")
     n = fm.ldim
     idx = torch.arange(n) if tokens is None else torch.as_tensor(tokens).long().flatten().unique()
     if len(idx) == 0 or int(idx.min()) < 0 or int(idx.max()) >= n:
@@ -183,8 +184,8 @@ def positional_qk_profile(model: Transformer, head: Head, n_pos: int | None = No
     layer, h = _head(model, head)
     if "W_pos" not in weights(model):
         raise ValueError(f"positional_qk_profile needs learned positions (this model: {model.cfg.positional!r})")
-    n = model.cfg.n_ctx if n_pos is None else int(n_pos)
-    if not 1 <= n <= model.cfg.n_ctx:
+    n = model.cfg.n_ctx if n_pos is None else as_index(n_pos)  # 2.5 / True are not position counts
+    if n is None or not 1 <= n <= model.cfg.n_ctx:
         raise ValueError(f"n_pos={n_pos!r} must be in 1..{model.cfg.n_ctx}")
     s = positional_qk(model)[layer, h].materialize()[:n, :n].double() / model.cfg.attn_scale  # [query, key]
     causal = torch.ones(n, n, dtype=torch.bool, device=s.device).tril()
@@ -197,7 +198,9 @@ def positional_qk_profile(model: Transformer, head: Head, n_pos: int | None = No
     vals = centred.cpu()[causal.cpu()]
     total = torch.zeros(n, dtype=torch.float64).index_add_(0, d + n - 1, vals)
     count = torch.zeros(n, dtype=torch.float64).index_add_(0, d + n - 1, torch.ones_like(vals))
-    return PositionalProfile(offsets, (total / count).float(), count.long())
+    score = check_finite_output(f"L{layer}H{h}'s positional QK profile", (total / count).float(), axes=("offset",),
+                                model=model)
+    return PositionalProfile(offsets, score, count.long())
 
 
 # ------------------------------------------------------------------------------- where induction shows

@@ -27,7 +27,8 @@ import torch
 
 from ..model import Transformer
 from ..model.nnsight_source import is_source
-from ._check import check_layer_head, effect_parts, finite_results
+from . import _check
+from ._check import check_layer_head, check_position, effect_parts, finite_results
 from .prep import _entry as _check_weights  # finiteness checked once per weight version (cached)
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -37,6 +38,12 @@ Hook = tuple[tuple[str, int], Callable]  # (hook point, fn), as `Transformer.run
 def per_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy (nats) `[batch, pos - 1]`: entry i is `-log p(tokens[i + 1] | tokens[..i])`
     (log-softmax in float32 at least)."""
+    if logits.ndim != 3 or tokens.ndim != 2 or tuple(logits.shape[:2]) != tuple(tokens.shape):
+        raise ValueError(f"logits {tuple(logits.shape)} do not fit tokens {tuple(tokens.shape)}: expected "
+                         f"logits [batch, pos, d_vocab] and tokens [batch, pos] of the same batch and pos")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= logits.shape[-1]):
+        raise ValueError(f"tokens contains ids outside [0, {logits.shape[-1]}) (min {int(tokens.min())}, "
+                         f"max {int(tokens.max())})")
     x = logits[:, :-1]
     lp = (x if x.dtype in (torch.float32, torch.float64) else x.float()).log_softmax(-1)
     return -lp.gather(-1, tokens[:, 1:, None])[..., 0]
@@ -54,8 +61,17 @@ def logit_diff_metric(pos: int, good: int, bad: int | None = None) -> Metric:
     is None or equal to `good`), averaged over the batch. Ignores the tokens it is given, so it
     can score runs on the corrupted input against the clean answer."""
 
+    for name, t in (("pos", pos), ("good", good), ("bad", bad)):
+        if (t is not None or name != "bad") and _check.as_index(t) is None:
+            raise TypeError(f"logit_diff_metric: {name}={t!r} must be an integer")
+
     def metric(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        x = logits[:, pos].double()
+        p = check_position(pos, logits.shape[1])
+        V = logits.shape[-1]
+        for name, t in (("good", good), ("bad", bad)):  # a negative id would silently index from the end
+            if t is not None:
+                _check._index(t, 0, V - 1, name, "token ids are")
+        x = logits[:, p].double()
         v = x[:, good]
         if bad is not None and bad != good:
             v = v - x[:, bad]
@@ -528,6 +544,7 @@ def patching_report(model: Transformer, clean, corrupted, pos: int = -1, max_ele
     `logit[good]` when they agree. Normalised (fraction restored) unless the metric is the same on
     both runs."""
     c, x, _ = _patch_prep(model, clean, corrupted, None)
+    check_position(pos, c.shape[1])  # the report keeps `pos` as given (-1 = the last)
     clean_logits, corrupt_logits = model(c), model(x)
     good = int(clean_logits[:, pos].double().mean(0).argmax())
     bad = int(corrupt_logits[:, pos].double().mean(0).argmax())
@@ -564,11 +581,9 @@ class LogitAttribution:
 
 def _direction(model: Transformer, token) -> tuple[torch.Tensor, torch.Tensor]:
     """Unembedding direction `[d_model]` and its b_U part for a token id or an (a, b) difference."""
-    V = model.cfg.d_vocab
 
     def one(t):
-        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < V:
-            raise IndexError(f"token={t!r} is out of range: token ids are 0..{V - 1}")
+        t = _check.check_token(model, t)
         b = model.b_U[t] if model.cfg.biases else torch.zeros((), dtype=model.W_U.dtype, device=model.W_U.device)
         return model.W_U[:, t], b
 
@@ -590,9 +605,7 @@ def logit_attribution(model: Transformer, tokens, pos: int, token) -> LogitAttri
     _check_weights(model)
     toks = model.check_tokens(tokens)
     P = toks.shape[1]
-    if isinstance(pos, bool) or not isinstance(pos, int) or not -P <= pos < P:
-        raise IndexError(f"pos={pos!r} is out of range: these tokens have positions 0..{P - 1}")
-    pos %= P
+    pos = check_position(pos, P)
     u, bu = _direction(model, token)
     cfg = model.cfg
     L = cfg.n_layers
@@ -659,3 +672,13 @@ ablate_path = finite_results("ablate_path", effect_parts)(ablate_path)
 patch_heads = finite_results("patch_heads", tokens="corrupted")(patch_heads)
 patch_kv_heads = finite_results("patch_kv_heads", axes=("layer", "kv_head"), tokens="corrupted")(patch_kv_heads)
 patch_residual = finite_results("patch_residual", axes=("layer", "position"), tokens="corrupted")(patch_residual)
+
+
+def _attribution_parts(a: LogitAttribution) -> dict:
+    """`finite_results` parts of a `LogitAttribution` (a leading batch dim when batched)."""
+    b = ("batch",) if a.heads.ndim == 3 else ()
+    return {"heads": (a.heads, (*b, "layer", "head")), "embed": (a.embed, b), "pos_embed": (a.pos_embed, b),
+            "attn_bias": (a.attn_bias, (*b, "layer")), "mlp": (a.mlp, (*b, "layer")), "bias": (a.bias, b)}
+
+
+logit_attribution = finite_results("logit_attribution", _attribution_parts)(logit_attribution)

@@ -39,7 +39,7 @@ import torch
 
 from ..model import Transformer
 from ..model.fold import FOLDS
-from ._check import check_finite_terms
+from ._check import _index, check_finite_terms, check_position, check_token
 from .factored import compute_dtype
 from .patterns import AttentionData, attention_patterns, run_until
 from .prep import prepared
@@ -145,13 +145,9 @@ class PathTerms:
         """`(label, logit contribution)` of every term to `token` at position `pos`, largest |value|
         first (the top `k` if given). Costs one `d_model`-vector product per term."""
         B, P, _ = self.model_logits.shape
-        if not 0 <= batch < B:
-            raise IndexError(f"batch={batch} out of range: 0..{B - 1}")
-        if not -P <= pos < P:
-            raise IndexError(f"pos={pos} out of range: 0..{P - 1}")
-        V = self.W_U.shape[1]
-        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < V:
-            raise IndexError(f"token={token!r} is out of range: token ids are 0..{V - 1}")
+        batch = _index(batch, 0, B - 1, "batch", "these tokens have sequences")
+        pos = check_position(pos, P)
+        token = _index(token, 0, self.W_U.shape[1] - 1, "token", "token ids are")
         x = torch.cat([self.resid[:, batch, pos], self.remainder_resid[None, batch, pos]])  # [T+1, D]
         if self.final_scale is not None:
             x = ((x - x.mean(-1, keepdim=True)) if self.final_centre else x) / self.final_scale[batch, pos]
@@ -656,12 +652,8 @@ def logit_paths(run: FrozenRun, pos: int, token: int, max_order: int = 2) -> Log
     P = run.tokens.shape[0]
     if isinstance(max_order, bool) or not isinstance(max_order, int) or max_order < 0:
         raise ValueError(f"max_order={max_order!r} must be an integer >= 0")
-    if isinstance(pos, bool) or not isinstance(pos, int) or not -P <= pos < P:
-        raise IndexError(f"pos={pos!r} out of range: 0..{P - 1}")
-    pos %= P
-    V = cfg.d_vocab
-    if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < V:
-        raise IndexError(f"token={token!r} is out of range: token ids are 0..{V - 1}")
+    pos = check_position(pos, P)
+    token = check_token(run.model, token)
     dt, n = run.dt, pos + 1  # positions 0..pos only
     ln = run.ln_scale is not None  # heads read a normalised residual
     centred = cfg.normalization is not None and FOLDS[cfg.normalization].centres  # RMS norms do not centre

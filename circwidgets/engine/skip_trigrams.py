@@ -37,7 +37,7 @@ import torch
 from ..model import Transformer
 from ..model.lazy import is_lazy
 from . import streaming
-from ._check import check_layer_head, check_token
+from ._check import check_count, check_finite_output, check_layer_head, check_token
 
 
 @dataclass
@@ -296,13 +296,17 @@ def frequent_tokens(tokens, n: int, d_vocab: int | None = None) -> torch.Tensor:
     """The `n` most frequent token ids of a corpus (`tokens`: ids of any shape, e.g. `[batch, pos]`),
     most frequent first (ties: smaller id first): `[min(n, distinct ids)]` int64. The `vocab=` of
     `skip_trigrams` for "the top-N corpus tokens"."""
-    t = torch.as_tensor(tokens).reshape(-1).to(torch.int64)
+    n = check_count(n, "n", 0)  # a negative n sliced `order[:n]` from the end: all but |n| tokens
+    t = torch.as_tensor(tokens)
+    if t.numel() and (t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool):  # [] reads as float
+        raise TypeError(f"tokens must be integer ids, got dtype {t.dtype}")
+    t = t.reshape(-1).to(torch.int64)
     if t.numel() and int(t.min()) < 0:
         raise ValueError("token ids must be >= 0")
     counts = torch.bincount(t, minlength=d_vocab or 0)
     present = int((counts > 0).sum())
     order = torch.argsort(-counts, stable=True)
-    return order[: min(int(n), present)]
+    return order[: min(n, present)]
 
 
 def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest: int = 10, n_out: int = 10,
@@ -339,9 +343,12 @@ def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest
     f = _factors(model, layer, head, offset)
     ids = None
     if vocab is not None:
-        ids = torch.as_tensor(vocab).reshape(-1).to(torch.int64).cpu()
-        if ids.numel() == 0:
+        ids = torch.as_tensor(vocab)
+        if ids.numel() == 0:  # (before the dtype: torch reads [] as float32)
             raise ValueError("vocab is empty: give at least one token id")
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise TypeError(f"vocab must be integer token ids, got dtype {ids.dtype}")
+        ids = ids.reshape(-1).to(torch.int64).cpu()
         if int(ids.min()) < 0 or int(ids.max()) >= model.cfg.d_vocab:
             raise ValueError(f"vocab holds ids outside 0..{model.cfg.d_vocab - 1}")
         if len(torch.unique(ids)) != len(ids):
@@ -352,5 +359,8 @@ def skip_trigrams(model: Transformer, layer: int, head: int, k: int = 20, n_dest
              "u": f["u"][:, sel].contiguous()}  # centred over the whole vocabulary first (_factors)
     k = min(k, model.cfg.d_vocab if ids is None else len(ids))
     top_qk, top_ov = source_maxima(f, block_size, col_block, progress)
-    return SkipTrigramTable(model, layer, head, f, top_qk, top_ov, k, n_dest, n_out, min(block_size or 256, 256),
-                            vocab=ids)
+    table = SkipTrigramTable(model, layer, head, f, top_qk, top_ov, k, n_dest, n_out, min(block_size or 256, 256),
+                             vocab=ids)
+    for what, v in (("QK maxima", top_qk), ("OV maxima", top_ov), ("strengths", table.strength)):
+        check_finite_output(f"L{layer}H{head}'s skip-trigram {what}", v, axes=("source",))
+    return table

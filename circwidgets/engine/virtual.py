@@ -35,7 +35,7 @@ import torch
 from ..model import ActivationCache, Transformer
 from ..model.lazy import is_lazy
 from . import streaming
-from ._check import check_layer, check_layer_head
+from ._check import check_finite_output, check_layer, check_layer_head
 from .factored import FactoredMatrix, compute_dtype
 from .patterns import AttentionData
 from .prep import weights
@@ -264,6 +264,7 @@ def virtual_heads(model: Transformer, cache_or_tokens, head1: tuple[int, int], h
     l2, h2 = check_layer_head(model, *head2)
     if not l1 < l2:
         raise ValueError(f"head1={head1!r} must be in an earlier layer than head2={head2!r}")
+    toks = None  # the tokens of an in-memory model's own run (to locate an overflow)
     if isinstance(cache_or_tokens, AttentionData):
         A1, A2 = cache_or_tokens.pattern[l1, h1][None], cache_or_tokens.pattern[l2, h2][None]
     else:
@@ -276,9 +277,12 @@ def virtual_heads(model: Transformer, cache_or_tokens, head1: tuple[int, int], h
             pats = src.patterns(src.check_tokens(cache_or_tokens), [l1, l2])
             cache = {("pattern", l): p for l, p in pats.items()}
         else:
-            _, cache = model.run_with_cache(cache_or_tokens)  # patterns: the same with or without LN folding
+            toks = model.check_tokens(cache_or_tokens)
+            _, cache = model.run_with_cache(toks)  # patterns: the same with or without LN folding
         A1, A2 = cache["pattern", l1][:, h1], cache["pattern", l2][:, h2]
     pattern = A2 @ A1  # head 1 mixes positions first, then head 2
+    check_finite_output(f"virtual head L{l1}H{h1}->L{l2}H{h2} pattern", pattern, axes=("batch",),
+                        model=model if toks is not None else None, tokens=toks)
     if is_lazy(model):  # a checkpoint read layer by layer: the two layers' folded weights only
         w1, w2 = model.layer_weights(l1), model.layer_weights(l2)
         cfg = model.cfg
