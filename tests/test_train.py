@@ -3,6 +3,7 @@ checkpoints are atomic, synthetic tasks plant what they say, the corpus is repro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -24,8 +25,8 @@ CFG = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_head=8, d_vocab=24, n_ctx
 
 def _trainer(out=None, steps=40, task=None, **kw) -> Trainer:
     torch.manual_seed(0)
-    tc = TrainConfig(steps=steps, batch_size=8, lr=1e-2, warmup=5, eval_every=10, checkpoint_every=1000,
-                     eval_batches=1, icl_n_seqs=2, icl_seq_len=7, **kw)
+    tc = TrainConfig(**{"steps": steps, "batch_size": 8, "lr": 1e-2, "warmup": 5, "eval_every": 10,
+                        "checkpoint_every": 1000, "eval_batches": 1, "icl_n_seqs": 2, "icl_seq_len": 7, **kw})
     return Trainer(Transformer(CFG, seed=0), task or BigramTask(24, 16, n_successors=2), tc, out_dir=out,
                    progress=False)
 
@@ -334,6 +335,43 @@ def test_corpus_is_reproducible_and_skips_tests(tmp_path):
     assert "import os" in text
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "train.npy").write_bytes((d / "train.npy").read_bytes()[:200]),
+     "{d}/train.npy: cannot read the corpus's train tokens (Failed to read all data for array."),
+    (lambda d: (d / "val.npy").unlink(), "{d}/val.npy: cannot read the corpus's val tokens ("),
+    (lambda d: (d / "manifest.json").write_text("{x"), "{d}/manifest.json: not a readable corpus manifest ("),
+    (lambda d: (d / "manifest.json").write_text("[]"), "{d}/manifest.json: not a corpus manifest (no vocab_size)"),
+])
+def test_cli_a_damaged_data_dir_is_a_usage_error_naming_the_file(tmp_path, monkeypatch, capsys, damage, message):
+    """Used to end in a raw numpy ValueError / FileNotFoundError mid-run, or a JSON error naming no file."""
+    from circwidgets.train.__main__ import main
+
+    d = corpus.prepare_data_dir(tmp_path / "data", vocab_size=300, root=_fake_stdlib(tmp_path / "lib"), verbose=False)
+    monkeypatch.setitem(recipes.RECIPES, "tiny-code", recipes.Recipe(
+        "tiny-code", "test", dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_vocab=300, n_ctx=32,
+                                  positional="shortformer", bos_token_id=0), "code",
+        train=dict(steps=2, batch_size=4, eval_every=3, eval_batches=1, icl_n_seqs=2)))
+    damage(d)
+    with pytest.raises(SystemExit) as e:
+        main(["tiny-code", "--data-dir", str(d), "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert f"python -m circwidgets.train: error: {message.format(d=d)}" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_a_data_dir_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+    from circwidgets.train.__main__ import main
+
+    f = tmp_path / "afile"
+    f.write_text("keep me")
+    with pytest.raises(SystemExit) as e:
+        main(["toy-1l-code-stdlib", "--steps", "2", "--data-dir", str(f), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--data-dir {f}: is a file, not a corpus directory" in err
+    assert f.read_text() == "keep me"
+
+
 def test_recipe_runs_end_to_end_and_the_tokenizer_ships_without_the_package(tmp_path, monkeypatch):
     root = _fake_stdlib(tmp_path / "lib")
     d = corpus.prepare_data_dir(tmp_path / "data", vocab_size=300, root=root, verbose=False)
@@ -377,6 +415,26 @@ def test_cli_runs_a_recipe(tmp_path):
     (["--set", "train.no_such=1"], "train has no field 'no_such'"),
     (["--set", "split=by-size"], "the code corpus's splits are package, file-hash"),
     (["--set", "train.schedule=wsd", "--set", "train.decay_steps=50"], "decay_steps=50 must be in 1..steps"),
+    # each of these used to start and crash with a raw traceback (or train silently with a bad setting)
+    (["--steps", "0"], "steps=0 must be an integer >= 1"),
+    (["--steps", "-5"], "steps=-5 must be an integer >= 1"),
+    (["--batch-size", "0"], "batch_size=0 must be an integer >= 1"),
+    (["--set", "train.batch_size=-1"], "batch_size=-1 must be an integer >= 1"),
+    (["--set", "train.steps=\"abc\"", "--steps", "0"], "steps=0 must be an integer >= 1"),
+    (["--lr", "inf"], "lr=inf must be a finite number >= 0"),
+    (["--set", "train.eval_every=0"], "eval_every=0 must be an integer >= 1"),
+    (["--set", "train.checkpoint_every=0"], "checkpoint_every=0 must be an integer >= 1"),
+    (["--set", "train.eval_batches=0"], "eval_batches=0 must be an integer >= 1"),
+    (["--snapshots", "-1"], "n_snapshots=-1 must be an integer >= 0"),
+    (["--set", "train.snapshot_dtype=bogus"],
+     "snapshot_dtype='bogus' is not one of ('float32', 'float16', 'bfloat16', 'float64')"),
+    (["--set", "train.betas=5"], "betas=5 must be two numbers in [0, 1)"),
+    (["--set", "task.bogus=1"], "--set task.bogus: toy-1l-trigrams's task (skip_trigrams) has no option 'bogus'; "
+                                "its options: n_rules, n_triggers, rules_per_seq, rule_seed"),
+    (["--set", "init_std=abc"], "--set init_std='abc': must be a finite number > 0 (or null)"),
+    (["--set", "model_seed=1.5"], "--set model_seed=1.5: must be an integer >= 0"),
+    (["--threads", "-1"], "--threads -1: must be an integer >= 1"),
+    (["--time-limit", "nan"], "--time-limit nan: must be a finite number of seconds > 0"),
 ])
 def test_cli_reports_a_bad_option_before_training(tmp_path, capsys, args, message):
     """A bad option fails before the first step as a usage error (exit 2, the message on stderr, no
@@ -388,6 +446,135 @@ def test_cli_reports_a_bad_option_before_training(tmp_path, capsys, args, messag
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_out_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+    from circwidgets.train.__main__ import main
+
+    f = tmp_path / "afile"
+    f.write_text("keep me")
+    with pytest.raises(SystemExit) as e:
+        main(["toy-1l-trigrams", "--steps", "2", "--out", str(f), "--no-progress"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--out {f}: is a file, not a directory" in err and "Traceback" not in err
+    assert f.read_text() == "keep me"
+
+
+def test_cli_a_diverging_run_stops_with_a_message_and_writes_no_nan_file(tmp_path, capsys):
+    from circwidgets.train.__main__ import main
+
+    out = tmp_path / "run"
+    rc = main(["toy-1l-trigrams", "--steps", "10", "--lr", "1e30", "--set", "train.warmup=1", "--set",
+               "train.checkpoint_every=5", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert ("python -m circwidgets.train: error: training diverged: the training loss became NaN or inf by step 5; "
+            "stopped without saving this state; no checkpoint was written") in err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_cli_steps_below_the_checkpoint_step_is_a_usage_error(tmp_path, capsys):
+    """`--steps 2` on a run already at step 3 used to 'finish' at step 3 and rewrite model.safetensors."""
+    from circwidgets.train.__main__ import main
+
+    out = tmp_path / "run"
+    assert main(["toy-1l-trigrams", "--steps", "3", "--out", str(out), "--no-progress"]) == 0
+    before = (out / "model.safetensors").read_bytes(), (out / "checkpoint.safetensors").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["toy-1l-trigrams", "--steps", "2", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert (f"--steps 2: the checkpoint in {out} is already at step 3; pass --steps >= 3 to continue it "
+            "(or --fresh to start over)") in err
+    assert ((out / "model.safetensors").read_bytes(), (out / "checkpoint.safetensors").read_bytes()) == before
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda c: c.update(future_field=1), "unexpected keyword argument 'future_field'"),
+    (lambda c: c.update(batch_size="x"), "batch_size='x' must be an integer >= 1"),
+])
+def test_a_checkpoint_with_a_foreign_train_config_is_named(tmp_path, change, why):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from circwidgets.model.io import ModelFileError
+
+    tr = _trainer(tmp_path, steps=2)
+    tr.train()
+    ck = tmp_path / "checkpoint.safetensors"
+    with safe_open(str(ck), "pt") as f:
+        meta = f.metadata()
+    state = json.loads(meta["trainer"])
+    change(state["train_config"])
+    save_file(load_file(str(ck)), str(ck), metadata={**meta, "trainer": json.dumps(state)})
+    with pytest.raises(ModelFileError) as e:
+        _trainer(tmp_path, steps=2).load_checkpoint()
+    assert str(e.value).startswith(f"{ck}: checkpoint train_config is not a valid TrainConfig (")
+    assert why in str(e.value) and "cannot resume from it" in str(e.value)
+
+
+def test_cli_a_full_disk_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from circwidgets.train import trainer as trainer_mod
+    from circwidgets.train.__main__ import main
+
+    out = tmp_path / "run"
+    args = ["toy-1l-trigrams", "--steps", "4", "--set", "train.checkpoint_every=2", "--out", str(out), "--no-progress"]
+    assert main([*args[:2], "2", *args[3:]]) == 0
+    before = (out / "checkpoint.safetensors").read_bytes()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trainer_mod, "_atomic_save_safetensors", full)
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith(
+        "python -m circwidgets.train: error: training stopped: [Errno 28] No space left on device; "
+        f"the files already in {out} (the last checkpoint, snapshots) were left as they were")
+    assert (out / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_a_list_valued_setting_is_kept_as_a_tuple():
+    """`--set train.betas=[0.9,0.95]` gives JSON lists: stored as tuples, so a resume compares equal."""
+    tc = TrainConfig(betas=[0.9, 0.95], icl_seq_lens=[5, 7])
+    assert tc.betas == (0.9, 0.95) and tc.icl_seq_lens == (5, 7)
+    assert tc == TrainConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(tc))))
+
+
+def test_non_finite_weights_stop_training_and_keep_the_last_good_checkpoint(tmp_path):
+    """Weights gone NaN (step 14 here) stop the run with `TrainingDivergedError` at the next check; no
+    checkpoint or snapshot of the NaN state is written: the step-10 checkpoint stays and resumes."""
+    from circwidgets.model.io import read_safetensors
+    from circwidgets.train.trainer import TrainingDivergedError
+
+    tr = _trainer(tmp_path, steps=40, eval_every=1000, checkpoint_every=10, n_snapshots=3, snapshot_span=20)
+    assert tr.config.snapshot_steps() == [0, 20, 40]
+    step = tr.optimizer.step
+
+    def poisoned(*a, **k):
+        out = step(*a, **k)
+        if tr.step == 14:
+            with torch.no_grad():
+                tr.model.W_E.fill_(float("nan"))
+        return out
+
+    tr.optimizer.step = poisoned
+    with pytest.raises(TrainingDivergedError, match=r"training diverged: the training loss became NaN or inf by "
+                                                    r"step 20; stopped without saving this state; the last good "
+                                                    r"checkpoint \(.*checkpoint.safetensors\) was left as it was"):
+        tr.train()
+    assert [p.name for p in (tmp_path / "snapshots").iterdir()] == ["step_000000.safetensors"]
+    _, tensors = read_safetensors(tmp_path / "checkpoint.safetensors", float_only=False)
+    assert all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+    assert _trainer(tmp_path, steps=40, eval_every=1000, checkpoint_every=10, n_snapshots=3, snapshot_span=20
+                    ).load_checkpoint().step == 10
+    with pytest.raises(TrainingDivergedError, match="the weights"):  # never a NaN file, whoever asks
+        tr.save_checkpoint(tmp_path / "other.safetensors")
+    assert not (tmp_path / "other.safetensors").exists()
 
 
 def test_rotary_recipe_architecture_trains(tmp_path, monkeypatch):

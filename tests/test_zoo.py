@@ -307,3 +307,34 @@ def test_build_refuses_reference_data_with_another_tokenizer(tmp_path):
     _check_same_corpus(tmp_path / "model.safetensors", {"task": "repeat"}, tmp_path)  # synthetic data: no BPE
     with pytest.raises(ValueError, match="tokenizer sha256 aaaa.*trained with bbbb"):
         _check_same_corpus(tmp_path / "model.safetensors", {"tokenizer_sha256": "b" * 64}, tmp_path)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--build", "../escaped", "--run", "{run}"],
+     "--build '../escaped': a model name is letters, digits, '.', '_' and '-' (e.g. toy-2l-induction)"),
+    (["--build", "toy-1l-trigrams", "--run", "{tmp}/no-run"],
+     "--run {tmp}/no-run: not a finished training run directory (it has no model.safetensors)"),
+    (["--build", "toy-1l-trigrams", "--run", "{run}/model.safetensors"],
+     "--run {run}/model.safetensors: not a finished training run directory (it has no model.safetensors)"),
+    (["--build", "toy-1l-trigrams", "--run", "{run}", "--snapshots", "a,b"],
+     "--snapshots 'a,b': expected comma-separated snapshot steps, e.g. 0,200,1000"),
+    (["--restate", "no-such-model"], "--restate 'no-such-model': no shipped model of that name; available: "),
+])
+def test_cli_bad_names_and_paths_are_usage_errors_that_write_nothing(tmp_path, monkeypatch, capsys, args, message):
+    """Used to end in raw tracebacks (ModelFileError, NotADirectoryError, ValueError, KeyError); a --build name
+    with '..' wrote its files outside the zoo's folders."""
+    from circwidgets.zoo import __main__ as zoo_main
+    from circwidgets.zoo import build as zoo_build
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cw.save(cw.load("toy-1l-trigrams"), run / "model.safetensors")
+    zoo_dir = tmp_path / "zoo"
+    monkeypatch.setattr(zoo_build, "MODELS_DIR", zoo_dir / "models")
+    monkeypatch.setattr(zoo_build, "CARDS_DIR", zoo_dir / "cards")
+    fill = {"run": str(run), "tmp": str(tmp_path)}
+    with pytest.raises(SystemExit) as e:
+        zoo_main.main([a.format(**fill) for a in args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"python -m circwidgets.zoo: error: {message.format(**fill)}" in err, err
+    assert "Traceback" not in err and not zoo_dir.exists()

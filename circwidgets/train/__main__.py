@@ -17,6 +17,7 @@ import sys
 
 from . import recipes
 from .code_corpus import SPLITS
+from .trainer import TrainingDivergedError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +82,16 @@ def main(argv: list[str] | None = None) -> int:
                                  overrides=overrides or None)
     except (ValueError, KeyError, FileNotFoundError) as e:
         p.error(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
-    tr = recipes.train_and_save(tr, a.recipe)
+    try:
+        tr = recipes.train_and_save(tr, a.recipe)
+    except TrainingDivergedError as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. a full disk or an unwritable --out: every file is written atomically
+        print(f"{p.prog}: error: training stopped: {e}; the files already in {tr.out_dir} (the last checkpoint, "
+              "snapshots) were left as they were: fix the cause and run the same command again to resume",
+              file=sys.stderr)
+        return 1
     return 130 if tr.stopped_by == "interrupt" else 0
 
 

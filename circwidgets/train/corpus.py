@@ -142,7 +142,14 @@ def load_manifest(data_dir: str | os.PathLike) -> dict:
     p = Path(data_dir) / "manifest.json"
     if not p.is_file():
         raise FileNotFoundError(f"{data_dir} is not a prepared corpus directory (no manifest.json)")
-    return json.loads(p.read_text())
+    try:
+        m = json.loads(p.read_text())
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{p}: not a readable corpus manifest ({e}); prepare the data dir again "
+                         "(`python -m circwidgets.train prepare-data` / `corpus --data-dir DIR`)") from e
+    if not isinstance(m, dict) or "vocab_size" not in m:
+        raise ValueError(f"{p}: not a corpus manifest (no vocab_size); prepare the data dir again")
+    return m
 
 
 def ensure_data_dir(data_dir: str | os.PathLike, vocab_size: int, corpus: str = "stdlib", split: str = "package"
@@ -153,6 +160,8 @@ def ensure_data_dir(data_dir: str | os.PathLike, vocab_size: int, corpus: str = 
     corpus: "stdlib" (this module) or "pycode" (`code_corpus`: stdlib + pinned packages); split: the package
     corpus's held-out split, "package" or "file-hash" (`code_corpus.SPLITS`)."""
     data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ValueError(f"--data-dir {data_dir}: is a file, not a corpus directory")
     if not (data_dir / "manifest.json").is_file():
         if corpus == "pycode":
             from .code_corpus import prepare_code_data_dir
@@ -215,7 +224,16 @@ class CorpusTask(Task):
 
     def tokens(self, split: str = "train") -> np.ndarray:
         if split not in self._arrays:
-            self._arrays[split] = np.load(Path(self.data_dir) / f"{split}.npy", allow_pickle=False)
+            p = Path(self.data_dir) / f"{split}.npy"
+            try:
+                a = np.load(p, allow_pickle=False)
+            except (OSError, ValueError) as e:  # missing, truncated, not an array: a ValueError naming the file
+                raise ValueError(f"{p}: cannot read the corpus's {split} tokens ({e}); prepare the data dir again "
+                                 "(`python -m circwidgets.train prepare-data` / `corpus --data-dir DIR`)") from e
+            if a.ndim != 1 or a.dtype.kind not in "iu" or len(a) < self.n_ctx:
+                raise ValueError(f"{p}: not a corpus token array (need >= {self.n_ctx} integer token ids in one "
+                                 f"dimension, got shape {a.shape} {a.dtype}); prepare the data dir again")
+            self._arrays[split] = a
         return self._arrays[split]
 
     def tokenizer_json(self) -> str:

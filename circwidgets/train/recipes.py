@@ -15,7 +15,9 @@ current models (rotary positions, RMSNorm, grouped-query K/V) at toy size.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +232,11 @@ def with_overrides(r: Recipe, overrides: dict[str, object] | None) -> Recipe:
         elif key in ("init_std", "model_seed", "split") and not sub:
             if key == "split" and val not in SPLITS:
                 raise KeyError(f"--set split={val}: the code corpus's splits are {', '.join(SPLITS)}")
+            if key == "model_seed" and (not isinstance(val, int) or isinstance(val, bool) or val < 0):
+                raise ValueError(f"--set model_seed={val!r}: must be an integer >= 0")
+            if key == "init_std" and val is not None and (
+                    not isinstance(val, (int, float)) or isinstance(val, bool) or not 0 < val < math.inf):
+                raise ValueError(f"--set init_std={val!r}: must be a finite number > 0 (or null)")
             setattr(r, key, val)
         else:
             raise KeyError(f"--set {key}: use model.X, task.X, train.X, init_std, model_seed or split")
@@ -260,6 +267,7 @@ def build(name: str, data_dir: str | os.PathLike | None = None, overrides: dict 
         d = ensure_data_dir(data_dir or default_data_dir(cfg.d_vocab, r.corpus, r.split), cfg.d_vocab, r.corpus,
                             r.split)
         task: Task = CorpusTask(cfg.d_vocab, cfg.n_ctx, data_dir=str(d), **r.task_kwargs)
+        task.tokens("train"), task.tokens("val")  # a missing or damaged file fails here, naming it
         tok_json = task.tokenizer_json()
         meta["tokenizer"] = tok_json  # written into every model file, with or without `tokenizers`
         desc = task.describe()
@@ -271,15 +279,22 @@ def build(name: str, data_dir: str | os.PathLike | None = None, overrides: dict 
             model.tokenizer = Tokenizer.from_json(tok_json, source=str(Path(d) / "tokenizer.json"))
         except ImportError:  # e.g. a GPU box without `tokenizers`: the JSON above still ships
             pass
-    elif r.task == "skip_trigrams":
+    elif r.task not in ("skip_trigrams", "repeat", "copy"):  # pragma: no cover - recipes are defined above
+        raise ValueError(r.task)
+    else:
+        cls = {"skip_trigrams": SkipTrigramTask, "repeat": RepeatTask, "copy": CopyTask}[r.task]
+        known = [n for n in inspect.signature(cls).parameters if n not in ("d_vocab", "n_ctx")]
+        bad = sorted(set(r.task_kwargs) - set(known))
+        if bad:
+            raise KeyError(f"--set task.{bad[0]}: {name}'s task ({r.task}) has no option {bad[0]!r}; "
+                           f"its options: {', '.join(known)}")
+    if r.task == "skip_trigrams":
         task = SkipTrigramTask(cfg.d_vocab, cfg.n_ctx, **r.task_kwargs)
         meta["data"] = json.dumps(task.describe())
         meta["planted_rules"] = json.dumps(task.rules)
     elif r.task in ("repeat", "copy"):
         task = (RepeatTask if r.task == "repeat" else CopyTask)(cfg.d_vocab, cfg.n_ctx, **r.task_kwargs)
         meta["data"] = json.dumps(task.describe())
-    else:  # pragma: no cover - recipes are defined above
-        raise ValueError(r.task)
     return model, task, tc, meta
 
 
@@ -303,12 +318,18 @@ def prepare_run(name: str, steps: int | None = None, out: str | os.PathLike | No
                 ) -> Trainer:
     """Everything `run` does before the first step (model, data, config, checkpoint): a bad option or data
     dir fails here, before any training (the command line reports it as a usage error)."""
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"--threads {threads}: must be an integer >= 1")
     if threads:
         torch.set_num_threads(threads)
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     out = Path(out) if out else Path("runs") / name
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a directory; pass a run directory")
+    if time_limit is not None and not (isinstance(time_limit, (int, float)) and 0 < time_limit < math.inf):
+        raise ValueError(f"--time-limit {time_limit}: must be a finite number of seconds > 0")
     model, task, tc, meta = build(name, data_dir, overrides, steps=steps, batch_size=batch_size, lr=lr,
                                   n_snapshots=n_snapshots)
     if overrides:
@@ -320,6 +341,9 @@ def prepare_run(name: str, steps: int | None = None, out: str | os.PathLike | No
     ck = tr.checkpoint_path
     if ck.exists() and not fresh:
         tr.load_checkpoint(ck)
+        if tr.step > tc.steps:
+            raise ValueError(f"--steps {tc.steps}: the checkpoint in {out} is already at step {tr.step}; pass --steps "
+                             f">= {tr.step} to continue it (or --fresh to start over)")
         print(f"resuming {name} from step {tr.step} ({ck}); pass --fresh to start over")
     return tr
 

@@ -87,7 +87,36 @@ class TrainConfig:
     SCHEDULES = ("constant", "cosine", "wsd")
     AUTOCAST = (None, "bfloat16")  # no float16: without a gradient scaler its small gradients underflow
 
+    SNAPSHOT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
     def __post_init__(self) -> None:
+        def integer(name: str, lo: int) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name}={v!r} must be an integer >= {lo}")
+
+        def number(name: str, lo: float) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < lo:
+                raise ValueError(f"{name}={v!r} must be a finite number >= {lo:g}")
+
+        for name, lo in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("decay_steps", 0), ("seed", -(2**63)),
+                         ("eval_every", 1), ("checkpoint_every", 1), ("n_snapshots", 0), ("eval_batches", 1),
+                         ("icl_n_seqs", 1)):
+            integer(name, lo)
+        number("lr", 0.0)
+        number("weight_decay", 0.0)
+        if self.grad_clip is not None:
+            number("grad_clip", 0.0)
+        for name in ("betas", "icl_seq_lens"):  # JSON (`--set train.betas=[0.9, 0.95]`) gives lists
+            if isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
+        b = self.betas
+        if not (isinstance(b, (tuple, list)) and len(b) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1 for x in b)):
+            raise ValueError(f"betas={b!r} must be two numbers in [0, 1)")
+        if self.snapshot_dtype not in self.SNAPSHOT_DTYPES:
+            raise ValueError(f"snapshot_dtype={self.snapshot_dtype!r} is not one of {self.SNAPSHOT_DTYPES}")
         if self.schedule not in self.SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r} is not one of {self.SCHEDULES}")
         if self.schedule == "wsd" and not 0 < self.decay_steps <= self.steps - self.warmup:
@@ -95,8 +124,8 @@ class TrainConfig:
                              f"({self.steps - self.warmup}) for schedule='wsd'")
         if not 0.0 <= self.min_lr_frac <= 1.0:
             raise ValueError(f"min_lr_frac={self.min_lr_frac} must be in [0, 1]")
-        if self.snapshot_span is not None and self.snapshot_span < 1:
-            raise ValueError(f"snapshot_span={self.snapshot_span} must be >= 1 (or None)")
+        if self.snapshot_span is not None:
+            integer("snapshot_span", 1)
         if self.autocast not in self.AUTOCAST:
             raise ValueError(f"autocast={self.autocast!r} is not one of {self.AUTOCAST}")
 
@@ -148,6 +177,10 @@ class TrainConfig:
 def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy (nats): logits `[batch, pos, vocab]`, tokens `[batch, pos]`."""
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss or the weights became NaN / inf: the run stopped without saving that state."""
 
 
 class _InterruptFlag:
@@ -365,6 +398,10 @@ class Trainer:
                     n_running += 1
                     bar.update(1)
                     self.train_seconds = seconds_before + time.perf_counter() - t_start
+                    saves = (self.step % c.eval_every == 0 or self.step == c.steps or self.step in snaps
+                             or (self.out_dir is not None and self.step % c.checkpoint_every == 0))
+                    if saves or self.step % 10 == 0 or self.step == end or flag.set:
+                        self._check_finite(running)  # before any evaluation or file sees the new weights
                     if self.step % 10 == 0 or self.step == end:
                         bar.set_postfix(loss=f"{(running / n_running).item():.3f}", refresh=False)
                         _call(self._cbs, "on_step", self, (running / n_running).item())
@@ -398,6 +435,7 @@ class Trainer:
         # an interrupted run records no extra evaluation (so that resuming gives the same history
         # as an uninterrupted run); a run cut short by its time limit is over: evaluate its end.
         if self.stopped_by == "time_limit" and self.history[-1]["step"] != self.step:
+            self._check_finite(running)
             rec = self.evaluate()
             if n_running:
                 rec["train_loss"] = (running / n_running).item()
@@ -412,6 +450,25 @@ class Trainer:
             if self.stopped_by == "interrupt":
                 print(f"interrupted at step {self.step}: resumable checkpoint in {self.checkpoint_path}")
         return self
+
+    def _check_finite(self, running: torch.Tensor | None = None) -> None:
+        """`TrainingDivergedError` when the running training loss or a weight is NaN / inf; nothing is
+        written, so the last checkpoint on disk (from a step whose weights were finite) stays resumable."""
+        if running is not None and not math.isfinite(float(running.item())):
+            what = "the training loss"
+        else:
+            bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+            if not bad:
+                return
+            what = f"the weights {bad}"
+        where = ""
+        if self.out_dir is not None:
+            ck = self.checkpoint_path
+            where = (f"; the last good checkpoint ({ck}) was left as it was" if ck.exists()
+                     else "; no checkpoint was written")
+        where += "; start over with other settings (e.g. a lower lr) with --fresh / fresh=True"
+        raise TrainingDivergedError(f"training diverged: {what} became NaN or inf by step {self.step}; stopped "
+                                    f"without saving this state{where}")
 
     @contextlib.contextmanager
     def _deterministic(self):
@@ -461,6 +518,7 @@ class Trainer:
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
         """Write a resumable checkpoint (model + AdamW state + trainer state) atomically."""
         path = Path(path) if path else self.checkpoint_path
+        self._check_finite()  # never replace a good checkpoint with NaN weights
         names = self._param_names()
         tensors = {f"model.{n}": p.detach().cpu().contiguous() for n, p in self.model.named_parameters()}
         sd = self.optimizer.state_dict()
@@ -517,6 +575,7 @@ class Trainer:
     def save_snapshot(self) -> Path | None:
         if self.out_dir is None:
             return None
+        self._check_finite()  # a snapshot of NaN weights is never kept
         dtype = getattr(torch, self.config.snapshot_dtype)
         return self.save_model(Path(self.out_dir) / "snapshots" / f"step_{self.step:06d}.safetensors", dtype=dtype)
 
@@ -556,8 +615,12 @@ def _read_checkpoint(path: Path, param_names: list[str]) -> tuple[dict[str, str]
     if not (isinstance(run, list) and len(run) == 2 and isinstance(run[0], (int, float)) and math.isfinite(run[0])
             and isinstance(run[1], int) and run[1] >= 0):
         raise bad(f"checkpoint running_loss must be [finite sum, count >= 0], got {run!r}")
-    if not isinstance(state.get("history"), list) or "train_config" not in state:
+    if not isinstance(state.get("history"), list) or not isinstance(state.get("train_config"), dict):
         raise bad("checkpoint trainer state has no history or train_config")
+    try:  # a foreign, newer or damaged config: named as such, not a TypeError from the dataclass
+        TrainConfig.from_dict(state["train_config"])
+    except (TypeError, ValueError) as e:
+        raise bad(f"checkpoint train_config is not a valid TrainConfig ({e})") from e
     missing = [n for n in param_names if f"model.{n}" not in tensors]
     if missing:
         raise bad(f"checkpoint has no weights for {missing}")

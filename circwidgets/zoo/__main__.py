@@ -8,8 +8,10 @@ claim specifications now state them (no training run needed) and rewrite its car
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,14 +34,24 @@ def main(argv: list[str] | None = None) -> int:
     if a.build:
         from .build import build
 
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", a.build) or ".." in a.build:
+            p.error(f"--build {a.build!r}: a model name is letters, digits, '.', '_' and '-' (e.g. toy-2l-induction)")
         if not a.run:
             p.error("--build needs --run RUN_DIR")
-        steps = [int(x) for x in a.snapshots.split(",") if x.strip()]
+        if not (Path(a.run) / "model.safetensors").is_file():
+            p.error(f"--run {a.run}: not a finished training run directory (it has no model.safetensors)")
+        try:
+            steps = [int(x) for x in a.snapshots.split(",") if x.strip()]
+        except ValueError:
+            p.error(f"--snapshots {a.snapshots!r}: expected comma-separated snapshot steps, e.g. 0,200,1000")
         c = build(a.build, a.run, a.data_dir, a.device_note, a.command, a.notes or "", steps or None)
         print(c.to_markdown())
         return 0
     if a.restate:
         from .build import restate
+
+        if a.restate not in zoo_list():
+            p.error(f"--restate {a.restate!r}: no shipped model of that name; available: {', '.join(zoo_list())}")
 
         print(restate(a.restate, a.notes).to_markdown())
         return 0
