@@ -489,26 +489,9 @@ def test_each_view_declares_its_export_actions():
 def test_every_trait_a_front_end_sets_is_a_page_input():
     """The page-input gate refuses any trait a view does not declare, so a control whose trait is
     missing from `page_inputs` / `export_inputs` silently does nothing (the rotary offset box did)."""
-    import re
-    from pathlib import Path
+    from pagesim import front_end_sets
 
-    from circwidgets.widgets import (
-        Ablation,
-        AttentionPatterns,
-        Composition,
-        Eigenvalues,
-        PathExpansion,
-        SkipTrigrams,
-        TrainingHistory,
-        TrainingMonitor,
-    )
-
-    src = Path(__file__).resolve().parents[1] / "js" / "src"
-    views = {"attention": AttentionPatterns, "eigenvalues": Eigenvalues, "skip_trigrams": SkipTrigrams,
-             "composition": Composition, "paths": PathExpansion, "ablation": Ablation, "monitor": TrainingMonitor,
-             "history": TrainingHistory}
-    for name, cls in views.items():
-        set_by_page = set(re.findall(r"""model\.set\(\s*["'](\w+)["']""", (src / f"{name}.js").read_text()))
+    for name, (cls, set_by_page, _) in front_end_sets().items():
         declared = set(cls.page_inputs) | set(getattr(cls, "export_inputs", ()))
         assert set_by_page, name
         assert set_by_page <= declared, (name, sorted(set_by_page - declared))

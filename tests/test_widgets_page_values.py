@@ -7,12 +7,11 @@ twins (summary, PNG) show what the live view shows. Page updates go through the 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from pagesim import page
+from pagesim import front_end_sets, page
 
 import circwidgets as cw
 from circwidgets import engine
@@ -174,22 +173,12 @@ def test_history_undefined_values_are_a_message_and_na():
 def test_kernel_only_controls_are_disabled_in_the_offline_page():
     """A trait the page sets that the export does not record (not in `export_inputs`: only a kernel answers
     it) has its controls disabled offline (`needsKernel`, js/src/lib/offline.js)."""
-    from circwidgets.widgets import (
-        Ablation,
-        AttentionPatterns,
-        Composition,
-        Eigenvalues,
-        PathExpansion,
-        SkipTrigrams,
-        TrainingHistory,
-    )
+    from circwidgets.widgets import Composition, Eigenvalues
 
-    src = Path(__file__).resolve().parents[1] / "js" / "src"
-    views = {"attention": AttentionPatterns, "eigenvalues": Eigenvalues, "skip_trigrams": SkipTrigrams,
-             "composition": Composition, "paths": PathExpansion, "ablation": Ablation, "history": TrainingHistory}
-    for name, cls in views.items():
-        js = (src / f"{name}.js").read_text()
-        kernel_only = set(re.findall(r"""model\.set\(\s*["'](\w+)["']""", js)) - set(cls.export_inputs)
+    for name, (cls, set_by_page, js) in front_end_sets().items():
+        if name == "monitor":  # a live view: never exported
+            continue
+        kernel_only = set_by_page - set(cls.export_inputs)
         assert not kernel_only or re.search(r"needsKernel\(model, \[", js), (name, sorted(kernel_only))
     assert {"offset", "through"} <= set(Eigenvalues.page_inputs) - set(Eigenvalues.export_inputs)
     assert "offset" in set(Composition.page_inputs) - set(Composition.export_inputs)
