@@ -587,3 +587,27 @@ def test_negative_or_fractional_counts_are_refused_not_sliced():
     rot = small_model(positional="rotary")
     with pytest.raises(ValueError, match="chunk=0 must be an integer >= 1"):
         E.offset_profile(rot, [1, 2], chunk=0)
+
+
+def test_top_k_memory_bounds_and_path_budget_arguments_are_checked():
+    """Were accepted: `ablated_run(top_k=-1)` (an empty top table), `ablation_table(max_elements=-1)` (read as
+    one copy per run), `path_budget(n_positions=0)` (None: "everything fits") and `max_order=-1`."""
+    from circwidgets.engine.ablation_state import ablated_run
+    from circwidgets.engine.interventions import ablation_table
+    from circwidgets.engine.paths import path_budget
+
+    m = random_model(n_layers=2, n_heads=2, d_model=8, d_head=4, d_vocab=12, n_ctx=8, seed=0)
+    toks = torch.tensor([[0, 3, 5, 7, 2]])
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="top_k="):
+            ablated_run(m, toks, heads=[(0, 0)], top_k=bad)
+    assert ablated_run(m, toks, heads=[(0, 0)], keep_logits=False, top_k=0) is not None
+    for bad in (-1, 0, float("nan"), "many"):
+        with pytest.raises(ValueError, match="max_elements="):
+            ablation_table(m, toks, max_elements=bad)
+    torch.testing.assert_close(ablation_table(m, toks, max_elements=1.0), ablation_table(m, toks))
+    with pytest.raises(ValueError, match="n_positions="):
+        path_budget(m, 0, 2)
+    with pytest.raises(ValueError, match="max_order="):
+        path_budget(m, 5, -1)
+    assert path_budget(m, 5, 2) is None  # a small model's full enumeration fits

@@ -16,7 +16,7 @@ import torch
 
 from ..model import Transformer
 from . import _check
-from ._check import check_layer_head
+from ._check import check_count, check_layer_head
 from .interventions import PathCut, ablation_hooks, kv_group_notes, logit_diff_metric, path_cuts, per_token_loss
 from .prep import _entry as _checked  # finiteness checked once per weights version, not per run
 
@@ -76,6 +76,7 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
     """
     if kind not in ("zero", "mean"):
         raise ValueError(f"kind={kind!r} must be 'zero' or 'mean'")
+    top_k = check_count(top_k, "top_k", lo=0)
     _checked(model)
     toks = model.check_tokens(tokens)
     hs = sorted({check_layer_head(model, *lh) for lh in heads})

@@ -325,6 +325,8 @@ def ablate_heads(model: Transformer, tokens, heads: Sequence[tuple[int, int]], k
 
 
 def _copies_per_run(model: Transformer, toks: torch.Tensor, n: int, max_elements: float) -> int:
+    if isinstance(max_elements, bool) or not isinstance(max_elements, (int, float)) or not max_elements >= 1:
+        raise ValueError(f"max_elements={max_elements!r} must be a number >= 1 (values held at once)")
     per_copy = toks.numel() * max(model.cfg.d_vocab, model.cfg.d_model * 4)
     return max(1, min(n, int(max_elements // max(per_copy, 1))))
 

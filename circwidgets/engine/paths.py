@@ -39,7 +39,7 @@ import torch
 
 from ..model import Transformer
 from ..model.fold import FOLDS
-from ._check import _index, check_finite_terms, check_position, check_token
+from ._check import _index, check_count, check_finite_terms, check_position, check_token
 from .factored import compute_dtype
 from .patterns import AttentionData, attention_patterns, run_until
 from .prep import prepared
@@ -194,6 +194,8 @@ def path_budget(model: Transformer, n_positions: int, max_order: int, max_elemen
     `n_positions` (batch x positions) residual vectors: None when the full enumeration fits (no
     pruning), else a per-layer budget for the order >= 2 terms. Counts `2 + n_layers` sources (plus one
     per MLP layer), each extended by every head and, for `max_order >= 2`, by every pair of heads."""
+    n_positions, max_order = check_count(n_positions, "n_positions"), check_count(max_order, "max_order", lo=0)
+    max_elements = check_count(max_elements, "max_elements")
     cfg = model.cfg
     D, LH = cfg.d_model, cfg.n_layers * cfg.n_heads
     n_src = 2 + cfg.n_layers * (1 + (not cfg.attn_only))
