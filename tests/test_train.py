@@ -66,6 +66,37 @@ class _SigintAt(BigramTask):
         return super().batch(batch_size, seed, step)
 
 
+class _SigtermAt(_SigintAt):
+    """The same, with SIGTERM (`kill PID`, a machine shutting down)."""
+
+    def batch(self, batch_size, seed, step):
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return BigramTask.batch(self, batch_size, seed, step)
+
+
+def test_sigterm_stops_at_the_step_and_writes_the_checkpoint(tmp_path):
+    """Was: SIGTERM killed the process and lost the steps since the last periodic checkpoint. Now it is an
+    interrupt: the step in flight completes, the checkpoint holds it, the process lives on, and the
+    handler in place before training is restored afterwards."""
+    task = _SigtermAt(24, 16, n_successors=2)
+    task.at = 17
+    seen = []
+
+    def before(signum, frame):  # in place of the default action (which would end the test run itself)
+        seen.append(signum)
+
+    original = signal.signal(signal.SIGTERM, before)
+    try:
+        part = _trainer(tmp_path / "part", task=task).train()
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert seen == [] and part.stopped_by == "interrupt" and part.step == 18
+    resumed = _trainer(tmp_path / "part").load_checkpoint()
+    assert resumed.step == 18
+
+
 def test_interrupt_then_resume_equals_uninterrupted(tmp_path):
     full = _trainer(tmp_path / "full").train()
     task = _SigintAt(24, 16, n_successors=2)

@@ -184,7 +184,11 @@ class TrainingDivergedError(RuntimeError):
 
 
 class _InterruptFlag:
-    """Turns SIGINT into a flag for the duration of a `with` block (main thread only)."""
+    """Turns SIGINT and SIGTERM into a flag for the duration of a `with` block (main thread only): the
+    loop stops at the end of the step and writes its checkpoint, so `kill PID` of a background run (or a
+    machine shutting down) loses no steps. A second SIGINT exits at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.set = False
@@ -194,19 +198,21 @@ class _InterruptFlag:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        old = signal.getsignal(signal.SIGINT)
+        old = {s: signal.getsignal(s) for s in self.SIGNALS}
 
         def handler(signum, frame):
-            if self.set:  # second Ctrl-C: the user really wants out
-                signal.signal(signal.SIGINT, old)
+            if self.set and signum == signal.SIGINT:  # second Ctrl-C: the user really wants out
+                signal.signal(signal.SIGINT, old[signal.SIGINT])
                 raise KeyboardInterrupt
             self.set = True
 
-        signal.signal(signal.SIGINT, handler)
+        for s in self.SIGNALS:
+            signal.signal(s, handler)
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, old)
+            for s, h in old.items():
+                signal.signal(s, h)
 
 
 class TrainerCallback(Protocol):
