@@ -6,7 +6,7 @@ then `os.replace`): a reader sees the old file or the new one, never half of one
 (`read_safetensors`, `load_file`) opens the file once and takes header and tensors through that one
 handle, so a concurrent replace cannot mix two versions. Headers are parsed and checked before any
 tensor data is read; tensors are read one at a time into fresh memory (no mapping that a file
-changed in place could pull from under us), and NaN / inf weights are refused (`check_finite`).
+changed in place could pull from under us), and NaN / inf weights are refused (`check_finite_weights`).
 """
 
 from __future__ import annotations
@@ -237,7 +237,8 @@ def read_tensor(fh: BinaryIO, entry: TensorEntry, path: Path, name: str) -> torc
     return bytes_as(raw, entry.dtype, entry.shape)
 
 
-def check_finite(t: torch.Tensor, path: Path | str, name: str, cast_from: torch.dtype | None = None) -> torch.Tensor:
+def check_finite_weights(t: torch.Tensor, path: Path | str, name: str,
+                         cast_from: torch.dtype | None = None) -> torch.Tensor:
     """`t`, or `ModelFileError` naming the file and the tensor when it holds NaN or inf (every result
     computed from such a weight would be NaN). `cast_from`: the stored dtype `t` was converted from,
     named in the message when the conversion is what overflowed."""
@@ -255,14 +256,17 @@ def check_finite(t: torch.Tensor, path: Path | str, name: str, cast_from: torch.
     raise ModelFileError(f"{path}: tensor {name} has non-finite values ({how}); refusing to load corrupted weights")
 
 
-def _open_file(path: Path) -> tuple[BinaryIO, int]:
-    """`path` opened for reading (unbuffered) and its size; `ModelFileError` when it is missing or empty."""
+def open_model_file(path: Path) -> tuple[BinaryIO, int]:
+    """`path` opened for reading (unbuffered) and its size; `ModelFileError` when it is missing, not a
+    file, unreadable or empty."""
     try:
         fh = open(path, "rb", buffering=0)
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such model file") from None
     except IsADirectoryError:
         raise ModelFileError(f"{path}: is a directory, not a model file") from None
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot open the model file ({e.strerror})") from None
     size = os.fstat(fh.fileno()).st_size
     if size == 0:
         fh.close()
@@ -279,7 +283,7 @@ def read_safetensors(path: str | os.PathLike, tensors: bool = True, float_only: 
     bool and float8 ones (optimizer state). The tensors are fresh memory, independent of the file.
     `tensors=False`: metadata only."""
     path = Path(path)
-    fh, size = _open_file(path)
+    fh, size = open_model_file(path)
     with fh:
         header, start = read_header(fh, size, path)
         meta = dict(header.pop("__metadata__", {}))
@@ -305,7 +309,7 @@ def load_file(path: str | os.PathLike, device: str | torch.device = "cpu",
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
-    fh, size = _open_file(path)
+    fh, size = open_model_file(path)
     with fh:
         header, start = read_header(fh, size, path)
         meta = dict(header.pop("__metadata__", {}))
@@ -327,7 +331,7 @@ def load_file(path: str | os.PathLike, device: str | torch.device = "cpu",
                 raise ModelFileError(f"{path}: tensor {name} has shape {entries[name].shape}, config requires {shape}")
         tensors = {}
         for name, entry in entries.items():
-            tensors[name] = check_finite(read_tensor(fh, entry, path, name).to(dtype), path, name, entry.dtype)
+            tensors[name] = check_finite_weights(read_tensor(fh, entry, path, name).to(dtype), path, name, entry.dtype)
     model = from_tensors(cfg, tensors)
     if "tokenizer" in meta:
         try:

@@ -48,7 +48,8 @@ from .io import (
     TensorEntry,
     atomic_save_safetensors,
     bytes_as,
-    check_finite,
+    check_finite_weights,
+    open_model_file,
     read_header,
     read_into,
     read_safetensors,
@@ -84,15 +85,9 @@ class _Shard:
 
     def __init__(self, path: Path):
         self.path = path
-        try:
-            fh = open(path, "rb", buffering=0)
-        except OSError as e:
-            raise ModelFileError(f"{path}: cannot open the shard ({e.strerror})") from None
+        fh, self.size = open_model_file(path)
         with fh:
-            st = os.fstat(fh.fileno())
-            self.identity, self.size = _identity(st), st.st_size
-            if self.size == 0:
-                raise ModelFileError(f"{path}: empty shard")
+            self.identity = _identity(os.fstat(fh.fileno()))
             self.header, self.start = read_header(fh, self.size, path)
         self.header.pop("__metadata__", None)
         for name in self.header:  # every entry well-formed (sizes, offsets) before anything relies on it
@@ -109,10 +104,10 @@ class _Shard:
         if _identity(os.fstat(fh.fileno())) != self.identity:
             raise ModelFileError(f"{self.path}: changed on disk since it was opened; load it again")
 
-    def tensor(self, name: str, rows: slice | torch.Tensor | None = None) -> torch.Tensor:
-        """Tensor `name` (or its rows `rows`, a slice or ids, along the first dimension), read into fresh
-        memory in its stored dtype, from the file as it was when opened (else `ModelFileError`)."""
-        entry = self._entry(name)
+    @contextlib.contextmanager
+    def _opened(self):
+        """The shard opened again, its identity checked on entry and on exit (also when the read in
+        the block failed: a file truncated while being read says so)."""
         try:
             fh = open(self.path, "rb", buffering=0)
         except OSError as e:
@@ -121,12 +116,17 @@ class _Shard:
         with fh:
             self._check(fh)
             try:
-                t = read_tensor(fh, entry, self.path, name) if rows is None else self._rows(fh, entry, name, rows)
-            except ModelFileError:
-                self._check(fh)  # truncated while being read: say that
-                raise
-            self._check(fh)  # not rewritten while being read either
-        return check_finite(t, self.path, name)
+                yield fh
+            finally:
+                self._check(fh)
+
+    def tensor(self, name: str, rows: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """Tensor `name` (or its rows `rows`, a slice or ids, along the first dimension), read into fresh
+        memory in its stored dtype, from the file as it was when opened (else `ModelFileError`)."""
+        entry = self._entry(name)
+        with self._opened() as fh:
+            t = read_tensor(fh, entry, self.path, name) if rows is None else self._rows(fh, entry, name, rows)
+        return check_finite_weights(t, self.path, name)
 
     @contextlib.contextmanager
     def mapped(self, names: Iterable[str]):
@@ -135,8 +135,7 @@ class _Shard:
         second, anonymous copy next to the converted model. Identity checked on entry and on exit; every
         view is checked finite; the mapping is closed on exit, so a view must not outlive the block
         (`convert._build` copies every converted weight)."""
-        with open(self.path, "rb", buffering=0) as fh:
-            self._check(fh)
+        with self._opened() as fh:
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             with warnings.catch_warnings():  # a read-only buffer: torch warns that it is not writable
@@ -148,12 +147,12 @@ class _Shard:
                     raw = whole[e.offset:e.offset + e.nbytes]
                     if e.offset % e.dtype.itemsize:  # safetensors does not promise alignment: copy that one
                         raw = raw.clone()
-                    views[n] = check_finite(bytes_as(raw, e.dtype, e.shape), self.path, n)
+                    views[n] = check_finite_weights(bytes_as(raw, e.dtype, e.shape), self.path, n)
                 del whole
             yield views
             del views
-            with open(self.path, "rb", buffering=0) as fh:
-                self._check(fh)
+            with self._opened():
+                pass
         finally:
             try:
                 mm.close()
@@ -267,8 +266,12 @@ class LazyModel:
     def raw(self, name: str, rows: slice | torch.Tensor | None = None) -> torch.Tensor:
         """The checkpoint tensor `name` (or its rows `rows`: a slice or ids), read from the file in its
         stored dtype (fresh memory; `ModelFileError` if the file changed since it was opened)."""
-        self.reads[name] = self.reads.get(name, 0) + 1
+        self._count_reads([name])
         return self._shards[self._where[name]].tensor(name, rows)
+
+    def _count_reads(self, names: Iterable[str]) -> None:
+        for n in names:
+            self.reads[n] = self.reads.get(n, 0) + 1
 
     def _view(self, name: str) -> torch.Tensor:
         """The embedding / unembedding for the config pass: its shape only (in a checkpoint a head of
@@ -470,8 +473,7 @@ class LazyModel:
             sd = {}
             for f, shard in self._shards.items():  # mapped, not copied: the peak is the converted model
                 sd.update(stack.enter_context(shard.mapped([n for n, g in self._where.items() if g == f])))
-            for n in sd:
-                self.reads[n] = self.reads.get(n, 0) + 1
+            self._count_reads(sd)
             m = from_hf(sd, config=self.hf_config, dtype=dtype, check=False)
             del sd  # the conversion copied every weight (`convert._build`): no view of a mapping survives it
         self._check_cast(m.named_parameters())
@@ -485,7 +487,7 @@ class LazyModel:
             self._stored_dtype = max((self._spec(n)[0] for n in self._where), key=lambda d: torch.finfo(d).max)
         for n, t in named:
             if torch.finfo(t.dtype).max < torch.finfo(self._stored_dtype).max:
-                check_finite(t, self.path, f"{n} (converted)", cast_from=self._stored_dtype)
+                check_finite_weights(t, self.path, f"{n} (converted)", cast_from=self._stored_dtype)
 
 
 def _read_index(index: Path) -> dict[str, str]:
