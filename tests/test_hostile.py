@@ -611,3 +611,17 @@ def test_top_k_memory_bounds_and_path_budget_arguments_are_checked():
     with pytest.raises(ValueError, match="max_order="):
         path_budget(m, 5, -1)
     assert path_budget(m, 5, 2) is None  # a small model's full enumeration fits
+
+
+def test_in_context_loss_refuses_a_repeat_length_with_no_repeated_position():
+    """seq_len=1 returned NaN for the repeated half (its only token does not follow from context);
+    length 2 is the shortest with a repeated loss, and it is finite."""
+    import circwidgets.engine as E
+
+    m = random_model(n_layers=2, n_heads=2, d_model=8, d_head=4, d_vocab=12, n_ctx=8, seed=0)
+    with pytest.raises(ValueError, match="at least 2 \\(got 1\\)"):
+        E.in_context_loss(m, seq_len=1)
+    with pytest.raises(ValueError, match="at least 2 \\(got 1\\)"):
+        E.in_context_loss(m, seq_len=[1, 3])
+    r = E.in_context_loss(m, seq_len=2)
+    assert np.isfinite(r.first) and np.isfinite(r.repeated)

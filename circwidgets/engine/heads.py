@@ -388,6 +388,10 @@ def in_context_loss(model: Transformer, seq_len: int | None = None, n_seqs: int 
         return InContextLoss(sum(f for f, _ in by_len.values()) / len(lens),
                              sum(r for _, r in by_len.values()) / len(lens), runs[max(lens)].per_position, by_len)
     seq_len = lens[0]
+    if isinstance(seq_len, int) and not isinstance(seq_len, bool) and seq_len < 2:
+        # the repeated block's first token does not follow from context: L = 1 leaves no position to score
+        raise ValueError(f"in_context_loss needs a repeat length of at least 2 (got {seq_len}): the "
+                         "repeated copy's first token cannot be predicted, so length 1 has no repeated loss")
     _check_weights(model)
     bos_id = _bos_id(model, bos)
     toks = _prepare_tokens(model, None, seq_len, n_seqs, seed, bos)
