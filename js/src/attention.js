@@ -102,7 +102,7 @@ function render({ model, el }) {
       let mark = btn.querySelector("span.cw-no-score");
       if (Number.isFinite(v)) mark?.remove();
       else if (!mark) { mark = h("span", { cls: "cw-no-score", text: "·" }); btn.append(mark); }
-      if (mark) mark.style.color = inkOn(th, c);
+      if (mark) { mark.style.color = inkOn(th, c); mark.style.background = rgbCss(c); }
       btn.dataset.score = Number.isFinite(v) ? v.toFixed(4) : "nan";
       btn.title = `L${l}H${hd} ${model.get("score_name")} = ${fmt(v)}`;
     },

@@ -42,6 +42,16 @@ def offline_page():
         browser.close()
 
 
+def _pixels(png: bytes):
+    """A screenshot as an RGB uint8 array [height, width, 3]."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
 def _model():
     import torch
     from tokenizers import Tokenizer as RustTokenizer
@@ -169,6 +179,7 @@ def test_offline_page_disables_kernel_only_controls_and_shows_undefined_values(o
         for sel in controls:
             expect(root.locator(sel)).to_be_disabled()
         expect(root.locator(".cw-offline-note")).to_have_text("needs a live kernel")
+        p.screenshot(path=str(lh.ARTIFACTS / f"export_offline_disabled_{name}.png"), full_page=True)
 
     with pytest.warns(cw.CircuitWidgetWarning, match="no previous-token pairs in this text"):
         att = cw.attention(_model(), [1], score="previous_token_text")
@@ -178,8 +189,16 @@ def test_offline_page_disables_kernel_only_controls_and_shows_undefined_values(o
     expect(cell).to_have_attribute("data-score", "nan")
     expect(cell.locator(".cw-no-score")).to_have_text("·")
     assert cell.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(238, 238, 238)"  # bg2, not bg (0)
+    # what is drawn, not only the label: the one-token pattern's thumbnail is a solid block of ink, and the
+    # mark must still show over it (a dark dot on a neutral disc; it was ink on ink, invisible)
+    px = _pixels(cell.screenshot())
+    cy, cx = px.shape[0] // 2, px.shape[1] // 2
+    assert px[cy - 4:cy + 5, cx - 4:cx + 5].min() < 60, "no dark dot at the cell centre"
+    ring = [px[cy + dy, cx + dx] for dy, dx in ((0, -6), (0, 6), (-6, 0), (6, 0))]
+    assert min(v.min() for v in ring) > 200, f"the dot is not on a neutral disc: {ring}"
     expect(p.locator(".cw-attention .cw-legend").first).to_have_text("previous-token score (this text): no head has a "
                                                                       "value (·)")
+    p.screenshot(path=str(lh.ARTIFACTS / "export_offline_no_score_cell.png"), full_page=True)
 
     a, b = cw.load("toy-2l-induction"), cw.load("toy-2l-induction")
     with torch.no_grad():
@@ -190,5 +209,6 @@ def test_offline_page_disables_kernel_only_controls_and_shows_undefined_values(o
     expect(p.locator("body")).to_have_attribute("data-cw-ready", "1", timeout=30_000)
     expect(p.locator(".cw-history .cw-ov-pos")).to_have_text("n/a")
     assert "null" not in p.locator(".cw-history .cw-circuit-readout").inner_text()
+    p.locator(".cw-history").screenshot(path=str(lh.ARTIFACTS / "export_offline_history_undefined.png"))
     assert p.cw_requests == [], p.cw_requests
     assert not [x for x in p.cw_log if x.startswith(("pageerror", "error"))], p.cw_log
