@@ -147,9 +147,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--boost", default=None, metavar="B1,B2,...",
                    help="also tabulate held-out and repeated-copy loss with each copy guess's logit raised by B "
                         "nats (needs --data-dir)")
+    p.add_argument("--windows", default=None, metavar="W1,W2,...",
+                   help="with --data-dir: the copy guess's accuracy in windows of these lengths (default: the "
+                        "model's n_ctx), e.g. 256,1024 to see what a longer training context would offer")
     a = p.parse_args(argv)
     if a.boost and not a.data_dir:
         p.error("--boost needs --data-dir (the held-out windows)")
+    if a.windows and not a.data_dir:
+        p.error("--windows needs --data-dir (the held-out split)")
     if a.pool is not None and not a.data_dir:
         p.error("--pool needs --data-dir (the token counts of the training split)")
     lens = [int(x) for x in a.lens.split(",")]
@@ -180,10 +185,13 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['attn_key']:.2f} / {r['attn_bos']:.2f} / {r['attn_rest']:.2f} |")
     if a.data_dir:
         val = np.load(Path(a.data_dir) / "val.npy")
-        for k in (1, 2):
-            n, acc = copy_guess_accuracy(val, model.cfg.n_ctx, k)
-            print(f"held-out code, windows of {model.cfg.n_ctx}, copy guess from the last {k} token(s): {n:,} "
-                  f"positions have one; it is right at {acc:.1%} of them (-log = {-np.log(acc):.2f} nats)")
+        windows = [int(x) for x in a.windows.split(",")] if a.windows else [model.cfg.n_ctx]
+        for w in windows:
+            for k in (1, 2):
+                n, acc = copy_guess_accuracy(val, w, k)
+                print(f"held-out code, windows of {w}, copy guess from the last {k} token(s): {n:,} positions "
+                      f"({n / (len(val) // w * w):.1%}) have one; it is right at {acc:.1%} of them "
+                      f"(-log = {-np.log(acc):.2f} nats)")
     if a.boost:
         boost_table(model, a.data_dir, [float(b) for b in a.boost.split(",")], lens, a.n_seqs)
 
