@@ -466,6 +466,11 @@ def test_cli_runs_a_recipe(tmp_path):
     (["--set", "model_seed=1.5"], "--set model_seed=1.5: must be an integer >= 0"),
     (["--threads", "-1"], "--threads -1: must be an integer >= 1"),
     (["--time-limit", "nan"], "--time-limit nan: must be a finite number of seconds > 0"),
+    # repeat lengths of the in-context evaluation: were a traceback at the first evaluation
+    (["--set", "train.icl_seq_lens=[1]"], "icl_seq_lens=(1,) must be a non-empty list of integers >= 2"),
+    (["--set", 'train.icl_seq_lens=["a"]'], "icl_seq_lens=('a',) must be a non-empty list of integers >= 2"),
+    (["--set", "train.icl_seq_len=1"], "icl_seq_len=1 must be an integer >= 2"),
+    (["--set", "train.icl_seq_lens=[10, 200]"], "repeat length 200 does not fit this model"),
 ])
 def test_cli_reports_a_bad_option_before_training(tmp_path, capsys, args, message):
     """A bad option fails before the first step as a usage error (exit 2, the message on stderr, no

@@ -7,7 +7,7 @@ and `_check` (argument checks) are plumbing.
 """
 
 from . import activations, streaming  # noqa: F401  (lazy checkpoints, nnsight sources)
-from ._check import check_finite, check_head, check_layer, check_layer_head, check_token
+from ._check import NonFiniteResultError, check_finite, check_head, check_layer, check_layer_head, check_token
 from ._progress import quiet_progress
 from ._progress import tqdm as progress_bar
 from .ablation_state import AblatedRun, ablated_run
@@ -152,5 +152,5 @@ __all__ = [
     "rank_correlation",
     # weights as the engine reads them; argument checks (shared with the views)
     "prepared", "weights", "quiet_progress", "progress_bar",
-    "check_finite", "check_head", "check_layer", "check_layer_head", "check_token",
+    "NonFiniteResultError", "check_finite", "check_head", "check_layer", "check_layer_head", "check_token",
 ]

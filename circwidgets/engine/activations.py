@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..model.nnsight_source import as_source
+from ..model.nnsight_source import TransformerSource, as_source
 
 __all__ = ["ablate_heads", "ablate_path",
            "attention_patterns", "direct_logit_attribution", "head_pattern", "patch_heads"]
@@ -151,7 +151,13 @@ def direct_logit_attribution(model, tokens, pos: int, token, remote: bool = Fals
     for t in (token if isinstance(token, (tuple, list)) else [token]):
         if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < V:
             raise IndexError(f"token={t!r} is out of range: token ids are 0..{V - 1}")
-    res = src.head_logit_attribution(toks, pos % P, src.unembed_direction(token))
+    if isinstance(src, TransformerSource):  # our own model: the engine's exact attribution, no trace needed
+        from .interventions import logit_attribution
+
+        res = logit_attribution(src.model, toks, pos % P, token).heads
+        res = res if res.ndim == 3 else res[None]
+    else:
+        res = src.head_logit_attribution(toks, pos % P, src.unembed_direction(token))
     return res[0] if toks.shape[0] == 1 else res
 
 

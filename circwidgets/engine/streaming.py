@@ -345,9 +345,6 @@ def virtual_weights(model: LazyModel, src, dst, order: int | None = 1):
     s, d = component(model, src), component(model, dst)
     if order not in (None, 0, 1):
         raise ValueError(f"order={order!r} must be 1 (first order), 0 (direct only) or None (exact)")
-    if not model.cfg.attn_only and order != 0:
-        raise ValueError("virtual weights through MLP layers are not streamed yet: pass order=0 (direct term) "
-                         "or load the model eagerly")
     if s[0] == "embed" and d[0] == "unembed":
         raise ValueError("embed -> unembed on a lazy model: use the Gram-based circuits instead")
 
@@ -370,6 +367,9 @@ def virtual_weights(model: LazyModel, src, dst, order: int | None = 1):
     ps, pd = _position(model, s), _position(model, d)
     if not ps < pd:
         raise ValueError(f"src={s!r} must come strictly before dst={d!r} in the residual stream")
+    if order != 0 and not model.cfg.attn_only and any(ps < 2 * l + 2 < pd for l in range(model.cfg.n_layers)):
+        raise ValueError("virtual weights through MLP layers are not streamed yet: pass order=0 (direct term) "
+                         "or load the model eagerly")
     wo, wi = w_out(s), w_in(d)
     stages = []
     if order != 0:

@@ -175,14 +175,25 @@ class LazySource:
 
     @torch.no_grad()
     def head_logit_attribution(self, tokens, pos: int, direction: torch.Tensor) -> torch.Tensor:
-        """`[batch, layer, head]`: each head's write at `pos` (`z_h W_O^h`) through the final norm with its
-        scale frozen (LN: centred first) and its weight, dotted with `direction` (an unembedding column)."""
+        """`[batch, layer, head]`: each head's write at `pos` (`z_h W_O^h`), through the attention post-norm
+        where the family has one (Gemma 2/3, OLMo-2: its scale frozen, times its weight), then through the
+        final norm with its scale frozen (LN: centred first) and its weight, dotted with `direction` (an
+        unembedding column)."""
         cfg = self.cfg
+        ln = cfg.normalization in ("LN", "LNPre")
+        if cfg.post_norm and ln:
+            raise NotImplementedError("direct logit attribution: LayerNorm post-norms are not supported (RMS ones are)")
         writes: dict[int, torch.Tensor] = {}
 
         def keep(layer):
             def fn(result):  # [batch, pos, head, d_model]
                 writes[layer] = result[:, pos].detach().float().clone()
+            return fn
+
+        def through_post_norm(layer):
+            def fn(scale):  # [batch, pos, 1]: runs after `result` in the layer; the layer's own post-norm weight
+                w = self.current.ln1_post_w[0].detach().float()
+                writes[layer] = writes[layer] / scale[:, pos, None].detach().float() * w
             return fn
 
         resid: dict[str, torch.Tensor] = {}
@@ -191,11 +202,13 @@ class LazySource:
             resid["final"] = x[:, pos].detach().float().clone()
 
         hooks = {l: [("result", keep(l))] for l in range(cfg.n_layers)}
+        if cfg.post_norm:
+            for l in range(cfg.n_layers):
+                hooks[l].append(("blocks.0.ln1_post.hook_scale", through_post_norm(l)))
         hooks[cfg.n_layers - 1].append(("resid_post", keep_resid))
         self.forward(tokens, hooks, last_layer=cfg.n_layers - 1)
         m = self._final(slice(0, 1))
         r = resid["final"]
-        ln = cfg.normalization in ("LN", "LNPre")
         if ln:
             r = r - r.mean(-1, keepdim=True)
         scale = (r.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt() if cfg.normalization else torch.ones(1)

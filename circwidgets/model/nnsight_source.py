@@ -123,6 +123,8 @@ class NNsightSource:
         self.hf_config = hf.config
         self.cfg = hf_config_of(hf)
         self.paths = _PATHS.get(hf.config.model_type, _DEFAULT_PATH)
+        if self.paths[4] == "embed_out" and not hasattr(hf, "embed_out"):  # GPT-NeoX's head in newer transformers
+            self.paths = (*self.paths[:4], "lm_head", *self.paths[5:])
         tok = getattr(lm, "tokenizer", None)
         self.tokenizer = None
         if tok is not None and len(tok) > 1:
@@ -223,38 +225,59 @@ class NNsightSource:
 
     @torch.no_grad()
     def head_logit_attribution(self, tokens, pos: int, direction: torch.Tensor) -> torch.Tensor:
-        """`[batch, layer, head]`: `(z_h W_O^h / scale) * w_final · direction` at `pos`, the final norm's
-        scale frozen (LN: the head's write centred first), computed inside the trace."""
+        """`[batch, layer, head]`: each head's write `z_h W_O^h` at `pos`, through the attention post-norm where
+        the family has one (Gemma 2/3, OLMo-2: its scale frozen, times its weight), then through the final
+        norm (scale frozen; LN: the write centred first; times its weight), dotted with `direction`. Gemma's
+        norms multiply by `1 + w`. Computed inside the trace (one table leaves it)."""
         toks = self.check_tokens(tokens)
         cfg = self.cfg
         H, E, L = cfg.n_heads, cfg.d_head, cfg.n_layers
         conv1d = self.paths[5]
-        norm_path = self.paths[3]
-        out = []
+        ln = cfg.normalization in ("LN", "LNPre")
+        if cfg.post_norm and ln:
+            raise NotImplementedError("direct logit attribution: LayerNorm post-norms are not supported (RMS ones are)")
+        hf_layers = _get(self.lm._module, self.paths[0])
+        eps_post = [self._eps(hf_layers[l].post_attention_layernorm) for l in range(L)] if cfg.post_norm else []
         with self.lm.trace(toks, remote=self.remote):
             writes = []
             for l in range(L):
                 z = self._oproj(l).input[:, pos]  # [B, H*E]
                 w = self._param(self._oproj(l), "weight", z)  # Linear [D, H*E]; Conv1D [H*E, D]
                 W_O = (w if conv1d else w.T).reshape(H, E, -1)
-                writes.append(torch.einsum("bhe,hed->bhd", z.view(z.shape[0], H, E).to(W_O.dtype), W_O))
-            norm = _get(self.lm, norm_path)
+                x = torch.einsum("bhe,hed->bhd", z.view(z.shape[0], H, E).to(W_O.dtype), W_O)
+                if cfg.post_norm:  # the attention output's RMS post-norm, its scale frozen at this run's value
+                    post = self._layer(l).post_attention_layernorm
+                    xin = post.input[:, pos].float()
+                    x = x.float() / (xin.pow(2).mean(-1, keepdim=True) + eps_post[l]).sqrt()[:, None]
+                    g = self._gain(post, xin)
+                    x = x * g if g is not None else x
+                writes.append(x)
+            norm = _get(self.lm, self.paths[3])
             resid = norm.input[:, pos]
             u = direction.to(resid.device, resid.dtype)
-            if cfg.normalization in ("LN", "LNPre"):
+            if ln:
                 centred = resid - resid.mean(-1, keepdim=True)
                 scale = (centred.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt()
             else:
                 scale = (resid.pow(2).mean(-1, keepdim=True) + cfg.ln_eps).sqrt()
-            nw = self._param(norm, "weight", resid)
+            nw = self._gain(norm, resid)
             uw = u * nw if nw is not None else u
             res = []
             for x in writes:
-                if cfg.normalization in ("LN", "LNPre"):
+                x = x.to(uw.dtype)
+                if ln:
                     x = x - x.mean(-1, keepdim=True)
                 res.append((x / scale[:, None]) @ uw)
             out = torch.stack(res, 1).save()
         return out.detach().float().cpu()
+
+    def _gain(self, norm, like) -> Any:
+        """What a norm multiplies by after dividing by its scale: its weight, `1 + weight` in Gemma's norms,
+        None without a weight."""
+        w = self._param(norm, "weight", like)
+        if w is None or self.hf_config.model_type not in ("gemma", "gemma2", "gemma3_text"):
+            return w
+        return 1.0 + w.float()
 
     def _first_norm(self, layer) -> Any:
         """A layer's first norm (ln1), the HF module or its envoy inside a trace."""

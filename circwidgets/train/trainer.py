@@ -111,6 +111,13 @@ class TrainConfig:
         for name in ("betas", "icl_seq_lens"):  # JSON (`--set train.betas=[0.9, 0.95]`) gives lists
             if isinstance(getattr(self, name), list):
                 setattr(self, name, tuple(getattr(self, name)))
+        if self.icl_seq_len is not None:
+            integer("icl_seq_len", 2)
+        lens = self.icl_seq_lens
+        if lens is not None and not (isinstance(lens, tuple) and lens and all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in lens)):
+            # a repeat of length 1 has no position whose token follows from context
+            raise ValueError(f"icl_seq_lens={lens!r} must be a non-empty list of integers >= 2 (repeat lengths)")
         b = self.betas
         if not (isinstance(b, (tuple, list)) and len(b) == 2
                 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1 for x in b)):
@@ -295,6 +302,19 @@ class Trainer:
         self._running = (0.0, 0)  # sum and count of training losses since the last evaluation
         self.optimizer = self._make_optimizer()
         self._interrupt = _InterruptFlag()
+        self._check_eval_lengths()
+
+    def _check_eval_lengths(self) -> None:
+        """The in-context evaluation's repeat lengths fit the model (`BOS + r + r` within n_ctx): refused
+        here, before any step, rather than at the first evaluation."""
+        from ..engine.heads import induction_tokens
+
+        c = self.config
+        for n in c.icl_seq_lens or ((c.icl_seq_len,) if c.icl_seq_len is not None else ()):
+            try:
+                induction_tokens(self.model, n)
+            except ValueError as e:
+                raise ValueError(f"train.icl_seq_len(s): repeat length {n} does not fit this model: {e}") from None
 
     def request_stop(self) -> None:
         """Stop the current `train()` run after the step in progress, as Ctrl-C does (`stopped_by`
