@@ -503,3 +503,49 @@ def test_skip_trigrams_of_a_lazy_model_refuse_a_vocabulary_subset(lazy):
     """A lazy model ranks the whole vocabulary; `vocab=` is refused, not silently ignored."""
     with pytest.raises(ValueError, match="needs a model in memory"):
         engine.skip_trigrams(lazy, 0, 0, vocab=torch.arange(10))
+
+
+def _family(family: str):
+    """A tiny random HF model of a family whose circuits read more than the pre-norm fold: q/k norm weights
+    (Qwen3, Gemma 3, OLMo-2), attention post-norm weights (Gemma 2/3, OLMo-2), Gemma's `embed_scale`."""
+    common = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=101, max_position_embeddings=64, attn_implementation="eager")
+    gemma = dict(head_dim=16, sliding_window=6)
+    m = {"qwen3": lambda: tf.Qwen3ForCausalLM(tf.Qwen3Config(head_dim=16, **common)),
+         "gemma2": lambda: tf.Gemma2ForCausalLM(tf.Gemma2Config(**gemma, **common)),
+         "gemma3_text": lambda: tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(
+             **gemma, layer_types=["sliding_attention", "full_attention", "sliding_attention"], **common)),
+         "olmo2": lambda: tf.Olmo2ForCausalLM(tf.Olmo2Config(**common))}[family]()
+    _randomise(m, 4)
+    return m.eval()
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma2", "gemma3_text", "olmo2"])
+def test_streamed_circuits_fold_what_the_eager_ones_fold(family, tmp_path):
+    """A lazy checkpoint's layers and vocabulary blocks lacked the eager circuits' folds (`fold.circuit_folds`:
+    q/k norm weights into W_Q / W_K, the attention post-norm's weight into W_O, `embed_scale` into W_E): the
+    streamed OV / QK circuits, composition scores, virtual weights and skip-trigrams of Qwen3, Gemma 2/3 and
+    OLMo-2 were off by up to 16x (full OV of Gemma 2: 143 for 2277). The engine on the converted model is the
+    reference."""
+    hf = _family(family)
+    ours = cw.from_hf(hf)
+    hf.save_pretrained(tmp_path / "ckpt")
+    lazy = cw.from_hf(str(tmp_path / "ckpt"), lazy=True, cache_dir=tmp_path / "cache")
+    lazy.block_rows = 40  # several vocabulary blocks
+    checks = {
+        "full OV": lambda m: engine.circuit_cores(m, "ov"),
+        "QK": lambda m: engine.circuit_cores(m, "qk", full=False, offset=1),
+        "full QK positivity": lambda m: engine.eigen_positivity(m, "qk", offset=1),
+        "K-composition": lambda m: engine.composition_scores(m, "k", offset=1),
+        "virtual embed -> q": lambda m: engine.virtual_weights(m, ("embed",), ("head", 2, 1, "q"), order=0)
+        .matrix.materialize(),
+        "virtual head -> unembed": lambda m: engine.virtual_weights(m, ("head", 1, 0), ("unembed",), order=0)
+        .matrix.materialize(),
+        "skip-trigram maxima": lambda m: torch.stack([engine.skip_trigrams(m, 1, 2).top_qk,
+                                                      engine.skip_trigrams(m, 1, 2).top_ov]),
+    }
+    for what, fn in checks.items():
+        want = fn(ours)
+        atol = 1e-5 * float(want.nan_to_num().abs().max())  # float32 rounding of entries in the thousands
+        torch.testing.assert_close(fn(lazy), want, rtol=1e-4, atol=atol, equal_nan=True,
+                                   msg=lambda m, what=what: f"{what}: {m}")

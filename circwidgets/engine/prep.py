@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..model import Transformer, fold_layernorm
-from ..model.fold import folded_weights
+from ..model.fold import circuit_folds, folded_weights
 from ._check import check_finite
 
 __all__ = ["cached", "fingerprint", "prepared", "weights"]
@@ -142,30 +142,9 @@ class _Weights(Mapping):
         return key in self._data or key in self._lazy
 
 
-@torch.no_grad()
 def _circuit_folds(model: Transformer, w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The folds `weights` adds to `folded_weights` (docstring there); new tensors, the model untouched."""
-    cfg = model.cfg
-    if cfg.embed_scale != 1.0 and "W_E" in w:
-        w["W_E"] = w["W_E"] * cfg.embed_scale
-    if cfg.qk_norm and "W_Q" in w:
-        qn, kn = model.q_norm_w.detach(), model.k_norm_w.detach()
-        if cfg.qk_norm_scope == "head":  # [layer, d_head]: the same weight for every head of the layer
-            q_scale, k_scale = qn[:, None, None, :], kn[:, None, None, :]
-            k_shared = k_scale
-        else:  # [layer, heads, d_head]
-            q_scale = qn[:, :, None, :]
-            k_shared = kn[:, :, None, :]
-            k_scale = (model.kv_expand(kn) if cfg.grouped_kv else kn)[:, :, None, :]
-        w["W_Q"] = w["W_Q"] * q_scale
-        w["W_K"] = w["W_K"] * k_scale
-        if "_W_K" in w:
-            w["_W_K"] = w["_W_K"] * k_shared
-    if cfg.post_norm and "W_O" in w:  # the post-norm weight multiplies everything a block writes
-        w["W_O"] = w["W_O"] * model.ln1_post_w.detach()[:, None, None, :]
-    if cfg.post_norm and "W_out" in w:
-        w["W_out"] = w["W_out"] * model.ln2_post_w.detach()[:, None, :]
-    return w
+    """The folds `weights` adds to `folded_weights` (`model.fold.circuit_folds`); new tensors, the model untouched."""
+    return circuit_folds(model.cfg, w, model._parameters)
 
 
 def cached(model: Transformer, key: Any, fn: Callable[[dict[str, torch.Tensor]], Any]) -> Any:

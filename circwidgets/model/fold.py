@@ -20,7 +20,7 @@ centred.
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +28,7 @@ import torch
 from .config import ModelConfig
 from .transformer import Transformer, param_shapes
 
-__all__ = ["FOLDS", "NormFold", "fold_layernorm", "fold_state_dict", "folded_weights"]
+__all__ = ["FOLDS", "NormFold", "circuit_folds", "fold_layernorm", "fold_state_dict", "folded_weights"]
 
 
 @dataclass(frozen=True)
@@ -170,3 +170,32 @@ def folded_weights(model: Transformer, names: Collection[str] | None = None) -> 
         if "_" + name in sd:
             sd[name] = model.kv_expand(sd["_" + name])
     return {n: t for n, t in sd.items() if n.startswith(("W_", "_W_")) and (names is None or n.lstrip("_") in names)}
+
+
+@torch.no_grad()
+def circuit_folds(cfg: ModelConfig, w: dict[str, torch.Tensor], params: Mapping[str, torch.Tensor]
+                  ) -> dict[str, torch.Tensor]:
+    """What the circuits read beyond `fold_state_dict`, so that they match what the residual stream holds:
+    `W_E` times `embed_scale`; per-head q/k norm weights (Qwen3, Gemma 3, OLMo-2) multiplied into `W_Q` /
+    `W_K` / `_W_K`; post-norm weights (Gemma 2/3, OLMo-2) into `W_O` / `W_out`. The one definition for the
+    eager engine (`engine.prep.weights`) and a lazy checkpoint's layers and vocabulary blocks, which must
+    agree with it. `w`: folded matrices `[layer, ...]` (any of these), updated (new tensors) and returned;
+    `params`: the model's `q_norm_w`, `k_norm_w`, `ln1_post_w`, `ln2_post_w` (those it has)."""
+    if cfg.embed_scale != 1.0 and "W_E" in w:
+        w["W_E"] = w["W_E"] * cfg.embed_scale
+    if cfg.qk_norm and any(n in w for n in ("W_Q", "W_K", "_W_K")):
+        qn, kn = params["q_norm_w"].detach(), params["k_norm_w"].detach()
+        if cfg.qk_norm_scope == "head":  # [layer, d_head]: the same weight for every head of the layer
+            q_scale, k_shared = qn[:, None, None, :], kn[:, None, None, :]
+            k_scale = k_shared
+        else:  # [layer, heads, d_head]; W_K per query head reads its K/V head's weight
+            q_scale, k_shared = qn[:, :, None, :], kn[:, :, None, :]
+            k_scale = k_shared.repeat_interleave(cfg.kv_group_size, 1) if cfg.grouped_kv else k_shared
+        for name, scale in (("W_Q", q_scale), ("W_K", k_scale), ("_W_K", k_shared)):
+            if name in w:
+                w[name] = w[name] * scale
+    if cfg.post_norm and "W_O" in w:  # the post-norm weight multiplies everything a block writes
+        w["W_O"] = w["W_O"] * params["ln1_post_w"].detach()[:, None, None, :]
+    if cfg.post_norm and "W_out" in w:
+        w["W_out"] = w["W_out"] * params["ln2_post_w"].detach()[:, None, :]
+    return w

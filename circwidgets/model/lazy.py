@@ -15,7 +15,8 @@ Name mapping is the converter's (`convert.from_hf`), applied to a *sub-state-dic
 one layer renamed to layer 0 (or a block of vocabulary rows of the embedding and unembedding), every
 other tensor of the checkpoint replaced by a `meta` tensor of its shape and dtype. The converter
 builds a one-layer `Transformer` from it (meta parameters cost no memory) and `fold.fold_state_dict`
-folds the normalisation weights exactly as the eager engine does (`engine.prep.weights`). So a lazy
+folds the normalisation weights exactly as the eager engine does (`engine.prep.weights`; the circuits'
+weights with `fold.circuit_folds` too: `embed_scale`, q/k norm and post-norm weights). So a lazy
 model's layer `l` is, to the bit, layer `l` of `from_hf` on the same checkpoint, folded.
 
 Gram matrices (`W_E^T W_E`, `W_U W_E`, folded, float32, `[d_model, d_model]`) are computed in one
@@ -59,7 +60,9 @@ from .io import (
 
 __all__ = ["LazyModel", "default_cache_dir", "is_lazy"]
 
-CACHE_FORMAT = "circwidgets-cache-1"
+# 2: Gram matrices and skip-trigram factors with the circuit folds (`embed_scale`, q/k norms, post-norms):
+# entries of format 1 of Gemma 2/3, Qwen3 and OLMo-2 checkpoints lacked them
+CACHE_FORMAT = "circwidgets-cache-2"
 _LAYER_KEY = re.compile(r"^(?P<pre>(?:.*\.)?(?:layers|h))\.(?P<l>\d+)\.(?P<rest>.*)$")
 _EMBED_KEYS = re.compile(r"(^|\.)(embed_tokens|wte|embed_in)\.weight$|^(lm_head|embed_out)\.weight$")
 
@@ -355,14 +358,20 @@ class LazyModel:
         return sd
 
     def layer_weights(self, layer: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """Folded attention weights of one layer, cast to `dtype`: `W_Q [H, D, E]`, `W_O [H, E, D]`
-        and `W_K`, `W_V` `[n_kv, D, E]` (shared by groups of query heads: head h reads
-        `cfg.kv_head_of(h)`; not expanded)."""
+        """Folded attention weights of one layer as the eager circuits read them (`engine.prep.weights`),
+        cast to `dtype`: `W_Q [H, D, E]`, `W_O [H, E, D]` and `W_K`, `W_V` `[n_kv, D, E]` (shared by groups
+        of query heads: head h reads `cfg.kv_head_of(h)`; not expanded)."""
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.cfg.n_layers:
             raise IndexError(f"layer={layer!r} is out of range: this model has layers 0..{self.cfg.n_layers - 1}")
+        from .fold import circuit_folds
+
         sd = self._folded(layer, None, dtype)
         kv = "_" if self.cfg.grouped_kv else ""
-        return {"W_Q": sd["W_Q"][0], "W_K": sd[kv + "W_K"][0], "W_V": sd[kv + "W_V"][0], "W_O": sd["W_O"][0]}
+        # the eager circuits' folds too (q/k norm weights, the attention post-norm's weight): without them the
+        # streamed circuits of Qwen3, Gemma 2/3 and OLMo-2 were not the eager ones
+        names = ("W_Q", kv + "W_K", kv + "W_V", "W_O")  # (shared K/V heads under their own names: `_W_K`)
+        w = circuit_folds(self.cfg, {n: sd[n] for n in names}, sd)
+        return {n.lstrip("_"): w[n][0] for n in names}
 
     def layer_module(self, layer: int, rows: slice | torch.Tensor | None = None,
                      dtype: torch.dtype = torch.float32):
@@ -390,8 +399,11 @@ class LazyModel:
         return Transformer.check_tokens(SimpleNamespace(cfg=self.cfg, W_E=torch.empty(0)), tokens)
 
     def vocab_blocks(self, dtype: torch.dtype = torch.float32, desc: str | None = None):
-        """Yield `(rows, W_E [b, D], W_U [D, b])` folded, one block of `block_rows` vocabulary rows at a time."""
+        """Yield `(rows, W_E [b, D], W_U [D, b])` folded (`W_E` times `embed_scale`, as `engine.prep.weights`),
+        one block of `block_rows` vocabulary rows at a time."""
         from tqdm.auto import tqdm
+
+        from .fold import circuit_folds
 
         V = self.cfg.d_vocab
         starts = range(0, V, self.block_rows)
@@ -399,6 +411,7 @@ class LazyModel:
         for s in tqdm(starts, desc=desc or "vocabulary pass", disable=not big or desc is None, leave=False):
             rows = slice(s, min(s + self.block_rows, V))
             sd = self._folded(None, rows, dtype)
+            sd = circuit_folds(self.cfg, {"W_E": sd["W_E"], "W_U": sd["W_U"]}, sd)
             yield rows, sd["W_E"], sd["W_U"]
 
     # ------------------------------------------------------------------ disk cache
