@@ -282,3 +282,18 @@ def test_direct_logit_attribution_of_our_own_source_is_the_engines():
     torch.testing.assert_close(engine.activations.direct_logit_attribution(TransformerSource(m), t, -1, 5), want)
     torch.testing.assert_close(engine.activations.direct_logit_attribution(m, t[:1], 2, (5, 3)),
                                engine.direct_logit_attribution(m, t[:1], 2, (5, 3)))
+
+
+def test_virtual_heads_and_induction_circuits_of_an_nnsight_model(pair):
+    """`virtual_heads`, `k_composition_positivity` and `ov_copying` raised AttributeError ('LanguageModel' has no
+    attribute 'cfg') on an nnsight model; now its patterns come from a trace and its weights as the other weight
+    views get them (`streaming.resolve`): the engine's results on the converted model."""
+    _, lm, ours = pair
+    got, want = engine.virtual_heads(lm, TOKS, (0, 1), (1, 2)), engine.virtual_heads(ours, TOKS, (0, 1), (1, 2))
+    torch.testing.assert_close(got.pattern, want.pattern, rtol=1e-4, atol=2e-5)
+    torch.testing.assert_close(got.ov.materialize(), want.ov.materialize(), rtol=1e-4, atol=1e-5)
+    off = 1 if ours.cfg.positional == "rotary" else None  # a rotary QK circuit is taken at an offset
+    torch.testing.assert_close(engine.k_composition_positivity(lm, (0, 1), off),
+                               engine.k_composition_positivity(ours, (0, 1), off), equal_nan=True)
+    a, b = engine.ov_copying(lm, (1, 2)), engine.ov_copying(ours, (1, 2))
+    assert (a.positivity, a.top1) == pytest.approx((b.positivity, b.top1))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import Transformer
+from . import streaming
 from ._check import as_index, check_count, check_finite_output, check_layer_head
 from .circuits import by_magnitude, full_ov, keys_at, positional_qk, positivity
 from .factored import FactoredMatrix
@@ -100,6 +101,7 @@ def k_composition_qk(model: Transformer, prev_head: Head, ind_head: Head, offset
     h2's QK circuit at `offset` (Δ = query − key position, or a sequence of them to average over;
     `induction_offsets(model)` gives those at which an induction head attends on repeated tokens):
     `W_Q R_Δ W_Kᵀ` in place of `W_Q W_Kᵀ`. Other models: leave `offset` out."""
+    model = streaming.resolve(model)  # nnsight / HF models: their weights
     l1, h1 = _head(model, prev_head)
     l2, h2 = _head(model, ind_head)
     if not l1 < l2:
@@ -113,6 +115,7 @@ def k_composition_qk(model: Transformer, prev_head: Head, ind_head: Head, offset
 def k_composition_eigenvalues(model: Transformer, prev_head: Head, ind_head: Head, offset=None) -> torch.Tensor:
     """Eigenvalues of `k_composition_qk(model, prev_head, ind_head, offset)`, complex `[k]`, sorted by
     decreasing magnitude; `NonFiniteResultError` naming both heads when they overflow."""
+    model = streaming.resolve(model)
     fm = k_composition_qk(model, prev_head, ind_head, offset)
     (l1, h1), (l2, h2) = _head(model, prev_head), _head(model, ind_head)
     return by_magnitude(check_finite_output(f"L{l2}H{h2}'s QK circuit composed through L{l1}H{h1}", fm.eigenvalues(),
@@ -124,6 +127,7 @@ def k_composition_positivity(model: Transformer, prev_head: Head, offset=None) -
     """Eigenvalue positivity (`circuits.positivity`) of every head's K-composition term through `prev_head`
     (`k_composition_qk`), float32 `[n_layers, n_heads]`: NaN for heads not in a later layer than `prev_head`
     (no such term) and for zero circuits; `NonFiniteResultError` naming the first head whose term overflows."""
+    model = streaming.resolve(model)
     l1, h1 = _head(model, prev_head)
     cfg = model.cfg
     if l1 >= cfg.n_layers - 1:
@@ -149,6 +153,7 @@ def induction_offsets(model: Transformer, seq_lens=None) -> list[int] | None:
 def ov_copying(model: Transformer, head: Head, tokens: torch.Tensor | None = None) -> DiagonalStats:
     """Copying evidence of one head's full OV circuit `W_E W_OV W_U`: positivity and top-1 (does attending
     to token t raise t's own logit most?), over `tokens` (default all)."""
+    model = streaming.resolve(model)
     layer, h = _head(model, head)
     return diagonal_stats(full_ov(model)[layer, h], tokens)
 

@@ -260,6 +260,10 @@ def virtual_heads(model: Transformer, cache_or_tokens, head1: tuple[int, int], h
     `[batch, pos]` (the model is run once). The pattern is the attention of the composed path: the
     value at key k reaches query q through every intermediate position m, `sum_m A2[q, m] A1[m, k]`.
     """
+    from ..model.nnsight_source import as_source, is_source
+
+    runs = model  # what runs on tokens (an nnsight / HF model: through its activation source)
+    model = streaming.resolve(model)  # the weights
     l1, h1 = check_layer_head(model, *head1)
     l2, h2 = check_layer_head(model, *head2)
     if not l1 < l2:
@@ -270,10 +274,8 @@ def virtual_heads(model: Transformer, cache_or_tokens, head1: tuple[int, int], h
     else:
         if isinstance(cache_or_tokens, ActivationCache):
             cache = cache_or_tokens
-        elif is_lazy(model):  # layer by layer, up to l2, keeping the two patterns only
-            from ..model.nnsight_source import as_source
-
-            src = as_source(model)
+        elif is_lazy(runs) or is_source(runs):  # layer by layer (lazy) or one trace: the two patterns only
+            src = as_source(runs)
             pats = src.patterns(src.check_tokens(cache_or_tokens), [l1, l2])
             cache = {("pattern", l): p for l, p in pats.items()}
         else:
