@@ -67,6 +67,25 @@ def want_focus(full: torch.Tensor, layer: int, head: int) -> torch.Tensor:
     return torch.where(torch.arange(full.shape[0])[:, None] < layer, full[:, :, layer, head], full[layer, head]).float()
 
 
+
+def test_eigenvalue_view_composes_through_a_head_on_a_rotary_model():
+    """"QK composed through" (offered by the page for every model) refused every head of a rotary model with the
+    engine's "Pass offset=Δ", which the page cannot give: the composed circuit is taken at the view's offset, as
+    the grid's QK, and follows the offset control."""
+    m = rotary_gqa(n_layers=3)
+    w = cw.eigenvalues(m, layer=2, head=1, offset=2, through=(0, 1))
+    assert w.error == "" and w.through == [0, 1] and w.circuits[-1][1].startswith("QK composed through L0H1 at Δ")
+    for off in (2, 5):
+        if off == 5:
+            w.offset = 5  # as the page's control does
+            assert w.error == ""
+        torch.testing.assert_close(torch.as_tensor(decode_array(w.positivity["qk_comp"])),
+                                   engine.k_composition_positivity(m, (0, 1), offset=off), equal_nan=True)
+        lam = engine.k_composition_eigenvalues(m, (0, 1), (2, 1), offset=off)
+        torch.testing.assert_close(torch.as_tensor(decode_array(w.eigs["qk_comp"])),
+                                   torch.stack([lam.real, lam.imag], -1).float())
+    assert "qk_comp positivity" in w.summary()
+
 def test_composition_view_offset_and_kv_groups():
     m = rotary_gqa()
     w = cw.composition(m, kind="k", pair=[0, 1, 1, 3], offset=1)
@@ -173,3 +192,56 @@ def test_every_view_on_the_shipped_rotary_model():
     assert c.error == "" and c.details["kv_group"] == group and e.head in group and len(group) == 2
     for view in (cw.attention(m, text), cw.skip_trigrams(m, 0, prev), cw.paths(m, text), cw.ablation(m, text)):
         assert view.error == "", view.error
+
+
+def test_activation_views_on_a_lazy_checkpoint(tmp_path):
+    """A lazy checkpoint in the attention view raised AttributeError ('LazyModel' object has no attribute 'W_E',
+    looking for shared patterns): it shows the layer-by-layer pass's patterns; the value-weighted toggle (no value
+    norms come back: NaN) is refused and goes back instead of sending a NaN pattern. The ablation view and the
+    eigenvalue view's "QK composed through" refuse with what to do (were TypeError 'model must be a circwidgets
+    Transformer, got LazyModel')."""
+    tf = pytest.importorskip("transformers")
+    pytest.importorskip("anywidget")
+    hf = tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, vocab_size=61,
+                                            max_position_embeddings=32, attn_implementation="eager")).eval()
+    hf.save_pretrained(tmp_path / "ckpt")
+    lazy = cw.from_hf(str(tmp_path / "ckpt"), lazy=True, cache_dir=tmp_path / "cache")
+    eager = cw.from_hf(hf)
+    toks = [1, 5, 9, 3, 7, 5, 9, 3]
+    for vw in (False, True):
+        if vw:
+            with pytest.warns(CircuitWidgetWarning, match="no value-weighted pattern"):
+                w = cw.attention(lazy, toks, layer=1, head=2, value_weighted=True)
+        else:
+            w = cw.attention(lazy, toks, layer=1, head=2)
+            assert w.error == ""
+        assert not w.value_weighted and w.pattern
+        torch.testing.assert_close(torch.as_tensor(decode_array(w.pattern)),
+                                   engine.attention_patterns(eager, toks).head(1, 2).float(), rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(torch.as_tensor(decode_array(w.scores)),
+                                   engine.all_head_scores(eager)["induction"].float(), rtol=1e-4, atol=1e-5)
+    with pytest.warns(CircuitWidgetWarning, match="no value-weighted pattern"):
+        w.value_weighted = True  # as the page's toggle does
+    assert not w.value_weighted and torch.isfinite(torch.as_tensor(decode_array(w.pattern))).all()
+    with pytest.warns(CircuitWidgetWarning, match="needs the model in memory"):
+        a = cw.ablation(lazy, toks)
+    assert "lazy.to_transformer()" in a.error
+    e = cw.eigenvalues(lazy)
+    with pytest.warns(CircuitWidgetWarning, match="not streamed from a lazy checkpoint"):
+        e.through = [0, 1]
+    assert e.through == [] and "qk_comp" not in e.positivity
+
+
+def test_an_nnsight_model_outside_the_paths_view_is_refused_with_what_to_do():
+    """The views other than `cw.paths` said "expected ... a Hugging Face GPT-2 model ..." for an nnsight model."""
+    tf = pytest.importorskip("transformers")
+    nnsight = pytest.importorskip("nnsight")
+    hf = tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=31, n_positions=16,
+                                          bos_token_id=0, eos_token_id=0, attn_implementation="eager")).eval()
+    from tokenizers import Tokenizer, models
+
+    tk = Tokenizer(models.WordLevel(vocab={f"w{i}": i for i in range(31)}, unk_token="w0"))
+    lm = nnsight.LanguageModel(hf, tokenizer=tf.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="w0"))
+    with pytest.raises(TypeError, match=r"does not run an nnsight LanguageModel: cw.paths does"):
+        cw.attention(lm, [1, 2, 3])

@@ -77,6 +77,13 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
     if kind not in ("zero", "mean"):
         raise ValueError(f"kind={kind!r} must be 'zero' or 'mean'")
     top_k = check_count(top_k, "top_k", lo=0)
+    from ..model.nnsight_source import is_source
+
+    if is_source(model):  # (was: TypeError 'model must be a circwidgets Transformer, got LazyModel')
+        raise NotImplementedError(
+            "the per-token loss run (ablated_run, the ablation view) needs the model in memory; a lazy checkpoint "
+            "or nnsight model takes engine.ablate_heads / ablate_path / patch_heads, or convert it "
+            "(lazy.to_transformer(), cw.from_hf of the module)")
     _checked(model)
     toks = model.check_tokens(tokens)
     hs = sorted({check_layer_head(model, *lh) for lh in heads})

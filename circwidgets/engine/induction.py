@@ -102,6 +102,10 @@ def k_composition_qk(model: Transformer, prev_head: Head, ind_head: Head, offset
     `induction_offsets(model)` gives those at which an induction head attends on repeated tokens):
     `W_Q R_Δ W_Kᵀ` in place of `W_Q W_Kᵀ`. Other models: leave `offset` out."""
     model = streaming.resolve(model)  # nnsight / HF models: their weights
+    if streaming.is_lazy(model):  # (was: TypeError 'model must be a circwidgets Transformer, got LazyModel')
+        raise NotImplementedError("the QK circuit composed through an earlier head is not streamed from a lazy "
+                                  "checkpoint (nor an nnsight model loaded from one): it needs the model in memory "
+                                  "(lazy.to_transformer(), or cw.from_hf of the module)")
     l1, h1 = _head(model, prev_head)
     l2, h2 = _head(model, ind_head)
     if not l1 < l2:

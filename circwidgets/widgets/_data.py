@@ -43,10 +43,15 @@ def as_model(obj, tokenizer=None) -> Transformer:
             model = convert.from_transformer_lens(obj)
         else:
             model = convert.from_hf(obj, tokenizer=tokenizer) if tokenizer is not None else convert.from_hf(obj)
+    elif mod.startswith("nnsight"):  # (was: the generic message below, naming GPT-2 only)
+        raise TypeError(
+            f"this view does not run an nnsight {type(obj).__name__}: cw.paths does (one trace; docs/scale.md); for "
+            "this view pass the Hugging Face model it wraps (converted by cw.from_hf) or, for the eigenvalue, "
+            "composition and skip-trigram views, a lazy checkpoint (cw.from_hf(path, lazy=True))")
     else:
         raise TypeError(
-            f"expected a circwidgets Transformer, a Hugging Face GPT-2 model or a TransformerLens model, "
-            f"got {type(obj).__module__}.{type(obj).__name__}"
+            f"expected a circwidgets Transformer, a Hugging Face causal LM (cw.from_hf families) or a TransformerLens "
+            f"model, got {type(obj).__module__}.{type(obj).__name__}"
         )
     if tokenizer is not None and getattr(model, "tokenizer", None) is None:
         from ..model import Tokenizer

@@ -101,6 +101,9 @@ class AttentionPatterns(CircuitWidget):
         self.data = shared_patterns(self.model, toks) or attention_patterns(self.model, toks, dtype=dtype)
         self.tokens = toks
         self.set_quietly(labels=labs, text=text, thumbs=encode_array(pattern_thumbnails(self.data), "float16"))
+        if self.value_weighted and (why := self._no_value_weighting()):  # (asked for at construction) plain pattern
+            self.set_quietly(value_weighted=False)
+            self._report(why)
         self._score_cache.pop("previous_token_text", None)
 
     @reacts_to("text")
@@ -176,8 +179,22 @@ class AttentionPatterns(CircuitWidget):
 
     @traitlets.observe("value_weighted")
     def _on_vw(self, change) -> None:
-        if self.data is not None:
-            self._refresh()
+        if self.data is None:
+            return
+        if change["new"] and (why := self._no_value_weighting()):  # the toggle goes back: NaN is never drawn
+            self._report(why)
+            self.set_quietly(value_weighted=False)
+            return
+        self._refresh()
+
+    def _no_value_weighting(self) -> str | None:
+        """Why this input has no value-weighted pattern (the engine refuses it: a lazy checkpoint's / nnsight
+        model's pass sends no value norms), or None."""
+        try:
+            self.data.head(0, 0, value_weighted=True)
+        except ValueError as e:
+            return str(e)
+        return None
 
     def _payload(self, layer: int, head: int) -> dict[str, Any]:
         a = self.data.head(layer, head, value_weighted=self.value_weighted)
@@ -206,7 +223,7 @@ def attention(model, text_or_tokens, labels: Sequence[str] | None = None, layer:
               score: str = "induction", value_weighted: bool = False, tokenizer=None) -> AttentionPatterns:
     """AttentionPatterns widget: every head's pattern on `text_or_tokens`.
 
-    model: a circwidgets `Transformer`, a Hugging Face GPT-2 model or a TransformerLens model.
+    model: a circwidgets `Transformer`, a Hugging Face or TransformerLens model (converted), or a lazy checkpoint.
     text_or_tokens: text (needs a tokenizer) or token ids `[pos]`; `labels`: one string per position.
     score: how the head grid is coloured ("induction", "previous_token", "duplicate_token",
     "previous_token_text", "ov_positivity").

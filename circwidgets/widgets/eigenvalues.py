@@ -31,7 +31,7 @@ class Eigenvalues(CircuitWidget):
     (`[layer, head]` of an earlier head h1, or `[]`): adds the circuit "qk_comp", the K-composition term
     of each later head's QK circuit through h1, `W_E W_Q W_Kᵀ (W_OV^{h1})ᵀ W_Eᵀ` (engine
     `induction.k_composition_qk`; what an induction head's keys match through a previous-token head;
-    positivity NaN for heads not after h1; not for rotary models).
+    positivity NaN for heads not after h1; rotary models: h2's QK circuit at `offset`, as the grid's QK).
 
     Rotary models (`rotary` True): the QK circuit depends on the offset Δ = query − key position;
     `offset` (0 .. `max_offset`) is the Δ at which the grid's QK positivity and the QK eigenvalues are
@@ -99,7 +99,9 @@ class Eigenvalues(CircuitWidget):
     def _send_circuits(self) -> None:
         labels = {c: ROTARY_QK if (c == "qk" and self.rotary) else CIRCUITS[c] for c in self._pos if c in CIRCUITS}
         if self.through:
-            labels["qk_comp"] = "QK composed through L{}H{}  W_E W_Q W_Kᵀ W_OV¹ᵀ W_Eᵀ".format(*self.through)
+            l1, h1 = self.through
+            labels["qk_comp"] = (f"QK composed through L{l1}H{h1} at Δ  W_E W_Q R_Δ W_Kᵀ W_OV¹ᵀ W_Eᵀ" if self.rotary
+                                 else f"QK composed through L{l1}H{h1}  W_E W_Q W_Kᵀ W_OV¹ᵀ W_Eᵀ")
         self.circuits = [[c, lab] for c, lab in labels.items()]
         self.positivity = {c: encode_array(v, "float32") for c, v in self._pos.items()}
 
@@ -115,7 +117,8 @@ class Eigenvalues(CircuitWidget):
             if len(self.through) != 2:
                 raise ValueError(f"through={self.through!r}: give [layer, head] of an earlier head, or []")
             l1, h1 = check_layer_head(self.model, *self.through)
-            pos = k_composition_positivity(self.model, (l1, h1))
+            # (rotary: at the view's offset, as the grid's QK; the engine refuses a rotary circuit without one)
+            pos = k_composition_positivity(self.model, (l1, h1), **self._qk_offset())
             self.set_quietly(through=[l1, h1])
             self._pos["qk_comp"] = pos
         else:
@@ -137,7 +140,11 @@ class Eigenvalues(CircuitWidget):
                 raise ValueError("this model has no rotary positions: its QK circuit does not depend on an offset")
             off = rotary_offset(self.model, change["new"], "the eigenvalue view")
             qk = circuits.eigen_positivity(self.model, circuit="qk", full=True, offset=off).float().cpu()
+            comp = (k_composition_positivity(self.model, tuple(self.through), offset=off)
+                    if "qk_comp" in self._pos else None)  # the composed QK circuit is taken at the offset too
             self._pos["qk"] = qk
+            if comp is not None:
+                self._pos["qk_comp"] = comp
             with self.hold_sync():
                 self.positivity = {c: encode_array(v, "float32") for c, v in self._pos.items()}
                 self._refresh()
@@ -154,7 +161,8 @@ class Eigenvalues(CircuitWidget):
         out = {c: circuits.eigenvalues(self.model, layer, head, circuit=c, full=True,
                                        **(self._qk_offset() if c == "qk" else {})) for c in self._pos if c != "qk_comp"}
         if "qk_comp" in self._pos:
-            out["qk_comp"] = (k_composition_eigenvalues(self.model, tuple(self.through), (layer, head))
+            out["qk_comp"] = (k_composition_eigenvalues(self.model, tuple(self.through), (layer, head),
+                                                        **self._qk_offset())
                               if layer > self.through[0] else torch.zeros(0, dtype=torch.complex64))
         return out
 
