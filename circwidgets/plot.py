@@ -227,7 +227,7 @@ def composition(scores, kind: str = "composition", baseline: tuple[float, float]
 
 
 def path_terms(terms, pos: int, token: int, n_one: int = 16, n_virtual: int = 8, batch: int = 0,
-               title: str = "", ax=None):
+               title: str = "", ax=None, logit_label: str = "model logit"):
     """Horizontal bars of the path expansion of one logit (`engine.PathTerms.bars`: the bars the path
     view shows) for `token` at position `pos`, with the sum of all terms and the model's own logit in
     the title. terms: an `engine.PathTerms`, or the `engine.LogitPaths` of that one logit."""
@@ -249,7 +249,7 @@ def path_terms(terms, pos: int, token: int, n_one: int = 16, n_virtual: int = 8,
     ax.axvline(0, color="0.5", lw=0.6)
     ax.set_xlabel("contribution to the logit")
     head = title or "path expansion of a logit"
-    head += f"\nsum of terms {total:.4f}   model logit {model_logit:.4f}"
+    head += f"\nsum of terms {total:.4f}   {logit_label} {model_logit:.4f}"
     ax.set_title(head, fontsize=9).set_parse_math(False)
     return fig
 

@@ -245,3 +245,16 @@ def test_an_nnsight_model_outside_the_paths_view_is_refused_with_what_to_do():
     lm = nnsight.LanguageModel(hf, tokenizer=tf.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="w0"))
     with pytest.raises(TypeError, match=r"does not run an nnsight LanguageModel: cw.paths does"):
         cw.attention(lm, [1, 2, 3])
+
+
+def test_path_view_names_the_pre_cap_logit_of_a_soft_capped_model():
+    """With a final soft-cap (Gemma 2) the terms add up to the logit before `c * tanh(x / c)`: the view said
+    "model's own logit" beside that number (-7.74 shown where the model outputs -4.57 at c = 5)."""
+    m = rotary_gqa(final_softcap=2.0, seed=3)
+    w = cw.paths(m, torch.tensor([1, 4, 2, 7, 1, 4, 2]), position=5, target=3)
+    assert w.logit_label == "model's logit before its final soft-cap (c·tanh(x/c), c = 2)"
+    assert w.logit_label in w.summary()
+    capped = float(m(torch.tensor([[1, 4, 2, 7, 1, 4, 2]]))[0, 5, 3])
+    assert w.model_logit == pytest.approx(w.total, abs=1e-4)
+    assert w.model_logit == pytest.approx(2.0 * float(torch.atanh(torch.tensor(capped / 2.0))), abs=1e-4)
+    assert cw.paths(rotary_gqa(seed=3), torch.tensor([1, 4, 2, 7]), position=2).logit_label == "model's own logit"

@@ -19,6 +19,13 @@ from ._data import as_model, encode_array, find_token, token_label, tokens_and_l
 from .base import CircuitWidget, int_pairs, reacts_to
 
 
+def logit_label(cfg) -> str:
+    """What the path terms add up to: the model's own logit, or with a final soft-cap (Gemma 2) the logit
+    before its `c * tanh(x / c)` (the terms are linear; the capped logit is not their sum)."""
+    cap = cfg.final_softcap
+    return "model's own logit" if cap is None else f"model's logit before its final soft-cap (c·tanh(x/c), c = {cap:g})"
+
+
 class PathExpansion(CircuitWidget):
     """The logit of `target` at `position`, split into path terms by `engine.paths.logit_paths`
     (computed for the shown logit only, on one frozen forward pass: memory O(sources x pos x d_model),
@@ -46,6 +53,7 @@ class PathExpansion(CircuitWidget):
     terms = traitlets.List([]).tag(sync=True)
     total = traitlets.Float(0.0).tag(sync=True)
     model_logit = traitlets.Float(0.0).tag(sync=True)
+    logit_label = traitlets.Unicode("model's own logit").tag(sync=True)  # says "before the soft-cap" where one is
     query = traitlets.Unicode("").tag(sync=True)
     pattern = traitlets.Dict({}).tag(sync=True)
     path = traitlets.List([]).tag(sync=True)
@@ -92,7 +100,8 @@ class PathExpansion(CircuitWidget):
         if not -P <= position < P:
             raise IndexError(f"position={position} is out of range: 0..{P - 1}")
         pos = position % P
-        self.set_quietly(labels=labs, position=pos, target=self._resolve_target(target, pos))
+        self.set_quietly(labels=labs, position=pos, target=self._resolve_target(target, pos),
+                         logit_label=logit_label(self.model.cfg))
         self._update_terms()
 
     def _resolve_target(self, target, pos: int) -> int:
@@ -200,14 +209,14 @@ class PathExpansion(CircuitWidget):
         lab = self.labels[self.position] if self.labels else ""
         top = ", ".join(f"{t['label']} {t['value']:+.3f}" for t in self.terms[:5])
         return (f"PathExpansion: logit of {self.target_label!r} at position {self.position} ({lab!r}): "
-                f"model {self.model_logit:.4f}, sum of terms {self.total:.4f}; largest: {top} "
+                f"{self.logit_label} {self.model_logit:.4f}, sum of terms {self.total:.4f}; largest: {top} "
                 "(live view needs a running kernel)")
 
     def figure(self):
         from .. import plot
 
         return plot.path_terms(self.logit_paths(), self.position, self.target, n_one=self.n_one,
-                               n_virtual=self.n_virtual,
+                               n_virtual=self.n_virtual, logit_label=self.logit_label,
                                title=f"logit of {self.target_label!r} at position {self.position}")
 
 

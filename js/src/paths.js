@@ -56,7 +56,7 @@ function render({ model, el }) {
     const total = model.get("total"), ml = model.get("model_logit");
     sums.replaceChildren(
       "sum of all terms ", h("span", { cls: "cw-sum", text: fmt(total, 5) }),
-      "   model's own logit ", h("span", { cls: "cw-model-logit", text: fmt(ml, 5) }),
+      `   ${model.get("logit_label") || "model's own logit"} `, h("span", { cls: "cw-model-logit", text: fmt(ml, 5) }),
       `   |difference| ${Math.abs(total - ml).toExponential(1)}`,
     );
     const terms = model.get("terms") || [];
@@ -141,7 +141,7 @@ function render({ model, el }) {
   // one redraw after all keys of a kernel update arrived (lib/redraw.js): the bars when the terms
   // changed, the bar outline + pattern panel when only the shown head or the virtual head did.
   // (`position` / `target` are set here first by a click; the view follows the kernel's answer.)
-  const ALL = ["terms", "labels", "predictions", "total", "model_logit", "target_label"];
+  const ALL = ["terms", "labels", "predictions", "total", "model_logit", "logit_label", "target_label"];
   const changes = onModelChanges(model, [...ALL, "shown", "pattern", "virtual", "layer", "head"], (c) => {
     const all = ALL.some((k) => c.has(k));
     draw(all ? "all" : "shown");
