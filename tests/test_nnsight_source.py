@@ -241,6 +241,9 @@ def _hf_family(kind: str):
                   max_position_embeddings=64, attn_implementation="eager")
     g = torch.Generator().manual_seed(3)
     m = {"gemma2": lambda: tf.Gemma2ForCausalLM(tf.Gemma2Config(num_key_value_heads=2, head_dim=16, **common)),
+         "gemma3_text": lambda: tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(
+             num_key_value_heads=2, head_dim=16, sliding_window=6, layer_types=["sliding_attention", "full_attention"],
+             **common)),
          "olmo2": lambda: tf.Olmo2ForCausalLM(tf.Olmo2Config(num_key_value_heads=2, **common)),
          "phi3": lambda: tf.Phi3ForCausalLM(tf.Phi3Config(num_key_value_heads=2, pad_token_id=0, **common)),
          "gpt_neox": lambda: tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**common))}[kind]()
@@ -297,3 +300,29 @@ def test_virtual_heads_and_induction_circuits_of_an_nnsight_model(pair):
                                engine.k_composition_positivity(ours, (0, 1), off), equal_nan=True)
     a, b = engine.ov_copying(lm, (1, 2)), engine.ov_copying(ours, (1, 2))
     assert (a.positivity, a.top1) == pytest.approx((b.positivity, b.top1))
+
+
+@pytest.mark.parametrize("kind", ["gemma2", "gemma3_text"])
+def test_path_cuts_through_nnsight_on_gemma(kind):
+    """Gemma 2 / 3 path cuts through nnsight (were refused): the first norm multiplies by 1 + w, the removed
+    write goes through the source block's RMS post-norm with its scale frozen (`Transformer.attn_write_factor`),
+    Gemma 3's per-head q/k norms apply to the recomputed projections as in the forward pass. Equal to the
+    engine's cut on the converted model."""
+    hf = _hf_family(kind)
+    ours = cw.from_hf(hf)
+    lm = nnsight.LanguageModel(hf, tokenizer=_tokenizer(97))
+    ref = torch.randint(1, 97, (2, 11), generator=torch.Generator().manual_seed(7))
+    for ablation in ("zero", "mean"):
+        for cut in ("q", "k", "v", ("q", "k", "v")):
+            got = engine.ablate_path(lm, TOKS, (0, 1), (1, 2), kind=cut, ablation=ablation, reference=ref)
+            want = engine.ablate_path(ours, TOKS, (0, 1), (1, 2), kind=cut, ablation=ablation, reference=ref)
+            assert abs(want.delta) > 1e-3  # the cut did something
+            assert got.intervened == pytest.approx(want.intervened, rel=1e-5, abs=1e-5), (ablation, cut)
+            assert got.notes == want.notes
+
+
+@pytest.mark.parametrize("kind", ["olmo2", "phi3", "gpt_neox"])
+def test_path_cuts_through_nnsight_refuse_the_other_families(kind):
+    lm = nnsight.LanguageModel(_hf_family(kind), tokenizer=_tokenizer(97))
+    with pytest.raises(NotImplementedError, match="path cuts through nnsight are implemented for"):
+        engine.ablate_path(lm, TOKS, (0, 1), (1, 2))

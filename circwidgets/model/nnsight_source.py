@@ -67,13 +67,13 @@ _PATHS = {
 }
 _DEFAULT_PATH = ("model.layers", "self_attn", "o_proj", "model.norm", "lm_head", False)
 # families whose q/k/v projections path cuts can recompute (a plain first norm, then separate q/k/v
-# projections, or GPT-2's fused one): norms with other arithmetic (Gemma's 1 + w) or fused projections
-# with other layouts (Pythia, Phi-3) are not cut through nnsight
-CUT_FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "qwen3")
-# families whose path expansion reads its frozen activations inside one trace: those, and the RMS post-norm
-# families (the attention post-norm's scale from its input, the MLP output after its post-norm). Not cut
-# families: Gemma's first norm multiplies by 1 + w, and OLMo-2 has no first norm and a q/k norm over all heads
-EXPANSION_FAMILIES = CUT_FAMILIES + ("gemma2", "gemma3_text", "olmo2")
+# projections, or GPT-2's fused one; Gemma's first norm multiplies by 1 + w and its RMS post-norm scales the
+# removed writes): fused projections with other layouts (Pythia, Phi-3) and OLMo-2 (no first norm, a q/k norm
+# over all heads) are not cut through nnsight
+CUT_FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
+# families whose path expansion reads its frozen activations inside one trace: those, and OLMo-2 (its attention
+# post-norm's scale from its input, the MLP output after its post-norm, as for Gemma)
+EXPANSION_FAMILIES = CUT_FAMILIES + ("olmo2",)
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -373,14 +373,15 @@ class NNsightSource:
         else:
             eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", self.cfg.ln_eps))
         y = (x32 / (x32.pow(2).mean(-1, keepdim=True) + eps).sqrt()).to(x.dtype)
-        y = y * self._param(norm, "weight", x)
+        g = self._gain(norm, x)  # (Gemma: 1 + w)
+        y = y * g if g is not None else y
         b = self._param(norm, "bias", x)
         return y + b if b is not None else y
 
     def check_cuts_supported(self) -> None:
         if self.hf_config.model_type not in CUT_FAMILIES:
             raise NotImplementedError(f"path cuts through nnsight are implemented for {', '.join(CUT_FAMILIES)} "
-                                      f"(separate q/k/v or GPT-2's fused projection after a plain first norm); "
+                                      f"(separate q/k/v or GPT-2's fused projection after a first norm); "
                                       f"this model is {self.hf_config.model_type!r}: convert it (cw.from_hf) and "
                                       "cut on our own Transformer")
 
@@ -410,6 +411,10 @@ class NNsightSource:
         src_layers = {l1 for per in groups.values() for srcs in per.values() for l1, _ in srcs}
         dst_layers = {l for l, _ in groups}
         writes: dict[tuple[int, int], Any] = {}
+        factors: dict[int, Any] = {}  # RMS post-norm (Gemma 2/3): what multiplies each head's write, frozen
+        hf_layers = _get(self.lm._module, self.paths[0])
+        eps_post = ({l: self._eps(hf_layers[l].post_attention_layernorm) for l in src_layers}
+                    if self.cfg.post_norm else {})
         with self.lm.trace(toks, remote=self.remote):
             for l in sorted(src_layers | dst_layers):
                 if l in dst_layers:  # in execution order: the norm's input, then the projections
@@ -421,7 +426,10 @@ class NNsightSource:
                             removed = 0
                             for s in srcs:
                                 r = writes[s]
-                                removed = removed + (r - res_mean[s].to(r.device, r.dtype) if res_mean else r)
+                                r = r - res_mean[s].to(r.device, r.dtype) if res_mean else r
+                                if factors.get(s[0]) is not None:  # through the source block's post-norm
+                                    r = r.float() * factors[s[0]]
+                                removed = removed + r
                             module, offset = projs[which]
                             new = self._proj_slice(module, offset, stored, self._norm1(norm, resid - removed))
                             edits.setdefault(module, []).append((offset + stored * self.cfg.d_head, new))
@@ -433,6 +441,12 @@ class NNsightSource:
                             module.output = out
                 if l in src_layers:
                     z = self._oproj(l).input
+                    if self.cfg.post_norm:  # `w / rms` of the attention output in this run (the engine's
+                        post = self._layer(l).post_attention_layernorm  # `Transformer.attn_write_factor`)
+                        xin = post.input.float()
+                        g = self._gain(post, xin)
+                        inv = 1.0 / (xin.pow(2).mean(-1, keepdim=True) + eps_post[l]).sqrt()
+                        factors[l] = inv * g if g is not None else inv
                     for s in sorted({s for per in groups.values() for srcs in per.values() for s in srcs if s[0] == l}):
                         writes[s] = self._head_write(l, z, s[1])
             val = metric(self.lm.output.logits.float(), toks.to(self.lm.output.logits.device)).save()
