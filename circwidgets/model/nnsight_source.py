@@ -236,8 +236,6 @@ class NNsightSource:
         ln = cfg.normalization in ("LN", "LNPre")
         if cfg.post_norm and ln:
             raise NotImplementedError("direct logit attribution: LayerNorm post-norms are not supported (RMS ones are)")
-        hf_layers = _get(self.lm._module, self.paths[0])
-        eps_post = [self._eps(hf_layers[l].post_attention_layernorm) for l in range(L)] if cfg.post_norm else []
         with self.lm.trace(toks, remote=self.remote):
             writes = []
             for l in range(L):
@@ -245,12 +243,8 @@ class NNsightSource:
                 w = self._param(self._oproj(l), "weight", z)  # Linear [D, H*E]; Conv1D [H*E, D]
                 W_O = (w if conv1d else w.T).reshape(H, E, -1)
                 x = torch.einsum("bhe,hed->bhd", z.view(z.shape[0], H, E).to(W_O.dtype), W_O)
-                if cfg.post_norm:  # the attention output's RMS post-norm, its scale frozen at this run's value
-                    post = self._layer(l).post_attention_layernorm
-                    xin = post.input[:, pos].float()
-                    x = x.float() / (xin.pow(2).mean(-1, keepdim=True) + eps_post[l]).sqrt()[:, None]
-                    g = self._gain(post, xin)
-                    x = x * g if g is not None else x
+                if cfg.post_norm:  # through the attention output's RMS post-norm, its scale frozen
+                    x = x.float() * self._post_factor(l, pos)[:, None]
                 writes.append(x)
             norm = _get(self.lm, self.paths[3])
             resid = norm.input[:, pos]
@@ -270,6 +264,17 @@ class NNsightSource:
                 res.append((x / scale[:, None]) @ uw)
             out = torch.stack(res, 1).save()
         return out.detach().float().cpu()
+
+    def _post_factor(self, l: int, pos: int | None = None) -> Any:
+        """Inside a trace: `w / rms` of layer l's attention post-norm (RMS; Gemma: `1 + w`), from its input in
+        this run (`[batch, pos, d_model]`, or `[batch, d_model]` at `pos`), float32: what multiplies a head's
+        write on its way into the residual stream with the scale frozen (`Transformer.attn_write_factor`)."""
+        post = self._layer(l).post_attention_layernorm
+        x = post.input.float() if pos is None else post.input[:, pos].float()
+        eps = self._eps(_get(self.lm._module, self.paths[0])[l].post_attention_layernorm)
+        inv = 1.0 / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+        g = self._gain(post, x)
+        return inv * g if g is not None else inv
 
     def _gain(self, norm, like) -> Any:
         """What a norm multiplies by after dividing by its scale: its weight, `1 + weight` in Gemma's norms,
@@ -412,9 +417,6 @@ class NNsightSource:
         dst_layers = {l for l, _ in groups}
         writes: dict[tuple[int, int], Any] = {}
         factors: dict[int, Any] = {}  # RMS post-norm (Gemma 2/3): what multiplies each head's write, frozen
-        hf_layers = _get(self.lm._module, self.paths[0])
-        eps_post = ({l: self._eps(hf_layers[l].post_attention_layernorm) for l in src_layers}
-                    if self.cfg.post_norm else {})
         with self.lm.trace(toks, remote=self.remote):
             for l in sorted(src_layers | dst_layers):
                 if l in dst_layers:  # in execution order: the norm's input, then the projections
@@ -441,12 +443,8 @@ class NNsightSource:
                             module.output = out
                 if l in src_layers:
                     z = self._oproj(l).input
-                    if self.cfg.post_norm:  # `w / rms` of the attention output in this run (the engine's
-                        post = self._layer(l).post_attention_layernorm  # `Transformer.attn_write_factor`)
-                        xin = post.input.float()
-                        g = self._gain(post, xin)
-                        inv = 1.0 / (xin.pow(2).mean(-1, keepdim=True) + eps_post[l]).sqrt()
-                        factors[l] = inv * g if g is not None else inv
+                    if self.cfg.post_norm:
+                        factors[l] = self._post_factor(l)
                     for s in sorted({s for per in groups.values() for srcs in per.values() for s in srcs if s[0] == l}):
                         writes[s] = self._head_write(l, z, s[1])
             val = metric(self.lm.output.logits.float(), toks.to(self.lm.output.logits.device)).save()
