@@ -302,27 +302,35 @@ def test_virtual_heads_and_induction_circuits_of_an_nnsight_model(pair):
     assert (a.positivity, a.top1) == pytest.approx((b.positivity, b.top1))
 
 
-@pytest.mark.parametrize("kind", ["gemma2", "gemma3_text"])
-def test_path_cuts_through_nnsight_on_gemma(kind):
-    """Gemma 2 / 3 path cuts through nnsight (were refused): the first norm multiplies by 1 + w, the removed
-    write goes through the source block's RMS post-norm with its scale frozen (`Transformer.attn_write_factor`),
-    Gemma 3's per-head q/k norms apply to the recomputed projections as in the forward pass. Equal to the
-    engine's cut on the converted model."""
+@pytest.mark.parametrize("kind", ["gemma2", "gemma3_text", "olmo2", "phi3", "gpt_neox"])
+def test_path_cuts_through_nnsight_in_every_norm_and_projection_layout(kind):
+    """Path cuts through nnsight, equal to the engine's cut on the converted model (zero and mean ablation into
+    q, k, v and all three; two source / destination pairs, so stored heads other than the first are cut):
+    - Gemma 2 / 3 (were refused): the first norm multiplies by 1 + w, the removed write goes through the
+      source block's RMS post-norm with its scale frozen (`Transformer.attn_write_factor`), Gemma 3's per-head
+      q/k norms apply to the recomputed projections as in the forward pass;
+    - OLMo-2 (was refused): no first norm, and a q / k norm over all heads, so the whole projection is
+      recomputed from the cut stream and normalised before the head's columns replace the norm's output;
+    - Phi-3 (was refused): one fused projection, all queries then the K/V heads' keys then their values;
+    - Pythia (was refused): a LayerNorm, and a fused projection laid out per head as [q | k | v]."""
     hf = _hf_family(kind)
     ours = cw.from_hf(hf)
     lm = nnsight.LanguageModel(hf, tokenizer=_tokenizer(97))
     ref = torch.randint(1, 97, (2, 11), generator=torch.Generator().manual_seed(7))
-    for ablation in ("zero", "mean"):
-        for cut in ("q", "k", "v", ("q", "k", "v")):
-            got = engine.ablate_path(lm, TOKS, (0, 1), (1, 2), kind=cut, ablation=ablation, reference=ref)
-            want = engine.ablate_path(ours, TOKS, (0, 1), (1, 2), kind=cut, ablation=ablation, reference=ref)
-            assert abs(want.delta) > 1e-3  # the cut did something
-            assert got.intervened == pytest.approx(want.intervened, rel=1e-5, abs=1e-5), (ablation, cut)
-            assert got.notes == want.notes
+    for src, dst in (((0, 1), (1, 2)), ((0, 3), (1, 1))):
+        for ablation in ("zero", "mean"):
+            for cut in ("q", "k", "v", ("q", "k", "v")):
+                got = engine.ablate_path(lm, TOKS, src, dst, kind=cut, ablation=ablation, reference=ref)
+                want = engine.ablate_path(ours, TOKS, src, dst, kind=cut, ablation=ablation, reference=ref)
+                assert abs(want.delta) > 1e-3  # the cut did something
+                assert got.intervened == pytest.approx(want.intervened, rel=1e-5, abs=1e-5), (src, dst, ablation, cut)
+                assert got.notes == want.notes
 
 
-@pytest.mark.parametrize("kind", ["olmo2", "phi3", "gpt_neox"])
-def test_path_cuts_through_nnsight_refuse_the_other_families(kind):
-    lm = nnsight.LanguageModel(_hf_family(kind), tokenizer=_tokenizer(97))
-    with pytest.raises(NotImplementedError, match="path cuts through nnsight are implemented for"):
-        engine.ablate_path(lm, TOKS, (0, 1), (1, 2))
+def test_nnsight_cuts_and_expansion_cover_every_family_the_converter_reads():
+    """A family added to the converter must get its nnsight cut sites (`NNsightSource._cut_sites`) too: until
+    then it would be refused with a message, and this test says so."""
+    from circwidgets.model.convert import _HF_FAMILIES
+    from circwidgets.model.nnsight_source import CUT_FAMILIES, EXPANSION_FAMILIES
+
+    assert set(CUT_FAMILIES) == set(EXPANSION_FAMILIES) == {"gpt2", *_HF_FAMILIES}

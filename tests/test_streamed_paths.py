@@ -52,6 +52,15 @@ def _hf(kind: str, vocab: int = 97, attn: str = "eager") -> torch.nn.Module:
         return _randomise(tf.Olmo2ForCausalLM(tf.Olmo2Config(
             **POST_NORM_COMMON, vocab_size=vocab, num_key_value_heads=2, tie_word_embeddings=False,
             pad_token_id=1, eos_token_id=2, attn_implementation=attn)), 3)
+    if kind == "phi3":  # one fused q/k/v projection, grouped K/V, partial rotary
+        return _randomise(tf.Phi3ForCausalLM(tf.Phi3Config(
+            hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=vocab, max_position_embeddings=64, pad_token_id=0, partial_rotary_factor=0.5,
+            attn_implementation=attn)), 5)
+    if kind == "gpt_neox":  # LayerNorm, parallel attention and MLP, fused per-head [q | k | v], rotary on a quarter
+        return _randomise(tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(
+            hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, vocab_size=vocab,
+            max_position_embeddings=64, rotary_pct=0.25, attn_implementation=attn)), 6)
     if kind == "llama":
         return _randomise(tf.LlamaForCausalLM(tf.LlamaConfig(
             hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
@@ -207,7 +216,7 @@ def test_gemma3_lazy_path_terms_equal_eager(tmp_path):
 
 
 # ------------------------------------------------------------------ nnsight / Hugging Face models
-@pytest.fixture(scope="module", params=["gpt2", "llama", "gemma2", "olmo2", "gemma3_text"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "gemma2", "olmo2", "gemma3_text", "phi3", "gpt_neox"])
 def pair(request):
     nnsight = pytest.importorskip("nnsight")
     from circwidgets.model.nnsight_source import _placeholder_tokenizer
@@ -280,21 +289,6 @@ def test_path_expansion_through_nnsight_needs_eager_attention():
         path_terms(lm, TOKS)
     with pytest.raises(EagerAttentionRequired, match="attn_implementation='eager'"):
         frozen_run(lm, TOKS[:1])
-
-
-def test_path_expansion_through_nnsight_refuses_other_families():
-    """A family whose norms and MLP output the trace does not read (Pythia: parallel attention and MLP) is
-    refused with the families that are supported and the way out, before any trace."""
-    nnsight = pytest.importorskip("nnsight")
-    from circwidgets.model.nnsight_source import _placeholder_tokenizer
-
-    hf = _randomise(tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(
-        hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, vocab_size=97,
-        max_position_embeddings=32, attn_implementation="eager")), 5)
-    lm = nnsight.LanguageModel(hf, tokenizer=_placeholder_tokenizer())
-    for fn in (lambda: path_terms(lm, TOKS), lambda: frozen_run(lm, TOKS[:1])):
-        with pytest.raises(NotImplementedError, match=r"implemented for gpt2, .*gemma2, .*olmo2.*'gpt_neox'"):
-            fn()
 
 
 def test_paths_view_through_nnsight(pair):

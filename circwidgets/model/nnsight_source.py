@@ -66,14 +66,10 @@ _PATHS = {
     "gpt_neox": ("gpt_neox.layers", "attention", "dense", "gpt_neox.final_layer_norm", "embed_out", False),
 }
 _DEFAULT_PATH = ("model.layers", "self_attn", "o_proj", "model.norm", "lm_head", False)
-# families whose q/k/v projections path cuts can recompute (a plain first norm, then separate q/k/v
-# projections, or GPT-2's fused one; Gemma's first norm multiplies by 1 + w and its RMS post-norm scales the
-# removed writes): fused projections with other layouts (Pythia, Phi-3) and OLMo-2 (no first norm, a q/k norm
-# over all heads) are not cut through nnsight
-CUT_FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
-# families whose path expansion reads its frozen activations inside one trace: those, and OLMo-2 (its attention
-# post-norm's scale from its input, the MLP output after its post-norm, as for Gemma)
-EXPANSION_FAMILIES = CUT_FAMILIES + ("olmo2",)
+# families whose q/k/v inputs path cuts recompute inside the trace (`NNsightSource._cut_sites`: each family's
+# first norm and projection layout) and whose path expansion reads its frozen activations in one trace
+CUT_FAMILIES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "olmo2", "phi3")
+EXPANSION_FAMILIES = CUT_FAMILIES
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -350,27 +346,51 @@ class NNsightSource:
         W_O = w[h * E:(h + 1) * E] if self.paths[5] else w[:, h * E:(h + 1) * E].T
         return z[..., h * E:(h + 1) * E].to(W_O.dtype) @ W_O
 
-    def _cut_modules(self, l: int) -> tuple[Any, dict[str, tuple[Any, int]]]:
-        """Layer l's first norm and, per input kind, (projection module, column offset of its output)."""
-        layer = self._layer(l)
-        if self.hf_config.model_type == "gpt2":
-            D = self.cfg.d_model
-            fused = layer.attn.c_attn
-            return layer.ln_1, {"q": (fused, 0), "k": (fused, D), "v": (fused, 2 * D)}
+    def _cut_sites(self, l: int) -> tuple[Any, Any, dict[str, tuple[Any, Any, int, int]]]:
+        """Where path cuts recompute layer l's inputs: its first norm (None: OLMo-2's attention reads the raw
+        stream), the envoy whose input is the residual entering the attention, and per input kind (projection,
+        edited module, offset, stride): stored head s's columns of the projection's output start at
+        `offset + s * stride`; the edited module is the projection, or OLMo-2's q / k norm over all heads
+        (which the recomputed projection goes through before its head's columns are taken)."""
+        cfg, mt, layer = self.cfg, self.hf_config.model_type, self._layer(l)
+        E, H = cfg.d_head, cfg.n_heads
+        KV = cfg.n_kv_heads or H
+        if mt == "gpt2":  # Conv1D [D, 3D]: all queries, then all keys, then all values
+            f, D = layer.attn.c_attn, cfg.d_model
+            return layer.ln_1, layer.ln_1, {w: (f, f, i * D, E) for i, w in enumerate("qkv")}
+        if mt == "gpt_neox":  # per head [q | k | v]
+            f = layer.attention.query_key_value
+            return layer.input_layernorm, layer.input_layernorm, {w: (f, f, i * E, 3 * E) for i, w in enumerate("qkv")}
         attn = layer.self_attn
-        return layer.input_layernorm, {w: (getattr(attn, f"{w}_proj"), 0) for w in "qkv"}
+        if mt == "phi3":  # all queries, then the K/V heads' keys, then their values
+            f = attn.qkv_proj
+            return (layer.input_layernorm, layer.input_layernorm,
+                    {"q": (f, f, 0, E), "k": (f, f, H * E, E), "v": (f, f, (H + KV) * E, E)})
+        if mt == "olmo2":
+            return None, attn.q_proj, {"q": (attn.q_proj, attn.q_norm, 0, E), "k": (attn.k_proj, attn.k_norm, 0, E),
+                                       "v": (attn.v_proj, attn.v_proj, 0, E)}
+        return (layer.input_layernorm, layer.input_layernorm,
+                {w: (getattr(attn, f"{w}_proj"),) * 2 + (0, E) for w in "qkv"})
 
-    def _proj_slice(self, module, offset: int, stored: int, x: torch.Tensor) -> torch.Tensor:
-        """The projection's output columns of one stored head, computed from `x [..., d_model]`."""
-        E = self.cfg.d_head
-        cols = slice(offset + stored * E, offset + (stored + 1) * E)
-        w = self._param(module, "weight", x)  # Linear [out, D]; Conv1D [D, out]
-        out = x.to(w.dtype) @ (w[:, cols] if self.hf_config.model_type == "gpt2" else w[cols].T)
-        b = self._param(module, "bias", x)
-        return out + b[cols] if b is not None else out
+    def _recompute(self, proj, edited, cols: slice, x: torch.Tensor) -> torch.Tensor:
+        """The edited module's output columns `cols` computed from `x [..., d_model]` (normalised): the
+        projection's, or (OLMo-2) its whole output through the q / k norm over all heads, as the engine's
+        `Transformer.project` recomputes a cut head."""
+        w = self._param(proj, "weight", x)  # Linear [out, D]; Conv1D [D, out]
+        if edited is proj:
+            out = x.to(w.dtype) @ (w[:, cols] if self.hf_config.model_type == "gpt2" else w[cols].T)
+            b = self._param(proj, "bias", x)
+            return out + b[cols] if b is not None else out
+        full = (x.to(w.dtype) @ w.T).float()
+        eps = self._eps(edited)
+        normed = full / (full.pow(2).mean(-1, keepdim=True) + eps).sqrt() * self._param(edited, "weight", x).float()
+        return normed[..., cols]
 
     def _norm1(self, norm, x: torch.Tensor) -> torch.Tensor:
-        """The layer's first norm on a residual `x`, in float32 as the HF norms compute it."""
+        """The layer's first norm on a residual `x`, in float32 as the HF norms compute it (`x` itself
+        without one)."""
+        if norm is None:
+            return x
         x32 = x.float()
         if self.cfg.normalization in ("LN", "LNPre"):
             x32 = x32 - x32.mean(-1, keepdim=True)
@@ -419,9 +439,9 @@ class NNsightSource:
         factors: dict[int, Any] = {}  # RMS post-norm (Gemma 2/3): what multiplies each head's write, frozen
         with self.lm.trace(toks, remote=self.remote):
             for l in sorted(src_layers | dst_layers):
-                if l in dst_layers:  # in execution order: the norm's input, then the projections
-                    norm, projs = self._cut_modules(l)
-                    resid = norm.input
+                if l in dst_layers:  # in execution order: the stream's reader's input, then the edited modules
+                    norm, reader, sites = self._cut_sites(l)
+                    resid = reader.input
                     edits: dict[Any, list] = {}
                     for which in "qkv":
                         for stored, srcs in groups.get((l, which), {}).items():
@@ -432,10 +452,12 @@ class NNsightSource:
                                 if factors.get(s[0]) is not None:  # through the source block's post-norm
                                     r = r.float() * factors[s[0]]
                                 removed = removed + r
-                            module, offset = projs[which]
-                            new = self._proj_slice(module, offset, stored, self._norm1(norm, resid - removed))
-                            edits.setdefault(module, []).append((offset + stored * self.cfg.d_head, new))
-                    for module in dict.fromkeys(projs[w][0] for w in "qkv"):
+                            proj, edited, offset, stride = sites[which]
+                            start = offset + stored * stride
+                            new = self._recompute(proj, edited, slice(start, start + self.cfg.d_head),
+                                                  self._norm1(norm, resid - removed))
+                            edits.setdefault(edited, []).append((start, new))
+                    for module in dict.fromkeys(sites[w][1] for w in "qkv"):
                         if module in edits:
                             out = module.output.clone()
                             for start, new in edits[module]:
