@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from .config import ModelConfig
+from .fold import circuit_folds
 from .io import (
     ModelFileError,
     TensorEntry,
@@ -123,6 +124,11 @@ class _Shard:
             finally:
                 self._check(fh)
 
+    def check_unchanged(self) -> None:
+        """`ModelFileError` if the shard changed on disk since it was opened."""
+        with self._opened():
+            pass
+
     def tensor(self, name: str, rows: slice | torch.Tensor | None = None) -> torch.Tensor:
         """Tensor `name` (or its rows `rows`, a slice or ids, along the first dimension), read into fresh
         memory in its stored dtype, from the file as it was when opened (else `ModelFileError`)."""
@@ -154,8 +160,7 @@ class _Shard:
                 del whole
             yield views
             del views
-            with self._opened():
-                pass
+            self.check_unchanged()
         finally:
             try:
                 mm.close()
@@ -363,8 +368,6 @@ class LazyModel:
         of query heads: head h reads `cfg.kv_head_of(h)`; not expanded)."""
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.cfg.n_layers:
             raise IndexError(f"layer={layer!r} is out of range: this model has layers 0..{self.cfg.n_layers - 1}")
-        from .fold import circuit_folds
-
         sd = self._folded(layer, None, dtype)
         kv = "_" if self.cfg.grouped_kv else ""
         # the eager circuits' folds too (q/k norm weights, the attention post-norm's weight): without them the
@@ -402,8 +405,6 @@ class LazyModel:
         """Yield `(rows, W_E [b, D], W_U [D, b])` folded (`W_E` times `embed_scale`, as `engine.prep.weights`),
         one block of `block_rows` vocabulary rows at a time."""
         from tqdm.auto import tqdm
-
-        from .fold import circuit_folds
 
         V = self.cfg.d_vocab
         starts = range(0, V, self.block_rows)
