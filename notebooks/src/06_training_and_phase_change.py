@@ -141,14 +141,17 @@ print("the two windows overlap" if overlap >= 0 else f"the two windows are {-ove
 # Read the gain as two curves, not one. In the shipped `toy-2l-code` both in-context losses start at
 # `log d_vocab` (8.3 nats) and first *rise*, before any induction: the model learns code, and on random tokens
 # its direct path becomes confidently wrong (first copy 12.1, repeated copy 11.3 nats at step 10,000). Inside
-# the window the repeated copy falls (11.1 → 9.3 nats between steps 10,250 and 19,250) while the first copy
+# the window the repeated copy falls (11.1 → 8.8 nats between steps 10,250 and 22,250) while the first copy
 # rises only 0.5: most of the gain there is the copy, which is the induction heads' doing. The held-out loss
 # on code shows no bump in this run, unlike Olsson et al.'s models: it keeps falling smoothly through the window.
 #
-# The steepest single step is not always the phase change: where it sits on a change of the learning-rate
-# schedule (the shipped two-layer code models hold the rate constant, then decay it linearly: `toy-2l-code`
-# from step 22,000, `toy-2l-rotary` from 17,000), it is the optimiser taking a different step, and the 20–80 %
-# window is the locator to trust.
+# The steepest single step is not always the phase change. In this run it sits at steps 39,750–40,000, long
+# after the window: one evaluation's best induction score dipped (0.51 → 0.47) and the next rose (0.54). At a
+# constant learning rate of 2e-3 the weights jitter from one evaluation to the next (each scores the same 16
+# random sequences per repeat length), and neighbouring points differ by a few hundredths; a steepest pair
+# can also sit on a change of the learning-rate schedule (the shipped two-layer code models hold the rate
+# constant, then decay it linearly: `toy-2l-code` from step 60,000, `toy-2l-rotary` from 17,000). The 20–80 %
+# window, which reads the whole curve, is the locator to trust.
 #
 # ### Scrub across the window
 #
