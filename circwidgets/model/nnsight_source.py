@@ -436,7 +436,7 @@ class NNsightSource:
         src_layers = {l1 for per in groups.values() for srcs in per.values() for l1, _ in srcs}
         dst_layers = {l for l, _ in groups}
         writes: dict[tuple[int, int], Any] = {}
-        factors: dict[int, Any] = {}  # RMS post-norm (Gemma 2/3): what multiplies each head's write, frozen
+        factors: dict[int, Any] = {}  # RMS post-norm (Gemma 2/3, OLMo-2): what multiplies each head's write, frozen
         with self.lm.trace(toks, remote=self.remote):
             for l in sorted(src_layers | dst_layers):
                 if l in dst_layers:  # in execution order: the stream's reader's input, then the edited modules
