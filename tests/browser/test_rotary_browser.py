@@ -29,8 +29,12 @@ with torch.no_grad():  # a previous-token head L0H2: every token shares one dire
 print("SETUP OK")'''
 CHECK = '''print(f"KERNEL off={we.offset} shown={we.shown.get('variant')} head={we.layer},{we.head} "
       f"qk={float(we._pos['qk'][we.layer, we.head]):.6f} err={we.error!r}")'''
-NOTEBOOK_CELLS = [SETUP, "we = cw.eigenvalues(m, layer=0, head=2)\nwe", CHECK]
-CHECK_CELL = 2
+COMP_CHECK = '''from circwidgets import engine
+w = we
+_want = engine.k_composition_positivity(m, (0, 2), offset=w.offset)[w.layer, w.head]
+print(f"COMP through={w.through} off={w.offset} head={w.layer},{w.head} want={float(_want):.6f} err={w.error!r}")'''
+NOTEBOOK_CELLS = [SETUP, "we = cw.eigenvalues(m, layer=0, head=2)\nwe", CHECK, COMP_CHECK]
+CHECK_CELL, COMP_CELL = 2, 3
 
 
 def kernel_says(page, text: str, timeout: int = 60_000) -> str:
@@ -67,3 +71,31 @@ def test_offset_control_and_profile(page):
     kernel_says(page, "head=1,0")
     eig.scroll_into_view_if_needed()
     eig.screenshot(path=str(lh.ARTIFACTS / "eigenvalues_rotary.png"))
+
+
+def test_qk_composed_through_follows_the_offset(page):
+    """"QK composed through" on a rotary model (it was a dead control: the engine wanted an offset the page
+    cannot send): pick a later head and the previous-token head, and the third plot is that head's QK circuit
+    composed through L0H2 at the view's Δ; typing another Δ recomputes it. The page's positivity is the
+    engine's `k_composition_positivity` at that Δ."""
+    eig = page.locator(".cw-root.cw-eigen")
+    eig.locator('[data-layer="1"][data-head="1"]').click()
+    expect(eig).to_have_attribute("data-shown-head", "1", timeout=30_000)
+    eig.locator("select.cw-through").select_option("0,2")
+    comp = eig.locator('.cw-eig-pos[data-circuit="qk_comp"]')
+    expect(comp).to_be_visible(timeout=30_000)
+    expect(eig.locator(".cw-eig-name").nth(2)).to_contain_text("QK composed through L0H2 at Δ")
+    for off in ("2", "5"):
+        box = eig.locator("input.cw-offset")
+        box.fill(off)
+        box.press("Enter")
+        expect(eig).to_have_attribute("data-offset", off, timeout=30_000)
+        out = lh.rerun_and_read(page, COMP_CELL, f"COMP through=[0, 2] off={off} head=1,1")
+        assert "err=''" in out, out
+        want = float(re.search(r"want=([-\d.]+)", out).group(1))
+        expect(comp).not_to_contain_text("n/a")
+        shown = float(re.search(r"positivity (\S+)", comp.inner_text()).group(1))
+        assert abs(shown - want) < 2e-3, (off, shown, want)
+    assert eig.locator("canvas.cw-eig-canvas").count() == 3
+    eig.scroll_into_view_if_needed()
+    eig.screenshot(path=str(lh.ARTIFACTS / "eigenvalues_rotary_composed.png"))
