@@ -8,7 +8,13 @@ from typing import Any
 import torch
 import traitlets
 
-from ..engine.patterns import AttentionData, attention_patterns, pattern_thumbnails, shared_patterns
+from ..engine.patterns import (
+    NO_VALUE_NORMS,
+    AttentionData,
+    attention_patterns,
+    pattern_thumbnails,
+    shared_patterns,
+)
 from ..model import Transformer
 from ._data import as_model, encode_array, tokens_and_labels
 from .base import CircuitWidget, reacts_to
@@ -190,11 +196,7 @@ class AttentionPatterns(CircuitWidget):
     def _no_value_weighting(self) -> str | None:
         """Why this input has no value-weighted pattern (the engine refuses it: a lazy checkpoint's / nnsight
         model's pass sends no value norms), or None."""
-        try:
-            self.data.head(0, 0, value_weighted=True)
-        except ValueError as e:
-            return str(e)
-        return None
+        return None if self.data.has_value_norms else NO_VALUE_NORMS
 
     def _payload(self, layer: int, head: int) -> dict[str, Any]:
         a = self.data.head(layer, head, value_weighted=self.value_weighted)
