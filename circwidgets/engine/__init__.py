@@ -108,7 +108,14 @@ from .interventions import (
     per_token_loss,
 )
 from .paths import FrozenRun, LogitPaths, PathTerms, frozen_run, logit_paths, path_budget, path_terms
-from .patterns import AttentionData, attention_patterns, pattern_thumbnails, shared_patterns, value_weighted_pattern
+from .patterns import (
+    NO_VALUE_NORMS,
+    AttentionData,
+    attention_patterns,
+    pattern_thumbnails,
+    shared_patterns,
+    value_weighted_pattern,
+)
 from .prep import prepared, weights
 from .skip_trigrams import SkipTrigramRow, SkipTrigramTable, frequent_tokens, skip_trigrams
 from .text_run import TextRun, supports_text_run, text_run
@@ -126,7 +133,7 @@ __all__ = [
     "virtual_heads", "virtual_weights", "PathTerms", "path_budget", "path_terms",
     "FrozenRun", "LogitPaths", "frozen_run", "logit_paths",
     # skip-trigrams, patterns, head behaviour
-    "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "frequent_tokens", "AttentionData",
+    "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "frequent_tokens", "AttentionData", "NO_VALUE_NORMS",
     "attention_patterns", "pattern_thumbnails", "shared_patterns", "value_weighted_pattern",
     "InContextLoss", "REPEAT_LENS", "all_head_scores",
     "copying_score", "detection_lengths", "detection_masks", "head_scores", "in_context_loss", "induction_tokens",
