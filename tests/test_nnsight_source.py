@@ -55,10 +55,11 @@ CORRUPT = torch.randint(1, 97, (1, 11), generator=torch.Generator().manual_seed(
 
 def test_patterns_equal(pair):
     _, lm, ours = pair
-    ref = engine.attention_patterns(ours, TOKS).pattern
+    want = engine.attention_patterns(ours, TOKS)
+    ref = want.pattern
     got = engine.attention_patterns(lm, TOKS)
     torch.testing.assert_close(got.pattern, ref, rtol=1e-4, atol=2e-5)
-    assert torch.isnan(got.v_norm).all()  # not asked of the source: NaN, never a made-up value
+    torch.testing.assert_close(got.v_norm, want.v_norm, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(engine.activations.head_pattern(lm, TOKS, 2, 1), ref[2, 1], rtol=1e-4, atol=2e-5)
 
 
@@ -251,6 +252,30 @@ def _hf_family(kind: str):
         for p in m.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if p.ndim == 1 else 0.0))
     return m.eval()
+
+
+@pytest.mark.parametrize("kind", ["gemma2", "gemma3_text", "olmo2", "phi3", "gpt_neox", "gpt2", "llama"])
+def test_value_norms_through_nnsight_and_lazily_are_the_engines_in_every_projection_layout(kind, tmp_path):
+    """The value-weighted pattern of an nnsight model or a lazy checkpoint was refused (no value norms came back:
+    NaN). ‖v‖ per head and key now leaves the trace (taken on each family's value columns: GPT-2's and Pythia's
+    fused projections, Phi-3's, OLMo-2's and the grouped K/V heads repeated over their query heads) and the lazy
+    pass: the engine's own on the converted model."""
+    hf = _hf_family(kind) if kind in ("gemma2", "gemma3_text", "olmo2", "phi3", "gpt_neox") else _hf(kind)
+    ours = cw.from_hf(hf)
+    lm = nnsight.LanguageModel(hf, tokenizer=_tokenizer(97))
+    hf.save_pretrained(tmp_path / "ckpt")
+    lazy = cw.from_hf(tmp_path / "ckpt", lazy=True, cache_dir=tmp_path / "cache")
+    toks = torch.tensor([[1, 5, 9, 3, 5, 9, 3, 7, 2, 8]])
+    want = engine.attention_patterns(ours, toks)
+    heads = want.v_norm.shape[1]
+    # the heads' norms differ (a layout read at the wrong columns, or K/V heads repeated in the wrong order, fails)
+    assert (want.v_norm[:, 1:] - want.v_norm[:, :-1]).abs().amax() > 0.1 and heads == hf.config.num_attention_heads
+    for source in (lm, lazy):
+        got = engine.attention_patterns(source, toks)
+        torch.testing.assert_close(got.pattern, want.pattern.float(), rtol=1e-4, atol=2e-5)
+        torch.testing.assert_close(got.v_norm, want.v_norm.float(), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got.head(1, heads - 1, value_weighted=True),
+                                   want.head(1, heads - 1, value_weighted=True).float(), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["gemma2", "olmo2", "phi3", "gpt_neox"])

@@ -196,10 +196,10 @@ def test_every_view_on_the_shipped_rotary_model():
 
 def test_activation_views_on_a_lazy_checkpoint(tmp_path):
     """A lazy checkpoint in the attention view raised AttributeError ('LazyModel' object has no attribute 'W_E',
-    looking for shared patterns): it shows the layer-by-layer pass's patterns; the value-weighted toggle (no value
-    norms come back: NaN) is refused and goes back instead of sending a NaN pattern. The ablation view and the
-    eigenvalue view's "QK composed through" refuse with what to do (were TypeError 'model must be a circwidgets
-    Transformer, got LazyModel')."""
+    looking for shared patterns): it shows the layer-by-layer pass's patterns, and the value-weighted toggle
+    (refused while that pass sent no value norms back) the pass's ‖v‖-weighted pattern: both the in-memory
+    model's. The ablation view and the eigenvalue view's "QK composed through" refuse with what to do (were
+    TypeError 'model must be a circwidgets Transformer, got LazyModel')."""
     tf = pytest.importorskip("transformers")
     pytest.importorskip("anywidget")
     hf = tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
@@ -209,21 +209,20 @@ def test_activation_views_on_a_lazy_checkpoint(tmp_path):
     lazy = cw.from_hf(str(tmp_path / "ckpt"), lazy=True, cache_dir=tmp_path / "cache")
     eager = cw.from_hf(hf)
     toks = [1, 5, 9, 3, 7, 5, 9, 3]
+    data = engine.attention_patterns(eager, toks)
     for vw in (False, True):
-        if vw:
-            with pytest.warns(CircuitWidgetWarning, match="no value-weighted pattern"):
-                w = cw.attention(lazy, toks, layer=1, head=2, value_weighted=True)
-        else:
-            w = cw.attention(lazy, toks, layer=1, head=2)
-            assert w.error == ""
-        assert not w.value_weighted and w.pattern
+        w = cw.attention(lazy, toks, layer=1, head=2, value_weighted=vw)
+        assert w.error == "" and w.value_weighted == vw
         torch.testing.assert_close(torch.as_tensor(decode_array(w.pattern)),
-                                   engine.attention_patterns(eager, toks).head(1, 2).float(), rtol=1e-3, atol=1e-3)
+                                   data.head(1, 2, value_weighted=vw).float(), rtol=1e-3, atol=1e-3)
         torch.testing.assert_close(torch.as_tensor(decode_array(w.scores)),
                                    engine.all_head_scores(eager)["induction"].float(), rtol=1e-4, atol=1e-5)
-    with pytest.warns(CircuitWidgetWarning, match="no value-weighted pattern"):
-        w.value_weighted = True  # as the page's toggle does
-    assert not w.value_weighted and torch.isfinite(torch.as_tensor(decode_array(w.pattern))).all()
+    assert (data.v_norm[1, 2] - 1).abs().max() > 0.05  # the weighting changes the picture
+    w.value_weighted = False  # as the page's toggle does
+    w.value_weighted = True
+    assert w.error == ""
+    torch.testing.assert_close(torch.as_tensor(decode_array(w.pattern)), data.head(1, 2, value_weighted=True).float(),
+                               rtol=1e-3, atol=1e-3)
     with pytest.warns(CircuitWidgetWarning, match="needs the model in memory"):
         a = cw.ablation(lazy, toks)
     assert "lazy.to_transformer()" in a.error

@@ -109,7 +109,6 @@ from .interventions import (
 )
 from .paths import FrozenRun, LogitPaths, PathTerms, frozen_run, logit_paths, path_budget, path_terms
 from .patterns import (
-    NO_VALUE_NORMS,
     AttentionData,
     attention_patterns,
     pattern_thumbnails,
@@ -133,7 +132,7 @@ __all__ = [
     "virtual_heads", "virtual_weights", "PathTerms", "path_budget", "path_terms",
     "FrozenRun", "LogitPaths", "frozen_run", "logit_paths",
     # skip-trigrams, patterns, head behaviour
-    "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "frequent_tokens", "AttentionData", "NO_VALUE_NORMS",
+    "SkipTrigramRow", "SkipTrigramTable", "skip_trigrams", "frequent_tokens", "AttentionData",
     "attention_patterns", "pattern_thumbnails", "shared_patterns", "value_weighted_pattern",
     "InContextLoss", "REPEAT_LENS", "all_head_scores",
     "copying_score", "detection_lengths", "detection_masks", "head_scores", "in_context_loss", "induction_tokens",

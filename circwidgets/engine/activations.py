@@ -42,9 +42,8 @@ def head_pattern(model, tokens, layer: int, head: int, remote: bool = False) -> 
 
 
 def attention_patterns(model, tokens, dtype: torch.dtype | None = None, remote: bool = False):
-    """`patterns.attention_patterns` on a source: every layer's pattern (one trace). `v_norm` is not
-    asked of the source (it would need every layer's value vectors): it is NaN, so a value-weighted
-    view of a source says so instead of showing a wrong picture."""
+    """`patterns.attention_patterns` on a source: every layer's pattern and value norms (one trace; the
+    norms are taken where the values are, so one number per key and head leaves it)."""
     from .patterns import AttentionData
 
     src = as_source(model, remote)
@@ -52,9 +51,13 @@ def attention_patterns(model, tokens, dtype: torch.dtype | None = None, remote: 
     if toks.shape[0] != 1:
         raise ValueError(f"tokens must be one sequence, got a batch of {toks.shape[0]}")
     cfg = src.cfg
-    pats = src.patterns(toks, list(range(cfg.n_layers)))
+    pats, norms = src.patterns_and_value_norms(toks, list(range(cfg.n_layers)))
     pattern = torch.stack([pats[l][0] for l in range(cfg.n_layers)]).to(dtype or torch.float32)
-    v_norm = torch.full(pattern.shape[:-2] + pattern.shape[-1:], float("nan"), dtype=pattern.dtype)
+    v_norm = torch.stack([norms[l][0] for l in range(cfg.n_layers)]).to(pattern.dtype)
+    from ._check import check_finite_output
+
+    check_finite_output("attention patterns", pattern)  # (a source's weights are not checked beforehand)
+    check_finite_output("value norms", v_norm)
     return AttentionData(pattern=pattern, v_norm=v_norm, tokens=toks[0].clone())
 
 

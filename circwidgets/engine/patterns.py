@@ -35,10 +35,6 @@ def run_until(model: Transformer, tokens: torch.Tensor, hooks: list, last: str) 
         return
 
 
-NO_VALUE_NORMS = ("no value-weighted pattern: a lazy checkpoint or nnsight model sends back the patterns only, not "
-                  "the value vectors (an in-memory model has them: cw.from_hf(...), or lazy.to_transformer())")
-
-
 @dataclass
 class AttentionData:
     """Patterns and value norms of every head on one sequence.
@@ -52,18 +48,10 @@ class AttentionData:
     v_norm: torch.Tensor
     tokens: torch.Tensor
 
-    @property
-    def has_value_norms(self) -> bool:
-        """Whether `v_norm` holds values: a lazy checkpoint's / nnsight source's pass sends none back (NaN)."""
-        return not bool(torch.isnan(self.v_norm).all())
-
     def head(self, layer: int, head: int, value_weighted: bool = False) -> torch.Tensor:
-        """Pattern of one head `[query_pos, key_pos]`; with `value_weighted`, `A[i, j] * ‖v_j‖` (ValueError
-        when there are no value norms, `has_value_norms`: the product would be NaN everywhere)."""
+        """Pattern of one head `[query_pos, key_pos]`; with `value_weighted`, `A[i, j] * ‖v_j‖`."""
         a = self.pattern[layer, head]
         if value_weighted:
-            if not self.has_value_norms:
-                raise ValueError(NO_VALUE_NORMS)
             return value_weighted_pattern(a.float(), self.v_norm[layer, head].float())
         return a
 

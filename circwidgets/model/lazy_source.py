@@ -152,6 +152,27 @@ class LazySource:
         return out
 
     @torch.no_grad()
+    def patterns_and_value_norms(self, tokens, layers) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """`({layer: pattern [batch, head, query, key]}, {layer: ‖v‖ [batch, head, key]})` of the given
+        layers (the layer module's `hook_v`: per query head); stops after the last one."""
+        layers = sorted(set(int(l) for l in layers))
+        pats: dict[int, torch.Tensor] = {}
+        norms: dict[int, torch.Tensor] = {}
+        if not layers:
+            return pats, norms
+
+        def keep(layer):
+            def pattern(p):
+                pats[layer] = p.detach().float().clone()
+
+            def v(x):  # [batch, pos, head, d_head]
+                norms[layer] = x.detach().float().norm(dim=-1).transpose(1, 2)
+            return [("v", v), ("pattern", pattern)]
+
+        self.forward(tokens, {l: keep(l) for l in layers}, last_layer=layers[-1])
+        return pats, norms
+
+    @torch.no_grad()
     def run(self, tokens, edits: dict | None = None, metric=None,
             save_z: tuple[int, ...] = ()) -> tuple[float | None, dict[int, torch.Tensor]]:
         """(metric value or None, `{layer: z [batch, pos, head, d_head]}` for `save_z`), with `edits[layer](z)`

@@ -56,6 +56,9 @@ class ActivationSource(Protocol):
 
     def patterns(self, tokens: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]: ...
 
+    def patterns_and_value_norms(self, tokens: torch.Tensor, layers: list[int]
+                                 ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]: ...
+
     def run(self, tokens: torch.Tensor, edits: dict | None = None, metric=None,
             save_z: tuple[int, ...] = ()) -> tuple[float | None, dict[int, torch.Tensor]]: ...
 
@@ -195,6 +198,35 @@ class NNsightSource:
                                              "load the model with attn_implementation='eager'")
             out[l] = p.detach().float().cpu()
         return out
+
+    @torch.no_grad()
+    def patterns_and_value_norms(self, tokens, layers) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """`({layer: pattern [batch, head, query, key]}, {layer: ‖v‖ [batch, head, key]})` of the given layers
+        in one trace. v is the value projection's output (bias included; after the layer's first norm), as the
+        engine's `hook_v`; the norms are taken inside the trace (one number per key and K/V head leaves it) and
+        repeated over each K/V head's query heads."""
+        self._check_eager()
+        toks = self.check_tokens(tokens)
+        layers = sorted(set(layers))
+        cfg = self.cfg
+        E, KV = cfg.d_head, cfg.n_kv_heads or cfg.n_heads
+        sites = {l: self._cut_sites(l)[2]["v"] for l in layers}  # (projection, its output's module, offset, stride)
+        saved_p, saved_v = {}, {}
+        with self.lm.trace(toks, remote=self.remote):
+            for l in layers:  # in execution order: the value projection runs before the attention's output
+                _, module, off, stride = sites[l]
+                out = module.output
+                saved_v[l] = torch.stack([out[..., off + s * stride:off + s * stride + E].float().norm(dim=-1)
+                                          for s in range(KV)], -1).save()  # [batch, pos, K/V head]
+                saved_p[l] = self._attn(l).output[1].save()
+        pats, norms = {}, {}
+        for l in layers:
+            if saved_p[l] is None:
+                raise EagerAttentionRequired(f"layer {l} returned no attention pattern (SDPA / flash attention?): "
+                                             "load the model with attn_implementation='eager'")
+            pats[l] = saved_p[l].detach().float().cpu()
+            norms[l] = saved_v[l].detach().float().cpu().repeat_interleave(cfg.n_heads // KV, -1).transpose(1, 2)
+        return pats, norms
 
     @torch.no_grad()
     def run(self, tokens, edits: dict | None = None, metric=None,
@@ -504,6 +536,20 @@ class TransformerSource:
 
         self.model.run_with_hooks(self.check_tokens(tokens), fwd_hooks=[(("pattern", l), keep) for l in layers])
         return out
+
+    @torch.no_grad()
+    def patterns_and_value_norms(self, tokens, layers) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        pats, norms = {}, {}
+
+        def keep(x, hook):
+            pats[hook.layer()] = x.detach().float().cpu()
+
+        def keep_v(x, hook):  # [batch, pos, head, d_head] -> [batch, head, pos]
+            norms[hook.layer()] = x.detach().float().norm(dim=-1).transpose(1, 2).cpu()
+
+        hooks = [h for l in layers for h in ((("pattern", l), keep), (("v", l), keep_v))]
+        self.model.run_with_hooks(self.check_tokens(tokens), fwd_hooks=hooks)
+        return pats, norms
 
     @torch.no_grad()
     def run(self, tokens, edits=None, metric=None, save_z=()):

@@ -9,7 +9,6 @@ import torch
 import traitlets
 
 from ..engine.patterns import (
-    NO_VALUE_NORMS,
     AttentionData,
     attention_patterns,
     pattern_thumbnails,
@@ -107,9 +106,6 @@ class AttentionPatterns(CircuitWidget):
         self.data = shared_patterns(self.model, toks) or attention_patterns(self.model, toks, dtype=dtype)
         self.tokens = toks
         self.set_quietly(labels=labs, text=text, thumbs=encode_array(pattern_thumbnails(self.data), "float16"))
-        if self.value_weighted and (why := self._no_value_weighting()):  # (asked for at construction) plain pattern
-            self.set_quietly(value_weighted=False)
-            self._report(why)
         self._score_cache.pop("previous_token_text", None)
 
     @reacts_to("text")
@@ -187,16 +183,7 @@ class AttentionPatterns(CircuitWidget):
     def _on_vw(self, change) -> None:
         if self.data is None:
             return
-        if change["new"] and (why := self._no_value_weighting()):  # the toggle goes back: NaN is never drawn
-            self._report(why)
-            self.set_quietly(value_weighted=False)
-            return
         self._refresh()
-
-    def _no_value_weighting(self) -> str | None:
-        """Why this input has no value-weighted pattern (the engine refuses it: a lazy checkpoint's / nnsight
-        model's pass sends no value norms), or None."""
-        return None if self.data.has_value_norms else NO_VALUE_NORMS
 
     def _payload(self, layer: int, head: int) -> dict[str, Any]:
         a = self.data.head(layer, head, value_weighted=self.value_weighted)
