@@ -163,6 +163,30 @@ def test_virtual_weights_equal_eager(lazy, pair, order):
     torch.testing.assert_close(got.matrix.materialize(), want.matrix.materialize(), rtol=1e-4, atol=1e-5)
 
 
+def test_qk_composed_through_an_earlier_head_equals_eager(lazy):
+    """`k_composition_qk` on a lazy checkpoint raised NotImplementedError ("not streamed"): it is now the
+    circuit's `[d_head, d_head]` rotation through the cached Gram matrix `W_Eᵀ W_E`, whose eigenvalues are
+    the vocabulary-sized circuit's nonzero ones. Reference: the engine on the in-memory model (itself tested
+    against a dense float64 product), every pair of an earlier and a later head."""
+    eager = _eager(lazy)
+    cfg = lazy.cfg
+    off = 2 if cfg.positional == "rotary" else None
+    for l1 in range(cfg.n_layers - 1):
+        for h1 in range(cfg.n_heads):
+            want = engine.k_composition_positivity(eager, (l1, h1), offset=off)
+            assert torch.isfinite(want[l1 + 1:]).all() and want[l1 + 1:].abs().max() > 0.05
+            torch.testing.assert_close(engine.k_composition_positivity(lazy, (l1, h1), offset=off), want,
+                                       rtol=1e-4, atol=1e-5, equal_nan=True)
+    got = engine.k_composition_eigenvalues(lazy, (0, 1), (2, 3), offset=off)
+    want = engine.k_composition_eigenvalues(eager, (0, 1), (2, 3), offset=off)
+    assert got.shape == want.shape == (cfg.d_head,)
+    scale = float(want.abs().max())
+    torch.testing.assert_close(got.abs(), want.abs(), rtol=1e-4, atol=1e-6 * scale)
+    torch.testing.assert_close(got.sum(), want.sum(), rtol=1e-4, atol=1e-6 * scale)  # the trace: real parts too
+    with pytest.raises(ValueError, match="earlier layer"):
+        engine.k_composition_qk(lazy, (2, 0), (1, 0), offset=off)
+
+
 def test_gram_cache_reuse_invalidation_and_bad_files(ckpt, tmp_path):
     _, d, _ = ckpt
     cache = tmp_path / "c"
@@ -543,6 +567,10 @@ def test_streamed_circuits_fold_what_the_eager_ones_fold(family, tmp_path):
         .matrix.materialize(),
         "skip-trigram maxima": lambda m: torch.stack([engine.skip_trigrams(m, 1, 2).top_qk,
                                                       engine.skip_trigrams(m, 1, 2).top_ov]),
+        # (the composed QK circuit was refused on a lazy checkpoint: "not streamed")
+        "QK composed through L0H1, positivity": lambda m: engine.k_composition_positivity(m, (0, 1), offset=[1, 5]),
+        "QK composed through L1H2, |eigenvalues| of L2H3": lambda m: engine.k_composition_eigenvalues(
+            m, (1, 2), (2, 3), offset=3).abs(),
     }
     for what, fn in checks.items():
         want = fn(ours)

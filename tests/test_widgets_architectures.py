@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -198,8 +199,9 @@ def test_activation_views_on_a_lazy_checkpoint(tmp_path):
     """A lazy checkpoint in the attention view raised AttributeError ('LazyModel' object has no attribute 'W_E',
     looking for shared patterns): it shows the layer-by-layer pass's patterns, and the value-weighted toggle
     (refused while that pass sent no value norms back) the pass's ‖v‖-weighted pattern: both the in-memory
-    model's. The ablation view and the eigenvalue view's "QK composed through" refuse with what to do (were
-    TypeError 'model must be a circwidgets Transformer, got LazyModel')."""
+    model's. The eigenvalue view's "QK composed through" (refused until it was streamed) is the in-memory
+    model's too. The ablation view refuses with what to do (was TypeError 'model must be a circwidgets
+    Transformer, got LazyModel')."""
     tf = pytest.importorskip("transformers")
     pytest.importorskip("anywidget")
     hf = tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
@@ -226,10 +228,14 @@ def test_activation_views_on_a_lazy_checkpoint(tmp_path):
     with pytest.warns(CircuitWidgetWarning, match="needs the model in memory"):
         a = cw.ablation(lazy, toks)
     assert "lazy.to_transformer()" in a.error
-    e = cw.eigenvalues(lazy)
-    with pytest.warns(CircuitWidgetWarning, match="not streamed from a lazy checkpoint"):
-        e.through = [0, 1]
-    assert e.through == [] and "qk_comp" not in e.positivity
+    e = cw.eigenvalues(lazy, layer=1, head=3, offset=4)
+    e.through = [0, 1]  # (was refused: "not streamed from a lazy checkpoint")
+    assert e.error == "" and e.through == [0, 1] and np.isfinite(decode_array(e.positivity["qk_comp"])[1]).all()
+    torch.testing.assert_close(torch.as_tensor(decode_array(e.positivity["qk_comp"])),
+                               engine.k_composition_positivity(eager, (0, 1), offset=4), equal_nan=True)
+    want = engine.k_composition_eigenvalues(eager, (0, 1), (1, 3), offset=4)
+    got = e.head_eigenvalues(1, 3)["qk_comp"]
+    torch.testing.assert_close(got.abs(), want.abs(), rtol=1e-4, atol=1e-9)
 
 
 def test_an_nnsight_model_outside_the_paths_view_is_refused_with_what_to_do():

@@ -30,7 +30,7 @@ import torch
 from ..model import Transformer
 from . import streaming
 from ._check import as_index, check_count, check_finite_output, check_layer_head
-from .circuits import by_magnitude, full_ov, keys_at, positional_qk, positivity
+from .circuits import by_magnitude, check_offset, full_ov, keys_at, positional_qk, positivity
 from .factored import FactoredMatrix
 from .prep import weights
 
@@ -102,14 +102,12 @@ def k_composition_qk(model: Transformer, prev_head: Head, ind_head: Head, offset
     `induction_offsets(model)` gives those at which an induction head attends on repeated tokens):
     `W_Q R_Δ W_Kᵀ` in place of `W_Q W_Kᵀ`. Other models: leave `offset` out."""
     model = streaming.resolve(model)  # nnsight / HF models: their weights
-    if streaming.is_lazy(model):  # (was: TypeError 'model must be a circwidgets Transformer, got LazyModel')
-        raise NotImplementedError("the QK circuit composed through an earlier head is not streamed from a lazy "
-                                  "checkpoint (nor an nnsight model loaded from one): it needs the model in memory "
-                                  "(lazy.to_transformer(), or cw.from_hf of the module)")
     l1, h1 = _head(model, prev_head)
     l2, h2 = _head(model, ind_head)
     if not l1 < l2:
         raise ValueError(f"K-composition needs prev_head in an earlier layer than ind_head, got L{l1} and L{l2}")
+    if streaming.is_lazy(model):  # the same circuit's [d_head, d_head] rotation, from the Gram matrix W_Eᵀ W_E
+        return streaming.k_composition_cores(model, (l1, h1), l2, [h2], check_offset(model, offset))[0]
     w = weights(model)
     W_E = w["W_E"]
     keys = keys_at(model, offset, l2, h2)  # W_K, or W_K R_Δᵀ for a rotary model (refuses a missing offset)
@@ -137,6 +135,12 @@ def k_composition_positivity(model: Transformer, prev_head: Head, offset=None) -
     if l1 >= cfg.n_layers - 1:
         raise ValueError(f"L{l1}H{h1} has no later head to compose with")
     out = torch.full((cfg.n_layers, cfg.n_heads), float("nan"))
+    if streaming.is_lazy(model):  # one read of each later layer, its heads' [d_head, d_head] rotations at once
+        off = check_offset(model, offset)
+        for layer in range(l1 + 1, cfg.n_layers):
+            lam = streaming.k_composition_cores(model, (l1, h1), layer, offset=off).eigenvalues()
+            out[layer] = positivity(lam, f"QK circuits of layer {layer} composed through L{l1}H{h1}", ("head",))
+        return out
     for layer in range(l1 + 1, cfg.n_layers):
         for head in range(cfg.n_heads):
             out[layer, head] = positivity(k_composition_eigenvalues(model, (l1, h1), (layer, head), offset)).float()
