@@ -278,6 +278,47 @@ def test_value_norms_through_nnsight_and_lazily_are_the_engines_in_every_project
                                    want.head(1, heads - 1, value_weighted=True).float(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "gemma2", "olmo2", "phi3", "gpt_neox"])
+def test_ablation_state_runs_through_nnsight_and_lazily_as_the_engines(kind, tmp_path):
+    """`ablated_run` (the ablation view's run: heads off and paths cut together, the per-token loss and the top
+    predictions) refused a lazy checkpoint and an nnsight model ("needs the model in memory"). It is one pass
+    (one trace) with the z edits and the cuts, the compact run computed next to the model; `ablation_table` one
+    pass per head. Reference: the engine on the converted model, zero and mean (means over a reference batch)."""
+    from circwidgets.engine.ablation_state import ablated_run
+
+    hf = _hf_family(kind) if kind in ("gemma2", "olmo2", "phi3", "gpt_neox") else _hf(kind)
+    ours = cw.from_hf(hf)
+    lm = nnsight.LanguageModel(hf, tokenizer=_tokenizer(97))
+    hf.save_pretrained(tmp_path / "ckpt")
+    lazy = cw.from_hf(tmp_path / "ckpt", lazy=True, cache_dir=tmp_path / "cache")
+    toks = torch.tensor([[1, 5, 9, 3, 5, 9, 3, 7, 2, 8]])
+    ref = torch.tensor([[4, 6, 8, 1, 3, 5, 7, 9, 2, 8], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
+    clean = ablated_run(ours, toks)
+    for ablation in ("zero", "mean"):
+        # two heads off (one of them also a cut's source) and three cuts, one of each kind
+        state = dict(heads=[(0, 1), (1, 2)], paths=[(0, 3, 1, 0, "k"), (0, 1, 1, 3, "v"), (0, 3, 1, 1, "q")],
+                     kind=ablation, reference=ref)
+        want = ablated_run(ours, toks, keep_logits=False, **state)
+        assert abs(want.loss - clean.loss) > 0.01  # the state changes the run
+        for model in (lm, lazy):
+            got = ablated_run(model, toks, **state)
+            assert got.logits is None and got.notes == want.notes
+            torch.testing.assert_close(got.token_loss, want.token_loss, rtol=1e-4, atol=2e-5)
+            torch.testing.assert_close(got.top_probs, want.top_probs, rtol=1e-4, atol=1e-5)
+            assert torch.equal(got.top_ids, want.top_ids)
+            torch.testing.assert_close(torch.tensor(got.top(4, 3)), torch.tensor(want.top(4, 3)), rtol=1e-4,
+                                       atol=1e-5)
+        table = engine.ablation_table(ours, toks, kind=ablation, reference=ref)
+        for model in (lm, lazy):
+            torch.testing.assert_close(engine.ablation_table(model, toks, kind=ablation, reference=ref), table,
+                                       rtol=1e-4, atol=2e-5)
+    # nothing off: the model's own run (and Hugging Face's own loss)
+    got = ablated_run(lm, toks)
+    torch.testing.assert_close(got.token_loss, clean.token_loss, rtol=1e-4, atol=2e-5)
+    hf_loss = float(hf(toks, labels=toks).loss)
+    assert got.loss == pytest.approx(hf_loss, rel=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["gemma2", "olmo2", "phi3", "gpt_neox"])
 def test_direct_logit_attribution_through_nnsight_and_lazily_matches_the_engine_in_every_family(kind, tmp_path):
     """Through nnsight and from a lazy checkpoint, Gemma 2 and OLMo-2 heads were attributed without their

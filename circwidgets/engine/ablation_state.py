@@ -73,17 +73,17 @@ def ablated_run(model: Transformer, tokens, heads: Iterable[tuple[int, int]] = (
     tokens: 206 MB each); the run stops at the final normalised residual and unembeds `_CHUNK`
     positions at a time, keeping the per-token loss and the `top_k` predictions of every position
     (`AblatedRun.top` reads them; `logits` is None). Equal to the full run up to float rounding.
+    A lazy checkpoint or an nnsight model always gives the compact run (`activations.ablated_run`).
     """
     if kind not in ("zero", "mean"):
         raise ValueError(f"kind={kind!r} must be 'zero' or 'mean'")
     top_k = check_count(top_k, "top_k", lo=0)
     from ..model.nnsight_source import is_source
 
-    if is_source(model):  # (was: TypeError 'model must be a circwidgets Transformer, got LazyModel')
-        raise NotImplementedError(
-            "the per-token loss run (ablated_run, the ablation view) needs the model in memory; a lazy checkpoint "
-            "or nnsight model takes engine.ablate_heads / ablate_path / patch_heads, or convert it "
-            "(lazy.to_transformer(), cw.from_hf of the module)")
+    if is_source(model):  # a lazy checkpoint / nnsight model: one pass, its compact run computed next to the model
+        from . import activations
+
+        return activations.ablated_run(model, tokens, heads, paths, kind, reference, top_k)
     _checked(model)
     toks = model.check_tokens(tokens)
     hs = sorted({check_layer_head(model, *lh) for lh in heads})

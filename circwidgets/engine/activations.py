@@ -20,7 +20,7 @@ import torch
 
 from ..model.nnsight_source import TransformerSource, as_source
 
-__all__ = ["ablate_heads", "ablate_path",
+__all__ = ["ablate_heads", "ablate_path", "ablated_run", "ablation_table",
            "attention_patterns", "direct_logit_attribution", "head_pattern", "patch_heads"]
 
 
@@ -193,16 +193,120 @@ def ablate_path(model, tokens, src: tuple[int, int], dst: tuple[int, int], kind=
         raise ValueError(f"src={src!r} must be in an earlier layer than dst={dst!r}")
     toks = source.check_tokens(tokens)
     metric = metric or loss_metric
-    groups: dict = {}
-    for k in dict.fromkeys(kinds):  # grouped K/V: the cut recomputes dst's shared K/V head
-        stored = cfg.kv_head_of(h2) if cfg.grouped_kv and k != "q" else h2
-        groups.setdefault((l2, k), {}).setdefault(stored, []).append((l1, h1))
+    cuts = [PathCut((l1, h1), (l2, h2), k) for k in dict.fromkeys(kinds)]
+    groups = _cut_groups(cfg, cuts)
     res_mean = None
     if ablation == "mean":
         ref = toks if reference is None else source.check_tokens(reference)
         res_mean = source.head_result_means(ref, [(l1, h1)])
     clean, _ = source.run(toks, metric=metric)
-    cuts = [PathCut((l1, h1), (l2, h2), k) for k in dict.fromkeys(kinds)]
     from .interventions import kv_group_notes
 
     return Effect(clean, source.run_cuts(toks, groups, metric, res_mean), notes=kv_group_notes(source, cuts))
+
+
+def _cut_groups(cfg, cuts) -> dict:
+    """`{(dst layer, kind): {stored head: [src heads]}}` of `PathCut`s, as the sources' `run_state` takes them
+    (grouped K/V: a k / v cut recomputes dst's shared K/V head)."""
+    groups: dict = {}
+    for c in cuts:
+        (l2, h2), k = c.dst, c.kind
+        stored = cfg.kv_head_of(h2) if cfg.grouped_kv and k != "q" else h2
+        srcs = groups.setdefault((l2, k), {}).setdefault(stored, [])
+        if c.src not in srcs:
+            srcs.append(c.src)
+    return groups
+
+
+def _cut_source(src) -> None:
+    from ..model.lazy_source import LazySource
+    from ..model.nnsight_source import NNsightSource
+
+    if not isinstance(src, (NNsightSource, LazySource)):
+        raise NotImplementedError(f"path cuts on {type(src).__name__}: they run on nnsight / Hugging Face models, "
+                                  "lazy checkpoints and our own Transformer")
+    src.check_cuts_supported()
+
+
+@torch.no_grad()
+def ablated_run(model, tokens, heads: Sequence[tuple[int, int]] = (), paths=(), kind: str = "zero", reference=None,
+                top_k: int = 5, remote: bool = False):
+    """`ablation_state.ablated_run` on an nnsight / Hugging Face source or a lazy checkpoint: one forward pass
+    with `heads` ablated (z set to 0, or to its mean over `reference`'s batch and positions) and `paths` cut
+    (as `ablate_path`), together. What leaves the pass is the compact run (`keep_logits=False`): the per-token
+    loss and the `top_k` predictions of every position, computed next to the model (inside the trace), not the
+    `[batch, pos, d_vocab]` logits. Mean ablation: one more pass for the reference's means."""
+    from . import _check
+    from ._check import check_count
+    from .ablation_state import AblatedRun
+    from .interventions import kv_group_notes, path_cuts
+
+    if kind not in ("zero", "mean"):
+        raise ValueError(f"kind={kind!r} must be 'zero' or 'mean'")
+    src = as_source(model, remote)
+    cfg = src.cfg
+    toks = src.check_tokens(tokens)
+    hs = sorted({_check_layer_head(cfg, *lh) for lh in heads})
+    cuts = list(dict.fromkeys(path_cuts(src, paths)))
+    if cuts:
+        _cut_source(src)
+    ref = toks if reference is None else src.check_tokens(reference)
+    by_layer = _by_layer(cfg, hs)
+    z_mean: dict[int, torch.Tensor] = {}
+    if kind == "mean" and by_layer:
+        _, zs = src.run(ref, save_z=tuple(sorted(by_layer)))
+        z_mean = {l: z.mean((0, 1)) for l, z in zs.items()}
+    res_mean = None
+    if kind == "mean" and cuts:  # (the sources' writes on the reference, before any ablation, as the engine's)
+        res_mean = src.head_result_means(ref, sorted({c.src for c in cuts}))
+    edits = {l: _replace(h, kind, z_mean.get(l)) for l, h in by_layer.items()}
+    k = min(check_count(top_k, "top_k", lo=0), cfg.d_vocab)
+    packed = src.run_state(toks, edits, _cut_groups(cfg, cuts), res_mean, fn=lambda lg, t: _compact(lg, t, k))
+    packed = packed.double()
+    P = toks.shape[1]
+    _check.check_finite_output("ablated run: logits", packed[..., 0], axes=("batch", "position"))
+    return AblatedRun(tokens=toks, logits=None, token_loss=packed[:, :P - 1, 1].float(),
+                      notes=kv_group_notes(src, cuts), top_ids=packed[..., 2:2 + k].long(),
+                      top_probs=packed[..., 2 + k:2 + 2 * k], top_logits=packed[..., 2 + 2 * k:])
+
+
+def _compact(logits: torch.Tensor, toks: torch.Tensor, k: int) -> torch.Tensor:
+    """Float64 `[batch, pos, 2 + 3k]` of logits `[batch, pos, d_vocab]`: per position 0 where its logits are
+    all finite (NaN where not), the next-token loss (`interventions.per_token_loss`; 0 at the last position),
+    the top-k token ids, probabilities and logits. One tensor, so that one value leaves a (remote) trace."""
+    from .interventions import per_token_loss
+
+    B, P, _ = logits.shape
+    out = torch.zeros(B, P, 2 + 3 * k, dtype=torch.float64, device=logits.device)
+    out[..., 0] = torch.where(logits.isfinite().all(-1), 0.0, float("nan"))
+    out[:, :P - 1, 1] = per_token_loss(logits, toks).double()
+    lg = logits.double()
+    p, i = lg.softmax(-1).topk(k, dim=-1)
+    out[..., 2:2 + k], out[..., 2 + k:2 + 2 * k], out[..., 2 + 2 * k:] = i.double(), p, lg.gather(-1, i)
+    return out
+
+
+@torch.no_grad()
+def ablation_table(model, tokens, kind: str = "zero", metric=None, reference=None, remote: bool = False
+                   ) -> torch.Tensor:
+    """`interventions.ablation_table` on a source: `[n_layers, n_heads]` effect (ablated − clean) of ablating
+    each head alone (zero, or its mean over `reference`'s batch and positions): one pass per head, one clean
+    pass, one more for the means; each sends back the metric's value only."""
+    from .interventions import loss_metric
+
+    if kind not in ("zero", "mean"):
+        raise ValueError(f"kind={kind!r} must be 'zero' or 'mean'")
+    src = as_source(model, remote)
+    toks = src.check_tokens(tokens)
+    metric = metric or loss_metric
+    L, H = src.cfg.n_layers, src.cfg.n_heads
+    z_mean: dict[int, torch.Tensor] = {}
+    if kind == "mean":
+        ref = toks if reference is None else src.check_tokens(reference)
+        z_mean = {l: z.mean((0, 1)) for l, z in src.run(ref, save_z=tuple(range(L)))[1].items()}
+    clean = src.run(toks, metric=metric)[0]
+    out = torch.zeros(L, H, dtype=torch.float64)
+    for l in range(L):
+        for h in range(H):
+            out[l, h] = src.run(toks, edits={l: _replace([h], kind, z_mean.get(l))}, metric=metric)[0] - clean
+    return out

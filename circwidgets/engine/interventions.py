@@ -361,7 +361,14 @@ def ablation_table(model: Transformer, tokens, kind: str = "zero", metric: Metri
     """`Tensor[n_layers, n_heads]`: effect (ablated − clean) of ablating each head alone.
 
     Each layer's heads run as copies of the batch in one forward pass (`max_elements` bounds the
-    logits held at once)."""
+    logits held at once). A lazy checkpoint or an nnsight model: one pass per head (`activations`)."""
+    if is_source(model):
+        from . import activations
+
+        if means != "positions":
+            raise NotImplementedError("ablation_table on a lazy checkpoint or nnsight model takes means over the "
+                                      "batch and positions only (means='positions')")
+        return activations.ablation_table(model, tokens, kind, metric, reference)
     toks, ref, metric = _prep(model, tokens, metric, reference, kind, means)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     clean = _value(metric, model(toks), toks)

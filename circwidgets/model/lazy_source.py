@@ -266,11 +266,20 @@ class LazySource:
 
     @torch.no_grad()
     def run_cuts(self, tokens, groups: dict, metric, res_mean: dict | None = None) -> float:
-        """The metric of a forward pass with path cuts, `groups[(dst layer, kind)][stored head] = [src heads]`:
-        the hooks of `engine.interventions.ablation_hooks` (dst's queries / keys / values recomputed from the
-        residual entering its layer minus what the sources wrote: their `result`, times a post-norm's frozen
-        scale where there is one, `Transformer.attn_write_factor`; through ln1), on the one-layer modules."""
+        """The metric (its mean) of a forward pass with path cuts (`run_state`)."""
+        return float(self.run_state(tokens, groups=groups, res_mean=res_mean, fn=metric).double().mean())
+
+    @torch.no_grad()
+    def run_state(self, tokens, edits: dict | None = None, groups: dict | None = None, res_mean: dict | None = None,
+                  fn=None) -> torch.Tensor:
+        """`fn(logits, tokens)` of a forward pass with `edits[layer](z) -> z` applied to the per-head outputs
+        (as `run`) and path cuts, `groups[(dst layer, kind)][stored head] = [src heads]`: the hooks of
+        `engine.interventions.ablation_hooks` (dst's queries / keys / values recomputed from the residual
+        entering its layer minus what the sources wrote: their `result`, after their own edit, times a
+        post-norm's frozen scale where there is one, `Transformer.attn_write_factor`; through ln1), on the
+        one-layer modules."""
         cfg = self.cfg
+        groups, edits = groups or {}, edits or {}
         srcs_of = {}
         for per in groups.values():
             for srcs in per.values():
@@ -312,8 +321,10 @@ class LazySource:
             hooks[layer].append((which, recompute(layer, which, per_head)))
         for layer in srcs_of:  # after a dst layer's own hooks: its result comes after its q/k/v
             hooks.setdefault(layer, []).append(("result", keep_result(layer)))
+        for layer, edit in edits.items():  # z comes before result: a source's write is its edited output
+            hooks.setdefault(layer, []).append(("z", lambda z, edit=edit: edit(z.clone())))
         toks = self.check_tokens(tokens)
-        return float(torch.as_tensor(metric(self.forward(toks, hooks), toks)).double().mean())
+        return torch.as_tensor(fn(self.forward(toks, hooks), toks))
 
     def unembed_direction(self, token) -> torch.Tensor:
         """`W_U[:, token]` (or `W_U[:, a] - W_U[:, b]` for `(a, b)`), unfolded, float32 `[d_model]`."""

@@ -459,22 +459,34 @@ class NNsightSource:
 
     @torch.no_grad()
     def run_cuts(self, tokens, groups: dict, metric, res_mean: dict | None = None) -> float:
-        """The metric of a forward pass with path cuts: `groups[(dst layer, kind)][stored head] = [src heads]`
-        (as `interventions._path_hooks` groups them); each stored head's queries / keys / values are
-        recomputed from the residual entering dst's layer minus the sources' writes (minus their writes'
-        reference means, `res_mean`), through the layer's first norm, inside the trace."""
+        """The metric (its mean) of a forward pass with path cuts (`run_state`)."""
         self.check_cuts_supported()
+        return float(self.run_state(tokens, groups=groups, res_mean=res_mean, fn=metric).double().mean())
+
+    @torch.no_grad()
+    def run_state(self, tokens, edits: dict | None = None, groups: dict | None = None, res_mean: dict | None = None,
+                  fn=None) -> torch.Tensor:
+        """`fn(logits, tokens)` (a tensor, sent back as it is) of one forward pass in one trace, with
+        `edits[layer](z) -> z` applied to the per-head outputs (as `run`) and the path cuts `groups[(dst layer,
+        kind)][stored head] = [src heads]` (as `interventions._path_hooks` groups them): each stored head's
+        queries / keys / values recomputed from the residual entering dst's layer minus the sources' writes
+        (minus their writes' reference means, `res_mean`), through the layer's first norm. A source's write
+        is taken after its own edit (an ablated head writes its ablated output), as the engine's hooks do."""
+        groups, edits = groups or {}, edits or {}
+        if groups:
+            self.check_cuts_supported()
         toks = self.check_tokens(tokens)
+        H, E = self.cfg.n_heads, self.cfg.d_head
         src_layers = {l1 for per in groups.values() for srcs in per.values() for l1, _ in srcs}
         dst_layers = {l for l, _ in groups}
         writes: dict[tuple[int, int], Any] = {}
         factors: dict[int, Any] = {}  # RMS post-norm (Gemma 2/3, OLMo-2): what multiplies each head's write, frozen
         with self.lm.trace(toks, remote=self.remote):
-            for l in sorted(src_layers | dst_layers):
+            for l in sorted(src_layers | dst_layers | set(edits)):
                 if l in dst_layers:  # in execution order: the stream's reader's input, then the edited modules
                     norm, reader, sites = self._cut_sites(l)
                     resid = reader.input
-                    edits: dict[Any, list] = {}
+                    cut: dict[Any, list] = {}
                     for which in "qkv":
                         for stored, srcs in groups.get((l, which), {}).items():
                             removed = 0
@@ -486,23 +498,28 @@ class NNsightSource:
                                 removed = removed + r
                             proj, edited, offset, stride = sites[which]
                             start = offset + stored * stride
-                            new = self._recompute(proj, edited, slice(start, start + self.cfg.d_head),
+                            new = self._recompute(proj, edited, slice(start, start + E),
                                                   self._norm1(norm, resid - removed))
-                            edits.setdefault(edited, []).append((start, new))
+                            cut.setdefault(edited, []).append((start, new))
                     for module in dict.fromkeys(sites[w][1] for w in "qkv"):
-                        if module in edits:
+                        if module in cut:
                             out = module.output.clone()
-                            for start, new in edits[module]:
-                                out[..., start:start + self.cfg.d_head] = new.to(out.dtype)
+                            for start, new in cut[module]:
+                                out[..., start:start + E] = new.to(out.dtype)
                             module.output = out
-                if l in src_layers:
+                if l in edits or l in src_layers:
                     z = self._oproj(l).input
-                    if self.cfg.post_norm:
-                        factors[l] = self._post_factor(l)
-                    for s in sorted({s for per in groups.values() for srcs in per.values() for s in srcs if s[0] == l}):
-                        writes[s] = self._head_write(l, z, s[1])
-            val = metric(self.lm.output.logits.float(), toks.to(self.lm.output.logits.device)).save()
-        return float(torch.as_tensor(val).double().mean())
+                    if l in edits:
+                        z = edits[l](z.view(*z.shape[:-1], H, E).clone()).reshape(z.shape).to(z.dtype)
+                        self._oproj(l).input = z
+                    if l in src_layers:
+                        if self.cfg.post_norm:
+                            factors[l] = self._post_factor(l)
+                        for s in sorted({s for per in groups.values() for srcs in per.values() for s in srcs
+                                         if s[0] == l}):
+                            writes[s] = self._head_write(l, z, s[1])
+            val = fn(self.lm.output.logits.float(), toks.to(self.lm.output.logits.device)).save()
+        return torch.as_tensor(val).detach().cpu()
 
     def _weight(self, name: str) -> torch.Tensor:
         """The HF module's parameter `name`, read outside a trace (offloaded by accelerate: from its hook)."""
