@@ -145,6 +145,11 @@ def test_remote_switch_reaches_every_trace(pair, remote_trace_spy):
     engine.head_scores(src, "induction", seq_len=5, n_seqs=1)
     engine.ablate_path(src, TOKS, (0, 1), (1, 2), kind="k", ablation="mean")  # reference z, clean, cut
     assert len(seen) == n + 7 and all(r is True for r in seen)
+    engine.attention_patterns(src, TOKS)  # patterns and value norms: one trace
+    engine.ablated_run(src, TOKS, heads=[(1, 2)], paths=[(0, 1, 1, 2, "k")], kind="mean")  # z, results, the state
+    engine.patch_residual(src, TOKS[:, :3], CORRUPT[:, :3])  # clean stream, one per layer and position
+    L = src.cfg.n_layers
+    assert len(seen) == n + 7 + 1 + 3 + 1 + 3 * L and all(r is True for r in seen)
 
 
 def test_hf_model_with_device_map_is_a_source(tmp_path):
@@ -317,6 +322,37 @@ def test_ablation_state_runs_through_nnsight_and_lazily_as_the_engines(kind, tmp
     torch.testing.assert_close(got.token_loss, clean.token_loss, rtol=1e-4, atol=2e-5)
     hf_loss = float(hf(toks, labels=toks).loss)
     assert got.loss == pytest.approx(hf_loss, rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "gemma2", "gpt_neox"])
+def test_patching_report_through_nnsight_and_lazily_is_the_engines(kind, tmp_path):
+    """`patching_report` (the ablation view's patching mode: every head and every residual position patched
+    from the clean run into the corrupted one, the metric chosen from the two runs) and `patch_residual`
+    raised on a lazy checkpoint / nnsight model (no source path). The residual entering each layer is
+    read and replaced in the pass (the decoder layer's input; a lazy layer's `hook_resid_pre`)."""
+    from circwidgets.model.nnsight_source import as_source
+
+    hf = _hf_family(kind) if kind in ("gemma2", "gpt_neox") else _hf(kind)
+    ours = cw.from_hf(hf)
+    lm = nnsight.LanguageModel(hf, tokenizer=_tokenizer(97))
+    hf.save_pretrained(tmp_path / "ckpt")
+    lazy = cw.from_hf(tmp_path / "ckpt", lazy=True, cache_dir=tmp_path / "cache")
+    clean, corrupt = torch.tensor([[1, 5, 9, 3, 5, 9, 3, 7]]), torch.tensor([[1, 5, 9, 3, 6, 9, 3, 7]])
+    want = engine.patching_report(ours, clean, corrupt)
+    assert want.normalized and want.resid.abs().max() > 0.5
+    _, cache = ours.run_with_cache(clean)
+    for model in (lm, lazy):
+        resid = as_source(model).resid_pre(clean)
+        for layer in range(ours.cfg.n_layers):
+            ref = cache["resid_pre", layer].float()
+            torch.testing.assert_close(resid[layer].float(), ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+        got = engine.patching_report(model, clean, corrupt)
+        assert (got.good, got.bad, got.pos, got.normalized) == (want.good, want.bad, want.pos, want.normalized)
+        assert (got.clean, got.corrupted) == pytest.approx((want.clean, want.corrupted), rel=1e-4, abs=1e-5)
+        for part in ("heads", "resid"):  # (fractions restored: a small clean - corrupted gap magnifies rounding)
+            torch.testing.assert_close(getattr(got, part), getattr(want, part), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(engine.patch_residual(lazy, clean, corrupt), engine.patch_residual(ours, clean, corrupt),
+                               rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["gemma2", "olmo2", "phi3", "gpt_neox"])

@@ -200,13 +200,17 @@ def test_activation_views_on_a_lazy_checkpoint(tmp_path):
     looking for shared patterns): it shows the layer-by-layer pass's patterns, and the value-weighted toggle
     (refused while that pass sent no value norms back) the pass's ‖v‖-weighted pattern: both the in-memory
     model's. The eigenvalue view's "QK composed through" (refused until it was streamed) is the in-memory
-    model's too. The ablation view refuses with what to do (was TypeError 'model must be a circwidgets
-    Transformer, got LazyModel')."""
+    model's too, and so is the ablation view (heads off, paths cut, zero / mean, the per-head effects, the
+    patching mode; was TypeError 'model must be a circwidgets Transformer, got LazyModel', then refused)."""
     tf = pytest.importorskip("transformers")
     pytest.importorskip("anywidget")
     hf = tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                                             num_attention_heads=4, num_key_value_heads=2, vocab_size=61,
                                             max_position_embeddings=32, attn_implementation="eager")).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # weights of a trained model's size: ablations change the loss by more than rounding
+        for p in hf.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if p.ndim == 1 else 0.0))
     hf.save_pretrained(tmp_path / "ckpt")
     lazy = cw.from_hf(str(tmp_path / "ckpt"), lazy=True, cache_dir=tmp_path / "cache")
     eager = cw.from_hf(hf)
@@ -225,9 +229,26 @@ def test_activation_views_on_a_lazy_checkpoint(tmp_path):
     assert w.error == ""
     torch.testing.assert_close(torch.as_tensor(decode_array(w.pattern)), data.head(1, 2, value_weighted=True).float(),
                                rtol=1e-3, atol=1e-3)
-    with pytest.warns(CircuitWidgetWarning, match="needs the model in memory"):
-        a = cw.ablation(lazy, toks)
-    assert "lazy.to_transformer()" in a.error
+    a, b = cw.ablation(lazy, toks), cw.ablation(eager, toks)  # (was refused: "needs the model in memory")
+    for state in ({"off": [[1, 2], [0, 3]]}, {"cuts": [[0, 1, 1, 2, "k"]]}, {"ablation": "mean"}, {"position": 3}):
+        for w in (a, b):
+            for name, value in state.items():
+                setattr(w, name, value)
+        assert a.error == "" and a.notes == b.notes and abs(a.loss - b.loss) < 1e-4
+        torch.testing.assert_close(torch.as_tensor(decode_array(a.token_loss)),
+                                   torch.as_tensor(decode_array(b.token_loss)), rtol=1e-4, atol=1e-4)
+        assert [t[1] for t in a.top] == [t[1] for t in b.top]
+    assert abs(a.loss - a.clean_loss) > 1e-3  # the state changed the run
+    torch.testing.assert_close(torch.as_tensor(decode_array(a.effects)), torch.as_tensor(decode_array(b.effects)),
+                               rtol=1e-4, atol=1e-4)
+    corrupt = [1, 5, 9, 3, 7, 6, 9, 3]  # patching mode: the engine's report on the in-memory model
+    a, b = cw.ablation(lazy, toks, corrupted=corrupt), cw.ablation(eager, toks, corrupted=corrupt)
+    a.mode = b.mode = "patch"
+    assert a.error == "" and a.mode == "patch" and a.patch_info.split(";")[0] == b.patch_info.split(";")[0]
+    for part in ("patch_heads", "patch_resid"):
+        want = torch.as_tensor(decode_array(getattr(b, part)))
+        assert want.abs().max() > 0.1
+        torch.testing.assert_close(torch.as_tensor(decode_array(getattr(a, part))), want, rtol=1e-3, atol=1e-3)
     e = cw.eigenvalues(lazy, layer=1, head=3, offset=4)
     e.through = [0, 1]  # (was refused: "not streamed from a lazy checkpoint")
     assert e.error == "" and e.through == [0, 1] and np.isfinite(decode_array(e.positivity["qk_comp"])[1]).all()

@@ -20,8 +20,8 @@ import torch
 
 from ..model.nnsight_source import TransformerSource, as_source
 
-__all__ = ["ablate_heads", "ablate_path", "ablated_run", "ablation_table",
-           "attention_patterns", "direct_logit_attribution", "head_pattern", "patch_heads"]
+__all__ = ["ablate_heads", "ablate_path", "ablated_run", "ablation_table", "attention_patterns",
+           "direct_logit_attribution", "head_pattern", "patch_heads", "patch_residual", "patching_report"]
 
 
 def _check_layer_head(cfg, layer: int, head: int) -> tuple[int, int]:
@@ -310,3 +310,69 @@ def ablation_table(model, tokens, kind: str = "zero", metric=None, reference=Non
         for h in range(H):
             out[l, h] = src.run(toks, edits={l: _replace([h], kind, z_mean.get(l))}, metric=metric)[0] - clean
     return out
+
+
+def _state_source(model, remote: bool):
+    """The source of a lazy checkpoint / nnsight model, one that takes `run_state` (not our `TransformerSource`)."""
+    from ..model.lazy_source import LazySource
+    from ..model.nnsight_source import NNsightSource
+
+    src = as_source(model, remote)
+    if not isinstance(src, (NNsightSource, LazySource)):
+        raise NotImplementedError(f"{type(src).__name__}: residual patching runs on nnsight / Hugging Face models, "
+                                  "lazy checkpoints and our own Transformer")
+    return src
+
+
+@torch.no_grad()
+def patch_residual(model, clean, corrupted, metric=None, normalize: bool = False, remote: bool = False
+                   ) -> torch.Tensor:
+    """`interventions.patch_residual` on a source: `[n_layers, pos]` metric of the corrupted run with the
+    residual stream entering layer l at one position replaced by the clean run's (one pass for the clean
+    stream, one per layer and position, each sending back the metric's value only)."""
+    from .interventions import _normalized, loss_metric
+
+    src = _state_source(model, remote)
+    c, x = src.check_tokens(clean), src.check_tokens(corrupted)
+    if c.shape != x.shape:
+        raise ValueError(f"clean and corrupted must have the same shape, got {tuple(c.shape)} and {tuple(x.shape)}")
+    metric = metric or loss_metric
+    L, P = src.cfg.n_layers, x.shape[1]
+    resid = src.resid_pre(c)
+    out = torch.zeros(L, P, dtype=torch.float64)
+    for l in range(L):
+        for p in range(P):
+            def edit(r, rc=resid[l], p=p):
+                r[:, p] = rc[:, p].to(r.device, r.dtype)
+                return r
+            out[l, p] = float(src.run_state(x, resid_edits={l: edit}, fn=metric).double().mean())
+    if normalize:
+        out = _normalized(out, src.run(c, metric=lambda lg, t: metric(lg, x.to(lg.device)))[0],
+                          src.run(x, metric=metric)[0])
+    return out
+
+
+@torch.no_grad()
+def patching_report(model, clean, corrupted, pos: int = -1, remote: bool = False):
+    """`interventions.patching_report` on a source: the metric chosen as there (`logit[good] − logit[bad]` at
+    `pos`, from the batch-averaged logits there of the clean and the corrupted run: one `[d_vocab]` row leaves
+    each pass), then `patch_heads` and `patch_residual` on the source."""
+    from ._check import check_position
+    from .interventions import PatchingReport, logit_diff_metric
+
+    src = _state_source(model, remote)
+    c, x = src.check_tokens(clean), src.check_tokens(corrupted)
+    if c.shape != x.shape:
+        raise ValueError(f"clean and corrupted must have the same shape, got {tuple(c.shape)} and {tuple(x.shape)}")
+    p = check_position(pos, c.shape[1])
+
+    def top(toks) -> int:
+        return int(src.run_state(toks, fn=lambda lg, t: lg[:, p].double().mean(0)).argmax())
+
+    good, bad = top(c), top(x)
+    metric = logit_diff_metric(pos, good, bad)
+    cm, xm = src.run(c, metric=metric)[0], src.run(x, metric=metric)[0]
+    norm = abs(cm - xm) > 1e-9
+    return PatchingReport(heads=patch_heads(src, c, x, metric, normalize=norm),
+                          resid=patch_residual(src, c, x, metric, normalize=norm),
+                          pos=pos, good=good, bad=bad, clean=cm, corrupted=xm, normalized=norm)

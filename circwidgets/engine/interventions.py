@@ -505,6 +505,10 @@ def patch_residual(model: Transformer, clean, corrupted, metric: Metric | None =
                    max_elements: float = 2**26) -> torch.Tensor:
     """`Tensor[n_layers, pos]`: metric of the corrupted run with the residual stream entering layer l
     (`resid_pre`, l = 0..n_layers-1) at one position replaced by the clean run's."""
+    if is_source(model):  # a lazy checkpoint / nnsight model: one pass per layer and position
+        from . import activations
+
+        return activations.patch_residual(model, clean, corrupted, metric, normalize)
     c, x, metric = _patch_prep(model, clean, corrupted, metric)
     L, P = model.cfg.n_layers, x.shape[1]
     _, cache = model.run_with_cache(c)
@@ -552,6 +556,10 @@ def patching_report(model: Transformer, clean, corrupted, pos: int = -1, max_ele
     bad the top tokens of the clean and the corrupted run there (batch-averaged logits); just
     `logit[good]` when they agree. Normalised (fraction restored) unless the metric is the same on
     both runs."""
+    if is_source(model):  # a lazy checkpoint / nnsight model: through passes (traces) that send back values only
+        from . import activations
+
+        return activations.patching_report(model, clean, corrupted, pos)
     c, x, _ = _patch_prep(model, clean, corrupted, None)
     check_position(pos, c.shape[1])  # the report keeps `pos` as given (-1 = the last)
     clean_logits, corrupt_logits = model(c), model(x)

@@ -270,14 +270,28 @@ class LazySource:
         return float(self.run_state(tokens, groups=groups, res_mean=res_mean, fn=metric).double().mean())
 
     @torch.no_grad()
+    def resid_pre(self, tokens) -> dict[int, torch.Tensor]:
+        """`{layer: the residual stream entering it [batch, pos, d_model]}` (`hook_resid_pre`), every layer."""
+        out: dict[int, torch.Tensor] = {}
+
+        def keep(layer):
+            def fn(x):
+                out[layer] = x.detach().clone()
+            return fn
+
+        L = self.cfg.n_layers
+        self.forward(tokens, {l: [("resid_pre", keep(l))] for l in range(L)}, last_layer=L - 1)
+        return out
+
+    @torch.no_grad()
     def run_state(self, tokens, edits: dict | None = None, groups: dict | None = None, res_mean: dict | None = None,
-                  fn=None) -> torch.Tensor:
+                  fn=None, resid_edits: dict | None = None) -> torch.Tensor:
         """`fn(logits, tokens)` of a forward pass with `edits[layer](z) -> z` applied to the per-head outputs
         (as `run`) and path cuts, `groups[(dst layer, kind)][stored head] = [src heads]`: the hooks of
         `engine.interventions.ablation_hooks` (dst's queries / keys / values recomputed from the residual
         entering its layer minus what the sources wrote: their `result`, after their own edit, times a
         post-norm's frozen scale where there is one, `Transformer.attn_write_factor`; through ln1), on the
-        one-layer modules."""
+        one-layer modules. `resid_edits[layer](resid) -> resid` replaces the residual entering a layer first."""
         cfg = self.cfg
         groups, edits = groups or {}, edits or {}
         srcs_of = {}
@@ -315,8 +329,10 @@ class LazySource:
                 return act
             return fn
 
+        for layer, edit in (resid_edits or {}).items():  # first: a cut in this layer reads the edited stream
+            hooks.setdefault(layer, []).append(("resid_pre", lambda r, edit=edit: edit(r.clone())))
         for layer, _ in groups:
-            hooks.setdefault(layer, [("resid_pre", keep_resid(layer))])
+            hooks.setdefault(layer, []).append(("resid_pre", keep_resid(layer)))
         for (layer, which), per_head in groups.items():
             hooks[layer].append((which, recompute(layer, which, per_head)))
         for layer in srcs_of:  # after a dst layer's own hooks: its result comes after its q/k/v

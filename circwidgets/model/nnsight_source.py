@@ -464,15 +464,26 @@ class NNsightSource:
         return float(self.run_state(tokens, groups=groups, res_mean=res_mean, fn=metric).double().mean())
 
     @torch.no_grad()
+    def resid_pre(self, tokens) -> dict[int, torch.Tensor]:
+        """`{layer: the residual stream entering it [batch, pos, d_model]}` (each decoder layer's input)."""
+        toks = self.check_tokens(tokens)
+        saved = {}
+        with self.lm.trace(toks, remote=self.remote):
+            for l in range(self.cfg.n_layers):
+                saved[l] = self._layer(l).input.save()
+        return {l: x.detach().float().cpu() for l, x in saved.items()}
+
+    @torch.no_grad()
     def run_state(self, tokens, edits: dict | None = None, groups: dict | None = None, res_mean: dict | None = None,
-                  fn=None) -> torch.Tensor:
+                  fn=None, resid_edits: dict | None = None) -> torch.Tensor:
         """`fn(logits, tokens)` (a tensor, sent back as it is) of one forward pass in one trace, with
         `edits[layer](z) -> z` applied to the per-head outputs (as `run`) and the path cuts `groups[(dst layer,
         kind)][stored head] = [src heads]` (as `interventions._path_hooks` groups them): each stored head's
         queries / keys / values recomputed from the residual entering dst's layer minus the sources' writes
         (minus their writes' reference means, `res_mean`), through the layer's first norm. A source's write
-        is taken after its own edit (an ablated head writes its ablated output), as the engine's hooks do."""
-        groups, edits = groups or {}, edits or {}
+        is taken after its own edit (an ablated head writes its ablated output), as the engine's hooks do.
+        `resid_edits[layer](resid) -> resid` replaces the residual entering a layer first."""
+        groups, edits, resid_edits = groups or {}, edits or {}, resid_edits or {}
         if groups:
             self.check_cuts_supported()
         toks = self.check_tokens(tokens)
@@ -482,7 +493,10 @@ class NNsightSource:
         writes: dict[tuple[int, int], Any] = {}
         factors: dict[int, Any] = {}  # RMS post-norm (Gemma 2/3, OLMo-2): what multiplies each head's write, frozen
         with self.lm.trace(toks, remote=self.remote):
-            for l in sorted(src_layers | dst_layers | set(edits)):
+            for l in sorted(src_layers | dst_layers | set(edits) | set(resid_edits)):
+                if l in resid_edits:
+                    x = self._layer(l).input
+                    self._layer(l).input = resid_edits[l](x.clone()).to(x.dtype)
                 if l in dst_layers:  # in execution order: the stream's reader's input, then the edited modules
                     norm, reader, sites = self._cut_sites(l)
                     resid = reader.input

@@ -72,7 +72,7 @@ class CircuitExplorer(StaticFallback, ipywidgets.VBox):
                 if supports_text_run(model):
                     run = text_run(model, toks)
                     data = run.attention
-                else:  # a lazy checkpoint or nnsight source: the patterns only, shared
+                else:  # a lazy checkpoint or nnsight source: its own pass (patterns and value norms), shared
                     data = attention_patterns(model, toks)
                 if layer is None or head is None:  # open on induction, measured on this text (engine.opening_head)
                     layer, head = opening_head(model, toks, data)
