@@ -5,6 +5,7 @@ head model that sends only the selected head's data."""
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 
 import numpy as np
@@ -195,7 +196,7 @@ def test_every_view_on_the_shipped_rotary_model():
         assert view.error == "", view.error
 
 
-def test_activation_views_on_a_lazy_checkpoint(tmp_path):
+def test_activation_views_on_a_lazy_checkpoint(tmp_path, monkeypatch):
     """A lazy checkpoint in the attention view raised AttributeError ('LazyModel' object has no attribute 'W_E',
     looking for shared patterns): it shows the layer-by-layer pass's patterns, and the value-weighted toggle
     (refused while that pass sent no value norms back) the pass's ‖v‖-weighted pattern: both the in-memory
@@ -249,6 +250,15 @@ def test_activation_views_on_a_lazy_checkpoint(tmp_path):
         want = torch.as_tensor(decode_array(getattr(b, part)))
         assert want.abs().max() > 0.1
         torch.testing.assert_close(torch.as_tensor(decode_array(getattr(a, part))), want, rtol=1e-3, atol=1e-3)
+    # too many passes for a click (a big checkpoint): refused with what to do, the mode stays "ablate"
+    monkeypatch.setattr(sys.modules["circwidgets.widgets.ablation"], "_SOURCE_PATCH_MAX", 1e3)  # (the module)
+    a = cw.ablation(lazy, toks, corrupted=corrupt)
+    with pytest.warns(CircuitWidgetWarning, match="patching this model takes 28 forward passes"):
+        a.mode = "patch"
+    assert a.mode == "ablate" and "engine.patch_heads" in a.error
+    b.mode = "ablate"
+    b.mode = "patch"  # in memory: the engine batches the runs, no limit
+    assert b.mode == "patch"
     e = cw.eigenvalues(lazy, layer=1, head=3, offset=4)
     e.through = [0, 1]  # (was refused: "not streamed from a lazy checkpoint")
     assert e.error == "" and e.through == [0, 1] and np.isfinite(decode_array(e.positivity["qk_comp"])[1]).all()

@@ -13,12 +13,16 @@ import traitlets
 from ..engine import check_layer_head
 from ..engine.ablation_state import AblatedRun, PathCut, ablated_run
 from ..engine.interventions import path_cuts
+from ..engine.text_run import supports_text_run
 from ..model import Transformer
 from ._data import as_model, encode_array, token_label, tokens_and_labels
 from .base import CircuitWidget, head_rows, int_pairs, reacts_to
 
 _EFFECTS_MAX = 40_000_000  # single-head effect table on setup only when L*H*pos*d_vocab is at most this
 _LOGITS_MAX = 2_000_000  # runs keep (and cache) their logits only when pos*d_vocab is at most this
+# a lazy checkpoint / nnsight model patches one head or position per forward pass: the patching mode is refused
+# when passes x n_layers x d_model^2 exceeds this (GPT-2 small at 20 tokens: 3e9, a couple of minutes on a CPU)
+_SOURCE_PATCH_MAX = 1e10
 
 
 class Ablation(CircuitWidget):
@@ -223,6 +227,19 @@ class Ablation(CircuitWidget):
 
         return self.cached(("patching", self._version), compute)
 
+    def _check_patching_cost(self) -> None:
+        """Refuse the patching mode of a lazy checkpoint / nnsight model that would take too long for a click:
+        it runs one forward pass per head and per (layer, position), each reading every layer again."""
+        if supports_text_run(self.model):  # in memory: the engine batches the patched runs
+            return
+        cfg, P = self.model.cfg, self.tokens.shape[0]
+        passes = cfg.n_layers * (cfg.n_heads + P) + 4
+        if passes * cfg.n_layers * cfg.d_model ** 2 > _SOURCE_PATCH_MAX:
+            raise ValueError(f"patching this model takes {passes} forward passes ({cfg.n_layers} layers x "
+                             f"({cfg.n_heads} heads + {P} positions)), each reading every layer: too many for a "
+                             "click. Patch the heads / positions of interest with engine.patch_heads / "
+                             "engine.patch_residual, or load the model in memory")
+
     @reacts_to("mode")
     def _on_mode(self, change) -> None:
         if self._clean is None:
@@ -234,9 +251,11 @@ class Ablation(CircuitWidget):
             return
         if change["new"] == "patch" and not self._patch_done:
             try:
+                self._check_patching_cost()
                 p = self.patching()
             except Exception as e:  # noqa: BLE001
                 self._report(f"patching failed: {type(e).__name__}: {e}")
+                self.set_quietly(mode=change["old"])  # (was: left in "patch" with nothing to show)
                 return
             with self.hold_sync():
                 self.patch_heads = encode_array(p["heads"].float(), "float32")
