@@ -389,6 +389,22 @@ def test_direct_logit_attribution_of_our_own_source_is_the_engines():
                                engine.direct_logit_attribution(m, t[:1], 2, (5, 3)))
 
 
+def test_passes_of_the_sources_refuse_our_own_model_with_what_to_do():
+    """`engine.activations`' state runs and residual patching are for lazy / nnsight / HF models; handed our own
+    Transformer (or its hook source) they say so (the engine runs it with hooks) rather than failing on a
+    missing method."""
+    from circwidgets.model.testing import random_model
+
+    m = random_model(n_layers=2, n_heads=2, d_model=8, d_head=4, d_vocab=12, n_ctx=8, seed=0)
+    t = torch.tensor([[1, 2, 3, 4]])
+    for call in (lambda: engine.activations.ablated_run(m, t, heads=[(0, 1)]),
+                 lambda: engine.activations.patch_residual(TransformerSource(m), t, t),
+                 lambda: engine.activations.ablate_path(m, t, (0, 0), (1, 1))):
+        with pytest.raises(NotImplementedError, match="takes the engine's functions directly"):
+            call()
+    assert engine.ablated_run(m, t, heads=[(0, 1)]).token_loss.shape == (1, 3)  # the engine's own run
+
+
 def test_virtual_heads_and_induction_circuits_of_an_nnsight_model(pair):
     """`virtual_heads`, `k_composition_positivity` and `ov_copying` raised AttributeError ('LanguageModel' has no
     attribute 'cfg') on an nnsight model; now its patterns come from a trace and its weights as the other weight

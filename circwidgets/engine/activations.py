@@ -172,8 +172,6 @@ def ablate_path(model, tokens, src: tuple[int, int], dst: tuple[int, int], kind=
     minus src's write, or minus its deviation from the reference mean, through the layer's first norm),
     `Effect(clean, ablated)` with `Effect.notes` for grouped K/V. Mean ablation: one more trace sends
     back src's layer's z on the reference."""
-    from ..model.lazy_source import LazySource
-    from ..model.nnsight_source import NNsightSource
     from .interventions import Effect, PathCut, loss_metric
 
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
@@ -181,10 +179,7 @@ def ablate_path(model, tokens, src: tuple[int, int], dst: tuple[int, int], kind=
         raise ValueError(f"kind={kind!r} must be 'q', 'k', 'v' or a sequence of them")
     if ablation not in ("zero", "mean"):
         raise ValueError(f"ablation={ablation!r} must be 'zero' or 'mean'")
-    source = as_source(model, remote)
-    if not isinstance(source, (NNsightSource, LazySource)):
-        raise NotImplementedError(f"ablate_path on {type(source).__name__}: path cuts run on nnsight / Hugging "
-                                  "Face models, lazy checkpoints and our own Transformer")
+    source = _state_source(model, remote)
     source.check_cuts_supported()
     cfg = source.cfg
     l1, h1 = _check_layer_head(cfg, *src)
@@ -205,6 +200,19 @@ def ablate_path(model, tokens, src: tuple[int, int], dst: tuple[int, int], kind=
     return Effect(clean, source.run_cuts(toks, groups, metric, res_mean), notes=kv_group_notes(source, cuts))
 
 
+def _state_source(model, remote: bool = False):
+    """The activation source of a lazy checkpoint / nnsight / Hugging Face model: one that takes path cuts,
+    `run_state` and `resid_pre` (our own `Transformer` is not sent here: the engine runs it with hooks)."""
+    from ..model.lazy_source import LazySource
+    from ..model.nnsight_source import NNsightSource
+
+    src = as_source(model, remote)
+    if not isinstance(src, (NNsightSource, LazySource)):
+        raise NotImplementedError(f"{type(src).__name__}: these passes run on nnsight / Hugging Face models and lazy "
+                                  "checkpoints; our own Transformer takes the engine's functions directly")
+    return src
+
+
 def _cut_groups(cfg, cuts) -> dict:
     """`{(dst layer, kind): {stored head: [src heads]}}` of `PathCut`s, as the sources' `run_state` takes them
     (grouped K/V: a k / v cut recomputes dst's shared K/V head)."""
@@ -216,16 +224,6 @@ def _cut_groups(cfg, cuts) -> dict:
         if c.src not in srcs:
             srcs.append(c.src)
     return groups
-
-
-def _cut_source(src) -> None:
-    from ..model.lazy_source import LazySource
-    from ..model.nnsight_source import NNsightSource
-
-    if not isinstance(src, (NNsightSource, LazySource)):
-        raise NotImplementedError(f"path cuts on {type(src).__name__}: they run on nnsight / Hugging Face models, "
-                                  "lazy checkpoints and our own Transformer")
-    src.check_cuts_supported()
 
 
 @torch.no_grad()
@@ -243,13 +241,13 @@ def ablated_run(model, tokens, heads: Sequence[tuple[int, int]] = (), paths=(), 
 
     if kind not in ("zero", "mean"):
         raise ValueError(f"kind={kind!r} must be 'zero' or 'mean'")
-    src = as_source(model, remote)
+    src = _state_source(model, remote)
     cfg = src.cfg
     toks = src.check_tokens(tokens)
     hs = sorted({_check_layer_head(cfg, *lh) for lh in heads})
     cuts = list(dict.fromkeys(path_cuts(src, paths)))
     if cuts:
-        _cut_source(src)
+        src.check_cuts_supported()
     ref = toks if reference is None else src.check_tokens(reference)
     by_layer = _by_layer(cfg, hs)
     z_mean: dict[int, torch.Tensor] = {}
@@ -310,18 +308,6 @@ def ablation_table(model, tokens, kind: str = "zero", metric=None, reference=Non
         for h in range(H):
             out[l, h] = src.run(toks, edits={l: _replace([h], kind, z_mean.get(l))}, metric=metric)[0] - clean
     return out
-
-
-def _state_source(model, remote: bool):
-    """The source of a lazy checkpoint / nnsight model, one that takes `run_state` (not our `TransformerSource`)."""
-    from ..model.lazy_source import LazySource
-    from ..model.nnsight_source import NNsightSource
-
-    src = as_source(model, remote)
-    if not isinstance(src, (NNsightSource, LazySource)):
-        raise NotImplementedError(f"{type(src).__name__}: residual patching runs on nnsight / Hugging Face models, "
-                                  "lazy checkpoints and our own Transformer")
-    return src
 
 
 @torch.no_grad()
