@@ -403,6 +403,9 @@ def test_passes_of_the_sources_refuse_our_own_model_with_what_to_do():
         with pytest.raises(NotImplementedError, match="takes the engine's functions directly"):
             call()
     assert engine.ablated_run(m, t, heads=[(0, 1)]).token_loss.shape == (1, 3)  # the engine's own run
+    got, want = engine.activations.attention_patterns(TransformerSource(m), t), engine.attention_patterns(m, t)
+    torch.testing.assert_close(got.pattern, want.pattern.float())  # the hook source's patterns and value norms
+    torch.testing.assert_close(got.v_norm, want.v_norm.float())
 
 
 def test_virtual_heads_and_induction_circuits_of_an_nnsight_model(pair):
