@@ -221,6 +221,34 @@ def test_induction_positions_and_the_decisive_one():
     assert engine.decisive_position(m, torch.tensor([1, 2, 3, 4]), must_not_be_asked) == 3
 
 
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+@pytest.mark.parametrize("offset", [3, [2, 5]])
+def test_rotary_composed_cores_have_the_dense_circuits_eigenvalues(layout, offset):
+    """`k_composition_cores` (the `[d_head, d_head]` rotations through W_Eᵀ W_E that the positivity grid, the
+    eigenvalues and a lazy checkpoint use) against the dense `[d_vocab, d_vocab]` float64 circuit at the
+    offset, the one the test above ties to the model's own scores: the same nonzero eigenvalues, positivity
+    and trace, for each head of layer 1 and grouped K/V heads too."""
+    m = _model(seed=5, positional="rotary", rotary_base=100.0, rotary_layout=layout, n_heads=4, n_kv_heads=2,
+               d_vocab=29)
+    cores = engine.k_composition_cores(m, (0, 3), 1, offset=offset)
+    lam = cores.eigenvalues().to(torch.complex128)  # [4, d_head]
+    pos = engine.k_composition_positivity(m, (0, 3), offset=offset)
+    assert lam.shape == (4, 4) and pos[0].isnan().all()
+    key = lambda z: z[torch.argsort(z.real * 1e3 + z.imag)]  # noqa: E731  conjugate pairs in one order
+    for h2 in range(4):
+        dense = engine.k_composition_qk(m, (0, 3), (1, h2), offset=offset).materialize().double()
+        full = torch.linalg.eigvals(dense)
+        big = full[full.abs().argsort(descending=True)][:4]
+        assert full.abs().sort().values[:-4].max() < 1e-9 * float(big.abs().max())  # the rest are zeros
+        torch.testing.assert_close(key(lam[h2]), key(big), rtol=1e-4, atol=1e-4 * float(big.abs().max()))
+        assert float(pos[1, h2]) == pytest.approx(float(full.real.sum() / full.abs().sum()), abs=1e-5)
+        assert float(cores[h2].trace()) == pytest.approx(float(dense.trace()), rel=1e-4, abs=1e-6)
+        got = engine.k_composition_eigenvalues(m, (0, 3), (1, h2), offset=offset).to(torch.complex128)
+        torch.testing.assert_close(key(got), key(lam[h2]))  # the same numbers, sorted by magnitude
+    with pytest.raises(ValueError, match="offset"):
+        engine.k_composition_cores(m, (0, 3), 1)
+
+
 def test_k_composition_positivity_matches_dense_float64_eigenvalues_and_survives_a_rotation():
     """Every later head's K-composition positivity through L0H1 equals Re Σλ / Σ|λ| of the dense
     [d_vocab, d_vocab] float64 matrix W_E W_Q^{h2} W_K^{h2}ᵀ W_OV^{h1}ᵀ W_Eᵀ (built here by hand); the

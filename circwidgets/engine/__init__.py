@@ -77,6 +77,7 @@ from .induction import (
     diagonal_stats,
     induction_offsets,
     induction_positions,
+    k_composition_cores,
     k_composition_eigenvalues,
     k_composition_positivity,
     k_composition_qk,
@@ -140,7 +141,8 @@ __all__ = [
     # the induction mechanism in the weights
     "DiagonalStats", "PositionalProfile", "decisive_position", "diagonal_stats", "induction_offsets",
     "induction_positions",
-    "k_composition_eigenvalues", "k_composition_positivity", "k_composition_qk", "opening_head", "ov_copying",
+    "k_composition_cores", "k_composition_eigenvalues", "k_composition_positivity", "k_composition_qk",
+    "opening_head", "ov_copying",
     "positional_qk_profile", "strongest_induction_head",
     "text_induction_head",
     # one forward pass on a text, shared by every view of it

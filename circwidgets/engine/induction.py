@@ -30,7 +30,7 @@ import torch
 from ..model import Transformer
 from . import streaming
 from ._check import as_index, check_count, check_finite_output, check_layer_head
-from .circuits import by_magnitude, check_offset, full_ov, keys_at, positional_qk, positivity
+from .circuits import _gram, by_magnitude, check_offset, full_ov, keys_at, positional_qk, positivity
 from .factored import FactoredMatrix
 from .prep import weights
 
@@ -100,28 +100,66 @@ def k_composition_qk(model: Transformer, prev_head: Head, ind_head: Head, offset
     The term of h2's attention score that K-composition through h1 adds (module docstring). Rotary models:
     h2's QK circuit at `offset` (Δ = query − key position, or a sequence of them to average over;
     `induction_offsets(model)` gives those at which an induction head attends on repeated tokens):
-    `W_Q R_Δ W_Kᵀ` in place of `W_Q W_Kᵀ`. Other models: leave `offset` out."""
+    `W_Q R_Δ W_Kᵀ` in place of `W_Q W_Kᵀ`. Other models: leave `offset` out. A lazy checkpoint gives the
+    circuit's `[d_head, d_head]` rotation (`k_composition_cores`: the same nonzero eigenvalues)."""
     model = streaming.resolve(model)  # nnsight / HF models: their weights
-    l1, h1 = _head(model, prev_head)
-    l2, h2 = _head(model, ind_head)
-    if not l1 < l2:
-        raise ValueError(f"K-composition needs prev_head in an earlier layer than ind_head, got L{l1} and L{l2}")
-    if streaming.is_lazy(model):  # the same circuit's [d_head, d_head] rotation, from the Gram matrix W_Eᵀ W_E
-        return streaming.k_composition_cores(model, (l1, h1), l2, [h2], check_offset(model, offset))[0]
+    (l1, h1), (l2, h2) = _composition_pair(model, prev_head, ind_head)
+    if streaming.is_lazy(model):
+        return k_composition_cores(model, (l1, h1), l2, [h2], offset)[0]
     w = weights(model)
     W_E = w["W_E"]
     keys = keys_at(model, offset, l2, h2)  # W_K, or W_K R_Δᵀ for a rotary model (refuses a missing offset)
     return FactoredMatrix(W_E, w["W_Q"][l2, h2], keys.T, w["W_O"][l1, h1].T, w["W_V"][l1, h1].T, W_E.T)
 
 
-def k_composition_eigenvalues(model: Transformer, prev_head: Head, ind_head: Head, offset=None) -> torch.Tensor:
-    """Eigenvalues of `k_composition_qk(model, prev_head, ind_head, offset)`, complex `[k]`, sorted by
-    decreasing magnitude; `NonFiniteResultError` naming both heads when they overflow."""
-    model = streaming.resolve(model)
-    fm = k_composition_qk(model, prev_head, ind_head, offset)
+def _composition_pair(model, prev_head: Head, ind_head: Head) -> tuple[tuple[int, int], tuple[int, int]]:
     (l1, h1), (l2, h2) = _head(model, prev_head), _head(model, ind_head)
-    return by_magnitude(check_finite_output(f"L{l2}H{h2}'s QK circuit composed through L{l1}H{h1}", fm.eigenvalues(),
-                                            axes=(), model=model))
+    if not l1 < l2:
+        raise ValueError(f"K-composition needs prev_head in an earlier layer than ind_head, got L{l1} and L{l2}")
+    return (l1, h1), (l2, h2)
+
+
+@torch.no_grad()
+def k_composition_cores(model: Transformer, prev_head: Head, layer: int, heads=None, offset=None) -> FactoredMatrix:
+    """`k_composition_qk` of the heads `heads` (default all) of `layer` through `prev_head`, as the circuits'
+    `[d_head, d_head]` cyclic rotations `W_Vᵀ¹ (W_Eᵀ W_E) W_Q² M W_Kᵀ² W_Oᵀ¹` (M: the rotary offset matrix at
+    `offset`, or none), a `FactoredMatrix` `[len(heads), d_head, d_head]` with the vocabulary-sized circuits'
+    nonzero eigenvalues and trace. The vocabulary enters only through the Gram matrix `W_Eᵀ W_E`, cached per
+    model (a lazy checkpoint: on disk; then two layers' weights are read)."""
+    model = streaming.resolve(model)
+    (l1, h1), (layer, _) = _composition_pair(model, prev_head, (layer, 0))
+    cfg = model.cfg
+    heads = torch.arange(cfg.n_heads) if heads is None else torch.as_tensor(
+        [check_layer_head(model, layer, h)[1] for h in heads], dtype=torch.long)
+    offset = check_offset(model, offset, "the QK circuit composed through an earlier head")
+    if streaming.is_lazy(model):  # K/V heads unexpanded: query head h reads cfg.kv_head_of(h)
+        w1, w2 = model.layer_weights(l1), model.layer_weights(layer)
+        kv = torch.tensor([cfg.kv_head_of(h) for h in heads.tolist()], dtype=torch.long)
+        W_Q, W_K, W_V, W_O = w2["W_Q"][heads], w2["W_K"][kv], w1["W_V"][cfg.kv_head_of(h1)], w1["W_O"][h1]
+        EE = model.grams()["EE"]
+    else:
+        w = weights(model)
+        W_Q, W_K, W_V, W_O = w["W_Q"][layer, heads], w["W_K"][layer, heads], w["W_V"][l1, h1], w["W_O"][l1, h1]
+        EE = _gram(model, "EE")  # cached per model and weights (the eigenvalue views' Gram matrix)
+    if offset is not None:  # rotary: W_Q R_Δ W_Kᵀ (`circuits.keys_at`)
+        from ..model import rotary
+
+        M = rotary.offset_matrix(cfg, offset, layer if cfg.rotary_base_sliding is not None else None)
+        W_K = W_K @ M.to(W_K.device, W_K.dtype).mT
+    left = W_V.mT.to(EE.dtype) @ EE  # [E, D]
+    n = len(heads)
+    return FactoredMatrix(left.expand(n, *left.shape), W_Q, W_K.mT, W_O.mT.expand(n, *W_O.mT.shape))
+
+
+def k_composition_eigenvalues(model: Transformer, prev_head: Head, ind_head: Head, offset=None) -> torch.Tensor:
+    """Eigenvalues of `k_composition_qk(model, prev_head, ind_head, offset)`, complex `[k]` (its nonzero ones,
+    from `k_composition_cores`), sorted by decreasing magnitude; `NonFiniteResultError` naming both heads
+    when they overflow."""
+    model = streaming.resolve(model)
+    (l1, h1), (l2, h2) = _composition_pair(model, prev_head, ind_head)
+    lam = k_composition_cores(model, (l1, h1), l2, [h2], offset).eigenvalues()[0]
+    return by_magnitude(check_finite_output(f"L{l2}H{h2}'s QK circuit composed through L{l1}H{h1}", lam, axes=(),
+                                            model=model))
 
 
 @torch.no_grad()
@@ -135,15 +173,12 @@ def k_composition_positivity(model: Transformer, prev_head: Head, offset=None) -
     if l1 >= cfg.n_layers - 1:
         raise ValueError(f"L{l1}H{h1} has no later head to compose with")
     out = torch.full((cfg.n_layers, cfg.n_heads), float("nan"))
-    if streaming.is_lazy(model):  # one read of each later layer, its heads' [d_head, d_head] rotations at once
-        off = check_offset(model, offset)
-        for layer in range(l1 + 1, cfg.n_layers):
-            lam = streaming.k_composition_cores(model, (l1, h1), layer, offset=off).eigenvalues()
-            out[layer] = positivity(lam, f"QK circuits of layer {layer} composed through L{l1}H{h1}", ("head",))
-        return out
-    for layer in range(l1 + 1, cfg.n_layers):
-        for head in range(cfg.n_heads):
-            out[layer, head] = positivity(k_composition_eigenvalues(model, (l1, h1), (layer, head), offset)).float()
+    for layer in range(l1 + 1, cfg.n_layers):  # each later layer's heads at once (a lazy model: one read each)
+        lam = k_composition_cores(model, (l1, h1), layer, offset=offset).eigenvalues()
+        for head in range(cfg.n_heads):  # an overflow is named by its head, as `k_composition_eigenvalues` does
+            check_finite_output(f"L{layer}H{head}'s QK circuit composed through L{l1}H{h1}", lam[head], axes=(),
+                                model=model)
+        out[layer] = positivity(lam).float()
     return out
 
 

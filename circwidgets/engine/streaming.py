@@ -23,7 +23,6 @@ import torch
 
 from ..model.lazy import LazyModel, is_lazy
 from ._check import check_finite_output, check_layer_head
-from .factored import FactoredMatrix
 
 __all__ = ["circuit_cores", "composition_scores", "flops_estimate", "offset_profile", "resolve",
            "skip_trigram_factors", "skip_trigram_query", "skip_trigrams", "virtual_weights"]
@@ -104,29 +103,6 @@ def _layer_cores(model: LazyModel, layer: int, circuit: str, full: bool, offset,
         M = rotary.offset_matrix(model.cfg, offset, layer if model.cfg.rotary_base_sliding is not None else None)
         core = M.to(core.dtype) @ core
     return core
-
-
-@torch.no_grad()
-def k_composition_cores(model: LazyModel, prev_head: tuple[int, int], layer: int, heads=None, offset=None
-                        ) -> FactoredMatrix:
-    """`induction.k_composition_qk` of each head in `heads` (default all) of `layer` through `prev_head`,
-    streamed: the circuits' `[d_head, d_head]` cyclic rotations `W_Vᵀ¹ (W_Eᵀ W_E) W_Q² M W_Kᵀ² W_Oᵀ¹` (M: the
-    rotary offset matrix, or none), a `FactoredMatrix` `[len(heads), d_head, d_head]` whose eigenvalues are
-    the vocabulary-sized circuits' nonzero ones. The vocabulary enters through the cached Gram matrix only;
-    two layers' weights are read. `prev_head`, `layer` and `offset` are checked by the caller."""
-    l1, h1 = prev_head
-    cfg = model.cfg
-    w1, w2 = model.layer_weights(l1), model.layer_weights(layer)
-    heads = torch.arange(cfg.n_heads) if heads is None else torch.as_tensor(heads).long()
-    keys = w2["W_K"][_kv_index(model)[heads]]  # [n, D, E]
-    if offset is not None:  # rotary: W_Q R_Δ W_Kᵀ, as `_layer_cores`
-        from ..model import rotary
-
-        M = rotary.offset_matrix(cfg, offset, layer if cfg.rotary_base_sliding is not None else None)
-        keys = keys @ M.to(keys.dtype).mT
-    left = w1["W_V"][cfg.kv_head_of(h1)].mT @ model.grams()["EE"]  # [E, D]
-    return FactoredMatrix(left.expand(len(heads), *left.shape), w2["W_Q"][heads], keys.mT,
-                          w1["W_O"][h1].mT.expand(len(heads), *w1["W_O"][h1].mT.shape))
 
 
 def circuit_cores(model: LazyModel, circuit: str = "ov", full: bool = True, layer: int | None = None,
@@ -363,6 +339,7 @@ def virtual_weights(model: LazyModel, src, dst, order: int | None = 1):
     """`virtual.virtual_weights` between two heads, or a head and the embedding / unembedding, on
     a lazy model: the layers in between are read one at a time (their `sum_h W_V W_O`, d_model^2
     each); embed -> unembed (a `d_vocab^2` product) is refused."""
+    from .factored import FactoredMatrix
     from .virtual import VirtualWeights, _position, component
 
     s, d = component(model, src), component(model, dst)
