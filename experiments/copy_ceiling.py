@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--windows", default=None, metavar="W1,W2,...",
                    help="with --data-dir: the copy guess's accuracy in windows of these lengths (default: the "
                         "model's n_ctx), e.g. 256,1024 to see what a longer training context would offer")
+    p.add_argument("--match-lengths", default="1,2", metavar="K1,K2,...",
+                   help="with --data-dir: the copy guess's accuracy when the last K tokens matched (default 1,2), "
+                        "e.g. 1,2,4,8,16 to see how far code rewards trusting a longer repeat")
     a = p.parse_args(argv)
     if a.boost and not a.data_dir:
         p.error("--boost needs --data-dir (the held-out windows)")
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         val = np.load(Path(a.data_dir) / "val.npy")
         windows = [int(x) for x in a.windows.split(",")] if a.windows else [model.cfg.n_ctx]
         for w in windows:
-            for k in (1, 2):
+            for k in (int(x) for x in a.match_lengths.split(",")):
                 n, acc = copy_guess_accuracy(val, w, k)
                 print(f"held-out code, windows of {w}, copy guess from the last {k} token(s): {n:,} positions "
                       f"({n / (len(val) // w * w):.1%}) have one; it is right at {acc:.1%} of them "
