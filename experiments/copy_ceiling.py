@@ -114,6 +114,24 @@ def copy_guess_accuracy(tokens: np.ndarray, window: int, k: int = 1) -> tuple[in
     return total, hits / max(total, 1)
 
 
+def copy_guess_by_occurrences(tokens: np.ndarray, window: int, most: int = 5) -> dict[int, tuple[int, float]]:
+    """`{n: (positions, fraction right)}` of the one-token copy guess, by how often the current token occurred
+    earlier in its window (n = 1 .. `most`, the last bucket "at least `most`"): n = 1 is the situation of the
+    repeated random tokens, one earlier occurrence to copy from."""
+    counts: dict[int, list[int]] = {}
+    for start in range(0, len(tokens) - window + 1, window):
+        w = tokens[start:start + window].tolist()
+        seen: dict[int, list[int]] = {}
+        for t in range(len(w) - 1):
+            prev = seen.setdefault(w[t], [])
+            if prev:
+                c = counts.setdefault(min(len(prev), most), [0, 0])
+                c[0] += 1
+                c[1] += w[t + 1] == w[prev[-1] + 1]
+            prev.append(t)
+    return {n: (c[0], c[1] / c[0]) for n, c in sorted(counts.items())}
+
+
 @torch.no_grad()
 def boosted_losses(model, windows: torch.Tensor, boosts: list[float], k: int = 1,
                    positions: torch.Tensor | None = None, chunk: int = 32) -> list[float]:
@@ -195,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"held-out code, windows of {w}, copy guess from the last {k} token(s): {n:,} positions "
                       f"({n / (len(val) // w * w):.1%}) have one; it is right at {acc:.1%} of them "
                       f"(-log = {-np.log(acc):.2f} nats)")
+            for occ, (n, acc) in copy_guess_by_occurrences(val, w).items():
+                print(f"held-out code, windows of {w}, one-token copy guess where the token occurred "
+                      f"{occ if occ < 5 else 'at least 5'} time(s) before: {n:,} positions, right at {acc:.1%}")
     if a.boost:
         boost_table(model, a.data_dir, [float(b) for b in a.boost.split(",")], lens, a.n_seqs)
 
