@@ -455,3 +455,34 @@ def test_nnsight_cuts_and_expansion_cover_every_family_the_converter_reads():
     from circwidgets.model.nnsight_source import CUT_FAMILIES, EXPANSION_FAMILIES
 
     assert set(CUT_FAMILIES) == set(EXPANSION_FAMILIES) == {"gpt2", *_HF_FAMILIES}
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "gemma2", "gpt_neox"])
+def test_decisive_position_through_nnsight_and_lazily_is_the_engines(kind, tmp_path):
+    """The paths view of a lazy checkpoint / nnsight model opened at the last position ("the decisive position
+    needs the model in memory"). The head's write at every position comes back from one pass (`head_writes`:
+    z W_O, unfolded, as the engine's `hook_result`), the centred unembedding columns are read from the source
+    (`centred_unembedding`), and the position is the engine's for every head."""
+    from circwidgets.engine.activations import as_source
+
+    hf = _hf_family(kind) if kind in ("gemma2", "gpt_neox") else _hf(kind)
+    ours = cw.from_hf(hf)
+    lm = nnsight.LanguageModel(hf, tokenizer=_tokenizer(97))
+    hf.save_pretrained(tmp_path / "ckpt")
+    lazy = cw.from_hf(tmp_path / "ckpt", lazy=True, cache_dir=tmp_path / "cache")
+    toks = torch.tensor([1, 5, 9, 3, 5, 9, 3, 7, 2, 8, 1, 5, 9, 3, 7, 2, 8])
+    pos = engine.induction_positions(toks)
+    _, cache = ours.run_with_cache(toks[None])
+    W_U = ours.W_U.double()
+    centred = W_U[:, toks[pos + 1]] - W_U.mean(1, keepdim=True)
+    chosen = set()
+    for layer, h in [(1, 0), (1, 1), (1, 2), (1, 3), (0, 2)]:
+        want = engine.decisive_position(ours, toks, (layer, h))
+        chosen.add(want)
+        for model in (lm, lazy):
+            src = as_source(model)
+            torch.testing.assert_close(src.head_writes(toks[None], [(layer, h)])[(layer, h)][0].double(),
+                                       cache["result", layer][0, :, h].double(), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(src.centred_unembedding(toks[pos + 1]).double(), centred, rtol=1e-4, atol=1e-5)
+            assert engine.decisive_position(model, toks, (layer, h)) == want
+    assert len(chosen) > 1  # the heads decide at different positions: the rule, not a fixed answer, is compared

@@ -177,6 +177,11 @@ def test_paths_view_on_a_lazy_model(lazy):
     assert not a.error and a.virtual["heads"] == [[0, 1], [2, 3]]
     a.position = 8
     assert not a.error and a.total == pytest.approx(a.model_logit, abs=1e-4)
+    # the default position: where the opening head decides the next token most (it opened at the last position)
+    rep = torch.cat([TOKS[0, :5], TOKS[0, :5]])
+    a, b = cw.paths(lazy, rep), cw.paths(eager, rep)
+    assert not a.error and (a.layer, a.head) == (b.layer, b.head)
+    assert a.position == b.position and a.position in engine.induction_positions(rep).tolist()
 
 
 def test_a_layernorm_post_norm_is_refused_streamed_and_eager(tmp_path, monkeypatch):
@@ -299,6 +304,9 @@ def test_paths_view_through_nnsight(pair):
     assert a.total == pytest.approx(a.model_logit, abs=1e-4)
     assert a.model_logit == pytest.approx(b.model_logit, rel=1e-4, abs=1e-5)
     assert [t["label"] for t in a.terms] == [t["label"] for t in b.terms]
+    rep = torch.cat([TOKS[0, :5], TOKS[0, :5]])
+    a, b = cw.paths(lm, rep), cw.paths(ours, rep)  # the default position, as in memory
+    assert not a.error and (a.layer, a.head, a.position) == (b.layer, b.head, b.position)
 
 
 # ------------------------------------------------------------------ accelerate: layers on the CPU and on disk

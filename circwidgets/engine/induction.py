@@ -343,14 +343,27 @@ def decisive_position(model: Transformer, tokens: torch.Tensor,
     token's logit, centred over the vocabulary (`result · (W_U[:, next] − mean_c W_U[:, c])`, ln_final
     ignored: a view's default, not a measurement). The last position when the input has none (or the
     model has no heads). `head` may be a callable returning the head: it is called only when there are
-    induction positions to choose from (a view's opening-head rule can cost a repeat-length sweep)."""
-    t = model.check_tokens(torch.as_tensor(tokens).flatten()[None])[0]
+    induction positions to choose from (a view's opening-head rule can cost a repeat-length sweep).
+    A lazy checkpoint or an nnsight / Hugging Face model: the head's write from one pass through its
+    activation source (stopped after the head's layer), the unembedding read there (in blocks)."""
+    src = None
+    if not isinstance(model, Transformer):
+        from .activations import as_source
+
+        src = as_source(model)
+    cfg = (src or model).cfg
+    t = (src or model).check_tokens(torch.as_tensor(tokens).flatten()[None])[0]
     pos = induction_positions(t.cpu())
-    if len(pos) == 0 or not model.cfg.n_layers:
+    if len(pos) == 0 or not cfg.n_layers:
         return len(t) - 1
     if callable(head):
         head = head()
-    layer, h = _head(model, head if head is not None else strongest_induction_head(model))
+    layer, h = _head(streaming.resolve(model), head if head is not None else strongest_induction_head(model))
+    if src is not None:
+        out = src.head_writes(t[None], [(layer, h)])[(layer, h)][0]  # [pos, d_model]
+        direction = src.centred_unembedding(t[pos + 1])  # [d_model, n]
+        contrib = (out[pos] * direction.T).sum(-1)
+        return int(pos[int(contrib.argmax())])
     from .text_run import shared_text_run
 
     shared = shared_text_run(model, t)

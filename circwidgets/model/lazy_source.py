@@ -175,24 +175,11 @@ class LazySource:
     @torch.no_grad()
     def run(self, tokens, edits: dict | None = None, metric=None,
             save_z: tuple[int, ...] = ()) -> tuple[float | None, dict[int, torch.Tensor]]:
-        """(metric value or None, `{layer: z [batch, pos, head, d_head]}` for `save_z`), with `edits[layer](z)`
-        replacing that layer's per-head outputs (as `NNsightSource.run`)."""
-        toks = self.check_tokens(tokens)
-        edits = edits or {}
-        zs: dict[int, torch.Tensor] = {}
-        hooks: dict[int, list] = {}
-        for l in sorted(set(edits) | set(save_z)):
-            def fn(z, l=l):
-                if l in save_z:
-                    zs[l] = z.detach().float().clone()
-                return edits[l](z.clone()) if l in edits else None
-            hooks[l] = [("z", fn)]
-        if metric is None:  # nothing past the last layer that was asked for
-            if hooks:
-                self.forward(toks, hooks, last_layer=max(hooks))
-            return None, zs
-        logits = self.forward(toks, hooks)
-        return float(torch.as_tensor(metric(logits, toks)).double().mean()), zs
+        """(metric value or None, `{layer: z [batch, pos, head, d_head]}` for `save_z`, taken before the
+        edits), with `edits[layer](z)` replacing that layer's per-head outputs (`run_state`; as
+        `NNsightSource.run`)."""
+        val, zs = self._state(tokens, edits=edits, fn=metric, save_z=save_z)
+        return (None if val is None else float(val.double().mean())), zs
 
     @torch.no_grad()
     def head_logit_attribution(self, tokens, pos: int, direction: torch.Tensor) -> torch.Tensor:
@@ -248,8 +235,9 @@ class LazySource:
         """Every family `from_hf` converts can be cut (the layer modules are our own `Transformer`s)."""
 
     @torch.no_grad()
-    def head_result_means(self, reference, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
-        """`{(l, h): mean over batch and positions of head h's write `result` [d_model]}` on `reference`."""
+    def head_writes(self, tokens, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
+        """`{(l, h): head h's write `result` [batch, pos, d_model] (float32)}`: one pass, stopped after the
+        last of those layers."""
         out: dict[tuple[int, int], torch.Tensor] = {}
         by_layer: dict[int, list[int]] = {}
         for l, h in heads:
@@ -258,11 +246,15 @@ class LazySource:
         def keep(layer):
             def fn(result):
                 for h in by_layer[layer]:
-                    out[(layer, h)] = result[:, :, h].mean((0, 1)).float().clone()
+                    out[(layer, h)] = result[:, :, h].float().clone()
             return fn
 
-        self.forward(reference, {l: [("result", keep(l))] for l in by_layer}, last_layer=max(by_layer))
+        self.forward(tokens, {l: [("result", keep(l))] for l in by_layer}, last_layer=max(by_layer))
         return out
+
+    def head_result_means(self, reference, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
+        """`{(l, h): mean over batch and positions of head h's write `result` [d_model]}` on `reference`."""
+        return {lh: w.mean((0, 1)) for lh, w in self.head_writes(reference, heads).items()}
 
     @torch.no_grad()
     def run_cuts(self, tokens, groups: dict, metric, res_mean: dict | None = None) -> float:
@@ -292,6 +284,13 @@ class LazySource:
         entering its layer minus what the sources wrote: their `result`, after their own edit, times a
         post-norm's frozen scale where there is one, `Transformer.attn_write_factor`; through ln1), on the
         one-layer modules. `resid_edits[layer](resid) -> resid` replaces the residual entering a layer first."""
+        return self._state(tokens, edits, groups, res_mean, fn, resid_edits)[0]
+
+    def _state(self, tokens, edits: dict | None = None, groups: dict | None = None, res_mean: dict | None = None,
+               fn=None, resid_edits: dict | None = None, save_z: tuple[int, ...] = ()
+               ) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
+        """`run_state`'s pass, also sending back `save_z` layers' z (before their edits); `fn` None: no value,
+        and the pass stops after the last layer it touches."""
         cfg = self.cfg
         groups, edits = groups or {}, edits or {}
         srcs_of = {}
@@ -337,10 +336,35 @@ class LazySource:
             hooks[layer].append((which, recompute(layer, which, per_head)))
         for layer in srcs_of:  # after a dst layer's own hooks: its result comes after its q/k/v
             hooks.setdefault(layer, []).append(("result", keep_result(layer)))
-        for layer, edit in edits.items():  # z comes before result: a source's write is its edited output
-            hooks.setdefault(layer, []).append(("z", lambda z, edit=edit: edit(z.clone())))
+        zs: dict[int, torch.Tensor] = {}
+
+        def at_z(layer):
+            def hook(z):
+                if layer in save_z:
+                    zs[layer] = z.detach().float().clone()
+                return edits[layer](z.clone()) if layer in edits else None
+            return hook
+
+        for layer in set(edits) | set(save_z):  # z comes before result: a source's write is its edited output
+            hooks.setdefault(layer, []).append(("z", at_z(layer)))
         toks = self.check_tokens(tokens)
-        return torch.as_tensor(fn(self.forward(toks, hooks), toks))
+        if fn is None:  # nothing past the last layer touched
+            if hooks:
+                self.forward(toks, hooks, last_layer=max(hooks))
+            return None, zs
+        return torch.as_tensor(fn(self.forward(toks, hooks), toks)), zs
+
+    @torch.no_grad()
+    def centred_unembedding(self, ids) -> torch.Tensor:
+        """`W_U[:, ids] − mean_c W_U[:, c]` `[d_model, len(ids)]`, unfolded, float32 (the vocabulary read
+        in blocks)."""
+        ids = torch.as_tensor(ids, dtype=torch.long).flatten()
+        V = self.cfg.d_vocab
+        total = torch.zeros(self.cfg.d_model, dtype=torch.float64)
+        for s in range(0, V, self.lazy.block_rows):
+            total += self._final(torch.arange(s, min(s + self.lazy.block_rows, V))).W_U.double().sum(1)
+        cols = self._final(ids).W_U.double()
+        return (cols - (total / V)[:, None]).float()
 
     def unembed_direction(self, token) -> torch.Tensor:
         """`W_U[:, token]` (or `W_U[:, a] - W_U[:, b]` for `(a, b)`), unfolded, float32 `[d_model]`."""

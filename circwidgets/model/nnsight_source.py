@@ -14,7 +14,10 @@ The interface (`ActivationSource`) is what the engine needs and nothing more, so
   direction at `pos` (final norm scale frozen), computed inside the trace: `[batch, layer, head]`;
 - for path cuts (`engine.ablate_path`): `run_cuts(tokens, groups, metric, res_mean)`, the metric
   of a run in which later heads' queries / keys / values are recomputed from the residual stream
-  minus earlier heads' writes, inside the trace, and `head_result_means(reference, heads)`.
+  minus earlier heads' writes, inside the trace, and `head_result_means(reference, heads)`;
+  `run_state(...)` the same with head edits and residual replacements, any function of the logits;
+- `head_writes(tokens, heads)`: heads' writes `[batch, pos, d_model]` (the views' default position),
+  `centred_unembedding(ids)`: unembedding columns minus their mean over the vocabulary.
 
 For path expansion, `frozen_activations(tokens)`: one trace that sends back each layer's pattern, its
 first norm's and (RMS post-norm families: Gemma 2/3, OLMo-2) attention post-norm's scales (computed in
@@ -231,25 +234,11 @@ class NNsightSource:
     @torch.no_grad()
     def run(self, tokens, edits: dict | None = None, metric=None,
             save_z: tuple[int, ...] = ()) -> tuple[float | None, dict[int, torch.Tensor]]:
-        """(metric value or None, `{layer: z [batch, pos, head, d_head]}` for `save_z`): one forward pass
-        with `edits[layer](z) -> z` applied to the per-head outputs, the metric computed in the trace."""
-        toks = self.check_tokens(tokens)
-        edits = edits or {}
-        H, E = self.cfg.n_heads, self.cfg.d_head
-        layers = sorted(set(edits) | set(save_z))
-        zs, val = {}, None
-        with self.lm.trace(toks, remote=self.remote):
-            for l in layers:
-                x = self._oproj(l).input
-                if l in save_z:
-                    zs[l] = x.view(*x.shape[:-1], H, E).clone().save()
-                if l in edits:
-                    z = edits[l](x.view(*x.shape[:-1], H, E).clone())
-                    self._oproj(l).input = z.reshape(x.shape).to(x.dtype)
-            if metric is not None:
-                val = metric(self.lm.output.logits.float(), toks.to(self.lm.output.logits.device)).save()
-        value = None if val is None else float(torch.as_tensor(val).double().mean())
-        return value, {l: z.detach().float().cpu() for l, z in zs.items()}
+        """(metric value or None, `{layer: z [batch, pos, head, d_head]}` for `save_z`, taken before the
+        edits): one forward pass with `edits[layer](z) -> z` applied to the per-head outputs, the metric
+        (its mean) computed in the trace (`run_state`)."""
+        val, zs = self._state(tokens, edits=edits, fn=metric, save_z=save_z)
+        return (None if val is None else float(val.double().mean())), zs
 
     @torch.no_grad()
     def head_logit_attribution(self, tokens, pos: int, direction: torch.Tensor) -> torch.Tensor:
@@ -443,19 +432,24 @@ class NNsightSource:
                                       "cut on our own Transformer")
 
     @torch.no_grad()
+    def head_writes(self, tokens, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
+        """`{(l, h): head h's write `z_h W_O^h` [batch, pos, d_model] (float32)}`: one trace sends back those
+        layers' z, the writes are formed here."""
+        _, zs = self.run(tokens, save_z=tuple(sorted({l for l, _ in heads})))
+        return {(l, h): zs[l][:, :, h] @ self._head_W_O(l, h).float() for l, h in heads}
+
+    def _head_W_O(self, l: int, h: int) -> torch.Tensor:
+        """Head h of layer l's `W_O` `[d_head, d_model]`, read from the output projection's weight."""
+        w = self._weight(f"{self.paths[0]}.{l}.{self.paths[1]}.{self.paths[2]}.weight")
+        E = self.cfg.d_head
+        return (w[h * E:(h + 1) * E] if self.paths[5] else w[:, h * E:(h + 1) * E].T).detach().cpu()
+
+    @torch.no_grad()
     def head_result_means(self, reference, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
-        """`{(l, h): mean over batch and positions of head h's write [d_model]}` on `reference` (one trace
-        sends back those layers' z; the write is linear in z, so its mean is `mean(z) W_O^h`)."""
-        layers = tuple(sorted({l for l, _ in heads}))
-        _, zs = self.run(reference, save_z=layers)
-        out = {}
-        for l, h in heads:
-            zm = zs[l].mean((0, 1)).reshape(-1)
-            w = self._weight(f"{self.paths[0]}.{l}.{self.paths[1]}.{self.paths[2]}.weight")
-            E = self.cfg.d_head
-            W_O = w[h * E:(h + 1) * E] if self.paths[5] else w[:, h * E:(h + 1) * E].T
-            out[(l, h)] = (zm[h * E:(h + 1) * E].to(W_O.dtype) @ W_O).detach().float().cpu()
-        return out
+        """`{(l, h): mean over batch and positions of head h's write [d_model]}` on `reference` (the write is
+        linear in z, so its mean is `mean(z) W_O^h`: one trace sends back those layers' z)."""
+        _, zs = self.run(reference, save_z=tuple(sorted({l for l, _ in heads})))
+        return {(l, h): zs[l][:, :, h].mean((0, 1)) @ self._head_W_O(l, h).float() for l, h in heads}
 
     @torch.no_grad()
     def run_cuts(self, tokens, groups: dict, metric, res_mean: dict | None = None) -> float:
@@ -483,6 +477,12 @@ class NNsightSource:
         (minus their writes' reference means, `res_mean`), through the layer's first norm. A source's write
         is taken after its own edit (an ablated head writes its ablated output), as the engine's hooks do.
         `resid_edits[layer](resid) -> resid` replaces the residual entering a layer first."""
+        return self._state(tokens, edits, groups, res_mean, fn, resid_edits)[0]
+
+    def _state(self, tokens, edits: dict | None = None, groups: dict | None = None, res_mean: dict | None = None,
+               fn=None, resid_edits: dict | None = None, save_z: tuple[int, ...] = ()
+               ) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
+        """`run_state`'s trace, also sending back `save_z` layers' z (before their edits); `fn` None: no value."""
         groups, edits, resid_edits = groups or {}, edits or {}, resid_edits or {}
         if groups:
             self.check_cuts_supported()
@@ -492,8 +492,9 @@ class NNsightSource:
         dst_layers = {l for l, _ in groups}
         writes: dict[tuple[int, int], Any] = {}
         factors: dict[int, Any] = {}  # RMS post-norm (Gemma 2/3, OLMo-2): what multiplies each head's write, frozen
+        zs: dict[int, Any] = {}
         with self.lm.trace(toks, remote=self.remote):
-            for l in sorted(src_layers | dst_layers | set(edits) | set(resid_edits)):
+            for l in sorted(src_layers | dst_layers | set(edits) | set(resid_edits) | set(save_z)):
                 if l in resid_edits:
                     x = self._layer(l).input
                     self._layer(l).input = resid_edits[l](x.clone()).to(x.dtype)
@@ -521,8 +522,10 @@ class NNsightSource:
                             for start, new in cut[module]:
                                 out[..., start:start + E] = new.to(out.dtype)
                             module.output = out
-                if l in edits or l in src_layers:
+                if l in edits or l in src_layers or l in save_z:
                     z = self._oproj(l).input
+                    if l in save_z:
+                        zs[l] = z.view(*z.shape[:-1], H, E).clone().save()
                     if l in edits:
                         z = edits[l](z.view(*z.shape[:-1], H, E).clone()).reshape(z.shape).to(z.dtype)
                         self._oproj(l).input = z
@@ -532,14 +535,23 @@ class NNsightSource:
                         for s in sorted({s for per in groups.values() for srcs in per.values() for s in srcs
                                          if s[0] == l}):
                             writes[s] = self._head_write(l, z, s[1])
-            val = fn(self.lm.output.logits.float(), toks.to(self.lm.output.logits.device)).save()
-        return torch.as_tensor(val).detach().cpu()
+            if fn is not None:
+                val = fn(self.lm.output.logits.float(), toks.to(self.lm.output.logits.device)).save()
+        value = None if fn is None else torch.as_tensor(val).detach().cpu()
+        return value, {l: z.detach().float().cpu() for l, z in zs.items()}
 
     def _weight(self, name: str) -> torch.Tensor:
         """The HF module's parameter `name`, read outside a trace (offloaded by accelerate: from its hook)."""
         from .hf_weights import resolve_tensor
 
         return resolve_tensor(self.lm._module, name, _get(self.lm._module, name))
+
+    @torch.no_grad()
+    def centred_unembedding(self, ids) -> torch.Tensor:
+        """`W_U[:, ids] − mean_c W_U[:, c]` `[d_model, len(ids)]` from the unembedding module's weight, float32."""
+        w = self._weight(f"{self.paths[4]}.weight").detach().cpu().double()  # [V, D]
+        ids = torch.as_tensor(ids, dtype=torch.long).flatten()
+        return (w[ids] - w.mean(0)).T.float()
 
     def unembed_direction(self, token) -> torch.Tensor:
         """`W_U[:, token]` (or a difference for `(a, b)`) from the unembedding module's weight."""

@@ -86,8 +86,6 @@ class PathExpansion(CircuitWidget):
         self.run = frozen_run(self.model, toks[None])
         self.data = self.run.attention or attention_patterns(self.model, toks)  # (a shared hit: no new run)
         P = toks.shape[0]
-        if position is None and self._streamed():  # (the decisive position needs the model in memory)
-            position = P - 1
         if position is None:  # where induction decides the next token (the evidence worth showing first)
             # (a deferred setup reads the selection traits: they may have changed since construction)
             layer, head = (self.layer, self.head) if self.deferred else self._init_head
