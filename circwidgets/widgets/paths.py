@@ -223,7 +223,7 @@ def paths(model, text_or_tokens, labels: Sequence[str] | None = None, position: 
     """PathExpansion widget: the logit of `target` (default: the next token of the text, or the
     model's top prediction at the last position) at `position` (default: `engine.decisive_position`, an
     induction position where the strongest induction head decides the next token; the last position when
-    the text repeats nothing, or for a lazy checkpoint / nnsight model), split into the direct path, one-head
+    the text repeats nothing), split into the direct path, one-head
     terms and virtual-head terms (engine.paths), with their sum next to the model's own logit.
     max_order: heads per enumerated path (default 2 up to 64 heads, else 1: enumerating every
     virtual head of a 144-head model takes minutes on a CPU; what is not enumerated is the
