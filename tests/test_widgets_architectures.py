@@ -269,18 +269,43 @@ def test_activation_views_on_a_lazy_checkpoint(tmp_path, monkeypatch):
     torch.testing.assert_close(got.abs(), want.abs(), rtol=1e-4, atol=1e-9)
 
 
-def test_an_nnsight_model_outside_the_paths_view_is_refused_with_what_to_do():
-    """The views other than `cw.paths` said "expected ... a Hugging Face GPT-2 model ..." for an nnsight model."""
+def test_the_views_take_an_nnsight_model(tmp_path):
+    """The views other than `cw.paths` refused an nnsight model ("does not run an nnsight LanguageModel: pass the
+    Hugging Face model it wraps"). They take the model it wraps: converted (with the wrapper's tokenizer), or its
+    local checkpoint read lazily; the numbers are those of the converted model. Weights that are not here (a
+    model never dispatched) are refused with what to do."""
     tf = pytest.importorskip("transformers")
     nnsight = pytest.importorskip("nnsight")
-    hf = tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=31, n_positions=16,
-                                          bos_token_id=0, eos_token_id=0, attn_implementation="eager")).eval()
+    pytest.importorskip("anywidget")
+    cfg = tf.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=31, n_positions=16, bos_token_id=0,
+                        eos_token_id=0, attn_implementation="eager")
+    hf = tf.GPT2LMHeadModel(cfg).eval()
     from tokenizers import Tokenizer, models
 
     tk = Tokenizer(models.WordLevel(vocab={f"w{i}": i for i in range(31)}, unk_token="w0"))
-    lm = nnsight.LanguageModel(hf, tokenizer=tf.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="w0"))
-    with pytest.raises(TypeError, match=r"does not run an nnsight LanguageModel: cw.paths does"):
-        cw.attention(lm, [1, 2, 3])
+    hf_tok = tf.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="w0")
+    ours = cw.from_hf(hf)
+    toks = [1, 2, 3, 4, 2, 3, 4, 5]
+    want = engine.attention_patterns(ours, toks).head(1, 1).float()
+    hf.save_pretrained(tmp_path / "ckpt")
+    for lm in (nnsight.LanguageModel(hf, tokenizer=hf_tok),  # in memory: converted
+               nnsight.LanguageModel(str(tmp_path / "ckpt"), tokenizer=hf_tok)):  # a local checkpoint: lazily
+        w = cw.attention(lm, toks, layer=1, head=1)
+        assert w.error == ""
+        torch.testing.assert_close(torch.as_tensor(decode_array(w.pattern)), want, rtol=1e-3, atol=1e-3)  # float16
+        a = cw.ablation(lm, toks, off=[(1, 0)])
+        b = cw.ablation(ours, toks, off=[(1, 0)])
+        assert a.error == "" and a.loss == pytest.approx(b.loss, rel=1e-4)
+        e = cw.eigenvalues(lm, layer=1, head=0)
+        torch.testing.assert_close(torch.as_tensor(e.head_eigenvalues(1, 0)["ov"]),
+                                   torch.as_tensor(cw.eigenvalues(ours, layer=1, head=0).head_eigenvalues(1, 0)["ov"]),
+                                   rtol=1e-4, atol=1e-6)
+        assert cw.attention(lm, "w1 w2 w3").error == ""  # the wrapper's tokenizer
+    meta = nnsight.LanguageModel(str(tmp_path / "ckpt"), tokenizer=hf_tok)  # not dispatched: meta weights
+    assert all(p.is_meta for p in meta._module.parameters())
+    meta._module.config._name_or_path = "someone/on-the-hub"  # (as a hub model's: no checkpoint here to read)
+    with pytest.raises(TypeError, match=r"weights are not loaded here .* cw.paths runs it through traces"):
+        cw.attention(meta, toks)
 
 
 def test_path_view_names_the_pre_cap_logit_of_a_soft_capped_model():

@@ -3,6 +3,7 @@ numbers to compact bytes. Encoding only: every number itself comes from `circwid
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Sequence
 
@@ -16,7 +17,8 @@ _converted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def as_model(obj, tokenizer=None) -> Transformer:
     """A circwidgets `Transformer` for `obj`: itself, or converted (once, then cached) from a
-    Hugging Face GPT-2 model or a TransformerLens model by `circwidgets.model.convert`."""
+    Hugging Face causal LM or a TransformerLens model by `circwidgets.model.convert`; a lazy checkpoint
+    as it is; an nnsight `LanguageModel`: the model it wraps (`_nnsight_weights`)."""
     from ..model.lazy import is_lazy
 
     if is_lazy(obj):  # a checkpoint read layer by layer: the weight views stream over it
@@ -43,11 +45,8 @@ def as_model(obj, tokenizer=None) -> Transformer:
             model = convert.from_transformer_lens(obj)
         else:
             model = convert.from_hf(obj, tokenizer=tokenizer) if tokenizer is not None else convert.from_hf(obj)
-    elif mod.startswith("nnsight"):  # (was: the generic message below, naming GPT-2 only)
-        raise TypeError(
-            f"this view does not run an nnsight {type(obj).__name__}: cw.paths does (one trace; docs/scale.md); for "
-            "this view pass the Hugging Face model it wraps (converted by cw.from_hf) or, for the eigenvalue, "
-            "composition and skip-trigram views, a lazy checkpoint (cw.from_hf(path, lazy=True))")
+    elif mod.startswith("nnsight"):
+        model = _nnsight_weights(obj)
     else:
         raise TypeError(
             f"expected a circwidgets Transformer, a Hugging Face causal LM (cw.from_hf families) or a TransformerLens "
@@ -61,6 +60,32 @@ def as_model(obj, tokenizer=None) -> Transformer:
         _converted[obj] = model
     except TypeError:
         pass
+    return model
+
+
+def _nnsight_weights(lm):
+    """The model an nnsight `LanguageModel` wraps, for the views that read weights and run it with hooks: its
+    checkpoint read lazily when it was loaded from a local safetensors directory, else the module converted
+    (`engine.streaming.resolve`); the wrapper's tokenizer with it. Weights that are not here (a model never
+    dispatched, or one run remotely) are refused with what to do: `cw.paths` runs such a model through traces."""
+    from ..engine import streaming
+
+    hf = getattr(lm, "_module", None)
+    if hf is None or not hasattr(hf, "config"):
+        raise TypeError(f"an nnsight {type(lm).__name__} without a Hugging Face model inside: pass the model itself")
+    path = getattr(hf.config, "_name_or_path", "") or ""
+    local = os.path.isdir(path) and any(f.endswith(".safetensors") for f in os.listdir(path))
+    if not local and any(p.is_meta for p in hf.parameters()):
+        raise TypeError(
+            f"this nnsight {type(lm).__name__}'s weights are not loaded here (a model that was never dispatched, or "
+            "one run remotely): cw.paths runs it through traces (docs/scale.md); for this view load it with "
+            "dispatch=True, or pass a local checkpoint (cw.from_hf(path, lazy=True))")
+    model = streaming.resolve(lm)
+    tok = getattr(lm, "tokenizer", None)
+    if tok is not None and getattr(model, "tokenizer", None) is None:
+        from ..model import Tokenizer
+
+        model.tokenizer = Tokenizer.from_any(tok)
     return model
 
 
