@@ -304,7 +304,7 @@ def test_the_views_take_an_nnsight_model(tmp_path):
     meta = nnsight.LanguageModel(str(tmp_path / "ckpt"), tokenizer=hf_tok)  # not dispatched: meta weights
     assert all(p.is_meta for p in meta._module.parameters())
     meta._module.config._name_or_path = "someone/on-the-hub"  # (as a hub model's: no checkpoint here to read)
-    with pytest.raises(TypeError, match=r"weights are not loaded here .* cw.paths runs it through traces"):
+    with pytest.raises(TypeError, match=r"weights are not loaded here .* cw.paths run it through traces"):
         cw.attention(meta, toks)
 
 

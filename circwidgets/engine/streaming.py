@@ -53,6 +53,12 @@ def resolve(model):
     path = getattr(hf.config, "_name_or_path", "") or ""
     if os.path.isdir(path) and any(f.endswith(".safetensors") for f in os.listdir(path)):
         out = LazyModel(path)
+    elif any(p.is_meta for p in hf.parameters()):
+        raise TypeError(
+            f"this {type(model).__name__}'s weights are not loaded here (a model that was never dispatched, or one "
+            "run remotely) and it has no local checkpoint to read: the weight views need them. Load it with "
+            "dispatch=True, or pass a local checkpoint (cw.from_hf(path, lazy=True)); the activation functions and "
+            "cw.paths run it through traces (docs/scale.md)")
     else:
         out = from_hf(hf)
     import weakref

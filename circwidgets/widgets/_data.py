@@ -3,7 +3,6 @@ numbers to compact bytes. Encoding only: every number itself comes from `circwid
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Sequence
 
@@ -64,22 +63,11 @@ def as_model(obj, tokenizer=None) -> Transformer:
 
 
 def _nnsight_weights(lm):
-    """The model an nnsight `LanguageModel` wraps, for the views that read weights and run it with hooks: its
-    checkpoint read lazily when it was loaded from a local safetensors directory, else the module converted
-    (`engine.streaming.resolve`); the wrapper's tokenizer with it. Weights that are not here (a model never
-    dispatched, or one run remotely) are refused with what to do: `cw.paths` runs such a model through traces."""
+    """The model an nnsight `LanguageModel` wraps, for the views that read weights and run it with hooks
+    (`engine.streaming.resolve`: its local checkpoint read lazily, else the module converted; weights that
+    are not here are refused with what to do), with the wrapper's tokenizer."""
     from ..engine import streaming
 
-    hf = getattr(lm, "_module", None)
-    if hf is None or not hasattr(hf, "config"):
-        raise TypeError(f"an nnsight {type(lm).__name__} without a Hugging Face model inside: pass the model itself")
-    path = getattr(hf.config, "_name_or_path", "") or ""
-    local = os.path.isdir(path) and any(f.endswith(".safetensors") for f in os.listdir(path))
-    if not local and any(p.is_meta for p in hf.parameters()):
-        raise TypeError(
-            f"this nnsight {type(lm).__name__}'s weights are not loaded here (a model that was never dispatched, or "
-            "one run remotely): cw.paths runs it through traces (docs/scale.md); for this view load it with "
-            "dispatch=True, or pass a local checkpoint (cw.from_hf(path, lazy=True))")
     model = streaming.resolve(lm)
     tok = getattr(lm, "tokenizer", None)
     if tok is not None and getattr(model, "tokenizer", None) is None:
