@@ -69,3 +69,15 @@ def test_boosting_a_wrong_guess_costs_what_brute_force_says():
         brute.append(nll / 3)
     assert abs(b0 - brute[0]) < 1e-4 and abs(b6 - brute[1]) < 1e-4
     assert b6 > b0 + 1  # +6 nats on a wrong token takes most of the probability from the right one
+
+
+def test_compare_runs_takes_the_evaluation_at_or_just_before_a_step():
+    compare_runs = _load("compare_runs")
+    rows = [{"step": s} for s in (0, 250, 500, 750)]
+    assert compare_runs.at(rows, 500)["step"] == 500
+    assert compare_runs.at(rows, 600)["step"] == 500  # within one evaluation interval
+    assert compare_runs.at(rows, 1000)["step"] == 750
+    assert compare_runs.at(rows, 1001) is None  # past the run's last evaluation by more than an interval
+    assert compare_runs.at(rows[1:], 100) is None
+    by = {"icl_repeated": 9.0, "icl_repeated_by_len": {"100": 9.04, "10": 7.52, "23": 8.0}}
+    assert compare_runs.copy_cell(by) == "7.5, 9.0"  # shortest and longest r, by length not by string order
