@@ -1,7 +1,9 @@
 """What a click costs in the views on a lazy checkpoint against the same model in memory (a benchmark, not a
 test): the ablation view's run (`engine.ablated_run`: heads off and a path cut, the compact run), the
 attention view's patterns with value norms (`engine.attention_patterns`), and the eigenvalue view's
-"QK composed through" grid (`engine.k_composition_positivity`).
+"QK composed through" grid (`engine.k_composition_positivity`), and the paths view's default position
+(`engine.decisive_position` on a repeated text: one pass stopped after the head's layer, the unembedding
+read in blocks).
 
 Writes a random GPT-2-shaped checkpoint (float32 safetensors) once; the lazy model reads every layer from
 it again on each call (the Gram matrix of the composed circuit is computed once and cached on disk, its
@@ -63,11 +65,14 @@ def main() -> None:
         eager = cw.from_hf(hf)
         del hf
         toks = torch.randint(0, a.vocab, (1, a.tokens), generator=torch.Generator().manual_seed(1))
+        rep = torch.cat([toks[0, :a.tokens // 2]] * 2)  # every position of the second half an induction position
         state = dict(heads=[(1, 2), (a.layers - 1, 0)], paths=[(0, 1, 2, 3, "k")])
         ops = {
             "ablated_run (2 heads off, 1 cut)": lambda m: engine.ablated_run(m, toks, **state).token_loss,
             "attention_patterns (+ value norms)": lambda m: engine.attention_patterns(m, toks).v_norm,
             "k_composition_positivity (L0H1)": lambda m: engine.k_composition_positivity(m, (0, 1)),
+            f"decisive_position (L{a.layers - 1}H0)": lambda m: torch.tensor(
+                float(engine.decisive_position(m, rep, (a.layers - 1, 0)))),
         }
         t = time.perf_counter()
         engine.k_composition_positivity(lazy, (0, 1))
