@@ -266,6 +266,27 @@ def test_rotation_invariance_of_folded_ln_model():
         torch.testing.assert_close(C.eigen_positivity(m, circuit), C.eigen_positivity(r, circuit))
 
 
+def test_a_final_layernorm_alone_circuits_against_dense_and_rotation():
+    """Attention-only with a final LayerNorm and no pre-norms (shortformer): the full OV circuit is
+    `W_E W_OV C diag(w) W_U` (C the final norm's centring; the heads read the raw stream, so W_E and W_O are
+    not centred), dense in float64; the circuits are unchanged by a rotation of the residual stream that keeps
+    the all-ones direction (the final norm's centring commutes with it)."""
+    m = random_model(seed=16, normalization="LN", pre_norm=False, positional="shortformer", **SMALL)
+    D = m.cfg.d_model
+    u = (torch.eye(D, dtype=torch.float64) - 1.0 / D) @ torch.diag(m.ln_final_w.double()) @ m.W_U.double()
+    for layer, head in ((0, 1), (1, 2)):
+        dense = m.W_E.double() @ m.W_V[layer, head].double() @ m.W_O[layer, head].double() @ u
+        lam = C.eigenvalues(m, layer, head, "ov", True)
+        ref = sorted_nonzero_eigs(dense, lam.shape[0])
+        torch.testing.assert_close(lam.abs().double(), ref.abs().sort(descending=True).values, rtol=1e-6, atol=1e-9)
+    f = fold_layernorm(m)
+    r = rotate(f, keep_ones=True)
+    t = torch.arange(8)
+    torch.testing.assert_close(f(t), r(t))
+    for circuit in ("ov", "qk", "qk_pos"):
+        torch.testing.assert_close(C.eigen_positivity(m, circuit), C.eigen_positivity(r, circuit))
+
+
 @pytest.mark.parametrize("circuit,full", [("ov", True), ("ov", False), ("qk", True), ("qk", False), ("qk_pos", True)])
 def test_eigenvalues_come_sorted_by_decreasing_magnitude(circuit, full):
     """The docstring's order, not only the multiset: |λ| is non-increasing and equals the dense float64

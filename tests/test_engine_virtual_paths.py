@@ -161,6 +161,7 @@ def test_virtual_heads():
     SMALL, dict(SMALL, biases=True), dict(SMALL, normalization="LN", biases=True),
     dict(SMALL, normalization="LNPre"), dict(SMALL, positional="shortformer", biases=True),
     dict(SMALL, positional="none"),
+    dict(SMALL, normalization="LN", pre_norm=False, positional="shortformer"),  # a final LayerNorm only
 ])
 def test_path_terms_total_is_the_logits(kwargs):
     m = random_model(seed=7, **kwargs)
@@ -223,6 +224,28 @@ def test_path_terms_ln_terms_against_dense():
     want = (c(h2) / cache["scale"]) @ pm.W_U
     i = pt.labels.index("embed → L0H2 → L2H1")
     torch.testing.assert_close(pt.term_logits(i), want)
+
+
+def test_path_terms_with_a_final_layernorm_only_against_dense():
+    """Attention-only with a final LayerNorm and no pre-norms (shortformer positions in q / k only): the heads
+    read the raw stream, and every path goes through the final norm's frozen scale (centred, its weight
+    folded into W_U). One one-head and one two-head term by hand, in float64."""
+    m = random_model(seed=21, **dict(SMALL, normalization="LN", pre_norm=False, positional="shortformer")).double()
+    pm = fold_layernorm(m)
+    t = tokens()
+    _, cache = pm.run_with_cache(t)
+    pt = path_terms(m, t, max_order=2)
+
+    def c(x):
+        return x - x.mean(-1, keepdim=True)
+
+    x0 = pm.W_E[t]
+    h1 = cache["pattern", 0][:, 2] @ x0 @ pm.W_V[0, 2] @ pm.W_O[0, 2]
+    h2 = cache["pattern", 2][:, 1] @ h1 @ pm.W_V[2, 1] @ pm.W_O[2, 1]
+    for label, write in (("embed → L0H2", h1), ("embed → L0H2 → L2H1", h2)):
+        want = (c(write) / cache["scale"]) @ pm.W_U
+        torch.testing.assert_close(pt.term_logits(pt.labels.index(label)), want)
+    torch.testing.assert_close(pt.total(), m(t))
 
 
 def test_path_terms_mlp_models_and_pruning():

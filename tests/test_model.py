@@ -121,6 +121,22 @@ def test_bad_tokens_raise_clear_errors():
         m.to_tokens("hi")
 
 
+def test_fold_of_a_final_layernorm_alone_keeps_the_writers_and_centres_the_unembedding():
+    """A final LayerNorm and no pre-norms (attention reads the raw stream): centring what is written to the
+    stream changed what the heads read (path terms missed the logits by up to 1.6 on a random model). The
+    writers stay as they are; the final norm's centring C = I - 11ᵀ/d and weight go into W_U's rows:
+    `W_U' = C diag(w) W_U`, computed here by hand."""
+    m = random_model(seed=5, normalization="LN", pre_norm=False, positional="shortformer", biases=True)
+    toks = torch.randint(0, 13, (2, 9), generator=torch.Generator().manual_seed(0))
+    folded = fold_layernorm(m)
+    torch.testing.assert_close(folded(toks), m(toks), rtol=1e-9, atol=1e-9)
+    for name in ("W_E", "W_pos", "W_O", "b_O"):  # read raw by the heads: unchanged
+        torch.testing.assert_close(getattr(folded, name), getattr(m, name), rtol=0, atol=0)
+    D = m.cfg.d_model
+    centring = torch.eye(D, dtype=torch.float64) - 1.0 / D
+    torch.testing.assert_close(folded.W_U, centring @ torch.diag(m.ln_final_w) @ m.W_U, rtol=1e-12, atol=1e-12)
+
+
 def test_fold_refuses_shortformer_ln():
     with pytest.raises(ValueError, match="shortformer"):
         fold_layernorm(random_model(**CONFIGS["ln_attn_shortformer"]))

@@ -5,7 +5,9 @@ after ln1, W_in after ln2, W_U after ln_final). Its weight `w` can therefore be 
 d_model rows of those reading matrices and its bias `b` turned into their biases (`b @ W`); what stays
 in the model is the weight-free normalisation ("LNPre" for LayerNorm: centre, divide by the scale).
 `center_writing` then removes the mean over d_model from everything written to the residual stream,
-which a *centring* normalisation removes anyway; `center_unembed` shifts every logit at a position by
+which a *centring* normalisation removes anyway (only when every reader centres: pre-norms and the final
+norm; with a final LayerNorm alone the heads read the mean direction, and the final norm's centring is
+put into W_U's rows instead); `center_unembed` shifts every logit at a position by
 the same amount (log-probabilities unchanged). All of it leaves the logits unchanged.
 
 The fold is one function, `fold_state_dict`, on a parameter dict: `fold_layernorm` builds a model from
@@ -125,11 +127,16 @@ def fold_state_dict(
             if biases and b is not None:
                 sd[b_name] = sd[b_name] + torch.einsum(site.bias_eq, b, W)
             sd[W_name] = W * w[site.scale]
-    if center_writing and kind.centres:
+    if center_writing and kind.centres and cfg.pre_norm:  # every reader of the stream centres
         writers = ("W_E", "W_O", "W_out") + (("b_O", "b_out") if biases else ())
         for name in writers + (("W_pos",) if cfg.positional == "standard" else ()):
             if name in sd:
                 sd[name] = sd[name] - sd[name].mean(-1, keepdim=True)
+    elif center_writing and kind.centres and "W_U" in sd:
+        # a final LayerNorm alone: the heads read the raw stream (mean direction included), so the writers stay;
+        # the final norm's centring C = I - 11ᵀ/d goes into its reader instead, `(Cx) W_U = x (C W_U)`, so that a
+        # circuit ending in W_U (W_E W_OV W_U) is what the logits see
+        sd["W_U"] = sd["W_U"] - sd["W_U"].mean(0, keepdim=True)
     if center_unembed:
         sd["W_U"] = sd["W_U"] - sd["W_U"].mean(-1, keepdim=True)
         if biases:
