@@ -118,6 +118,7 @@ from .patterns import (
 )
 from .prep import prepared, weights
 from .skip_trigrams import SkipTrigramRow, SkipTrigramTable, frequent_tokens, skip_trigrams
+from .streaming import resolve as model_weights  # an nnsight / HF model's weights: lazily from its checkpoint
 from .text_run import TextRun, supports_text_run, text_run
 from .virtual import VirtualHead, VirtualWeights, virtual_heads, virtual_weights
 
@@ -159,6 +160,6 @@ __all__ = [
     "Bigrams", "SkipTrigramCounts", "empirical_bigrams", "empirical_skip_trigrams", "pearson", "precision_at_k",
     "rank_correlation",
     # weights as the engine reads them; argument checks (shared with the views)
-    "prepared", "weights", "quiet_progress", "progress_bar",
+    "prepared", "weights", "model_weights", "quiet_progress", "progress_bar",
     "NonFiniteResultError", "check_finite", "check_head", "check_layer", "check_layer_head", "check_token",
 ]

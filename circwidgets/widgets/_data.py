@@ -64,11 +64,11 @@ def as_model(obj, tokenizer=None) -> Transformer:
 
 def _nnsight_weights(lm):
     """The model an nnsight `LanguageModel` wraps, for the views that read weights and run it with hooks
-    (`engine.streaming.resolve`: its local checkpoint read lazily, else the module converted; weights that
+    (`engine.model_weights`: its local checkpoint read lazily, else the module converted; weights that
     are not here are refused with what to do), with the wrapper's tokenizer."""
-    from ..engine import streaming
+    from ..engine import model_weights
 
-    model = streaming.resolve(lm)
+    model = model_weights(lm)
     tok = getattr(lm, "tokenizer", None)
     if tok is not None and getattr(model, "tokenizer", None) is None:
         from ..model import Tokenizer
