@@ -207,9 +207,13 @@ def test_path_terms_against_dense_terms():
     torch.testing.assert_close(pt.remainder, order3)
 
 
-def test_path_terms_ln_terms_against_dense():
-    """LN model: a head reads (x - mean)/scale with the scale frozen; check one 2-head term by hand."""
-    m = random_model(seed=9, **dict(SMALL, normalization="LN"))
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_path_terms_ln_terms_against_dense(pre_norm):
+    """LN model: a head reads (x - mean)/scale with the scale frozen; a final LayerNorm alone (no pre-norms,
+    shortformer positions in q / k only): the heads read the raw stream. Every path goes through the final
+    norm's frozen scale (centred, its weight folded into W_U). A one-head and a two-head term by hand, float64."""
+    kw = dict(normalization="LN") if pre_norm else dict(normalization="LN", pre_norm=False, positional="shortformer")
+    m = random_model(seed=9 if pre_norm else 21, **dict(SMALL, **kw)).double()
     pm = fold_layernorm(m)
     t = tokens()
     _, cache = pm.run_with_cache(t)
@@ -218,34 +222,16 @@ def test_path_terms_ln_terms_against_dense():
     def c(x):
         return x - x.mean(-1, keepdim=True)
 
-    x0 = pm.W_E[t]
-    h1 = cache["pattern", 0][:, 2] @ (c(x0) / cache["scale", 0, "ln1"]) @ pm.W_V[0, 2] @ pm.W_O[0, 2]
-    h2 = cache["pattern", 2][:, 1] @ (c(h1) / cache["scale", 2, "ln1"]) @ pm.W_V[2, 1] @ pm.W_O[2, 1]
-    want = (c(h2) / cache["scale"]) @ pm.W_U
-    i = pt.labels.index("embed → L0H2 → L2H1")
-    torch.testing.assert_close(pt.term_logits(i), want)
-
-
-def test_path_terms_with_a_final_layernorm_only_against_dense():
-    """Attention-only with a final LayerNorm and no pre-norms (shortformer positions in q / k only): the heads
-    read the raw stream, and every path goes through the final norm's frozen scale (centred, its weight
-    folded into W_U). One one-head and one two-head term by hand, in float64."""
-    m = random_model(seed=21, **dict(SMALL, normalization="LN", pre_norm=False, positional="shortformer")).double()
-    pm = fold_layernorm(m)
-    t = tokens()
-    _, cache = pm.run_with_cache(t)
-    pt = path_terms(m, t, max_order=2)
-
-    def c(x):
-        return x - x.mean(-1, keepdim=True)
+    def read(x, layer):
+        return c(x) / cache["scale", layer, "ln1"] if pre_norm else x
 
     x0 = pm.W_E[t]
-    h1 = cache["pattern", 0][:, 2] @ x0 @ pm.W_V[0, 2] @ pm.W_O[0, 2]
-    h2 = cache["pattern", 2][:, 1] @ h1 @ pm.W_V[2, 1] @ pm.W_O[2, 1]
+    h1 = cache["pattern", 0][:, 2] @ read(x0, 0) @ pm.W_V[0, 2] @ pm.W_O[0, 2]
+    h2 = cache["pattern", 2][:, 1] @ read(h1, 2) @ pm.W_V[2, 1] @ pm.W_O[2, 1]
     for label, write in (("embed → L0H2", h1), ("embed → L0H2 → L2H1", h2)):
         want = (c(write) / cache["scale"]) @ pm.W_U
         torch.testing.assert_close(pt.term_logits(pt.labels.index(label)), want)
-    torch.testing.assert_close(pt.total(), m(t))
+    torch.testing.assert_close(pt.total(), m(t))  # the unfolded model's logits (the fold must not change them)
 
 
 def test_path_terms_mlp_models_and_pruning():
