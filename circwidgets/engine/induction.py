@@ -358,7 +358,7 @@ def decisive_position(model: Transformer, tokens: torch.Tensor,
         return len(t) - 1
     if callable(head):
         head = head()
-    layer, h = _head(streaming.resolve(model), head if head is not None else strongest_induction_head(model))
+    layer, h = _head(src or model, head if head is not None else strongest_induction_head(model))  # (cfg only)
     if src is not None:
         out = src.head_writes(t[None], [(layer, h)])[(layer, h)][0]  # [pos, d_model]
         direction = src.centred_unembedding(t[pos + 1])  # [d_model, n]
