@@ -458,7 +458,7 @@ def test_nnsight_cuts_and_expansion_cover_every_family_the_converter_reads():
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "gemma2", "gpt_neox"])
-def test_decisive_position_through_nnsight_and_lazily_is_the_engines(kind, tmp_path):
+def test_decisive_position_through_nnsight_and_lazily_is_the_engines(kind, tmp_path, monkeypatch):
     """The paths view of a lazy checkpoint / nnsight model opened at the last position ("the decisive position
     needs the model in memory"). The head's write at every position comes back from one pass (`head_writes`:
     z W_O, unfolded, as the engine's `hook_result`), the centred unembedding columns are read from the source
@@ -486,3 +486,11 @@ def test_decisive_position_through_nnsight_and_lazily_is_the_engines(kind, tmp_p
             torch.testing.assert_close(src.centred_unembedding(toks[pos + 1]).double(), centred, rtol=1e-4, atol=1e-5)
             assert engine.decisive_position(model, toks, (layer, h)) == want
     assert len(chosen) > 1  # the heads decide at different positions: the rule, not a fixed answer, is compared
+    # the vocabulary's mean is read once and cached with the checkpoint: a fresh lazy model reads only the columns
+    from circwidgets.model.lazy_source import LazySource
+
+    again, reads, real = as_source(cw.from_hf(tmp_path / "ckpt", lazy=True, cache_dir=tmp_path / "cache")), [], \
+        LazySource._final
+    monkeypatch.setattr(LazySource, "_final", lambda self, rows: reads.append(rows) or real(self, rows))
+    torch.testing.assert_close(again.centred_unembedding(toks[pos + 1]).double(), centred, rtol=1e-4, atol=1e-5)
+    assert len(reads) == 1

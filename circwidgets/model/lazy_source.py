@@ -356,15 +356,19 @@ class LazySource:
 
     @torch.no_grad()
     def centred_unembedding(self, ids) -> torch.Tensor:
-        """`W_U[:, ids] − mean_c W_U[:, c]` `[d_model, len(ids)]`, unfolded, float32 (the vocabulary read
-        in blocks)."""
+        """`W_U[:, ids] − mean_c W_U[:, c]` `[d_model, len(ids)]`, unfolded, float32. The mean over the
+        vocabulary is one pass over it in blocks, cached with the checkpoint's Gram matrices (on disk)."""
         ids = torch.as_tensor(ids, dtype=torch.long).flatten()
-        V = self.cfg.d_vocab
-        total = torch.zeros(self.cfg.d_model, dtype=torch.float64)
-        for s in range(0, V, self.lazy.block_rows):
-            total += self._final(torch.arange(s, min(s + self.lazy.block_rows, V))).W_U.double().sum(1)
-        cols = self._final(ids).W_U.double()
-        return (cols - (total / V)[:, None]).float()
+
+        def column_mean() -> dict[str, torch.Tensor]:
+            V = self.cfg.d_vocab
+            total = torch.zeros(self.cfg.d_model, dtype=torch.float64)
+            for s in range(0, V, self.lazy.block_rows):  # (stored weights convert exactly in any float dtype)
+                total += self._final(torch.arange(s, min(s + self.lazy.block_rows, V))).W_U.double().sum(1)
+            return {"mean": total / V}
+
+        mean = self.lazy.cached("unembedding column mean (unfolded)", column_mean)["mean"]
+        return (self._final(ids).W_U.double() - mean[:, None]).float()
 
     def unembed_direction(self, token) -> torch.Tensor:
         """`W_U[:, token]` (or `W_U[:, a] - W_U[:, b]` for `(a, b)`), unfolded, float32 `[d_model]`."""
