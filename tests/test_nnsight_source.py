@@ -146,10 +146,10 @@ def test_remote_switch_reaches_every_trace(pair, remote_trace_spy):
     engine.ablate_path(src, TOKS, (0, 1), (1, 2), kind="k", ablation="mean")  # reference z, clean, cut
     assert len(seen) == n + 7 and all(r is True for r in seen)
     engine.attention_patterns(src, TOKS)  # patterns and value norms: one trace
-    engine.ablated_run(src, TOKS, heads=[(1, 2)], paths=[(0, 1, 1, 2, "k")], kind="mean")  # z, results, the state
+    engine.ablated_run(src, TOKS, heads=[(1, 2)], paths=[(0, 1, 1, 2, "k")], kind="mean")  # reference z, the state
     engine.patch_residual(src, TOKS[:, :3], CORRUPT[:, :3])  # clean stream, one per layer and position
     L = src.cfg.n_layers
-    assert len(seen) == n + 7 + 1 + 3 + 1 + 3 * L and all(r is True for r in seen)
+    assert len(seen) == n + 7 + 1 + 2 + 1 + 3 * L and all(r is True for r in seen)
 
 
 def test_hf_model_with_device_map_is_a_source(tmp_path):
@@ -284,7 +284,7 @@ def test_value_norms_through_nnsight_and_lazily_are_the_engines_in_every_project
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "gemma2", "olmo2", "phi3", "gpt_neox"])
-def test_ablation_state_runs_through_nnsight_and_lazily_as_the_engines(kind, tmp_path):
+def test_ablation_state_runs_through_nnsight_and_lazily_as_the_engines(kind, tmp_path, monkeypatch):
     """`ablated_run` (the ablation view's run: heads off and paths cut together, the per-token loss and the top
     predictions) refused a lazy checkpoint and an nnsight model ("needs the model in memory"). It is one pass
     (one trace) with the z edits and the cuts, the compact run computed next to the model; `ablation_table` one
@@ -317,6 +317,13 @@ def test_ablation_state_runs_through_nnsight_and_lazily_as_the_engines(kind, tmp
         for model in (lm, lazy):
             torch.testing.assert_close(engine.ablation_table(model, toks, kind=ablation, reference=ref), table,
                                        rtol=1e-4, atol=2e-5)
+    # mean ablation reads the reference once, for the heads' z and the cuts' sources' writes together
+    from circwidgets.model.lazy_source import LazySource
+
+    passes, real = [], LazySource.forward
+    monkeypatch.setattr(LazySource, "forward", lambda self, *a, **k: passes.append(a[0]) or real(self, *a, **k))
+    ablated_run(lazy, toks, **state)
+    assert len(passes) == 2 and torch.equal(passes[0], ref)  # the reference, then the run
     # nothing off: the model's own run (and Hugging Face's own loss)
     got = ablated_run(lm, toks)
     torch.testing.assert_close(got.token_loss, clean.token_loss, rtol=1e-4, atol=2e-5)

@@ -251,12 +251,11 @@ def ablated_run(model, tokens, heads: Sequence[tuple[int, int]] = (), paths=(), 
     ref = toks if reference is None else src.check_tokens(reference)
     by_layer = _by_layer(cfg, hs)
     z_mean: dict[int, torch.Tensor] = {}
-    if kind == "mean" and by_layer:
-        _, zs = src.run(ref, save_z=tuple(sorted(by_layer)))
-        z_mean = {l: z.mean((0, 1)) for l, z in zs.items()}
     res_mean = None
-    if kind == "mean" and cuts:  # (the sources' writes on the reference, before any ablation, as the engine's)
-        res_mean = src.head_result_means(ref, sorted({c.src for c in cuts}))
+    if kind == "mean" and (by_layer or cuts):  # one pass over the reference: the heads' z and the cuts' sources'
+        # writes (before any ablation, as the engine's)
+        z_mean, res_mean = src.reference_means(ref, tuple(sorted(by_layer)), sorted({c.src for c in cuts}))
+        res_mean = res_mean or None
     edits = {l: _replace(h, kind, z_mean.get(l)) for l, h in by_layer.items()}
     k = min(check_count(top_k, "top_k", lo=0), cfg.d_vocab)
     packed = src.run_state(toks, edits, _cut_groups(cfg, cuts), res_mean, fn=lambda lg, t: _compact(lg, t, k))

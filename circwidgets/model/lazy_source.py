@@ -254,7 +254,26 @@ class LazySource:
 
     def head_result_means(self, reference, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
         """`{(l, h): mean over batch and positions of head h's write `result` [d_model]}` on `reference`."""
-        return {lh: w.mean((0, 1)) for lh, w in self.head_writes(reference, heads).items()}
+        return self.reference_means(reference, (), heads)[1]
+
+    @torch.no_grad()
+    def reference_means(self, reference, z_layers=(), write_heads=()
+                        ) -> tuple[dict[int, torch.Tensor], dict[tuple[int, int], torch.Tensor]]:
+        """Means over `reference`'s batch and positions, from one pass stopped after the last layer asked for:
+        `({layer: z [head, d_head]} for z_layers, {(l, h): head h's write `result` [d_model]} for write_heads)`,
+        float32 (mean ablation of heads and of path cuts' sources together)."""
+        z_means: dict[int, torch.Tensor] = {}
+        w_means: dict[tuple[int, int], torch.Tensor] = {}
+        hooks: dict[int, list] = {}
+        for l in z_layers:
+            hooks.setdefault(l, []).append(("z", lambda z, l=l: z_means.__setitem__(l, z.float().mean((0, 1)))))
+        for l in sorted({l for l, _ in write_heads}):
+            hs = [h for l2, h in write_heads if l2 == l]
+            hooks.setdefault(l, []).append(
+                ("result", lambda r, l=l, hs=hs: w_means.update({(l, h): r[:, :, h].float().mean((0, 1)) for h in hs})))
+        if hooks:
+            self.forward(reference, hooks, last_layer=max(hooks))
+        return z_means, w_means
 
     @torch.no_grad()
     def run_cuts(self, tokens, groups: dict, metric, res_mean: dict | None = None) -> float:

@@ -444,12 +444,23 @@ class NNsightSource:
         E = self.cfg.d_head
         return (w[h * E:(h + 1) * E] if self.paths[5] else w[:, h * E:(h + 1) * E].T).detach().cpu()
 
-    @torch.no_grad()
     def head_result_means(self, reference, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
-        """`{(l, h): mean over batch and positions of head h's write [d_model]}` on `reference` (the write is
-        linear in z, so its mean is `mean(z) W_O^h`: one trace sends back those layers' z)."""
-        _, zs = self.run(reference, save_z=tuple(sorted({l for l, _ in heads})))
-        return {(l, h): zs[l][:, :, h].mean((0, 1)) @ self._head_W_O(l, h).float() for l, h in heads}
+        """`{(l, h): mean over batch and positions of head h's write [d_model]}` on `reference`."""
+        return self.reference_means(reference, (), heads)[1]
+
+    @torch.no_grad()
+    def reference_means(self, reference, z_layers=(), write_heads=()
+                        ) -> tuple[dict[int, torch.Tensor], dict[tuple[int, int], torch.Tensor]]:
+        """Means over `reference`'s batch and positions from one trace (it sends back the layers' z):
+        `({layer: z [head, d_head]} for z_layers, {(l, h): head h's write [d_model]} for write_heads)`; a write
+        is linear in z, so its mean is `mean(z) W_O^h` (mean ablation of heads and of path cuts' sources)."""
+        layers = tuple(sorted(set(z_layers) | {l for l, _ in write_heads}))
+        if not layers:
+            return {}, {}
+        _, zs = self.run(reference, save_z=layers)
+        means = {l: zs[l].mean((0, 1)) for l in layers}
+        return ({l: means[l] for l in z_layers},
+                {(l, h): means[l][h] @ self._head_W_O(l, h).float() for l, h in write_heads})
 
     @torch.no_grad()
     def run_cuts(self, tokens, groups: dict, metric, res_mean: dict | None = None) -> float:
