@@ -140,6 +140,10 @@ def test_each_card_is_its_recipe():
         for k, v in dataclasses.asdict(TrainConfig(**r.train)).items():
             want = used.get(k, json.loads(json.dumps(defaults[k])))
             assert json.loads(json.dumps(v)) == want, (name, k, v, want)
+        # and the shipped file is the recipe's architecture, every field the recipe sets (the card lists a few)
+        cfg = cw.load(name).cfg
+        for k, v in r.model.items():
+            assert getattr(cfg, k) == v, (name, k, getattr(cfg, k), v)
 
 
 def test_restate_measures_the_shipped_file_again(card_copy, monkeypatch):

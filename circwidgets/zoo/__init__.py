@@ -37,7 +37,9 @@ class Card(dict):
             lines.append(
                 f"**Architecture**: {a.get('n_layers')} layers, d_model {a.get('d_model')}, {a.get('n_heads')} heads × "
                 f"{a.get('d_head')}, vocab {a.get('d_vocab')}, n_ctx {a.get('n_ctx')}, attention-only, "
-                f"normalisation: {a.get('normalization') or 'none'}, positions: {a.get('positional')}"
+                f"normalisation: {a.get('normalization') or 'none'}"
+                f"{' (final, before the unembedding, only)' if a.get('pre_norm') is False else ''}, "
+                f"positions: {a.get('positional')}"
             )
         d = self.get("data", {})
         if d:

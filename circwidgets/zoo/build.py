@@ -336,7 +336,9 @@ def build(name: str, run_dir: str | Path, data_dir: str | Path | None = None, de
         file=f"models/{name}.safetensors",
         size_bytes=dst.stat().st_size,
         architecture={k: getattr(cfg, k) for k in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_ctx",
-                                                    "normalization", "positional", "attn_only")},
+                                                    "normalization", "positional", "attn_only")
+                      # where the norms are: said when there are any (False = a final norm only)
+                      + (("pre_norm",) if cfg.normalization is not None else ())},
         data={"summary": data_summary, **_card_data(data, json.loads(meta.get("task", "{}")))},
         training={"recipe": name, "command": command or f"python -m circwidgets.train {name}",
                   "steps": int(meta.get("step", 0)), "tokens": int(meta.get("tokens_seen", 0)),

@@ -156,7 +156,7 @@ print("gets worse most:", max(effects, key=lambda n: effects[n].delta))
 # Only the second copy can be predicted by looking back: each of its tokens followed the same token in the
 # first copy. That is exactly what the induction head does, so switching it off costs the second copy most.
 # In the first copy the snippet is new text and most of its tokens have nothing earlier to copy from. The cut
-# still costs the first copy something (about a third as much as the second, here): the snippet repeats some
+# still costs the first copy something (a small fraction of what it costs the second, here): the snippet repeats some
 # tokens within itself (`encoding`, `path`), and the head may do other work on ordinary code too; this
 # experiment does not tell the two apart.
 # </details>

@@ -157,11 +157,15 @@ print(f"second-copy loss {v_cut[0].clean:.2f}; with the V path from L0Hh cut:",
       {f"L0H{h}": round(e.intervened, 2) for h, e in v_cut.items()})
 v_src = max(v_cut, key=lambda h: v_cut[h].delta)
 v_score = engine.composition_scores(model, "v")[0, :, ind[0], ind[1]]
-print(f"the V-composition partner: L0H{v_src} (V-score {float(v_score[v_src]):.3f}, the highest: "
-      f"{v_src == int(v_score.argmax())}); cutting the K partner L0H{prev[1]}'s V path: {v_cut[prev[1]].delta:+.2f}")
+verdict = "a V partner" if v_cut[v_src].delta >= 0.1 else "under a tenth of a nat: no real V partner"
+print(f"largest V-path cut: L0H{v_src}, {v_cut[v_src].delta:+.2f} nats ({verdict}); its V-score "
+      f"{float(v_score[v_src]):.3f}, the highest: {v_src == int(v_score.argmax())}; cutting the K partner "
+      f"L0H{prev[1]}'s V path: {v_cut[prev[1]].delta:+.2f}")
 
 # %% [markdown]
-# Here are the V partner, the induction head, and their virtual head's pattern `A^{h2} A^{h1}` on the input.
+# Here are the head with the largest V cut, the induction head, and their virtual head's pattern `A^{h2} A^{h1}` on
+# the input. (In the shipped model no cut reaches a tenth of a nat: the induction head's values read the token
+# embeddings themselves, and this virtual head is a weak one; Exercise 2 asks whether it copies.)
 
 # %%
 vh = engine.virtual_heads(model, tokens[None], (0, v_src), ind)
@@ -223,15 +227,16 @@ for kind in "qkv":
 # %% [markdown]
 # <details><summary>What the comparison says (click)</summary>
 #
-# Here the two rankings agree for all three kinds: the previous-token head tops K by score and by cut, and the
-# heads that top Q and V by score are also the ones whose cuts hurt most. Agreement is not guaranteed (a score
-# reads weights, a cut reads behaviour on one input), and the *level* does not transfer: the random baseline
-# comes from Gaussian matrices, while trained heads concentrate their norm in a few directions, so a trained
-# pair can score below the baseline and still carry a path whose cut costs a lot. Every Q and V score here is
-# below the baseline, yet the top Q path costs about a quarter of a nat when cut and the top V path about a
-# tenth. A score is a screening tool; a path cut is the test. (The baseline's
-# spread is tiny, so dividing by it turns such a gap into "many σ below chance", a claim of no composition
-# that the cuts contradict.)
+# Here the rankings agree for Q and K: the previous-token head tops K by score and by cut (its cut costs well over a
+# nat), and the head that tops Q by score is the one whose Q cut hurts most (about a quarter of a nat). For V they
+# disagree, and there is little to rank: every V score is below the baseline and no V cut costs more than a few
+# hundredths of a nat (section 4: no real V partner). Agreement is not guaranteed (a score reads weights, a cut
+# reads behaviour on one input), and the *level* does not transfer: the random baseline comes from Gaussian
+# matrices, while trained heads concentrate their norm in a few directions, so a trained pair can score below the
+# baseline and still carry a path whose cut costs a lot: the previous-token head's *Q* path scores below the
+# baseline here, and its cut costs about a fifth of a nat. A score is a screening tool; a path cut is the test.
+# (The baseline's spread is tiny, so dividing by it turns such a gap into "many σ below chance", a claim of no
+# composition that the cuts contradict.)
 # </details>
 
 # %% [markdown]

@@ -28,8 +28,8 @@
 # flow if every head attended only to itself": an idealisation that ignores the patterns (not a bound on
 # them), not what the model does.
 #
-# Then the **path expansion**: with attention patterns frozen, the logits are a sum of path terms that add
-# up *exactly* to the model's logits. Last, **basis invariance**: none of this depends on the residual
+# Then the **path expansion**: with attention patterns (and the final norm's scale) frozen, the logits are a sum of path
+# terms that add up *exactly* to the model's logits. Last, **basis invariance**: none of this depends on the residual
 # stream's basis — we rotate it and recompute.
 
 # %%
@@ -135,11 +135,12 @@ print("random factors (mean over 50):", [round(float(c), 2) for c in random_cos.
 # ## 3. Path expansion of the logits
 #
 # `engine.path_terms` splits the logits into the direct path `x₀ W_U`, one term per head `A^h x₀ W_OV^h W_U`, and one
-# per pair of heads in different layers (virtual heads); the last term, `remainder`, carries whatever a longer path
-# would (exactly zero here: with two layers no path has more than two heads). **In the widget:** bars are the terms of
-# one logit (by default the next token at a position where the strongest induction head decides it,
-# `engine.decisive_position`), the sum beside the model's own logit; click a bar for that head's pattern; type a token
-# in the box to split a different logit.
+# per pair of heads in different layers (virtual heads), each divided by the final LayerNorm's scale at its position
+# (frozen like the patterns: one number per position, shared by every term; its weight and centring are in `W_U`); the
+# last term, `remainder`, carries whatever a longer path would (exactly zero here: with two layers no path has more than
+# two heads). **In the widget:** bars are the terms of one logit (by default the next token at a position where the
+# strongest induction head decides it, `engine.decisive_position`), the sum beside the model's own logit; click a bar
+# for that head's pattern; type a token in the box to split a different logit.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -154,19 +155,27 @@ cw.paths(model, tokens, labels=labels)
 # %% [markdown]
 # ## 4. Basis invariance: rotate the residual stream
 #
-# Multiply the residual stream by a random orthogonal matrix `R`: `W_E → W_E R`, `W_pos → W_pos R`,
-# readers `W_Q, W_K, W_V, W_U → Rᵀ W`, writers `W_O → W_O R`. Every activation *in* the stream changes, but
-# `x W_in` is unchanged for every reader, so the model computes the same function — and every quantity of
-# the framework (eigenvalues, composition, virtual weights, path terms) must be unchanged too. Any analysis
-# that depended on individual residual dimensions would fail this test.
+# Multiply the residual stream by an orthogonal matrix `R`: `W_E → W_E R`, `W_pos → W_pos R`, readers
+# `W_Q, W_K, W_V, W_U → Rᵀ W`, writers `W_O → W_O R`. Every activation *in* the stream changes, but `x W_in` is
+# unchanged for every reader that is a matrix. One reader is not: the model's final LayerNorm, between the
+# stream and `W_U`, subtracts the stream's mean over its `d_model` coordinates (its component along the
+# all-ones vector `1`) and divides by the length of what is left. A rotation keeps lengths, and it keeps the
+# centring if it maps `1` to itself. So we first fold the norm's weight and bias into `W_U` and `b_U`
+# (`cw.fold_layernorm`, the same fold the engine makes; the model then keeps only "centre and divide") and draw
+# a random rotation that fixes `1`. Then the model computes the same function, and every quantity of the
+# framework (eigenvalues, composition, virtual weights, path terms) must be unchanged too. Any analysis that
+# depended on individual residual dimensions would fail this test.
 
 # %%
 import copy
 
 torch.manual_seed(0)
 d = model.cfg.d_model
-R, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))  # a random orthogonal matrix
-m64 = copy.deepcopy(model).to(torch.float64).requires_grad_(False)
+m64 = cw.fold_layernorm(model).to(torch.float64).requires_grad_(False)  # same logits; norm weight in W_U
+one = torch.ones(d, 1, dtype=torch.float64) / d ** 0.5  # the all-ones direction, unit length
+rest = torch.linalg.qr(torch.cat([one, torch.randn(d, d - 1, dtype=torch.float64)], 1))[0][:, 1:]  # basis of 1⊥
+O, _ = torch.linalg.qr(torch.randn(d - 1, d - 1, dtype=torch.float64))  # a random rotation of 1⊥
+R = one @ one.T + rest @ O @ rest.T  # orthogonal, and R 1 = 1
 
 
 def change_basis(m, M: torch.Tensor):
@@ -179,7 +188,8 @@ def change_basis(m, M: torch.Tensor):
             out.W_pos.copy_(m.W_pos @ M)
         for name in ("W_Q", "W_K", "W_V"):
             getattr(out, name).copy_(Mi @ getattr(m, name))  # [L, H, d_model, d_head]: readers, (x M)(M⁻¹ W) = x W
-        out.W_O.copy_(m.W_O @ M)                               # writers
+        out.W_O.copy_(m.W_O @ M)                               # writers (and the attention output's bias)
+        out.b_O.copy_(m.b_O @ M)
         out.W_U.copy_(Mi @ m.W_U)
     return out
 
@@ -192,8 +202,8 @@ print("residual stream changed by up to", round(float((c0["resid_post", 0] - c1[
 
 # %%
 # NBVAL_CHECK_OUTPUT
-def biggest_change(f):
-    a, b = f(m64), f(rot)
+def biggest_change(f, other):
+    a, b = f(m64), f(other)
     a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
     ok = ~torch.isnan(a)
     return float((a[ok] - b[ok]).abs().max())
@@ -209,33 +219,42 @@ checks = {
     "path terms": lambda m: engine.path_terms(m, tokens[None], max_order=2).logits(),
 }
 for name, f in checks.items():
-    print(f"{name:22s} max |change| < 1e-6: {biggest_change(f) < 1e-6}")
+    print(f"{name:22s} max |change| < 1e-6: {biggest_change(f, rot) < 1e-6}")
 
 # %% [markdown]
 # ### Exercise 1
-# Replace `R` by a random **invertible but not orthogonal** matrix `M` (readers get `M⁻¹ W`, writers `W M`).
-# The logits stay the same — but which of the framework's quantities change, and why? (Norms are not
-# invariant under `M`.)
+# Replace `R` by a random **invertible but not orthogonal** matrix `M` that still maps `1` to itself (readers
+# get `M⁻¹ W`, writers `W M`). Which of the framework's quantities change, and why? And what changes under a
+# rotation that does *not* fix `1`?
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["solution"]
 #@title Solution (click to show the code)
 torch.manual_seed(1)
-M = torch.randn(d, d, dtype=torch.float64) / d ** 0.5 + torch.eye(d, dtype=torch.float64)
-skew = change_basis(m64, M)  # readers get M⁻¹ W, writers W M
+A = torch.randn(d - 1, d - 1, dtype=torch.float64) / d ** 0.5 + torch.eye(d - 1, dtype=torch.float64)
+M = one @ one.T + rest @ A @ rest.T  # invertible, M 1 = 1, not orthogonal
+free, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))  # a random rotation: moves 1
+skew, moved = change_basis(m64, M), change_basis(m64, free)
+print(f"{'':22s} {'M (skew)':>10s} {'R moves 1':>10s}")
 for name, f in checks.items():
-    a, b = torch.as_tensor(f(m64)).double(), torch.as_tensor(f(skew)).double()
-    ok = ~torch.isnan(a)
-    print(f"{name:22s} max |change| {float((a[ok] - b[ok]).abs().max()):.2g}")
+    print(f"{name:22s} {biggest_change(f, skew):10.2g} {biggest_change(f, moved):10.2g}")
 
 # %% [markdown]
 # <details><summary>Why (click)</summary>
 #
-# Everything that is a *product* through the stream is unchanged: the logits, the path terms, the full
-# circuits' eigenvalues (`W_E M · M⁻¹ W_OV M · M⁻¹ W_U`), and the virtual weights between components (the `M`s
-# cancel in `W_out M · M⁻¹ W_in`). The **composition scores change**: their numerators and denominators are
-# Frobenius norms of matrices expressed *inside* the residual basis (`M⁻¹ W_OV M` for an OV circuit,
-# `M⁻¹ W_QK M⁻ᵀ` for a QK circuit), and Frobenius norms are invariant under orthogonal changes of basis only.
-# The framework's scores therefore assume the residual stream's basis matters only *up to rotation*. That is an
-# assumption, not a fact about these models: the measures are rotation-invariant by construction, but a model
-# trained with Adam (per-coordinate step sizes, as these were) can still develop a privileged basis.
+# Under `M`, every *product* through the stream is unchanged: the full circuits' eigenvalues
+# (`W_E M · M⁻¹ W_OV M · M⁻¹ W_U`) and the virtual weights between components (the `M`s cancel in
+# `W_out M · M⁻¹ W_in`). The **composition scores change**: their numerators and denominators are Frobenius norms
+# of matrices expressed *inside* the residual basis (`M⁻¹ W_OV M` for an OV circuit, `M⁻¹ W_QK M⁻ᵀ` for a QK
+# circuit), and Frobenius norms are invariant under orthogonal changes of basis only. The framework's scores
+# therefore assume the residual stream's basis matters only *up to rotation*. That is an assumption, not a fact
+# about these models: the measures are rotation-invariant by construction, but a model trained with Adam
+# (per-coordinate step sizes, as these were) can still develop a privileged basis.
+#
+# **The logits change too**, and with them the path terms (they add up to the logits): the final LayerNorm divides by
+# the stream's length, which `M` changes. In a model without a final norm `M` would keep the logits; a LayerNorm gives
+# the stream a length that means something. A rotation that moves `1` keeps lengths but not the centring: the logits
+# change again, and so does the OV circuit's positivity (the engine puts the centring into `W_U`, where it no longer
+# commutes with the rotation), while what never passes through the final norm (the QK circuits, composition scores,
+# virtual weights between heads) stays put. The all-ones direction is a privileged direction of a LayerNorm model's
+# stream.
 # </details>

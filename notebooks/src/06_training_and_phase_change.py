@@ -52,7 +52,8 @@ from circwidgets.train import RepeatTask, TrainConfig, Trainer
 #
 # The task: random tokens with a segment repeated once (variable length and offset); only an induction
 # mechanism can predict the repeat. The model: 2 layers, 2 heads, d_model 64, no LayerNorm, shortformer
-# positions (the recipe that forms induction heads fastest on this project's machines).
+# positions (no norm before the heads: with pre-norms induction heads formed far later on this project's
+# machines).
 #
 # **In the widget:** the left plot is the training loss (and the held-out and in-context losses at each
 # evaluation); the right plot is every head's induction score over time. The scores and the in-context loss
@@ -140,18 +141,19 @@ print("the two windows overlap" if overlap >= 0 else f"the two windows are {-ove
 # %% [markdown]
 # Read the gain as two curves, not one. In the shipped `toy-2l-code` both in-context losses start at
 # `log d_vocab` (8.3 nats) and first *rise*, before any induction: the model learns code, and on random tokens
-# its direct path becomes confidently wrong (first copy 12.1, repeated copy 11.3 nats at step 10,000). Inside
-# the window the repeated copy falls (11.1 → 8.8 nats between steps 10,250 and 22,250) while the first copy
+# its direct path becomes confidently wrong (first copy 13.3, repeated copy 11.5 nats at step 10,000). Inside
+# the window the repeated copy falls (11.6 → 7.8 nats between steps 9,750 and 21,000) while the first copy
 # rises only 0.5: most of the gain there is the copy, which is the induction heads' doing. The held-out loss
 # on code shows no bump in this run, unlike Olsson et al.'s models: it keeps falling smoothly through the window.
 #
-# The steepest single step is not always the phase change. In this run it sits at steps 39,750–40,000, long
-# after the window: one evaluation's best induction score dipped (0.51 → 0.47) and the next rose (0.54). At a
-# constant learning rate of 2e-3 the weights jitter from one evaluation to the next (each scores the same 16
-# random sequences per repeat length), and neighbouring points differ by a few hundredths; a steepest pair
-# can also sit on a change of the learning-rate schedule (the shipped two-layer code models hold the rate
-# constant, then decay it linearly: `toy-2l-code` from step 60,000, `toy-2l-rotary` from 17,000). The 20–80 %
-# window, which reads the whole curve, is the locator to trust.
+# The steepest single step is not always the phase change. In this run the gain's steepest pair of evaluations
+# sits at steps 18,750–19,000, late in its window, and two thirds of that jump (+0.48 nats) is the *first* copy
+# getting worse (13.47 → 13.80), not the copy getting better. At a constant learning rate of 2e-3 the weights
+# jitter from one evaluation to the next (each scores the same 16 random sequences per repeat length), and
+# neighbouring points differ by tenths of a nat; a steepest pair can also sit on a change of the learning-rate
+# schedule (the shipped two-layer code models hold the rate constant, then decay it linearly: `toy-2l-code`
+# from step 40,000, `toy-2l-rotary` from 17,000). The 20–80 % window, which reads the whole curve, is the
+# locator to trust.
 #
 # ### Scrub across the window
 #
