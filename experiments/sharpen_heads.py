@@ -1,11 +1,12 @@
 """Would sharper induction heads fit code better? Scale their QK or OV circuits and measure both.
 
 The lecture model's targets ask for induction scores >= 0.8 and a loss < 1 nat on a repeated random copy;
-toy-2l-code reaches ~0.6 and 8-9 nats. Two readings: the model has not found sharper heads yet (training
+toy-2l-code reaches ~0.6 and 7-8 nats. Two readings: the model has not found sharper heads yet (training
 would get there), or sharper heads cost it loss on the code it models (its weights sit where the data puts
 them). This script tells them apart locally: it multiplies the layer-1 induction heads' W_Q by `a` (every
 attention logit of the head times `a`: a colder softmax, so more weight on the best-matching key) and their
-W_O by `b` (the head's whole output times `b`: a more confident copy), and measures, for each (a, b), the
+W_O by `b` (the head's whole output times `b`: a more confident copy; behind a final LayerNorm the logits grow
+less than `b`-fold, since the norm divides the louder stream by its larger scale), and measures, for each (a, b), the
 loss on held-out code beside the card's induction score and repeated-copy loss. If the card's behaviours
 rise only as held-out loss rises, the data does not reward them at these weights.
 
