@@ -118,6 +118,9 @@ def test_targets_are_what_the_cards_check_and_misses_are_stated():
     assert missed == {f"induction_len{n}" for n in (10, 23, 50, 100)} | {"repeated_loss_len10", "repeated_loss_len100"}
     assert lecture["notes"].startswith("Stated misses") and "induction >= 0.8" in lecture["notes"]
     assert "repeated copy < 1 nat" in lecture["notes"]
+    # where its one norm sits is on the card and in its summary (a final LayerNorm only: the heads read the raw stream)
+    assert lecture["architecture"]["normalization"] == "LN" and lecture["architecture"]["pre_norm"] is False
+    assert "normalisation: LN (final, before the unembedding, only)" in lecture.to_markdown()
 
 
 def test_each_card_is_its_recipe():
