@@ -193,7 +193,7 @@ def ablate_path(model, tokens, src: tuple[int, int], dst: tuple[int, int], kind=
     res_mean = None
     if ablation == "mean":
         ref = toks if reference is None else source.check_tokens(reference)
-        res_mean = source.head_result_means(ref, [(l1, h1)])
+        res_mean = source.reference_means(ref, (), [(l1, h1)])[1]
     clean, _ = source.run(toks, metric=metric)
     from .interventions import kv_group_notes
 

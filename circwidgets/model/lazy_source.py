@@ -252,10 +252,6 @@ class LazySource:
         self.forward(tokens, {l: [("result", keep(l))] for l in by_layer}, last_layer=max(by_layer))
         return out
 
-    def head_result_means(self, reference, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
-        """`{(l, h): mean over batch and positions of head h's write `result` [d_model]}` on `reference`."""
-        return self.reference_means(reference, (), heads)[1]
-
     @torch.no_grad()
     def reference_means(self, reference, z_layers=(), write_heads=()
                         ) -> tuple[dict[int, torch.Tensor], dict[tuple[int, int], torch.Tensor]]:

@@ -14,7 +14,7 @@ The interface (`ActivationSource`) is what the engine needs and nothing more, so
   direction at `pos` (final norm scale frozen), computed inside the trace: `[batch, layer, head]`;
 - for path cuts (`engine.ablate_path`): `run_cuts(tokens, groups, metric, res_mean)`, the metric
   of a run in which later heads' queries / keys / values are recomputed from the residual stream
-  minus earlier heads' writes, inside the trace, and `head_result_means(reference, heads)`;
+  minus earlier heads' writes, inside the trace, and `reference_means(reference, z_layers, write_heads)`;
   `run_state(...)` the same with head edits and residual replacements, any function of the logits;
 - `head_writes(tokens, heads)`: heads' writes `[batch, pos, d_model]` (the views' default position),
   `centred_unembedding(ids)`: unembedding columns minus their mean over the vocabulary.
@@ -443,10 +443,6 @@ class NNsightSource:
         w = self._weight(f"{self.paths[0]}.{l}.{self.paths[1]}.{self.paths[2]}.weight")
         E = self.cfg.d_head
         return (w[h * E:(h + 1) * E] if self.paths[5] else w[:, h * E:(h + 1) * E].T).detach().cpu()
-
-    def head_result_means(self, reference, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
-        """`{(l, h): mean over batch and positions of head h's write [d_model]}` on `reference`."""
-        return self.reference_means(reference, (), heads)[1]
 
     @torch.no_grad()
     def reference_means(self, reference, z_layers=(), write_heads=()
