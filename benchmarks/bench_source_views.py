@@ -3,7 +3,9 @@ test): the ablation view's run (`engine.ablated_run`: heads off and a path cut, 
 attention view's patterns with value norms (`engine.attention_patterns`), and the eigenvalue view's
 "QK composed through" grid (`engine.k_composition_positivity`), and the paths view's default position
 (`engine.decisive_position` on a repeated text: one pass stopped after the head's layer, the unembedding
-read in blocks).
+read in blocks); then every head ablated (`engine.ablation_table`) and every head and residual position
+patched (`engine.patching_report`), whose runs go through a lazy model as copies of the batch, several per
+pass, against one copy a pass (`max_elements=1`).
 
 Writes a random GPT-2-shaped checkpoint (float32 safetensors) once; the lazy model reads every layer from
 it again on each call (the Gram matrix of the composed circuit is computed once and cached on disk, its
@@ -33,6 +35,14 @@ def median_time(fn, repeats: int) -> float:
         fn()
         out.append(time.perf_counter() - t)
     return statistics.median(out)
+
+
+def _quiet(op, *a, **k):
+    """`op(*a, **k)` without its progress bars."""
+    from circwidgets.engine._progress import quiet_progress
+
+    with quiet_progress():
+        return op(*a, **k)
 
 
 def main() -> None:
@@ -86,6 +96,22 @@ def main() -> None:
             torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4, equal_nan=True)
             tl, te = median_time(lambda op=op: op(lazy), a.repeats), median_time(lambda op=op: op(eager), a.repeats)
             print(f"{name:40} {tl:10.3f} {te:10.3f} {tl / te:11.1f}")
+        # every head / (layer, position) patched or ablated: the runs go through as copies of the batch, several
+        # per pass; `max_elements=1` is one copy a pass (how a source ran them before), timed once
+        corrupt = toks.flip(-1)
+        sweeps = {
+            "ablation_table (every head)": lambda m, **k: _quiet(engine.ablation_table, m, toks, **k),
+            "patching_report (heads + resid)":
+                lambda m, **k: _quiet(engine.patching_report, m, toks, corrupt, **k).resid,
+        }
+        print(f"{'every head / position':40} {'lazy (s)':>10} {'1 a pass':>10} {'eager (s)':>10} {'1 a pass/lazy':>14}")
+        for name, op in sweeps.items():
+            got, one, want = op(lazy).float(), op(lazy, max_elements=1).float(), op(eager).float()
+            torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+            torch.testing.assert_close(one, got, rtol=1e-3, atol=1e-3)
+            tl, te = median_time(lambda op=op: op(lazy), a.repeats), median_time(lambda op=op: op(eager), a.repeats)
+            t1 = median_time(lambda op=op: op(lazy, max_elements=1), 1)
+            print(f"{name:40} {tl:10.3f} {t1:10.3f} {te:10.3f} {t1 / tl:14.1f}")
 
 
 if __name__ == "__main__":

@@ -147,9 +147,26 @@ def test_remote_switch_reaches_every_trace(pair, remote_trace_spy):
     assert len(seen) == n + 7 and all(r is True for r in seen)
     engine.attention_patterns(src, TOKS)  # patterns and value norms: one trace
     engine.ablated_run(src, TOKS, heads=[(1, 2)], paths=[(0, 1, 1, 2, "k")], kind="mean")  # reference z, the state
-    engine.patch_residual(src, TOKS[:, :3], CORRUPT[:, :3])  # clean stream, one per layer and position
-    L = src.cfg.n_layers
-    assert len(seen) == n + 7 + 1 + 2 + 1 + 3 * L and all(r is True for r in seen)
+    n = len(seen)
+    # the clean stream, then every (layer, position) run as copies of the batch in one trace
+    engine.patch_residual(src, TOKS[:, :3], CORRUPT[:, :3])
+    engine.ablation_table(src, TOKS, kind="mean")  # reference z, clean, every head's run in one trace
+    engine.patch_heads(src, TOKS, CORRUPT)  # clean z, every head's patched run in one trace
+    assert len(seen) == n + 2 + 3 + 2 and all(r is True for r in seen)
+    # `max_elements` bounds the copies a trace holds: one logits table each, one trace per run (as before)
+    L, H = src.cfg.n_layers, src.cfg.n_heads
+    engine.patch_residual(src, TOKS[:, :3], CORRUPT[:, :3], max_elements=1)
+    engine.ablation_table(src, TOKS, max_elements=1)  # clean, one per head
+    per_copy = TOKS.numel() * max(src.cfg.d_vocab, 4 * src.cfg.d_model)  # (interventions._copies_per_run)
+    engine.patch_heads(src, TOKS, CORRUPT, max_elements=3 * per_copy)  # clean z, three heads a trace
+    assert len(seen) == n + 7 + (1 + 3 * L) + (1 + L * H) + (1 + L * H // 3)
+    n = len(seen)
+    for run in (lambda: engine.ablation_table(src, TOKS, kind="mean", max_elements=0),
+                lambda: engine.patch_heads(src, TOKS, CORRUPT, max_elements=float("nan")),
+                lambda: engine.patching_report(src, TOKS, CORRUPT, max_elements=-1)):
+        with pytest.raises(ValueError, match="max_elements="):
+            run()
+    assert len(seen) == n  # refused before any request
 
 
 def test_hf_model_with_device_map_is_a_source(tmp_path):
@@ -360,6 +377,23 @@ def test_patching_report_through_nnsight_and_lazily_is_the_engines(kind, tmp_pat
             torch.testing.assert_close(getattr(got, part), getattr(want, part), rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(engine.patch_residual(lazy, clean, corrupt), engine.patch_residual(ours, clean, corrupt),
                                rtol=1e-4, atol=1e-5)
+    # the patched runs go through as copies of the batch: a lazy checkpoint reads its layers once a pass, not
+    # once per head and per (layer, position); one copy a pass gives the same numbers
+    from circwidgets.model.lazy_source import LazySource
+
+    passes, real = [], LazySource.forward
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LazySource, "forward", lambda self, *a, **k: passes.append(a[0].shape[0]) or real(self, *a, **k))
+        got = engine.patching_report(lazy, clean, corrupt)
+        # the metric's choice (4 runs); heads: clean z, the 12 patched copies, 2 for the fraction; the same for
+        # the residual stream with its 24 (layer, position) copies
+        L, H, P = ours.cfg.n_layers, ours.cfg.n_heads, clean.shape[1]
+        assert sorted(passes) == [1] * 10 + [L * H, L * P]
+        passes.clear()
+        one = engine.patching_report(lazy, clean, corrupt, max_elements=1)
+        assert len(passes) == 10 + L * H + L * P and set(passes) == {1}
+    for part in ("heads", "resid"):
+        torch.testing.assert_close(getattr(one, part), getattr(got, part), rtol=1e-3, atol=1e-4)  # (fractions, float32)
 
 
 @pytest.mark.parametrize("kind", ["gemma2", "olmo2", "phi3", "gpt_neox"])

@@ -86,6 +86,54 @@ def _replace(hs: list[int], kind: str, z_mean: torch.Tensor | None):
     return edit
 
 
+def _copy_values(src, toks: torch.Tensor, n: int, edits_of, metric, max_elements: float, desc: str) -> list[float]:
+    """The metric of `n` edited runs of `toks` on a source, several per pass (per trace): the copies stacked on the
+    batch axis, as the engine's `interventions._copy_runs` (`max_elements` bounds the logits held at once).
+    `edits_of(i) -> (z edits, resid edits)` gives copy i's `{layer: fn}` edits (as `run_state` takes them); each
+    applies to its copy's rows only. One value per copy leaves a pass: the metric's mean over that copy's batch.
+    A lazy checkpoint reads its layers once per pass, and a remote model answers one request per pass."""
+    from ._progress import tqdm
+    from .interventions import _copies_per_run
+
+    B = toks.shape[0]
+    step = _copies_per_run(src, toks, n, max_elements)
+    vals: list[float] = []
+
+    def rows(per):  # one layer's edits of several copies, each on its copy's rows
+        def edit(x):
+            for i, fn in per:
+                x[i * B:(i + 1) * B] = fn(x[i * B:(i + 1) * B].clone()).to(x.dtype)
+            return x
+        return edit
+
+    for s in tqdm(range(0, n, step), desc=desc, disable=n // step < 8, leave=False):
+        c = min(step, n - s)
+        per_z: dict[int, list] = {}
+        per_resid: dict[int, list] = {}
+        for i in range(c):
+            z_edits, resid_edits = edits_of(s + i)
+            for layer, fn in z_edits.items():
+                per_z.setdefault(layer, []).append((i, fn))
+            for layer, fn in resid_edits.items():
+                per_resid.setdefault(layer, []).append((i, fn))
+
+        def per_copy(lg, t, c=c):
+            return torch.stack([torch.as_tensor(metric(lg[i * B:(i + 1) * B], t[:B])).double().mean()
+                                for i in range(c)])
+
+        out = src.run_state(toks.repeat(c, 1), {l: rows(p) for l, p in per_z.items()}, fn=per_copy,
+                            resid_edits={l: rows(p) for l, p in per_resid.items()})
+        vals += torch.as_tensor(out).double().flatten().tolist()
+    return vals
+
+
+def _engine_model(src):
+    """Our own `Transformer` behind a source, or None (the engine runs it with hooks, copies batched)."""
+    from ..model.nnsight_source import TransformerSource
+
+    return src.model if isinstance(src, TransformerSource) else None
+
+
 @torch.no_grad()
 def ablate_heads(model, tokens, heads: Sequence[tuple[int, int]], kind: str = "zero", metric=None,
                  remote: bool = False, reference=None, means: str = "positions"):
@@ -114,30 +162,39 @@ def ablate_heads(model, tokens, heads: Sequence[tuple[int, int]], kind: str = "z
 
 
 @torch.no_grad()
-def patch_heads(model, clean, corrupted, metric=None, normalize: bool = False, remote: bool = False) -> torch.Tensor:
+def patch_heads(model, clean, corrupted, metric=None, normalize: bool = False, remote: bool = False,
+                max_elements: float = 2**26) -> torch.Tensor:
     """`interventions.patch_heads` on a source: `[n_layers, n_heads]` metric of the corrupted run with
-    head (l, h)'s clean `z` patched in (one trace for the clean z, one per head)."""
-    from .interventions import _normalized, loss_metric
+    head (l, h)'s clean `z` patched in: one trace for the clean z, then the heads' runs as copies of the
+    batch, several per trace (`_copy_values`), each sending back one value per copy."""
+    from . import interventions
+    from .interventions import _check_max_elements, _normalized, loss_metric
 
+    _check_max_elements(max_elements)  # before any pass
     src = as_source(model, remote)
+    if (eager := _engine_model(src)) is not None:
+        return interventions.patch_heads(eager, clean, corrupted, metric, normalize, max_elements)
     c, x = src.check_tokens(clean), src.check_tokens(corrupted)
     if c.shape != x.shape:
         raise ValueError(f"clean and corrupted must have the same shape, got {tuple(c.shape)} and {tuple(x.shape)}")
     metric = metric or loss_metric
     L, H = src.cfg.n_layers, src.cfg.n_heads
-    clean_value, zs = src.run(c, metric=metric, save_z=tuple(range(L)))
-    out = torch.zeros(L, H, dtype=torch.float64)
-    for l in range(L):
-        for h in range(H):
-            def edit(z, zc=zs[l], h=h):
-                z[..., h, :] = zc[..., h, :].to(z.device, z.dtype)
-                return z
-            out[l, h] = src.run(x, edits={l: edit}, metric=metric)[0]
+    _, zs = src.run(c, metric=None, save_z=tuple(range(L)))
+
+    def edits_of(i):
+        l, h = divmod(i, H)
+
+        def edit(z, zc=zs[l], h=h):
+            z[..., h, :] = zc[..., h, :].to(z.device, z.dtype)
+            return z
+        return {l: edit}, {}
+
+    out = torch.tensor(_copy_values(src, x, L * H, edits_of, metric, max_elements, "patch heads"),
+                       dtype=torch.float64).view(L, H)
     if normalize:
         corrupt_value = src.run(x, metric=metric)[0]
         clean_on_x = src.run(c, metric=lambda lg, t: metric(lg, x.to(lg.device)))[0]
         out = _normalized(out, clean_on_x, corrupt_value)
-    del clean_value
     return out
 
 
@@ -284,16 +341,21 @@ def _compact(logits: torch.Tensor, toks: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ablation_table(model, tokens, kind: str = "zero", metric=None, reference=None, remote: bool = False
-                   ) -> torch.Tensor:
+def ablation_table(model, tokens, kind: str = "zero", metric=None, reference=None, remote: bool = False,
+                   max_elements: float = 2**26) -> torch.Tensor:
     """`interventions.ablation_table` on a source: `[n_layers, n_heads]` effect (ablated − clean) of ablating
-    each head alone (zero, or its mean over `reference`'s batch and positions): one pass per head, one clean
-    pass, one more for the means; each sends back the metric's value only."""
-    from .interventions import loss_metric
+    each head alone (zero, or its mean over `reference`'s batch and positions): one clean pass, one more for
+    the means, and the heads' runs as copies of the batch, several per pass (`_copy_values`); each pass
+    sends back one value per copy."""
+    from . import interventions
+    from .interventions import _check_max_elements, loss_metric
 
     if kind not in ("zero", "mean"):
         raise ValueError(f"kind={kind!r} must be 'zero' or 'mean'")
+    _check_max_elements(max_elements)  # before any pass
     src = as_source(model, remote)
+    if (eager := _engine_model(src)) is not None:
+        return interventions.ablation_table(eager, tokens, kind, metric, reference, max_elements=max_elements)
     toks = src.check_tokens(tokens)
     metric = metric or loss_metric
     L, H = src.cfg.n_layers, src.cfg.n_heads
@@ -302,21 +364,25 @@ def ablation_table(model, tokens, kind: str = "zero", metric=None, reference=Non
         ref = toks if reference is None else src.check_tokens(reference)
         z_mean = {l: z.mean((0, 1)) for l, z in src.run(ref, save_z=tuple(range(L)))[1].items()}
     clean = src.run(toks, metric=metric)[0]
-    out = torch.zeros(L, H, dtype=torch.float64)
-    for l in range(L):
-        for h in range(H):
-            out[l, h] = src.run(toks, edits={l: _replace([h], kind, z_mean.get(l))}, metric=metric)[0] - clean
-    return out
+
+    def edits_of(i):
+        l, h = divmod(i, H)
+        return {l: _replace([h], kind, z_mean.get(l))}, {}
+
+    vals = _copy_values(src, toks, L * H, edits_of, metric, max_elements, "ablation table")
+    return torch.tensor(vals, dtype=torch.float64).view(L, H) - clean
 
 
 @torch.no_grad()
-def patch_residual(model, clean, corrupted, metric=None, normalize: bool = False, remote: bool = False
-                   ) -> torch.Tensor:
+def patch_residual(model, clean, corrupted, metric=None, normalize: bool = False, remote: bool = False,
+                   max_elements: float = 2**26) -> torch.Tensor:
     """`interventions.patch_residual` on a source: `[n_layers, pos]` metric of the corrupted run with the
-    residual stream entering layer l at one position replaced by the clean run's (one pass for the clean
-    stream, one per layer and position, each sending back the metric's value only)."""
-    from .interventions import _normalized, loss_metric
+    residual stream entering layer l at one position replaced by the clean run's: one pass for the clean
+    stream, then the (layer, position) runs as copies of the batch, several per pass (`_copy_values`), each
+    sending back one value per copy."""
+    from .interventions import _check_max_elements, _normalized, loss_metric
 
+    _check_max_elements(max_elements)  # before any pass
     src = _state_source(model, remote)
     c, x = src.check_tokens(clean), src.check_tokens(corrupted)
     if c.shape != x.shape:
@@ -324,13 +390,17 @@ def patch_residual(model, clean, corrupted, metric=None, normalize: bool = False
     metric = metric or loss_metric
     L, P = src.cfg.n_layers, x.shape[1]
     resid = src.resid_pre(c)
-    out = torch.zeros(L, P, dtype=torch.float64)
-    for l in range(L):
-        for p in range(P):
-            def edit(r, rc=resid[l], p=p):
-                r[:, p] = rc[:, p].to(r.device, r.dtype)
-                return r
-            out[l, p] = float(src.run_state(x, resid_edits={l: edit}, fn=metric).double().mean())
+
+    def edits_of(i):
+        l, p = divmod(i, P)
+
+        def edit(r, rc=resid[l], p=p):
+            r[:, p] = rc[:, p].to(r.device, r.dtype)
+            return r
+        return {}, {l: edit}
+
+    out = torch.tensor(_copy_values(src, x, L * P, edits_of, metric, max_elements, "patch residual"),
+                       dtype=torch.float64).view(L, P)
     if normalize:
         out = _normalized(out, src.run(c, metric=lambda lg, t: metric(lg, x.to(lg.device)))[0],
                           src.run(x, metric=metric)[0])
@@ -338,13 +408,14 @@ def patch_residual(model, clean, corrupted, metric=None, normalize: bool = False
 
 
 @torch.no_grad()
-def patching_report(model, clean, corrupted, pos: int = -1, remote: bool = False):
+def patching_report(model, clean, corrupted, pos: int = -1, remote: bool = False, max_elements: float = 2**26):
     """`interventions.patching_report` on a source: the metric chosen as there (`logit[good] − logit[bad]` at
     `pos`, from the batch-averaged logits there of the clean and the corrupted run: one `[d_vocab]` row leaves
     each pass), then `patch_heads` and `patch_residual` on the source."""
     from ._check import check_position
-    from .interventions import PatchingReport, logit_diff_metric
+    from .interventions import PatchingReport, _check_max_elements, logit_diff_metric
 
+    _check_max_elements(max_elements)  # before any pass
     src = _state_source(model, remote)
     c, x = src.check_tokens(clean), src.check_tokens(corrupted)
     if c.shape != x.shape:
@@ -358,6 +429,6 @@ def patching_report(model, clean, corrupted, pos: int = -1, remote: bool = False
     metric = logit_diff_metric(pos, good, bad)
     cm, xm = src.run(c, metric=metric)[0], src.run(x, metric=metric)[0]
     norm = abs(cm - xm) > 1e-9
-    return PatchingReport(heads=patch_heads(src, c, x, metric, normalize=norm),
-                          resid=patch_residual(src, c, x, metric, normalize=norm),
+    return PatchingReport(heads=patch_heads(src, c, x, metric, normalize=norm, max_elements=max_elements),
+                          resid=patch_residual(src, c, x, metric, normalize=norm, max_elements=max_elements),
                           pos=pos, good=good, bad=bad, clean=cm, corrupted=xm, normalized=norm)

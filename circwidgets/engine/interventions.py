@@ -324,9 +324,14 @@ def ablate_heads(model: Transformer, tokens, heads: Sequence[tuple[int, int]], k
     return _effect(model, toks, hooks, metric)
 
 
-def _copies_per_run(model: Transformer, toks: torch.Tensor, n: int, max_elements: float) -> int:
+def _check_max_elements(max_elements) -> None:
     if isinstance(max_elements, bool) or not isinstance(max_elements, (int, float)) or not max_elements >= 1:
         raise ValueError(f"max_elements={max_elements!r} must be a number >= 1 (values held at once)")
+
+
+def _copies_per_run(model: Transformer, toks: torch.Tensor, n: int, max_elements: float) -> int:
+    """Copies of `toks` a forward pass holds: their logits (or 4 d_model per token) within `max_elements`."""
+    _check_max_elements(max_elements)
     per_copy = toks.numel() * max(model.cfg.d_vocab, model.cfg.d_model * 4)
     return max(1, min(n, int(max_elements // max(per_copy, 1))))
 
@@ -361,14 +366,15 @@ def ablation_table(model: Transformer, tokens, kind: str = "zero", metric: Metri
     """`Tensor[n_layers, n_heads]`: effect (ablated − clean) of ablating each head alone.
 
     Each layer's heads run as copies of the batch in one forward pass (`max_elements` bounds the
-    logits held at once). A lazy checkpoint or an nnsight model: one pass per head (`activations`)."""
+    logits held at once). A lazy checkpoint or an nnsight model: the same copies, through its passes
+    (traces), one value per copy sent back (`activations`)."""
     if is_source(model):
         from . import activations
 
         if means != "positions":
             raise NotImplementedError("ablation_table on a lazy checkpoint or nnsight model takes means over the "
                                       "batch and positions only (means='positions')")
-        return activations.ablation_table(model, tokens, kind, metric, reference)
+        return activations.ablation_table(model, tokens, kind, metric, reference, max_elements=max_elements)
     toks, ref, metric = _prep(model, tokens, metric, reference, kind, means)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     clean = _value(metric, model(toks), toks)
@@ -449,7 +455,7 @@ def patch_heads(model: Transformer, clean, corrupted, metric: Metric | None = No
     if is_source(model):  # nnsight / Hugging Face model: through traces
         from . import activations
 
-        return activations.patch_heads(model, clean, corrupted, metric, normalize)
+        return activations.patch_heads(model, clean, corrupted, metric, normalize, max_elements=max_elements)
     c, x, metric = _patch_prep(model, clean, corrupted, metric)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     _, cache = model.run_with_cache(c)
@@ -505,10 +511,10 @@ def patch_residual(model: Transformer, clean, corrupted, metric: Metric | None =
                    max_elements: float = 2**26) -> torch.Tensor:
     """`Tensor[n_layers, pos]`: metric of the corrupted run with the residual stream entering layer l
     (`resid_pre`, l = 0..n_layers-1) at one position replaced by the clean run's."""
-    if is_source(model):  # a lazy checkpoint / nnsight model: one pass per layer and position
+    if is_source(model):  # a lazy checkpoint / nnsight model: copies batched through its passes
         from . import activations
 
-        return activations.patch_residual(model, clean, corrupted, metric, normalize)
+        return activations.patch_residual(model, clean, corrupted, metric, normalize, max_elements=max_elements)
     c, x, metric = _patch_prep(model, clean, corrupted, metric)
     L, P = model.cfg.n_layers, x.shape[1]
     _, cache = model.run_with_cache(c)
@@ -559,7 +565,7 @@ def patching_report(model: Transformer, clean, corrupted, pos: int = -1, max_ele
     if is_source(model):  # a lazy checkpoint / nnsight model: through passes (traces) that send back values only
         from . import activations
 
-        return activations.patching_report(model, clean, corrupted, pos)
+        return activations.patching_report(model, clean, corrupted, pos, max_elements=max_elements)
     c, x, _ = _patch_prep(model, clean, corrupted, None)
     check_position(pos, c.shape[1])  # the report keeps `pos` as given (-1 = the last)
     clean_logits, corrupt_logits = model(c), model(x)

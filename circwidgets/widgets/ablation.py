@@ -20,9 +20,13 @@ from .base import CircuitWidget, head_rows, int_pairs, reacts_to
 
 _EFFECTS_MAX = 40_000_000  # single-head effect table on setup only when L*H*pos*d_vocab is at most this
 _LOGITS_MAX = 2_000_000  # runs keep (and cache) their logits only when pos*d_vocab is at most this
-# a lazy checkpoint / nnsight model patches one head or position per forward pass: the patching mode is refused
-# when passes x n_layers x d_model^2 exceeds this (GPT-2 small at 20 tokens: 3e9, a couple of minutes on a CPU)
+# A lazy checkpoint / nnsight model runs the patched runs (one per head and per (layer, position)) as copies of
+# the batch, several per forward pass (trace). The patching mode is refused when the weights those passes read
+# (passes x n_layers x d_model^2) exceed _SOURCE_PATCH_MAX (one run a pass, GPT-2 small at 20 tokens read 3e9:
+# a couple of minutes on a CPU), or the runs' multiply-adds (runs x tokens x (12 n_layers d_model^2 + d_model
+# d_vocab), every layer and the unembedding) exceed _SOURCE_PATCH_MACS (minutes on a CPU).
 _SOURCE_PATCH_MAX = 1e10
+_SOURCE_PATCH_MACS = 1e13
 
 
 class Ablation(CircuitWidget):
@@ -228,16 +232,24 @@ class Ablation(CircuitWidget):
         return self.cached(("patching", self._version), compute)
 
     def _check_patching_cost(self) -> None:
-        """Refuse the patching mode of a lazy checkpoint / nnsight model that would take too long for a click:
-        it runs one forward pass per head and per (layer, position), each reading every layer again."""
+        """Refuse the patching mode of a lazy checkpoint / nnsight model that would take too long for a click: its
+        runs (one per head and per (layer, position)) go through as copies of the batch, several per pass, and
+        each pass reads every layer again."""
         if supports_text_run(self.model):  # in memory: the engine batches the patched runs
             return
-        cfg, P = self.model.cfg, self.tokens.shape[0]
-        passes = cfg.n_layers * (cfg.n_heads + P) + 4
-        if passes * cfg.n_layers * cfg.d_model ** 2 > _SOURCE_PATCH_MAX:
-            raise ValueError(f"patching this model takes {passes} forward passes ({cfg.n_layers} layers x "
-                             f"({cfg.n_heads} heads + {P} positions)), each reading every layer: too many for a "
-                             "click. Patch the heads / positions of interest with engine.patch_heads / "
+        from ..engine.interventions import _copies_per_run
+
+        cfg, toks = self.model.cfg, self.tokens[None]
+        L, H, P = cfg.n_layers, cfg.n_heads, toks.shape[1]
+        passes = 10  # the metric's choice, the clean activations, the fractions' runs; then the copies
+        for n in (L * H, L * P):
+            passes += -(-n // _copies_per_run(self.model, toks, n, 2**26))  # (patching_report's default budget)
+        runs = L * (H + P) + 10
+        macs = runs * P * (12 * L * cfg.d_model ** 2 + cfg.d_model * cfg.d_vocab)
+        if passes * L * cfg.d_model ** 2 > _SOURCE_PATCH_MAX or macs > _SOURCE_PATCH_MACS:
+            raise ValueError(f"patching this model takes {runs} runs ({L} layers x ({H} heads + {P} positions), and "
+                             f"the choice of the metric) in {passes} forward passes, each reading every layer: too "
+                             "much for a click. Patch the heads / positions of interest with engine.patch_heads / "
                              "engine.patch_residual, or load the model in memory")
 
     @reacts_to("mode")
