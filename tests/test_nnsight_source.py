@@ -153,6 +153,9 @@ def test_remote_switch_reaches_every_trace(pair, remote_trace_spy):
     engine.ablation_table(src, TOKS, kind="mean")  # reference z, clean, every head's run in one trace
     engine.patch_heads(src, TOKS, CORRUPT)  # clean z, every head's patched run in one trace
     assert len(seen) == n + 2 + 3 + 2 and all(r is True for r in seen)
+    n = len(seen)
+    engine.patching_report(src, TOKS, CORRUPT)  # two rows (the metric and its ends), clean z, clean stream, copies
+    assert len(seen) == n + 4 + 2
     # `max_elements` bounds the copies a trace holds: one logits table each, one trace per run (as before)
     L, H = src.cfg.n_layers, src.cfg.n_heads
     engine.patch_residual(src, TOKS[:, :3], CORRUPT[:, :3], max_elements=1)
@@ -385,13 +388,13 @@ def test_patching_report_through_nnsight_and_lazily_is_the_engines(kind, tmp_pat
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(LazySource, "forward", lambda self, *a, **k: passes.append(a[0].shape[0]) or real(self, *a, **k))
         got = engine.patching_report(lazy, clean, corrupt)
-        # the metric's choice (4 runs); heads: clean z, the 12 patched copies, 2 for the fraction; the same for
-        # the residual stream with its 24 (layer, position) copies
+        # the metric's choice and its clean and corrupted values (2 runs); heads: the clean z, the 12 patched
+        # copies; the residual stream: the clean stream, its 24 (layer, position) copies
         L, H, P = ours.cfg.n_layers, ours.cfg.n_heads, clean.shape[1]
-        assert sorted(passes) == [1] * 10 + [L * H, L * P]
+        assert sorted(passes) == [1] * 4 + [L * H, L * P]
         passes.clear()
         one = engine.patching_report(lazy, clean, corrupt, max_elements=1)
-        assert len(passes) == 10 + L * H + L * P and set(passes) == {1}
+        assert len(passes) == 4 + L * H + L * P and set(passes) == {1}
     for part in ("heads", "resid"):
         torch.testing.assert_close(getattr(one, part), getattr(got, part), rtol=1e-3, atol=1e-4)  # (fractions, float32)
 

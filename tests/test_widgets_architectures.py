@@ -253,7 +253,7 @@ def test_activation_views_on_a_lazy_checkpoint(tmp_path, monkeypatch):
     # too many passes for a click (a big checkpoint): refused with what to do, the mode stays "ablate"
     monkeypatch.setattr(sys.modules["circwidgets.widgets.ablation"], "_SOURCE_PATCH_MAX", 1e3)  # (the module)
     a = cw.ablation(lazy, toks, corrupted=corrupt)
-    with pytest.warns(CircuitWidgetWarning, match=r"patching this model takes 34 runs .* in 12 forward passes"):
+    with pytest.warns(CircuitWidgetWarning, match=r"patching this model takes 28 runs .* in 6 forward passes"):
         a.mode = "patch"
     assert a.mode == "ablate" and "engine.patch_heads" in a.error
     b.mode = "ablate"

@@ -161,6 +161,41 @@ def ablate_heads(model, tokens, heads: Sequence[tuple[int, int]], kind: str = "z
     return Effect(clean, ablated)
 
 
+def _patched_heads(src, c: torch.Tensor, x: torch.Tensor, metric, max_elements: float) -> torch.Tensor:
+    """`[n_layers, n_heads]` metric of the corrupted run `x` with each head's z from the clean run `c`."""
+    L, H = src.cfg.n_layers, src.cfg.n_heads
+    _, zs = src.run(c, metric=None, save_z=tuple(range(L)))
+
+    def edits_of(i):
+        l, h = divmod(i, H)
+
+        def edit(z, zc=zs[l], h=h):
+            z[..., h, :] = zc[..., h, :].to(z.device, z.dtype)
+            return z
+        return {l: edit}, {}
+
+    return torch.tensor(_copy_values(src, x, L * H, edits_of, metric, max_elements, "patch heads"),
+                        dtype=torch.float64).view(L, H)
+
+
+def _patched_resid(src, c: torch.Tensor, x: torch.Tensor, metric, max_elements: float) -> torch.Tensor:
+    """`[n_layers, pos]` metric of the corrupted run `x` with the residual stream entering layer l at one
+    position from the clean run `c`."""
+    L, P = src.cfg.n_layers, x.shape[1]
+    resid = src.resid_pre(c)
+
+    def edits_of(i):
+        l, p = divmod(i, P)
+
+        def edit(r, rc=resid[l], p=p):
+            r[:, p] = rc[:, p].to(r.device, r.dtype)
+            return r
+        return {}, {l: edit}
+
+    return torch.tensor(_copy_values(src, x, L * P, edits_of, metric, max_elements, "patch residual"),
+                        dtype=torch.float64).view(L, P)
+
+
 @torch.no_grad()
 def patch_heads(model, clean, corrupted, metric=None, normalize: bool = False, remote: bool = False,
                 max_elements: float = 2**26) -> torch.Tensor:
@@ -178,19 +213,7 @@ def patch_heads(model, clean, corrupted, metric=None, normalize: bool = False, r
     if c.shape != x.shape:
         raise ValueError(f"clean and corrupted must have the same shape, got {tuple(c.shape)} and {tuple(x.shape)}")
     metric = metric or loss_metric
-    L, H = src.cfg.n_layers, src.cfg.n_heads
-    _, zs = src.run(c, metric=None, save_z=tuple(range(L)))
-
-    def edits_of(i):
-        l, h = divmod(i, H)
-
-        def edit(z, zc=zs[l], h=h):
-            z[..., h, :] = zc[..., h, :].to(z.device, z.dtype)
-            return z
-        return {l: edit}, {}
-
-    out = torch.tensor(_copy_values(src, x, L * H, edits_of, metric, max_elements, "patch heads"),
-                       dtype=torch.float64).view(L, H)
+    out = _patched_heads(src, c, x, metric, max_elements)
     if normalize:
         corrupt_value = src.run(x, metric=metric)[0]
         clean_on_x = src.run(c, metric=lambda lg, t: metric(lg, x.to(lg.device)))[0]
@@ -388,19 +411,7 @@ def patch_residual(model, clean, corrupted, metric=None, normalize: bool = False
     if c.shape != x.shape:
         raise ValueError(f"clean and corrupted must have the same shape, got {tuple(c.shape)} and {tuple(x.shape)}")
     metric = metric or loss_metric
-    L, P = src.cfg.n_layers, x.shape[1]
-    resid = src.resid_pre(c)
-
-    def edits_of(i):
-        l, p = divmod(i, P)
-
-        def edit(r, rc=resid[l], p=p):
-            r[:, p] = rc[:, p].to(r.device, r.dtype)
-            return r
-        return {}, {l: edit}
-
-    out = torch.tensor(_copy_values(src, x, L * P, edits_of, metric, max_elements, "patch residual"),
-                       dtype=torch.float64).view(L, P)
+    out = _patched_resid(src, c, x, metric, max_elements)
     if normalize:
         out = _normalized(out, src.run(c, metric=lambda lg, t: metric(lg, x.to(lg.device)))[0],
                           src.run(x, metric=metric)[0])
@@ -411,9 +422,10 @@ def patch_residual(model, clean, corrupted, metric=None, normalize: bool = False
 def patching_report(model, clean, corrupted, pos: int = -1, remote: bool = False, max_elements: float = 2**26):
     """`interventions.patching_report` on a source: the metric chosen as there (`logit[good] − logit[bad]` at
     `pos`, from the batch-averaged logits there of the clean and the corrupted run: one `[d_vocab]` row leaves
-    each pass), then `patch_heads` and `patch_residual` on the source."""
+    each of the two passes, and the metric's clean and corrupted values are read off the same rows), then the
+    runs of `patch_heads` and `patch_residual` on the source, normalised by those two values."""
     from ._check import check_position
-    from .interventions import PatchingReport, _check_max_elements, logit_diff_metric
+    from .interventions import PatchingReport, _check_max_elements, _normalized, logit_diff_metric
 
     _check_max_elements(max_elements)  # before any pass
     src = _state_source(model, remote)
@@ -422,13 +434,20 @@ def patching_report(model, clean, corrupted, pos: int = -1, remote: bool = False
         raise ValueError(f"clean and corrupted must have the same shape, got {tuple(c.shape)} and {tuple(x.shape)}")
     p = check_position(pos, c.shape[1])
 
-    def top(toks) -> int:
-        return int(src.run_state(toks, fn=lambda lg, t: lg[:, p].double().mean(0)).argmax())
+    def row(toks) -> torch.Tensor:  # the batch-averaged logits at p, float64 `[d_vocab]`
+        return src.run_state(toks, fn=lambda lg, t: lg[:, p].double().mean(0)).double()
 
-    good, bad = top(c), top(x)
+    clean_row, corrupt_row = row(c), row(x)
+    good, bad = int(clean_row.argmax()), int(corrupt_row.argmax())
     metric = logit_diff_metric(pos, good, bad)
-    cm, xm = src.run(c, metric=metric)[0], src.run(x, metric=metric)[0]
+
+    def value(r: torch.Tensor) -> float:  # the metric (a batch mean of a logit difference) from the mean row
+        return float(r[good] - (r[bad] if bad != good else 0.0))
+
+    cm, xm = value(clean_row), value(corrupt_row)
     norm = abs(cm - xm) > 1e-9
-    return PatchingReport(heads=patch_heads(src, c, x, metric, normalize=norm, max_elements=max_elements),
-                          resid=patch_residual(src, c, x, metric, normalize=norm, max_elements=max_elements),
-                          pos=pos, good=good, bad=bad, clean=cm, corrupted=xm, normalized=norm)
+    heads, resid = _patched_heads(src, c, x, metric, max_elements), _patched_resid(src, c, x, metric, max_elements)
+    if norm:
+        heads, resid = _normalized(heads, cm, xm), _normalized(resid, cm, xm)
+    return PatchingReport(heads=heads, resid=resid, pos=pos, good=good, bad=bad, clean=cm, corrupted=xm,
+                          normalized=norm)

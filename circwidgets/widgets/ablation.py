@@ -241,14 +241,14 @@ class Ablation(CircuitWidget):
 
         cfg, toks = self.model.cfg, self.tokens[None]
         L, H, P = cfg.n_layers, cfg.n_heads, toks.shape[1]
-        passes = 10  # the metric's choice, the clean activations, the fractions' runs; then the copies
+        passes = 4  # the metric's choice (the clean and the corrupted run), the clean z and stream; then the copies
         for n in (L * H, L * P):
             passes += -(-n // _copies_per_run(self.model, toks, n, 2**26))  # (patching_report's default budget)
-        runs = L * (H + P) + 10
+        runs = L * (H + P) + 4
         macs = runs * P * (12 * L * cfg.d_model ** 2 + cfg.d_model * cfg.d_vocab)
         if passes * L * cfg.d_model ** 2 > _SOURCE_PATCH_MAX or macs > _SOURCE_PATCH_MACS:
-            raise ValueError(f"patching this model takes {runs} runs ({L} layers x ({H} heads + {P} positions), and "
-                             f"the choice of the metric) in {passes} forward passes, each reading every layer: too "
+            raise ValueError(f"patching this model takes {runs} runs ({L} layers x ({H} heads + {P} positions) + 4) "
+                             f"in {passes} forward passes, each reading every layer: too "
                              "much for a click. Patch the heads / positions of interest with engine.patch_heads / "
                              "engine.patch_residual, or load the model in memory")
 
