@@ -147,6 +147,7 @@ def test_remote_switch_reaches_every_trace(pair, remote_trace_spy):
     assert len(seen) == n + 7 and all(r is True for r in seen)
     engine.attention_patterns(src, TOKS)  # patterns and value norms: one trace
     engine.ablated_run(src, TOKS, heads=[(1, 2)], paths=[(0, 1, 1, 2, "k")], kind="mean")  # reference z, the state
+    assert len(seen) == n + 7 + 1 + 2
     n = len(seen)
     # the clean stream, then every (layer, position) run as copies of the batch in one trace
     engine.patch_residual(src, TOKS[:, :3], CORRUPT[:, :3])
@@ -156,13 +157,14 @@ def test_remote_switch_reaches_every_trace(pair, remote_trace_spy):
     n = len(seen)
     engine.patching_report(src, TOKS, CORRUPT)  # two rows (the metric and its ends), clean z, clean stream, copies
     assert len(seen) == n + 4 + 2
+    n = len(seen)
     # `max_elements` bounds the copies a trace holds: one logits table each, one trace per run (as before)
     L, H = src.cfg.n_layers, src.cfg.n_heads
     engine.patch_residual(src, TOKS[:, :3], CORRUPT[:, :3], max_elements=1)
     engine.ablation_table(src, TOKS, max_elements=1)  # clean, one per head
     per_copy = TOKS.numel() * max(src.cfg.d_vocab, 4 * src.cfg.d_model)  # (interventions._copies_per_run)
     engine.patch_heads(src, TOKS, CORRUPT, max_elements=3 * per_copy)  # clean z, three heads a trace
-    assert len(seen) == n + 7 + (1 + 3 * L) + (1 + L * H) + (1 + L * H // 3)
+    assert len(seen) == n + (1 + 3 * L) + (1 + L * H) + (1 + L * H // 3)
     n = len(seen)
     for run in (lambda: engine.ablation_table(src, TOKS, kind="mean", max_elements=0),
                 lambda: engine.patch_heads(src, TOKS, CORRUPT, max_elements=float("nan")),
