@@ -141,13 +141,13 @@ def test_remote_switch_reaches_every_trace(pair, remote_trace_spy):
     engine.activations.ablate_heads(src, TOKS, [(0, 0)])
     engine.activations.direct_logit_attribution(src, TOKS, -1, 3)
     n = len(seen)
-    engine.ablate_heads(src, TOKS, [(1, 2)], kind="mean")  # reference z, clean, ablated
+    engine.ablate_heads(src, TOKS, [(1, 2)], kind="mean")  # reference z; clean and ablated as copies in one
     engine.head_scores(src, "induction", seq_len=5, n_seqs=1)
     engine.ablate_path(src, TOKS, (0, 1), (1, 2), kind="k", ablation="mean")  # reference z, clean, cut
-    assert len(seen) == n + 7 and all(r is True for r in seen)
+    assert len(seen) == n + 6 and all(r is True for r in seen)
     engine.attention_patterns(src, TOKS)  # patterns and value norms: one trace
     engine.ablated_run(src, TOKS, heads=[(1, 2)], paths=[(0, 1, 1, 2, "k")], kind="mean")  # reference z, the state
-    assert len(seen) == n + 7 + 1 + 2
+    assert len(seen) == n + 6 + 1 + 2
     n = len(seen)
     # the clean stream, then every (layer, position) run as copies of the batch in one trace
     engine.patch_residual(src, TOKS[:, :3], CORRUPT[:, :3])

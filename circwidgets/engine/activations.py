@@ -139,7 +139,8 @@ def ablate_heads(model, tokens, heads: Sequence[tuple[int, int]], kind: str = "z
                  remote: bool = False, reference=None, means: str = "positions"):
     """`interventions.ablate_heads` on a source: `Effect(clean, ablated)` of `metric` (default loss).
 
-    kind "zero": two traces, each shipping back one number. kind "mean": the engine's definition
+    kind "zero": one trace (the clean and the ablated run as two copies of the batch, when their logits fit
+    in 2^26 values; else two), shipping back two numbers. kind "mean": the engine's definition
     (each head's z replaced by its mean over `reference`, default `tokens`: over batch and positions,
     or per position with means="batch"), one more trace that ships back the reference's z of the
     ablated heads' layers (`[batch, pos, head, d_head]` each) to take the means here."""
@@ -156,8 +157,11 @@ def ablate_heads(model, tokens, heads: Sequence[tuple[int, int]], kind: str = "z
         _, zs = src.run(ref, save_z=tuple(sorted(by_layer)))
         z_mean = {l: z.mean(0) if means == "batch" else z.mean((0, 1)) for l, z in zs.items()}
     edits = {l: _replace(hs, kind, z_mean.get(l)) for l, hs in by_layer.items()}
-    clean, _ = src.run(toks, metric=metric)
-    ablated, _ = src.run(toks, edits=edits, metric=metric)
+    if _engine_model(src) is not None:  # our own model: two hooked runs
+        return Effect(src.run(toks, metric=metric)[0], src.run(toks, edits=edits, metric=metric)[0])
+    # the clean and the ablated run as two copies of the batch in one pass (trace), when their logits fit
+    clean, ablated = _copy_values(src, toks, 2, lambda i: ({} if i == 0 else edits, {}), metric, 2**26,
+                                  "ablate heads")
     return Effect(clean, ablated)
 
 
