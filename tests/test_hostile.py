@@ -606,6 +606,19 @@ def test_top_k_memory_bounds_and_path_budget_arguments_are_checked():
         with pytest.raises(ValueError, match="max_elements="):
             ablation_table(m, toks, max_elements=bad)
     torch.testing.assert_close(ablation_table(m, toks, max_elements=1.0), ablation_table(m, toks))
+    # the copies a pass holds are bounded by their attention patterns too (here larger than their logits:
+    # 4 heads x 64 x 64 per copy against 64 x 12): copies of 4 heads' runs by their logits would hold 4x the bound
+    from circwidgets.model.transformer import Transformer
+
+    wide = random_model(n_layers=1, n_heads=4, d_model=8, d_head=2, d_vocab=12, n_ctx=64, seed=1)
+    long = torch.arange(64)[None] % 12
+    runs, real = [], Transformer.run_with_hooks
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Transformer, "run_with_hooks",
+                   lambda self, t, *a, **k: runs.append(t.shape[0]) or real(self, t, *a, **k))
+        bounded = ablation_table(wide, long, max_elements=4 * 64 * 64)
+    assert runs == [1, 1, 1, 1]  # one copy (its 16,384 pattern values) a pass
+    torch.testing.assert_close(bounded, ablation_table(wide, long))
     with pytest.raises(ValueError, match="n_positions="):
         path_budget(m, 0, 2)
     with pytest.raises(ValueError, match="max_order="):

@@ -162,7 +162,7 @@ def test_remote_switch_reaches_every_trace(pair, remote_trace_spy):
     L, H = src.cfg.n_layers, src.cfg.n_heads
     engine.patch_residual(src, TOKS[:, :3], CORRUPT[:, :3], max_elements=1)
     engine.ablation_table(src, TOKS, max_elements=1)  # clean, one per head
-    per_copy = TOKS.numel() * max(src.cfg.d_vocab, 4 * src.cfg.d_model)  # (interventions._copies_per_run)
+    per_copy = TOKS.numel() * max(src.cfg.d_vocab, 4 * src.cfg.d_model, 4 * 11)  # (interventions._copies_per_run)
     engine.patch_heads(src, TOKS, CORRUPT, max_elements=3 * per_copy)  # clean z, three heads a trace
     assert len(seen) == n + (1 + 3 * L) + (1 + L * H) + (1 + L * H // 3)
     n = len(seen)

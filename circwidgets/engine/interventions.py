@@ -330,9 +330,11 @@ def _check_max_elements(max_elements) -> None:
 
 
 def _copies_per_run(model: Transformer, toks: torch.Tensor, n: int, max_elements: float) -> int:
-    """Copies of `toks` a forward pass holds: their logits (or 4 d_model per token) within `max_elements`."""
+    """Copies of `toks` a forward pass holds within `max_elements`: per token of a copy, the largest of its
+    logits, 4 d_model (the widest activation) and its attention pattern rows (n_heads x pos)."""
     _check_max_elements(max_elements)
-    per_copy = toks.numel() * max(model.cfg.d_vocab, model.cfg.d_model * 4)
+    cfg = model.cfg
+    per_copy = toks.numel() * max(cfg.d_vocab, cfg.d_model * 4, cfg.n_heads * toks.shape[-1])
     return max(1, min(n, int(max_elements // max(per_copy, 1))))
 
 
