@@ -88,7 +88,8 @@ def _replace(hs: list[int], kind: str, z_mean: torch.Tensor | None):
 
 def _copy_values(src, toks: torch.Tensor, n: int, edits_of, metric, max_elements: float, desc: str) -> list[float]:
     """The metric of `n` edited runs of `toks` on a source, several per pass (per trace): the copies stacked on the
-    batch axis, as the engine's `interventions._copy_runs` (`max_elements` bounds the logits held at once).
+    batch axis, as the engine's `interventions._copy_runs` (`max_elements` bounds what they hold at once:
+    `interventions._copies_per_run`).
     `edits_of(i) -> (z edits, resid edits)` gives copy i's `{layer: fn}` edits (as `run_state` takes them); each
     applies to its copy's rows only. One value per copy leaves a pass: the metric's mean over that copy's batch.
     A lazy checkpoint reads its layers once per pass, and a remote model answers one request per pass."""

@@ -368,8 +368,8 @@ def ablation_table(model: Transformer, tokens, kind: str = "zero", metric: Metri
     """`Tensor[n_layers, n_heads]`: effect (ablated − clean) of ablating each head alone.
 
     Each layer's heads run as copies of the batch in one forward pass (`max_elements` bounds the
-    logits held at once). A lazy checkpoint or an nnsight model: the same copies, through its passes
-    (traces), one value per copy sent back (`activations`)."""
+    values the copies hold at once: logits, widest activation, attention patterns). A lazy checkpoint or an
+    nnsight model: the same copies, through its passes (traces), one value per copy sent back (`activations`)."""
     if is_source(model):
         from . import activations
 
